@@ -1,0 +1,91 @@
+# One obvious way to build, test, benchmark and install contid.
+# `make help` lists the targets.
+
+GO        ?= go
+PREFIX    ?= /usr
+DESTDIR   ?=
+BIN       := bin
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 0.1.0)
+LDFLAGS   := -X github.com/contid/contid/config.Version=$(VERSION)
+# Debian packages the build, the tests and every tier need.
+DEB_DEPS  := clang llvm libbpf-dev bpftool dbus systemd systemd-container \
+             auditd policykit-1 qemu-system-x86 debootstrap e2fsprogs zstd \
+             lintian dpkg-dev debhelper fakeroot util-linux procps iproute2 \
+             stress-ng linux-perf
+
+.PHONY: check check-generate
+.PHONY: all help deps build generate lint test test-unprivileged test-privileged \
+        test-systemd test-vm bench demo deb install clean
+
+all: build
+
+help:
+	@echo "make deps               install the Debian packages (root)"
+	@echo "make build              bin/contidd and bin/contidctl"
+	@echo "make generate           rebuild the bpf2go output from kernel/bpf (needs clang)"
+	@echo "make lint               gofmt, go vet, staticcheck"
+	@echo "make check              the whole CI job: generate check, lint, every test tier"
+	@echo "make test               every tier this machine can run (privileged ones need root)"
+	@echo "make test-unprivileged  go test ./... as user nobody: privileged tests skip with reasons"
+	@echo "make test-systemd       systemd as PID 1 in nspawn, with the .deb installed"
+	@echo "make test-vm            a qemu guest with the BPF LSM: enforcing mode and the tamper suite"
+	@echo "make bench              benchmarks: prints a table, writes bench/results.json"
+	@echo "make demo               the main job on an embedded default: a tagged container and its journal"
+	@echo "make deb                the Debian package in packaging/out/"
+	@echo "make install            install everything under DESTDIR/PREFIX"
+
+# The whole CI job, as root on a fresh machine after `make deps`.
+check: check-generate lint build test-unprivileged test test-systemd test-vm
+
+# The committed bpf2go output must be what the committed C sources give.
+check-generate:
+	$(GO) generate ./kernel/...
+	git diff --exit-code --stat -- kernel/ || \
+	  { echo "kernel/: bpf2go output differs from the committed files: run make generate and commit"; exit 1; }
+
+deps:
+	apt-get update -q
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(DEB_DEPS)
+	$(GO) mod download
+
+build:
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/contidd ./cmd/contidctl
+
+generate:
+	$(GO) generate ./kernel/...
+
+lint:
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go' | grep -v '_bpfel.go$$')); \
+	  if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) tool staticcheck ./...
+
+# As root this runs the privileged tests for real (host integration tier);
+# as any other user they skip with their reasons.
+test:
+	$(GO) test -count=1 -p 1 -timeout 30m ./...
+
+# The test binaries are built as the caller and run as nobody, from a
+# world-readable copy of the tree (a checkout under /root is not).
+test-unprivileged:
+	test/unprivileged.sh
+
+test-systemd: deb
+	test/systemd/run.sh
+
+test-vm: deb
+	test/vm/run.sh
+
+bench: build
+	test/bench/run.sh
+
+demo: build
+	test/demo/run.sh
+
+deb: build
+	packaging/build-deb.sh
+
+-include packaging/install.mk
+
+clean:
+	rm -rf $(BIN) packaging/out test/vm/out
