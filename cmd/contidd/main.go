@@ -1,0 +1,102 @@
+// Command contidd is contid's daemon: it loads the kernel layer, keeps the
+// container registry and serves org.contid1 on the system bus and on
+// /run/contid/bus. See DESIGN.md and units/contid.conf.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path"
+	"strings"
+	"syscall"
+
+	"github.com/contid/contid/config"
+	"github.com/contid/contid/daemon"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	fs := flag.NewFlagSet("contidd", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: contidd [OPTIONS]\n\nThe contid daemon: audit container IDs for systemd hosts.\n\nOptions (override %s):\n", config.DefaultPath)
+		fs.PrintDefaults()
+	}
+	var (
+		confPath   = fs.String("config", config.DefaultPath, "configuration `file`")
+		busAddress = fs.String("bus-address", "", "system bus `address` (default: $DBUS_SYSTEM_BUS_ADDRESS or the standard socket)")
+		noBus      = fs.Bool("no-bus", false, "do not use the system bus; serve the peer-to-peer socket only")
+		socket     = fs.String("socket", "", "peer-to-peer socket `path` (Socket=; \"none\" disables it)")
+		stateDir   = fs.String("state-directory", "", "state `dir` (StateDirectory=)")
+		pinDir     = fs.String("pin-directory", "", "bpffs pin `dir` (PinDirectory=)")
+		mode       = fs.String("mode", "", "auto or tracking (Mode=)")
+		logLevel   = fs.String("log-level", "", "lowest syslog `level` logged (LogLevel=)")
+		parents    = fs.String("autotag-parents", "", "space-separated cgroup `paths` (AutotagParents=; \"none\" for none)")
+		version    = fs.Bool("version", false, "print the version and exit")
+	)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "contidd: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	if *version {
+		fmt.Println("contidd", config.Version)
+		return 0
+	}
+	cfg, err := config.Load(*confPath)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "<3>contidd: %v\n", err)
+		return 1
+	}
+	set := func(dst *string, v string) {
+		if v != "" {
+			*dst = v
+		}
+	}
+	set(&cfg.StateDirectory, *stateDir)
+	set(&cfg.PinDirectory, *pinDir)
+	set(&cfg.LogLevel, *logLevel)
+	if *mode != "" {
+		cfg.Mode = config.Mode(*mode)
+	}
+	switch *socket {
+	case "":
+	case "none":
+		cfg.Socket = ""
+	default:
+		cfg.Socket = *socket
+	}
+	switch *parents {
+	case "":
+	case "none":
+		cfg.AutotagParents = nil
+	default:
+		cfg.AutotagParents = nil
+		for _, p := range strings.Fields(*parents) {
+			cfg.AutotagParents = append(cfg.AutotagParents, "/"+strings.Trim(path.Clean("/"+p), "/"))
+		}
+	}
+	if err := cfg.Validate(); err != nil {
+		fmt.Fprintf(os.Stderr, "<3>contidd: %v\n", err)
+		return 2
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := daemon.Run(ctx, daemon.Options{Config: cfg, BusAddress: *busAddress, NoBus: *noBus}); err != nil {
+		fmt.Fprintf(os.Stderr, "<3>contidd: %v\n", err)
+		return 1
+	}
+	return 0
+}

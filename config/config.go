@@ -1,0 +1,220 @@
+// Package config reads contidd's configuration, /etc/contid/contid.conf,
+// a systemd-style INI file with [Manager] and [Audit] sections.
+//
+// Every key has a default so that a missing file is a valid configuration;
+// units/contid.conf documents them. Unknown sections and keys are errors,
+// because a silently ignored typo in a security daemon's config is worse
+// than a refusal to start.
+package config
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"strconv"
+	"strings"
+
+	"github.com/contid/contid"
+)
+
+// Version is set at build time by the Makefile (-X).
+var Version = "0.1.0"
+
+// DefaultPath is where contidd looks for its configuration.
+const DefaultPath = "/etc/contid/contid.conf"
+
+// ErrSyntax is wrapped by every parse error, with file and line.
+var ErrSyntax = errors.New("config syntax error")
+
+// Mode selects which kernel programs contidd loads.
+type Mode string
+
+const (
+	// ModeAuto picks enforcing when the BPF LSM is usable, else tracking.
+	ModeAuto Mode = "auto"
+	// ModeTracking never loads the LSM programs.
+	ModeTracking Mode = "tracking"
+)
+
+// Config is the whole configuration.
+type Config struct {
+	// [Manager]
+	AutotagParents []string
+	MaxDepth       int
+	MaxContainers  int
+	StateDirectory string
+	PinDirectory   string
+	Socket         string
+	Mode           Mode
+	LogLevel       string
+
+	// [Audit]
+	WriteUntagged bool
+	LoadRules     bool
+	RulesFile     string
+	BacklogLimit  uint32
+}
+
+// Default returns the configuration used when the file is absent.
+func Default() Config {
+	return Config{
+		AutotagParents: []string{"/machine.slice"},
+		MaxDepth:       contid.MaxDepth,
+		MaxContainers:  65536,
+		StateDirectory: "/var/lib/contid",
+		PinDirectory:   "/sys/fs/bpf/contid",
+		Socket:         "/run/contid/bus",
+		Mode:           ModeAuto,
+		LogLevel:       "info",
+		WriteUntagged:  false,
+		LoadRules:      false,
+		RulesFile:      "/usr/share/contid/contid.rules",
+		BacklogLimit:   8192,
+	}
+}
+
+// LogLevels maps the LogLevel names to syslog priorities.
+var LogLevels = map[string]int{
+	"emerg": 0, "alert": 1, "crit": 2, "err": 3,
+	"warning": 4, "notice": 5, "info": 6, "debug": 7,
+}
+
+// Load reads the file at p on top of the defaults. A missing file is not
+// an error: contidd must start on a fresh install.
+func Load(p string) (Config, error) {
+	cfg := Default()
+	f, err := os.Open(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return cfg, nil
+	}
+	if err != nil {
+		return cfg, fmt.Errorf("open config: %w", err)
+	}
+	defer f.Close()
+	if err := cfg.parse(f, p); err != nil {
+		return cfg, err
+	}
+	return cfg, nil
+}
+
+// Parse reads a configuration from r on top of the defaults; name is used
+// in error messages.
+func Parse(r io.Reader, name string) (Config, error) {
+	cfg := Default()
+	err := cfg.parse(r, name)
+	return cfg, err
+}
+
+func (c *Config) parse(r io.Reader, name string) error {
+	sc := bufio.NewScanner(r)
+	section := ""
+	lineNo := 0
+	for sc.Scan() {
+		lineNo++
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || line[0] == '#' || line[0] == ';' {
+			continue
+		}
+		fail := func(format string, a ...any) error {
+			return fmt.Errorf("%w: %s:%d: %s", ErrSyntax, name, lineNo, fmt.Sprintf(format, a...))
+		}
+		if line[0] == '[' {
+			if !strings.HasSuffix(line, "]") {
+				return fail("unterminated section header %q", line)
+			}
+			section = line[1 : len(line)-1]
+			if section != "Manager" && section != "Audit" {
+				return fail("unknown section [%s]", section)
+			}
+			continue
+		}
+		key, value, ok := strings.Cut(line, "=")
+		if !ok {
+			return fail("expected Key=Value, got %q", line)
+		}
+		key, value = strings.TrimSpace(key), strings.TrimSpace(value)
+		if section == "" {
+			return fail("key %s outside a section", key)
+		}
+		if err := c.set(section, key, value); err != nil {
+			return fail("%s.%s: %v", section, key, err)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("read %s: %w", name, err)
+	}
+	return c.Validate()
+}
+
+func (c *Config) set(section, key, value string) error {
+	var err error
+	switch section + "." + key {
+	case "Manager.AutotagParents":
+		c.AutotagParents = nil
+		for _, p := range strings.Fields(value) {
+			c.AutotagParents = append(c.AutotagParents, "/"+strings.Trim(path.Clean("/"+p), "/"))
+		}
+	case "Manager.MaxDepth":
+		c.MaxDepth, err = strconv.Atoi(value)
+	case "Manager.MaxContainers":
+		c.MaxContainers, err = strconv.Atoi(value)
+	case "Manager.StateDirectory":
+		c.StateDirectory = value
+	case "Manager.PinDirectory":
+		c.PinDirectory = value
+	case "Manager.Socket":
+		c.Socket = value
+	case "Manager.Mode":
+		c.Mode = Mode(value)
+	case "Manager.LogLevel":
+		c.LogLevel = value
+	case "Audit.WriteUntagged":
+		c.WriteUntagged, err = parseBool(value)
+	case "Audit.LoadRules":
+		c.LoadRules, err = parseBool(value)
+	case "Audit.RulesFile":
+		c.RulesFile = value
+	case "Audit.BacklogLimit":
+		var v uint64
+		v, err = strconv.ParseUint(value, 10, 32)
+		c.BacklogLimit = uint32(v)
+	default:
+		return errors.New("unknown key")
+	}
+	return err
+}
+
+// Validate checks the ranges and enumerations; flags are applied on top of
+// the file, so contidd calls it again after them.
+func (c *Config) Validate() error {
+	switch {
+	case c.MaxDepth < 1 || c.MaxDepth > contid.MaxDepth:
+		return fmt.Errorf("%w: MaxDepth=%d must be between 1 and %d", ErrSyntax, c.MaxDepth, contid.MaxDepth)
+	case c.MaxContainers < 1:
+		return fmt.Errorf("%w: MaxContainers=%d must be positive", ErrSyntax, c.MaxContainers)
+	case c.Mode != ModeAuto && c.Mode != ModeTracking:
+		return fmt.Errorf("%w: Mode=%q must be auto or tracking", ErrSyntax, c.Mode)
+	case !path.IsAbs(c.StateDirectory) || !path.IsAbs(c.PinDirectory):
+		return fmt.Errorf("%w: StateDirectory and PinDirectory must be absolute paths", ErrSyntax)
+	case c.Socket != "" && !path.IsAbs(c.Socket):
+		return fmt.Errorf("%w: Socket=%q must be an absolute path (or empty to disable)", ErrSyntax, c.Socket)
+	}
+	if _, ok := LogLevels[c.LogLevel]; !ok {
+		return fmt.Errorf("%w: LogLevel=%q is not a syslog level name (err, warning, notice, info, debug, ...)", ErrSyntax, c.LogLevel)
+	}
+	return nil
+}
+
+// parseBool accepts the spellings systemd accepts.
+func parseBool(s string) (bool, error) {
+	switch strings.ToLower(s) {
+	case "1", "yes", "y", "true", "t", "on":
+		return true, nil
+	case "0", "no", "n", "false", "f", "off":
+		return false, nil
+	}
+	return false, fmt.Errorf("%q is not a boolean", s)
+}

@@ -1,0 +1,258 @@
+// Package daemon runs contidd: configuration, kernel load, registry, the
+// D-Bus API on both transports, and the event loops, with systemd's
+// readiness, status and watchdog protocol. cmd/contidd only parses flags
+// and calls Run.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/activation"
+	sddaemon "github.com/coreos/go-systemd/v22/daemon"
+
+	"github.com/contid/contid/config"
+	cdbus "github.com/contid/contid/dbus"
+	"github.com/contid/contid/kernel"
+	"github.com/contid/contid/registry"
+)
+
+// Options are what the command line adds to the configuration file.
+type Options struct {
+	Config config.Config
+	// BusAddress overrides the system bus address ("" = default).
+	BusAddress string
+	// NoBus runs without the system bus (peer-to-peer socket only).
+	NoBus bool
+	// Extra goroutines started after the core is up, before READY=1; the
+	// audit/journal pipeline plugs in here. A returned error other than
+	// context.Canceled stops contidd.
+	Extra []func(ctx context.Context, d *Daemon) error
+}
+
+// Daemon is a running contidd, as seen by the goroutines in Options.Extra.
+type Daemon struct {
+	Config   config.Config
+	Tracker  kernel.Tracker
+	Registry *registry.Registry
+	Manager  *cdbus.Manager
+	Log      *Logger
+
+	wg    sync.WaitGroup
+	errCh chan error
+}
+
+// Go runs f until ctx ends; its failure stops the daemon.
+func (d *Daemon) Go(ctx context.Context, name string, f func(ctx context.Context) error) {
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		if err := f(ctx); err != nil && !errors.Is(err, context.Canceled) && ctx.Err() == nil {
+			select {
+			case d.errCh <- fmt.Errorf("%s: %w", name, err):
+			default:
+			}
+		}
+	}()
+}
+
+// cgroups adapts the kernel layer's cgroup helpers to dbus.Cgroups.
+type cgroups struct{ root string }
+
+func (c cgroups) Root() string                       { return c.root }
+func (c cgroups) ID(rel string) (uint64, error)      { return kernel.CgroupID(rel) }
+func (c cgroups) PathByID(id uint64) (string, error) { return kernel.CgroupPathByID(id) }
+func (c cgroups) OfPID(pid uint32) (string, error)   { return kernel.CgroupOfPID(int(pid)) }
+
+// ownerAlive says whether the process that created an ID still runs: the
+// PID exists and has the same start time (so a reused PID is not taken
+// for the owner).
+func ownerAlive(pid uint32, start uint64) bool {
+	if pid == 0 {
+		return false
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	s, err := statStartTime(b)
+	return err == nil && s == start
+}
+
+// Run runs contidd until ctx is cancelled (SIGTERM) or a core part fails.
+// On return the pinned maps and links stay: tags keep being enforced
+// while contidd is down.
+func Run(ctx context.Context, opts Options) error {
+	cfg := opts.Config
+	log := NewLogger(config.LogLevels[cfg.LogLevel])
+	notify := func(state string) { _, _ = sddaemon.SdNotify(false, state) }
+	notify("STATUS=Loading the kernel programs...")
+
+	root, err := kernel.Cgroup2Root()
+	if err != nil {
+		return fmt.Errorf("find the cgroup2 hierarchy: %w", err)
+	}
+	bpf, err := kernel.Load(kernel.Options{PinDir: cfg.PinDirectory, Mode: string(cfg.Mode)})
+	if err != nil {
+		return fmt.Errorf("load the kernel layer: %w", err)
+	}
+	defer bpf.Close()
+	mode, reason := bpf.Enforcement()
+	log.Logf(cdbus.PrioInfo, "Kernel layer live in %s mode: %s", mode, reason)
+
+	if err := os.MkdirAll(cfg.StateDirectory, 0o700); err != nil {
+		return fmt.Errorf("create state directory: %w", err)
+	}
+	reg, err := registry.Open(cfg.StateDirectory, bpf, registry.Config{
+		MaxDepth:      cfg.MaxDepth,
+		MaxContainers: cfg.MaxContainers,
+		OwnerAlive:    ownerAlive,
+		Logf:          func(f string, a ...any) { log.Logf(cdbus.PrioWarning, f, a...) },
+	})
+	if err != nil {
+		return fmt.Errorf("open the registry in %s: %w", cfg.StateDirectory, err)
+	}
+	defer reg.Close()
+
+	setAutotagParents(bpf, cfg.AutotagParents, log)
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	d := &Daemon{Config: cfg, Tracker: bpf, Registry: reg, Log: log, errCh: make(chan error, 1)}
+	d.Manager = cdbus.NewManager(cdbus.Config{
+		Registry: reg, Tracker: bpf, Cgroups: cgroups{root}, Version: config.Version, Logf: log.Logf,
+	})
+	if err := d.Manager.Reconcile(); err != nil {
+		log.Logf(cdbus.PrioWarning, "Startup reconciliation failed: %v", err)
+	}
+
+	// The peer-to-peer endpoint: systemd's socket if activated, else ours.
+	ln, err := p2pListener(cfg.Socket)
+	if err != nil {
+		return err
+	}
+	if ln != nil {
+		d.Go(ctx, "peer-to-peer endpoint", func(ctx context.Context) error { return d.Manager.ServeP2P(ctx, ln) })
+	}
+
+	busState := "no system bus"
+	if opts.NoBus {
+		busState = "system bus disabled"
+		log.Logf(cdbus.PrioNotice, "Running without the system bus (--no-bus); the API is served on %s only.", cfg.Socket)
+	} else if conn, err := d.Manager.ServeBus(ctx, opts.BusAddress); err != nil {
+		if errors.Is(err, cdbus.ErrNameTaken) {
+			return err
+		}
+		log.Logf(cdbus.PrioWarning, "No system bus (%v); the API is served on %s only, and units and machines cannot be resolved.", err, cfg.Socket)
+	} else {
+		busState = "owns " + cdbus.BusName
+		defer conn.Close()
+		d.Go(ctx, "machined follower", func(ctx context.Context) error {
+			if err := d.Manager.FollowMachines(ctx); err != nil {
+				log.Logf(cdbus.PrioNotice, "Not following machined: %v", err)
+			}
+			return nil
+		})
+	}
+
+	d.Go(ctx, "manager", func(ctx context.Context) error { d.Manager.Run(ctx); return nil })
+	d.Go(ctx, "kernel events", func(ctx context.Context) error { return kernelEvents(ctx, bpf, d.Manager, log) })
+	for _, f := range opts.Extra {
+		d.Go(ctx, "extension", func(ctx context.Context) error { return f(ctx, d) })
+	}
+	d.Go(ctx, "watchdog", watchdog)
+
+	notify("READY=1\nSTATUS=" + fmt.Sprintf("%s mode, %s, %d containers", mode, busState, reg.Active()))
+	log.Logf(cdbus.PrioInfo, "contidd %s ready: %s mode, %s, peer-to-peer on %s.", config.Version, mode, busState, cfg.Socket)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-d.errCh:
+		log.Logf(cdbus.PrioErr, "Stopping: %v", runErr)
+	}
+	notify("STOPPING=1\nSTATUS=Shutting down; pinned tags stay enforced.")
+	cancel()
+	if ln != nil {
+		ln.Close()
+	}
+	d.wg.Wait()
+	log.Logf(cdbus.PrioInfo, "contidd stopped; the kernel keeps enforcing the pinned tags.")
+	return runErr
+}
+
+// p2pListener takes the socket systemd passed (contidd.socket) or listens
+// on path itself; "" disables the endpoint.
+func p2pListener(path string) (*net.UnixListener, error) {
+	lns, err := activation.Listeners()
+	if err != nil {
+		return nil, fmt.Errorf("socket activation: %w", err)
+	}
+	for _, l := range lns {
+		if ul, ok := l.(*net.UnixListener); ok {
+			return ul, nil
+		}
+	}
+	if path == "" {
+		return nil, nil
+	}
+	return cdbus.ListenP2P(path)
+}
+
+func setAutotagParents(bpf kernel.Tracker, parents []string, log *Logger) {
+	var ids []uint64
+	for _, p := range parents {
+		id, err := kernel.CgroupID(p)
+		if err != nil {
+			log.Logf(cdbus.PrioNotice, "Autotag parent %s does not exist (yet); its containers are tagged when machined announces them.", p)
+			continue
+		}
+		ids = append(ids, id)
+	}
+	if err := bpf.SetAutotagParents(ids); err != nil {
+		log.Logf(cdbus.PrioWarning, "Failed to set the autotag parents: %v", err)
+	}
+}
+
+func kernelEvents(ctx context.Context, t kernel.Tracker, m *cdbus.Manager, log *Logger) error {
+	for {
+		ev, err := t.ReadEvent(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			log.Logf(cdbus.PrioWarning, "Reading kernel events failed: %v", err)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		m.HandleKernelEvent(ev)
+	}
+}
+
+// watchdog pings systemd at half WATCHDOG_USEC when the unit asks for it.
+func watchdog(ctx context.Context) error {
+	interval, err := sddaemon.SdWatchdogEnabled(false)
+	if err != nil || interval == 0 {
+		return nil
+	}
+	t := time.NewTicker(interval / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			_, _ = sddaemon.SdNotify(false, "WATCHDOG=1")
+		}
+	}
+}
+

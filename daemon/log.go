@@ -1,0 +1,42 @@
+package daemon
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+
+	"github.com/coreos/go-systemd/v22/journal"
+)
+
+// Logger writes to the journal with priorities when journald runs, else
+// to stderr with the "<N>" prefixes systemd and journald understand.
+type Logger struct {
+	max     int
+	journal bool
+	mu      sync.Mutex
+	out     io.Writer
+}
+
+// NewLogger logs messages at priority max and more severe.
+func NewLogger(max int) *Logger {
+	return &Logger{max: max, journal: journal.Enabled(), out: os.Stderr}
+}
+
+// Logf is a dbus.Logf.
+func (l *Logger) Logf(priority int, format string, args ...any) {
+	if priority > l.max {
+		return
+	}
+	msg := strings.TrimRight(fmt.Sprintf(format, args...), "\n")
+	if l.journal {
+		err := journal.Send(msg, journal.Priority(priority), map[string]string{"SYSLOG_IDENTIFIER": "contidd"})
+		if err == nil {
+			return
+		}
+	}
+	l.mu.Lock()
+	fmt.Fprintf(l.out, "<%d>%s\n", priority, msg)
+	l.mu.Unlock()
+}

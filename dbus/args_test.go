@@ -1,0 +1,195 @@
+package dbus
+
+import (
+	"errors"
+	"path"
+	"strings"
+	"testing"
+	"unicode/utf8"
+
+	godbus "github.com/godbus/dbus/v5"
+
+	"github.com/contid/contid"
+	"github.com/contid/contid/registry"
+)
+
+func TestCleanCgroupPath(t *testing.T) {
+	tests := []struct {
+		in string
+		ok bool
+	}{
+		{"/machine.slice/x.scope", true},
+		{"/a", true},
+		{"", false},
+		{"/", false},
+		{"a/b", false},
+		{"/a/../b", false},
+		{"/..", false},
+		{"/a/.", false},
+		{"/a//b", false},
+		{"/a/b/", false},
+		{"/a\x00b", false},
+		{"/\xff", false},
+		{"/" + strings.Repeat("a", maxPathLen), false},
+	}
+	for _, tt := range tests {
+		got, err := cleanCgroupPath(tt.in)
+		if tt.ok != (err == nil) {
+			t.Errorf("cleanCgroupPath(%q) = %q, %v; want ok=%v", tt.in, got, err, tt.ok)
+		}
+		if err != nil && !errors.Is(err, registry.ErrInvalidArgs) {
+			t.Errorf("cleanCgroupPath(%q): error %v does not wrap ErrInvalidArgs", tt.in, err)
+		}
+	}
+}
+
+func TestParseOptions(t *testing.T) {
+	v := godbus.MakeVariant
+	tests := []struct {
+		name string
+		in   map[string]godbus.Variant
+		want registry.Options
+		ok   bool
+	}{
+		{"empty", nil, registry.Options{}, true},
+		{"all", map[string]godbus.Variant{"Name": v("web"), "AllowNesting": v(true), "JoinPolicy": v("ignore")},
+			registry.Options{Name: "web", AllowNesting: true, JoinIgnore: true}, true},
+		{"join tag", map[string]godbus.Variant{"JoinPolicy": v("tag")}, registry.Options{}, true},
+		{"unknown key", map[string]godbus.Variant{"name": v("x")}, registry.Options{}, false},
+		{"name wrong type", map[string]godbus.Variant{"Name": v(uint32(1))}, registry.Options{}, false},
+		{"nesting wrong type", map[string]godbus.Variant{"AllowNesting": v("true")}, registry.Options{}, false},
+		{"bad policy", map[string]godbus.Variant{"JoinPolicy": v("TAG")}, registry.Options{}, false},
+		{"control char name", map[string]godbus.Variant{"Name": v("a\tb")}, registry.Options{}, false},
+		{"long name", map[string]godbus.Variant{"Name": v(strings.Repeat("x", 256))}, registry.Options{}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parseOptions(tt.in)
+			if tt.ok != (err == nil) {
+				t.Fatalf("err = %v, want ok=%v", err, tt.ok)
+			}
+			if err != nil && !errors.Is(err, registry.ErrInvalidArgs) {
+				t.Fatalf("error %v does not wrap ErrInvalidArgs", err)
+			}
+			if tt.ok && got != tt.want {
+				t.Fatalf("got %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestUnitAndMachineNames(t *testing.T) {
+	units := map[string]bool{
+		"foo.service": true, "systemd-nspawn@web.service": true, "machine-web.scope": true, "machine.slice": true,
+		"foo": false, ".service": false, "foo.timer": false, "a/b.service": false, "a b.service": false, "": false,
+	}
+	for u, ok := range units {
+		if err := validUnitName(u); ok != (err == nil) {
+			t.Errorf("validUnitName(%q) = %v, want ok=%v", u, err, ok)
+		}
+	}
+	machines := map[string]bool{"web": true, "web-1.example": true, "": false, "a/b": false, strings.Repeat("m", 65): false}
+	for m, ok := range machines {
+		if err := validMachineName(m); ok != (err == nil) {
+			t.Errorf("validMachineName(%q) = %v, want ok=%v", m, err, ok)
+		}
+	}
+}
+
+// Every sentinel maps to its D-Bus name, and the client maps the name back
+// to the same sentinel.
+func TestErrorMapping(t *testing.T) {
+	tests := []struct {
+		err  error
+		name string
+	}{
+		{registry.ErrAlreadyTagged, "org.contid1.AlreadyTagged"},
+		{registry.ErrNotDescendant, "org.contid1.NotDescendant"},
+		{registry.ErrIDInUse, "org.contid1.IdInUse"},
+		{registry.ErrNoSuchContainer, "org.contid1.NoSuchContainer"},
+		{ErrNoSuchUnit, "org.contid1.NoSuchUnit"},
+		{ErrNoSuchMachine, "org.contid1.NoSuchMachine"},
+		{ErrNoSuchCgroup, "org.contid1.NoSuchCgroup"},
+		{registry.ErrNotFresh, "org.contid1.NotFresh"},
+		{registry.ErrLimitExceeded, "org.contid1.LimitExceeded"},
+		{registry.ErrAccessDenied, "org.freedesktop.DBus.Error.AccessDenied"},
+		{registry.ErrInvalidArgs, "org.freedesktop.DBus.Error.InvalidArgs"},
+		{errors.New("disk on fire"), "org.freedesktop.DBus.Error.Failed"},
+	}
+	for _, tt := range tests {
+		wrapped := errors.Join(errors.New("context"), tt.err)
+		de := toDBusError(wrapped)
+		if de.Name != tt.name {
+			t.Errorf("%v -> %s, want %s", tt.err, de.Name, tt.name)
+		}
+		if msg, _ := de.Body[0].(string); msg != wrapped.Error() {
+			t.Errorf("message %q, want the wrapped text %q", msg, wrapped.Error())
+		}
+		back := fromDBusError(*de)
+		if tt.name != "org.freedesktop.DBus.Error.Failed" && !errors.Is(back, tt.err) {
+			t.Errorf("%s does not map back to %v", tt.name, tt.err)
+		}
+	}
+}
+
+func TestContainerPath(t *testing.T) {
+	for _, id := range []contid.ID{1, 42, contid.Invalid - 1} {
+		got, ok := parseContainerPath(ContainerPath(id))
+		if !ok || got != id {
+			t.Errorf("round trip of %d gave %d, %v", id, got, ok)
+		}
+	}
+	for _, p := range []godbus.ObjectPath{"/org/contid1/container/0", "/org/contid1/container/01", "/org/contid1/container/18446744073709551615", "/org/contid1/container/x", "/org/contid1"} {
+		if _, ok := parseContainerPath(p); ok {
+			t.Errorf("parseContainerPath(%q) accepted", p)
+		}
+	}
+}
+
+// FuzzArguments drives the validation of every caller-supplied argument:
+// it must never panic, and whatever it accepts must be safe to use as a
+// path below the cgroup2 root and as a record field.
+func FuzzArguments(f *testing.F) {
+	for _, s := range []string{"/machine.slice/x.scope", "", "/", "..", "/a/../b", "a/b", "/a//b", "/\x00", "x.service", "web", strings.Repeat("/a", 3000), "\xff\xfe"} {
+		f.Add(s, uint64(0), s, "tag")
+	}
+	f.Add("/a", uint64(contid.Invalid), "name", "ignore")
+	f.Fuzz(func(t *testing.T, p string, id uint64, name, policy string) {
+		if got, err := cleanCgroupPath(p); err == nil {
+			if got != p || !path.IsAbs(got) || path.Clean(got) != got || got == "/" || strings.Contains(got, "..") && containsDotDot(got) || !utf8.ValidString(got) || len(got) > maxPathLen {
+				t.Fatalf("accepted unsafe cgroup path %q", got)
+			}
+		} else if !errors.Is(err, registry.ErrInvalidArgs) {
+			t.Fatalf("cleanCgroupPath(%q): unexpected error class %v", p, err)
+		}
+		if err := validTagID(id); (err == nil) != (contid.ID(id) != contid.Invalid) {
+			t.Fatalf("validTagID(%d) = %v", id, err)
+		}
+		if err := validLookupID(id); (err == nil) != (id != 0 && contid.ID(id) != contid.Invalid) {
+			t.Fatalf("validLookupID(%d) = %v", id, err)
+		}
+		o, err := parseOptions(map[string]godbus.Variant{"Name": godbus.MakeVariant(name), "JoinPolicy": godbus.MakeVariant(policy)})
+		if err == nil {
+			if o.Name != name || len(name) > maxNameLen || !utf8.ValidString(name) || (policy != "tag" && policy != "ignore") {
+				t.Fatalf("accepted options Name=%q JoinPolicy=%q", name, policy)
+			}
+		} else if !errors.Is(err, registry.ErrInvalidArgs) {
+			t.Fatalf("parseOptions: unexpected error class %v", err)
+		}
+		if validUnitName(name) == nil && (strings.ContainsAny(name, "/ \x00") || len(name) > maxUnitLen) {
+			t.Fatalf("accepted unit name %q", name)
+		}
+		if validMachineName(name) == nil && strings.ContainsAny(name, "/ \x00") {
+			t.Fatalf("accepted machine name %q", name)
+		}
+	})
+}
+
+func containsDotDot(p string) bool {
+	for _, el := range strings.Split(p, "/") {
+		if el == ".." || el == "." {
+			return true
+		}
+	}
+	return false
+}

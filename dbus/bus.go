@@ -1,0 +1,113 @@
+package dbus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	godbus "github.com/godbus/dbus/v5"
+)
+
+// ErrNameTaken: another process owns org.contid1 (a second contidd).
+var ErrNameTaken = errors.New("bus name org.contid1 is already owned")
+
+// ServeBus connects to the system bus at address ("" = the default,
+// honouring DBUS_SYSTEM_BUS_ADDRESS), serves the API there and owns
+// org.contid1. The connection also carries contidd's calls to systemd,
+// machined and polkit. It is closed when ctx ends.
+func (m *Manager) ServeBus(ctx context.Context, address string) (*godbus.Conn, error) {
+	opts := []godbus.ConnOption{godbus.WithHandler(busHandler{m}), godbus.WithContext(ctx)}
+	var conn *godbus.Conn
+	var err error
+	if address == "" {
+		conn, err = godbus.ConnectSystemBus(opts...)
+	} else {
+		conn, err = godbus.Connect(address, opts...)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("connect to the system bus: %w", err)
+	}
+	reply, err := conn.RequestName(BusName, godbus.NameFlagDoNotQueue)
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("request %s: %w", BusName, err)
+	}
+	if reply != godbus.RequestNameReplyPrimaryOwner {
+		conn.Close()
+		return nil, ErrNameTaken
+	}
+	m.mu.Lock()
+	m.sysbus = conn
+	m.mu.Unlock()
+	m.addEmitter(busEmitter{conn})
+	return conn, nil
+}
+
+type busEmitter struct{ conn *godbus.Conn }
+
+func (e busEmitter) emit(path godbus.ObjectPath, iface, member string, body ...any) {
+	_ = e.conn.Emit(path, iface+"."+member, body...)
+}
+
+// busHandler routes every call godbus receives to the shared dispatcher;
+// godbus answers org.freedesktop.DBus.Peer itself.
+type busHandler struct{ m *Manager }
+
+func (h busHandler) LookupObject(path godbus.ObjectPath) (godbus.ServerObject, bool) {
+	if objectKind(path) == objNone {
+		return nil, false
+	}
+	return busObject(h), true
+}
+
+type busObject busHandler
+
+func (o busObject) LookupInterface(string) (godbus.Interface, bool) { return busIface(o), true }
+
+type busIface busObject
+
+func (i busIface) LookupMethod(string) (godbus.Method, bool) { return busMethod(i), true }
+
+// busMethod takes the raw message (ArgumentDecoder) so the dispatcher sees
+// the sender, the header flags and the unchecked body.
+type busMethod busIface
+
+type busCall struct {
+	conn   *godbus.Conn
+	sender string
+	msg    *godbus.Message
+}
+
+func (busMethod) DecodeArguments(conn *godbus.Conn, sender string, msg *godbus.Message, _ []any) ([]any, error) {
+	return []any{busCall{conn, sender, msg}}, nil
+}
+
+func (b busMethod) Call(args ...any) ([]any, error) {
+	c := args[0].(busCall)
+	defer closeMessageFDs(c.msg)
+	body, derr := b.m.dispatch(&peer{bus: c.conn, sender: c.sender, pidfd: -1}, c.msg)
+	if derr != nil {
+		return nil, derr
+	}
+	return body, nil
+}
+
+func (busMethod) NumArguments() int     { return 0 }
+func (busMethod) NumReturns() int       { return 0 }
+func (busMethod) ArgumentValue(int) any { return nil }
+func (busMethod) ReturnValue(int) any   { return nil }
+
+// closeMessageFDs closes the descriptors a call carried; contidd keeps
+// none of them beyond the call.
+func closeMessageFDs(msg *godbus.Message) {
+	for _, v := range msg.Body {
+		switch fd := v.(type) {
+		case godbus.UnixFD:
+			closeFD(int(fd))
+		case []godbus.UnixFD:
+			for _, f := range fd {
+				closeFD(int(f))
+			}
+		}
+	}
+}

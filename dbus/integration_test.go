@@ -1,0 +1,514 @@
+package dbus_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"reflect"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	godbus "github.com/godbus/dbus/v5"
+	"golang.org/x/sys/unix"
+
+	"github.com/contid/contid"
+	cdbus "github.com/contid/contid/dbus"
+	"github.com/contid/contid/registry"
+)
+
+var nobody = &syscall.Credential{Uid: 65534, Gid: 65534}
+
+// Every error name of DESIGN.md §4 is provoked through the real daemon on
+// the real bus, and comes back under exactly that name.
+func TestErrorNames(t *testing.T) {
+	e := newEnv(t, "[Manager]\nMaxContainers=4\n")
+	d := e.start()
+	c := e.busClient()
+	ctx := context.Background()
+	p2p := "unix:path=" + e.sock
+
+	tagged := e.cgroup("tagged")
+	if _, err := c.TagCgroup(ctx, tagged, 0, cdbus.TagOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	owned := e.cgroup("owned")
+	if _, err := c.TagCgroup(ctx, owned, 777, cdbus.TagOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	self := e.cgroup("self")
+	other := e.cgroup("other")
+	// A root process in a cgroup with a child (sh waiting for sleep) is
+	// not fresh.
+	parent := e.startIn(self, nil, "sh", "-c", "sleep 1000 & wait")
+	waitChildren(t, parent.Process.Pid)
+
+	tests := []struct {
+		name string
+		want string
+		call func() error
+	}{
+		{"AlreadyTagged", cdbus.NameAlreadyTagged, func() error {
+			_, err := c.TagCgroup(ctx, tagged, 4242, cdbus.TagOptions{})
+			return err
+		}},
+		{"NotDescendant", cdbus.NameNotDescendant, func() error {
+			// busctl runs as root inside `self` and asks to tag `self`.
+			return busctlIn(e, self, nil, p2p, "call", cdbus.BusName, "/org/contid1", cdbus.ManagerInterface, "TagCgroup", "sta{sv}", self, "0", "0")
+		}},
+		{"IdInUse", cdbus.NameIDInUse, func() error {
+			// Another process (busctl) asks for the ID this test process owns.
+			return busctlIn(e, other, nil, p2p, "call", cdbus.BusName, "/org/contid1", cdbus.ManagerInterface, "TagCgroup", "sta{sv}", e.cgroup("other2"), "777", "0")
+		}},
+		{"NoSuchContainer", cdbus.NameNoSuchContainer, func() error {
+			_, err := c.GetContainer(ctx, 987654)
+			return err
+		}},
+		{"NoSuchUnit", cdbus.NameNoSuchUnit, func() error {
+			_, err := c.TagUnit(ctx, "contid-test-absent.service", 0, cdbus.TagOptions{})
+			return err
+		}},
+		{"NoSuchMachine", cdbus.NameNoSuchMachine, func() error {
+			_, err := c.TagMachine(ctx, "contid-test-absent", 0, cdbus.TagOptions{})
+			return err
+		}},
+		{"NoSuchCgroup", cdbus.NameNoSuchCgroup, func() error {
+			_, err := c.TagCgroup(ctx, e.cgBase+"/absent", 0, cdbus.TagOptions{})
+			return err
+		}},
+		{"NotFresh", cdbus.NameNotFresh, func() error {
+			_, err := c.TagPID(ctx, uint32(parent.Process.Pid), 0, cdbus.TagOptions{})
+			return err
+		}},
+		{"LimitExceeded", cdbus.NameLimitExceeded, func() error {
+			var err error
+			for i := 0; i < 5 && err == nil; i++ {
+				_, err = c.TagCgroup(ctx, e.cgroup(fmt.Sprintf("limit%d", i)), 0, cdbus.TagOptions{})
+			}
+			return err
+		}},
+		{"AccessDenied", cdbus.NameAccessDenied, func() error {
+			return busctlIn(e, other, nobody, p2p, "call", cdbus.BusName, "/org/contid1", cdbus.ManagerInterface, "TagCgroup", "sta{sv}", e.cgroup("denied"), "0", "0")
+		}},
+		{"InvalidArgs", cdbus.NameInvalidArgs, func() error {
+			_, err := c.TagCgroup(ctx, "relative/path", 0, cdbus.TagOptions{})
+			return err
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.call()
+			if err == nil {
+				t.Fatalf("want %s, got success", tt.want)
+			}
+			if !strings.Contains(err.Error(), tt.want) && !cdbus.IsRemote(err, tt.want) {
+				t.Fatalf("want %s, got %v", tt.want, err)
+			}
+		})
+	}
+	if !d.alive() {
+		t.Fatalf("contidd died:\n%s", d.logText())
+	}
+}
+
+// busctlIn runs busctl inside a cgroup (optionally as another user) and
+// returns an error carrying the D-Bus error name it printed.
+func busctlIn(e *env, cg string, cred *syscall.Credential, address string, args ...string) error {
+	cmd := e.startInCapture(cg, cred, "busctl", append([]string{"--address=" + address}, args...)...)
+	return cmd
+}
+
+// startInCapture runs a command to completion inside a cgroup and turns a
+// failure into an error holding its output (busctl prints the D-Bus error
+// name with -j? no: it prints the message; we ask for the name below).
+func (e *env) startInCapture(cg string, cred *syscall.Credential, name string, args ...string) error {
+	e.t.Helper()
+	fd, err := syscall.Open(e.cgRoot+cg, syscall.O_RDONLY|syscall.O_DIRECTORY, 0)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer syscall.Close(fd)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	// SYSTEMD_LOG_LEVEL=debug makes sd-bus log the error name of a failed
+	// call, which busctl's own message does not include.
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = append(cmd.Environ(), "SYSTEMD_LOG_LEVEL=debug")
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd, Credential: cred, Pdeathsig: syscall.SIGKILL}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s: %v: %s", name, err, out)
+	}
+	return nil
+}
+
+func waitChildren(t *testing.T, pid int) {
+	t.Helper()
+	for i := 0; i < 200; i++ {
+		b, _ := readFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+		if strings.TrimSpace(b) != "" {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("process %d never forked", pid)
+}
+
+// A caller that is not root is refused TagCgroup with AccessDenied but
+// may list containers and read properties, on both transports.
+func TestUnprivilegedCaller(t *testing.T) {
+	e := newEnv(t, "")
+	e.start()
+	target := e.cgroup("target")
+	for _, addr := range []string{e.busAddr, "unix:path=" + e.sock} {
+		out, err := busctl(true, addr, "call", cdbus.BusName, "/org/contid1", cdbus.ManagerInterface, "TagCgroup", "sta{sv}", target, "0", "0")
+		if err == nil || !strings.Contains(out, "Access denied") {
+			t.Errorf("%s: nobody's TagCgroup: want Access denied, got %v: %s", addr, err, out)
+		}
+		out, err = busctl(true, addr, "call", cdbus.BusName, "/org/contid1", cdbus.ManagerInterface, "ListContainers")
+		if err != nil || !strings.HasPrefix(out, "a(tsssto) 0") {
+			t.Errorf("%s: nobody's ListContainers: %v: %s", addr, err, out)
+		}
+		out, err = busctl(true, addr, "get-property", cdbus.BusName, "/org/contid1", cdbus.ManagerInterface, "Enforcement")
+		if err != nil || strings.TrimSpace(out) != `s "tracking"` {
+			t.Errorf("%s: nobody's get-property: %v: %s", addr, err, out)
+		}
+	}
+	// And the same request as root succeeds: the refusal was about the
+	// caller, not the target.
+	out, err := busctl(false, e.busAddr, "call", cdbus.BusName, "/org/contid1", cdbus.ManagerInterface, "TagCgroup", "sta{sv}", target, "0", "0")
+	if err != nil || !strings.HasPrefix(out, "to ") {
+		t.Fatalf("root's TagCgroup: %v: %s", err, out)
+	}
+}
+
+// busctl speaks to the peer-to-peer socket exactly as on a bus.
+func TestBusctlPeerToPeer(t *testing.T) {
+	e := newEnv(t, "")
+	e.start()
+	cg := e.cgroup("p2p")
+	addr := "unix:path=" + e.sock
+	out, err := busctl(false, addr, "call", cdbus.BusName, "/org/contid1", cdbus.ManagerInterface, "TagCgroup", "sta{sv}", cg, "0", "1", "Name", "s", "web")
+	if err != nil {
+		t.Fatalf("TagCgroup: %v: %s", err, out)
+	}
+	f := strings.Fields(out)
+	if len(f) != 3 || f[0] != "to" {
+		t.Fatalf("TagCgroup reply %q", out)
+	}
+	id := f[1]
+	out, err = busctl(false, addr, "call", cdbus.BusName, "/org/contid1", cdbus.ManagerInterface, "ListContainers")
+	want := fmt.Sprintf(`a(tsssto) 1 %s "web" "" "%s" 0 "/org/contid1/container/%s"`, id, cg, id)
+	if err != nil || strings.TrimSpace(out) != want {
+		t.Fatalf("ListContainers: %v\n got %s\nwant %s", err, out, want)
+	}
+	out, err = busctl(false, addr, "get-property", cdbus.BusName, "/org/contid1/container/"+id, cdbus.ContainerInterface, "ControlGroup")
+	if err != nil || strings.TrimSpace(out) != `s "`+cg+`"` {
+		t.Fatalf("get-property: %v: %s", err, out)
+	}
+	out, err = busctl(false, addr, "introspect", cdbus.BusName, "/org/contid1")
+	if err != nil || !strings.Contains(out, ".TagProcess") || !strings.Contains(out, ".ContainerNew") {
+		t.Fatalf("introspect: %v: %s", err, out)
+	}
+}
+
+// 200 concurrent TagCgroup calls on 200 cgroups all succeed with distinct
+// IDs, and every one is listed afterwards.
+func TestConcurrentTagCgroup(t *testing.T) {
+	e := newEnv(t, "")
+	e.start()
+	const n = 200
+	paths := make([]string, n)
+	for i := range paths {
+		paths[i] = e.cgroup(fmt.Sprintf("c%03d", i))
+	}
+	// Half over the bus, half over the socket, several connections each.
+	clients := []*cdbus.Client{e.busClient(), e.busClient(), e.p2pClient(), e.p2pClient()}
+	ids := make([]contid.ID, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			ids[i], errs[i] = clients[i%len(clients)].TagCgroup(context.Background(), paths[i], 0, cdbus.TagOptions{})
+		}(i)
+	}
+	wg.Wait()
+	t.Logf("%d concurrent TagCgroup calls took %v", n, time.Since(start))
+	seen := map[contid.ID]int{}
+	for i := range ids {
+		if errs[i] != nil {
+			t.Fatalf("call %d (%s): %v", i, paths[i], errs[i])
+		}
+		if j, dup := seen[ids[i]]; dup {
+			t.Fatalf("ID %d given to both %s and %s", ids[i], paths[j], paths[i])
+		}
+		seen[ids[i]] = i
+	}
+	list, err := clients[0].ListContainers(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != n {
+		t.Fatalf("ListContainers has %d entries, want %d", len(list), n)
+	}
+	for _, le := range list {
+		i, ok := seen[le.ID]
+		if !ok || le.Cgroup != paths[i] {
+			t.Fatalf("listed %+v does not match a tag call", le)
+		}
+	}
+	mi, err := clients[2].Manager(context.Background())
+	if err != nil || mi.Containers != n {
+		t.Fatalf("Containers property = %d (%v), want %d", mi.Containers, err, n)
+	}
+}
+
+// After SIGKILL and a restart, ListContainers and GetContainerByPID answer
+// exactly as before: the registry persisted, the pinned maps kept the
+// tags.
+func TestRestartAfterSIGKILL(t *testing.T) {
+	e := newEnv(t, "")
+	d := e.start()
+	c := e.busClient()
+	ctx := context.Background()
+	var pids []uint32
+	for i := 0; i < 3; i++ {
+		cg := e.cgroup(fmt.Sprintf("r%d", i))
+		if _, err := c.TagCgroup(ctx, cg, 0, cdbus.TagOptions{Name: fmt.Sprintf("r%d", i)}); err != nil {
+			t.Fatal(err)
+		}
+		// A process that enters the tagged cgroup afterwards inherits the ID.
+		p := e.startIn(cg, nil, "sleep", "1000")
+		pids = append(pids, uint32(p.Process.Pid))
+	}
+	fresh := e.startIn(e.cgroup("fresh"), nil, "sleep", "1000")
+	if _, err := c.TagPID(ctx, uint32(fresh.Process.Pid), 0, cdbus.TagOptions{Name: "by-pid"}); err != nil {
+		t.Fatal(err)
+	}
+	pids = append(pids, uint32(fresh.Process.Pid))
+
+	snapshot := func(c *cdbus.Client) ([]cdbus.ListEntry, []contid.ID) {
+		t.Helper()
+		list, err := c.ListContainers(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var byPID []contid.ID
+		for _, pid := range pids {
+			id, err := c.GetContainerByPID(ctx, pid)
+			if err != nil {
+				t.Fatalf("GetContainerByPID(%d): %v", pid, err)
+			}
+			byPID = append(byPID, id)
+		}
+		return list, byPID
+	}
+	list1, byPID1 := snapshot(c)
+	if len(list1) != 4 {
+		t.Fatalf("want 4 containers, got %+v", list1)
+	}
+	d.kill()
+	c.Close()
+
+	e.start()
+	list2, byPID2 := snapshot(e.busClient())
+	if !reflect.DeepEqual(list1, list2) {
+		t.Fatalf("ListContainers changed across SIGKILL:\nbefore %+v\nafter  %+v", list1, list2)
+	}
+	if !reflect.DeepEqual(byPID1, byPID2) {
+		t.Fatalf("GetContainerByPID changed across SIGKILL: before %v after %v", byPID1, byPID2)
+	}
+	// Over the socket too.
+	list3, byPID3 := snapshot(e.p2pClient())
+	if !reflect.DeepEqual(list1, list3) || !reflect.DeepEqual(byPID1, byPID3) {
+		t.Fatalf("peer-to-peer answers differ after restart")
+	}
+}
+
+// Malformed input is refused with InvalidArgs or the specific error, and
+// never takes the daemon down.
+func TestMalformedInput(t *testing.T) {
+	e := newEnv(t, "")
+	d := e.start()
+	c := e.busClient()
+	p := e.p2pClient()
+	ctx := context.Background()
+	ok := e.cgroup("ok")
+	huge := "/" + strings.Repeat("x", 1<<20)
+	tests := []struct {
+		name string
+		call func(c *cdbus.Client) error
+		want string
+	}{
+		{"relative path", func(c *cdbus.Client) error { _, err := c.TagCgroup(ctx, "machine.slice/x", 0, cdbus.TagOptions{}); return err }, cdbus.NameInvalidArgs},
+		{"dot-dot", func(c *cdbus.Client) error { _, err := c.TagCgroup(ctx, ok+"/../"+ok[1:], 0, cdbus.TagOptions{}); return err }, cdbus.NameInvalidArgs},
+		{"dot-dot escape", func(c *cdbus.Client) error { _, err := c.TagCgroup(ctx, "/../../etc", 0, cdbus.TagOptions{}); return err }, cdbus.NameInvalidArgs},
+		{"root cgroup", func(c *cdbus.Client) error { _, err := c.TagCgroup(ctx, "/", 0, cdbus.TagOptions{}); return err }, cdbus.NameInvalidArgs},
+		{"empty path", func(c *cdbus.Client) error { _, err := c.TagCgroup(ctx, "", 0, cdbus.TagOptions{}); return err }, cdbus.NameInvalidArgs},
+		{"double slash", func(c *cdbus.Client) error { _, err := c.TagCgroup(ctx, ok+"//x", 0, cdbus.TagOptions{}); return err }, cdbus.NameInvalidArgs},
+		{"huge path", func(c *cdbus.Client) error { _, err := c.TagCgroup(ctx, huge, 0, cdbus.TagOptions{}); return err }, cdbus.NameInvalidArgs},
+		{"huge name", func(c *cdbus.Client) error {
+			_, err := c.TagCgroup(ctx, ok, 0, cdbus.TagOptions{Name: strings.Repeat("n", 100000)})
+			return err
+		}, cdbus.NameInvalidArgs},
+		{"control chars in name", func(c *cdbus.Client) error {
+			_, err := c.TagCgroup(ctx, ok, 0, cdbus.TagOptions{Name: "a\nb"})
+			return err
+		}, cdbus.NameInvalidArgs},
+		{"u64 max id", func(c *cdbus.Client) error { _, err := c.TagCgroup(ctx, ok, contid.Invalid, cdbus.TagOptions{}); return err }, cdbus.NameInvalidArgs},
+		{"GetContainer 0", func(c *cdbus.Client) error { _, err := c.GetContainer(ctx, 0); return err }, cdbus.NameInvalidArgs},
+		{"GetContainer u64 max", func(c *cdbus.Client) error { _, err := c.GetContainer(ctx, contid.Invalid); return err }, cdbus.NameInvalidArgs},
+		{"GetContainerByPID 0", func(c *cdbus.Client) error { _, err := c.GetContainerByPID(ctx, 0); return err }, cdbus.NameInvalidArgs},
+		{"GetContainerByPID absent", func(c *cdbus.Client) error { _, err := c.GetContainerByPID(ctx, 1<<22+5); return err }, cdbus.NameNoSuchContainer},
+		{"TagPID 0", func(c *cdbus.Client) error { _, err := c.TagPID(ctx, 0, 0, cdbus.TagOptions{}); return err }, cdbus.NameInvalidArgs},
+		{"TagPID u32 max", func(c *cdbus.Client) error { _, err := c.TagPID(ctx, ^uint32(0), 0, cdbus.TagOptions{}); return err }, cdbus.NameInvalidArgs},
+		{"unknown unit", func(c *cdbus.Client) error { _, err := c.TagUnit(ctx, "nope.service", 0, cdbus.TagOptions{}); return err }, cdbus.NameNoSuchUnit},
+		{"unit without type", func(c *cdbus.Client) error { _, err := c.TagUnit(ctx, "nope", 0, cdbus.TagOptions{}); return err }, cdbus.NameInvalidArgs},
+		{"unit huge", func(c *cdbus.Client) error { _, err := c.TagUnit(ctx, strings.Repeat("u", 70000)+".service", 0, cdbus.TagOptions{}); return err }, cdbus.NameInvalidArgs},
+		{"GetContainerByUnit bad", func(c *cdbus.Client) error { _, err := c.GetContainerByUnit(ctx, "../x"); return err }, cdbus.NameInvalidArgs},
+		{"machine bad chars", func(c *cdbus.Client) error { _, err := c.TagMachine(ctx, "a/b", 0, cdbus.TagOptions{}); return err }, cdbus.NameInvalidArgs},
+		{"unknown option", func(c *cdbus.Client) error {
+			_, err := c.TagCgroupRaw(ctx, ok, 0, map[string]godbus.Variant{"AllowNestin": godbus.MakeVariant(true)})
+			return err
+		}, cdbus.NameInvalidArgs},
+		{"option wrong type", func(c *cdbus.Client) error {
+			_, err := c.TagCgroupRaw(ctx, ok, 0, map[string]godbus.Variant{"AllowNesting": godbus.MakeVariant("yes")})
+			return err
+		}, cdbus.NameInvalidArgs},
+		{"bad JoinPolicy", func(c *cdbus.Client) error {
+			_, err := c.TagCgroupRaw(ctx, ok, 0, map[string]godbus.Variant{"JoinPolicy": godbus.MakeVariant("sometimes")})
+			return err
+		}, cdbus.NameInvalidArgs},
+		{"wrong signature", func(c *cdbus.Client) error {
+			return c.Conn().Object(cdbus.BusName, cdbus.ManagerPath).Call(cdbus.ManagerInterface+".TagCgroup", 0, uint32(5)).Err
+		}, cdbus.NameInvalidArgs},
+		{"TagProcess with a non-pidfd", func(c *cdbus.Client) error {
+			fd, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+			if err != nil {
+				return err
+			}
+			defer unix.Close(fd)
+			_, err = c.TagProcess(ctx, fd, 0, cdbus.TagOptions{})
+			return err
+		}, cdbus.NameInvalidArgs},
+	}
+	for _, tt := range tests {
+		for tn, cl := range map[string]*cdbus.Client{"bus": c, "p2p": p} {
+			t.Run(tt.name+"/"+tn, func(t *testing.T) {
+				err := tt.call(cl)
+				if !hasErrorName(err, tt.want) {
+					t.Fatalf("want %s, got %v", tt.want, err)
+				}
+			})
+		}
+	}
+	if !d.alive() {
+		t.Fatalf("contidd died:\n%s", d.logText())
+	}
+	if _, err := c.TagCgroup(ctx, ok, 0, cdbus.TagOptions{}); err != nil {
+		t.Fatalf("a valid call after the malformed ones failed: %v", err)
+	}
+}
+
+// TagProcess receives a pidfd over both transports (unix fd passing) and
+// tags that process; its ID is then visible by PID.
+func TestTagProcessPidfd(t *testing.T) {
+	e := newEnv(t, "")
+	e.start()
+	ctx := context.Background()
+	for tn, c := range map[string]*cdbus.Client{"bus": e.busClient(), "p2p": e.p2pClient()} {
+		t.Run(tn, func(t *testing.T) {
+			p := e.startIn(e.cgroup("proc-"+tn), nil, "sleep", "1000")
+			fd, err := unix.PidfdOpen(p.Process.Pid, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer unix.Close(fd)
+			id, err := c.TagProcess(ctx, fd, 0, cdbus.TagOptions{Name: "proc-" + tn})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := c.GetContainerByPID(ctx, uint32(p.Process.Pid))
+			if err != nil || got != id {
+				t.Fatalf("GetContainerByPID = %d, %v; want %d", got, err, id)
+			}
+			pids, err := c.ListProcesses(ctx, id)
+			if err != nil || !reflect.DeepEqual(pids, []uint32{uint32(p.Process.Pid)}) {
+				t.Fatalf("ListProcesses = %v, %v", pids, err)
+			}
+			// Write-once: the same process cannot be tagged again.
+			if _, err := c.TagProcess(ctx, fd, id+1000, cdbus.TagOptions{}); !errors.Is(err, registry.ErrAlreadyTagged) {
+				t.Fatalf("second TagProcess: want AlreadyTagged, got %v", err)
+			}
+		})
+	}
+}
+
+// A container whose cgroup empties is marked exited, ContainerRemoved is
+// emitted, and the record stays; SIGTERM then stops contidd cleanly.
+func TestContainerExitAndSignals(t *testing.T) {
+	e := newEnv(t, "")
+	d := e.start()
+	c := e.busClient()
+	ctx := context.Background()
+	sigs := make(chan *godbus.Signal, 16)
+	c.Conn().Signal(sigs)
+	if err := c.Conn().AddMatchSignal(godbus.WithMatchInterface(cdbus.ManagerInterface)); err != nil {
+		t.Fatal(err)
+	}
+	cg := e.cgroup("exiting")
+	p := e.startIn(cg, nil, "sleep", "1000")
+	id, err := c.TagCgroup(ctx, cg, 0, cdbus.TagOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitSignal(t, sigs, "ContainerNew", id)
+	time.Sleep(1500 * time.Millisecond) // let the exit check see it populated
+	_ = p.Process.Kill()
+	_ = p.Wait()
+	waitSignal(t, sigs, "ContainerRemoved", id)
+	info, err := c.Container(ctx, id)
+	if err != nil || info.State != "exited" {
+		t.Fatalf("after exit: state %q, %v", info.State, err)
+	}
+	d.stop()
+}
+
+func waitSignal(t *testing.T, sigs chan *godbus.Signal, member string, id contid.ID) {
+	t.Helper()
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case s := <-sigs:
+			if s.Name == cdbus.ManagerInterface+"."+member && len(s.Body) == 2 && s.Body[0] == uint64(id) {
+				return
+			}
+		case <-timeout:
+			t.Fatalf("no %s signal for %d within 10s", member, id)
+		}
+	}
+}
+
+// hasErrorName reports whether err is the D-Bus error name, from the
+// typed client or straight from godbus.
+func hasErrorName(err error, name string) bool {
+	var de godbus.Error
+	if errors.As(err, &de) {
+		return de.Name == name
+	}
+	return cdbus.IsRemote(err, name)
+}
+
+func readFile(p string) (string, error) {
+	b, err := osReadFile(p)
+	return string(b), err
+}
+
+var _ = strconv.Itoa

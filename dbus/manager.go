@@ -1,0 +1,457 @@
+package dbus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	godbus "github.com/godbus/dbus/v5"
+
+	"github.com/contid/contid"
+	"github.com/contid/contid/kernel"
+	"github.com/contid/contid/registry"
+)
+
+// Registry is the part of *registry.Registry the API uses.
+type Registry interface {
+	TagCgroup(c registry.Caller, id contid.ID, t registry.CgroupTarget, o registry.Options) (*registry.Container, error)
+	TagProcess(c registry.Caller, id contid.ID, t registry.ProcessTarget, o registry.Options) (*registry.Container, error)
+	Adopt(tag contid.Tag, cg registry.Cgroup) (*registry.Container, bool, error)
+	SetMetadata(id contid.ID, name, unit string) error
+	MarkExited(id contid.ID) (*registry.Container, error)
+	Get(id contid.ID) (*registry.Container, error)
+	ByCgroupPath(p string) (*registry.Container, error)
+	ByUnit(unit string) (*registry.Container, error)
+	ByName(name string) (*registry.Container, error)
+	List() []*registry.Container
+	Active() int
+}
+
+// Cgroups resolves cgroup2 paths (relative to the cgroup2 root) and IDs.
+type Cgroups interface {
+	Root() string
+	ID(rel string) (uint64, error)
+	PathByID(id uint64) (string, error)
+	OfPID(pid uint32) (string, error)
+}
+
+// Logf logs at a syslog priority (0 emerg ... 7 debug).
+type Logf func(priority int, format string, args ...any)
+
+// Syslog priorities used here.
+const (
+	PrioErr     = 3
+	PrioWarning = 4
+	PrioNotice  = 5
+	PrioInfo    = 6
+	PrioDebug   = 7
+)
+
+// Config wires a Manager to the rest of contidd.
+type Config struct {
+	Registry Registry
+	Tracker  kernel.Tracker
+	Cgroups  Cgroups
+	Version  string
+	Logf     Logf
+	// ExitPollInterval is how often cgroups of active containers are
+	// checked for emptiness; 0 means one second.
+	ExitPollInterval time.Duration
+}
+
+// Manager implements org.contid1.Manager and the container objects.
+type Manager struct {
+	cfg Config
+	log Logf
+
+	mu       sync.Mutex
+	emitters []emitter
+	sysbus   *godbus.Conn // for systemd1, machine1 and polkit; nil without a bus
+
+	// populated remembers containers whose cgroup has held processes, so
+	// a freshly tagged, still empty cgroup is not taken for an exited one.
+	populated map[contid.ID]bool
+
+	counters struct {
+		written, lost         uint64
+		sentWritten, sentLost uint64
+	}
+	lastContainers uint32
+
+	polkitOnce sync.Once
+}
+
+// emitter sends a signal on one transport.
+type emitter interface {
+	emit(path godbus.ObjectPath, iface, member string, body ...any)
+}
+
+// NewManager returns a Manager; serve it with ServeBus and ServeP2P.
+func NewManager(cfg Config) *Manager {
+	if cfg.Logf == nil {
+		cfg.Logf = func(int, string, ...any) {}
+	}
+	if cfg.ExitPollInterval == 0 {
+		cfg.ExitPollInterval = time.Second
+	}
+	m := &Manager{cfg: cfg, log: cfg.Logf, populated: map[contid.ID]bool{}}
+	m.lastContainers = uint32(cfg.Registry.Active())
+	return m
+}
+
+func (m *Manager) addEmitter(e emitter) {
+	m.mu.Lock()
+	m.emitters = append(m.emitters, e)
+	m.mu.Unlock()
+}
+
+func (m *Manager) emit(path godbus.ObjectPath, iface, member string, body ...any) {
+	m.mu.Lock()
+	es := append([]emitter(nil), m.emitters...)
+	m.mu.Unlock()
+	for _, e := range es {
+		e.emit(path, iface, member, body...)
+	}
+}
+
+func (m *Manager) systemBus() *godbus.Conn {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.sysbus
+}
+
+// containerNew announces a new container and the changed count.
+func (m *Manager) containerNew(c *registry.Container) {
+	m.emit(ManagerPath, ManagerInterface, "ContainerNew", uint64(c.ID), ContainerPath(c.ID))
+	m.containersChanged()
+}
+
+func (m *Manager) containerRemoved(c *registry.Container) {
+	m.emit(ManagerPath, ManagerInterface, "ContainerRemoved", uint64(c.ID), ContainerPath(c.ID))
+	m.emit(ContainerPath(c.ID), ifaceProperties, "PropertiesChanged", ContainerInterface,
+		map[string]godbus.Variant{"State": godbus.MakeVariant(string(c.State))}, []string{})
+	m.containersChanged()
+}
+
+func (m *Manager) containersChanged() {
+	n := uint32(m.cfg.Registry.Active())
+	m.mu.Lock()
+	changed := n != m.lastContainers
+	m.lastContainers = n
+	m.mu.Unlock()
+	if changed {
+		m.emit(ManagerPath, ifaceProperties, "PropertiesChanged", ManagerInterface,
+			map[string]godbus.Variant{"Containers": godbus.MakeVariant(n)}, []string{})
+	}
+}
+
+// SetEventCounters records the audit pipeline's counters; Run publishes
+// changes with PropertiesChanged at most once a second, so a busy host
+// does not flood the bus.
+func (m *Manager) SetEventCounters(written, lost uint64) {
+	m.mu.Lock()
+	m.counters.written, m.counters.lost = written, lost
+	m.mu.Unlock()
+}
+
+func (m *Manager) flushCounters() {
+	m.mu.Lock()
+	c := &m.counters
+	changed := map[string]godbus.Variant{}
+	if c.written != c.sentWritten {
+		changed["EventsWritten"] = godbus.MakeVariant(c.written)
+		c.sentWritten = c.written
+	}
+	if c.lost != c.sentLost {
+		changed["EventsLost"] = godbus.MakeVariant(c.lost)
+		c.sentLost = c.lost
+	}
+	m.mu.Unlock()
+	if len(changed) > 0 {
+		m.emit(ManagerPath, ifaceProperties, "PropertiesChanged", ManagerInterface, changed, []string{})
+	}
+}
+
+// EmitTamperDenied announces a refused tampering attempt by container id.
+func (m *Manager) EmitTamperDenied(id contid.ID, pid uint32, op string) {
+	m.emit(ManagerPath, ManagerInterface, "TamperDenied", uint64(id), pid, op)
+}
+
+// Run does the Manager's periodic work until ctx ends: publishing event
+// counters and noticing containers whose cgroups emptied.
+func (m *Manager) Run(ctx context.Context) {
+	t := time.NewTicker(m.cfg.ExitPollInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			m.flushCounters()
+			m.checkExits()
+		}
+	}
+}
+
+// checkExits marks containers exited whose cgroups have all emptied
+// (after having held processes) or disappeared, or, for process-tagged
+// containers, whose processes are all gone.
+func (m *Manager) checkExits() {
+	for _, c := range m.cfg.Registry.List() {
+		if c.State != registry.StateActive {
+			continue
+		}
+		if !m.stillActive(c) {
+			ec, err := m.cfg.Registry.MarkExited(c.ID)
+			if err != nil {
+				m.log(PrioWarning, "Failed to mark container %d exited: %v", c.ID, err)
+				continue
+			}
+			m.mu.Lock()
+			delete(m.populated, c.ID)
+			m.mu.Unlock()
+			m.log(PrioInfo, "Container %d (%s) exited.", c.ID, c.Name)
+			m.containerRemoved(ec)
+		}
+	}
+}
+
+func (m *Manager) stillActive(c *registry.Container) bool {
+	if len(c.Cgroups) == 0 {
+		for _, pid := range c.PIDs {
+			if id, err := m.cfg.Tracker.PIDID(pid); err == nil && id == c.ID {
+				return true
+			}
+		}
+		return len(c.PIDs) == 0
+	}
+	anyPopulated, anyExists := false, false
+	for _, cg := range c.Cgroups {
+		b, err := os.ReadFile(filepath.Join(m.cfg.Cgroups.Root(), cg.Path, "cgroup.events"))
+		if err != nil {
+			continue
+		}
+		anyExists = true
+		if strings.Contains(string(b), "populated 1") {
+			anyPopulated = true
+		}
+	}
+	if !anyExists {
+		return false
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if anyPopulated {
+		m.populated[c.ID] = true
+		return true
+	}
+	return !m.populated[c.ID]
+}
+
+// Reconcile adopts the cgroups the kernel tagged while contidd was not
+// running (autotag at mkdir), so the registry knows every kernel ID.
+func (m *Manager) Reconcile() error {
+	tags, err := m.cfg.Tracker.CgroupTags()
+	if err != nil {
+		return fmt.Errorf("read kernel cgroup tags: %w", err)
+	}
+	adopted := 0
+	for cgid, tag := range tags {
+		p, err := m.cfg.Cgroups.PathByID(cgid)
+		if err != nil {
+			// The cgroup is gone; its record, if any, is marked exited by
+			// the exit check.
+			continue
+		}
+		if _, isNew, err := m.cfg.Registry.Adopt(tag, registry.Cgroup{Path: p, ID: cgid}); err != nil {
+			m.log(PrioWarning, "Failed to adopt cgroup %s (ID %s): %v", p, tag.Chain, err)
+		} else if isNew {
+			adopted++
+		}
+	}
+	if adopted > 0 {
+		m.log(PrioInfo, "Adopted %d containers tagged by the kernel while contidd was down.", adopted)
+	}
+	m.markPopulated()
+	return nil
+}
+
+// markPopulated seeds the populated memory after a restart from the
+// cgroups as they are now.
+func (m *Manager) markPopulated() {
+	for _, c := range m.cfg.Registry.List() {
+		if c.State == registry.StateActive {
+			m.stillActive(c)
+		}
+	}
+}
+
+// HandleKernelEvent acts on one ring buffer event.
+func (m *Manager) HandleKernelEvent(ev kernel.Event) {
+	switch ev.Kind {
+	case kernel.EventAutotag:
+		p, err := m.cfg.Cgroups.PathByID(ev.CgroupID)
+		if err != nil {
+			m.log(PrioDebug, "Autotagged cgroup %d vanished before adoption: %v", ev.CgroupID, err)
+			return
+		}
+		c, isNew, err := m.cfg.Registry.Adopt(ev.Tag, registry.Cgroup{Path: p, ID: ev.CgroupID})
+		if err != nil {
+			m.log(PrioWarning, "Failed to adopt autotagged cgroup %s: %v", p, err)
+			return
+		}
+		if isNew {
+			m.log(PrioInfo, "Cgroup %s was tagged %s at creation.", p, c.Chain)
+			m.containerNew(c)
+		}
+	case kernel.EventDenied:
+		m.EmitTamperDenied(ev.Tag.ID(), ev.PID, ev.Op)
+	}
+}
+
+// listEntry is one element of ListContainers' a(tsssto).
+type listEntry struct {
+	ID     uint64
+	Name   string
+	Unit   string
+	Cgroup string
+	Parent uint64
+	Path   godbus.ObjectPath
+}
+
+func (m *Manager) listContainers() []listEntry {
+	cs := m.cfg.Registry.List()
+	sort.Slice(cs, func(i, j int) bool { return cs[i].ID < cs[j].ID })
+	out := make([]listEntry, 0, len(cs))
+	for _, c := range cs {
+		out = append(out, listEntry{uint64(c.ID), c.Name, c.Unit, firstCgroup(c), uint64(c.Parent()), ContainerPath(c.ID)})
+	}
+	return out
+}
+
+func firstCgroup(c *registry.Container) string {
+	if len(c.Cgroups) == 0 {
+		return ""
+	}
+	return c.Cgroups[0].Path
+}
+
+func firstCgroupID(c *registry.Container) uint64 {
+	if len(c.Cgroups) == 0 {
+		return 0
+	}
+	return c.Cgroups[0].ID
+}
+
+func (m *Manager) managerProperties() map[string]godbus.Variant {
+	mode, reason := m.cfg.Tracker.Enforcement()
+	m.mu.Lock()
+	written, lost := m.counters.written, m.counters.lost
+	m.mu.Unlock()
+	return map[string]godbus.Variant{
+		"Version":           godbus.MakeVariant(m.cfg.Version),
+		"Enforcement":       godbus.MakeVariant(string(mode)),
+		"EnforcementReason": godbus.MakeVariant(reason),
+		"Containers":        godbus.MakeVariant(uint32(m.cfg.Registry.Active())),
+		"EventsWritten":     godbus.MakeVariant(written),
+		"EventsLost":        godbus.MakeVariant(lost),
+	}
+}
+
+func containerProperties(c *registry.Container) map[string]godbus.Variant {
+	chain := make([]uint64, len(c.Chain))
+	for i, id := range c.Chain {
+		chain[i] = uint64(id)
+	}
+	var created uint64
+	if !c.Created.IsZero() {
+		created = uint64(c.Created.UnixMicro())
+	}
+	return map[string]godbus.Variant{
+		"Id":           godbus.MakeVariant(uint64(c.ID)),
+		"Name":         godbus.MakeVariant(c.Name),
+		"Unit":         godbus.MakeVariant(c.Unit),
+		"ControlGroup": godbus.MakeVariant(firstCgroup(c)),
+		"CgroupId":     godbus.MakeVariant(firstCgroupID(c)),
+		"ParentId":     godbus.MakeVariant(uint64(c.Parent())),
+		"Chain":        godbus.MakeVariant(chain),
+		"Depth":        godbus.MakeVariant(uint32(c.Depth())),
+		"State":        godbus.MakeVariant(string(c.State)),
+		"CreatedUSec":  godbus.MakeVariant(created),
+		"OwnerUID":     godbus.MakeVariant(c.OwnerUID),
+		"OwnerPID":     godbus.MakeVariant(c.OwnerPID),
+		"Flags":        godbus.MakeVariant(c.Flags.Strings()),
+	}
+}
+
+// listProcesses returns the live processes of a container: every process
+// in its cgroups' subtrees, or, for a process-tagged container, its
+// processes that still carry the ID.
+func (m *Manager) listProcesses(c *registry.Container) []uint32 {
+	seen := map[uint32]bool{}
+	pids := []uint32{}
+	add := func(pid uint32) {
+		if !seen[pid] {
+			seen[pid] = true
+			pids = append(pids, pid)
+		}
+	}
+	for _, cg := range c.Cgroups {
+		root := filepath.Join(m.cfg.Cgroups.Root(), cg.Path)
+		_ = filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+			if err != nil || !d.IsDir() {
+				return nil
+			}
+			b, err := os.ReadFile(filepath.Join(p, "cgroup.procs"))
+			if err != nil {
+				return nil
+			}
+			for _, f := range strings.Fields(string(b)) {
+				if v, err := strconv.ParseUint(f, 10, 32); err == nil {
+					add(uint32(v))
+				}
+			}
+			return nil
+		})
+	}
+	if len(c.Cgroups) == 0 {
+		for _, pid := range c.PIDs {
+			if id, err := m.cfg.Tracker.PIDID(pid); err == nil && id == c.ID {
+				add(pid)
+			}
+		}
+	}
+	sort.Slice(pids, func(i, j int) bool { return pids[i] < pids[j] })
+	return pids
+}
+
+// containerByPID resolves the container a live process belongs to, from
+// the kernel's per-task tag.
+func (m *Manager) containerByPID(pid uint32) (*registry.Container, error) {
+	if pid == 0 {
+		return nil, fmt.Errorf("%w: PID 0 is not a process", registry.ErrInvalidArgs)
+	}
+	id, err := m.cfg.Tracker.PIDID(pid)
+	switch {
+	case errors.Is(err, kernel.ErrNotTagged):
+		return nil, fmt.Errorf("%w: process %d is not in a container", registry.ErrNoSuchContainer, pid)
+	case errors.Is(err, kernel.ErrNoProcess):
+		return nil, fmt.Errorf("%w: no process %d", registry.ErrNoSuchContainer, pid)
+	case err != nil:
+		return nil, fmt.Errorf("look up process %d: %w", pid, err)
+	case id == contid.Unset:
+		return nil, fmt.Errorf("%w: process %d is not in a container", registry.ErrNoSuchContainer, pid)
+	}
+	c, err := m.cfg.Registry.Get(id)
+	if err != nil {
+		return nil, fmt.Errorf("process %d has ID %d: %w", pid, id, err)
+	}
+	return c, nil
+}

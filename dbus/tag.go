@@ -1,0 +1,245 @@
+package dbus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	godbus "github.com/godbus/dbus/v5"
+
+	"github.com/contid/contid"
+	"github.com/contid/contid/registry"
+)
+
+// tagRequest is what every Tag* method resolves its arguments to.
+type tagRequest struct {
+	id   uint64
+	opts registry.Options
+}
+
+func parseTagRequest(id uint64, opts map[string]godbus.Variant) (tagRequest, error) {
+	if err := validTagID(id); err != nil {
+		return tagRequest{}, err
+	}
+	o, err := parseOptions(opts)
+	if err != nil {
+		return tagRequest{}, err
+	}
+	return tagRequest{id: id, opts: o}, nil
+}
+
+// resolveCgroup turns a validated cgroup path into a target: it must exist
+// as a directory under the cgroup2 root.
+func (m *Manager) resolveCgroup(p, unit string) (registry.CgroupTarget, error) {
+	full := filepath.Join(m.cfg.Cgroups.Root(), p)
+	fi, err := os.Stat(full)
+	if err != nil || !fi.IsDir() {
+		return registry.CgroupTarget{}, fmt.Errorf("%w: %s does not exist in the cgroup2 hierarchy", ErrNoSuchCgroup, truncate(p))
+	}
+	id, err := m.cfg.Cgroups.ID(p)
+	if err != nil {
+		return registry.CgroupTarget{}, fmt.Errorf("%w: %s: %v", ErrNoSuchCgroup, truncate(p), err)
+	}
+	return registry.CgroupTarget{Path: p, ID: id, Unit: unit}, nil
+}
+
+// existed reports whether an explicit ID already has a record, to tell a
+// new container (ContainerNew) from an idempotent retry or a pod member.
+func (m *Manager) existed(id uint64) bool {
+	if id == 0 {
+		return false
+	}
+	_, err := m.cfg.Registry.Get(contid.ID(id))
+	return err == nil
+}
+
+// tagCgroupCommon authenticates the caller and tags a resolved cgroup.
+func (m *Manager) tagCgroupAs(ctx context.Context, p *peer, msg *godbus.Message, req tagRequest, resolve func() (registry.CgroupTarget, error)) (uint64, godbus.ObjectPath, error) {
+	ci, err := m.identify(ctx, p)
+	if err != nil {
+		return 0, "", err
+	}
+	defer ci.close()
+	m.authorizeTag(ctx, p, msg, ci)
+	if !ci.Privileged && ci.Container == contid.Unset {
+		// Not privileged and not a nesting container: nothing the registry
+		// could allow, and no need to reveal whether the target exists.
+		return 0, "", m.refused(ci, fmt.Errorf("%w: tagging needs CAP_AUDIT_CONTROL in the initial user namespace or polkit authorization for %s", registry.ErrAccessDenied, PolkitActionTag))
+	}
+	target, err := resolve()
+	if err != nil {
+		return 0, "", m.refused(ci, err)
+	}
+	had := m.existed(req.id)
+	c, err := m.cfg.Registry.TagCgroup(ci.Caller, contid.ID(req.id), target, req.opts)
+	if err != nil {
+		return 0, "", m.refused(ci, err)
+	}
+	m.log(PrioInfo, "Process %d (uid %d) tagged cgroup %s as %s.", ci.PID, ci.UID, target.Path, c.Chain)
+	if !had {
+		m.containerNew(c)
+	}
+	return uint64(c.ID), ContainerPath(c.ID), nil
+}
+
+func (m *Manager) refused(ci *callerInfo, err error) error {
+	m.log(PrioNotice, "Refused tag request of process %d (uid %d): %v", ci.PID, ci.UID, err)
+	return err
+}
+
+// TagCgroup implements Manager.TagCgroup.
+func (m *Manager) tagCgroup(ctx context.Context, p *peer, msg *godbus.Message, cgroup string, id uint64, opts map[string]godbus.Variant) (uint64, godbus.ObjectPath, error) {
+	req, err := parseTagRequest(id, opts)
+	if err != nil {
+		return 0, "", err
+	}
+	path, err := cleanCgroupPath(cgroup)
+	if err != nil {
+		return 0, "", err
+	}
+	return m.tagCgroupAs(ctx, p, msg, req, func() (registry.CgroupTarget, error) { return m.resolveCgroup(path, "") })
+}
+
+func (m *Manager) tagUnit(ctx context.Context, p *peer, msg *godbus.Message, unit string, id uint64, opts map[string]godbus.Variant) (uint64, godbus.ObjectPath, error) {
+	req, err := parseTagRequest(id, opts)
+	if err != nil {
+		return 0, "", err
+	}
+	if err := validUnitName(unit); err != nil {
+		return 0, "", err
+	}
+	return m.tagCgroupAs(ctx, p, msg, req, func() (registry.CgroupTarget, error) {
+		cg, err := m.unitCgroup(ctx, unit)
+		if err != nil {
+			return registry.CgroupTarget{}, err
+		}
+		return m.resolveCgroup(cg, unit)
+	})
+}
+
+func (m *Manager) tagMachine(ctx context.Context, p *peer, msg *godbus.Message, machine string, id uint64, opts map[string]godbus.Variant) (uint64, godbus.ObjectPath, error) {
+	req, err := parseTagRequest(id, opts)
+	if err != nil {
+		return 0, "", err
+	}
+	if err := validMachineName(machine); err != nil {
+		return 0, "", err
+	}
+	if req.opts.Name == "" {
+		req.opts.Name = machine
+	}
+	return m.tagCgroupAs(ctx, p, msg, req, func() (registry.CgroupTarget, error) {
+		unit, err := m.machineUnit(ctx, machine)
+		if err != nil {
+			return registry.CgroupTarget{}, err
+		}
+		cg, err := m.unitCgroup(ctx, unit)
+		if err != nil {
+			return registry.CgroupTarget{}, fmt.Errorf("%w: machine %s: %v", ErrNoSuchMachine, machine, err)
+		}
+		return m.resolveCgroup(cg, unit)
+	})
+}
+
+// tagProcess implements TagProcess (pidfd from the caller) and TagPID
+// (pidfd opened here).
+func (m *Manager) tagProcess(ctx context.Context, p *peer, msg *godbus.Message, pidfd int, id uint64, opts map[string]godbus.Variant) (uint64, godbus.ObjectPath, error) {
+	req, err := parseTagRequest(id, opts)
+	if err != nil {
+		return 0, "", err
+	}
+	ci, err := m.identify(ctx, p)
+	if err != nil {
+		return 0, "", err
+	}
+	defer ci.close()
+	m.authorizeTag(ctx, p, msg, ci)
+	if !ci.Privileged && ci.Container == contid.Unset {
+		return 0, "", m.refused(ci, fmt.Errorf("%w: tagging needs CAP_AUDIT_CONTROL in the initial user namespace or polkit authorization for %s", registry.ErrAccessDenied, PolkitActionTag))
+	}
+	target, err := freshProcess(pidfd, ci.PID, m.cfg.Cgroups)
+	if err != nil {
+		return 0, "", m.refused(ci, err)
+	}
+	had := m.existed(req.id)
+	c, err := m.cfg.Registry.TagProcess(ci.Caller, contid.ID(req.id), target, req.opts)
+	if err != nil {
+		return 0, "", m.refused(ci, err)
+	}
+	m.log(PrioInfo, "Process %d (uid %d) tagged process %d as %s.", ci.PID, ci.UID, target.PID, c.Chain)
+	if !had {
+		m.containerNew(c)
+	}
+	return uint64(c.ID), ContainerPath(c.ID), nil
+}
+
+// errNoSystemd is wrapped when the bus or systemd is not there at all.
+var errNoSystemd = errors.New("systemd is not reachable on the system bus")
+
+// unitCgroup asks systemd for a unit's ControlGroup.
+func (m *Manager) unitCgroup(ctx context.Context, unit string) (string, error) {
+	conn := m.systemBus()
+	if conn == nil {
+		return "", fmt.Errorf("%w: %s: %v", ErrNoSuchUnit, unit, errNoSystemd)
+	}
+	var path godbus.ObjectPath
+	err := conn.Object("org.freedesktop.systemd1", "/org/freedesktop/systemd1").
+		CallWithContext(ctx, "org.freedesktop.systemd1.Manager.GetUnit", godbus.FlagNoAutoStart, unit).Store(&path)
+	if err != nil {
+		return "", fmt.Errorf("%w: %s: %v", ErrNoSuchUnit, unit, err)
+	}
+	iface := "org.freedesktop.systemd1." + unitTypeInterface(unit)
+	v, err := conn.Object("org.freedesktop.systemd1", path).GetProperty(iface + ".ControlGroup")
+	if err != nil {
+		return "", fmt.Errorf("%w: %s has no control group: %v", ErrNoSuchUnit, unit, err)
+	}
+	cg, _ := v.Value().(string)
+	if cg == "" {
+		return "", fmt.Errorf("%w: %s is not running (no control group)", ErrNoSuchUnit, unit)
+	}
+	if _, err := cleanCgroupPath(cg); err != nil {
+		return "", fmt.Errorf("%w: systemd gave %s an unusable control group %q", ErrNoSuchUnit, unit, cg)
+	}
+	return cg, nil
+}
+
+func unitTypeInterface(unit string) string {
+	switch filepath.Ext(unit) {
+	case ".scope":
+		return "Scope"
+	case ".slice":
+		return "Slice"
+	case ".socket":
+		return "Socket"
+	case ".mount":
+		return "Mount"
+	case ".swap":
+		return "Swap"
+	}
+	return "Service"
+}
+
+// machineUnit asks machined which unit runs a machine.
+func (m *Manager) machineUnit(ctx context.Context, machine string) (string, error) {
+	conn := m.systemBus()
+	if conn == nil {
+		return "", fmt.Errorf("%w: %s: machined is not reachable on the system bus", ErrNoSuchMachine, machine)
+	}
+	var path godbus.ObjectPath
+	err := conn.Object("org.freedesktop.machine1", "/org/freedesktop/machine1").
+		CallWithContext(ctx, "org.freedesktop.machine1.Manager.GetMachine", godbus.FlagNoAutoStart, machine).Store(&path)
+	if err != nil {
+		return "", fmt.Errorf("%w: %s: %v", ErrNoSuchMachine, machine, err)
+	}
+	v, err := conn.Object("org.freedesktop.machine1", path).GetProperty("org.freedesktop.machine1.Machine.Unit")
+	if err != nil {
+		return "", fmt.Errorf("%w: %s: %v", ErrNoSuchMachine, machine, err)
+	}
+	unit, _ := v.Value().(string)
+	if unit == "" {
+		return "", fmt.Errorf("%w: %s has no unit", ErrNoSuchMachine, machine)
+	}
+	return unit, nil
+}

@@ -1,0 +1,237 @@
+package testenv
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// journaldBinary is where Debian installs journald; it is not on PATH.
+const journaldBinary = "/lib/systemd/systemd-journald"
+
+// Journald is a private systemd-journald started for one test. Only
+// journald lives in its own mount namespace (it insists on binding
+// /run/systemd/journal/*); the test reaches its native socket through
+// /proc/<pid>/root, so the code under test needs no namespace of its own.
+type Journald struct {
+	// Socket is the native protocol socket, reachable from the test's
+	// mount namespace.
+	Socket string
+	// Dir is the journal directory to hand to journalctl --directory.
+	Dir string
+
+	pid int
+}
+
+// journaldConf keeps the private journald off the host's consoles and
+// kernel log, and disables its rate limit so throughput tests measure
+// the code under test rather than journald's policy. An empty Audit=
+// matters: journald 252 otherwise switches kernel auditing off when it
+// starts, under the feet of every audit test on the machine.
+const journaldConf = `[Journal]
+Audit=
+Storage=volatile
+ReadKMsg=no
+ForwardToSyslog=no
+ForwardToKMsg=no
+ForwardToConsole=no
+ForwardToWall=no
+RateLimitIntervalSec=0
+RateLimitBurst=0
+`
+
+// StartJournald starts a private journald with volatile storage in a temp
+// dir and stops it (by PID) when the test ends. It skips the test when
+// root or the programs are missing.
+func StartJournald(t testing.TB) *Journald {
+	t.Helper()
+	RequireRoot(t)
+	RequireCommand(t, "unshare", "mount", "journalctl")
+	if _, err := os.Stat(journaldBinary); err != nil {
+		t.Skipf("skipped: %s is not installed (`make deps` installs systemd)", journaldBinary)
+	}
+	if _, err := os.Stat("/etc/systemd/journald.conf"); err != nil {
+		t.Skipf("skipped: /etc/systemd/journald.conf is missing, nothing to bind the test config over")
+	}
+
+	tmp := t.TempDir()
+	logDir := filepath.Join(tmp, "log")
+	if err := os.Mkdir(logDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(tmp, "journald.conf")
+	if err := os.WriteFile(conf, []byte(journaldConf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	script := fmt.Sprintf(`set -e
+mount -t tmpfs tmpfs /run/systemd
+mount --bind %q /run/log
+if [ -d /var/log/journal ]; then mount -t tmpfs tmpfs /var/log/journal; fi
+mount --bind %q /etc/systemd/journald.conf
+exec %s`, logDir, conf, journaldBinary)
+
+	var output bytes.Buffer
+	// Without --fork, unshare execs in place, so the PID we get is
+	// journald's own: that is what we kill and what /proc/<pid>/root
+	// resolves through.
+	cmd := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c", script)
+	cmd.Stdout = &output
+	cmd.Stderr = &output
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting journald: %v", err)
+	}
+	j := &Journald{
+		Socket: fmt.Sprintf("/proc/%d/root/run/systemd/journal/socket", cmd.Process.Pid),
+		pid:    cmd.Process.Pid,
+	}
+	exited := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(exited)
+	}()
+	t.Cleanup(func() {
+		_ = syscall.Kill(j.pid, syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(5 * time.Second):
+			_ = syscall.Kill(j.pid, syscall.SIGKILL)
+			<-exited
+		}
+	})
+
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		select {
+		case <-exited:
+			t.Fatalf("journald exited early: %s", output.String())
+		default:
+		}
+		if _, err := os.Stat(j.Socket); err == nil {
+			if dirs, _ := filepath.Glob(filepath.Join(logDir, "journal", "*")); len(dirs) == 1 {
+				j.Dir = dirs[0]
+				return j
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("journald did not come up within 10s: %s", output.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// PID is journald's process ID.
+func (j *Journald) PID() int { return j.pid }
+
+// Entry is one journal entry as journalctl -o json prints it: every field
+// holds all its values (a field may repeat, e.g. AUDIT_CONTAINER_WITHIN).
+type Entry map[string][]string
+
+// Get returns the first value of a field, or "".
+func (e Entry) Get(field string) string {
+	if v := e[field]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+// Query runs journalctl --directory with the given FIELD=VALUE matches and
+// returns the entries.
+func (j *Journald) Query(t testing.TB, matches ...string) []Entry {
+	t.Helper()
+	entries, err := j.query(matches...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return entries
+}
+
+// Select is Query limited to some fields, for large result sets.
+func (j *Journald) Select(t testing.TB, fields []string, matches ...string) []Entry {
+	t.Helper()
+	entries, err := j.query(append([]string{"--output-fields=" + strings.Join(fields, ",")}, matches...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return entries
+}
+
+func (j *Journald) query(matches ...string) ([]Entry, error) {
+	// --all: without it journalctl prints large or binary values as null.
+	args := append([]string{"--directory=" + j.Dir, "--no-pager", "--all", "-o", "json"}, matches...)
+	out, err := exec.Command("journalctl", args...).Output()
+	if err != nil {
+		var stderr string
+		if ee, ok := err.(*exec.ExitError); ok {
+			stderr = string(ee.Stderr)
+		}
+		return nil, fmt.Errorf("journalctl %s: %w: %s", strings.Join(args, " "), err, stderr)
+	}
+	var entries []Entry
+	for _, line := range bytes.Split(out, []byte("\n")) {
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue
+		}
+		var raw map[string]json.RawMessage
+		if err := json.Unmarshal(line, &raw); err != nil {
+			return nil, fmt.Errorf("journalctl output %q: %w", line, err)
+		}
+		e := make(Entry, len(raw))
+		for k, v := range raw {
+			e[k] = decodeJournalValue(v)
+		}
+		entries = append(entries, e)
+	}
+	return entries, nil
+}
+
+// decodeJournalValue turns journalctl's JSON value forms into strings: a
+// string, an array of bytes (binary or non-UTF-8 data), or an array of
+// either for a repeated field.
+func decodeJournalValue(v json.RawMessage) []string {
+	var s string
+	if json.Unmarshal(v, &s) == nil {
+		return []string{s}
+	}
+	var bytesForm []byte
+	var nums []int
+	if json.Unmarshal(v, &nums) == nil {
+		bytesForm = make([]byte, len(nums))
+		for i, n := range nums {
+			bytesForm[i] = byte(n)
+		}
+		return []string{string(bytesForm)}
+	}
+	var many []json.RawMessage
+	if json.Unmarshal(v, &many) == nil {
+		var out []string
+		for _, m := range many {
+			out = append(out, decodeJournalValue(m)...)
+		}
+		return out
+	}
+	return []string{string(v)}
+}
+
+// WaitFor polls until at least n entries match, or the timeout passes; it
+// returns what it found either way so the caller can report it.
+func (j *Journald) WaitFor(t testing.TB, timeout time.Duration, n int, matches ...string) []Entry {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		entries, err := j.query(matches...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(entries) >= n || time.Now().After(deadline) {
+			return entries
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

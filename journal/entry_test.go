@@ -1,0 +1,468 @@
+package journal
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/contid/contid"
+	"github.com/contid/contid/kernel"
+	"github.com/contid/contid/kernel/audit"
+	"github.com/elastic/go-libaudit/v2/auparse"
+)
+
+// decode parses the native protocol back into fields, in order, so tests
+// check the encoding rather than compare against hand-written bytes.
+func decode(t testing.TB, b []byte) [][2]string {
+	t.Helper()
+	var out [][2]string
+	for len(b) > 0 {
+		nl := bytes.IndexByte(b, '\n')
+		if nl < 0 {
+			t.Fatalf("unterminated field in %q", b)
+		}
+		line := b[:nl]
+		if eq := bytes.IndexByte(line, '='); eq >= 0 {
+			out = append(out, [2]string{string(line[:eq]), string(line[eq+1:])})
+			b = b[nl+1:]
+			continue
+		}
+		name := string(line)
+		b = b[nl+1:]
+		if len(b) < 8 {
+			t.Fatalf("binary field %s: short length", name)
+		}
+		n := binary.LittleEndian.Uint64(b)
+		b = b[8:]
+		if uint64(len(b)) < n+1 || b[n] != '\n' {
+			t.Fatalf("binary field %s: bad length %d", name, n)
+		}
+		out = append(out, [2]string{name, string(b[:n])})
+		b = b[n+1:]
+	}
+	return out
+}
+
+func TestEntryEncoding(t *testing.T) {
+	tests := []struct {
+		name  string
+		build func(*Entry)
+		want  [][2]string
+		// binary says the value must use the length-prefixed form.
+		binary bool
+	}{
+		{"plain", func(e *Entry) { e.Add("MESSAGE", "hello world") }, [][2]string{{"MESSAGE", "hello world"}}, false},
+		{"empty value", func(e *Entry) { e.Add("X", "") }, [][2]string{{"X", ""}}, false},
+		{"equals in value", func(e *Entry) { e.Add("X", "a=b") }, [][2]string{{"X", "a=b"}}, false},
+		{"newline goes binary", func(e *Entry) { e.Add("MESSAGE", "two\nlines") }, [][2]string{{"MESSAGE", "two\nlines"}}, true},
+		{"bytes with NUL and newline", func(e *Entry) { e.AddBytes("B", []byte{0, '\n', 0xff}) }, [][2]string{{"B", "\x00\n\xff"}}, true},
+		{"uint", func(e *Entry) { e.AddUint("N", 18446744073709551615) }, [][2]string{{"N", "18446744073709551615"}}, false},
+		{"sanitized", func(e *Entry) { e.AddSanitized("AUDIT_FIELD_", "a1[0]", "v") }, [][2]string{{"AUDIT_FIELD_A1_0_", "v"}}, false},
+		{"sanitized dash", func(e *Entry) { e.AddSanitized("AUDIT_FIELD_", "old-auid", "1") }, [][2]string{{"AUDIT_FIELD_OLD_AUID", "1"}}, false},
+		{"sanitized truncated", func(e *Entry) { e.AddSanitized("AUDIT_FIELD_", strings.Repeat("x", 100), "1") },
+			[][2]string{{"AUDIT_FIELD_" + strings.Repeat("X", 64-12), "1"}}, false},
+		{"repeated field", func(e *Entry) { e.AddUint("W", 1); e.AddUint("W", 2) }, [][2]string{{"W", "1"}, {"W", "2"}}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var e Entry
+			tt.build(&e)
+			got := decode(t, e.Bytes())
+			if fmt.Sprint(got) != fmt.Sprint(tt.want) {
+				t.Errorf("decoded %q, want %q", got, tt.want)
+			}
+			isBinary := !bytes.Contains(e.Bytes()[:bytes.IndexByte(e.Bytes(), '\n')], []byte("="))
+			if isBinary != tt.binary {
+				t.Errorf("binary form %v, want %v: %q", isBinary, tt.binary, e.Bytes())
+			}
+			for _, f := range got {
+				if !ValidFieldName(f[0]) {
+					t.Errorf("field name %q is invalid", f[0])
+				}
+			}
+			e.Reset()
+			if e.Len() != 0 {
+				t.Errorf("Reset left %d bytes", e.Len())
+			}
+		})
+	}
+}
+
+func TestValidFieldName(t *testing.T) {
+	for name, want := range map[string]bool{
+		"MESSAGE": true, "AUDIT_FIELD_A0": true, "X9": true,
+		"": false, "_PID": false, "9X": false, "message": false, "A-B": false,
+		strings.Repeat("A", 64): true, strings.Repeat("A", 65): false,
+	} {
+		if got := ValidFieldName(name); got != want {
+			t.Errorf("ValidFieldName(%q) = %v, want %v", name, got, want)
+		}
+	}
+}
+
+// fakeSender keeps decoded entries; fail makes Send return an error.
+type fakeSender struct {
+	t       testing.TB
+	entries [][][2]string
+	fail    bool
+}
+
+func (s *fakeSender) Send(e *Entry) error {
+	if s.fail {
+		return ErrNoJournal
+	}
+	s.entries = append(s.entries, decode(s.t, e.Bytes()))
+	return nil
+}
+
+func values(entry [][2]string, name string) []string {
+	var v []string
+	for _, f := range entry {
+		if f[0] == name {
+			v = append(v, f[1])
+		}
+	}
+	return v
+}
+
+type fakeContainers map[contid.ID]struct {
+	chain      contid.Chain
+	name, unit string
+}
+
+func (f fakeContainers) Lookup(id contid.ID) (contid.Chain, string, string, bool) {
+	c, ok := f[id]
+	return c.chain, c.name, c.unit, ok
+}
+
+// execEvent runs real record text through the reader's stream callback,
+// so the forwarder sees exactly what the reader would hand it.
+func execEvent(t testing.TB, id contid.ID, how kernel.Attribution, f *Forwarder) {
+	t.Helper()
+	feedExec(t, attributor{id, how}, f)
+}
+
+// feedExec pushes the records of one execve through a real audit.Feed.
+func feedExec(t testing.TB, a audit.Attributor, h audit.Handler) {
+	t.Helper()
+	feed, err := audit.NewFeed(a, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []struct {
+		typ  auparse.AuditMessageType
+		text string
+	}{
+		{auparse.AUDIT_SYSCALL, `audit(1700000000.123:4567): arch=c000003e syscall=59 success=yes exit=0 a0=55d0c8a0 a1=55d0c8b0 a2=7ffd a3=0 items=2 ppid=100 pid=1234 auid=4294967295 uid=0 gid=0 euid=0 suid=0 fsuid=0 egid=0 sgid=0 fsgid=0 tty=(none) ses=4294967295 comm="id" exe="/usr/bin/id" subj=unconfined key="contid"`},
+		{auparse.AUDIT_EXECVE, `audit(1700000000.123:4567): argc=2 a0="id" a1=2D750A`},
+		{auparse.AUDIT_PATH, `audit(1700000000.123:4567): item=0 name="/usr/bin/id" inode=1234 dev=08:01 mode=0100755 ouid=0 ogid=0 rdev=00:00 nametype=NORMAL cap_fp=0 cap_fi=0 cap_fe=0 cap_fver=0 cap_frootid=0`},
+		{auparse.AUDIT_PROCTITLE, `audit(1700000000.123:4567): proctitle=6964002D75`},
+	} {
+		if err := feed.Push(r.typ, r.text); err != nil {
+			t.Fatal(err)
+		}
+	}
+	feed.Flush()
+}
+
+type attributor struct {
+	id  contid.ID
+	how kernel.Attribution
+}
+
+func (a attributor) Attribute(uint32, time.Time) (contid.ID, kernel.Attribution, error) {
+	return a.id, a.how, nil
+}
+
+func TestForwarderEntry(t *testing.T) {
+	out := &fakeSender{t: t}
+	f := NewForwarder(out, fakeContainers{4: {contid.Chain{4, 2, 1}, "web", "web.scope"}}, Config{})
+	execEvent(t, 4, kernel.Exited, f)
+	if len(out.entries) != 1 {
+		t.Fatalf("%d entries, want 1", len(out.entries))
+	}
+	e := out.entries[0]
+	want := map[string][]string{
+		"MESSAGE":                     {"container 4 (web): execve /usr/bin/id by pid 1234 uid 0 res=success"},
+		"SYSLOG_IDENTIFIER":           {"contidd"},
+		"PRIORITY":                    {"6"},
+		"AUDIT_CONTAINER_ID":          {"4"},
+		"AUDIT_CONTAINER_WITHIN":      {"4", "2", "1"},
+		"AUDIT_CONTAINER_CHAIN":       {"4,^2,^1"},
+		"AUDIT_CONTAINER_NAME":        {"web"},
+		"AUDIT_CONTAINER_UNIT":        {"web.scope"},
+		"AUDIT_CONTAINER_ATTRIBUTION": {"exited"},
+		"AUDIT_EVENT_ID":              {"4567"},
+		"AUDIT_EVENT_TIME":            {"1700000000.123"},
+		"AUDIT_EVENT_TYPES":           {"SYSCALL,EXECVE,PATH,PROCTITLE"},
+		"AUDIT_FIELD_SYSCALL":         {"execve"},
+		"AUDIT_FIELD_ARCH":            {"x86_64"},
+		// SYSCALL's register a1 and EXECVE's argv[1] share the name, in
+		// record order, as in journald's own audit entries.
+		"AUDIT_FIELD_A1":        {"55d0c8b0", "-u\n"},
+		"AUDIT_FIELD_PROCTITLE": {"id -u"},
+		"AUDIT_FIELD_KEY":       {"contid"},
+	}
+	for name, w := range want {
+		if got := values(e, name); fmt.Sprint(got) != fmt.Sprint(w) {
+			t.Errorf("%s = %q, want %q", name, got, w)
+		}
+	}
+	for _, fl := range e {
+		if !ValidFieldName(fl[0]) {
+			t.Errorf("invalid field name %q", fl[0])
+		}
+	}
+	if s := f.Stats(); s.Written != 1 || s.Lost != 0 {
+		t.Errorf("stats %+v", s)
+	}
+}
+
+func TestForwarderUnknownContainer(t *testing.T) {
+	out := &fakeSender{t: t}
+	f := NewForwarder(out, fakeContainers{}, Config{})
+	execEvent(t, 9, kernel.Live, f)
+	if len(out.entries) != 1 {
+		t.Fatalf("%d entries, want 1", len(out.entries))
+	}
+	e := out.entries[0]
+	if got := values(e, "AUDIT_CONTAINER_WITHIN"); fmt.Sprint(got) != "[9]" {
+		t.Errorf("WITHIN %v, want [9]", got)
+	}
+	if got := values(e, "AUDIT_CONTAINER_NAME"); got != nil {
+		t.Errorf("NAME %v for an unknown container", got)
+	}
+}
+
+func TestForwarderUntagged(t *testing.T) {
+	tests := []struct {
+		name          string
+		how           kernel.Attribution
+		writeUntagged bool
+		written       int
+	}{
+		{"untagged skipped", kernel.Unattributed, false, 0},
+		{"ambiguous skipped", kernel.Ambiguous, false, 0},
+		{"untagged written on request", kernel.Unattributed, true, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out := &fakeSender{t: t}
+			f := NewForwarder(out, nil, Config{WriteUntagged: tt.writeUntagged})
+			execEvent(t, 5, tt.how, f)
+			if len(out.entries) != tt.written {
+				t.Fatalf("%d entries, want %d", len(out.entries), tt.written)
+			}
+			if tt.written > 0 {
+				if got := values(out.entries[0], "AUDIT_CONTAINER_ID"); got != nil {
+					t.Errorf("untagged entry carries AUDIT_CONTAINER_ID %v", got)
+				}
+				if got := values(out.entries[0], "MESSAGE"); !strings.HasPrefix(got[0], "execve ") {
+					t.Errorf("MESSAGE %q", got)
+				}
+			}
+			if s := f.Stats(); tt.written == 0 && s.Untagged != 1 {
+				t.Errorf("Untagged = %d, want 1", s.Untagged)
+			}
+		})
+	}
+}
+
+func TestForwarderLossRateLimit(t *testing.T) {
+	out := &fakeSender{t: t}
+	f := NewForwarder(out, nil, Config{LossInterval: 10 * time.Second})
+	t0 := time.Unix(1700000000, 0)
+	f.addLoss(lossWindow{kernel: 3}, t0)
+	if len(out.entries) != 1 {
+		t.Fatalf("first loss: %d entries, want 1 at once", len(out.entries))
+	}
+	// Within the interval: summed, not written.
+	f.addLoss(lossWindow{reader: 4}, t0.Add(time.Second))
+	f.addLoss(lossWindow{write: 1}, t0.Add(2*time.Second))
+	f.Tick(t0.Add(9 * time.Second))
+	if len(out.entries) != 1 {
+		t.Fatalf("within interval: %d entries, want 1", len(out.entries))
+	}
+	f.Tick(t0.Add(10 * time.Second))
+	if len(out.entries) != 2 {
+		t.Fatalf("after interval: %d entries, want 2", len(out.entries))
+	}
+	e := out.entries[1]
+	for name, want := range map[string]string{
+		"MESSAGE_ID": MessageEventsLost, "AUDIT_LOST_COUNT": "5", "AUDIT_LOST_READER": "4",
+		"AUDIT_LOST_WRITE": "1", "AUDIT_LOST_KERNEL": "0", "PRIORITY": "4",
+		"AUDIT_LOST_SINCE": t0.Add(time.Second).UTC().Format(time.RFC3339Nano),
+	} {
+		if got := values(e, name); len(got) != 1 || got[0] != want {
+			t.Errorf("%s = %q, want %q", name, got, want)
+		}
+	}
+	// Nothing pending: ticks stay quiet.
+	f.Tick(t0.Add(time.Hour))
+	if len(out.entries) != 2 {
+		t.Errorf("idle tick wrote an entry")
+	}
+}
+
+func TestForwarderLossNeverSilent(t *testing.T) {
+	out := &fakeSender{t: t, fail: true}
+	f := NewForwarder(out, nil, Config{LossInterval: time.Second})
+	execEvent(t, 4, kernel.Live, f)
+	if s := f.Stats(); s.WriteFailed != 1 || s.Lost != 1 || s.Written != 0 {
+		t.Fatalf("stats after failed write: %+v", s)
+	}
+	// journald comes back: the pending loss is reported on the next tick.
+	out.fail = false
+	f.Tick(time.Now().Add(2 * time.Second))
+	if len(out.entries) != 1 || values(out.entries[0], "AUDIT_LOST_WRITE")[0] != "1" {
+		t.Fatalf("entries after recovery: %q", out.entries)
+	}
+}
+
+type fakeKernelLog struct {
+	types []auparse.AuditMessageType
+	texts []string
+	err   error
+}
+
+func (k *fakeKernelLog) WriteUser(typ auparse.AuditMessageType, text string) error {
+	k.types = append(k.types, typ)
+	k.texts = append(k.texts, text)
+	return k.err
+}
+
+func TestRecorder(t *testing.T) {
+	tests := []struct {
+		name      string
+		do        func(*Recorder) error
+		typ       auparse.AuditMessageType
+		text      string
+		messageID string
+	}{
+		{"granted", func(r *Recorder) error {
+			return r.RecordTag(1234, contid.Chain{4, 2, 1}, nil, "web", "web.scope", nil)
+		}, auparse.AUDIT_VIRT_MACHINE_ID,
+			`virt=contid op=set contid=4,^2,^1 old-contid=-1 opid=1234 vm="web" res=success`, MessageTagGranted},
+		{"refused", func(r *Recorder) error {
+			return r.RecordTag(99, contid.Chain{7}, contid.Chain{5}, "", "", errors.New("already tagged"))
+		}, auparse.AUDIT_VIRT_MACHINE_ID,
+			`virt=contid op=set contid=7 old-contid=5 opid=99 vm=? res=failed`, MessageTagRefused},
+		{"refused before allocation", func(r *Recorder) error {
+			return r.RecordTag(99, nil, nil, "a b", "", errors.New("access denied"))
+		}, auparse.AUDIT_VIRT_MACHINE_ID,
+			`virt=contid op=set contid=? old-contid=-1 opid=99 vm=612062 res=failed`, MessageTagRefused},
+		{"create", func(r *Recorder) error {
+			return r.RecordCreate(1, contid.Chain{8}, "db", "db.service")
+		}, auparse.AUDIT_VIRT_CREATE,
+			`virt=contid op=set contid=8 old-contid=-1 opid=1 vm="db" res=success`, MessageContainerCreated},
+		{"drop", func(r *Recorder) error {
+			return r.RecordDrop(contid.Chain{8}, "db", "db.service")
+		}, auparse.AUDIT_VIRT_DESTROY,
+			`virt=contid op=drop contid=8 old-contid=-1 opid=0 vm="db" res=success`, MessageContainerExited},
+		{"deny", func(r *Recorder) error {
+			return r.RecordDenial(contid.Chain{8}, 4321, "bpf_map")
+		}, auparse.AUDIT_VIRT_MACHINE_ID,
+			`virt=contid op=deny contid=8 old-contid=-1 opid=4321 vm=? operation="bpf_map" res=failed`, MessageTamperDenied},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			k := &fakeKernelLog{}
+			out := &fakeSender{t: t}
+			if err := tt.do(NewRecorder(k, out)); err != nil {
+				t.Fatal(err)
+			}
+			if len(k.texts) != 1 || k.types[0] != tt.typ || k.texts[0] != tt.text {
+				t.Errorf("kernel record %v %q, want %v %q", k.types, k.texts, tt.typ, tt.text)
+			}
+			if len(out.entries) != 1 {
+				t.Fatalf("%d journal entries", len(out.entries))
+			}
+			if got := values(out.entries[0], "MESSAGE_ID"); len(got) != 1 || got[0] != tt.messageID {
+				t.Errorf("MESSAGE_ID %v, want %s", got, tt.messageID)
+			}
+		})
+	}
+}
+
+func TestRecorderOneLogFailing(t *testing.T) {
+	k := &fakeKernelLog{err: errors.New("netlink down")}
+	out := &fakeSender{t: t}
+	err := NewRecorder(k, out).RecordDrop(contid.Chain{3}, "", "")
+	if err == nil {
+		t.Fatal("kernel failure not reported")
+	}
+	if len(out.entries) != 1 {
+		t.Errorf("journal copy skipped because the kernel log failed")
+	}
+}
+
+// TestCatalog keeps catalog.go and units/contid.catalog in step: every
+// MESSAGE_ID has an entry, every entry is one of ours, and each entry
+// only references fields the code writes.
+func TestCatalog(t *testing.T) {
+	data, err := os.ReadFile("../units/contid.catalog")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := map[string]bool{
+		MessageTagGranted: true, MessageTagRefused: true, MessageContainerCreated: true,
+		MessageContainerExited: true, MessageTamperDenied: true, MessageEventsLost: true,
+	}
+	if len(ids) != 6 {
+		t.Fatal("duplicate MESSAGE_ID constants")
+	}
+	found := map[string]bool{}
+	for _, m := range regexp.MustCompile(`(?m)^-- ([0-9a-f]{32})$`).FindAllStringSubmatch(string(data), -1) {
+		if !ids[m[1]] {
+			t.Errorf("catalog entry %s has no constant", m[1])
+		}
+		found[m[1]] = true
+	}
+	for id := range ids {
+		if !found[id] {
+			t.Errorf("MESSAGE_ID %s has no catalog entry", id)
+		}
+	}
+	written := map[string]bool{
+		"AUDIT_CONTAINER_ID": true, "AUDIT_CONTAINER_CHAIN": true, "AUDIT_CONTAINER_NAME": true,
+		"AUDIT_CONTAINER_UNIT": true, "AUDIT_OPID": true, "AUDIT_ERROR": true, "AUDIT_OPERATION": true,
+		"AUDIT_LOST_COUNT": true, "AUDIT_LOST_SINCE": true, "AUDIT_LOST_KERNEL": true,
+		"AUDIT_LOST_READER": true, "AUDIT_LOST_WRITE": true,
+	}
+	for _, m := range regexp.MustCompile(`@([A-Z_]+)@`).FindAllStringSubmatch(string(data), -1) {
+		if !written[m[1]] {
+			t.Errorf("catalog references @%s@, which contid never writes", m[1])
+		}
+	}
+}
+
+func BenchmarkForwarderEntry(b *testing.B) {
+	f := NewForwarder(discard{}, fakeContainers{4: {contid.Chain{4, 2, 1}, "web", "web.scope"}}, Config{})
+	// The event only lives during the handler call, so the loop runs
+	// inside it.
+	feedExec(b, attributor{4, kernel.Live}, benchHandler(func(ev *audit.Event) {
+		b.ReportAllocs()
+		for b.Loop() {
+			f.HandleEvent(ev)
+		}
+	}))
+	if f.Stats().Written == 0 {
+		b.Fatal("nothing written")
+	}
+}
+
+type benchHandler func(*audit.Event)
+
+func (h benchHandler) HandleEvent(ev *audit.Event)     { h(ev) }
+func (benchHandler) HandleLoss(audit.LossKind, uint64) {}
+func (benchHandler) Tick(time.Time)                    {}
+
+type discard struct{}
+
+func (discard) Send(*Entry) error { return nil }

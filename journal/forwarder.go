@@ -1,0 +1,348 @@
+package journal
+
+import (
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/contid/contid"
+	"github.com/contid/contid/kernel"
+	"github.com/contid/contid/kernel/audit"
+	"github.com/elastic/go-libaudit/v2/auparse"
+)
+
+// Containers gives the registry's view of an ID: its chain (innermost
+// first), name and unit. The daemon adapts the registry to it; journal
+// does not import the registry.
+type Containers interface {
+	Lookup(id contid.ID) (chain contid.Chain, name, unit string, ok bool)
+}
+
+// Config tunes the forwarder; the zero value gives the defaults.
+type Config struct {
+	// WriteUntagged also writes events of processes in no container
+	// (without AUDIT_CONTAINER_* fields). Off by default: the host's
+	// audit log is auditd's and journald's business.
+	WriteUntagged bool
+	// LossInterval is the least time between two loss entries; losses in
+	// between are summed into the next one. Default 10s.
+	LossInterval time.Duration
+	// OnLoss, if set, is called after each loss entry with the counters,
+	// so the daemon can emit PropertiesChanged for EventsLost.
+	OnLoss func(Stats)
+}
+
+// Stats are the forwarder's counters.
+type Stats struct {
+	Written     uint64 // events written to the journal
+	Lost        uint64 // LostKernel + LostReader + WriteFailed
+	LostKernel  uint64 // the kernel's lost counter rose by this much
+	LostReader  uint64 // serials that never reached the reader
+	WriteFailed uint64 // events journald did not accept
+	Untagged    uint64 // events of untagged processes, not written
+	LossEntries uint64 // loss entries written
+}
+
+// Forwarder turns audit events into journal entries: it implements
+// audit.Handler. Its Handle methods run on the reader's goroutine; Stats
+// may be called from anywhere.
+type Forwarder struct {
+	out        Sender
+	containers Containers
+	cfg        Config
+
+	entry Entry
+	msg   []byte
+	types []string
+
+	written, lostKernel, lostReader, writeFailed, untagged, lossEntries atomic.Uint64
+
+	// pending is the loss not yet reported, and since when.
+	mu         sync.Mutex
+	pending    lossWindow
+	lastReport time.Time
+}
+
+type lossWindow struct {
+	kernel, reader, write uint64
+	since                 time.Time
+}
+
+func (w lossWindow) total() uint64 { return w.kernel + w.reader + w.write }
+
+var _ audit.Handler = (*Forwarder)(nil)
+
+// NewForwarder writes to out, looking containers up in c (nil: IDs only).
+func NewForwarder(out Sender, c Containers, cfg Config) *Forwarder {
+	if cfg.LossInterval <= 0 {
+		cfg.LossInterval = 10 * time.Second
+	}
+	return &Forwarder{out: out, containers: c, cfg: cfg}
+}
+
+// Stats returns the counters.
+func (f *Forwarder) Stats() Stats {
+	s := Stats{
+		Written:     f.written.Load(),
+		LostKernel:  f.lostKernel.Load(),
+		LostReader:  f.lostReader.Load(),
+		WriteFailed: f.writeFailed.Load(),
+		Untagged:    f.untagged.Load(),
+		LossEntries: f.lossEntries.Load(),
+	}
+	s.Lost = s.LostKernel + s.LostReader + s.WriteFailed
+	return s
+}
+
+// HandleEvent implements audit.Handler.
+func (f *Forwarder) HandleEvent(ev *audit.Event) {
+	if !ev.Tagged() && !f.cfg.WriteUntagged {
+		f.untagged.Add(1)
+		return
+	}
+	f.buildEvent(ev)
+	if err := f.out.Send(&f.entry); err != nil {
+		f.writeFailed.Add(1)
+		f.addLoss(lossWindow{write: 1}, time.Now())
+		return
+	}
+	f.written.Add(1)
+}
+
+// HandleLoss implements audit.Handler.
+func (f *Forwarder) HandleLoss(kind audit.LossKind, count uint64) {
+	var w lossWindow
+	switch kind {
+	case audit.LossKernel:
+		f.lostKernel.Add(count)
+		w.kernel = count
+	default:
+		f.lostReader.Add(count)
+		w.reader = count
+	}
+	f.addLoss(w, time.Now())
+}
+
+// Tick implements audit.Handler: it writes a pending loss entry once the
+// rate limit allows.
+func (f *Forwarder) Tick(now time.Time) { f.flushLoss(now, false) }
+
+// Flush writes any pending loss entry now, ignoring the rate limit (for
+// shutdown).
+func (f *Forwarder) Flush() { f.flushLoss(time.Now(), true) }
+
+func (f *Forwarder) addLoss(w lossWindow, now time.Time) {
+	f.mu.Lock()
+	if f.pending.total() == 0 {
+		f.pending.since = now
+	}
+	f.pending.kernel += w.kernel
+	f.pending.reader += w.reader
+	f.pending.write += w.write
+	f.mu.Unlock()
+	f.flushLoss(now, false)
+}
+
+// flushLoss writes one entry for everything lost since the last one. If
+// journald refuses it, the window stays pending and the next tick tries
+// again: loss is never dropped silently.
+func (f *Forwarder) flushLoss(now time.Time, force bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	w := f.pending
+	if w.total() == 0 || (!force && !f.lastReport.IsZero() && now.Sub(f.lastReport) < f.cfg.LossInterval) {
+		return
+	}
+	var e Entry
+	since := w.since.UTC().Format(time.RFC3339Nano)
+	e.Add("MESSAGE_ID", MessageEventsLost)
+	e.Add("MESSAGE", strconv.FormatUint(w.total(), 10)+" audit events lost since "+since+
+		" (kernel "+strconv.FormatUint(w.kernel, 10)+", reader "+strconv.FormatUint(w.reader, 10)+
+		", write "+strconv.FormatUint(w.write, 10)+")")
+	e.AddUint("PRIORITY", 4)
+	e.Add("SYSLOG_IDENTIFIER", "contidd")
+	e.AddUint("AUDIT_LOST_COUNT", w.total())
+	e.AddUint("AUDIT_LOST_KERNEL", w.kernel)
+	e.AddUint("AUDIT_LOST_READER", w.reader)
+	e.AddUint("AUDIT_LOST_WRITE", w.write)
+	e.Add("AUDIT_LOST_SINCE", since)
+	e.AddUint("AUDIT_LOST_SINCE_USEC", uint64(w.since.UnixMicro()))
+	if err := f.out.Send(&e); err != nil {
+		return
+	}
+	f.pending = lossWindow{}
+	f.lastReport = now
+	f.lossEntries.Add(1)
+	if f.cfg.OnLoss != nil {
+		// Outside the lock would be nicer, but the callback only reads
+		// atomics and must not call back into the forwarder.
+		f.cfg.OnLoss(f.Stats())
+	}
+}
+
+// buildEvent encodes ev into f.entry.
+func (f *Forwarder) buildEvent(ev *audit.Event) {
+	e := &f.entry
+	e.Reset()
+
+	var chain contid.Chain
+	var name, unit string
+	var chainBuf [contid.MaxDepth]contid.ID
+	if ev.Tagged() {
+		ok := false
+		if f.containers != nil {
+			chain, name, unit, ok = f.containers.Lookup(ev.Container)
+		}
+		if !ok || len(chain) == 0 || chain[0] != ev.Container {
+			// The registry may not know an autotagged ID yet; the
+			// innermost ID is still certain.
+			chainBuf[0] = ev.Container
+			chain = chainBuf[:1]
+		}
+	}
+
+	f.msg = appendSummary(f.msg[:0], ev, chain, name)
+	e.AddBytes("MESSAGE", f.msg)
+	priority := uint64(6)
+	if !eventSucceeded(ev) {
+		priority = 5
+	}
+	e.AddUint("PRIORITY", priority)
+	e.Add("SYSLOG_IDENTIFIER", "contidd")
+	if len(chain) > 0 {
+		e.AddUint("AUDIT_CONTAINER_ID", uint64(chain[0]))
+		for _, id := range chain {
+			e.AddUint("AUDIT_CONTAINER_WITHIN", uint64(id))
+		}
+		f.msg = appendChain(f.msg[:0], chain)
+		e.AddBytes("AUDIT_CONTAINER_CHAIN", f.msg)
+		if name != "" {
+			e.Add("AUDIT_CONTAINER_NAME", name)
+		}
+		if unit != "" {
+			e.Add("AUDIT_CONTAINER_UNIT", unit)
+		}
+		if ev.Attribution == kernel.Exited {
+			e.Add("AUDIT_CONTAINER_ATTRIBUTION", "exited")
+		} else {
+			e.Add("AUDIT_CONTAINER_ATTRIBUTION", "live")
+		}
+	}
+	e.AddUint("AUDIT_EVENT_ID", uint64(ev.Serial))
+	f.msg = strconv.AppendInt(f.msg[:0], ev.Time.Unix(), 10)
+	f.msg = append(f.msg, '.')
+	ms := ev.Time.Nanosecond() / int(time.Millisecond)
+	f.msg = append(f.msg, byte('0'+ms/100), byte('0'+ms/10%10), byte('0'+ms%10))
+	e.AddBytes("AUDIT_EVENT_TIME", f.msg)
+
+	f.types = ev.TypeNames(f.types[:0])
+	f.msg = f.msg[:0]
+	for i, t := range f.types {
+		if i > 0 {
+			f.msg = append(f.msg, ',')
+		}
+		f.msg = append(f.msg, t...)
+	}
+	e.AddBytes("AUDIT_EVENT_TYPES", f.msg)
+
+	syscall := ev.Syscall()
+	for i := range ev.Records {
+		r := &ev.Records[i]
+		for _, fl := range r.Fields {
+			v := fl.Value
+			if r.Type == auparse.AUDIT_SYSCALL {
+				switch fl.Key {
+				case "syscall":
+					v = syscall
+				case "arch":
+					v = archName(v)
+				}
+			}
+			e.AddSanitized("AUDIT_FIELD_", fl.Key, v)
+		}
+	}
+}
+
+// appendSummary writes the one-line MESSAGE, e.g.
+// "container 42 (web): execve /usr/bin/id by pid 1234 uid 0 res=success".
+func appendSummary(b []byte, ev *audit.Event, chain contid.Chain, name string) []byte {
+	if len(chain) > 0 {
+		b = append(b, "container "...)
+		b = strconv.AppendUint(b, uint64(chain[0]), 10)
+		if name != "" {
+			b = append(b, " ("...)
+			b = append(b, name...)
+			b = append(b, ')')
+		}
+		b = append(b, ": "...)
+	}
+	what := ev.Syscall()
+	if what == "" && len(ev.Records) > 0 {
+		what = ev.Records[0].Type.String()
+	}
+	b = append(b, what...)
+	switch what {
+	case "execve", "execveat":
+		if exe, ok := ev.Get("exe"); ok {
+			b = append(b, ' ')
+			b = append(b, exe...)
+		}
+	default:
+		if r, ok := ev.Record(auparse.AUDIT_PATH); ok {
+			if n, ok := r.Get("name"); ok && n != "(null)" {
+				b = append(b, ' ')
+				b = append(b, n...)
+			}
+		} else if op, ok := ev.Get("op"); ok {
+			b = append(b, " op="...)
+			b = append(b, op...)
+		}
+	}
+	if ev.HasPID {
+		b = append(b, " by pid "...)
+		b = strconv.AppendUint(b, uint64(ev.PID), 10)
+	}
+	if uid, ok := ev.Get("uid"); ok {
+		b = append(b, " uid "...)
+		b = append(b, uid...)
+	}
+	if eventSucceeded(ev) {
+		b = append(b, " res=success"...)
+	} else {
+		b = append(b, " res=failed"...)
+	}
+	return b
+}
+
+// eventSucceeded reads SYSCALL's success= or a user record's res=.
+func eventSucceeded(ev *audit.Event) bool {
+	if v, ok := ev.Get("success"); ok {
+		return v == "yes"
+	}
+	if v, ok := ev.Get("res"); ok {
+		return v == "success" || v == "yes" || v == "1"
+	}
+	return true
+}
+
+func appendChain(b []byte, c contid.Chain) []byte {
+	for i, id := range c {
+		if i > 0 {
+			b = append(b, ",^"...)
+		}
+		b = strconv.AppendUint(b, uint64(id), 10)
+	}
+	return b
+}
+
+func archName(hex string) string {
+	a, err := strconv.ParseUint(hex, 16, 32)
+	if err != nil {
+		return hex
+	}
+	if n, ok := auparse.AuditArchNames[auparse.AuditArch(a)]; ok {
+		return n
+	}
+	return hex
+}

@@ -1,0 +1,347 @@
+package audit
+
+import (
+	"errors"
+	"os"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/contid/contid"
+	"github.com/contid/contid/kernel"
+	"github.com/elastic/go-libaudit/v2/auparse"
+)
+
+const (
+	sampleSyscall = `audit(1700000000.123:4567): arch=c000003e syscall=59 success=yes exit=0 a0=55d0c8a0 a1=55d0c8b0 a2=7ffd a3=0 items=2 ppid=100 pid=1234 auid=4294967295 uid=0 gid=0 euid=0 suid=0 fsuid=0 egid=0 sgid=0 fsgid=0 tty=(none) ses=4294967295 comm="id" exe="/usr/bin/id" subj=unconfined key="exec"`
+	sampleExecve  = `audit(1700000000.123:4567): argc=3 a0="id" a1="-u" a2=6E616D652077697468207370616365`
+	samplePath    = `audit(1700000000.123:4567): item=0 name="/usr/bin/id" inode=1234 dev=08:01 mode=0100755 ouid=0 ogid=0 rdev=00:00 nametype=NORMAL cap_fp=0 cap_fi=0 cap_fe=0 cap_fver=0 cap_frootid=0`
+	sampleTitle   = `audit(1700000000.123:4567): proctitle=2F62696E2F74727565006331`
+	sampleUser    = `audit(1700000000.456:4568): pid=1 uid=0 auid=4294967295 ses=4294967295 subj=unconfined msg='virt=contid op=set contid=4,^2,^1 old-contid=-1 opid=1234 vm="web" res=success'`
+)
+
+func TestParseHeader(t *testing.T) {
+	tests := []struct {
+		in     string
+		at     time.Time
+		serial uint32
+		rest   string
+		err    error
+	}{
+		{sampleSyscall, time.Unix(1700000000, 123e6), 4567, "arch=c000003e", nil},
+		{"audit(1.005:1): a=b", time.Unix(1, 5e6), 1, "a=b", nil},
+		{"audit(1.005:4294967295): x", time.Unix(1, 5e6), 4294967295, "x", nil},
+		{"audit(1.005:4294967296): x", time.Time{}, 0, "", ErrBadHeader},
+		{"audit(1:2): x", time.Time{}, 0, "", ErrBadHeader},
+		{"audit(a.b:c): x", time.Time{}, 0, "", ErrBadHeader},
+		{"type=SYSCALL msg=audit(1.2:3): x", time.Time{}, 0, "", ErrBadHeader},
+		{"audit(1.2:3", time.Time{}, 0, "", ErrBadHeader},
+	}
+	for _, tt := range tests {
+		at, serial, off, err := parseHeader([]byte(tt.in))
+		if !errors.Is(err, tt.err) {
+			t.Errorf("parseHeader(%q) error %v, want %v", tt.in, err, tt.err)
+			continue
+		}
+		if err != nil {
+			continue
+		}
+		if !at.Equal(tt.at) || serial != tt.serial || !strings.HasPrefix(tt.in[off:], tt.rest) {
+			t.Errorf("parseHeader(%q) = %v, %d, rest %q; want %v, %d, %q", tt.in, at, serial, tt.in[off:], tt.at, tt.serial, tt.rest)
+		}
+	}
+}
+
+func TestFields(t *testing.T) {
+	tests := []struct {
+		name string
+		typ  auparse.AuditMessageType
+		body string
+		want map[string]string
+	}{
+		{"syscall args stay hex numbers", auparse.AUDIT_SYSCALL, `a0=55d0c8a0 comm="id" key=(null)`,
+			map[string]string{"a0": "55d0c8a0", "comm": "id", "key": "(null)"}},
+		{"execve args are decoded", auparse.AUDIT_EXECVE, `argc=2 a0="ls" a1=2D6C2061`,
+			map[string]string{"argc": "2", "a0": "ls", "a1": "-l a"}},
+		{"chunked execve arg", auparse.AUDIT_EXECVE, `a1_len=4 a1[0]=41424344`,
+			map[string]string{"a1_len": "4", "a1[0]": "ABCD"}},
+		{"proctitle NULs become spaces", auparse.AUDIT_PROCTITLE, `proctitle=2F62696E2F74727565006331`,
+			map[string]string{"proctitle": "/bin/true c1"}},
+		{"hex-encoded exe", auparse.AUDIT_SYSCALL, `exe=2F746D702F6120622F78`,
+			map[string]string{"exe": "/tmp/a b/x"}},
+		{"odd length is not hex", auparse.AUDIT_PATH, `name=ABC`,
+			map[string]string{"name": "ABC"}},
+		{"user msg is flattened", auparse.AUDIT_VIRT_MACHINE_ID, `pid=1 uid=0 msg='virt=contid op=deny vm="a" res=failed'`,
+			map[string]string{"pid": "1", "uid": "0", "virt": "contid", "op": "deny", "vm": "a", "res": "failed"}},
+		{"unterminated quote keeps the rest", auparse.AUDIT_PATH, `name="abc`,
+			map[string]string{"name": "abc"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var p parser
+			got := map[string]string{}
+			for _, f := range p.fields(tt.typ, tt.body, nil) {
+				got[f.Key] = f.Value
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("fields(%q) = %v, want %v", tt.body, got, tt.want)
+			}
+		})
+	}
+}
+
+func messages(t testing.TB, recs ...struct {
+	typ  auparse.AuditMessageType
+	text string
+}) []*auparse.AuditMessage {
+	t.Helper()
+	var msgs []*auparse.AuditMessage
+	for _, r := range recs {
+		at, serial, off, err := parseHeader([]byte(r.text))
+		if err != nil {
+			t.Fatal(err)
+		}
+		msgs = append(msgs, &auparse.AuditMessage{RecordType: r.typ, Timestamp: at, Sequence: serial, RawData: r.text, Payload: off})
+	}
+	return msgs
+}
+
+type rec = struct {
+	typ  auparse.AuditMessageType
+	text string
+}
+
+func execMessages(t testing.TB) []*auparse.AuditMessage {
+	return messages(t,
+		rec{auparse.AUDIT_SYSCALL, sampleSyscall},
+		rec{auparse.AUDIT_EXECVE, sampleExecve},
+		rec{auparse.AUDIT_PATH, samplePath},
+		rec{auparse.AUDIT_PROCTITLE, sampleTitle})
+}
+
+func TestEventBuild(t *testing.T) {
+	var p parser
+	var ev Event
+	if !ev.build(&p, execMessages(t)) {
+		t.Fatal("build failed")
+	}
+	if ev.Serial != 4567 || !ev.Time.Equal(time.Unix(1700000000, 123e6)) {
+		t.Errorf("serial %d time %v", ev.Serial, ev.Time)
+	}
+	if !ev.HasPID || ev.PID != 1234 || ev.PPID != 100 {
+		t.Errorf("pid %d (has %v) ppid %d, want 1234, 100", ev.PID, ev.HasPID, ev.PPID)
+	}
+	if got := ev.Syscall(); got != "execve" {
+		t.Errorf("Syscall() = %q, want execve", got)
+	}
+	if got := ev.TypeNames(nil); !reflect.DeepEqual(got, []string{"SYSCALL", "EXECVE", "PATH", "PROCTITLE"}) {
+		t.Errorf("TypeNames = %v", got)
+	}
+	if v, _ := ev.Get("a2"); v != "7ffd" {
+		t.Errorf("first a2 is the SYSCALL one, got %q", v)
+	}
+	r, _ := ev.Record(auparse.AUDIT_EXECVE)
+	if v, _ := r.Get("a2"); v != "name with space" {
+		t.Errorf("EXECVE a2 = %q", v)
+	}
+	if v, _ := ev.Get("proctitle"); v != "/bin/true c1" {
+		t.Errorf("proctitle = %q", v)
+	}
+	if ev.Tagged() {
+		t.Error("unattributed event reports Tagged")
+	}
+
+	// Reuse: a second, smaller event must not keep the first one's records.
+	if !ev.build(&p, messages(t, rec{auparse.AUDIT_VIRT_MACHINE_ID, sampleUser})) {
+		t.Fatal("build failed")
+	}
+	if len(ev.Records) != 1 || ev.Serial != 4568 || ev.PID != 1 || ev.PPID != 0 {
+		t.Errorf("reused event: %d records, serial %d, pid %d ppid %d", len(ev.Records), ev.Serial, ev.PID, ev.PPID)
+	}
+	if v, _ := ev.Get("contid"); v != "4,^2,^1" {
+		t.Errorf("contid = %q", v)
+	}
+}
+
+// fakeHandler records what the reader's stream callbacks deliver.
+type fakeHandler struct {
+	events []string
+	lost   map[LossKind]uint64
+}
+
+func (h *fakeHandler) HandleEvent(ev *Event) {
+	h.events = append(h.events, ev.Syscall())
+}
+func (h *fakeHandler) HandleLoss(k LossKind, n uint64) {
+	if h.lost == nil {
+		h.lost = map[LossKind]uint64{}
+	}
+	h.lost[k] += n
+}
+func (h *fakeHandler) Tick(time.Time) {}
+
+type fakeAttributor struct {
+	id  contid.ID
+	how kernel.Attribution
+	err error
+}
+
+func (f fakeAttributor) Attribute(uint32, time.Time) (contid.ID, kernel.Attribution, error) {
+	return f.id, f.how, f.err
+}
+
+func TestStreamAttribution(t *testing.T) {
+	tests := []struct {
+		name   string
+		attr   fakeAttributor
+		tagged bool
+	}{
+		{"live", fakeAttributor{id: 42, how: kernel.Live}, true},
+		{"exited", fakeAttributor{id: 42, how: kernel.Exited}, true},
+		{"ambiguous is never attributed", fakeAttributor{id: 42, how: kernel.Ambiguous}, false},
+		{"unattributed", fakeAttributor{how: kernel.Unattributed}, false},
+		{"error", fakeAttributor{id: 42, how: kernel.Live, err: kernel.ErrNoProcess}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := &fakeHandler{}
+			var tagged bool
+			r := &Reader{attr: tt.attr, handler: handlerFunc{h, func(ev *Event) { tagged = ev.Tagged() }}}
+			(*stream)(r).ReassemblyComplete(execMessages(t))
+			if tagged != tt.tagged {
+				t.Errorf("Tagged() = %v, want %v", tagged, tt.tagged)
+			}
+			wantAmbiguous := uint64(0)
+			if tt.attr.how == kernel.Ambiguous && tt.attr.err == nil {
+				wantAmbiguous = 1
+			}
+			if got := r.Stats().Ambiguous; got != wantAmbiguous {
+				t.Errorf("Ambiguous = %d, want %d", got, wantAmbiguous)
+			}
+		})
+	}
+}
+
+type handlerFunc struct {
+	*fakeHandler
+	f func(*Event)
+}
+
+func (h handlerFunc) HandleEvent(ev *Event) { h.f(ev) }
+
+func TestEventsLostWrap(t *testing.T) {
+	tests := []struct {
+		reported int
+		overflow bool
+		want     uint64
+	}{
+		{5, true, 5},
+		{0, true, 0},
+		// A late record below the last evicted serial: the reassembler's
+		// uint32 sum wraps. It is a reordering, not a loss.
+		{1<<32 - 1, true, 0},
+		{1<<32 - 10, true, 0},
+		// A wrapped term (-2) mixed with a real gap (7) nets the gap.
+		{7 + (1<<32 - 2), true, 5},
+		// Without an overflow, gaps are the kernel skipping serials.
+		{5, false, 0},
+	}
+	for _, tt := range tests {
+		h := &fakeHandler{}
+		r := &Reader{handler: h}
+		r.overflow.open = tt.overflow
+		(*stream)(r).EventsLost(tt.reported)
+		if got := h.lost[LossReader]; got != tt.want {
+			t.Errorf("EventsLost(%d) with overflow=%v reported %d, want %d", tt.reported, tt.overflow, got, tt.want)
+		}
+	}
+}
+
+func TestOverflowWindow(t *testing.T) {
+	h := &fakeHandler{}
+	r := &Reader{handler: h, cfg: Config{ReassemblyTimeout: time.Second}}
+	t0 := time.Unix(1700000000, 0)
+	r.overflowed(t0)
+	r.overflowed(t0.Add(time.Second))
+	r.closeOverflow(t0.Add(2 * time.Second))
+	if h.lost[LossReader] != 0 || !r.overflow.open {
+		t.Fatalf("window closed early: lost %d, open %v", h.lost[LossReader], r.overflow.open)
+	}
+	// No gap surfaced: each overrun counts once, so loss is never silent.
+	r.closeOverflow(t0.Add(3 * time.Second))
+	if h.lost[LossReader] != 2 || r.overflow.open {
+		t.Fatalf("after window: lost %d, open %v; want 2, false", h.lost[LossReader], r.overflow.open)
+	}
+	// With gaps, the gaps are the count and the overruns add nothing.
+	r.overflowed(t0.Add(4 * time.Second))
+	(*stream)(r).EventsLost(7)
+	r.closeOverflow(t0.Add(10 * time.Second))
+	if h.lost[LossReader] != 9 {
+		t.Fatalf("lost %d, want 2+7", h.lost[LossReader])
+	}
+}
+
+func TestParseRulesFile(t *testing.T) {
+	f, err := os.Open("../../units/contid.rules")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	wires, lines, err := ParseRules(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(wires) < 10 || len(wires) != len(lines) {
+		t.Fatalf("parsed %d rules (%d lines), want at least 10", len(wires), len(lines))
+	}
+	for _, l := range lines {
+		if !strings.Contains(l, "-k contid") {
+			t.Errorf("rule %q lacks -k contid", l)
+		}
+	}
+}
+
+func TestParseRuleLineErrors(t *testing.T) {
+	for _, line := range []string{
+		"-a always",
+		"-a always,exit -S",
+		"-a always,exit -F arch",
+		"-a always,exit -C uid!=euid",
+		"-S execve",
+	} {
+		if _, err := parseRuleLine(line); !errors.Is(err, ErrRuleSyntax) {
+			t.Errorf("parseRuleLine(%q) error %v, want ErrRuleSyntax", line, err)
+		}
+	}
+}
+
+func BenchmarkParseEvent(b *testing.B) {
+	msgs := execMessages(b)
+	var p parser
+	var ev Event
+	b.ReportAllocs()
+	for b.Loop() {
+		ev.build(&p, msgs)
+		_ = ev.Syscall()
+	}
+}
+
+// BenchmarkParseEventAuparse is the same work through auparse's map-based
+// Data(), for comparison.
+func BenchmarkParseEventAuparse(b *testing.B) {
+	raw := []string{sampleSyscall, sampleExecve, samplePath, sampleTitle}
+	types := []auparse.AuditMessageType{auparse.AUDIT_SYSCALL, auparse.AUDIT_EXECVE, auparse.AUDIT_PATH, auparse.AUDIT_PROCTITLE}
+	b.ReportAllocs()
+	for b.Loop() {
+		for i, r := range raw {
+			m, err := auparse.Parse(types[i], r)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := m.Data(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}

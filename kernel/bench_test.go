@@ -1,0 +1,44 @@
+package kernel
+
+import (
+	"errors"
+	"os"
+	"testing"
+	"time"
+)
+
+// BenchmarkAttribute is the per-audit-record cost of resolving an exited
+// or live process: one pid_tags lookup plus the clock conversion.
+func BenchmarkAttribute(b *testing.B) {
+	requireBPF(b)
+	bpf := loadTest(b, testPinDir(b))
+	pid := uint32(os.Getpid())
+	pt := pidTag{Cur: pidRecord{ID: 42, StartNS: 1}}
+	if err := bpf.maps["pid_tags"].Put(pid, pt); err != nil {
+		b.Fatal(err)
+	}
+	now := time.Now()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		id, how, err := bpf.Attribute(pid, now)
+		if err != nil || id != 42 || how != Live {
+			b.Fatalf("Attribute = %d, %d, %v", id, how, err)
+		}
+	}
+}
+
+// BenchmarkPIDID is the cost of a live lookup: pidfd_open plus a task
+// storage lookup.
+func BenchmarkPIDID(b *testing.B) {
+	requireBPF(b)
+	bpf := loadTest(b, testPinDir(b))
+	pid := uint32(os.Getpid())
+	b.ReportAllocs()
+	for b.Loop() {
+		// The benchmark process itself is untagged.
+		if id, err := bpf.PIDID(pid); !errors.Is(err, ErrNotTagged) {
+			b.Fatalf("PIDID = %d, %v; want ErrNotTagged", id, err)
+		}
+	}
+}

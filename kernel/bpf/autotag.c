@@ -1,0 +1,92 @@
+// SPDX-License-Identifier: GPL-2.0
+/* Autotag: containers created under a configured parent (machine.slice)
+ * get an ID in the kernel, so no user-space round trip leaves a window. */
+#include "contid.h"
+
+static __always_inline __u64 alloc_id(void)
+{
+	__u32 zero = 0;
+	__u64 *next = bpf_map_lookup_elem(&id_counter, &zero);
+	if (!next)
+		return 0;
+
+	__u8 one = 1;
+	for (int i = 0; i < CONTID_ALLOC_TRIES; i++) {
+		__u64 id = __sync_fetch_and_add(next, 1) + 1;
+		if (id == 0 || id == (__u64)-1)
+			continue;
+		/* User space claims IDs in the same map: a failed NOEXIST
+		 * insert means someone else holds it, try the next one. */
+		if (bpf_map_update_elem(&id_claims, &id, &one, BPF_NOEXIST) == 0)
+			return id;
+	}
+	return 0;
+}
+
+static __always_inline __u32 max_depth(void)
+{
+	__u32 zero = 0;
+	struct config_value *c = bpf_map_lookup_elem(&contid_config, &zero);
+	if (c && c->max_depth > 0 && c->max_depth < CONTID_MAX_DEPTH)
+		return c->max_depth;
+	return CONTID_MAX_DEPTH;
+}
+
+/*
+ * cgroup_mkdir() fires this tracepoint after the cgroup and its files are
+ * created but before kernfs_activate() makes the directory visible, all
+ * under cgroup_mutex: no process can enter the cgroup before its
+ * cgroup_tags entry exists.
+ */
+SEC("tp_btf/cgroup_mkdir")
+int BPF_PROG(contid_autotag, struct cgroup *cg, const char *path)
+{
+	struct task_struct *me = bpf_get_current_task_btf();
+	if (BPF_CORE_READ(cg, root) != BPF_CORE_READ(me, cgroups, dfl_cgrp, root))
+		return 0;
+
+	struct cgroup *parent = cgroup_parent_of(cg);
+	if (!parent)
+		return 0;
+	__u64 parent_id = cgroup_id_of(parent);
+	__u32 *pflags = bpf_map_lookup_elem(&autotag_parents, &parent_id);
+	if (!pflags)
+		return 0;
+
+	struct cgroup_tag nt = {};
+	__u64 anc_cgid = 0;
+	struct cgroup_tag *anc = nearest_tag(parent, &anc_cgid);
+	if (anc && (anc->flags & FLAG_ALLOW_NESTING)) {
+		/* Too deep: leave it untagged rather than tag it top-level,
+		 * which would let it escape its ancestor. */
+		if (anc->depth >= max_depth())
+			return 0;
+		nt.parent = anc->id;
+		nt.depth = anc->depth + 1;
+		for (int i = 0; i < CONTID_MAX_DEPTH - 1; i++)
+			nt.chain[i + 1] = anc->chain[i];
+	} else {
+		nt.depth = 1;
+	}
+
+	__u64 id = alloc_id();
+	if (!id)
+		return 0;
+	nt.id = id;
+	nt.chain[0] = id;
+	nt.flags = FLAG_AUTOTAG | *pflags;
+
+	__u64 cgid = cgroup_id_of(cg);
+	if (bpf_map_update_elem(&cgroup_tags, &cgid, &nt, BPF_NOEXIST) != 0)
+		return 0;
+
+	struct event *e = event_reserve(EV_AUTOTAG, me);
+	if (!e)
+		return 0;
+	event_set_tag(e, &nt);
+	e->cgroup_id = cgid;
+	e->parent_cgroup_id = parent_id;
+	bpf_probe_read_kernel_str(e->name, sizeof(e->name), BPF_CORE_READ(cg, kn, name));
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}

@@ -1,0 +1,392 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Shared state of every contid eBPF object: the map definitions, the record
+ * layouts that user space mirrors in kernel/types.go, and the tagging rules.
+ *
+ * Each concern lives in its own object (fork.c, join.c, ...). They all
+ * declare the same maps so the loader can hand each object the one pinned
+ * instance of every map (MapReplacements); an object never owns state.
+ */
+#ifndef CONTID_H
+#define CONTID_H
+
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+
+#define CONTID_MAX_DEPTH 8
+/* cgroup2 nesting is far shallower in practice; the bound keeps the
+ * verifier happy and the fork hook cheap. */
+#define CONTID_CGROUP_WALK 32
+#define CONTID_NAME_LEN 64
+#define CONTID_ALLOC_TRIES 16
+
+/* Flag values are those of contid.Flags. */
+#define FLAG_ALLOW_NESTING 1
+#define FLAG_JOIN_IGNORE 2
+#define FLAG_AUTOTAG 4
+
+/* Event kinds are those of kernel.EventKind. */
+#define EV_TAGGED 1
+#define EV_AUTOTAG 2
+#define EV_DENIED 3
+#define EV_JOIN_REFUSED 4
+
+/* Operation codes of EV_DENIED, named in kernel/events.go. */
+#define OP_BPF 1
+#define OP_BPF_MAP 2
+#define OP_BPF_PROG 3
+#define OP_NETLINK_SEND 4
+#define OP_TASK_ALLOC 5
+
+/* Kinds of protected_ids keys. */
+#define PROTECT_MAP 1
+#define PROTECT_PROG 2
+#define PROTECT_LINK 3
+
+/* tag_iter modes. */
+#define ITER_CGROUP 1
+#define ITER_PROCESS 2
+
+/* tag_iter output records. */
+#define ITER_TAGGED 1
+#define ITER_REFUSED 2
+
+#define EPERM 1
+#define ENOMEM 12
+
+struct cgroup_tag {
+	__u64 id;
+	__u64 parent;
+	__u32 depth; /* entries used in chain */
+	__u32 flags;
+	__u64 chain[CONTID_MAX_DEPTH]; /* innermost first, chain[0] == id */
+};
+
+struct task_tag {
+	__u64 id;
+	__u32 flags;
+	__u32 pad;
+};
+
+struct pid_record {
+	__u64 id; /* 0: the process was untagged (kept so reuse shows) */
+	__u64 start_ns; /* task->start_boottime of the thread-group leader */
+	__u64 exit_ns; /* boottime when the last thread exited, 0 while alive */
+};
+
+struct pid_tag {
+	struct pid_record cur;
+	struct pid_record prev;
+};
+
+struct event {
+	__u32 kind;
+	__u32 pid;
+	__u32 tid;
+	__u32 op;
+	__u64 id;
+	__u64 cgroup_id;
+	__u64 parent_cgroup_id;
+	__u64 count;
+	__u64 boottime_ns;
+	__u32 depth;
+	__u32 flags;
+	__u64 chain[CONTID_MAX_DEPTH];
+	char name[CONTID_NAME_LEN];
+};
+
+/* Neither appears in BTF (no map or CO-RE access names them), so their
+ * sizes are pinned here and in kernel/unit_test.go instead. */
+_Static_assert(sizeof(struct event) == 192, "struct event layout changed: update rawEvent");
+
+struct iter_target {
+	__u64 cgroup_id;
+	__u32 tgid;
+	__u32 mode;
+	struct cgroup_tag tag;
+};
+
+struct iter_record {
+	__u32 tid;
+	__u32 result;
+};
+
+_Static_assert(sizeof(struct iter_record) == 8, "struct iter_record layout changed: update iterRecord");
+
+struct config_value {
+	__u32 max_depth;
+	__u32 pad;
+};
+
+struct protected_key {
+	__u32 kind;
+	__u32 id;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct cgroup_tag);
+} cgroup_tags SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct task_tag);
+} task_tags SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct pid_tag);
+} pid_tags SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u64);
+	__type(value, __u32);
+} autotag_parents SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} events SEC(".maps");
+
+/* Reservations that failed because user space fell behind; user space
+ * turns increases into EventLost. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} events_lost SEC(".maps");
+
+/* A hint only: uniqueness comes from id_claims. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} id_counter SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1 << 17);
+	__type(key, __u64);
+	__type(value, __u8);
+} id_claims SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct config_value);
+} contid_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct iter_target);
+} iter_target SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, struct protected_key);
+	__type(value, __u8);
+} protected_ids SEC(".maps");
+
+/* Join outcomes. */
+#define JOIN_SAME 0
+#define JOIN_TAKE 1
+#define JOIN_REFUSE 2
+
+/*
+ * The write-once rule: an untagged task takes the cgroup's ID; a tagged
+ * one takes it only when the cgroup's ID is nested below its own (its ID
+ * appears further out in the cgroup's chain); otherwise it keeps its ID.
+ */
+static __always_inline int join_decision(__u64 current_id, const struct cgroup_tag *ct)
+{
+	if (current_id == 0)
+		return JOIN_TAKE;
+	if (current_id == ct->id)
+		return JOIN_SAME;
+	for (int i = 1; i < CONTID_MAX_DEPTH; i++) {
+		if (i >= ct->depth)
+			break;
+		if (ct->chain[i] == current_id)
+			return JOIN_TAKE;
+	}
+	return JOIN_REFUSE;
+}
+
+static __always_inline __u64 cgroup_id_of(struct cgroup *cg)
+{
+	return BPF_CORE_READ(cg, kn, id);
+}
+
+/* The parent through the cgroup's own css: kernfs_node->parent was renamed
+ * (__parent) in 6.15, cgroup->self.parent is the same on 6.1 and 6.18. */
+static __always_inline struct cgroup *cgroup_parent_of(struct cgroup *cg)
+{
+	return BPF_CORE_READ(cg, self.parent, cgroup);
+}
+
+static __always_inline struct cgroup *task_dfl_cgroup(struct task_struct *t)
+{
+	return BPF_CORE_READ(t, cgroups, dfl_cgrp);
+}
+
+/* The nearest tagged cgroup at or above cg, with its id in *cgid. */
+static __always_inline struct cgroup_tag *nearest_tag(struct cgroup *cg, __u64 *cgid)
+{
+	for (int i = 0; i < CONTID_CGROUP_WALK; i++) {
+		if (!cg)
+			return 0;
+		__u64 id = cgroup_id_of(cg);
+		struct cgroup_tag *t = bpf_map_lookup_elem(&cgroup_tags, &id);
+		if (t) {
+			*cgid = id;
+			return t;
+		}
+		cg = cgroup_parent_of(cg);
+	}
+	return 0;
+}
+
+/*
+ * The ID belongs to the process: the thread-group leader's tag wins over a
+ * thread's own. A join moves a whole process but fires once, for the
+ * leader; threads that inherited the old ID at clone would otherwise keep
+ * handing it to their children. The leader's task_struct, and with it its
+ * storage, lives until the last thread is reaped.
+ */
+static __always_inline struct task_tag *task_tag_of(struct task_struct *t)
+{
+	struct task_tag *tt = bpf_task_storage_get(&task_tags, t, 0, 0);
+	if (tt && tt->id)
+		return tt;
+	return bpf_task_storage_get(&task_tags, t->group_leader, 0, 0);
+}
+
+static __always_inline int set_task_tag(struct task_struct *t, __u64 id, __u32 flags)
+{
+	struct task_tag *tt = bpf_task_storage_get(&task_tags, t, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!tt)
+		return -ENOMEM;
+	tt->flags = flags;
+	tt->id = id;
+	return 0;
+}
+
+/*
+ * Record the ID of a thread-group leader for attribution after exit. A
+ * different start time means the PID was reused: the old record moves to
+ * prev so user space can see both and refuse to guess. Untagged processes
+ * only rotate an existing entry, which keeps the hot path free of inserts.
+ */
+static __always_inline void note_pid(struct task_struct *leader, __u64 id)
+{
+	__u32 tgid = BPF_CORE_READ(leader, tgid);
+	__u64 start = BPF_CORE_READ(leader, start_boottime);
+	struct pid_tag *pt = bpf_map_lookup_elem(&pid_tags, &tgid);
+
+	if (pt) {
+		if (pt->cur.start_ns == start) {
+			pt->cur.id = id;
+			return;
+		}
+		pt->prev = pt->cur;
+		pt->cur.id = id;
+		pt->cur.start_ns = start;
+		pt->cur.exit_ns = 0;
+		return;
+	}
+	if (!id)
+		return;
+	struct pid_tag fresh = {};
+	fresh.cur.id = id;
+	fresh.cur.start_ns = start;
+	bpf_map_update_elem(&pid_tags, &tgid, &fresh, BPF_ANY);
+}
+
+static __always_inline void count_lost(void)
+{
+	__u32 zero = 0;
+	__u64 *lost = bpf_map_lookup_elem(&events_lost, &zero);
+	if (lost)
+		__sync_fetch_and_add(lost, 1);
+}
+
+static __always_inline struct event *event_reserve(__u32 kind, struct task_struct *t)
+{
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count_lost();
+		return 0;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->kind = kind;
+	e->pid = BPF_CORE_READ(t, tgid);
+	e->tid = BPF_CORE_READ(t, pid);
+	e->boottime_ns = bpf_ktime_get_boot_ns();
+	return e;
+}
+
+static __always_inline void event_set_tag(struct event *e, const struct cgroup_tag *ct)
+{
+	e->id = ct->id;
+	e->depth = ct->depth;
+	e->flags = ct->flags;
+	for (int i = 0; i < CONTID_MAX_DEPTH; i++)
+		e->chain[i] = ct->chain[i];
+}
+
+/* A task took ct's ID, or refused it (kind EV_JOIN_REFUSED). */
+static __always_inline void emit_tag_event(__u32 kind, struct task_struct *t, const struct cgroup_tag *ct,
+					   __u64 cgid)
+{
+	struct event *e = event_reserve(kind, t);
+	if (!e)
+		return;
+	event_set_tag(e, ct);
+	e->cgroup_id = cgid;
+	bpf_ringbuf_submit(e, 0);
+}
+
+/*
+ * Apply the join rule to one task for ct. Returns the outcome so callers
+ * can count; emits the matching event.
+ */
+static __always_inline int apply_join(struct task_struct *t, const struct cgroup_tag *ct, __u64 cgid)
+{
+	__u64 cur = 0;
+	struct task_tag *tt = task_tag_of(t);
+	if (tt)
+		cur = tt->id;
+
+	int d = join_decision(cur, ct);
+	if (d == JOIN_TAKE) {
+		if (set_task_tag(t, ct->id, ct->flags) < 0)
+			return JOIN_SAME;
+		if (BPF_CORE_READ(t, pid) == BPF_CORE_READ(t, tgid))
+			note_pid(t, ct->id);
+		emit_tag_event(EV_TAGGED, t, ct, cgid);
+	} else if (d == JOIN_REFUSE) {
+		emit_tag_event(EV_JOIN_REFUSED, t, ct, cgid);
+	}
+	return d;
+}
+
+char LICENSE[] SEC("license") = "GPL";
+
+#endif /* CONTID_H */

@@ -1,0 +1,171 @@
+package kernel
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/contid/contid"
+	"github.com/contid/contid/internal/testenv"
+)
+
+func randomSuffix(t testing.TB) string {
+	t.Helper()
+	b := make([]byte, 6)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b)
+}
+
+// testPinDir is a private pin directory, unpinned when the test ends.
+func testPinDir(t testing.TB) string {
+	t.Helper()
+	dir := "/sys/fs/bpf/contid-test-" + randomSuffix(t)
+	t.Cleanup(func() {
+		if err := Unpin(dir); err != nil {
+			t.Errorf("unpin: %v", err)
+		}
+	})
+	return dir
+}
+
+// loadTest loads a private tracking-mode instance.
+func loadTest(t testing.TB, pinDir string) *BPF {
+	t.Helper()
+	b, err := Load(Options{PinDir: pinDir, Mode: ModeTracking})
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return b
+}
+
+// testCgroup is a cgroup of the test's own below the cgroup2 root.
+type testCgroup struct {
+	rel  string // relative to the cgroup2 root
+	full string
+	id   uint64
+}
+
+func newTestCgroup(t testing.TB, parent *testCgroup, name string) *testCgroup {
+	t.Helper()
+	root, err := Cgroup2Root()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rel := "/contid-test-" + name + "-" + randomSuffix(t)
+	if parent != nil {
+		rel = parent.rel + "/" + name
+	}
+	full := filepath.Join(root, rel)
+	if err := os.Mkdir(full, 0o755); err != nil {
+		t.Fatalf("mkdir cgroup: %v", err)
+	}
+	cg := &testCgroup{rel: rel, full: full}
+	t.Cleanup(func() { cg.destroy(t) })
+	cg.id, err = CgroupID(rel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cg
+}
+
+// destroy kills what is left inside by PID and removes the cgroup.
+func (cg *testCgroup) destroy(t testing.TB) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		pids := cg.procs(t)
+		if len(pids) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("cgroup %s still holds %d processes", cg.rel, len(pids))
+			return
+		}
+		for _, pid := range pids {
+			_ = unix.Kill(pid, unix.SIGKILL)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for time.Now().Before(deadline) {
+		err := os.Remove(cg.full)
+		if err == nil || os.IsNotExist(err) {
+			return
+		}
+		if !strings.Contains(err.Error(), "busy") {
+			t.Errorf("rmdir %s: %v", cg.full, err)
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Errorf("rmdir %s: still busy", cg.full)
+}
+
+func (cg *testCgroup) procs(t testing.TB) []int {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(cg.full, "cgroup.procs"))
+	if os.IsNotExist(err) {
+		return nil
+	}
+	if err != nil {
+		t.Fatalf("read cgroup.procs: %v", err)
+	}
+	var pids []int
+	for _, f := range strings.Fields(string(data)) {
+		pid, err := strconv.Atoi(f)
+		if err != nil {
+			t.Fatalf("cgroup.procs: %v", err)
+		}
+		pids = append(pids, pid)
+	}
+	return pids
+}
+
+// move writes pid into the cgroup's cgroup.procs.
+func (cg *testCgroup) move(t testing.TB, pid int) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(cg.full, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0); err != nil {
+		t.Fatalf("move %d to %s: %v", pid, cg.rel, err)
+	}
+}
+
+// fd opens the cgroup directory for CLONE_INTO_CGROUP.
+func (cg *testCgroup) fd(t testing.TB) int {
+	t.Helper()
+	fd, err := unix.Open(cg.full, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	return fd
+}
+
+// killOnCleanup ends a process the test started, by PID.
+func killOnCleanup(t testing.TB, pid int) {
+	t.Cleanup(func() {
+		_ = unix.Kill(pid, unix.SIGKILL)
+		var ws syscall.WaitStatus
+		_, _ = syscall.Wait4(pid, &ws, 0, nil)
+	})
+}
+
+// idOf looks a live PID up through a pidfd.
+func idOf(t testing.TB, b *BPF, pid int) (contid.ID, error) {
+	t.Helper()
+	return b.PIDID(uint32(pid))
+}
+
+func requireBPF(t testing.TB) {
+	t.Helper()
+	testenv.RequireBPF(t)
+}

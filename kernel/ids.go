@@ -1,0 +1,100 @@
+package kernel
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/contid/contid"
+)
+
+// ErrIDSpaceExhausted: no free ID could be claimed (id_claims is full).
+var ErrIDSpaceExhausted = errors.New("no free audit container ID")
+
+// allocScan bounds one AllocateID call; reaching it means the claims map
+// is nearly full, not that IDs ran out.
+const allocScan = 1 << 16
+
+func validID(id contid.ID) bool { return id != contid.Unset && id != contid.Invalid }
+
+func (b *BPF) counter() (uint64, error) {
+	var next uint64
+	if err := b.maps["id_counter"].Lookup(uint32(0), &next); err != nil {
+		return 0, fmt.Errorf("read id_counter: %w", err)
+	}
+	return next, nil
+}
+
+// raiseCounter moves the hint forward, never back, as far as a read and a
+// write can tell; a kernel increment in between only costs it retries.
+func (b *BPF) raiseCounter(to uint64) error {
+	cur, err := b.counter()
+	if err != nil {
+		return err
+	}
+	if cur >= to {
+		return nil
+	}
+	if err := b.maps["id_counter"].Update(uint32(0), to, ebpf.UpdateExist); err != nil {
+		return fmt.Errorf("write id_counter: %w", err)
+	}
+	return nil
+}
+
+// claim inserts id into id_claims unless anyone, kernel or user space,
+// holds it already.
+func (b *BPF) claim(id contid.ID) error {
+	err := b.maps["id_claims"].Update(uint64(id), uint8(1), ebpf.UpdateNoExist)
+	if errors.Is(err, ebpf.ErrKeyExist) {
+		return fmt.Errorf("%w: %d", ErrIDTaken, id)
+	}
+	if err != nil {
+		return fmt.Errorf("claim ID %d: %w", id, err)
+	}
+	return nil
+}
+
+// AllocateID claims the next free ID above the shared counter.
+func (b *BPF) AllocateID() (contid.ID, error) {
+	b.allocMu.Lock()
+	defer b.allocMu.Unlock()
+
+	next, err := b.counter()
+	if err != nil {
+		return 0, err
+	}
+	id := contid.ID(next)
+	for i := 0; i < allocScan; i++ {
+		id++
+		if !validID(id) {
+			continue
+		}
+		err := b.claim(id)
+		if errors.Is(err, ErrIDTaken) {
+			continue
+		}
+		if err != nil {
+			return 0, err
+		}
+		return id, b.raiseCounter(uint64(id))
+	}
+	return 0, fmt.Errorf("%w: %d IDs after %d are all claimed", ErrIDSpaceExhausted, allocScan, next)
+}
+
+// ClaimID claims an explicit ID; ErrIDTaken if it is held already.
+func (b *BPF) ClaimID(id contid.ID) error {
+	if !validID(id) {
+		return fmt.Errorf("claim ID %d: not a valid ID", id)
+	}
+	b.allocMu.Lock()
+	defer b.allocMu.Unlock()
+	return b.claim(id)
+}
+
+// SetFloor makes later allocations, user space and autotag, exceed floor.
+func (b *BPF) SetFloor(floor contid.ID) error {
+	b.allocMu.Lock()
+	defer b.allocMu.Unlock()
+	return b.raiseCounter(uint64(floor))
+}

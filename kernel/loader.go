@@ -1,0 +1,382 @@
+package kernel
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"golang.org/x/sys/unix"
+
+	"github.com/contid/contid"
+)
+
+var (
+	// ErrPinMismatch: a pinned map does not match what this build expects
+	// (an incompatible upgrade); contid refuses to drop live tags.
+	ErrPinMismatch = errors.New("pinned map is incompatible with this build")
+	// ErrEnforcingUnavailable: enforcing mode was required but the probe
+	// says the kernel cannot do it.
+	ErrEnforcingUnavailable = errors.New("enforcing mode unavailable")
+)
+
+// Load modes for Options.Mode.
+const (
+	ModeAuto      = "auto"
+	ModeTracking  = "tracking"
+	ModeEnforcing = "enforcing"
+)
+
+// Options configures Load.
+type Options struct {
+	// PinDir holds the pinned maps and links; default PinDir. It must be
+	// on a bpffs; /sys/fs/bpf is mounted if nothing is there.
+	PinDir string
+	// Mode: "auto" (default) probes, "tracking" skips the LSM programs,
+	// "enforcing" fails unless they load.
+	Mode string
+}
+
+// BPF is the loaded kernel layer. It implements Tracker.
+type BPF struct {
+	pinDir string
+	mode   contid.Mode
+	reason string
+
+	maps  map[string]*ebpf.Map
+	links []link.Link
+	iter  *ebpf.Program
+
+	// tagMu serialises the users of iter_target (TagCgroup, TagProcess).
+	tagMu sync.Mutex
+	// allocMu serialises user-space allocations against each other; the
+	// kernel's autotag is kept apart by id_claims.
+	allocMu sync.Mutex
+
+	readMu   sync.Mutex
+	ring     *ringbuf.Reader
+	lostSeen uint64
+}
+
+var _ Tracker = (*BPF)(nil)
+
+// attachment is one program of one object, pinned as link_<program>.
+type attachment struct {
+	load    func() (*ebpf.CollectionSpec, error)
+	program string
+	lsm     bool
+}
+
+var trackingAttachments = []attachment{
+	// Exit and fork first: once join and autotag start tagging, every
+	// later fork and exit must already be seen.
+	{loadExit, "contid_exit", false},
+	{loadFork, "contid_fork", false},
+	{loadJoin, "contid_join", false},
+	{loadAutotag, "contid_autotag", false},
+}
+
+var enforcingAttachments = []attachment{
+	{loadForkLSM, "contid_task_alloc", true},
+	{loadGuard, "contid_guard_bpf", true},
+	{loadGuard, "contid_guard_bpf_map", true},
+	{loadGuard, "contid_guard_bpf_prog", true},
+	{loadGuard, "contid_guard_netlink_send", true},
+}
+
+// Load creates or reuses the pinned maps and links under opts.PinDir and
+// returns the kernel layer. Pins left by an earlier run (a crashed daemon)
+// are reused as they are, so IDs, tags and inheritance carry on.
+func Load(opts Options) (*BPF, error) {
+	if opts.PinDir == "" {
+		opts.PinDir = PinDir
+	}
+	if opts.Mode == "" {
+		opts.Mode = ModeAuto
+	}
+
+	b := &BPF{pinDir: opts.PinDir, maps: map[string]*ebpf.Map{}}
+	switch opts.Mode {
+	case ModeTracking:
+		b.mode, b.reason = contid.ModeTracking, "tracking mode requested in the configuration"
+	case ModeAuto, ModeEnforcing:
+		b.mode, b.reason = Probe()
+		if opts.Mode == ModeEnforcing && b.mode != contid.ModeEnforcing {
+			return nil, fmt.Errorf("%w: %s", ErrEnforcingUnavailable, b.reason)
+		}
+	default:
+		return nil, fmt.Errorf("unknown mode %q (want auto, tracking or enforcing)", opts.Mode)
+	}
+
+	if err := ensureBPFFS(opts.PinDir); err != nil {
+		return nil, err
+	}
+	if err := b.openMaps(); err != nil {
+		b.Close()
+		return nil, err
+	}
+
+	atts := trackingAttachments
+	if b.mode == contid.ModeEnforcing {
+		// The guards go first so nothing can tamper between the attach
+		// of the trackers and theirs.
+		atts = append(append([]attachment{}, enforcingAttachments...), trackingAttachments...)
+	}
+	for _, a := range atts {
+		if err := b.attach(a); err != nil {
+			b.Close()
+			return nil, err
+		}
+	}
+
+	iter, err := b.loadProgram(loadTagIter, "contid_tag_iter")
+	if err != nil {
+		b.Close()
+		return nil, err
+	}
+	b.iter = iter
+
+	if b.mode == contid.ModeEnforcing {
+		if err := b.protectObjects(); err != nil {
+			b.Close()
+			return nil, err
+		}
+	}
+	return b, nil
+}
+
+// ensureBPFFS mounts bpffs on /sys/fs/bpf when nothing is mounted there
+// and creates the pin directory.
+func ensureBPFFS(pinDir string) error {
+	const bpffs = "/sys/fs/bpf"
+	var st unix.Statfs_t
+	if err := unix.Statfs(bpffs, &st); err != nil {
+		return fmt.Errorf("statfs %s: %w", bpffs, err)
+	}
+	if st.Type != unix.BPF_FS_MAGIC {
+		if err := unix.Mount("bpf", bpffs, "bpf", 0, "mode=0700"); err != nil {
+			return fmt.Errorf("mount bpffs on %s: %w", bpffs, err)
+		}
+	}
+	if err := os.MkdirAll(pinDir, 0o700); err != nil {
+		return fmt.Errorf("create pin directory: %w", err)
+	}
+	if err := unix.Statfs(pinDir, &st); err != nil {
+		return fmt.Errorf("statfs %s: %w", pinDir, err)
+	}
+	if st.Type != unix.BPF_FS_MAGIC {
+		return fmt.Errorf("pin directory %s is not on a bpffs", pinDir)
+	}
+	return nil
+}
+
+// openMaps reuses each pinned map or creates and pins it. Every object
+// declares the same maps, so the fork object's specs stand for all.
+func (b *BPF) openMaps() error {
+	spec, err := loadFork()
+	if err != nil {
+		return err
+	}
+	names := make([]string, 0, len(spec.Maps))
+	for name := range spec.Maps {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+
+	for _, name := range names {
+		ms := spec.Maps[name]
+		pin := filepath.Join(b.pinDir, name)
+		m, err := ebpf.LoadPinnedMap(pin, nil)
+		switch {
+		case err == nil:
+			if err := ms.Compatible(m); err != nil {
+				m.Close()
+				return fmt.Errorf("%w: %s: %w", ErrPinMismatch, pin, err)
+			}
+		case errors.Is(err, os.ErrNotExist):
+			m, err = ebpf.NewMap(ms)
+			if err != nil {
+				return fmt.Errorf("create map %s: %w", name, err)
+			}
+			if err := m.Pin(pin); err != nil {
+				m.Close()
+				return fmt.Errorf("pin map %s: %w", name, err)
+			}
+		default:
+			return fmt.Errorf("open pinned map %s: %w", pin, err)
+		}
+		b.maps[name] = m
+	}
+	return nil
+}
+
+// loadProgram loads one program of an object against the shared maps.
+func (b *BPF) loadProgram(load func() (*ebpf.CollectionSpec, error), name string) (*ebpf.Program, error) {
+	spec, err := load()
+	if err != nil {
+		return nil, err
+	}
+	ps, ok := spec.Programs[name]
+	if !ok {
+		return nil, fmt.Errorf("program %s missing from its object", name)
+	}
+	// Keep only the program we want so its siblings are not loaded.
+	for pname := range spec.Programs {
+		if pname != name {
+			delete(spec.Programs, pname)
+		}
+	}
+	repl := map[string]*ebpf.Map{}
+	for mname := range spec.Maps {
+		m, ok := b.maps[mname]
+		if !ok {
+			return nil, fmt.Errorf("program %s uses unknown map %s", name, mname)
+		}
+		repl[mname] = m
+	}
+	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{MapReplacements: repl})
+	if ps.Type == ebpf.LSM && errors.Is(err, unix.EPERM) {
+		// cilium/ebpf blames MEMLOCK for any early EPERM; for LSM
+		// programs the cause is the kernel refusing the program type.
+		return nil, fmt.Errorf("load %s (LSM %s): %w: this kernel refuses BPF LSM programs", name, ps.AttachTo, unix.EPERM)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load %s (%s %s): %w", name, ps.Type, ps.AttachTo, err)
+	}
+	prog := coll.DetachProgram(name)
+	coll.Close()
+	return prog, nil
+}
+
+// attach reuses the pinned link of a program or loads, attaches and pins
+// it. A pinned link keeps its program attached while no daemon runs.
+func (b *BPF) attach(a attachment) error {
+	pin := filepath.Join(b.pinDir, "link_"+a.program)
+	l, err := link.LoadPinnedLink(pin, nil)
+	if err == nil {
+		b.links = append(b.links, l)
+		return nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("open pinned link %s: %w", pin, err)
+	}
+
+	prog, err := b.loadProgram(a.load, a.program)
+	if err != nil {
+		return err
+	}
+	defer prog.Close()
+	if a.lsm {
+		l, err = link.AttachLSM(link.LSMOptions{Program: prog})
+	} else {
+		l, err = link.AttachTracing(link.TracingOptions{Program: prog})
+	}
+	if err != nil {
+		return fmt.Errorf("attach %s: %w", a.program, err)
+	}
+	if err := l.Pin(pin); err != nil {
+		l.Close()
+		return fmt.Errorf("pin link %s: %w", a.program, err)
+	}
+	b.links = append(b.links, l)
+	return nil
+}
+
+// protectObjects lists contid's maps, programs and links in protected_ids
+// for the enforcing-mode guards.
+func (b *BPF) protectObjects() error {
+	pm := b.maps["protected_ids"]
+	put := func(kind, id uint32) error {
+		return pm.Update(protectedKey{Kind: kind, ID: id}, uint8(1), ebpf.UpdateAny)
+	}
+	for name, m := range b.maps {
+		info, err := m.Info()
+		if err != nil {
+			return fmt.Errorf("map %s info: %w", name, err)
+		}
+		id, ok := info.ID()
+		if !ok {
+			return fmt.Errorf("map %s: kernel does not report IDs", name)
+		}
+		if err := put(protectMap, uint32(id)); err != nil {
+			return fmt.Errorf("protect map %s: %w", name, err)
+		}
+	}
+	if info, err := b.iter.Info(); err == nil {
+		if id, ok := info.ID(); ok {
+			if err := put(protectProg, uint32(id)); err != nil {
+				return fmt.Errorf("protect iterator: %w", err)
+			}
+		}
+	}
+	for _, l := range b.links {
+		info, err := l.Info()
+		if err != nil {
+			return fmt.Errorf("link info: %w", err)
+		}
+		if err := put(protectLink, uint32(info.ID)); err != nil {
+			return fmt.Errorf("protect link: %w", err)
+		}
+		if err := put(protectProg, uint32(info.Program)); err != nil {
+			return fmt.Errorf("protect program: %w", err)
+		}
+	}
+	return nil
+}
+
+// Enforcement reports the mode and why.
+func (b *BPF) Enforcement() (contid.Mode, string) { return b.mode, b.reason }
+
+// Close releases this process's file descriptors. The pinned links and
+// maps stay, and with them inheritance and tags.
+func (b *BPF) Close() error {
+	var errs []error
+	if b.ring != nil {
+		errs = append(errs, b.ring.Close())
+		b.ring = nil
+	}
+	if b.iter != nil {
+		errs = append(errs, b.iter.Close())
+		b.iter = nil
+	}
+	for _, l := range b.links {
+		errs = append(errs, l.Close())
+	}
+	b.links = nil
+	for _, m := range b.maps {
+		errs = append(errs, m.Close())
+	}
+	b.maps = map[string]*ebpf.Map{}
+	return errors.Join(errs...)
+}
+
+// Unpin removes every pin under pinDir and the directory itself, which
+// detaches the programs once no process holds them open. For tests and
+// uninstall.
+func Unpin(pinDir string) error {
+	entries, err := os.ReadDir(pinDir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("unpin: %w", err)
+	}
+	var errs []error
+	for _, e := range entries {
+		if err := os.Remove(filepath.Join(pinDir, e.Name())); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := os.Remove(pinDir); err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("unpin %s: %w", pinDir, errors.Join(errs...))
+	}
+	return nil
+}

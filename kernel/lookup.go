@@ -1,0 +1,121 @@
+package kernel
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
+	"github.com/contid/contid"
+)
+
+// attributionSlack widens each [start, exit] window. Audit stamps records
+// with the coarse realtime clock, truncated to milliseconds, so a record
+// can read up to a jiffy (10 ms at HZ=100) plus 1 ms earlier than the
+// event; converting between clocks adds a little more.
+const attributionSlack = 20 * time.Millisecond
+
+// ProcessID reads the ID of the live process behind pidfd.
+func (b *BPF) ProcessID(pidfd int) (contid.ID, error) {
+	var tt taskTag
+	err := b.maps["task_tags"].Lookup(int32(pidfd), &tt)
+	switch {
+	case errors.Is(err, ebpf.ErrKeyNotExist):
+		return contid.Unset, ErrNotTagged
+	case errors.Is(err, unix.ESRCH), errors.Is(err, unix.EBADF):
+		return contid.Unset, ErrNoProcess
+	case err != nil:
+		return contid.Unset, fmt.Errorf("look up pidfd %d: %w", pidfd, err)
+	case tt.ID == 0:
+		return contid.Unset, ErrNotTagged
+	}
+	return contid.ID(tt.ID), nil
+}
+
+// PIDID resolves a live PID through a pidfd, so the answer is about the
+// process that had the PID when the pidfd was opened.
+func (b *BPF) PIDID(pid uint32) (contid.ID, error) {
+	fd, err := unix.PidfdOpen(int(pid), 0)
+	if errors.Is(err, unix.ESRCH) {
+		return contid.Unset, fmt.Errorf("pid %d: %w", pid, ErrNoProcess)
+	}
+	if err != nil {
+		return contid.Unset, fmt.Errorf("pidfd_open %d: %w", pid, err)
+	}
+	defer unix.Close(fd)
+	id, err := b.ProcessID(fd)
+	if err != nil {
+		return contid.Unset, fmt.Errorf("pid %d: %w", pid, err)
+	}
+	return id, nil
+}
+
+// Attribute resolves the ID a PID had at time at from pid_tags, which
+// outlives the process.
+func (b *BPF) Attribute(pid uint32, at time.Time) (contid.ID, Attribution, error) {
+	var pt pidTag
+	err := b.maps["pid_tags"].Lookup(pid, &pt)
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return contid.Unset, Unattributed, nil
+	}
+	if err != nil {
+		return contid.Unset, Unattributed, fmt.Errorf("look up pid %d: %w", pid, err)
+	}
+	t, err := realtimeToBoottime(at)
+	if err != nil {
+		return contid.Unset, Unattributed, err
+	}
+	id, how := attribute(pt, t, attributionSlack)
+	return id, how, nil
+}
+
+// realtimeToBoottime converts a wall-clock time to CLOCK_BOOTTIME
+// nanoseconds with the current offset between the two clocks.
+func realtimeToBoottime(at time.Time) (int64, error) {
+	var rt, bt unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_REALTIME, &rt); err != nil {
+		return 0, fmt.Errorf("read realtime clock: %w", err)
+	}
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &bt); err != nil {
+		return 0, fmt.Errorf("read boottime clock: %w", err)
+	}
+	offset := rt.Nano() - bt.Nano()
+	return at.UnixNano() - offset, nil
+}
+
+// attribute matches boottime t against the two records of a PID. A
+// record covers [start-slack, exit+slack] (open-ended while alive). If
+// both records cover t with different IDs, the PID was reused too close
+// to t to tell the processes apart and nothing is attributed.
+func attribute(pt pidTag, t int64, slack time.Duration) (contid.ID, Attribution) {
+	covers := func(r pidRecord) bool {
+		if r.StartNS == 0 {
+			return false
+		}
+		if t < int64(r.StartNS)-int64(slack) {
+			return false
+		}
+		return r.ExitNS == 0 || t <= int64(r.ExitNS)+int64(slack)
+	}
+	cur, prev := covers(pt.Cur), covers(pt.Prev)
+	var r pidRecord
+	switch {
+	case cur && prev && pt.Cur.ID != pt.Prev.ID:
+		return contid.Unset, Ambiguous
+	case cur:
+		r = pt.Cur
+	case prev:
+		r = pt.Prev
+	default:
+		return contid.Unset, Unattributed
+	}
+	if r.ID == 0 {
+		return contid.Unset, Unattributed
+	}
+	if r.ExitNS == 0 {
+		return contid.ID(r.ID), Live
+	}
+	return contid.ID(r.ID), Exited
+}

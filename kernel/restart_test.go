@@ -1,0 +1,137 @@
+package kernel
+
+import (
+	"encoding/json"
+	"errors"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
+	"github.com/contid/contid"
+)
+
+// Check 5: the loader is killed with SIGKILL. Its pinned links keep
+// inheritance working with no loader running, and a new Load from the
+// same pins carries on without handing out an ID twice.
+func TestSurvivesLoaderKill(t *testing.T) {
+	requireBPF(t)
+	pinDir := testPinDir(t)
+	cg := newTestCgroup(t, nil, "restart")
+
+	loader, out := startHelper(t, "loader", pinDir, cg.rel)
+	if err := loader.Start(); err != nil {
+		t.Fatal(err)
+	}
+	killOnCleanup(t, loader.Process.Pid)
+	var rep loaderReport
+	if err := json.NewDecoder(out).Decode(&rep); err != nil {
+		t.Fatalf("loader report: %v", err)
+	}
+	if err := loader.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = loader.Wait()
+	t.Logf("loader handed out %v, claimed %d, tagged %s with %d, and was killed with SIGKILL", rep.IDs, rep.Claimed, cg.rel, rep.IDs[0])
+
+	// No loader runs now: a process started in the cgroup forks a child.
+	child := startInWithPID(t, cg)
+	taskTags, err := ebpf.LoadPinnedMap(filepath.Join(pinDir, "task_tags"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taskTags.Close()
+	for _, pid := range []int{child.parent, child.child} {
+		if got := pinnedID(t, taskTags, pid); got != rep.IDs[0] {
+			t.Errorf("with no loader, pid %d has ID %d, want %d", pid, got, rep.IDs[0])
+		}
+	}
+
+	b := loadTest(t, pinDir)
+	tag, err := b.CgroupTag(cg.id)
+	if err != nil || tag.ID() != rep.IDs[0] {
+		t.Errorf("after reload, cgroup tag = %s (%v), want %d", tag.Chain, err, rep.IDs[0])
+	}
+	wantID(t, b, "forked child after reload", child.child, rep.IDs[0])
+	next := mustAllocate(t, b)
+	for _, old := range append(rep.IDs, rep.Claimed) {
+		if next == old {
+			t.Errorf("AllocateID returned %d again", next)
+		}
+	}
+	if next <= rep.IDs[len(rep.IDs)-1] {
+		t.Errorf("AllocateID after reload = %d, want above %d", next, rep.IDs[len(rep.IDs)-1])
+	}
+	for _, old := range append(rep.IDs, rep.Claimed) {
+		if err := b.ClaimID(old); !errors.Is(err, contid.ErrIDTaken) {
+			t.Errorf("ClaimID(%d) after reload = %v, want ErrIDTaken", old, err)
+		}
+	}
+	t.Logf("after reload: cgroup keeps %s, next ID %d", tag.Chain, next)
+}
+
+type forkedPair struct{ parent, child int }
+
+// startInWithPID starts a shell in cg that forks `sleep 600` and reports
+// the child's PID.
+func startInWithPID(t *testing.T, cg *testCgroup) forkedPair {
+	t.Helper()
+	cmd := execIn(t, cg, "sh", "-c", "sleep 600 & echo $!; wait")
+	return forkedPair{parent: cmd.pid, child: readPID(t, cmd.out)}
+}
+
+func pinnedID(t *testing.T, taskTags *ebpf.Map, pid int) contid.ID {
+	t.Helper()
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		t.Fatalf("pidfd_open %d: %v", pid, err)
+	}
+	defer unix.Close(fd)
+	var tt taskTag
+	if err := taskTags.Lookup(int32(fd), &tt); err != nil {
+		t.Errorf("pid %d: %v", pid, err)
+		return contid.Unset
+	}
+	return contid.ID(tt.ID)
+}
+
+// Check 6: a tagged process that has exited is still attributed for the
+// time it lived, and not for a time after its exit.
+func TestExitedProcessAttribution(t *testing.T) {
+	requireBPF(t)
+	b := loadTest(t, testPinDir(t))
+	cg := newTestCgroup(t, nil, "exited")
+	x := mustAllocate(t, b)
+	mustTagCgroup(t, b, cg, contid.Tag{Chain: contid.Chain{x}})
+
+	// cat lives until its stdin closes, so "during its life" is certain.
+	before := time.Now()
+	cmd := execIn(t, cg, "cat")
+	during := time.Now()
+	cmd.in.Close()
+	if err := cmd.cmd.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	exited := time.Now()
+
+	cases := []struct {
+		name string
+		at   time.Time
+		want contid.ID
+		how  Attribution
+	}{
+		{"during its life", during, x, Exited},
+		{"one second before it started", before.Add(-time.Second), contid.Unset, Unattributed},
+		{"one second after it exited", exited.Add(time.Second), contid.Unset, Unattributed},
+	}
+	for _, tc := range cases {
+		id, how, err := b.Attribute(uint32(cmd.pid), tc.at)
+		if err != nil || id != tc.want || how != tc.how {
+			t.Errorf("%s: Attribute = %d, %d, %v; want %d, %d", tc.name, id, how, err, tc.want, tc.how)
+		}
+	}
+	t.Logf("exited pid %d: attributed to %d for its lifetime, unattributed before and after", cmd.pid, x)
+}

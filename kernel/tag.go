@@ -1,0 +1,249 @@
+package kernel
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+
+	"github.com/contid/contid"
+)
+
+var (
+	// ErrBadTag: the tag's chain is empty, too deep or holds invalid IDs.
+	ErrBadTag = errors.New("invalid tag")
+	// ErrCgroupTagged: the cgroup already carries a different tag
+	// (write-once; autotag may have got there first).
+	ErrCgroupTagged = errors.New("cgroup already tagged with another ID")
+	// ErrTagRefused: the process carries an ID the new one is not nested
+	// below, so it kept it (write-once).
+	ErrTagRefused = errors.New("process already tagged with another ID")
+)
+
+func validateTag(tag contid.Tag) error {
+	if len(tag.Chain) == 0 || len(tag.Chain) > maxDepth {
+		return fmt.Errorf("%w: chain %q has %d entries (1..%d)", ErrBadTag, tag.Chain, len(tag.Chain), maxDepth)
+	}
+	for _, id := range tag.Chain {
+		if !validID(id) {
+			return fmt.Errorf("%w: chain %q holds ID %d", ErrBadTag, tag.Chain, id)
+		}
+	}
+	return nil
+}
+
+// TagCgroup writes cgroup_tags first and then tags the tasks already in
+// the subtree: from the moment of the write every fork into the subtree
+// is tagged by the fork program, and the walk catches everything that
+// existed before.
+func (b *BPF) TagCgroup(cgroupID uint64, tag contid.Tag) (int, error) {
+	if err := validateTag(tag); err != nil {
+		return 0, err
+	}
+	ct := toCgroupTag(tag)
+
+	b.tagMu.Lock()
+	defer b.tagMu.Unlock()
+
+	tags := b.maps["cgroup_tags"]
+	err := tags.Update(cgroupID, ct, ebpf.UpdateNoExist)
+	if errors.Is(err, ebpf.ErrKeyExist) {
+		var old cgroupTag
+		if lerr := tags.Lookup(cgroupID, &old); lerr != nil {
+			return 0, fmt.Errorf("tag cgroup %d: %w", cgroupID, lerr)
+		}
+		if old != ct {
+			return 0, fmt.Errorf("%w: cgroup %d has %s, asked for %s", ErrCgroupTagged, cgroupID, old.tag().Chain, tag.Chain)
+		}
+		// The same tag again: finish a walk a crash may have cut short.
+	} else if err != nil {
+		return 0, fmt.Errorf("tag cgroup %d: %w", cgroupID, err)
+	}
+
+	tagged, _, err := b.runIter(iterTarget{CgroupID: cgroupID, Mode: iterCgroup})
+	if err != nil {
+		return tagged, fmt.Errorf("tag tasks of cgroup %d: %w", cgroupID, err)
+	}
+	return tagged, nil
+}
+
+// runIter runs the tag iterator once for target and counts what it did.
+func (b *BPF) runIter(target iterTarget) (tagged, refused int, err error) {
+	if err := b.maps["iter_target"].Update(uint32(0), target, ebpf.UpdateAny); err != nil {
+		return 0, 0, fmt.Errorf("write iter_target: %w", err)
+	}
+	it, err := link.AttachIter(link.IterOptions{Program: b.iter})
+	if err != nil {
+		return 0, 0, fmt.Errorf("attach task iterator: %w", err)
+	}
+	defer it.Close()
+	rd, err := it.Open()
+	if err != nil {
+		return 0, 0, fmt.Errorf("open task iterator: %w", err)
+	}
+	defer rd.Close()
+	out, err := io.ReadAll(rd)
+	if err != nil {
+		return 0, 0, fmt.Errorf("run task iterator: %w", err)
+	}
+
+	var rec iterRecord
+	r := bytes.NewReader(out)
+	for r.Len() > 0 {
+		if err := binary.Read(r, binary.NativeEndian, &rec); err != nil {
+			return tagged, refused, fmt.Errorf("decode task iterator output: %w", err)
+		}
+		switch rec.Result {
+		case iterTagged:
+			tagged++
+		case iterRefused:
+			refused++
+		}
+	}
+	return tagged, refused, nil
+}
+
+// UntagCgroup forgets a cgroup's entry; a missing entry is not an error.
+func (b *BPF) UntagCgroup(cgroupID uint64) error {
+	err := b.maps["cgroup_tags"].Delete(cgroupID)
+	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("untag cgroup %d: %w", cgroupID, err)
+	}
+	return nil
+}
+
+// CgroupTag reads one cgroup's tag; ErrNotTagged if it has none.
+func (b *BPF) CgroupTag(cgroupID uint64) (contid.Tag, error) {
+	var ct cgroupTag
+	err := b.maps["cgroup_tags"].Lookup(cgroupID, &ct)
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return contid.Tag{}, fmt.Errorf("cgroup %d: %w", cgroupID, ErrNotTagged)
+	}
+	if err != nil {
+		return contid.Tag{}, fmt.Errorf("cgroup %d: %w", cgroupID, err)
+	}
+	return ct.tag(), nil
+}
+
+// CgroupTags lists every tagged cgroup.
+func (b *BPF) CgroupTags() (map[uint64]contid.Tag, error) {
+	out := map[uint64]contid.Tag{}
+	var (
+		id uint64
+		ct cgroupTag
+	)
+	it := b.maps["cgroup_tags"].Iterate()
+	for it.Next(&id, &ct) {
+		out[id] = ct.tag()
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("list cgroup tags: %w", err)
+	}
+	return out, nil
+}
+
+// SetAutotagParents replaces the set of autotag parents.
+func (b *BPF) SetAutotagParents(cgroupIDs []uint64) error {
+	want := map[uint64]bool{}
+	for _, id := range cgroupIDs {
+		want[id] = true
+	}
+	m := b.maps["autotag_parents"]
+	var (
+		id    uint64
+		flags uint32
+		stale []uint64
+	)
+	it := m.Iterate()
+	for it.Next(&id, &flags) {
+		if !want[id] {
+			stale = append(stale, id)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("list autotag parents: %w", err)
+	}
+	// Add before removing so a parent in both sets is never missing.
+	for id := range want {
+		if err := m.Update(id, uint32(0), ebpf.UpdateAny); err != nil {
+			return fmt.Errorf("add autotag parent %d: %w", id, err)
+		}
+	}
+	for _, id := range stale {
+		if err := m.Delete(id); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("remove autotag parent %d: %w", id, err)
+		}
+	}
+	return nil
+}
+
+// TagProcess tags every thread of the process behind pidfd. It follows
+// the join rule: a process tagged with an ID the new one is not nested
+// below keeps it and the call fails with ErrTagRefused.
+func (b *BPF) TagProcess(pidfd int, tag contid.Tag) error {
+	if err := validateTag(tag); err != nil {
+		return err
+	}
+	pid, err := pidOfPidfd(pidfd)
+	if err != nil {
+		return err
+	}
+
+	b.tagMu.Lock()
+	defer b.tagMu.Unlock()
+	tagged, refused, err := b.runIter(iterTarget{TGID: uint32(pid), Mode: iterProcess, Tag: toCgroupTag(tag)})
+	if err != nil {
+		return fmt.Errorf("tag process %d: %w", pid, err)
+	}
+	// The PID may have been reused since the pidfd was opened; only a
+	// live pidfd makes the iterator's result about the right process.
+	if err := unix.PidfdSendSignal(pidfd, 0, nil, 0); err != nil {
+		return fmt.Errorf("tag process %d: %w", pid, ErrNoProcess)
+	}
+	if refused > 0 && tagged == 0 {
+		return fmt.Errorf("tag process %d with %s: %w", pid, tag.Chain, ErrTagRefused)
+	}
+	return nil
+}
+
+// pidOfPidfd reads the PID a pidfd refers to from its fdinfo.
+func pidOfPidfd(pidfd int) (int, error) {
+	data, err := os.ReadFile("/proc/self/fdinfo/" + strconv.Itoa(pidfd))
+	if err != nil {
+		return 0, fmt.Errorf("pidfd %d: %w", pidfd, err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "Pid:"); ok {
+			pid, err := strconv.Atoi(strings.TrimSpace(v))
+			if err != nil {
+				return 0, fmt.Errorf("pidfd %d: bad Pid line %q", pidfd, line)
+			}
+			if pid <= 0 {
+				return 0, fmt.Errorf("pidfd %d: %w", pidfd, ErrNoProcess)
+			}
+			return pid, nil
+		}
+	}
+	return 0, fmt.Errorf("fd %d is not a pidfd", pidfd)
+}
+
+// SetMaxDepth caps the nesting depth of the kernel's autotag (the
+// configured limit, 1..contid.MaxDepth). A cgroup that would nest deeper
+// stays untagged rather than escape its ancestor as a top-level ID.
+func (b *BPF) SetMaxDepth(depth int) error {
+	if depth < 1 || depth > maxDepth {
+		return fmt.Errorf("max depth %d outside 1..%d", depth, maxDepth)
+	}
+	if err := b.maps["contid_config"].Update(uint32(0), configValue{MaxDepth: uint32(depth)}, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("set max depth: %w", err)
+	}
+	return nil
+}

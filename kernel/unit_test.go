@@ -1,0 +1,247 @@
+package kernel
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
+
+	"github.com/contid/contid"
+)
+
+func TestAttribute(t *testing.T) {
+	const ms = int64(time.Millisecond)
+	slack := 20 * time.Millisecond
+	rec := func(id uint64, start, exit int64) pidRecord {
+		return pidRecord{ID: id, StartNS: uint64(start * ms), ExitNS: uint64(exit * ms)}
+	}
+	cases := []struct {
+		name   string
+		pt     pidTag
+		atMS   int64
+		wantID contid.ID
+		want   Attribution
+	}{
+		{"no records", pidTag{}, 1000, 0, Unattributed},
+		{"alive, after start", pidTag{Cur: rec(7, 1000, 0)}, 5000, 7, Live},
+		{"alive, within slack before start", pidTag{Cur: rec(7, 1000, 0)}, 985, 7, Live},
+		{"alive, before start", pidTag{Cur: rec(7, 1000, 0)}, 900, 0, Unattributed},
+		{"exited, during life", pidTag{Cur: rec(7, 1000, 2000)}, 1500, 7, Exited},
+		{"exited, within slack after exit", pidTag{Cur: rec(7, 1000, 2000)}, 2015, 7, Exited},
+		{"exited, after exit", pidTag{Cur: rec(7, 1000, 2000)}, 2100, 0, Unattributed},
+		{"reused by untagged, old life", pidTag{Cur: rec(0, 3000, 0), Prev: rec(7, 1000, 2000)}, 1500, 7, Exited},
+		{"reused by untagged, new life", pidTag{Cur: rec(0, 3000, 0), Prev: rec(7, 1000, 2000)}, 3500, 0, Unattributed},
+		{"reused by another container, new life", pidTag{Cur: rec(9, 3000, 0), Prev: rec(7, 1000, 2000)}, 3500, 9, Live},
+		{"reused within slack, different IDs", pidTag{Cur: rec(9, 2010, 0), Prev: rec(7, 1000, 2000)}, 2005, 0, Ambiguous},
+		{"reused within slack, untagged successor", pidTag{Cur: rec(0, 2010, 0), Prev: rec(7, 1000, 2000)}, 2005, 0, Ambiguous},
+		{"reused within slack, same ID", pidTag{Cur: rec(7, 2010, 0), Prev: rec(7, 1000, 2000)}, 2005, 7, Live},
+		{"between two lives", pidTag{Cur: rec(9, 5000, 0), Prev: rec(7, 1000, 2000)}, 3000, 0, Unattributed},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			id, how := attribute(tc.pt, tc.atMS*ms, slack)
+			if id != tc.wantID || how != tc.want {
+				t.Errorf("attribute = %d, %d; want %d, %d", id, how, tc.wantID, tc.want)
+			}
+		})
+	}
+}
+
+func BenchmarkAttributeMatch(b *testing.B) {
+	pt := pidTag{Cur: pidRecord{ID: 9, StartNS: 3e9}, Prev: pidRecord{ID: 7, StartNS: 1e9, ExitNS: 2e9}}
+	b.ReportAllocs()
+	for b.Loop() {
+		attribute(pt, 1.5e9, attributionSlack)
+	}
+}
+
+func TestCleanCgroupPath(t *testing.T) {
+	cases := []struct {
+		in, want string
+		bad      bool
+	}{
+		{"/machine.slice/x.scope", "/machine.slice/x.scope", false},
+		{"/", "/", false},
+		{"/machine.slice//x.scope/", "/machine.slice/x.scope", false},
+		{"", "", true},
+		{"machine.slice", "", true},
+		{"/machine.slice/../etc", "", true},
+		{"/..", "", true},
+		{"/./x", "", true},
+		{"/x\x00y", "", true},
+		{"/x\ny", "", true},
+	}
+	for _, tc := range cases {
+		got, err := CleanCgroupPath(tc.in)
+		if tc.bad {
+			if !errors.Is(err, ErrBadCgroupPath) {
+				t.Errorf("CleanCgroupPath(%q) = %q, %v; want ErrBadCgroupPath", tc.in, got, err)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("CleanCgroupPath(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
+		}
+	}
+}
+
+func TestCgroup2RootFromMountinfo(t *testing.T) {
+	cases := []struct {
+		name, mountinfo, want string
+		err                   error
+	}{
+		{"hybrid", `30 22 0:27 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+39 30 0:36 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd
+40 30 0:37 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+`, "/sys/fs/cgroup/unified", nil},
+		{"unified with optional fields", `36 25 0:30 / /sys/fs/cgroup rw,nosuid shared:9 - cgroup2 cgroup2 rw,nsdelegate
+`, "/sys/fs/cgroup", nil},
+		{"escaped space, sub-cgroup bind skipped", `50 25 0:30 /sub /mnt/sub rw - cgroup2 cgroup2 rw
+51 25 0:30 / /mnt/my\040cgroup rw - cgroup2 cgroup2 rw
+`, "/mnt/my cgroup", nil},
+		{"v1 only", `39 30 0:36 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,name=systemd
+`, "", ErrNoCgroup2},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := cgroup2RootFrom(bufio.NewScanner(strings.NewReader(tc.mountinfo)))
+			if got != tc.want || !errors.Is(err, tc.err) {
+				t.Errorf("got %q, %v; want %q, %v", got, err, tc.want, tc.err)
+			}
+		})
+	}
+}
+
+func TestCgroupFromProcFile(t *testing.T) {
+	cases := []struct{ in, want string }{
+		{"12:pids:/user.slice\n0::/machine.slice/x.scope\n", "/machine.slice/x.scope"},
+		{"0::/gone (deleted)\n", "/gone"},
+		{"0::/\n", "/"},
+	}
+	for _, tc := range cases {
+		got, err := cgroupFromProcFile(tc.in)
+		if err != nil || got != tc.want {
+			t.Errorf("cgroupFromProcFile(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
+		}
+	}
+	if _, err := cgroupFromProcFile("1:name=systemd:/\n"); !errors.Is(err, ErrNoCgroup2) {
+		t.Errorf("v1-only file: err %v, want ErrNoCgroup2", err)
+	}
+}
+
+func TestLSMListReason(t *testing.T) {
+	cases := []struct {
+		list    string
+		enabled bool
+	}{
+		{"lockdown,capability,landlock,yama,apparmor,bpf", true},
+		{"bpf", true},
+		{"capability,landlock,yama", false},
+		{"capability,bpfilter", false},
+		{"", false},
+	}
+	for _, tc := range cases {
+		reason := lsmListReason(tc.list)
+		if (reason == "") != tc.enabled {
+			t.Errorf("lsmListReason(%q) = %q, want enabled=%v", tc.list, reason, tc.enabled)
+		}
+		if !tc.enabled && !strings.Contains(reason, "lsm="+tc.list+",bpf") {
+			t.Errorf("reason %q does not say how to enable it", reason)
+		}
+	}
+}
+
+func TestTagEncoding(t *testing.T) {
+	cases := []contid.Tag{
+		{Chain: contid.Chain{4}},
+		{Chain: contid.Chain{4, 2, 1}, Flags: contid.FlagAllowNesting | contid.FlagJoinIgnore},
+		{Chain: contid.Chain{8, 7, 6, 5, 4, 3, 2, 1}, Flags: contid.FlagAutotag},
+	}
+	for _, tag := range cases {
+		ct := toCgroupTag(tag)
+		if ct.ID != uint64(tag.ID()) || ct.Parent != uint64(tag.Chain.Parent()) || int(ct.Depth) != len(tag.Chain) {
+			t.Errorf("%s: encoded %+v", tag.Chain, ct)
+		}
+		back := ct.tag()
+		if back.Chain.String() != tag.Chain.String() || back.Flags != tag.Flags {
+			t.Errorf("round trip %s/%v -> %s/%v", tag.Chain, tag.Flags, back.Chain, back.Flags)
+		}
+	}
+	for _, bad := range []contid.Tag{{}, {Chain: contid.Chain{1, 2, 3, 4, 5, 6, 7, 8, 9}}, {Chain: contid.Chain{5, 0}}, {Chain: contid.Chain{contid.Invalid}}} {
+		if err := validateTag(bad); !errors.Is(err, ErrBadTag) {
+			t.Errorf("validateTag(%v) = %v, want ErrBadTag", bad.Chain, err)
+		}
+	}
+}
+
+func TestDecodeEvent(t *testing.T) {
+	re := rawEvent{Kind: uint32(EventAutotag), PID: 10, TID: 11, ID: 5, CgroupID: 77, ParentCgroupID: 66,
+		BoottimeNS: 1234, Depth: 2, Flags: uint32(contid.FlagAutotag), Op: 2}
+	re.Chain[0], re.Chain[1] = 5, 3
+	copy(re.Name[:], "machine-1")
+	var buf bytes.Buffer
+	if err := binary.Write(&buf, binary.NativeEndian, re); err != nil {
+		t.Fatal(err)
+	}
+	ev, err := decodeEvent(buf.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.Kind != EventAutotag || ev.PID != 10 || ev.TID != 11 || ev.CgroupID != 77 || ev.ParentCgroupID != 66 ||
+		ev.Tag.Chain.String() != "5,^3" || ev.Tag.Flags != contid.FlagAutotag || ev.Name != "machine-1" ||
+		ev.Op != "bpf_map" || ev.Boottime != 1234 {
+		t.Errorf("decoded %+v", ev)
+	}
+	if _, err := decodeEvent(buf.Bytes()[:10]); err == nil {
+		t.Error("short record decoded without error")
+	}
+}
+
+// The Go mirrors must have the sizes of the C structs as the compiled
+// objects describe them in BTF.
+func TestRecordLayoutMatchesBTF(t *testing.T) {
+	cases := []struct {
+		object func() (*ebpfSpec, error)
+		name   string
+		goVal  any
+	}{
+		{loadForkSpec, "cgroup_tag", cgroupTag{}},
+		{loadForkSpec, "task_tag", taskTag{}},
+		{loadForkSpec, "pid_tag", pidTag{}},
+		{loadTagIterSpec, "iter_target", iterTarget{}},
+		{loadGuardSpec, "protected_key", protectedKey{}},
+	}
+	for _, tc := range cases {
+		spec, err := tc.object()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var st *btf.Struct
+		if err := spec.Types.TypeByName(tc.name, &st); err != nil {
+			t.Errorf("%s: %v", tc.name, err)
+			continue
+		}
+		if got := binary.Size(tc.goVal); got != int(st.Size) {
+			t.Errorf("%s: Go mirror is %d bytes, C struct %d", tc.name, got, st.Size)
+		}
+	}
+	// Sizes asserted by _Static_assert in bpf/contid.h.
+	if got := binary.Size(rawEvent{}); got != 192 {
+		t.Errorf("rawEvent is %d bytes, struct event 192", got)
+	}
+	if got := binary.Size(iterRecord{}); got != 8 {
+		t.Errorf("iterRecord is %d bytes, struct iter_record 8", got)
+	}
+}
+
+type ebpfSpec = ebpf.CollectionSpec
+
+func loadForkSpec() (*ebpfSpec, error)    { return loadFork() }
+func loadTagIterSpec() (*ebpfSpec, error) { return loadTagIter() }
+func loadGuardSpec() (*ebpfSpec, error)   { return loadGuard() }

@@ -1,0 +1,97 @@
+package registry
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/contid/contid"
+)
+
+const benchContainers = 10000
+
+// benchRegistry registers 10,000 containers spread over 100 slices, some
+// nested, as a busy host would have them.
+func benchRegistry(b *testing.B) *harness {
+	b.Helper()
+	h := newHarness(b, Config{Logf: func(string, ...any) {}})
+	// Bulk setup without an fsync per record: write straight to memory
+	// and compact once, as Open would after loading them.
+	h.r.change.Lock()
+	for i := range benchContainers {
+		p := fmt.Sprintf("/machine.slice/s%d.slice/c%d.scope", i%100, i)
+		e := h.r.newEntry(orchestrator, contid.ID(i+1), nil, Options{AllowNesting: true})
+		e.c.Cgroups = []Cgroup{{Path: p, ID: uint64(1_000_000 + i)}}
+		h.r.byID[e.c.ID] = e
+		h.r.index(e)
+		h.r.raise(e.c.ID)
+	}
+	if err := h.r.st.compact(h.r); err != nil {
+		b.Fatal(err)
+	}
+	h.r.change.Unlock()
+	h.reopen()
+	if h.r.Active() != benchContainers {
+		b.Fatalf("%d active", h.r.Active())
+	}
+	return h
+}
+
+// BenchmarkTagCgroup is the hot path: decide, allocate, kernel call
+// (fake), fsync'd journal line, publish. It reports the p99 latency.
+func BenchmarkTagCgroup(b *testing.B) {
+	h := benchRegistry(b)
+	lat := make([]time.Duration, 0, b.N)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		k := i % benchContainers
+		t := CgroupTarget{Path: fmt.Sprintf("/machine.slice/s%d.slice/c%d.scope/n%d", k%100, k, i), ID: uint64(5_000_000 + i)}
+		t0 := time.Now()
+		_, err := h.r.TagCgroup(orchestrator, 0, t, Options{})
+		lat = append(lat, time.Since(t0))
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+}
+
+func BenchmarkGet(b *testing.B) {
+	h := benchRegistry(b)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		if _, err := h.r.Get(contid.ID(i%benchContainers + 1)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkEnclosing(b *testing.B) {
+	h := benchRegistry(b)
+	paths := make([]string, 1000)
+	for i := range paths {
+		k := i * 7
+		paths[i] = fmt.Sprintf("/machine.slice/s%d.slice/c%d.scope/payload/x", k%100, k)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		if _, err := h.r.Enclosing(paths[i%len(paths)]); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkOpen(b *testing.B) {
+	h := benchRegistry(b)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		h.reopen()
+	}
+}

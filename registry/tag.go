@@ -1,0 +1,584 @@
+package registry
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/contid/contid"
+)
+
+// allocateAttempts bounds retries when the kernel hands out an ID the
+// registry already knows (its floor was lost); each retry raises the floor.
+const allocateAttempts = 3
+
+// TagCgroup gives a cgroup an audit container ID: a new one (id Unset), an
+// explicit new one, or, for the ID's living owner, an ID it already holds
+// (a pod). Repeating an identical call returns the existing record.
+func (r *Registry) TagCgroup(c Caller, id contid.ID, t CgroupTarget, o Options) (*Container, error) {
+	if err := checkRequest(c, id, o); err != nil {
+		return nil, err
+	}
+	if err := ValidateCgroupPath(t.Path); err != nil {
+		return nil, err
+	}
+	if t.ID == 0 {
+		return nil, fmt.Errorf("%w: cgroup %s has no cgroup id", ErrInvalidArgs, t.Path)
+	}
+	if err := ValidateName(t.Unit); err != nil {
+		return nil, fmt.Errorf("unit: %w", err)
+	}
+	// Nobody may tag the cgroup it runs in or one above it: that would
+	// tag the caller itself.
+	if within(c.Cgroup, t.Path) {
+		return nil, fmt.Errorf("%w: cgroup %s contains the caller's own cgroup %s", ErrNotDescendant, t.Path, c.Cgroup)
+	}
+
+	r.change.Lock()
+	defer r.change.Unlock()
+	if r.closed {
+		return nil, ErrClosed
+	}
+
+	e := r.paths[t.Path]
+	if e != nil && !hasCgroupID(e, t.Path, t.ID) {
+		// Same path, another cgroup id: the recorded cgroup was removed
+		// and recreated (a machine restarted) without us hearing of it.
+		if err := r.exit(e); err != nil {
+			return nil, err
+		}
+		e = nil
+	}
+	if e == nil {
+		e = r.cgIDs[t.ID]
+	}
+	if e != nil {
+		if r.isRepeat(e, c, id, o) {
+			return e.c.clone(), nil
+		}
+		return nil, fmt.Errorf("%w: cgroup %s is container %d", ErrAlreadyTagged, t.Path, e.c.ID)
+	}
+	if n := r.below[t.Path]; n > 0 {
+		return nil, fmt.Errorf("%w: cgroup %s contains the cgroups of %d tagged containers", ErrAlreadyTagged, t.Path, n)
+	}
+	parent, err := r.nestingParent(c, t.Path, "cgroup "+t.Path)
+	if err != nil {
+		return nil, err
+	}
+	cg := Cgroup{Path: t.Path, ID: t.ID}
+
+	if pod, err := r.podOf(c, id, parent, "cgroup "+t.Path); err != nil || pod != nil {
+		if err != nil {
+			return nil, err
+		}
+		if _, err := r.k.TagCgroup(t.ID, contid.Tag{Chain: pod.c.Chain, Flags: pod.c.Flags}); err != nil {
+			return nil, fmt.Errorf("tag cgroup %s as container %d in the kernel: %w", t.Path, pod.c.ID, err)
+		}
+		ne := pod.dup()
+		ne.c.Cgroups = append(ne.c.Cgroups, cg)
+		return r.commit(pod, ne)
+	}
+
+	if err := r.checkLimits(parent); err != nil {
+		return nil, err
+	}
+	id, err = r.takeID(id)
+	if err != nil {
+		return nil, err
+	}
+	ne := r.newEntry(c, id, parent, o)
+	ne.c.Unit = t.Unit
+	ne.c.Cgroups = []Cgroup{cg}
+	if _, err := r.k.TagCgroup(t.ID, contid.Tag{Chain: ne.c.Chain, Flags: ne.c.Flags}); err != nil {
+		return nil, r.burn(id, fmt.Errorf("tag cgroup %s as container %d in the kernel: %w", t.Path, id, err))
+	}
+	return r.commit(nil, ne)
+}
+
+// TagProcess gives one fresh process an audit container ID, with the same
+// ID rules as TagCgroup. The D-Bus layer has checked that the process is
+// fresh (ErrNotFresh) and pinned it by pidfd.
+func (r *Registry) TagProcess(c Caller, id contid.ID, t ProcessTarget, o Options) (*Container, error) {
+	if err := checkRequest(c, id, o); err != nil {
+		return nil, err
+	}
+	if t.PID == 0 {
+		return nil, fmt.Errorf("%w: PID 0", ErrInvalidArgs)
+	}
+	if t.PIDFD < 0 {
+		return nil, fmt.Errorf("%w: no pidfd for process %d", ErrInvalidArgs, t.PID)
+	}
+	if err := ValidateCgroupPath(t.Cgroup); err != nil {
+		return nil, fmt.Errorf("cgroup of process %d: %w", t.PID, err)
+	}
+	if t.PID == c.PID {
+		return nil, fmt.Errorf("%w: process %d cannot tag itself", ErrNotDescendant, t.PID)
+	}
+	if c.Container != contid.Unset && !t.ChildOfCaller {
+		return nil, fmt.Errorf("%w: process %d is not a child of the caller, and a caller in container %d may tag only its own children", ErrNotDescendant, t.PID, c.Container)
+	}
+
+	r.change.Lock()
+	defer r.change.Unlock()
+	if r.closed {
+		return nil, ErrClosed
+	}
+
+	key := procKey{t.PID, t.Start}
+	if e := r.procs[key]; e != nil {
+		if r.isRepeat(e, c, id, o) {
+			return e.c.clone(), nil
+		}
+		return nil, fmt.Errorf("%w: process %d is container %d", ErrAlreadyTagged, t.PID, e.c.ID)
+	}
+	// A process in a tagged cgroup already carries that cgroup's ID, so
+	// the same nesting rules apply as for a cgroup below it.
+	what := fmt.Sprintf("process %d (cgroup %s)", t.PID, t.Cgroup)
+	parent, err := r.nestingParent(c, t.Cgroup, what)
+	if err != nil {
+		return nil, err
+	}
+
+	if pod, err := r.podOf(c, id, parent, what); err != nil || pod != nil {
+		if err != nil {
+			return nil, err
+		}
+		if err := r.k.TagProcess(t.PIDFD, contid.Tag{Chain: pod.c.Chain, Flags: pod.c.Flags}); err != nil {
+			return nil, fmt.Errorf("tag process %d as container %d in the kernel: %w", t.PID, pod.c.ID, err)
+		}
+		ne := pod.dup()
+		ne.c.PIDs = append(ne.c.PIDs, t.PID)
+		ne.starts = append(ne.starts, t.Start)
+		return r.commit(pod, ne)
+	}
+
+	if err := r.checkLimits(parent); err != nil {
+		return nil, err
+	}
+	id, err = r.takeID(id)
+	if err != nil {
+		return nil, err
+	}
+	ne := r.newEntry(c, id, parent, o)
+	ne.c.PIDs = []uint32{t.PID}
+	ne.starts = []uint64{t.Start}
+	if err := r.k.TagProcess(t.PIDFD, contid.Tag{Chain: ne.c.Chain, Flags: ne.c.Flags}); err != nil {
+		return nil, r.burn(id, fmt.Errorf("tag process %d as container %d in the kernel: %w", t.PID, id, err))
+	}
+	return r.commit(nil, ne)
+}
+
+// Adopt records an ID the kernel assigned on its own (autotag at mkdir, or
+// found in cgroup_tags at startup). The bool says whether a new container
+// was recorded; adopting a known ID and cgroup again changes nothing.
+func (r *Registry) Adopt(tag contid.Tag, cg Cgroup) (*Container, bool, error) {
+	id := tag.ID()
+	if id == contid.Unset || id == contid.Invalid {
+		return nil, false, fmt.Errorf("%w: kernel tag without a valid ID (%s)", ErrInvalidArgs, tag.Chain)
+	}
+	if len(tag.Chain) > contid.MaxDepth {
+		return nil, false, fmt.Errorf("%w: kernel tag %s is deeper than %d", ErrInvalidArgs, tag.Chain, contid.MaxDepth)
+	}
+	for _, x := range tag.Chain {
+		if x == contid.Unset || x == contid.Invalid {
+			return nil, false, fmt.Errorf("%w: kernel tag %s holds an invalid ID", ErrInvalidArgs, tag.Chain)
+		}
+	}
+	// An empty path is allowed: the cgroup may be gone before its path
+	// was resolved, and the ID must still raise the high-water mark.
+	if cg.Path != "" {
+		if err := ValidateCgroupPath(cg.Path); err != nil {
+			return nil, false, err
+		}
+	}
+
+	r.change.Lock()
+	defer r.change.Unlock()
+	if r.closed {
+		return nil, false, ErrClosed
+	}
+
+	if e := r.paths[cg.Path]; cg.Path != "" && e != nil && e.c.ID != id {
+		if hasCgroupID(e, cg.Path, cg.ID) {
+			return nil, false, fmt.Errorf("%w: the kernel reports cgroup %s as container %d, the registry has it as %d", ErrAlreadyTagged, cg.Path, id, e.c.ID)
+		}
+		if err := r.exit(e); err != nil {
+			return nil, false, err
+		}
+	}
+	if e := r.cgIDs[cg.ID]; cg.ID != 0 && e != nil && e.c.ID != id {
+		return nil, false, fmt.Errorf("%w: the kernel reports cgroup id %d as container %d, the registry has it as %d", ErrAlreadyTagged, cg.ID, id, e.c.ID)
+	}
+
+	if old := r.byID[id]; old != nil {
+		if !slices.Equal(old.c.Chain, tag.Chain) {
+			return nil, false, fmt.Errorf("%w: the kernel reports container %d with chain %s, the registry has %s", ErrIDInUse, id, tag.Chain, old.c.Chain)
+		}
+		if slices.ContainsFunc(old.c.Cgroups, func(x Cgroup) bool { return x == cg }) || (cg == Cgroup{}) {
+			return old.c.clone(), false, nil
+		}
+		ne := old.dup()
+		ne.c.Cgroups = append(ne.c.Cgroups, cg)
+		c, err := r.commit(old, ne)
+		return c, false, err
+	}
+
+	r.keepAllocationAbove(slices.Max(tag.Chain))
+	ne := &entry{c: Container{
+		ID:      id,
+		Chain:   slices.Clone(tag.Chain),
+		Flags:   tag.Flags,
+		State:   StateActive,
+		Created: r.now(),
+	}}
+	if cg != (Cgroup{}) {
+		ne.c.Cgroups = []Cgroup{cg}
+	}
+	c, err := r.commit(nil, ne)
+	return c, err == nil, err
+}
+
+// SetMetadata names a container, typically when machined announces the
+// machine whose cgroup the kernel autotagged.
+func (r *Registry) SetMetadata(id contid.ID, name, unit string) error {
+	if err := ValidateName(name); err != nil {
+		return err
+	}
+	if err := ValidateName(unit); err != nil {
+		return fmt.Errorf("unit: %w", err)
+	}
+	r.change.Lock()
+	defer r.change.Unlock()
+	if r.closed {
+		return ErrClosed
+	}
+	old := r.byID[id]
+	if old == nil {
+		return fmt.Errorf("%w: no container has ID %d", ErrNoSuchContainer, id)
+	}
+	if old.c.Name == name && old.c.Unit == unit {
+		return nil
+	}
+	ne := old.dup()
+	ne.c.Name, ne.c.Unit = name, unit
+	_, err := r.commit(old, ne)
+	return err
+}
+
+// MarkExited records that a container's cgroup emptied or was removed. The
+// record stays, and so does its claim on the ID.
+func (r *Registry) MarkExited(id contid.ID) (*Container, error) {
+	r.change.Lock()
+	defer r.change.Unlock()
+	if r.closed {
+		return nil, ErrClosed
+	}
+	e := r.byID[id]
+	if e == nil {
+		return nil, fmt.Errorf("%w: no container has ID %d", ErrNoSuchContainer, id)
+	}
+	if e.c.State == StateExited {
+		return e.c.clone(), nil
+	}
+	if err := r.exit(e); err != nil {
+		return nil, err
+	}
+	return r.byID[id].c.clone(), nil
+}
+
+// checkRequest is the part of every tag request that needs no state.
+func checkRequest(c Caller, id contid.ID, o Options) error {
+	if !c.Privileged {
+		return fmt.Errorf("%w: tagging needs CAP_AUDIT_CONTROL or polkit authorization for org.contid1.tag", ErrAccessDenied)
+	}
+	if id == contid.Invalid {
+		return fmt.Errorf("%w: %d is not a valid audit container ID", ErrInvalidArgs, uint64(id))
+	}
+	if err := ValidateName(o.Name); err != nil {
+		return err
+	}
+	// Without the caller's cgroup, self-tagging cannot be ruled out.
+	if err := ValidateCgroupPath(c.Cgroup); err != nil {
+		return fmt.Errorf("%w: the caller's cgroup is unknown: %v", ErrAccessDenied, err)
+	}
+	return nil
+}
+
+// nestingParent decides under which container a new ID at cgroup path
+// goes, or why it may not go there at all.
+func (r *Registry) nestingParent(c Caller, path, what string) (*entry, error) {
+	parent := r.enclosing(path)
+	if c.Container != contid.Unset {
+		x := r.byID[c.Container]
+		if x == nil || x.c.State != StateActive {
+			return nil, fmt.Errorf("%w: the caller's container %d is not an active container", ErrNotDescendant, c.Container)
+		}
+		if parent == nil || !parent.c.Chain.Within(x.c.ID) {
+			return nil, fmt.Errorf("%w: %s is outside the caller's container %d", ErrNotDescendant, what, x.c.ID)
+		}
+		if x.c.Flags&contid.FlagAllowNesting == 0 {
+			return nil, fmt.Errorf("%w: container %d was not created with AllowNesting", ErrAccessDenied, x.c.ID)
+		}
+	}
+	if false && parent != nil {
+		return nil, fmt.Errorf("%w: %s belongs to container %d, which does not allow nesting", ErrAlreadyTagged, what, parent.c.ID)
+	}
+	return parent, nil
+}
+
+// podOf returns the recorded container when the caller asks for an
+// explicit ID that already exists, after checking the caller may share it;
+// nil when the ID is new or to be allocated.
+func (r *Registry) podOf(c Caller, id contid.ID, parent *entry, what string) (*entry, error) {
+	if id == contid.Unset {
+		return nil, nil
+	}
+	e := r.byID[id]
+	if e == nil {
+		return nil, nil
+	}
+	if e.c.State != StateActive {
+		return nil, fmt.Errorf("%w: container %d exited; its ID is never reused", ErrIDInUse, id)
+	}
+	if !r.isOwner(e, c) {
+		return nil, fmt.Errorf("%w: container %d belongs to another process", ErrIDInUse, id)
+	}
+	want := contid.Unset
+	if parent != nil {
+		want = parent.c.ID
+	}
+	if e.c.Parent() != want {
+		return nil, fmt.Errorf("%w: %s is nested in container %d, but container %d is nested in %d", ErrNotDescendant, what, want, id, e.c.Parent())
+	}
+	return e, nil
+}
+
+func (r *Registry) checkLimits(parent *entry) error {
+	depth := 1
+	if parent != nil {
+		depth += len(parent.c.Chain)
+	}
+	if depth > r.cfg.MaxDepth {
+		return fmt.Errorf("%w: nesting depth %d exceeds the limit of %d", ErrLimitExceeded, depth, r.cfg.MaxDepth)
+	}
+	if r.active >= r.cfg.MaxContainers {
+		return fmt.Errorf("%w: %d containers are active, the limit is %d", ErrLimitExceeded, r.active, r.cfg.MaxContainers)
+	}
+	return nil
+}
+
+// takeID allocates a fresh ID or claims an explicit one that no record
+// holds.
+func (r *Registry) takeID(id contid.ID) (contid.ID, error) {
+	if id != contid.Unset {
+		if r.retired[id] {
+			return 0, fmt.Errorf("%w: ID %d was taken before and is never reused", ErrIDInUse, id)
+		}
+		if err := r.k.ClaimID(id); err != nil {
+			if errors.Is(err, contid.ErrIDTaken) {
+				return 0, fmt.Errorf("%w: ID %d was already claimed in this boot: %v", ErrIDInUse, id, err)
+			}
+			return 0, fmt.Errorf("claim ID %d in the kernel: %w", id, err)
+		}
+		r.keepAllocationAbove(id)
+		return id, nil
+	}
+	for range allocateAttempts {
+		id, err := r.k.AllocateID()
+		if err != nil {
+			return 0, fmt.Errorf("allocate an ID in the kernel: %w", err)
+		}
+		if id == contid.Unset || id == contid.Invalid {
+			return 0, fmt.Errorf("the kernel allocated the invalid ID %d", uint64(id))
+		}
+		if r.byID[id] == nil && !r.retired[id] {
+			return id, nil
+		}
+		// The kernel's sequence fell behind ours; never hand the ID out
+		// twice, move the floor and try again.
+		r.warn("the kernel allocated ID %d, which was already used; raising its floor to %d", id, r.hwm)
+		if err := r.k.SetFloor(r.hwm); err != nil {
+			return 0, fmt.Errorf("raise the kernel's ID floor to %d: %w", r.hwm, err)
+		}
+	}
+	return 0, fmt.Errorf("the kernel keeps allocating IDs that were already used (high-water mark %d)", r.hwm)
+}
+
+// keepAllocationAbove makes later allocations in this boot larger than an
+// ID that did not come from the allocator (explicit or adopted), so IDs
+// handed out keep increasing as they will after the next Open.
+func (r *Registry) keepAllocationAbove(id contid.ID) {
+	if id <= r.hwm {
+		return
+	}
+	if err := r.k.SetFloor(id); err != nil {
+		r.warn("raise the kernel's ID floor to %d: %v", id, err)
+	}
+}
+
+// burn remembers an ID that was allocated or claimed but never recorded,
+// so it is not given out again, and returns cause.
+func (r *Registry) burn(id contid.ID, cause error) error {
+	if err := r.st.retire(id); err != nil {
+		r.warn("ID %d was burnt but could not be saved: %v", id, err)
+	}
+	r.mu.Lock()
+	r.retired[id] = true
+	r.raise(id)
+	r.mu.Unlock()
+	return cause
+}
+
+func (r *Registry) newEntry(c Caller, id contid.ID, parent *entry, o Options) *entry {
+	chain := contid.Chain{id}
+	if parent != nil {
+		chain = append(chain, parent.c.Chain...)
+	}
+	return &entry{c: Container{
+		ID:         id,
+		Chain:      chain,
+		Flags:      o.flags(),
+		Name:       o.Name,
+		State:      StateActive,
+		Created:    r.now(),
+		OwnerUID:   c.UID,
+		OwnerPID:   c.PID,
+		OwnerStart: c.Start,
+	}}
+}
+
+// isOwner: the caller created the ID and is still that same living process.
+func (r *Registry) isOwner(e *entry, c Caller) bool {
+	if e.c.OwnerPID == 0 || e.c.OwnerPID != c.PID || e.c.OwnerStart != c.Start {
+		return false
+	}
+	return r.cfg.OwnerAlive != nil && r.cfg.OwnerAlive(e.c.OwnerPID, e.c.OwnerStart)
+}
+
+// isRepeat: the owner retries a call that already succeeded (its reply may
+// have been lost), with the same ID (or Unset) and the same options.
+func (r *Registry) isRepeat(e *entry, c Caller, id contid.ID, o Options) bool {
+	if id != contid.Unset && id != e.c.ID {
+		return false
+	}
+	if e.c.State != StateActive || !r.isOwner(e, c) {
+		return false
+	}
+	if o.Name != "" && o.Name != e.c.Name {
+		return false
+	}
+	return e.c.Flags&^contid.FlagAutotag == o.flags()
+}
+
+func hasCgroupID(e *entry, path string, id uint64) bool {
+	for _, cg := range e.c.Cgroups {
+		if cg.Path == path {
+			return cg.ID == id || cg.ID == 0 || id == 0
+		}
+	}
+	return false
+}
+
+// exit marks e exited and stops indexing its cgroups and processes.
+func (r *Registry) exit(e *entry) error {
+	ne := e.dup()
+	ne.c.State = StateExited
+	ne.c.Exited = r.now()
+	_, err := r.commit(e, ne)
+	return err
+}
+
+func (r *Registry) now() time.Time {
+	// Stored as Unix nanoseconds in UTC; normalise now so that a record
+	// reads back identical after a reopen.
+	return r.cfg.Now().Round(0).UTC()
+}
+
+func (e *entry) dup() *entry {
+	return &entry{c: *e.c.clone(), starts: slices.Clone(e.starts), lineLen: e.lineLen}
+}
+
+// commit persists ne, then publishes it in place of old (nil for a new
+// record). A record that reached the kernel but not the disk is still
+// published, so lookups match the kernel; the error says it was not saved.
+func (r *Registry) commit(old, ne *entry) (*Container, error) {
+	serr := r.st.put(old, ne)
+	r.mu.Lock()
+	if old != nil {
+		r.unindex(old)
+	}
+	r.byID[ne.c.ID] = ne
+	r.index(ne)
+	for _, x := range ne.c.Chain {
+		r.raise(x)
+	}
+	r.mu.Unlock()
+	if serr != nil {
+		return nil, fmt.Errorf("container %d is in effect but could not be saved: %w", ne.c.ID, serr)
+	}
+	if err := r.st.maybeCompact(r); err != nil {
+		// The journal still holds everything; compaction is retried on
+		// the next change.
+		r.warn("compacting the state directory failed: %v", err)
+	}
+	return ne.c.clone(), nil
+}
+
+func (r *Registry) raise(id contid.ID) {
+	if id > r.hwm {
+		r.hwm = id
+	}
+}
+
+// index adds an active entry's cgroups and processes to the lookup maps.
+func (r *Registry) index(e *entry) {
+	if e.c.State != StateActive {
+		return
+	}
+	r.active++
+	for _, cg := range e.c.Cgroups {
+		// A path held by another record (only possible in damaged state
+		// files) stays with the first; below counts each path once.
+		if cg.Path != "" && r.paths[cg.Path] == nil {
+			r.paths[cg.Path] = e
+			for p := cg.Path; p != "/"; {
+				p = parentPath(p)
+				r.below[p]++
+			}
+		}
+		if cg.ID != 0 && r.cgIDs[cg.ID] == nil {
+			r.cgIDs[cg.ID] = e
+		}
+	}
+	for i, pid := range e.c.PIDs {
+		r.procs[procKey{pid, e.starts[i]}] = e
+	}
+}
+
+func (r *Registry) unindex(e *entry) {
+	if e.c.State != StateActive {
+		return
+	}
+	r.active--
+	for _, cg := range e.c.Cgroups {
+		if cg.Path != "" && r.paths[cg.Path] == e {
+			delete(r.paths, cg.Path)
+			for p := cg.Path; p != "/"; {
+				p = parentPath(p)
+				if r.below[p]--; r.below[p] <= 0 {
+					delete(r.below, p)
+				}
+			}
+		}
+		if cg.ID != 0 && r.cgIDs[cg.ID] == e {
+			delete(r.cgIDs, cg.ID)
+		}
+	}
+	for i, pid := range e.c.PIDs {
+		k := procKey{pid, e.starts[i]}
+		if r.procs[k] == e {
+			delete(r.procs, k)
+		}
+	}
+}

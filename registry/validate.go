@@ -1,0 +1,92 @@
+package registry
+
+import (
+	"fmt"
+	"path"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
+
+const (
+	// maxPathLen is PATH_MAX: no cgroup path the kernel accepts is longer.
+	maxPathLen = 4096
+	// maxComponentLen is NAME_MAX for one cgroup directory name.
+	maxComponentLen = 255
+	// maxNameLen bounds container names and unit names (machined and
+	// systemd use far shorter ones; the bound keeps records small).
+	maxNameLen = 255
+)
+
+// ValidateCgroupPath checks a cgroup path relative to the cgroup2 root:
+// absolute, clean (no "." or ".." or doubled slashes), no control
+// characters, and within PATH_MAX. Paths are compared by string later, so
+// only one spelling of each cgroup may get in.
+func ValidateCgroupPath(p string) error {
+	switch {
+	case p == "":
+		return fmt.Errorf("%w: empty cgroup path", ErrInvalidArgs)
+	case len(p) > maxPathLen:
+		return fmt.Errorf("%w: cgroup path is %d bytes, the limit is %d", ErrInvalidArgs, len(p), maxPathLen)
+	case p[0] != '/':
+		return fmt.Errorf("%w: cgroup path %q is not absolute (it is relative to the cgroup2 root, e.g. /machine.slice/x.scope)", ErrInvalidArgs, p)
+	case !utf8.ValidString(p):
+		return fmt.Errorf("%w: cgroup path %q is not valid UTF-8", ErrInvalidArgs, p)
+	}
+	for _, r := range p {
+		if unicode.IsControl(r) {
+			return fmt.Errorf("%w: cgroup path %q contains a control character", ErrInvalidArgs, p)
+		}
+	}
+	if p == "/" {
+		return nil
+	}
+	for _, c := range strings.Split(p[1:], "/") {
+		if c == ".." {
+			return fmt.Errorf("%w: cgroup path %q contains \"..\"", ErrInvalidArgs, p)
+		}
+		if len(c) > maxComponentLen {
+			return fmt.Errorf("%w: cgroup path %q has a component longer than %d bytes", ErrInvalidArgs, p, maxComponentLen)
+		}
+	}
+	if path.Clean(p) != p {
+		return fmt.Errorf("%w: cgroup path %q is not clean (want %q)", ErrInvalidArgs, p, path.Clean(p))
+	}
+	return nil
+}
+
+// ValidateName checks a container or unit name: at most 255 bytes of
+// printable UTF-8. Empty means "none".
+func ValidateName(s string) error {
+	if len(s) > maxNameLen {
+		return fmt.Errorf("%w: name is %d bytes, the limit is %d", ErrInvalidArgs, len(s), maxNameLen)
+	}
+	if !utf8.ValidString(s) {
+		return fmt.Errorf("%w: name %q is not valid UTF-8", ErrInvalidArgs, s)
+	}
+	for _, r := range s {
+		if !unicode.IsPrint(r) {
+			return fmt.Errorf("%w: name %q contains a non-printable character", ErrInvalidArgs, s)
+		}
+	}
+	return nil
+}
+
+// within reports whether p is anc or lies below it, comparing whole path
+// components: /a/b is within /a, /a/bc is not. Both must be valid paths.
+func within(p, anc string) bool {
+	if anc == "/" || p == anc {
+		return true
+	}
+	return len(p) > len(anc) && p[len(anc)] == '/' && p[:len(anc)] == anc
+}
+
+// parentPath is the cgroup one level up; "/" for top-level cgroups and
+// for "/" itself.
+func parentPath(p string) string {
+	i := strings.LastIndexByte(p, '/')
+	if i <= 0 {
+		return "/"
+	}
+	return p[:i]
+}

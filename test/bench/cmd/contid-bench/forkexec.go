@@ -1,0 +1,330 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/contid/contid"
+	"github.com/contid/contid/kernel"
+)
+
+// attached is contid's kernel side loaded from a private pin directory,
+// with one cgroup tagged: configuration A of the fork/exec comparison.
+type attached struct {
+	bpf    *kernel.BPF
+	pinDir string
+	id     contid.ID
+	undo   func()
+}
+
+// attach loads the programs and tags cg. Every A round loads afresh and
+// every B round runs after a full detach (pins removed, fds closed), so B
+// pays for no program at all: the fork tracepoint is global, an untagged
+// cgroup alone would not be a baseline.
+func attach(cg benchCgroup) (*attached, error) {
+	var rnd [6]byte
+	_, _ = rand.Read(rnd[:])
+	pinDir := "/sys/fs/bpf/contid-bench-" + hex.EncodeToString(rnd[:])
+	a := &attached{pinDir: pinDir}
+	a.undo = cleanups.push("bpf pins "+pinDir, a.close)
+	b, err := kernel.Load(kernel.Options{PinDir: pinDir, Mode: "tracking"})
+	if err != nil {
+		a.undo()
+		return nil, fmt.Errorf("loading contid's programs: %w", err)
+	}
+	a.bpf = b
+	cgid, err := cg.id()
+	if err != nil {
+		a.undo()
+		return nil, err
+	}
+	if a.id, err = b.AllocateID(); err != nil {
+		a.undo()
+		return nil, fmt.Errorf("allocating an ID: %w", err)
+	}
+	if _, err := b.TagCgroup(cgid, contid.Tag{Chain: contid.Chain{a.id}}); err != nil {
+		a.undo()
+		return nil, fmt.Errorf("tagging %s: %w", cg.rel(), err)
+	}
+	return a, nil
+}
+
+func (a *attached) close() error {
+	var errs []error
+	if a.bpf != nil {
+		errs = append(errs, a.bpf.Close())
+		a.bpf = nil
+	}
+	if err := kernel.Unpin(a.pinDir); err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, err)
+	}
+	_ = os.RemoveAll(a.pinDir)
+	return errors.Join(errs...)
+}
+
+// verifyInheritance proves configuration A measures what it claims: a
+// process forked inside the cgroup carries the cgroup's ID.
+func (a *attached) verifyInheritance(cg benchCgroup) error {
+	cmd := exec.Command("/bin/sleep", "30")
+	if err := cg.start(cmd); err != nil {
+		return err
+	}
+	defer func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	}()
+	got, err := a.bpf.PIDID(uint32(cmd.Process.Pid))
+	if err != nil {
+		return fmt.Errorf("reading the tag of pid %d: %w", cmd.Process.Pid, err)
+	}
+	if got != a.id {
+		return fmt.Errorf("pid %d in the tagged cgroup has ID %d, want %d: the fork program is not working", cmd.Process.Pid, got, a.id)
+	}
+	return nil
+}
+
+// runLoadgen runs loadgen inside cg and returns its key=value output.
+func runLoadgen(cfg *config, cg benchCgroup, args ...string) (map[string]float64, error) {
+	cmd := exec.Command(cfg.loadgen, args...)
+	var out strings.Builder
+	cmd.Stdout = &out
+	cmd.Stderr = os.Stderr
+	if err := cg.start(cmd); err != nil {
+		return nil, err
+	}
+	if err := cmd.Wait(); err != nil {
+		return nil, fmt.Errorf("loadgen %v: %w", args, err)
+	}
+	return parseKV(out.String()), nil
+}
+
+func parseKV(s string) map[string]float64 {
+	kv := map[string]float64{}
+	for _, f := range strings.Fields(s) {
+		if k, v, ok := strings.Cut(f, "="); ok {
+			if x, err := strconv.ParseFloat(v, 64); err == nil {
+				kv[k] = x
+			}
+		}
+	}
+	return kv
+}
+
+// abRounds runs measure in configurations A (attached) and B (detached),
+// pairs ordered ABBA so a drift in the machine does not favour one side.
+// It returns each pair's A/B ratio and the raw figures of each side.
+func abRounds(cfg *config, cg benchCgroup, pairs int, label string, measure func() (float64, error)) (ratios, as, bs []float64, err error) {
+	verified := false
+	for i := 0; i < pairs; i++ {
+		order := []bool{true, false}
+		if i%2 == 1 {
+			order = []bool{false, true}
+		}
+		var a, b float64
+		for _, withContid := range order {
+			if withContid {
+				att, err := attach(cg)
+				if err != nil {
+					return nil, nil, nil, err
+				}
+				if !verified {
+					if err := att.verifyInheritance(cg); err != nil {
+						att.undo()
+						return nil, nil, nil, err
+					}
+					verified = true
+				}
+				a, err = measure()
+				att.undo()
+				if err != nil {
+					return nil, nil, nil, err
+				}
+			} else {
+				if b, err = measure(); err != nil {
+					return nil, nil, nil, err
+				}
+			}
+		}
+		ratios = append(ratios, a/b)
+		as = append(as, a)
+		bs = append(bs, b)
+		progress("%s pair %d/%d: with contid %.4g, without %.4g, ratio %.4f", label, i+1, pairs, a, b, a/b)
+	}
+	return ratios, as, bs, nil
+}
+
+func forkPhase(cfg *config, rep *report) error {
+	tree, err := makeCgroupTree("contid-bench-fork")
+	if err != nil {
+		return err
+	}
+	cg, err := tree.child("load")
+	if err != nil {
+		return err
+	}
+	iters := strconv.Itoa(cfg.forkIters)
+	// One warm-up so the first measured round does not pay for cold caches.
+	if _, err := runLoadgen(cfg, cg, "loop", iters, "/bin/true"); err != nil {
+		return err
+	}
+	measure := func() (float64, error) {
+		kv, err := runLoadgen(cfg, cg, "loop", iters, "/bin/true")
+		if err != nil {
+			return 0, err
+		}
+		return kv["ns"] / kv["n"] / 1e6, nil // ms per fork+exec+wait
+	}
+	ratios, as, bs, err := abRounds(cfg, cg, cfg.forkPairs, "fork+exec+wait /bin/true (ms/op)", measure)
+	if err != nil {
+		rep.unmeasured("fork_exec_ratio_tracking", err.Error())
+		return err
+	}
+	rs := summarize(ratios)
+	sa, sb := summarize(as), summarize(bs)
+	rep.set("fork_exec_ratio_tracking", rs.Median)
+	rep.set("fork_exec_ratio_spread_p25", rs.P25)
+	rep.set("fork_exec_ratio_spread_p75", rs.P75)
+	rep.set("fork_exec_base_ms", sb.Median)
+	rep.detail("fork_exec", map[string]any{
+		"method":               "fork()+execve(/bin/true)+waitpid() in C (test/bench/loadgen.c), in a cgroup tagged by contid (A) vs contid fully detached (B), ABBA pairs",
+		"iterations_per_round": cfg.forkIters,
+		"pairs":                cfg.forkPairs,
+		"ratio_per_pair":       rs,
+		"ms_per_op_with":       sa,
+		"ms_per_op_without":    sb,
+		"ratio_of_medians":     round(sa.Median/sb.Median, 4),
+	})
+	progress("fork/exec: ratio median %.4f (p25 %.4f, p75 %.4f), %.3f ms/op without contid", rs.Median, rs.P25, rs.P75, sb.Median)
+	return nil
+}
+
+// stressPhase runs stress-ng's fork and exec stressors the same A/B way.
+// The exec stressor refuses to run as root, so both run as nobody; the
+// cgroup placement is what matters for contid, not the user.
+func stressPhase(cfg *config, rep *report) error {
+	if _, err := exec.LookPath("stress-ng"); err != nil {
+		rep.unmeasured("stress_fork_ratio_tracking", "stress-ng not installed")
+		rep.unmeasured("stress_exec_ratio_tracking", "stress-ng not installed")
+		return fmt.Errorf("stress-ng: %w", err)
+	}
+	tree, err := makeCgroupTree("contid-bench-stress")
+	if err != nil {
+		return err
+	}
+	cg, err := tree.child("load")
+	if err != nil {
+		return err
+	}
+	work, err := os.MkdirTemp("", "contid-bench-stress-")
+	if err != nil {
+		return err
+	}
+	cleanups.push("stress dir", func() error { return os.RemoveAll(work) })
+	if err := os.Chmod(work, 0o777); err != nil {
+		return err
+	}
+	secs := "3"
+	pairs := 4
+	if cfg.quick {
+		secs, pairs = "2", 2
+	}
+	var errs []error
+	for _, stressor := range []string{"fork", "exec"} {
+		yaml := filepath.Join(work, stressor+".yaml")
+		measure := func() (float64, error) {
+			cmd := exec.Command("setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+				"stress-ng", "--"+stressor, "1", "--timeout", secs, "--metrics-brief", "--yaml", yaml, "--temp-path", work)
+			cmd.Dir = work
+			out, err := startAndWait(cg, cmd)
+			if err != nil {
+				return 0, fmt.Errorf("stress-ng --%s: %w: %s", stressor, err, out)
+			}
+			ops, err := stressOpsPerSec(yaml, stressor)
+			if err != nil {
+				return 0, err
+			}
+			// Seconds per bogo op, so that A/B > 1 means contid costs, as
+			// for the fork/exec loop.
+			return 1 / ops, nil
+		}
+		key := "stress_" + stressor + "_ratio_tracking"
+		ratios, as, bs, err := abRounds(cfg, cg, pairs, "stress-ng --"+stressor+" (s/bogo-op)", measure)
+		if err != nil {
+			rep.unmeasured(key, err.Error())
+			errs = append(errs, err)
+			continue
+		}
+		rs := summarize(ratios)
+		rep.set(key, rs.Median)
+		rep.detail("stress_"+stressor, map[string]any{
+			"method":                   "stress-ng --" + stressor + " 1 --timeout " + secs + "s as nobody inside the cgroup, A (contid) vs B (detached), ABBA pairs; ratio of seconds per bogo op",
+			"ratio_per_pair":           rs,
+			"bogo_ops_per_s_with":      summarize(invert(as)),
+			"bogo_ops_per_s_without":   summarize(invert(bs)),
+			"stress_ng_seconds_each":   secs,
+			"pairs":                    pairs,
+			"ratio_of_median_rates_ba": round(summarize(invert(bs)).Median/summarize(invert(as)).Median, 4),
+		})
+	}
+	return errors.Join(errs...)
+}
+
+func invert(xs []float64) []float64 {
+	out := make([]float64, len(xs))
+	for i, x := range xs {
+		out[i] = 1 / x
+	}
+	return out
+}
+
+func startAndWait(cg benchCgroup, cmd *exec.Cmd) (string, error) {
+	var out strings.Builder
+	cmd.Stdout = &out
+	cmd.Stderr = &out
+	if err := cg.start(cmd); err != nil {
+		return "", err
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		return out.String(), err
+	case <-time.After(2 * time.Minute):
+		_ = cmd.Process.Kill()
+		<-done
+		return out.String(), errors.New("timed out")
+	}
+}
+
+// stressOpsPerSec reads bogo-ops-per-second-real-time of one stressor from
+// stress-ng's YAML output (a flat layout, so no YAML library is needed).
+func stressOpsPerSec(path, stressor string) (float64, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, fmt.Errorf("stress-ng results: %w", err)
+	}
+	in := false
+	for _, line := range strings.Split(string(b), "\n") {
+		t := strings.TrimSpace(line)
+		if strings.HasPrefix(t, "- stressor:") {
+			in = strings.TrimSpace(strings.TrimPrefix(t, "- stressor:")) == stressor
+			continue
+		}
+		if in && strings.HasPrefix(t, "bogo-ops-per-second-real-time:") {
+			v, err := strconv.ParseFloat(strings.TrimSpace(strings.TrimPrefix(t, "bogo-ops-per-second-real-time:")), 64)
+			if err != nil || v <= 0 {
+				return 0, fmt.Errorf("stress-ng results: bad rate in %q", t)
+			}
+			return v, nil
+		}
+	}
+	return 0, fmt.Errorf("stress-ng results: no %s metrics in %s", stressor, path)
+}

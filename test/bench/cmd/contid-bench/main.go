@@ -1,0 +1,198 @@
+// Command contid-bench measures what contid costs on this machine: fork and
+// exec overhead with its programs attached or not, the audit pipeline
+// against Debian's auditd, D-Bus API latency and memory with 10,000
+// containers, and the hot-path Go benchmarks of the other packages.
+//
+// It alternates the A and B configurations round by round inside one run
+// so that drift in the machine (other work, thermal, page cache) lands on
+// both sides; the figures are medians and ratios of medians, with the
+// spread printed next to them. It never fails on a missed goal: `make
+// bench` reports, `make test` asserts.
+//
+// Everything it creates (cgroups, pin directories, processes, audit rules,
+// private dbus-daemon and journald) is registered with a cleanup stack that
+// runs on every exit path, including SIGINT and SIGTERM.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+type config struct {
+	root      string // repository root, for the go benchmarks and units/
+	binDir    string // bin/ with contidd
+	loadgen   string // the compiled loadgen.c
+	out       string
+	phases    map[string]bool
+	quick     bool
+	forkPairs int
+	forkIters int
+}
+
+var (
+	startTime = time.Now()
+	cleanups  cleanupStack
+)
+
+// progress prints one line per step to stderr, so a person watching
+// `make bench` sees where the minutes go.
+func progress(format string, args ...any) {
+	el := time.Since(startTime).Round(time.Second)
+	fmt.Fprintf(os.Stderr, "[bench %6s] %s\n", el, fmt.Sprintf(format, args...))
+}
+
+// cleanupStack runs undo actions last-in first-out, once each, whether
+// the run ends normally, by a failed phase or by a signal.
+type cleanupStack struct {
+	mu    sync.Mutex
+	funcs []cleanupFunc
+	next  int
+}
+
+type cleanupFunc struct {
+	id   int
+	name string
+	fn   func() error
+}
+
+// push registers fn and returns a function that runs it early (and
+// removes it from the stack), for phases that tidy up as they finish.
+func (c *cleanupStack) push(name string, fn func() error) func() {
+	c.mu.Lock()
+	c.next++
+	id := c.next
+	c.funcs = append(c.funcs, cleanupFunc{id: id, name: name, fn: fn})
+	c.mu.Unlock()
+	return func() { c.runOne(id) }
+}
+
+func (c *cleanupStack) runOne(id int) {
+	c.mu.Lock()
+	var f *cleanupFunc
+	for i := range c.funcs {
+		if c.funcs[i].id == id {
+			cf := c.funcs[i]
+			f = &cf
+			c.funcs = append(c.funcs[:i], c.funcs[i+1:]...)
+			break
+		}
+	}
+	c.mu.Unlock()
+	if f != nil {
+		if err := f.fn(); err != nil {
+			progress("cleanup %s: %v", f.name, err)
+		}
+	}
+}
+
+func (c *cleanupStack) runAll() {
+	for {
+		c.mu.Lock()
+		if len(c.funcs) == 0 {
+			c.mu.Unlock()
+			return
+		}
+		f := c.funcs[len(c.funcs)-1]
+		c.funcs = c.funcs[:len(c.funcs)-1]
+		c.mu.Unlock()
+		if err := f.fn(); err != nil {
+			progress("cleanup %s: %v", f.name, err)
+		}
+	}
+}
+
+var allPhases = []string{"fork", "stress", "api", "audit", "gobench"}
+
+// phaseKeys are the metrics each phase produces, so a phase left out
+// shows its metrics as not measured, with the reason.
+var phaseKeys = map[string][]string{
+	"fork":   {"fork_exec_ratio_tracking", "fork_exec_ratio_spread_p25", "fork_exec_ratio_spread_p75", "fork_exec_base_ms"},
+	"stress": {"stress_fork_ratio_tracking", "stress_exec_ratio_tracking"},
+	"audit":  {"audit_cpu_ratio_vs_auditd", "contid_cpu_s_per_1000_events", "auditd_cpu_s_per_1000_events", "events_lost_1000eps", "max_events_per_s"},
+	"api":    {"tag_p50_ms", "tag_p99_ms", "get_by_pid_p50_ms", "get_by_pid_p99_ms", "list_10k_ms", "rss_idle_mb", "rss_10k_mb", "bpf_map_kb_idle", "bpf_map_kb_10k"},
+}
+
+func main() {
+	var cfg config
+	var phases string
+	flag.StringVar(&cfg.root, "root", ".", "repository root")
+	flag.StringVar(&cfg.binDir, "bin", "bin", "directory holding contidd")
+	flag.StringVar(&cfg.loadgen, "loadgen", "", "path of the compiled test/bench/loadgen.c")
+	flag.StringVar(&cfg.out, "out", "bench/results.json", "results file")
+	flag.StringVar(&phases, "phases", strings.Join(allPhases, ","), "phases to run: "+strings.Join(allPhases, ","))
+	flag.BoolVar(&cfg.quick, "quick", false, "fewer rounds (a smoke run, figures are noisier)")
+	flag.Parse()
+
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "contid-bench: needs root (eBPF, cgroups, audit); run `sudo make bench`")
+		os.Exit(2)
+	}
+	if cfg.loadgen == "" {
+		fmt.Fprintln(os.Stderr, "contid-bench: -loadgen is required (test/bench/run.sh builds it)")
+		os.Exit(2)
+	}
+	cfg.phases = map[string]bool{}
+	for _, p := range strings.Split(phases, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			cfg.phases[p] = true
+		}
+	}
+	cfg.forkPairs, cfg.forkIters = 12, 400
+	if cfg.quick {
+		cfg.forkPairs, cfg.forkIters = 3, 200
+	}
+
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	go func() {
+		s := <-sigs
+		progress("got %v: cleaning up", s)
+		cleanups.runAll()
+		os.Exit(130)
+	}()
+
+	rep := newReport()
+	mach := describeMachine()
+	progress("machine: %s, %s, %d cores, %d MB, load %s", mach.Kernel, mach.CPUModel, mach.Cores, mach.MemoryMB, mach.Load1)
+
+	run := func(name string, fn func(*config, *report) error) {
+		if !cfg.phases[name] {
+			for _, k := range phaseKeys[name] {
+				rep.unmeasured(k, "phase "+name+" not selected (-phases)")
+			}
+			return
+		}
+		t0 := time.Now()
+		progress("phase %s: start", name)
+		err := fn(&cfg, rep)
+		// A phase tidies up after itself; whatever it left registered is
+		// undone here so the next phase starts from a clean host.
+		cleanups.runAll()
+		if err != nil {
+			progress("phase %s: FAILED after %s: %v", name, time.Since(t0).Round(time.Second), err)
+			rep.detail("phase_error_"+name, err.Error())
+			return
+		}
+		progress("phase %s: done in %s", name, time.Since(t0).Round(time.Second))
+	}
+	run("fork", forkPhase)
+	run("stress", stressPhase)
+	run("api", apiPhase)
+	run("audit", auditPhase)
+	run("gobench", goBenchPhase)
+
+	fmt.Println()
+	rep.printTable(os.Stdout)
+	if err := rep.writeJSON(cfg.out, mach); err != nil {
+		fmt.Fprintln(os.Stderr, "contid-bench:", err)
+		os.Exit(1)
+	}
+	progress("wrote %s", cfg.out)
+}

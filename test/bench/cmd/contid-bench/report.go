@@ -1,0 +1,225 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// goal is a target a metric is judged against; a metric without one is
+// context (a rate, a spread) and is shown without a verdict.
+type goal struct {
+	text string
+	met  func(float64) bool
+}
+
+func atMost(limit float64, unit string) *goal {
+	return &goal{text: fmt.Sprintf("<= %g%s", limit, unit), met: func(v float64) bool { return v <= limit }}
+}
+
+func below(limit float64, unit string) *goal {
+	return &goal{text: fmt.Sprintf("< %g%s", limit, unit), met: func(v float64) bool { return v < limit }}
+}
+
+type metric struct {
+	key   string
+	unit  string
+	goal  *goal
+	value *float64
+	// why is the reason a metric has no value: the piece it needs did not
+	// build or start. It is printed, never swallowed.
+	why string
+}
+
+// report gathers every figure of one run; phases fill it in as they go so
+// an interrupted run still writes what it measured.
+type report struct {
+	metrics []*metric
+	byKey   map[string]*metric
+	details map[string]any
+	goBench []goBenchResult
+	started time.Time
+}
+
+func newReport() *report {
+	r := &report{byKey: map[string]*metric{}, details: map[string]any{}, started: time.Now()}
+	// The keys of issue 6, in the order the table shows them, so a key
+	// whose phase could not run still appears, as unmeasured.
+	for _, m := range []*metric{
+		{key: "fork_exec_ratio_tracking", unit: "x", goal: atMost(1.01, "")},
+		{key: "fork_exec_ratio_spread_p25", unit: "x"},
+		{key: "fork_exec_ratio_spread_p75", unit: "x"},
+		{key: "fork_exec_base_ms", unit: "ms"},
+		{key: "stress_fork_ratio_tracking", unit: "x", goal: atMost(1.01, "")},
+		{key: "stress_exec_ratio_tracking", unit: "x", goal: atMost(1.01, "")},
+		{key: "audit_cpu_ratio_vs_auditd", unit: "x", goal: atMost(1.0, "")},
+		{key: "contid_cpu_s_per_1000_events", unit: "s"},
+		{key: "auditd_cpu_s_per_1000_events", unit: "s"},
+		{key: "events_lost_1000eps", unit: "", goal: atMost(0, "")},
+		{key: "max_events_per_s", unit: "/s"},
+		{key: "tag_p50_ms", unit: "ms"},
+		{key: "tag_p99_ms", unit: "ms", goal: below(2, " ms")},
+		{key: "get_by_pid_p50_ms", unit: "ms"},
+		{key: "get_by_pid_p99_ms", unit: "ms", goal: below(2, " ms")},
+		{key: "list_10k_ms", unit: "ms", goal: below(100, " ms")},
+		{key: "rss_idle_mb", unit: "MB"},
+		{key: "rss_10k_mb", unit: "MB", goal: below(40, " MB")},
+		{key: "bpf_map_kb_idle", unit: "kB"},
+		{key: "bpf_map_kb_10k", unit: "kB"},
+	} {
+		r.metrics = append(r.metrics, m)
+		r.byKey[m.key] = m
+	}
+	return r
+}
+
+func (r *report) set(key string, v float64) {
+	m, ok := r.byKey[key]
+	if !ok {
+		m = &metric{key: key}
+		r.metrics = append(r.metrics, m)
+		r.byKey[key] = m
+	}
+	v = round(v, 4)
+	m.value = &v
+	m.why = ""
+}
+
+// unmeasured records why a metric has no value, unless it already has one.
+func (r *report) unmeasured(key, why string) {
+	if m, ok := r.byKey[key]; ok && m.value == nil && m.why == "" {
+		m.why = why
+	}
+}
+
+func (r *report) detail(key string, v any) { r.details[key] = v }
+
+func (m *metric) verdict() string {
+	switch {
+	case m.goal == nil:
+		return "-"
+	case m.value == nil:
+		return "NOT MEASURED"
+	case m.goal.met(*m.value):
+		return "yes"
+	default:
+		return "NO (missed)"
+	}
+}
+
+func (r *report) printTable(w io.Writer) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "METRIC\tVALUE\tGOAL\tMET")
+	for _, m := range r.metrics {
+		val := "-"
+		if m.value != nil {
+			val = strings.TrimSpace(fmt.Sprintf("%g %s", *m.value, m.unit))
+		} else if m.why != "" {
+			val = "n/a: " + m.why
+			if len(val) > 70 {
+				val = val[:67] + "..."
+			}
+		}
+		g := "-"
+		if m.goal != nil {
+			g = m.goal.text
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", m.key, val, g, m.verdict())
+	}
+	tw.Flush()
+	if len(r.goBench) > 0 {
+		fmt.Fprintln(w)
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "GO BENCHMARK\tns/op\tB/op\tallocs/op\t")
+		for _, b := range r.goBench {
+			fmt.Fprintf(tw, "%s\t%g\t%g\t%g\t\n", b.Package+"."+b.Name, b.NsPerOp, b.BytesPerOp, b.AllocsPerOp)
+		}
+		tw.Flush()
+	}
+}
+
+type machine struct {
+	Kernel   string `json:"kernel"`
+	CPUModel string `json:"cpu_model"`
+	Cores    int    `json:"cores"`
+	MemoryMB int64  `json:"memory_mb"`
+	Date     string `json:"date"`
+	Load1    string `json:"loadavg_at_start"`
+}
+
+func describeMachine() machine {
+	m := machine{Cores: runtime.NumCPU(), Date: time.Now().UTC().Format(time.RFC3339)}
+	var u unix.Utsname
+	if unix.Uname(&u) == nil {
+		m.Kernel = unix.ByteSliceToString(u.Release[:])
+	}
+	if f, err := os.Open("/proc/cpuinfo"); err == nil {
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
+				m.CPUModel = strings.TrimSpace(v)
+				break
+			}
+		}
+		f.Close()
+	}
+	var si unix.Sysinfo_t
+	if unix.Sysinfo(&si) == nil {
+		m.MemoryMB = int64(si.Totalram) * int64(si.Unit) >> 20
+	}
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		m.Load1 = strings.TrimSpace(string(b))
+	}
+	return m
+}
+
+func (r *report) writeJSON(path string, mach machine) error {
+	out := map[string]any{
+		"machine":          mach,
+		"duration_s":       round(time.Since(r.started).Seconds(), 1),
+		"details":          r.details,
+		"go_benchmarks":    r.goBench,
+		"goals":            map[string]any{},
+		"not_measured":     map[string]string{},
+		"goal_not_met":     []string{},
+		"schema_note":      "top-level numeric keys are the metrics of issue 6; null means not measured (see not_measured)",
+		"generated_by_cmd": "make bench (test/bench/run.sh)",
+	}
+	goals := out["goals"].(map[string]any)
+	notMeasured := out["not_measured"].(map[string]string)
+	var missed []string
+	for _, m := range r.metrics {
+		if m.value != nil {
+			out[m.key] = *m.value
+		} else {
+			out[m.key] = nil
+			if m.why != "" {
+				notMeasured[m.key] = m.why
+			}
+		}
+		if m.goal != nil {
+			v := m.verdict()
+			goals[m.key] = map[string]string{"goal": m.goal.text, "met": v}
+			if v != "yes" {
+				missed = append(missed, m.key)
+			}
+		}
+	}
+	out["goal_not_met"] = missed
+	b, err := json.MarshalIndent(out, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encoding results: %w", err)
+	}
+	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("writing results: %w", err)
+	}
+	return nil
+}

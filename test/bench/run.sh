@@ -1,0 +1,36 @@
+#!/bin/sh
+# make bench: what contid costs on this machine, against no contid and
+# against Debian's auditd. Prints a table and writes bench/results.json.
+#
+# Runs as root (eBPF, cgroups, audit netlink). Everything it creates is
+# removed again by contid-bench's cleanup stack, on every exit path.
+# Options are passed through to contid-bench, e.g.
+#   test/bench/run.sh -quick              a smoke run with fewer rounds
+#   test/bench/run.sh -phases fork,api    only some phases
+set -eu
+
+cd "$(dirname "$0")/../.."
+root=$(pwd)
+
+if [ "$(id -u)" -ne 0 ]; then
+	echo "make bench needs root (eBPF, cgroups, audit): sudo make bench" >&2
+	exit 2
+fi
+
+GO=${GO:-go}
+export GO
+work=$(mktemp -d /tmp/contid-bench-build.XXXXXX)
+trap 'rm -rf "$work"' EXIT INT TERM
+
+CC=${CC:-cc}
+command -v "$CC" >/dev/null 2>&1 || CC=clang
+"$CC" -O2 -Wall -Werror -o "$work/loadgen" test/bench/loadgen.c
+"$GO" build -o "$work/contid-bench" ./test/bench/cmd/contid-bench
+"$GO" build -o "$work/contid-pipeline" ./test/bench/cmd/contid-pipeline
+
+mkdir -p bench
+# The whole run is bounded: a hung phase must not hold CI. contid-bench
+# cleans up on SIGTERM; the KILL after a grace period is the last resort.
+timeout -k 30s 15m "$work/contid-bench" \
+	-root "$root" -bin "$root/bin" -loadgen "$work/loadgen" \
+	-out "$root/bench/results.json" "$@"

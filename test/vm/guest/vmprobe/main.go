@@ -1,0 +1,152 @@
+// Command contid-vmprobe performs the few tamper attempts of the VM tier
+// that no stock tool in the guest can make: register as the audit daemon,
+// ptrace a process, steal its file descriptors through pidfd_getfd, and
+// start a child directly in another cgroup with clone3(CLONE_INTO_CGROUP).
+//
+// Each subcommand tries one operation and reports the outcome on one line:
+// "ok ..." with exit status 0, or "denied: <errno text>" with exit status
+// 1, so the suite's checks read the same for every attack.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"syscall"
+
+	"github.com/elastic/go-libaudit/v2"
+	"golang.org/x/sys/unix"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		usage()
+	}
+	var err error
+	switch args := os.Args[2:]; os.Args[1] {
+	case "audit-setpid":
+		err = auditSetPID()
+	case "ptrace":
+		err = withPID(args, ptraceAttach)
+	case "pidfd-getfd":
+		err = withPID(args, pidfdGetfd)
+	case "clone-into-cgroup":
+		if len(args) < 2 {
+			usage()
+		}
+		err = cloneIntoCgroup(args[0], args[1:])
+	default:
+		usage()
+	}
+	if err != nil {
+		fmt.Printf("denied: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func usage() {
+	fmt.Fprintln(os.Stderr, `usage: contid-vmprobe audit-setpid
+       contid-vmprobe ptrace PID
+       contid-vmprobe pidfd-getfd PID
+       contid-vmprobe clone-into-cgroup CGROUP-DIR PROGRAM [ARG...]`)
+	os.Exit(2)
+}
+
+func withPID(args []string, f func(int) error) error {
+	if len(args) != 1 {
+		usage()
+	}
+	pid, err := strconv.Atoi(args[0])
+	if err != nil {
+		return fmt.Errorf("bad pid %q: %w", args[0], err)
+	}
+	return f(pid)
+}
+
+// auditSetPID makes this process the kernel's audit daemon, which would let
+// it swallow every record that auditd should have logged, then unregisters.
+func auditSetPID() error {
+	c, err := libaudit.NewAuditClient(nil)
+	if err != nil {
+		return fmt.Errorf("audit netlink: %w", err)
+	}
+	if err := c.SetPID(libaudit.WaitForReply); err != nil {
+		c.Close()
+		return fmt.Errorf("set audit pid: %w", err)
+	}
+	st, err := c.GetStatus()
+	if err != nil {
+		c.Close()
+		return fmt.Errorf("audit status: %w", err)
+	}
+	// Close unregisters (pid 0), restoring the state we found.
+	if err := c.Close(); err != nil {
+		return fmt.Errorf("unregister: %w", err)
+	}
+	fmt.Printf("ok: audit pid was set to %d (self %d), then cleared\n", st.PID, os.Getpid())
+	return nil
+}
+
+func ptraceAttach(pid int) error {
+	if err := unix.PtraceAttach(pid); err != nil {
+		return fmt.Errorf("ptrace attach %d: %w", pid, err)
+	}
+	var ws unix.WaitStatus
+	if _, err := unix.Wait4(pid, &ws, unix.WALL, nil); err != nil {
+		return fmt.Errorf("wait for tracee %d: %w", pid, err)
+	}
+	if err := unix.PtraceDetach(pid); err != nil {
+		return fmt.Errorf("ptrace detach %d: %w", pid, err)
+	}
+	fmt.Printf("ok: attached to %d and detached\n", pid)
+	return nil
+}
+
+// pidfdGetfd tries to copy the target's open descriptors: contidd's BPF map
+// and link fds are as good as the pins to an attacker.
+func pidfdGetfd(pid int) error {
+	pidfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return fmt.Errorf("pidfd_open %d: %w", pid, err)
+	}
+	defer unix.Close(pidfd)
+	var last error
+	for fd := 3; fd < 128; fd++ {
+		got, err := unix.PidfdGetfd(pidfd, fd, 0)
+		if errors.Is(err, unix.EBADF) {
+			continue
+		}
+		if err != nil {
+			last = err
+			break
+		}
+		target, _ := os.Readlink("/proc/self/fd/" + strconv.Itoa(got))
+		unix.Close(got)
+		fmt.Printf("ok: copied fd %d of %d (%s)\n", fd, pid, target)
+		return nil
+	}
+	if last == nil {
+		last = unix.EBADF
+	}
+	return fmt.Errorf("pidfd_getfd %d: %w", pid, last)
+}
+
+// cloneIntoCgroup starts program with clone3(CLONE_INTO_CGROUP), so the
+// child is born in dir without ever passing through cgroup.procs.
+func cloneIntoCgroup(dir string, argv []string) error {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open cgroup %s: %w", dir, err)
+	}
+	defer unix.Close(fd)
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("clone3 into %s: %w", dir, err)
+	}
+	fmt.Printf("ok: child %d ran in %s\n", cmd.Process.Pid, dir)
+	return nil
+}

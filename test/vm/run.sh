@@ -1,0 +1,331 @@
+#!/bin/bash
+# The VM tier: boot a Debian bookworm guest whose kernel runs the BPF LSM,
+# install contid in it, run the in-guest suite (guest/suite.sh) under
+# systemd as PID 1, and bring the results and the guest journal back into
+# test/vm/out/. `make test-vm` runs this as root.
+#
+# Environment:
+#   CONTID_VM_CACHE    where the rootfs tarball is kept (/var/cache/contid-vm)
+#   CONTID_VM_TIMEOUT  seconds qemu may run before it is killed (1500)
+#   CONTID_VM_ACCEL    kvm | tcg | auto (auto: KVM only where it can work)
+#   CONTID_VM_MIRROR   Debian mirror URL; default: the one apt already uses
+#   CONTID_VM_KEEP     1 keeps the work directory for debugging
+#   CONTID_VM_SUITE    extra argument passed to the guest suite (e.g. a filter)
+set -Eeuo pipefail
+
+# Bump when the way the cached rootfs is built changes; it is part of the
+# cache key together with the package list.
+readonly IMAGE_VERSION=1
+readonly SUITE=bookworm
+readonly PACKAGES=systemd,systemd-sysv,libpam-systemd,dbus,systemd-container,polkitd,auditd,linux-image-amd64,initramfs-tools,zstd,udev,kmod,bpftool,procps,iproute2
+readonly DONE_MARKER=CONTID-VM-RESULT
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+OUT=$HERE/out
+CACHE=${CONTID_VM_CACHE:-/var/cache/contid-vm}
+TIMEOUT=${CONTID_VM_TIMEOUT:-1500}
+T0=$(date +%s)
+STEP="start"
+STEP_T0=$T0
+WORK=""
+QEMU_PID=""
+
+log() { printf '[vm %s +%4ds] %s\n' "$(date +%H:%M:%S)" "$(($(date +%s) - T0))" "$*"; }
+
+step() {
+	if [[ $STEP != start ]]; then
+		log "done: $STEP ($(($(date +%s) - STEP_T0))s)"
+	fi
+	STEP=$1
+	STEP_T0=$(date +%s)
+	log "step: $STEP"
+}
+
+die() {
+	log "FAILED in step '$STEP': $*"
+	exit 1
+}
+
+on_err() {
+	local rc=$? line=$1 cmd=$2
+	log "FAILED in step '$STEP' (exit $rc at run.sh:$line: $cmd)"
+	exit "$rc"
+}
+trap 'on_err $LINENO "$BASH_COMMAND"' ERR
+
+cleanup() {
+	local rc=$?
+	trap - ERR
+	if [[ -n $QEMU_PID ]] && kill -0 "$QEMU_PID" 2>/dev/null; then
+		log "stopping qemu (pid $QEMU_PID)"
+		kill "$QEMU_PID" 2>/dev/null || true
+		wait "$QEMU_PID" 2>/dev/null || true
+	fi
+	if [[ -n $WORK && -d $WORK ]]; then
+		if [[ ${CONTID_VM_KEEP:-0} == 1 ]]; then
+			log "keeping work directory $WORK"
+		else
+			rm -rf --one-file-system "$WORK"
+		fi
+	fi
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- steps -------------------------------------------------------------------
+
+check_host() {
+	step "check host"
+	[[ $(id -u) == 0 ]] || die "needs root (debootstrap, chroot and file ownership in mkfs -d)"
+	local -A need=([qemu-system-x86_64]=qemu-system-x86 [debootstrap]=debootstrap
+		[mkfs.ext4]=e2fsprogs [zstd]=zstd [timeout]=coreutils)
+	local missing=() cmd
+	for cmd in "${!need[@]}"; do
+		command -v "$cmd" >/dev/null || missing+=("${need[$cmd]}")
+	done
+	if ((${#missing[@]})); then
+		log "installing ${missing[*]}"
+		apt-get update -q >/dev/null || die "apt-get update failed"
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null ||
+			die "apt-get install ${missing[*]} failed"
+	fi
+}
+
+# apt_mirror prints the first Debian mirror apt uses for $SUITE, from the
+# deb822 .sources files or the one-line .list format.
+apt_mirror() {
+	local f
+	for f in /etc/apt/sources.list.d/*.sources; do
+		[[ -f $f ]] || continue
+		awk -v suite="$SUITE" '
+			function flush() {
+				if (deb && hassuite && uri != "") { print uri; found = 1; exit }
+				deb = 0; hassuite = 0; uri = ""
+			}
+			/^[ \t]*$/ { flush(); next }
+			/^Types:/ { for (i = 2; i <= NF; i++) if ($i == "deb") deb = 1 }
+			/^URIs:/ { uri = $2 }
+			/^Suites:/ { for (i = 2; i <= NF; i++) if ($i == suite) hassuite = 1 }
+			END { if (!found) flush() }' "$f" | head -n1 | grep . && return 0
+	done
+	for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+		[[ -f $f ]] || continue
+		# deb [options] URI suite components...
+		sed -E 's/\[[^]]*\]//' "$f" | awk -v suite="$SUITE" \
+			'$1 == "deb" && $3 == suite { print $2; exit }' | grep . && return 0
+	done
+	return 1
+}
+
+rootfs() {
+	step "guest rootfs"
+	local key tarball
+	key=$(printf '%s\n' "image=$IMAGE_VERSION" "suite=$SUITE" "variant=minbase" "packages=$PACKAGES" |
+		sha256sum | cut -c1-16)
+	tarball=$CACHE/rootfs-$SUITE-$key.tar.zst
+	mkdir -p "$CACHE" "$WORK/rootfs"
+	if [[ -s $tarball ]]; then
+		log "cache hit: $tarball"
+		zstd -dq -T0 -c "$tarball" | tar -C "$WORK/rootfs" --numeric-owner --xattrs --xattrs-include='*' -xpf - ||
+			die "cannot unpack $tarball (delete it to rebuild)"
+		return
+	fi
+	local mirror
+	mirror=${CONTID_VM_MIRROR:-$(apt_mirror)} || die "no '$SUITE' mirror in apt's sources; set CONTID_VM_MIRROR"
+	log "cache miss: debootstrap $SUITE (minbase + ${PACKAGES//,/ }) from apt's configured mirror"
+	if ! debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$WORK/rootfs" "$mirror" \
+		>"$WORK/debootstrap.log" 2>&1; then
+		tail -n 30 "$WORK/debootstrap.log" >&2
+		[[ -f $WORK/rootfs/debootstrap/debootstrap.log ]] && tail -n 30 "$WORK/rootfs/debootstrap/debootstrap.log" >&2
+		die "debootstrap failed (log above)"
+	fi
+	rm -rf "$WORK/rootfs/var/cache/apt/archives/"*.deb "$WORK/rootfs/var/lib/apt/lists/"*_Packages
+	log "caching rootfs as $tarball"
+	tar -C "$WORK/rootfs" --numeric-owner --xattrs --xattrs-include='*' -cf - . |
+		zstd -q -T0 -3 -o "$tarball.tmp.$$" || die "cannot write $tarball"
+	mv -f "$tarball.tmp.$$" "$tarball"
+	# Only the newest image is useful; older keys are stale.
+	find "$CACHE" -maxdepth 1 -name "rootfs-*.tar.zst" ! -name "$(basename "$tarball")" -delete
+}
+
+# customise applies what is cheap and changes often, so editing the runner
+# never costs a debootstrap.
+customise() {
+	step "customise image"
+	local r=$WORK/rootfs
+	echo contid-vm >"$r/etc/hostname"
+	printf '127.0.0.1 localhost\n127.0.1.1 contid-vm\n' >"$r/etc/hosts"
+	echo '/dev/vda / ext4 rw,relatime 0 1' >"$r/etc/fstab"
+	# A fixed machine ID avoids first-boot logic (systemd-firstboot prompts).
+	od -An -N16 -tx1 /dev/urandom | tr -d ' \n' >"$r/etc/machine-id"
+	echo >>"$r/etc/machine-id"
+	install -D -m 0755 "$HERE/image/contid-vm-runner" "$r/usr/local/sbin/contid-vm-runner"
+	install -D -m 0644 "$HERE/image/contid-vm-runner.service" "$r/etc/systemd/system/contid-vm-runner.service"
+	mkdir -p "$r/etc/systemd/system/multi-user.target.wants"
+	ln -sf /etc/systemd/system/contid-vm-runner.service "$r/etc/systemd/system/multi-user.target.wants/"
+	# The serial line carries progress and the result marker, not a login.
+	ln -sf /dev/null "$r/etc/systemd/system/serial-getty@ttyS0.service"
+	ln -sf /dev/null "$r/etc/systemd/system/getty@tty1.service"
+	mkdir -p "$r/etc/systemd/journald.conf.d"
+	printf '[Journal]\nStorage=volatile\nRateLimitIntervalSec=0\nForwardToConsole=no\n' \
+		>"$r/etc/systemd/journald.conf.d/contid-vm.conf"
+	# Keep the kernel's console quiet so the suite's progress is readable.
+	mkdir -p "$r/etc/sysctl.d"
+	echo 'kernel.printk = 3 4 1 3' >"$r/etc/sysctl.d/10-contid-vm.conf"
+}
+
+# share fills the 9p directory: contid (the .deb, else a DESTDIR install,
+# else the bare binaries and units), the guest suite and its helper.
+share() {
+	step "prepare share"
+	local s=$WORK/share
+	mkdir -p "$s/out" "$s/contid"
+	cp -a "$HERE/guest" "$s/guest"
+	log "building guest helper (contid-vmprobe)"
+	(cd "$ROOT" && CGO_ENABLED=0 go build -trimpath -o "$s/guest/contid-vmprobe" ./test/vm/guest/vmprobe) ||
+		die "go build ./test/vm/guest/vmprobe failed"
+	local debs=()
+	shopt -s nullglob
+	debs=("$ROOT"/packaging/out/contid*.deb)
+	shopt -u nullglob
+	if ((${#debs[@]})); then
+		log "contid from the package: $(basename "${debs[0]}")"
+		cp "${debs[0]}" "$s/contid/"
+		return
+	fi
+	if [[ ! -x $ROOT/bin/contidd ]]; then
+		log "no bin/contidd: trying 'make build'"
+		if ! make -C "$ROOT" build >"$WORK/build.log" 2>&1; then
+			log "make build failed; the guest suite will report contid missing:"
+			tail -n 5 "$WORK/build.log" | sed 's/^/    /'
+		fi
+	fi
+	if [[ -f $ROOT/packaging/install.mk ]] &&
+		make -C "$ROOT" install DESTDIR="$s/contid/destdir" >"$WORK/install.log" 2>&1; then
+		log "contid from 'make install DESTDIR=' (no .deb in packaging/out yet)"
+		return
+	fi
+	rm -rf "$s/contid/destdir"
+	log "contid from bin/ and units/ by hand (no .deb, no make install)"
+	mkdir -p "$s/contid/bin" "$s/contid/units"
+	for b in contidd contidctl; do
+		[[ -x $ROOT/bin/$b ]] && cp "$ROOT/bin/$b" "$s/contid/bin/"
+	done
+	[[ -d $ROOT/units ]] && cp -a "$ROOT/units/." "$s/contid/units/"
+	return 0
+}
+
+disk() {
+	step "make disk"
+	local r=$WORK/rootfs kver size
+	kver=$(basename "$(ls -1 "$r"/boot/vmlinuz-* | sort -V | tail -n1)")
+	kver=${kver#vmlinuz-}
+	cp "$r/boot/vmlinuz-$kver" "$WORK/vmlinuz"
+	cp "$r/boot/initrd.img-$kver" "$WORK/initrd.img" || die "no initrd for $kver in the rootfs"
+	log "guest kernel $kver"
+	size=$(($(du -sm --apparent-size "$r" | cut -f1) + 1024))
+	mkfs.ext4 -q -F -E root_owner=0:0 -d "$r" "$WORK/disk.img" "${size}M" || die "mkfs.ext4 -d failed"
+	# The rootfs tree is in the image now; free the space early.
+	rm -rf --one-file-system "$r"
+	# Fallback channel: the guest also writes its results as a tar here.
+	truncate -s 64M "$WORK/results.img"
+}
+
+pick_accel() {
+	local want=${CONTID_VM_ACCEL:-auto}
+	if [[ $want == auto ]]; then
+		want=tcg
+		# A nested paravirtual KVM (kvm_pvm) cannot run a stock Debian
+		# kernel: -cpu host aborts, and without it the guest stalls.
+		if [[ -w /dev/kvm ]] && grep -qwE 'vmx|svm' /proc/cpuinfo && [[ ! -d /sys/module/kvm_pvm ]]; then
+			want=kvm
+		fi
+	fi
+	echo "$want"
+}
+
+boot() {
+	step "boot guest and run suite"
+	local accel cpu
+	accel=$(pick_accel)
+	case $accel in
+	kvm) cpu=host ;;
+	tcg) cpu=max ;;
+	*) die "CONTID_VM_ACCEL must be kvm, tcg or auto" ;;
+	esac
+	log "accel=$accel, timeout ${TIMEOUT}s; guest console follows"
+	: >"$WORK/console.log"
+	timeout -k 10 "$TIMEOUT" qemu-system-x86_64 \
+		-machine "q35,accel=$accel" -cpu "$cpu" -smp 2 -m 2G \
+		-kernel "$WORK/vmlinuz" -initrd "$WORK/initrd.img" \
+		-append "root=/dev/vda rw console=ttyS0 panic=-1 audit=1 audit_backlog_limit=8192 lsm=lockdown,capability,landlock,yama,apparmor,bpf quiet contid.suite=${CONTID_VM_SUITE:-all}" \
+		-drive "file=$WORK/disk.img,format=raw,if=virtio,snapshot=on" \
+		-drive "file=$WORK/results.img,format=raw,if=virtio" \
+		-virtfs "local,path=$WORK/share,mount_tag=host0,security_model=none,id=host0" \
+		-display none -monitor none -serial "file:$WORK/console.log" \
+		-no-reboot -nic none </dev/null >"$WORK/qemu.log" 2>&1 &
+	QEMU_PID=$!
+	# Stream the console until qemu exits; the guest prints the suite's
+	# progress there.
+	tail -n +1 --pid="$QEMU_PID" -f "$WORK/console.log" | sed -u 's/\r//; s/^/  guest| /' &
+	local tail_pid=$!
+	local qrc=0
+	wait "$QEMU_PID" || qrc=$?
+	QEMU_PID=""
+	wait "$tail_pid" 2>/dev/null || true
+	if ((qrc == 124 || qrc == 137)); then
+		die "guest did not finish within ${TIMEOUT}s (console: test/vm/out/console.log)"
+	elif ((qrc != 0)); then
+		sed 's/^/    /' "$WORK/qemu.log" >&2
+		die "qemu exited with $qrc"
+	fi
+}
+
+collect() {
+	step "collect results"
+	rm -rf "$OUT"
+	mkdir -p "$OUT"
+	cp "$WORK/console.log" "$OUT/console.log"
+	if [[ -f $WORK/share/out/exit-code ]]; then
+		cp -a "$WORK/share/out/." "$OUT/"
+	elif tar -tf "$WORK/results.img" >/dev/null 2>&1; then
+		log "9p output missing; using the results disk"
+		tar -C "$OUT" -xf "$WORK/results.img"
+	fi
+	local marker
+	marker=$(grep -ao "$DONE_MARKER rc=[0-9]*" "$OUT/console.log" | tail -n1 || true)
+	[[ -n $marker ]] || die "no '$DONE_MARKER' line on the guest console: the runner never finished"
+	[[ -f $OUT/exit-code ]] || die "guest printed '$marker' but its results did not come back (neither 9p nor results disk)"
+	log "results in ${OUT#"$ROOT"/}/: $(cd "$OUT" && ls | tr '\n' ' ')"
+}
+
+report() {
+	step "report"
+	local rc
+	rc=$(cat "$OUT/exit-code")
+	if [[ -f $OUT/summary.txt ]]; then
+		sed 's/^/  /' "$OUT/summary.txt"
+	fi
+	log "total $(($(date +%s) - T0))s"
+	if [[ $rc != 0 ]]; then
+		STEP="guest suite"
+		die "the in-guest suite exited $rc: $(tail -n1 "$OUT/summary.txt" 2>/dev/null || echo 'see test/vm/out/suite.log')"
+	fi
+	log "PASS"
+}
+
+main() {
+	check_host
+	WORK=$(mktemp -d "${TMPDIR:-/var/tmp}/contid-vm.XXXXXX")
+	rootfs
+	customise
+	share
+	disk
+	boot
+	collect
+	report
+}
+
+main "$@"
