@@ -18,7 +18,9 @@ func TestParse(t *testing.T) {
 	}{
 		{"empty is defaults", "", func(c Config) bool { return reflect.DeepEqual(c, Default()) }, false},
 		{"parents normalised", "[Manager]\nAutotagParents=machine.slice /foo//bar/\n",
-			func(c Config) bool { return reflect.DeepEqual(c.AutotagParents, []string{"/machine.slice", "/foo/bar"}) }, false},
+			func(c Config) bool {
+				return reflect.DeepEqual(c.AutotagParents, []string{"/machine.slice", "/foo/bar"})
+			}, false},
 		{"empty parents", "[Manager]\nAutotagParents=\n", func(c Config) bool { return len(c.AutotagParents) == 0 }, false},
 		{"numbers", "[Manager]\nMaxDepth=3\nMaxContainers=10\n", func(c Config) bool { return c.MaxDepth == 3 && c.MaxContainers == 10 }, false},
 		{"audit bools", "[Audit]\nWriteUntagged=yes\nLoadRules=on\nBacklogLimit=100\n",

@@ -15,6 +15,7 @@ import (
 
 	"github.com/coreos/go-systemd/v22/activation"
 	sddaemon "github.com/coreos/go-systemd/v22/daemon"
+	godbus "github.com/godbus/dbus/v5"
 
 	"github.com/contid/contid/config"
 	cdbus "github.com/contid/contid/dbus"
@@ -144,20 +145,17 @@ func Run(ctx context.Context, opts Options) error {
 	if opts.NoBus {
 		busState = "system bus disabled"
 		log.Logf(cdbus.PrioNotice, "Running without the system bus (--no-bus); the API is served on %s only.", cfg.Socket)
-	} else if conn, err := d.Manager.ServeBus(ctx, opts.BusAddress); err != nil {
-		if errors.Is(err, cdbus.ErrNameTaken) {
-			return err
-		}
-		log.Logf(cdbus.PrioWarning, "No system bus (%v); the API is served on %s only, and units and machines cannot be resolved.", err, cfg.Socket)
 	} else {
-		busState = "owns " + cdbus.BusName
-		defer conn.Close()
-		d.Go(ctx, "machined follower", func(ctx context.Context) error {
-			if err := d.Manager.FollowMachines(ctx); err != nil {
-				log.Logf(cdbus.PrioNotice, "Not following machined: %v", err)
-			}
-			return nil
-		})
+		conn, err := d.Manager.ServeBus(ctx, opts.BusAddress)
+		switch {
+		case errors.Is(err, cdbus.ErrNameTaken):
+			return err
+		case err != nil:
+			log.Logf(cdbus.PrioWarning, "No system bus (%v); the API is served on %s only, and units and machines cannot be resolved. Retrying in the background.", err, cfg.Socket)
+		default:
+			busState = "owns " + cdbus.BusName
+		}
+		d.Go(ctx, "system bus", func(ctx context.Context) error { return keepBus(ctx, d, opts.BusAddress, conn) })
 	}
 
 	d.Go(ctx, "manager", func(ctx context.Context) error { d.Manager.Run(ctx); return nil })
@@ -184,6 +182,44 @@ func Run(ctx context.Context, opts Options) error {
 	d.wg.Wait()
 	log.Logf(cdbus.PrioInfo, "contidd stopped; the kernel keeps enforcing the pinned tags.")
 	return runErr
+}
+
+// keepBus follows machined on the current bus connection and reconnects
+// when the connection is lost (dbus-daemon restarted) or was never made,
+// so contidd regains its name without a restart of its own.
+func keepBus(ctx context.Context, d *Daemon, address string, conn *godbus.Conn) error {
+	const retry = 5 * time.Second
+	for {
+		if conn != nil {
+			fctx, cancel := context.WithCancel(ctx)
+			go func() {
+				if err := d.Manager.FollowMachines(fctx); err != nil {
+					d.Log.Logf(cdbus.PrioNotice, "Not following machined: %v", err)
+				}
+			}()
+			select {
+			case <-ctx.Done():
+				cancel()
+				conn.Close()
+				return nil
+			case <-conn.Context().Done():
+				cancel()
+				d.Log.Logf(cdbus.PrioWarning, "Lost the system bus; reconnecting.")
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(retry):
+		}
+		var err error
+		conn, err = d.Manager.ServeBus(ctx, address)
+		if err != nil {
+			conn = nil
+			continue
+		}
+		d.Log.Logf(cdbus.PrioInfo, "Connected to the system bus; serving %s.", cdbus.BusName)
+	}
 }
 
 // p2pListener takes the socket systemd passed (contidd.socket) or listens
@@ -255,4 +291,3 @@ func watchdog(ctx context.Context) error {
 		}
 	}
 }
-

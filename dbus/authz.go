@@ -103,6 +103,17 @@ func (m *Manager) identify(ctx context.Context, p *peer) (*callerInfo, error) {
 	if !pidfdAlive(ci.pidfd) {
 		return fail(errGone)
 	}
+	if p.bus != nil {
+		// dbus-daemon 1.14 hands out no pidfd, so the PID could have been
+		// reused between asking the bus and pidfd_open. The sender's
+		// connection still being owned by that PID now, with the pidfd
+		// alive, closes the window: a connection dies with its process.
+		var again uint32
+		err := p.bus.BusObject().CallWithContext(ctx, "org.freedesktop.DBus.GetConnectionUnixProcessID", 0, p.sender).Store(&again)
+		if err != nil || again != pid {
+			return fail(fmt.Errorf("caller %s went away during the request", p.sender))
+		}
+	}
 	ci.Caller = registry.Caller{
 		PID:        pid,
 		UID:        st.EffectiveUID,

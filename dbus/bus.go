@@ -37,16 +37,23 @@ func (m *Manager) ServeBus(ctx context.Context, address string) (*godbus.Conn, e
 		return nil, ErrNameTaken
 	}
 	m.mu.Lock()
+	first := m.sysbus == nil
 	m.sysbus = conn
 	m.mu.Unlock()
-	m.addEmitter(busEmitter{conn})
+	if first {
+		m.addEmitter(busEmitter{m})
+	}
 	return conn, nil
 }
 
-type busEmitter struct{ conn *godbus.Conn }
+// busEmitter signals on whatever system bus connection is current, so a
+// reconnection (dbus-daemon restarted) needs no re-registration.
+type busEmitter struct{ m *Manager }
 
 func (e busEmitter) emit(path godbus.ObjectPath, iface, member string, body ...any) {
-	_ = e.conn.Emit(path, iface+"."+member, body...)
+	if conn := e.m.systemBus(); conn != nil && conn.Connected() {
+		_ = conn.Emit(path, iface+"."+member, body...)
+	}
 }
 
 // busHandler routes every call godbus receives to the shared dispatcher;

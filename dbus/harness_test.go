@@ -26,6 +26,8 @@ var (
 	buildOnce sync.Once
 	binPath   string // contidd; contidctl is next to it
 	buildErr  error
+	// buildFlags are extra `go build` flags for the binaries under test.
+	buildFlags []string
 )
 
 // contiddBinary builds cmd/contidd once per test run: the tests run the
@@ -48,7 +50,8 @@ func contiddBinary(t *testing.T) string {
 		if err != nil {
 			gobin = "/usr/local/go/bin/go"
 		}
-		cmd := exec.Command(gobin, "build", "-o", dir, "github.com/contid/contid/cmd/contidd", "github.com/contid/contid/cmd/contidctl")
+		args := append(append([]string{"build"}, buildFlags...), "-o", dir, "github.com/contid/contid/cmd/contidd", "github.com/contid/contid/cmd/contidctl")
+		cmd := exec.Command(gobin, args...)
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			buildErr = fmt.Errorf("build contidd: %v\n%s", err, out)
@@ -224,7 +227,12 @@ func (e *env) start(extra ...string) *daemon {
 			d.mu.Unlock()
 		}
 	}()
-	e.t.Cleanup(func() { d.kill() })
+	e.t.Cleanup(func() {
+		d.kill()
+		if strings.Contains(d.logText(), "DATA RACE") {
+			e.t.Errorf("the race detector fired in contidd:\n%s", d.logText())
+		}
+	})
 	_ = nconn.SetReadDeadline(time.Now().Add(30 * time.Second))
 	buf := make([]byte, 4096)
 	for {

@@ -4,11 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"reflect"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -347,9 +352,18 @@ func TestMalformedInput(t *testing.T) {
 		call func(c *cdbus.Client) error
 		want string
 	}{
-		{"relative path", func(c *cdbus.Client) error { _, err := c.TagCgroup(ctx, "machine.slice/x", 0, cdbus.TagOptions{}); return err }, cdbus.NameInvalidArgs},
-		{"dot-dot", func(c *cdbus.Client) error { _, err := c.TagCgroup(ctx, ok+"/../"+ok[1:], 0, cdbus.TagOptions{}); return err }, cdbus.NameInvalidArgs},
-		{"dot-dot escape", func(c *cdbus.Client) error { _, err := c.TagCgroup(ctx, "/../../etc", 0, cdbus.TagOptions{}); return err }, cdbus.NameInvalidArgs},
+		{"relative path", func(c *cdbus.Client) error {
+			_, err := c.TagCgroup(ctx, "machine.slice/x", 0, cdbus.TagOptions{})
+			return err
+		}, cdbus.NameInvalidArgs},
+		{"dot-dot", func(c *cdbus.Client) error {
+			_, err := c.TagCgroup(ctx, ok+"/../"+ok[1:], 0, cdbus.TagOptions{})
+			return err
+		}, cdbus.NameInvalidArgs},
+		{"dot-dot escape", func(c *cdbus.Client) error {
+			_, err := c.TagCgroup(ctx, "/../../etc", 0, cdbus.TagOptions{})
+			return err
+		}, cdbus.NameInvalidArgs},
 		{"root cgroup", func(c *cdbus.Client) error { _, err := c.TagCgroup(ctx, "/", 0, cdbus.TagOptions{}); return err }, cdbus.NameInvalidArgs},
 		{"empty path", func(c *cdbus.Client) error { _, err := c.TagCgroup(ctx, "", 0, cdbus.TagOptions{}); return err }, cdbus.NameInvalidArgs},
 		{"double slash", func(c *cdbus.Client) error { _, err := c.TagCgroup(ctx, ok+"//x", 0, cdbus.TagOptions{}); return err }, cdbus.NameInvalidArgs},
@@ -362,16 +376,25 @@ func TestMalformedInput(t *testing.T) {
 			_, err := c.TagCgroup(ctx, ok, 0, cdbus.TagOptions{Name: "a\nb"})
 			return err
 		}, cdbus.NameInvalidArgs},
-		{"u64 max id", func(c *cdbus.Client) error { _, err := c.TagCgroup(ctx, ok, contid.Invalid, cdbus.TagOptions{}); return err }, cdbus.NameInvalidArgs},
+		{"u64 max id", func(c *cdbus.Client) error {
+			_, err := c.TagCgroup(ctx, ok, contid.Invalid, cdbus.TagOptions{})
+			return err
+		}, cdbus.NameInvalidArgs},
 		{"GetContainer 0", func(c *cdbus.Client) error { _, err := c.GetContainer(ctx, 0); return err }, cdbus.NameInvalidArgs},
 		{"GetContainer u64 max", func(c *cdbus.Client) error { _, err := c.GetContainer(ctx, contid.Invalid); return err }, cdbus.NameInvalidArgs},
 		{"GetContainerByPID 0", func(c *cdbus.Client) error { _, err := c.GetContainerByPID(ctx, 0); return err }, cdbus.NameInvalidArgs},
 		{"GetContainerByPID absent", func(c *cdbus.Client) error { _, err := c.GetContainerByPID(ctx, 1<<22+5); return err }, cdbus.NameNoSuchContainer},
 		{"TagPID 0", func(c *cdbus.Client) error { _, err := c.TagPID(ctx, 0, 0, cdbus.TagOptions{}); return err }, cdbus.NameInvalidArgs},
 		{"TagPID u32 max", func(c *cdbus.Client) error { _, err := c.TagPID(ctx, ^uint32(0), 0, cdbus.TagOptions{}); return err }, cdbus.NameInvalidArgs},
-		{"unknown unit", func(c *cdbus.Client) error { _, err := c.TagUnit(ctx, "nope.service", 0, cdbus.TagOptions{}); return err }, cdbus.NameNoSuchUnit},
+		{"unknown unit", func(c *cdbus.Client) error {
+			_, err := c.TagUnit(ctx, "nope.service", 0, cdbus.TagOptions{})
+			return err
+		}, cdbus.NameNoSuchUnit},
 		{"unit without type", func(c *cdbus.Client) error { _, err := c.TagUnit(ctx, "nope", 0, cdbus.TagOptions{}); return err }, cdbus.NameInvalidArgs},
-		{"unit huge", func(c *cdbus.Client) error { _, err := c.TagUnit(ctx, strings.Repeat("u", 70000)+".service", 0, cdbus.TagOptions{}); return err }, cdbus.NameInvalidArgs},
+		{"unit huge", func(c *cdbus.Client) error {
+			_, err := c.TagUnit(ctx, strings.Repeat("u", 70000)+".service", 0, cdbus.TagOptions{})
+			return err
+		}, cdbus.NameInvalidArgs},
 		{"GetContainerByUnit bad", func(c *cdbus.Client) error { _, err := c.GetContainerByUnit(ctx, "../x"); return err }, cdbus.NameInvalidArgs},
 		{"machine bad chars", func(c *cdbus.Client) error { _, err := c.TagMachine(ctx, "a/b", 0, cdbus.TagOptions{}); return err }, cdbus.NameInvalidArgs},
 		{"unknown option", func(c *cdbus.Client) error {
@@ -512,3 +535,151 @@ func readFile(p string) (string, error) {
 }
 
 var _ = strconv.Itoa
+
+// Cgroups created under an autotag parent are tagged by the kernel at
+// mkdir; contidd adopts them live (ContainerNew) and, after a SIGKILL,
+// adopts those created while it was down.
+func TestAutotagAdoption(t *testing.T) {
+	e := newEnv(t, "")
+	parent := e.cgroup("parent")
+	d := e.start("--autotag-parents", parent)
+	c := e.busClient()
+	sigs := make(chan *godbus.Signal, 16)
+	c.Conn().Signal(sigs)
+	if err := c.Conn().AddMatchSignal(godbus.WithMatchInterface(cdbus.ManagerInterface)); err != nil {
+		t.Fatal(err)
+	}
+	live := e.cgroup("parent/live")
+	id := waitListed(t, c, live)
+	waitSignal(t, sigs, "ContainerNew", id)
+	info, err := c.Container(context.Background(), id)
+	if err != nil || !strings.Contains(strings.Join(info.Flags, " "), "autotag") {
+		t.Fatalf("autotagged container: %+v, %v", info, err)
+	}
+	// The orchestrator's later "tag with any ID" names it instead of
+	// failing (the nspawn drop-in does this); the ID stays write-once.
+	named, err := c.TagCgroup(context.Background(), live, 0, cdbus.TagOptions{Name: "live"})
+	if err != nil || named != id {
+		t.Fatalf("naming the autotagged cgroup: got %d, %v; want %d", named, err, id)
+	}
+	if info, err := c.Container(context.Background(), id); err != nil || info.Name != "live" {
+		t.Fatalf("after naming: %+v, %v", info, err)
+	}
+	if _, err := c.TagCgroup(context.Background(), live, id+100, cdbus.TagOptions{}); !hasErrorName(err, cdbus.NameAlreadyTagged) {
+		t.Fatalf("another ID for the autotagged cgroup: want AlreadyTagged, got %v", err)
+	}
+	if _, err := c.TagCgroup(context.Background(), live, 0, cdbus.TagOptions{Name: "other"}); !hasErrorName(err, cdbus.NameAlreadyTagged) {
+		t.Fatalf("renaming the autotagged cgroup: want AlreadyTagged, got %v", err)
+	}
+
+	d.kill()
+	c.Close()
+	whileDown := e.cgroup("parent/while-down")
+	e.start("--autotag-parents", parent)
+	c = e.busClient()
+	waitListed(t, c, whileDown)
+	waitListed(t, c, live)
+}
+
+// waitListed waits until a container with cgroup cg is listed.
+func waitListed(t *testing.T, c *cdbus.Client, cg string) contid.ID {
+	t.Helper()
+	for i := 0; i < 100; i++ {
+		list, err := c.ListContainers(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, le := range list {
+			if le.Cgroup == cg {
+				return le.ID
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("no container for %s was listed within 5s", cg)
+	return 0
+}
+
+// One user cannot exhaust the peer-to-peer socket: beyond its share its
+// connections are closed, and root still gets in.
+func TestP2PConnectionLimitPerUser(t *testing.T) {
+	e := newEnv(t, "")
+	d := e.start()
+	// go test's build directory is private to root: nobody runs a copy
+	// of the test binary from the (world-readable) binary directory.
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	holder := filepath.Join(filepath.Dir(contiddBinary(t)), "conn-holder")
+	if err := os.WriteFile(holder, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	// The test binary itself, as nobody, holds the connections (TestMain).
+	cmd := exec.CommandContext(ctx, holder)
+	cmd.Env = append(os.Environ(), holdConnsEnv+"="+e.sock)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: nobody}
+	done := make(chan struct{})
+	var out []byte
+	go func() { out, err = cmd.Output(); close(done) }()
+	// While nobody holds its share, root connects and is served.
+	time.Sleep(500 * time.Millisecond)
+	c := e.p2pClient()
+	if _, lerr := c.ListContainers(context.Background()); lerr != nil {
+		t.Fatalf("root was locked out: %v", lerr)
+	}
+	<-done
+	if err != nil {
+		t.Fatalf("connection holder: %v", err)
+	}
+	if got := strings.TrimSpace(string(out)); got != "8" {
+		t.Fatalf("contidd closed %s of nobody's 40 connections, want 8 (limit 32)\n%s", got, d.logText())
+	}
+}
+
+const holdConnsEnv = "CONTID_TEST_HOLD_CONNS"
+
+func TestMain(m *testing.M) {
+	if sock := os.Getenv(holdConnsEnv); sock != "" {
+		os.Exit(holdConns(sock))
+	}
+	os.Exit(m.Run())
+}
+
+// holdConns opens 40 connections and prints how many contidd closed.
+func holdConns(sock string) int {
+	var conns []net.Conn
+	for i := 0; i < 40; i++ {
+		c, err := net.Dial("unix", sock)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		conns = append(conns, c)
+	}
+	// Read all at once, with a deadline well inside contidd's 30s
+	// authentication timeout, so only refusals read as EOF.
+	deadline := time.Now().Add(2 * time.Second)
+	var closed atomic.Int32
+	var wg sync.WaitGroup
+	for _, c := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = c.SetReadDeadline(deadline)
+			var b [1]byte
+			if _, err := c.Read(b[:]); errors.Is(err, io.EOF) {
+				closed.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	fmt.Println(closed.Load())
+	return 0
+}

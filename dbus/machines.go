@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 
 	godbus "github.com/godbus/dbus/v5"
 
@@ -37,7 +38,9 @@ func (m *Manager) FollowMachines(ctx context.Context) error {
 	err := conn.Object("org.freedesktop.machine1", "/org/freedesktop/machine1").
 		CallWithContext(ctx, "org.freedesktop.machine1.Manager.ListMachines", 0).Store(&machines)
 	if err != nil {
-		m.log(PrioNotice, "systemd-machined is not available (%v); machines it starts later are still followed.", err)
+		m.machinedOnce.Do(func() {
+			m.log(PrioNotice, "systemd-machined is not available (%v); machines it starts later are still followed.", err)
+		})
 	}
 	for _, mc := range machines {
 		if mc.Class == "container" || mc.Class == "vm" {
@@ -99,5 +102,6 @@ func (m *Manager) machineNew(ctx context.Context, name string) {
 		return
 	}
 	m.log(PrioInfo, "Machine %s (%s) tagged as %s.", name, cg, c.Chain)
+	m.auditGranted(uint32(os.Getpid()), c, true)
 	m.containerNew(c)
 }

@@ -85,7 +85,9 @@ type Manager struct {
 	}
 	lastContainers uint32
 
-	polkitOnce sync.Once
+	polkitOnce   sync.Once
+	machinedOnce sync.Once
+	auditor      Auditor
 }
 
 // emitter sends a signal on one transport.
@@ -218,6 +220,7 @@ func (m *Manager) checkExits() {
 			delete(m.populated, c.ID)
 			m.mu.Unlock()
 			m.log(PrioInfo, "Container %d (%s) exited.", c.ID, c.Name)
+			m.audit(func(a Auditor) error { return a.RecordDrop(ec.Chain, ec.Name, ec.Unit) })
 			m.containerRemoved(ec)
 		}
 	}
@@ -309,9 +312,11 @@ func (m *Manager) HandleKernelEvent(ev kernel.Event) {
 		}
 		if isNew {
 			m.log(PrioInfo, "Cgroup %s was tagged %s at creation.", p, c.Chain)
+			m.audit(func(a Auditor) error { return a.RecordCreate(0, c.Chain, c.Name, c.Unit) })
 			m.containerNew(c)
 		}
 	case kernel.EventDenied:
+		m.audit(func(a Auditor) error { return a.RecordDenial(ev.Tag.Chain, ev.PID, ev.Op) })
 		m.EmitTamperDenied(ev.Tag.ID(), ev.PID, ev.Op)
 	}
 }

@@ -24,13 +24,14 @@ import (
 
 // Limits that keep one misbehaving peer from exhausting contidd.
 const (
-	maxP2PConns      = 256
-	maxCallsPerConn  = 32
-	maxMessageSize   = 16 << 20
-	maxAuthLine      = 1024
-	maxAuthLines     = 32
-	authTimeout      = 30 * time.Second
-	serverUniqueName = ":1.0"
+	maxP2PConns       = 1024 // for all non-root peers together
+	maxP2PConnsPerUID = 32   // so one user cannot lock the others out
+	maxCallsPerConn   = 32
+	maxMessageSize    = 16 << 20
+	maxAuthLine       = 1024
+	maxAuthLines      = 32
+	authTimeout       = 30 * time.Second
+	serverUniqueName  = ":1.0"
 )
 
 // ListenP2P creates the peer-to-peer socket at path (used when contidd is
@@ -96,19 +97,44 @@ func (m *Manager) ServeP2P(ctx context.Context, ln *net.UnixListener) error {
 			}
 			return fmt.Errorf("accept: %w", err)
 		}
-		s.mu.Lock()
-		if len(s.conns) >= maxP2PConns {
-			s.mu.Unlock()
-			uc.Close()
-			m.log(PrioWarning, "Refused a peer-to-peer connection: %d already open.", maxP2PConns)
+		c := &p2pConn{srv: s, conn: uc, pidfd: -1, serial: 1}
+		if err := c.peerCredentials(); err != nil {
+			m.log(PrioWarning, "Dropped a peer-to-peer connection: %v", err)
+			c.close()
 			continue
 		}
-		s.nextID++
-		c := &p2pConn{srv: s, conn: uc, pidfd: -1, unique: ":1." + strconv.FormatUint(s.nextID, 10), serial: 1}
-		s.conns[c] = struct{}{}
-		s.mu.Unlock()
+		if !s.admit(c) {
+			c.close()
+			continue
+		}
 		go c.serve()
 	}
+}
+
+// admit registers c unless its user already holds too many connections;
+// root (the orchestrators that tag) is never locked out by others.
+func (s *p2pServer) admit(c *p2pConn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c.cred.Uid != 0 {
+		total, mine := 0, 0
+		for o := range s.conns {
+			if o.cred.Uid != 0 {
+				total++
+			}
+			if o.cred.Uid == c.cred.Uid {
+				mine++
+			}
+		}
+		if total >= maxP2PConns || mine >= maxP2PConnsPerUID {
+			s.m.log(PrioWarning, "Refused a peer-to-peer connection of UID %d: too many open (%d of this user, %d in all).", c.cred.Uid, mine, total)
+			return false
+		}
+	}
+	s.nextID++
+	c.unique = ":1." + strconv.FormatUint(s.nextID, 10)
+	s.conns[c] = struct{}{}
+	return true
 }
 
 func (s *p2pServer) emit(path godbus.ObjectPath, iface, member string, body ...any) {
@@ -165,18 +191,8 @@ func (c *p2pConn) serve() {
 		c.srv.mu.Lock()
 		delete(c.srv.conns, c)
 		c.srv.mu.Unlock()
-		c.conn.Close()
-		if c.pidfd >= 0 {
-			unix.Close(c.pidfd)
-		}
-		for _, fd := range c.fds {
-			unix.Close(fd)
-		}
+		c.close()
 	}()
-	if err := c.peerCredentials(); err != nil {
-		m.log(PrioWarning, "Dropped a peer-to-peer connection: %v", err)
-		return
-	}
 	_ = c.conn.SetDeadline(time.Now().Add(authTimeout))
 	fds, err := c.authenticate()
 	if err != nil {
@@ -210,6 +226,17 @@ func (c *p2pConn) serve() {
 			c.handle(msg)
 		}()
 	}
+}
+
+// close releases the socket and every descriptor the connection holds.
+func (c *p2pConn) close() {
+	c.conn.Close()
+	if c.pidfd >= 0 {
+		unix.Close(c.pidfd)
+		c.pidfd = -1
+	}
+	closeAll(c.fds)
+	c.fds = nil
 }
 
 func closeAll(fds []int) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	godbus "github.com/godbus/dbus/v5"
 
@@ -66,26 +67,76 @@ func (m *Manager) tagCgroupAs(ctx context.Context, p *peer, msg *godbus.Message,
 	if !ci.Privileged && ci.Container == contid.Unset {
 		// Not privileged and not a nesting container: nothing the registry
 		// could allow, and no need to reveal whether the target exists.
-		return 0, "", m.refused(ci, fmt.Errorf("%w: tagging needs CAP_AUDIT_CONTROL in the initial user namespace or polkit authorization for %s", registry.ErrAccessDenied, PolkitActionTag))
+		return 0, "", m.refused(ci, req, "", fmt.Errorf("%w: tagging needs CAP_AUDIT_CONTROL in the initial user namespace or polkit authorization for %s", registry.ErrAccessDenied, PolkitActionTag))
 	}
 	target, err := resolve()
 	if err != nil {
-		return 0, "", m.refused(ci, err)
+		return 0, "", m.refused(ci, req, "", err)
+	}
+	if c, ok, err := m.nameAutotagged(ci, req, target); ok || err != nil {
+		if err != nil {
+			return 0, "", m.refused(ci, req, target.Unit, err)
+		}
+		m.auditGranted(ci.PID, c, false)
+		return uint64(c.ID), ContainerPath(c.ID), nil
 	}
 	had := m.existed(req.id)
 	c, err := m.cfg.Registry.TagCgroup(ci.Caller, contid.ID(req.id), target, req.opts)
 	if err != nil {
-		return 0, "", m.refused(ci, err)
+		return 0, "", m.refused(ci, req, "", err)
 	}
 	m.log(PrioInfo, "Process %d (uid %d) tagged cgroup %s as %s.", ci.PID, ci.UID, target.Path, c.Chain)
+	m.auditGranted(ci.PID, c, !had)
 	if !had {
 		m.containerNew(c)
 	}
 	return uint64(c.ID), ContainerPath(c.ID), nil
 }
 
-func (m *Manager) refused(ci *callerInfo, err error) error {
+// nameAutotagged handles tagging a cgroup the kernel already tagged at
+// mkdir (a machine under machine.slice): the ID exists and is write-once,
+// so a privileged orchestrator's request for "any ID" (or exactly that
+// one) with plain flags names the container instead of failing. This is
+// how the nspawn drop-in's `contidctl tag-unit --name=NAME` attaches the
+// name. ok is false when the request is not of that kind.
+func (m *Manager) nameAutotagged(ci *callerInfo, req tagRequest, t registry.CgroupTarget) (*registry.Container, bool, error) {
+	c, err := m.cfg.Registry.ByCgroupPath(t.Path)
+	if err != nil || c.Flags&contid.FlagAutotag == 0 || c.OwnerPID != 0 || c.State != registry.StateActive {
+		return nil, false, nil
+	}
+	if !ci.Privileged || (req.id != 0 && contid.ID(req.id) != c.ID) || req.opts.AllowNesting || req.opts.JoinIgnore {
+		return nil, false, nil // the registry refuses it with the precise error
+	}
+	if t.Path == ci.Cgroup || strings.HasPrefix(ci.Cgroup, t.Path+"/") {
+		return nil, true, fmt.Errorf("%w: cgroup %s contains the caller's own cgroup %s", registry.ErrNotDescendant, t.Path, ci.Cgroup)
+	}
+	name, unit := c.Name, c.Unit
+	if req.opts.Name != "" {
+		if name != "" && name != req.opts.Name {
+			return nil, true, fmt.Errorf("%w: cgroup %s is container %d, already named %q", registry.ErrAlreadyTagged, t.Path, c.ID, name)
+		}
+		name = req.opts.Name
+	}
+	if unit == "" {
+		unit = t.Unit
+	}
+	if name == c.Name && unit == c.Unit {
+		return c, true, nil
+	}
+	if err := m.cfg.Registry.SetMetadata(c.ID, name, unit); err != nil {
+		return nil, true, err
+	}
+	m.log(PrioInfo, "Process %d (uid %d) named autotagged container %d (%s) %q.", ci.PID, ci.UID, c.ID, t.Path, name)
+	m.emit(ContainerPath(c.ID), ifaceProperties, "PropertiesChanged", ContainerInterface,
+		map[string]godbus.Variant{"Name": godbus.MakeVariant(name), "Unit": godbus.MakeVariant(unit)}, []string{})
+	nc, err := m.cfg.Registry.Get(c.ID)
+	return nc, true, err
+}
+
+// refused logs and audits a refused tag request and returns its error.
+func (m *Manager) refused(ci *callerInfo, req tagRequest, unit string, err error) error {
 	m.log(PrioNotice, "Refused tag request of process %d (uid %d): %v", ci.PID, ci.UID, err)
+	m.auditRefused(ci.PID, req.id, req.opts.Name, unit, err)
 	return err
 }
 
@@ -157,18 +208,19 @@ func (m *Manager) tagProcess(ctx context.Context, p *peer, msg *godbus.Message, 
 	defer ci.close()
 	m.authorizeTag(ctx, p, msg, ci)
 	if !ci.Privileged && ci.Container == contid.Unset {
-		return 0, "", m.refused(ci, fmt.Errorf("%w: tagging needs CAP_AUDIT_CONTROL in the initial user namespace or polkit authorization for %s", registry.ErrAccessDenied, PolkitActionTag))
+		return 0, "", m.refused(ci, req, "", fmt.Errorf("%w: tagging needs CAP_AUDIT_CONTROL in the initial user namespace or polkit authorization for %s", registry.ErrAccessDenied, PolkitActionTag))
 	}
 	target, err := freshProcess(pidfd, ci.PID, m.cfg.Cgroups)
 	if err != nil {
-		return 0, "", m.refused(ci, err)
+		return 0, "", m.refused(ci, req, "", err)
 	}
 	had := m.existed(req.id)
 	c, err := m.cfg.Registry.TagProcess(ci.Caller, contid.ID(req.id), target, req.opts)
 	if err != nil {
-		return 0, "", m.refused(ci, err)
+		return 0, "", m.refused(ci, req, "", err)
 	}
 	m.log(PrioInfo, "Process %d (uid %d) tagged process %d as %s.", ci.PID, ci.UID, target.PID, c.Chain)
+	m.auditGranted(ci.PID, c, !had)
 	if !had {
 		m.containerNew(c)
 	}

@@ -6,12 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/contid/contid"
+	"github.com/contid/contid/internal/testenv"
 	"github.com/contid/contid/kernel"
 	"github.com/contid/contid/kernel/audit"
 	"github.com/elastic/go-libaudit/v2/auparse"
@@ -274,6 +277,28 @@ func TestForwarderUntagged(t *testing.T) {
 	}
 }
 
+func TestForwarderQueued(t *testing.T) {
+	out := &fakeSender{t: t}
+	f := NewForwarder(out, fakeContainers{4: {contid.Chain{4}, "web", ""}}, Config{Queue: 2})
+	for i := 0; i < 5; i++ {
+		execEvent(t, 4, kernel.Live, f)
+	}
+	execEvent(t, 4, kernel.Unattributed, f)
+	f.Close()
+	// The writer goroutine has finished: out is ours again.
+	if len(out.entries) != 5 {
+		t.Fatalf("%d entries, want 5", len(out.entries))
+	}
+	for _, e := range out.entries {
+		if got := values(e, "AUDIT_CONTAINER_ID"); len(got) != 1 || got[0] != "4" {
+			t.Errorf("entry AUDIT_CONTAINER_ID %v", got)
+		}
+	}
+	if s := f.Stats(); s.Written != 5 || s.Untagged != 1 {
+		t.Errorf("stats %+v", s)
+	}
+}
+
 func TestForwarderLossRateLimit(t *testing.T) {
 	out := &fakeSender{t: t}
 	f := NewForwarder(out, nil, Config{LossInterval: 10 * time.Second})
@@ -438,6 +463,38 @@ func TestCatalog(t *testing.T) {
 	for _, m := range regexp.MustCompile(`@([A-Z_]+)@`).FindAllStringSubmatch(string(data), -1) {
 		if !written[m[1]] {
 			t.Errorf("catalog references @%s@, which contid never writes", m[1])
+		}
+	}
+}
+
+// TestCatalogCompiles runs journalctl's own catalog compiler over the file
+// in a private root, as packaging would, and checks every MESSAGE_ID is
+// listed.
+func TestCatalogCompiles(t *testing.T) {
+	testenv.RequireCommand(t, "journalctl")
+	root := t.TempDir()
+	dir := filepath.Join(root, "usr/lib/systemd/catalog")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile("../units/contid.catalog")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "contid.catalog"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("journalctl", "--root="+root, "--update-catalog").CombinedOutput(); err != nil {
+		t.Fatalf("journalctl --update-catalog: %v: %s", err, out)
+	}
+	out, err := exec.Command("journalctl", "--root="+root, "--list-catalog").Output()
+	if err != nil {
+		t.Fatalf("journalctl --list-catalog: %v", err)
+	}
+	for _, id := range []string{MessageTagGranted, MessageTagRefused, MessageContainerCreated,
+		MessageContainerExited, MessageTamperDenied, MessageEventsLost} {
+		if !strings.Contains(string(out), id+" contid: ") {
+			t.Errorf("compiled catalog lacks %s:\n%s", id, out)
 		}
 	}
 }

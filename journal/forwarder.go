@@ -28,6 +28,9 @@ type Config struct {
 	// LossInterval is the least time between two loss entries; losses in
 	// between are summed into the next one. Default 10s.
 	LossInterval time.Duration
+	// Queue, if positive, decouples writing from reading: up to Queue
+	// encoded entries wait for a writer goroutine. Call Close when done.
+	Queue int
 	// OnLoss, if set, is called after each loss entry with the counters,
 	// so the daemon can emit PropertiesChanged for EventsLost.
 	OnLoss func(Stats)
@@ -56,6 +59,11 @@ type Forwarder struct {
 	msg   []byte
 	types []string
 
+	// queue and free cycle Config.Queue entries between the reader and
+	// the writer goroutine; nil when writing synchronously.
+	queue, free chan *Entry
+	drained     chan struct{}
+
 	written, lostKernel, lostReader, writeFailed, untagged, lossEntries atomic.Uint64
 
 	// pending is the loss not yet reported, and since when.
@@ -78,7 +86,17 @@ func NewForwarder(out Sender, c Containers, cfg Config) *Forwarder {
 	if cfg.LossInterval <= 0 {
 		cfg.LossInterval = 10 * time.Second
 	}
-	return &Forwarder{out: out, containers: c, cfg: cfg}
+	f := &Forwarder{out: out, containers: c, cfg: cfg}
+	if cfg.Queue > 0 {
+		f.queue = make(chan *Entry, cfg.Queue)
+		f.free = make(chan *Entry, cfg.Queue)
+		f.drained = make(chan struct{})
+		for i := 0; i < cfg.Queue; i++ {
+			f.free <- new(Entry)
+		}
+		go f.writeQueued()
+	}
+	return f
 }
 
 // Stats returns the counters.
@@ -95,19 +113,52 @@ func (f *Forwarder) Stats() Stats {
 	return s
 }
 
-// HandleEvent implements audit.Handler.
+// HandleEvent implements audit.Handler. With a queue, the entry is
+// encoded here and written by the writer goroutine, so a slow journald
+// does not hold up the reader (and with it attribution, which must
+// happen before the event's PID is reused).
 func (f *Forwarder) HandleEvent(ev *audit.Event) {
 	if !ev.Tagged() && !f.cfg.WriteUntagged {
 		f.untagged.Add(1)
 		return
 	}
-	f.buildEvent(ev)
-	if err := f.out.Send(&f.entry); err != nil {
+	if f.queue == nil {
+		f.buildEvent(&f.entry, ev)
+		f.send(&f.entry)
+		return
+	}
+	e := <-f.free
+	f.buildEvent(e, ev)
+	f.queue <- e
+}
+
+func (f *Forwarder) send(e *Entry) {
+	if err := f.out.Send(e); err != nil {
 		f.writeFailed.Add(1)
 		f.addLoss(lossWindow{write: 1}, time.Now())
 		return
 	}
 	f.written.Add(1)
+}
+
+// writeQueued is the writer goroutine.
+func (f *Forwarder) writeQueued() {
+	defer close(f.drained)
+	for e := range f.queue {
+		f.send(e)
+		f.free <- e
+	}
+}
+
+// Close writes what is queued and any pending loss entry, and stops the
+// writer goroutine. Call it after the reader has stopped.
+func (f *Forwarder) Close() {
+	if f.queue != nil {
+		close(f.queue)
+		<-f.drained
+		f.queue = nil
+	}
+	f.Flush()
 }
 
 // HandleLoss implements audit.Handler.
@@ -181,9 +232,8 @@ func (f *Forwarder) flushLoss(now time.Time, force bool) {
 	}
 }
 
-// buildEvent encodes ev into f.entry.
-func (f *Forwarder) buildEvent(ev *audit.Event) {
-	e := &f.entry
+// buildEvent encodes ev into e.
+func (f *Forwarder) buildEvent(e *Entry, ev *audit.Event) {
 	e.Reset()
 
 	var chain contid.Chain

@@ -21,34 +21,19 @@ var opNames = map[uint32]string{
 	5: "task_alloc",
 }
 
-// EventDetail is an Event with the fields only some kinds carry.
-type EventDetail struct {
-	Event
-	// ParentCgroupID: EventAutotag, the autotag parent.
-	ParentCgroupID uint64
-	// Name: EventAutotag, the new cgroup's directory name.
-	Name string
-}
-
 // pollInterval bounds how long ReadEvent waits before it looks at ctx and
 // the lost counter again.
 const pollInterval = 200 * time.Millisecond
 
 // ReadEvent blocks for the next ring buffer event.
 func (b *BPF) ReadEvent(ctx context.Context) (Event, error) {
-	d, err := b.ReadEventDetail(ctx)
-	return d.Event, err
-}
-
-// ReadEventDetail is ReadEvent with the autotag parent and name.
-func (b *BPF) ReadEventDetail(ctx context.Context) (EventDetail, error) {
 	b.readMu.Lock()
 	defer b.readMu.Unlock()
 
 	if b.ring == nil {
 		rd, err := ringbuf.NewReader(b.maps["events"])
 		if err != nil {
-			return EventDetail{}, fmt.Errorf("open ring buffer: %w", err)
+			return Event{}, fmt.Errorf("open ring buffer: %w", err)
 		}
 		b.ring = rd
 	}
@@ -57,7 +42,7 @@ func (b *BPF) ReadEventDetail(ctx context.Context) (EventDetail, error) {
 			return ev, nil
 		}
 		if err := ctx.Err(); err != nil {
-			return EventDetail{}, err
+			return Event{}, err
 		}
 		b.ring.SetDeadline(time.Now().Add(pollInterval))
 		rec, err := b.ring.Read()
@@ -65,7 +50,7 @@ func (b *BPF) ReadEventDetail(ctx context.Context) (EventDetail, error) {
 			continue
 		}
 		if err != nil {
-			return EventDetail{}, fmt.Errorf("read ring buffer: %w", err)
+			return Event{}, fmt.Errorf("read ring buffer: %w", err)
 		}
 		return decodeEvent(rec.RawSample)
 	}
@@ -73,31 +58,29 @@ func (b *BPF) ReadEventDetail(ctx context.Context) (EventDetail, error) {
 
 // lostEvent reports the growth of the kernel's failed-reservation counter
 // since the last look as one EventLost.
-func (b *BPF) lostEvent() (EventDetail, bool) {
+func (b *BPF) lostEvent() (Event, bool) {
 	var lost uint64
 	if err := b.maps["events_lost"].Lookup(uint32(0), &lost); err != nil || lost <= b.lostSeen {
-		return EventDetail{}, false
+		return Event{}, false
 	}
 	n := lost - b.lostSeen
 	b.lostSeen = lost
-	return EventDetail{Event: Event{Kind: EventLost, Count: n}}, true
+	return Event{Kind: EventLost, Count: n}, true
 }
 
-func decodeEvent(raw []byte) (EventDetail, error) {
+func decodeEvent(raw []byte) (Event, error) {
 	var re rawEvent
 	if err := binary.Read(bytes.NewReader(raw), binary.NativeEndian, &re); err != nil {
-		return EventDetail{}, fmt.Errorf("decode event (%d bytes): %w", len(raw), err)
+		return Event{}, fmt.Errorf("decode event (%d bytes): %w", len(raw), err)
 	}
-	ev := EventDetail{
-		Event: Event{
-			Kind:     EventKind(re.Kind),
-			CgroupID: re.CgroupID,
-			PID:      re.PID,
-			TID:      re.TID,
-			Op:       opNames[re.Op],
-			Count:    re.Count,
-			Boottime: time.Duration(re.BoottimeNS),
-		},
+	ev := Event{
+		Kind:           EventKind(re.Kind),
+		CgroupID:       re.CgroupID,
+		PID:            re.PID,
+		TID:            re.TID,
+		Op:             opNames[re.Op],
+		Count:          re.Count,
+		Boottime:       time.Duration(re.BoottimeNS),
 		ParentCgroupID: re.ParentCgroupID,
 	}
 	ev.Tag.Chain = chainOf(re.ID, re.Depth, &re.Chain)

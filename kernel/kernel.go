@@ -55,6 +55,11 @@ type Event struct {
 	Op       string // EventDenied: the refused operation, e.g. "bpf_map"
 	Count    uint64 // EventLost
 	Boottime time.Duration
+	// ParentCgroupID and Name: EventAutotag, the autotag parent and the
+	// new cgroup's directory name, so user space can name it without a
+	// walk of the cgroup tree.
+	ParentCgroupID uint64
+	Name           string
 }
 
 // Attribution says how confident an exited-process lookup is.

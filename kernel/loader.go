@@ -253,24 +253,38 @@ func (b *BPF) loadProgram(load func() (*ebpf.CollectionSpec, error), name string
 	return prog, nil
 }
 
-// attach reuses the pinned link of a program or loads, attaches and pins
-// it. A pinned link keeps its program attached while no daemon runs.
+// attach makes the pinned link of a program run this build's code. A
+// pinned link left by an earlier run is kept when it runs the same
+// program (the common restart: nothing is detached, even briefly) and
+// replaced when it runs another (an upgrade): the new link is attached
+// and pinned under a temporary name first, then renamed over the old pin,
+// so the hook is never left empty.
 func (b *BPF) attach(a attachment) error {
 	pin := filepath.Join(b.pinDir, "link_"+a.program)
-	l, err := link.LoadPinnedLink(pin, nil)
-	if err == nil {
-		b.links = append(b.links, l)
-		return nil
-	}
-	if !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("open pinned link %s: %w", pin, err)
-	}
-
 	prog, err := b.loadProgram(a.load, a.program)
 	if err != nil {
 		return err
 	}
 	defer prog.Close()
+
+	old, err := link.LoadPinnedLink(pin, nil)
+	switch {
+	case err == nil:
+		same, err := linkRuns(old, prog)
+		if err != nil {
+			old.Close()
+			return fmt.Errorf("inspect pinned link %s: %w", pin, err)
+		}
+		if same {
+			b.links = append(b.links, old)
+			return nil
+		}
+		defer old.Close()
+	case !errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("open pinned link %s: %w", pin, err)
+	}
+
+	var l link.Link
 	if a.lsm {
 		l, err = link.AttachLSM(link.LSMOptions{Program: prog})
 	} else {
@@ -279,12 +293,43 @@ func (b *BPF) attach(a attachment) error {
 	if err != nil {
 		return fmt.Errorf("attach %s: %w", a.program, err)
 	}
-	if err := l.Pin(pin); err != nil {
+	// bpffs refuses names with a dot.
+	tmp := pin + "_new"
+	_ = os.Remove(tmp)
+	if err := l.Pin(tmp); err != nil {
 		l.Close()
+		return fmt.Errorf("pin link %s: %w", a.program, err)
+	}
+	if err := os.Rename(tmp, pin); err != nil {
+		l.Close()
+		_ = os.Remove(tmp)
 		return fmt.Errorf("pin link %s: %w", a.program, err)
 	}
 	b.links = append(b.links, l)
 	return nil
+}
+
+// linkRuns reports whether a link runs the same code as prog (same
+// kernel program tag, which ignores map fds).
+func linkRuns(l link.Link, prog *ebpf.Program) (bool, error) {
+	info, err := l.Info()
+	if err != nil {
+		return false, err
+	}
+	running, err := ebpf.NewProgramFromID(info.Program)
+	if err != nil {
+		return false, err
+	}
+	defer running.Close()
+	ri, err := running.Info()
+	if err != nil {
+		return false, err
+	}
+	pi, err := prog.Info()
+	if err != nil {
+		return false, err
+	}
+	return ri.Tag == pi.Tag && ri.Name == pi.Name, nil
 }
 
 // protectObjects lists contid's maps, programs and links in protected_ids

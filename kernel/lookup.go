@@ -23,6 +23,10 @@ func (b *BPF) ProcessID(pidfd int) (contid.ID, error) {
 	err := b.maps["task_tags"].Lookup(int32(pidfd), &tt)
 	switch {
 	case errors.Is(err, ebpf.ErrKeyNotExist):
+		// The kernel answers ENOENT for a reaped process too.
+		if serr := unix.PidfdSendSignal(pidfd, 0, nil, 0); errors.Is(serr, unix.ESRCH) {
+			return contid.Unset, ErrNoProcess
+		}
 		return contid.Unset, ErrNotTagged
 	case errors.Is(err, unix.ESRCH), errors.Is(err, unix.EBADF):
 		return contid.Unset, ErrNoProcess

@@ -3,12 +3,15 @@ package kernel
 import (
 	"encoding/json"
 	"errors"
+	"os"
 	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
 	"github.com/contid/contid"
@@ -134,4 +137,65 @@ func TestExitedProcessAttribution(t *testing.T) {
 		}
 	}
 	t.Logf("exited pid %d: attributed to %d for its lifetime, unattributed before and after", cmd.pid, x)
+}
+
+// A pinned link left by another build (here: a fork program that does
+// nothing) is replaced on Load, so an upgrade does not keep running old
+// code; a restart of the same build keeps the very same link.
+func TestLoadReplacesStalePinnedLink(t *testing.T) {
+	requireBPF(t)
+	pinDir := testPinDir(t)
+	b := loadTest(t, pinDir)
+	linkID := func() link.ID {
+		l, err := link.LoadPinnedLink(filepath.Join(pinDir, "link_contid_fork"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		info, err := l.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.ID
+	}
+	first := linkID()
+	b.Close()
+	b = loadTest(t, pinDir)
+	if again := linkID(); again != first {
+		t.Errorf("restart of the same build replaced link %d with %d", first, again)
+	}
+	b.Close()
+
+	// Pin a do-nothing fork program where the fork link lives.
+	stale, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Name: "contid_fork", Type: ebpf.Tracing, AttachType: ebpf.AttachTraceRawTp,
+		AttachTo: "sched_process_fork", License: "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stale.Close()
+	sl, err := link.AttachTracing(link.TracingOptions{Program: stale})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pin := filepath.Join(pinDir, "link_contid_fork")
+	if err := os.Remove(pin); err != nil {
+		t.Fatal(err)
+	}
+	if err := sl.Pin(pin); err != nil {
+		t.Fatal(err)
+	}
+	sl.Close()
+
+	b = loadTest(t, pinDir)
+	cg := newTestCgroup(t, nil, "upgrade")
+	x := mustAllocate(t, b)
+	mustTagCgroup(t, b, cg, contid.Tag{Chain: contid.Chain{x}})
+	pair := startInWithPID(t, cg)
+	wantID(t, b, "child forked after the upgrade", pair.child, x)
+	if _, err := os.Stat(pin + "_new"); !os.IsNotExist(err) {
+		t.Errorf("temporary pin left behind: %v", err)
+	}
 }

@@ -176,12 +176,12 @@ func readPID(t *testing.T, out interface{ ReadString(byte) (string, error) }) in
 }
 
 // nextEvent reads events until one matches or the timeout passes.
-func nextEvent(t *testing.T, b *BPF, timeout time.Duration, match func(EventDetail) bool) EventDetail {
+func nextEvent(t *testing.T, b *BPF, timeout time.Duration, match func(Event) bool) Event {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	for {
-		ev, err := b.ReadEventDetail(ctx)
+		ev, err := b.ReadEvent(ctx)
 		if err != nil {
 			t.Fatalf("no matching event: %v", err)
 		}
@@ -214,7 +214,7 @@ func TestJoinRules(t *testing.T) {
 
 	foreign.move(t, p)
 	wantID(t, b, "task of X moved into Y (not nested)", p, x)
-	ev := nextEvent(t, b, 5*time.Second, func(e EventDetail) bool {
+	ev := nextEvent(t, b, 5*time.Second, func(e Event) bool {
 		return e.Kind == EventJoinRefused && e.PID == uint32(p)
 	})
 	if ev.Tag.ID() != y || ev.CgroupID != foreign.id {
@@ -269,7 +269,7 @@ func TestAutotagAtMkdir(t *testing.T) {
 			if tag.Flags&contid.FlagAutotag == 0 || tag.Chain.String() != tc.wantChain(tag.ID()).String() {
 				t.Fatalf("tag = %s flags %v, want chain %s with autotag", tag.Chain, tag.Flags.Strings(), tc.wantChain(tag.ID()))
 			}
-			ev := nextEvent(t, b, 5*time.Second, func(e EventDetail) bool {
+			ev := nextEvent(t, b, 5*time.Second, func(e Event) bool {
 				return e.Kind == EventAutotag && e.CgroupID == child.id
 			})
 			if ev.ParentCgroupID != tc.parent.id || ev.Name != "machine-1" || ev.Tag.Chain.String() != tag.Chain.String() {

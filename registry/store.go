@@ -15,9 +15,14 @@ import (
 )
 
 // Layout of the state directory. Both files are JSON lines, so a damaged
-// line costs one record, never the rest. The journal gets one fsync'd line
+// line costs one record, never the rest. The journal gets one synced line
 // per change; the snapshot is rewritten (temp file + rename) only when the
 // journal is compacted, at Open and when it outgrows twice the live data.
+//
+// The journal is preallocated with zeros and written in place, so syncing
+// a change is an fdatasync of one data block with no size or extent
+// update: about half the latency of fsync after an append. Trailing zeros
+// are padding, not records.
 const (
 	snapshotFile = "registry.snapshot"
 	journalFile  = "registry.journal"
@@ -26,6 +31,9 @@ const (
 
 	formatVersion = 1
 )
+
+// journalChunk is how much zeroed space the journal grows by at a time.
+const journalChunk = 1 << 20
 
 // minCompactBytes keeps a small registry from compacting on every change.
 // A variable so tests can compact without writing megabytes.
@@ -69,9 +77,11 @@ type store struct {
 	dir     string
 	lock    *os.File
 	journal *os.File
-	// journalBytes is the journal's size; liveBytes what a snapshot of
-	// the current records would take. Their ratio triggers compaction.
+	// journalBytes is where the journal's records end (the file is
+	// journalCap bytes, zero padded); liveBytes what a snapshot of the
+	// current records would take. Their ratio triggers compaction.
 	journalBytes int64
+	journalCap   int64
 	liveBytes    int64
 }
 
@@ -152,9 +162,11 @@ func (s *store) replay(name string, r *Registry, entries map[contid.ID]*entry) e
 	if err != nil {
 		return fmt.Errorf("read %s: %w", name, err)
 	}
+	// Zero padding after the last record (and after a torn one).
+	data = bytes.TrimRight(data, "\x00")
 	lines := bytes.Split(data, []byte{'\n'})
 	for i, raw := range lines {
-		if len(raw) == 0 {
+		if len(raw) == 0 || allZero(raw) {
 			continue
 		}
 		if i == len(lines)-1 {
@@ -250,17 +262,43 @@ func (s *store) append(l diskLine) (int64, error) {
 		return 0, err
 	}
 	b = append(b, '\n')
-	if _, err := s.journal.Write(b); err != nil {
-		// Cut a partial line off, or the next record would be glued to it
+	if end := s.journalBytes + int64(len(b)); end > s.journalCap {
+		if err := s.grow(max(s.journalCap+journalChunk, end)); err != nil {
+			return 0, err
+		}
+	}
+	if _, err := s.journal.WriteAt(b, s.journalBytes); err != nil {
+		// Zero a partial line, or the next record would be glued to it
 		// and lost with it.
-		_ = s.journal.Truncate(s.journalBytes)
+		_, _ = s.journal.WriteAt(make([]byte, len(b)), s.journalBytes)
 		return 0, fmt.Errorf("write %s: %w", journalFile, err)
 	}
-	if err := s.journal.Sync(); err != nil {
+	if err := syscall.Fdatasync(int(s.journal.Fd())); err != nil {
 		return 0, fmt.Errorf("sync %s: %w", journalFile, err)
 	}
 	s.journalBytes += int64(len(b))
 	return int64(len(b)), nil
+}
+
+// grow extends the journal with zeros up to size and syncs the new size.
+func (s *store) grow(size int64) error {
+	if _, err := s.journal.WriteAt(make([]byte, size-s.journalCap), s.journalCap); err != nil {
+		return fmt.Errorf("extend %s: %w", journalFile, err)
+	}
+	if err := s.journal.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", journalFile, err)
+	}
+	s.journalCap = size
+	return nil
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // maybeCompact rewrites the snapshot once the journal holds mostly
@@ -329,7 +367,7 @@ func (s *store) compact(r *Registry) error {
 	}
 
 	if s.journal == nil {
-		f, err := os.OpenFile(filepath.Join(s.dir, journalFile), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+		f, err := os.OpenFile(filepath.Join(s.dir, journalFile), os.O_WRONLY|os.O_CREATE, 0o600)
 		if err != nil {
 			return fmt.Errorf("open %s: %w", journalFile, err)
 		}
@@ -338,8 +376,9 @@ func (s *store) compact(r *Registry) error {
 	if err := s.journal.Truncate(0); err != nil {
 		return fmt.Errorf("truncate %s: %w", journalFile, err)
 	}
-	if err := s.journal.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", journalFile, err)
+	s.journalBytes, s.journalCap = 0, 0
+	if err := s.grow(journalChunk); err != nil {
+		return err
 	}
 	if err := syncDir(s.dir); err != nil {
 		return fmt.Errorf("sync state directory: %w", err)
@@ -349,7 +388,6 @@ func (s *store) compact(r *Registry) error {
 		r.byID[id].lineLen = lens[i]
 	}
 	r.mu.Unlock()
-	s.journalBytes = 0
 	s.liveBytes = live
 	return nil
 }

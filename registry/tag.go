@@ -15,7 +15,10 @@ const allocateAttempts = 3
 
 // TagCgroup gives a cgroup an audit container ID: a new one (id Unset), an
 // explicit new one, or, for the ID's living owner, an ID it already holds
-// (a pod). Repeating an identical call returns the existing record.
+// (a pod; the further cgroup takes the container's chain and flags, and the
+// call's options are ignored). Repeating an identical call returns the
+// existing record. Cgroups the kernel autotagged have no owner: they are
+// named with SetMetadata, and TagCgroup on them is AlreadyTagged.
 func (r *Registry) TagCgroup(c Caller, id contid.ID, t CgroupTarget, o Options) (*Container, error) {
 	if err := checkRequest(c, id, o); err != nil {
 		return nil, err
@@ -321,7 +324,7 @@ func (r *Registry) nestingParent(c Caller, path, what string) (*entry, error) {
 			return nil, fmt.Errorf("%w: container %d was not created with AllowNesting", ErrAccessDenied, x.c.ID)
 		}
 	}
-	if false && parent != nil {
+	if parent != nil && parent.c.Flags&contid.FlagAllowNesting == 0 {
 		return nil, fmt.Errorf("%w: %s belongs to container %d, which does not allow nesting", ErrAlreadyTagged, what, parent.c.ID)
 	}
 	return parent, nil

@@ -426,6 +426,13 @@ func cmdTag(kind string) func(ctx context.Context, g *globals, fs *flag.FlagSet,
 		if tagFlags.joinPolicy != "" && tagFlags.joinPolicy != "tag" && tagFlags.joinPolicy != "ignore" {
 			return fmt.Errorf("%w: --join-policy must be tag or ignore", registry.ErrInvalidArgs)
 		}
+		var pid uint64
+		if kind == "pid" {
+			var err error
+			if pid, err = strconv.ParseUint(args[0], 10, 32); err != nil {
+				return fmt.Errorf("%w: %q is not a PID", registry.ErrInvalidArgs, args[0])
+			}
+		}
 		c, err := connect(g)
 		if err != nil {
 			return err
@@ -442,10 +449,6 @@ func cmdTag(kind string) func(ctx context.Context, g *globals, fs *flag.FlagSet,
 		case "cgroup":
 			id, err = c.TagCgroup(ctx, args[0], want, o)
 		case "pid":
-			pid, perr := strconv.ParseUint(args[0], 10, 32)
-			if perr != nil {
-				return fmt.Errorf("%w: %q is not a PID", registry.ErrInvalidArgs, args[0])
-			}
 			id, err = c.TagPID(ctx, uint32(pid), want, o)
 		}
 		if err != nil {

@@ -68,10 +68,36 @@ func (c *Control) SetStatus(st libaudit.AuditStatus) error {
 	if err := binary.Write(&data, binary.NativeEndian, st); err != nil {
 		return err
 	}
-	if err := c.request(libaudit.AuditSet, data.Bytes()); err != nil {
+	err := c.request(libaudit.AuditSet, data.Bytes())
+	var errno syscall.Errno
+	if st.Mask == libaudit.AuditStatusLost && errors.As(err, &errno) && int32(errno) < 0 {
+		// Resetting the lost counter "fails" with the old count: the
+		// kernel returns it where an errno would go.
+		return nil
+	}
+	if err != nil {
 		return fmt.Errorf("audit set (mask %#x): %w", st.Mask, err)
 	}
 	return nil
+}
+
+// Enable switches kernel auditing on if it is off, and reports whether it
+// already was. Debian 12's journald switches auditing off when it starts
+// (its Audit= setting), so contidd, which needs the records, turns it back
+// on. A locked configuration is already enabled, which is all we need.
+func (c *Control) Enable() (wasEnabled bool, err error) {
+	st, err := c.Status()
+	if err != nil {
+		return false, err
+	}
+	if st.Enabled != 0 {
+		// 1, or 2: locked (immutable until reboot) and on.
+		return true, nil
+	}
+	if err := c.SetStatus(libaudit.AuditStatus{Mask: libaudit.AuditStatusEnabled, Enabled: 1}); err != nil {
+		return false, fmt.Errorf("enable auditing: %w", err)
+	}
+	return false, nil
 }
 
 // WriteUser logs text as a user record of the given type. The kernel

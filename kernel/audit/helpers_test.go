@@ -33,9 +33,15 @@ import (
 // execHelperEnv makes the test binary an exec driver (see TestMain).
 const execHelperEnv = "CONTID_AUDIT_EXEC_HELPER"
 
+// openHelperEnv makes the test binary an open(2) driver (see openHelper).
+const openHelperEnv = "CONTID_AUDIT_OPEN_HELPER"
+
 func TestMain(m *testing.M) {
 	if spec := os.Getenv(execHelperEnv); spec != "" {
 		os.Exit(execHelper(spec))
+	}
+	if spec := os.Getenv(openHelperEnv); spec != "" {
+		os.Exit(openHelper(spec))
 	}
 	os.Exit(m.Run())
 }
@@ -84,6 +90,35 @@ func execHelper(spec string) int {
 		}()
 	}
 	wg.Wait()
+	fmt.Printf("offered %d in %.3f failed %d\n", count-failed, time.Since(start).Seconds(), failed)
+	return 0
+}
+
+// openHelper runs "count rate path": after a line on stdin (so the test
+// can add an audit rule for this PID first) it opens and closes path
+// count times at rate per second, then prints "offered <count> in
+// <seconds> failed <n>". Each open is one audit event of five records
+// (SYSCALL, CWD, PATH, PROCTITLE, EOE), close to an exec's shape, at
+// rates the host's slow fork cannot reach.
+func openHelper(spec string) int {
+	f := strings.Fields(spec)
+	count, _ := strconv.Atoi(f[0])
+	rate, _ := strconv.ParseFloat(f[1], 64)
+	var line [1]byte
+	_, _ = os.Stdin.Read(line[:])
+	start := time.Now()
+	failed := 0
+	for i := 0; i < count; i++ {
+		if d := time.Until(start.Add(time.Duration(float64(i) / rate * float64(time.Second)))); d > 0 {
+			time.Sleep(d)
+		}
+		fd, err := syscall.Open(f[2], syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+		if err != nil {
+			failed++
+			continue
+		}
+		syscall.Close(fd)
+	}
 	fmt.Printf("offered %d in %.3f failed %d\n", count-failed, time.Since(start).Seconds(), failed)
 	return 0
 }
@@ -160,8 +195,8 @@ func newAuditSession(t testing.TB) *auditSession {
 	}
 	s := &auditSession{t: t, ctl: ctl, saved: st}
 	t.Cleanup(s.restore)
-	if err := ctl.SetStatus(libaudit.AuditStatus{Mask: libaudit.AuditStatusEnabled, Enabled: 1}); err != nil {
-		t.Fatalf("enable auditing: %v", err)
+	if _, err := ctl.Enable(); err != nil {
+		t.Fatal(err)
 	}
 	return s
 }
@@ -242,6 +277,9 @@ func startPipeline(t testing.TB, attr audit.Attributor, c journal.Containers, rc
 	if err != nil {
 		t.Fatalf("NewReader: %v", err)
 	}
+	if fcfg.Queue == 0 {
+		fcfg.Queue = 1024 // as contidd runs it
+	}
 	f := journal.NewForwarder(w, c, fcfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -255,6 +293,7 @@ func startPipeline(t testing.TB, attr audit.Attributor, c journal.Containers, rc
 				t.Errorf("reader: %v", err)
 			}
 			r.Close()
+			f.Close()
 			w.Close()
 		})
 	}

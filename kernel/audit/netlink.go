@@ -20,9 +20,6 @@ import (
 // group) and is dropped.
 var ErrNotFromKernel = errors.New("audit netlink message not sent by the kernel")
 
-// errTimeout is a read deadline passing; the reader uses it as its tick.
-var errTimeout = os.ErrDeadlineExceeded
-
 // conn is an audit netlink socket owned by contid rather than go-libaudit,
 // because we need its file descriptor: to raise the receive buffer, and to
 // wait for data with a timeout so a reader can notice it is being closed.

@@ -105,16 +105,19 @@ func (c *Config) setDefaults() {
 
 // ReaderStats are the reader's own counters, readable at any time.
 type ReaderStats struct {
-	Records      uint64 // netlink messages received
-	Events       uint64 // events reassembled
-	Tagged       uint64 // events attributed to a container
-	Ambiguous    uint64 // events whose PID was reused: never attributed
-	KernelLost   uint64 // rise of the kernel's lost counter since start
-	ReaderLost   uint64 // events dropped at our socket (overflow)
-	Overruns     uint64 // ENOBUFS from the socket
-	Rejected     uint64 // datagrams not from the kernel, or unparsable
-	Gaps         uint64 // serials never seen, lost or not (see EventsLost)
-	ReceiveBytes int    // the netlink receive buffer granted
+	Records    uint64 // netlink messages received
+	Events     uint64 // events reassembled
+	Tagged     uint64 // events attributed to a container
+	Ambiguous  uint64 // events whose PID was reused: never attributed
+	KernelLost uint64 // rise of the kernel's lost counter since start
+	ReaderLost uint64 // events dropped at our socket (overflow)
+	Overruns   uint64 // ENOBUFS from the socket
+	Rejected   uint64 // datagrams not from the kernel, or unparsable
+	Gaps       uint64 // serials never seen, lost or not (see EventsLost)
+	// MaxLag is the longest time from an event's audit timestamp to its
+	// attribution: the window in which a PID may be reused under us.
+	MaxLag       time.Duration
+	ReceiveBytes int // the netlink receive buffer granted
 }
 
 // Reader follows the kernel audit stream through the AUDIT_NLGRP_READLOG
@@ -138,9 +141,10 @@ type Reader struct {
 	kernelLost atomic.Uint64
 	stats      struct {
 		records, events, tagged, ambiguous, kernelLost, readerLost, overruns, rejected, gaps atomic.Uint64
+		maxLag                                                                               atomic.Int64
 	}
 	overflow overflowWindow
-	rcvbuf int
+	rcvbuf   int
 
 	// mu guards closing and exited: Close must not release the sockets
 	// while Run still reads them.
@@ -185,6 +189,7 @@ func (r *Reader) Stats() ReaderStats {
 		Overruns:     r.stats.overruns.Load(),
 		Rejected:     r.stats.rejected.Load(),
 		Gaps:         r.stats.gaps.Load(),
+		MaxLag:       time.Duration(r.stats.maxLag.Load()),
 		ReceiveBytes: r.rcvbuf,
 	}
 }
@@ -330,6 +335,9 @@ func (s *stream) ReassemblyComplete(msgs []*auparse.AuditMessage) {
 		return
 	}
 	r.stats.events.Add(1)
+	if lag := time.Since(ev.Time); lag > time.Duration(r.stats.maxLag.Load()) {
+		r.stats.maxLag.Store(int64(lag))
+	}
 	if ev.HasPID && r.attr != nil {
 		id, how, err := r.attr.Attribute(ev.PID, ev.Time)
 		switch {

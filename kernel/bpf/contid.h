@@ -272,10 +272,10 @@ static __always_inline struct cgroup_tag *nearest_tag(struct cgroup *cg, __u64 *
  */
 static __always_inline struct task_tag *task_tag_of(struct task_struct *t)
 {
-	struct task_tag *tt = bpf_task_storage_get(&task_tags, t, 0, 0);
+	struct task_tag *tt = bpf_task_storage_get(&task_tags, t->group_leader, 0, 0);
 	if (tt && tt->id)
 		return tt;
-	return bpf_task_storage_get(&task_tags, t->group_leader, 0, 0);
+	return bpf_task_storage_get(&task_tags, t, 0, 0);
 }
 
 static __always_inline int set_task_tag(struct task_struct *t, __u64 id, __u32 flags)

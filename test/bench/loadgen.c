@@ -17,7 +17,10 @@
  *                               does not lower the offered rate silently;
  *                               prints "offered=<n> done=<n> ns=<elapsed>
  *                               late=<n>" where late counts starts more
- *                               than 50 ms behind schedule
+ *                               than 50 ms behind schedule; it stops
+ *                               starting new ones at 1.25 SECS + 1 s, so
+ *                               offered < R*SECS says the machine could
+ *                               not keep up
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -109,11 +112,14 @@ struct worker_result {
  * longer than the interval (fork is slow on small VMs).
  */
 static void rate_worker(uint64_t start, uint64_t offset, uint64_t interval, long total,
-			char **argv, struct worker_result *res)
+			uint64_t deadline, char **argv, struct worker_result *res)
 {
 	for (long i = 0; i < total; i++) {
 		uint64_t due = start + offset + (uint64_t)i * interval;
 		uint64_t t = now_ns();
+		/* A machine too slow for the rate must not stretch the run. */
+		if (t > deadline)
+			break;
 		if (t < due) {
 			struct timespec ts = { .tv_sec = (time_t)(due / 1000000000ull),
 					       .tv_nsec = (long)(due % 1000000000ull) };
@@ -151,6 +157,7 @@ static int rate(long r, double secs, long workers, char **argv)
 	}
 	memset(res, 0, sizeof(*res) * (size_t)workers);
 	uint64_t start = now_ns() + 20000000ull; /* let every worker get going */
+	uint64_t deadline = start + (uint64_t)(secs * 1.25e9) + 1000000000ull;
 	for (long w = 0; w < workers; w++) {
 		pid_t pid = fork();
 		if (pid < 0) {
@@ -158,7 +165,8 @@ static int rate(long r, double secs, long workers, char **argv)
 			return 1;
 		}
 		if (pid == 0) {
-			rate_worker(start, (uint64_t)w * interval / (uint64_t)workers, interval, total, argv, &res[w]);
+			rate_worker(start, (uint64_t)w * interval / (uint64_t)workers, interval, total,
+				    deadline, argv, &res[w]);
 			_exit(0);
 		}
 	}

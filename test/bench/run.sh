@@ -20,7 +20,7 @@ fi
 GO=${GO:-go}
 export GO
 work=$(mktemp -d /tmp/contid-bench-build.XXXXXX)
-trap 'rm -rf "$work"' EXIT INT TERM
+trap 'rm -rf "$work"' EXIT
 
 CC=${CC:-cc}
 command -v "$CC" >/dev/null 2>&1 || CC=clang
@@ -31,6 +31,17 @@ command -v "$CC" >/dev/null 2>&1 || CC=clang
 mkdir -p bench
 # The whole run is bounded: a hung phase must not hold CI. contid-bench
 # cleans up on SIGTERM; the KILL after a grace period is the last resort.
+# It runs in the background so that a signal to this script (CI's own
+# timeout, ^C) is passed on at once instead of after the run.
 timeout -k 30s 15m "$work/contid-bench" \
 	-root "$root" -bin "$root/bin" -loadgen "$work/loadgen" \
-	-out "$root/bench/results.json" "$@"
+	-out "$root/bench/results.json" "$@" &
+bench=$!
+trap 'kill -TERM "$bench" 2>/dev/null' INT TERM HUP
+rc=0
+wait "$bench" || rc=$?
+# A trapped signal ends the wait early; wait for the cleanup to finish.
+while kill -0 "$bench" 2>/dev/null; do
+	wait "$bench" || rc=$?
+done
+exit "$rc"

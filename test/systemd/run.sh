@@ -147,11 +147,16 @@ export -f prepare_upper
 		mkdir "$w/ovl/upper" "$w/ovl/work" "$w/ovl/root"
 		prepare_upper "$w/ovl/upper"
 		mount -t overlay overlay -o lowerdir=/,upperdir="$w/ovl/upper",workdir="$w/ovl/work" "$w/ovl/root"
+		# nspawn gives the container a read-only /sys without /sys/fs/bpf,
+		# where systemd mounts bpffs on a host. A fresh bpffs instance of
+		# its own, so no pin is shared with the host.
+		mkdir "$w/ovl/bpf"
+		mount -t bpf -o mode=0700 bpf "$w/ovl/bpf"
 		# contidd needs bpf() and CAP_BPF/CAP_PERFMON, which nspawn withholds
 		# by default; CAP_NET_ADMIN for SO_RCVBUFFORCE.
 		exec systemd-nspawn -D "$w/ovl/root" --register=no --keep-unit \
 			--private-network --machine="$machine" --console=pipe -b \
-			--bind-ro="$w/deb:/mnt/contid-deb" \
+			--bind-ro="$w/deb:/mnt/contid-deb" --bind="$w/ovl/bpf:/sys/fs/bpf" \
 			--system-call-filter="bpf perf_event_open" \
 			--capability=CAP_BPF,CAP_PERFMON,CAP_NET_ADMIN,CAP_AUDIT_READ
 	' boot "$work" "$machine"
@@ -179,6 +184,9 @@ esac
 
 # --- install ---------------------------------------------------------------
 
+# This host's root carries a Docker-style policy-rc.d that forbids
+# maintainer scripts to start services; a real system has none.
+in_ct rm -f /usr/sbin/policy-rc.d
 if out=$(in_ct env DEBIAN_FRONTEND=noninteractive dpkg -i /mnt/contid-deb/contid.deb 2>&1); then
 	pass "dpkg -i installs $(basename "$deb")"
 else

@@ -226,7 +226,7 @@ disk() {
 	cp "$r/boot/initrd.img-$kver" "$WORK/initrd.img" || die "no initrd for $kver in the rootfs"
 	log "guest kernel $kver"
 	size=$(($(du -sm --apparent-size "$r" | cut -f1) + 1024))
-	mkfs.ext4 -q -F -E root_owner=0:0 -d "$r" "$WORK/disk.img" "${size}M" || die "mkfs.ext4 -d failed"
+	mkfs.ext4 -q -F -E root_owner=0:0 -d "$r" "$WORK/disk.img" "${size}M" >/dev/null || die "mkfs.ext4 -d failed"
 	# The rootfs tree is in the image now; free the space early.
 	rm -rf --one-file-system "$r"
 	# Fallback channel: the guest also writes its results as a tar here.
@@ -260,7 +260,7 @@ boot() {
 	timeout -k 10 "$TIMEOUT" qemu-system-x86_64 \
 		-machine "q35,accel=$accel" -cpu "$cpu" -smp 2 -m 2G \
 		-kernel "$WORK/vmlinuz" -initrd "$WORK/initrd.img" \
-		-append "root=/dev/vda rw console=ttyS0 panic=-1 audit=1 audit_backlog_limit=8192 lsm=lockdown,capability,landlock,yama,apparmor,bpf quiet contid.suite=${CONTID_VM_SUITE:-all}" \
+		-append "root=/dev/vda rw console=ttyS0 panic=-1 audit=1 audit_backlog_limit=8192 lsm=lockdown,capability,landlock,yama,apparmor,bpf quiet systemd.show_status=false contid.suite=${CONTID_VM_SUITE:-all}" \
 		-drive "file=$WORK/disk.img,format=raw,if=virtio,snapshot=on" \
 		-drive "file=$WORK/results.img,format=raw,if=virtio" \
 		-virtfs "local,path=$WORK/share,mount_tag=host0,security_model=none,id=host0" \
@@ -275,7 +275,9 @@ boot() {
 	wait "$QEMU_PID" || qrc=$?
 	QEMU_PID=""
 	wait "$tail_pid" 2>/dev/null || true
-	if ((qrc == 124 || qrc == 137)); then
+	if grep -q 'terminating on signal' "$WORK/qemu.log"; then
+		die "qemu was killed from outside: $(cat "$WORK/qemu.log")"
+	elif ((qrc == 124 || qrc == 137)); then
 		die "guest did not finish within ${TIMEOUT}s (console: test/vm/out/console.log)"
 	elif ((qrc != 0)); then
 		sed 's/^/    /' "$WORK/qemu.log" >&2

@@ -47,10 +47,11 @@ cgroup2_root() {
 		/proc/self/mountinfo
 }
 
-# my_container prints the container ID of process $1 as contidd sees it,
+# container_of prints the container ID of process $1 as contidd sees it,
 # or nothing.
 container_of() {
-	busctl ${BUSADDR:-} call "${MANAGER[@]}" GetContainerByPID u "$1" 2>/dev/null |
+	# No bus activation: if contidd is down, a lookup must not restart it.
+	busctl ${BUSADDR:-} --auto-start=no call "${MANAGER[@]}" GetContainerByPID u "$1" 2>/dev/null |
 		sed -n 's|^o "/org/contid1/container/\([0-9]*\)"$|\1|p'
 }
 
@@ -193,7 +194,7 @@ journal_cursor() { journalctl -n1 -q --show-cursor -o cat 2>/dev/null | sed -n '
 wait_bus() {
 	local i
 	for ((i = 0; i < ${1:-60}; i++)); do
-		busctl get-property "${MANAGER[@]}" Version >/dev/null 2>&1 && return 0
+		busctl --auto-start=no get-property "${MANAGER[@]}" Version >/dev/null 2>&1 && return 0
 		sleep 1
 	done
 	return 1
@@ -638,7 +639,11 @@ main() {
 	if ! install_contid; then
 		result install FAIL "contid could not be installed"
 	elif ! start_contid; then
-		result contidd-start FAIL "contidd did not come up on the bus: $(systemctl status --no-pager contidd.service 2>&1 | tail -n 3 | tr '\n' ' ')"
+		result contidd-start FAIL "contidd did not come up on the bus: $(journalctl -q -b -u contidd.service -o cat -n 200 |
+			grep -v -e '^Start' -e '^Stopped' -e 'Scheduled restart' | tail -n 2 | tr '\n' ' ')"
+		# Without a daemon, every bus call would re-activate and fail slowly.
+		systemctl stop contidd.socket contidd.service 2>/dev/null
+		systemctl mask --runtime contidd.service 2>/dev/null
 	else
 		result contidd-start PASS "contidd pid $CONTIDD_PID answers on org.contid1"
 		local mode reason

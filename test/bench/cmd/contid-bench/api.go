@@ -34,6 +34,21 @@ func apiPhase(cfg *config, rep *report) error {
 	if err != nil {
 		return fail(err)
 	}
+	// The cgroups come first so that, at cleanup (last in, first out),
+	// contidd is stopped before they are removed under it.
+	tree, err := makeCgroupTree("contid-bench-api")
+	if err != nil {
+		return fail(err)
+	}
+	t0 := time.Now()
+	cgs := make([]benchCgroup, n)
+	for i := range cgs {
+		if cgs[i], err = tree.child(fmt.Sprintf("c%05d", i)); err != nil {
+			return fail(err)
+		}
+	}
+	progress("created %d cgroups in %s", n, time.Since(t0).Round(time.Millisecond))
+
 	_, addr, err := startDBus(cfg, dir)
 	if err != nil {
 		return fail(err)
@@ -61,19 +76,6 @@ func apiPhase(cfg *config, rep *report) error {
 		rep.detail("bpf_maps_held_by_contidd", maps)
 	}
 	progress("contidd idle: RSS %.1f MB", rss/1024)
-
-	tree, err := makeCgroupTree("contid-bench-api")
-	if err != nil {
-		return fail(err)
-	}
-	t0 := time.Now()
-	cgs := make([]benchCgroup, n)
-	for i := range cgs {
-		if cgs[i], err = tree.child(fmt.Sprintf("c%05d", i)); err != nil {
-			return fail(err)
-		}
-	}
-	progress("created %d cgroups in %s", n, time.Since(t0).Round(time.Millisecond))
 
 	// TagCgroup, one call at a time as an orchestrator would issue them:
 	// the latency of each includes the bus round trip through dbus-daemon.
@@ -181,6 +183,11 @@ func apiPhase(cfg *config, rep *report) error {
 		rep.set("bpf_map_kb_10k", kb)
 	}
 	progress("contidd with %d containers: RSS %.1f MB (peak %.1f MB)", n, rss/1024, hwm/1024)
+	t := time.Now()
+	if err := d.stop(); err != nil {
+		progress("contidd: %v", err)
+	}
+	rep.detail("contidd_sigterm_to_exit_s_10k", round(time.Since(t).Seconds(), 2))
 	rep.detail("api_transport", "private dbus-daemon (system.conf policy + units/org.contid1.conf), godbus client as root, sequential calls; contidd pid "+strconv.Itoa(d.pid()))
 	return nil
 }

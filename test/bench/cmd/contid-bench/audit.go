@@ -18,10 +18,22 @@ import (
 	"github.com/contid/contid/kernel"
 )
 
-// The exec target of the audit load. Debian 12 has merged /usr, so the
-// kernel reports exe="/usr/bin/true" for /bin/true; we resolve it rather
-// than assume.
-const loadTarget = "/bin/true"
+// loadTarget is the exec target of the audit load: a private copy of
+// /bin/true, so that its exe= path tells our load's events from every
+// other exec on the machine, on both sides alike.
+var loadTarget = "/bin/true"
+
+func copyTrue(dir string) (string, error) {
+	b, err := os.ReadFile("/bin/true")
+	if err != nil {
+		return "", err
+	}
+	p := filepath.Join(dir, "true-bench")
+	if err := os.WriteFile(p, b, 0o755); err != nil {
+		return "", err
+	}
+	return p, nil
+}
 
 // auditState is the kernel-global audit configuration as found, restored
 // at cleanup: rules by our key deleted, enabled, backlog and friends put
@@ -265,7 +277,11 @@ type contidSide struct {
 	id           contid.ID
 	exe          string
 	pipelineOut  *bytes.Buffer
+	pipelineDone chan struct{}
 	pipelinePins string
+	// lastCounters are the pipeline's own counters at the end of the
+	// last round (written, lost, ...), for the details.
+	lastCounters string
 }
 
 // startRound brings up the pipeline with a fresh pin directory and tags
@@ -304,6 +320,7 @@ func (s *contidSide) startRound(cg benchCgroup) error {
 	_ = att.bpf.Close()
 	att.bpf = nil
 	s.pipelineOut = &bytes.Buffer{}
+	s.pipelineDone = make(chan struct{})
 	cmd := exec.Command(s.pipelineBin, "-pin-dir", att.pinDir, "-journal-socket", fmt.Sprintf("/proc/%d/root/run/systemd/journal/socket", s.journald.pid()))
 	pr, pw, err := os.Pipe()
 	if err != nil {
@@ -334,6 +351,7 @@ func (s *contidSide) startRound(cg benchCgroup) error {
 			ready <- false
 		}
 		pr.Close()
+		close(s.pipelineDone)
 	}()
 	select {
 	case ok := <-ready:
@@ -353,8 +371,14 @@ func (s *contidSide) pids() []int {
 	return []int{s.pipeline.pid(), s.journald.pid()}
 }
 
-// count is the number of journal entries for the load's execs.
-func (s *contidSide) count() (int, error) {
+// count is the number of journal entries for the load's execs; contid
+// writes nothing else for them, so it is both figures.
+func (s *contidSide) count() (int, int, error) {
+	n, err := s.countOurs()
+	return n, n, err
+}
+
+func (s *contidSide) countOurs() (int, error) {
 	args := []string{"--directory=" + s.journalDir, "--no-pager", "-o", "cat",
 		"AUDIT_CONTAINER_ID=" + strconv.FormatUint(uint64(s.id), 10), "AUDIT_FIELD_EXE=" + s.exe}
 	out, err := exec.Command("journalctl", args...).Output()
@@ -365,7 +389,15 @@ func (s *contidSide) count() (int, error) {
 }
 
 func (s *contidSide) stopRound() error {
+	s.lastCounters = ""
 	if s.daemon != nil {
+		if conn, err := dialP2P(s.daemon.socket); err == nil {
+			obj := conn.Object(busName, objPath)
+			w, _ := obj.GetProperty(managerIf + ".EventsWritten")
+			l, _ := obj.GetProperty(managerIf + ".EventsLost")
+			s.lastCounters = fmt.Sprintf("EventsWritten=%v EventsLost=%v", w.Value(), l.Value())
+			conn.Close()
+		}
 		err := s.daemon.stop()
 		s.daemon.undo()
 		s.daemon = nil
@@ -375,6 +407,11 @@ func (s *contidSide) stopRound() error {
 		err := s.pipeline.stop()
 		s.pipeline.undo()
 		s.pipeline = nil
+		select {
+		case <-s.pipelineDone:
+		case <-time.After(2 * time.Second):
+		}
+		s.lastCounters = strings.TrimSpace(s.pipelineOut.String())
 		_ = kernel.Unpin(s.pipelinePins)
 		return err
 	}
@@ -397,25 +434,30 @@ func dialP2P(path string) (*dbus.Conn, error) {
 	return conn, nil
 }
 
-// auditdLogCount counts the load's exec events in auditd's raw log.
-func auditdLogCount(logFile, exe, key string) (int, error) {
+// auditdLogCount counts the load's exec events in auditd's raw log, and
+// every syscall event in it (auditd logs all execs on the machine; its
+// CPU is charged per event it wrote).
+func auditdLogCount(logFile, exe string) (ours, total int, err error) {
 	f, err := os.Open(logFile)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer f.Close()
-	n := 0
+	// Not by key: when another rule (someone else's) also matches an
+	// execve, the event carries the first rule's key.
 	needExe := []byte(`exe="` + exe + `"`)
-	needKey := []byte(`key="` + key + `"`)
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		b := sc.Bytes()
-		if bytes.HasPrefix(b, []byte("type=SYSCALL ")) && bytes.Contains(b, needExe) && bytes.Contains(b, needKey) {
-			n++
+		if bytes.HasPrefix(b, []byte("type=SYSCALL ")) {
+			total++
+			if bytes.Contains(b, needExe) {
+				ours++
+			}
 		}
 	}
-	return n, sc.Err()
+	return ours, total, sc.Err()
 }
 
 // waitStable polls count until it stops growing (or reaches want and
@@ -434,7 +476,7 @@ func waitStable(count func() (int, error), want int, limit time.Duration) (int, 
 			stable = 0
 		}
 		last = n
-		if (n >= want && stable >= 1) || stable >= 3 || time.Now().After(deadline) {
+		if (n >= want && stable >= 1) || stable >= 4 || time.Now().After(deadline) {
 			return n, nil
 		}
 		time.Sleep(500 * time.Millisecond)
@@ -457,6 +499,10 @@ type auditRound struct {
 	Execs         int     `json:"execs"`
 	AchievedPerS  float64 `json:"achieved_per_s"`
 	Events        int     `json:"events_recorded"`
+	AllEvents     int     `json:"events_written_all"`
+	Disturbed     bool    `json:"disturbed,omitempty"`
+	Pipeline      string  `json:"pipeline_counters,omitempty"`
+	before        int
 	Lost          int     `json:"events_lost"`
 	KernelLost    int64   `json:"kernel_lost_delta"`
 	CPUSeconds    float64 `json:"cpu_s"`
@@ -465,9 +511,21 @@ type auditRound struct {
 	LoadgenLateMS float64 `json:"loadgen_late_starts"`
 }
 
+// recount takes the final count after the pipeline stopped: a journald
+// starved of CPU may still have been storing entries when the CPU window
+// closed, and those are late, not lost.
+func (r *auditRound) recount(count func() (int, int, error)) {
+	n, _, err := count()
+	if err != nil || n-r.before <= r.Events {
+		return
+	}
+	r.Events = n - r.before
+	r.Lost = max(0, r.Execs-r.Events)
+}
+
 // runLoad offers rate execs/s for secs inside cg and measures the CPU the
 // given processes spend until their output stops growing.
-func runLoad(cfg *config, cg benchCgroup, side string, rate int, secs float64, pids []int, count func() (int, error)) (auditRound, error) {
+func runLoad(cfg *config, cg benchCgroup, side string, rate int, secs float64, pids []int, count func() (int, int, error)) (auditRound, error) {
 	r := auditRound{Side: side, OfferedPerS: rate}
 	if err := ensureAuditSetup(); err != nil {
 		return r, err
@@ -477,10 +535,11 @@ func runLoad(cfg *config, cg benchCgroup, side string, rate int, secs float64, p
 	if err != nil {
 		return r, err
 	}
-	before, err := count()
+	before, beforeAll, err := count()
 	if err != nil {
 		return r, err
 	}
+	r.before = before
 	cpu0, k0 := cpuOf(pids), cpuOf([]int{kpid})
 	workers := rate / 200
 	if workers < 2 {
@@ -494,12 +553,17 @@ func runLoad(cfg *config, cg benchCgroup, side string, rate int, secs float64, p
 	r.AchievedPerS = round(kv["done"]/(kv["ns"]/1e9), 1)
 	r.LoadgenLateMS = kv["late"]
 	after, err := waitStable(func() (int, error) {
-		n, err := count()
+		n, _, err := count()
 		return n - before, err
 	}, r.Execs, 20*time.Second)
 	if err != nil {
 		return r, err
 	}
+	_, afterAll, err := count()
+	if err != nil {
+		return r, err
+	}
+	r.AllEvents = afterAll - beforeAll
 	r.CPUSeconds = round(cpuOf(pids)-cpu0, 3)
 	r.KauditdCPU = round(cpuOf([]int{kpid})-k0, 3)
 	st1, err := readAuditState()
@@ -507,16 +571,27 @@ func runLoad(cfg *config, cg benchCgroup, side string, rate int, secs float64, p
 		return r, err
 	}
 	r.KernelLost = st1["lost"] - st0["lost"]
+	if r.KernelLost < 0 {
+		// Someone reset the counter during the round: the delta is
+		// unknown, and the round is not clean.
+		r.KernelLost, r.Disturbed = 0, true
+	}
 	r.Events = after
 	r.Lost = r.Execs - after
 	if r.Lost < 0 {
 		r.Lost = 0
 	}
-	if after > 0 {
-		r.CPUPer1000 = round(r.CPUSeconds/(float64(after)/1000), 4)
+	if r.AllEvents > 0 {
+		r.CPUPer1000 = round(r.CPUSeconds/(float64(r.AllEvents)/1000), 4)
 	}
-	progress("audit %s at %d/s: %d execs (%.0f/s achieved), %d events recorded, %d lost (kernel lost +%d), %.2f CPU s, %.4f CPU s per 1000 events",
-		side, rate, r.Execs, r.AchievedPerS, r.Events, r.Lost, r.KernelLost, r.CPUSeconds, r.CPUPer1000)
+	// Something else on the machine may have changed the audit setup
+	// during the round (tests of other packages); such a round is kept
+	// in the details but not used for the figures.
+	if n := auditReasserted; ensureAuditSetup() == nil && auditReasserted > n {
+		r.Disturbed = true
+	}
+	progress("audit %s at %d/s: %d execs (%.0f/s achieved), %d of them recorded, %d lost (kernel lost +%d), %d events written in all, %.2f CPU s, %.4f CPU s per 1000 events%s",
+		side, rate, r.Execs, r.AchievedPerS, r.Events, r.Lost, r.KernelLost, r.AllEvents, r.CPUSeconds, r.CPUPer1000, map[bool]string{true: " (DISTURBED: audit setup changed by something else)"}[r.Disturbed])
 	return r, nil
 }
 
@@ -543,10 +618,6 @@ func auditPhase(cfg *config, rep *report) error {
 	if found["enabled"] == 2 {
 		return fail(errors.New("audit configuration is locked (enabled 2)"))
 	}
-	exe, err := filepath.EvalSymlinks(loadTarget)
-	if err != nil {
-		return fail(err)
-	}
 	benchAuditKey = fmt.Sprintf("contid-bench-%d", os.Getpid())
 	key := benchAuditKey
 	cleanups.push("audit state", func() error { return found.restore(key) })
@@ -558,6 +629,10 @@ func auditPhase(cfg *config, rep *report) error {
 	if err != nil {
 		return fail(err)
 	}
+	if loadTarget, err = copyTrue(dir); err != nil {
+		return fail(err)
+	}
+	exe := loadTarget
 	jd, jdir, err := startJournald(dir)
 	if err != nil {
 		return fail(err)
@@ -618,6 +693,8 @@ func auditPhase(cfg *config, rep *report) error {
 				if e := a.stopRound(); err == nil {
 					err = e
 				}
+				ra.Pipeline = a.lastCounters
+				ra.recount(a.count)
 				if err != nil {
 					return fail(err)
 				}
@@ -631,9 +708,16 @@ func auditPhase(cfg *config, rep *report) error {
 				if err != nil {
 					return fail(err)
 				}
-				rb, err = runLoad(cfg, cg, side, 1000, secs, []int{ad.pid()}, func() (int, error) { return auditdLogCount(logFile, exe, key) })
+				rb, err = runLoad(cfg, cg, side, 1000, secs, []int{ad.pid()}, func() (int, int, error) { return auditdLogCount(logFile, exe) })
 				if e := ad.stop(); err == nil {
 					err = e
+				}
+				rb.recount(func() (int, int, error) { return auditdLogCount(logFile, exe) })
+				if rb.Events == 0 {
+					// Say what auditd did write, so a broken side is diagnosable.
+					b, _ := os.ReadFile(logFile)
+					lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+					progress("audit: auditd recorded none of the load; its log has %d lines, the last: %q", len(lines), lines[max(0, len(lines)-3):])
 				}
 				ad.undo()
 				if err != nil {
@@ -642,20 +726,32 @@ func auditPhase(cfg *config, rep *report) error {
 				bRounds = append(bRounds, rb)
 			}
 		}
-		if rb.CPUPer1000 > 0 {
+		if rb.CPUPer1000 > 0 && !ra.Disturbed && !rb.Disturbed {
 			ratios = append(ratios, ra.CPUPer1000/rb.CPUPer1000)
 		}
 	}
-	perA := make([]float64, len(aRounds))
-	lost, achieved := 0, make([]float64, len(aRounds))
-	for i, r := range aRounds {
-		perA[i] = r.CPUPer1000
-		lost += r.Lost + int(r.KernelLost)
-		achieved[i] = r.AchievedPerS
+	usable := func(rs []auditRound) []auditRound {
+		var ok []auditRound
+		for _, r := range rs {
+			if !r.Disturbed {
+				ok = append(ok, r)
+			}
+		}
+		if len(ok) == 0 {
+			progress("audit: every round was disturbed by another audit user; the figures use them anyway")
+			return rs
+		}
+		return ok
 	}
-	perB := make([]float64, len(bRounds))
-	for i, r := range bRounds {
-		perB[i] = r.CPUPer1000
+	var perA, perB, achieved []float64
+	lost := 0
+	for _, r := range usable(aRounds) {
+		perA = append(perA, r.CPUPer1000)
+		lost += r.Lost + int(r.KernelLost)
+		achieved = append(achieved, r.AchievedPerS)
+	}
+	for _, r := range usable(bRounds) {
+		perB = append(perB, r.CPUPer1000)
 	}
 	sa, sb := summarize(perA), summarize(perB)
 	rep.set("contid_cpu_s_per_1000_events", sa.Median)
@@ -679,6 +775,11 @@ func auditPhase(cfg *config, rep *report) error {
 	// The highest rate the pipeline sustains: ramp until events are lost
 	// or the load generator itself cannot offer more.
 	maxRate, bound := 0.0, "pipeline kept up at every rate offered; the load generator is the limit"
+	for _, r := range usable(aRounds) {
+		if r.Lost == 0 && r.KernelLost == 0 && r.Execs > 0 {
+			maxRate = max(maxRate, float64(r.Events)/(float64(r.Execs)/r.AchievedPerS))
+		}
+	}
 	rates := []int{1500, 2000, 3000, 4000, 6000}
 	if cfg.quick {
 		rates = []int{2000, 4000}
@@ -696,6 +797,8 @@ func auditPhase(cfg *config, rep *report) error {
 		if e := a.stopRound(); err == nil {
 			err = e
 		}
+		r.Pipeline = a.lastCounters
+		r.recount(a.count)
 		if err != nil {
 			return fail(err)
 		}
@@ -737,7 +840,7 @@ func probeSide(cfg *config, a *contidSide, cg benchCgroup) error {
 	if _, err := runLoadgen(cfg, cg, "loop", "3", loadTarget); err != nil {
 		return err
 	}
-	n, err := waitStable(a.count, 3, 5*time.Second)
+	n, err := waitStable(a.countOurs, 3, 5*time.Second)
 	if err != nil {
 		return err
 	}
@@ -750,8 +853,7 @@ func probeSide(cfg *config, a *contidSide, cg benchCgroup) error {
 	extra := ""
 	if a.pipelineOut != nil {
 		_ = a.stopRound()
-		time.Sleep(200 * time.Millisecond)
-		extra = "; contid-pipeline said: " + strings.TrimSpace(a.pipelineOut.String())
+		extra = "; contid-pipeline said: " + a.lastCounters
 	}
 	st, _ := exec.Command("auditctl", "-s").CombinedOutput()
 	rules, _ := exec.Command("auditctl", "-l").CombinedOutput()

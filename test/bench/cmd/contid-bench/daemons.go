@@ -173,12 +173,8 @@ func startContidd(cfg *config, o contiddOpts) (*contidd, error) {
 	pinDir := fmt.Sprintf("/sys/fs/bpf/contid-bench-d%d-%d", os.Getpid(), time.Now().UnixNano()%1e6)
 	state := filepath.Join(o.dir, "state")
 	sock := filepath.Join(o.dir, "contid.bus")
-	loadRules := "no"
-	if o.audit {
-		loadRules = "no" // the bench loads its own rule, the same for auditd
-	}
+	// LoadRules=no: the bench loads its own rule, the same one auditd gets.
 	conf := fmt.Sprintf(`[Manager]
-AutotagParents=
 StateDirectory=%s
 PinDirectory=%s
 Socket=%s
@@ -187,9 +183,9 @@ LogLevel=notice
 
 [Audit]
 WriteUntagged=no
-LoadRules=%s
+LoadRules=no
 BacklogLimit=8192
-`, state, pinDir, sock, loadRules)
+`, state, pinDir, sock)
 	confPath := filepath.Join(o.dir, "contid.conf")
 	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
 		return nil, err
@@ -213,7 +209,10 @@ BacklogLimit=8192
 		return nil, fmt.Errorf("notify socket: %w", err)
 	}
 
-	args := []string{"--config", confPath}
+	// The flags repeat the config so a config key renamed later cannot
+	// send the bench to the production paths.
+	args := []string{"--config", confPath, "--pin-directory", pinDir, "--state-directory", state,
+		"--socket", sock, "--mode", "tracking", "--autotag-parents", "none"}
 	if o.busAddr != "" {
 		args = append(args, "--bus-address", o.busAddr)
 	} else {

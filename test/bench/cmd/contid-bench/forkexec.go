@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -70,6 +71,10 @@ func (a *attached) close() error {
 	return errors.Join(errs...)
 }
 
+// forkProgram is the name of contid's fork-inheritance program as the
+// kernel lists it.
+const forkProgram = "contid_fork"
+
 // verifyInheritance proves configuration A measures what it claims: a
 // process forked inside the cgroup carries the cgroup's ID.
 func (a *attached) verifyInheritance(cg benchCgroup) error {
@@ -118,47 +123,70 @@ func parseKV(s string) map[string]float64 {
 	return kv
 }
 
+// abResult holds an A/B comparison: per pair, the ratio A/B of the
+// primary figure (and of the secondary one, if the measure gives one),
+// and each side's raw figures.
+type abResult struct {
+	ratios, ratios2, as, bs []float64
+	// foreignB counts B rounds during which some other contid had its
+	// fork program loaded: those baselines are not clean.
+	foreignB int
+}
+
 // abRounds runs measure in configurations A (attached) and B (detached),
 // pairs ordered ABBA so a drift in the machine does not favour one side.
-// It returns each pair's A/B ratio and the raw figures of each side.
-func abRounds(cfg *config, cg benchCgroup, pairs int, label string, measure func() (float64, error)) (ratios, as, bs []float64, err error) {
+func abRounds(cg benchCgroup, pairs int, label string, measure func() (float64, float64, error)) (abResult, error) {
+	var res abResult
+	err := abRoundsInto(&res, cg, pairs, label, measure)
+	return res, err
+}
+
+func abRoundsInto(res *abResult, cg benchCgroup, pairs int, label string, measure func() (float64, float64, error)) error {
 	verified := false
 	for i := 0; i < pairs; i++ {
 		order := []bool{true, false}
 		if i%2 == 1 {
 			order = []bool{false, true}
 		}
-		var a, b float64
+		var a, b, a2, b2 float64
 		for _, withContid := range order {
 			if withContid {
 				att, err := attach(cg)
 				if err != nil {
-					return nil, nil, nil, err
+					return err
 				}
 				if !verified {
 					if err := att.verifyInheritance(cg); err != nil {
 						att.undo()
-						return nil, nil, nil, err
+						return err
 					}
 					verified = true
 				}
-				a, err = measure()
+				a, a2, err = measure()
 				att.undo()
 				if err != nil {
-					return nil, nil, nil, err
+					return err
 				}
 			} else {
-				if b, err = measure(); err != nil {
-					return nil, nil, nil, err
+				if n, err := loadedPrograms(forkProgram); err == nil && n > 0 {
+					res.foreignB++
+					progress("%s: %d %s program(s) of another contid are loaded during a baseline round", label, n, forkProgram)
+				}
+				var err error
+				if b, b2, err = measure(); err != nil {
+					return err
 				}
 			}
 		}
-		ratios = append(ratios, a/b)
-		as = append(as, a)
-		bs = append(bs, b)
+		res.ratios = append(res.ratios, a/b)
+		if b2 > 0 {
+			res.ratios2 = append(res.ratios2, a2/b2)
+		}
+		res.as = append(res.as, a)
+		res.bs = append(res.bs, b)
 		progress("%s pair %d/%d: with contid %.4g, without %.4g, ratio %.4f", label, i+1, pairs, a, b, a/b)
 	}
-	return ratios, as, bs, nil
+	return nil
 }
 
 func forkPhase(cfg *config, rep *report) error {
@@ -170,39 +198,58 @@ func forkPhase(cfg *config, rep *report) error {
 	if err != nil {
 		return err
 	}
-	iters := strconv.Itoa(cfg.forkIters)
-	// One warm-up so the first measured round does not pay for cold caches.
-	if _, err := runLoadgen(cfg, cg, "loop", iters, "/bin/true"); err != nil {
+	// Warm-up, and calibration: each round should last about
+	// cfg.forkRound, long enough to average out scheduler noise and short
+	// enough that many ABBA pairs fit in the time budget even when the
+	// machine is slow.
+	kv, err := runLoadgen(cfg, cg, "loop", "50", "/bin/true")
+	if err != nil {
 		return err
 	}
-	measure := func() (float64, error) {
+	perOp := kv["ns"] / kv["n"]
+	n := int(float64(cfg.forkRound.Nanoseconds()) / perOp)
+	n = max(100, min(n, 3000))
+	iters := strconv.Itoa(n)
+	progress("fork/exec: %.2f ms per fork+exec+wait at warm-up; %d iterations per round", perOp/1e6, n)
+	measure := func() (float64, float64, error) {
 		kv, err := runLoadgen(cfg, cg, "loop", iters, "/bin/true")
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
-		return kv["ns"] / kv["n"] / 1e6, nil // ms per fork+exec+wait
+		// ms per fork+exec+wait, wall clock and CPU
+		return kv["ns"] / kv["n"] / 1e6, kv["cpu_ns"] / kv["n"] / 1e6, nil
 	}
-	ratios, as, bs, err := abRounds(cfg, cg, cfg.forkPairs, "fork+exec+wait /bin/true (ms/op)", measure)
+	res, err := abRounds(cg, cfg.forkPairs, "fork+exec+wait /bin/true (ms/op)", measure)
 	if err != nil {
 		rep.unmeasured("fork_exec_ratio_tracking", err.Error())
 		return err
 	}
-	rs := summarize(ratios)
-	sa, sb := summarize(as), summarize(bs)
+	rs := summarize(res.ratios)
+	sa, sb := summarize(res.as), summarize(res.bs)
+	cs := summarize(res.ratios2)
+	rep.set("fork_exec_cpu_ratio_tracking", cs.Median)
+	lo, hi := medianCI95(res.ratios)
+	if !math.IsNaN(lo) {
+		rep.set("fork_exec_ratio_ci95_lo", lo)
+		rep.set("fork_exec_ratio_ci95_hi", hi)
+	}
 	rep.set("fork_exec_ratio_tracking", rs.Median)
 	rep.set("fork_exec_ratio_spread_p25", rs.P25)
 	rep.set("fork_exec_ratio_spread_p75", rs.P75)
 	rep.set("fork_exec_base_ms", sb.Median)
 	rep.detail("fork_exec", map[string]any{
 		"method":               "fork()+execve(/bin/true)+waitpid() in C (test/bench/loadgen.c), in a cgroup tagged by contid (A) vs contid fully detached (B), ABBA pairs",
-		"iterations_per_round": cfg.forkIters,
+		"iterations_per_round": n,
 		"pairs":                cfg.forkPairs,
 		"ratio_per_pair":       rs,
-		"ms_per_op_with":       sa,
-		"ms_per_op_without":    sb,
-		"ratio_of_medians":     round(sa.Median/sb.Median, 4),
+		"cpu_ratio_per_pair":   cs,
+		"baseline_rounds_with_foreign_contid_programs": res.foreignB,
+		"ms_per_op_with":    sa,
+		"ms_per_op_without": sb,
+		"ratio_of_medians":  round(sa.Median/sb.Median, 4),
 	})
-	progress("fork/exec: ratio median %.4f (p25 %.4f, p75 %.4f), %.3f ms/op without contid", rs.Median, rs.P25, rs.P75, sb.Median)
+	progress("fork/exec: ratio median %.4f (p25 %.4f, p75 %.4f, bootstrap 95%% CI of the median %.4f..%.4f), CPU ratio %.4f, %.3f ms/op without contid",
+		rs.Median, rs.P25, rs.P75, lo, hi, cs.Median, sb.Median)
 	return nil
 }
 
@@ -239,39 +286,41 @@ func stressPhase(cfg *config, rep *report) error {
 	var errs []error
 	for _, stressor := range []string{"fork", "exec"} {
 		yaml := filepath.Join(work, stressor+".yaml")
-		measure := func() (float64, error) {
+		measure := func() (float64, float64, error) {
 			cmd := exec.Command("setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
 				"stress-ng", "--"+stressor, "1", "--timeout", secs, "--metrics-brief", "--yaml", yaml, "--temp-path", work)
 			cmd.Dir = work
 			out, err := startAndWait(cg, cmd)
 			if err != nil {
-				return 0, fmt.Errorf("stress-ng --%s: %w: %s", stressor, err, out)
+				return 0, 0, fmt.Errorf("stress-ng --%s: %w: %s", stressor, err, out)
 			}
 			ops, err := stressOpsPerSec(yaml, stressor)
 			if err != nil {
-				return 0, err
+				return 0, 0, err
 			}
 			// Seconds per bogo op, so that A/B > 1 means contid costs, as
 			// for the fork/exec loop.
-			return 1 / ops, nil
+			return 1 / ops, 0, nil
 		}
 		key := "stress_" + stressor + "_ratio_tracking"
-		ratios, as, bs, err := abRounds(cfg, cg, pairs, "stress-ng --"+stressor+" (s/bogo-op)", measure)
+		res, err := abRounds(cg, pairs, "stress-ng --"+stressor+" (s/bogo-op)", measure)
 		if err != nil {
 			rep.unmeasured(key, err.Error())
 			errs = append(errs, err)
 			continue
 		}
-		rs := summarize(ratios)
+		as, bs := res.as, res.bs
+		rs := summarize(res.ratios)
 		rep.set(key, rs.Median)
 		rep.detail("stress_"+stressor, map[string]any{
-			"method":                   "stress-ng --" + stressor + " 1 --timeout " + secs + "s as nobody inside the cgroup, A (contid) vs B (detached), ABBA pairs; ratio of seconds per bogo op",
-			"ratio_per_pair":           rs,
-			"bogo_ops_per_s_with":      summarize(invert(as)),
-			"bogo_ops_per_s_without":   summarize(invert(bs)),
-			"stress_ng_seconds_each":   secs,
-			"pairs":                    pairs,
-			"ratio_of_median_rates_ba": round(summarize(invert(bs)).Median/summarize(invert(as)).Median, 4),
+			"method":         "stress-ng --" + stressor + " 1 --timeout " + secs + "s as nobody inside the cgroup, A (contid) vs B (detached), ABBA pairs; ratio of seconds per bogo op",
+			"ratio_per_pair": rs,
+			"baseline_rounds_with_foreign_contid_programs": res.foreignB,
+			"bogo_ops_per_s_with":                          summarize(invert(as)),
+			"bogo_ops_per_s_without":                       summarize(invert(bs)),
+			"stress_ng_seconds_each":                       secs,
+			"pairs":                                        pairs,
+			"ratio_of_median_rates_ba":                     round(summarize(invert(bs)).Median/summarize(invert(as)).Median, 4),
 		})
 	}
 	return errors.Join(errs...)

@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -33,7 +34,7 @@ type config struct {
 	phases    map[string]bool
 	quick     bool
 	forkPairs int
-	forkIters int
+	forkRound time.Duration
 }
 
 var (
@@ -54,7 +55,14 @@ type cleanupStack struct {
 	mu    sync.Mutex
 	funcs []cleanupFunc
 	next  int
+	// closed is set once a signal started the final cleanup: whatever a
+	// phase still creates after that is undone at once, not leaked.
+	closed bool
 }
+
+// exiting is held by the signal handler from the start of its cleanup
+// until os.Exit, so main cannot return (ending the process) midway.
+var exiting sync.Mutex
 
 type cleanupFunc struct {
 	id   int
@@ -66,6 +74,11 @@ type cleanupFunc struct {
 // removes it from the stack), for phases that tidy up as they finish.
 func (c *cleanupStack) push(name string, fn func() error) func() {
 	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		_ = fn()
+		return func() {}
+	}
 	c.next++
 	id := c.next
 	c.funcs = append(c.funcs, cleanupFunc{id: id, name: name, fn: fn})
@@ -113,10 +126,21 @@ var allPhases = []string{"fork", "stress", "api", "audit", "gobench"}
 // phaseKeys are the metrics each phase produces, so a phase left out
 // shows its metrics as not measured, with the reason.
 var phaseKeys = map[string][]string{
-	"fork":   {"fork_exec_ratio_tracking", "fork_exec_ratio_spread_p25", "fork_exec_ratio_spread_p75", "fork_exec_base_ms"},
+	"fork":   {"fork_exec_ratio_tracking", "fork_exec_ratio_spread_p25", "fork_exec_ratio_spread_p75", "fork_exec_ratio_ci95_lo", "fork_exec_ratio_ci95_hi", "fork_exec_cpu_ratio_tracking", "fork_exec_base_ms"},
 	"stress": {"stress_fork_ratio_tracking", "stress_exec_ratio_tracking"},
 	"audit":  {"audit_cpu_ratio_vs_auditd", "contid_cpu_s_per_1000_events", "auditd_cpu_s_per_1000_events", "events_lost_1000eps", "max_events_per_s"},
 	"api":    {"tag_p50_ms", "tag_p99_ms", "get_by_pid_p50_ms", "get_by_pid_p99_ms", "list_10k_ms", "rss_idle_mb", "rss_10k_mb", "bpf_map_kb_idle", "bpf_map_kb_10k"},
+}
+
+// busy reports whether a /proc/loadavg line shows more runnable work than
+// cores over the last minute.
+func busy(loadavg string, cores int) bool {
+	f := strings.Fields(loadavg)
+	if len(f) == 0 {
+		return false
+	}
+	l, err := strconv.ParseFloat(f[0], 64)
+	return err == nil && l > float64(cores)
 }
 
 func main() {
@@ -144,20 +168,27 @@ func main() {
 			cfg.phases[p] = true
 		}
 	}
-	cfg.forkPairs, cfg.forkIters = 12, 400
+	cfg.forkPairs, cfg.forkRound = 12, 1500*time.Millisecond
 	if cfg.quick {
-		cfg.forkPairs, cfg.forkIters = 3, 200
+		cfg.forkPairs, cfg.forkRound = 3, 500*time.Millisecond
 	}
 
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	go func() {
 		s := <-sigs
+		exiting.Lock()
 		progress("got %v: cleaning up", s)
+		cleanups.mu.Lock()
+		cleanups.closed = true
+		cleanups.mu.Unlock()
 		cleanups.runAll()
+		progress("cleanup done")
 		os.Exit(130)
 	}()
 
+	// However main ends, it waits for a signal-started cleanup to finish.
+	defer exiting.Lock()
 	rep := newReport()
 	mach := describeMachine()
 	progress("machine: %s, %s, %d cores, %d MB, load %s", mach.Kernel, mach.CPUModel, mach.Cores, mach.MemoryMB, mach.Load1)
@@ -188,10 +219,25 @@ func main() {
 	run("audit", auditPhase)
 	run("gobench", goBenchPhase)
 
+	cleanups.mu.Lock()
+	interrupted := cleanups.closed
+	cleanups.mu.Unlock()
+	if interrupted {
+		// Keep the last complete results.json rather than a partial one.
+		return
+	}
 	fmt.Println()
 	rep.printTable(os.Stdout)
+	// Figures taken while other work loads the machine are noisy; say so
+	// next to them rather than let them pass as quiet-machine figures.
+	if end := describeMachine().Load1; busy(mach.Load1, mach.Cores) || busy(end, mach.Cores) {
+		msg := fmt.Sprintf("WARNING: the machine was busy (load average %s at start, %s at end, %d cores): latencies and ratios are noisier than on an idle machine", mach.Load1, end, mach.Cores)
+		fmt.Println("\n" + msg)
+		rep.detail("warning_busy_machine", msg)
+	}
 	if err := rep.writeJSON(cfg.out, mach); err != nil {
 		fmt.Fprintln(os.Stderr, "contid-bench:", err)
+		exiting.Lock()
 		os.Exit(1)
 	}
 	progress("wrote %s", cfg.out)

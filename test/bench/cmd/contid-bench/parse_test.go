@@ -141,3 +141,15 @@ func TestVerdictNeverHidesAMiss(t *testing.T) {
 		}
 	}
 }
+
+func TestMedianCI95BracketsTheMedian(t *testing.T) {
+	xs := []float64{0.99, 1.0, 1.01, 1.0, 0.98, 1.02, 1.0, 1.0}
+	lo, hi := medianCI95(xs)
+	m := summarize(xs).Median
+	if !(lo <= m && m <= hi) || lo < 0.98 || hi > 1.02 {
+		t.Errorf("CI [%v, %v] does not bracket median %v within the sample range", lo, hi, m)
+	}
+	if lo, _ := medianCI95([]float64{1, 2}); !math.IsNaN(lo) {
+		t.Error("two samples should give no interval")
+	}
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -39,8 +40,8 @@ type metric struct {
 	why string
 }
 
-// report gathers every figure of one run; phases fill it in as they go so
-// an interrupted run still writes what it measured.
+// report gathers every figure of one run; phases fill it in as they go,
+// so a failed phase leaves the others' figures intact.
 type report struct {
 	metrics []*metric
 	byKey   map[string]*metric
@@ -57,6 +58,9 @@ func newReport() *report {
 		{key: "fork_exec_ratio_tracking", unit: "x", goal: atMost(1.01, "")},
 		{key: "fork_exec_ratio_spread_p25", unit: "x"},
 		{key: "fork_exec_ratio_spread_p75", unit: "x"},
+		{key: "fork_exec_ratio_ci95_lo", unit: "x"},
+		{key: "fork_exec_ratio_ci95_hi", unit: "x"},
+		{key: "fork_exec_cpu_ratio_tracking", unit: "x"},
 		{key: "fork_exec_base_ms", unit: "ms"},
 		{key: "stress_fork_ratio_tracking", unit: "x", goal: atMost(1.01, "")},
 		{key: "stress_exec_ratio_tracking", unit: "x", goal: atMost(1.01, "")},
@@ -140,7 +144,7 @@ func (r *report) printTable(w io.Writer) {
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 		fmt.Fprintln(tw, "GO BENCHMARK\tns/op\tB/op\tallocs/op\t")
 		for _, b := range r.goBench {
-			fmt.Fprintf(tw, "%s\t%g\t%g\t%g\t\n", b.Package+"."+b.Name, b.NsPerOp, b.BytesPerOp, b.AllocsPerOp)
+			fmt.Fprintf(tw, "%s\t%.1f\t%.0f\t%.0f\t\n", b.Package+"."+b.Name, b.NsPerOp, b.BytesPerOp, b.AllocsPerOp)
 		}
 		tw.Flush()
 	}
@@ -189,13 +193,12 @@ func (r *report) writeJSON(path string, mach machine) error {
 		"go_benchmarks":    r.goBench,
 		"goals":            map[string]any{},
 		"not_measured":     map[string]string{},
-		"goal_not_met":     []string{},
 		"schema_note":      "top-level numeric keys are the metrics of issue 6; null means not measured (see not_measured)",
 		"generated_by_cmd": "make bench (test/bench/run.sh)",
 	}
 	goals := out["goals"].(map[string]any)
 	notMeasured := out["not_measured"].(map[string]string)
-	var missed []string
+	missed, unmeasured := []string{}, []string{}
 	for _, m := range r.metrics {
 		if m.value != nil {
 			out[m.key] = *m.value
@@ -208,17 +211,24 @@ func (r *report) writeJSON(path string, mach machine) error {
 		if m.goal != nil {
 			v := m.verdict()
 			goals[m.key] = map[string]string{"goal": m.goal.text, "met": v}
-			if v != "yes" {
+			switch {
+			case m.value == nil:
+				unmeasured = append(unmeasured, m.key)
+			case v != "yes":
 				missed = append(missed, m.key)
 			}
 		}
 	}
-	out["goal_not_met"] = missed
-	b, err := json.MarshalIndent(out, "", "  ")
-	if err != nil {
+	out["goals_missed"] = missed
+	out["goals_not_measured"] = unmeasured
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false) // goals read "<= 1.01", not "\u003c= 1.01"
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(out); err != nil {
 		return fmt.Errorf("encoding results: %w", err)
 	}
-	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
 		return fmt.Errorf("writing results: %w", err)
 	}
 	return nil

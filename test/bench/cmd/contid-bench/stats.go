@@ -2,6 +2,7 @@ package main
 
 import (
 	"math"
+	"math/rand/v2"
 	"sort"
 )
 
@@ -56,4 +57,26 @@ func round(x float64, digits int) float64 {
 	}
 	p := math.Pow(10, float64(digits))
 	return math.Round(x*p) / p
+}
+
+// medianCI95 is a percentile-bootstrap 95% interval for the median of xs:
+// how far the reported median could move with another set of rounds. A
+// fixed seed keeps the report reproducible from the same samples.
+func medianCI95(xs []float64) (lo, hi float64) {
+	if len(xs) < 3 {
+		return math.NaN(), math.NaN()
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	const resamples = 2000
+	meds := make([]float64, resamples)
+	buf := make([]float64, len(xs))
+	for i := range meds {
+		for j := range buf {
+			buf[j] = xs[rng.IntN(len(xs))]
+		}
+		sort.Float64s(buf)
+		meds[i] = quantile(buf, 0.5)
+	}
+	sort.Float64s(meds)
+	return quantile(meds, 0.025), quantile(meds, 0.975)
 }

@@ -1,0 +1,56 @@
+package dbus
+
+import (
+	"github.com/contid/contid"
+	"github.com/contid/contid/registry"
+)
+
+// Auditor records contid's own operations in the audit log and the
+// journal (DESIGN.md §5); *journal.Recorder implements it. Every tag
+// attempt, granted or refused, goes through it.
+type Auditor interface {
+	RecordTag(callerPID uint32, chain, old contid.Chain, name, unit string, tagErr error) error
+	RecordCreate(ownerPID uint32, chain contid.Chain, name, unit string) error
+	RecordDrop(chain contid.Chain, name, unit string) error
+	RecordDenial(chain contid.Chain, pid uint32, operation string) error
+}
+
+// SetAuditor starts recording operations with a; until then nothing is
+// recorded (tests, or a daemon whose audit pipeline failed to start).
+func (m *Manager) SetAuditor(a Auditor) {
+	m.mu.Lock()
+	m.auditor = a
+	m.mu.Unlock()
+}
+
+func (m *Manager) audit(f func(a Auditor) error) {
+	m.mu.Lock()
+	a := m.auditor
+	m.mu.Unlock()
+	if a == nil {
+		return
+	}
+	if err := f(a); err != nil {
+		m.log(PrioWarning, "Failed to record an operation in the audit log: %v", err)
+	}
+}
+
+func (m *Manager) auditGranted(callerPID uint32, c *registry.Container, isNew bool) {
+	m.audit(func(a Auditor) error {
+		if err := a.RecordTag(callerPID, c.Chain, nil, c.Name, c.Unit, nil); err != nil {
+			return err
+		}
+		if isNew {
+			return a.RecordCreate(callerPID, c.Chain, c.Name, c.Unit)
+		}
+		return nil
+	})
+}
+
+func (m *Manager) auditRefused(callerPID uint32, id uint64, name, unit string, err error) {
+	var chain contid.Chain
+	if id != 0 {
+		chain = contid.Chain{contid.ID(id)}
+	}
+	m.audit(func(a Auditor) error { return a.RecordTag(callerPID, chain, nil, name, unit, err) })
+}

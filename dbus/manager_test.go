@@ -1,0 +1,270 @@
+package dbus
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	godbus "github.com/godbus/dbus/v5"
+	"golang.org/x/sys/unix"
+
+	"github.com/contid/contid"
+	"github.com/contid/contid/kernel"
+	"github.com/contid/contid/registry"
+)
+
+// fakeTracker is an in-memory kernel layer for unit tests of the API; the
+// integration tests use the real one.
+type fakeTracker struct {
+	mu      sync.Mutex
+	next    contid.ID
+	claimed map[contid.ID]bool
+	tags    map[uint64]contid.Tag
+}
+
+func newFakeTracker() *fakeTracker {
+	return &fakeTracker{next: 1, claimed: map[contid.ID]bool{}, tags: map[uint64]contid.Tag{}}
+}
+
+func (f *fakeTracker) Enforcement() (contid.Mode, string) { return contid.ModeTracking, "fake" }
+func (f *fakeTracker) AllocateID() (contid.ID, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for f.claimed[f.next] {
+		f.next++
+	}
+	f.claimed[f.next] = true
+	return f.next, nil
+}
+func (f *fakeTracker) ClaimID(id contid.ID) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.claimed[id] {
+		return kernel.ErrIDTaken
+	}
+	f.claimed[id] = true
+	return nil
+}
+func (f *fakeTracker) SetFloor(contid.ID) error { return nil }
+func (f *fakeTracker) TagCgroup(id uint64, t contid.Tag) (int, error) {
+	f.mu.Lock()
+	f.tags[id] = t
+	f.mu.Unlock()
+	return 0, nil
+}
+func (f *fakeTracker) UntagCgroup(uint64) error { return nil }
+func (f *fakeTracker) CgroupTag(id uint64) (contid.Tag, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	t, ok := f.tags[id]
+	if !ok {
+		return t, kernel.ErrNotTagged
+	}
+	return t, nil
+}
+func (f *fakeTracker) CgroupTags() (map[uint64]contid.Tag, error) { return nil, nil }
+func (f *fakeTracker) SetAutotagParents([]uint64) error           { return nil }
+func (f *fakeTracker) TagProcess(int, contid.Tag) error           { return nil }
+func (f *fakeTracker) ProcessID(int) (contid.ID, error)           { return 0, kernel.ErrNotTagged }
+func (f *fakeTracker) PIDID(uint32) (contid.ID, error)            { return 0, kernel.ErrNotTagged }
+func (f *fakeTracker) Attribute(uint32, time.Time) (contid.ID, kernel.Attribution, error) {
+	return 0, kernel.Unattributed, nil
+}
+func (f *fakeTracker) ReadEvent(ctx context.Context) (kernel.Event, error) {
+	<-ctx.Done()
+	return kernel.Event{}, ctx.Err()
+}
+func (f *fakeTracker) Close() error { return nil }
+
+// fakeCgroups is a directory tree standing in for the cgroup2 mount; every
+// process is in /caller.
+type fakeCgroups struct{ root string }
+
+func (c fakeCgroups) Root() string { return c.root }
+func (c fakeCgroups) ID(rel string) (uint64, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(filepath.Join(c.root, rel), &st); err != nil {
+		return 0, err
+	}
+	return st.Ino, nil
+}
+func (c fakeCgroups) PathByID(uint64) (string, error) { return "", errors.New("not in the fake") }
+func (c fakeCgroups) OfPID(uint32) (string, error)    { return "/caller", nil }
+
+type recordedOp struct {
+	op    string
+	chain string
+	err   error
+}
+
+type fakeAuditor struct {
+	mu  sync.Mutex
+	ops []recordedOp
+}
+
+func (a *fakeAuditor) add(op string, chain contid.Chain, err error) error {
+	a.mu.Lock()
+	a.ops = append(a.ops, recordedOp{op, chain.String(), err})
+	a.mu.Unlock()
+	return nil
+}
+func (a *fakeAuditor) RecordTag(_ uint32, chain, _ contid.Chain, _, _ string, err error) error {
+	return a.add("tag", chain, err)
+}
+func (a *fakeAuditor) RecordCreate(_ uint32, chain contid.Chain, _, _ string) error {
+	return a.add("create", chain, nil)
+}
+func (a *fakeAuditor) RecordDrop(chain contid.Chain, _, _ string) error {
+	return a.add("drop", chain, nil)
+}
+func (a *fakeAuditor) RecordDenial(chain contid.Chain, _ uint32, _ string) error {
+	return a.add("deny", chain, nil)
+}
+
+type fakeEmitter struct {
+	mu      sync.Mutex
+	signals []string
+}
+
+func (e *fakeEmitter) emit(_ godbus.ObjectPath, iface, member string, _ ...any) {
+	e.mu.Lock()
+	e.signals = append(e.signals, iface+"."+member)
+	e.mu.Unlock()
+}
+
+func newTestManager(t *testing.T) (*Manager, *fakeAuditor, *fakeEmitter, string) {
+	t.Helper()
+	root := t.TempDir()
+	for _, d := range []string{"caller", "target"} {
+		if err := os.Mkdir(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tr := newFakeTracker()
+	reg, err := registry.Open(t.TempDir(), tr, registry.Config{OwnerAlive: func(uint32, uint64) bool { return true }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { reg.Close() })
+	m := NewManager(Config{Registry: reg, Tracker: tr, Cgroups: fakeCgroups{root}, Version: "test"})
+	a, em := &fakeAuditor{}, &fakeEmitter{}
+	m.SetAuditor(a)
+	m.addEmitter(em)
+	return m, a, em, root
+}
+
+func call(path godbus.ObjectPath, iface, member string, body ...any) *godbus.Message {
+	msg := &godbus.Message{Type: godbus.TypeMethodCall, Headers: map[godbus.HeaderField]godbus.Variant{
+		godbus.FieldPath:   godbus.MakeVariant(path),
+		godbus.FieldMember: godbus.MakeVariant(member),
+	}, Body: body}
+	if iface != "" {
+		msg.Headers[godbus.FieldInterface] = godbus.MakeVariant(iface)
+	}
+	if len(body) > 0 {
+		msg.Headers[godbus.FieldSignature] = godbus.MakeVariant(godbus.SignatureOf(body...))
+	}
+	return msg
+}
+
+func selfPeer() *peer {
+	return &peer{cred: &unix.Ucred{Pid: int32(os.Getpid()), Uid: uint32(os.Geteuid()), Gid: uint32(os.Getegid())}, pidfd: -1}
+}
+
+// The read-only surface works for anyone, without root, and answers
+// malformed calls with the standard errors.
+func TestDispatchReadOnly(t *testing.T) {
+	m, _, _, _ := newTestManager(t)
+	p := selfPeer()
+	tests := []struct {
+		name    string
+		msg     *godbus.Message
+		errName string
+		check   func([]any) bool
+	}{
+		{"ListContainers", call(ManagerPath, ManagerInterface, "ListContainers"), "", func(b []any) bool { return len(b[0].([]listEntry)) == 0 }},
+		{"GetAll", call(ManagerPath, ifaceProperties, "GetAll", ManagerInterface), "", func(b []any) bool {
+			props := b[0].(map[string]godbus.Variant)
+			return len(props) == 6 && props["Version"].Value() == "test" && props["Enforcement"].Value() == "tracking"
+		}},
+		{"Get", call(ManagerPath, ifaceProperties, "Get", ManagerInterface, "Containers"), "", func(b []any) bool { return b[0].(godbus.Variant).Value() == uint32(0) }},
+		{"Get without interface name", call(ManagerPath, "", "Get", ManagerInterface, "Version"), "", func(b []any) bool { return b[0].(godbus.Variant).Value() == "test" }},
+		{"Introspect", call(ManagerPath, ifaceIntrospection, "Introspect"), "", func(b []any) bool {
+			return strings.Contains(b[0].(string), `<method name="TagProcess">`)
+		}},
+		{"unknown property", call(ManagerPath, ifaceProperties, "Get", ManagerInterface, "Nope"), NameUnknownProperty, nil},
+		{"Set", call(ManagerPath, ifaceProperties, "Set", ManagerInterface, "Version", godbus.MakeVariant("x")), NamePropertyReadOnly, nil},
+		{"unknown object", call("/org/contid1/nope", ManagerInterface, "ListContainers"), NameUnknownObject, nil},
+		{"missing container", call("/org/contid1/container/5", ContainerInterface, "ListProcesses"), NameNoSuchContainer, nil},
+		{"unknown method", call(ManagerPath, ManagerInterface, "Frobnicate"), NameUnknownMethod, nil},
+		{"unknown interface", call(ManagerPath, "org.example.X", "Y"), NameUnknownInterface, nil},
+		{"wrong signature", call(ManagerPath, ManagerInterface, "GetContainer", "5"), NameInvalidArgs, nil},
+		{"missing arguments", call(ManagerPath, ManagerInterface, "TagCgroup"), NameInvalidArgs, nil},
+		{"GetContainer 0", call(ManagerPath, ManagerInterface, "GetContainer", uint64(0)), NameInvalidArgs, nil},
+		{"GetContainer absent", call(ManagerPath, ManagerInterface, "GetContainer", uint64(9)), NameNoSuchContainer, nil},
+		{"TagProcess without fd", call(ManagerPath, ManagerInterface, "TagProcess", godbus.UnixFDIndex(0), uint64(0), map[string]godbus.Variant{}), NameInvalidArgs, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			body, derr := m.dispatch(p, tt.msg)
+			if tt.errName != "" {
+				if derr == nil || derr.Name != tt.errName {
+					t.Fatalf("want %s, got %v %v", tt.errName, body, derr)
+				}
+				return
+			}
+			if derr != nil {
+				t.Fatalf("unexpected error %s: %v", derr.Name, derr.Body)
+			}
+			if !tt.check(body) {
+				t.Fatalf("unexpected reply %#v", body)
+			}
+		})
+	}
+}
+
+// Every tag attempt is audited, granted or refused, and a new container is
+// announced. Which branch runs depends on whether the test process holds
+// CAP_AUDIT_CONTROL; both are asserted.
+func TestTagAuditedAndAnnounced(t *testing.T) {
+	m, a, em, _ := newTestManager(t)
+	st, err := readStatus(uint32(os.Getpid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	privileged := st.CapEff&(1<<capAuditControl) != 0
+	body, derr := m.dispatch(selfPeer(), call(ManagerPath, ManagerInterface, "TagCgroup", "/target", uint64(0), map[string]godbus.Variant{"Name": godbus.MakeVariant("t")}))
+	if !privileged {
+		if derr == nil || derr.Name != NameAccessDenied {
+			t.Fatalf("unprivileged TagCgroup: want AccessDenied, got %v %v", body, derr)
+		}
+		if len(a.ops) != 1 || a.ops[0].op != "tag" || !errors.Is(a.ops[0].err, registry.ErrAccessDenied) {
+			t.Fatalf("refusal not audited: %+v", a.ops)
+		}
+		return
+	}
+	if derr != nil {
+		t.Fatalf("TagCgroup: %s %v", derr.Name, derr.Body)
+	}
+	id := body[0].(uint64)
+	want := []recordedOp{{"tag", "1", nil}, {"create", "1", nil}}
+	if id != 1 || len(a.ops) != 2 || a.ops[0] != want[0] || a.ops[1] != want[1] {
+		t.Fatalf("id %d, audit trail %+v, want %+v", id, a.ops, want)
+	}
+	if strings.Join(em.signals, " ") != "org.contid1.Manager.ContainerNew org.freedesktop.DBus.Properties.PropertiesChanged" {
+		t.Fatalf("signals %v", em.signals)
+	}
+	// Tagging the caller's own cgroup is refused and audited as refused.
+	_, derr = m.dispatch(selfPeer(), call(ManagerPath, ManagerInterface, "TagCgroup", "/caller", uint64(0), map[string]godbus.Variant{}))
+	if derr == nil || derr.Name != NameNotDescendant {
+		t.Fatalf("self-tag: want NotDescendant, got %v", derr)
+	}
+	if last := a.ops[len(a.ops)-1]; last.op != "tag" || !errors.Is(last.err, registry.ErrNotDescendant) {
+		t.Fatalf("self-tag refusal not audited: %+v", a.ops)
+	}
+}
