@@ -164,6 +164,19 @@ func Run(ctx context.Context, opts Options) error {
 		d.Go(ctx, "extension", func(ctx context.Context) error { return f(ctx, d) })
 	}
 	d.Go(ctx, "watchdog", watchdog)
+	d.Go(ctx, "status", func(ctx context.Context) error {
+		statusUpdates(ctx, func() string {
+			state := busState
+			if !opts.NoBus {
+				state = "no system bus"
+				if d.Manager.OnBus() {
+					state = "owns " + cdbus.BusName
+				}
+			}
+			return fmt.Sprintf("%s mode, %s, %d containers", mode, state, reg.Active())
+		})
+		return nil
+	})
 
 	notify("READY=1\nSTATUS=" + fmt.Sprintf("%s mode, %s, %d containers", mode, busState, reg.Active()))
 	log.Logf(cdbus.PrioInfo, "contidd %s ready: %s mode, %s, peer-to-peer on %s.", config.Version, mode, busState, cfg.Socket)
@@ -271,6 +284,25 @@ func kernelEvents(ctx context.Context, t kernel.Tracker, m *cdbus.Manager, log *
 			continue
 		}
 		m.HandleKernelEvent(ev)
+	}
+}
+
+// statusUpdates keeps `systemctl status contidd` current: a STATUS= line
+// whenever the summary changes, checked every few seconds.
+func statusUpdates(ctx context.Context, summary func() string) {
+	last := summary()
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if s := summary(); s != last {
+				last = s
+				_, _ = sddaemon.SdNotify(false, "STATUS="+s)
+			}
+		}
 	}
 }
 

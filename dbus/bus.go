@@ -46,6 +46,12 @@ func (m *Manager) ServeBus(ctx context.Context, address string) (*godbus.Conn, e
 	return conn, nil
 }
 
+// OnBus reports whether contidd currently serves the system bus.
+func (m *Manager) OnBus() bool {
+	conn := m.systemBus()
+	return conn != nil && conn.Connected()
+}
+
 // busEmitter signals on whatever system bus connection is current, so a
 // reconnection (dbus-daemon restarted) needs no re-registration.
 type busEmitter struct{ m *Manager }

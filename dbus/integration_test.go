@@ -493,7 +493,6 @@ func TestContainerExitAndSignals(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitSignal(t, sigs, "ContainerNew", id)
-	time.Sleep(1500 * time.Millisecond) // let the exit check see it populated
 	_ = p.Process.Kill()
 	_ = p.Wait()
 	waitSignal(t, sigs, "ContainerRemoved", id)
@@ -649,7 +648,11 @@ func TestMain(m *testing.M) {
 	if sock := os.Getenv(holdConnsEnv); sock != "" {
 		os.Exit(holdConns(sock))
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	if binPath != "" {
+		_ = os.RemoveAll(filepath.Dir(binPath))
+	}
+	os.Exit(code)
 }
 
 // holdConns opens 40 connections and prints how many contidd closed.

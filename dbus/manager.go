@@ -131,6 +131,9 @@ func (m *Manager) systemBus() *godbus.Conn {
 
 // containerNew announces a new container and the changed count.
 func (m *Manager) containerNew(c *registry.Container) {
+	// Remember now whether its cgroup holds processes, so a container
+	// that empties before the next exit check is still seen to exit.
+	m.stillActive(c)
 	m.emit(ManagerPath, ManagerInterface, "ContainerNew", uint64(c.ID), ContainerPath(c.ID))
 	m.containersChanged()
 }

@@ -240,6 +240,9 @@ func (r *Reader) Run(ctx context.Context, h Handler) error {
 	if err != nil {
 		return fmt.Errorf("audit status: %w", err)
 	}
+	// On the way out, after the poller stopped: hand over the last rise
+	// of the kernel's counter, then flush reassembly (deferred above).
+	defer r.reportKernelLost()
 	pollCtx, stopPoll := context.WithCancel(ctx)
 	var polling sync.WaitGroup
 	polling.Add(1)
@@ -279,13 +282,17 @@ func (r *Reader) Run(ctx context.Context, h Handler) error {
 }
 
 func (r *Reader) tick(now time.Time) {
+	r.reportKernelLost()
+	_ = r.reasm.Maintain()
+	r.closeOverflow(now)
+	r.handler.Tick(now)
+}
+
+func (r *Reader) reportKernelLost() {
 	if n := r.kernelLost.Swap(0); n > 0 {
 		r.stats.kernelLost.Add(n)
 		r.handler.HandleLoss(LossKernel, n)
 	}
-	_ = r.reasm.Maintain()
-	r.closeOverflow(now)
-	r.handler.Tick(now)
 }
 
 // push parses one netlink message and feeds it to the reassembler, whose

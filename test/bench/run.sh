@@ -18,6 +18,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 GO=${GO:-go}
+command -v "$GO" >/dev/null 2>&1 || GO=/usr/local/go/bin/go
 export GO
 work=$(mktemp -d /tmp/contid-bench-build.XXXXXX)
 trap 'rm -rf "$work"' EXIT

@@ -73,7 +73,7 @@ func apiPhase(cfg *config, rep *report) error {
 	rep.set("rss_idle_mb", rss/1024)
 	if kb, maps, err := bpfMapKB(d.pid()); err == nil {
 		rep.set("bpf_map_kb_idle", kb)
-		rep.detail("bpf_maps_held_by_contidd", maps)
+		rep.detail("bpf_map_kb_per_map_idle", maps)
 	}
 	progress("contidd idle: RSS %.1f MB", rss/1024)
 
@@ -179,8 +179,9 @@ func apiPhase(cfg *config, rep *report) error {
 	}
 	rep.set("rss_10k_mb", rss/1024)
 	rep.detail("contidd_vmhwm_mb_10k", round(hwm/1024, 1))
-	if kb, _, err := bpfMapKB(d.pid()); err == nil {
+	if kb, maps, err := bpfMapKB(d.pid()); err == nil {
 		rep.set("bpf_map_kb_10k", kb)
+		rep.detail("bpf_map_kb_per_map_10k", maps)
 	}
 	progress("contidd with %d containers: RSS %.1f MB (peak %.1f MB)", n, rss/1024, hwm/1024)
 	t := time.Now()

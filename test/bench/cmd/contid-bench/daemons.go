@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
 	"github.com/contid/contid/kernel"
@@ -291,14 +292,16 @@ func rssKB(pid int) (rss, hwm float64, err error) {
 }
 
 // bpfMapKB sums the memlock of every distinct BPF map the process holds
-// an fd to, from /proc/<pid>/fdinfo (the figure bpftool map show prints).
-func bpfMapKB(pid int) (float64, int, error) {
+// an fd to, from /proc/<pid>/fdinfo (the figure bpftool map show prints),
+// and gives it per map name too.
+func bpfMapKB(pid int) (float64, map[string]float64, error) {
 	dir := fmt.Sprintf("/proc/%d/fdinfo", pid)
 	ents, err := os.ReadDir(dir)
 	if err != nil {
-		return 0, 0, err
+		return 0, nil, err
 	}
 	seen := map[string]bool{}
+	perMap := map[string]float64{}
 	var total float64
 	for _, e := range ents {
 		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
@@ -319,12 +322,23 @@ func bpfMapKB(pid int) (float64, int, error) {
 				memlock, _ = strconv.ParseFloat(strings.TrimSpace(v), 64)
 			}
 		}
-		if id != "" && !seen[id] {
-			seen[id] = true
-			total += memlock
+		if id == "" || seen[id] {
+			continue
 		}
+		seen[id] = true
+		total += memlock
+		name := "map " + id
+		if n, err := strconv.ParseUint(id, 10, 32); err == nil {
+			if m, err := ebpf.NewMapFromID(ebpf.MapID(n)); err == nil {
+				if info, err := m.Info(); err == nil && info.Name != "" {
+					name = info.Name
+				}
+				m.Close()
+			}
+		}
+		perMap[name] = round(perMap[name]+memlock/1024, 1)
 	}
-	return total / 1024, len(seen), nil
+	return total / 1024, perMap, nil
 }
 
 // cpuSeconds is user+system time of a process (all its threads).
