@@ -27,6 +27,9 @@ INSTALL_PROGRAM ?= $(INSTALL) -m 0755
 
 .PHONY: install uninstall
 
+$(BIN)/contidd $(BIN)/contidctl:
+	@echo "install: $@ is missing: run \`make build\` first" >&2; exit 1
+
 install: $(BIN)/contidd $(BIN)/contidctl
 	$(INSTALL) -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR) \
 	  $(DESTDIR)$(SYSTEMDUNITDIR)/systemd-nspawn@.service.d \

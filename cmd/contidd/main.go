@@ -29,16 +29,17 @@ func run(args []string) int {
 		fs.PrintDefaults()
 	}
 	var (
-		confPath   = fs.String("config", config.DefaultPath, "configuration `file`")
-		busAddress = fs.String("bus-address", "", "system bus `address` (default: $DBUS_SYSTEM_BUS_ADDRESS or the standard socket)")
-		noBus      = fs.Bool("no-bus", false, "do not use the system bus; serve the peer-to-peer socket only")
-		socket     = fs.String("socket", "", "peer-to-peer socket `path` (Socket=; \"none\" disables it)")
-		stateDir   = fs.String("state-directory", "", "state `dir` (StateDirectory=)")
-		pinDir     = fs.String("pin-directory", "", "bpffs pin `dir` (PinDirectory=)")
-		mode       = fs.String("mode", "", "auto or tracking (Mode=)")
-		logLevel   = fs.String("log-level", "", "lowest syslog `level` logged (LogLevel=)")
-		parents    = fs.String("autotag-parents", "", "space-separated cgroup `paths` (AutotagParents=; \"none\" for none)")
-		version    = fs.Bool("version", false, "print the version and exit")
+		confPath    = fs.String("config", config.DefaultPath, "configuration `file`")
+		busAddress  = fs.String("bus-address", "", "system bus `address` (default: $DBUS_SYSTEM_BUS_ADDRESS or the standard socket)")
+		noBus       = fs.Bool("no-bus", false, "do not use the system bus; serve the peer-to-peer socket only")
+		journalSock = fs.String("journal-socket", "", "journald native `socket` for audit events (default /run/systemd/journal/socket)")
+		socket      = fs.String("socket", "", "peer-to-peer socket `path` (Socket=; \"none\" disables it)")
+		stateDir    = fs.String("state-directory", "", "state `dir` (StateDirectory=)")
+		pinDir      = fs.String("pin-directory", "", "bpffs pin `dir` (PinDirectory=)")
+		mode        = fs.String("mode", "", "auto or tracking (Mode=)")
+		logLevel    = fs.String("log-level", "", "lowest syslog `level` logged (LogLevel=)")
+		parents     = fs.String("autotag-parents", "", "space-separated cgroup `paths` (AutotagParents=; \"none\" for none)")
+		version     = fs.Bool("version", false, "print the version and exit")
 	)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -94,7 +95,12 @@ func run(args []string) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	if err := daemon.Run(ctx, daemon.Options{Config: cfg, BusAddress: *busAddress, NoBus: *noBus}); err != nil {
+	if err := daemon.Run(ctx, daemon.Options{
+		Config:     cfg,
+		BusAddress: *busAddress,
+		NoBus:      *noBus,
+		Extra:      []func(context.Context, *daemon.Daemon) error{daemon.AuditPipeline(*journalSock)},
+	}); err != nil {
 		fmt.Fprintf(os.Stderr, "<3>contidd: %v\n", err)
 		return 1
 	}

@@ -143,8 +143,9 @@ type Reader struct {
 		records, events, tagged, ambiguous, kernelLost, readerLost, overruns, rejected, gaps atomic.Uint64
 		maxLag                                                                               atomic.Int64
 	}
-	overflow overflowWindow
-	rcvbuf   int
+	overflow  overflowWindow
+	maxSerial uint32
+	rcvbuf    int
 
 	// mu guards closing and exited: Close must not release the sockets
 	// while Run still reads them.
@@ -314,6 +315,7 @@ func (r *Reader) push(b []byte) {
 		return
 	}
 	r.stats.records.Add(1)
+	r.countJump(serial)
 	r.reasm.PushMessage(&auparse.AuditMessage{
 		RecordType: typ,
 		Timestamp:  at,
@@ -322,6 +324,10 @@ func (r *Reader) push(b []byte) {
 		Payload:    body,
 	})
 }
+
+// overflowWindowMin is the shortest overflow window: long enough for the
+// next event after a burst to arrive and show the jump.
+const overflowWindowMin = 5 * time.Second
 
 // overflowWindow tracks the time after a socket overflow.
 type overflowWindow struct {
@@ -362,33 +368,46 @@ func (s *stream) ReassemblyComplete(msgs []*auparse.AuditMessage) {
 func (s *stream) EventsLost(count int) {
 	// The reassembler sums gaps in uint32 serial space; a record that
 	// arrives after its serial was evicted makes that sum wrap. Read it
-	// back as a signed 32-bit figure and ignore what is not a gap.
-	n := int32(uint32(count))
-	if n <= 0 {
-		return
-	}
-	r := (*Reader)(s)
-	r.stats.gaps.Add(uint64(n))
-	// The kernel skips serials in normal operation (about one in ten on
-	// a busy 6.18 host, with no loss anywhere), so a gap alone proves
-	// nothing. Only gaps while the socket is known to have overflowed
-	// count as losses; see overflowed.
-	if r.overflow.open {
-		r.overflow.gaps += uint64(n)
-		r.stats.readerLost.Add(uint64(n))
-		r.handler.HandleLoss(LossReader, uint64(n))
+	// back as a signed 32-bit figure. The kernel skips serials in normal
+	// operation (about one in ten on a busy 6.18 host, with no loss
+	// anywhere), so these gaps are kept as a statistic only; losses are
+	// counted around socket overflows, in push.
+	if n := int32(uint32(count)); n > 0 {
+		(*Reader)(s).stats.gaps.Add(uint64(n))
 	}
 }
 
+// countJump sees each record's serial as it arrives. While an overflow
+// window is open, a jump past the highest serial seen so far is what the
+// socket dropped (records arrive almost in serial order; only events in
+// flight on other CPUs interleave).
+func (r *Reader) countJump(serial uint32) {
+	if r.maxSerial == 0 {
+		r.maxSerial = serial
+		return
+	}
+	d := int32(serial - r.maxSerial)
+	if d <= 0 {
+		return
+	}
+	if r.overflow.open && d > 1 {
+		n := uint64(d - 1)
+		r.overflow.gaps += n
+		r.stats.readerLost.Add(n)
+		r.handler.HandleLoss(LossReader, n)
+	}
+	r.maxSerial = serial
+}
+
 // overflowed opens (or extends) a window after ENOBUFS during which serial
-// gaps count as losses. The reassembler reports a gap only when it evicts
-// the event after it, up to ReassemblyTimeout later, so the window lasts
-// twice that.
+// jumps count as losses. The socket first hands out what it queued before
+// the drop, so the jump can come a while later: the window lasts twice
+// ReassemblyTimeout, and at least overflowWindowMin.
 func (r *Reader) overflowed(now time.Time) {
 	r.stats.overruns.Add(1)
 	r.overflow.open = true
 	r.overflow.overruns++
-	r.overflow.until = now.Add(2 * r.cfg.ReassemblyTimeout)
+	r.overflow.until = now.Add(max(2*r.cfg.ReassemblyTimeout, overflowWindowMin))
 }
 
 // closeOverflow ends an expired window. ENOBUFS means at least one

@@ -233,28 +233,56 @@ func (h handlerFunc) HandleEvent(ev *Event) { h.f(ev) }
 func TestEventsLostWrap(t *testing.T) {
 	tests := []struct {
 		reported int
-		overflow bool
 		want     uint64
 	}{
-		{5, true, 5},
-		{0, true, 0},
+		{5, 5},
+		{0, 0},
 		// A late record below the last evicted serial: the reassembler's
-		// uint32 sum wraps. It is a reordering, not a loss.
-		{1<<32 - 1, true, 0},
-		{1<<32 - 10, true, 0},
+		// uint32 sum wraps. It is a reordering, not a gap.
+		{1<<32 - 1, 0},
+		{1<<32 - 10, 0},
 		// A wrapped term (-2) mixed with a real gap (7) nets the gap.
-		{7 + (1<<32 - 2), true, 5},
-		// Without an overflow, gaps are the kernel skipping serials.
-		{5, false, 0},
+		{7 + (1<<32 - 2), 5},
 	}
 	for _, tt := range tests {
 		h := &fakeHandler{}
 		r := &Reader{handler: h}
-		r.overflow.open = tt.overflow
 		(*stream)(r).EventsLost(tt.reported)
-		if got := h.lost[LossReader]; got != tt.want {
-			t.Errorf("EventsLost(%d) with overflow=%v reported %d, want %d", tt.reported, tt.overflow, got, tt.want)
+		if got := r.Stats().Gaps; got != tt.want {
+			t.Errorf("EventsLost(%d) counted %d gaps, want %d", tt.reported, got, tt.want)
 		}
+		// Gaps alone are never reported as losses: the kernel skips
+		// serials when nothing is lost.
+		if h.lost[LossReader] != 0 {
+			t.Errorf("EventsLost(%d) reported a loss", tt.reported)
+		}
+	}
+}
+
+func TestCountJump(t *testing.T) {
+	tests := []struct {
+		name     string
+		serials  []uint32
+		overflow bool
+		want     uint64
+	}{
+		{"no overflow, jumps ignored", []uint32{10, 11, 15, 20}, false, 0},
+		{"overflow counts the jump", []uint32{10, 11, 15}, true, 3},
+		{"interleaved older serials are not jumps", []uint32{10, 12, 11, 13}, true, 1},
+		{"wrap of the 32-bit serial", []uint32{1<<32 - 2, 1<<32 - 1, 2}, true, 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := &fakeHandler{}
+			r := &Reader{handler: h}
+			r.overflow.open = tt.overflow
+			for _, s := range tt.serials {
+				r.countJump(s)
+			}
+			if got := h.lost[LossReader]; got != tt.want {
+				t.Errorf("lost %d, want %d", got, tt.want)
+			}
+		})
 	}
 }
 
@@ -269,14 +297,15 @@ func TestOverflowWindow(t *testing.T) {
 		t.Fatalf("window closed early: lost %d, open %v", h.lost[LossReader], r.overflow.open)
 	}
 	// No gap surfaced: each overrun counts once, so loss is never silent.
-	r.closeOverflow(t0.Add(3 * time.Second))
+	r.closeOverflow(t0.Add(time.Second + overflowWindowMin + time.Millisecond))
 	if h.lost[LossReader] != 2 || r.overflow.open {
 		t.Fatalf("after window: lost %d, open %v; want 2, false", h.lost[LossReader], r.overflow.open)
 	}
-	// With gaps, the gaps are the count and the overruns add nothing.
-	r.overflowed(t0.Add(4 * time.Second))
-	(*stream)(r).EventsLost(7)
-	r.closeOverflow(t0.Add(10 * time.Second))
+	// With a jump, the jump is the count and the overruns add nothing.
+	r.overflowed(t0.Add(10 * time.Second))
+	r.countJump(100)
+	r.countJump(108)
+	r.closeOverflow(t0.Add(time.Minute))
 	if h.lost[LossReader] != 9 {
 		t.Fatalf("lost %d, want 2+7", h.lost[LossReader])
 	}

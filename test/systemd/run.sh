@@ -29,7 +29,7 @@ die() {
 }
 
 [ "$(id -u)" = 0 ] || die "needs root (it boots systemd in a container)"
-[ -n "$deb" ] && [ -f "$deb" ] || die "no .deb: run \`make deb\` first"
+if [ -z "$deb" ] || [ ! -f "$deb" ]; then die "no .deb: run \`make deb\` first"; fi
 for c in systemd-nspawn unshare nsenter mount setpriv; do
 	command -v "$c" >/dev/null || die "$c is missing: run \`make deps\`"
 done
@@ -54,13 +54,13 @@ cg2=$(awk '{ for (i = 7; i <= NF; i++) if ($i == "-") break; if ($(i+1) == "cgro
 cg=$cg2/$machine
 
 cleanup() {
-	local rc=$? i p
+	local rc=$? root
 	trap - EXIT INT TERM
 	if [ -n "$nspawn_pid" ] && kill -0 "$nspawn_pid" 2>/dev/null; then
 		log "powering the container off"
 		# nspawn turns SIGTERM into an orderly shutdown of the container.
 		kill -TERM "$nspawn_pid" 2>/dev/null
-		for i in $(seq 1 100); do
+		for _ in $(seq 1 100); do
 			kill -0 "$nspawn_pid" 2>/dev/null || break
 			sleep 0.2
 		done
@@ -72,7 +72,7 @@ cleanup() {
 	fi
 	# Anything left in our cgroups was started by this run: end it by PID.
 	if [ -d "$cg" ]; then
-		for p in $(find "$cg" -name cgroup.procs -exec cat {} + 2>/dev/null); do
+		find "$cg" -name cgroup.procs -exec cat {} + 2>/dev/null | while read -r p; do
 			kill -KILL "$p" 2>/dev/null
 		done
 		sleep 0.2
@@ -89,10 +89,14 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # in_ct runs a command inside the container (all its namespaces), as root;
-# in_ct_t bounds it to $1 seconds; as_nobody_t runs it as user nobody.
+# in_ct_t bounds it to $1 seconds.
 in_ct() { timeout 60 nsenter -t "$leader" -a "$@"; }
 in_ct_t() { timeout "$1" nsenter -t "$leader" -a "${@:2}"; }
-as_nobody_t() { timeout "$1" nsenter -t "$leader" -a setpriv --reuid=nobody --regid=nogroup --clear-groups "${@:2}"; }
+# ct_run runs a command as a process of the container itself, in a
+# transient service (nsenter'd processes sit outside the container's cgroup
+# namespace, and contidd rightly refuses callers it cannot place); extra
+# systemd-run options first, e.g. --uid=nobody.
+ct_run() { in_ct systemd-run --quiet --wait --pipe --collect --service-type=exec "$@" </dev/null; }
 # wait_for TIMEOUT DESCRIPTION CMD...: poll CMD every 0.2 s until it succeeds.
 wait_for() {
 	local timeout=$1 what=$2 deadline
@@ -152,12 +156,13 @@ export -f prepare_upper
 		# its own, so no pin is shared with the host.
 		mkdir "$w/ovl/bpf"
 		mount -t bpf -o mode=0700 bpf "$w/ovl/bpf"
-		# contidd needs bpf() and CAP_BPF/CAP_PERFMON, which nspawn withholds
-		# by default; CAP_NET_ADMIN for SO_RCVBUFFORCE.
+		# contidd needs bpf() and open_by_handle_at() (cgroup ID -> path),
+		# which nspawn filters, and CAP_BPF/CAP_PERFMON, which it withholds;
+		# CAP_NET_ADMIN for SO_RCVBUFFORCE.
 		exec systemd-nspawn -D "$w/ovl/root" --register=no --keep-unit \
 			--private-network --machine="$machine" --console=pipe -b \
 			--bind-ro="$w/deb:/mnt/contid-deb" --bind="$w/ovl/bpf:/sys/fs/bpf" \
-			--system-call-filter="bpf perf_event_open" \
+			--system-call-filter="bpf perf_event_open open_by_handle_at" \
 			--capability=CAP_BPF,CAP_PERFMON,CAP_NET_ADMIN,CAP_AUDIT_READ
 	' boot "$work" "$machine"
 ) </dev/null >"$work/console.log" 2>&1 &
@@ -165,7 +170,7 @@ nspawn_pid=$!
 
 # The container's PID 1 is nspawn's child.
 find_leader() {
-	leader=$(cat "/proc/$nspawn_pid/task/$nspawn_pid/children" 2>/dev/null | awk '{print $1}')
+	leader=$(awk '{print $1}' "/proc/$nspawn_pid/task/$nspawn_pid/children" 2>/dev/null)
 	[ -n "$leader" ] && [ "$(cat "/proc/$leader/comm" 2>/dev/null)" = systemd ]
 }
 if ! wait_for 30 "the container's systemd" find_leader; then
@@ -232,17 +237,19 @@ fi
 # --- D-Bus activation -----------------------------------------------------
 
 # The package starts the daemon; stop it so the bus has to start it again.
-in_ct systemctl stop contidd.service
+in_ct systemctl stop contidd.service 2>/dev/null
 if in_ct systemctl -q is-active contidd.service; then
 	fail "contidd.service stops (to test activation)"
 fi
 out=$(in_ct_t 30 busctl call "${manager[@]}" ListContainers 2>&1)
 rc=$?
 after=$(in_ct systemctl is-active contidd.service 2>&1)
-if [ $rc = 0 ] && [ "$after" = active ]; then
+# dbus-daemon says so when it hands an activation to systemd.
+activated=$(in_ct journalctl -b --no-pager -o cat -u dbus.service | grep -c "Activating via systemd: service name='org.contid1' unit='contidd.service'")
+if [ $rc = 0 ] && [ "$after" = active ] && [ "$activated" -gt 0 ]; then
 	pass "first busctl call org.contid1 ... ListContainers starts contidd through D-Bus activation (reply: $out)"
 else
-	fail "first busctl call org.contid1 ... ListContainers starts contidd through D-Bus activation (rc=$rc, service: $after)"
+	fail "first busctl call org.contid1 ... ListContainers starts contidd through D-Bus activation (rc=$rc, service: $after, dbus-daemon activations: $activated)"
 	note "$out"
 	in_ct journalctl -b -u contidd.service -n 20 --no-pager | sed 's/^/      /'
 fi
@@ -273,16 +280,16 @@ in_ct systemd-run --quiet --scope --slice=system.slice --unit="$plain" \
 plain_client=$!
 if wait_for 10 "$plain to run" in_ct systemctl -q is-active "$plain"; then
 	plain_cg=$(in_ct systemctl show -p ControlGroup --value "$plain")
-	out=$(as_nobody_t 30 busctl "$p2p" call "${manager[@]}" ListContainers 2>&1)
+	out=$(ct_run --uid=nobody --gid=nogroup busctl "$p2p" call "${manager[@]}" ListContainers 2>&1)
 	rc=$?
-	den=$(as_nobody_t 30 busctl "$p2p" call "${manager[@]}" TagCgroup 'sta{sv}' "$plain_cg" 0 0 2>&1)
+	den=$(ct_run --uid=nobody --gid=nogroup busctl "$p2p" call "${manager[@]}" TagCgroup 'sta{sv}' "$plain_cg" 0 0 2>&1)
 	rc2=$?
 	if [ $rc = 0 ] && [ $rc2 != 0 ]; then
 		pass "user nobody reads over the socket but is refused TagCgroup $plain_cg ($den)"
 	else
 		fail "user nobody reads over the socket but is refused TagCgroup $plain_cg (read rc=$rc: $out; tag rc=$rc2: $den)"
 	fi
-	got=$(in_ct_t 30 busctl "$p2p" call "${manager[@]}" TagCgroup 'sta{sv}' "$plain_cg" 0 1 Name s plain 2>&1)
+	got=$(ct_run busctl "$p2p" call "${manager[@]}" TagCgroup 'sta{sv}' "$plain_cg" 0 1 Name s plain 2>&1)
 	rc=$?
 	if [ $rc = 0 ] && grep -q '^to [0-9]* "/org/contid1/container/[0-9]*"$' <<<"$got"; then
 		pass "root tags $plain_cg over the socket: $got"
@@ -299,21 +306,22 @@ wait "$plain_client" 2>/dev/null
 
 # Clients call in a loop, over the bus and over the socket, while the daemon
 # restarts twice. The listening socket stays open and the bus re-activates
-# the name, so no call may fail.
+# the name, so no call may fail. $1: seconds; the rest: busctl options.
 client_loop() {
 	local n=0 bad=0
-	local end=$(($(date +%s) + $2))
+	local end=$(($(date +%s) + $1))
+	shift
 	while [ "$(date +%s)" -lt "$end" ]; do
-		if ! timeout 30 nsenter -t "$leader" -a busctl $1 call "${manager[@]}" ListContainers >/dev/null 2>>"$work/loop.err"; then
+		if ! timeout 30 nsenter -t "$leader" -a busctl "$@" call "${manager[@]}" ListContainers >/dev/null 2>>"$work/loop.err"; then
 			bad=$((bad + 1))
 		fi
 		n=$((n + 1))
 	done
 	echo "$n $bad"
 }
-client_loop "$p2p" 8 >"$work/loop.p2p" &
+client_loop 8 "$p2p" >"$work/loop.p2p" &
 lp=$!
-client_loop "" 8 >"$work/loop.bus" &
+client_loop 8 >"$work/loop.bus" &
 lb=$!
 sleep 1
 r1=$(in_ct systemctl restart contidd.service 2>&1) || note "restart 1: $r1"
@@ -335,7 +343,7 @@ note "contidd started $started times so far (NRestarts=$restarts)"
 # --- the catalog -------------------------------------------------------------
 
 # Something contidd catalogues: a refused tag (a cgroup that does not exist).
-in_ct busctl call "${manager[@]}" TagCgroup 'sta{sv}' /machine.slice/contid-no-such.scope 0 0 >/dev/null 2>&1
+ct_run busctl call "${manager[@]}" TagCgroup 'sta{sv}' /machine.slice/contid-no-such.scope 0 0 >/dev/null 2>&1
 sleep 1
 ids=$(in_ct sed -n 's/^-- \([0-9a-f]\{32\}\).*/\1/p' /usr/lib/systemd/catalog/contid.catalog)
 found=
@@ -353,7 +361,7 @@ if [ -n "$found" ]; then
 elif [ -z "$ids" ]; then
 	fail "journalctl -u contidd -x shows the catalog text (no MESSAGE_IDs in the installed catalog)"
 else
-	fail "journalctl -u contidd -x shows the catalog text (no entry with any of: $(echo $ids))"
+	fail "journalctl -u contidd -x shows the catalog text (no entry with any of: ${ids//$'\n'/ })"
 fi
 
 # --- static checks of the units -------------------------------------------
@@ -389,46 +397,51 @@ container_of() {
 }
 prop() { in_ct busctl get-property org.contid1 "$1" org.contid1.Container "$2" 2>/dev/null | cut -d' ' -f2- | tr -d '"'; }
 
+# object_of_pid PID: the container object contidd reports for a process.
+object_of_pid() {
+	in_ct busctl call "${manager[@]}" GetContainerByPID u "$1" 2>/dev/null | sed -n 's/^o "\(.*\)"$/\1/p'
+}
+# exec_logged FIELD=VALUE: whether the journal has a contidd event for it.
+exec_logged() { in_ct journalctl -b --no-pager -o cat _SYSTEMD_UNIT=contidd.service "$1" | grep -q .; }
+# no_audit_here: why this container cannot see audit events, if it cannot.
+no_audit_here() {
+	# The kernel multicasts audit records in the initial network namespace
+	# only, and this container has a private one.
+	[ "$(readlink "/proc/$leader/ns/net")" != "$(readlink /proc/1/ns/net)" ]
+}
+
 scope=contid-systest-web.scope
 in_ct systemd-run --quiet --scope --slice=machine.slice --unit="$scope" \
 	/bin/sh -c 'while :; do /bin/true contid-systest-scope-marker; sleep 0.5; done' </dev/null >/dev/null 2>&1 &
 scope_client=$!
-if wait_for 10 "$scope to run" in_ct systemctl -q is-active "$scope" &&
-	wait_for 10 "contid to know $scope" container_of "$scope"; then
-	obj=$(container_of "$scope")
+scope_pid() { in_ct pgrep -f -o 'contid-systest-scope-marker'; }
+if ! wait_for 10 "$scope to run" scope_pid; then
+	fail "systemd-run --scope --slice=machine.slice starts $scope"
+elif pid=$(scope_pid) && wait_for 10 "contid to place pid $pid" object_of_pid "$pid"; then
+	obj=$(object_of_pid "$pid")
+	want_cg=$(in_ct systemctl show -p ControlGroup --value "$scope")
 	sid=$(prop "$obj" Id)
-	sname=$(prop "$obj" Name)
+	scg=$(prop "$obj" ControlGroup)
 	sflags=$(prop "$obj" Flags)
-	# Its processes, as the kernel sees them, are in the container.
-	spid=$(in_ct systemctl show -p ControlGroup --value "$scope")
-	pid=$(in_ct pgrep -f -o 'contid-systest-scope-marker' 2>/dev/null)
-	byp=$(in_ct busctl call "${manager[@]}" GetContainerByPID u "$pid" 2>/dev/null | sed -n 's/^o "\(.*\)"$/\1/p')
-	if [ -n "$sid" ] && [ "$byp" = "$obj" ]; then
-		pass "a systemd-run --scope --slice=machine.slice scope is tagged automatically: ID $sid, name '$sname', flags $sflags, cgroup $spid, and its pid $pid maps to it"
+	sstate=$(prop "$obj" State)
+	sname=$(prop "$obj" Name)
+	sunit=$(prop "$obj" Unit)
+	if [ "$scg" = "$want_cg" ] && [ "$sstate" = active ]; then
+		pass "a systemd-run --scope --slice=machine.slice scope is tagged automatically: pid $pid is in container $sid (cgroup $scg, flags $sflags, state $sstate, name '$sname', unit '$sunit')"
 	else
-		fail "the scope's process $pid maps to the scope's container (GetContainerByPID: '$byp', expected '$obj')"
+		fail "the scope's container is its cgroup and active (pid $pid -> container $sid: cgroup '$scg' want '$want_cg', state '$sstate')"
 	fi
-	name_field=AUDIT_CONTAINER_NAME
-	name_value=$sname
-	if [ -z "$sname" ]; then
-		name_field=AUDIT_CONTAINER_UNIT
-		name_value=$scope
-	fi
-	if wait_for 5 "an exec entry of the scope" in_ct sh -c "journalctl -b --no-pager -o cat $name_field=$name_value | grep -q ."; then
-		pass "journalctl $name_field=$name_value finds the scope's exec"
-		in_ct journalctl -b --no-pager -o cat -n 1 "$name_field=$name_value" | sed 's/^/      /'
+	if [ -n "$sname" ]; then match=AUDIT_CONTAINER_NAME=$sname; else match=AUDIT_CONTAINER_ID=$sid; fi
+	if wait_for 5 "an exec entry of the scope" exec_logged "$match"; then
+		pass "journalctl $match finds the scope's exec"
+		in_ct journalctl -b --no-pager -o cat -n 1 _SYSTEMD_UNIT=contidd.service "$match" | sed 's/^/      /'
+	elif no_audit_here; then
+		skip "journalctl $match finds the scope's exec: the kernel sends audit records to listeners in the initial network namespace only, and this container has a private one (VM tier)"
 	else
-		# The kernel delivers audit multicast only in the initial network
-		# namespace, and this container has its own.
-		net_ct=$(readlink "/proc/$leader/ns/net") net_init=$(readlink /proc/1/ns/net)
-		if [ "$net_ct" != "$net_init" ]; then
-			skip "journalctl $name_field=$name_value finds the scope's exec: the kernel sends audit events to listeners in the initial network namespace only, and this container has a private one (VM tier)"
-		else
-			fail "journalctl $name_field=$name_value finds the scope's exec"
-		fi
+		fail "journalctl $match finds the scope's exec"
 	fi
 else
-	fail "a systemd-run --scope --slice=machine.slice scope is tagged automatically (GetContainerByUnit $scope: nothing)"
+	fail "a systemd-run --scope --slice=machine.slice scope is tagged automatically (GetContainerByPID $pid: nothing)"
 	in_ct busctl call "${manager[@]}" ListContainers 2>&1 | sed 's/^/      /'
 fi
 in_ct systemctl stop "$scope" >/dev/null 2>&1
@@ -481,11 +494,11 @@ elif wait_for 15 "contid to name $unit '$nest'" named; then
 	else
 		fail "machinectl start $nest: its payload (pid $pid) maps to the container (GetContainerByPID: '$byp', expected '$obj')"
 	fi
-	if wait_for 5 "an exec entry of $nest" in_ct sh -c "journalctl -b --no-pager -o cat AUDIT_CONTAINER_NAME=$nest | grep -q ."; then
+	if wait_for 5 "an exec entry of $nest" exec_logged "AUDIT_CONTAINER_NAME=$nest"; then
 		pass "journalctl AUDIT_CONTAINER_NAME=$nest finds the container's exec"
-		in_ct journalctl -b --no-pager -o cat -n 1 "AUDIT_CONTAINER_NAME=$nest" | sed 's/^/      /'
-	elif [ "$(readlink "/proc/$leader/ns/net")" != "$(readlink /proc/1/ns/net)" ]; then
-		skip "journalctl AUDIT_CONTAINER_NAME=$nest finds the container's exec: audit events reach listeners in the initial network namespace only; this container has a private one (VM tier)"
+		in_ct journalctl -b --no-pager -o cat -n 1 _SYSTEMD_UNIT=contidd.service "AUDIT_CONTAINER_NAME=$nest" | sed 's/^/      /'
+	elif no_audit_here; then
+		skip "journalctl AUDIT_CONTAINER_NAME=$nest finds the container's exec: the kernel sends audit records to listeners in the initial network namespace only, and this container has a private one (VM tier)"
 	else
 		fail "journalctl AUDIT_CONTAINER_NAME=$nest finds the container's exec"
 	fi

@@ -152,8 +152,20 @@ atk_scope_probe() { :; }
 
 if [[ $MODE == inside ]]; then
 	echo "cgroup: $(sed -n 's/^0:://p' /proc/self/cgroup)"
-	echo "container: $(container_of $$)"
-	[[ -n $(container_of $$) ]] || echo "container-lookup: $(busctl --auto-start=no call "${MANAGER[@]}" GetContainerByPID u $$ 2>&1)"
+	# The kernel tags the scope at mkdir; contidd registers the container
+	# when it reads that event, a moment later: wait for it (only in
+	# machine.slice, where a tag is expected).
+	cid=$(container_of $$)
+	if [[ -z $cid && ${ROLE:-} == attack ]]; then
+		for ((i = 0; i < 20; i++)); do
+			sleep 0.5
+			cid=$(container_of $$)
+			[[ -n $cid ]] && break
+		done
+		[[ -n $cid ]] && echo "container-lookup: registered after $(((i + 1) * 5 / 10))s"
+	fi
+	echo "container: $cid"
+	[[ -n $cid ]] || echo "container-lookup: $(busctl --auto-start=no call "${MANAGER[@]}" GetContainerByPID u $$ 2>&1)"
 	fn=atk_$NAME
 	[[ ${ROLE:-attack} == control ]] && declare -F "ctl_$NAME" >/dev/null && fn=ctl_$NAME
 	"$fn"
@@ -316,6 +328,44 @@ wait_journal() {
 	return 1
 }
 
+# judge NAME RC LOG prints the attack's outcome as an exit status. Tools
+# do not always exit non-zero when refused, so where the driver can see the
+# effect itself (effect_NAME, run as the untagged host), that decides.
+judge() {
+	if declare -F "effect_$1" >/dev/null; then
+		if "effect_$1"; then
+			echo 0
+		else
+			echo "driver: no effect seen" >>"$3"
+			echo 1
+		fi
+	else
+		echo "$2"
+	fi
+}
+effect_audit_disable() { auditctl -s | grep -qx 'enabled 0'; }
+effect_audit_delete_all() { ! auditctl -l | grep -q contid-vm-marker; }
+effect_audit_add_rule() { auditctl -l | grep -q contid-vm-blind; }
+effect_audit_delete_rule() { ! auditctl -l | grep -q contid-vm-marker; }
+effect_audit_backlog() { auditctl -s | grep -qx 'backlog_limit 17'; }
+effect_audit_rate_limit() { auditctl -s | grep -qx 'rate_limit 1'; }
+map_has_bogus() { bpftool map lookup id "$MAP_ID" key hex $BOGUS_KEY >/dev/null 2>&1; }
+effect_map_update_id() { map_has_bogus; }
+effect_map_update_pin() { map_has_bogus; }
+effect_map_delete_id() { ! map_has_bogus; }
+effect_map_delete_pin() { ! map_has_bogus; }
+effect_map_unpin() { [[ ! -e $MAP_PIN ]]; }
+effect_link_unpin() { [[ ! -e $LINK_PIN ]]; }
+effect_kill_contidd() {
+	local i
+	# A killed process stays a zombie until systemd reaps it.
+	for ((i = 0; i < 10; i++)); do
+		[[ $(awk '/^State:/ { print $2 }' "/proc/$CONTIDD_PID/status" 2>/dev/null) =~ ^(Z|)$ ]] && return 0
+		sleep 0.3
+	done
+	return 1
+}
+
 # run_denial NAME KIND: the attack from a tagged scope must be refused
 # (KIND=eperm: EPERM; KIND=bus: a D-Bus error) with a TamperDenied signal
 # (eperm only) and a journal entry for its container; the control from an
@@ -336,6 +386,7 @@ run_denial() {
 	in_scope attack "$name"
 	rc=$?
 	alog=$(log_of "$name" attack)
+	rc=$(judge "$name" "$rc" "$alog")
 	declare -F "post_$name" >/dev/null && "post_$name" attack
 	cid=$(cid_in "$alog")
 	local a="" c=""
@@ -372,6 +423,7 @@ run_denial() {
 	in_scope control "$name"
 	crc=$?
 	clog=$(log_of "$name" control)
+	crc=$(judge "$name" "$crc" "$clog")
 	declare -F "post_$name" >/dev/null && "post_$name" control
 	if ((crc == 0)); then
 		c="succeeded"
@@ -510,10 +562,14 @@ post_map_unpin() { [[ -e $MAP_PIN ]] || bpftool map pin id "$MAP_ID" "$MAP_PIN";
 post_link_unpin() { [[ -e $LINK_PIN ]] || bpftool link pin id "$LINK_ID" "$LINK_PIN"; }
 
 post_audit_disable() { auditctl -e 1 >/dev/null; }
-pre_audit_delete_all() { auditctl -l >"$SCRATCH/rules.saved"; }
+pre_audit_delete_all() {
+	auditctl -l >"$SCRATCH/rules.saved"
+	touch "$WATCHED"
+	auditctl -w "$WATCHED" -p wa -k contid-vm-marker >/dev/null 2>&1
+}
 post_audit_delete_all() {
 	auditctl -D >/dev/null
-	grep -v '^No rules' "$SCRATCH/rules.saved" >"$SCRATCH/rules.restore"
+	grep -v -e '^No rules' -e contid-vm-marker "$SCRATCH/rules.saved" >"$SCRATCH/rules.restore"
 	[[ -s $SCRATCH/rules.restore ]] && auditctl -R "$SCRATCH/rules.restore" >/dev/null
 }
 post_audit_add_rule() { auditctl -d never,exit -F arch=b64 -S execve -k contid-vm-blind >/dev/null 2>&1; }

@@ -776,7 +776,15 @@ func auditPhase(cfg *config, rep *report) error {
 		rep.set("audit_cpu_ratio_vs_auditd", sa.Median/sb.Median)
 	}
 	rep.set("events_lost_1000eps", float64(lost))
-	rep.set("audit_load_achieved_per_s", summarize(achieved).Median)
+	ach := summarize(achieved).Median
+	rep.set("audit_load_achieved_per_s", ach)
+	if ach < 900 {
+		// The figures stand, but not for the rate the goal names.
+		note := fmt.Sprintf("load reached only %.0f exec/s of 1000 offered (machine too slow or busy)", ach)
+		for _, k := range []string{"events_lost_1000eps", "audit_cpu_ratio_vs_auditd", "audit_load_achieved_per_s"} {
+			rep.annotate(k, note)
+		}
+	}
 	rep.detail("audit_1000eps", map[string]any{
 		"rule":                   "-a always,exit -F arch=b64 -S execve -k " + key + " (the same for both), backlog_limit 8192",
 		"load":                   fmt.Sprintf("%s started %g s at 1000/s by test/bench/loadgen.c in a cgroup (tagged for contid)", loadTarget, secs),
@@ -834,6 +842,9 @@ func auditPhase(cfg *config, rep *report) error {
 	}
 	if maxRate > 0 {
 		rep.set("max_events_per_s", maxRate)
+		if !strings.HasPrefix(bound, "events lost") {
+			rep.annotate("max_events_per_s", "lower bound: "+bound)
+		}
 	} else {
 		rep.unmeasured("max_events_per_s", bound)
 	}

@@ -232,6 +232,12 @@ func forkPhase(cfg *config, rep *report) error {
 	if !math.IsNaN(lo) {
 		rep.set("fork_exec_ratio_ci95_lo", lo)
 		rep.set("fork_exec_ratio_ci95_hi", hi)
+		if hi-lo > 0.02 {
+			rep.annotate("fork_exec_ratio_tracking", fmt.Sprintf("noise: 95%% CI of the median %.3f..%.3f is wider than the effect", lo, hi))
+		}
+	}
+	if res.foreignB > 0 {
+		rep.annotate("fork_exec_cpu_ratio_tracking", fmt.Sprintf("%d baseline rounds had another contid's fork program loaded", res.foreignB))
 	}
 	rep.set("fork_exec_ratio_tracking", rs.Median)
 	rep.set("fork_exec_ratio_spread_p25", rs.P25)
@@ -312,6 +318,7 @@ func stressPhase(cfg *config, rep *report) error {
 		as, bs := res.as, res.bs
 		rs := summarize(res.ratios)
 		rep.set(key, rs.Median)
+		rep.annotate(key, fmt.Sprintf("p25..p75 of %d pairs: %.3f..%.3f", len(res.ratios), rs.P25, rs.P75))
 		rep.detail("stress_"+stressor, map[string]any{
 			"method":         "stress-ng --" + stressor + " 1 --timeout " + secs + "s as nobody inside the cgroup, A (contid) vs B (detached), ABBA pairs; ratio of seconds per bogo op",
 			"ratio_per_pair": rs,

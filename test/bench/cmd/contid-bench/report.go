@@ -38,6 +38,8 @@ type metric struct {
 	// why is the reason a metric has no value: the piece it needs did not
 	// build or start. It is printed, never swallowed.
 	why string
+	// note qualifies a value, e.g. a rate that is only a lower bound.
+	note string
 }
 
 // report gathers every figure of one run; phases fill it in as they go,
@@ -106,6 +108,13 @@ func (r *report) unmeasured(key, why string) {
 
 func (r *report) detail(key string, v any) { r.details[key] = v }
 
+// annotate attaches a qualification to a metric's value.
+func (r *report) annotate(key, note string) {
+	if m, ok := r.byKey[key]; ok {
+		m.note = note
+	}
+}
+
 func (m *metric) verdict() string {
 	switch {
 	case m.goal == nil:
@@ -121,7 +130,7 @@ func (m *metric) verdict() string {
 
 func (r *report) printTable(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "METRIC\tVALUE\tGOAL\tMET")
+	fmt.Fprintln(tw, "METRIC\tVALUE\tGOAL\tMET\tNOTE")
 	for _, m := range r.metrics {
 		val := "-"
 		if m.value != nil {
@@ -136,7 +145,7 @@ func (r *report) printTable(w io.Writer) {
 		if m.goal != nil {
 			g = m.goal.text
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", m.key, val, g, m.verdict())
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", m.key, val, g, m.verdict(), m.note)
 	}
 	tw.Flush()
 	if len(r.goBench) > 0 {
@@ -196,10 +205,15 @@ func (r *report) writeJSON(path string, mach machine) error {
 		"schema_note":      "top-level numeric keys are the metrics of issue 6; null means not measured (see not_measured)",
 		"generated_by_cmd": "make bench (test/bench/run.sh)",
 	}
+	notes := map[string]string{}
+	out["notes"] = notes
 	goals := out["goals"].(map[string]any)
 	notMeasured := out["not_measured"].(map[string]string)
 	missed, unmeasured := []string{}, []string{}
 	for _, m := range r.metrics {
+		if m.note != "" {
+			notes[m.key] = m.note
+		}
 		if m.value != nil {
 			out[m.key] = *m.value
 		} else {

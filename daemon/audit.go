@@ -1,0 +1,107 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/contid/contid"
+	cdbus "github.com/contid/contid/dbus"
+	"github.com/contid/contid/journal"
+	"github.com/contid/contid/kernel/audit"
+	"github.com/contid/contid/registry"
+)
+
+// AuditPipeline is the Options.Extra goroutine that carries the kernel's
+// audit events to the journal (DESIGN.md §5): it reads the multicast
+// stream, attributes each event through the kernel layer, writes tagged
+// ones to journald at journalSocket ("" for the standard socket), keeps
+// the EventsWritten/EventsLost properties current, and gives the Manager
+// the Recorder that logs contid's own operations.
+//
+// A missing audit subsystem or journald is said once and does not stop
+// contidd: tagging and enforcement do not depend on them.
+func AuditPipeline(journalSocket string) func(ctx context.Context, d *Daemon) error {
+	return func(ctx context.Context, d *Daemon) error {
+		w, err := journal.NewWriter(journalSocket)
+		if err != nil {
+			d.Log.Logf(cdbus.PrioWarning, "Audit events will not be written: %v", err)
+			return nil
+		}
+		defer w.Close()
+
+		ctl, err := audit.NewControl()
+		if err != nil {
+			// Still record contid's own operations in the journal.
+			d.Manager.SetAuditor(journal.NewRecorder(nil, w))
+			d.Log.Logf(cdbus.PrioWarning, "No kernel audit (%v): contid's own records go to the journal only, and no audit events are attributed.", err)
+			return nil
+		}
+		defer ctl.Close()
+		d.Manager.SetAuditor(journal.NewRecorder(ctl, w))
+		// journald of systemd 252 switches auditing off when it starts
+		// (its Audit= default); without records there is nothing to
+		// attribute.
+		if was, err := ctl.Enable(); err != nil {
+			d.Log.Logf(cdbus.PrioWarning, "Kernel auditing is off and could not be switched on: %v", err)
+		} else if !was {
+			d.Log.Logf(cdbus.PrioNotice, "Kernel auditing was off; switched it on.")
+		}
+		if d.Config.LoadRules {
+			loaded, err := ctl.LoadRules(d.Config.RulesFile)
+			if err != nil {
+				d.Log.Logf(cdbus.PrioWarning, "Loading audit rules from %s: %v", d.Config.RulesFile, err)
+			} else {
+				d.Log.Logf(cdbus.PrioInfo, "Loaded %d audit rules from %s.", len(loaded), d.Config.RulesFile)
+			}
+		}
+
+		fwd := journal.NewForwarder(w, registryContainers{d.Registry}, journal.Config{
+			WriteUntagged: d.Config.WriteUntagged,
+			Queue:         1024,
+		})
+		defer fwd.Close()
+		r, err := audit.NewReader(audit.Config{}, d.Tracker)
+		if err != nil {
+			d.Log.Logf(cdbus.PrioWarning, "Cannot read the kernel audit stream (%v): no audit events are attributed.", err)
+			return nil
+		}
+		defer r.Close()
+
+		go publishCounters(ctx, fwd, d.Manager)
+		err = r.Run(ctx, fwd)
+		fwd.Flush()
+		if errors.Is(err, context.Canceled) || ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("audit reader: %w", err)
+	}
+}
+
+// publishCounters copies the forwarder's counters to the Manager, which
+// emits PropertiesChanged for them at most once a second.
+func publishCounters(ctx context.Context, fwd *journal.Forwarder, m *cdbus.Manager) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s := fwd.Stats()
+			m.SetEventCounters(s.Written, s.Lost)
+		}
+	}
+}
+
+// registryContainers adapts the registry to journal.Containers.
+type registryContainers struct{ r *registry.Registry }
+
+func (rc registryContainers) Lookup(id contid.ID) (contid.Chain, string, string, bool) {
+	c, err := rc.r.Get(id)
+	if err != nil {
+		return nil, "", "", false
+	}
+	return c.Chain, c.Name, c.Unit, true
+}
