@@ -3,15 +3,19 @@ module github.com/contid/contid
 go 1.26.0
 
 require (
+	github.com/cilium/ebpf v0.22.0
+	github.com/coreos/go-systemd/v22 v22.7.0
+	github.com/elastic/go-libaudit/v2 v2.6.1
+	github.com/godbus/dbus/v5 v5.2.4
+	golang.org/x/sys v0.50.0
+)
+
+require (
 	github.com/BurntSushi/toml v1.6.0 // indirect
-	github.com/cilium/ebpf v0.22.0 // indirect
-	github.com/coreos/go-systemd/v22 v22.7.0 // indirect
-	github.com/elastic/go-libaudit/v2 v2.6.1 // indirect
-	github.com/godbus/dbus/v5 v5.2.4 // indirect
+	github.com/elastic/go-licenser v0.4.1 // indirect
 	golang.org/x/exp/typeparams v0.0.0-20260209203927-2842357ff358 // indirect
 	golang.org/x/mod v0.41.0 // indirect
 	golang.org/x/sync v0.23.0 // indirect
-	golang.org/x/sys v0.50.0 // indirect
 	golang.org/x/tools v0.51.0 // indirect
 	honnef.co/go/tools v0.8.2 // indirect
 )

@@ -346,18 +346,30 @@ note "contidd started $started times so far (NRestarts=$restarts)"
 ct_run busctl call "${manager[@]}" TagCgroup 'sta{sv}' /machine.slice/contid-no-such.scope 0 0 >/dev/null 2>&1
 sleep 1
 ids=$(in_ct sed -n 's/^-- \([0-9a-f]\{32\}\).*/\1/p' /usr/lib/systemd/catalog/contid.catalog)
+# The postinst ran journalctl --update-catalog: every entry is compiled in.
+# (Word splitting of $ids is wanted: one argument per ID.)
+# shellcheck disable=SC2086
+listed=$(in_ct journalctl --list-catalog $ids 2>/dev/null | grep -c ' contid: ')
+nids=$(wc -w <<<"$ids")
+if [ "$nids" -gt 0 ] && [ "$listed" = "$nids" ]; then
+	pass "journalctl --list-catalog has all $nids contid entries (the postinst updated the catalog)"
+else
+	fail "journalctl --list-catalog has all contid entries ($listed of $nids)"
+fi
 found=
 for id in $ids; do
 	subject=$(in_ct awk -v id="$id" '$1 == "--" { on = ($2 == id) } on && /^Subject:/ { sub(/^Subject: */, ""); print; exit }' /usr/lib/systemd/catalog/contid.catalog)
+	# journalctl -x fills in the @FIELD@ placeholders: match them as ".*".
+	pattern=$(sed -e 's/[]\/$*.^[]/\\&/g' -e 's/@[A-Z0-9_]*@/.*/g' <<<"$subject")
 	x=$(in_ct journalctl -b -u contidd -x --no-pager MESSAGE_ID="$id" 2>/dev/null)
-	if [ -n "$subject" ] && grep -qF -- "$subject" <<<"$x"; then
+	if [ -n "$subject" ] && grep -q -- "$pattern" <<<"$x"; then
 		found="$id ($subject)"
 		break
 	fi
 done
 if [ -n "$found" ]; then
 	pass "journalctl -u contidd -x explains contidd's entries with the catalog: $found"
-	grep -F -m 3 -- "$subject" <<<"$x" | sed 's/^/      /'
+	grep -m 3 -- "$pattern" <<<"$x" | sed 's/^/      /'
 elif [ -z "$ids" ]; then
 	fail "journalctl -u contidd -x shows the catalog text (no MESSAGE_IDs in the installed catalog)"
 else
@@ -401,13 +413,21 @@ prop() { in_ct busctl get-property org.contid1 "$1" org.contid1.Container "$2" 2
 object_of_pid() {
 	in_ct busctl call "${manager[@]}" GetContainerByPID u "$1" 2>/dev/null | sed -n 's/^o "\(.*\)"$/\1/p'
 }
-# exec_logged FIELD=VALUE: whether the journal has a contidd event for it.
-exec_logged() { in_ct journalctl -b --no-pager -o cat _SYSTEMD_UNIT=contidd.service "$1" | grep -q .; }
-# no_audit_here: why this container cannot see audit events, if it cannot.
+# exec_logged FIELD=VALUE MARKER: whether contidd wrote an audit event of an
+# execve whose arguments hold MARKER for that container. (contidd's own
+# records, "container created", carry the same fields: they do not count.)
+exec_logged() {
+	in_ct journalctl -b --no-pager -o json _SYSTEMD_UNIT=contidd.service "$1" |
+		grep '"AUDIT_EVENT_TYPES":"[^"]*EXECVE' | grep -q -- "$2"
+}
+# no_audit_here: whether this container cannot see audit events at all:
+# systemd-nspawn's seccomp filter fails every NETLINK_AUDIT socket with
+# EAFNOSUPPORT (contidd then logs "No kernel audit"), and the kernel
+# multicasts audit records in the initial network namespace only.
+no_audit_why="systemd-nspawn refuses audit netlink sockets in containers (EAFNOSUPPORT), and the kernel multicasts audit records only to the initial network namespace (VM tier)"
 no_audit_here() {
-	# The kernel multicasts audit records in the initial network namespace
-	# only, and this container has a private one.
-	[ "$(readlink "/proc/$leader/ns/net")" != "$(readlink /proc/1/ns/net)" ]
+	in_ct journalctl -b --no-pager -o cat _SYSTEMD_UNIT=contidd.service | grep -q '^No kernel audit' ||
+		[ "$(readlink "/proc/$leader/ns/net")" != "$(readlink /proc/1/ns/net)" ]
 }
 
 scope=contid-systest-web.scope
@@ -432,11 +452,11 @@ elif pid=$(scope_pid) && wait_for 10 "contid to place pid $pid" object_of_pid "$
 		fail "the scope's container is its cgroup and active (pid $pid -> container $sid: cgroup '$scg' want '$want_cg', state '$sstate')"
 	fi
 	if [ -n "$sname" ]; then match=AUDIT_CONTAINER_NAME=$sname; else match=AUDIT_CONTAINER_ID=$sid; fi
-	if wait_for 5 "an exec entry of the scope" exec_logged "$match"; then
+	if wait_for 5 "an exec entry of the scope" exec_logged "$match" contid-systest-scope-marker; then
 		pass "journalctl $match finds the scope's exec"
-		in_ct journalctl -b --no-pager -o cat -n 1 _SYSTEMD_UNIT=contidd.service "$match" | sed 's/^/      /'
+		in_ct journalctl -b --no-pager -o cat -n 1 _SYSTEMD_UNIT=contidd.service "$match" | grep -m 1 -i exec | sed 's/^/      /'
 	elif no_audit_here; then
-		skip "journalctl $match finds the scope's exec: the kernel sends audit records to listeners in the initial network namespace only, and this container has a private one (VM tier)"
+		skip "journalctl $match finds the scope's exec: $no_audit_why"
 	else
 		fail "journalctl $match finds the scope's exec"
 	fi
@@ -494,11 +514,11 @@ elif wait_for 15 "contid to name $unit '$nest'" named; then
 	else
 		fail "machinectl start $nest: its payload (pid $pid) maps to the container (GetContainerByPID: '$byp', expected '$obj')"
 	fi
-	if wait_for 5 "an exec entry of $nest" exec_logged "AUDIT_CONTAINER_NAME=$nest"; then
+	if wait_for 5 "an exec entry of $nest" exec_logged "AUDIT_CONTAINER_NAME=$nest" contid-systest-nest-marker; then
 		pass "journalctl AUDIT_CONTAINER_NAME=$nest finds the container's exec"
-		in_ct journalctl -b --no-pager -o cat -n 1 _SYSTEMD_UNIT=contidd.service "AUDIT_CONTAINER_NAME=$nest" | sed 's/^/      /'
+		in_ct journalctl -b --no-pager -o cat -n 1 _SYSTEMD_UNIT=contidd.service "AUDIT_CONTAINER_NAME=$nest" | grep -m 1 -i exec | sed 's/^/      /'
 	elif no_audit_here; then
-		skip "journalctl AUDIT_CONTAINER_NAME=$nest finds the container's exec: the kernel sends audit records to listeners in the initial network namespace only, and this container has a private one (VM tier)"
+		skip "journalctl AUDIT_CONTAINER_NAME=$nest finds the container's exec: $no_audit_why"
 	else
 		fail "journalctl AUDIT_CONTAINER_NAME=$nest finds the container's exec"
 	fi
@@ -508,6 +528,24 @@ else
 	in_ct journalctl -b -u "$unit" --no-pager -n 15 | sed 's/^/      /'
 fi
 in_ct machinectl terminate "$nest" >/dev/null 2>&1
+
+# --- removal -------------------------------------------------------------
+
+out=$(in_ct env DEBIAN_FRONTEND=noninteractive dpkg --purge contid 2>&1)
+rc=$?
+left=
+in_ct systemctl -q is-active contidd.service && left="$left contidd.service-active"
+in_ct systemctl -q is-active contidd.socket && left="$left contidd.socket-active"
+for f in /run/contid/bus /sys/fs/bpf/contid /var/lib/contid /usr/sbin/contidd /etc/contid/contid.conf \
+	/usr/share/dbus-1/system.d/org.contid1.conf; do
+	in_ct test -e "$f" && left="$left $f"
+done
+if [ $rc = 0 ] && [ -z "$left" ]; then
+	pass "dpkg --purge contid stops the daemon and socket and removes the pins, state and files"
+else
+	fail "dpkg --purge contid cleans up (rc=$rc; left:$left)"
+	note "$out"
+fi
 
 log "done"
 printf '%d passed, %d failed, %d skipped\n' "$passed" "$failed" "$skipped"
