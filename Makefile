@@ -49,7 +49,7 @@ deps:
 	$(GO) mod download
 
 build:
-	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/contidd ./cmd/contidctl
+	$(GO) build -trimpath -buildmode=pie -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/contidd ./cmd/contidctl
 
 generate:
 	$(GO) generate ./kernel/...
@@ -84,6 +84,8 @@ demo: build
 
 deb: build
 	packaging/build-deb.sh
+
+install: build
 
 -include packaging/install.mk
 

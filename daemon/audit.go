@@ -36,6 +36,7 @@ func AuditPipeline(journalSocket string) func(ctx context.Context, d *Daemon) er
 			// Still record contid's own operations in the journal.
 			d.Manager.SetAuditor(journal.NewRecorder(nil, w))
 			d.Log.Logf(cdbus.PrioWarning, "No kernel audit (%v): contid's own records go to the journal only, and no audit events are attributed.", err)
+			<-ctx.Done() // the Recorder writes through w until shutdown
 			return nil
 		}
 		defer ctl.Close()
@@ -65,6 +66,7 @@ func AuditPipeline(journalSocket string) func(ctx context.Context, d *Daemon) er
 		r, err := audit.NewReader(audit.Config{}, d.Tracker)
 		if err != nil {
 			d.Log.Logf(cdbus.PrioWarning, "Cannot read the kernel audit stream (%v): no audit events are attributed.", err)
+			<-ctx.Done() // the Recorder writes through w and ctl until shutdown
 			return nil
 		}
 		defer r.Close()

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"path"
 	"strings"
 	"sync"
 	"time"
@@ -314,6 +315,14 @@ func (m *Manager) HandleKernelEvent(ev kernel.Event) {
 			return
 		}
 		if isNew {
+			if u := unitOfCgroup(p); c.Unit == "" && u != "" {
+				// systemd names a unit's cgroup after the unit, so a plain
+				// `systemd-run --scope --slice=machine.slice` is findable
+				// by GetContainerByUnit before (or without) machined.
+				if err := m.cfg.Registry.SetMetadata(c.ID, c.Name, u); err == nil {
+					c.Unit = u
+				}
+			}
 			m.log(PrioInfo, "Cgroup %s was tagged %s at creation.", p, c.Chain)
 			m.audit(func(a Auditor) error { return a.RecordCreate(0, c.Chain, c.Name, c.Unit) })
 			m.containerNew(c)
@@ -462,4 +471,14 @@ func (m *Manager) containerByPID(pid uint32) (*registry.Container, error) {
 		return nil, fmt.Errorf("process %d has ID %d: %w", pid, id, err)
 	}
 	return c, nil
+}
+
+// unitOfCgroup is the systemd unit a cgroup path belongs to by systemd's
+// naming (its last component, when that is a scope or service), or "".
+func unitOfCgroup(p string) string {
+	base := path.Base(p)
+	if strings.HasSuffix(base, ".scope") || strings.HasSuffix(base, ".service") {
+		return base
+	}
+	return ""
 }

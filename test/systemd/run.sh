@@ -30,7 +30,7 @@ die() {
 
 [ "$(id -u)" = 0 ] || die "needs root (it boots systemd in a container)"
 if [ -z "$deb" ] || [ ! -f "$deb" ]; then die "no .deb: run \`make deb\` first"; fi
-for c in systemd-nspawn unshare nsenter mount setpriv; do
+for c in systemd-nspawn systemd-run unshare nsenter mount; do
 	command -v "$c" >/dev/null || die "$c is missing: run \`make deps\`"
 done
 
