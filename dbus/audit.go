@@ -30,8 +30,15 @@ func (m *Manager) audit(f func(a Auditor) error) {
 	if a == nil {
 		return
 	}
-	if err := f(a); err != nil {
-		m.log(PrioWarning, "Failed to record an operation in the audit log: %v", err)
+	// Said once per outage (journald or audit down), not once per call:
+	// a loop of tag calls must not flood the log it cannot write to.
+	err := f(a)
+	m.mu.Lock()
+	report := err != nil && !m.auditFailing
+	m.auditFailing = err != nil
+	m.mu.Unlock()
+	if report {
+		m.log(PrioWarning, "Failed to record an operation in the audit log (said once until it works again): %v", err)
 	}
 }
 

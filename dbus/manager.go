@@ -89,6 +89,7 @@ type Manager struct {
 	polkitOnce   sync.Once
 	machinedOnce sync.Once
 	auditor      Auditor
+	auditFailing bool // the last record failed; see audit
 }
 
 // emitter sends a signal on one transport.

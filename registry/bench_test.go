@@ -16,7 +16,7 @@ const benchContainers = 10000
 // nested, as a busy host would have them.
 func benchRegistry(b *testing.B) *harness {
 	b.Helper()
-	return fill(b, newHarness(b, Config{Logf: func(string, ...any) {}}))
+	return fill(b, newHarness(b, Config{Logf: func(string, ...any) {}, MaxContainers: 1 << 30}))
 }
 
 func fill(b *testing.B, h *harness) *harness {
@@ -53,7 +53,7 @@ func BenchmarkTagCgroup(b *testing.B) {
 		if _, err := os.Stat("/dev/shm"); err != nil {
 			b.Skip("skipped: no /dev/shm")
 		}
-		h := newHarness(b, Config{Logf: func(string, ...any) {}})
+		h := newHarness(b, Config{Logf: func(string, ...any) {}, MaxContainers: 1 << 30})
 		h.r.Close()
 		dir, err := os.MkdirTemp("/dev/shm", "contid-registry-bench-")
 		if err != nil {
