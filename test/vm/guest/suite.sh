@@ -51,8 +51,11 @@ cgroup2_root() {
 # or nothing.
 container_of() {
 	# No bus activation: if contidd is down, a lookup must not restart it.
-	busctl ${BUSADDR:-} --auto-start=no call "${MANAGER[@]}" GetContainerByPID u "$1" 2>/dev/null |
-		sed -n 's|^o "/org/contid1/container/\([0-9]*\)"$|\1|p'
+	# contidd's refusal "process N has ID X: no such container" still
+	# names the kernel's tag, which is what signals and journal carry.
+	busctl ${BUSADDR:-} --auto-start=no call "${MANAGER[@]}" GetContainerByPID u "$1" 2>&1 |
+		sed -n -e 's|^o "/org/contid1/container/\([0-9]*\)"$|\1|p' \
+			-e 's|^Call failed: process [0-9]* has ID \([0-9]*\): no such container.*|\1|p'
 }
 
 # --- attack bodies -------------------------------------------------------------
