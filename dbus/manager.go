@@ -468,10 +468,44 @@ func (m *Manager) containerByPID(pid uint32) (*registry.Container, error) {
 		return nil, fmt.Errorf("%w: process %d is not in a container", registry.ErrNoSuchContainer, pid)
 	}
 	c, err := m.cfg.Registry.Get(id)
+	if errors.Is(err, registry.ErrNoSuchContainer) && m.adoptKernelID(id) {
+		c, err = m.cfg.Registry.Get(id)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("process %d has ID %d: %w", pid, id, err)
 	}
 	return c, nil
+}
+
+// adoptKernelID records the cgroups the kernel tagged id, for an ID a
+// process carries before its autotag event was handled (the event loop
+// runs behind, or could not resolve the path then). It reports whether
+// anything was adopted.
+func (m *Manager) adoptKernelID(id contid.ID) bool {
+	tags, err := m.cfg.Tracker.CgroupTags()
+	if err != nil {
+		return false
+	}
+	adopted := false
+	for cgid, tag := range tags {
+		if tag.ID() != id {
+			continue
+		}
+		p, err := m.cfg.Cgroups.PathByID(cgid)
+		if err != nil {
+			continue
+		}
+		c, isNew, err := m.cfg.Registry.Adopt(tag, registry.Cgroup{Path: p, ID: cgid})
+		if err != nil {
+			continue
+		}
+		adopted = true
+		if isNew {
+			m.log(PrioInfo, "Cgroup %s was tagged %s at creation (adopted on lookup).", p, c.Chain)
+			m.containerNew(c)
+		}
+	}
+	return adopted
 }
 
 // unitOfCgroup is the systemd unit a cgroup path belongs to by systemd's

@@ -3,6 +3,8 @@ package dbus
 import (
 	"context"
 	"errors"
+	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,10 +27,11 @@ type fakeTracker struct {
 	next    contid.ID
 	claimed map[contid.ID]bool
 	tags    map[uint64]contid.Tag
+	pids    map[uint32]contid.ID // what task storage says of a PID
 }
 
 func newFakeTracker() *fakeTracker {
-	return &fakeTracker{next: 1, claimed: map[contid.ID]bool{}, tags: map[uint64]contid.Tag{}}
+	return &fakeTracker{next: 1, claimed: map[contid.ID]bool{}, tags: map[uint64]contid.Tag{}, pids: map[uint32]contid.ID{}}
 }
 
 func (f *fakeTracker) Enforcement() (contid.Mode, string) { return contid.ModeTracking, "fake" }
@@ -67,11 +70,22 @@ func (f *fakeTracker) CgroupTag(id uint64) (contid.Tag, error) {
 	}
 	return t, nil
 }
-func (f *fakeTracker) CgroupTags() (map[uint64]contid.Tag, error) { return nil, nil }
-func (f *fakeTracker) SetAutotagParents([]uint64) error           { return nil }
-func (f *fakeTracker) TagProcess(int, contid.Tag) error           { return nil }
-func (f *fakeTracker) ProcessID(int) (contid.ID, error)           { return 0, kernel.ErrNotTagged }
-func (f *fakeTracker) PIDID(uint32) (contid.ID, error)            { return 0, kernel.ErrNotTagged }
+func (f *fakeTracker) CgroupTags() (map[uint64]contid.Tag, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return maps.Clone(f.tags), nil
+}
+func (f *fakeTracker) SetAutotagParents([]uint64) error { return nil }
+func (f *fakeTracker) TagProcess(int, contid.Tag) error { return nil }
+func (f *fakeTracker) ProcessID(int) (contid.ID, error) { return 0, kernel.ErrNotTagged }
+func (f *fakeTracker) PIDID(pid uint32) (contid.ID, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if id, ok := f.pids[pid]; ok {
+		return id, nil
+	}
+	return 0, kernel.ErrNotTagged
+}
 func (f *fakeTracker) Attribute(uint32, time.Time) (contid.ID, kernel.Attribution, error) {
 	return 0, kernel.Unattributed, nil
 }
@@ -93,8 +107,24 @@ func (c fakeCgroups) ID(rel string) (uint64, error) {
 	}
 	return st.Ino, nil
 }
-func (c fakeCgroups) PathByID(uint64) (string, error) { return "", errors.New("not in the fake") }
-func (c fakeCgroups) OfPID(uint32) (string, error)    { return "/caller", nil }
+func (c fakeCgroups) PathByID(id uint64) (string, error) {
+	found := ""
+	err := filepath.WalkDir(c.root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !d.IsDir() || found != "" {
+			return err
+		}
+		var st unix.Stat_t
+		if unix.Stat(p, &st) == nil && st.Ino == id {
+			found = "/" + strings.TrimPrefix(strings.TrimPrefix(p, c.root), "/")
+		}
+		return nil
+	})
+	if err == nil && found == "" {
+		err = errors.New("no such cgroup in the fake")
+	}
+	return found, err
+}
+func (c fakeCgroups) OfPID(uint32) (string, error) { return "/caller", nil }
 
 type recordedOp struct {
 	op    string
