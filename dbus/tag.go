@@ -85,12 +85,7 @@ func (m *Manager) tagCgroupAs(ctx context.Context, p *peer, msg *godbus.Message,
 	if err != nil {
 		return 0, "", m.refused(ci, req, "", err)
 	}
-	m.log(PrioInfo, "Process %d (uid %d) tagged cgroup %s as %s.", ci.PID, ci.UID, target.Path, c.Chain)
-	m.auditGranted(ci.PID, c, !had)
-	if !had {
-		m.containerNew(c)
-	}
-	return uint64(c.ID), ContainerPath(c.ID), nil
+	return m.granted(ci, c, !had, "cgroup "+target.Path)
 }
 
 // nameAutotagged handles tagging a cgroup the kernel already tagged at
@@ -134,6 +129,16 @@ func (m *Manager) nameAutotagged(ci *callerInfo, req tagRequest, t registry.Cgro
 }
 
 // refused logs and audits a refused tag request and returns its error.
+// granted logs, audits and announces a tag the registry accepted.
+func (m *Manager) granted(ci *callerInfo, c *registry.Container, isNew bool, target string) (uint64, godbus.ObjectPath, error) {
+	m.log(PrioInfo, "Process %d (uid %d) tagged %s as %s.", ci.PID, ci.UID, target, c.Chain)
+	m.auditGranted(ci.PID, c, isNew)
+	if isNew {
+		m.containerNew(c)
+	}
+	return uint64(c.ID), ContainerPath(c.ID), nil
+}
+
 func (m *Manager) refused(ci *callerInfo, req tagRequest, unit string, err error) error {
 	m.log(PrioNotice, "Refused tag request of process %d (uid %d): %v", ci.PID, ci.UID, err)
 	m.auditRefused(ci.PID, req.id, req.opts.Name, unit, err)
@@ -219,12 +224,7 @@ func (m *Manager) tagProcess(ctx context.Context, p *peer, msg *godbus.Message, 
 	if err != nil {
 		return 0, "", m.refused(ci, req, "", err)
 	}
-	m.log(PrioInfo, "Process %d (uid %d) tagged process %d as %s.", ci.PID, ci.UID, target.PID, c.Chain)
-	m.auditGranted(ci.PID, c, !had)
-	if !had {
-		m.containerNew(c)
-	}
-	return uint64(c.ID), ContainerPath(c.ID), nil
+	return m.granted(ci, c, !had, fmt.Sprintf("process %d", target.PID))
 }
 
 // errNoSystemd is wrapped when the bus or systemd is not there at all.
