@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/contid/contid"
 	cdbus "github.com/contid/contid/dbus"
@@ -16,9 +15,9 @@ import (
 // AuditPipeline is the Options.Extra goroutine that carries the kernel's
 // audit events to the journal (DESIGN.md §5): it reads the multicast
 // stream, attributes each event through the kernel layer, writes tagged
-// ones to journald at journalSocket ("" for the standard socket), keeps
-// the EventsWritten/EventsLost properties current, and gives the Manager
-// the Recorder that logs contid's own operations.
+// ones to journald at journalSocket ("" for the standard socket), backs
+// the EventsWritten/EventsLost properties with its counters, and gives
+// the Manager the Recorder that logs contid's own operations.
 //
 // A missing audit subsystem or journald is said once and does not stop
 // contidd: tagging and enforcement do not depend on them.
@@ -71,29 +70,16 @@ func AuditPipeline(journalSocket string) func(ctx context.Context, d *Daemon) er
 		}
 		defer r.Close()
 
-		go publishCounters(ctx, fwd, d.Manager)
+		d.Manager.SetEventSource(func() (uint64, uint64) {
+			s := fwd.Stats()
+			return s.Written, s.Lost
+		})
 		err = r.Run(ctx, fwd)
 		fwd.Flush()
 		if errors.Is(err, context.Canceled) || ctx.Err() != nil {
 			return nil
 		}
 		return fmt.Errorf("audit reader: %w", err)
-	}
-}
-
-// publishCounters copies the forwarder's counters to the Manager, which
-// emits PropertiesChanged for them at most once a second.
-func publishCounters(ctx context.Context, fwd *journal.Forwarder, m *cdbus.Manager) {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			s := fwd.Stats()
-			m.SetEventCounters(s.Written, s.Lost)
-		}
 	}
 }
 

@@ -81,7 +81,7 @@ type Manager struct {
 	populated map[contid.ID]bool
 
 	counters struct {
-		written, lost         uint64
+		source                func() (written, lost uint64)
 		sentWritten, sentLost uint64
 	}
 	lastContainers uint32
@@ -159,26 +159,38 @@ func (m *Manager) containersChanged() {
 	}
 }
 
-// SetEventCounters records the audit pipeline's counters; Run publishes
-// changes with PropertiesChanged at most once a second, so a busy host
-// does not flood the bus.
-func (m *Manager) SetEventCounters(written, lost uint64) {
+// SetEventSource tells the Manager where the audit pipeline's counters
+// are read: the EventsWritten/EventsLost getters read it, and Run
+// publishes changes with PropertiesChanged at most once a second, so a
+// busy host does not flood the bus.
+func (m *Manager) SetEventSource(counts func() (written, lost uint64)) {
 	m.mu.Lock()
-	m.counters.written, m.counters.lost = written, lost
+	m.counters.source = counts
 	m.mu.Unlock()
 }
 
+func (m *Manager) eventCounts() (written, lost uint64) {
+	m.mu.Lock()
+	counts := m.counters.source
+	m.mu.Unlock()
+	if counts == nil {
+		return 0, 0
+	}
+	return counts()
+}
+
 func (m *Manager) flushCounters() {
+	written, lost := m.eventCounts()
 	m.mu.Lock()
 	c := &m.counters
 	changed := map[string]godbus.Variant{}
-	if c.written != c.sentWritten {
-		changed["EventsWritten"] = godbus.MakeVariant(c.written)
-		c.sentWritten = c.written
+	if written != c.sentWritten {
+		changed["EventsWritten"] = godbus.MakeVariant(written)
+		c.sentWritten = written
 	}
-	if c.lost != c.sentLost {
-		changed["EventsLost"] = godbus.MakeVariant(c.lost)
-		c.sentLost = c.lost
+	if lost != c.sentLost {
+		changed["EventsLost"] = godbus.MakeVariant(lost)
+		c.sentLost = lost
 	}
 	m.mu.Unlock()
 	if len(changed) > 0 {
@@ -370,9 +382,7 @@ func firstCgroupID(c *registry.Container) uint64 {
 
 func (m *Manager) managerProperties() map[string]godbus.Variant {
 	mode, reason := m.cfg.Tracker.Enforcement()
-	m.mu.Lock()
-	written, lost := m.counters.written, m.counters.lost
-	m.mu.Unlock()
+	written, lost := m.eventCounts()
 	return map[string]godbus.Variant{
 		"Version":           godbus.MakeVariant(m.cfg.Version),
 		"Enforcement":       godbus.MakeVariant(string(mode)),

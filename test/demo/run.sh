@@ -118,6 +118,9 @@ journal AUDIT_CONTAINER_WITHIN="$outer" -o verbose AUDIT_FIELD_EXE=/usr/bin/true
 [ "$(journal AUDIT_CONTAINER_WITHIN="$outer" AUDIT_CONTAINER_ID="$inner" -o cat | wc -l)" -ge 1 ] ||
 	die "the nested container's exec is not in the journal under AUDIT_CONTAINER_WITHIN=$outer"
 
+say "The pipeline's counters, as the Manager's properties"
+busctl --address="unix:path=$tmp/bus" get-property org.contid1 /org/contid1 org.contid1.Manager EventsWritten EventsLost
+
 say "contid's own records: each also went to the kernel audit log as a VIRT_* user record"
 for mid in $(journal -F MESSAGE_ID); do journal SYSLOG_IDENTIFIER=contidd MESSAGE_ID="$mid" -o cat; done
 echo
