@@ -78,16 +78,12 @@ func (m *Manager) ServeP2P(ctx context.Context, ln *net.UnixListener) error {
 	go func() {
 		<-ctx.Done()
 		ln.Close()
-		s.mu.Lock()
-		for c := range s.conns {
-			c.conn.Close()
-		}
-		s.mu.Unlock()
 	}()
 	for {
 		uc, err := ln.AcceptUnix()
 		if err != nil {
 			if ctx.Err() != nil {
+				s.drain(shutdownGrace)
 				return nil
 			}
 			var ne net.Error
@@ -108,6 +104,31 @@ func (m *Manager) ServeP2P(ctx context.Context, ln *net.UnixListener) error {
 			continue
 		}
 		go c.serve()
+	}
+}
+
+// shutdownGrace is how long a stopping contidd lets accepted connections
+// finish. A client accepted just before SIGTERM (systemctl restart) is
+// answered rather than cut off mid-call; clients that arrive later wait
+// in the socket, which systemd holds, for the next contidd.
+const shutdownGrace = 3 * time.Second
+
+// drain waits up to grace for the open connections to end, then closes
+// the rest (long-lived clients such as signal watchers).
+func (s *p2pServer) drain(grace time.Duration) {
+	deadline := time.Now().Add(grace)
+	for {
+		s.mu.Lock()
+		open := len(s.conns)
+		if open == 0 || time.Now().After(deadline) {
+			for c := range s.conns {
+				c.conn.Close()
+			}
+			s.mu.Unlock()
+			return
+		}
+		s.mu.Unlock()
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
