@@ -66,7 +66,7 @@ func (d *Daemon) Go(ctx context.Context, name string, f func(ctx context.Context
 type cgroups struct{ root string }
 
 func (c cgroups) Root() string                       { return c.root }
-func (c cgroups) ID(rel string) (uint64, error)      { return kernel.CgroupID(rel) }
+func (c cgroups) ID(rel string) (uint64, error)      { return kernel.CgroupIDAt(c.root, rel) }
 func (c cgroups) PathByID(id uint64) (string, error) { return kernel.CgroupPathByID(id) }
 func (c cgroups) OfPID(pid uint32) (string, error)   { return kernel.CgroupOfPID(int(pid)) }
 
@@ -77,11 +77,7 @@ func ownerAlive(pid uint32, start uint64) bool {
 	if pid == 0 {
 		return false
 	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	s, err := statStartTime(b)
+	s, err := kernel.ProcessStartTicks(int(pid))
 	return err == nil && s == start
 }
 

@@ -16,18 +16,20 @@ import (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	autotagMapAutotagParents = "autotag_parents"
-	autotagMapCgroupTags     = "cgroup_tags"
-	autotagMapContidConfig   = "contid_config"
-	autotagMapEvents         = "events"
-	autotagMapEventsLost     = "events_lost"
-	autotagMapIdClaims       = "id_claims"
-	autotagMapIdCounter      = "id_counter"
-	autotagMapIterTarget     = "iter_target"
-	autotagMapPidTags        = "pid_tags"
-	autotagMapProtectedIds   = "protected_ids"
-	autotagMapTaskTags       = "task_tags"
-	autotagProgContidAutotag = "contid_autotag"
+	autotagMapAutotagParents  = "autotag_parents"
+	autotagMapCgroupTags      = "cgroup_tags"
+	autotagMapContidConfig    = "contid_config"
+	autotagMapEvents          = "events"
+	autotagMapEventsLost      = "events_lost"
+	autotagMapIdClaims        = "id_claims"
+	autotagMapIdCounter       = "id_counter"
+	autotagMapIterTarget      = "iter_target"
+	autotagMapPidTags         = "pid_tags"
+	autotagMapProtectedIds    = "protected_ids"
+	autotagMapProtectedInodes = "protected_inodes"
+	autotagMapProtectedTasks  = "protected_tasks"
+	autotagMapTaskTags        = "task_tags"
+	autotagProgContidAutotag  = "contid_autotag"
 )
 
 // loadAutotag returns the embedded CollectionSpec for autotag.
@@ -79,17 +81,19 @@ type autotagProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type autotagMapSpecs struct {
-	AutotagParents *ebpf.MapSpec `ebpf:"autotag_parents"`
-	CgroupTags     *ebpf.MapSpec `ebpf:"cgroup_tags"`
-	ContidConfig   *ebpf.MapSpec `ebpf:"contid_config"`
-	Events         *ebpf.MapSpec `ebpf:"events"`
-	EventsLost     *ebpf.MapSpec `ebpf:"events_lost"`
-	IdClaims       *ebpf.MapSpec `ebpf:"id_claims"`
-	IdCounter      *ebpf.MapSpec `ebpf:"id_counter"`
-	IterTarget     *ebpf.MapSpec `ebpf:"iter_target"`
-	PidTags        *ebpf.MapSpec `ebpf:"pid_tags"`
-	ProtectedIds   *ebpf.MapSpec `ebpf:"protected_ids"`
-	TaskTags       *ebpf.MapSpec `ebpf:"task_tags"`
+	AutotagParents  *ebpf.MapSpec `ebpf:"autotag_parents"`
+	CgroupTags      *ebpf.MapSpec `ebpf:"cgroup_tags"`
+	ContidConfig    *ebpf.MapSpec `ebpf:"contid_config"`
+	Events          *ebpf.MapSpec `ebpf:"events"`
+	EventsLost      *ebpf.MapSpec `ebpf:"events_lost"`
+	IdClaims        *ebpf.MapSpec `ebpf:"id_claims"`
+	IdCounter       *ebpf.MapSpec `ebpf:"id_counter"`
+	IterTarget      *ebpf.MapSpec `ebpf:"iter_target"`
+	PidTags         *ebpf.MapSpec `ebpf:"pid_tags"`
+	ProtectedIds    *ebpf.MapSpec `ebpf:"protected_ids"`
+	ProtectedInodes *ebpf.MapSpec `ebpf:"protected_inodes"`
+	ProtectedTasks  *ebpf.MapSpec `ebpf:"protected_tasks"`
+	TaskTags        *ebpf.MapSpec `ebpf:"task_tags"`
 }
 
 // autotagVariableSpecs contains global variables before they are loaded into the kernel.
@@ -118,17 +122,19 @@ func (o *autotagObjects) Close() error {
 //
 // It can be passed to loadAutotagObjects or ebpf.CollectionSpec.LoadAndAssign.
 type autotagMaps struct {
-	AutotagParents *ebpf.Map `ebpf:"autotag_parents"`
-	CgroupTags     *ebpf.Map `ebpf:"cgroup_tags"`
-	ContidConfig   *ebpf.Map `ebpf:"contid_config"`
-	Events         *ebpf.Map `ebpf:"events"`
-	EventsLost     *ebpf.Map `ebpf:"events_lost"`
-	IdClaims       *ebpf.Map `ebpf:"id_claims"`
-	IdCounter      *ebpf.Map `ebpf:"id_counter"`
-	IterTarget     *ebpf.Map `ebpf:"iter_target"`
-	PidTags        *ebpf.Map `ebpf:"pid_tags"`
-	ProtectedIds   *ebpf.Map `ebpf:"protected_ids"`
-	TaskTags       *ebpf.Map `ebpf:"task_tags"`
+	AutotagParents  *ebpf.Map `ebpf:"autotag_parents"`
+	CgroupTags      *ebpf.Map `ebpf:"cgroup_tags"`
+	ContidConfig    *ebpf.Map `ebpf:"contid_config"`
+	Events          *ebpf.Map `ebpf:"events"`
+	EventsLost      *ebpf.Map `ebpf:"events_lost"`
+	IdClaims        *ebpf.Map `ebpf:"id_claims"`
+	IdCounter       *ebpf.Map `ebpf:"id_counter"`
+	IterTarget      *ebpf.Map `ebpf:"iter_target"`
+	PidTags         *ebpf.Map `ebpf:"pid_tags"`
+	ProtectedIds    *ebpf.Map `ebpf:"protected_ids"`
+	ProtectedInodes *ebpf.Map `ebpf:"protected_inodes"`
+	ProtectedTasks  *ebpf.Map `ebpf:"protected_tasks"`
+	TaskTags        *ebpf.Map `ebpf:"task_tags"`
 }
 
 func (m *autotagMaps) Close() error {
@@ -143,6 +149,8 @@ func (m *autotagMaps) Close() error {
 		m.IterTarget,
 		m.PidTags,
 		m.ProtectedIds,
+		m.ProtectedInodes,
+		m.ProtectedTasks,
 		m.TaskTags,
 	)
 }

@@ -103,10 +103,13 @@ func CgroupID(rel string) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	return cgroupIDAt(root, rel)
+	return CgroupIDAt(root, rel)
 }
 
-func cgroupIDAt(root, rel string) (uint64, error) {
+// CgroupIDAt is CgroupID for a caller that already knows the cgroup2 root
+// (contidd finds it once at start; reading mountinfo per call cost
+// TagCgroup about 65 µs).
+func CgroupIDAt(root, rel string) (uint64, error) {
 	clean, err := CleanCgroupPath(rel)
 	if err != nil {
 		return 0, err

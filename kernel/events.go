@@ -14,11 +14,17 @@ import (
 
 // opNames names the operation codes of EventDenied (OP_* in contid.h).
 var opNames = map[uint32]string{
-	1: "bpf",
-	2: "bpf_map",
-	3: "bpf_prog",
-	4: "netlink_send",
-	5: "task_alloc",
+	1:  "bpf",
+	2:  "bpf_map",
+	3:  "bpf_prog",
+	4:  "netlink_send",
+	5:  "task_alloc",
+	6:  "unlink",
+	7:  "rename",
+	8:  "rmdir",
+	9:  "umount",
+	10: "kill",
+	11: "ptrace",
 }
 
 // pollInterval bounds how long ReadEvent waits before it looks at ctx and

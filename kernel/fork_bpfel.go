@@ -16,18 +16,20 @@ import (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	forkMapAutotagParents = "autotag_parents"
-	forkMapCgroupTags     = "cgroup_tags"
-	forkMapContidConfig   = "contid_config"
-	forkMapEvents         = "events"
-	forkMapEventsLost     = "events_lost"
-	forkMapIdClaims       = "id_claims"
-	forkMapIdCounter      = "id_counter"
-	forkMapIterTarget     = "iter_target"
-	forkMapPidTags        = "pid_tags"
-	forkMapProtectedIds   = "protected_ids"
-	forkMapTaskTags       = "task_tags"
-	forkProgContidFork    = "contid_fork"
+	forkMapAutotagParents  = "autotag_parents"
+	forkMapCgroupTags      = "cgroup_tags"
+	forkMapContidConfig    = "contid_config"
+	forkMapEvents          = "events"
+	forkMapEventsLost      = "events_lost"
+	forkMapIdClaims        = "id_claims"
+	forkMapIdCounter       = "id_counter"
+	forkMapIterTarget      = "iter_target"
+	forkMapPidTags         = "pid_tags"
+	forkMapProtectedIds    = "protected_ids"
+	forkMapProtectedInodes = "protected_inodes"
+	forkMapProtectedTasks  = "protected_tasks"
+	forkMapTaskTags        = "task_tags"
+	forkProgContidFork     = "contid_fork"
 )
 
 // loadFork returns the embedded CollectionSpec for fork.
@@ -79,17 +81,19 @@ type forkProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type forkMapSpecs struct {
-	AutotagParents *ebpf.MapSpec `ebpf:"autotag_parents"`
-	CgroupTags     *ebpf.MapSpec `ebpf:"cgroup_tags"`
-	ContidConfig   *ebpf.MapSpec `ebpf:"contid_config"`
-	Events         *ebpf.MapSpec `ebpf:"events"`
-	EventsLost     *ebpf.MapSpec `ebpf:"events_lost"`
-	IdClaims       *ebpf.MapSpec `ebpf:"id_claims"`
-	IdCounter      *ebpf.MapSpec `ebpf:"id_counter"`
-	IterTarget     *ebpf.MapSpec `ebpf:"iter_target"`
-	PidTags        *ebpf.MapSpec `ebpf:"pid_tags"`
-	ProtectedIds   *ebpf.MapSpec `ebpf:"protected_ids"`
-	TaskTags       *ebpf.MapSpec `ebpf:"task_tags"`
+	AutotagParents  *ebpf.MapSpec `ebpf:"autotag_parents"`
+	CgroupTags      *ebpf.MapSpec `ebpf:"cgroup_tags"`
+	ContidConfig    *ebpf.MapSpec `ebpf:"contid_config"`
+	Events          *ebpf.MapSpec `ebpf:"events"`
+	EventsLost      *ebpf.MapSpec `ebpf:"events_lost"`
+	IdClaims        *ebpf.MapSpec `ebpf:"id_claims"`
+	IdCounter       *ebpf.MapSpec `ebpf:"id_counter"`
+	IterTarget      *ebpf.MapSpec `ebpf:"iter_target"`
+	PidTags         *ebpf.MapSpec `ebpf:"pid_tags"`
+	ProtectedIds    *ebpf.MapSpec `ebpf:"protected_ids"`
+	ProtectedInodes *ebpf.MapSpec `ebpf:"protected_inodes"`
+	ProtectedTasks  *ebpf.MapSpec `ebpf:"protected_tasks"`
+	TaskTags        *ebpf.MapSpec `ebpf:"task_tags"`
 }
 
 // forkVariableSpecs contains global variables before they are loaded into the kernel.
@@ -118,17 +122,19 @@ func (o *forkObjects) Close() error {
 //
 // It can be passed to loadForkObjects or ebpf.CollectionSpec.LoadAndAssign.
 type forkMaps struct {
-	AutotagParents *ebpf.Map `ebpf:"autotag_parents"`
-	CgroupTags     *ebpf.Map `ebpf:"cgroup_tags"`
-	ContidConfig   *ebpf.Map `ebpf:"contid_config"`
-	Events         *ebpf.Map `ebpf:"events"`
-	EventsLost     *ebpf.Map `ebpf:"events_lost"`
-	IdClaims       *ebpf.Map `ebpf:"id_claims"`
-	IdCounter      *ebpf.Map `ebpf:"id_counter"`
-	IterTarget     *ebpf.Map `ebpf:"iter_target"`
-	PidTags        *ebpf.Map `ebpf:"pid_tags"`
-	ProtectedIds   *ebpf.Map `ebpf:"protected_ids"`
-	TaskTags       *ebpf.Map `ebpf:"task_tags"`
+	AutotagParents  *ebpf.Map `ebpf:"autotag_parents"`
+	CgroupTags      *ebpf.Map `ebpf:"cgroup_tags"`
+	ContidConfig    *ebpf.Map `ebpf:"contid_config"`
+	Events          *ebpf.Map `ebpf:"events"`
+	EventsLost      *ebpf.Map `ebpf:"events_lost"`
+	IdClaims        *ebpf.Map `ebpf:"id_claims"`
+	IdCounter       *ebpf.Map `ebpf:"id_counter"`
+	IterTarget      *ebpf.Map `ebpf:"iter_target"`
+	PidTags         *ebpf.Map `ebpf:"pid_tags"`
+	ProtectedIds    *ebpf.Map `ebpf:"protected_ids"`
+	ProtectedInodes *ebpf.Map `ebpf:"protected_inodes"`
+	ProtectedTasks  *ebpf.Map `ebpf:"protected_tasks"`
+	TaskTags        *ebpf.Map `ebpf:"task_tags"`
 }
 
 func (m *forkMaps) Close() error {
@@ -143,6 +149,8 @@ func (m *forkMaps) Close() error {
 		m.IterTarget,
 		m.PidTags,
 		m.ProtectedIds,
+		m.ProtectedInodes,
+		m.ProtectedTasks,
 		m.TaskTags,
 	)
 }

@@ -26,6 +26,8 @@ const (
 	forkLSMMapIterTarget       = "iter_target"
 	forkLSMMapPidTags          = "pid_tags"
 	forkLSMMapProtectedIds     = "protected_ids"
+	forkLSMMapProtectedInodes  = "protected_inodes"
+	forkLSMMapProtectedTasks   = "protected_tasks"
 	forkLSMMapTaskTags         = "task_tags"
 	forkLSMProgContidTaskAlloc = "contid_task_alloc"
 )
@@ -79,17 +81,19 @@ type forkLSMProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type forkLSMMapSpecs struct {
-	AutotagParents *ebpf.MapSpec `ebpf:"autotag_parents"`
-	CgroupTags     *ebpf.MapSpec `ebpf:"cgroup_tags"`
-	ContidConfig   *ebpf.MapSpec `ebpf:"contid_config"`
-	Events         *ebpf.MapSpec `ebpf:"events"`
-	EventsLost     *ebpf.MapSpec `ebpf:"events_lost"`
-	IdClaims       *ebpf.MapSpec `ebpf:"id_claims"`
-	IdCounter      *ebpf.MapSpec `ebpf:"id_counter"`
-	IterTarget     *ebpf.MapSpec `ebpf:"iter_target"`
-	PidTags        *ebpf.MapSpec `ebpf:"pid_tags"`
-	ProtectedIds   *ebpf.MapSpec `ebpf:"protected_ids"`
-	TaskTags       *ebpf.MapSpec `ebpf:"task_tags"`
+	AutotagParents  *ebpf.MapSpec `ebpf:"autotag_parents"`
+	CgroupTags      *ebpf.MapSpec `ebpf:"cgroup_tags"`
+	ContidConfig    *ebpf.MapSpec `ebpf:"contid_config"`
+	Events          *ebpf.MapSpec `ebpf:"events"`
+	EventsLost      *ebpf.MapSpec `ebpf:"events_lost"`
+	IdClaims        *ebpf.MapSpec `ebpf:"id_claims"`
+	IdCounter       *ebpf.MapSpec `ebpf:"id_counter"`
+	IterTarget      *ebpf.MapSpec `ebpf:"iter_target"`
+	PidTags         *ebpf.MapSpec `ebpf:"pid_tags"`
+	ProtectedIds    *ebpf.MapSpec `ebpf:"protected_ids"`
+	ProtectedInodes *ebpf.MapSpec `ebpf:"protected_inodes"`
+	ProtectedTasks  *ebpf.MapSpec `ebpf:"protected_tasks"`
+	TaskTags        *ebpf.MapSpec `ebpf:"task_tags"`
 }
 
 // forkLSMVariableSpecs contains global variables before they are loaded into the kernel.
@@ -118,17 +122,19 @@ func (o *forkLSMObjects) Close() error {
 //
 // It can be passed to loadForkLSMObjects or ebpf.CollectionSpec.LoadAndAssign.
 type forkLSMMaps struct {
-	AutotagParents *ebpf.Map `ebpf:"autotag_parents"`
-	CgroupTags     *ebpf.Map `ebpf:"cgroup_tags"`
-	ContidConfig   *ebpf.Map `ebpf:"contid_config"`
-	Events         *ebpf.Map `ebpf:"events"`
-	EventsLost     *ebpf.Map `ebpf:"events_lost"`
-	IdClaims       *ebpf.Map `ebpf:"id_claims"`
-	IdCounter      *ebpf.Map `ebpf:"id_counter"`
-	IterTarget     *ebpf.Map `ebpf:"iter_target"`
-	PidTags        *ebpf.Map `ebpf:"pid_tags"`
-	ProtectedIds   *ebpf.Map `ebpf:"protected_ids"`
-	TaskTags       *ebpf.Map `ebpf:"task_tags"`
+	AutotagParents  *ebpf.Map `ebpf:"autotag_parents"`
+	CgroupTags      *ebpf.Map `ebpf:"cgroup_tags"`
+	ContidConfig    *ebpf.Map `ebpf:"contid_config"`
+	Events          *ebpf.Map `ebpf:"events"`
+	EventsLost      *ebpf.Map `ebpf:"events_lost"`
+	IdClaims        *ebpf.Map `ebpf:"id_claims"`
+	IdCounter       *ebpf.Map `ebpf:"id_counter"`
+	IterTarget      *ebpf.Map `ebpf:"iter_target"`
+	PidTags         *ebpf.Map `ebpf:"pid_tags"`
+	ProtectedIds    *ebpf.Map `ebpf:"protected_ids"`
+	ProtectedInodes *ebpf.Map `ebpf:"protected_inodes"`
+	ProtectedTasks  *ebpf.Map `ebpf:"protected_tasks"`
+	TaskTags        *ebpf.Map `ebpf:"task_tags"`
 }
 
 func (m *forkLSMMaps) Close() error {
@@ -143,6 +149,8 @@ func (m *forkLSMMaps) Close() error {
 		m.IterTarget,
 		m.PidTags,
 		m.ProtectedIds,
+		m.ProtectedInodes,
+		m.ProtectedTasks,
 		m.TaskTags,
 	)
 }

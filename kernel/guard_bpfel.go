@@ -26,11 +26,19 @@ const (
 	guardMapIterTarget              = "iter_target"
 	guardMapPidTags                 = "pid_tags"
 	guardMapProtectedIds            = "protected_ids"
+	guardMapProtectedInodes         = "protected_inodes"
+	guardMapProtectedTasks          = "protected_tasks"
 	guardMapTaskTags                = "task_tags"
 	guardProgContidGuardBpf         = "contid_guard_bpf"
 	guardProgContidGuardBpfMap      = "contid_guard_bpf_map"
 	guardProgContidGuardBpfProg     = "contid_guard_bpf_prog"
+	guardProgContidGuardInodeRename = "contid_guard_inode_rename"
+	guardProgContidGuardInodeRmdir  = "contid_guard_inode_rmdir"
+	guardProgContidGuardInodeUnlink = "contid_guard_inode_unlink"
 	guardProgContidGuardNetlinkSend = "contid_guard_netlink_send"
+	guardProgContidGuardPtrace      = "contid_guard_ptrace"
+	guardProgContidGuardSbUmount    = "contid_guard_sb_umount"
+	guardProgContidGuardTaskKill    = "contid_guard_task_kill"
 )
 
 // loadGuard returns the embedded CollectionSpec for guard.
@@ -78,24 +86,32 @@ type guardProgramSpecs struct {
 	ContidGuardBpf         *ebpf.ProgramSpec `ebpf:"contid_guard_bpf"`
 	ContidGuardBpfMap      *ebpf.ProgramSpec `ebpf:"contid_guard_bpf_map"`
 	ContidGuardBpfProg     *ebpf.ProgramSpec `ebpf:"contid_guard_bpf_prog"`
+	ContidGuardInodeRename *ebpf.ProgramSpec `ebpf:"contid_guard_inode_rename"`
+	ContidGuardInodeRmdir  *ebpf.ProgramSpec `ebpf:"contid_guard_inode_rmdir"`
+	ContidGuardInodeUnlink *ebpf.ProgramSpec `ebpf:"contid_guard_inode_unlink"`
 	ContidGuardNetlinkSend *ebpf.ProgramSpec `ebpf:"contid_guard_netlink_send"`
+	ContidGuardPtrace      *ebpf.ProgramSpec `ebpf:"contid_guard_ptrace"`
+	ContidGuardSbUmount    *ebpf.ProgramSpec `ebpf:"contid_guard_sb_umount"`
+	ContidGuardTaskKill    *ebpf.ProgramSpec `ebpf:"contid_guard_task_kill"`
 }
 
 // guardMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type guardMapSpecs struct {
-	AutotagParents *ebpf.MapSpec `ebpf:"autotag_parents"`
-	CgroupTags     *ebpf.MapSpec `ebpf:"cgroup_tags"`
-	ContidConfig   *ebpf.MapSpec `ebpf:"contid_config"`
-	Events         *ebpf.MapSpec `ebpf:"events"`
-	EventsLost     *ebpf.MapSpec `ebpf:"events_lost"`
-	IdClaims       *ebpf.MapSpec `ebpf:"id_claims"`
-	IdCounter      *ebpf.MapSpec `ebpf:"id_counter"`
-	IterTarget     *ebpf.MapSpec `ebpf:"iter_target"`
-	PidTags        *ebpf.MapSpec `ebpf:"pid_tags"`
-	ProtectedIds   *ebpf.MapSpec `ebpf:"protected_ids"`
-	TaskTags       *ebpf.MapSpec `ebpf:"task_tags"`
+	AutotagParents  *ebpf.MapSpec `ebpf:"autotag_parents"`
+	CgroupTags      *ebpf.MapSpec `ebpf:"cgroup_tags"`
+	ContidConfig    *ebpf.MapSpec `ebpf:"contid_config"`
+	Events          *ebpf.MapSpec `ebpf:"events"`
+	EventsLost      *ebpf.MapSpec `ebpf:"events_lost"`
+	IdClaims        *ebpf.MapSpec `ebpf:"id_claims"`
+	IdCounter       *ebpf.MapSpec `ebpf:"id_counter"`
+	IterTarget      *ebpf.MapSpec `ebpf:"iter_target"`
+	PidTags         *ebpf.MapSpec `ebpf:"pid_tags"`
+	ProtectedIds    *ebpf.MapSpec `ebpf:"protected_ids"`
+	ProtectedInodes *ebpf.MapSpec `ebpf:"protected_inodes"`
+	ProtectedTasks  *ebpf.MapSpec `ebpf:"protected_tasks"`
+	TaskTags        *ebpf.MapSpec `ebpf:"task_tags"`
 }
 
 // guardVariableSpecs contains global variables before they are loaded into the kernel.
@@ -124,17 +140,19 @@ func (o *guardObjects) Close() error {
 //
 // It can be passed to loadGuardObjects or ebpf.CollectionSpec.LoadAndAssign.
 type guardMaps struct {
-	AutotagParents *ebpf.Map `ebpf:"autotag_parents"`
-	CgroupTags     *ebpf.Map `ebpf:"cgroup_tags"`
-	ContidConfig   *ebpf.Map `ebpf:"contid_config"`
-	Events         *ebpf.Map `ebpf:"events"`
-	EventsLost     *ebpf.Map `ebpf:"events_lost"`
-	IdClaims       *ebpf.Map `ebpf:"id_claims"`
-	IdCounter      *ebpf.Map `ebpf:"id_counter"`
-	IterTarget     *ebpf.Map `ebpf:"iter_target"`
-	PidTags        *ebpf.Map `ebpf:"pid_tags"`
-	ProtectedIds   *ebpf.Map `ebpf:"protected_ids"`
-	TaskTags       *ebpf.Map `ebpf:"task_tags"`
+	AutotagParents  *ebpf.Map `ebpf:"autotag_parents"`
+	CgroupTags      *ebpf.Map `ebpf:"cgroup_tags"`
+	ContidConfig    *ebpf.Map `ebpf:"contid_config"`
+	Events          *ebpf.Map `ebpf:"events"`
+	EventsLost      *ebpf.Map `ebpf:"events_lost"`
+	IdClaims        *ebpf.Map `ebpf:"id_claims"`
+	IdCounter       *ebpf.Map `ebpf:"id_counter"`
+	IterTarget      *ebpf.Map `ebpf:"iter_target"`
+	PidTags         *ebpf.Map `ebpf:"pid_tags"`
+	ProtectedIds    *ebpf.Map `ebpf:"protected_ids"`
+	ProtectedInodes *ebpf.Map `ebpf:"protected_inodes"`
+	ProtectedTasks  *ebpf.Map `ebpf:"protected_tasks"`
+	TaskTags        *ebpf.Map `ebpf:"task_tags"`
 }
 
 func (m *guardMaps) Close() error {
@@ -149,6 +167,8 @@ func (m *guardMaps) Close() error {
 		m.IterTarget,
 		m.PidTags,
 		m.ProtectedIds,
+		m.ProtectedInodes,
+		m.ProtectedTasks,
 		m.TaskTags,
 	)
 }
@@ -166,7 +186,13 @@ type guardPrograms struct {
 	ContidGuardBpf         *ebpf.Program `ebpf:"contid_guard_bpf"`
 	ContidGuardBpfMap      *ebpf.Program `ebpf:"contid_guard_bpf_map"`
 	ContidGuardBpfProg     *ebpf.Program `ebpf:"contid_guard_bpf_prog"`
+	ContidGuardInodeRename *ebpf.Program `ebpf:"contid_guard_inode_rename"`
+	ContidGuardInodeRmdir  *ebpf.Program `ebpf:"contid_guard_inode_rmdir"`
+	ContidGuardInodeUnlink *ebpf.Program `ebpf:"contid_guard_inode_unlink"`
 	ContidGuardNetlinkSend *ebpf.Program `ebpf:"contid_guard_netlink_send"`
+	ContidGuardPtrace      *ebpf.Program `ebpf:"contid_guard_ptrace"`
+	ContidGuardSbUmount    *ebpf.Program `ebpf:"contid_guard_sb_umount"`
+	ContidGuardTaskKill    *ebpf.Program `ebpf:"contid_guard_task_kill"`
 }
 
 func (p *guardPrograms) Close() error {
@@ -174,7 +200,13 @@ func (p *guardPrograms) Close() error {
 		p.ContidGuardBpf,
 		p.ContidGuardBpfMap,
 		p.ContidGuardBpfProg,
+		p.ContidGuardInodeRename,
+		p.ContidGuardInodeRmdir,
+		p.ContidGuardInodeUnlink,
 		p.ContidGuardNetlinkSend,
+		p.ContidGuardPtrace,
+		p.ContidGuardSbUmount,
+		p.ContidGuardTaskKill,
 	)
 }
 

@@ -38,12 +38,31 @@ func testPinDir(t testing.TB) string {
 	return dir
 }
 
-// loadTest loads a private tracking-mode instance.
+// testModeEnv selects the mode the privileged tests load contid in. The
+// host tier runs them in tracking mode (its kernel has no BPF LSM); the VM
+// tier runs the same tests again with CONTID_TEST_MODE=enforcing, where
+// the LSM task_alloc hook and the guards are attached as well.
+const testModeEnv = "CONTID_TEST_MODE"
+
+func testMode() string {
+	if m := os.Getenv(testModeEnv); m != "" {
+		return m
+	}
+	return ModeTracking
+}
+
+// loadTest loads a private instance in the test mode. Asked for
+// enforcing, it fails rather than skips when the kernel cannot: the VM
+// tier asks only where the BPF LSM runs.
 func loadTest(t testing.TB, pinDir string) *BPF {
 	t.Helper()
-	b, err := Load(Options{PinDir: pinDir, Mode: ModeTracking})
+	b, err := Load(Options{PinDir: pinDir, Mode: testMode()})
 	if err != nil {
-		t.Fatalf("Load: %v", err)
+		t.Fatalf("Load (%s mode): %v", testMode(), err)
+	}
+	if mode, reason := b.Enforcement(); string(mode) != testMode() {
+		b.Close()
+		t.Fatalf("loaded in %s mode, want %s: %s", mode, testMode(), reason)
 	}
 	t.Cleanup(func() { b.Close() })
 	return b

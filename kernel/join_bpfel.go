@@ -16,18 +16,20 @@ import (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	joinMapAutotagParents = "autotag_parents"
-	joinMapCgroupTags     = "cgroup_tags"
-	joinMapContidConfig   = "contid_config"
-	joinMapEvents         = "events"
-	joinMapEventsLost     = "events_lost"
-	joinMapIdClaims       = "id_claims"
-	joinMapIdCounter      = "id_counter"
-	joinMapIterTarget     = "iter_target"
-	joinMapPidTags        = "pid_tags"
-	joinMapProtectedIds   = "protected_ids"
-	joinMapTaskTags       = "task_tags"
-	joinProgContidJoin    = "contid_join"
+	joinMapAutotagParents  = "autotag_parents"
+	joinMapCgroupTags      = "cgroup_tags"
+	joinMapContidConfig    = "contid_config"
+	joinMapEvents          = "events"
+	joinMapEventsLost      = "events_lost"
+	joinMapIdClaims        = "id_claims"
+	joinMapIdCounter       = "id_counter"
+	joinMapIterTarget      = "iter_target"
+	joinMapPidTags         = "pid_tags"
+	joinMapProtectedIds    = "protected_ids"
+	joinMapProtectedInodes = "protected_inodes"
+	joinMapProtectedTasks  = "protected_tasks"
+	joinMapTaskTags        = "task_tags"
+	joinProgContidJoin     = "contid_join"
 )
 
 // loadJoin returns the embedded CollectionSpec for join.
@@ -79,17 +81,19 @@ type joinProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type joinMapSpecs struct {
-	AutotagParents *ebpf.MapSpec `ebpf:"autotag_parents"`
-	CgroupTags     *ebpf.MapSpec `ebpf:"cgroup_tags"`
-	ContidConfig   *ebpf.MapSpec `ebpf:"contid_config"`
-	Events         *ebpf.MapSpec `ebpf:"events"`
-	EventsLost     *ebpf.MapSpec `ebpf:"events_lost"`
-	IdClaims       *ebpf.MapSpec `ebpf:"id_claims"`
-	IdCounter      *ebpf.MapSpec `ebpf:"id_counter"`
-	IterTarget     *ebpf.MapSpec `ebpf:"iter_target"`
-	PidTags        *ebpf.MapSpec `ebpf:"pid_tags"`
-	ProtectedIds   *ebpf.MapSpec `ebpf:"protected_ids"`
-	TaskTags       *ebpf.MapSpec `ebpf:"task_tags"`
+	AutotagParents  *ebpf.MapSpec `ebpf:"autotag_parents"`
+	CgroupTags      *ebpf.MapSpec `ebpf:"cgroup_tags"`
+	ContidConfig    *ebpf.MapSpec `ebpf:"contid_config"`
+	Events          *ebpf.MapSpec `ebpf:"events"`
+	EventsLost      *ebpf.MapSpec `ebpf:"events_lost"`
+	IdClaims        *ebpf.MapSpec `ebpf:"id_claims"`
+	IdCounter       *ebpf.MapSpec `ebpf:"id_counter"`
+	IterTarget      *ebpf.MapSpec `ebpf:"iter_target"`
+	PidTags         *ebpf.MapSpec `ebpf:"pid_tags"`
+	ProtectedIds    *ebpf.MapSpec `ebpf:"protected_ids"`
+	ProtectedInodes *ebpf.MapSpec `ebpf:"protected_inodes"`
+	ProtectedTasks  *ebpf.MapSpec `ebpf:"protected_tasks"`
+	TaskTags        *ebpf.MapSpec `ebpf:"task_tags"`
 }
 
 // joinVariableSpecs contains global variables before they are loaded into the kernel.
@@ -118,17 +122,19 @@ func (o *joinObjects) Close() error {
 //
 // It can be passed to loadJoinObjects or ebpf.CollectionSpec.LoadAndAssign.
 type joinMaps struct {
-	AutotagParents *ebpf.Map `ebpf:"autotag_parents"`
-	CgroupTags     *ebpf.Map `ebpf:"cgroup_tags"`
-	ContidConfig   *ebpf.Map `ebpf:"contid_config"`
-	Events         *ebpf.Map `ebpf:"events"`
-	EventsLost     *ebpf.Map `ebpf:"events_lost"`
-	IdClaims       *ebpf.Map `ebpf:"id_claims"`
-	IdCounter      *ebpf.Map `ebpf:"id_counter"`
-	IterTarget     *ebpf.Map `ebpf:"iter_target"`
-	PidTags        *ebpf.Map `ebpf:"pid_tags"`
-	ProtectedIds   *ebpf.Map `ebpf:"protected_ids"`
-	TaskTags       *ebpf.Map `ebpf:"task_tags"`
+	AutotagParents  *ebpf.Map `ebpf:"autotag_parents"`
+	CgroupTags      *ebpf.Map `ebpf:"cgroup_tags"`
+	ContidConfig    *ebpf.Map `ebpf:"contid_config"`
+	Events          *ebpf.Map `ebpf:"events"`
+	EventsLost      *ebpf.Map `ebpf:"events_lost"`
+	IdClaims        *ebpf.Map `ebpf:"id_claims"`
+	IdCounter       *ebpf.Map `ebpf:"id_counter"`
+	IterTarget      *ebpf.Map `ebpf:"iter_target"`
+	PidTags         *ebpf.Map `ebpf:"pid_tags"`
+	ProtectedIds    *ebpf.Map `ebpf:"protected_ids"`
+	ProtectedInodes *ebpf.Map `ebpf:"protected_inodes"`
+	ProtectedTasks  *ebpf.Map `ebpf:"protected_tasks"`
+	TaskTags        *ebpf.Map `ebpf:"task_tags"`
 }
 
 func (m *joinMaps) Close() error {
@@ -143,6 +149,8 @@ func (m *joinMaps) Close() error {
 		m.IterTarget,
 		m.PidTags,
 		m.ProtectedIds,
+		m.ProtectedInodes,
+		m.ProtectedTasks,
 		m.TaskTags,
 	)
 }

@@ -87,6 +87,12 @@ var enforcingAttachments = []attachment{
 	{loadGuard, "contid_guard_bpf_map", true},
 	{loadGuard, "contid_guard_bpf_prog", true},
 	{loadGuard, "contid_guard_netlink_send", true},
+	{loadGuard, "contid_guard_inode_unlink", true},
+	{loadGuard, "contid_guard_inode_rename", true},
+	{loadGuard, "contid_guard_inode_rmdir", true},
+	{loadGuard, "contid_guard_sb_umount", true},
+	{loadGuard, "contid_guard_task_kill", true},
+	{loadGuard, "contid_guard_ptrace", true},
 }
 
 // Load creates or reuses the pinned maps and links under opts.PinDir and
@@ -370,6 +376,61 @@ func (b *BPF) protectObjects() error {
 		if err := put(protectProg, uint32(info.Program)); err != nil {
 			return fmt.Errorf("protect program: %w", err)
 		}
+	}
+	if err := b.protectPinDir(); err != nil {
+		return err
+	}
+	return b.protectSelf()
+}
+
+// protectPinDir lists the pin directory and its bpffs for the unlink,
+// rename, rmdir and umount guards.
+func (b *BPF) protectPinDir() error {
+	var st unix.Stat_t
+	if err := unix.Stat(b.pinDir, &st); err != nil {
+		return fmt.Errorf("protect pin directory: %w", err)
+	}
+	// The kernel's dev_t packs major:minor as 12:20 bits, not as glibc's
+	// st_dev does.
+	dev := unix.Major(st.Dev)<<20 | unix.Minor(st.Dev)
+	im := b.maps["protected_inodes"]
+	for _, k := range []protectedInode{{Ino: st.Ino, Dev: dev}, {Dev: dev}} {
+		if err := im.Update(k, uint8(1), ebpf.UpdateAny); err != nil {
+			return fmt.Errorf("protect pin directory %s: %w", b.pinDir, err)
+		}
+	}
+	return nil
+}
+
+// protectSelf lists the loading process (contidd) for the kill and
+// ptrace guards, and drops the entries of earlier loaders that are gone,
+// so the map does not fill up over restarts.
+func (b *BPF) protectSelf() error {
+	tm := b.maps["protected_tasks"]
+	var (
+		tgid  uint32
+		start uint64
+		gone  []uint32
+	)
+	it := tm.Iterate()
+	for it.Next(&tgid, &start) {
+		if now, err := ProcessStartTicks(int(tgid)); err != nil || now != start {
+			gone = append(gone, tgid)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("list protected processes: %w", err)
+	}
+	for _, g := range gone {
+		_ = tm.Delete(g)
+	}
+	self := os.Getpid()
+	start, err := ProcessStartTicks(self)
+	if err != nil {
+		return fmt.Errorf("protect own process: %w", err)
+	}
+	if err := tm.Update(uint32(self), start, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("protect own process: %w", err)
 	}
 	return nil
 }

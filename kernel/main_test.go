@@ -112,7 +112,7 @@ type loaderReport struct {
 // with the first, reports and then waits to be killed with SIGKILL.
 func helperLoader(pinDir, cgroupRel string) int {
 	fail := func(err error) int { fmt.Fprintln(os.Stderr, err); return 1 }
-	b, err := Load(Options{PinDir: pinDir, Mode: ModeTracking})
+	b, err := Load(Options{PinDir: pinDir, Mode: testMode()})
 	if err != nil {
 		return fail(err)
 	}

@@ -91,6 +91,14 @@ type protectedKey struct {
 	ID   uint32
 }
 
+// protectedInode names a pin directory (Ino != 0) or the bpffs
+// superblock that holds it (Ino == 0).
+type protectedInode struct {
+	Ino uint64
+	Dev uint32
+	_   uint32
+}
+
 // toCgroupTag encodes a tag for the kernel; the chain must already be
 // validated.
 func toCgroupTag(tag contid.Tag) cgroupTag {

@@ -216,6 +216,7 @@ func TestRecordLayoutMatchesBTF(t *testing.T) {
 		{loadForkSpec, "pid_tag", pidTag{}},
 		{loadTagIterSpec, "iter_target", iterTarget{}},
 		{loadGuardSpec, "protected_key", protectedKey{}},
+		{loadGuardSpec, "protected_inode", protectedInode{}},
 	}
 	for _, tc := range cases {
 		spec, err := tc.object()

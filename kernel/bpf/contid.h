@@ -39,6 +39,12 @@
 #define OP_BPF_PROG 3
 #define OP_NETLINK_SEND 4
 #define OP_TASK_ALLOC 5
+#define OP_UNLINK 6
+#define OP_RENAME 7
+#define OP_RMDIR 8
+#define OP_UMOUNT 9
+#define OP_KILL 10
+#define OP_PTRACE 11
 
 /* Kinds of protected_ids keys. */
 #define PROTECT_MAP 1
@@ -125,6 +131,13 @@ struct protected_key {
 	__u32 id;
 };
 
+/* A directory that holds contid's pins, by superblock and inode. */
+struct protected_inode {
+	__u64 ino;
+	__u32 dev;
+	__u32 pad;
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
@@ -203,6 +216,23 @@ struct {
 	__type(key, struct protected_key);
 	__type(value, __u8);
 } protected_ids SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16);
+	__type(key, struct protected_inode);
+	__type(value, __u8);
+} protected_inodes SEC(".maps");
+
+/* contid's own daemon, by thread-group ID; the value is its start time in
+ * clock ticks (as /proc/PID/stat gives it), so a reused PID is not
+ * mistaken for it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, __u32);
+	__type(value, __u64);
+} protected_tasks SEC(".maps");
 
 /* Join outcomes. */
 #define JOIN_SAME 0

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 /* Tamper-proofing (enforcing mode): a tagged task may not reach contid's
- * BPF objects or change the kernel's audit configuration. */
+ * BPF objects or their pins, change the kernel's audit configuration, or
+ * signal or trace contidd. */
 #include "contid.h"
 
 #define NETLINK_AUDIT 9
@@ -144,4 +145,119 @@ int BPF_PROG(contid_guard_netlink_send, struct sock *sk, struct sk_buff *skb)
 	if (off < len)
 		return deny(tt, OP_NETLINK_SEND);
 	return 0;
+}
+
+/* --- contid's pins: removing or renaming a pin drops the last reference
+ * to a link once contidd is not running, which detaches the program. --- */
+
+#define BPF_FS_MAGIC 0xcafe4a11
+
+static __always_inline int is_protected_inode(struct inode *inode)
+{
+	if (!inode)
+		return 0;
+	struct protected_inode k = {
+		.ino = BPF_CORE_READ(inode, i_ino),
+		.dev = BPF_CORE_READ(inode, i_sb, s_dev),
+	};
+	return bpf_map_lookup_elem(&protected_inodes, &k) != 0;
+}
+
+/* rm of a pin. */
+SEC("lsm/inode_unlink")
+int BPF_PROG(contid_guard_inode_unlink, struct inode *dir, struct dentry *dentry)
+{
+	struct task_tag *tt = current_tag();
+	if (tt && is_protected_inode(dir))
+		return deny(tt, OP_UNLINK);
+	return 0;
+}
+
+/* mv of a pin out of the directory (to unlink it elsewhere), of another
+ * file over a pin, or of the pin directory itself. */
+SEC("lsm/inode_rename")
+int BPF_PROG(contid_guard_inode_rename, struct inode *old_dir, struct dentry *old_dentry,
+	     struct inode *new_dir, struct dentry *new_dentry)
+{
+	struct task_tag *tt = current_tag();
+	if (!tt)
+		return 0;
+	if (is_protected_inode(old_dir) || is_protected_inode(new_dir) ||
+	    is_protected_inode(BPF_CORE_READ(old_dentry, d_inode)))
+		return deny(tt, OP_RENAME);
+	return 0;
+}
+
+/* rmdir of the pin directory (only possible once it is empty, but a
+ * subdirectory contid adds later must not be removable either). */
+SEC("lsm/inode_rmdir")
+int BPF_PROG(contid_guard_inode_rmdir, struct inode *dir, struct dentry *dentry)
+{
+	struct task_tag *tt = current_tag();
+	if (tt && (is_protected_inode(dir) || is_protected_inode(BPF_CORE_READ(dentry, d_inode))))
+		return deny(tt, OP_RMDIR);
+	return 0;
+}
+
+/* umount of the bpffs that holds the pins drops them all at once. */
+SEC("lsm/sb_umount")
+int BPF_PROG(contid_guard_sb_umount, struct vfsmount *mnt, int flags)
+{
+	struct task_tag *tt = current_tag();
+	if (!tt)
+		return 0;
+	struct super_block *sb = BPF_CORE_READ(mnt, mnt_sb);
+	if (BPF_CORE_READ(sb, s_magic) != BPF_FS_MAGIC)
+		return 0;
+	/* The loader lists the pins' superblock as inode 0, which no real
+	 * inode has. */
+	struct protected_inode k = { .dev = BPF_CORE_READ(sb, s_dev) };
+	if (bpf_map_lookup_elem(&protected_inodes, &k))
+		return deny(tt, OP_UMOUNT);
+	return 0;
+}
+
+/* --- contidd itself: killed, it stops writing the journal; traced or
+ * robbed of its fds (pidfd_getfd), it hands over the maps. --- */
+
+#define USER_HZ_NS 10000000ULL /* /proc/PID/stat counts start time in 1/100 s */
+#define PTRACE_MODE_ATTACH 0x02
+#define PTRACE_MODE_NOAUDIT 0x04
+
+static __always_inline int is_protected_task(struct task_struct *t)
+{
+	__u32 tgid = BPF_CORE_READ(t, tgid);
+	__u64 *start = bpf_map_lookup_elem(&protected_tasks, &tgid);
+	if (!start)
+		return 0;
+	return BPF_CORE_READ(t, group_leader, start_boottime) / USER_HZ_NS == *start;
+}
+
+/* Any signal but 0 (which only asks whether the process exists). */
+SEC("lsm/task_kill")
+int BPF_PROG(contid_guard_task_kill, struct task_struct *p, struct kernel_siginfo *info, int sig,
+	     const struct cred *cred)
+{
+	if (sig == 0)
+		return 0;
+	struct task_tag *tt = current_tag();
+	if (tt && is_protected_task(p))
+		return deny(tt, OP_KILL);
+	return 0;
+}
+
+/* ptrace attach, pidfd_getfd, process_vm_readv/writev and /proc/PID/mem
+ * all ask for PTRACE_MODE_ATTACH; reads of /proc/PID/stat and the like
+ * only ask for PTRACE_MODE_READ and stay allowed, so `ps` keeps working. */
+SEC("lsm/ptrace_access_check")
+int BPF_PROG(contid_guard_ptrace, struct task_struct *child, unsigned int mode)
+{
+	if (!(mode & PTRACE_MODE_ATTACH))
+		return 0;
+	struct task_tag *tt = current_tag();
+	if (!tt || !is_protected_task(child))
+		return 0;
+	if (mode & PTRACE_MODE_NOAUDIT)
+		return -EPERM;
+	return deny(tt, OP_PTRACE);
 }
