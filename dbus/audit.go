@@ -9,7 +9,7 @@ import (
 // journal (DESIGN.md §5); *journal.Recorder implements it. Every tag
 // attempt, granted or refused, goes through it.
 type Auditor interface {
-	RecordTag(callerPID uint32, chain, old contid.Chain, name, unit string, tagErr error) error
+	RecordTag(callerPID uint32, callerChain, chain, old contid.Chain, name, unit string, tagErr error) error
 	RecordCreate(ownerPID uint32, chain contid.Chain, name, unit string) error
 	RecordDrop(chain contid.Chain, name, unit string) error
 	RecordDenial(chain contid.Chain, pid uint32, operation string) error
@@ -42,22 +42,36 @@ func (m *Manager) audit(f func(a Auditor) error) {
 	}
 }
 
-func (m *Manager) auditGranted(callerPID uint32, c *registry.Container, isNew bool) {
+func (m *Manager) auditGranted(caller registry.Caller, c *registry.Container, isNew bool) {
+	callerChain := m.chainOf(caller.Container)
 	m.audit(func(a Auditor) error {
-		if err := a.RecordTag(callerPID, c.Chain, nil, c.Name, c.Unit, nil); err != nil {
+		if err := a.RecordTag(caller.PID, callerChain, c.Chain, nil, c.Name, c.Unit, nil); err != nil {
 			return err
 		}
 		if isNew {
-			return a.RecordCreate(callerPID, c.Chain, c.Name, c.Unit)
+			return a.RecordCreate(caller.PID, c.Chain, c.Name, c.Unit)
 		}
 		return nil
 	})
 }
 
-func (m *Manager) auditRefused(callerPID uint32, id uint64, name, unit string, err error) {
+func (m *Manager) auditRefused(caller registry.Caller, id uint64, name, unit string, err error) {
 	var chain contid.Chain
 	if id != 0 {
 		chain = contid.Chain{contid.ID(id)}
 	}
-	m.audit(func(a Auditor) error { return a.RecordTag(callerPID, chain, nil, name, unit, err) })
+	callerChain := m.chainOf(caller.Container)
+	m.audit(func(a Auditor) error { return a.RecordTag(caller.PID, callerChain, chain, nil, name, unit, err) })
+}
+
+// chainOf is the full chain of a container, or just its ID when the
+// registry has no record of it (yet); nil for no container.
+func (m *Manager) chainOf(id contid.ID) contid.Chain {
+	if id == contid.Unset {
+		return nil
+	}
+	if c, err := m.cfg.Registry.Get(id); err == nil {
+		return c.Chain
+	}
+	return contid.Chain{id}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 
 	godbus "github.com/godbus/dbus/v5"
 
@@ -102,6 +101,6 @@ func (m *Manager) machineNew(ctx context.Context, name string) {
 		return
 	}
 	m.log(PrioInfo, "Machine %s (%s) tagged as %s.", name, cg, c.Chain)
-	m.auditGranted(uint32(os.Getpid()), c, true)
+	m.auditGranted(m.internalCaller(), c, true)
 	m.containerNew(c)
 }

@@ -127,9 +127,10 @@ func (c fakeCgroups) PathByID(id uint64) (string, error) {
 func (c fakeCgroups) OfPID(uint32) (string, error) { return "/caller", nil }
 
 type recordedOp struct {
-	op    string
-	chain string
-	err   error
+	op     string
+	chain  string
+	err    error
+	caller string // the caller's own container chain, for tag records
 }
 
 type fakeAuditor struct {
@@ -138,13 +139,16 @@ type fakeAuditor struct {
 }
 
 func (a *fakeAuditor) add(op string, chain contid.Chain, err error) error {
+	return a.addFrom(op, nil, chain, err)
+}
+func (a *fakeAuditor) addFrom(op string, caller, chain contid.Chain, err error) error {
 	a.mu.Lock()
-	a.ops = append(a.ops, recordedOp{op, chain.String(), err})
+	a.ops = append(a.ops, recordedOp{op, chain.String(), err, caller.String()})
 	a.mu.Unlock()
 	return nil
 }
-func (a *fakeAuditor) RecordTag(_ uint32, chain, _ contid.Chain, _, _ string, err error) error {
-	return a.add("tag", chain, err)
+func (a *fakeAuditor) RecordTag(_ uint32, caller, chain, _ contid.Chain, _, _ string, err error) error {
+	return a.addFrom("tag", caller, chain, err)
 }
 func (a *fakeAuditor) RecordCreate(_ uint32, chain contid.Chain, _, _ string) error {
 	return a.add("create", chain, nil)
@@ -282,7 +286,7 @@ func TestTagAuditedAndAnnounced(t *testing.T) {
 		t.Fatalf("TagCgroup: %s %v", derr.Name, derr.Body)
 	}
 	id := body[0].(uint64)
-	want := []recordedOp{{"tag", "1", nil}, {"create", "1", nil}}
+	want := []recordedOp{{"tag", "1", nil, ""}, {"create", "1", nil, ""}}
 	if id != 1 || len(a.ops) != 2 || a.ops[0] != want[0] || a.ops[1] != want[1] {
 		t.Fatalf("id %d, audit trail %+v, want %+v", id, a.ops, want)
 	}
@@ -296,5 +300,42 @@ func TestTagAuditedAndAnnounced(t *testing.T) {
 	}
 	if last := a.ops[len(a.ops)-1]; last.op != "tag" || !errors.Is(last.err, registry.ErrNotDescendant) {
 		t.Fatalf("self-tag refusal not audited: %+v", a.ops)
+	}
+}
+
+// A tag attempt made from inside a container is recorded with that
+// container, so `journalctl AUDIT_CALLER_CONTAINER_ID=N` shows what the
+// container tried; from outside, no caller container is named.
+func TestRefusalNamesCallersContainer(t *testing.T) {
+	tests := []struct {
+		name       string
+		callerID   contid.ID
+		wantCaller string
+	}{
+		{"caller in container 7", 7, "7"},
+		{"caller outside containers", contid.Unset, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m, a, _, _ := newTestManager(t)
+			if tt.callerID != contid.Unset {
+				tr := m.cfg.Tracker.(*fakeTracker)
+				tr.mu.Lock()
+				tr.pids[uint32(os.Getpid())] = tt.callerID
+				tr.mu.Unlock()
+			}
+			// The caller's own cgroup is never a target it may tag.
+			_, derr := m.dispatch(selfPeer(), call(ManagerPath, ManagerInterface, "TagCgroup", "/caller", uint64(0), map[string]godbus.Variant{}))
+			if derr == nil {
+				t.Fatal("tagging the caller's own cgroup was granted")
+			}
+			if len(a.ops) == 0 {
+				t.Fatal("refusal not audited")
+			}
+			last := a.ops[len(a.ops)-1]
+			if last.op != "tag" || last.err == nil || last.caller != tt.wantCaller {
+				t.Fatalf("audited %+v, want a refused tag with caller container %q", last, tt.wantCaller)
+			}
+		})
 	}
 }

@@ -77,7 +77,7 @@ func (m *Manager) tagCgroupAs(ctx context.Context, p *peer, msg *godbus.Message,
 		if err != nil {
 			return 0, "", m.refused(ci, req, target.Unit, err)
 		}
-		m.auditGranted(ci.PID, c, false)
+		m.auditGranted(ci.Caller, c, false)
 		return uint64(c.ID), ContainerPath(c.ID), nil
 	}
 	had := m.existed(req.id)
@@ -132,7 +132,7 @@ func (m *Manager) nameAutotagged(ci *callerInfo, req tagRequest, t registry.Cgro
 // granted logs, audits and announces a tag the registry accepted.
 func (m *Manager) granted(ci *callerInfo, c *registry.Container, isNew bool, target string) (uint64, godbus.ObjectPath, error) {
 	m.log(PrioInfo, "Process %d (uid %d) tagged %s as %s.", ci.PID, ci.UID, target, c.Chain)
-	m.auditGranted(ci.PID, c, isNew)
+	m.auditGranted(ci.Caller, c, isNew)
 	if isNew {
 		m.containerNew(c)
 	}
@@ -141,7 +141,7 @@ func (m *Manager) granted(ci *callerInfo, c *registry.Container, isNew bool, tar
 
 func (m *Manager) refused(ci *callerInfo, req tagRequest, unit string, err error) error {
 	m.log(PrioNotice, "Refused tag request of process %d (uid %d): %v", ci.PID, ci.UID, err)
-	m.auditRefused(ci.PID, req.id, req.opts.Name, unit, err)
+	m.auditRefused(ci.Caller, req.id, req.opts.Name, unit, err)
 	return err
 }
 

@@ -369,31 +369,37 @@ func TestRecorder(t *testing.T) {
 		typ       auparse.AuditMessageType
 		text      string
 		messageID string
+		fields    map[string]string // journal fields that must be there
 	}{
 		{"granted", func(r *Recorder) error {
-			return r.RecordTag(1234, contid.Chain{4, 2, 1}, nil, "web", "web.scope", nil)
+			return r.RecordTag(1234, nil, contid.Chain{4, 2, 1}, nil, "web", "web.scope", nil)
 		}, auparse.AUDIT_VIRT_MACHINE_ID,
-			`virt=contid op=set contid=4,^2,^1 old-contid=-1 opid=1234 vm="web" res=success`, MessageTagGranted},
+			`virt=contid op=set contid=4,^2,^1 old-contid=-1 opid=1234 vm="web" res=success`, MessageTagGranted, nil},
 		{"refused", func(r *Recorder) error {
-			return r.RecordTag(99, contid.Chain{7}, contid.Chain{5}, "", "", errors.New("already tagged"))
+			return r.RecordTag(99, nil, contid.Chain{7}, contid.Chain{5}, "", "", errors.New("already tagged"))
 		}, auparse.AUDIT_VIRT_MACHINE_ID,
-			`virt=contid op=set contid=7 old-contid=5 opid=99 vm=? res=failed`, MessageTagRefused},
+			`virt=contid op=set contid=7 old-contid=5 opid=99 vm=? res=failed`, MessageTagRefused, nil},
 		{"refused before allocation", func(r *Recorder) error {
-			return r.RecordTag(99, nil, nil, "a b", "", errors.New("access denied"))
+			return r.RecordTag(99, nil, nil, nil, "a b", "", errors.New("access denied"))
 		}, auparse.AUDIT_VIRT_MACHINE_ID,
-			`virt=contid op=set contid=? old-contid=-1 opid=99 vm=612062 res=failed`, MessageTagRefused},
+			`virt=contid op=set contid=? old-contid=-1 opid=99 vm=612062 res=failed`, MessageTagRefused, nil},
+		{"refused from inside a container", func(r *Recorder) error {
+			return r.RecordTag(77, contid.Chain{19, 3}, nil, nil, "", "", errors.New("not a descendant"))
+		}, auparse.AUDIT_VIRT_MACHINE_ID,
+			`virt=contid op=set contid=? old-contid=-1 opid=77 caller-contid=19,^3 vm=? res=failed`, MessageTagRefused,
+			map[string]string{"AUDIT_CALLER_CONTAINER_ID": "19", "AUDIT_CALLER_CONTAINER_CHAIN": "19,^3"}},
 		{"create", func(r *Recorder) error {
 			return r.RecordCreate(1, contid.Chain{8}, "db", "db.service")
 		}, auparse.AUDIT_VIRT_CREATE,
-			`virt=contid op=set contid=8 old-contid=-1 opid=1 vm="db" res=success`, MessageContainerCreated},
+			`virt=contid op=set contid=8 old-contid=-1 opid=1 vm="db" res=success`, MessageContainerCreated, nil},
 		{"drop", func(r *Recorder) error {
 			return r.RecordDrop(contid.Chain{8}, "db", "db.service")
 		}, auparse.AUDIT_VIRT_DESTROY,
-			`virt=contid op=drop contid=8 old-contid=-1 opid=0 vm="db" res=success`, MessageContainerExited},
+			`virt=contid op=drop contid=8 old-contid=-1 opid=0 vm="db" res=success`, MessageContainerExited, nil},
 		{"deny", func(r *Recorder) error {
 			return r.RecordDenial(contid.Chain{8}, 4321, "bpf_map")
 		}, auparse.AUDIT_VIRT_MACHINE_ID,
-			`virt=contid op=deny contid=8 old-contid=-1 opid=4321 vm=? operation="bpf_map" res=failed`, MessageTamperDenied},
+			`virt=contid op=deny contid=8 old-contid=-1 opid=4321 vm=? operation="bpf_map" res=failed`, MessageTamperDenied, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -410,6 +416,14 @@ func TestRecorder(t *testing.T) {
 			}
 			if got := values(out.entries[0], "MESSAGE_ID"); len(got) != 1 || got[0] != tt.messageID {
 				t.Errorf("MESSAGE_ID %v, want %s", got, tt.messageID)
+			}
+			for field, want := range tt.fields {
+				if got := values(out.entries[0], field); len(got) != 1 || got[0] != want {
+					t.Errorf("%s %v, want %s", field, got, want)
+				}
+			}
+			if tt.fields == nil && len(values(out.entries[0], "AUDIT_CALLER_CONTAINER_ID")) != 0 {
+				t.Errorf("AUDIT_CALLER_CONTAINER_ID set for a caller outside any container")
 			}
 		})
 	}

@@ -50,6 +50,7 @@ type record struct {
 	chain     contid.Chain
 	old       contid.Chain
 	opid      uint32
+	caller    contid.Chain // the container the caller runs in, if any
 	name      string
 	unit      string
 	err       error
@@ -62,16 +63,24 @@ type record struct {
 
 // RecordTag logs a tag attempt by callerPID for chain (the ID granted or
 // asked for; empty when the caller let contidd allocate and it failed
-// before allocating). old is the chain the target had before, if any.
-// tagErr nil means granted.
-func (r *Recorder) RecordTag(callerPID uint32, chain, old contid.Chain, name, unit string, tagErr error) error {
-	rec := record{typ: audit.TypeVirtMachineID, op: opSet, chain: chain, old: old, opid: callerPID, name: name, unit: unit, err: tagErr}
+// before allocating). callerChain is the container the caller itself runs
+// in, if any: a refused attempt from inside a container is something that
+// container did, and `journalctl AUDIT_CALLER_CONTAINER_ID=N` finds it.
+// old is the chain the target had before, if any. tagErr nil means
+// granted.
+func (r *Recorder) RecordTag(callerPID uint32, callerChain, chain, old contid.Chain, name, unit string, tagErr error) error {
+	rec := record{typ: audit.TypeVirtMachineID, op: opSet, chain: chain, old: old, opid: callerPID, caller: callerChain,
+		name: name, unit: unit, err: tagErr}
 	if tagErr == nil {
 		rec.messageID, rec.priority = MessageTagGranted, 6
 		rec.message = "tag granted: " + describe(chain, name) + " for pid " + u32(callerPID)
 	} else {
 		rec.messageID, rec.priority = MessageTagRefused, 5
-		rec.message = "tag refused: " + describe(chain, name) + " for pid " + u32(callerPID) + ": " + tagErr.Error()
+		rec.message = "tag refused: " + describe(chain, name) + " for pid " + u32(callerPID)
+		if len(callerChain) > 0 {
+			rec.message += " (in container " + callerChain.String() + ")"
+		}
+		rec.message += ": " + tagErr.Error()
 	}
 	return r.write(&rec)
 }
@@ -137,6 +146,10 @@ func (rec *record) kernelText() string {
 	b.WriteString(chainOrUnknown(rec.old, "-1"))
 	b.WriteString(" opid=")
 	b.WriteString(u32(rec.opid))
+	if len(rec.caller) > 0 {
+		b.WriteString(" caller-contid=")
+		b.WriteString(rec.caller.String())
+	}
 	b.WriteString(" vm=")
 	if rec.name == "" {
 		b.WriteString("?")
@@ -179,6 +192,10 @@ func (rec *record) journalEntry(e *Entry) {
 	e.Add("AUDIT_OP", rec.op)
 	if rec.opid != 0 {
 		e.AddUint("AUDIT_OPID", uint64(rec.opid))
+	}
+	if len(rec.caller) > 0 {
+		e.AddUint("AUDIT_CALLER_CONTAINER_ID", uint64(rec.caller[0]))
+		e.Add("AUDIT_CALLER_CONTAINER_CHAIN", rec.caller.String())
 	}
 	if rec.operation != "" {
 		e.Add("AUDIT_OPERATION", rec.operation)
