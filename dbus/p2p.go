@@ -192,8 +192,11 @@ type p2pConn struct {
 
 	wmu     sync.Mutex
 	serial  uint32
-	began   bool
 	unixFDs bool
+	// answered: a reply went out. Only then may signals follow: sd-bus
+	// (busctl, systemd tools) fails the connection with EIO if anything but
+	// the reply to its Hello arrives first.
+	answered bool
 
 	// read state
 	buf []byte
@@ -203,7 +206,7 @@ type p2pConn struct {
 func (c *p2pConn) ready() bool {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	return c.began
+	return c.answered
 }
 
 func (c *p2pConn) serve() {
@@ -222,7 +225,7 @@ func (c *p2pConn) serve() {
 	}
 	_ = c.conn.SetDeadline(time.Time{})
 	c.wmu.Lock()
-	c.began, c.unixFDs = true, fds
+	c.unixFDs = fds
 	c.wmu.Unlock()
 
 	sem := make(chan struct{}, maxCallsPerConn)
@@ -489,8 +492,13 @@ func (c *p2pConn) send(msg *godbus.Message) error {
 	}
 	b := buf.Bytes()
 	binary.LittleEndian.PutUint32(b[8:12], c.serial)
-	_, err = c.conn.Write(b)
-	return err
+	if _, err = c.conn.Write(b); err != nil {
+		return err
+	}
+	if msg.Type == godbus.TypeMethodReply || msg.Type == godbus.TypeError {
+		c.answered = true
+	}
+	return nil
 }
 
 func (c *p2pConn) handle(msg *godbus.Message) {
