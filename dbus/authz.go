@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"time"
 
 	godbus "github.com/godbus/dbus/v5"
@@ -45,6 +46,9 @@ func (ci *callerInfo) close() {
 func (m *Manager) identify(ctx context.Context, p *peer) (*callerInfo, error) {
 	ci := &callerInfo{pidfd: -1}
 	var pid uint32
+	// known is the start time of the process a system-bus sender was
+	// verified to be by an earlier call; 0 when it is not cached.
+	var known uint64
 	switch {
 	case p.cred != nil:
 		pid = uint32(p.cred.Pid)
@@ -56,6 +60,10 @@ func (m *Manager) identify(ctx context.Context, p *peer) (*callerInfo, error) {
 			ci.pidfd = fd
 		}
 	case p.bus != nil:
+		if c, ok := m.callers.get(p.bus, p.sender); ok {
+			pid, known = c.pid, c.start
+			break
+		}
 		var creds map[string]godbus.Variant
 		err := p.bus.BusObject().CallWithContext(ctx, "org.freedesktop.DBus.GetConnectionCredentials", 0, p.sender).Store(&creds)
 		if err != nil {
@@ -80,15 +88,21 @@ func (m *Manager) identify(ctx context.Context, p *peer) (*callerInfo, error) {
 		ci.close()
 		return nil, fmt.Errorf("%w: cannot read caller process %d: %v", registry.ErrAccessDenied, pid, err)
 	}
+	start, err := startTime(pid)
+	if err != nil {
+		return fail(err)
+	}
+	if known != 0 && start != known {
+		// The verified process is gone and its PID belongs to another;
+		// whoever still holds the connection is not that process.
+		m.callers.forget(p.bus, p.sender)
+		return fail(fmt.Errorf("caller %s went away during the request", p.sender))
+	}
 	st, err := readStatus(pid)
 	if err != nil {
 		return fail(err)
 	}
 	inInitNS, err := sameUserNS(pid)
-	if err != nil {
-		return fail(err)
-	}
-	start, err := startTime(pid)
 	if err != nil {
 		return fail(err)
 	}
@@ -103,7 +117,7 @@ func (m *Manager) identify(ctx context.Context, p *peer) (*callerInfo, error) {
 	if !pidfdAlive(ci.pidfd) {
 		return fail(errGone)
 	}
-	if p.bus != nil {
+	if p.bus != nil && known == 0 {
 		// dbus-daemon 1.14 hands out no pidfd, so the PID could have been
 		// reused between asking the bus and pidfd_open. The sender's
 		// connection still being owned by that PID now, with the pidfd
@@ -113,6 +127,7 @@ func (m *Manager) identify(ctx context.Context, p *peer) (*callerInfo, error) {
 		if err != nil || again != pid {
 			return fail(fmt.Errorf("caller %s went away during the request", p.sender))
 		}
+		m.callers.put(p.bus, p.sender, busCaller{pid: pid, start: start})
 	}
 	ci.Caller = registry.Caller{
 		PID:        pid,
@@ -123,6 +138,58 @@ func (m *Manager) identify(ctx context.Context, p *peer) (*callerInfo, error) {
 		Cgroup:     cg,
 	}
 	return ci, nil
+}
+
+// callerCache remembers which process a system-bus unique name was
+// verified to belong to, so a client's later calls skip the two bus round
+// trips of that verification (GetConnectionCredentials and
+// GetConnectionUnixProcessID: four messages through dbus-daemon, about
+// half of a TagCgroup's own latency). This is sound because a unique name
+// is never reused during a bus connection's life and its PID is fixed at
+// connect time; the process is re-identified by PID and start time on
+// every call, so a reused PID is refused, not trusted. Everything else
+// (capabilities, user namespace, cgroup, container) is read afresh each
+// call, as those can change.
+type callerCache struct {
+	mu sync.Mutex
+	m  map[callerKey]busCaller
+}
+
+type callerKey struct {
+	bus    *godbus.Conn // a reconnected bus (new daemon) reuses unique names
+	sender string
+}
+
+type busCaller struct {
+	pid   uint32
+	start uint64
+}
+
+// maxCachedCallers bounds the cache; when it is full it starts over, which
+// costs each client one verification again. Names of clients that left are
+// not tracked: they are never reused, so a stale entry is only memory.
+const maxCachedCallers = 1024
+
+func (c *callerCache) get(bus *godbus.Conn, sender string) (busCaller, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	v, ok := c.m[callerKey{bus, sender}]
+	return v, ok
+}
+
+func (c *callerCache) put(bus *godbus.Conn, sender string, v busCaller) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= maxCachedCallers {
+		c.m = make(map[callerKey]busCaller)
+	}
+	c.m[callerKey{bus, sender}] = v
+}
+
+func (c *callerCache) forget(bus *godbus.Conn, sender string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.m, callerKey{bus, sender})
 }
 
 // authorizeTag upgrades an unprivileged caller if polkit grants

@@ -32,6 +32,7 @@ type Registry interface {
 	ByUnit(unit string) (*registry.Container, error)
 	ByName(name string) (*registry.Container, error)
 	List() []*registry.Container
+	ActiveIDs() []contid.ID
 	Active() int
 }
 
@@ -85,6 +86,14 @@ type Manager struct {
 		sentWritten, sentLost uint64
 	}
 	lastContainers uint32
+
+	// exitQueue holds the active IDs the exit check has yet to visit in
+	// the current pass; see checkExits.
+	exitQueue []contid.ID
+
+	// callers caches who is behind a system-bus unique name; see
+	// identifyBusCaller.
+	callers callerCache
 
 	polkitOnce   sync.Once
 	machinedOnce sync.Once
@@ -219,12 +228,32 @@ func (m *Manager) Run(ctx context.Context) {
 	}
 }
 
+// exitBatch bounds how many containers one exit check visits. Reading
+// every cgroup.events file each second cost a 10,000-container host about
+// 85 ms of CPU in one burst per second (and 400 MB/min of garbage), which
+// showed up as the tail latency of every API call; in slices of 1,000 a
+// pass over 10,000 containers takes 10 s, and hosts with fewer than 1,000
+// see no change. The record of an exited container is kept either way, so
+// only its State property is late, never an attribution.
+const exitBatch = 1000
+
 // checkExits marks containers exited whose cgroups have all emptied
 // (after having held processes) or disappeared, or, for process-tagged
-// containers, whose processes are all gone.
+// containers, whose processes are all gone. Each call continues the
+// current pass over the active IDs.
 func (m *Manager) checkExits() {
-	for _, c := range m.cfg.Registry.List() {
-		if c.State != registry.StateActive {
+	if len(m.exitQueue) == 0 {
+		m.exitQueue = m.cfg.Registry.ActiveIDs()
+	}
+	n := min(exitBatch, len(m.exitQueue))
+	batch := m.exitQueue[:n]
+	m.exitQueue = m.exitQueue[n:]
+	if len(m.exitQueue) == 0 {
+		m.exitQueue = nil // do not pin the pass's backing array
+	}
+	for _, id := range batch {
+		c, err := m.cfg.Registry.Get(id)
+		if err != nil || c.State != registry.StateActive {
 			continue
 		}
 		if !m.stillActive(c) {
@@ -254,14 +283,12 @@ func (m *Manager) stillActive(c *registry.Container) bool {
 	}
 	anyPopulated, anyExists := false, false
 	for _, cg := range c.Cgroups {
-		b, err := os.ReadFile(filepath.Join(m.cfg.Cgroups.Root(), cg.Path, "cgroup.events"))
+		populated, err := cgroupPopulated(filepath.Join(m.cfg.Cgroups.Root(), cg.Path))
 		if err != nil {
 			continue
 		}
 		anyExists = true
-		if strings.Contains(string(b), "populated 1") {
-			anyPopulated = true
-		}
+		anyPopulated = anyPopulated || populated
 	}
 	if !anyExists {
 		return false

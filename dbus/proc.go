@@ -8,9 +8,11 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/contid/contid/kernel"
 	"github.com/contid/contid/registry"
 )
 
@@ -82,39 +84,37 @@ func readStatus(pid uint32) (procStatus, error) {
 	return st, nil
 }
 
-// startTime is field 22 of /proc/<pid>/stat, in clock ticks since boot:
-// with the PID it names one process for good, across PID reuse.
+// startTime identifies a process across PID reuse (kernel.ProcessStartTicks).
 func startTime(pid uint32) (uint64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
+	t, err := kernel.ProcessStartTicks(int(pid))
+	if errors.Is(err, os.ErrNotExist) {
 		return 0, fmt.Errorf("%w: %v", errGone, err)
 	}
-	// comm (field 2) may contain spaces and parentheses: split after the
-	// last ')'.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("malformed /proc/%d/stat", pid)
-	}
-	f := strings.Fields(string(b[i+1:]))
-	// f[0] is field 3 (state), so field 22 is f[19].
-	if len(f) < 20 {
-		return 0, fmt.Errorf("malformed /proc/%d/stat", pid)
-	}
-	return strconv.ParseUint(f[19], 10, 64)
+	return t, err
 }
 
 // sameUserNS reports whether pid lives in contidd's own user namespace
 // (the initial one, for a system daemon).
 func sameUserNS(pid uint32) (bool, error) {
-	var self, other unix.Stat_t
-	if err := unix.Stat("/proc/self/ns/user", &self); err != nil {
+	self, err := selfUserNS()
+	if err != nil {
 		return false, err
 	}
+	var other unix.Stat_t
 	if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/user", pid), &other); err != nil {
 		return false, fmt.Errorf("%w: %v", errGone, err)
 	}
 	return self.Dev == other.Dev && self.Ino == other.Ino, nil
 }
+
+// selfUserNS is contidd's own user namespace, read once: a process cannot
+// leave its user namespace without unshare or setns, which contidd never
+// calls.
+var selfUserNS = sync.OnceValues(func() (unix.Stat_t, error) {
+	var st unix.Stat_t
+	err := unix.Stat("/proc/self/ns/user", &st)
+	return st, err
+})
 
 // pidfdAlive confirms the process a pidfd names still runs, so facts read
 // from /proc/<pid> after the pidfd was opened are the right process's.
@@ -177,4 +177,24 @@ func machineID() string {
 		}
 	}
 	return "00000000000000000000000000000000"
+}
+
+// cgroupPopulated reads the populated flag of a cgroup directory's
+// cgroup.events. It reads with plain system calls into a stack buffer:
+// os.ReadFile would allocate a buffer per call and register the (pollable)
+// kernfs file with the runtime's epoll, which the exit check paid for every
+// container every pass.
+func cgroupPopulated(dir string) (bool, error) {
+	fd, err := unix.Open(dir+"/cgroup.events", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return false, err
+	}
+	defer unix.Close(fd)
+	// "populated 0\nfrozen 0\n": far below one buffer.
+	var buf [128]byte
+	n, err := unix.Read(fd, buf[:])
+	if err != nil {
+		return false, err
+	}
+	return bytes.Contains(buf[:n], []byte("populated 1")), nil
 }

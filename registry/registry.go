@@ -3,6 +3,20 @@
 // self-tagging, limits). It applies its decisions through the small Kernel
 // interface and keeps its records in an append-only journal under a state
 // directory, so it can be tested without root, a bus or eBPF.
+//
+// Durability. Every change is written to the journal before the call that
+// made it returns, so a crash of contidd loses nothing, but it is synced by
+// a background flusher within about a second (flushInterval), not before
+// the call returns: an fdatasync per tag would cost more than the whole
+// rest of TagCgroup. A power loss can therefore lose the last second of
+// record metadata (name, unit, owner, pod cgroups, exit), never an ID's
+// uniqueness: an ID is handed out only under a synced lease that covers it
+// (one fdatasync per leaseBlock IDs), and after a crash every ID up to the
+// lease counts as used, so allocation skips ahead by up to leaseBlock and
+// an unrecorded ID below it is refused to explicit requests. What such a
+// loss takes matters little: the containers died with the host, and each
+// grant was already sent to the audit log and the systemd journal. See
+// store.go for the mechanics.
 package registry
 
 import (
@@ -157,8 +171,9 @@ type entry struct {
 }
 
 // Registry is the set of containers. It is safe for concurrent use: changes
-// are serialised (they end in a kernel call and an fsync), lookups only wait
-// for the short moment a change is published.
+// are serialised (they end in a kernel call and a journal write, and now
+// and then a lease sync), lookups only wait for the short moment a change
+// is published.
 type Registry struct {
 	cfg Config
 	k   Kernel
@@ -177,6 +192,17 @@ type Registry struct {
 	active  int
 	hwm     contid.ID
 	retired map[contid.ID]bool // burnt IDs: allocated or claimed, never recorded
+	// sealed: a run ended without Close while IDs up to here were leased,
+	// so an unrecorded one among them may have been handed out and its
+	// record lost. Explicit requests for them are refused.
+	sealed contid.ID
+
+	// exitedPaths and exitedCgIDs point at the exited record with the
+	// highest ID holding a cgroup, so looking up a path or cgroup id that
+	// no active container has (every TagCgroup of a new cgroup does) is a
+	// map lookup instead of a scan of every record.
+	exitedPaths map[string]*entry
+	exitedCgIDs map[uint64]*entry
 
 	st       *store
 	closed   bool
@@ -185,8 +211,8 @@ type Registry struct {
 
 // Open loads the records persisted under dir (creating it if needed),
 // compacts the journal and raises the kernel's allocation floor to the
-// highest ID ever seen, so no ID is handed out twice across restarts or
-// reboots.
+// highest ID ever seen or, after a crash, leased, so no ID is handed out
+// twice across restarts or reboots.
 func Open(dir string, k Kernel, cfg Config) (*Registry, error) {
 	if k == nil {
 		return nil, fmt.Errorf("%w: no kernel", ErrInvalidArgs)
@@ -215,6 +241,9 @@ func Open(dir string, k Kernel, cfg Config) (*Registry, error) {
 		procs:   make(map[procKey]*entry),
 		below:   make(map[string]int),
 		retired: make(map[contid.ID]bool),
+
+		exitedPaths: make(map[string]*entry),
+		exitedCgIDs: make(map[uint64]*entry),
 	}
 	st, err := openStore(dir, r)
 	if err != nil {
@@ -228,8 +257,9 @@ func Open(dir string, k Kernel, cfg Config) (*Registry, error) {
 	return r, nil
 }
 
-// Close releases the state directory. Lookups keep answering from memory;
-// changes fail with ErrClosed.
+// Close syncs the journal, marks the shutdown clean and releases the state
+// directory. Lookups keep answering from memory; changes fail with
+// ErrClosed.
 func (r *Registry) Close() error {
 	r.change.Lock()
 	defer r.change.Unlock()
@@ -253,14 +283,20 @@ func (r *Registry) warn(format string, args ...any) {
 	r.mu.Lock()
 	r.warnings = append(r.warnings, msg)
 	r.mu.Unlock()
+	r.logf("%s", msg)
+}
+
+// logf reports a problem met while running, which Warnings leaves out.
+func (r *Registry) logf(format string, args ...any) {
 	if r.cfg.Logf != nil {
-		r.cfg.Logf("%s", msg)
+		r.cfg.Logf(format, args...)
 	} else {
-		fmt.Fprintf(os.Stderr, "contid registry: %s\n", msg)
+		fmt.Fprintf(os.Stderr, "contid registry: "+format+"\n", args...)
 	}
 }
 
-// HighWater is the largest ID the registry has ever seen.
+// HighWater is the largest ID the registry has ever seen, or after a
+// crash, leased.
 func (r *Registry) HighWater() contid.ID {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
@@ -291,9 +327,7 @@ func (r *Registry) ByCgroupPath(path string) (*Container, error) {
 	if e := r.paths[path]; e != nil {
 		return e.c.clone(), nil
 	}
-	if e := r.latestExited(func(e *entry) bool {
-		return slices.ContainsFunc(e.c.Cgroups, func(cg Cgroup) bool { return cg.Path == path })
-	}); e != nil {
+	if e := r.exitedPaths[path]; e != nil {
 		return e.c.clone(), nil
 	}
 	return nil, fmt.Errorf("%w: no container has cgroup %s", ErrNoSuchContainer, path)
@@ -307,12 +341,8 @@ func (r *Registry) ByCgroupID(id uint64) (*Container, error) {
 	if e := r.cgIDs[id]; e != nil {
 		return e.c.clone(), nil
 	}
-	if id != 0 {
-		if e := r.latestExited(func(e *entry) bool {
-			return slices.ContainsFunc(e.c.Cgroups, func(cg Cgroup) bool { return cg.ID == id })
-		}); e != nil {
-			return e.c.clone(), nil
-		}
+	if e := r.exitedCgIDs[id]; id != 0 && e != nil {
+		return e.c.clone(), nil
 	}
 	return nil, fmt.Errorf("%w: no container has cgroup id %d", ErrNoSuchContainer, id)
 }
@@ -372,6 +402,20 @@ func (r *Registry) List() []*Container {
 	return out
 }
 
+// ActiveIDs returns the IDs of the active containers, in no order: a cheap
+// way to visit them all without copying every record at once.
+func (r *Registry) ActiveIDs() []contid.ID {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	ids := make([]contid.ID, 0, r.active)
+	for id, e := range r.byID {
+		if e.c.State == StateActive {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
 // Active counts the active containers.
 func (r *Registry) Active() int {
 	r.mu.RLock()
@@ -411,8 +455,4 @@ func (r *Registry) find(match func(*entry) bool) *entry {
 		}
 	}
 	return best
-}
-
-func (r *Registry) latestExited(match func(*entry) bool) *entry {
-	return r.find(func(e *entry) bool { return e.c.State == StateExited && match(e) })
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/contid/contid"
 )
@@ -280,5 +281,92 @@ func TestConcurrentTagCgroup(t *testing.T) {
 	h.reopen()
 	if got := len(h.r.List()); got != n {
 		t.Fatalf("%d records after reopen, want %d", got, n)
+	}
+}
+
+// TestFlusherSyncs: a change the tagging path left unsynced is synced in
+// the background, without Close, and then survives a power loss.
+func TestFlusherSyncs(t *testing.T) {
+	defer func(v time.Duration) { flushInterval = v }(flushInterval)
+	flushInterval = 20 * time.Millisecond
+	h := newHarness(t, Config{Logf: func(string, ...any) {}})
+	c := h.mustTag(orchestrator, 0, "/machine.slice/a.scope", Options{})
+	if err := h.r.SetMetadata(c.ID, "named later", "a.scope"); err != nil {
+		t.Fatal(err)
+	}
+	h.r.change.Lock()
+	written := h.r.st.journalBytes
+	h.r.change.Unlock()
+	for deadline := time.Now().Add(5 * time.Second); h.r.st.syncedBytes() < written; {
+		if time.Now().After(deadline) {
+			t.Fatalf("journal synced up to %d of %d bytes after 5 s", h.r.st.syncedBytes(), written)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	synced := h.crash()
+	h.losePower(synced, false)
+	h.open()
+	if got, err := h.r.Get(c.ID); err != nil || got.Name != "named later" {
+		t.Fatalf("after the flush and a power loss: %+v, %v", got, err)
+	}
+}
+
+// TestConcurrentChangesFlushAndClose runs changes, the flusher (syncing
+// all the time) and Close at once; run it with -race. What succeeded is
+// on disk afterwards.
+func TestConcurrentChangesFlushAndClose(t *testing.T) {
+	defer func(v time.Duration) { flushInterval = v }(flushInterval)
+	flushInterval = time.Microsecond
+	h := newHarness(t, Config{})
+	const workers, each = 4, 50
+	var (
+		wg sync.WaitGroup
+		mu sync.Mutex
+		ok = map[contid.ID]string{}
+	)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				c, err := h.r.TagCgroup(orchestrator, 0, target(fmt.Sprintf("/machine.slice/w%d-%d.scope", w, i)), Options{})
+				if err == ErrClosed {
+					return
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				name := fmt.Sprintf("n%d", i)
+				if err := h.r.SetMetadata(c.ID, name, ""); err != nil && err != ErrClosed {
+					t.Error(err)
+					return
+				} else if err != nil {
+					name = ""
+				}
+				mu.Lock()
+				ok[c.ID] = name
+				mu.Unlock()
+			}
+		}()
+	}
+	time.Sleep(2 * time.Millisecond)
+	if err := h.r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	t.Logf("%d of %d tags made it before Close", len(ok), workers*each)
+	h.k = newFakeKernel()
+	h.open()
+	if w := h.r.Warnings(); len(w) != 0 {
+		t.Fatalf("warnings after Close during changes: %q", w)
+	}
+	if n := len(h.r.List()); n != len(ok) {
+		t.Fatalf("%d records after reopen, %d tags succeeded", n, len(ok))
+	}
+	for id, name := range ok {
+		if c, err := h.r.Get(id); err != nil || c.Name != name {
+			t.Fatalf("container %d after reopen: %+v, %v; want name %q", id, c, err, name)
+		}
 	}
 }

@@ -228,6 +228,9 @@ func (r *Registry) Adopt(tag contid.Tag, cg Cgroup) (*Container, bool, error) {
 	}
 
 	r.keepAllocationAbove(slices.Max(tag.Chain))
+	// The kernel handed the ID out already; the lease can only follow, as
+	// soon as the registry hears of it.
+	lerr := r.lease(slices.Max(tag.Chain))
 	ne := &entry{c: Container{
 		ID:      id,
 		Chain:   slices.Clone(tag.Chain),
@@ -239,6 +242,9 @@ func (r *Registry) Adopt(tag contid.Tag, cg Cgroup) (*Container, bool, error) {
 		ne.c.Cgroups = []Cgroup{cg}
 	}
 	c, err := r.commit(nil, ne)
+	if err == nil && lerr != nil {
+		return nil, false, fmt.Errorf("container %d is in effect but its ID could not be reserved across a reboot: %w", id, lerr)
+	}
 	return c, err == nil, err
 }
 
@@ -378,11 +384,19 @@ func (r *Registry) takeID(id contid.ID) (contid.ID, error) {
 		if r.retired[id] {
 			return 0, fmt.Errorf("%w: ID %d was taken before and is never reused", ErrIDInUse, id)
 		}
+		if id <= r.sealed {
+			return 0, fmt.Errorf("%w: ID %d may have been handed out before a crash lost its record, and is never reused", ErrIDInUse, id)
+		}
 		if err := r.k.ClaimID(id); err != nil {
 			if errors.Is(err, contid.ErrIDTaken) {
 				return 0, fmt.Errorf("%w: ID %d was already claimed in this boot: %v", ErrIDInUse, id, err)
 			}
 			return 0, fmt.Errorf("claim ID %d in the kernel: %w", id, err)
+		}
+		// Claimed but not leased, the ID is only held in this boot: not
+		// handed out, it needs no burning.
+		if err := r.lease(id); err != nil {
+			return 0, err
 		}
 		r.keepAllocationAbove(id)
 		return id, nil
@@ -395,7 +409,10 @@ func (r *Registry) takeID(id contid.ID) (contid.ID, error) {
 		if id == contid.Unset || id == contid.Invalid {
 			return 0, fmt.Errorf("the kernel allocated the invalid ID %d", uint64(id))
 		}
-		if r.byID[id] == nil && !r.retired[id] {
+		if r.byID[id] == nil && !r.retired[id] && id > r.sealed {
+			if err := r.lease(id); err != nil {
+				return 0, err
+			}
 			return id, nil
 		}
 		// The kernel's sequence fell behind ours; never hand the ID out
@@ -406,6 +423,24 @@ func (r *Registry) takeID(id contid.ID) (contid.ID, error) {
 		}
 	}
 	return 0, fmt.Errorf("the kernel keeps allocating IDs that were already used (high-water mark %d)", r.hwm)
+}
+
+// lease makes sure id is covered by a synced lease before it is handed out,
+// so it stays reserved across a power loss that takes its record. A new
+// lease reaches a block past both id and the high-water mark: the
+// allocator's next IDs, and explicit ones below the mark, need no sync.
+func (r *Registry) lease(id contid.ID) error {
+	if id <= r.st.lease {
+		return nil
+	}
+	to := contid.Invalid - 1
+	if base := max(id, r.hwm); base < to-leaseBlock {
+		to = base + leaseBlock
+	}
+	if err := r.st.extendLease(to); err != nil {
+		return fmt.Errorf("reserve IDs up to %d in the state directory: %w", to, err)
+	}
+	return nil
 }
 
 // keepAllocationAbove makes later allocations in this boot larger than an
@@ -534,9 +569,11 @@ func (r *Registry) raise(id contid.ID) {
 	}
 }
 
-// index adds an active entry's cgroups and processes to the lookup maps.
+// index adds an active entry's cgroups and processes to the lookup maps,
+// or an exited entry's cgroups to the exited ones.
 func (r *Registry) index(e *entry) {
 	if e.c.State != StateActive {
+		r.indexExited(e)
 		return
 	}
 	r.active++
@@ -556,6 +593,25 @@ func (r *Registry) index(e *entry) {
 	}
 	for i, pid := range e.c.PIDs {
 		r.procs[procKey{pid, e.starts[i]}] = e
+	}
+}
+
+// indexExited keeps, per cgroup path and id, the exited record with the
+// highest ID. An exited record is never unindexed: records are never
+// deleted, a later version of one keeps its ID and cgroups (they are only
+// ever appended to), so it simply takes its own place here (>=).
+func (r *Registry) indexExited(e *entry) {
+	for _, cg := range e.c.Cgroups {
+		if cg.Path != "" {
+			if cur := r.exitedPaths[cg.Path]; cur == nil || cur.c.ID <= e.c.ID {
+				r.exitedPaths[cg.Path] = e
+			}
+		}
+		if cg.ID != 0 {
+			if cur := r.exitedCgIDs[cg.ID]; cur == nil || cur.c.ID <= e.c.ID {
+				r.exitedCgIDs[cg.ID] = e
+			}
+		}
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path"
+	"runtime/debug"
 	"strings"
 	"syscall"
 
@@ -19,7 +20,29 @@ import (
 )
 
 func main() {
+	tuneGC()
 	os.Exit(run(os.Args[1:]))
+}
+
+// gcPercent is contidd's GOGC. Its heap is mostly long-lived registry
+// records plus short bursts of garbage per call; at Go's default of 100
+// the heap may grow to twice the live data before a collection, and that
+// slack is much of the RSS a busy host sees. At 50 the slack halves (the
+// bench's API phase with 10,000 containers: 35 MB RSS at 100, 28 MB at
+// 50) for collections twice as often, which on a heap this small cost far
+// less than the system calls of one request.
+// No memory limit is set: with a large registry (the default allows
+// 65,536 containers) a fixed limit below the live heap would make the
+// collector run back to back.
+const gcPercent = 50
+
+// tuneGC applies gcPercent unless the administrator set GOGC in the
+// unit's environment (a GOMEMLIMIT there works on top of either).
+func tuneGC() {
+	if _, ok := os.LookupEnv("GOGC"); ok {
+		return
+	}
+	debug.SetGCPercent(gcPercent)
 }
 
 func run(args []string) int {
