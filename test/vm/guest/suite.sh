@@ -73,6 +73,8 @@ atk_map_unpin() { rm -v "$MAP_PIN"; }
 atk_prog_open_id() { bpftool prog show id "$PROG_ID"; }
 atk_link_open_id() { bpftool link show id "$LINK_ID"; }
 atk_link_unpin() { rm -v "$LINK_PIN"; }
+atk_pin_dir_rename() { mv -v "$PINDIR" "$PINDIR-moved"; }
+atk_bpffs_umount() { "$PROBE" umount /sys/fs/bpf; }
 atk_link_detach() { bpftool link detach id "$LINK_ID" && echo detached; }
 atk_audit_disable() { auditctl -e 0; }
 atk_audit_delete_all() { auditctl -D; }
@@ -305,13 +307,15 @@ wait_signal() {
 }
 
 # journal_entries CURSOR CID PATTERN prints contidd's journal entries
-# after CURSOR that belong to container CID (as its ID, or as the chain a
-# refused re-tag would have replaced) and match PATTERN in any field.
+# after CURSOR that belong to container CID (as its ID, as the container a
+# refused tag request came from, or as the chain a refused re-tag would
+# have replaced) and match PATTERN in any field.
 journal_entries() {
 	journalctl -q --no-pager ${1:+--after-cursor="$1"} SYSLOG_IDENTIFIER=contidd -o verbose 2>/dev/null |
 		awk -v cid="$2" -v pat="$3" '
 			function flush() {
 				if (entry != "" && (entry ~ ("\n *AUDIT_CONTAINER_ID=" cid "\n") ||
+					entry ~ ("\n *AUDIT_CALLER_CONTAINER_ID=" cid "\n") ||
 					entry ~ ("\n *AUDIT_OLD_CONTAINER_CHAIN=" cid "(,|\n)")) && tolower(entry) ~ tolower(pat))
 					printf "%s", entry
 				entry = ""
@@ -326,6 +330,17 @@ wait_journal() {
 	local i
 	for ((i = 0; i < 15; i++)); do
 		[[ -n $(journal_entries "$@") ]] && return 0
+		sleep 1
+	done
+	return 1
+}
+
+# wait_audit_log TEXT waits for TEXT in auditd's log: the kernel audited
+# the action whether or not contid attributed it.
+wait_audit_log() {
+	local i
+	for ((i = 0; i < 15; i++)); do
+		grep -qF "$1" /var/log/audit/audit.log 2>/dev/null && return 0
 		sleep 1
 	done
 	return 1
@@ -359,6 +374,8 @@ effect_map_delete_id() { ! map_has_bogus; }
 effect_map_delete_pin() { ! map_has_bogus; }
 effect_map_unpin() { [[ ! -e $MAP_PIN ]]; }
 effect_link_unpin() { [[ ! -e $LINK_PIN ]]; }
+effect_pin_dir_rename() { [[ ! -d $PINDIR ]]; }
+effect_bpffs_umount() { [[ $(stat -f -c %T /sys/fs/bpf) != bpf_fs ]]; }
 effect_kill_contidd() {
 	local i
 	# A killed process stays a zombie until systemd reaps it.
@@ -474,16 +491,15 @@ run_escape() {
 	cur=$(journal_cursor)
 	in_scope control "$name"
 	clog=$(log_of "$name" control)
-	sleep 3
-	if ! journalctl -q --no-pager --after-cursor="$cur" _TRANSPORT=audit | grep -qF "$(basename "$MARK")"; then
-		c="exec not audited: the check could not fail"
+	if ! wait_audit_log "$(basename "$MARK")"; then
+		c="exec not in auditd's log: the check could not fail"
 		verdict=FAIL
 	elif journalctl -q --no-pager --after-cursor="$cur" SYSLOG_IDENTIFIER=contidd -o verbose |
 		grep -F "$(basename "$MARK")" | grep -q .; then
 		c="exec wrongly attributed to a container"
 		verdict=FAIL
 	else
-		c="audited, attributed to no container"
+		c="in auditd's log, attributed to no container"
 	fi
 	auditctl -W "$MARK" -p x -k contid-vm-escape >/dev/null 2>&1
 	result "$name" "$verdict" "attack(contid=${cid:-?}): $a | control(untagged): $c"
@@ -551,6 +567,55 @@ run_nested() {
 	result "$name" "$verdict" "with AllowNesting: ${a} | control: ${c}"
 }
 
+# run_kernel_tests (issue 7 item 3): the kernel layer's privileged tests
+# (inheritance across fork, moves, clone3 into a cgroup, the join rules,
+# autotag at mkdir, kill -9 and restart, exited-process attribution) run
+# again with contid loaded in enforcing mode, where the LSM task_alloc hook
+# and every guard are attached, instead of the host tier's tracking mode.
+KERNEL_TESTS='^(TestTagProcess|TestSurvivesLoaderKill|TestExitedProcessAttribution|TestForkStormWhileTagging|TestTaggedTaskKeepsIDAcrossMoves|TestJoinRules|TestAutotagAtMkdir|TestThreadsFollowProcessJoin)$'
+run_kernel_tests() {
+	local bin=$SHARE/guest/contid-kernel.test log=$LOGS/kernel-enforcing.log verdict name took n=0 rc
+	selected enforcing-kernel || return 0
+	say "kernel tests in enforcing mode"
+	if [[ ! -x $bin ]]; then
+		result enforcing-kernel FAIL "no test binary at $bin"
+		return
+	fi
+	(cd "$SCRATCH" && CONTID_TEST_MODE=enforcing timeout 900 "$bin" -test.v -test.count=1 \
+		-test.timeout=850s -test.run "$KERNEL_TESTS" >"$log" 2>&1)
+	rc=$?
+	while read -r verdict name took; do
+		n=$((n + 1))
+		case $verdict in
+		PASS) result "enforcing:$name" PASS "kernel test in enforcing mode $took" ;;
+		FAIL) result "enforcing:$name" FAIL "kernel test in enforcing mode $took: $(grep -m1 -E '_test\.go:[0-9]+:' "$log" | sed 's/^ *//')" ;;
+		*) result "enforcing:$name" FAIL "skipped in enforcing mode: $(grep -A2 -m1 -- "--- SKIP: $name " "$log" | tail -n +2 | tr -s ' \n' ' ')" ;;
+		esac
+	done < <(sed -n 's/^--- \(PASS\|FAIL\|SKIP\): \(Test[A-Za-z0-9_]*\) \(.*\)$/\1 \2 \3/p' "$log")
+	((n)) || result enforcing-kernel FAIL "test binary exited $rc without results: $(tail -n 3 "$log" | tr '\n' ' ')"
+}
+
+# run_bench measures make bench's enforcing fork/exec figure (issue 6).
+# bench.sh stops contidd and detaches its programs for a clean baseline,
+# then starts it again (a new PID), so only the last attack follows it. A
+# missed goal belongs to the bench table, not to the suite: the line
+# passes when the figure was measured.
+run_bench() {
+	local brc blast
+	selected bench-enforcing || return 0
+	say "fork/exec cost in enforcing mode"
+	bash "$SHARE/guest/bench.sh" "$SHARE" "$OUT" 2>&1 | tee "$OUT/bench.log"
+	brc=${PIPESTATUS[0]}
+	blast=$(tail -n1 "$OUT/bench.log")
+	if ((brc == 0)); then
+		result bench-enforcing PASS "${blast#bench: }"
+	else
+		result bench-enforcing FAIL "${blast#bench: FAIL: }"
+	fi
+	CONTIDD_PID=$(contidd_pid)
+	export CONTIDD_PID
+}
+
 # --- setup and restore around attacks -----------------------------------------
 
 map_restore() { bpftool map delete id "$MAP_ID" key hex $BOGUS_KEY >/dev/null 2>&1; }
@@ -563,6 +628,7 @@ post_map_delete_id() { map_restore; }
 post_map_delete_pin() { map_restore; }
 post_map_unpin() { [[ -e $MAP_PIN ]] || bpftool map pin id "$MAP_ID" "$MAP_PIN"; }
 post_link_unpin() { [[ -e $LINK_PIN ]] || bpftool link pin id "$LINK_ID" "$LINK_PIN"; }
+post_pin_dir_rename() { [[ -d $PINDIR ]] || mv "$PINDIR-moved" "$PINDIR"; }
 
 post_audit_disable() { auditctl -e 1 >/dev/null; }
 pre_audit_delete_all() {
@@ -789,6 +855,11 @@ main() {
 	NEEDS=$no_pid run_denial kill_contidd
 	NEEDS=$no_link run_denial link_unpin
 	NEEDS=$no_link run_denial link_detach
+	run_denial pin_dir_rename
+	run_kernel_tests
+	run_bench
+	# The control unmounts every pin on the guest: nothing may follow it.
+	run_denial bpffs_umount
 	finish
 }
 

@@ -321,7 +321,7 @@ func (s *contidSide) startRound(cg benchCgroup) error {
 		s.id = contid.ID(id)
 		return nil
 	}
-	att, err := attach(cg)
+	att, err := attach(cg, s.cfg.mode)
 	if err != nil {
 		return err
 	}

@@ -13,9 +13,55 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+
 	"github.com/contid/contid"
 	"github.com/contid/contid/kernel"
 )
+
+// forkKeys names the fork phase's metrics for one mode. The tracking
+// names predate the enforcing ones and stay as they are; every enforcing
+// key ends in _enforcing, so a host run can carry the VM tier's figures
+// next to its own.
+type forkKeys struct {
+	ratio, p25, p75, ciLo, ciHi, cpu, baseMS string
+	// detail is the key of the phase's raw figures under "details".
+	detail string
+}
+
+func forkKeysFor(mode string) forkKeys {
+	if mode == kernel.ModeEnforcing {
+		return forkKeys{
+			ratio:  "fork_exec_ratio_enforcing",
+			p25:    "fork_exec_ratio_spread_p25_enforcing",
+			p75:    "fork_exec_ratio_spread_p75_enforcing",
+			ciLo:   "fork_exec_ratio_ci95_lo_enforcing",
+			ciHi:   "fork_exec_ratio_ci95_hi_enforcing",
+			cpu:    "fork_exec_cpu_ratio_enforcing",
+			baseMS: "fork_exec_base_ms_enforcing",
+			detail: "fork_exec_enforcing",
+		}
+	}
+	return forkKeys{
+		ratio:  "fork_exec_ratio_tracking",
+		p25:    "fork_exec_ratio_spread_p25",
+		p75:    "fork_exec_ratio_spread_p75",
+		ciLo:   "fork_exec_ratio_ci95_lo",
+		ciHi:   "fork_exec_ratio_ci95_hi",
+		cpu:    "fork_exec_cpu_ratio_tracking",
+		baseMS: "fork_exec_base_ms",
+		detail: "fork_exec",
+	}
+}
+
+func (k forkKeys) all() []string {
+	return []string{k.ratio, k.p25, k.p75, k.ciLo, k.ciHi, k.cpu, k.baseMS}
+}
+
+func stressKey(stressor, mode string) string {
+	return "stress_" + stressor + "_ratio_" + mode
+}
 
 // attached is contid's kernel side loaded from a private pin directory,
 // with one cgroup tagged: configuration A of the fork/exec comparison.
@@ -30,18 +76,32 @@ type attached struct {
 // every B round runs after a full detach (pins removed, fds closed), so B
 // pays for no program at all: the fork tracepoint is global, an untagged
 // cgroup alone would not be a baseline.
-func attach(cg benchCgroup) (*attached, error) {
+//
+// mode is kernel.Load's: in enforcing mode every LSM program (task_alloc
+// and the guards) is attached as well, and Load fails where the kernel
+// refuses them rather than falling back to tracking.
+func attach(cg benchCgroup, mode string) (*attached, error) {
 	var rnd [6]byte
 	_, _ = rand.Read(rnd[:])
 	pinDir := "/sys/fs/bpf/contid-bench-" + hex.EncodeToString(rnd[:])
 	a := &attached{pinDir: pinDir}
 	a.undo = cleanups.push("bpf pins "+pinDir, a.close)
-	b, err := kernel.Load(kernel.Options{PinDir: pinDir, Mode: "tracking"})
+	b, err := kernel.Load(kernel.Options{PinDir: pinDir, Mode: mode})
+	if errors.Is(err, kernel.ErrEnforcingUnavailable) {
+		a.undo()
+		return nil, fmt.Errorf("loading contid's programs in enforcing mode: %w (this kernel cannot run contid's BPF LSM programs; the VM tier measures enforcing mode: make test-vm)", err)
+	}
 	if err != nil {
 		a.undo()
-		return nil, fmt.Errorf("loading contid's programs: %w", err)
+		return nil, fmt.Errorf("loading contid's programs in %s mode: %w", mode, err)
 	}
 	a.bpf = b
+	// A figure filed under the wrong mode's key would be worse than
+	// none: check what Load says it did, every round.
+	if got, why := b.Enforcement(); string(got) != mode {
+		a.undo()
+		return nil, fmt.Errorf("contid loaded in %s mode (%s), want %s", got, why, mode)
+	}
 	cgid, err := cg.id()
 	if err != nil {
 		a.undo()
@@ -71,9 +131,47 @@ func (a *attached) close() error {
 	return errors.Join(errs...)
 }
 
-// forkProgram is the name of contid's fork-inheritance program as the
-// kernel lists it.
-const forkProgram = "contid_fork"
+// forkPrograms are contid's fork-inheritance programs in a mode, by the
+// names the kernel lists them under: configuration B must run with none
+// of them loaded by anyone.
+func forkPrograms(mode string) []string {
+	if mode == kernel.ModeEnforcing {
+		return []string{"contid_fork", lsmForkProgram}
+	}
+	return []string{"contid_fork"}
+}
+
+// lsmForkProgram is the enforcing-mode fork hook (lsm/task_alloc).
+const lsmForkProgram = "contid_task_alloc"
+
+// verifyEnforcing proves configuration A runs the BPF LSM: the task_alloc
+// link pinned in this run's directory runs a program of type LSM. Load's
+// own report could only say what it meant to do.
+func (a *attached) verifyEnforcing() error {
+	pin := filepath.Join(a.pinDir, "link_"+lsmForkProgram)
+	l, err := link.LoadPinnedLink(pin, nil)
+	if err != nil {
+		return fmt.Errorf("enforcing mode: opening %s: %w", pin, err)
+	}
+	defer l.Close()
+	info, err := l.Info()
+	if err != nil {
+		return fmt.Errorf("enforcing mode: link %s: %w", pin, err)
+	}
+	p, err := ebpf.NewProgramFromID(info.Program)
+	if err != nil {
+		return fmt.Errorf("enforcing mode: program of %s: %w", pin, err)
+	}
+	defer p.Close()
+	pi, err := p.Info()
+	if err != nil {
+		return fmt.Errorf("enforcing mode: program of %s: %w", pin, err)
+	}
+	if pi.Type != ebpf.LSM {
+		return fmt.Errorf("enforcing mode: %s runs a %s program, not an LSM one", pin, pi.Type)
+	}
+	return nil
+}
 
 // verifyInheritance proves configuration A measures what it claims: a
 // process forked inside the cgroup carries the cgroup's ID.
@@ -131,19 +229,37 @@ type abResult struct {
 	// foreignB counts B rounds during which some other contid had its
 	// fork program loaded: those baselines are not clean.
 	foreignB int
+	// stopped says why fewer pairs than planned ran (the time budget).
+	stopped string
+}
+
+// abPlan says how many A/B pairs to run and in which mode A loads contid.
+type abPlan struct {
+	mode  string
+	pairs int
+	// With a deadline, pairs is an upper bound: no ABBA block is started
+	// that would likely end after it, once minPairs (even) are done.
+	deadline time.Time
+	minPairs int
 }
 
 // abRounds runs measure in configurations A (attached) and B (detached),
 // pairs ordered ABBA so a drift in the machine does not favour one side.
-func abRounds(cg benchCgroup, pairs int, label string, measure func() (float64, float64, error)) (abResult, error) {
+func abRounds(cg benchCgroup, plan abPlan, label string, measure func() (float64, float64, error)) (abResult, error) {
 	var res abResult
-	err := abRoundsInto(&res, cg, pairs, label, measure)
-	return res, err
-}
-
-func abRoundsInto(res *abResult, cg benchCgroup, pairs int, label string, measure func() (float64, float64, error)) error {
 	verified := false
-	for i := 0; i < pairs; i++ {
+	var longest time.Duration
+	for i := 0; i < plan.pairs; i++ {
+		// An ABBA block is two pairs; stopping only between blocks keeps
+		// the order balanced.
+		if !plan.deadline.IsZero() && i%2 == 0 && i >= plan.minPairs {
+			if left := time.Until(plan.deadline); left < 2*longest {
+				res.stopped = fmt.Sprintf("time budget: %d pairs done, %s left, a pair takes up to %s", i, left.Round(time.Second), longest.Round(100*time.Millisecond))
+				progress("%s: %s", label, res.stopped)
+				break
+			}
+		}
+		t0 := time.Now()
 		order := []bool{true, false}
 		if i%2 == 1 {
 			order = []bool{false, true}
@@ -151,30 +267,36 @@ func abRoundsInto(res *abResult, cg benchCgroup, pairs int, label string, measur
 		var a, b, a2, b2 float64
 		for _, withContid := range order {
 			if withContid {
-				att, err := attach(cg)
+				att, err := attach(cg, plan.mode)
 				if err != nil {
-					return err
+					return res, err
 				}
 				if !verified {
+					if plan.mode == kernel.ModeEnforcing {
+						if err := att.verifyEnforcing(); err != nil {
+							att.undo()
+							return res, err
+						}
+					}
 					if err := att.verifyInheritance(cg); err != nil {
 						att.undo()
-						return err
+						return res, err
 					}
 					verified = true
 				}
 				a, a2, err = measure()
 				att.undo()
 				if err != nil {
-					return err
+					return res, err
 				}
 			} else {
-				if n, err := loadedPrograms(forkProgram); err == nil && n > 0 {
+				if n, err := loadedPrograms(forkPrograms(plan.mode)...); err == nil && n > 0 {
 					res.foreignB++
-					progress("%s: %d %s program(s) of another contid are loaded during a baseline round", label, n, forkProgram)
+					progress("%s: %d fork program(s) of another contid (%s) are loaded during a baseline round", label, n, strings.Join(forkPrograms(plan.mode), ", "))
 				}
 				var err error
 				if b, b2, err = measure(); err != nil {
-					return err
+					return res, err
 				}
 			}
 		}
@@ -184,12 +306,35 @@ func abRoundsInto(res *abResult, cg benchCgroup, pairs int, label string, measur
 		}
 		res.as = append(res.as, a)
 		res.bs = append(res.bs, b)
-		progress("%s pair %d/%d: with contid %.4g, without %.4g, ratio %.4f", label, i+1, pairs, a, b, a/b)
+		longest = max(longest, time.Since(t0))
+		progress("%s pair %d/%d: with contid %.4g, without %.4g, ratio %.4f", label, i+1, plan.pairs, a, b, a/b)
 	}
-	return nil
+	return res, nil
 }
 
 func forkPhase(cfg *config, rep *report) error {
+	keys := forkKeysFor(cfg.mode)
+	err := forkRun(cfg, rep, keys)
+	if err != nil {
+		rep.unmeasured(keys.ratio, err.Error())
+	}
+	return err
+}
+
+func forkRun(cfg *config, rep *report, keys forkKeys) error {
+	t0 := time.Now()
+	plan := abPlan{mode: cfg.mode, pairs: cfg.forkPairs}
+	minIters := 100
+	if cfg.budget > 0 {
+		// Within a budget, run as many pairs as fit (more pairs narrow
+		// the interval of the median), but never fewer than two ABBA
+		// blocks: under that the median is not worth reporting.
+		plan.deadline = t0.Add(cfg.budget)
+		plan.pairs, plan.minPairs = 40, 4
+		// Under qemu TCG one fork+exec takes tens of milliseconds; 100
+		// iterations would make rounds long and pairs few.
+		minIters = 20
+	}
 	tree, err := makeCgroupTree("contid-bench-fork")
 	if err != nil {
 		return err
@@ -208,9 +353,12 @@ func forkPhase(cfg *config, rep *report) error {
 	}
 	perOp := kv["ns"] / kv["n"]
 	n := int(float64(cfg.forkRound.Nanoseconds()) / perOp)
-	n = max(100, min(n, 3000))
+	n = max(minIters, min(n, 3000))
 	iters := strconv.Itoa(n)
-	progress("fork/exec: %.2f ms per fork+exec+wait at warm-up; %d iterations per round", perOp/1e6, n)
+	progress("fork/exec (%s): %.2f ms per fork+exec+wait at warm-up; %d iterations per round", cfg.mode, perOp/1e6, n)
+	if cfg.budget > 0 {
+		progress("fork/exec: time budget %s: %d to %d pairs, as many as fit", cfg.budget, plan.minPairs, plan.pairs)
+	}
 	measure := func() (float64, float64, error) {
 		kv, err := runLoadgen(cfg, cg, "loop", iters, "/bin/true")
 		if err != nil {
@@ -219,43 +367,54 @@ func forkPhase(cfg *config, rep *report) error {
 		// ms per fork+exec+wait, wall clock and CPU
 		return kv["ns"] / kv["n"] / 1e6, kv["cpu_ns"] / kv["n"] / 1e6, nil
 	}
-	res, err := abRounds(cg, cfg.forkPairs, "fork+exec+wait /bin/true (ms/op)", measure)
+	res, err := abRounds(cg, plan, "fork+exec+wait /bin/true (ms/op)", measure)
 	if err != nil {
-		rep.unmeasured("fork_exec_ratio_tracking", err.Error())
 		return err
 	}
 	rs := summarize(res.ratios)
 	sa, sb := summarize(res.as), summarize(res.bs)
 	cs := summarize(res.ratios2)
-	rep.set("fork_exec_cpu_ratio_tracking", cs.Median)
+	rep.set(keys.cpu, cs.Median)
 	lo, hi := medianCI95(res.ratios)
 	if !math.IsNaN(lo) {
-		rep.set("fork_exec_ratio_ci95_lo", lo)
-		rep.set("fork_exec_ratio_ci95_hi", hi)
+		rep.set(keys.ciLo, lo)
+		rep.set(keys.ciHi, hi)
 		if hi-lo > 0.02 {
-			rep.annotate("fork_exec_ratio_tracking", fmt.Sprintf("noise: 95%% CI of the median %.3f..%.3f is wider than the effect", lo, hi))
+			rep.annotate(keys.ratio, fmt.Sprintf("noise: 95%% CI of the median %.3f..%.3f is wider than the effect", lo, hi))
 		}
 	}
 	if res.foreignB > 0 {
-		rep.annotate("fork_exec_cpu_ratio_tracking", fmt.Sprintf("%d baseline rounds had another contid's fork program loaded", res.foreignB))
+		rep.annotate(keys.cpu, fmt.Sprintf("%d baseline rounds had another contid's fork program loaded", res.foreignB))
 	}
-	rep.set("fork_exec_ratio_tracking", rs.Median)
-	rep.set("fork_exec_ratio_spread_p25", rs.P25)
-	rep.set("fork_exec_ratio_spread_p75", rs.P75)
-	rep.set("fork_exec_base_ms", sb.Median)
-	rep.detail("fork_exec", map[string]any{
+	rep.set(keys.ratio, rs.Median)
+	rep.set(keys.p25, rs.P25)
+	rep.set(keys.p75, rs.P75)
+	rep.set(keys.baseMS, sb.Median)
+	d := map[string]any{
 		"method":               "fork()+execve(/bin/true)+waitpid() in C (test/bench/loadgen.c), in a cgroup tagged by contid (A) vs contid fully detached (B), ABBA pairs",
+		"mode":                 cfg.mode,
 		"iterations_per_round": n,
-		"pairs":                cfg.forkPairs,
+		"pairs":                len(res.ratios),
 		"ratio_per_pair":       rs,
 		"cpu_ratio_per_pair":   cs,
 		"baseline_rounds_with_foreign_contid_programs": res.foreignB,
 		"ms_per_op_with":    sa,
 		"ms_per_op_without": sb,
 		"ratio_of_medians":  round(sa.Median/sb.Median, 4),
-	})
-	progress("fork/exec: ratio median %.4f (p25 %.4f, p75 %.4f, bootstrap 95%% CI of the median %.4f..%.4f), CPU ratio %.4f, %.3f ms/op without contid",
-		rs.Median, rs.P25, rs.P75, lo, hi, cs.Median, sb.Median)
+	}
+	if cfg.mode == kernel.ModeEnforcing {
+		d["enforcement"] = "every A round loads all LSM programs (task_alloc and the guards) and checks Enforcement()=enforcing; the first also checks that the pinned task_alloc link runs an LSM program"
+	}
+	if cfg.budget > 0 {
+		d["time_budget_s"] = cfg.budget.Seconds()
+		d["pairs_max"] = plan.pairs
+	}
+	if res.stopped != "" {
+		d["stopped_early"] = res.stopped
+	}
+	rep.detail(keys.detail, d)
+	progress("fork/exec (%s): ratio median %.4f over %d pairs (p25 %.4f, p75 %.4f, bootstrap 95%% CI of the median %.4f..%.4f), CPU ratio %.4f, %.3f ms/op without contid",
+		cfg.mode, rs.Median, len(res.ratios), rs.P25, rs.P75, lo, hi, cs.Median, sb.Median)
 	return nil
 }
 
@@ -264,8 +423,8 @@ func forkPhase(cfg *config, rep *report) error {
 // cgroup placement is what matters for contid, not the user.
 func stressPhase(cfg *config, rep *report) error {
 	if _, err := exec.LookPath("stress-ng"); err != nil {
-		rep.unmeasured("stress_fork_ratio_tracking", "stress-ng not installed")
-		rep.unmeasured("stress_exec_ratio_tracking", "stress-ng not installed")
+		rep.unmeasured(stressKey("fork", cfg.mode), "stress-ng not installed")
+		rep.unmeasured(stressKey("exec", cfg.mode), "stress-ng not installed")
 		return fmt.Errorf("stress-ng: %w", err)
 	}
 	tree, err := makeCgroupTree("contid-bench-stress")
@@ -308,8 +467,8 @@ func stressPhase(cfg *config, rep *report) error {
 			// for the fork/exec loop.
 			return 1 / ops, 0, nil
 		}
-		key := "stress_" + stressor + "_ratio_tracking"
-		res, err := abRounds(cg, pairs, "stress-ng --"+stressor+" (s/bogo-op)", measure)
+		key := stressKey(stressor, cfg.mode)
+		res, err := abRounds(cg, abPlan{mode: cfg.mode, pairs: pairs}, "stress-ng --"+stressor+" (s/bogo-op)", measure)
 		if err != nil {
 			rep.unmeasured(key, err.Error())
 			errs = append(errs, err)
@@ -319,7 +478,11 @@ func stressPhase(cfg *config, rep *report) error {
 		rs := summarize(res.ratios)
 		rep.set(key, rs.Median)
 		rep.annotate(key, fmt.Sprintf("p25..p75 of %d pairs: %.3f..%.3f", len(res.ratios), rs.P25, rs.P75))
-		rep.detail("stress_"+stressor, map[string]any{
+		detailKey := "stress_" + stressor
+		if cfg.mode != kernel.ModeTracking {
+			detailKey += "_" + cfg.mode
+		}
+		rep.detail(detailKey, map[string]any{
 			"method":         "stress-ng --" + stressor + " 1 --timeout " + secs + "s as nobody inside the cgroup, A (contid) vs B (detached), ABBA pairs; ratio of seconds per bogo op",
 			"ratio_per_pair": rs,
 			"baseline_rounds_with_foreign_contid_programs": res.foreignB,

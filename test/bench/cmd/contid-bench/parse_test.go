@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/contid/contid/kernel"
 )
 
 func TestQuantile(t *testing.T) {
@@ -127,7 +129,7 @@ metrics:
 }
 
 func TestVerdictNeverHidesAMiss(t *testing.T) {
-	r := newReport()
+	r := newReport(kernel.ModeTracking)
 	r.set("tag_p99_ms", 2.5)
 	r.set("list_10k_ms", 12)
 	for key, want := range map[string]string{

@@ -1,7 +1,9 @@
 // Command contid-vmprobe performs the few tamper attempts of the VM tier
 // that no stock tool in the guest can make: register as the audit daemon,
-// ptrace a process, steal its file descriptors through pidfd_getfd, and
-// start a child directly in another cgroup with clone3(CLONE_INTO_CGROUP).
+// ptrace a process, steal its file descriptors through pidfd_getfd, start
+// a child directly in another cgroup with clone3(CLONE_INTO_CGROUP), and
+// unmount a filesystem with the errno shown (umount(8) words EPERM as
+// "must be superuser").
 //
 // Each subcommand tries one operation and reports the outcome on one line:
 // "ok ..." with exit status 0, or "denied: <errno text>" with exit status
@@ -32,6 +34,13 @@ func main() {
 		err = withPID(args, ptraceAttach)
 	case "pidfd-getfd":
 		err = withPID(args, pidfdGetfd)
+	case "umount":
+		if len(args) != 1 {
+			usage()
+		}
+		if err = unix.Unmount(args[0], 0); err == nil {
+			fmt.Printf("ok: unmounted %s\n", args[0])
+		}
 	case "clone-into-cgroup":
 		if len(args) < 2 {
 			usage()
@@ -50,7 +59,8 @@ func usage() {
 	fmt.Fprintln(os.Stderr, `usage: contid-vmprobe audit-setpid
        contid-vmprobe ptrace PID
        contid-vmprobe pidfd-getfd PID
-       contid-vmprobe clone-into-cgroup CGROUP-DIR PROGRAM [ARG...]`)
+       contid-vmprobe clone-into-cgroup CGROUP-DIR PROGRAM [ARG...]
+       contid-vmprobe umount PATH`)
 	os.Exit(2)
 }
 
