@@ -19,8 +19,12 @@ func TestEnforcingProgramsFailCleanly(t *testing.T) {
 		t.Skip("skipped: LSM programs load here; the VM tier exercises enforcing mode")
 	}
 	b := loadTest(t, testPinDir(t))
+	spec, err := loadContid()
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, a := range enforcingAttachments {
-		err := b.attach(a)
+		err := b.attach(spec, a)
 		if err == nil {
 			t.Errorf("%s attached although a test LSM program could not", a.program)
 			continue

@@ -65,9 +65,8 @@ type BPF struct {
 
 var _ Tracker = (*BPF)(nil)
 
-// attachment is one program of one object, pinned as link_<program>.
+// attachment is one program of the object, pinned as link_<program>.
 type attachment struct {
-	load    func() (*ebpf.CollectionSpec, error)
 	program string
 	lsm     bool
 }
@@ -75,24 +74,24 @@ type attachment struct {
 var trackingAttachments = []attachment{
 	// Exit and fork first: once join and autotag start tagging, every
 	// later fork and exit must already be seen.
-	{loadExit, "contid_exit", false},
-	{loadFork, "contid_fork", false},
-	{loadJoin, "contid_join", false},
-	{loadAutotag, "contid_autotag", false},
+	{"contid_exit", false},
+	{"contid_fork", false},
+	{"contid_join", false},
+	{"contid_autotag", false},
 }
 
 var enforcingAttachments = []attachment{
-	{loadForkLSM, "contid_task_alloc", true},
-	{loadGuard, "contid_guard_bpf", true},
-	{loadGuard, "contid_guard_bpf_map", true},
-	{loadGuard, "contid_guard_bpf_prog", true},
-	{loadGuard, "contid_guard_netlink_send", true},
-	{loadGuard, "contid_guard_inode_unlink", true},
-	{loadGuard, "contid_guard_inode_rename", true},
-	{loadGuard, "contid_guard_inode_rmdir", true},
-	{loadGuard, "contid_guard_sb_umount", true},
-	{loadGuard, "contid_guard_task_kill", true},
-	{loadGuard, "contid_guard_ptrace", true},
+	{"contid_task_alloc", true},
+	{"contid_guard_bpf", true},
+	{"contid_guard_bpf_map", true},
+	{"contid_guard_bpf_prog", true},
+	{"contid_guard_netlink_send", true},
+	{"contid_guard_inode_unlink", true},
+	{"contid_guard_inode_rename", true},
+	{"contid_guard_inode_rmdir", true},
+	{"contid_guard_sb_umount", true},
+	{"contid_guard_task_kill", true},
+	{"contid_guard_ptrace", true},
 }
 
 // Load creates or reuses the pinned maps and links under opts.PinDir and
@@ -122,7 +121,11 @@ func Load(opts Options) (*BPF, error) {
 	if err := ensureBPFFS(opts.PinDir); err != nil {
 		return nil, err
 	}
-	if err := b.openMaps(); err != nil {
+	spec, err := loadContid()
+	if err != nil {
+		return nil, fmt.Errorf("parse contid's eBPF object: %w", err)
+	}
+	if err := b.openMaps(spec); err != nil {
 		b.Close()
 		return nil, err
 	}
@@ -134,13 +137,13 @@ func Load(opts Options) (*BPF, error) {
 		atts = append(append([]attachment{}, enforcingAttachments...), trackingAttachments...)
 	}
 	for _, a := range atts {
-		if err := b.attach(a); err != nil {
+		if err := b.attach(spec, a); err != nil {
 			b.Close()
 			return nil, err
 		}
 	}
 
-	iter, err := b.loadProgram(loadTagIter, "contid_tag_iter")
+	iter, err := b.loadProgram(spec, "contid_tag_iter")
 	if err != nil {
 		b.Close()
 		return nil, err
@@ -181,13 +184,8 @@ func ensureBPFFS(pinDir string) error {
 	return nil
 }
 
-// openMaps reuses each pinned map or creates and pins it. Every object
-// declares the same maps, so the fork object's specs stand for all.
-func (b *BPF) openMaps() error {
-	spec, err := loadFork()
-	if err != nil {
-		return err
-	}
+// openMaps reuses each pinned map or creates and pins it.
+func (b *BPF) openMaps(spec *ebpf.CollectionSpec) error {
 	names := make([]string, 0, len(spec.Maps))
 	for name := range spec.Maps {
 		names = append(names, name)
@@ -221,12 +219,9 @@ func (b *BPF) openMaps() error {
 	return nil
 }
 
-// loadProgram loads one program of an object against the shared maps.
-func (b *BPF) loadProgram(load func() (*ebpf.CollectionSpec, error), name string) (*ebpf.Program, error) {
-	spec, err := load()
-	if err != nil {
-		return nil, err
-	}
+// loadProgram loads one program of the object against the shared maps.
+func (b *BPF) loadProgram(all *ebpf.CollectionSpec, name string) (*ebpf.Program, error) {
+	spec := all.Copy()
 	ps, ok := spec.Programs[name]
 	if !ok {
 		return nil, fmt.Errorf("program %s missing from its object", name)
@@ -265,9 +260,9 @@ func (b *BPF) loadProgram(load func() (*ebpf.CollectionSpec, error), name string
 // replaced when it runs another (an upgrade): the new link is attached
 // and pinned under a temporary name first, then renamed over the old pin,
 // so the hook is never left empty.
-func (b *BPF) attach(a attachment) error {
+func (b *BPF) attach(spec *ebpf.CollectionSpec, a attachment) error {
 	pin := filepath.Join(b.pinDir, "link_"+a.program)
-	prog, err := b.loadProgram(a.load, a.program)
+	prog, err := b.loadProgram(spec, a.program)
 	if err != nil {
 		return err
 	}

@@ -211,12 +211,12 @@ func TestRecordLayoutMatchesBTF(t *testing.T) {
 		name   string
 		goVal  any
 	}{
-		{loadForkSpec, "cgroup_tag", cgroupTag{}},
-		{loadForkSpec, "task_tag", taskTag{}},
-		{loadForkSpec, "pid_tag", pidTag{}},
-		{loadTagIterSpec, "iter_target", iterTarget{}},
-		{loadGuardSpec, "protected_key", protectedKey{}},
-		{loadGuardSpec, "protected_inode", protectedInode{}},
+		{loadContidSpec, "cgroup_tag", cgroupTag{}},
+		{loadContidSpec, "task_tag", taskTag{}},
+		{loadContidSpec, "pid_tag", pidTag{}},
+		{loadContidSpec, "iter_target", iterTarget{}},
+		{loadContidSpec, "protected_key", protectedKey{}},
+		{loadContidSpec, "protected_inode", protectedInode{}},
 	}
 	for _, tc := range cases {
 		spec, err := tc.object()
@@ -243,6 +243,4 @@ func TestRecordLayoutMatchesBTF(t *testing.T) {
 
 type ebpfSpec = ebpf.CollectionSpec
 
-func loadForkSpec() (*ebpfSpec, error)    { return loadFork() }
-func loadTagIterSpec() (*ebpfSpec, error) { return loadTagIter() }
-func loadGuardSpec() (*ebpfSpec, error)   { return loadGuard() }
+func loadContidSpec() (*ebpfSpec, error) { return loadContid() }

@@ -1,11 +1,11 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * Shared state of every contid eBPF object: the map definitions, the record
+ * Shared state of contid's eBPF programs: the map definitions, the record
  * layouts that user space mirrors in kernel/types.go, and the tagging rules.
  *
- * Each concern lives in its own object (fork.c, join.c, ...). They all
- * declare the same maps so the loader can hand each object the one pinned
- * instance of every map (MapReplacements); an object never owns state.
+ * Each concern lives in its own file (fork.c, join.c, ...); contid.c
+ * compiles them into one object, so every map is declared once and the
+ * loader hands each program the one pinned instance (MapReplacements).
  */
 #ifndef CONTID_H
 #define CONTID_H
