@@ -100,14 +100,17 @@ func ptraceAttach(pid int) error {
 	if err := unix.PtraceAttach(pid); err != nil {
 		return fmt.Errorf("ptrace attach %d: %w", pid, err)
 	}
+	// The attach is the privilege under test. Detaching is tidiness: it
+	// needs the tracee in a ptrace-stop, which a multi-threaded Go daemon
+	// may leave again before we ask (ESRCH); exiting detaches in any case.
 	var ws unix.WaitStatus
+	detach := "detached"
 	if _, err := unix.Wait4(pid, &ws, unix.WALL, nil); err != nil {
-		return fmt.Errorf("wait for tracee %d: %w", pid, err)
+		detach = fmt.Sprintf("not waited for (%v); detached on exit", err)
+	} else if err := unix.PtraceDetach(pid); err != nil {
+		detach = fmt.Sprintf("detach failed (%v); detached on exit", err)
 	}
-	if err := unix.PtraceDetach(pid); err != nil {
-		return fmt.Errorf("ptrace detach %d: %w", pid, err)
-	}
-	fmt.Printf("ok: attached to %d and detached\n", pid)
+	fmt.Printf("ok: attached to %d, %s\n", pid, detach)
 	return nil
 }
 
