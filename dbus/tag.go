@@ -56,19 +56,31 @@ func (m *Manager) existed(id uint64) bool {
 	return err == nil
 }
 
-// tagCgroupCommon authenticates the caller and tags a resolved cgroup.
-func (m *Manager) tagCgroupAs(ctx context.Context, p *peer, msg *godbus.Message, req tagRequest, resolve func() (registry.CgroupTarget, error)) (uint64, godbus.ObjectPath, error) {
+// taggingCaller identifies and authorizes the caller of a Tag* method.
+// One that is neither privileged nor in a (possibly nesting) container is
+// refused here: nothing the registry could allow, and no need to reveal
+// whether the target exists. The caller closes the result.
+func (m *Manager) taggingCaller(ctx context.Context, p *peer, msg *godbus.Message, req tagRequest) (*callerInfo, error) {
 	ci, err := m.identify(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	m.authorizeTag(ctx, p, msg, ci)
+	if !ci.Privileged && ci.Container == contid.Unset {
+		err := m.refused(ci, req, "", fmt.Errorf("%w: tagging needs CAP_AUDIT_CONTROL in the initial user namespace or polkit authorization for %s", registry.ErrAccessDenied, PolkitActionTag))
+		ci.close()
+		return nil, err
+	}
+	return ci, nil
+}
+
+// tagCgroupAs authenticates the caller and tags a resolved cgroup.
+func (m *Manager) tagCgroupAs(ctx context.Context, p *peer, msg *godbus.Message, req tagRequest, resolve func() (registry.CgroupTarget, error)) (uint64, godbus.ObjectPath, error) {
+	ci, err := m.taggingCaller(ctx, p, msg, req)
 	if err != nil {
 		return 0, "", err
 	}
 	defer ci.close()
-	m.authorizeTag(ctx, p, msg, ci)
-	if !ci.Privileged && ci.Container == contid.Unset {
-		// Not privileged and not a nesting container: nothing the registry
-		// could allow, and no need to reveal whether the target exists.
-		return 0, "", m.refused(ci, req, "", fmt.Errorf("%w: tagging needs CAP_AUDIT_CONTROL in the initial user namespace or polkit authorization for %s", registry.ErrAccessDenied, PolkitActionTag))
-	}
 	target, err := resolve()
 	if err != nil {
 		return 0, "", m.refused(ci, req, "", err)
@@ -206,15 +218,11 @@ func (m *Manager) tagProcess(ctx context.Context, p *peer, msg *godbus.Message, 
 	if err != nil {
 		return 0, "", err
 	}
-	ci, err := m.identify(ctx, p)
+	ci, err := m.taggingCaller(ctx, p, msg, req)
 	if err != nil {
 		return 0, "", err
 	}
 	defer ci.close()
-	m.authorizeTag(ctx, p, msg, ci)
-	if !ci.Privileged && ci.Container == contid.Unset {
-		return 0, "", m.refused(ci, req, "", fmt.Errorf("%w: tagging needs CAP_AUDIT_CONTROL in the initial user namespace or polkit authorization for %s", registry.ErrAccessDenied, PolkitActionTag))
-	}
 	target, err := freshProcess(pidfd, ci.PID, m.cfg.Cgroups)
 	if err != nil {
 		return 0, "", m.refused(ci, req, "", err)
