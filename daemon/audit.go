@@ -13,7 +13,7 @@ import (
 )
 
 // AuditPipeline is the Options.Extra goroutine that carries the kernel's
-// audit events to the journal (DESIGN.md §5): it reads the multicast
+// audit events to the journal (docs/DESIGN.md): it reads the multicast
 // stream, attributes each event through the kernel layer, writes tagged
 // ones to journald at journalSocket ("" for the standard socket), backs
 // the EventsWritten/EventsLost properties with its counters, and gives

@@ -6,7 +6,7 @@ import (
 )
 
 // Auditor records contid's own operations in the audit log and the
-// journal (DESIGN.md §5); *journal.Recorder implements it. Every tag
+// journal (docs/DESIGN.md); *journal.Recorder implements it. Every tag
 // attempt, granted or refused, goes through it.
 type Auditor interface {
 	RecordTag(callerPID uint32, callerChain, chain, old contid.Chain, name, unit string, tagErr error) error

@@ -16,7 +16,7 @@ var (
 	ErrNoSuchCgroup  = errors.New("no such cgroup")
 )
 
-// Error names of DESIGN.md §4. They are a public contract.
+// Error names of docs/DESIGN.md. They are a public contract.
 const (
 	ErrorPrefix          = "org.contid1."
 	NameAlreadyTagged    = ErrorPrefix + "AlreadyTagged"

@@ -28,7 +28,7 @@ import (
 
 var nobody = &syscall.Credential{Uid: 65534, Gid: 65534}
 
-// Every error name of DESIGN.md §4 is provoked through the real daemon on
+// Every error name of docs/DESIGN.md is provoked through the real daemon on
 // the real bus, and comes back under exactly that name.
 func TestErrorNames(t *testing.T) {
 	e := newEnv(t, "[Manager]\nMaxContainers=4\n")

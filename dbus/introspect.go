@@ -42,7 +42,7 @@ const standardInterfaces = `
   </signal>
  </interface>`
 
-// ManagerIntrospection is the org.contid1.Manager interface, DESIGN.md §4.
+// ManagerIntrospection is the org.contid1.Manager interface, docs/DESIGN.md.
 const ManagerIntrospection = `
  <interface name="org.contid1.Manager">
   <method name="TagUnit">

@@ -1,4 +1,4 @@
-// Package dbus serves contid's org.contid1 D-Bus API (DESIGN.md §4) on the
+// Package dbus serves contid's org.contid1 D-Bus API (docs/DESIGN.md) on the
 // system bus and on the peer-to-peer socket, decides who may tag (caller
 // capabilities, polkit), maps registry errors to D-Bus error names, follows
 // systemd and machined, and provides the typed client contidctl and the
@@ -18,7 +18,7 @@ import (
 	"github.com/contid/contid"
 )
 
-// Names of DESIGN.md §4.
+// Names of docs/DESIGN.md.
 const (
 	BusName            = "org.contid1"
 	ManagerPath        = godbus.ObjectPath("/org/contid1")

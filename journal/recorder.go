@@ -135,7 +135,7 @@ func (r *Recorder) write(rec *record) error {
 }
 
 // kernelText is the record body: "virt=contid op=set contid=4,^2,^1
-// old-contid=-1 opid=1234 vm="web" res=success" (DESIGN.md §5).
+// old-contid=-1 opid=1234 vm="web" res=success" (docs/DESIGN.md).
 func (rec *record) kernelText() string {
 	var b strings.Builder
 	b.WriteString("virt=contid op=")

@@ -9,7 +9,7 @@ import (
 	"github.com/contid/contid"
 )
 
-// TestTagRules drives each tagging rule of DESIGN.md §1 through the public
+// TestTagRules drives each tagging rule of docs/DESIGN.md through the public
 // API: one row per rule, with the state it needs set up first.
 func TestTagRules(t *testing.T) {
 	nest := Options{AllowNesting: true}

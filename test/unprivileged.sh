@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Tier 1 of DESIGN.md §7: `go test ./...` as an ordinary user. The test
+# Tier 1 of docs/DESIGN.md: `go test ./...` as an ordinary user. The test
 # binaries are built by the caller (root in CI) and run as nobody from a
 # world-readable copy of the tree, so every privileged test must skip and
 # print its reason.

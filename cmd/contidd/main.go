@@ -1,6 +1,6 @@
 // Command contidd is contid's daemon: it loads the kernel layer, keeps the
 // container registry and serves org.contid1 on the system bus and on
-// /run/contid/bus. See DESIGN.md and units/contid.conf.
+// /run/contid/bus. See docs/DESIGN.md and units/contid.conf.
 package main
 
 import (

@@ -18,7 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Record types contid writes as user messages (DESIGN.md §5).
+// Record types contid writes as user messages (docs/DESIGN.md).
 const (
 	TypeVirtMachineID = auparse.AUDIT_VIRT_MACHINE_ID // tag set or denied
 	TypeVirtCreate    = auparse.AUDIT_VIRT_CREATE     // a new container

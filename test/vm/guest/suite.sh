@@ -101,7 +101,7 @@ retag_child() {
 atk_dbus_retag_child() { retag_child; }
 atk_socket_retag_child() { BUSADDR=--address=unix:path=/run/contid/bus retag_child; }
 
-# Tagging oneself is refused for everyone (DESIGN rule 3), so its control
+# Tagging oneself is refused for everyone (docs/DESIGN.md, rule 3), so its control
 # shows instead that the untagged root can tag a fresh scope it made.
 tag_self() {
 	local ok=0 cg unit
