@@ -30,6 +30,7 @@ STEP="start"
 STEP_T0=$T0
 WORK=""
 QEMU_PID=""
+LOCKUPS=()
 
 log() { printf '[vm %s +%4ds] %s\n' "$(date +%H:%M:%S)" "$(($(date +%s) - T0))" "$*"; }
 
@@ -261,8 +262,52 @@ pick_accel() {
 	echo "$want"
 }
 
+# A guest kernel that locks up (a CPU spinning in the kernel for a minute)
+# panics at once instead of idling until the timeout, and the panic prints
+# every CPU's stack. The run then boots once more from the same image: the
+# lockup is the guest kernel's, and it is reported with its stacks either
+# way, in the log and in test/vm/out/lockup-N.txt.
+readonly LOCKUP_ARGS="softlockup_panic=1 softlockup_all_cpu_backtrace=1 watchdog_thresh=30"
+readonly BOOT_ATTEMPTS=2
+
 boot() {
 	step "boot guest and run suite"
+	local attempt
+	LOCKUPS=()
+	for ((attempt = 1; attempt <= BOOT_ATTEMPTS; attempt++)); do
+		boot_once
+		lockup_report "$attempt" || return 0
+		if ((attempt < BOOT_ATTEMPTS)); then
+			log "the guest kernel locked up (stacks above and in ${LOCKUPS[-1]}); booting again, attempt $((attempt + 1)) of $BOOT_ATTEMPTS"
+			rm -rf "$WORK/share/out" && mkdir -p "$WORK/share/out"
+			truncate -s 0 "$WORK/results.img" && truncate -s 64M "$WORK/results.img"
+		fi
+	done
+	die "the guest kernel locked up on each of $BOOT_ATTEMPTS boots: $(lockup_summary)"
+}
+
+# lockup_report saves the console's lockup report of boot $1, if there was
+# one, and returns 1 when there was none.
+lockup_report() {
+	grep -aq 'BUG: soft lockup' "$WORK/console.log" || return 1
+	local file=$WORK/lockup-$1.txt
+	sed 's/\r//' "$WORK/console.log" | grep -a -A 80 -m 1 'BUG: soft lockup' >"$file" || true
+	LOCKUPS+=("$file")
+	# The first lines name the task and the innermost frames: enough to
+	# recognise the same lockup again from a log's tail.
+	log "guest kernel soft lockup on boot $1: $(lockup_summary)"
+}
+
+lockup_summary() {
+	{
+		grep -a -h -m 1 -e 'BUG: soft lockup' "${LOCKUPS[-1]}" | sed 's/^.*BUG: //'
+		grep -a -h -m 1 -o 'RIP: [0-9a-f]*:[a-z_0-9.]*' "${LOCKUPS[-1]}" | sed 's/: *[0-9a-f]*:/ /'
+		grep -a -h -E '^ *(\[ *[0-9.]+\] *)? ([a-z_0-9.]+\+0x[0-9a-f]+/0x[0-9a-f]+)' "${LOCKUPS[-1]}" |
+			sed -E 's/^.* ([a-z_0-9.]+\+0x)/\1/; s/\+0x[0-9a-f]+\/0x[0-9a-f]+.*$//' | head -n 12
+	} | tr '\n' ' '
+}
+
+boot_once() {
 	local accel cpu
 	accel=$(pick_accel)
 	case $accel in
@@ -275,7 +320,7 @@ boot() {
 	timeout -k 10 "$TIMEOUT" qemu-system-x86_64 \
 		-machine "q35,accel=$accel" -cpu "$cpu" -smp 2 -m 2G \
 		-kernel "$WORK/vmlinuz" -initrd "$WORK/initrd.img" \
-		-append "root=/dev/vda rw console=ttyS0 panic=-1 audit=1 audit_backlog_limit=8192 lsm=lockdown,capability,landlock,yama,apparmor,bpf quiet systemd.show_status=false contid.suite=${CONTID_VM_SUITE:-all}" \
+		-append "root=/dev/vda rw console=ttyS0 panic=-1 $LOCKUP_ARGS audit=1 audit_backlog_limit=8192 lsm=lockdown,capability,landlock,yama,apparmor,bpf quiet systemd.show_status=false contid.suite=${CONTID_VM_SUITE:-all}" \
 		-drive "file=$WORK/disk.img,format=raw,if=virtio,snapshot=on" \
 		-drive "file=$WORK/results.img,format=raw,if=virtio" \
 		-virtfs "local,path=$WORK/share,mount_tag=host0,security_model=none,id=host0" \
@@ -305,6 +350,8 @@ collect() {
 	rm -rf "$OUT"
 	mkdir -p "$OUT"
 	cp "$WORK/console.log" "$OUT/console.log"
+	local f
+	for f in "${LOCKUPS[@]}"; do cp "$f" "$OUT/"; done
 	if [[ -f $WORK/share/out/exit-code ]]; then
 		cp -a "$WORK/share/out/." "$OUT/"
 	elif tar -tf "$WORK/results.img" >/dev/null 2>&1; then
