@@ -16,7 +16,8 @@ var ErrNameTaken = errors.New("bus name org.contid1 is already owned")
 // org.contid1. The connection also carries contidd's calls to systemd,
 // machined and polkit. It is closed when ctx ends.
 func (m *Manager) ServeBus(ctx context.Context, address string) (*godbus.Conn, error) {
-	opts := []godbus.ConnOption{godbus.WithHandler(busHandler{m}), godbus.WithContext(ctx)}
+	peers := newBusPeers()
+	opts := []godbus.ConnOption{godbus.WithHandler(busHandler{m}), godbus.WithIncomingInterceptor(peers.observe), godbus.WithContext(ctx)}
 	var conn *godbus.Conn
 	var err error
 	if address == "" {
@@ -27,6 +28,12 @@ func (m *Manager) ServeBus(ctx context.Context, address string) (*godbus.Conn, e
 	if err != nil {
 		return nil, fmt.Errorf("connect to the system bus: %w", err)
 	}
+	// Before the name is owned, so no call arrives before its caller's
+	// appearance can be seen.
+	if err := peers.watch(conn); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("follow the clients of the system bus: %w", err)
+	}
 	reply, err := conn.RequestName(BusName, godbus.NameFlagDoNotQueue)
 	if err != nil {
 		conn.Close()
@@ -36,9 +43,20 @@ func (m *Manager) ServeBus(ctx context.Context, address string) (*godbus.Conn, e
 		conn.Close()
 		return nil, ErrNameTaken
 	}
+	go func() {
+		<-conn.Context().Done()
+		peers.close()
+	}()
 	m.mu.Lock()
 	first := m.sysbus == nil
+	if m.sysbus != nil {
+		delete(m.buses, m.sysbus)
+	}
 	m.sysbus = conn
+	if m.buses == nil {
+		m.buses = map[*godbus.Conn]*busPeers{}
+	}
+	m.buses[conn] = peers
 	m.mu.Unlock()
 	if first {
 		m.addEmitter(busEmitter{m})
@@ -98,7 +116,7 @@ func (busMethod) DecodeArguments(conn *godbus.Conn, sender string, msg *godbus.M
 func (b busMethod) Call(args ...any) ([]any, error) {
 	c := args[0].(busCall)
 	defer closeMessageFDs(c.msg)
-	body, derr := b.m.dispatch(&peer{bus: c.conn, sender: c.sender, pidfd: -1}, c.msg)
+	body, derr := b.m.dispatch(&peer{bus: c.conn, sender: c.sender}, c.msg)
 	if derr != nil {
 		return nil, derr
 	}
