@@ -38,7 +38,8 @@ func (ci *callerInfo) close() {
 }
 
 // identify establishes who is behind a request from what was fixed when
-// its connection was opened (docs/THREAT-MODEL.md, "Who may tag"):
+// its connection was opened (on error, the result names only the PID and
+// UID recorded at connect, when they are known) (docs/THREAT-MODEL.md, "Who may tag"):
 //
 //   - the UID, which alone decides privilege: 0 is privileged, anyone
 //     else needs polkit (authorizeTag);
@@ -96,7 +97,9 @@ func (m *Manager) identify(ctx context.Context, p *peer) (*callerInfo, error) {
 		if remember != nil {
 			o.release() // a ProcessFD nobody keeps
 		}
-		return nil, fmt.Errorf("%w: caller process %d (uid %d): %w", registry.ErrAccessDenied, o.pid, o.uid, err)
+		// Who connected is still known, for the log and the audit trail.
+		who := &callerInfo{Caller: registry.Caller{PID: o.pid, UID: o.uid}, pidfd: -1}
+		return who, fmt.Errorf("%w: caller process %d (uid %d): %w", registry.ErrAccessDenied, o.pid, o.uid, err)
 	}
 	return ci, nil
 }

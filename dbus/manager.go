@@ -28,6 +28,7 @@ type Registry interface {
 	Adopt(tag contid.Tag, cg registry.Cgroup) (*registry.Container, bool, error)
 	SetMetadata(id contid.ID, name, unit string) error
 	Name(c registry.Caller, id contid.ID, name, unit string) (*registry.Container, error)
+	CheckTaggable(cgroup string) error
 	MarkExited(id contid.ID) (*registry.Container, error)
 	Get(id contid.ID) (*registry.Container, error)
 	ByCgroupPath(p string) (*registry.Container, error)

@@ -51,10 +51,12 @@ func ListenP2P(path string) (*net.UnixListener, error) {
 // across socket I/O: each connection has a reader and a writer of its own,
 // and signals are only queued (see outQueue).
 type p2pServer struct {
-	m      *Manager
-	guid   string
-	groups *subUIDs
-	budget byteBudget
+	m        *Manager
+	guid     string
+	groups   *subUIDs
+	budget   byteBudget
+	connects *rates
+	messages *rates
 
 	mu      sync.Mutex
 	conns   map[*p2pConn]struct{}
@@ -64,6 +66,7 @@ type p2pServer struct {
 
 	// What fell behind, for the periodic summary in the log.
 	slowPeers, dropped atomic.Uint64
+	fallback           sync.Once
 }
 
 // usePeerPidfd: take the connecting process's pidfd from the socket
@@ -79,7 +82,9 @@ func (m *Manager) ServeP2P(ctx context.Context, ln *net.UnixListener) error {
 		return err
 	}
 	s := &p2pServer{m: m, guid: hex.EncodeToString(g[:]), groups: newSubUIDs("/etc/subuid"),
-		conns: map[*p2pConn]struct{}{}, byGroup: map[groupKey]int{}}
+		connects: newRates(connectRate, connectBurst, allConnectRate, allConnectBurst),
+		messages: newRates(messageRate, messageBurst, allMessageRate, allMessageBurst),
+		conns:    map[*p2pConn]struct{}{}, byGroup: map[groupKey]int{}}
 	m.addEmitter(s)
 	go func() {
 		<-ctx.Done()
@@ -112,43 +117,45 @@ func (m *Manager) ServeP2P(ctx context.Context, ln *net.UnixListener) error {
 
 // accept reads the credentials the kernel recorded at connect, admits
 // the connection within its user's allowance and pins the connecting
-// process.
+// process. A refused connection costs two system calls before it is
+// closed.
 func (s *p2pServer) accept(uc *net.UnixConn) (*p2pConn, error) {
 	raw, err := uc.SyscallConn()
 	if err != nil {
 		return nil, err
 	}
 	var cred *unix.Ucred
-	peerPidfd := -1
 	var cerr error
-	err = raw.Control(func(fd uintptr) {
+	if err := raw.Control(func(fd uintptr) {
 		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-		if cerr == nil && usePeerPidfd == "yes" {
-			if pfd, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PEERPIDFD); err == nil {
-				peerPidfd = pfd
-			}
-		}
-	})
-	if err == nil {
-		err = cerr
+	}); err != nil || cerr != nil {
+		return nil, fmt.Errorf("peer credentials: %w", errors.Join(err, cerr))
 	}
-	if err != nil {
-		if peerPidfd >= 0 {
-			unix.Close(peerPidfd)
-		}
-		return nil, fmt.Errorf("peer credentials: %w", err)
-	}
-	c := &p2pConn{srv: s, conn: uc, uid: cred.Uid, pid: uint32(cred.Pid), group: s.groups.group(cred.Uid)}
+	g := s.groups.group(cred.Uid)
+	// The queue exists before the connection is listed: emit may reach
+	// it at once.
+	c := &p2pConn{srv: s, conn: uc, uid: cred.Uid, pid: uint32(cred.Pid), group: g, out: newOutQueue(&s.budget, g)}
 	if !s.admit(c) {
-		if peerPidfd >= 0 {
-			unix.Close(peerPidfd)
+		return nil, fmt.Errorf("UID %d holds too many connections or opens them too fast", cred.Uid)
+	}
+	peerPidfd := -1
+	perr := error(unix.ENOPROTOOPT)
+	if usePeerPidfd == "yes" {
+		_ = raw.Control(func(fd uintptr) {
+			peerPidfd, perr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PEERPIDFD)
+		})
+		if perr != nil {
+			peerPidfd = -1
 		}
-		return nil, fmt.Errorf("UID %d holds too many connections", cred.Uid)
 	}
 	// Without SO_PEERPIDFD the PID is opened now: the process that has it
 	// at accept is taken for the one that connected.
+	if errors.Is(perr, unix.ENOPROTOOPT) {
+		s.fallback.Do(func() {
+			s.m.log(PrioInfo, "No SO_PEERPIDFD (Linux 6.5): peer-to-peer clients are pinned with pidfd_open when their connection is accepted.")
+		})
+	}
 	c.origin = pinOrigin(cred.Uid, uint32(cred.Pid), peerPidfd)
-	c.out = newOutQueue(&s.budget, c.group)
 	return c, nil
 }
 
@@ -193,10 +200,10 @@ func (s *p2pServer) admit(c *p2pConn) bool {
 	if c.group.isRoot() {
 		limit = maxRootConns
 	}
-	if mine >= limit || !c.group.isRoot() && s.nonRoot >= maxP2PConns {
+	if mine >= limit || !c.group.isRoot() && s.nonRoot >= maxP2PConns || !s.connects.allow(c.group, time.Now()) {
 		// Said at debug level: a refused peer must not be able to write
 		// to the log at the rate it can connect.
-		s.m.log(PrioDebug, "Refused a peer-to-peer connection of UID %d: too many open (%d of its group, %d of all users).", c.uid, mine, s.nonRoot)
+		s.m.log(PrioDebug, "Refused a peer-to-peer connection of UID %d: too many open (%d of its group, %d of all users), or opened too fast.", c.uid, mine, s.nonRoot)
 		return false
 	}
 	s.byGroup[c.group]++
@@ -284,7 +291,9 @@ func (s *p2pServer) summarize(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case now := <-t.C:
+			s.connects.prune(now)
+			s.messages.prune(now)
 			if n := s.slowPeers.Swap(0); n > 0 {
 				s.m.log(PrioNotice, "Disconnected %d peer-to-peer clients in the last minute that did not read what they were sent; %d signals to them were dropped (property SignalsDropped).", n, s.dropped.Swap(0))
 			}

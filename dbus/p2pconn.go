@@ -83,6 +83,11 @@ func (c *p2pConn) serve() {
 	sem := make(chan struct{}, maxCallsPerConn)
 	fdCalls := make(chan struct{}, maxFDCalls)
 	for {
+		// A user's messages are read at its group's rate: beyond it,
+		// the peer waits, as it would for a slow server.
+		if wait := c.srv.messages.take(c.group, time.Now()); wait > 0 {
+			time.Sleep(wait)
+		}
 		msg, mfds, err := c.readMessage(fds)
 		if err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
@@ -118,12 +123,15 @@ func (c *p2pConn) serve() {
 // fallen behind and is disconnected.
 func (c *p2pConn) writeLoop() {
 	for {
-		b, ok := c.out.next()
+		bufs, ok := c.out.next()
 		if !ok {
 			return
 		}
+		// A batch is what piled up while the previous write waited, at
+		// most maxQueuedBytes (or one larger reply): a peer that reads
+		// takes far less than writeTimeout for it.
 		_ = c.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
-		if _, err := c.conn.Write(b); err != nil {
+		if _, err := bufs.WriteTo(c.conn); err != nil {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
 				c.srv.fellBehind(c, 0)
@@ -253,6 +261,8 @@ func readAuthLine(r io.Reader) (string, error) {
 // when a peer sent more, which is a protocol error.
 func (c *p2pConn) recv(p []byte, fds *[]int) (int, error) {
 	n, oobn, flags, _, err := c.conn.ReadMsgUnix(p, c.oob)
+	// On some errors the count is the system call's -1.
+	n, oobn = max(n, 0), max(oobn, 0)
 	if oobn > 0 {
 		if scms, perr := unix.ParseSocketControlMessage(c.oob[:oobn]); perr == nil {
 			for i := range scms {

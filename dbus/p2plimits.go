@@ -53,6 +53,16 @@ const (
 	maxAuthLine  = 1024
 	maxAuthLines = 32
 	authTimeout  = 30 * time.Second
+
+	// Rates for users other than root, per user and for all of them
+	// together. Connections beyond them are turned away at accept;
+	// messages beyond them wait (the peer's writes block). So however
+	// many connections users cycle through, contidd spends a bounded
+	// share of its time on them, and root's calls find it free.
+	connectRate, connectBurst       = 16, 32     // per user, per second
+	allConnectRate, allConnectBurst = 200, 400   // all users
+	messageRate, messageBurst       = 500, 500   // per user
+	allMessageRate, allMessageBurst = 2000, 2000 // all users
 )
 
 // groupKey is whose allowance a connection draws on: a user, or root's
@@ -76,10 +86,11 @@ func (g groupKey) isRoot() bool { return g.uid == 0 && !g.rootSub }
 type subUIDs struct {
 	path string
 
-	mu     sync.Mutex
-	mtime  time.Time
-	size   int64
-	ranges []subUIDRange
+	mu      sync.Mutex
+	checked time.Time // the file is looked at once a second at most
+	mtime   time.Time
+	size    int64
+	ranges  []subUIDRange
 }
 
 type subUIDRange struct {
@@ -107,6 +118,11 @@ func (s *subUIDs) group(uid uint32) groupKey {
 }
 
 func (s *subUIDs) refresh() {
+	now := time.Now()
+	if now.Sub(s.checked) < time.Second {
+		return
+	}
+	s.checked = now
 	fi, err := os.Stat(s.path)
 	if err != nil {
 		s.ranges, s.mtime, s.size = nil, time.Time{}, 0
@@ -200,5 +216,88 @@ func (b *byteBudget) give(g groupKey, n int) {
 	b.total -= int64(n)
 	if b.byGroup[g] -= int64(n); b.byGroup[g] <= 0 {
 		delete(b.byGroup, g)
+	}
+}
+
+// rates are token buckets for users other than root: one per group, and
+// one for all of them together.
+type rates struct {
+	rate, burst       float64 // per group
+	allRate, allBurst float64
+
+	mu      sync.Mutex
+	buckets map[groupKey]*bucket
+	all     bucket
+}
+
+type bucket struct {
+	tokens float64
+	last   time.Time
+}
+
+func newRates(rate, burst, allRate, allBurst float64) *rates {
+	return &rates{rate: rate, burst: burst, allRate: allRate, allBurst: allBurst,
+		buckets: map[groupKey]*bucket{}, all: bucket{tokens: allBurst}}
+}
+
+// refill adds what rate earned since the bucket was last used.
+func (b *bucket) refill(now time.Time, rate, burst float64) {
+	if !b.last.IsZero() {
+		b.tokens = min(burst, b.tokens+now.Sub(b.last).Seconds()*rate)
+	}
+	b.last = now
+}
+
+// take takes a token for g (and one of all users') and returns how long
+// to wait before using it: 0 when both were there.
+func (r *rates) take(g groupKey, now time.Time) time.Duration {
+	if g.isRoot() {
+		return 0
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	b := r.group(g, now)
+	b.tokens--
+	r.all.tokens--
+	wait := max(-b.tokens/r.rate, -r.all.tokens/r.allRate, 0)
+	return time.Duration(wait * float64(time.Second))
+}
+
+// allow takes the tokens only if both are there.
+func (r *rates) allow(g groupKey, now time.Time) bool {
+	if g.isRoot() {
+		return true
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	b := r.group(g, now)
+	if b.tokens < 1 || r.all.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	r.all.tokens--
+	return true
+}
+
+func (r *rates) group(g groupKey, now time.Time) *bucket {
+	r.all.refill(now, r.allRate, r.allBurst)
+	b := r.buckets[g]
+	if b == nil {
+		b = &bucket{tokens: r.burst, last: now}
+		r.buckets[g] = b
+	}
+	b.refill(now, r.rate, r.burst)
+	return b
+}
+
+// prune forgets the groups whose buckets have filled up again: they are
+// as good as new, and the map stays as small as the set of busy users.
+func (r *rates) prune(now time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for g, b := range r.buckets {
+		if b.tokens+now.Sub(b.last).Seconds()*r.rate >= r.burst {
+			delete(r.buckets, g)
+		}
 	}
 }

@@ -3,6 +3,7 @@ package dbus
 import (
 	"encoding/binary"
 	"errors"
+	"net"
 	"sync"
 )
 
@@ -28,8 +29,8 @@ type outQueue struct {
 	// but the reply to its Hello arrives first.
 	answered bool
 	closed   bool
-	// writing is the message the writer holds, still charged to the
-	// budget until written.
+	// writing is what the writer holds, still charged to the budget
+	// until written.
 	writing int
 }
 
@@ -83,8 +84,10 @@ func (q *outQueue) push(b []byte, signal bool) error {
 	return nil
 }
 
-// next waits for the next message to write; false once the queue closed.
-func (q *outQueue) next() ([]byte, bool) {
+// next waits for messages to write and takes all that are queued, so a
+// peer that reads slowly is written to with fewer, larger writes; false
+// once the queue closed.
+func (q *outQueue) next() (net.Buffers, bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.budget.give(q.group, q.writing)
@@ -95,12 +98,13 @@ func (q *outQueue) next() ([]byte, bool) {
 	if q.closed {
 		return nil, false
 	}
-	m := q.msgs[0]
-	q.msgs[0] = outMessage{}
-	q.msgs = q.msgs[1:]
-	q.bytes -= len(m.b)
-	q.writing = len(m.b)
-	return m.b, true
+	out := make(net.Buffers, len(q.msgs))
+	for i, m := range q.msgs {
+		out[i] = m.b
+	}
+	q.writing, q.bytes = q.bytes, 0
+	q.msgs = q.msgs[:0]
+	return out, true
 }
 
 // close ends the queue, gives its bytes back and returns how many signals

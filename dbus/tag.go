@@ -31,8 +31,12 @@ func parseTagRequest(id uint64, opts map[string]godbus.Variant) (tagRequest, err
 }
 
 // resolveCgroup turns a validated cgroup path into a target: it must exist
-// as a directory under the cgroup2 root.
+// as a directory under the cgroup2 root. A cgroup that is never tagged is
+// refused first, whether it exists or not.
 func (m *Manager) resolveCgroup(p, unit string) (registry.CgroupTarget, error) {
+	if err := m.cfg.Registry.CheckTaggable(p); err != nil {
+		return registry.CgroupTarget{}, err
+	}
 	full := filepath.Join(m.cfg.Cgroups.Root(), p)
 	fi, err := os.Stat(full)
 	if err != nil || !fi.IsDir() {
@@ -62,6 +66,9 @@ func (m *Manager) existed(id uint64) bool {
 func (m *Manager) taggingCaller(ctx context.Context, p *peer, msg *godbus.Message, req tagRequest) (*callerInfo, error) {
 	ci, err := m.identify(ctx, p)
 	if err != nil {
+		if ci != nil {
+			return nil, m.refused(ci, req, "", err)
+		}
 		return nil, err
 	}
 	m.authorizeTag(ctx, p, msg, ci)
