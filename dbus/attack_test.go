@@ -182,12 +182,29 @@ func waitExe(t *testing.T, pid int, exe string, cmd *exec.Cmd) {
 
 // The root cgroup, init.scope, the slices and contidd's own cgroup with
 // its ancestors are refused whoever asks, with a message that says why;
-// a sibling of contidd's cgroup is the control.
+// a sibling of contidd's cgroup is the control. Nor does the kernel tag a
+// slice created under an autotag parent, where a scope is tagged.
 func TestNeverTaggable(t *testing.T) {
 	e := newEnv(t, "")
 	own := e.cgroup("daemon")
-	e.startWith(daemonOptions{cgroup: own})
+	auto := e.cgroup("auto")
+	e.startWith(daemonOptions{cgroup: own}, "--autotag-parents", auto)
 	ctx := context.Background()
+
+	slice := e.cgroup("auto/machine-pods.slice")
+	scope := e.cgroup("auto/machine-web.scope")
+	c := e.p2pClient()
+	waitListed(t, c, scope) // the control; the slice was made first
+	inSlice := e.startIn(slice, nil, "sleep", "1000")
+	for _, le := range mustList(t, c) {
+		if le.Cgroup == slice {
+			t.Fatalf("the slice %s was tagged at mkdir: %+v", slice, le)
+		}
+	}
+	if _, err := c.GetContainerByPID(ctx, uint32(inSlice.Process.Pid)); !hasErrorName(err, cdbus.NameNoSuchContainer) {
+		t.Fatalf("a process in the slice: %v, want NoSuchContainer", err)
+	}
+
 	for tn, c := range map[string]*cdbus.Client{"bus": e.busClient(), "p2p": e.p2pClient()} {
 		tests := []struct {
 			path, why string
@@ -211,4 +228,13 @@ func TestNeverTaggable(t *testing.T) {
 			t.Fatalf("%s: a sibling of contidd's cgroup: %v", tn, err)
 		}
 	}
+}
+
+func mustList(t *testing.T, c *cdbus.Client) []cdbus.ListEntry {
+	t.Helper()
+	list, err := c.ListContainers(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return list
 }
