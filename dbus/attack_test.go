@@ -128,7 +128,13 @@ func TestPIDReuseAfterConnect(t *testing.T) {
 			if !strings.HasPrefix(got, "error "+cdbus.NameAccessDenied) {
 				t.Fatalf("PID %d reused after connect: %q, want AccessDenied", pid, got)
 			}
-			if !strings.Contains(d.logText(), "has exited since it connected") {
+			// contidd's log arrives through a pipe, a moment later.
+			said := false
+			for i := 0; i < 50 && !said; i++ {
+				said = strings.Contains(d.logText(), "has exited since it connected")
+				time.Sleep(20 * time.Millisecond)
+			}
+			if !said {
 				t.Fatalf("the refusal does not say why:\n%s", d.logText())
 			}
 

@@ -23,17 +23,17 @@ type peer struct {
 	origin *origin      // peer-to-peer: who connected, pinned at accept
 }
 
-// callerInfo is a registry.Caller plus the pidfd that pins it while the
-// request runs.
+// callerInfo is a registry.Caller plus what the request holds for it
+// until it ends (a place among the calls in flight).
 type callerInfo struct {
 	registry.Caller
-	pidfd int
+	release func()
 }
 
 func (ci *callerInfo) close() {
-	if ci.pidfd >= 0 {
-		unix.Close(ci.pidfd)
-		ci.pidfd = -1
+	if ci.release != nil {
+		ci.release()
+		ci.release = nil
 	}
 }
 
@@ -98,24 +98,22 @@ func (m *Manager) identify(ctx context.Context, p *peer) (*callerInfo, error) {
 			o.release() // a ProcessFD nobody keeps
 		}
 		// Who connected is still known, for the log and the audit trail.
-		who := &callerInfo{Caller: registry.Caller{PID: o.pid, UID: o.uid}, pidfd: -1}
+		who := &callerInfo{Caller: registry.Caller{PID: o.pid, UID: o.uid}}
 		return who, fmt.Errorf("%w: caller process %d (uid %d): %w", registry.ErrAccessDenied, o.pid, o.uid, err)
 	}
 	return ci, nil
 }
 
 // callerFrom reads the caller's cgroup and container from the process
-// that connected. pidfd pins it (ownership passes here), or is -1: then
-// the PID is opened now, and a process that started after notAfter is not
-// the one that connected. An origin seen for the first time (no start time
-// yet) is completed and handed to remember.
+// that connected. pidfd pins it (ownership passes here; it is closed
+// before callerFrom returns, so a request that then waits, on polkit,
+// holds no descriptor for its caller), or is -1: then the PID is opened
+// now, and a process that started after notAfter is not the one that
+// connected. An origin seen for the first time (no start time yet) is
+// completed and handed to remember.
 func (m *Manager) callerFrom(o origin, pidfd int, notAfter uint64, remember func(*origin)) (*callerInfo, error) {
-	ci := &callerInfo{pidfd: pidfd}
-	fail := func(err error) (*callerInfo, error) {
-		ci.close()
-		return nil, err
-	}
-	if ci.pidfd < 0 {
+	fail := func(err error) (*callerInfo, error) { return nil, err }
+	if pidfd < 0 {
 		if notAfter == 0 {
 			return fail(errExited)
 		}
@@ -123,9 +121,10 @@ func (m *Manager) callerFrom(o origin, pidfd int, notAfter uint64, remember func
 		if err != nil {
 			return fail(errExited)
 		}
-		ci.pidfd = fd
+		pidfd = fd
 	}
-	if !pidfdAlive(ci.pidfd) {
+	defer unix.Close(pidfd)
+	if !pidfdAlive(pidfd) {
 		return fail(errExited)
 	}
 	st, err := readProcStat(o.pid)
@@ -144,7 +143,7 @@ func (m *Manager) callerFrom(o origin, pidfd int, notAfter uint64, remember func
 	if err != nil {
 		return fail(err)
 	}
-	id, err := m.cfg.Tracker.ProcessID(ci.pidfd)
+	id, err := m.cfg.Tracker.ProcessID(pidfd)
 	switch {
 	case errors.Is(err, kernel.ErrNotTagged):
 		id = contid.Unset
@@ -153,7 +152,7 @@ func (m *Manager) callerFrom(o origin, pidfd int, notAfter uint64, remember func
 	case err != nil:
 		return fail(err)
 	}
-	if !pidfdAlive(ci.pidfd) {
+	if !pidfdAlive(pidfd) {
 		return fail(errExited)
 	}
 	if o.start == 0 {
@@ -164,15 +163,14 @@ func (m *Manager) callerFrom(o origin, pidfd int, notAfter uint64, remember func
 			remember(&keep)
 		}
 	}
-	ci.Caller = registry.Caller{
+	return &callerInfo{Caller: registry.Caller{
 		PID:        o.pid,
 		UID:        o.uid,
 		Start:      o.start,
 		Privileged: o.uid == 0,
 		Container:  id,
 		Cgroup:     cg,
-	}
-	return ci, nil
+	}}, nil
 }
 
 // busCredentials asks dbus-daemon what it recorded when the client

@@ -102,6 +102,11 @@ type Manager struct {
 	// the current pass; see checkExits.
 	exitQueue []contid.ID
 
+	// groups says whose allowance a UID draws on (subUIDs), for both
+	// transports; tagCalls counts the tag requests waiting on polkit.
+	groups   *subUIDs
+	tagCalls inflight
+
 	// buses follows the clients of each system-bus connection served
 	// (one, or two briefly across a reconnection); see busPeers.
 	buses map[*godbus.Conn]*busPeers
@@ -125,7 +130,7 @@ func NewManager(cfg Config) *Manager {
 	if cfg.ExitPollInterval == 0 {
 		cfg.ExitPollInterval = time.Second
 	}
-	m := &Manager{cfg: cfg, log: cfg.Logf, populated: map[contid.ID]bool{}}
+	m := &Manager{cfg: cfg, log: cfg.Logf, populated: map[contid.ID]bool{}, groups: newSubUIDs("/etc/subuid")}
 	m.lastContainers = uint32(cfg.Registry.Active())
 	return m
 }

@@ -81,7 +81,7 @@ func (m *Manager) ServeP2P(ctx context.Context, ln *net.UnixListener) error {
 	if _, err := rand.Read(g[:]); err != nil {
 		return err
 	}
-	s := &p2pServer{m: m, guid: hex.EncodeToString(g[:]), groups: newSubUIDs("/etc/subuid"),
+	s := &p2pServer{m: m, guid: hex.EncodeToString(g[:]), groups: m.groups,
 		connects: newRates(connectRate, connectBurst, allConnectRate, allConnectBurst),
 		messages: newRates(messageRate, messageBurst, allMessageRate, allMessageBurst),
 		conns:    map[*p2pConn]struct{}{}, byGroup: map[groupKey]int{}}

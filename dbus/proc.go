@@ -122,6 +122,14 @@ func pidfdOpen(pid uint32) (int, error) { return unix.PidfdOpen(int(pid), 0) }
 
 func closeFD(fd int) { _ = unix.Close(fd) }
 
+func dupFD(fd int) (int, error) {
+	d, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("%w: descriptor %d: %v", registry.ErrInvalidArgs, fd, err)
+	}
+	return d, nil
+}
+
 // machineID is the host's machine ID, for Peer.GetMachineId.
 func machineID() string {
 	for _, p := range []string{"/etc/machine-id", "/var/lib/dbus/machine-id"} {

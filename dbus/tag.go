@@ -71,6 +71,13 @@ func (m *Manager) taggingCaller(ctx context.Context, p *peer, msg *godbus.Messag
 		}
 		return nil, err
 	}
+	if !ci.Privileged {
+		release, ok := m.tagCalls.enter(m.groups.group(ci.UID))
+		if !ok {
+			return nil, m.refused(ci, req, "", fmt.Errorf("%w: UID %d (with its subordinate UIDs) or all users together have too many tag requests waiting for polkit", registry.ErrLimitExceeded, ci.UID))
+		}
+		ci.release = release
+	}
 	m.authorizeTag(ctx, p, msg, ci)
 	if !ci.Privileged && ci.Container == contid.Unset {
 		err := m.refused(ci, req, "", fmt.Errorf("%w: tagging needs UID 0 or polkit authorization for %s", registry.ErrAccessDenied, PolkitActionTag))
@@ -210,9 +217,10 @@ func (m *Manager) tagMachine(ctx context.Context, p *peer, msg *godbus.Message, 
 	})
 }
 
-// tagProcess implements TagProcess (pidfd from the caller) and TagPID
-// (pidfd opened here).
-func (m *Manager) tagProcess(ctx context.Context, p *peer, msg *godbus.Message, pidfd int, id uint64, opts map[string]godbus.Variant) (uint64, godbus.ObjectPath, error) {
+// tagProcess implements TagProcess (the pidfd came from the caller) and
+// TagPID (open opens one, once the caller is authorized, so a request
+// waiting on polkit holds no descriptor of its target).
+func (m *Manager) tagProcess(ctx context.Context, p *peer, msg *godbus.Message, open func() (int, error), id uint64, opts map[string]godbus.Variant) (uint64, godbus.ObjectPath, error) {
 	req, err := parseTagRequest(id, opts)
 	if err != nil {
 		return 0, "", err
@@ -222,6 +230,11 @@ func (m *Manager) tagProcess(ctx context.Context, p *peer, msg *godbus.Message, 
 		return 0, "", err
 	}
 	defer ci.close()
+	pidfd, err := open()
+	if err != nil {
+		return 0, "", m.refused(ci, req, "", err)
+	}
+	defer closeFD(pidfd)
 	target, err := freshProcess(pidfd, ci.PID, m.cfg.Cgroups)
 	if err != nil {
 		return 0, "", m.refused(ci, req, "", err)
