@@ -158,8 +158,12 @@ func parseSubUIDs(b []byte, lookup func(name string) (uint32, bool)) []subUIDRan
 		if err1 != nil || err2 != nil || count == 0 {
 			continue
 		}
-		owner, ok := lookup(f[0])
-		if !ok {
+		var owner uint32
+		if n, err := strconv.ParseUint(f[0], 10, 32); err == nil {
+			owner = uint32(n)
+		} else if u, ok := lookup(f[0]); ok {
+			owner = u
+		} else {
 			owner = uint32(first)
 		}
 		out = append(out, subUIDRange{first: first, count: count, owner: groupKey{uid: owner, rootSub: owner == 0}})
@@ -168,9 +172,6 @@ func parseSubUIDs(b []byte, lookup func(name string) (uint32, bool)) []subUIDRan
 }
 
 func lookupUID(name string) (uint32, bool) {
-	if n, err := strconv.ParseUint(name, 10, 32); err == nil {
-		return uint32(n), true
-	}
 	u, err := user.Lookup(name)
 	if err != nil {
 		return 0, false
