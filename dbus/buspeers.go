@@ -33,6 +33,9 @@ type busPeers struct {
 // process's start time in /proc/PID/stat.
 type busPeer struct {
 	seen uint64
+	// uid, once asked (hasUID), is the UID dbus-daemon recorded.
+	uid    uint32
+	hasUID bool
 	// o is filled at the client's first call; o.pidfd is the bus's
 	// ProcessFD, or -1 (the PID is opened per call).
 	o *origin
@@ -152,6 +155,31 @@ func (b *busPeers) remember(name string, o *origin) {
 		return
 	}
 	p.o = o
+}
+
+// uid is the client's UID if it was asked before.
+func (b *busPeers) uid(name string) (uint32, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if p := b.names[name]; p != nil {
+		if p.o != nil {
+			return p.o.uid, true
+		}
+		return p.uid, p.hasUID
+	}
+	return 0, false
+}
+
+// setUID remembers the UID dbus-daemon recorded for a client.
+func (b *busPeers) setUID(name string, uid uint32) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	p := b.names[name]
+	if p == nil {
+		p = &busPeer{seen: b.since}
+		b.names[name] = p
+	}
+	p.uid, p.hasUID = uid, true
 }
 
 // ticksPerSecond is USER_HZ, the unit of start times in /proc/PID/stat;

@@ -64,8 +64,9 @@ type p2pServer struct {
 	nonRoot int
 	nextID  uint64
 
-	// What fell behind, for the periodic summary in the log.
-	slowPeers, dropped atomic.Uint64
+	// What was refused or fell behind, for the periodic summary in the
+	// log.
+	refusedPeers, slowPeers, dropped atomic.Uint64
 	fallback           sync.Once
 }
 
@@ -107,7 +108,6 @@ func (m *Manager) ServeP2P(ctx context.Context, ln *net.UnixListener) error {
 		}
 		c, err := s.accept(uc)
 		if err != nil {
-			m.log(PrioDebug, "Dropped a peer-to-peer connection: %v", err)
 			uc.Close()
 			continue
 		}
@@ -201,9 +201,9 @@ func (s *p2pServer) admit(c *p2pConn) bool {
 		limit = maxRootConns
 	}
 	if mine >= limit || !c.group.isRoot() && s.nonRoot >= maxP2PConns || !s.connects.allow(c.group, time.Now()) {
-		// Said at debug level: a refused peer must not be able to write
-		// to the log at the rate it can connect.
-		s.m.log(PrioDebug, "Refused a peer-to-peer connection of UID %d: too many open (%d of its group, %d of all users), or opened too fast.", c.uid, mine, s.nonRoot)
+		// Counted, not logged one by one: a peer must not write to the
+		// log at the rate it can connect.
+		s.refusedPeers.Add(1)
 		return false
 	}
 	s.byGroup[c.group]++
@@ -271,7 +271,6 @@ func (s *p2pServer) fellBehind(c *p2pConn, dropped int) {
 	}
 	s.slowPeers.Add(1)
 	s.countDropped(dropped)
-	s.m.log(PrioDebug, "Disconnected peer-to-peer client %s (process %d, uid %d): it does not read what it is sent.", c.unique, c.pid, c.uid)
 	c.shutdown()
 }
 
@@ -282,8 +281,9 @@ func (s *p2pServer) countDropped(n int) {
 	}
 }
 
-// summarize says once a minute, at most, how many peers fell behind, so
-// an operator learns of it without a peer being able to flood the log.
+// summarize says once a minute, at most, how many peers were turned away
+// or fell behind, so an operator learns of it without a peer being able to
+// flood the log.
 func (s *p2pServer) summarize(ctx context.Context) {
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
@@ -296,6 +296,9 @@ func (s *p2pServer) summarize(ctx context.Context) {
 			s.messages.prune(now)
 			if n := s.slowPeers.Swap(0); n > 0 {
 				s.m.log(PrioNotice, "Disconnected %d peer-to-peer clients in the last minute that did not read what they were sent; %d signals to them were dropped (property SignalsDropped).", n, s.dropped.Swap(0))
+			}
+			if n := s.refusedPeers.Swap(0); n > 0 {
+				s.m.log(PrioNotice, "Turned away %d peer-to-peer connections in the last minute: their users had used their allowance of connections, or opened them too fast.", n)
 			}
 		}
 	}

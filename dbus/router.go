@@ -143,6 +143,11 @@ func (m *Manager) dispatch(p *peer, msg *godbus.Message) (body []any, derr *godb
 			if e := want(""); e != nil {
 				return nil, e
 			}
+			release, err := m.enterList(ctx, p)
+			if err != nil {
+				return reply(nil, err)
+			}
+			defer release()
 			return []any{m.listContainers()}, nil
 		}
 	case ContainerInterface:

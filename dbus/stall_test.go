@@ -39,7 +39,9 @@ const (
 func TestP2PNoClientStalls(t *testing.T) {
 	e := newEnv(t, "")
 	auto := e.cgroup("auto")
-	d := e.start("--autotag-parents", auto)
+	// Not at debug level: the test reads contidd's log through a pipe,
+	// and a log that cannot keep up would slow contidd, not the attack.
+	d := e.start("--autotag-parents", auto, "--log-level", "info")
 	pid := d.cmd.Process.Pid
 	nofile, memoryMax := unitLimits(t)
 	ctx := context.Background()
@@ -69,9 +71,11 @@ func TestP2PNoClientStalls(t *testing.T) {
 	var tagged []contid.ID
 	var slowest time.Duration
 	for i := 0; time.Now().Before(deadline); i++ {
-		// Each call must be answered within 5 s: a stalled server never
-		// answers. How fast it answers is the benchmark's business.
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		// Each call must be answered: a stalled server never answers.
+		// How fast it answers is the benchmark's business: here 32
+		// attacking processes share 2 cores with contidd and the test,
+		// so a call can wait seconds for a CPU.
+		cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 		t0 := time.Now()
 		id, err := worker.TagCgroup(cctx, e.cgroup(fmt.Sprintf("during%03d", i)), 0, cdbus.TagOptions{})
 		if err == nil {
