@@ -310,11 +310,14 @@ func (c *p2pConn) readMessage(fdsAgreed bool) (*godbus.Message, []int, error) {
 		return nil, nil, err
 	}
 	var hdr [16]byte
-	if err := c.readFull(hdr[:1], &fds); err != nil {
+	// One read for the whole fixed header when it is there, as it is
+	// from any client that sends whole messages.
+	n, err := c.recv(hdr[:], &fds)
+	if err != nil {
 		return fail(err)
 	}
 	_ = c.conn.SetReadDeadline(time.Now().Add(messageTimeout))
-	if err := c.readFull(hdr[1:], &fds); err != nil {
+	if err := c.readFull(hdr[n:], &fds); err != nil {
 		return fail(err)
 	}
 	total, err := messageLength(hdr[:])
