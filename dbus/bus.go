@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 
 	godbus "github.com/godbus/dbus/v5"
 )
@@ -128,17 +129,48 @@ func (busMethod) NumReturns() int       { return 0 }
 func (busMethod) ArgumentValue(int) any { return nil }
 func (busMethod) ReturnValue(int) any   { return nil }
 
-// closeMessageFDs closes the descriptors a call carried; contidd keeps
-// none of them beyond the call.
+// closeMessageFDs closes the descriptors a call carried, wherever in its
+// body they are (an argument, an array, a variant, a dictionary), each
+// once; contidd keeps none of them beyond the call. godbus gives no access
+// to descriptors a message carries without naming them in its body; the
+// bus policy (units/org.contid1.conf) lets no user but root send any.
 func closeMessageFDs(msg *godbus.Message) {
-	for _, v := range msg.Body {
-		switch fd := v.(type) {
+	seen := map[godbus.UnixFD]bool{}
+	var walk func(v any)
+	walk = func(v any) {
+		switch x := v.(type) {
 		case godbus.UnixFD:
-			closeFD(int(fd))
-		case []godbus.UnixFD:
-			for _, f := range fd {
-				closeFD(int(f))
+			if !seen[x] {
+				seen[x] = true
+				closeFD(int(x))
+			}
+		case godbus.Variant:
+			walk(x.Value())
+		default:
+			rv := reflect.ValueOf(v)
+			switch rv.Kind() {
+			case reflect.Slice, reflect.Array:
+				if rv.Type().Elem().Kind() == reflect.Uint8 {
+					return
+				}
+				for i := 0; i < rv.Len(); i++ {
+					walk(rv.Index(i).Interface())
+				}
+			case reflect.Map:
+				for _, k := range rv.MapKeys() {
+					walk(k.Interface())
+					walk(rv.MapIndex(k).Interface())
+				}
+			case reflect.Struct:
+				for i := 0; i < rv.NumField(); i++ {
+					if rv.Type().Field(i).IsExported() {
+						walk(rv.Field(i).Interface())
+					}
+				}
 			}
 		}
+	}
+	for _, v := range msg.Body {
+		walk(v)
 	}
 }

@@ -6,6 +6,10 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -133,4 +137,33 @@ func rawP2P(t *testing.T, sock string) (*net.UnixConn, *bufio.Reader) {
 // closedByPeer: the read failed because the other end closed.
 func closedByPeer(err error) bool {
 	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, unix.ECONNRESET)
+}
+
+// On the bus, contidd's D-Bus library cannot reach a descriptor a message
+// brings without naming it, so the bus policy lets no user but root send
+// contidd any: nobody's message with two is refused by dbus-daemon, and
+// contidd's descriptors stay as they were. The control: root's Ping with
+// no descriptor is answered (and TestTagProcessPidfd passes root's pidfd).
+func TestBusRefusesUsersDescriptors(t *testing.T) {
+	e := newEnv(t, "")
+	d := e.start()
+	pid := d.cmd.Process.Pid
+	if err := e.busClient().Conn().Object(cdbus.BusName, cdbus.ManagerPath).Call("org.freedesktop.DBus.Peer.Ping", 0).Err; err != nil {
+		t.Fatalf("root's Ping: %v", err)
+	}
+	time.Sleep(time.Second) // contidd has settled after its start
+	before := fdCount(t, pid)
+	cmd := exec.Command(helperBinary(t))
+	cmd.Env = append(os.Environ(), helperEnv+"=busfds", "CONTID_TEST_ADDR="+busPath(e.busAddr))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: nobody}
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("helper: %v", err)
+	}
+	if got := strings.TrimSpace(string(out)); got != "error org.freedesktop.DBus.Error.AccessDenied" {
+		t.Fatalf("nobody's Ping with two descriptors: %q, want the bus's AccessDenied", got)
+	}
+	if after := fdCount(t, pid); after > before {
+		t.Fatalf("contidd holds %d descriptors, %d before", after, before)
+	}
 }

@@ -78,6 +78,8 @@ func runHelper(mode string) int {
 		time.Sleep(time.Hour)
 	case "hostile":
 		err = helperHostile()
+	case "busfds":
+		err = helperBusFDs()
 	default:
 		err = fmt.Errorf("unknown helper mode %q", mode)
 	}
@@ -510,4 +512,40 @@ func busPath(addr string) string {
 		}
 	}
 	return ""
+}
+
+// helperBusFDs sends contidd a Ping with two descriptors through the bus
+// at CONTID_TEST_ADDR and prints how the bus answered: "reply" or
+// "error NAME".
+func helperBusFDs() error {
+	c, err := hostile.Connect(os.Getenv("CONTID_TEST_ADDR"), true)
+	if err != nil {
+		return err
+	}
+	rd := bufio.NewReader(c)
+	if _, err := c.Write(hostile.Message(1, "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus", "Hello", 0)); err != nil {
+		return err
+	}
+	if _, err := hostile.Await(rd, 1); err != nil {
+		return err
+	}
+	null, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	ping := hostile.Message(2, cdbus.BusName, cdbus.ManagerPath, "org.freedesktop.DBus.Peer", "Ping", 2)
+	if _, _, err := c.WriteMsgUnix(ping, unix.UnixRights(null, null), nil); err != nil {
+		return err
+	}
+	reply, err := hostile.Await(rd, 2)
+	if err != nil {
+		return err
+	}
+	if reply.Type == godbus.TypeError {
+		name, _ := reply.Headers[godbus.FieldErrorName].Value().(string)
+		fmt.Println("error " + name)
+		return nil
+	}
+	fmt.Println("reply")
+	return nil
 }

@@ -347,3 +347,29 @@ func TestRefusalNamesCallersContainer(t *testing.T) {
 		})
 	}
 }
+
+// Every descriptor a bus call carries is closed after it, wherever the
+// body names it, and each only once.
+func TestCloseMessageFDs(t *testing.T) {
+	var fds []int
+	for i := 0; i < 4; i++ {
+		var p [2]int
+		if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+			t.Fatal(err)
+		}
+		unix.Close(p[1])
+		fds = append(fds, p[0])
+	}
+	msg := &godbus.Message{Body: []any{
+		godbus.UnixFD(fds[0]),
+		[]godbus.UnixFD{godbus.UnixFD(fds[1]), godbus.UnixFD(fds[1])},
+		map[string]godbus.Variant{"x": godbus.MakeVariant(godbus.UnixFD(fds[2]))},
+		godbus.MakeVariant([]any{"s", godbus.UnixFD(fds[3])}),
+	}}
+	closeMessageFDs(msg)
+	for _, fd := range fds {
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != unix.EBADF {
+			t.Errorf("descriptor %d still open (%v)", fd, err)
+		}
+	}
+}
