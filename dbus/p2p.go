@@ -67,7 +67,7 @@ type p2pServer struct {
 	// What was refused or fell behind, for the periodic summary in the
 	// log.
 	refusedPeers, slowPeers, dropped atomic.Uint64
-	fallback           sync.Once
+	fallback                         sync.Once
 }
 
 // usePeerPidfd: take the connecting process's pidfd from the socket
