@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"time"
 
@@ -224,6 +225,12 @@ func originFromCredentials(creds map[string]godbus.Variant) (origin, int, error)
 // hosts running contid in containers-only setups have none.
 func (m *Manager) authorizeTag(ctx context.Context, p *peer, msg *godbus.Message, ci *callerInfo) {
 	if ci.Privileged {
+		return
+	}
+	// polkit takes the subject's UID as a signed 32-bit number and reads
+	// -1 as "look it up" (from the process, now): a UID it cannot be told
+	// is not asked about.
+	if ci.UID > math.MaxInt32 {
 		return
 	}
 	conn := p.bus
