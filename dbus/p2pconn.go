@@ -40,11 +40,13 @@ type p2pConn struct {
 
 // shutdown closes the socket, which ends the reader, and the queue, which
 // ends the writer; serve releases the rest once both are done. It may be
-// called from any goroutine, any number of times.
+// called from any goroutine, any number of times. The signals still
+// queued count as dropped when the peer was cut for falling behind, not
+// when it went away by itself.
 func (c *p2pConn) shutdown() {
 	c.closeOnce.Do(func() {
 		c.conn.Close()
-		if n := c.out.close(); n > 0 {
+		if n := c.out.close(); n > 0 && c.behind.Load() {
 			c.srv.countDropped(n)
 		}
 	})

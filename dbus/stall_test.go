@@ -224,3 +224,51 @@ func tail(s string, n int) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// A client that stops reading is disconnected once what contidd has for
+// it passes its queue, and the signals it misses are counted in
+// SignalsDropped; a client that reads gets them all.
+func TestP2PSlowReaderCut(t *testing.T) {
+	e := newEnv(t, "")
+	e.start("--log-level", "info")
+	ctx := context.Background()
+	c := e.p2pClient()
+	reader := listen(t, e.p2pClient())
+	slow, _ := rawP2P(t, e.sock) // said Hello, read its reply, reads no more
+	var ids []contid.ID
+	for i := 0; i < 400; i++ {
+		id, err := c.TagCgroup(ctx, e.cgroup(fmt.Sprintf("c%03d", i)), 0, cdbus.TagOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	reader.wait(t, "p2p", ids)
+	var mi cdbus.ManagerInfo
+	for i := 0; i < 100; i++ {
+		var err error
+		if mi, err = c.Manager(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if mi.SignalsDropped > 0 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if mi.SignalsDropped == 0 {
+		t.Fatal("no signal was counted as dropped")
+	}
+	// The slow client finds its connection closed once it reads what
+	// the kernel still held for it.
+	_ = slow.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 64<<10)
+	for {
+		if _, err := slow.Read(buf); err != nil {
+			if !closedByPeer(err) {
+				t.Fatalf("the slow client's connection: %v, want closed by contidd", err)
+			}
+			break
+		}
+	}
+	t.Logf("%d signals dropped for the client that stopped reading", mi.SignalsDropped)
+}
