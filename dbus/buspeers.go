@@ -142,14 +142,7 @@ func (b *busPeers) lookup(name string) (o origin, pidfd int, seen uint64, known 
 func (b *busPeers) remember(name string, o *origin) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	p := b.names[name]
-	if p == nil {
-		// A name from before contidd watched, or one whose appearance
-		// is still on its way: it stays until NameOwnerChanged says it
-		// went.
-		p = &busPeer{seen: b.since}
-		b.names[name] = p
-	}
+	p := b.entry(name)
 	if p.o != nil {
 		o.release()
 		return
@@ -174,12 +167,20 @@ func (b *busPeers) uid(name string) (uint32, bool) {
 func (b *busPeers) setUID(name string, uid uint32) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	p := b.entry(name)
+	p.uid, p.hasUID = uid, true
+}
+
+// entry is name's record, made if there is none: a name from before
+// contidd watched, or one whose appearance is still on its way. It stays
+// until NameOwnerChanged says the name went. b.mu is held.
+func (b *busPeers) entry(name string) *busPeer {
 	p := b.names[name]
 	if p == nil {
 		p = &busPeer{seen: b.since}
 		b.names[name] = p
 	}
-	p.uid, p.hasUID = uid, true
+	return p
 }
 
 // ticksPerSecond is USER_HZ, the unit of start times in /proc/PID/stat;

@@ -124,11 +124,8 @@ func rawP2P(t *testing.T, sock string) (*net.UnixConn, *bufio.Reader) {
 	}
 	t.Cleanup(func() { conn.Close() })
 	_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
-	rd := bufio.NewReader(conn)
-	if _, err := conn.Write(hostile.Message(1, "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus", "Hello", 0)); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := hostile.Await(rd, 1); err != nil {
+	rd, err := hostile.Hello(conn)
+	if err != nil {
 		t.Fatal(err)
 	}
 	return conn, rd

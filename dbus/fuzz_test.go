@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"io"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -103,8 +102,7 @@ func FuzzMessage(f *testing.F) {
 			bug.Unlock()
 		}
 	}
-	o := pinOrigin(uint32(os.Geteuid()), uint32(os.Getpid()), -1)
-	f.Cleanup(o.release)
+	o := selfPeer(f).origin
 	c := &p2pConn{srv: &p2pServer{m: m, guid: "fuzz"}, unique: ":1.1", uid: o.uid, pid: o.pid, origin: o}
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		if len(raw) < 16 {

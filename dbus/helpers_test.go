@@ -109,12 +109,9 @@ func helperPartial() error {
 	if err != nil {
 		return err
 	}
-	rd := bufio.NewReader(c)
-	if _, err := c.Write(hostile.Message(1, "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus", "Hello", 0)); err != nil {
+	rd, err := hostile.Hello(c)
+	if err != nil {
 		return err
-	}
-	if _, err := hostile.Await(rd, 1); err != nil {
-		return fmt.Errorf("Hello: %w", err)
 	}
 	if rd.Buffered() > 0 && !p.bus {
 		return fmt.Errorf("%d unexpected bytes after the Hello reply", rd.Buffered())
@@ -284,22 +281,7 @@ func helperHostile() error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
-	sock := os.Getenv("CONTID_TEST_ADDR")
-	var mu sync.Mutex
-	var all []hostile.Stats
-	var wg sync.WaitGroup
-	for _, k := range hostile.Kinds {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			st := hostile.Attack(ctx, sock, k, n)
-			mu.Lock()
-			all = append(all, st)
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	return json.NewEncoder(os.Stdout).Encode(all)
+	return json.NewEncoder(os.Stdout).Encode(hostile.AttackAll(ctx, os.Getenv("CONTID_TEST_ADDR"), n))
 }
 
 func (e *env) startHostile(uid uint32, perKind int, d time.Duration) *hostileRun {
@@ -522,11 +504,8 @@ func helperBusFDs() error {
 	if err != nil {
 		return err
 	}
-	rd := bufio.NewReader(c)
-	if _, err := c.Write(hostile.Message(1, "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus", "Hello", 0)); err != nil {
-		return err
-	}
-	if _, err := hostile.Await(rd, 1); err != nil {
+	rd, err := hostile.Hello(c)
+	if err != nil {
 		return err
 	}
 	null, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)

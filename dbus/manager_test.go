@@ -213,7 +213,7 @@ func call(path godbus.ObjectPath, iface, member string, body ...any) *godbus.Mes
 }
 
 // selfPeer is a peer-to-peer connection the test process opened.
-func selfPeer(t *testing.T) *peer {
+func selfPeer(t testing.TB) *peer {
 	o := pinOrigin(uint32(os.Geteuid()), uint32(os.Getpid()), -1)
 	if !o.pinned() {
 		t.Fatal("cannot pin the test process")

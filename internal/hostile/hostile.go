@@ -109,6 +109,22 @@ func Attack(ctx context.Context, sock string, k Kind, n int) Stats {
 	return st
 }
 
+// AttackAll runs n connections of every kind at once until ctx ends and
+// returns what each kind saw.
+func AttackAll(ctx context.Context, sock string, n int) []Stats {
+	out := make([]Stats, len(Kinds))
+	var wg sync.WaitGroup
+	for i, k := range Kinds {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out[i] = Attack(ctx, sock, k, n)
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
 type outcome struct {
 	refused, cut bool
 	cutAfter     time.Duration
@@ -277,6 +293,19 @@ func Connect(path string, fds bool) (*net.UnixConn, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// Hello says Hello on a connection Connect opened and waits for the reply;
+// later replies are read from the reader it returns.
+func Hello(c *net.UnixConn) (*bufio.Reader, error) {
+	rd := bufio.NewReader(c)
+	if _, err := c.Write(Message(1, "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus", "Hello", 0)); err != nil {
+		return nil, err
+	}
+	if _, err := Await(rd, 1); err != nil {
+		return nil, fmt.Errorf("Hello: %w", err)
+	}
+	return rd, nil
 }
 
 // Await reads messages from r until the reply (or error) to serial, and

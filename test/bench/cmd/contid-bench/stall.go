@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -39,21 +38,7 @@ var (
 func runHostile() {
 	ctx, cancel := context.WithTimeout(context.Background(), *hostileFor)
 	defer cancel()
-	var mu sync.Mutex
-	var all []hostile.Stats
-	var wg sync.WaitGroup
-	for _, k := range hostile.Kinds {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			st := hostile.Attack(ctx, *hostileSocket, k, *hostileN)
-			mu.Lock()
-			all = append(all, st)
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	if err := json.NewEncoder(os.Stdout).Encode(all); err != nil {
+	if err := json.NewEncoder(os.Stdout).Encode(hostile.AttackAll(ctx, *hostileSocket, *hostileN)); err != nil {
 		os.Exit(1)
 	}
 }
