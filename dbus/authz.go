@@ -39,8 +39,7 @@ func (ci *callerInfo) close() {
 }
 
 // identify establishes who is behind a request from what was fixed when
-// its connection was opened (on error, the result names only the PID and
-// UID recorded at connect, when they are known) (docs/THREAT-MODEL.md, "Who may tag"):
+// its connection was opened (docs/THREAT-MODEL.md, "Who may tag"):
 //
 //   - the UID, which alone decides privilege: 0 is privileged, anyone
 //     else needs polkit (authorizeTag);
@@ -53,6 +52,9 @@ func (ci *callerInfo) close() {
 //     a process only by PID and start time, which an exec keeps. For UID
 //     0 an exec changes nothing that is decided on: privilege comes from
 //     the UID, and the container and cgroup survive an exec.
+//
+// On an error after the connection was identified, the result still names
+// the PID and UID recorded at connect, for the log and the audit trail.
 func (m *Manager) identify(ctx context.Context, p *peer) (*callerInfo, error) {
 	var o origin
 	pidfd := -1
