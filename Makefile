@@ -13,7 +13,7 @@ DEB_DEPS  := clang llvm libbpf-dev bpftool dbus systemd systemd-container \
              lintian dpkg-dev debhelper fakeroot util-linux procps iproute2 \
              stress-ng linux-perf libc6-dev
 
-.PHONY: check check-generate
+.PHONY: check check-generate fuzz fuzz-check
 .PHONY: all help deps build generate lint test test-unprivileged test-privileged \
         test-systemd test-vm bench demo deb install clean
 
@@ -30,6 +30,7 @@ help:
 	@echo "make test-systemd       systemd as PID 1 in nspawn, with the .deb installed"
 	@echo "make test-vm            a qemu guest with the BPF LSM: enforcing mode and the tamper suite"
 	@echo "make bench              benchmarks: prints a table, writes bench/results.json"
+	@echo "make fuzz               each fuzz target for FUZZTIME (default 60s)"
 	@echo "make demo               the main job on an embedded default: a tagged container and its journal"
 	@echo "make deb                the Debian package in packaging/out/"
 	@echo "make install            install everything under DESTDIR/PREFIX"
@@ -37,7 +38,7 @@ help:
 # The whole CI job, as root on a fresh machine after `make deps`.
 # test-vm boots a Debian guest under qemu (TCG here): about 17 min warm,
 # plus the guest image build (debootstrap) on a fresh machine.
-check: check-generate lint build test-unprivileged test test-systemd test-vm
+check: check-generate lint build fuzz-check test-unprivileged test test-systemd test-vm
 
 # The committed bpf2go output must be what the committed C sources give.
 check-generate:
@@ -80,6 +81,19 @@ test-vm: deb
 
 bench: build
 	test/bench/run.sh
+
+# Go's fuzzing runs one target of one package at a time. Each target's
+# seed corpus is committed under its package's testdata/fuzz/; an input
+# that fails is added there by go test, to be committed with its fix.
+FUZZTIME     ?= 60s
+FUZZ_TARGETS := ./dbus:FuzzSASL ./dbus:FuzzMessage ./dbus:FuzzArguments
+
+fuzz:
+	@for t in $(FUZZ_TARGETS); do 	  pkg=$${t%%:*}; name=$${t##*:}; 	  echo "fuzz: $$pkg $$name for $(FUZZTIME)"; 	  $(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; 	done
+
+# A short run of every target, part of make check.
+fuzz-check:
+	$(MAKE) fuzz FUZZTIME=5s
 
 demo: build
 	test/demo/run.sh

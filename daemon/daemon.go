@@ -105,11 +105,18 @@ func Run(ctx context.Context, opts Options) error {
 	if err := os.MkdirAll(cfg.StateDirectory, 0o700); err != nil {
 		return fmt.Errorf("create state directory: %w", err)
 	}
+	own, err := kernel.CgroupOfPID(os.Getpid())
+	if err != nil {
+		return fmt.Errorf("read contidd's own cgroup: %w", err)
+	}
 	reg, err := registry.Open(cfg.StateDirectory, bpf, registry.Config{
 		MaxDepth:      cfg.MaxDepth,
 		MaxContainers: cfg.MaxContainers,
 		OwnerAlive:    ownerAlive,
 		Logf:          func(f string, a ...any) { log.Logf(cdbus.PrioWarning, f, a...) },
+		// contidd's own cgroup (a unit's is fixed for its life) is
+		// never tagged.
+		OwnCgroup: own,
 	})
 	if err != nil {
 		return fmt.Errorf("open the registry in %s: %w", cfg.StateDirectory, err)
@@ -123,6 +130,7 @@ func Run(ctx context.Context, opts Options) error {
 	d := &Daemon{Config: cfg, Tracker: bpf, Registry: reg, Log: log, errCh: make(chan error, 1)}
 	d.Manager = cdbus.NewManager(cdbus.Config{
 		Registry: reg, Tracker: bpf, Cgroups: cgroups{root}, Version: config.Version, Logf: log.Logf,
+		AutotagParents: cfg.AutotagParents,
 	})
 	if err := d.Manager.Reconcile(); err != nil {
 		log.Logf(cdbus.PrioWarning, "Startup reconciliation failed: %v", err)

@@ -75,7 +75,7 @@ func validName(s string) error {
 			return fmt.Errorf("%w: name contains control characters", registry.ErrInvalidArgs)
 		}
 	}
-	return nil
+	return registry.ValidateName(s)
 }
 
 // validTagID checks the requested ID: 0 asks for allocation; the all-ones
@@ -109,8 +109,6 @@ func cleanCgroupPath(p string) (string, error) {
 		return "", fmt.Errorf("%w: cgroup path is not valid UTF-8 text", registry.ErrInvalidArgs)
 	case p[0] != '/':
 		return "", fmt.Errorf("%w: cgroup path %q must be absolute, relative to the cgroup2 root (e.g. /machine.slice/x.scope)", registry.ErrInvalidArgs, truncate(p))
-	case p == "/":
-		return "", fmt.Errorf("%w: the root cgroup cannot be tagged", registry.ErrInvalidArgs)
 	}
 	for _, el := range strings.Split(p[1:], "/") {
 		if el == "." || el == ".." {
@@ -119,6 +117,11 @@ func cleanCgroupPath(p string) (string, error) {
 	}
 	if c := path.Clean(p); c != p {
 		return "", fmt.Errorf("%w: cgroup path %q is not canonical (did you mean %q?)", registry.ErrInvalidArgs, truncate(p), truncate(c))
+	}
+	// The registry's rule decides; the checks above only explain the
+	// common mistakes better.
+	if err := registry.ValidateCgroupPath(p); err != nil {
+		return "", err
 	}
 	return p, nil
 }

@@ -21,7 +21,7 @@ func TestCleanCgroupPath(t *testing.T) {
 		{"/machine.slice/x.scope", true},
 		{"/a", true},
 		{"", false},
-		{"/", false},
+		{"/", true}, // a path; that it is never tagged is the registry's rule
 		{"a/b", false},
 		{"/a/../b", false},
 		{"/..", false},
@@ -156,8 +156,12 @@ func FuzzArguments(f *testing.F) {
 	f.Add("/a", uint64(contid.Invalid), "name", "ignore")
 	f.Fuzz(func(t *testing.T, p string, id uint64, name, policy string) {
 		if got, err := cleanCgroupPath(p); err == nil {
-			if got != p || !path.IsAbs(got) || path.Clean(got) != got || got == "/" || strings.Contains(got, "..") && containsDotDot(got) || !utf8.ValidString(got) || len(got) > maxPathLen {
+			if got != p || !path.IsAbs(got) || path.Clean(got) != got || strings.Contains(got, "..") && containsDotDot(got) || !utf8.ValidString(got) || len(got) > maxPathLen {
 				t.Fatalf("accepted unsafe cgroup path %q", got)
+			}
+			// The registry, which records it, must take what passes here.
+			if err := registry.ValidateCgroupPath(got); err != nil {
+				t.Fatalf("cleanCgroupPath accepted %q, the registry refuses it: %v", got, err)
 			}
 		} else if !errors.Is(err, registry.ErrInvalidArgs) {
 			t.Fatalf("cleanCgroupPath(%q): unexpected error class %v", p, err)
@@ -172,6 +176,9 @@ func FuzzArguments(f *testing.F) {
 		if err == nil {
 			if o.Name != name || len(name) > maxNameLen || !utf8.ValidString(name) || (policy != "tag" && policy != "ignore") {
 				t.Fatalf("accepted options Name=%q JoinPolicy=%q", name, policy)
+			}
+			if err := registry.ValidateName(name); err != nil {
+				t.Fatalf("parseOptions accepted Name %q, the registry refuses it: %v", name, err)
 			}
 		} else if !errors.Is(err, registry.ErrInvalidArgs) {
 			t.Fatalf("parseOptions: unexpected error class %v", err)

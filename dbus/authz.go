@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
-	"sync"
 	"time"
 
 	godbus "github.com/godbus/dbus/v5"
@@ -17,186 +17,222 @@ import (
 )
 
 // peer is the other end of one request: a system-bus client (by unique
-// name) or a peer-to-peer connection (by its socket credentials).
+// name) or a peer-to-peer connection (by what was pinned at accept).
 type peer struct {
 	bus    *godbus.Conn // system bus: the connection the call came on
 	sender string       // system bus: the caller's unique name
-	cred   *unix.Ucred  // peer-to-peer: SO_PEERCRED at connect
-	pidfd  int          // peer-to-peer: SO_PEERPIDFD, or -1
+	origin *origin      // peer-to-peer: who connected, pinned at accept
 }
 
-// callerInfo is a registry.Caller plus the pidfd that pins it while the
-// request runs.
+// callerInfo is a registry.Caller plus what the request holds for it
+// until it ends (a place among the calls in flight).
 type callerInfo struct {
 	registry.Caller
-	pidfd int
+	release func()
 }
 
 func (ci *callerInfo) close() {
-	if ci.pidfd >= 0 {
-		unix.Close(ci.pidfd)
-		ci.pidfd = -1
+	if ci.release != nil {
+		ci.release()
+		ci.release = nil
 	}
 }
 
-// identify pins the caller by pidfd, then reads its credentials from
-// /proc, then confirms the pidfd still names a live process: if the PID
-// had been reused in between, the pidfd would refer to the exited
-// original and the check fails, so the facts read belong to the caller.
+// identify establishes who is behind a request from what was fixed when
+// its connection was opened (docs/THREAT-MODEL.md, "Who may tag"):
+//
+//   - the UID, which alone decides privilege: 0 is privileged, anyone
+//     else needs polkit (authorizeTag);
+//   - the connecting process, pinned by a pidfd. The caller's cgroup and
+//     container are read from that process now, and only while it is
+//     alive: a request whose connecting process has exited is refused (a
+//     child holding the inherited socket is not it, nor is a process that
+//     got its PID). One that is not UID 0 is refused too once the
+//     connecting process has executed another program, since polkit knows
+//     a process only by PID and start time, which an exec keeps. For UID
+//     0 an exec changes nothing that is decided on: privilege comes from
+//     the UID, and the container and cgroup survive an exec.
+//
+// On an error after the connection was identified, the result still names
+// the PID and UID recorded at connect, for the log and the audit trail.
 func (m *Manager) identify(ctx context.Context, p *peer) (*callerInfo, error) {
-	ci := &callerInfo{pidfd: -1}
-	var pid uint32
-	// known is the start time of the process a system-bus sender was
-	// verified to be by an earlier call; 0 when it is not cached.
-	var known uint64
+	var o origin
+	pidfd := -1
+	// notAfter bounds the start time of the connecting process when
+	// nothing pins it: it cannot have started after its connection
+	// appeared. 0: pinned, no bound needed.
+	var notAfter uint64
+	var remember func(o *origin)
 	switch {
-	case p.cred != nil:
-		pid = uint32(p.cred.Pid)
-		if p.pidfd >= 0 {
-			fd, err := unix.FcntlInt(uintptr(p.pidfd), unix.F_DUPFD_CLOEXEC, 0)
+	case p.origin != nil:
+		o = *p.origin
+		if o.pinned() {
+			fd, err := unix.FcntlInt(uintptr(o.pidfd), unix.F_DUPFD_CLOEXEC, 0)
 			if err != nil {
-				return nil, fmt.Errorf("duplicate peer pidfd: %w", err)
+				return nil, fmt.Errorf("duplicate the caller's pidfd: %w", err)
 			}
-			ci.pidfd = fd
+			pidfd = fd
 		}
 	case p.bus != nil:
-		if c, ok := m.callers.get(p.bus, p.sender); ok {
-			pid, known = c.pid, c.start
-			break
+		bp := m.busPeers(p.bus)
+		if bp == nil {
+			return nil, fmt.Errorf("%w: caller %s is on a bus connection contidd no longer serves", registry.ErrAccessDenied, p.sender)
 		}
-		var creds map[string]godbus.Variant
-		err := p.bus.BusObject().CallWithContext(ctx, "org.freedesktop.DBus.GetConnectionCredentials", 0, p.sender).Store(&creds)
-		if err != nil {
-			return nil, fmt.Errorf("%w: cannot identify caller %s: %v", registry.ErrAccessDenied, p.sender, err)
+		var known bool
+		var seen uint64
+		o, pidfd, seen, known = bp.lookup(p.sender)
+		if !known {
+			var err error
+			o, pidfd, err = busCredentials(ctx, p.bus, p.sender)
+			if err != nil {
+				return nil, err
+			}
+			remember = func(pinned *origin) { bp.remember(p.sender, pinned) }
 		}
-		v, ok := creds["ProcessID"].Value().(uint32)
-		if !ok {
-			return nil, fmt.Errorf("%w: the bus did not tell the caller's PID", registry.ErrAccessDenied)
+		if pidfd < 0 {
+			notAfter = seen
 		}
-		pid = v
 	default:
 		return nil, fmt.Errorf("%w: unknown caller", registry.ErrAccessDenied)
 	}
-	if ci.pidfd < 0 {
-		fd, err := unix.PidfdOpen(int(pid), 0)
-		if err != nil {
-			return nil, fmt.Errorf("%w: caller process %d is gone: %v", registry.ErrAccessDenied, pid, err)
+	ci, err := m.callerFrom(o, pidfd, notAfter, remember)
+	if err != nil {
+		if remember != nil {
+			o.release() // a ProcessFD nobody keeps
 		}
-		ci.pidfd = fd
-	}
-	fail := func(err error) (*callerInfo, error) {
-		ci.close()
-		return nil, fmt.Errorf("%w: cannot read caller process %d: %v", registry.ErrAccessDenied, pid, err)
-	}
-	start, err := startTime(pid)
-	if err != nil {
-		return fail(err)
-	}
-	if known != 0 && start != known {
-		// The verified process is gone and its PID belongs to another;
-		// whoever still holds the connection is not that process.
-		m.callers.forget(p.bus, p.sender)
-		return fail(fmt.Errorf("caller %s went away during the request", p.sender))
-	}
-	st, err := readStatus(pid)
-	if err != nil {
-		return fail(err)
-	}
-	inInitNS, err := sameUserNS(pid)
-	if err != nil {
-		return fail(err)
-	}
-	cg, err := m.cfg.Cgroups.OfPID(pid)
-	if err != nil {
-		return fail(err)
-	}
-	id, err := m.cfg.Tracker.PIDID(pid)
-	if err != nil && !errors.Is(err, kernel.ErrNotTagged) {
-		return fail(err)
-	}
-	if !pidfdAlive(ci.pidfd) {
-		return fail(errGone)
-	}
-	if p.bus != nil && known == 0 {
-		// dbus-daemon 1.14 hands out no pidfd, so the PID could have been
-		// reused between asking the bus and pidfd_open. The sender's
-		// connection still being owned by that PID now, with the pidfd
-		// alive, closes the window: a connection dies with its process.
-		var again uint32
-		err := p.bus.BusObject().CallWithContext(ctx, "org.freedesktop.DBus.GetConnectionUnixProcessID", 0, p.sender).Store(&again)
-		if err != nil || again != pid {
-			return fail(fmt.Errorf("caller %s went away during the request", p.sender))
-		}
-		m.callers.put(p.bus, p.sender, busCaller{pid: pid, start: start})
-	}
-	ci.Caller = registry.Caller{
-		PID:        pid,
-		UID:        st.EffectiveUID,
-		Start:      start,
-		Privileged: st.CapEff&(1<<capAuditControl) != 0 && inInitNS,
-		Container:  id,
-		Cgroup:     cg,
+		// Who connected is still known, for the log and the audit trail.
+		who := &callerInfo{Caller: registry.Caller{PID: o.pid, UID: o.uid}}
+		return who, fmt.Errorf("%w: caller process %d (uid %d): %w", registry.ErrAccessDenied, o.pid, o.uid, err)
 	}
 	return ci, nil
 }
 
-// callerCache remembers which process a system-bus unique name was
-// verified to belong to, so a client's later calls skip the two bus round
-// trips of that verification (GetConnectionCredentials and
-// GetConnectionUnixProcessID: four messages through dbus-daemon, about
-// half of a TagCgroup's own latency). This is sound because a unique name
-// is never reused during a bus connection's life and its PID is fixed at
-// connect time; the process is re-identified by PID and start time on
-// every call, so a reused PID is refused, not trusted. Everything else
-// (capabilities, user namespace, cgroup, container) is read afresh each
-// call, as those can change.
-type callerCache struct {
-	mu sync.Mutex
-	m  map[callerKey]busCaller
-}
-
-type callerKey struct {
-	bus    *godbus.Conn // a reconnected bus (new daemon) reuses unique names
-	sender string
-}
-
-type busCaller struct {
-	pid   uint32
-	start uint64
-}
-
-// maxCachedCallers bounds the cache; when it is full it starts over, which
-// costs each client one verification again. Names of clients that left are
-// not tracked: they are never reused, so a stale entry is only memory.
-const maxCachedCallers = 1024
-
-func (c *callerCache) get(bus *godbus.Conn, sender string) (busCaller, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	v, ok := c.m[callerKey{bus, sender}]
-	return v, ok
-}
-
-func (c *callerCache) put(bus *godbus.Conn, sender string, v busCaller) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.m == nil || len(c.m) >= maxCachedCallers {
-		c.m = make(map[callerKey]busCaller)
+// callerFrom reads the caller's cgroup and container from the process
+// that connected. pidfd pins it (ownership passes here; it is closed
+// before callerFrom returns, so a request that then waits, on polkit,
+// holds no descriptor for its caller), or is -1: then the PID is opened
+// now, and a process that started after notAfter is not the one that
+// connected. An origin seen for the first time (no start time yet) is
+// completed and handed to remember.
+func (m *Manager) callerFrom(o origin, pidfd int, notAfter uint64, remember func(*origin)) (*callerInfo, error) {
+	fail := func(err error) (*callerInfo, error) { return nil, err }
+	if pidfd < 0 {
+		if notAfter == 0 {
+			return fail(errExited)
+		}
+		fd, err := unix.PidfdOpen(int(o.pid), 0)
+		if err != nil {
+			return fail(errExited)
+		}
+		pidfd = fd
 	}
-	c.m[callerKey{bus, sender}] = v
+	defer unix.Close(pidfd)
+	if !pidfdAlive(pidfd) {
+		return fail(errExited)
+	}
+	st, err := readProcStat(o.pid)
+	if err != nil {
+		return fail(err)
+	}
+	switch {
+	case notAfter != 0 && st.start > notAfter:
+		return fail(fmt.Errorf("%w: PID %d now belongs to a process that started after the connection was opened", errExited, o.pid))
+	case o.start != 0 && st.start != o.start:
+		return fail(errExited)
+	case o.start != 0 && o.uid != 0 && st.image != o.image:
+		return fail(errExeced)
+	}
+	cg, err := m.cfg.Cgroups.OfPID(o.pid)
+	if err != nil {
+		return fail(err)
+	}
+	id, err := m.cfg.Tracker.ProcessID(pidfd)
+	switch {
+	case errors.Is(err, kernel.ErrNotTagged):
+		id = contid.Unset
+	case errors.Is(err, kernel.ErrNoProcess):
+		return fail(errExited)
+	case err != nil:
+		return fail(err)
+	}
+	if !pidfdAlive(pidfd) {
+		return fail(errExited)
+	}
+	if o.start == 0 {
+		o.start, o.image = st.start, st.image
+		if remember != nil {
+			// With the bus's ProcessFD, if any: the tracker keeps it.
+			keep := o
+			remember(&keep)
+		}
+	}
+	return &callerInfo{Caller: registry.Caller{
+		PID:        o.pid,
+		UID:        o.uid,
+		Start:      o.start,
+		Privileged: o.uid == 0,
+		Container:  id,
+		Cgroup:     cg,
+	}}, nil
 }
 
-func (c *callerCache) forget(bus *godbus.Conn, sender string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	delete(c.m, callerKey{bus, sender})
+// busCredentials asks dbus-daemon what it recorded when the client
+// connected: its UID and PID, and, from a bus that offers it, its pidfd
+// (ProcessFD). The origin holds that pidfd if any; pidfd is a duplicate
+// for this request, or -1.
+func busCredentials(ctx context.Context, conn *godbus.Conn, sender string) (origin, int, error) {
+	var creds map[string]godbus.Variant
+	err := conn.BusObject().CallWithContext(ctx, "org.freedesktop.DBus.GetConnectionCredentials", 0, sender).Store(&creds)
+	if err != nil {
+		return origin{}, -1, fmt.Errorf("%w: cannot identify caller %s: %v", registry.ErrAccessDenied, sender, err)
+	}
+	return originFromCredentials(creds)
 }
 
-// authorizeTag upgrades an unprivileged caller if polkit grants
+// originFromCredentials reads GetConnectionCredentials' answer. It takes
+// ownership of a ProcessFD in it; the returned pidfd is a duplicate of it
+// for the request.
+func originFromCredentials(creds map[string]godbus.Variant) (origin, int, error) {
+	o := origin{pidfd: -1}
+	fd, hasFD := creds["ProcessFD"].Value().(godbus.UnixFD)
+	uid, okUID := creds["UnixUserID"].Value().(uint32)
+	pid, okPID := creds["ProcessID"].Value().(uint32)
+	if !okUID || !okPID {
+		if hasFD {
+			unix.Close(int(fd))
+		}
+		return o, -1, fmt.Errorf("%w: the bus did not tell the caller's UID and PID", registry.ErrAccessDenied)
+	}
+	o.uid, o.pid = uid, pid
+	if !hasFD {
+		return o, -1, nil
+	}
+	// The pidfd must name the process the PID does (a PID in another
+	// namespace, or an exited process, reads differently).
+	if got, err := pidOfPidfd(int(fd)); err != nil || got != pid {
+		unix.Close(int(fd))
+		return o, -1, nil
+	}
+	dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		unix.Close(int(fd))
+		return o, -1, fmt.Errorf("duplicate the bus's pidfd of the caller: %w", err)
+	}
+	o.pidfd = int(fd)
+	return o, dup, nil
+}
+
+// authorizeTag upgrades a caller that is not UID 0 if polkit grants
 // org.contid1.tag. Absent polkit means "not authorized", quietly: most
 // hosts running contid in containers-only setups have none.
 func (m *Manager) authorizeTag(ctx context.Context, p *peer, msg *godbus.Message, ci *callerInfo) {
 	if ci.Privileged {
+		return
+	}
+	// polkit takes the subject's UID as a signed 32-bit number and reads
+	// -1 as "look it up" (from the process, now): a UID it cannot be told
+	// is not asked about.
+	if ci.UID > math.MaxInt32 {
 		return
 	}
 	conn := p.bus
@@ -211,9 +247,13 @@ func (m *Manager) authorizeTag(ctx context.Context, p *peer, msg *godbus.Message
 		Details map[string]godbus.Variant
 	}
 	if p.bus != nil {
+		// polkit asks dbus-daemon itself who is behind the name.
 		subject.Kind = "system-bus-name"
 		subject.Details = map[string]godbus.Variant{"name": godbus.MakeVariant(p.sender)}
 	} else {
+		// The process pinned at connect (identify made sure it is the
+		// same one, still running the same program), with the UID the
+		// kernel recorded then: polkit decides for that UID.
 		subject.Kind = "unix-process"
 		subject.Details = map[string]godbus.Variant{
 			"pid":        godbus.MakeVariant(ci.PID),
@@ -236,7 +276,7 @@ func (m *Manager) authorizeTag(ctx context.Context, p *peer, msg *godbus.Message
 		subject, PolkitActionTag, map[string]string{}, flags, "").Store(&result)
 	if err != nil {
 		m.polkitOnce.Do(func() {
-			m.log(PrioNotice, "polkit is not available (%v); only callers with CAP_AUDIT_CONTROL may tag.", err)
+			m.log(PrioNotice, "polkit is not available (%v); only UID 0 may tag.", err)
 		})
 		return
 	}

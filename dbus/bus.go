@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 
 	godbus "github.com/godbus/dbus/v5"
 )
@@ -16,7 +17,8 @@ var ErrNameTaken = errors.New("bus name org.contid1 is already owned")
 // org.contid1. The connection also carries contidd's calls to systemd,
 // machined and polkit. It is closed when ctx ends.
 func (m *Manager) ServeBus(ctx context.Context, address string) (*godbus.Conn, error) {
-	opts := []godbus.ConnOption{godbus.WithHandler(busHandler{m}), godbus.WithContext(ctx)}
+	peers := newBusPeers()
+	opts := []godbus.ConnOption{godbus.WithHandler(busHandler{m}), godbus.WithIncomingInterceptor(peers.observe), godbus.WithContext(ctx)}
 	var conn *godbus.Conn
 	var err error
 	if address == "" {
@@ -27,6 +29,12 @@ func (m *Manager) ServeBus(ctx context.Context, address string) (*godbus.Conn, e
 	if err != nil {
 		return nil, fmt.Errorf("connect to the system bus: %w", err)
 	}
+	// Before the name is owned, so no call arrives before its caller's
+	// appearance can be seen.
+	if err := peers.watch(conn); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("follow the clients of the system bus: %w", err)
+	}
 	reply, err := conn.RequestName(BusName, godbus.NameFlagDoNotQueue)
 	if err != nil {
 		conn.Close()
@@ -36,9 +44,20 @@ func (m *Manager) ServeBus(ctx context.Context, address string) (*godbus.Conn, e
 		conn.Close()
 		return nil, ErrNameTaken
 	}
+	go func() {
+		<-conn.Context().Done()
+		peers.close()
+	}()
 	m.mu.Lock()
 	first := m.sysbus == nil
+	if m.sysbus != nil {
+		delete(m.buses, m.sysbus)
+	}
 	m.sysbus = conn
+	if m.buses == nil {
+		m.buses = map[*godbus.Conn]*busPeers{}
+	}
+	m.buses[conn] = peers
 	m.mu.Unlock()
 	if first {
 		m.addEmitter(busEmitter{m})
@@ -98,7 +117,7 @@ func (busMethod) DecodeArguments(conn *godbus.Conn, sender string, msg *godbus.M
 func (b busMethod) Call(args ...any) ([]any, error) {
 	c := args[0].(busCall)
 	defer closeMessageFDs(c.msg)
-	body, derr := b.m.dispatch(&peer{bus: c.conn, sender: c.sender, pidfd: -1}, c.msg)
+	body, derr := b.m.dispatch(&peer{bus: c.conn, sender: c.sender}, c.msg)
 	if derr != nil {
 		return nil, derr
 	}
@@ -110,17 +129,48 @@ func (busMethod) NumReturns() int       { return 0 }
 func (busMethod) ArgumentValue(int) any { return nil }
 func (busMethod) ReturnValue(int) any   { return nil }
 
-// closeMessageFDs closes the descriptors a call carried; contidd keeps
-// none of them beyond the call.
+// closeMessageFDs closes the descriptors a call carried, wherever in its
+// body they are (an argument, an array, a variant, a dictionary), each
+// once; contidd keeps none of them beyond the call. godbus gives no access
+// to descriptors a message carries without naming them in its body; the
+// bus policy (units/org.contid1.conf) lets no user but root send any.
 func closeMessageFDs(msg *godbus.Message) {
-	for _, v := range msg.Body {
-		switch fd := v.(type) {
+	seen := map[godbus.UnixFD]bool{}
+	var walk func(v any)
+	walk = func(v any) {
+		switch x := v.(type) {
 		case godbus.UnixFD:
-			closeFD(int(fd))
-		case []godbus.UnixFD:
-			for _, f := range fd {
-				closeFD(int(f))
+			if !seen[x] {
+				seen[x] = true
+				closeFD(int(x))
+			}
+		case godbus.Variant:
+			walk(x.Value())
+		default:
+			rv := reflect.ValueOf(v)
+			switch rv.Kind() {
+			case reflect.Slice, reflect.Array:
+				if rv.Type().Elem().Kind() == reflect.Uint8 {
+					return
+				}
+				for i := 0; i < rv.Len(); i++ {
+					walk(rv.Index(i).Interface())
+				}
+			case reflect.Map:
+				for _, k := range rv.MapKeys() {
+					walk(k.Interface())
+					walk(rv.MapIndex(k).Interface())
+				}
+			case reflect.Struct:
+				for i := 0; i < rv.NumField(); i++ {
+					if rv.Type().Field(i).IsExported() {
+						walk(rv.Field(i).Interface())
+					}
+				}
 			}
 		}
+	}
+	for _, v := range msg.Body {
+		walk(v)
 	}
 }

@@ -184,6 +184,7 @@ type ManagerInfo struct {
 	Containers        uint32 `json:"containers"`
 	EventsWritten     uint64 `json:"events_written"`
 	EventsLost        uint64 `json:"events_lost"`
+	SignalsDropped    uint64 `json:"signals_dropped"`
 }
 
 func getAll(ctx context.Context, obj godbus.BusObject, iface string) (map[string]godbus.Variant, error) {
@@ -204,7 +205,8 @@ func (c *Client) Manager(ctx context.Context) (ManagerInfo, error) {
 	err = errors.Join(
 		store(props, "Version", &mi.Version), store(props, "Enforcement", &mi.Enforcement),
 		store(props, "EnforcementReason", &mi.EnforcementReason), store(props, "Containers", &mi.Containers),
-		store(props, "EventsWritten", &mi.EventsWritten), store(props, "EventsLost", &mi.EventsLost))
+		store(props, "EventsWritten", &mi.EventsWritten), store(props, "EventsLost", &mi.EventsLost),
+		store(props, "SignalsDropped", &mi.SignalsDropped))
 	return mi, err
 }
 

@@ -28,6 +28,14 @@ var (
 	buildErr  error
 	// buildFlags are extra `go build` flags for the binaries under test.
 	buildFlags []string
+
+	// raceBuild: the binaries are built with the race detector, whose
+	// memory use says nothing about contidd's.
+	raceBuild bool
+
+	fallbackOnce sync.Once
+	fallbackPath string
+	fallbackErr  error
 )
 
 // contiddBinary builds cmd/contidd once per test run: the tests run the
@@ -35,32 +43,46 @@ var (
 func contiddBinary(t *testing.T) string {
 	t.Helper()
 	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "contidd-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		// nobody runs contidctl from here.
-		if err := os.Chmod(dir, 0o755); err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "contidd")
-		gobin, err := exec.LookPath("go")
-		if err != nil {
-			gobin = "/usr/local/go/bin/go"
-		}
-		args := append(append([]string{"build"}, buildFlags...), "-o", dir, "github.com/contid/contid/cmd/contidd", "github.com/contid/contid/cmd/contidctl")
-		cmd := exec.Command(gobin, args...)
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("build contidd: %v\n%s", err, out)
-		}
+		binPath, buildErr = buildContidd(nil)
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)
 	}
 	return binPath
+}
+
+// contiddWithoutPeerPidfd is contidd built to pin peers the way it must
+// on kernels before 6.5 (no SO_PEERPIDFD): pidfd_open at accept.
+func contiddWithoutPeerPidfd(t *testing.T) string {
+	t.Helper()
+	fallbackOnce.Do(func() {
+		fallbackPath, fallbackErr = buildContidd([]string{"-ldflags=-X github.com/contid/contid/dbus.usePeerPidfd=no"})
+	})
+	if fallbackErr != nil {
+		t.Fatal(fallbackErr)
+	}
+	return fallbackPath
+}
+
+func buildContidd(flags []string) (string, error) {
+	dir, err := os.MkdirTemp("", "contidd-bin-")
+	if err != nil {
+		return "", err
+	}
+	// nobody runs contidctl from here.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return "", err
+	}
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		gobin = "/usr/local/go/bin/go"
+	}
+	args := append(append(append([]string{"build"}, buildFlags...), flags...), "-o", dir, "github.com/contid/contid/cmd/contidd", "github.com/contid/contid/cmd/contidctl")
+	out, err := exec.Command(gobin, args...).CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("build contidd: %v\n%s", err, out)
+	}
+	return filepath.Join(dir, "contidd"), nil
 }
 
 // requireIntegration is the single gate of the integration tests: root,
@@ -197,6 +219,18 @@ type daemon struct {
 // which also proves the readiness protocol.
 func (e *env) start(extra ...string) *daemon {
 	e.t.Helper()
+	return e.startWith(daemonOptions{}, extra...)
+}
+
+// daemonOptions choose another build of contidd, or a cgroup (relative
+// to the cgroup2 root) to run it in.
+type daemonOptions struct {
+	binary string
+	cgroup string
+}
+
+func (e *env) startWith(o daemonOptions, extra ...string) *daemon {
+	e.t.Helper()
 	nsock := filepath.Join(e.dir, fmt.Sprintf("notify-%d", time.Now().UnixNano()))
 	nconn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: nsock, Net: "unixgram"})
 	if err != nil {
@@ -208,9 +242,21 @@ func (e *env) start(extra ...string) *daemon {
 		"--state-directory", e.state, "--pin-directory", e.pin, "--mode", "tracking",
 		"--autotag-parents", "none", "--log-level", "debug",
 	}, extra...)
-	cmd := exec.Command(contiddBinary(e.t), args...)
+	bin := o.binary
+	if bin == "" {
+		bin = contiddBinary(e.t)
+	}
+	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+nsock)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if o.cgroup != "" {
+		fd, err := syscall.Open(filepath.Join(e.cgRoot, o.cgroup), syscall.O_RDONLY|syscall.O_DIRECTORY, 0)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		defer syscall.Close(fd)
+		cmd.SysProcAttr.UseCgroupFD, cmd.SysProcAttr.CgroupFD = true, fd
+	}
 	d := &daemon{e: e, cmd: cmd, log: &strings.Builder{}, mu: &sync.Mutex{}}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {

@@ -648,9 +648,17 @@ func TestMain(m *testing.M) {
 	if sock := os.Getenv(holdConnsEnv); sock != "" {
 		os.Exit(holdConns(sock))
 	}
+	if mode := os.Getenv(helperEnv); mode != "" {
+		os.Exit(runHelper(mode))
+	}
 	code := m.Run()
-	if binPath != "" {
-		_ = os.RemoveAll(filepath.Dir(binPath))
+	for _, p := range []string{binPath, fallbackPath} {
+		if p != "" {
+			_ = os.RemoveAll(filepath.Dir(p))
+		}
+	}
+	if helperDir != "" {
+		_ = os.RemoveAll(helperDir)
 	}
 	os.Exit(code)
 }

@@ -88,6 +88,7 @@ const ManagerIntrospection = `
   <property name="Containers" type="u" access="read"/>
   <property name="EventsWritten" type="t" access="read"/>
   <property name="EventsLost" type="t" access="read"/>
+  <property name="SignalsDropped" type="t" access="read"/>
   <signal name="ContainerNew"><arg type="t" name="id"/><arg type="o" name="container"/></signal>
   <signal name="ContainerRemoved"><arg type="t" name="id"/><arg type="o" name="container"/></signal>
   <signal name="TamperDenied"><arg type="t" name="id"/><arg type="u" name="pid"/><arg type="s" name="operation"/></signal>

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	godbus "github.com/godbus/dbus/v5"
 
@@ -13,7 +14,9 @@ import (
 
 // FollowMachines keeps container records in step with machined: machines
 // registered under an autotag parent were tagged by the kernel at mkdir
-// and get their name and unit here; other machines are tagged now. It
+// and get their name and unit here; machines under an autotag parent that
+// are not tagged yet (they were running before contidd first loaded) are
+// tagged now. It
 // picks up the machines already running, then follows MachineNew until
 // ctx ends. Without machined it says so once and returns.
 func (m *Manager) FollowMachines(ctx context.Context) error {
@@ -80,14 +83,30 @@ func (m *Manager) machineNew(ctx context.Context, name string) {
 		return
 	}
 	if c, err := m.cfg.Registry.ByCgroupPath(cg); err == nil {
-		if c.Name == "" || c.Unit == "" {
-			if err := m.cfg.Registry.SetMetadata(c.ID, name, unit); err != nil {
-				m.log(PrioWarning, "Failed to name container %d after machine %s: %v", c.ID, name, err)
-			} else {
-				m.emit(ContainerPath(c.ID), ifaceProperties, "PropertiesChanged", ContainerInterface,
-					map[string]godbus.Variant{"Name": godbus.MakeVariant(name), "Unit": godbus.MakeVariant(unit)}, []string{})
-			}
+		// machined's word fills in what is missing on a container the
+		// kernel tagged (no owner), never more: an owner names its
+		// containers itself, and a name once given stays.
+		if c.OwnerPID != 0 || c.State != registry.StateActive {
+			return
 		}
+		n := c.Name
+		if n == "" {
+			n = name
+		}
+		nc, err := m.cfg.Registry.Name(m.internalCaller(), c.ID, n, unit)
+		if err != nil {
+			m.log(PrioWarning, "Failed to name container %d after machine %s: %v", c.ID, name, err)
+			return
+		}
+		m.metadataChanged(c, nc, "Machine "+name+":")
+		return
+	}
+	// Anyone machined lets register a machine (root, also inside a
+	// container) chooses the unit it names, so a machine outside the
+	// autotag parents could be any host service: it is not tagged on
+	// machined's word. Its orchestrator tags it (TagMachine).
+	if !m.underAutotagParent(cg) {
+		m.log(PrioNotice, "Machine %s runs in %s, outside the autotag parents: not tagged on machined's announcement alone; tag it with TagMachine.", name, cg)
 		return
 	}
 	target, err := m.resolveCgroup(cg, unit)
@@ -103,4 +122,15 @@ func (m *Manager) machineNew(ctx context.Context, name string) {
 	m.log(PrioInfo, "Machine %s (%s) tagged as %s.", name, cg, c.Chain)
 	m.auditGranted(m.internalCaller(), c, true)
 	m.containerNew(c)
+}
+
+// underAutotagParent reports whether cgroup p lies below one of the
+// configured autotag parents.
+func (m *Manager) underAutotagParent(p string) bool {
+	for _, parent := range m.cfg.AutotagParents {
+		if parent != "" && parent != "/" && strings.HasPrefix(p, parent+"/") {
+			return true
+		}
+	}
+	return false
 }

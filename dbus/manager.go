@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	godbus "github.com/godbus/dbus/v5"
@@ -26,6 +27,8 @@ type Registry interface {
 	TagProcess(c registry.Caller, id contid.ID, t registry.ProcessTarget, o registry.Options) (*registry.Container, error)
 	Adopt(tag contid.Tag, cg registry.Cgroup) (*registry.Container, bool, error)
 	SetMetadata(id contid.ID, name, unit string) error
+	Name(c registry.Caller, id contid.ID, name, unit string) (*registry.Container, error)
+	CheckTaggable(cgroup string) error
 	MarkExited(id contid.ID) (*registry.Container, error)
 	Get(id contid.ID) (*registry.Container, error)
 	ByCgroupPath(p string) (*registry.Container, error)
@@ -66,6 +69,10 @@ type Config struct {
 	// ExitPollInterval is how often cgroups of active containers are
 	// checked for emptiness; 0 means one second.
 	ExitPollInterval time.Duration
+	// AutotagParents are the cgroups whose new children the kernel tags
+	// at mkdir; machines machined announces elsewhere are not tagged on
+	// its word alone (see FollowMachines).
+	AutotagParents []string
 }
 
 // Manager implements org.contid1.Manager and the container objects.
@@ -84,16 +91,25 @@ type Manager struct {
 	counters struct {
 		source                func() (written, lost uint64)
 		sentWritten, sentLost uint64
+		sentDropped           uint64
 	}
+	// signalsDropped counts the signals not delivered to peer-to-peer
+	// clients that fell behind (property SignalsDropped).
+	signalsDropped atomic.Uint64
 	lastContainers uint32
 
 	// exitQueue holds the active IDs the exit check has yet to visit in
 	// the current pass; see checkExits.
 	exitQueue []contid.ID
 
-	// callers caches who is behind a system-bus unique name; see
-	// identifyBusCaller.
-	callers callerCache
+	// groups says whose allowance a UID draws on (subUIDs), for both
+	// transports; tagCalls counts the tag requests waiting on polkit.
+	groups   *subUIDs
+	tagCalls inflight
+
+	// buses follows the clients of each system-bus connection served
+	// (one, or two briefly across a reconnection); see busPeers.
+	buses map[*godbus.Conn]*busPeers
 
 	polkitOnce   sync.Once
 	machinedOnce sync.Once
@@ -114,7 +130,7 @@ func NewManager(cfg Config) *Manager {
 	if cfg.ExitPollInterval == 0 {
 		cfg.ExitPollInterval = time.Second
 	}
-	m := &Manager{cfg: cfg, log: cfg.Logf, populated: map[contid.ID]bool{}}
+	m := &Manager{cfg: cfg, log: cfg.Logf, populated: map[contid.ID]bool{}, groups: newSubUIDs("/etc/subuid")}
 	m.lastContainers = uint32(cfg.Registry.Active())
 	return m
 }
@@ -132,6 +148,12 @@ func (m *Manager) emit(path godbus.ObjectPath, iface, member string, body ...any
 	for _, e := range es {
 		e.emit(path, iface, member, body...)
 	}
+}
+
+func (m *Manager) busPeers(conn *godbus.Conn) *busPeers {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.buses[conn]
 }
 
 func (m *Manager) systemBus() *godbus.Conn {
@@ -200,6 +222,10 @@ func (m *Manager) flushCounters() {
 	if lost != c.sentLost {
 		changed["EventsLost"] = godbus.MakeVariant(lost)
 		c.sentLost = lost
+	}
+	if dropped := m.signalsDropped.Load(); dropped != c.sentDropped {
+		changed["SignalsDropped"] = godbus.MakeVariant(dropped)
+		c.sentDropped = dropped
 	}
 	m.mu.Unlock()
 	if len(changed) > 0 {
@@ -417,6 +443,7 @@ func (m *Manager) managerProperties() map[string]godbus.Variant {
 		"Containers":        godbus.MakeVariant(uint32(m.cfg.Registry.Active())),
 		"EventsWritten":     godbus.MakeVariant(written),
 		"EventsLost":        godbus.MakeVariant(lost),
+		"SignalsDropped":    godbus.MakeVariant(m.signalsDropped.Load()),
 	}
 }
 

@@ -77,7 +77,13 @@ func (f *fakeTracker) CgroupTags() (map[uint64]contid.Tag, error) {
 }
 func (f *fakeTracker) SetAutotagParents([]uint64) error { return nil }
 func (f *fakeTracker) TagProcess(int, contid.Tag) error { return nil }
-func (f *fakeTracker) ProcessID(int) (contid.ID, error) { return 0, kernel.ErrNotTagged }
+func (f *fakeTracker) ProcessID(pidfd int) (contid.ID, error) {
+	pid, err := pidOfPidfd(pidfd)
+	if err != nil {
+		return 0, kernel.ErrNoProcess
+	}
+	return f.PIDID(pid)
+}
 func (f *fakeTracker) PIDID(pid uint32) (contid.ID, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -171,7 +177,7 @@ func (e *fakeEmitter) emit(_ godbus.ObjectPath, iface, member string, _ ...any) 
 	e.mu.Unlock()
 }
 
-func newTestManager(t *testing.T) (*Manager, *fakeAuditor, *fakeEmitter, string) {
+func newTestManager(t testing.TB) (*Manager, *fakeAuditor, *fakeEmitter, string) {
 	t.Helper()
 	root := t.TempDir()
 	for _, d := range []string{"caller", "target"} {
@@ -206,15 +212,21 @@ func call(path godbus.ObjectPath, iface, member string, body ...any) *godbus.Mes
 	return msg
 }
 
-func selfPeer() *peer {
-	return &peer{cred: &unix.Ucred{Pid: int32(os.Getpid()), Uid: uint32(os.Geteuid()), Gid: uint32(os.Getegid())}, pidfd: -1}
+// selfPeer is a peer-to-peer connection the test process opened.
+func selfPeer(t testing.TB) *peer {
+	o := pinOrigin(uint32(os.Geteuid()), uint32(os.Getpid()), -1)
+	if !o.pinned() {
+		t.Fatal("cannot pin the test process")
+	}
+	t.Cleanup(o.release)
+	return &peer{origin: o}
 }
 
 // The read-only surface works for anyone, without root, and answers
 // malformed calls with the standard errors.
 func TestDispatchReadOnly(t *testing.T) {
 	m, _, _, _ := newTestManager(t)
-	p := selfPeer()
+	p := selfPeer(t)
 	tests := []struct {
 		name    string
 		msg     *godbus.Message
@@ -224,7 +236,7 @@ func TestDispatchReadOnly(t *testing.T) {
 		{"ListContainers", call(ManagerPath, ManagerInterface, "ListContainers"), "", func(b []any) bool { return len(b[0].([]listEntry)) == 0 }},
 		{"GetAll", call(ManagerPath, ifaceProperties, "GetAll", ManagerInterface), "", func(b []any) bool {
 			props := b[0].(map[string]godbus.Variant)
-			return len(props) == 6 && props["Version"].Value() == "test" && props["Enforcement"].Value() == "tracking"
+			return len(props) == 7 && props["Version"].Value() == "test" && props["Enforcement"].Value() == "tracking"
 		}},
 		{"Get", call(ManagerPath, ifaceProperties, "Get", ManagerInterface, "Containers"), "", func(b []any) bool { return b[0].(godbus.Variant).Value() == uint32(0) }},
 		{"Get without interface name", call(ManagerPath, "", "Get", ManagerInterface, "Version"), "", func(b []any) bool { return b[0].(godbus.Variant).Value() == "test" }},
@@ -263,16 +275,12 @@ func TestDispatchReadOnly(t *testing.T) {
 }
 
 // Every tag attempt is audited, granted or refused, and a new container is
-// announced. Which branch runs depends on whether the test process holds
-// CAP_AUDIT_CONTROL; both are asserted.
+// announced. Which branch runs depends on whether the test process runs as
+// UID 0; both are asserted.
 func TestTagAuditedAndAnnounced(t *testing.T) {
 	m, a, em, _ := newTestManager(t)
-	st, err := readStatus(uint32(os.Getpid()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	privileged := st.CapEff&(1<<capAuditControl) != 0
-	body, derr := m.dispatch(selfPeer(), call(ManagerPath, ManagerInterface, "TagCgroup", "/target", uint64(0), map[string]godbus.Variant{"Name": godbus.MakeVariant("t")}))
+	privileged := os.Geteuid() == 0
+	body, derr := m.dispatch(selfPeer(t), call(ManagerPath, ManagerInterface, "TagCgroup", "/target", uint64(0), map[string]godbus.Variant{"Name": godbus.MakeVariant("t")}))
 	if !privileged {
 		if derr == nil || derr.Name != NameAccessDenied {
 			t.Fatalf("unprivileged TagCgroup: want AccessDenied, got %v %v", body, derr)
@@ -294,7 +302,7 @@ func TestTagAuditedAndAnnounced(t *testing.T) {
 		t.Fatalf("signals %v", em.signals)
 	}
 	// Tagging the caller's own cgroup is refused and audited as refused.
-	_, derr = m.dispatch(selfPeer(), call(ManagerPath, ManagerInterface, "TagCgroup", "/caller", uint64(0), map[string]godbus.Variant{}))
+	_, derr = m.dispatch(selfPeer(t), call(ManagerPath, ManagerInterface, "TagCgroup", "/caller", uint64(0), map[string]godbus.Variant{}))
 	if derr == nil || derr.Name != NameNotDescendant {
 		t.Fatalf("self-tag: want NotDescendant, got %v", derr)
 	}
@@ -325,7 +333,7 @@ func TestRefusalNamesCallersContainer(t *testing.T) {
 				tr.mu.Unlock()
 			}
 			// The caller's own cgroup is never a target it may tag.
-			_, derr := m.dispatch(selfPeer(), call(ManagerPath, ManagerInterface, "TagCgroup", "/caller", uint64(0), map[string]godbus.Variant{}))
+			_, derr := m.dispatch(selfPeer(t), call(ManagerPath, ManagerInterface, "TagCgroup", "/caller", uint64(0), map[string]godbus.Variant{}))
 			if derr == nil {
 				t.Fatal("tagging the caller's own cgroup was granted")
 			}
@@ -337,5 +345,31 @@ func TestRefusalNamesCallersContainer(t *testing.T) {
 				t.Fatalf("audited %+v, want a refused tag with caller container %q", last, tt.wantCaller)
 			}
 		})
+	}
+}
+
+// Every descriptor a bus call carries is closed after it, wherever the
+// body names it, and each only once.
+func TestCloseMessageFDs(t *testing.T) {
+	var fds []int
+	for i := 0; i < 4; i++ {
+		var p [2]int
+		if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+			t.Fatal(err)
+		}
+		unix.Close(p[1])
+		fds = append(fds, p[0])
+	}
+	msg := &godbus.Message{Body: []any{
+		godbus.UnixFD(fds[0]),
+		[]godbus.UnixFD{godbus.UnixFD(fds[1]), godbus.UnixFD(fds[1])},
+		map[string]godbus.Variant{"x": godbus.MakeVariant(godbus.UnixFD(fds[2]))},
+		godbus.MakeVariant([]any{"s", godbus.UnixFD(fds[3])}),
+	}}
+	closeMessageFDs(msg)
+	for _, fd := range fds {
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != unix.EBADF {
+			t.Errorf("descriptor %d still open (%v)", fd, err)
+		}
 	}
 }

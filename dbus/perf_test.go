@@ -6,67 +6,129 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	godbus "github.com/godbus/dbus/v5"
+	"golang.org/x/sys/unix"
 
 	"github.com/contid/contid/registry"
 )
 
-// TestCachedBusCaller: a sender verified once is identified again from
-// the cache, without a bus call (the connection here cannot make one),
-// and refused once its PID names a process with another start time.
-func TestCachedBusCaller(t *testing.T) {
-	m, _, _, _ := newTestManager(t)
+// A system-bus caller is the process behind its connection only if that
+// process started no later than the connection appeared: a PID that was
+// freed and handed to a later process is refused, whoever asks through
+// the connection. Its credentials, once fetched, are kept for its later
+// calls (the connection here cannot make a bus call, so a second call
+// proves the cache).
+func TestBusCallerPinnedByAppearance(t *testing.T) {
 	self := uint32(os.Getpid())
-	start, err := startTime(self)
+	st, err := readProcStat(self)
 	if err != nil {
 		t.Fatal(err)
 	}
-	bus := &godbus.Conn{} // unconnected: any bus call would fail or panic
 	tests := []struct {
-		name   string
-		cached busCaller
-		ok     bool
+		name string
+		seen uint64 // when the connection appeared, in clock ticks since boot
+		ok   bool
 	}{
-		{"same process", busCaller{pid: self, start: start}, true},
-		{"PID reused", busCaller{pid: self, start: start + 1}, false},
+		{"connection opened by this process", st.start + 1, true},
+		{"same tick", st.start, true},
+		{"PID now held by a process that started later", st.start - 1, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			m.callers.put(bus, ":1.7", tt.cached)
-			ci, err := m.identify(context.Background(), &peer{bus: bus, sender: ":1.7", pidfd: -1})
-			if !tt.ok {
-				if !errors.Is(err, registry.ErrAccessDenied) {
-					t.Fatalf("identify = %v, want AccessDenied", err)
+			m, _, _, _ := newTestManager(t)
+			bus := &godbus.Conn{} // unconnected: any bus call would fail
+			bp := newBusPeers()
+			m.buses = map[*godbus.Conn]*busPeers{bus: bp}
+			bp.names[":1.7"] = &busPeer{seen: tt.seen, o: &origin{uid: 0, pid: self, pidfd: -1}}
+			for call := 0; call < 2; call++ {
+				ci, err := m.identify(context.Background(), &peer{bus: bus, sender: ":1.7"})
+				if !tt.ok {
+					if !errors.Is(err, registry.ErrAccessDenied) || !strings.Contains(err.Error(), "started after") {
+						t.Fatalf("identify = %v, want AccessDenied for a later process", err)
+					}
+					return
 				}
-				if _, still := m.callers.get(bus, ":1.7"); still {
-					t.Fatal("a refused cache entry was kept")
+				if err != nil {
+					t.Fatal(err)
 				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ci.close()
-			if ci.PID != self || ci.Start != start || ci.Cgroup != "/caller" {
-				t.Fatalf("identified as %+v", ci.Caller)
+				if ci.PID != self || !ci.Privileged || ci.Cgroup != "/caller" {
+					t.Fatalf("identified as %+v", ci.Caller)
+				}
+				ci.close()
 			}
 		})
 	}
 }
 
-func TestCallerCacheBounded(t *testing.T) {
-	var c callerCache
-	bus := &godbus.Conn{}
-	for i := range maxCachedCallers + 10 {
-		c.put(bus, fmt.Sprintf(":1.%d", i), busCaller{pid: 1, start: 1})
+// NameOwnerChanged of unique names is recorded as godbus reads it; well
+// known names and other signals are not.
+func TestBusPeersFollowNames(t *testing.T) {
+	bp := newBusPeers()
+	signal := func(sender, iface, member string, body ...any) *godbus.Message {
+		return &godbus.Message{Type: godbus.TypeSignal, Headers: map[godbus.HeaderField]godbus.Variant{
+			godbus.FieldSender:    godbus.MakeVariant(sender),
+			godbus.FieldInterface: godbus.MakeVariant(iface),
+			godbus.FieldMember:    godbus.MakeVariant(member),
+		}, Body: body}
 	}
-	if n := len(c.m); n > maxCachedCallers {
-		t.Fatalf("%d cached callers, bound %d", n, maxCachedCallers)
+	before := bootTicks()
+	bp.observe(signal(ifaceBus, ifaceBus, "NameOwnerChanged", ":1.9", "", ":1.9"))
+	bp.observe(signal(ifaceBus, ifaceBus, "NameOwnerChanged", "org.example.Name", "", ":1.9"))
+	bp.observe(signal(":1.5", ifaceBus, "NameOwnerChanged", ":1.10", "", ":1.10")) // not from the bus
+	if _, _, seen, known := bp.lookup(":1.9"); known || seen < before || seen > bootTicks() {
+		t.Fatalf(":1.9 seen at %d (known %v), want between %d and now", seen, known, before)
 	}
-	if _, ok := c.get(&godbus.Conn{}, fmt.Sprintf(":1.%d", maxCachedCallers+9)); ok {
-		t.Fatal("a name on another bus connection matched")
+	if len(bp.names) != 1 {
+		t.Fatalf("tracked %v, want only :1.9", bp.names)
+	}
+	bp.observe(signal(ifaceBus, ifaceBus, "NameOwnerChanged", ":1.9", ":1.9", ""))
+	if len(bp.names) != 0 {
+		t.Fatalf("a name that went is still tracked: %v", bp.names)
+	}
+}
+
+// A bus that hands out the caller's pidfd (ProcessFD) pins it exactly; a
+// pidfd that names another process than the PID is not used.
+func TestOriginFromCredentials(t *testing.T) {
+	self := uint32(os.Getpid())
+	open := func() godbus.UnixFD {
+		fd, err := unix.PidfdOpen(int(self), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return godbus.UnixFD(fd)
+	}
+	tests := []struct {
+		name      string
+		creds     map[string]godbus.Variant
+		wantPidfd bool
+		wantErr   bool
+	}{
+		{"dbus-daemon 1.14", map[string]godbus.Variant{"UnixUserID": godbus.MakeVariant(uint32(0)), "ProcessID": godbus.MakeVariant(self)}, false, false},
+		{"with ProcessFD", map[string]godbus.Variant{"UnixUserID": godbus.MakeVariant(uint32(0)), "ProcessID": godbus.MakeVariant(self), "ProcessFD": godbus.MakeVariant(open())}, true, false},
+		{"ProcessFD of another PID", map[string]godbus.Variant{"UnixUserID": godbus.MakeVariant(uint32(0)), "ProcessID": godbus.MakeVariant(uint32(1)), "ProcessFD": godbus.MakeVariant(open())}, false, false},
+		{"no UID", map[string]godbus.Variant{"ProcessID": godbus.MakeVariant(self), "ProcessFD": godbus.MakeVariant(open())}, false, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o, dup, err := originFromCredentials(tt.creds)
+			if tt.wantErr != (err != nil) {
+				t.Fatalf("err = %v", err)
+			}
+			if got := o.pidfd >= 0 && dup >= 0; got != tt.wantPidfd {
+				t.Fatalf("pinned by pidfd: %v (%d, %d), want %v", got, o.pidfd, dup, tt.wantPidfd)
+			}
+			if dup >= 0 {
+				if pid, err := pidOfPidfd(dup); err != nil || pid != self {
+					t.Fatalf("duplicate names %d, %v", pid, err)
+				}
+				unix.Close(dup)
+			}
+			o.release()
+		})
 	}
 }
 

@@ -8,7 +8,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 
 	"golang.org/x/sys/unix"
 
@@ -16,18 +15,14 @@ import (
 	"github.com/contid/contid/registry"
 )
 
-// capAuditControl is CAP_AUDIT_CONTROL's bit in the capability sets.
-const capAuditControl = 30
-
 // errGone: the process exited while we looked at it.
 var errGone = errors.New("process exited")
 
-// procStatus holds the /proc/<pid>/status facts authorization needs.
+// procStatus holds the /proc/<pid>/status facts a TagProcess target is
+// checked for.
 type procStatus struct {
-	EffectiveUID uint32
-	CapEff       uint64
-	Threads      int
-	PPID         uint32
+	Threads int
+	PPID    uint32
 }
 
 func readStatus(pid uint32) (procStatus, error) {
@@ -45,23 +40,6 @@ func readStatus(pid uint32) (procStatus, error) {
 		}
 		v = strings.TrimSpace(v)
 		switch k {
-		case "Uid":
-			f := strings.Fields(v)
-			if len(f) >= 2 {
-				u, err := strconv.ParseUint(f[1], 10, 32)
-				if err != nil {
-					return st, fmt.Errorf("parse Uid: %w", err)
-				}
-				st.EffectiveUID = uint32(u)
-				seen++
-			}
-		case "CapEff":
-			c, err := strconv.ParseUint(v, 16, 64)
-			if err != nil {
-				return st, fmt.Errorf("parse CapEff: %w", err)
-			}
-			st.CapEff = c
-			seen++
 		case "Threads":
 			n, err := strconv.Atoi(v)
 			if err != nil {
@@ -78,8 +56,8 @@ func readStatus(pid uint32) (procStatus, error) {
 			seen++
 		}
 	}
-	if seen < 4 {
-		return st, fmt.Errorf("/proc/%d/status lacks Uid, CapEff, Threads or PPid", pid)
+	if seen < 2 {
+		return st, fmt.Errorf("/proc/%d/status lacks Threads or PPid", pid)
 	}
 	return st, nil
 }
@@ -92,29 +70,6 @@ func startTime(pid uint32) (uint64, error) {
 	}
 	return t, err
 }
-
-// sameUserNS reports whether pid lives in contidd's own user namespace
-// (the initial one, for a system daemon).
-func sameUserNS(pid uint32) (bool, error) {
-	self, err := selfUserNS()
-	if err != nil {
-		return false, err
-	}
-	var other unix.Stat_t
-	if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/user", pid), &other); err != nil {
-		return false, fmt.Errorf("%w: %v", errGone, err)
-	}
-	return self.Dev == other.Dev && self.Ino == other.Ino, nil
-}
-
-// selfUserNS is contidd's own user namespace, read once: a process cannot
-// leave its user namespace without unshare or setns, which contidd never
-// calls.
-var selfUserNS = sync.OnceValues(func() (unix.Stat_t, error) {
-	var st unix.Stat_t
-	err := unix.Stat("/proc/self/ns/user", &st)
-	return st, err
-})
 
 // pidfdAlive confirms the process a pidfd names still runs, so facts read
 // from /proc/<pid> after the pidfd was opened are the right process's.
@@ -166,6 +121,14 @@ func hasChildren(pid uint32) (bool, error) {
 func pidfdOpen(pid uint32) (int, error) { return unix.PidfdOpen(int(pid), 0) }
 
 func closeFD(fd int) { _ = unix.Close(fd) }
+
+func dupFD(fd int) (int, error) {
+	d, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("%w: descriptor %d: %v", registry.ErrInvalidArgs, fd, err)
+	}
+	return d, nil
+}
 
 // machineID is the host's machine ID, for Peer.GetMachineId.
 func machineID() string {

@@ -93,7 +93,10 @@ func (m *Manager) dispatch(p *peer, msg *godbus.Message) (body []any, derr *godb
 			if !ok {
 				return nil, newError(NameInvalidArgs, "TagProcess needs a pidfd passed as a file descriptor (unix fd passing was not negotiated)")
 			}
-			rid, obj, err := m.tagProcess(ctx, p, msg, int(fd), msg.Body[1].(uint64), msg.Body[2].(map[string]godbus.Variant))
+			// The call's descriptor is closed with the call; tagProcess
+			// closes its own duplicate.
+			dup := func() (int, error) { return dupFD(int(fd)) }
+			rid, obj, err := m.tagProcess(ctx, p, msg, dup, msg.Body[1].(uint64), msg.Body[2].(map[string]godbus.Variant))
 			return reply([]any{rid, obj}, err)
 		case "TagPID":
 			if e := want("uta{sv}"); e != nil {
@@ -140,6 +143,11 @@ func (m *Manager) dispatch(p *peer, msg *godbus.Message) (body []any, derr *godb
 			if e := want(""); e != nil {
 				return nil, e
 			}
+			release, err := m.enterList(ctx, p)
+			if err != nil {
+				return reply(nil, err)
+			}
+			defer release()
 			return []any{m.listContainers()}, nil
 		}
 	case ContainerInterface:
@@ -160,18 +168,21 @@ func (m *Manager) dispatch(p *peer, msg *godbus.Message) (body []any, derr *godb
 	return nil, newError(NameUnknownMethod, fmt.Sprintf("%s has no method %s.%s", path, iface, member))
 }
 
-// tagPID opens a pidfd for the PID first, so the process is pinned from
-// here on, exactly as if the caller had passed the pidfd.
+// tagPID opens a pidfd for the PID once the caller is authorized, so the
+// process is pinned from there on, exactly as if the caller had passed
+// the pidfd.
 func (m *Manager) tagPID(ctx context.Context, p *peer, msg *godbus.Message, pid uint32, id uint64, opts map[string]godbus.Variant) (uint64, godbus.ObjectPath, error) {
 	if pid == 0 || pid > 1<<22 {
 		return 0, "", fmt.Errorf("%w: %d is not a valid PID", registry.ErrInvalidArgs, pid)
 	}
-	fd, err := pidfdOpen(pid)
-	if err != nil {
-		return 0, "", fmt.Errorf("%w: no process %d: %v", registry.ErrInvalidArgs, pid, err)
+	open := func() (int, error) {
+		fd, err := pidfdOpen(pid)
+		if err != nil {
+			return -1, fmt.Errorf("%w: no process %d: %v", registry.ErrInvalidArgs, pid, err)
+		}
+		return fd, nil
 	}
-	defer closeFD(fd)
-	return m.tagProcess(ctx, p, msg, fd, id, opts)
+	return m.tagProcess(ctx, p, msg, open, id, opts)
 }
 
 type objKind int

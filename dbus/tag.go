@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 
 	godbus "github.com/godbus/dbus/v5"
 
@@ -32,8 +31,12 @@ func parseTagRequest(id uint64, opts map[string]godbus.Variant) (tagRequest, err
 }
 
 // resolveCgroup turns a validated cgroup path into a target: it must exist
-// as a directory under the cgroup2 root.
+// as a directory under the cgroup2 root. A cgroup that is never tagged is
+// refused first, whether it exists or not.
 func (m *Manager) resolveCgroup(p, unit string) (registry.CgroupTarget, error) {
+	if err := m.cfg.Registry.CheckTaggable(p); err != nil {
+		return registry.CgroupTarget{}, err
+	}
 	full := filepath.Join(m.cfg.Cgroups.Root(), p)
 	fi, err := os.Stat(full)
 	if err != nil || !fi.IsDir() {
@@ -63,11 +66,21 @@ func (m *Manager) existed(id uint64) bool {
 func (m *Manager) taggingCaller(ctx context.Context, p *peer, msg *godbus.Message, req tagRequest) (*callerInfo, error) {
 	ci, err := m.identify(ctx, p)
 	if err != nil {
+		if ci != nil {
+			return nil, m.refused(ci, req, "", err)
+		}
 		return nil, err
+	}
+	if !ci.Privileged {
+		release, ok := m.tagCalls.enter(m.groups.group(ci.UID))
+		if !ok {
+			return nil, m.refused(ci, req, "", fmt.Errorf("%w: UID %d (with its subordinate UIDs) or all users together have too many tag requests waiting for polkit", registry.ErrLimitExceeded, ci.UID))
+		}
+		ci.release = release
 	}
 	m.authorizeTag(ctx, p, msg, ci)
 	if !ci.Privileged && ci.Container == contid.Unset {
-		err := m.refused(ci, req, "", fmt.Errorf("%w: tagging needs CAP_AUDIT_CONTROL in the initial user namespace or polkit authorization for %s", registry.ErrAccessDenied, PolkitActionTag))
+		err := m.refused(ci, req, "", fmt.Errorf("%w: tagging needs UID 0 or polkit authorization for %s", registry.ErrAccessDenied, PolkitActionTag))
 		ci.close()
 		return nil, err
 	}
@@ -102,42 +115,35 @@ func (m *Manager) tagCgroupAs(ctx context.Context, p *peer, msg *godbus.Message,
 
 // nameAutotagged handles tagging a cgroup the kernel already tagged at
 // mkdir (a machine under machine.slice): the ID exists and is write-once,
-// so a privileged orchestrator's request for "any ID" (or exactly that
-// one) with plain flags names the container instead of failing. This is
-// how the nspawn drop-in's `contidctl tag-unit --name=NAME` attaches the
-// name. ok is false when the request is not of that kind.
+// so a request for "any ID" (or exactly that one) with no option but a
+// name names the container instead of failing. This is how the nspawn
+// drop-in's `contidctl tag-unit --name=NAME` attaches the name. Who may
+// name it is the registry's rule (Registry.Name). ok is false when the
+// request is not of that kind.
 func (m *Manager) nameAutotagged(ci *callerInfo, req tagRequest, t registry.CgroupTarget) (*registry.Container, bool, error) {
 	c, err := m.cfg.Registry.ByCgroupPath(t.Path)
 	if err != nil || c.Flags&contid.FlagAutotag == 0 || c.OwnerPID != 0 || c.State != registry.StateActive {
 		return nil, false, nil
 	}
-	if !ci.Privileged || (req.id != 0 && contid.ID(req.id) != c.ID) || req.opts.AllowNesting || req.opts.JoinIgnore {
+	if (req.id != 0 && contid.ID(req.id) != c.ID) || req.opts != (registry.Options{Name: req.opts.Name}) {
 		return nil, false, nil // the registry refuses it with the precise error
 	}
-	if t.Path == ci.Cgroup || strings.HasPrefix(ci.Cgroup, t.Path+"/") {
-		return nil, true, fmt.Errorf("%w: cgroup %s contains the caller's own cgroup %s", registry.ErrNotDescendant, t.Path, ci.Cgroup)
-	}
-	name, unit := c.Name, c.Unit
-	if req.opts.Name != "" {
-		if name != "" && name != req.opts.Name {
-			return nil, true, fmt.Errorf("%w: cgroup %s is container %d, already named %q", registry.ErrAlreadyTagged, t.Path, c.ID, name)
-		}
-		name = req.opts.Name
-	}
-	if unit == "" {
-		unit = t.Unit
-	}
-	if name == c.Name && unit == c.Unit {
-		return c, true, nil
-	}
-	if err := m.cfg.Registry.SetMetadata(c.ID, name, unit); err != nil {
+	nc, err := m.cfg.Registry.Name(ci.Caller, c.ID, req.opts.Name, t.Unit)
+	if err != nil {
 		return nil, true, err
 	}
-	m.log(PrioInfo, "Process %d (uid %d) named autotagged container %d (%s) %q.", ci.PID, ci.UID, c.ID, t.Path, name)
+	m.metadataChanged(c, nc, fmt.Sprintf("Process %d (uid %d)", ci.PID, ci.UID))
+	return nc, true, nil
+}
+
+// metadataChanged logs and announces a new name or unit.
+func (m *Manager) metadataChanged(old, c *registry.Container, who string) {
+	if old.Name == c.Name && old.Unit == c.Unit {
+		return
+	}
+	m.log(PrioInfo, "%s named container %d (%s) %q, unit %q.", who, c.ID, firstCgroup(c), c.Name, c.Unit)
 	m.emit(ContainerPath(c.ID), ifaceProperties, "PropertiesChanged", ContainerInterface,
-		map[string]godbus.Variant{"Name": godbus.MakeVariant(name), "Unit": godbus.MakeVariant(unit)}, []string{})
-	nc, err := m.cfg.Registry.Get(c.ID)
-	return nc, true, err
+		map[string]godbus.Variant{"Name": godbus.MakeVariant(c.Name), "Unit": godbus.MakeVariant(c.Unit)}, []string{})
 }
 
 // refused logs and audits a refused tag request and returns its error.
@@ -211,9 +217,10 @@ func (m *Manager) tagMachine(ctx context.Context, p *peer, msg *godbus.Message, 
 	})
 }
 
-// tagProcess implements TagProcess (pidfd from the caller) and TagPID
-// (pidfd opened here).
-func (m *Manager) tagProcess(ctx context.Context, p *peer, msg *godbus.Message, pidfd int, id uint64, opts map[string]godbus.Variant) (uint64, godbus.ObjectPath, error) {
+// tagProcess implements TagProcess (the pidfd came from the caller) and
+// TagPID (open opens one, once the caller is authorized, so a request
+// waiting on polkit holds no descriptor of its target).
+func (m *Manager) tagProcess(ctx context.Context, p *peer, msg *godbus.Message, open func() (int, error), id uint64, opts map[string]godbus.Variant) (uint64, godbus.ObjectPath, error) {
 	req, err := parseTagRequest(id, opts)
 	if err != nil {
 		return 0, "", err
@@ -223,6 +230,11 @@ func (m *Manager) tagProcess(ctx context.Context, p *peer, msg *godbus.Message, 
 		return 0, "", err
 	}
 	defer ci.close()
+	pidfd, err := open()
+	if err != nil {
+		return 0, "", m.refused(ci, req, "", err)
+	}
+	defer closeFD(pidfd)
 	target, err := freshProcess(pidfd, ci.PID, m.cfg.Cgroups)
 	if err != nil {
 		return 0, "", m.refused(ci, req, "", err)

@@ -87,8 +87,8 @@ func (c *Container) clone() *Container {
 type Caller struct {
 	PID, UID uint32
 	Start    uint64 // process start time; with PID it identifies the caller
-	// Privileged: CAP_AUDIT_CONTROL in the initial user namespace, or
-	// polkit said yes for org.contid1.tag.
+	// Privileged: UID 0 when the caller connected, or polkit said yes
+	// for org.contid1.tag (docs/THREAT-MODEL.md, "Who may tag").
 	Privileged bool
 	Container  contid.ID // the caller's own ID, contid.Unset if none
 	Cgroup     string    // relative to the cgroup2 root
@@ -149,6 +149,9 @@ type Config struct {
 	// Logf receives warnings about damaged state files; they are also
 	// kept for Warnings.
 	Logf func(format string, args ...any)
+	// OwnCgroup is contidd's own cgroup, relative to the cgroup2 root:
+	// it, its ancestors and the processes in it are never tagged.
+	OwnCgroup string
 }
 
 const (

@@ -61,8 +61,10 @@ func TestTagRules(t *testing.T) {
 
 		// No self-tagging.
 		{name: "own cgroup", want: ErrNotDescendant, call: tag(orchestrator.Cgroup)},
-		{name: "ancestor of own cgroup", want: ErrNotDescendant, call: tag("/system.slice")},
-		{name: "root cgroup", want: ErrNotDescendant, call: tag("/")},
+		{name: "ancestor of own cgroup", want: ErrNotDescendant,
+			call: tagAs(Caller{PID: 9, Start: 1, Privileged: true, Cgroup: "/machine.slice/a.scope/payload"}, 0, "/machine.slice/a.scope", Options{})},
+		{name: "slice above own cgroup", want: ErrInvalidArgs, wantMsg: "is a slice", call: tag("/system.slice")},
+		{name: "root cgroup", want: ErrInvalidArgs, wantMsg: "root cgroup", call: tag("/")},
 		{name: "prefix is not ancestor", call: tag("/system.slice/orch"), chain: "1"},
 		{name: "tagged caller tags itself", want: ErrNotDescendant, call: nested(nest, func(h *harness, in Caller) (*Container, error) {
 			return h.r.TagCgroup(in, 0, target(in.Cgroup), Options{})

@@ -32,6 +32,9 @@ func (r *Registry) TagCgroup(c Caller, id contid.ID, t CgroupTarget, o Options) 
 	if err := ValidateName(t.Unit); err != nil {
 		return nil, fmt.Errorf("unit: %w", err)
 	}
+	if err := neverTaggable(t.Path, r.cfg.OwnCgroup); err != nil {
+		return nil, err
+	}
 	// Nobody may tag the cgroup it runs in or one above it: that would
 	// tag the caller itself.
 	if within(c.Cgroup, t.Path) {
@@ -117,6 +120,9 @@ func (r *Registry) TagProcess(c Caller, id contid.ID, t ProcessTarget, o Options
 	}
 	if t.PID == c.PID {
 		return nil, fmt.Errorf("%w: process %d cannot tag itself", ErrNotDescendant, t.PID)
+	}
+	if own := r.cfg.OwnCgroup; own != "" && t.Cgroup == own {
+		return nil, fmt.Errorf("%w: process %d runs in contidd's own cgroup %s and is never tagged", ErrInvalidArgs, t.PID, own)
 	}
 	if c.Container != contid.Unset && !t.ChildOfCaller {
 		return nil, fmt.Errorf("%w: process %d is not a child of the caller, and a caller in container %d may tag only its own children", ErrNotDescendant, t.PID, c.Container)
@@ -275,6 +281,57 @@ func (r *Registry) SetMetadata(id contid.ID, name, unit string) error {
 	return err
 }
 
+// Name gives a container the kernel tagged on its own (autotag: it has no
+// owner) its name and unit, for a caller that may manage it (mayManage).
+// A name, once given, stays: another one is AlreadyTagged, so whoever
+// named it first cannot be overruled. An empty name or unit keeps what is
+// recorded.
+func (r *Registry) Name(c Caller, id contid.ID, name, unit string) (*Container, error) {
+	if err := ValidateName(name); err != nil {
+		return nil, err
+	}
+	if err := ValidateName(unit); err != nil {
+		return nil, fmt.Errorf("unit: %w", err)
+	}
+	r.change.Lock()
+	defer r.change.Unlock()
+	if r.closed {
+		return nil, ErrClosed
+	}
+	e := r.byID[id]
+	switch {
+	case e == nil:
+		return nil, fmt.Errorf("%w: no container has ID %d", ErrNoSuchContainer, id)
+	case e.c.State != StateActive:
+		return nil, fmt.Errorf("%w: container %d exited", ErrIDInUse, id)
+	case e.c.OwnerPID != 0:
+		return nil, fmt.Errorf("%w: container %d has an owner, who gave it its name", ErrAlreadyTagged, id)
+	}
+	if err := r.mayManage(c, e); err != nil {
+		return nil, err
+	}
+	for _, cg := range e.c.Cgroups {
+		if within(c.Cgroup, cg.Path) {
+			return nil, fmt.Errorf("%w: cgroup %s contains the caller's own cgroup %s", ErrNotDescendant, cg.Path, c.Cgroup)
+		}
+	}
+	if name == "" {
+		name = e.c.Name
+	}
+	if e.c.Name != "" && name != e.c.Name {
+		return nil, fmt.Errorf("%w: container %d is already named %q", ErrAlreadyTagged, id, e.c.Name)
+	}
+	if e.c.Unit != "" || unit == "" {
+		unit = e.c.Unit
+	}
+	if name == e.c.Name && unit == e.c.Unit {
+		return e.c.clone(), nil
+	}
+	ne := e.dup()
+	ne.c.Name, ne.c.Unit = name, unit
+	return r.commit(e, ne)
+}
+
 // MarkExited records that a container's cgroup emptied or was removed. The
 // record stays, and so does its claim on the ID.
 func (r *Registry) MarkExited(id contid.ID) (*Container, error) {
@@ -299,7 +356,7 @@ func (r *Registry) MarkExited(id contid.ID) (*Container, error) {
 // checkRequest is the part of every tag request that needs no state.
 func checkRequest(c Caller, id contid.ID, o Options) error {
 	if !c.Privileged {
-		return fmt.Errorf("%w: tagging needs CAP_AUDIT_CONTROL or polkit authorization for org.contid1.tag", ErrAccessDenied)
+		return fmt.Errorf("%w: tagging needs UID 0 or polkit authorization for org.contid1.tag", ErrAccessDenied)
 	}
 	if id == contid.Invalid {
 		return fmt.Errorf("%w: %d is not a valid audit container ID", ErrInvalidArgs, uint64(id))

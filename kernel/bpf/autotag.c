@@ -33,6 +33,26 @@ static __always_inline __u32 max_depth(void)
 }
 
 /*
+ * A slice groups units and never holds processes of its own (systemd puts
+ * them in the scopes and services below it), so a slice created under an
+ * autotag parent (machine.slice/machine-pods.slice) is no container:
+ * tagging it would give every unit later placed inside it the slice's ID.
+ * kernfs names are NUL-terminated and at most NAME_MAX (255) bytes.
+ */
+static __always_inline int is_slice(struct cgroup *cg)
+{
+	char name[256];
+	long n = bpf_probe_read_kernel_str(name, sizeof(name), BPF_CORE_READ(cg, kn, name));
+	if (n < 7 || n > (long)sizeof(name))
+		return 0;
+	__u32 i = (__u32)(n - 7);
+	if (i > sizeof(name) - 7)
+		return 0;
+	return name[i] == '.' && name[i + 1] == 's' && name[i + 2] == 'l' &&
+	       name[i + 3] == 'i' && name[i + 4] == 'c' && name[i + 5] == 'e';
+}
+
+/*
  * cgroup_mkdir() fires this tracepoint after the cgroup and its files are
  * created but before kernfs_activate() makes the directory visible, all
  * under cgroup_mutex: no process can enter the cgroup before its
@@ -50,7 +70,7 @@ int BPF_PROG(contid_autotag, struct cgroup *cg, const char *path)
 		return 0;
 	__u64 parent_id = cgroup_id_of(parent);
 	__u32 *pflags = bpf_map_lookup_elem(&autotag_parents, &parent_id);
-	if (!pflags)
+	if (!pflags || is_slice(cg))
 		return 0;
 
 	struct cgroup_tag nt = {};

@@ -138,7 +138,7 @@ func (c *cleanupStack) runAll() {
 	}
 }
 
-var allPhases = []string{"fork", "stress", "api", "audit", "gobench"}
+var allPhases = []string{"fork", "stress", "api", "audit", "gobench", "stall"}
 
 // phaseKeys are the metrics each phase produces in a mode, so a phase
 // left out shows its metrics as not measured, with the reason.
@@ -152,6 +152,8 @@ func phaseKeys(phase, mode string) []string {
 		return []string{"audit_cpu_ratio_vs_auditd", "contid_cpu_s_per_1000_events", "auditd_cpu_s_per_1000_events", "events_lost_1000eps", "max_events_per_s"}
 	case "api":
 		return []string{"tag_p50_ms", "tag_p99_ms", "get_by_pid_p50_ms", "get_by_pid_p99_ms", "list_10k_ms", "rss_idle_mb", "rss_10k_mb", "bpf_map_kb_idle", "bpf_map_kb_10k"}
+	case "stall":
+		return stallKeys
 	}
 	return nil
 }
@@ -185,6 +187,10 @@ func main() {
 	flag.DurationVar(&cfg.budget, "budget", 0, "bound the fork phase to about this long (e.g. 150s under qemu TCG); 0: a fixed number of pairs")
 	flag.StringVar(&cfg.vmResults, "vm-results", "", "results of an enforcing run in the VM tier (test/vm/out/bench-enforcing.json) to fold into this run's report")
 	flag.Parse()
+	if *hostileSocket != "" {
+		runHostile()
+		return
+	}
 	phasesSet := false
 	flag.Visit(func(f *flag.Flag) { phasesSet = phasesSet || f.Name == "phases" })
 
@@ -283,6 +289,7 @@ func main() {
 	run("api", apiPhase)
 	run("audit", auditPhase)
 	run("gobench", goBenchPhase)
+	run("stall", stallPhase)
 	if cfg.mode == kernel.ModeTracking {
 		foldVMResults(rep, cfg.vmResults)
 	}

@@ -102,6 +102,15 @@ func newReport(mode string) *report {
 		{key: "rss_10k_mb", unit: "MB", goal: below(40, " MB")},
 		{key: "bpf_map_kb_idle", unit: "kB"},
 		{key: "bpf_map_kb_10k", unit: "kB"},
+		{key: "stall_tag_p99_idle_ms", unit: "ms"},
+		{key: "stall_tag_p99_attack_ms", unit: "ms"},
+		{key: "stall_tag_p99_ratio", unit: "x", goal: atMost(2, "")},
+		{key: "stall_list_p99_idle_ms", unit: "ms"},
+		{key: "stall_list_p99_attack_ms", unit: "ms"},
+		{key: "stall_list_p99_ratio", unit: "x", goal: atMost(2, "")},
+		{key: "stall_rss_peak_mb", unit: "MB"},
+		{key: "stall_fds_peak", unit: ""},
+		{key: "stall_contidd_cpu_attack", unit: "CPUs"},
 	}...) {
 		r.metrics = append(r.metrics, m)
 		r.byKey[m.key] = m

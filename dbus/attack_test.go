@@ -1,0 +1,246 @@
+package dbus_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	cdbus "github.com/contid/contid/dbus"
+)
+
+var root = &syscall.Credential{Uid: 0, Gid: 0}
+
+// The attack of a user on a server that judged the caller by what its
+// process is at request time: connect as nobody, send all of a TagCgroup
+// but the last byte, let a child inherit the connection, exec a
+// setuid-root program, and have the child send the last byte. contidd
+// decides on the UID the kernel (or dbus-daemon) recorded at connect, so
+// it is refused, on the socket and on the bus. The control runs the very
+// same flow with a root connector, which is granted: what decides is the
+// connector's UID, not the flow.
+func TestSetuidExecAfterConnect(t *testing.T) {
+	e := newEnv(t, "")
+	e.start()
+	suid := setuidCopy(t)
+	attacker := e.cgroup("attacker")
+	tests := []struct {
+		name   string
+		bus    bool
+		cred   *syscall.Credential
+		expect string
+	}{
+		{"socket, nobody", false, nobody, "error " + cdbus.NameAccessDenied},
+		{"socket, root (control)", false, root, "granted"},
+		{"bus, nobody", true, nobody, "error " + cdbus.NameAccessDenied},
+		{"bus, root (control)", true, root, "granted"},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			addr := e.sock
+			if tt.bus {
+				addr = busPath(e.busAddr)
+			}
+			victim := e.cgroup(fmt.Sprintf("victim%d", i))
+			a := e.startPartial(partialCall{addr: addr, bus: tt.bus, target: victim, then: "exec:" + suid}, tt.cred, attacker)
+			// The connector now runs the setuid program: euid 0, every
+			// capability, the same PID and start time.
+			waitExe(t, a.cmd.Process.Pid, suid, a.cmd)
+			waitEUID(t, a.cmd.Process.Pid, 0)
+			got := a.finish()
+			if !strings.HasPrefix(got, tt.expect) {
+				t.Fatalf("reply %q, want %s", got, tt.expect)
+			}
+		})
+	}
+}
+
+// The connecting process exits, a child keeps its connection, and its PID
+// is given to another process, one that would be granted what the
+// connector is refused: root outside every container, where the connector
+// was root inside container X (which does not allow nesting). contidd
+// pins the connector (SO_PEERPIDFD, or pidfd_open at accept on kernels
+// before 6.5, forced here by a build of contidd; on the bus, the time its
+// connection appeared), so the request is refused. The controls: the same
+// flow while the connector still runs is judged as the connector
+// (NotDescendant), and the process that now has the PID, asking on its own
+// connection, is granted.
+func TestPIDReuseAfterConnect(t *testing.T) {
+	e := newEnv(t, "")
+	setpid := setpidProgram(t)
+	variants := []struct {
+		name   string
+		binary string
+		bus    bool
+	}{
+		{"socket, SO_PEERPIDFD", "", false},
+		{"socket, pidfd_open at accept", contiddWithoutPeerPidfd(t), false},
+		{"bus", "", true},
+	}
+	for vi, v := range variants {
+		t.Run(v.name, func(t *testing.T) {
+			d := e.startWith(daemonOptions{binary: v.binary})
+			defer d.kill()
+			c := e.p2pClient()
+			ctx := context.Background()
+			if _, err := c.ListContainers(ctx); err != nil {
+				t.Fatal(err)
+			}
+			// Said once, at the first connection pinned that way.
+			if hasFallback := strings.Contains(d.logText(), "No SO_PEERPIDFD"); hasFallback != (v.binary != "") {
+				t.Fatalf("contidd pinned peers by pidfd_open: %v, want %v\n%s", hasFallback, v.binary != "", d.logText())
+			}
+			inner := e.cgroup(fmt.Sprintf("v%d-inner", vi))
+			if _, err := c.TagCgroup(ctx, inner, 0, cdbus.TagOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			free := e.cgroup(fmt.Sprintf("v%d-free", vi))
+			addr := e.sock
+			if v.bus {
+				addr = busPath(e.busAddr)
+			}
+
+			// Control: the connector, alive, is judged as itself.
+			alive := e.startPartial(partialCall{addr: addr, bus: v.bus, target: e.cgroup(fmt.Sprintf("v%d-t1", vi)), then: "stay"}, root, inner)
+			if got := alive.finish(); !strings.HasPrefix(got, "error "+cdbus.NameNotDescendant) {
+				t.Fatalf("connector alive: %q, want NotDescendant", got)
+			}
+
+			// The attack: the connector exits and its PID comes back.
+			a := e.startPartial(partialCall{addr: addr, bus: v.bus, target: e.cgroup(fmt.Sprintf("v%d-t2", vi)), then: "exit"}, root, inner)
+			pid := a.cmd.Process.Pid
+			if err := <-a.exitErr; err != nil {
+				t.Fatalf("connector: %v", err)
+			}
+			// Past the tick the connection appeared in, so a bus caller
+			// is told from its successor by start time.
+			time.Sleep(20 * time.Millisecond)
+			reuse := e.startIn(free, nil, setpid, strconv.Itoa(pid), "/bin/sleep", "1000")
+			sleepExe, _ := filepath.EvalSymlinks("/bin/sleep")
+			waitExe(t, pid, sleepExe, reuse)
+			got := a.finish()
+			if !strings.HasPrefix(got, "error "+cdbus.NameAccessDenied) {
+				t.Fatalf("PID %d reused after connect: %q, want AccessDenied", pid, got)
+			}
+			// contidd's log arrives through a pipe, a moment later.
+			said := false
+			for i := 0; i < 50 && !said; i++ {
+				said = strings.Contains(d.logText(), "has exited since it connected")
+				time.Sleep(20 * time.Millisecond)
+			}
+			if !said {
+				t.Fatalf("the refusal does not say why:\n%s", d.logText())
+			}
+
+			// Control: the process that has the PID now would be granted.
+			own := e.startPartial(partialCall{addr: addr, bus: v.bus, target: e.cgroup(fmt.Sprintf("v%d-t3", vi)), then: "stay"}, root, free)
+			if got := own.finish(); !strings.HasPrefix(got, "granted") {
+				t.Fatalf("a root process outside containers: %q, want granted", got)
+			}
+		})
+	}
+}
+
+// setpidProgram compiles testdata/setpid.c, which starts a program with a
+// chosen PID (clone3 with set_tid): the only way to reuse a PID on demand.
+func setpidProgram(t *testing.T) string {
+	t.Helper()
+	cc := ""
+	for _, c := range []string{os.Getenv("CC"), "cc", "clang", "gcc"} {
+		if c == "" {
+			continue
+		}
+		if p, err := exec.LookPath(c); err == nil {
+			cc = p
+			break
+		}
+	}
+	if cc == "" {
+		t.Skip("skipped: no C compiler (`make deps` installs clang)")
+	}
+	out := filepath.Join(t.TempDir(), "setpid")
+	if b, err := exec.Command(cc, "-O2", "-Wall", "-Werror", "-o", out, "testdata/setpid.c").CombinedOutput(); err != nil {
+		t.Fatalf("compile setpid.c: %v\n%s", err, b)
+	}
+	return out
+}
+
+// waitExe waits until pid runs exe, started by setpid as cmd.
+func waitExe(t *testing.T, pid int, exe string, cmd *exec.Cmd) {
+	t.Helper()
+	for i := 0; i < 300; i++ {
+		if got, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); got == exe {
+			return
+		}
+		if cmd.ProcessState != nil {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("no %s came up as PID %d", exe, pid)
+}
+
+// The root cgroup, init.scope, the slices and contidd's own cgroup with
+// its ancestors are refused whoever asks, with a message that says why;
+// a sibling of contidd's cgroup is the control. Nor does the kernel tag a
+// slice created under an autotag parent, where a scope is tagged.
+func TestNeverTaggable(t *testing.T) {
+	e := newEnv(t, "")
+	own := e.cgroup("daemon")
+	auto := e.cgroup("auto")
+	e.startWith(daemonOptions{cgroup: own}, "--autotag-parents", auto)
+	ctx := context.Background()
+
+	slice := e.cgroup("auto/machine-pods.slice")
+	scope := e.cgroup("auto/machine-web.scope")
+	c := e.p2pClient()
+	waitListed(t, c, scope) // the control; the slice was made first
+	inSlice := e.startIn(slice, nil, "sleep", "1000")
+	for _, le := range mustList(t, c) {
+		if le.Cgroup == slice {
+			t.Fatalf("the slice %s was tagged at mkdir: %+v", slice, le)
+		}
+	}
+	if _, err := c.GetContainerByPID(ctx, uint32(inSlice.Process.Pid)); !hasErrorName(err, cdbus.NameNoSuchContainer) {
+		t.Fatalf("a process in the slice: %v, want NoSuchContainer", err)
+	}
+
+	for tn, c := range map[string]*cdbus.Client{"bus": e.busClient(), "p2p": e.p2pClient()} {
+		tests := []struct {
+			path, why string
+		}{
+			{"/", "root cgroup"},
+			{"/init.scope", "PID 1"},
+			{"/system.slice", "slice"},
+			{"/machine.slice/machine-pods.slice", "slice"},
+			{own, "contidd itself"},
+			{e.cgBase, "contidd itself"},
+		}
+		for _, tt := range tests {
+			t.Run(tn+tt.path, func(t *testing.T) {
+				_, err := c.TagCgroup(ctx, tt.path, 0, cdbus.TagOptions{})
+				if !hasErrorName(err, cdbus.NameInvalidArgs) || !strings.Contains(err.Error(), tt.why) {
+					t.Fatalf("TagCgroup(%s) = %v, want InvalidArgs saying %q", tt.path, err, tt.why)
+				}
+			})
+		}
+		if _, err := c.TagCgroup(ctx, e.cgroup("sibling-"+tn), 0, cdbus.TagOptions{}); err != nil {
+			t.Fatalf("%s: a sibling of contidd's cgroup: %v", tn, err)
+		}
+	}
+}
+
+func mustList(t *testing.T, c *cdbus.Client) []cdbus.ListEntry {
+	t.Helper()
+	list, err := c.ListContainers(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return list
+}

@@ -1,0 +1,166 @@
+package dbus_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	godbus "github.com/godbus/dbus/v5"
+	"golang.org/x/sys/unix"
+
+	cdbus "github.com/contid/contid/dbus"
+	"github.com/contid/contid/internal/hostile"
+	"github.com/contid/contid/registry"
+)
+
+// Descriptors a message brings beyond what its header announces are
+// closed, not kept for later: contidd holds no more after 20 such
+// messages than before, a call cannot take a descriptor another message
+// brought, and a message with more descriptors than any call takes ends
+// the connection. The control: the same pidfd, announced by the call that
+// carries it, is used.
+func TestP2PDescriptors(t *testing.T) {
+	e := newEnv(t, "")
+	d := e.start()
+	pid := d.cmd.Process.Pid
+	c := e.p2pClient()
+	ctx := context.Background()
+
+	conn, rd := rawP2P(t, e.sock)
+	before := fdCount(t, pid)
+	null, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(null)
+	for serial := uint32(2); serial < 22; serial++ {
+		ping := hostile.Message(serial, cdbus.BusName, cdbus.ManagerPath, "org.freedesktop.DBus.Peer", "Ping", 0)
+		if _, _, err := conn.WriteMsgUnix(ping, unix.UnixRights(null, null, null, null), nil); err != nil {
+			t.Fatal(err)
+		}
+		if reply, err := hostile.Await(rd, serial); err != nil || reply.Type != godbus.TypeMethodReply {
+			t.Fatalf("Ping %d with unannounced descriptors: %v %v", serial, reply, err)
+		}
+	}
+	if after := fdCount(t, pid); after > before {
+		t.Fatalf("contidd holds %d descriptors after 20 Pings with 4 unannounced each, %d before", after, before)
+	}
+
+	// A pidfd sent with a Ping, then a TagProcess that announces one
+	// descriptor and brings none.
+	p := e.startIn(e.cgroup("fresh"), nil, "sleep", "1000")
+	pidfd, err := unix.PidfdOpen(p.Process.Pid, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(pidfd)
+	ping := hostile.Message(30, cdbus.BusName, cdbus.ManagerPath, "org.freedesktop.DBus.Peer", "Ping", 0)
+	if _, _, err := conn.WriteMsgUnix(ping, unix.UnixRights(pidfd), nil); err != nil {
+		t.Fatal(err)
+	}
+	tagProcess := func(serial uint32) []byte {
+		return hostile.Message(serial, cdbus.BusName, cdbus.ManagerPath, cdbus.ManagerInterface, "TagProcess", 1,
+			godbus.UnixFDIndex(0), uint64(0), map[string]godbus.Variant{})
+	}
+	if _, err := conn.Write(tagProcess(31)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := hostile.Await(rd, 31); !closedByPeer(err) {
+		t.Fatalf("a TagProcess without its announced descriptor: %v, want the connection closed", err)
+	}
+	if _, err := c.GetContainerByPID(ctx, uint32(p.Process.Pid)); !errors.Is(err, registry.ErrNoSuchContainer) {
+		t.Fatalf("process %d was tagged with a descriptor another message brought: %v", p.Process.Pid, err)
+	}
+
+	// Control: the call that carries and announces it uses it.
+	conn2, rd2 := rawP2P(t, e.sock)
+	if _, _, err := conn2.WriteMsgUnix(tagProcess(2), unix.UnixRights(pidfd), nil); err != nil {
+		t.Fatal(err)
+	}
+	if reply, err := hostile.Await(rd2, 2); err != nil || reply.Type != godbus.TypeMethodReply {
+		t.Fatalf("TagProcess with its own pidfd: %v %v", reply, err)
+	}
+	if _, err := c.GetContainerByPID(ctx, uint32(p.Process.Pid)); err != nil {
+		t.Fatalf("the control was not tagged: %v", err)
+	}
+
+	// More descriptors than any call takes end the connection.
+	many := make([]int, 64)
+	for i := range many {
+		many[i] = null
+	}
+	ping = hostile.Message(3, cdbus.BusName, cdbus.ManagerPath, "org.freedesktop.DBus.Peer", "Ping", 0)
+	if _, _, err := conn2.WriteMsgUnix(ping, unix.UnixRights(many...), nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := hostile.Await(rd2, 3); !closedByPeer(err) {
+		t.Fatalf("a Ping with 64 descriptors: %v, want the connection closed", err)
+	}
+	settled := false
+	for i := 0; i < 50 && !settled; i++ {
+		settled = fdCount(t, pid) <= before
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !settled {
+		t.Fatalf("contidd holds %d descriptors, %d before", fdCount(t, pid), before)
+	}
+}
+
+// rawP2P is a root connection that agreed on descriptor passing and said
+// Hello.
+func rawP2P(t *testing.T, sock string) (*net.UnixConn, *bufio.Reader) {
+	t.Helper()
+	conn, err := hostile.Connect(sock, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	rd, err := hostile.Hello(conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return conn, rd
+}
+
+// closedByPeer: the read failed because the other end closed.
+func closedByPeer(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, unix.ECONNRESET)
+}
+
+// On the bus, contidd's D-Bus library cannot reach a descriptor a message
+// brings without naming it, so the bus policy lets no user but root send
+// contidd any: nobody's message with two is refused by dbus-daemon, and
+// contidd's descriptors stay as they were. The control: root's Ping with
+// no descriptor is answered (and TestTagProcessPidfd passes root's pidfd).
+func TestBusRefusesUsersDescriptors(t *testing.T) {
+	e := newEnv(t, "")
+	d := e.start()
+	pid := d.cmd.Process.Pid
+	if err := e.busClient().Conn().Object(cdbus.BusName, cdbus.ManagerPath).Call("org.freedesktop.DBus.Peer.Ping", 0).Err; err != nil {
+		t.Fatalf("root's Ping: %v", err)
+	}
+	time.Sleep(time.Second) // contidd has settled after its start
+	before := fdCount(t, pid)
+	cmd := exec.Command(helperBinary(t))
+	cmd.Env = append(os.Environ(), helperEnv+"=busfds", "CONTID_TEST_ADDR="+busPath(e.busAddr))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: nobody}
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("helper: %v", err)
+	}
+	if got := strings.TrimSpace(string(out)); got != "error org.freedesktop.DBus.Error.AccessDenied" {
+		t.Fatalf("nobody's Ping with two descriptors: %q, want the bus's AccessDenied", got)
+	}
+	if after := fdCount(t, pid); after > before {
+		t.Fatalf("contidd holds %d descriptors, %d before", after, before)
+	}
+}

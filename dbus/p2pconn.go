@@ -1,0 +1,519 @@
+package dbus
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	godbus "github.com/godbus/dbus/v5"
+	"golang.org/x/sys/unix"
+)
+
+// p2pConn is one peer. Who it is comes from the socket, fixed at connect
+// time (origin), never from anything the peer says.
+type p2pConn struct {
+	srv    *p2pServer
+	conn   *net.UnixConn
+	uid    uint32 // SO_PEERCRED at connect
+	pid    uint32
+	group  groupKey
+	origin *origin
+	unique string
+	out    *outQueue
+
+	closeOnce sync.Once
+	behind    atomic.Bool
+
+	// oob receives the descriptors of one read; it has room for
+	// maxFDsPerMessage, so the kernel never installs more per read.
+	oob []byte
+}
+
+// shutdown closes the socket, which ends the reader, and the queue, which
+// ends the writer; serve releases the rest once both are done. It may be
+// called from any goroutine, any number of times. The signals still
+// queued count as dropped when the peer was cut for falling behind, not
+// when it went away by itself.
+func (c *p2pConn) shutdown() {
+	c.closeOnce.Do(func() {
+		c.conn.Close()
+		if n := c.out.close(); n > 0 && c.behind.Load() {
+			c.srv.countDropped(n)
+		}
+	})
+}
+
+func (c *p2pConn) serve() {
+	m := c.srv.m
+	var calls sync.WaitGroup
+	writerDone := make(chan struct{})
+	defer func() {
+		c.shutdown()
+		calls.Wait()
+		<-writerDone
+		c.origin.release()
+		c.srv.remove(c)
+	}()
+	go func() {
+		defer close(writerDone)
+		c.writeLoop()
+	}()
+
+	_ = c.conn.SetDeadline(time.Now().Add(authTimeout))
+	fds, err := c.authenticate()
+	if err != nil {
+		m.log(PrioDebug, "Peer-to-peer authentication of process %d failed: %v", c.pid, err)
+		return
+	}
+	_ = c.conn.SetDeadline(time.Time{})
+	c.oob = make([]byte, unix.CmsgSpace(maxFDsPerMessage*4))
+	if !fds {
+		// Descriptors were not agreed on: any that come are closed at
+		// once, and a message that announces some is refused.
+		c.oob = c.oob[:unix.CmsgSpace(4)]
+	}
+
+	sem := make(chan struct{}, maxCallsPerConn)
+	fdCalls := make(chan struct{}, maxFDCalls)
+	for {
+		// A user's messages are read at its group's rate: beyond it,
+		// the peer waits, as it would for a slow server.
+		if wait := c.srv.messages.take(c.group, time.Now()); wait > 0 {
+			time.Sleep(wait)
+		}
+		msg, mfds, err := c.readMessage(fds)
+		if err != nil {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+				m.log(PrioDebug, "Peer-to-peer connection of process %d: %v", c.pid, err)
+			}
+			return
+		}
+		if msg.Type != godbus.TypeMethodCall {
+			closeAll(mfds)
+			continue
+		}
+		sem <- struct{}{}
+		if len(mfds) > 0 {
+			fdCalls <- struct{}{}
+		}
+		calls.Add(1)
+		go func() {
+			defer func() {
+				closeAll(mfds)
+				if len(mfds) > 0 {
+					<-fdCalls
+				}
+				<-sem
+				calls.Done()
+			}()
+			c.handle(msg)
+		}()
+	}
+}
+
+// writeLoop writes what the queue holds, each write bounded by a
+// deadline. A peer that takes longer than that to read a message has
+// fallen behind and is disconnected.
+func (c *p2pConn) writeLoop() {
+	for {
+		bufs, ok := c.out.next()
+		if !ok {
+			return
+		}
+		// A batch is what piled up while the previous write waited, at
+		// most maxQueuedBytes (or one larger reply): a peer that reads
+		// takes far less than writeTimeout for it.
+		_ = c.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
+		if _, err := bufs.WriteTo(c.conn); err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				c.srv.fellBehind(c, 0)
+			} else {
+				c.shutdown()
+			}
+			return
+		}
+	}
+}
+
+func closeAll(fds []int) {
+	for _, fd := range fds {
+		unix.Close(fd)
+	}
+}
+
+// authenticate is the server half of the D-Bus SASL exchange, offering
+// only EXTERNAL: the identity is the socket's SO_PEERCRED, and a peer
+// claiming another UID is rejected. It reads byte by byte so that nothing
+// of the first message (which may arrive in the same packet as BEGIN) is
+// consumed here. It reports whether unix fd passing was agreed.
+func (c *p2pConn) authenticate() (bool, error) {
+	return saslServer(c.conn, c.uid, c.srv.guid)
+}
+
+// saslServer runs the exchange on rw for a peer whose socket says uid.
+func saslServer(rw io.ReadWriter, uid uint32, guid string) (bool, error) {
+	var nul [1]byte
+	if _, err := io.ReadFull(rw, nul[:]); err != nil {
+		return false, err
+	}
+	if nul[0] != 0 {
+		return false, errors.New("protocol: missing leading NUL byte")
+	}
+	authed, fds := false, false
+	write := func(s string) error { _, err := rw.Write([]byte(s + "\r\n")); return err }
+	for i := 0; i < maxAuthLines; i++ {
+		line, err := readAuthLine(rw)
+		if err != nil {
+			return false, err
+		}
+		cmd, arg, _ := strings.Cut(line, " ")
+		switch {
+		case cmd == "AUTH" && !authed:
+			mech, data, _ := strings.Cut(arg, " ")
+			if mech != "EXTERNAL" {
+				err = write("REJECTED EXTERNAL")
+				break
+			}
+			authed, err = authExternal(rw, data, uid, guid, write)
+		case cmd == "NEGOTIATE_UNIX_FD" && authed:
+			fds = true
+			err = write("AGREE_UNIX_FD")
+		case cmd == "BEGIN" && authed:
+			return fds, nil
+		case cmd == "BEGIN":
+			return false, errors.New("protocol: BEGIN before authentication")
+		case cmd == "CANCEL" || cmd == "ERROR":
+			authed = false
+			err = write("REJECTED EXTERNAL")
+		default:
+			err = write("ERROR \"unknown command\"")
+		}
+		if err != nil {
+			return false, err
+		}
+	}
+	return false, errors.New("protocol: too many authentication lines")
+}
+
+// authExternal finishes an AUTH EXTERNAL, asking for the identity with an
+// empty DATA challenge when the client sent none (sd-bus does that).
+func authExternal(r io.Reader, data string, uid uint32, guid string, write func(string) error) (bool, error) {
+	if data == "" {
+		if err := write("DATA"); err != nil {
+			return false, err
+		}
+		l, err := readAuthLine(r)
+		if err != nil {
+			return false, err
+		}
+		d, ok := strings.CutPrefix(l, "DATA")
+		if !ok {
+			return false, write("REJECTED EXTERNAL")
+		}
+		data = strings.TrimSpace(d)
+	}
+	if !externalOK(data, uid) {
+		return false, write("REJECTED EXTERNAL")
+	}
+	return true, write("OK " + guid)
+}
+
+// externalOK checks EXTERNAL's optional identity: the hex-encoded decimal
+// UID, which must match the socket credentials.
+func externalOK(data string, uid uint32) bool {
+	if data == "" {
+		return true
+	}
+	b, err := hex.DecodeString(data)
+	if err != nil {
+		return false
+	}
+	n, err := strconv.ParseUint(string(b), 10, 32)
+	return err == nil && uint32(n) == uid
+}
+
+func readAuthLine(r io.Reader) (string, error) {
+	var line []byte
+	var b [1]byte
+	for len(line) < maxAuthLine {
+		if _, err := io.ReadFull(r, b[:]); err != nil {
+			return "", err
+		}
+		line = append(line, b[0])
+		if bytes.HasSuffix(line, []byte("\r\n")) {
+			return string(line[:len(line)-2]), nil
+		}
+	}
+	return "", errors.New("protocol: authentication line too long")
+}
+
+// recv reads once into p, adding the descriptors that came with the
+// bytes to fds. The receive buffer has room for maxFDsPerMessage, so the
+// kernel installs no more than that per read; it says so with MSG_CTRUNC
+// when a peer sent more, which is a protocol error.
+func (c *p2pConn) recv(p []byte, fds *[]int) (int, error) {
+	n, oobn, flags, _, err := c.conn.ReadMsgUnix(p, c.oob)
+	// On some errors the count is the system call's -1.
+	n, oobn = max(n, 0), max(oobn, 0)
+	if oobn > 0 {
+		if scms, perr := unix.ParseSocketControlMessage(c.oob[:oobn]); perr == nil {
+			for i := range scms {
+				got, err := unix.ParseUnixRights(&scms[i])
+				if err != nil {
+					continue
+				}
+				*fds = append(*fds, got...)
+			}
+		}
+	}
+	if flags&unix.MSG_CTRUNC != 0 {
+		return n, fmt.Errorf("protocol: more than %d file descriptors with one message", maxFDsPerMessage)
+	}
+	if len(*fds) > maxFDsPerMessage {
+		return n, fmt.Errorf("protocol: more than %d file descriptors with one message", maxFDsPerMessage)
+	}
+	if n == 0 && err == nil {
+		err = io.EOF
+	}
+	return n, err
+}
+
+func (c *p2pConn) readFull(p []byte, fds *[]int) error {
+	for len(p) > 0 {
+		n, err := c.recv(p, fds)
+		p = p[n:]
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// readMessage reads one message and the descriptors that came with it.
+// Waiting for a message's first byte takes as long as the peer likes;
+// the rest must follow within messageTimeout. A message larger than
+// smallMessage is read only if the byte budget has room for it. Of the
+// descriptors, exactly those the header announces are kept, for this
+// message alone; the others are closed before it is handled.
+func (c *p2pConn) readMessage(fdsAgreed bool) (*godbus.Message, []int, error) {
+	var fds []int
+	fail := func(err error) (*godbus.Message, []int, error) {
+		closeAll(fds)
+		return nil, nil, err
+	}
+	var hdr [16]byte
+	// One read for the whole fixed header when it is there, as it is
+	// from any client that sends whole messages.
+	n, err := c.recv(hdr[:], &fds)
+	if err != nil {
+		return fail(err)
+	}
+	_ = c.conn.SetReadDeadline(time.Now().Add(messageTimeout))
+	if err := c.readFull(hdr[n:], &fds); err != nil {
+		return fail(err)
+	}
+	total, err := messageLength(hdr[:])
+	if err != nil {
+		return fail(err)
+	}
+	if total > smallMessage {
+		if !c.srv.budget.take(c.group, total) {
+			return fail(fmt.Errorf("protocol: no room for a message of %d bytes (budget of uid %d's group spent)", total, c.uid))
+		}
+		defer c.srv.budget.give(c.group, total)
+	}
+	buf := make([]byte, total)
+	copy(buf, hdr[:])
+	if err := c.readFull(buf[16:], &fds); err != nil {
+		return fail(err)
+	}
+	_ = c.conn.SetReadDeadline(time.Time{})
+	if !fdsAgreed && len(fds) > 0 {
+		return fail(errors.New("protocol: descriptors sent without NEGOTIATE_UNIX_FD"))
+	}
+	msg, mfds, err := decodeMessage(buf, fds)
+	fds = nil // decodeMessage owns them now
+	if err != nil {
+		return nil, nil, err
+	}
+	return msg, mfds, nil
+}
+
+// messageLength is the length of a whole message from its 16-byte fixed
+// header, checked against maxMessageSize.
+func messageLength(hdr []byte) (int, error) {
+	var order binary.ByteOrder
+	switch hdr[0] {
+	case 'l':
+		order = binary.LittleEndian
+	case 'B':
+		order = binary.BigEndian
+	default:
+		return 0, errors.New("protocol: bad byte order mark")
+	}
+	bodyLen := uint64(order.Uint32(hdr[4:8]))
+	fieldsLen := uint64(order.Uint32(hdr[12:16]))
+	total := 16 + (fieldsLen+7)&^7 + bodyLen
+	if total > maxMessageSize {
+		return 0, fmt.Errorf("protocol: message of %d bytes exceeds %d", total, maxMessageSize)
+	}
+	return int(total), nil
+}
+
+// decodeMessage decodes one framed message and hands it exactly the
+// descriptors its header announces; it takes ownership of fds and closes
+// those it does not return. The header is read first without any
+// descriptor, so that a body cannot refer to one beyond the announced
+// count: such an index stays an index, which no method accepts.
+func decodeMessage(raw []byte, fds []int) (*godbus.Message, []int, error) {
+	msg, err := godbus.DecodeMessage(bytes.NewReader(raw))
+	if err != nil {
+		closeAll(fds)
+		return nil, nil, fmt.Errorf("protocol: %w", err)
+	}
+	n, _ := msg.Headers[godbus.FieldUnixFDs].Value().(uint32)
+	if int64(n) > int64(len(fds)) {
+		closeAll(fds)
+		return nil, nil, fmt.Errorf("protocol: message announces %d descriptors and carries %d", n, len(fds))
+	}
+	closeAll(fds[n:])
+	fds = fds[:n]
+	if n == 0 {
+		return msg, nil, nil
+	}
+	msg, err = godbus.DecodeMessageWithFDs(bytes.NewReader(raw), fds)
+	if err != nil {
+		closeAll(fds)
+		return nil, nil, fmt.Errorf("protocol: %w", err)
+	}
+	return msg, fds, nil
+}
+
+// reply queues the answer to a call. A peer whose queue has no room for
+// it has fallen behind and is disconnected.
+func (c *p2pConn) reply(msg *godbus.Message) {
+	b, err := encodeMessage(msg)
+	if err != nil {
+		c.srv.m.log(PrioErr, "BUG: cannot encode a reply to process %d: %v", c.pid, err)
+		return
+	}
+	if err := c.out.push(b, false); errors.Is(err, errBehind) {
+		c.srv.fellBehind(c, 0)
+	}
+}
+func (c *p2pConn) handle(msg *godbus.Message) {
+	body, derr, sender := c.answer(msg)
+	if msg.Flags&godbus.FlagNoReplyExpected != 0 {
+		return
+	}
+	reply := &godbus.Message{Headers: map[godbus.HeaderField]godbus.Variant{
+		godbus.FieldReplySerial: godbus.MakeVariant(msg.Serial()),
+		godbus.FieldDestination: godbus.MakeVariant(c.unique),
+		godbus.FieldSender:      godbus.MakeVariant(sender),
+	}}
+	if derr != nil {
+		reply.Type = godbus.TypeError
+		reply.Headers[godbus.FieldErrorName] = godbus.MakeVariant(derr.Name)
+		body = derr.Body
+	} else {
+		reply.Type = godbus.TypeMethodReply
+	}
+	reply.Body = body
+	if len(body) > 0 {
+		reply.Headers[godbus.FieldSignature] = godbus.MakeVariant(godbus.SignatureOf(body...))
+	}
+	c.reply(reply)
+}
+
+// answer routes a call: the bus methods clients expect of a bus, the Peer
+// interface, and everything else to the shared dispatcher. It returns the
+// reply body or error, and the sender the reply comes from.
+func (c *p2pConn) answer(msg *godbus.Message) ([]any, *godbus.Error, string) {
+	dest, _ := msg.Headers[godbus.FieldDestination].Value().(string)
+	iface, _ := msg.Headers[godbus.FieldInterface].Value().(string)
+	path, _ := msg.Headers[godbus.FieldPath].Value().(godbus.ObjectPath)
+	member, _ := msg.Headers[godbus.FieldMember].Value().(string)
+
+	var body []any
+	var derr *godbus.Error
+	sender := BusName
+	switch {
+	case dest == ifaceBus || (dest == "" && path == "/org/freedesktop/DBus" && iface == ifaceBus):
+		sender = ifaceBus
+		body, derr = c.busMethod(member, msg)
+	case iface == ifacePeer && member == "Ping":
+	case iface == ifacePeer && member == "GetMachineId":
+		body = []any{machineID()}
+	default:
+		body, derr = c.srv.m.dispatch(&peer{origin: c.origin}, msg)
+	}
+	return body, derr, sender
+}
+
+// busMethod answers the org.freedesktop.DBus calls clients make to a bus,
+// so tools that expect one (busctl, godbus) work on the socket too.
+func (c *p2pConn) busMethod(member string, msg *godbus.Message) ([]any, *godbus.Error) {
+	sig, _ := msg.Headers[godbus.FieldSignature].Value().(godbus.Signature)
+	arg := func() (string, bool) {
+		if sig.String() != "s" {
+			return "", false
+		}
+		return msg.Body[0].(string), true
+	}
+	known := func(name string) bool {
+		return name == BusName || name == ifaceBus || name == serverUniqueName || name == c.unique
+	}
+	switch member {
+	case "Hello":
+		return []any{c.unique}, nil
+	case "GetId":
+		return []any{c.srv.guid}, nil
+	case "AddMatch", "RemoveMatch":
+		// Every peer gets every signal; there are few.
+		return nil, nil
+	case "ListNames", "ListActivatableNames":
+		return []any{[]string{ifaceBus, BusName, c.unique}}, nil
+	case "NameHasOwner":
+		name, ok := arg()
+		if !ok {
+			return nil, newError(NameInvalidArgs, "NameHasOwner takes (s)")
+		}
+		return []any{known(name)}, nil
+	case "GetNameOwner":
+		name, ok := arg()
+		if !ok {
+			return nil, newError(NameInvalidArgs, "GetNameOwner takes (s)")
+		}
+		switch {
+		case name == BusName || name == serverUniqueName:
+			return []any{serverUniqueName}, nil
+		case name == ifaceBus:
+			return []any{ifaceBus}, nil
+		case name == c.unique:
+			return []any{c.unique}, nil
+		}
+		return nil, newError("org.freedesktop.DBus.Error.NameHasNoOwner", fmt.Sprintf("name %s has no owner here", truncate(name)))
+	case "GetConnectionUnixUser":
+		return []any{c.uid}, nil
+	case "GetConnectionUnixProcessID":
+		return []any{c.pid}, nil
+	case "GetConnectionCredentials":
+		return []any{map[string]godbus.Variant{
+			"UnixUserID": godbus.MakeVariant(c.uid),
+			"ProcessID":  godbus.MakeVariant(c.pid),
+		}}, nil
+	case "RequestName", "ReleaseName", "StartServiceByName":
+		return nil, newError(NameAccessDenied, "this is a peer-to-peer connection to contidd, not a bus")
+	}
+	return nil, newError(NameUnknownMethod, fmt.Sprintf("%s.%s is not available on contidd's peer-to-peer socket", ifaceBus, member))
+}

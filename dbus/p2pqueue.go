@@ -1,0 +1,129 @@
+package dbus
+
+import (
+	"encoding/binary"
+	"errors"
+	"net"
+	"sync"
+)
+
+// outQueue holds what contidd still has to write to one peer. Callers
+// (replies from request goroutines, signals from emit) only append under a
+// short lock; the connection's own writer takes messages off and does the
+// socket I/O with a deadline, holding no lock. A peer that falls behind is
+// not waited for: the message that does not fit is refused, and the
+// caller disconnects the peer.
+type outQueue struct {
+	budget *byteBudget
+	group  groupKey
+
+	mu    sync.Mutex
+	cond  *sync.Cond
+	msgs  []outMessage
+	bytes int
+	// serial numbers the messages in the order they are queued, which is
+	// the order they are written.
+	serial uint32
+	// answered: a reply went out. Only then may signals follow: sd-bus
+	// (busctl, systemd tools) fails the connection with EIO if anything
+	// but the reply to its Hello arrives first.
+	answered bool
+	closed   bool
+	// writing is what the writer holds, still charged to the budget
+	// until written.
+	writing int
+}
+
+type outMessage struct {
+	b      []byte
+	signal bool
+}
+
+var (
+	errQueueClosed = errors.New("connection closed")
+	errBehind      = errors.New("the peer does not read what contidd sends it")
+)
+
+func newOutQueue(budget *byteBudget, g groupKey) *outQueue {
+	q := &outQueue{budget: budget, group: g}
+	q.cond = sync.NewCond(&q.mu)
+	return q
+}
+
+// push queues an encoded message (little-endian, serial field to be set).
+// A signal to a peer that has had no reply yet is skipped (nil error).
+// errBehind means the peer has fallen behind: the caller disconnects it.
+func (q *outQueue) push(b []byte, signal bool) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	switch {
+	case q.closed:
+		return errQueueClosed
+	case signal && !q.answered:
+		return nil
+	case len(q.msgs) >= maxQueuedMessages:
+		return errBehind
+	// One message of any size may wait in an empty queue (a long
+	// ListContainers reply); behind others, the queue is bounded.
+	case len(q.msgs) > 0 && q.bytes+len(b) > maxQueuedBytes:
+		return errBehind
+	case !q.budget.take(q.group, len(b)):
+		return errBehind
+	}
+	q.serial++
+	if q.serial == 0 {
+		q.serial = 1
+	}
+	binary.LittleEndian.PutUint32(b[8:12], q.serial)
+	q.msgs = append(q.msgs, outMessage{b: b, signal: signal})
+	q.bytes += len(b)
+	if !signal {
+		q.answered = true
+	}
+	q.cond.Signal()
+	return nil
+}
+
+// next waits for messages to write and takes all that are queued, so a
+// peer that reads slowly is written to with fewer, larger writes; false
+// once the queue closed.
+func (q *outQueue) next() (net.Buffers, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.budget.give(q.group, q.writing)
+	q.writing = 0
+	for len(q.msgs) == 0 && !q.closed {
+		q.cond.Wait()
+	}
+	if q.closed {
+		return nil, false
+	}
+	out := make(net.Buffers, len(q.msgs))
+	for i, m := range q.msgs {
+		out[i] = m.b
+	}
+	q.writing, q.bytes = q.bytes, 0
+	q.msgs = q.msgs[:0]
+	return out, true
+}
+
+// close ends the queue, gives its bytes back and returns how many signals
+// were never written.
+func (q *outQueue) close() (droppedSignals int) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
+		return 0
+	}
+	q.closed = true
+	for _, m := range q.msgs {
+		if m.signal {
+			droppedSignals++
+		}
+		q.budget.give(q.group, len(m.b))
+	}
+	q.budget.give(q.group, q.writing)
+	q.msgs, q.bytes, q.writing = nil, 0, 0
+	q.cond.Broadcast()
+	return droppedSignals
+}

@@ -1,0 +1,231 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/godbus/dbus/v5"
+
+	"github.com/contid/contid/internal/hostile"
+)
+
+// stallKeys are the stall phase's metrics: the well-behaved client's
+// latencies on the peer-to-peer socket with nobody attacking it and under
+// 1,000 hostile clients, and what contidd held meanwhile.
+var stallKeys = []string{"stall_tag_p99_idle_ms", "stall_tag_p99_attack_ms", "stall_tag_p99_ratio",
+	"stall_list_p99_idle_ms", "stall_list_p99_attack_ms", "stall_list_p99_ratio",
+	"stall_rss_peak_mb", "stall_fds_peak", "stall_contidd_cpu_attack"}
+
+// Hostile clients, when contid-bench runs as one of them (the phase starts
+// itself again as nobody).
+var (
+	hostileSocket = flag.String("hostile", "", "internal: attack the peer-to-peer socket at this path (the stall phase runs contid-bench so, as nobody)")
+	hostileN      = flag.Int("hostile-n", 250, "internal: connections of each kind")
+	hostileFor    = flag.Duration("hostile-for", 10*time.Second, "internal: how long to attack")
+)
+
+// runHostile is contid-bench as an attacker: it prints what each kind of
+// connection saw, as JSON.
+func runHostile() {
+	ctx, cancel := context.WithTimeout(context.Background(), *hostileFor)
+	defer cancel()
+	if err := json.NewEncoder(os.Stdout).Encode(hostile.AttackAll(ctx, *hostileSocket, *hostileN)); err != nil {
+		os.Exit(1)
+	}
+}
+
+// stallPhase measures what 1,000 hostile clients as nobody (non-readers,
+// half-sent 16 MiB messages, descriptor floods, idle connections:
+// internal/hostile) cost a well-behaved root client of the peer-to-peer
+// socket: the p99 of TagCgroup and of ListContainers (with 200 containers
+// listed) under attack against the same calls with no attack, measured
+// before and after it in the same run. The goal is a ratio of at most 2.
+func stallPhase(cfg *config, rep *report) error {
+	fail := func(err error) error {
+		for _, k := range stallKeys {
+			rep.unmeasured(k, err.Error())
+		}
+		return err
+	}
+	dir, err := tempDir("contid-bench-stall-")
+	if err != nil {
+		return fail(err)
+	}
+	// nobody connects to the socket in here and runs the attacker from it.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return fail(err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return fail(err)
+	}
+	attacker := filepath.Join(dir, "contid-bench")
+	if b, err := os.ReadFile(self); err != nil {
+		return fail(err)
+	} else if err := os.WriteFile(attacker, b, 0o755); err != nil {
+		return fail(err)
+	}
+	tree, err := makeCgroupTree("contid-bench-stall")
+	if err != nil {
+		return fail(err)
+	}
+	_, addr, err := startDBus(cfg, dir)
+	if err != nil {
+		return fail(err)
+	}
+	d, err := startContidd(cfg, contiddOpts{busAddr: addr, dir: dir})
+	if err != nil {
+		return fail(err)
+	}
+	conn, err := dbus.Dial("unix:path=" + d.socket)
+	if err == nil {
+		err = conn.Auth(nil)
+	}
+	if err == nil {
+		err = conn.Hello()
+	}
+	if err != nil {
+		return fail(fmt.Errorf("connecting to the peer-to-peer socket: %w", err))
+	}
+	defer conn.Close()
+	mgr := conn.Object(busName, objPath)
+
+	next := 0
+	tag := func() (float64, error) {
+		cg, err := tree.child(fmt.Sprintf("c%05d", next))
+		next++
+		if err != nil {
+			return 0, err
+		}
+		t := time.Now()
+		call := mgr.Call(managerIf+".TagCgroup", 0, cg.rel(), uint64(0), map[string]dbus.Variant{})
+		return float64(time.Since(t).Microseconds()) / 1000, call.Err
+	}
+	list := func() (float64, error) {
+		t := time.Now()
+		call := mgr.Call(managerIf+".ListContainers", 0)
+		return float64(time.Since(t).Microseconds()) / 1000, call.Err
+	}
+	for i := 0; i < 200; i++ {
+		if _, err := tag(); err != nil {
+			return fail(fmt.Errorf("TagCgroup: %w", err))
+		}
+	}
+	// rounds alternates the two calls until n of each or the time is up.
+	rounds := func(n int, limit time.Duration) (tags, lists []float64, err error) {
+		end := time.Now().Add(limit)
+		for i := 0; i < n && time.Now().Before(end); i++ {
+			tm, err := tag()
+			if err != nil {
+				return nil, nil, fmt.Errorf("TagCgroup: %w", err)
+			}
+			lm, err := list()
+			if err != nil {
+				return nil, nil, fmt.Errorf("ListContainers: %w", err)
+			}
+			tags, lists = append(tags, tm), append(lists, lm)
+			time.Sleep(10 * time.Millisecond)
+		}
+		return tags, lists, nil
+	}
+	n, attackFor := 400, 20*time.Second
+	if cfg.quick {
+		n, attackFor = 100, 10*time.Second
+	}
+
+	// Idle before, the attack, idle after: the idle figure is both
+	// together, so drift over the phase lands on both sides.
+	idleTags, idleLists, err := rounds(n/2, time.Minute)
+	if err != nil {
+		return fail(err)
+	}
+	progress("stall: idle, first half: TagCgroup p99 %.2f ms, ListContainers p99 %.2f ms", summarize(idleTags).P99, summarize(idleLists).P99)
+
+	cmd := exec.Command(attacker, "-hostile", d.socket, "-hostile-n", "250", "-hostile-for", (attackFor + 5*time.Second).String())
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	atk, err := startProc("hostile clients (nobody)", cmd)
+	if err != nil {
+		return fail(err)
+	}
+	cpu0, _ := cpuSeconds(d.pid())
+	var peakRSS float64
+	peakFDs := 0
+	stopSampling := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			if rss, _, err := rssKB(d.pid()); err == nil {
+				peakRSS = max(peakRSS, rss)
+			}
+			if fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", d.pid())); err == nil {
+				peakFDs = max(peakFDs, len(fds))
+			}
+			select {
+			case <-stopSampling:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	time.Sleep(3 * time.Second) // the attackers connect and start
+	t0 := time.Now()
+	atkTags, atkLists, err := rounds(n, attackFor-3*time.Second)
+	cpu := 0.0
+	if c1, cerr := cpuSeconds(d.pid()); cerr == nil {
+		cpu = (c1 - cpu0) / time.Since(t0).Seconds()
+	}
+	close(stopSampling)
+	<-sampled
+	<-atk.done
+	atk.undo()
+	if err != nil {
+		return fail(fmt.Errorf("under attack: %w", err))
+	}
+	var stats []hostile.Stats
+	if err := json.Unmarshal([]byte(out.String()), &stats); err != nil {
+		return fail(fmt.Errorf("the attackers' report %q: %w", out.String(), err))
+	}
+	for _, s := range stats {
+		progress("stall: %-10s %d connection attempts, %d refused at accept, %d admitted, %d cut by contidd", s.Kind, s.Attempts, s.Refused, s.Admitted, s.Cut)
+	}
+	rep.detail("stall_attackers", stats)
+	progress("stall: under attack: TagCgroup p99 %.2f ms, ListContainers p99 %.2f ms over %d calls each", summarize(atkTags).P99, summarize(atkLists).P99, len(atkTags))
+
+	more, moreLists, err := rounds(n/2, time.Minute)
+	if err != nil {
+		return fail(err)
+	}
+	idleTags, idleLists = append(idleTags, more...), append(idleLists, moreLists...)
+	if len(atkTags) < 20 {
+		return fail(errors.New("fewer than 20 calls under attack: too few for a p99"))
+	}
+	it, at, il, al := summarize(idleTags), summarize(atkTags), summarize(idleLists), summarize(atkLists)
+	rep.set("stall_tag_p99_idle_ms", it.P99)
+	rep.set("stall_tag_p99_attack_ms", at.P99)
+	rep.set("stall_tag_p99_ratio", at.P99/it.P99)
+	rep.set("stall_list_p99_idle_ms", il.P99)
+	rep.set("stall_list_p99_attack_ms", al.P99)
+	rep.set("stall_list_p99_ratio", al.P99/il.P99)
+	rep.set("stall_rss_peak_mb", peakRSS/1024)
+	rep.set("stall_fds_peak", float64(peakFDs))
+	rep.set("stall_contidd_cpu_attack", cpu)
+	rep.detail("stall_tag_ms", map[string]summary{"idle": it, "attack": at})
+	rep.detail("stall_list_ms", map[string]summary{"idle": il, "attack": al})
+	rep.detail("stall_setup", "private dbus-daemon and contidd; a godbus client as root on the peer-to-peer socket alternates TagCgroup (a new cgroup each) and ListContainers (200+ containers) with 10 ms pauses; 1,000 hostile clients as nobody, 250 of each kind (internal/hostile), reconnecting 1 s after each cut or refusal")
+	progress("stall: contidd peak RSS %.1f MB, peak %d descriptors, %.2f CPUs under attack", peakRSS/1024, peakFDs, cpu)
+	return d.stop()
+}
