@@ -1,18 +1,24 @@
 package dbus_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	godbus "github.com/godbus/dbus/v5"
+
 	cdbus "github.com/contid/contid/dbus"
+	"github.com/contid/contid/internal/hostile"
 )
 
 var root = &syscall.Credential{Uid: 0, Gid: 0}
@@ -243,4 +249,146 @@ func mustList(t *testing.T, c *cdbus.Client) []cdbus.ListEntry {
 		t.Fatal(err)
 	}
 	return list
+}
+
+// Root inside a container is not root for the connection limits: it draws
+// on its container's allowance, as a user does, so it cannot hold the
+// connections the orchestrators outside every container need. The control
+// is the same helper as root outside every container, which gets more.
+func TestContainerRootConnectionAllowance(t *testing.T) {
+	e := newEnv(t, "")
+	e.start()
+	c := e.p2pClient()
+	ctx := context.Background()
+	tagged, untagged := e.cgroup("croot"), e.cgroup("hostroot")
+	if _, err := c.TagCgroup(ctx, tagged, 0, cdbus.TagOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	held := func(cg string) int {
+		t.Helper()
+		cmd := exec.Command(helperBinary(t))
+		cmd.Env = append(os.Environ(), helperEnv+"=connections", "CONTID_TEST_ADDR="+e.sock, "CONTID_TEST_N=60")
+		fd, err := syscall.Open(filepath.Join(e.cgRoot, cg), syscall.O_RDONLY|syscall.O_DIRECTORY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer syscall.Close(fd)
+		cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd, Credential: root, Pdeathsig: syscall.SIGKILL}
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		var n int
+		if _, err := fmt.Fscan(out, &n); err != nil {
+			t.Fatalf("connections helper in %s: %v", cg, err)
+		}
+		return n
+	}
+	inside := held(tagged)
+	if inside > 32 {
+		t.Fatalf("root in a container holds %d connections; a user's allowance is 32", inside)
+	}
+	outside := held(untagged)
+	if outside != 60 {
+		t.Fatalf("control: root outside every container got %d of 60 connections", outside)
+	}
+	t.Logf("root in a container: %d connections; root outside: %d", inside, outside)
+}
+
+// A message larger than contidd reads is refused from its header: it is
+// never decoded, the caller gets LimitsExceeded, and the connection goes
+// on. Root is held to it too. The control decodes the same message the way
+// a server that reads it whole would, and measures what that costs.
+func TestOversizeMessageNotDecoded(t *testing.T) {
+	e := newEnv(t, "")
+	d := e.start()
+	msg := variantFlood(16<<20 - 64)
+
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	// A 2 MiB one, to keep the test's own memory small.
+	if _, err := godbus.DecodeMessage(bytes.NewReader(variantFlood(2 << 20))); err != nil {
+		t.Fatalf("control: decode: %v", err)
+	}
+	runtime.ReadMemStats(&after)
+	decoded := (after.TotalAlloc - before.TotalAlloc) >> 20
+	if decoded < 20*2 {
+		t.Fatalf("control: decoding a 2 MiB message allocated only %d MiB; the attack would be no amplification", decoded)
+	}
+
+	_, hwm0, err := statusKB(d.cmd.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := hostile.Connect(e.sock, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(60 * time.Second))
+	rd, err := hostile.Hello(conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		binary.LittleEndian.PutUint32(msg[8:12], uint32(10+i))
+		if _, err := conn.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		r, err := hostile.Await(rd, uint32(10+i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if name, _ := r.Headers[godbus.FieldErrorName].Value().(string); name != cdbus.NameLimitsExceeded {
+			t.Fatalf("reply %d to a 16 MiB call: %v, want %s", i, r.Headers[godbus.FieldErrorName], cdbus.NameLimitsExceeded)
+		}
+	}
+	ping := hostile.Message(20, cdbus.BusName, "/org/contid1", "org.freedesktop.DBus.Peer", "Ping", 0)
+	if _, err := conn.Write(ping); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := hostile.Await(rd, 20); err != nil || r.Type != godbus.TypeMethodReply {
+		t.Fatalf("Ping after the refused calls: %v %v", r, err)
+	}
+	_, hwm1, err := statusKB(d.cmd.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if grew := (hwm1 - hwm0) >> 10; grew > 32 {
+		t.Fatalf("contidd's peak RSS grew by %d MiB over three 16 MiB calls (decoding 2 MiB allocates %d MiB)", grew, decoded)
+	}
+	t.Logf("control: decoding a 2 MiB message allocates %d MiB; contidd's peak RSS grew by %d KiB over three of 16 MiB", decoded, hwm1-hwm0)
+}
+
+// variantFlood is a ListContainers call of about size bytes whose body is
+// an array of one-byte variants, 4 bytes each on the wire, each of which
+// godbus decodes into a Go value many times that size.
+func variantFlood(size int) []byte {
+	msg := &godbus.Message{Type: godbus.TypeMethodCall, Headers: map[godbus.HeaderField]godbus.Variant{
+		godbus.FieldDestination: godbus.MakeVariant(cdbus.BusName),
+		godbus.FieldPath:        godbus.MakeVariant(godbus.ObjectPath("/org/contid1")),
+		godbus.FieldInterface:   godbus.MakeVariant(cdbus.ManagerInterface),
+		godbus.FieldMember:      godbus.MakeVariant("ListContainers"),
+		godbus.FieldSignature:   godbus.MakeVariant(godbus.ParseSignatureMust("av")),
+	}, Body: []any{[]godbus.Variant{}}}
+	var buf bytes.Buffer
+	if err := msg.EncodeTo(&buf, binary.LittleEndian); err != nil {
+		panic(err)
+	}
+	b := buf.Bytes()
+	header := 16 + (int(binary.LittleEndian.Uint32(b[12:16]))+7)&^7
+	elem := []byte{1, 'y', 0, 7}
+	n := (size - header - 4) / len(elem)
+	body := make([]byte, 4, 4+n*len(elem))
+	binary.LittleEndian.PutUint32(body, uint32(n*len(elem)))
+	for i := 0; i < n; i++ {
+		body = append(body, elem...)
+	}
+	binary.LittleEndian.PutUint32(b[4:8], uint32(len(body)))
+	return append(append([]byte{}, b[:header]...), body...)
 }

@@ -36,6 +36,9 @@ const (
 	NameUnknownInterface = "org.freedesktop.DBus.Error.UnknownInterface"
 	NameUnknownProperty  = "org.freedesktop.DBus.Error.UnknownProperty"
 	NamePropertyReadOnly = "org.freedesktop.DBus.Error.PropertyReadOnly"
+	// NameLimitsExceeded: a message larger than contidd reads (64 KiB on
+	// the peer-to-peer socket), refused before it is decoded.
+	NameLimitsExceeded = "org.freedesktop.DBus.Error.LimitsExceeded"
 )
 
 // errorNames is the one place a Go error becomes a D-Bus error name; the

@@ -80,6 +80,8 @@ func runHelper(mode string) int {
 		err = helperHostile()
 	case "busfds":
 		err = helperBusFDs()
+	case "connections":
+		err = helperConnections()
 	default:
 		err = fmt.Errorf("unknown helper mode %q", mode)
 	}
@@ -526,5 +528,31 @@ func helperBusFDs() error {
 		return nil
 	}
 	fmt.Println("reply")
+	return nil
+}
+
+// helperConnections opens CONTID_TEST_N connections to the socket at
+// CONTID_TEST_ADDR, prints how many had their Hello answered, and holds
+// them until it is killed.
+func helperConnections() error {
+	n, err := strconv.Atoi(os.Getenv("CONTID_TEST_N"))
+	if err != nil {
+		return err
+	}
+	var held []*net.UnixConn
+	for i := 0; i < n; i++ {
+		c, err := hostile.Connect(os.Getenv("CONTID_TEST_ADDR"), false)
+		if err != nil {
+			continue
+		}
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := hostile.Hello(c); err != nil {
+			c.Close()
+			continue
+		}
+		held = append(held, c)
+	}
+	fmt.Println(len(held))
+	time.Sleep(time.Hour)
 	return nil
 }

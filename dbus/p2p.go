@@ -131,7 +131,7 @@ func (s *p2pServer) accept(uc *net.UnixConn) (*p2pConn, error) {
 	}); err != nil || cerr != nil {
 		return nil, fmt.Errorf("peer credentials: %w", errors.Join(err, cerr))
 	}
-	g := s.groups.group(cred.Uid)
+	g := s.groupOf(cred.Uid, uint32(cred.Pid))
 	// The queue exists before the connection is listed: emit may reach
 	// it at once.
 	c := &p2pConn{srv: s, conn: uc, uid: cred.Uid, pid: uint32(cred.Pid), group: g, out: newOutQueue(&s.budget, g)}
@@ -256,7 +256,9 @@ func (s *p2pServer) emit(path godbus.ObjectPath, iface, member string, body ...a
 	}
 	s.mu.Unlock()
 	for _, c := range conns {
-		if err := c.out.push(bytes.Clone(b), true); errors.Is(err, errBehind) {
+		// Out of its reserve with the budgets full, a listener is as far
+		// behind as one whose queue is full: ~400 signals fit the reserve.
+		if err := c.out.push(bytes.Clone(b), true); errors.Is(err, errBehind) || errors.Is(err, errNoBudget) {
 			s.fellBehind(c, 1)
 		}
 	}

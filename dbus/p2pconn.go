@@ -91,6 +91,13 @@ func (c *p2pConn) serve() {
 			time.Sleep(wait)
 		}
 		msg, mfds, err := c.readMessage(fds)
+		var big *tooLarge
+		if errors.As(err, &big) {
+			if big.wantsReply() {
+				c.tooLargeError(big)
+			}
+			continue
+		}
 		if err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 				m.log(PrioDebug, "Peer-to-peer connection of process %d: %v", c.pid, err)
@@ -302,8 +309,7 @@ func (c *p2pConn) readFull(p []byte, fds *[]int) error {
 // readMessage reads one message and the descriptors that came with it.
 // Waiting for a message's first byte takes as long as the peer likes;
 // the rest must follow within messageTimeout. A message larger than
-// smallMessage is read only if the byte budget has room for it. Of the
-// descriptors, exactly those the header announces are kept, for this
+// maxMessageSize is refused from its header. Of the descriptors, exactly those the header announces are kept, for this
 // message alone; the others are closed before it is handled.
 func (c *p2pConn) readMessage(fdsAgreed bool) (*godbus.Message, []int, error) {
 	var fds []int
@@ -323,14 +329,19 @@ func (c *p2pConn) readMessage(fdsAgreed bool) (*godbus.Message, []int, error) {
 		return fail(err)
 	}
 	total, err := messageLength(hdr[:])
+	var big *tooLarge
+	if errors.As(err, &big) {
+		// Skipped unread: the stream stays in step, the sender gets an
+		// error, and contidd holds no more than its scratch buffer.
+		if err := c.discard(big.length-16, &fds); err != nil {
+			return fail(err)
+		}
+		_ = c.conn.SetReadDeadline(time.Time{})
+		closeAll(fds)
+		return nil, nil, big
+	}
 	if err != nil {
 		return fail(err)
-	}
-	if total > smallMessage {
-		if !c.srv.budget.take(c.group, total) {
-			return fail(fmt.Errorf("protocol: no room for a message of %d bytes (budget of uid %d's group spent)", total, c.uid))
-		}
-		defer c.srv.budget.give(c.group, total)
 	}
 	buf := make([]byte, total)
 	copy(buf, hdr[:])
@@ -349,8 +360,60 @@ func (c *p2pConn) readMessage(fdsAgreed bool) (*godbus.Message, []int, error) {
 	return msg, mfds, nil
 }
 
+// tooLarge is a message over maxMessageSize, skipped without being
+// decoded; the fixed header still says whom to answer.
+type tooLarge struct {
+	length uint64
+	serial uint32
+	typ    godbus.Type
+	flags  godbus.Flags
+}
+
+func (e *tooLarge) Error() string {
+	return fmt.Sprintf("protocol: message of %d bytes exceeds %d", e.length, maxMessageSize)
+}
+
+func (e *tooLarge) wantsReply() bool {
+	return e.typ == godbus.TypeMethodCall && e.flags&godbus.FlagNoReplyExpected == 0 && e.serial != 0
+}
+
+// discard reads and drops n bytes of the current message, within the
+// message's deadline; descriptors that come with them are collected in
+// fds for the caller to close.
+func (c *p2pConn) discard(n uint64, fds *[]int) error {
+	var scratch [16 << 10]byte
+	for n > 0 {
+		p := scratch[:min(n, uint64(len(scratch)))]
+		got, err := c.recv(p, fds)
+		n -= uint64(got)
+		if len(*fds) > 0 {
+			closeAll(*fds)
+			*fds = (*fds)[:0]
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// tooLargeError answers a call that was too large to read.
+func (c *p2pConn) tooLargeError(big *tooLarge) {
+	e := &godbus.Message{Type: godbus.TypeError, Headers: map[godbus.HeaderField]godbus.Variant{
+		godbus.FieldReplySerial: godbus.MakeVariant(big.serial),
+		godbus.FieldSender:      godbus.MakeVariant(BusName),
+		godbus.FieldErrorName:   godbus.MakeVariant(NameLimitsExceeded),
+		godbus.FieldSignature:   godbus.MakeVariant(godbus.SignatureOf("")),
+	}, Body: []any{fmt.Sprintf("message of %d bytes: contidd reads at most %d bytes per message", big.length, maxMessageSize)}}
+	if c.unique != "" {
+		e.Headers[godbus.FieldDestination] = godbus.MakeVariant(c.unique)
+	}
+	c.reply(e)
+}
+
 // messageLength is the length of a whole message from its 16-byte fixed
-// header, checked against maxMessageSize.
+// header. One over maxMessageSize is a *tooLarge, up to the protocol's
+// own bound; beyond that the stream cannot be trusted.
 func messageLength(hdr []byte) (int, error) {
 	var order binary.ByteOrder
 	switch hdr[0] {
@@ -364,8 +427,11 @@ func messageLength(hdr []byte) (int, error) {
 	bodyLen := uint64(order.Uint32(hdr[4:8]))
 	fieldsLen := uint64(order.Uint32(hdr[12:16]))
 	total := 16 + (fieldsLen+7)&^7 + bodyLen
-	if total > maxMessageSize {
-		return 0, fmt.Errorf("protocol: message of %d bytes exceeds %d", total, maxMessageSize)
+	switch {
+	case total > protocolMaxMessage:
+		return 0, fmt.Errorf("protocol: message of %d bytes exceeds the D-Bus limit of %d", total, protocolMaxMessage)
+	case total > maxMessageSize:
+		return 0, &tooLarge{length: total, serial: order.Uint32(hdr[8:12]), typ: godbus.Type(hdr[1]), flags: godbus.Flags(hdr[2])}
 	}
 	return int(total), nil
 }
@@ -400,16 +466,40 @@ func decodeMessage(raw []byte, fds []int) (*godbus.Message, []int, error) {
 }
 
 // reply queues the answer to a call. A peer whose queue has no room for
-// it has fallen behind and is disconnected.
+// it has fallen behind and is disconnected. A reply the byte budgets have
+// no room for is replaced by an error, which fits the peer's reserve.
 func (c *p2pConn) reply(msg *godbus.Message) {
 	b, err := encodeMessage(msg)
 	if err != nil {
 		c.srv.m.log(PrioErr, "BUG: cannot encode a reply to process %d: %v", c.pid, err)
 		return
 	}
-	if err := c.out.push(b, false); errors.Is(err, errBehind) {
+	err = c.out.push(b, false)
+	if errors.Is(err, errNoBudget) {
+		err = c.out.push(c.budgetError(msg), false)
+	}
+	if errors.Is(err, errBehind) || errors.Is(err, errNoBudget) {
 		c.srv.fellBehind(c, 0)
 	}
+}
+
+// budgetError is the error reply that stands in for reply msg when the
+// byte budgets cannot hold it.
+func (c *p2pConn) budgetError(msg *godbus.Message) []byte {
+	e := &godbus.Message{Type: godbus.TypeError, Headers: map[godbus.HeaderField]godbus.Variant{}}
+	for _, f := range []godbus.HeaderField{godbus.FieldReplySerial, godbus.FieldDestination, godbus.FieldSender} {
+		if v, ok := msg.Headers[f]; ok {
+			e.Headers[f] = v
+		}
+	}
+	e.Headers[godbus.FieldErrorName] = godbus.MakeVariant(NameLimitExceeded)
+	e.Headers[godbus.FieldSignature] = godbus.MakeVariant(godbus.SignatureOf(""))
+	e.Body = []any{"contidd holds too many unread replies for other clients; try again"}
+	b, err := encodeMessage(e)
+	if err != nil {
+		c.srv.m.log(PrioErr, "BUG: cannot encode a budget error: %v", err)
+	}
+	return b
 }
 func (c *p2pConn) handle(msg *godbus.Message) {
 	body, derr, sender := c.answer(msg)

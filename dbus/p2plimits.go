@@ -3,12 +3,18 @@ package dbus
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"os"
 	"os/user"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/contid/contid"
+	"github.com/contid/contid/kernel"
 )
 
 // Limits that keep one misbehaving peer, or a thousand, from exhausting
@@ -24,10 +30,16 @@ const (
 
 	// Calls and messages.
 	maxCallsPerConn = 32
-	maxMessageSize  = 16 << 20
-	// smallMessage: every call contidd serves fits in far less. Larger
-	// messages are read only against the byte budget.
-	smallMessage = 64 << 10
+	// maxMessageSize: every call contidd serves fits in far less, and a
+	// message is refused from its fixed header, before it is read or
+	// decoded. The bound holds for root too: decoding multiplies a body's
+	// size (16 MiB of variants became 300 MiB of Go values), so what a
+	// client may send, not only what it may hold, must be small. A larger
+	// message is read into a small scratch buffer and dropped.
+	maxMessageSize = 64 << 10
+	// protocolMaxMessage is the D-Bus specification's bound. A message
+	// between the two is skipped unread and answered with an error.
+	protocolMaxMessage = 128 << 20
 	// messageTimeout: once its first byte is in, a message must arrive
 	// whole within this, or the connection is closed. An idle connection
 	// (between messages) may wait as long as it likes.
@@ -45,10 +57,15 @@ const (
 	maxQueuedBytes    = 1 << 20
 	writeTimeout      = 5 * time.Second
 
-	// Bytes held for peers other than root: large incoming messages while
-	// they arrive, and queued outgoing ones until written.
+	// Bytes held for peers other than root in queued outgoing messages
+	// until written. The first replyReserve bytes a connection has queued
+	// are its own and draw on no budget, so however many users fill the
+	// budgets, everyone is still answered; only a reply larger than that
+	// (ListContainers of many containers) needs room in them, and without
+	// it the call fails (LimitExceeded) instead of the connection.
 	groupByteBudget = 16 << 20
 	totalByteBudget = 48 << 20
+	replyReserve    = 64 << 10
 
 	maxAuthLine  = 1024
 	maxAuthLines = 32
@@ -65,17 +82,54 @@ const (
 	allMessageRate, allMessageBurst = 2000, 2000 // all users
 )
 
-// groupKey is whose allowance a connection draws on: a user, or root's
-// subordinate UIDs as one user of their own.
+// groupKey is whose allowance a connection draws on: a user, root's
+// subordinate UIDs as one user of their own, or the root of a container.
 type groupKey struct {
 	uid uint32
 	// rootSub: a UID in one of root's subordinate ranges (rootful
 	// containers with their own user namespace). They share an allowance,
 	// and never root's.
 	rootSub bool
+	// container: UID 0 inside a tagged container (a runtime that maps no
+	// users). It is a user like any other for the limits, so it cannot
+	// use up the allowance of the orchestrators outside every container.
+	container contid.ID
 }
 
-func (g groupKey) isRoot() bool { return g.uid == 0 && !g.rootSub }
+func (g groupKey) isRoot() bool { return g.uid == 0 && !g.rootSub && g.container == contid.Unset }
+
+// containerRoot is the group of UID 0 in container id.
+func containerRoot(id contid.ID) groupKey { return groupKey{container: id} }
+
+// groupOf is the allowance a new connection draws on. UID 0 counts as
+// root only when its connecting process is alive and in no container: the
+// container is read at accept, from a pidfd of the connecting PID. A root
+// whose process is gone or unreadable by then draws on an allowance of
+// its own, as a user does (contid.Invalid), so a container cannot pass
+// its connections off as root's by letting the connector exit. The PID is
+// not pinned by the time the tag is read; a reused PID can only make
+// contidd charge another allowance, never grant anything: authorization
+// reads the process pinned for the connection.
+func (s *p2pServer) groupOf(uid, pid uint32) groupKey {
+	if uid != 0 {
+		return s.groups.group(uid)
+	}
+	fd, err := unix.PidfdOpen(int(pid), 0)
+	if err != nil {
+		return containerRoot(contid.Invalid)
+	}
+	defer unix.Close(fd)
+	id, err := s.m.cfg.Tracker.ProcessID(fd)
+	switch {
+	case errors.Is(err, kernel.ErrNotTagged):
+		return groupKey{}
+	case err != nil:
+		return containerRoot(contid.Invalid)
+	case id == contid.Unset:
+		return groupKey{}
+	}
+	return containerRoot(id)
+}
 
 // subUIDs groups the UIDs of /etc/subuid with the user they belong to. A
 // rootless user's containers run as that user's subordinate UIDs, so

@@ -224,3 +224,79 @@ func TestInflight(t *testing.T) {
 		t.Fatalf("%d in flight, want %d (a double release counted twice?)", f.all, maxTagCallsPerGroup)
 	}
 }
+
+// However full other peers made the byte budgets, a peer still gets its
+// replies up to its reserve; beyond it, a reply needs room in the budgets
+// and is refused as errNoBudget, not as a peer that fell behind.
+func TestOutQueueReserve(t *testing.T) {
+	var b byteBudget
+	for uid := uint32(2); b.take(groupKey{uid: uid}, groupByteBudget); uid++ {
+	}
+	victim := groupKey{uid: 1000}
+	q := newOutQueue(&b, victim)
+	for sent := 0; sent+1024 <= replyReserve; sent += 1024 {
+		if err := q.push(make([]byte, 1024), false); err != nil {
+			t.Fatalf("a reply within the reserve, %d bytes queued: %v", sent, err)
+		}
+	}
+	if err := q.push(make([]byte, 1024), false); err != errNoBudget {
+		t.Fatalf("a reply past the reserve with the budgets full: %v, want errNoBudget", err)
+	}
+	// Once the writer has taken the batch and comes back for more, the
+	// reserve is free again.
+	if _, ok := q.next(); !ok {
+		t.Fatal("next")
+	}
+	done := make(chan bool)
+	go func() { _, ok := q.next(); done <- ok }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		q.mu.Lock()
+		own := q.own
+		q.mu.Unlock()
+		if own == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the reserve still holds %d bytes after the batch was written", own)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := q.push(make([]byte, 1024), false); err != nil {
+		t.Fatalf("a reply after the queue was written: %v", err)
+	}
+	if !<-done {
+		t.Fatal("the writer found the queue closed")
+	}
+	total := b.total
+	q.close()
+	if b.total != total {
+		t.Fatalf("closing a queue that held only its reserve changed the budget: %d -> %d", total, b.total)
+	}
+}
+
+// UID 0 counts as root only outside every container: root in a container
+// draws on its container's allowance, and a connector that is gone on
+// one of its own, so neither can use up root's.
+func TestGroupOfContainerRoot(t *testing.T) {
+	m, _, _, _ := newTestManager(t)
+	tr := m.cfg.Tracker.(*fakeTracker)
+	s := &p2pServer{m: m, groups: newSubUIDs(filepath.Join(t.TempDir(), "subuid"))}
+	self := uint32(os.Getpid())
+	if g := s.groupOf(0, self); !g.isRoot() {
+		t.Fatalf("root in no container: %+v", g)
+	}
+	tr.mu.Lock()
+	tr.pids[self] = 42
+	tr.mu.Unlock()
+	g := s.groupOf(0, self)
+	if g.isRoot() || g != containerRoot(42) {
+		t.Fatalf("root in container 42: %+v", g)
+	}
+	if g := s.groupOf(0, 1<<22+7); g.isRoot() {
+		t.Fatalf("root whose connector is gone: %+v, counted as root", g)
+	}
+	if g := s.groupOf(1000, self); g != (groupKey{uid: 1000}) {
+		t.Fatalf("uid 1000: %+v", g)
+	}
+}

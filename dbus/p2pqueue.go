@@ -30,18 +30,27 @@ type outQueue struct {
 	answered bool
 	closed   bool
 	// writing is what the writer holds, still charged to the budget
-	// until written.
-	writing int
+	// until written; writingOwn the part of it from the reserve.
+	writing, writingOwn int
+	// own: bytes held (queued or being written) within replyReserve,
+	// charged to no budget.
+	own int
 }
 
 type outMessage struct {
 	b      []byte
 	signal bool
+	// charged: the part of b taken from the byte budgets; the rest came
+	// from the peer's reserve.
+	charged int
 }
 
 var (
 	errQueueClosed = errors.New("connection closed")
 	errBehind      = errors.New("the peer does not read what contidd sends it")
+	// errNoBudget: the message is beyond the peer's reserve and the byte
+	// budgets, which other peers may have filled, have no room for it.
+	errNoBudget = errors.New("no room in the byte budgets")
 )
 
 func newOutQueue(budget *byteBudget, g groupKey) *outQueue {
@@ -53,6 +62,8 @@ func newOutQueue(budget *byteBudget, g groupKey) *outQueue {
 // push queues an encoded message (little-endian, serial field to be set).
 // A signal to a peer that has had no reply yet is skipped (nil error).
 // errBehind means the peer has fallen behind: the caller disconnects it.
+// errNoBudget means b is beyond the peer's reserve and the byte budgets
+// have no room for it.
 func (q *outQueue) push(b []byte, signal bool) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -67,15 +78,19 @@ func (q *outQueue) push(b []byte, signal bool) error {
 	// ListContainers reply); behind others, the queue is bounded.
 	case len(q.msgs) > 0 && q.bytes+len(b) > maxQueuedBytes:
 		return errBehind
-	case !q.budget.take(q.group, len(b)):
-		return errBehind
 	}
+	own := min(len(b), max(replyReserve-q.own, 0))
+	charged := len(b) - own
+	if charged > 0 && !q.budget.take(q.group, charged) {
+		return errNoBudget
+	}
+	q.own += own
 	q.serial++
 	if q.serial == 0 {
 		q.serial = 1
 	}
 	binary.LittleEndian.PutUint32(b[8:12], q.serial)
-	q.msgs = append(q.msgs, outMessage{b: b, signal: signal})
+	q.msgs = append(q.msgs, outMessage{b: b, signal: signal, charged: charged})
 	q.bytes += len(b)
 	if !signal {
 		q.answered = true
@@ -91,7 +106,8 @@ func (q *outQueue) next() (net.Buffers, bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.budget.give(q.group, q.writing)
-	q.writing = 0
+	q.own -= q.writingOwn
+	q.writing, q.writingOwn = 0, 0
 	for len(q.msgs) == 0 && !q.closed {
 		q.cond.Wait()
 	}
@@ -101,8 +117,10 @@ func (q *outQueue) next() (net.Buffers, bool) {
 	out := make(net.Buffers, len(q.msgs))
 	for i, m := range q.msgs {
 		out[i] = m.b
+		q.writing += m.charged
+		q.writingOwn += len(m.b) - m.charged
 	}
-	q.writing, q.bytes = q.bytes, 0
+	q.bytes = 0
 	q.msgs = q.msgs[:0]
 	return out, true
 }
@@ -120,10 +138,10 @@ func (q *outQueue) close() (droppedSignals int) {
 		if m.signal {
 			droppedSignals++
 		}
-		q.budget.give(q.group, len(m.b))
+		q.budget.give(q.group, m.charged)
 	}
 	q.budget.give(q.group, q.writing)
-	q.msgs, q.bytes, q.writing = nil, 0, 0
+	q.msgs, q.bytes, q.writing, q.writingOwn, q.own = nil, 0, 0, 0, 0
 	q.cond.Broadcast()
 	return droppedSignals
 }
