@@ -90,6 +90,9 @@ type groupKey struct {
 	// containers with their own user namespace). They share an allowance,
 	// and never root's.
 	rootSub bool
+	// block: the UIDs of uid's 65,536-block that no /etc/subuid range
+	// names, as one user.
+	block bool
 	// container: UID 0 inside a tagged container (a runtime that maps no
 	// users). It is a user like any other for the limits, so it cannot
 	// use up the allowance of the orchestrators outside every container.
@@ -167,6 +170,13 @@ func (s *subUIDs) group(uid uint32) groupKey {
 		if uint64(uid) >= r.first && uint64(uid)-r.first < r.count {
 			return r.owner
 		}
+	}
+	// UIDs above 65535 that no range names belong to user namespaces set
+	// up without /etc/subuid, such as systemd-nspawn --private-users=pick,
+	// which hands each container a block of 65,536 aligned to 65,536. The
+	// block is one user, or one container would have 65,536 allowances.
+	if uid > 0xffff {
+		return groupKey{uid: uid &^ 0xffff, block: true}
 	}
 	return groupKey{uid: uid}
 }

@@ -27,11 +27,15 @@ func TestSubUIDGroups(t *testing.T) {
 		{1000, groupKey{uid: 1000}},
 		{100000, groupKey{uid: 1000}},
 		{165535, groupKey{uid: 1000}},
-		{165536, groupKey{uid: 165536}},
+		{165536, groupKey{uid: 131072, block: true}}, // past the range
 		{300001, groupKey{uid: 0, rootSub: true}},
 		{400009, groupKey{uid: 0, rootSub: true}},
 		{500050, groupKey{uid: 500000}}, // an owner that does not resolve
 		{65534, groupKey{uid: 65534}},
+		// In no range: a 65,536-block, as nspawn's private users use.
+		{0x80000 + 5, groupKey{uid: 0x80000, block: true}},
+		{0x8ffff, groupKey{uid: 0x80000, block: true}},
+		{0x90000, groupKey{uid: 0x90000, block: true}},
 	}
 	for _, tt := range tests {
 		if got := s.group(tt.uid); got != tt.want {
