@@ -210,6 +210,7 @@ func TestForwarderEntry(t *testing.T) {
 		// record order, as in journald's own audit entries.
 		"AUDIT_FIELD_A1":        {"55d0c8b0", "-u\n"},
 		"AUDIT_FIELD_PROCTITLE": {"id -u"},
+		"AUDIT_EXECVE_ARGV":     {`id "-u\n"`},
 		"AUDIT_FIELD_KEY":       {"contid"},
 	}
 	for name, w := range want {

@@ -45,6 +45,7 @@ type Stats struct {
 	WriteFailed uint64 // events journald did not accept
 	Untagged    uint64 // events of untagged processes, not written
 	LossEntries uint64 // loss entries written
+	Truncated   uint64 // events written with fields or bytes left out
 }
 
 // Forwarder turns audit events into journal entries: it implements
@@ -58,13 +59,15 @@ type Forwarder struct {
 	entry Entry
 	msg   []byte
 	types []string
+	// val, argv and argBuf are reused by appendAuditFields.
+	val, argv, argBuf []byte
 
 	// queue and free cycle Config.Queue entries between the reader and
 	// the writer goroutine; nil when writing synchronously.
 	queue, free chan *Entry
 	drained     chan struct{}
 
-	written, lostKernel, lostReader, writeFailed, untagged, lossEntries atomic.Uint64
+	written, lostKernel, lostReader, writeFailed, untagged, lossEntries, truncated atomic.Uint64
 
 	// pending is the loss not yet reported, and since when.
 	mu         sync.Mutex
@@ -108,6 +111,7 @@ func (f *Forwarder) Stats() Stats {
 		WriteFailed: f.writeFailed.Load(),
 		Untagged:    f.untagged.Load(),
 		LossEntries: f.lossEntries.Load(),
+		Truncated:   f.truncated.Load(),
 	}
 	s.Lost = s.LostKernel + s.LostReader + s.WriteFailed
 	return s
@@ -296,21 +300,10 @@ func (f *Forwarder) buildEvent(e *Entry, ev *audit.Event) {
 	}
 	e.AddBytes("AUDIT_EVENT_TYPES", f.msg)
 
-	syscall := ev.Syscall()
-	for i := range ev.Records {
-		r := &ev.Records[i]
-		for _, fl := range r.Fields {
-			v := fl.Value
-			if r.Type == auparse.AUDIT_SYSCALL {
-				switch fl.Key {
-				case "syscall":
-					v = syscall
-				case "arch":
-					v = archName(v)
-				}
-			}
-			e.AddSanitized("AUDIT_FIELD_", fl.Key, v)
-		}
+	if cut := f.appendAuditFields(e, ev); cut.any() {
+		e.AddUint("AUDIT_TRUNCATED_FIELDS", cut.fields)
+		e.AddUint("AUDIT_TRUNCATED_BYTES", cut.bytes)
+		f.truncated.Add(1)
 	}
 }
 
