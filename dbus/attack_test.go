@@ -1,6 +1,7 @@
 package dbus_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
@@ -391,4 +392,94 @@ func variantFlood(size int) []byte {
 	}
 	binary.LittleEndian.PutUint32(b[4:8], uint32(len(body)))
 	return append(append([]byte{}, b[:header]...), body...)
+}
+
+// Without SO_PEERPIDFD (Linux before 6.5) contidd opens the connector's
+// PID at accept. Root in a container connects while contidd is not
+// accepting (stopped here; in life restarting behind its socket unit),
+// pipelines a TagCgroup of a cgroup outside its container, hands the
+// connection to a child and exits, and an untagged process takes its
+// PID. contidd must not take that process for the connector: it holds no
+// end of the connection, so the request is refused. The control is the
+// same build without that check, which grants the tag.
+func TestPIDReuseBeforeAccept(t *testing.T) {
+	e := newEnv(t, "")
+	setpid := setpidProgram(t)
+	sleepExe, err := filepath.EvalSymlinks("/bin/sleep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name, binary string
+		granted      bool
+	}{
+		{"fallback", contiddWithoutPeerPidfd(t), false},
+		{"control: fallback without the check", contiddUnconfirmed(t), true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			d := e.startWith(daemonOptions{binary: tt.binary})
+			defer d.kill()
+			orch := e.p2pClient()
+			ctx := context.Background()
+			n := strconv.Itoa(len(tt.binary)) + strconv.FormatBool(tt.granted)
+			inner := e.cgroup("aw-inner-" + n)
+			if _, err := orch.TagCgroup(ctx, inner, 0, cdbus.TagOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			victim := e.cgroup("aw-victim-" + n)
+			if err := syscall.Kill(d.cmd.Process.Pid, syscall.SIGSTOP); err != nil {
+				t.Fatal(err)
+			}
+			resumed := false
+			defer func() {
+				if !resumed {
+					_ = syscall.Kill(d.cmd.Process.Pid, syscall.SIGCONT)
+				}
+			}()
+			fd, err := syscall.Open(filepath.Join(e.cgRoot, inner), syscall.O_RDONLY|syscall.O_DIRECTORY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			conn := exec.Command(helperBinary(t))
+			conn.Env = append(os.Environ(), helperEnv+"=connector", "CONTID_TEST_ADDR="+e.sock, "CONTID_TEST_TARGET="+victim)
+			conn.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd, Credential: root}
+			// Not StdoutPipe: Wait would close it, and the holder, which
+			// outlives the connector, writes the reply there.
+			out, w, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer out.Close()
+			conn.Stdout = w
+			err = conn.Start()
+			w.Close()
+			syscall.Close(fd)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rd := bufio.NewReader(out)
+			line, _ := rd.ReadString('\n')
+			var holder int
+			if _, err := fmt.Sscanf(line, "ready %d", &holder); err != nil {
+				t.Fatalf("connector said %q", line)
+			}
+			t.Cleanup(func() { _ = syscall.Kill(holder, syscall.SIGKILL) })
+			pid := conn.Process.Pid
+			if err := conn.Wait(); err != nil {
+				t.Fatalf("connector: %v", err)
+			}
+			reuse := e.startIn(e.cgroup("aw-free-"+n), nil, setpid, strconv.Itoa(pid), sleepExe, "1000")
+			waitExe(t, pid, sleepExe, reuse)
+			resumed = true
+			if err := syscall.Kill(d.cmd.Process.Pid, syscall.SIGCONT); err != nil {
+				t.Fatal(err)
+			}
+			reply, _ := rd.ReadString('\n')
+			reply = strings.TrimSpace(reply)
+			if got := strings.HasPrefix(reply, "granted"); got != tt.granted {
+				t.Fatalf("the request of a container's root whose PID went to an untagged process before accept: %q (granted %v, want %v)", reply, got, tt.granted)
+			}
+			t.Logf("PID %d reused before accept: %s", pid, reply)
+		})
+	}
 }

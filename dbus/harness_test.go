@@ -36,6 +36,10 @@ var (
 	fallbackOnce sync.Once
 	fallbackPath string
 	fallbackErr  error
+
+	unconfirmedOnce sync.Once
+	unconfirmedPath string
+	unconfirmedErr  error
 )
 
 // contiddBinary builds cmd/contidd once per test run: the tests run the
@@ -62,6 +66,20 @@ func contiddWithoutPeerPidfd(t *testing.T) string {
 		t.Fatal(fallbackErr)
 	}
 	return fallbackPath
+}
+
+// contiddUnconfirmed is the fallback build without the check that the
+// process pinned at accept holds the connection: the control of the
+// attack that check stops.
+func contiddUnconfirmed(t *testing.T) string {
+	t.Helper()
+	unconfirmedOnce.Do(func() {
+		unconfirmedPath, unconfirmedErr = buildContidd([]string{"-ldflags=-X github.com/contid/contid/dbus.usePeerPidfd=no -X github.com/contid/contid/dbus.confirmConnector=no"})
+	})
+	if unconfirmedErr != nil {
+		t.Fatal(unconfirmedErr)
+	}
+	return unconfirmedPath
 }
 
 func buildContidd(flags []string) (string, error) {

@@ -82,6 +82,10 @@ func runHelper(mode string) int {
 		err = helperBusFDs()
 	case "connections":
 		err = helperConnections()
+	case "connector":
+		err = helperConnector()
+	case "pipelined":
+		err = helperPipelined()
 	default:
 		err = fmt.Errorf("unknown helper mode %q", mode)
 	}
@@ -554,5 +558,63 @@ func helperConnections() error {
 	}
 	fmt.Println(len(held))
 	time.Sleep(time.Hour)
+	return nil
+}
+
+// helperConnector connects to the socket at CONTID_TEST_ADDR, sends SASL,
+// Hello and a TagCgroup of CONTID_TEST_TARGET in one write (the kernel
+// completes a connection in the listen backlog, whether contidd accepts
+// it or not), hands the connection to a child and exits. The child
+// prints the reply to the TagCgroup call.
+func helperConnector() error {
+	c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: os.Getenv("CONTID_TEST_ADDR"), Net: "unix"})
+	if err != nil {
+		return err
+	}
+	b := []byte{0}
+	b = append(b, fmt.Sprintf("AUTH EXTERNAL %x\r\nBEGIN\r\n", strconv.Itoa(os.Getuid()))...)
+	b = append(b, hostile.Message(1, "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus", "Hello", 0)...)
+	b = append(b, hostile.Message(2, cdbus.BusName, cdbus.ManagerPath, cdbus.ManagerInterface, "TagCgroup", 0,
+		os.Getenv("CONTID_TEST_TARGET"), uint64(0), map[string]godbus.Variant{})...)
+	if _, err := c.Write(b); err != nil {
+		return err
+	}
+	f, err := c.File()
+	if err != nil {
+		return err
+	}
+	h := exec.Command(os.Args[0])
+	h.Env = append(os.Environ(), helperEnv+"=pipelined")
+	h.ExtraFiles = []*os.File{f}
+	h.Stdout, h.Stderr = os.Stdout, os.Stderr
+	if err := h.Start(); err != nil {
+		return err
+	}
+	fmt.Printf("ready %d\n", h.Process.Pid)
+	return nil
+}
+
+// helperPipelined reads the replies on descriptor 3 and prints the one to
+// serial 2: "granted ..." or "error NAME".
+func helperPipelined() error {
+	conn, err := net.FileConn(os.NewFile(3, "conn"))
+	if err != nil {
+		return err
+	}
+	rd := bufio.NewReader(conn)
+	_ = conn.SetReadDeadline(time.Now().Add(60 * time.Second))
+	if _, err := rd.ReadString('\n'); err != nil {
+		return fmt.Errorf("SASL: %w", err)
+	}
+	r, err := hostile.Await(rd, 2)
+	if err != nil {
+		fmt.Printf("no reply: %v\n", err)
+		return nil
+	}
+	if r.Type == godbus.TypeError {
+		fmt.Printf("error %v\n", r.Headers[godbus.FieldErrorName].Value())
+		return nil
+	}
+	fmt.Printf("granted %v\n", r.Body)
 	return nil
 }

@@ -76,6 +76,11 @@ type p2pServer struct {
 // kernel that has it.
 var usePeerPidfd = "yes"
 
+// confirmConnector: in the fallback, check that the process pinned holds
+// the connection (holdsPeer). Only a test build turns it off, to show the
+// attack it stops.
+var confirmConnector = "yes"
+
 // ServeP2P answers D-Bus peer-to-peer connections on ln until ctx ends.
 func (m *Manager) ServeP2P(ctx context.Context, ln *net.UnixListener) error {
 	var g [16]byte
@@ -155,7 +160,23 @@ func (s *p2pServer) accept(uc *net.UnixConn) (*p2pConn, error) {
 			s.m.log(PrioInfo, "No SO_PEERPIDFD (Linux 6.5): peer-to-peer clients are pinned with pidfd_open when their connection is accepted.")
 		})
 	}
+	fallback := peerPidfd < 0
 	c.origin = pinOrigin(cred.Uid, uint32(cred.Pid), peerPidfd)
+	if fallback && confirmConnector == "yes" && c.origin.pinned() {
+		var peer uint64
+		var derr error
+		_ = raw.Control(func(fd uintptr) { peer, derr = peerInode(int(fd)) })
+		held := false
+		if derr == nil {
+			held, derr = holdsPeer(c.origin.pid, peer)
+		}
+		if !held {
+			// Every request of this connection is then refused as coming
+			// from a connector that is gone.
+			s.m.log(PrioDebug, "Peer-to-peer connection of PID %d: %v", cred.Pid, errors.Join(errNotPeer, derr))
+			c.origin.release()
+		}
+	}
 	return c, nil
 }
 
