@@ -483,3 +483,82 @@ func TestPIDReuseBeforeAccept(t *testing.T) {
 		})
 	}
 }
+
+// godbus decodes a message whole before any handler sees it, and decoding
+// multiplies a body's size. On the system bus any local user can send
+// contidd a call or a unicast signal of up to dbus-daemon's 32 MiB. The
+// relay skips those over maxMessageSize from their fixed header: the
+// call is answered with LimitsExceeded, the signal is dropped, and
+// contidd's memory does not move. The control, the build that reads the
+// bus with godbus directly, decodes both, and its peak memory grows by
+// many times the bytes sent. The relay does not look at who sends, so
+// the sender here is root.
+func TestBusOversizeSkipped(t *testing.T) {
+	e := newEnv(t, "")
+	const size = 8 << 20
+	vs := make([]godbus.Variant, size/4) // a one-byte variant is 4 bytes on the wire
+	for i := range vs {
+		vs[i] = godbus.MakeVariant(byte(7))
+	}
+	for _, tt := range []struct {
+		name, binary string
+		relayed      bool
+	}{
+		{"relay", contiddBinary(t), true},
+		{"control: no relay", contiddUnrelayed(t), false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			d := e.startWith(daemonOptions{binary: tt.binary})
+			defer d.kill()
+			pid := d.cmd.Process.Pid
+			conn, err := godbus.Connect(e.busAddr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			var owner string
+			if err := conn.BusObject().Call("org.freedesktop.DBus.GetNameOwner", 0, cdbus.BusName).Store(&owner); err != nil {
+				t.Fatal(err)
+			}
+			_, before, err := statusKB(pid)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// A unicast signal reaches its destination whatever it
+			// subscribed to.
+			signal := &godbus.Message{Type: godbus.TypeSignal, Headers: map[godbus.HeaderField]godbus.Variant{
+				godbus.FieldPath:        godbus.MakeVariant(cdbus.ManagerPath),
+				godbus.FieldInterface:   godbus.MakeVariant("org.contid1.Flood"),
+				godbus.FieldMember:      godbus.MakeVariant("Flood"),
+				godbus.FieldDestination: godbus.MakeVariant(owner),
+				godbus.FieldSignature:   godbus.MakeVariant(godbus.SignatureOf(vs)),
+			}, Body: []any{vs}}
+			if call := conn.Send(signal, nil); call.Err != nil {
+				t.Fatal(call.Err)
+			}
+			// Messages from one sender arrive in order, so the call's
+			// answer comes after the signal was read.
+			call := conn.Object(cdbus.BusName, cdbus.ManagerPath).Call(cdbus.ManagerInterface+".ListContainers", 0, vs)
+			_, after, err := statusKB(pid)
+			if err != nil {
+				t.Fatal(err)
+			}
+			growthMiB := (after - before) / 1024
+			t.Logf("%d MiB call and signal: answer %v; contidd's peak memory grew by %d MiB", size>>20, call.Err, growthMiB)
+			if limited := hasErrorName(call.Err, cdbus.NameLimitsExceeded); limited != tt.relayed {
+				t.Errorf("answer %v; want LimitsExceeded: %v", call.Err, tt.relayed)
+			}
+			if !raceBuild {
+				if tt.relayed && growthMiB > 16 {
+					t.Errorf("peak memory grew by %d MiB through the relay", growthMiB)
+				}
+				if !tt.relayed && growthMiB < 2*size>>20 {
+					t.Errorf("control: peak memory grew by %d MiB only; the attack did not amplify", growthMiB)
+				}
+			}
+			if _, err := e.busClient().ListContainers(context.Background()); err != nil {
+				t.Errorf("a plain call after the large ones: %v", err)
+			}
+		})
+	}
+}

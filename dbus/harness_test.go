@@ -40,6 +40,10 @@ var (
 	unconfirmedOnce sync.Once
 	unconfirmedPath string
 	unconfirmedErr  error
+
+	unrelayedOnce sync.Once
+	unrelayedPath string
+	unrelayedErr  error
 )
 
 // contiddBinary builds cmd/contidd once per test run: the tests run the
@@ -80,6 +84,20 @@ func contiddUnconfirmed(t *testing.T) string {
 		t.Fatal(unconfirmedErr)
 	}
 	return unconfirmedPath
+}
+
+// contiddUnrelayed reads the system bus with godbus directly, without
+// the relay that skips oversized messages: the control of the attack the
+// relay stops.
+func contiddUnrelayed(t *testing.T) string {
+	t.Helper()
+	unrelayedOnce.Do(func() {
+		unrelayedPath, unrelayedErr = buildContidd([]string{"-ldflags=-X github.com/contid/contid/dbus.relayBus=no"})
+	})
+	if unrelayedErr != nil {
+		t.Fatal(unrelayedErr)
+	}
+	return unrelayedPath
 }
 
 func buildContidd(flags []string) (string, error) {

@@ -422,14 +422,14 @@ func TestMalformedInput(t *testing.T) {
 			return err
 		}, cdbus.NameInvalidArgs},
 	}
-	// These messages are beyond what contidd reads on the peer-to-peer
-	// socket, which refuses them before decoding.
+	// These messages are beyond what contidd reads, on either transport;
+	// they are refused before decoding.
 	oversize := map[string]bool{"huge path": true, "huge name": true, "unit huge": true}
 	for _, tt := range tests {
 		for tn, cl := range map[string]*cdbus.Client{"bus": c, "p2p": p} {
 			t.Run(tt.name+"/"+tn, func(t *testing.T) {
 				want := tt.want
-				if oversize[tt.name] && tn == "p2p" {
+				if oversize[tt.name] {
 					want = cdbus.NameLimitsExceeded
 				}
 				err := tt.call(cl)
