@@ -239,6 +239,9 @@ BacklogLimit=8192
 		buf := make([]byte, 4096)
 		for {
 			n, _, err := unix.Recvfrom(nfd, buf, 0)
+			if errors.Is(err, unix.EINTR) {
+				continue // the Go runtime's preemption signal
+			}
 			if err != nil {
 				ready <- err
 				return
