@@ -20,6 +20,7 @@ import (
 
 	cdbus "github.com/contid/contid/dbus"
 	"github.com/contid/contid/internal/hostile"
+	"github.com/contid/contid/internal/testenv"
 )
 
 var root = &syscall.Credential{Uid: 0, Gid: 0}
@@ -169,7 +170,7 @@ func setpidProgram(t *testing.T) string {
 		}
 	}
 	if cc == "" {
-		t.Skip("skipped: no C compiler (`make deps` installs clang)")
+		testenv.Missing(t, "skipped: no C compiler (`make deps` installs clang)")
 	}
 	out := filepath.Join(t.TempDir(), "setpid")
 	if b, err := exec.Command(cc, "-O2", "-Wall", "-Werror", "-o", out, "testdata/setpid.c").CombinedOutput(); err != nil {

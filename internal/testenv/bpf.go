@@ -18,13 +18,13 @@ func RequireBPF(t testing.TB) {
 	t.Helper()
 	RequireRoot(t)
 	if !haveCgroup2() {
-		t.Skip("skipped: no cgroup2 mount in /proc/self/mountinfo")
+		Missing(t, "skipped: no cgroup2 mount in /proc/self/mountinfo")
 	}
 	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
-		t.Skipf("skipped: kernel BTF unavailable: %v", err)
+		Missing(t, "skipped: kernel BTF unavailable: %v", err)
 	}
 	if err := tryTPBTF(); err != nil {
-		t.Skipf("skipped: a tp_btf program cannot load here: %v", err)
+		Missing(t, "skipped: a tp_btf program cannot load here: %v", err)
 	}
 }
 

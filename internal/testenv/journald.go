@@ -55,10 +55,10 @@ func StartJournald(t testing.TB) *Journald {
 	RequireRoot(t)
 	RequireCommand(t, "unshare", "mount", "journalctl")
 	if _, err := os.Stat(journaldBinary); err != nil {
-		t.Skipf("skipped: %s is not installed (`make deps` installs systemd)", journaldBinary)
+		Missing(t, "skipped: %s is not installed (`make deps` installs systemd)", journaldBinary)
 	}
 	if _, err := os.Stat("/etc/systemd/journald.conf"); err != nil {
-		t.Skipf("skipped: /etc/systemd/journald.conf is missing, nothing to bind the test config over")
+		Missing(t, "skipped: /etc/systemd/journald.conf is missing, nothing to bind the test config over")
 	}
 
 	tmp := t.TempDir()

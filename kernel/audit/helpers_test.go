@@ -182,16 +182,16 @@ func newAuditSession(t testing.TB) *auditSession {
 	testenv.RequireRoot(t)
 	ctl, err := audit.NewControl()
 	if err != nil {
-		t.Skipf("skipped: audit netlink unavailable: %v", err)
+		testenv.Missing(t, "skipped: audit netlink unavailable: %v", err)
 	}
 	st, err := ctl.Status()
 	if err != nil {
 		ctl.Close()
-		t.Skipf("skipped: AUDIT_GET refused (needs CAP_AUDIT_CONTROL in the initial namespaces): %v", err)
+		testenv.Missing(t, "skipped: AUDIT_GET refused (needs CAP_AUDIT_CONTROL in the initial namespaces): %v", err)
 	}
 	if st.Enabled == 2 {
 		ctl.Close()
-		t.Skip("skipped: the audit configuration is locked (enabled=2)")
+		testenv.Missing(t, "skipped: the audit configuration is locked (enabled=2)")
 	}
 	s := &auditSession{t: t, ctl: ctl, saved: st}
 	t.Cleanup(s.restore)
@@ -340,7 +340,7 @@ func tracker(t testing.TB) *kernel.BPF {
 	})
 	b, err := kernel.Load(kernel.Options{PinDir: dir, Mode: kernel.ModeTracking})
 	if err != nil {
-		t.Skipf("skipped: the kernel layer does not load here: %v", err)
+		testenv.Missing(t, "skipped: the kernel layer does not load here: %v", err)
 	}
 	t.Cleanup(func() { b.Close() })
 	return b
