@@ -110,6 +110,7 @@ func newReport(mode string) *report {
 		{key: "stall_list_p99_ratio", unit: "x", goal: atMost(2, "")},
 		{key: "stall_rss_peak_mb", unit: "MB"},
 		{key: "stall_fds_peak", unit: ""},
+		{key: "stall_contidd_cpu_idle", unit: "CPUs"},
 		{key: "stall_contidd_cpu_attack", unit: "CPUs"},
 	}...) {
 		r.metrics = append(r.metrics, m)

@@ -23,7 +23,7 @@ import (
 // 1,000 hostile clients, and what contidd held meanwhile.
 var stallKeys = []string{"stall_tag_p99_idle_ms", "stall_tag_p99_attack_ms", "stall_tag_p99_ratio",
 	"stall_list_p99_idle_ms", "stall_list_p99_attack_ms", "stall_list_p99_ratio",
-	"stall_rss_peak_mb", "stall_fds_peak", "stall_contidd_cpu_attack"}
+	"stall_rss_peak_mb", "stall_fds_peak", "stall_contidd_cpu_idle", "stall_contidd_cpu_attack"}
 
 // Hostile clients, when contid-bench runs as one of them (the phase starts
 // itself again as nobody).
@@ -144,9 +144,15 @@ func stallPhase(cfg *config, rep *report) error {
 
 	// Idle before, the attack, idle after: the idle figure is both
 	// together, so drift over the phase lands on both sides.
+	idleCPU0, _ := cpuSeconds(d.pid())
+	idleT0 := time.Now()
 	idleTags, idleLists, err := rounds(n/2, time.Minute)
 	if err != nil {
 		return fail(err)
+	}
+	idleCPU := 0.0
+	if c1, cerr := cpuSeconds(d.pid()); cerr == nil {
+		idleCPU = (c1 - idleCPU0) / time.Since(idleT0).Seconds()
 	}
 	progress("stall: idle, first half: TagCgroup p99 %.2f ms, ListContainers p99 %.2f ms", summarize(idleTags).P99, summarize(idleLists).P99)
 
@@ -222,10 +228,11 @@ func stallPhase(cfg *config, rep *report) error {
 	rep.set("stall_list_p99_ratio", al.P99/il.P99)
 	rep.set("stall_rss_peak_mb", peakRSS/1024)
 	rep.set("stall_fds_peak", float64(peakFDs))
+	rep.set("stall_contidd_cpu_idle", idleCPU)
 	rep.set("stall_contidd_cpu_attack", cpu)
 	rep.detail("stall_tag_ms", map[string]summary{"idle": it, "attack": at})
 	rep.detail("stall_list_ms", map[string]summary{"idle": il, "attack": al})
 	rep.detail("stall_setup", "private dbus-daemon and contidd; a godbus client as root on the peer-to-peer socket alternates TagCgroup (a new cgroup each) and ListContainers (200+ containers) with 10 ms pauses; 1,000 hostile clients as nobody, 250 of each kind (internal/hostile), reconnecting 1 s after each cut or refusal")
-	progress("stall: contidd peak RSS %.1f MB, peak %d descriptors, %.2f CPUs under attack", peakRSS/1024, peakFDs, cpu)
+	progress("stall: contidd peak RSS %.1f MB, peak %d descriptors, %.2f CPUs idle, %.2f CPUs under attack", peakRSS/1024, peakFDs, idleCPU, cpu)
 	return d.stop()
 }
