@@ -19,6 +19,7 @@ import (
 
 	"github.com/contid/contid/config"
 	cdbus "github.com/contid/contid/dbus"
+	"github.com/contid/contid/dbus/client"
 	"github.com/contid/contid/kernel"
 	"github.com/contid/contid/registry"
 )
@@ -157,7 +158,7 @@ func Run(ctx context.Context, opts Options) error {
 		case err != nil:
 			log.Logf(cdbus.PrioWarning, "No system bus (%v); the API is served on %s only, and units and machines cannot be resolved. Retrying in the background.", err, cfg.Socket)
 		default:
-			busState = "owns " + cdbus.BusName
+			busState = "owns " + client.BusName
 		}
 		d.Go(ctx, "system bus", func(ctx context.Context) error { return keepBus(ctx, d, opts.BusAddress, conn) })
 	}
@@ -174,7 +175,7 @@ func Run(ctx context.Context, opts Options) error {
 			if !opts.NoBus {
 				state = "no system bus"
 				if d.Manager.OnBus() {
-					state = "owns " + cdbus.BusName
+					state = "owns " + client.BusName
 				}
 			}
 			return fmt.Sprintf("%s mode, %s, %d containers", mode, state, reg.Active())
@@ -235,7 +236,7 @@ func keepBus(ctx context.Context, d *Daemon, address string, conn *godbus.Conn) 
 			conn = nil
 			continue
 		}
-		d.Log.Logf(cdbus.PrioInfo, "Connected to the system bus; serving %s.", cdbus.BusName)
+		d.Log.Logf(cdbus.PrioInfo, "Connected to the system bus; serving %s.", client.BusName)
 	}
 }
 

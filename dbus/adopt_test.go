@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"github.com/contid/contid"
-	"github.com/contid/contid/registry"
 )
 
 // A process can carry a kernel-assigned ID before contidd has handled the
@@ -27,7 +26,7 @@ func TestContainerByPIDAdoptsKernelTag(t *testing.T) {
 	const pid, id = 4242, contid.ID(77)
 
 	tr.pids[pid] = id
-	if _, err := m.containerByPID(pid); !errors.Is(err, registry.ErrNoSuchContainer) {
+	if _, err := m.containerByPID(pid); !errors.Is(err, contid.ErrNoSuchContainer) {
 		t.Fatalf("with no kernel cgroup tag: err %v, want NoSuchContainer", err)
 	}
 

@@ -10,6 +10,7 @@ import (
 	godbus "github.com/godbus/dbus/v5"
 
 	"github.com/contid/contid"
+	"github.com/contid/contid/dbus/client"
 	"github.com/contid/contid/registry"
 )
 
@@ -37,7 +38,7 @@ func TestCleanCgroupPath(t *testing.T) {
 		if tt.ok != (err == nil) {
 			t.Errorf("cleanCgroupPath(%q) = %q, %v; want ok=%v", tt.in, got, err, tt.ok)
 		}
-		if err != nil && !errors.Is(err, registry.ErrInvalidArgs) {
+		if err != nil && !errors.Is(err, contid.ErrInvalidArgs) {
 			t.Errorf("cleanCgroupPath(%q): error %v does not wrap ErrInvalidArgs", tt.in, err)
 		}
 	}
@@ -68,7 +69,7 @@ func TestParseOptions(t *testing.T) {
 			if tt.ok != (err == nil) {
 				t.Fatalf("err = %v, want ok=%v", err, tt.ok)
 			}
-			if err != nil && !errors.Is(err, registry.ErrInvalidArgs) {
+			if err != nil && !errors.Is(err, contid.ErrInvalidArgs) {
 				t.Fatalf("error %v does not wrap ErrInvalidArgs", err)
 			}
 			if tt.ok && got != tt.want {
@@ -103,17 +104,17 @@ func TestErrorMapping(t *testing.T) {
 		err  error
 		name string
 	}{
-		{registry.ErrAlreadyTagged, "org.contid1.AlreadyTagged"},
-		{registry.ErrNotDescendant, "org.contid1.NotDescendant"},
-		{registry.ErrIDInUse, "org.contid1.IdInUse"},
-		{registry.ErrNoSuchContainer, "org.contid1.NoSuchContainer"},
-		{ErrNoSuchUnit, "org.contid1.NoSuchUnit"},
-		{ErrNoSuchMachine, "org.contid1.NoSuchMachine"},
-		{ErrNoSuchCgroup, "org.contid1.NoSuchCgroup"},
-		{registry.ErrNotFresh, "org.contid1.NotFresh"},
-		{registry.ErrLimitExceeded, "org.contid1.LimitExceeded"},
-		{registry.ErrAccessDenied, "org.freedesktop.DBus.Error.AccessDenied"},
-		{registry.ErrInvalidArgs, "org.freedesktop.DBus.Error.InvalidArgs"},
+		{contid.ErrAlreadyTagged, "org.contid1.AlreadyTagged"},
+		{contid.ErrNotDescendant, "org.contid1.NotDescendant"},
+		{contid.ErrIDInUse, "org.contid1.IdInUse"},
+		{contid.ErrNoSuchContainer, "org.contid1.NoSuchContainer"},
+		{client.ErrNoSuchUnit, "org.contid1.NoSuchUnit"},
+		{client.ErrNoSuchMachine, "org.contid1.NoSuchMachine"},
+		{client.ErrNoSuchCgroup, "org.contid1.NoSuchCgroup"},
+		{contid.ErrNotFresh, "org.contid1.NotFresh"},
+		{contid.ErrLimitExceeded, "org.contid1.LimitExceeded"},
+		{contid.ErrAccessDenied, "org.freedesktop.DBus.Error.AccessDenied"},
+		{contid.ErrInvalidArgs, "org.freedesktop.DBus.Error.InvalidArgs"},
 		{errors.New("disk on fire"), "org.freedesktop.DBus.Error.Failed"},
 	}
 	for _, tt := range tests {
@@ -125,23 +126,9 @@ func TestErrorMapping(t *testing.T) {
 		if msg, _ := de.Body[0].(string); msg != wrapped.Error() {
 			t.Errorf("message %q, want the wrapped text %q", msg, wrapped.Error())
 		}
-		back := fromDBusError(*de)
+		back := &client.RemoteError{Name: de.Name}
 		if tt.name != "org.freedesktop.DBus.Error.Failed" && !errors.Is(back, tt.err) {
 			t.Errorf("%s does not map back to %v", tt.name, tt.err)
-		}
-	}
-}
-
-func TestContainerPath(t *testing.T) {
-	for _, id := range []contid.ID{1, 42, contid.Invalid - 1} {
-		got, ok := parseContainerPath(ContainerPath(id))
-		if !ok || got != id {
-			t.Errorf("round trip of %d gave %d, %v", id, got, ok)
-		}
-	}
-	for _, p := range []godbus.ObjectPath{"/org/contid1/container/0", "/org/contid1/container/01", "/org/contid1/container/18446744073709551615", "/org/contid1/container/x", "/org/contid1"} {
-		if _, ok := parseContainerPath(p); ok {
-			t.Errorf("parseContainerPath(%q) accepted", p)
 		}
 	}
 }
@@ -163,7 +150,7 @@ func FuzzArguments(f *testing.F) {
 			if err := registry.ValidateCgroupPath(got); err != nil {
 				t.Fatalf("cleanCgroupPath accepted %q, the registry refuses it: %v", got, err)
 			}
-		} else if !errors.Is(err, registry.ErrInvalidArgs) {
+		} else if !errors.Is(err, contid.ErrInvalidArgs) {
 			t.Fatalf("cleanCgroupPath(%q): unexpected error class %v", p, err)
 		}
 		if err := validTagID(id); (err == nil) != (contid.ID(id) != contid.Invalid) {
@@ -180,7 +167,7 @@ func FuzzArguments(f *testing.F) {
 			if err := registry.ValidateName(name); err != nil {
 				t.Fatalf("parseOptions accepted Name %q, the registry refuses it: %v", name, err)
 			}
-		} else if !errors.Is(err, registry.ErrInvalidArgs) {
+		} else if !errors.Is(err, contid.ErrInvalidArgs) {
 			t.Fatalf("parseOptions: unexpected error class %v", err)
 		}
 		if validUnitName(name) == nil && (strings.ContainsAny(name, "/ \x00") || len(name) > maxUnitLen) {

@@ -18,7 +18,7 @@ import (
 
 	godbus "github.com/godbus/dbus/v5"
 
-	cdbus "github.com/contid/contid/dbus"
+	"github.com/contid/contid/dbus/client"
 	"github.com/contid/contid/internal/hostile"
 	"github.com/contid/contid/internal/testenv"
 )
@@ -44,9 +44,9 @@ func TestSetuidExecAfterConnect(t *testing.T) {
 		cred   *syscall.Credential
 		expect string
 	}{
-		{"socket, nobody", false, nobody, "error " + cdbus.NameAccessDenied},
+		{"socket, nobody", false, nobody, "error " + client.NameAccessDenied},
 		{"socket, root (control)", false, root, "granted"},
-		{"bus, nobody", true, nobody, "error " + cdbus.NameAccessDenied},
+		{"bus, nobody", true, nobody, "error " + client.NameAccessDenied},
 		{"bus, root (control)", true, root, "granted"},
 	}
 	for i, tt := range tests {
@@ -105,7 +105,7 @@ func TestPIDReuseAfterConnect(t *testing.T) {
 				t.Fatalf("contidd pinned peers by pidfd_open: %v, want %v\n%s", hasFallback, v.binary != "", d.logText())
 			}
 			inner := e.cgroup(fmt.Sprintf("v%d-inner", vi))
-			if _, err := c.TagCgroup(ctx, inner, 0, cdbus.TagOptions{}); err != nil {
+			if _, err := c.TagCgroup(ctx, inner, 0, client.TagOptions{}); err != nil {
 				t.Fatal(err)
 			}
 			free := e.cgroup(fmt.Sprintf("v%d-free", vi))
@@ -116,7 +116,7 @@ func TestPIDReuseAfterConnect(t *testing.T) {
 
 			// Control: the connector, alive, is judged as itself.
 			alive := e.startPartial(partialCall{addr: addr, bus: v.bus, target: e.cgroup(fmt.Sprintf("v%d-t1", vi)), then: "stay"}, root, inner)
-			if got := alive.finish(); !strings.HasPrefix(got, "error "+cdbus.NameNotDescendant) {
+			if got := alive.finish(); !strings.HasPrefix(got, "error "+client.NameNotDescendant) {
 				t.Fatalf("connector alive: %q, want NotDescendant", got)
 			}
 
@@ -133,7 +133,7 @@ func TestPIDReuseAfterConnect(t *testing.T) {
 			sleepExe, _ := filepath.EvalSymlinks("/bin/sleep")
 			waitExe(t, pid, sleepExe, reuse)
 			got := a.finish()
-			if !strings.HasPrefix(got, "error "+cdbus.NameAccessDenied) {
+			if !strings.HasPrefix(got, "error "+client.NameAccessDenied) {
 				t.Fatalf("PID %d reused after connect: %q, want AccessDenied", pid, got)
 			}
 			// contidd's log arrives through a pipe, a moment later.
@@ -215,11 +215,11 @@ func TestNeverTaggable(t *testing.T) {
 			t.Fatalf("the slice %s was tagged at mkdir: %+v", slice, le)
 		}
 	}
-	if _, err := c.GetContainerByPID(ctx, uint32(inSlice.Process.Pid)); !hasErrorName(err, cdbus.NameNoSuchContainer) {
+	if _, err := c.GetContainerByPID(ctx, uint32(inSlice.Process.Pid)); !hasErrorName(err, client.NameNoSuchContainer) {
 		t.Fatalf("a process in the slice: %v, want NoSuchContainer", err)
 	}
 
-	for tn, c := range map[string]*cdbus.Client{"bus": e.busClient(), "p2p": e.p2pClient()} {
+	for tn, c := range map[string]*client.Client{"bus": e.busClient(), "p2p": e.p2pClient()} {
 		tests := []struct {
 			path, why string
 		}{
@@ -232,19 +232,19 @@ func TestNeverTaggable(t *testing.T) {
 		}
 		for _, tt := range tests {
 			t.Run(tn+tt.path, func(t *testing.T) {
-				_, err := c.TagCgroup(ctx, tt.path, 0, cdbus.TagOptions{})
-				if !hasErrorName(err, cdbus.NameInvalidArgs) || !strings.Contains(err.Error(), tt.why) {
+				_, err := c.TagCgroup(ctx, tt.path, 0, client.TagOptions{})
+				if !hasErrorName(err, client.NameInvalidArgs) || !strings.Contains(err.Error(), tt.why) {
 					t.Fatalf("TagCgroup(%s) = %v, want InvalidArgs saying %q", tt.path, err, tt.why)
 				}
 			})
 		}
-		if _, err := c.TagCgroup(ctx, e.cgroup("sibling-"+tn), 0, cdbus.TagOptions{}); err != nil {
+		if _, err := c.TagCgroup(ctx, e.cgroup("sibling-"+tn), 0, client.TagOptions{}); err != nil {
 			t.Fatalf("%s: a sibling of contidd's cgroup: %v", tn, err)
 		}
 	}
 }
 
-func mustList(t *testing.T, c *cdbus.Client) []cdbus.ListEntry {
+func mustList(t *testing.T, c *client.Client) []client.ListEntry {
 	t.Helper()
 	list, err := c.ListContainers(context.Background())
 	if err != nil {
@@ -263,7 +263,7 @@ func TestContainerRootConnectionAllowance(t *testing.T) {
 	c := e.p2pClient()
 	ctx := context.Background()
 	tagged, untagged := e.cgroup("croot"), e.cgroup("hostroot")
-	if _, err := c.TagCgroup(ctx, tagged, 0, cdbus.TagOptions{}); err != nil {
+	if _, err := c.TagCgroup(ctx, tagged, 0, client.TagOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	held := func(cg string) int {
@@ -346,11 +346,11 @@ func TestOversizeMessageNotDecoded(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if name, _ := r.Headers[godbus.FieldErrorName].Value().(string); name != cdbus.NameLimitsExceeded {
-			t.Fatalf("reply %d to a 16 MiB call: %v, want %s", i, r.Headers[godbus.FieldErrorName], cdbus.NameLimitsExceeded)
+		if name, _ := r.Headers[godbus.FieldErrorName].Value().(string); name != client.NameLimitsExceeded {
+			t.Fatalf("reply %d to a 16 MiB call: %v, want %s", i, r.Headers[godbus.FieldErrorName], client.NameLimitsExceeded)
 		}
 	}
-	ping := hostile.Message(20, cdbus.BusName, "/org/contid1", "org.freedesktop.DBus.Peer", "Ping", 0)
+	ping := hostile.Message(20, client.BusName, "/org/contid1", "org.freedesktop.DBus.Peer", "Ping", 0)
 	if _, err := conn.Write(ping); err != nil {
 		t.Fatal(err)
 	}
@@ -372,9 +372,9 @@ func TestOversizeMessageNotDecoded(t *testing.T) {
 // godbus decodes into a Go value many times that size.
 func variantFlood(size int) []byte {
 	msg := &godbus.Message{Type: godbus.TypeMethodCall, Headers: map[godbus.HeaderField]godbus.Variant{
-		godbus.FieldDestination: godbus.MakeVariant(cdbus.BusName),
+		godbus.FieldDestination: godbus.MakeVariant(client.BusName),
 		godbus.FieldPath:        godbus.MakeVariant(godbus.ObjectPath("/org/contid1")),
-		godbus.FieldInterface:   godbus.MakeVariant(cdbus.ManagerInterface),
+		godbus.FieldInterface:   godbus.MakeVariant(client.ManagerInterface),
 		godbus.FieldMember:      godbus.MakeVariant("ListContainers"),
 		godbus.FieldSignature:   godbus.MakeVariant(godbus.ParseSignatureMust("av")),
 	}, Body: []any{[]godbus.Variant{}}}
@@ -424,7 +424,7 @@ func TestPIDReuseBeforeAccept(t *testing.T) {
 			ctx := context.Background()
 			n := strconv.Itoa(len(tt.binary)) + strconv.FormatBool(tt.granted)
 			inner := e.cgroup("aw-inner-" + n)
-			if _, err := orch.TagCgroup(ctx, inner, 0, cdbus.TagOptions{}); err != nil {
+			if _, err := orch.TagCgroup(ctx, inner, 0, client.TagOptions{}); err != nil {
 				t.Fatal(err)
 			}
 			victim := e.cgroup("aw-victim-" + n)
@@ -518,7 +518,7 @@ func TestBusOversizeSkipped(t *testing.T) {
 			}
 			defer conn.Close()
 			var owner string
-			if err := conn.BusObject().Call("org.freedesktop.DBus.GetNameOwner", 0, cdbus.BusName).Store(&owner); err != nil {
+			if err := conn.BusObject().Call("org.freedesktop.DBus.GetNameOwner", 0, client.BusName).Store(&owner); err != nil {
 				t.Fatal(err)
 			}
 			_, before, err := statusKB(pid)
@@ -528,7 +528,7 @@ func TestBusOversizeSkipped(t *testing.T) {
 			// A unicast signal reaches its destination whatever it
 			// subscribed to.
 			signal := &godbus.Message{Type: godbus.TypeSignal, Headers: map[godbus.HeaderField]godbus.Variant{
-				godbus.FieldPath:        godbus.MakeVariant(cdbus.ManagerPath),
+				godbus.FieldPath:        godbus.MakeVariant(client.ManagerPath),
 				godbus.FieldInterface:   godbus.MakeVariant("org.contid1.Flood"),
 				godbus.FieldMember:      godbus.MakeVariant("Flood"),
 				godbus.FieldDestination: godbus.MakeVariant(owner),
@@ -539,14 +539,14 @@ func TestBusOversizeSkipped(t *testing.T) {
 			}
 			// Messages from one sender arrive in order, so the call's
 			// answer comes after the signal was read.
-			call := conn.Object(cdbus.BusName, cdbus.ManagerPath).Call(cdbus.ManagerInterface+".ListContainers", 0, vs)
+			call := conn.Object(client.BusName, client.ManagerPath).Call(client.ManagerInterface+".ListContainers", 0, vs)
 			_, after, err := statusKB(pid)
 			if err != nil {
 				t.Fatal(err)
 			}
 			growthMiB := (after - before) / 1024
 			t.Logf("%d MiB call and signal: answer %v; contidd's peak memory grew by %d MiB", size>>20, call.Err, growthMiB)
-			if limited := hasErrorName(call.Err, cdbus.NameLimitsExceeded); limited != tt.relayed {
+			if limited := hasErrorName(call.Err, client.NameLimitsExceeded); limited != tt.relayed {
 				t.Errorf("answer %v; want LimitsExceeded: %v", call.Err, tt.relayed)
 			}
 			if !raceBuild {

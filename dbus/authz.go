@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/contid/contid"
+	"github.com/contid/contid/dbus/client"
 	"github.com/contid/contid/kernel"
 	"github.com/contid/contid/registry"
 )
@@ -76,7 +77,7 @@ func (m *Manager) identify(ctx context.Context, p *peer) (*callerInfo, error) {
 	case p.bus != nil:
 		bp := m.busPeers(p.bus)
 		if bp == nil {
-			return nil, fmt.Errorf("%w: caller %s is on a bus connection contidd no longer serves", registry.ErrAccessDenied, p.sender)
+			return nil, fmt.Errorf("%w: caller %s is on a bus connection contidd no longer serves", contid.ErrAccessDenied, p.sender)
 		}
 		var known bool
 		var seen uint64
@@ -93,7 +94,7 @@ func (m *Manager) identify(ctx context.Context, p *peer) (*callerInfo, error) {
 			notAfter = seen
 		}
 	default:
-		return nil, fmt.Errorf("%w: unknown caller", registry.ErrAccessDenied)
+		return nil, fmt.Errorf("%w: unknown caller", contid.ErrAccessDenied)
 	}
 	ci, err := m.callerFrom(o, pidfd, notAfter, remember)
 	if err != nil {
@@ -102,7 +103,7 @@ func (m *Manager) identify(ctx context.Context, p *peer) (*callerInfo, error) {
 		}
 		// Who connected is still known, for the log and the audit trail.
 		who := &callerInfo{Caller: registry.Caller{PID: o.pid, UID: o.uid}}
-		return who, fmt.Errorf("%w: caller process %d (uid %d): %w", registry.ErrAccessDenied, o.pid, o.uid, err)
+		return who, fmt.Errorf("%w: caller process %d (uid %d): %w", contid.ErrAccessDenied, o.pid, o.uid, err)
 	}
 	return ci, nil
 }
@@ -184,7 +185,7 @@ func busCredentials(ctx context.Context, conn *godbus.Conn, sender string) (orig
 	var creds map[string]godbus.Variant
 	err := conn.BusObject().CallWithContext(ctx, "org.freedesktop.DBus.GetConnectionCredentials", 0, sender).Store(&creds)
 	if err != nil {
-		return origin{}, -1, fmt.Errorf("%w: cannot identify caller %s: %v", registry.ErrAccessDenied, sender, err)
+		return origin{}, -1, fmt.Errorf("%w: cannot identify caller %s: %v", contid.ErrAccessDenied, sender, err)
 	}
 	return originFromCredentials(creds)
 }
@@ -201,7 +202,7 @@ func originFromCredentials(creds map[string]godbus.Variant) (origin, int, error)
 		if hasFD {
 			unix.Close(int(fd))
 		}
-		return o, -1, fmt.Errorf("%w: the bus did not tell the caller's UID and PID", registry.ErrAccessDenied)
+		return o, -1, fmt.Errorf("%w: the bus did not tell the caller's UID and PID", contid.ErrAccessDenied)
 	}
 	o.uid, o.pid = uid, pid
 	if !hasFD {
@@ -273,7 +274,7 @@ func (m *Manager) authorizeTag(ctx context.Context, p *peer, msg *godbus.Message
 	}
 	obj := conn.Object("org.freedesktop.PolicyKit1", "/org/freedesktop/PolicyKit1/Authority")
 	err := obj.CallWithContext(ctx, "org.freedesktop.PolicyKit1.Authority.CheckAuthorization", 0,
-		subject, PolkitActionTag, map[string]string{}, flags, "").Store(&result)
+		subject, client.PolkitActionTag, map[string]string{}, flags, "").Store(&result)
 	if err != nil {
 		m.polkitOnce.Do(func() {
 			m.log(PrioNotice, "polkit is not available (%v); only UID 0 may tag.", err)
@@ -296,28 +297,28 @@ func freshProcess(pidfd int, callerPID uint32, cg Cgroups) (registry.ProcessTarg
 	}
 	st, err := readStatus(pid)
 	if err != nil {
-		return t, fmt.Errorf("%w: process %d: %v", registry.ErrInvalidArgs, pid, err)
+		return t, fmt.Errorf("%w: process %d: %v", contid.ErrInvalidArgs, pid, err)
 	}
 	if st.Threads != 1 {
-		return t, fmt.Errorf("%w: process %d has %d threads; tag it before it starts threads", registry.ErrNotFresh, pid, st.Threads)
+		return t, fmt.Errorf("%w: process %d has %d threads; tag it before it starts threads", contid.ErrNotFresh, pid, st.Threads)
 	}
 	kids, err := hasChildren(pid)
 	if err != nil {
-		return t, fmt.Errorf("%w: process %d: %v", registry.ErrInvalidArgs, pid, err)
+		return t, fmt.Errorf("%w: process %d: %v", contid.ErrInvalidArgs, pid, err)
 	}
 	if kids {
-		return t, fmt.Errorf("%w: process %d has children; tag it before it forks", registry.ErrNotFresh, pid)
+		return t, fmt.Errorf("%w: process %d has children; tag it before it forks", contid.ErrNotFresh, pid)
 	}
 	start, err := startTime(pid)
 	if err != nil {
-		return t, fmt.Errorf("%w: process %d: %v", registry.ErrInvalidArgs, pid, err)
+		return t, fmt.Errorf("%w: process %d: %v", contid.ErrInvalidArgs, pid, err)
 	}
 	cgp, err := cg.OfPID(pid)
 	if err != nil {
-		return t, fmt.Errorf("%w: process %d: %v", registry.ErrInvalidArgs, pid, err)
+		return t, fmt.Errorf("%w: process %d: %v", contid.ErrInvalidArgs, pid, err)
 	}
 	if !pidfdAlive(pidfd) {
-		return t, fmt.Errorf("%w: process %d exited", registry.ErrInvalidArgs, pid)
+		return t, fmt.Errorf("%w: process %d exited", contid.ErrInvalidArgs, pid)
 	}
 	return registry.ProcessTarget{PID: pid, Start: start, Cgroup: cgp, PIDFD: pidfd, ChildOfCaller: st.PPID == callerPID}, nil
 }

@@ -7,6 +7,8 @@ import (
 	"reflect"
 
 	godbus "github.com/godbus/dbus/v5"
+
+	"github.com/contid/contid/dbus/client"
 )
 
 // ErrNameTaken: another process owns org.contid1 (a second contidd).
@@ -31,10 +33,10 @@ func (m *Manager) ServeBus(ctx context.Context, address string) (*godbus.Conn, e
 		conn.Close()
 		return nil, fmt.Errorf("follow the clients of the system bus: %w", err)
 	}
-	reply, err := conn.RequestName(BusName, godbus.NameFlagDoNotQueue)
+	reply, err := conn.RequestName(client.BusName, godbus.NameFlagDoNotQueue)
 	if err != nil {
 		conn.Close()
-		return nil, fmt.Errorf("request %s: %w", BusName, err)
+		return nil, fmt.Errorf("request %s: %w", client.BusName, err)
 	}
 	if reply != godbus.RequestNameReplyPrimaryOwner {
 		conn.Close()

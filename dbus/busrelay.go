@@ -14,6 +14,8 @@ import (
 
 	godbus "github.com/godbus/dbus/v5"
 	"golang.org/x/sys/unix"
+
+	"github.com/contid/contid/dbus/client"
 )
 
 // The system bus connection is read through a relay in contidd's own
@@ -355,7 +357,7 @@ func refusalFor(big *tooLarge) *godbus.Message {
 	return &godbus.Message{Type: godbus.TypeError, Flags: godbus.FlagNoReplyExpected, Headers: map[godbus.HeaderField]godbus.Variant{
 		godbus.FieldReplySerial: godbus.MakeVariant(big.serial),
 		godbus.FieldDestination: godbus.MakeVariant(big.sender),
-		godbus.FieldErrorName:   godbus.MakeVariant(NameLimitsExceeded),
+		godbus.FieldErrorName:   godbus.MakeVariant(client.NameLimitsExceeded),
 		godbus.FieldSignature:   godbus.MakeVariant(godbus.SignatureOf("")),
 	}, Body: []any{fmt.Sprintf("message of %d bytes: contidd reads at most %d bytes per message", big.length, maxMessageSize)}}
 }

@@ -8,16 +8,18 @@ import (
 	"unicode/utf8"
 
 	godbus "github.com/godbus/dbus/v5"
+
+	"github.com/contid/contid/dbus/client"
 )
 
 // busMessage is a message as dbus-daemon would forward it, with a sender.
 func busMessage(t testing.TB, order binary.ByteOrder, typ godbus.Type, sender string, body ...any) []byte {
 	t.Helper()
 	msg := &godbus.Message{Type: typ, Headers: map[godbus.HeaderField]godbus.Variant{
-		godbus.FieldPath:        godbus.MakeVariant(ManagerPath),
-		godbus.FieldInterface:   godbus.MakeVariant(ManagerInterface),
+		godbus.FieldPath:        godbus.MakeVariant(client.ManagerPath),
+		godbus.FieldInterface:   godbus.MakeVariant(client.ManagerInterface),
 		godbus.FieldMember:      godbus.MakeVariant("ListContainers"),
-		godbus.FieldDestination: godbus.MakeVariant(BusName),
+		godbus.FieldDestination: godbus.MakeVariant(client.BusName),
 	}, Body: body}
 	if sender != "" {
 		msg.Headers[godbus.FieldSender] = godbus.MakeVariant(sender)

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	cdbus "github.com/contid/contid/dbus"
+	"github.com/contid/contid/dbus/client"
 	"github.com/contid/contid/internal/testenv"
 )
 
@@ -87,7 +87,7 @@ func TestContidctl(t *testing.T) {
 
 	t.Run("json", func(t *testing.T) {
 		out, errOut, code := ctl(t, nil, nil, bus, "list", "--json")
-		var list []cdbus.ListEntry
+		var list []client.ListEntry
 		if code != 0 || json.Unmarshal([]byte(out), &list) != nil || len(list) != 1 || list[0].Name != "web" || list[0].Cgroup != cg {
 			t.Fatalf("list --json: exit %d: %s %s", code, out, errOut)
 		}
@@ -136,7 +136,7 @@ func TestSocketActivation(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	// The first connection starts contidd, as systemd would.
-	c, err := cdbus.ConnectP2P(activated)
+	c, err := client.ConnectP2P(activated)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, logs.String())
 	}

@@ -16,9 +16,9 @@ import (
 	godbus "github.com/godbus/dbus/v5"
 	"golang.org/x/sys/unix"
 
-	cdbus "github.com/contid/contid/dbus"
+	"github.com/contid/contid"
+	"github.com/contid/contid/dbus/client"
 	"github.com/contid/contid/internal/hostile"
-	"github.com/contid/contid/registry"
 )
 
 // Descriptors a message brings beyond what its header announces are
@@ -42,7 +42,7 @@ func TestP2PDescriptors(t *testing.T) {
 	}
 	defer unix.Close(null)
 	for serial := uint32(2); serial < 22; serial++ {
-		ping := hostile.Message(serial, cdbus.BusName, cdbus.ManagerPath, "org.freedesktop.DBus.Peer", "Ping", 0)
+		ping := hostile.Message(serial, client.BusName, client.ManagerPath, "org.freedesktop.DBus.Peer", "Ping", 0)
 		if _, _, err := conn.WriteMsgUnix(ping, unix.UnixRights(null, null, null, null), nil); err != nil {
 			t.Fatal(err)
 		}
@@ -62,12 +62,12 @@ func TestP2PDescriptors(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer unix.Close(pidfd)
-	ping := hostile.Message(30, cdbus.BusName, cdbus.ManagerPath, "org.freedesktop.DBus.Peer", "Ping", 0)
+	ping := hostile.Message(30, client.BusName, client.ManagerPath, "org.freedesktop.DBus.Peer", "Ping", 0)
 	if _, _, err := conn.WriteMsgUnix(ping, unix.UnixRights(pidfd), nil); err != nil {
 		t.Fatal(err)
 	}
 	tagProcess := func(serial uint32) []byte {
-		return hostile.Message(serial, cdbus.BusName, cdbus.ManagerPath, cdbus.ManagerInterface, "TagProcess", 1,
+		return hostile.Message(serial, client.BusName, client.ManagerPath, client.ManagerInterface, "TagProcess", 1,
 			godbus.UnixFDIndex(0), uint64(0), map[string]godbus.Variant{})
 	}
 	if _, err := conn.Write(tagProcess(31)); err != nil {
@@ -76,7 +76,7 @@ func TestP2PDescriptors(t *testing.T) {
 	if _, err := hostile.Await(rd, 31); !closedByPeer(err) {
 		t.Fatalf("a TagProcess without its announced descriptor: %v, want the connection closed", err)
 	}
-	if _, err := c.GetContainerByPID(ctx, uint32(p.Process.Pid)); !errors.Is(err, registry.ErrNoSuchContainer) {
+	if _, err := c.GetContainerByPID(ctx, uint32(p.Process.Pid)); !errors.Is(err, contid.ErrNoSuchContainer) {
 		t.Fatalf("process %d was tagged with a descriptor another message brought: %v", p.Process.Pid, err)
 	}
 
@@ -97,7 +97,7 @@ func TestP2PDescriptors(t *testing.T) {
 	for i := range many {
 		many[i] = null
 	}
-	ping = hostile.Message(3, cdbus.BusName, cdbus.ManagerPath, "org.freedesktop.DBus.Peer", "Ping", 0)
+	ping = hostile.Message(3, client.BusName, client.ManagerPath, "org.freedesktop.DBus.Peer", "Ping", 0)
 	if _, _, err := conn2.WriteMsgUnix(ping, unix.UnixRights(many...), nil); err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +145,7 @@ func TestBusRefusesUsersDescriptors(t *testing.T) {
 	e := newEnv(t, "")
 	d := e.start()
 	pid := d.cmd.Process.Pid
-	if err := e.busClient().Conn().Object(cdbus.BusName, cdbus.ManagerPath).Call("org.freedesktop.DBus.Peer.Ping", 0).Err; err != nil {
+	if err := e.busClient().Conn().Object(client.BusName, client.ManagerPath).Call("org.freedesktop.DBus.Peer.Ping", 0).Err; err != nil {
 		t.Fatalf("root's Ping: %v", err)
 	}
 	time.Sleep(time.Second) // contidd has settled after its start

@@ -5,60 +5,8 @@ import (
 
 	godbus "github.com/godbus/dbus/v5"
 
-	"github.com/contid/contid/registry"
+	"github.com/contid/contid/dbus/client"
 )
-
-// Sentinels for the lookups the D-Bus layer resolves itself; the registry
-// owns the others.
-var (
-	ErrNoSuchUnit    = errors.New("no such unit")
-	ErrNoSuchMachine = errors.New("no such machine")
-	ErrNoSuchCgroup  = errors.New("no such cgroup")
-)
-
-// Error names of docs/DESIGN.md. They are a public contract.
-const (
-	ErrorPrefix          = "org.contid1."
-	NameAlreadyTagged    = ErrorPrefix + "AlreadyTagged"
-	NameNotDescendant    = ErrorPrefix + "NotDescendant"
-	NameIDInUse          = ErrorPrefix + "IdInUse"
-	NameNoSuchContainer  = ErrorPrefix + "NoSuchContainer"
-	NameNoSuchUnit       = ErrorPrefix + "NoSuchUnit"
-	NameNoSuchMachine    = ErrorPrefix + "NoSuchMachine"
-	NameNoSuchCgroup     = ErrorPrefix + "NoSuchCgroup"
-	NameNotFresh         = ErrorPrefix + "NotFresh"
-	NameLimitExceeded    = ErrorPrefix + "LimitExceeded"
-	NameAccessDenied     = "org.freedesktop.DBus.Error.AccessDenied"
-	NameInvalidArgs      = "org.freedesktop.DBus.Error.InvalidArgs"
-	NameFailed           = "org.freedesktop.DBus.Error.Failed"
-	NameUnknownMethod    = "org.freedesktop.DBus.Error.UnknownMethod"
-	NameUnknownObject    = "org.freedesktop.DBus.Error.UnknownObject"
-	NameUnknownInterface = "org.freedesktop.DBus.Error.UnknownInterface"
-	NameUnknownProperty  = "org.freedesktop.DBus.Error.UnknownProperty"
-	NamePropertyReadOnly = "org.freedesktop.DBus.Error.PropertyReadOnly"
-	// NameLimitsExceeded: a message larger than contidd reads (64 KiB on
-	// the peer-to-peer socket), refused before it is decoded.
-	NameLimitsExceeded = "org.freedesktop.DBus.Error.LimitsExceeded"
-)
-
-// errorNames is the one place a Go error becomes a D-Bus error name; the
-// client maps back through the same table.
-var errorNames = []struct {
-	err  error
-	name string
-}{
-	{registry.ErrAlreadyTagged, NameAlreadyTagged},
-	{registry.ErrNotDescendant, NameNotDescendant},
-	{registry.ErrIDInUse, NameIDInUse},
-	{registry.ErrNoSuchContainer, NameNoSuchContainer},
-	{registry.ErrNotFresh, NameNotFresh},
-	{registry.ErrLimitExceeded, NameLimitExceeded},
-	{registry.ErrInvalidArgs, NameInvalidArgs},
-	{registry.ErrAccessDenied, NameAccessDenied},
-	{ErrNoSuchUnit, NameNoSuchUnit},
-	{ErrNoSuchMachine, NameNoSuchMachine},
-	{ErrNoSuchCgroup, NameNoSuchCgroup},
-}
 
 // toDBusError maps err to its D-Bus error; the message is the wrapped
 // error's text so the caller learns what to fix.
@@ -67,61 +15,9 @@ func toDBusError(err error) *godbus.Error {
 	if errors.As(err, &de) {
 		return de
 	}
-	name := NameFailed
-	for _, e := range errorNames {
-		if errors.Is(err, e.err) {
-			name = e.name
-			break
-		}
-	}
-	return godbus.NewError(name, []any{err.Error()})
+	return godbus.NewError(client.NameOf(err), []any{err.Error()})
 }
 
 func newError(name, msg string) *godbus.Error {
 	return godbus.NewError(name, []any{msg})
-}
-
-// RemoteError is what the client returns for a D-Bus error reply. It
-// unwraps to the matching sentinel, so callers use errors.Is exactly as
-// they would in-process.
-type RemoteError struct {
-	Name    string
-	Message string
-}
-
-func (e *RemoteError) Error() string {
-	if e.Message == "" {
-		return e.Name
-	}
-	return e.Message
-}
-
-// Unwrap returns the sentinel named by the error, if any.
-func (e *RemoteError) Unwrap() error {
-	for _, en := range errorNames {
-		if en.name == e.Name {
-			return en.err
-		}
-	}
-	return nil
-}
-
-func fromDBusError(err error) error {
-	var de godbus.Error
-	if errors.As(err, &de) {
-		re := &RemoteError{Name: de.Name}
-		if len(de.Body) > 0 {
-			re.Message, _ = de.Body[0].(string)
-		}
-		return re
-	}
-	var pde *godbus.Error
-	if errors.As(err, &pde) {
-		re := &RemoteError{Name: pde.Name}
-		if len(pde.Body) > 0 {
-			re.Message, _ = pde.Body[0].(string)
-		}
-		return re
-	}
-	return err
 }

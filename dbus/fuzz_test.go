@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	godbus "github.com/godbus/dbus/v5"
+
+	"github.com/contid/contid/dbus/client"
 )
 
 // FuzzSASL drives the server half of the authentication exchange with
@@ -162,17 +164,17 @@ func seedMessages() [][]byte {
 	seeds := [][]byte{
 		call(le, ifaceBus, "/org/freedesktop/DBus", ifaceBus, "Hello"),
 		call(le, ifaceBus, "/org/freedesktop/DBus", ifaceBus, "GetConnectionCredentials", ":1.1"),
-		call(le, BusName, ManagerPath, ManagerInterface, "ListContainers"),
-		call(le, BusName, ManagerPath, ManagerInterface, "TagCgroup", "/target", uint64(0), opts),
-		call(le, BusName, ManagerPath, ManagerInterface, "TagPID", uint32(1), uint64(7), map[string]godbus.Variant{}),
-		call(le, BusName, ManagerPath, ManagerInterface, "GetContainer", uint64(1)),
-		call(le, BusName, ManagerPath, ifaceProperties, "GetAll", ManagerInterface),
-		call(le, BusName, ContainerPath(1), ContainerInterface, "ListProcesses"),
-		call(le, BusName, ManagerPath, ifaceIntrospection, "Introspect"),
-		call(binary.BigEndian, BusName, ManagerPath, ManagerInterface, "GetContainerByPID", uint32(1)),
-		call(le, "", ManagerPath, "", "Get", ManagerInterface, "Version"),
+		call(le, client.BusName, client.ManagerPath, client.ManagerInterface, "ListContainers"),
+		call(le, client.BusName, client.ManagerPath, client.ManagerInterface, "TagCgroup", "/target", uint64(0), opts),
+		call(le, client.BusName, client.ManagerPath, client.ManagerInterface, "TagPID", uint32(1), uint64(7), map[string]godbus.Variant{}),
+		call(le, client.BusName, client.ManagerPath, client.ManagerInterface, "GetContainer", uint64(1)),
+		call(le, client.BusName, client.ManagerPath, ifaceProperties, "GetAll", client.ManagerInterface),
+		call(le, client.BusName, client.ContainerPath(1), client.ContainerInterface, "ListProcesses"),
+		call(le, client.BusName, client.ManagerPath, ifaceIntrospection, "Introspect"),
+		call(binary.BigEndian, client.BusName, client.ManagerPath, client.ManagerInterface, "GetContainerByPID", uint32(1)),
+		call(le, "", client.ManagerPath, "", "Get", client.ManagerInterface, "Version"),
 	}
-	withFD := call(le, BusName, ManagerPath, ManagerInterface, "TagProcess", godbus.UnixFDIndex(0), uint64(0), map[string]godbus.Variant{})
+	withFD := call(le, client.BusName, client.ManagerPath, client.ManagerInterface, "TagProcess", godbus.UnixFDIndex(0), uint64(0), map[string]godbus.Variant{})
 	seeds = append(seeds, withFD)
 	truncated := bytes.Clone(seeds[3])
 	seeds = append(seeds, truncated[:len(truncated)-3])

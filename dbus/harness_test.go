@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	cdbus "github.com/contid/contid/dbus"
+	"github.com/contid/contid/dbus/client"
 	"github.com/contid/contid/internal/testenv"
 	"github.com/contid/contid/kernel"
 )
@@ -364,9 +364,9 @@ func (d *daemon) alive() bool {
 	return d.cmd.ProcessState == nil && d.cmd.Process.Signal(syscall.Signal(0)) == nil
 }
 
-func (e *env) busClient() *cdbus.Client {
+func (e *env) busClient() *client.Client {
 	e.t.Helper()
-	c, err := cdbus.ConnectBus(e.busAddr)
+	c, err := client.ConnectBus(e.busAddr)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -374,9 +374,9 @@ func (e *env) busClient() *cdbus.Client {
 	return c
 }
 
-func (e *env) p2pClient() *cdbus.Client {
+func (e *env) p2pClient() *client.Client {
 	e.t.Helper()
-	c, err := cdbus.ConnectP2P(e.sock)
+	c, err := client.ConnectP2P(e.sock)
 	if err != nil {
 		e.t.Fatal(err)
 	}

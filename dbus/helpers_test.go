@@ -19,7 +19,7 @@ import (
 	godbus "github.com/godbus/dbus/v5"
 	"golang.org/x/sys/unix"
 
-	cdbus "github.com/contid/contid/dbus"
+	"github.com/contid/contid/dbus/client"
 	"github.com/contid/contid/internal/hostile"
 	"github.com/contid/contid/internal/testenv"
 )
@@ -123,7 +123,7 @@ func helperPartial() error {
 	if rd.Buffered() > 0 && !p.bus {
 		return fmt.Errorf("%d unexpected bytes after the Hello reply", rd.Buffered())
 	}
-	msg := hostile.Message(2, cdbus.BusName, cdbus.ManagerPath, cdbus.ManagerInterface, "TagCgroup", 0, p.target, uint64(0), map[string]godbus.Variant{})
+	msg := hostile.Message(2, client.BusName, client.ManagerPath, client.ManagerInterface, "TagCgroup", 0, p.target, uint64(0), map[string]godbus.Variant{})
 	if _, err := c.Write(msg[:len(msg)-1]); err != nil {
 		return err
 	}
@@ -519,7 +519,7 @@ func helperBusFDs() error {
 	if err != nil {
 		return err
 	}
-	ping := hostile.Message(2, cdbus.BusName, cdbus.ManagerPath, "org.freedesktop.DBus.Peer", "Ping", 2)
+	ping := hostile.Message(2, client.BusName, client.ManagerPath, "org.freedesktop.DBus.Peer", "Ping", 2)
 	if _, _, err := c.WriteMsgUnix(ping, unix.UnixRights(null, null), nil); err != nil {
 		return err
 	}
@@ -575,7 +575,7 @@ func helperConnector() error {
 	b := []byte{0}
 	b = append(b, fmt.Sprintf("AUTH EXTERNAL %x\r\nBEGIN\r\n", strconv.Itoa(os.Getuid()))...)
 	b = append(b, hostile.Message(1, "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus", "Hello", 0)...)
-	b = append(b, hostile.Message(2, cdbus.BusName, cdbus.ManagerPath, cdbus.ManagerInterface, "TagCgroup", 0,
+	b = append(b, hostile.Message(2, client.BusName, client.ManagerPath, client.ManagerInterface, "TagCgroup", 0,
 		os.Getenv("CONTID_TEST_TARGET"), uint64(0), map[string]godbus.Variant{})...)
 	if _, err := c.Write(b); err != nil {
 		return err

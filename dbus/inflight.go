@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"sync"
 
-	"github.com/contid/contid/registry"
+	"github.com/contid/contid"
 )
 
 // Tag requests of users other than root wait on polkit, which can take
@@ -72,7 +72,7 @@ func (m *Manager) enterList(ctx context.Context, p *peer) (release func(), err e
 	case sem <- struct{}{}:
 		return func() { <-sem }, nil
 	case <-ctx.Done():
-		return nil, fmt.Errorf("%w: too many ListContainers calls at once", registry.ErrLimitExceeded)
+		return nil, fmt.Errorf("%w: too many ListContainers calls at once", contid.ErrLimitExceeded)
 	}
 }
 

@@ -22,8 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/contid/contid"
-	cdbus "github.com/contid/contid/dbus"
-	"github.com/contid/contid/registry"
+	"github.com/contid/contid/dbus/client"
 )
 
 var nobody = &syscall.Credential{Uid: 65534, Gid: 65534}
@@ -38,11 +37,11 @@ func TestErrorNames(t *testing.T) {
 	p2p := "unix:path=" + e.sock
 
 	tagged := e.cgroup("tagged")
-	if _, err := c.TagCgroup(ctx, tagged, 0, cdbus.TagOptions{}); err != nil {
+	if _, err := c.TagCgroup(ctx, tagged, 0, client.TagOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	owned := e.cgroup("owned")
-	if _, err := c.TagCgroup(ctx, owned, 777, cdbus.TagOptions{}); err != nil {
+	if _, err := c.TagCgroup(ctx, owned, 777, client.TagOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	self := e.cgroup("self")
@@ -57,50 +56,50 @@ func TestErrorNames(t *testing.T) {
 		want string
 		call func() error
 	}{
-		{"AlreadyTagged", cdbus.NameAlreadyTagged, func() error {
-			_, err := c.TagCgroup(ctx, tagged, 4242, cdbus.TagOptions{})
+		{"AlreadyTagged", client.NameAlreadyTagged, func() error {
+			_, err := c.TagCgroup(ctx, tagged, 4242, client.TagOptions{})
 			return err
 		}},
-		{"NotDescendant", cdbus.NameNotDescendant, func() error {
+		{"NotDescendant", client.NameNotDescendant, func() error {
 			// busctl runs as root inside `self` and asks to tag `self`.
-			return busctlIn(e, self, nil, p2p, "call", cdbus.BusName, "/org/contid1", cdbus.ManagerInterface, "TagCgroup", "sta{sv}", self, "0", "0")
+			return busctlIn(e, self, nil, p2p, "call", client.BusName, "/org/contid1", client.ManagerInterface, "TagCgroup", "sta{sv}", self, "0", "0")
 		}},
-		{"IdInUse", cdbus.NameIDInUse, func() error {
+		{"IdInUse", client.NameIDInUse, func() error {
 			// Another process (busctl) asks for the ID this test process owns.
-			return busctlIn(e, other, nil, p2p, "call", cdbus.BusName, "/org/contid1", cdbus.ManagerInterface, "TagCgroup", "sta{sv}", e.cgroup("other2"), "777", "0")
+			return busctlIn(e, other, nil, p2p, "call", client.BusName, "/org/contid1", client.ManagerInterface, "TagCgroup", "sta{sv}", e.cgroup("other2"), "777", "0")
 		}},
-		{"NoSuchContainer", cdbus.NameNoSuchContainer, func() error {
+		{"NoSuchContainer", client.NameNoSuchContainer, func() error {
 			_, err := c.GetContainer(ctx, 987654)
 			return err
 		}},
-		{"NoSuchUnit", cdbus.NameNoSuchUnit, func() error {
-			_, err := c.TagUnit(ctx, "contid-test-absent.service", 0, cdbus.TagOptions{})
+		{"NoSuchUnit", client.NameNoSuchUnit, func() error {
+			_, err := c.TagUnit(ctx, "contid-test-absent.service", 0, client.TagOptions{})
 			return err
 		}},
-		{"NoSuchMachine", cdbus.NameNoSuchMachine, func() error {
-			_, err := c.TagMachine(ctx, "contid-test-absent", 0, cdbus.TagOptions{})
+		{"NoSuchMachine", client.NameNoSuchMachine, func() error {
+			_, err := c.TagMachine(ctx, "contid-test-absent", 0, client.TagOptions{})
 			return err
 		}},
-		{"NoSuchCgroup", cdbus.NameNoSuchCgroup, func() error {
-			_, err := c.TagCgroup(ctx, e.cgBase+"/absent", 0, cdbus.TagOptions{})
+		{"NoSuchCgroup", client.NameNoSuchCgroup, func() error {
+			_, err := c.TagCgroup(ctx, e.cgBase+"/absent", 0, client.TagOptions{})
 			return err
 		}},
-		{"NotFresh", cdbus.NameNotFresh, func() error {
-			_, err := c.TagPID(ctx, uint32(parent.Process.Pid), 0, cdbus.TagOptions{})
+		{"NotFresh", client.NameNotFresh, func() error {
+			_, err := c.TagPID(ctx, uint32(parent.Process.Pid), 0, client.TagOptions{})
 			return err
 		}},
-		{"LimitExceeded", cdbus.NameLimitExceeded, func() error {
+		{"LimitExceeded", client.NameLimitExceeded, func() error {
 			var err error
 			for i := 0; i < 5 && err == nil; i++ {
-				_, err = c.TagCgroup(ctx, e.cgroup(fmt.Sprintf("limit%d", i)), 0, cdbus.TagOptions{})
+				_, err = c.TagCgroup(ctx, e.cgroup(fmt.Sprintf("limit%d", i)), 0, client.TagOptions{})
 			}
 			return err
 		}},
-		{"AccessDenied", cdbus.NameAccessDenied, func() error {
-			return busctlIn(e, other, nobody, p2p, "call", cdbus.BusName, "/org/contid1", cdbus.ManagerInterface, "TagCgroup", "sta{sv}", e.cgroup("denied"), "0", "0")
+		{"AccessDenied", client.NameAccessDenied, func() error {
+			return busctlIn(e, other, nobody, p2p, "call", client.BusName, "/org/contid1", client.ManagerInterface, "TagCgroup", "sta{sv}", e.cgroup("denied"), "0", "0")
 		}},
-		{"InvalidArgs", cdbus.NameInvalidArgs, func() error {
-			_, err := c.TagCgroup(ctx, "relative/path", 0, cdbus.TagOptions{})
+		{"InvalidArgs", client.NameInvalidArgs, func() error {
+			_, err := c.TagCgroup(ctx, "relative/path", 0, client.TagOptions{})
 			return err
 		}},
 	}
@@ -110,7 +109,7 @@ func TestErrorNames(t *testing.T) {
 			if err == nil {
 				t.Fatalf("want %s, got success", tt.want)
 			}
-			if !strings.Contains(err.Error(), tt.want) && !cdbus.IsRemote(err, tt.want) {
+			if !strings.Contains(err.Error(), tt.want) && !client.IsRemote(err, tt.want) {
 				t.Fatalf("want %s, got %v", tt.want, err)
 			}
 		})
@@ -170,22 +169,22 @@ func TestUnprivilegedCaller(t *testing.T) {
 	e.start()
 	target := e.cgroup("target")
 	for _, addr := range []string{e.busAddr, "unix:path=" + e.sock} {
-		out, err := busctl(true, addr, "call", cdbus.BusName, "/org/contid1", cdbus.ManagerInterface, "TagCgroup", "sta{sv}", target, "0", "0")
+		out, err := busctl(true, addr, "call", client.BusName, "/org/contid1", client.ManagerInterface, "TagCgroup", "sta{sv}", target, "0", "0")
 		if err == nil || !strings.Contains(out, "Access denied") {
 			t.Errorf("%s: nobody's TagCgroup: want Access denied, got %v: %s", addr, err, out)
 		}
-		out, err = busctl(true, addr, "call", cdbus.BusName, "/org/contid1", cdbus.ManagerInterface, "ListContainers")
+		out, err = busctl(true, addr, "call", client.BusName, "/org/contid1", client.ManagerInterface, "ListContainers")
 		if err != nil || !strings.HasPrefix(out, "a(tsssto) 0") {
 			t.Errorf("%s: nobody's ListContainers: %v: %s", addr, err, out)
 		}
-		out, err = busctl(true, addr, "get-property", cdbus.BusName, "/org/contid1", cdbus.ManagerInterface, "Enforcement")
+		out, err = busctl(true, addr, "get-property", client.BusName, "/org/contid1", client.ManagerInterface, "Enforcement")
 		if err != nil || strings.TrimSpace(out) != `s "tracking"` {
 			t.Errorf("%s: nobody's get-property: %v: %s", addr, err, out)
 		}
 	}
 	// And the same request as root succeeds: the refusal was about the
 	// caller, not the target.
-	out, err := busctl(false, e.busAddr, "call", cdbus.BusName, "/org/contid1", cdbus.ManagerInterface, "TagCgroup", "sta{sv}", target, "0", "0")
+	out, err := busctl(false, e.busAddr, "call", client.BusName, "/org/contid1", client.ManagerInterface, "TagCgroup", "sta{sv}", target, "0", "0")
 	if err != nil || !strings.HasPrefix(out, "to ") {
 		t.Fatalf("root's TagCgroup: %v: %s", err, out)
 	}
@@ -197,7 +196,7 @@ func TestBusctlPeerToPeer(t *testing.T) {
 	e.start()
 	cg := e.cgroup("p2p")
 	addr := "unix:path=" + e.sock
-	out, err := busctl(false, addr, "call", cdbus.BusName, "/org/contid1", cdbus.ManagerInterface, "TagCgroup", "sta{sv}", cg, "0", "1", "Name", "s", "web")
+	out, err := busctl(false, addr, "call", client.BusName, "/org/contid1", client.ManagerInterface, "TagCgroup", "sta{sv}", cg, "0", "1", "Name", "s", "web")
 	if err != nil {
 		t.Fatalf("TagCgroup: %v: %s", err, out)
 	}
@@ -206,16 +205,16 @@ func TestBusctlPeerToPeer(t *testing.T) {
 		t.Fatalf("TagCgroup reply %q", out)
 	}
 	id := f[1]
-	out, err = busctl(false, addr, "call", cdbus.BusName, "/org/contid1", cdbus.ManagerInterface, "ListContainers")
+	out, err = busctl(false, addr, "call", client.BusName, "/org/contid1", client.ManagerInterface, "ListContainers")
 	want := fmt.Sprintf(`a(tsssto) 1 %s "web" "" "%s" 0 "/org/contid1/container/%s"`, id, cg, id)
 	if err != nil || strings.TrimSpace(out) != want {
 		t.Fatalf("ListContainers: %v\n got %s\nwant %s", err, out, want)
 	}
-	out, err = busctl(false, addr, "get-property", cdbus.BusName, "/org/contid1/container/"+id, cdbus.ContainerInterface, "ControlGroup")
+	out, err = busctl(false, addr, "get-property", client.BusName, "/org/contid1/container/"+id, client.ContainerInterface, "ControlGroup")
 	if err != nil || strings.TrimSpace(out) != `s "`+cg+`"` {
 		t.Fatalf("get-property: %v: %s", err, out)
 	}
-	out, err = busctl(false, addr, "introspect", cdbus.BusName, "/org/contid1")
+	out, err = busctl(false, addr, "introspect", client.BusName, "/org/contid1")
 	if err != nil || !strings.Contains(out, ".TagProcess") || !strings.Contains(out, ".ContainerNew") {
 		t.Fatalf("introspect: %v: %s", err, out)
 	}
@@ -232,7 +231,7 @@ func TestConcurrentTagCgroup(t *testing.T) {
 		paths[i] = e.cgroup(fmt.Sprintf("c%03d", i))
 	}
 	// Half over the bus, half over the socket, several connections each.
-	clients := []*cdbus.Client{e.busClient(), e.busClient(), e.p2pClient(), e.p2pClient()}
+	clients := []*client.Client{e.busClient(), e.busClient(), e.p2pClient(), e.p2pClient()}
 	ids := make([]contid.ID, n)
 	errs := make([]error, n)
 	var wg sync.WaitGroup
@@ -241,7 +240,7 @@ func TestConcurrentTagCgroup(t *testing.T) {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			ids[i], errs[i] = clients[i%len(clients)].TagCgroup(context.Background(), paths[i], 0, cdbus.TagOptions{})
+			ids[i], errs[i] = clients[i%len(clients)].TagCgroup(context.Background(), paths[i], 0, client.TagOptions{})
 		}(i)
 	}
 	wg.Wait()
@@ -286,7 +285,7 @@ func TestRestartAfterSIGKILL(t *testing.T) {
 	var pids []uint32
 	for i := 0; i < 3; i++ {
 		cg := e.cgroup(fmt.Sprintf("r%d", i))
-		if _, err := c.TagCgroup(ctx, cg, 0, cdbus.TagOptions{Name: fmt.Sprintf("r%d", i)}); err != nil {
+		if _, err := c.TagCgroup(ctx, cg, 0, client.TagOptions{Name: fmt.Sprintf("r%d", i)}); err != nil {
 			t.Fatal(err)
 		}
 		// A process that enters the tagged cgroup afterwards inherits the ID.
@@ -294,12 +293,12 @@ func TestRestartAfterSIGKILL(t *testing.T) {
 		pids = append(pids, uint32(p.Process.Pid))
 	}
 	fresh := e.startIn(e.cgroup("fresh"), nil, "sleep", "1000")
-	if _, err := c.TagPID(ctx, uint32(fresh.Process.Pid), 0, cdbus.TagOptions{Name: "by-pid"}); err != nil {
+	if _, err := c.TagPID(ctx, uint32(fresh.Process.Pid), 0, client.TagOptions{Name: "by-pid"}); err != nil {
 		t.Fatal(err)
 	}
 	pids = append(pids, uint32(fresh.Process.Pid))
 
-	snapshot := func(c *cdbus.Client) ([]cdbus.ListEntry, []contid.ID) {
+	snapshot := func(c *client.Client) ([]client.ListEntry, []contid.ID) {
 		t.Helper()
 		list, err := c.ListContainers(ctx)
 		if err != nil {
@@ -349,88 +348,88 @@ func TestMalformedInput(t *testing.T) {
 	huge := "/" + strings.Repeat("x", 1<<20)
 	tests := []struct {
 		name string
-		call func(c *cdbus.Client) error
+		call func(c *client.Client) error
 		want string
 	}{
-		{"relative path", func(c *cdbus.Client) error {
-			_, err := c.TagCgroup(ctx, "machine.slice/x", 0, cdbus.TagOptions{})
+		{"relative path", func(c *client.Client) error {
+			_, err := c.TagCgroup(ctx, "machine.slice/x", 0, client.TagOptions{})
 			return err
-		}, cdbus.NameInvalidArgs},
-		{"dot-dot", func(c *cdbus.Client) error {
-			_, err := c.TagCgroup(ctx, ok+"/../"+ok[1:], 0, cdbus.TagOptions{})
+		}, client.NameInvalidArgs},
+		{"dot-dot", func(c *client.Client) error {
+			_, err := c.TagCgroup(ctx, ok+"/../"+ok[1:], 0, client.TagOptions{})
 			return err
-		}, cdbus.NameInvalidArgs},
-		{"dot-dot escape", func(c *cdbus.Client) error {
-			_, err := c.TagCgroup(ctx, "/../../etc", 0, cdbus.TagOptions{})
+		}, client.NameInvalidArgs},
+		{"dot-dot escape", func(c *client.Client) error {
+			_, err := c.TagCgroup(ctx, "/../../etc", 0, client.TagOptions{})
 			return err
-		}, cdbus.NameInvalidArgs},
-		{"root cgroup", func(c *cdbus.Client) error { _, err := c.TagCgroup(ctx, "/", 0, cdbus.TagOptions{}); return err }, cdbus.NameInvalidArgs},
-		{"empty path", func(c *cdbus.Client) error { _, err := c.TagCgroup(ctx, "", 0, cdbus.TagOptions{}); return err }, cdbus.NameInvalidArgs},
-		{"double slash", func(c *cdbus.Client) error { _, err := c.TagCgroup(ctx, ok+"//x", 0, cdbus.TagOptions{}); return err }, cdbus.NameInvalidArgs},
-		{"huge path", func(c *cdbus.Client) error { _, err := c.TagCgroup(ctx, huge, 0, cdbus.TagOptions{}); return err }, cdbus.NameInvalidArgs},
-		{"huge name", func(c *cdbus.Client) error {
-			_, err := c.TagCgroup(ctx, ok, 0, cdbus.TagOptions{Name: strings.Repeat("n", 100000)})
+		}, client.NameInvalidArgs},
+		{"root cgroup", func(c *client.Client) error { _, err := c.TagCgroup(ctx, "/", 0, client.TagOptions{}); return err }, client.NameInvalidArgs},
+		{"empty path", func(c *client.Client) error { _, err := c.TagCgroup(ctx, "", 0, client.TagOptions{}); return err }, client.NameInvalidArgs},
+		{"double slash", func(c *client.Client) error { _, err := c.TagCgroup(ctx, ok+"//x", 0, client.TagOptions{}); return err }, client.NameInvalidArgs},
+		{"huge path", func(c *client.Client) error { _, err := c.TagCgroup(ctx, huge, 0, client.TagOptions{}); return err }, client.NameInvalidArgs},
+		{"huge name", func(c *client.Client) error {
+			_, err := c.TagCgroup(ctx, ok, 0, client.TagOptions{Name: strings.Repeat("n", 100000)})
 			return err
-		}, cdbus.NameInvalidArgs},
-		{"control chars in name", func(c *cdbus.Client) error {
-			_, err := c.TagCgroup(ctx, ok, 0, cdbus.TagOptions{Name: "a\nb"})
+		}, client.NameInvalidArgs},
+		{"control chars in name", func(c *client.Client) error {
+			_, err := c.TagCgroup(ctx, ok, 0, client.TagOptions{Name: "a\nb"})
 			return err
-		}, cdbus.NameInvalidArgs},
-		{"u64 max id", func(c *cdbus.Client) error {
-			_, err := c.TagCgroup(ctx, ok, contid.Invalid, cdbus.TagOptions{})
+		}, client.NameInvalidArgs},
+		{"u64 max id", func(c *client.Client) error {
+			_, err := c.TagCgroup(ctx, ok, contid.Invalid, client.TagOptions{})
 			return err
-		}, cdbus.NameInvalidArgs},
-		{"GetContainer 0", func(c *cdbus.Client) error { _, err := c.GetContainer(ctx, 0); return err }, cdbus.NameInvalidArgs},
-		{"GetContainer u64 max", func(c *cdbus.Client) error { _, err := c.GetContainer(ctx, contid.Invalid); return err }, cdbus.NameInvalidArgs},
-		{"GetContainerByPID 0", func(c *cdbus.Client) error { _, err := c.GetContainerByPID(ctx, 0); return err }, cdbus.NameInvalidArgs},
-		{"GetContainerByPID absent", func(c *cdbus.Client) error { _, err := c.GetContainerByPID(ctx, 1<<22+5); return err }, cdbus.NameNoSuchContainer},
-		{"TagPID 0", func(c *cdbus.Client) error { _, err := c.TagPID(ctx, 0, 0, cdbus.TagOptions{}); return err }, cdbus.NameInvalidArgs},
-		{"TagPID u32 max", func(c *cdbus.Client) error { _, err := c.TagPID(ctx, ^uint32(0), 0, cdbus.TagOptions{}); return err }, cdbus.NameInvalidArgs},
-		{"unknown unit", func(c *cdbus.Client) error {
-			_, err := c.TagUnit(ctx, "nope.service", 0, cdbus.TagOptions{})
+		}, client.NameInvalidArgs},
+		{"GetContainer 0", func(c *client.Client) error { _, err := c.GetContainer(ctx, 0); return err }, client.NameInvalidArgs},
+		{"GetContainer u64 max", func(c *client.Client) error { _, err := c.GetContainer(ctx, contid.Invalid); return err }, client.NameInvalidArgs},
+		{"GetContainerByPID 0", func(c *client.Client) error { _, err := c.GetContainerByPID(ctx, 0); return err }, client.NameInvalidArgs},
+		{"GetContainerByPID absent", func(c *client.Client) error { _, err := c.GetContainerByPID(ctx, 1<<22+5); return err }, client.NameNoSuchContainer},
+		{"TagPID 0", func(c *client.Client) error { _, err := c.TagPID(ctx, 0, 0, client.TagOptions{}); return err }, client.NameInvalidArgs},
+		{"TagPID u32 max", func(c *client.Client) error { _, err := c.TagPID(ctx, ^uint32(0), 0, client.TagOptions{}); return err }, client.NameInvalidArgs},
+		{"unknown unit", func(c *client.Client) error {
+			_, err := c.TagUnit(ctx, "nope.service", 0, client.TagOptions{})
 			return err
-		}, cdbus.NameNoSuchUnit},
-		{"unit without type", func(c *cdbus.Client) error { _, err := c.TagUnit(ctx, "nope", 0, cdbus.TagOptions{}); return err }, cdbus.NameInvalidArgs},
-		{"unit huge", func(c *cdbus.Client) error {
-			_, err := c.TagUnit(ctx, strings.Repeat("u", 70000)+".service", 0, cdbus.TagOptions{})
+		}, client.NameNoSuchUnit},
+		{"unit without type", func(c *client.Client) error { _, err := c.TagUnit(ctx, "nope", 0, client.TagOptions{}); return err }, client.NameInvalidArgs},
+		{"unit huge", func(c *client.Client) error {
+			_, err := c.TagUnit(ctx, strings.Repeat("u", 70000)+".service", 0, client.TagOptions{})
 			return err
-		}, cdbus.NameInvalidArgs},
-		{"GetContainerByUnit bad", func(c *cdbus.Client) error { _, err := c.GetContainerByUnit(ctx, "../x"); return err }, cdbus.NameInvalidArgs},
-		{"machine bad chars", func(c *cdbus.Client) error { _, err := c.TagMachine(ctx, "a/b", 0, cdbus.TagOptions{}); return err }, cdbus.NameInvalidArgs},
-		{"unknown option", func(c *cdbus.Client) error {
+		}, client.NameInvalidArgs},
+		{"GetContainerByUnit bad", func(c *client.Client) error { _, err := c.GetContainerByUnit(ctx, "../x"); return err }, client.NameInvalidArgs},
+		{"machine bad chars", func(c *client.Client) error { _, err := c.TagMachine(ctx, "a/b", 0, client.TagOptions{}); return err }, client.NameInvalidArgs},
+		{"unknown option", func(c *client.Client) error {
 			_, err := c.TagCgroupRaw(ctx, ok, 0, map[string]godbus.Variant{"AllowNestin": godbus.MakeVariant(true)})
 			return err
-		}, cdbus.NameInvalidArgs},
-		{"option wrong type", func(c *cdbus.Client) error {
+		}, client.NameInvalidArgs},
+		{"option wrong type", func(c *client.Client) error {
 			_, err := c.TagCgroupRaw(ctx, ok, 0, map[string]godbus.Variant{"AllowNesting": godbus.MakeVariant("yes")})
 			return err
-		}, cdbus.NameInvalidArgs},
-		{"bad JoinPolicy", func(c *cdbus.Client) error {
+		}, client.NameInvalidArgs},
+		{"bad JoinPolicy", func(c *client.Client) error {
 			_, err := c.TagCgroupRaw(ctx, ok, 0, map[string]godbus.Variant{"JoinPolicy": godbus.MakeVariant("sometimes")})
 			return err
-		}, cdbus.NameInvalidArgs},
-		{"wrong signature", func(c *cdbus.Client) error {
-			return c.Conn().Object(cdbus.BusName, cdbus.ManagerPath).Call(cdbus.ManagerInterface+".TagCgroup", 0, uint32(5)).Err
-		}, cdbus.NameInvalidArgs},
-		{"TagProcess with a non-pidfd", func(c *cdbus.Client) error {
+		}, client.NameInvalidArgs},
+		{"wrong signature", func(c *client.Client) error {
+			return c.Conn().Object(client.BusName, client.ManagerPath).Call(client.ManagerInterface+".TagCgroup", 0, uint32(5)).Err
+		}, client.NameInvalidArgs},
+		{"TagProcess with a non-pidfd", func(c *client.Client) error {
 			fd, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 			if err != nil {
 				return err
 			}
 			defer unix.Close(fd)
-			_, err = c.TagProcess(ctx, fd, 0, cdbus.TagOptions{})
+			_, err = c.TagProcess(ctx, fd, 0, client.TagOptions{})
 			return err
-		}, cdbus.NameInvalidArgs},
+		}, client.NameInvalidArgs},
 	}
 	// These messages are beyond what contidd reads, on either transport;
 	// they are refused before decoding.
 	oversize := map[string]bool{"huge path": true, "huge name": true, "unit huge": true}
 	for _, tt := range tests {
-		for tn, cl := range map[string]*cdbus.Client{"bus": c, "p2p": p} {
+		for tn, cl := range map[string]*client.Client{"bus": c, "p2p": p} {
 			t.Run(tt.name+"/"+tn, func(t *testing.T) {
 				want := tt.want
 				if oversize[tt.name] {
-					want = cdbus.NameLimitsExceeded
+					want = client.NameLimitsExceeded
 				}
 				err := tt.call(cl)
 				if !hasErrorName(err, want) {
@@ -442,7 +441,7 @@ func TestMalformedInput(t *testing.T) {
 	if !d.alive() {
 		t.Fatalf("contidd died:\n%s", d.logText())
 	}
-	if _, err := c.TagCgroup(ctx, ok, 0, cdbus.TagOptions{}); err != nil {
+	if _, err := c.TagCgroup(ctx, ok, 0, client.TagOptions{}); err != nil {
 		t.Fatalf("a valid call after the malformed ones failed: %v", err)
 	}
 }
@@ -453,7 +452,7 @@ func TestTagProcessPidfd(t *testing.T) {
 	e := newEnv(t, "")
 	e.start()
 	ctx := context.Background()
-	for tn, c := range map[string]*cdbus.Client{"bus": e.busClient(), "p2p": e.p2pClient()} {
+	for tn, c := range map[string]*client.Client{"bus": e.busClient(), "p2p": e.p2pClient()} {
 		t.Run(tn, func(t *testing.T) {
 			p := e.startIn(e.cgroup("proc-"+tn), nil, "sleep", "1000")
 			fd, err := unix.PidfdOpen(p.Process.Pid, 0)
@@ -461,7 +460,7 @@ func TestTagProcessPidfd(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer unix.Close(fd)
-			id, err := c.TagProcess(ctx, fd, 0, cdbus.TagOptions{Name: "proc-" + tn})
+			id, err := c.TagProcess(ctx, fd, 0, client.TagOptions{Name: "proc-" + tn})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -474,7 +473,7 @@ func TestTagProcessPidfd(t *testing.T) {
 				t.Fatalf("ListProcesses = %v, %v", pids, err)
 			}
 			// Write-once: the same process cannot be tagged again.
-			if _, err := c.TagProcess(ctx, fd, id+1000, cdbus.TagOptions{}); !errors.Is(err, registry.ErrAlreadyTagged) {
+			if _, err := c.TagProcess(ctx, fd, id+1000, client.TagOptions{}); !errors.Is(err, contid.ErrAlreadyTagged) {
 				t.Fatalf("second TagProcess: want AlreadyTagged, got %v", err)
 			}
 		})
@@ -490,12 +489,12 @@ func TestContainerExitAndSignals(t *testing.T) {
 	ctx := context.Background()
 	sigs := make(chan *godbus.Signal, 16)
 	c.Conn().Signal(sigs)
-	if err := c.Conn().AddMatchSignal(godbus.WithMatchInterface(cdbus.ManagerInterface)); err != nil {
+	if err := c.Conn().AddMatchSignal(godbus.WithMatchInterface(client.ManagerInterface)); err != nil {
 		t.Fatal(err)
 	}
 	cg := e.cgroup("exiting")
 	p := e.startIn(cg, nil, "sleep", "1000")
-	id, err := c.TagCgroup(ctx, cg, 0, cdbus.TagOptions{})
+	id, err := c.TagCgroup(ctx, cg, 0, client.TagOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -516,7 +515,7 @@ func waitSignal(t *testing.T, sigs chan *godbus.Signal, member string, id contid
 	for {
 		select {
 		case s := <-sigs:
-			if s.Name == cdbus.ManagerInterface+"."+member && len(s.Body) == 2 && s.Body[0] == uint64(id) {
+			if s.Name == client.ManagerInterface+"."+member && len(s.Body) == 2 && s.Body[0] == uint64(id) {
 				return
 			}
 		case <-timeout:
@@ -532,7 +531,7 @@ func hasErrorName(err error, name string) bool {
 	if errors.As(err, &de) {
 		return de.Name == name
 	}
-	return cdbus.IsRemote(err, name)
+	return client.IsRemote(err, name)
 }
 
 func readFile(p string) (string, error) {
@@ -552,7 +551,7 @@ func TestAutotagAdoption(t *testing.T) {
 	c := e.busClient()
 	sigs := make(chan *godbus.Signal, 16)
 	c.Conn().Signal(sigs)
-	if err := c.Conn().AddMatchSignal(godbus.WithMatchInterface(cdbus.ManagerInterface)); err != nil {
+	if err := c.Conn().AddMatchSignal(godbus.WithMatchInterface(client.ManagerInterface)); err != nil {
 		t.Fatal(err)
 	}
 	live := e.cgroup("parent/live")
@@ -564,17 +563,17 @@ func TestAutotagAdoption(t *testing.T) {
 	}
 	// The orchestrator's later "tag with any ID" names it instead of
 	// failing (the nspawn drop-in does this); the ID stays write-once.
-	named, err := c.TagCgroup(context.Background(), live, 0, cdbus.TagOptions{Name: "live"})
+	named, err := c.TagCgroup(context.Background(), live, 0, client.TagOptions{Name: "live"})
 	if err != nil || named != id {
 		t.Fatalf("naming the autotagged cgroup: got %d, %v; want %d", named, err, id)
 	}
 	if info, err := c.Container(context.Background(), id); err != nil || info.Name != "live" {
 		t.Fatalf("after naming: %+v, %v", info, err)
 	}
-	if _, err := c.TagCgroup(context.Background(), live, id+100, cdbus.TagOptions{}); !hasErrorName(err, cdbus.NameAlreadyTagged) {
+	if _, err := c.TagCgroup(context.Background(), live, id+100, client.TagOptions{}); !hasErrorName(err, client.NameAlreadyTagged) {
 		t.Fatalf("another ID for the autotagged cgroup: want AlreadyTagged, got %v", err)
 	}
-	if _, err := c.TagCgroup(context.Background(), live, 0, cdbus.TagOptions{Name: "other"}); !hasErrorName(err, cdbus.NameAlreadyTagged) {
+	if _, err := c.TagCgroup(context.Background(), live, 0, client.TagOptions{Name: "other"}); !hasErrorName(err, client.NameAlreadyTagged) {
 		t.Fatalf("renaming the autotagged cgroup: want AlreadyTagged, got %v", err)
 	}
 
@@ -588,7 +587,7 @@ func TestAutotagAdoption(t *testing.T) {
 }
 
 // waitListed waits until a container with cgroup cg is listed.
-func waitListed(t *testing.T, c *cdbus.Client, cg string) contid.ID {
+func waitListed(t *testing.T, c *client.Client, cg string) contid.ID {
 	t.Helper()
 	for i := 0; i < 100; i++ {
 		list, err := c.ListContainers(context.Background())

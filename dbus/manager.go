@@ -17,6 +17,7 @@ import (
 	godbus "github.com/godbus/dbus/v5"
 
 	"github.com/contid/contid"
+	"github.com/contid/contid/dbus/client"
 	"github.com/contid/contid/kernel"
 	"github.com/contid/contid/registry"
 )
@@ -167,13 +168,13 @@ func (m *Manager) containerNew(c *registry.Container) {
 	// Remember now whether its cgroup holds processes, so a container
 	// that empties before the next exit check is still seen to exit.
 	m.stillActive(c)
-	m.emit(ManagerPath, ManagerInterface, "ContainerNew", uint64(c.ID), ContainerPath(c.ID))
+	m.emit(client.ManagerPath, client.ManagerInterface, "ContainerNew", uint64(c.ID), client.ContainerPath(c.ID))
 	m.containersChanged()
 }
 
 func (m *Manager) containerRemoved(c *registry.Container) {
-	m.emit(ManagerPath, ManagerInterface, "ContainerRemoved", uint64(c.ID), ContainerPath(c.ID))
-	m.emit(ContainerPath(c.ID), ifaceProperties, "PropertiesChanged", ContainerInterface,
+	m.emit(client.ManagerPath, client.ManagerInterface, "ContainerRemoved", uint64(c.ID), client.ContainerPath(c.ID))
+	m.emit(client.ContainerPath(c.ID), ifaceProperties, "PropertiesChanged", client.ContainerInterface,
 		map[string]godbus.Variant{"State": godbus.MakeVariant(string(c.State))}, []string{})
 	m.containersChanged()
 }
@@ -185,7 +186,7 @@ func (m *Manager) containersChanged() {
 	m.lastContainers = n
 	m.mu.Unlock()
 	if changed {
-		m.emit(ManagerPath, ifaceProperties, "PropertiesChanged", ManagerInterface,
+		m.emit(client.ManagerPath, ifaceProperties, "PropertiesChanged", client.ManagerInterface,
 			map[string]godbus.Variant{"Containers": godbus.MakeVariant(n)}, []string{})
 	}
 }
@@ -229,13 +230,13 @@ func (m *Manager) flushCounters() {
 	}
 	m.mu.Unlock()
 	if len(changed) > 0 {
-		m.emit(ManagerPath, ifaceProperties, "PropertiesChanged", ManagerInterface, changed, []string{})
+		m.emit(client.ManagerPath, ifaceProperties, "PropertiesChanged", client.ManagerInterface, changed, []string{})
 	}
 }
 
 // EmitTamperDenied announces a refused tampering attempt by container id.
 func (m *Manager) EmitTamperDenied(id contid.ID, pid uint32, op string) {
-	m.emit(ManagerPath, ManagerInterface, "TamperDenied", uint64(id), pid, op)
+	m.emit(client.ManagerPath, client.ManagerInterface, "TamperDenied", uint64(id), pid, op)
 }
 
 // Run does the Manager's periodic work until ctx ends: publishing event
@@ -399,22 +400,12 @@ func (m *Manager) HandleKernelEvent(ev kernel.Event) {
 	}
 }
 
-// listEntry is one element of ListContainers' a(tsssto).
-type listEntry struct {
-	ID     uint64
-	Name   string
-	Unit   string
-	Cgroup string
-	Parent uint64
-	Path   godbus.ObjectPath
-}
-
-func (m *Manager) listContainers() []listEntry {
+func (m *Manager) listContainers() []client.ContainerRow {
 	cs := m.cfg.Registry.List()
 	sort.Slice(cs, func(i, j int) bool { return cs[i].ID < cs[j].ID })
-	out := make([]listEntry, 0, len(cs))
+	out := make([]client.ContainerRow, 0, len(cs))
 	for _, c := range cs {
-		out = append(out, listEntry{uint64(c.ID), c.Name, c.Unit, firstCgroup(c), uint64(c.Parent()), ContainerPath(c.ID)})
+		out = append(out, client.ContainerRow{ID: uint64(c.ID), Name: c.Name, Unit: c.Unit, Cgroup: firstCgroup(c), Parent: uint64(c.Parent()), Path: client.ContainerPath(c.ID)})
 	}
 	return out
 }
@@ -518,21 +509,21 @@ func (m *Manager) listProcesses(c *registry.Container) []uint32 {
 // the kernel's per-task tag.
 func (m *Manager) containerByPID(pid uint32) (*registry.Container, error) {
 	if pid == 0 {
-		return nil, fmt.Errorf("%w: PID 0 is not a process", registry.ErrInvalidArgs)
+		return nil, fmt.Errorf("%w: PID 0 is not a process", contid.ErrInvalidArgs)
 	}
 	id, err := m.cfg.Tracker.PIDID(pid)
 	switch {
 	case errors.Is(err, kernel.ErrNotTagged):
-		return nil, fmt.Errorf("%w: process %d is not in a container", registry.ErrNoSuchContainer, pid)
+		return nil, fmt.Errorf("%w: process %d is not in a container", contid.ErrNoSuchContainer, pid)
 	case errors.Is(err, kernel.ErrNoProcess):
-		return nil, fmt.Errorf("%w: no process %d", registry.ErrNoSuchContainer, pid)
+		return nil, fmt.Errorf("%w: no process %d", contid.ErrNoSuchContainer, pid)
 	case err != nil:
 		return nil, fmt.Errorf("look up process %d: %w", pid, err)
 	case id == contid.Unset:
-		return nil, fmt.Errorf("%w: process %d is not in a container", registry.ErrNoSuchContainer, pid)
+		return nil, fmt.Errorf("%w: process %d is not in a container", contid.ErrNoSuchContainer, pid)
 	}
 	c, err := m.cfg.Registry.Get(id)
-	if errors.Is(err, registry.ErrNoSuchContainer) && m.adoptKernelID(id) {
+	if errors.Is(err, contid.ErrNoSuchContainer) && m.adoptKernelID(id) {
 		c, err = m.cfg.Registry.Get(id)
 	}
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/contid/contid"
+	"github.com/contid/contid/dbus/client"
 	"github.com/contid/contid/kernel"
 	"github.com/contid/contid/registry"
 )
@@ -233,27 +234,27 @@ func TestDispatchReadOnly(t *testing.T) {
 		errName string
 		check   func([]any) bool
 	}{
-		{"ListContainers", call(ManagerPath, ManagerInterface, "ListContainers"), "", func(b []any) bool { return len(b[0].([]listEntry)) == 0 }},
-		{"GetAll", call(ManagerPath, ifaceProperties, "GetAll", ManagerInterface), "", func(b []any) bool {
+		{"ListContainers", call(client.ManagerPath, client.ManagerInterface, "ListContainers"), "", func(b []any) bool { return len(b[0].([]client.ContainerRow)) == 0 }},
+		{"GetAll", call(client.ManagerPath, ifaceProperties, "GetAll", client.ManagerInterface), "", func(b []any) bool {
 			props := b[0].(map[string]godbus.Variant)
 			return len(props) == 7 && props["Version"].Value() == "test" && props["Enforcement"].Value() == "tracking"
 		}},
-		{"Get", call(ManagerPath, ifaceProperties, "Get", ManagerInterface, "Containers"), "", func(b []any) bool { return b[0].(godbus.Variant).Value() == uint32(0) }},
-		{"Get without interface name", call(ManagerPath, "", "Get", ManagerInterface, "Version"), "", func(b []any) bool { return b[0].(godbus.Variant).Value() == "test" }},
-		{"Introspect", call(ManagerPath, ifaceIntrospection, "Introspect"), "", func(b []any) bool {
+		{"Get", call(client.ManagerPath, ifaceProperties, "Get", client.ManagerInterface, "Containers"), "", func(b []any) bool { return b[0].(godbus.Variant).Value() == uint32(0) }},
+		{"Get without interface name", call(client.ManagerPath, "", "Get", client.ManagerInterface, "Version"), "", func(b []any) bool { return b[0].(godbus.Variant).Value() == "test" }},
+		{"Introspect", call(client.ManagerPath, ifaceIntrospection, "Introspect"), "", func(b []any) bool {
 			return strings.Contains(b[0].(string), `<method name="TagProcess">`)
 		}},
-		{"unknown property", call(ManagerPath, ifaceProperties, "Get", ManagerInterface, "Nope"), NameUnknownProperty, nil},
-		{"Set", call(ManagerPath, ifaceProperties, "Set", ManagerInterface, "Version", godbus.MakeVariant("x")), NamePropertyReadOnly, nil},
-		{"unknown object", call("/org/contid1/nope", ManagerInterface, "ListContainers"), NameUnknownObject, nil},
-		{"missing container", call("/org/contid1/container/5", ContainerInterface, "ListProcesses"), NameNoSuchContainer, nil},
-		{"unknown method", call(ManagerPath, ManagerInterface, "Frobnicate"), NameUnknownMethod, nil},
-		{"unknown interface", call(ManagerPath, "org.example.X", "Y"), NameUnknownInterface, nil},
-		{"wrong signature", call(ManagerPath, ManagerInterface, "GetContainer", "5"), NameInvalidArgs, nil},
-		{"missing arguments", call(ManagerPath, ManagerInterface, "TagCgroup"), NameInvalidArgs, nil},
-		{"GetContainer 0", call(ManagerPath, ManagerInterface, "GetContainer", uint64(0)), NameInvalidArgs, nil},
-		{"GetContainer absent", call(ManagerPath, ManagerInterface, "GetContainer", uint64(9)), NameNoSuchContainer, nil},
-		{"TagProcess without fd", call(ManagerPath, ManagerInterface, "TagProcess", godbus.UnixFDIndex(0), uint64(0), map[string]godbus.Variant{}), NameInvalidArgs, nil},
+		{"unknown property", call(client.ManagerPath, ifaceProperties, "Get", client.ManagerInterface, "Nope"), client.NameUnknownProperty, nil},
+		{"Set", call(client.ManagerPath, ifaceProperties, "Set", client.ManagerInterface, "Version", godbus.MakeVariant("x")), client.NamePropertyReadOnly, nil},
+		{"unknown object", call("/org/contid1/nope", client.ManagerInterface, "ListContainers"), client.NameUnknownObject, nil},
+		{"missing container", call("/org/contid1/container/5", client.ContainerInterface, "ListProcesses"), client.NameNoSuchContainer, nil},
+		{"unknown method", call(client.ManagerPath, client.ManagerInterface, "Frobnicate"), client.NameUnknownMethod, nil},
+		{"unknown interface", call(client.ManagerPath, "org.example.X", "Y"), client.NameUnknownInterface, nil},
+		{"wrong signature", call(client.ManagerPath, client.ManagerInterface, "GetContainer", "5"), client.NameInvalidArgs, nil},
+		{"missing arguments", call(client.ManagerPath, client.ManagerInterface, "TagCgroup"), client.NameInvalidArgs, nil},
+		{"GetContainer 0", call(client.ManagerPath, client.ManagerInterface, "GetContainer", uint64(0)), client.NameInvalidArgs, nil},
+		{"GetContainer absent", call(client.ManagerPath, client.ManagerInterface, "GetContainer", uint64(9)), client.NameNoSuchContainer, nil},
+		{"TagProcess without fd", call(client.ManagerPath, client.ManagerInterface, "TagProcess", godbus.UnixFDIndex(0), uint64(0), map[string]godbus.Variant{}), client.NameInvalidArgs, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -280,12 +281,12 @@ func TestDispatchReadOnly(t *testing.T) {
 func TestTagAuditedAndAnnounced(t *testing.T) {
 	m, a, em, _ := newTestManager(t)
 	privileged := os.Geteuid() == 0
-	body, derr := m.dispatch(selfPeer(t), call(ManagerPath, ManagerInterface, "TagCgroup", "/target", uint64(0), map[string]godbus.Variant{"Name": godbus.MakeVariant("t")}))
+	body, derr := m.dispatch(selfPeer(t), call(client.ManagerPath, client.ManagerInterface, "TagCgroup", "/target", uint64(0), map[string]godbus.Variant{"Name": godbus.MakeVariant("t")}))
 	if !privileged {
-		if derr == nil || derr.Name != NameAccessDenied {
+		if derr == nil || derr.Name != client.NameAccessDenied {
 			t.Fatalf("unprivileged TagCgroup: want AccessDenied, got %v %v", body, derr)
 		}
-		if len(a.ops) != 1 || a.ops[0].op != "tag" || !errors.Is(a.ops[0].err, registry.ErrAccessDenied) {
+		if len(a.ops) != 1 || a.ops[0].op != "tag" || !errors.Is(a.ops[0].err, contid.ErrAccessDenied) {
 			t.Fatalf("refusal not audited: %+v", a.ops)
 		}
 		return
@@ -302,11 +303,11 @@ func TestTagAuditedAndAnnounced(t *testing.T) {
 		t.Fatalf("signals %v", em.signals)
 	}
 	// Tagging the caller's own cgroup is refused and audited as refused.
-	_, derr = m.dispatch(selfPeer(t), call(ManagerPath, ManagerInterface, "TagCgroup", "/caller", uint64(0), map[string]godbus.Variant{}))
-	if derr == nil || derr.Name != NameNotDescendant {
+	_, derr = m.dispatch(selfPeer(t), call(client.ManagerPath, client.ManagerInterface, "TagCgroup", "/caller", uint64(0), map[string]godbus.Variant{}))
+	if derr == nil || derr.Name != client.NameNotDescendant {
 		t.Fatalf("self-tag: want NotDescendant, got %v", derr)
 	}
-	if last := a.ops[len(a.ops)-1]; last.op != "tag" || !errors.Is(last.err, registry.ErrNotDescendant) {
+	if last := a.ops[len(a.ops)-1]; last.op != "tag" || !errors.Is(last.err, contid.ErrNotDescendant) {
 		t.Fatalf("self-tag refusal not audited: %+v", a.ops)
 	}
 }
@@ -333,7 +334,7 @@ func TestRefusalNamesCallersContainer(t *testing.T) {
 				tr.mu.Unlock()
 			}
 			// The caller's own cgroup is never a target it may tag.
-			_, derr := m.dispatch(selfPeer(t), call(ManagerPath, ManagerInterface, "TagCgroup", "/caller", uint64(0), map[string]godbus.Variant{}))
+			_, derr := m.dispatch(selfPeer(t), call(client.ManagerPath, client.ManagerInterface, "TagCgroup", "/caller", uint64(0), map[string]godbus.Variant{}))
 			if derr == nil {
 				t.Fatal("tagging the caller's own cgroup was granted")
 			}

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	cdbus "github.com/contid/contid/dbus"
+	"github.com/contid/contid/dbus/client"
 )
 
 // A nested orchestrator (root, in container X, which allows nesting) may
@@ -24,7 +24,7 @@ func TestNamingByNestedOrchestrator(t *testing.T) {
 	e.start("--autotag-parents", pods+" "+machines)
 	c := e.p2pClient()
 	ctx := context.Background()
-	if _, err := c.TagCgroup(ctx, x, 0, cdbus.TagOptions{Name: "x", AllowNesting: true}); err != nil {
+	if _, err := c.TagCgroup(ctx, x, 0, client.TagOptions{Name: "x", AllowNesting: true}); err != nil {
 		t.Fatal(err)
 	}
 	mkdir := func(rel string) string {
@@ -36,18 +36,18 @@ func TestNamingByNestedOrchestrator(t *testing.T) {
 	inside, outside := mkdir(pods+"/inner"), mkdir(machines+"/outer")
 	insideID, outsideID := waitListed(t, c, inside), waitListed(t, c, outside)
 	name := func(cg, n string) error {
-		return busctlIn(e, orch, nil, "unix:path="+e.sock, "call", cdbus.BusName, "/org/contid1", cdbus.ManagerInterface,
+		return busctlIn(e, orch, nil, "unix:path="+e.sock, "call", client.BusName, "/org/contid1", client.ManagerInterface,
 			"TagCgroup", "sta{sv}", cg, "0", "1", "Name", "s", n)
 	}
 
-	if err := name(outside, "hijacked"); err == nil || !strings.Contains(err.Error(), cdbus.NameNotDescendant) {
+	if err := name(outside, "hijacked"); err == nil || !strings.Contains(err.Error(), client.NameNotDescendant) {
 		t.Fatalf("the nested orchestrator named a container outside its subtree: %v", err)
 	}
 	if info, err := c.Container(ctx, outsideID); err != nil || info.Name != "" {
 		t.Fatalf("after the refusal: %+v, %v", info, err)
 	}
 	// Its own orchestrator (root outside every container) still can.
-	if _, err := c.TagCgroup(ctx, outside, 0, cdbus.TagOptions{Name: "outer"}); err != nil {
+	if _, err := c.TagCgroup(ctx, outside, 0, client.TagOptions{Name: "outer"}); err != nil {
 		t.Fatalf("the host orchestrator naming it: %v", err)
 	}
 

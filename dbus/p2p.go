@@ -19,6 +19,8 @@ import (
 
 	godbus "github.com/godbus/dbus/v5"
 	"golang.org/x/sys/unix"
+
+	"github.com/contid/contid/dbus/client"
 )
 
 const serverUniqueName = ":1.0"
@@ -260,7 +262,7 @@ func (s *p2pServer) emit(path godbus.ObjectPath, iface, member string, body ...a
 		godbus.FieldPath:      godbus.MakeVariant(path),
 		godbus.FieldInterface: godbus.MakeVariant(iface),
 		godbus.FieldMember:    godbus.MakeVariant(member),
-		godbus.FieldSender:    godbus.MakeVariant(BusName),
+		godbus.FieldSender:    godbus.MakeVariant(client.BusName),
 	}, Body: body}
 	if len(body) > 0 {
 		msg.Headers[godbus.FieldSignature] = godbus.MakeVariant(godbus.SignatureOf(body...))

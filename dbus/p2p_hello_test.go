@@ -15,7 +15,7 @@ import (
 
 	godbus "github.com/godbus/dbus/v5"
 
-	cdbus "github.com/contid/contid/dbus"
+	"github.com/contid/contid/dbus/client"
 )
 
 // sd-bus (busctl and every systemd tool) fails a connection with EIO when
@@ -54,7 +54,7 @@ func TestP2PSignalsWaitForHelloReply(t *testing.T) {
 	// A new container is announced to every connection that may get
 	// signals; this one has not said Hello yet.
 	tagger := e.p2pClient()
-	if _, err := tagger.TagCgroup(ctx, e.cgroup("before-hello"), 0, cdbus.TagOptions{}); err != nil {
+	if _, err := tagger.TagCgroup(ctx, e.cgroup("before-hello"), 0, client.TagOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	// Give a wrongly sent signal time to arrive ahead of the Hello.
@@ -84,7 +84,7 @@ func TestP2PSignalsWaitForHelloReply(t *testing.T) {
 		t.Fatalf("first message after Hello is %v %v, want the reply to Hello (serial 1)", first.Type, first.Headers)
 	}
 
-	if _, err := tagger.TagCgroup(ctx, e.cgroup("after-hello"), 0, cdbus.TagOptions{}); err != nil {
+	if _, err := tagger.TagCgroup(ctx, e.cgroup("after-hello"), 0, client.TagOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	for {

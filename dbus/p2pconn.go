@@ -16,6 +16,8 @@ import (
 
 	godbus "github.com/godbus/dbus/v5"
 	"golang.org/x/sys/unix"
+
+	"github.com/contid/contid/dbus/client"
 )
 
 // p2pConn is one peer. Who it is comes from the socket, fixed at connect
@@ -404,8 +406,8 @@ func (c *p2pConn) discard(n uint64, fds *[]int) error {
 func (c *p2pConn) tooLargeError(big *tooLarge) {
 	e := &godbus.Message{Type: godbus.TypeError, Headers: map[godbus.HeaderField]godbus.Variant{
 		godbus.FieldReplySerial: godbus.MakeVariant(big.serial),
-		godbus.FieldSender:      godbus.MakeVariant(BusName),
-		godbus.FieldErrorName:   godbus.MakeVariant(NameLimitsExceeded),
+		godbus.FieldSender:      godbus.MakeVariant(client.BusName),
+		godbus.FieldErrorName:   godbus.MakeVariant(client.NameLimitsExceeded),
 		godbus.FieldSignature:   godbus.MakeVariant(godbus.SignatureOf("")),
 	}, Body: []any{fmt.Sprintf("message of %d bytes: contidd reads at most %d bytes per message", big.length, maxMessageSize)}}
 	if c.unique != "" {
@@ -495,7 +497,7 @@ func (c *p2pConn) budgetError(msg *godbus.Message) []byte {
 			e.Headers[f] = v
 		}
 	}
-	e.Headers[godbus.FieldErrorName] = godbus.MakeVariant(NameLimitExceeded)
+	e.Headers[godbus.FieldErrorName] = godbus.MakeVariant(client.NameLimitExceeded)
 	e.Headers[godbus.FieldSignature] = godbus.MakeVariant(godbus.SignatureOf(""))
 	e.Body = []any{"contidd holds too many unread replies for other clients; try again"}
 	b, err := encodeMessage(e)
@@ -539,7 +541,7 @@ func (c *p2pConn) answer(msg *godbus.Message) ([]any, *godbus.Error, string) {
 
 	var body []any
 	var derr *godbus.Error
-	sender := BusName
+	sender := client.BusName
 	switch {
 	case dest == ifaceBus || (dest == "" && path == "/org/freedesktop/DBus" && iface == ifaceBus):
 		sender = ifaceBus
@@ -564,7 +566,7 @@ func (c *p2pConn) busMethod(member string, msg *godbus.Message) ([]any, *godbus.
 		return msg.Body[0].(string), true
 	}
 	known := func(name string) bool {
-		return name == BusName || name == ifaceBus || name == serverUniqueName || name == c.unique
+		return name == client.BusName || name == ifaceBus || name == serverUniqueName || name == c.unique
 	}
 	switch member {
 	case "Hello":
@@ -575,20 +577,20 @@ func (c *p2pConn) busMethod(member string, msg *godbus.Message) ([]any, *godbus.
 		// Every peer gets every signal; there are few.
 		return nil, nil
 	case "ListNames", "ListActivatableNames":
-		return []any{[]string{ifaceBus, BusName, c.unique}}, nil
+		return []any{[]string{ifaceBus, client.BusName, c.unique}}, nil
 	case "NameHasOwner":
 		name, ok := arg()
 		if !ok {
-			return nil, newError(NameInvalidArgs, "NameHasOwner takes (s)")
+			return nil, newError(client.NameInvalidArgs, "NameHasOwner takes (s)")
 		}
 		return []any{known(name)}, nil
 	case "GetNameOwner":
 		name, ok := arg()
 		if !ok {
-			return nil, newError(NameInvalidArgs, "GetNameOwner takes (s)")
+			return nil, newError(client.NameInvalidArgs, "GetNameOwner takes (s)")
 		}
 		switch {
-		case name == BusName || name == serverUniqueName:
+		case name == client.BusName || name == serverUniqueName:
 			return []any{serverUniqueName}, nil
 		case name == ifaceBus:
 			return []any{ifaceBus}, nil
@@ -606,7 +608,7 @@ func (c *p2pConn) busMethod(member string, msg *godbus.Message) ([]any, *godbus.
 			"ProcessID":  godbus.MakeVariant(c.pid),
 		}}, nil
 	case "RequestName", "ReleaseName", "StartServiceByName":
-		return nil, newError(NameAccessDenied, "this is a peer-to-peer connection to contidd, not a bus")
+		return nil, newError(client.NameAccessDenied, "this is a peer-to-peer connection to contidd, not a bus")
 	}
-	return nil, newError(NameUnknownMethod, fmt.Sprintf("%s.%s is not available on contidd's peer-to-peer socket", ifaceBus, member))
+	return nil, newError(client.NameUnknownMethod, fmt.Sprintf("%s.%s is not available on contidd's peer-to-peer socket", ifaceBus, member))
 }

@@ -12,6 +12,7 @@ import (
 	godbus "github.com/godbus/dbus/v5"
 	"golang.org/x/sys/unix"
 
+	"github.com/contid/contid"
 	"github.com/contid/contid/registry"
 )
 
@@ -46,7 +47,7 @@ func TestBusCallerPinnedByAppearance(t *testing.T) {
 			for call := 0; call < 2; call++ {
 				ci, err := m.identify(context.Background(), &peer{bus: bus, sender: ":1.7"})
 				if !tt.ok {
-					if !errors.Is(err, registry.ErrAccessDenied) || !strings.Contains(err.Error(), "started after") {
+					if !errors.Is(err, contid.ErrAccessDenied) || !strings.Contains(err.Error(), "started after") {
 						t.Fatalf("identify = %v, want AccessDenied for a later process", err)
 					}
 					return

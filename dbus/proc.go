@@ -11,8 +11,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/contid/contid"
 	"github.com/contid/contid/kernel"
-	"github.com/contid/contid/registry"
 )
 
 // errGone: the process exited while we looked at it.
@@ -81,22 +81,22 @@ func pidfdAlive(pidfd int) bool {
 func pidOfPidfd(pidfd int) (uint32, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/self/fdinfo/%d", pidfd))
 	if err != nil {
-		return 0, fmt.Errorf("%w: not a pidfd: %v", registry.ErrInvalidArgs, err)
+		return 0, fmt.Errorf("%w: not a pidfd: %v", contid.ErrInvalidArgs, err)
 	}
 	for _, line := range strings.Split(string(b), "\n") {
 		if v, ok := strings.CutPrefix(line, "Pid:"); ok {
 			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 32)
 			if err != nil {
-				return 0, fmt.Errorf("%w: not a pidfd", registry.ErrInvalidArgs)
+				return 0, fmt.Errorf("%w: not a pidfd", contid.ErrInvalidArgs)
 			}
 			if n <= 0 {
 				// -1: exited; 0: in a PID namespace we cannot see.
-				return 0, fmt.Errorf("%w: the process behind the pidfd has exited or is not visible", registry.ErrInvalidArgs)
+				return 0, fmt.Errorf("%w: the process behind the pidfd has exited or is not visible", contid.ErrInvalidArgs)
 			}
 			return uint32(n), nil
 		}
 	}
-	return 0, fmt.Errorf("%w: file descriptor is not a pidfd", registry.ErrInvalidArgs)
+	return 0, fmt.Errorf("%w: file descriptor is not a pidfd", contid.ErrInvalidArgs)
 }
 
 // hasChildren reports whether pid has children, through
@@ -125,7 +125,7 @@ func closeFD(fd int) { _ = unix.Close(fd) }
 func dupFD(fd int) (int, error) {
 	d, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
-		return -1, fmt.Errorf("%w: descriptor %d: %v", registry.ErrInvalidArgs, fd, err)
+		return -1, fmt.Errorf("%w: descriptor %d: %v", contid.ErrInvalidArgs, fd, err)
 	}
 	return d, nil
 }

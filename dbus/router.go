@@ -9,6 +9,7 @@ import (
 	godbus "github.com/godbus/dbus/v5"
 
 	"github.com/contid/contid"
+	"github.com/contid/contid/dbus/client"
 	"github.com/contid/contid/registry"
 )
 
@@ -22,7 +23,7 @@ func (m *Manager) dispatch(p *peer, msg *godbus.Message) (body []any, derr *godb
 	defer func() {
 		if r := recover(); r != nil {
 			m.log(PrioErr, "BUG: panic handling %s: %v", describe(msg), r)
-			body, derr = nil, newError(NameFailed, "internal error")
+			body, derr = nil, newError(client.NameFailed, "internal error")
 		}
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
@@ -34,14 +35,14 @@ func (m *Manager) dispatch(p *peer, msg *godbus.Message) (body []any, derr *godb
 
 	kind := objectKind(path)
 	if kind == objNone {
-		return nil, newError(NameUnknownObject, fmt.Sprintf("no object at %s", path))
+		return nil, newError(client.NameUnknownObject, fmt.Sprintf("no object at %s", path))
 	}
 	if iface == "" {
 		iface = guessInterface(kind, member)
 	}
 	want := func(s string) *godbus.Error {
 		if sig.String() != s {
-			return newError(NameInvalidArgs, fmt.Sprintf("%s.%s takes (%s), got (%s)", iface, member, s, sig.String()))
+			return newError(client.NameInvalidArgs, fmt.Sprintf("%s.%s takes (%s), got (%s)", iface, member, s, sig.String()))
 		}
 		return nil
 	}
@@ -70,7 +71,7 @@ func (m *Manager) dispatch(p *peer, msg *godbus.Message) (body []any, derr *godb
 		}
 	case ifaceProperties:
 		return m.properties(path, kind, member, sig, msg.Body)
-	case ManagerInterface:
+	case client.ManagerInterface:
 		if kind != objManager {
 			break
 		}
@@ -91,7 +92,7 @@ func (m *Manager) dispatch(p *peer, msg *godbus.Message) (body []any, derr *godb
 			}
 			fd, ok := msg.Body[0].(godbus.UnixFD)
 			if !ok {
-				return nil, newError(NameInvalidArgs, "TagProcess needs a pidfd passed as a file descriptor (unix fd passing was not negotiated)")
+				return nil, newError(client.NameInvalidArgs, "TagProcess needs a pidfd passed as a file descriptor (unix fd passing was not negotiated)")
 			}
 			// The call's descriptor is closed with the call; tagProcess
 			// closes its own duplicate.
@@ -116,7 +117,7 @@ func (m *Manager) dispatch(p *peer, msg *godbus.Message) (body []any, derr *godb
 			if err != nil {
 				return reply(nil, err)
 			}
-			return []any{ContainerPath(c.ID)}, nil
+			return []any{client.ContainerPath(c.ID)}, nil
 		case "GetContainerByPID":
 			if e := want("u"); e != nil {
 				return nil, e
@@ -125,7 +126,7 @@ func (m *Manager) dispatch(p *peer, msg *godbus.Message) (body []any, derr *godb
 			if err != nil {
 				return reply(nil, err)
 			}
-			return []any{ContainerPath(c.ID)}, nil
+			return []any{client.ContainerPath(c.ID)}, nil
 		case "GetContainerByUnit":
 			if e := want("s"); e != nil {
 				return nil, e
@@ -138,7 +139,7 @@ func (m *Manager) dispatch(p *peer, msg *godbus.Message) (body []any, derr *godb
 			if err != nil {
 				return reply(nil, err)
 			}
-			return []any{ContainerPath(c.ID)}, nil
+			return []any{client.ContainerPath(c.ID)}, nil
 		case "ListContainers":
 			if e := want(""); e != nil {
 				return nil, e
@@ -150,7 +151,7 @@ func (m *Manager) dispatch(p *peer, msg *godbus.Message) (body []any, derr *godb
 			defer release()
 			return []any{m.listContainers()}, nil
 		}
-	case ContainerInterface:
+	case client.ContainerInterface:
 		if kind != objContainer || member != "ListProcesses" {
 			break
 		}
@@ -163,9 +164,9 @@ func (m *Manager) dispatch(p *peer, msg *godbus.Message) (body []any, derr *godb
 		}
 		return []any{m.listProcesses(c)}, nil
 	default:
-		return nil, newError(NameUnknownInterface, fmt.Sprintf("%s has no interface %s", path, iface))
+		return nil, newError(client.NameUnknownInterface, fmt.Sprintf("%s has no interface %s", path, iface))
 	}
-	return nil, newError(NameUnknownMethod, fmt.Sprintf("%s has no method %s.%s", path, iface, member))
+	return nil, newError(client.NameUnknownMethod, fmt.Sprintf("%s has no method %s.%s", path, iface, member))
 }
 
 // tagPID opens a pidfd for the PID once the caller is authorized, so the
@@ -173,12 +174,12 @@ func (m *Manager) dispatch(p *peer, msg *godbus.Message) (body []any, derr *godb
 // the pidfd.
 func (m *Manager) tagPID(ctx context.Context, p *peer, msg *godbus.Message, pid uint32, id uint64, opts map[string]godbus.Variant) (uint64, godbus.ObjectPath, error) {
 	if pid == 0 || pid > 1<<22 {
-		return 0, "", fmt.Errorf("%w: %d is not a valid PID", registry.ErrInvalidArgs, pid)
+		return 0, "", fmt.Errorf("%w: %d is not a valid PID", contid.ErrInvalidArgs, pid)
 	}
 	open := func() (int, error) {
 		fd, err := pidfdOpen(pid)
 		if err != nil {
-			return -1, fmt.Errorf("%w: no process %d: %v", registry.ErrInvalidArgs, pid, err)
+			return -1, fmt.Errorf("%w: no process %d: %v", contid.ErrInvalidArgs, pid, err)
 		}
 		return fd, nil
 	}
@@ -198,10 +199,10 @@ func objectKind(p godbus.ObjectPath) objKind {
 	switch p {
 	case "/", "/org", "/org/contid1/container":
 		return objRoot
-	case ManagerPath:
+	case client.ManagerPath:
 		return objManager
 	}
-	if _, ok := parseContainerPath(p); ok {
+	if _, ok := client.ParseContainerPath(p); ok {
 		return objContainer
 	}
 	return objNone
@@ -218,16 +219,16 @@ func guessInterface(k objKind, member string) string {
 	case "Ping", "GetMachineId":
 		return ifacePeer
 	case "ListProcesses":
-		return ContainerInterface
+		return client.ContainerInterface
 	}
 	if k == objManager {
-		return ManagerInterface
+		return client.ManagerInterface
 	}
 	return ""
 }
 
 func (m *Manager) containerAt(p godbus.ObjectPath) (*registry.Container, error) {
-	id, _ := parseContainerPath(p)
+	id, _ := client.ParseContainerPath(p)
 	return m.cfg.Registry.Get(id)
 }
 
@@ -236,47 +237,47 @@ func (m *Manager) properties(path godbus.ObjectPath, kind objKind, member string
 	var ifname string
 	switch kind {
 	case objManager:
-		ifname, props = ManagerInterface, m.managerProperties()
+		ifname, props = client.ManagerInterface, m.managerProperties()
 	case objContainer:
 		c, err := m.containerAt(path)
 		if err != nil {
-			return nil, newError(NameUnknownObject, fmt.Sprintf("no object at %s: %v", path, err))
+			return nil, newError(client.NameUnknownObject, fmt.Sprintf("no object at %s: %v", path, err))
 		}
-		ifname, props = ContainerInterface, containerProperties(c)
+		ifname, props = client.ContainerInterface, containerProperties(c)
 	}
 	switch member {
 	case "Get":
 		if sig.String() != "ss" {
-			return nil, newError(NameInvalidArgs, "Get takes (ss)")
+			return nil, newError(client.NameInvalidArgs, "Get takes (ss)")
 		}
 		iface, name := body[0].(string), body[1].(string)
 		if iface != ifname && iface != "" {
-			return nil, newError(NameUnknownInterface, fmt.Sprintf("%s has no interface %s", path, truncate(iface)))
+			return nil, newError(client.NameUnknownInterface, fmt.Sprintf("%s has no interface %s", path, truncate(iface)))
 		}
 		v, ok := props[name]
 		if !ok {
-			return nil, newError(NameUnknownProperty, fmt.Sprintf("%s has no property %s", ifname, truncate(name)))
+			return nil, newError(client.NameUnknownProperty, fmt.Sprintf("%s has no property %s", ifname, truncate(name)))
 		}
 		return []any{v}, nil
 	case "GetAll":
 		if sig.String() != "s" {
-			return nil, newError(NameInvalidArgs, "GetAll takes (s)")
+			return nil, newError(client.NameInvalidArgs, "GetAll takes (s)")
 		}
 		iface := body[0].(string)
 		if iface != ifname && iface != "" {
 			if kind == objRoot || strings.HasPrefix(iface, "org.freedesktop.DBus.") {
 				return []any{map[string]godbus.Variant{}}, nil
 			}
-			return nil, newError(NameUnknownInterface, fmt.Sprintf("%s has no interface %s", path, truncate(iface)))
+			return nil, newError(client.NameUnknownInterface, fmt.Sprintf("%s has no interface %s", path, truncate(iface)))
 		}
 		if props == nil {
 			props = map[string]godbus.Variant{}
 		}
 		return []any{props}, nil
 	case "Set":
-		return nil, newError(NamePropertyReadOnly, "all contid properties are read-only")
+		return nil, newError(client.NamePropertyReadOnly, "all contid properties are read-only")
 	}
-	return nil, newError(NameUnknownMethod, fmt.Sprintf("no method %s.%s", ifaceProperties, member))
+	return nil, newError(client.NameUnknownMethod, fmt.Sprintf("no method %s.%s", ifaceProperties, member))
 }
 
 func describe(msg *godbus.Message) string {

@@ -13,7 +13,7 @@ import (
 	godbus "github.com/godbus/dbus/v5"
 
 	"github.com/contid/contid"
-	cdbus "github.com/contid/contid/dbus"
+	"github.com/contid/contid/dbus/client"
 	"github.com/contid/contid/internal/hostile"
 )
 
@@ -48,11 +48,11 @@ func TestP2PNoClientStalls(t *testing.T) {
 
 	// Readers of signals on both transports.
 	readers := map[string]*announcements{}
-	for name, c := range map[string]*cdbus.Client{"p2p": e.p2pClient(), "bus": e.busClient()} {
+	for name, c := range map[string]*client.Client{"p2p": e.p2pClient(), "bus": e.busClient()} {
 		readers[name] = listen(t, c)
 	}
 	worker := e.p2pClient()
-	if _, err := worker.TagCgroup(ctx, e.cgroup("before"), 0, cdbus.TagOptions{}); err != nil {
+	if _, err := worker.TagCgroup(ctx, e.cgroup("before"), 0, client.TagOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	baseFDs := fdCount(t, pid)
@@ -77,7 +77,7 @@ func TestP2PNoClientStalls(t *testing.T) {
 		// so a call can wait seconds for a CPU.
 		cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 		t0 := time.Now()
-		id, err := worker.TagCgroup(cctx, e.cgroup(fmt.Sprintf("during%03d", i)), 0, cdbus.TagOptions{})
+		id, err := worker.TagCgroup(cctx, e.cgroup(fmt.Sprintf("during%03d", i)), 0, client.TagOptions{})
 		if err == nil {
 			_, err = worker.ListContainers(cctx)
 		}
@@ -93,7 +93,7 @@ func TestP2PNoClientStalls(t *testing.T) {
 		t.Fatal(err)
 	}
 	byKernel := waitListed(t, worker, auto+"/machine-under-attack.scope")
-	newcomer, err := cdbus.ConnectP2P(e.sock)
+	newcomer, err := client.ConnectP2P(e.sock)
 	if err != nil {
 		t.Fatalf("a new client under attack: %v", err)
 	}
@@ -172,17 +172,17 @@ type announcements struct {
 	ids map[uint64]bool
 }
 
-func listen(t *testing.T, c *cdbus.Client) *announcements {
+func listen(t *testing.T, c *client.Client) *announcements {
 	t.Helper()
 	a := &announcements{ids: map[uint64]bool{}}
 	ch := make(chan *godbus.Signal, 64)
 	c.Conn().Signal(ch)
-	if err := c.Conn().AddMatchSignal(godbus.WithMatchInterface(cdbus.ManagerInterface), godbus.WithMatchMember("ContainerNew")); err != nil {
+	if err := c.Conn().AddMatchSignal(godbus.WithMatchInterface(client.ManagerInterface), godbus.WithMatchMember("ContainerNew")); err != nil {
 		t.Fatal(err)
 	}
 	go func() {
 		for s := range ch {
-			if s.Name != cdbus.ManagerInterface+".ContainerNew" || len(s.Body) != 2 {
+			if s.Name != client.ManagerInterface+".ContainerNew" || len(s.Body) != 2 {
 				continue
 			}
 			if id, ok := s.Body[0].(uint64); ok {
@@ -237,14 +237,14 @@ func TestP2PSlowReaderCut(t *testing.T) {
 	slow, _ := rawP2P(t, e.sock) // said Hello, read its reply, reads no more
 	var ids []contid.ID
 	for i := 0; i < 400; i++ {
-		id, err := c.TagCgroup(ctx, e.cgroup(fmt.Sprintf("c%03d", i)), 0, cdbus.TagOptions{})
+		id, err := c.TagCgroup(ctx, e.cgroup(fmt.Sprintf("c%03d", i)), 0, client.TagOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		ids = append(ids, id)
 	}
 	reader.wait(t, "p2p", ids)
-	var mi cdbus.ManagerInfo
+	var mi client.ManagerInfo
 	for i := 0; i < 100; i++ {
 		var err error
 		if mi, err = c.Manager(ctx); err != nil {

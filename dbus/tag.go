@@ -10,6 +10,7 @@ import (
 	godbus "github.com/godbus/dbus/v5"
 
 	"github.com/contid/contid"
+	"github.com/contid/contid/dbus/client"
 	"github.com/contid/contid/registry"
 )
 
@@ -40,11 +41,11 @@ func (m *Manager) resolveCgroup(p, unit string) (registry.CgroupTarget, error) {
 	full := filepath.Join(m.cfg.Cgroups.Root(), p)
 	fi, err := os.Stat(full)
 	if err != nil || !fi.IsDir() {
-		return registry.CgroupTarget{}, fmt.Errorf("%w: %s does not exist in the cgroup2 hierarchy", ErrNoSuchCgroup, truncate(p))
+		return registry.CgroupTarget{}, fmt.Errorf("%w: %s does not exist in the cgroup2 hierarchy", client.ErrNoSuchCgroup, truncate(p))
 	}
 	id, err := m.cfg.Cgroups.ID(p)
 	if err != nil {
-		return registry.CgroupTarget{}, fmt.Errorf("%w: %s: %v", ErrNoSuchCgroup, truncate(p), err)
+		return registry.CgroupTarget{}, fmt.Errorf("%w: %s: %v", client.ErrNoSuchCgroup, truncate(p), err)
 	}
 	return registry.CgroupTarget{Path: p, ID: id, Unit: unit}, nil
 }
@@ -74,13 +75,13 @@ func (m *Manager) taggingCaller(ctx context.Context, p *peer, msg *godbus.Messag
 	if !ci.Privileged {
 		release, ok := m.tagCalls.enter(m.groups.group(ci.UID))
 		if !ok {
-			return nil, m.refused(ci, req, "", fmt.Errorf("%w: UID %d (with its subordinate UIDs) or all users together have too many tag requests waiting for polkit", registry.ErrLimitExceeded, ci.UID))
+			return nil, m.refused(ci, req, "", fmt.Errorf("%w: UID %d (with its subordinate UIDs) or all users together have too many tag requests waiting for polkit", contid.ErrLimitExceeded, ci.UID))
 		}
 		ci.release = release
 	}
 	m.authorizeTag(ctx, p, msg, ci)
 	if !ci.Privileged && ci.Container == contid.Unset {
-		err := m.refused(ci, req, "", fmt.Errorf("%w: tagging needs UID 0 or polkit authorization for %s", registry.ErrAccessDenied, PolkitActionTag))
+		err := m.refused(ci, req, "", fmt.Errorf("%w: tagging needs UID 0 or polkit authorization for %s", contid.ErrAccessDenied, client.PolkitActionTag))
 		ci.close()
 		return nil, err
 	}
@@ -103,7 +104,7 @@ func (m *Manager) tagCgroupAs(ctx context.Context, p *peer, msg *godbus.Message,
 			return 0, "", m.refused(ci, req, target.Unit, err)
 		}
 		m.auditGranted(ci.Caller, c, false)
-		return uint64(c.ID), ContainerPath(c.ID), nil
+		return uint64(c.ID), client.ContainerPath(c.ID), nil
 	}
 	had := m.existed(req.id)
 	c, err := m.cfg.Registry.TagCgroup(ci.Caller, contid.ID(req.id), target, req.opts)
@@ -142,7 +143,7 @@ func (m *Manager) metadataChanged(old, c *registry.Container, who string) {
 		return
 	}
 	m.log(PrioInfo, "%s named container %d (%s) %q, unit %q.", who, c.ID, firstCgroup(c), c.Name, c.Unit)
-	m.emit(ContainerPath(c.ID), ifaceProperties, "PropertiesChanged", ContainerInterface,
+	m.emit(client.ContainerPath(c.ID), ifaceProperties, "PropertiesChanged", client.ContainerInterface,
 		map[string]godbus.Variant{"Name": godbus.MakeVariant(c.Name), "Unit": godbus.MakeVariant(c.Unit)}, []string{})
 }
 
@@ -154,7 +155,7 @@ func (m *Manager) granted(ci *callerInfo, c *registry.Container, isNew bool, tar
 	if isNew {
 		m.containerNew(c)
 	}
-	return uint64(c.ID), ContainerPath(c.ID), nil
+	return uint64(c.ID), client.ContainerPath(c.ID), nil
 }
 
 func (m *Manager) refused(ci *callerInfo, req tagRequest, unit string, err error) error {
@@ -211,7 +212,7 @@ func (m *Manager) tagMachine(ctx context.Context, p *peer, msg *godbus.Message, 
 		}
 		cg, err := m.unitCgroup(ctx, unit)
 		if err != nil {
-			return registry.CgroupTarget{}, fmt.Errorf("%w: machine %s: %v", ErrNoSuchMachine, machine, err)
+			return registry.CgroupTarget{}, fmt.Errorf("%w: machine %s: %v", client.ErrNoSuchMachine, machine, err)
 		}
 		return m.resolveCgroup(cg, unit)
 	})
@@ -254,25 +255,25 @@ var errNoSystemd = errors.New("systemd is not reachable on the system bus")
 func (m *Manager) unitCgroup(ctx context.Context, unit string) (string, error) {
 	conn := m.systemBus()
 	if conn == nil {
-		return "", fmt.Errorf("%w: %s: %v", ErrNoSuchUnit, unit, errNoSystemd)
+		return "", fmt.Errorf("%w: %s: %v", client.ErrNoSuchUnit, unit, errNoSystemd)
 	}
 	var path godbus.ObjectPath
 	err := conn.Object("org.freedesktop.systemd1", "/org/freedesktop/systemd1").
 		CallWithContext(ctx, "org.freedesktop.systemd1.Manager.GetUnit", godbus.FlagNoAutoStart, unit).Store(&path)
 	if err != nil {
-		return "", fmt.Errorf("%w: %s: %v", ErrNoSuchUnit, unit, err)
+		return "", fmt.Errorf("%w: %s: %v", client.ErrNoSuchUnit, unit, err)
 	}
 	iface := "org.freedesktop.systemd1." + unitTypeInterface(unit)
 	v, err := conn.Object("org.freedesktop.systemd1", path).GetProperty(iface + ".ControlGroup")
 	if err != nil {
-		return "", fmt.Errorf("%w: %s has no control group: %v", ErrNoSuchUnit, unit, err)
+		return "", fmt.Errorf("%w: %s has no control group: %v", client.ErrNoSuchUnit, unit, err)
 	}
 	cg, _ := v.Value().(string)
 	if cg == "" {
-		return "", fmt.Errorf("%w: %s is not running (no control group)", ErrNoSuchUnit, unit)
+		return "", fmt.Errorf("%w: %s is not running (no control group)", client.ErrNoSuchUnit, unit)
 	}
 	if _, err := cleanCgroupPath(cg); err != nil {
-		return "", fmt.Errorf("%w: systemd gave %s an unusable control group %q", ErrNoSuchUnit, unit, cg)
+		return "", fmt.Errorf("%w: systemd gave %s an unusable control group %q", client.ErrNoSuchUnit, unit, cg)
 	}
 	return cg, nil
 }
@@ -297,21 +298,21 @@ func unitTypeInterface(unit string) string {
 func (m *Manager) machineUnit(ctx context.Context, machine string) (string, error) {
 	conn := m.systemBus()
 	if conn == nil {
-		return "", fmt.Errorf("%w: %s: machined is not reachable on the system bus", ErrNoSuchMachine, machine)
+		return "", fmt.Errorf("%w: %s: machined is not reachable on the system bus", client.ErrNoSuchMachine, machine)
 	}
 	var path godbus.ObjectPath
 	err := conn.Object("org.freedesktop.machine1", "/org/freedesktop/machine1").
 		CallWithContext(ctx, "org.freedesktop.machine1.Manager.GetMachine", godbus.FlagNoAutoStart, machine).Store(&path)
 	if err != nil {
-		return "", fmt.Errorf("%w: %s: %v", ErrNoSuchMachine, machine, err)
+		return "", fmt.Errorf("%w: %s: %v", client.ErrNoSuchMachine, machine, err)
 	}
 	v, err := conn.Object("org.freedesktop.machine1", path).GetProperty("org.freedesktop.machine1.Machine.Unit")
 	if err != nil {
-		return "", fmt.Errorf("%w: %s: %v", ErrNoSuchMachine, machine, err)
+		return "", fmt.Errorf("%w: %s: %v", client.ErrNoSuchMachine, machine, err)
 	}
 	unit, _ := v.Value().(string)
 	if unit == "" {
-		return "", fmt.Errorf("%w: %s has no unit", ErrNoSuchMachine, machine)
+		return "", fmt.Errorf("%w: %s has no unit", client.ErrNoSuchMachine, machine)
 	}
 	return unit, nil
 }

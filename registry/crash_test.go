@@ -259,7 +259,7 @@ func TestCrashLosesRecordsNeverIDs(t *testing.T) {
 			}
 			for id := range handedOut {
 				_, err := h.r.TagCgroup(other, id, target(fmt.Sprintf("/machine.slice/again%d.scope", id)), Options{})
-				wantErr(t, err, ErrIDInUse)
+				wantErr(t, err, contid.ErrIDInUse)
 			}
 			// The seal outlives the next, clean, restart and reboot.
 			h.reopen()
@@ -267,7 +267,7 @@ func TestCrashLosesRecordsNeverIDs(t *testing.T) {
 			h.reopen()
 			for _, id := range lost {
 				_, err := h.r.TagCgroup(other, id, target(fmt.Sprintf("/machine.slice/later%d.scope", id)), Options{})
-				wantErr(t, err, ErrIDInUse)
+				wantErr(t, err, contid.ErrIDInUse)
 			}
 		})
 	}
@@ -293,7 +293,7 @@ func TestCrashRightAfterLease(t *testing.T) {
 		t.Fatalf("first ID after the crash %d, want above %d by at most the lease block", d.ID, c.ID)
 	}
 	_, err := h.r.TagCgroup(other, c.ID, target("/machine.slice/c.scope"), Options{})
-	wantErr(t, err, ErrIDInUse)
+	wantErr(t, err, contid.ErrIDInUse)
 }
 
 // TestJournalHoleBeforeLaterLines: writeback can reach the disk out of

@@ -218,19 +218,19 @@ type Registry struct {
 // twice across restarts or reboots.
 func Open(dir string, k Kernel, cfg Config) (*Registry, error) {
 	if k == nil {
-		return nil, fmt.Errorf("%w: no kernel", ErrInvalidArgs)
+		return nil, fmt.Errorf("%w: no kernel", contid.ErrInvalidArgs)
 	}
 	switch {
 	case cfg.MaxDepth == 0:
 		cfg.MaxDepth = contid.MaxDepth
 	case cfg.MaxDepth < 1 || cfg.MaxDepth > contid.MaxDepth:
-		return nil, fmt.Errorf("%w: MaxDepth %d is outside 1..%d", ErrInvalidArgs, cfg.MaxDepth, contid.MaxDepth)
+		return nil, fmt.Errorf("%w: MaxDepth %d is outside 1..%d", contid.ErrInvalidArgs, cfg.MaxDepth, contid.MaxDepth)
 	}
 	switch {
 	case cfg.MaxContainers == 0:
 		cfg.MaxContainers = defaultMaxContainers
 	case cfg.MaxContainers < 0:
-		return nil, fmt.Errorf("%w: MaxContainers %d is negative", ErrInvalidArgs, cfg.MaxContainers)
+		return nil, fmt.Errorf("%w: MaxContainers %d is negative", contid.ErrInvalidArgs, cfg.MaxContainers)
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -309,14 +309,14 @@ func (r *Registry) HighWater() contid.ID {
 // Get returns the container with that ID.
 func (r *Registry) Get(id contid.ID) (*Container, error) {
 	if id == contid.Unset || id == contid.Invalid {
-		return nil, fmt.Errorf("%w: %d is not a container ID", ErrInvalidArgs, uint64(id))
+		return nil, fmt.Errorf("%w: %d is not a container ID", contid.ErrInvalidArgs, uint64(id))
 	}
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	if e := r.byID[id]; e != nil {
 		return e.c.clone(), nil
 	}
-	return nil, fmt.Errorf("%w: no container has ID %d", ErrNoSuchContainer, id)
+	return nil, fmt.Errorf("%w: no container has ID %d", contid.ErrNoSuchContainer, id)
 }
 
 // ByCgroupPath returns the container one of whose cgroups is exactly path:
@@ -333,7 +333,7 @@ func (r *Registry) ByCgroupPath(path string) (*Container, error) {
 	if e := r.exitedPaths[path]; e != nil {
 		return e.c.clone(), nil
 	}
-	return nil, fmt.Errorf("%w: no container has cgroup %s", ErrNoSuchContainer, path)
+	return nil, fmt.Errorf("%w: no container has cgroup %s", contid.ErrNoSuchContainer, path)
 }
 
 // ByCgroupID returns the container one of whose cgroups has that id: the
@@ -347,7 +347,7 @@ func (r *Registry) ByCgroupID(id uint64) (*Container, error) {
 	if e := r.exitedCgIDs[id]; id != 0 && e != nil {
 		return e.c.clone(), nil
 	}
-	return nil, fmt.Errorf("%w: no container has cgroup id %d", ErrNoSuchContainer, id)
+	return nil, fmt.Errorf("%w: no container has cgroup id %d", contid.ErrNoSuchContainer, id)
 }
 
 // Enclosing returns the active container whose cgroup is path or its
@@ -361,21 +361,21 @@ func (r *Registry) Enclosing(path string) (*Container, error) {
 	if e := r.enclosing(path); e != nil {
 		return e.c.clone(), nil
 	}
-	return nil, fmt.Errorf("%w: no container encloses cgroup %s", ErrNoSuchContainer, path)
+	return nil, fmt.Errorf("%w: no container encloses cgroup %s", contid.ErrNoSuchContainer, path)
 }
 
 // ByUnit returns the container of a systemd unit: the active one if any,
 // else the most recent that exited.
 func (r *Registry) ByUnit(unit string) (*Container, error) {
 	if unit == "" {
-		return nil, fmt.Errorf("%w: empty unit name", ErrInvalidArgs)
+		return nil, fmt.Errorf("%w: empty unit name", contid.ErrInvalidArgs)
 	}
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	if e := r.find(func(e *entry) bool { return e.c.Unit == unit }); e != nil {
 		return e.c.clone(), nil
 	}
-	return nil, fmt.Errorf("%w: no container for unit %s", ErrNoSuchContainer, unit)
+	return nil, fmt.Errorf("%w: no container for unit %s", contid.ErrNoSuchContainer, unit)
 }
 
 // ByName returns the container with that name: the active one if any, else
@@ -383,14 +383,14 @@ func (r *Registry) ByUnit(unit string) (*Container, error) {
 // a new ID).
 func (r *Registry) ByName(name string) (*Container, error) {
 	if name == "" {
-		return nil, fmt.Errorf("%w: empty container name", ErrInvalidArgs)
+		return nil, fmt.Errorf("%w: empty container name", contid.ErrInvalidArgs)
 	}
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	if e := r.find(func(e *entry) bool { return e.c.Name == name }); e != nil {
 		return e.c.clone(), nil
 	}
-	return nil, fmt.Errorf("%w: no container named %q", ErrNoSuchContainer, name)
+	return nil, fmt.Errorf("%w: no container named %q", contid.ErrNoSuchContainer, name)
 }
 
 // List returns copies of every record, sorted by ID.

@@ -41,53 +41,53 @@ func TestTagRules(t *testing.T) {
 		chain   string // chain of the new container when want is nil
 	}{
 		{name: "top level", call: tag("/machine.slice/a.scope"), chain: "1"},
-		{name: "unprivileged", want: ErrAccessDenied,
+		{name: "unprivileged", want: contid.ErrAccessDenied,
 			call: tagAs(Caller{PID: 9, Cgroup: "/user.slice"}, 0, "/machine.slice/a.scope", Options{})},
-		{name: "caller cgroup unknown", want: ErrAccessDenied,
+		{name: "caller cgroup unknown", want: contid.ErrAccessDenied,
 			call: tagAs(Caller{PID: 9, Privileged: true}, 0, "/machine.slice/a.scope", Options{})},
-		{name: "u64 max", want: ErrInvalidArgs, call: tagAs(orchestrator, contid.Invalid, "/machine.slice/a.scope", Options{})},
-		{name: "relative path", want: ErrInvalidArgs, call: tag("machine.slice/a.scope")},
-		{name: "dotdot", want: ErrInvalidArgs, call: tag("/machine.slice/../a.scope")},
-		{name: "unclean", want: ErrInvalidArgs, call: tag("/machine.slice//a.scope")},
-		{name: "trailing slash", want: ErrInvalidArgs, call: tag("/machine.slice/a.scope/")},
-		{name: "huge path", want: ErrInvalidArgs, call: tag("/" + strings.Repeat("a/", 2100) + "b")},
-		{name: "no cgroup id", want: ErrInvalidArgs, call: func(h *harness) (*Container, error) {
+		{name: "u64 max", want: contid.ErrInvalidArgs, call: tagAs(orchestrator, contid.Invalid, "/machine.slice/a.scope", Options{})},
+		{name: "relative path", want: contid.ErrInvalidArgs, call: tag("machine.slice/a.scope")},
+		{name: "dotdot", want: contid.ErrInvalidArgs, call: tag("/machine.slice/../a.scope")},
+		{name: "unclean", want: contid.ErrInvalidArgs, call: tag("/machine.slice//a.scope")},
+		{name: "trailing slash", want: contid.ErrInvalidArgs, call: tag("/machine.slice/a.scope/")},
+		{name: "huge path", want: contid.ErrInvalidArgs, call: tag("/" + strings.Repeat("a/", 2100) + "b")},
+		{name: "no cgroup id", want: contid.ErrInvalidArgs, call: func(h *harness) (*Container, error) {
 			return h.r.TagCgroup(orchestrator, 0, CgroupTarget{Path: "/machine.slice/a.scope"}, Options{})
 		}},
-		{name: "huge name", want: ErrInvalidArgs,
+		{name: "huge name", want: contid.ErrInvalidArgs,
 			call: tagAs(orchestrator, 0, "/machine.slice/a.scope", Options{Name: strings.Repeat("n", 256)})},
-		{name: "control char in name", want: ErrInvalidArgs,
+		{name: "control char in name", want: contid.ErrInvalidArgs,
 			call: tagAs(orchestrator, 0, "/machine.slice/a.scope", Options{Name: "a\nb"})},
 
 		// No self-tagging.
-		{name: "own cgroup", want: ErrNotDescendant, call: tag(orchestrator.Cgroup)},
-		{name: "ancestor of own cgroup", want: ErrNotDescendant,
+		{name: "own cgroup", want: contid.ErrNotDescendant, call: tag(orchestrator.Cgroup)},
+		{name: "ancestor of own cgroup", want: contid.ErrNotDescendant,
 			call: tagAs(Caller{PID: 9, Start: 1, Privileged: true, Cgroup: "/machine.slice/a.scope/payload"}, 0, "/machine.slice/a.scope", Options{})},
-		{name: "slice above own cgroup", want: ErrInvalidArgs, wantMsg: "is a slice", call: tag("/system.slice")},
-		{name: "root cgroup", want: ErrInvalidArgs, wantMsg: "root cgroup", call: tag("/")},
+		{name: "slice above own cgroup", want: contid.ErrInvalidArgs, wantMsg: "is a slice", call: tag("/system.slice")},
+		{name: "root cgroup", want: contid.ErrInvalidArgs, wantMsg: "root cgroup", call: tag("/")},
 		{name: "prefix is not ancestor", call: tag("/system.slice/orch"), chain: "1"},
-		{name: "tagged caller tags itself", want: ErrNotDescendant, call: nested(nest, func(h *harness, in Caller) (*Container, error) {
+		{name: "tagged caller tags itself", want: contid.ErrNotDescendant, call: nested(nest, func(h *harness, in Caller) (*Container, error) {
 			return h.r.TagCgroup(in, 0, target(in.Cgroup), Options{})
 		})},
-		{name: "process tags itself", want: ErrNotDescendant, call: func(h *harness) (*Container, error) {
+		{name: "process tags itself", want: contid.ErrNotDescendant, call: func(h *harness) (*Container, error) {
 			return h.r.TagProcess(orchestrator, 0, proc(orchestrator.PID, orchestrator.Cgroup), Options{})
 		}},
 
 		// Write-once.
-		{name: "same cgroup twice", want: ErrAlreadyTagged, call: func(h *harness) (*Container, error) {
+		{name: "same cgroup twice", want: contid.ErrAlreadyTagged, call: func(h *harness) (*Container, error) {
 			h.mustTag(orchestrator, 0, "/machine.slice/a.scope", Options{})
 			other := Caller{PID: 200, Start: 1, Privileged: true, Cgroup: "/system.slice/other.service"}
 			return h.r.TagCgroup(other, 0, target("/machine.slice/a.scope"), Options{})
 		}},
-		{name: "same cgroup id under another path", want: ErrAlreadyTagged, call: func(h *harness) (*Container, error) {
+		{name: "same cgroup id under another path", want: contid.ErrAlreadyTagged, call: func(h *harness) (*Container, error) {
 			h.mustTag(orchestrator, 0, "/machine.slice/a.scope", Options{})
 			return h.r.TagCgroup(orchestrator, 0, CgroupTarget{Path: "/machine.slice/b.scope", ID: cgid("/machine.slice/a.scope")}, Options{Name: "x"})
 		}},
-		{name: "inside container without nesting", want: ErrAlreadyTagged, call: func(h *harness) (*Container, error) {
+		{name: "inside container without nesting", want: contid.ErrAlreadyTagged, call: func(h *harness) (*Container, error) {
 			h.mustTag(orchestrator, 0, "/machine.slice/a.scope", Options{})
 			return h.r.TagCgroup(orchestrator, 0, target("/machine.slice/a.scope/inner"), Options{})
 		}},
-		{name: "above a container", want: ErrAlreadyTagged, call: func(h *harness) (*Container, error) {
+		{name: "above a container", want: contid.ErrAlreadyTagged, call: func(h *harness) (*Container, error) {
 			h.mustTag(orchestrator, 0, "/machine.slice/a.scope/inner", Options{})
 			return h.r.TagCgroup(orchestrator, 0, target("/machine.slice/a.scope"), Options{})
 		}},
@@ -95,7 +95,7 @@ func TestTagRules(t *testing.T) {
 			h.mustTag(orchestrator, 0, "/machine.slice/a.scope", nest)
 			return h.r.TagCgroup(orchestrator, 0, target("/machine.slice/a.scope/inner"), Options{})
 		}},
-		{name: "process already tagged", want: ErrAlreadyTagged, call: func(h *harness) (*Container, error) {
+		{name: "process already tagged", want: contid.ErrAlreadyTagged, call: func(h *harness) (*Container, error) {
 			if _, err := h.r.TagProcess(orchestrator, 0, proc(300, "/system.slice/orch.service"), Options{}); err != nil {
 				return nil, err
 			}
@@ -103,7 +103,7 @@ func TestTagRules(t *testing.T) {
 			other := Caller{PID: 200, Start: 1, Privileged: true, Cgroup: "/system.slice/other.service"}
 			return h.r.TagProcess(other, 0, proc(300, "/system.slice/orch.service"), Options{})
 		}},
-		{name: "process inside container without nesting", want: ErrAlreadyTagged, call: func(h *harness) (*Container, error) {
+		{name: "process inside container without nesting", want: contid.ErrAlreadyTagged, call: func(h *harness) (*Container, error) {
 			h.mustTag(orchestrator, 0, "/machine.slice/a.scope", Options{})
 			return h.r.TagProcess(orchestrator, 0, proc(300, "/machine.slice/a.scope"), Options{})
 		}},
@@ -115,16 +115,16 @@ func TestTagRules(t *testing.T) {
 		{name: "tagged caller inside own subtree", chain: "2,^1", call: nested(nest, func(h *harness, in Caller) (*Container, error) {
 			return h.r.TagCgroup(in, 0, target("/machine.slice/a.scope/child"), Options{})
 		})},
-		{name: "tagged caller outside subtree", want: ErrNotDescendant, call: nested(nest, func(h *harness, in Caller) (*Container, error) {
+		{name: "tagged caller outside subtree", want: contid.ErrNotDescendant, call: nested(nest, func(h *harness, in Caller) (*Container, error) {
 			return h.r.TagCgroup(in, 0, target("/machine.slice/b.scope"), Options{})
 		})},
-		{name: "tagged caller sibling with common prefix", want: ErrNotDescendant, call: nested(nest, func(h *harness, in Caller) (*Container, error) {
+		{name: "tagged caller sibling with common prefix", want: contid.ErrNotDescendant, call: nested(nest, func(h *harness, in Caller) (*Container, error) {
 			return h.r.TagCgroup(in, 0, target("/machine.slice/a.scopex/child"), Options{})
 		})},
-		{name: "tagged caller without AllowNesting", want: ErrAccessDenied, call: nested(Options{}, func(h *harness, in Caller) (*Container, error) {
+		{name: "tagged caller without AllowNesting", want: contid.ErrAccessDenied, call: nested(Options{}, func(h *harness, in Caller) (*Container, error) {
 			return h.r.TagCgroup(in, 0, target("/machine.slice/a.scope/child"), Options{})
 		})},
-		{name: "tagged caller in unknown container", want: ErrNotDescendant, call: func(h *harness) (*Container, error) {
+		{name: "tagged caller in unknown container", want: contid.ErrNotDescendant, call: func(h *harness) (*Container, error) {
 			in := Caller{PID: 700, Start: 1, Privileged: true, Container: 99, Cgroup: "/machine.slice/z.scope"}
 			return h.r.TagCgroup(in, 0, target("/machine.slice/z.scope/child"), Options{})
 		}},
@@ -132,7 +132,7 @@ func TestTagRules(t *testing.T) {
 			h.mustTag(orchestrator, 0, "/machine.slice/a.scope/b", nest)
 			return h.r.TagCgroup(in, 0, target("/machine.slice/a.scope/b/c"), Options{})
 		})},
-		{name: "tagged caller under deeper container without nesting", want: ErrAlreadyTagged, call: nested(nest, func(h *harness, in Caller) (*Container, error) {
+		{name: "tagged caller under deeper container without nesting", want: contid.ErrAlreadyTagged, call: nested(nest, func(h *harness, in Caller) (*Container, error) {
 			h.mustTag(orchestrator, 0, "/machine.slice/a.scope/b", Options{})
 			return h.r.TagCgroup(in, 0, target("/machine.slice/a.scope/b/c"), Options{})
 		})},
@@ -141,10 +141,10 @@ func TestTagRules(t *testing.T) {
 			p.ChildOfCaller = true
 			return h.r.TagProcess(in, 0, p, Options{})
 		})},
-		{name: "tagged caller tags a non-child", want: ErrNotDescendant, call: nested(nest, func(h *harness, in Caller) (*Container, error) {
+		{name: "tagged caller tags a non-child", want: contid.ErrNotDescendant, call: nested(nest, func(h *harness, in Caller) (*Container, error) {
 			return h.r.TagProcess(in, 0, proc(701, in.Cgroup), Options{})
 		})},
-		{name: "tagged caller child without AllowNesting", want: ErrAccessDenied, call: nested(Options{}, func(h *harness, in Caller) (*Container, error) {
+		{name: "tagged caller child without AllowNesting", want: contid.ErrAccessDenied, call: nested(Options{}, func(h *harness, in Caller) (*Container, error) {
 			p := proc(701, in.Cgroup)
 			p.ChildOfCaller = true
 			return h.r.TagProcess(in, 0, p, Options{})
@@ -152,25 +152,25 @@ func TestTagRules(t *testing.T) {
 
 		// IDs.
 		{name: "explicit new ID", chain: "42", call: tagAs(orchestrator, 42, "/machine.slice/a.scope", Options{})},
-		{name: "explicit ID of another owner", want: ErrIDInUse, call: func(h *harness) (*Container, error) {
+		{name: "explicit ID of another owner", want: contid.ErrIDInUse, call: func(h *harness) (*Container, error) {
 			h.mustTag(orchestrator, 42, "/machine.slice/a.scope", Options{})
 			other := Caller{PID: 200, Start: 1, Privileged: true, Cgroup: "/system.slice/other.service"}
 			h.alive.set(200, 1, true)
 			return h.r.TagCgroup(other, 42, target("/machine.slice/b.scope"), Options{})
 		}},
-		{name: "explicit ID of a dead owner", want: ErrIDInUse, call: func(h *harness) (*Container, error) {
+		{name: "explicit ID of a dead owner", want: contid.ErrIDInUse, call: func(h *harness) (*Container, error) {
 			h.mustTag(orchestrator, 42, "/machine.slice/a.scope", Options{})
 			h.alive.set(orchestrator.PID, orchestrator.Start, false)
 			return h.r.TagCgroup(orchestrator, 42, target("/machine.slice/b.scope"), Options{})
 		}},
-		{name: "explicit ID, owner PID reused", want: ErrIDInUse, call: func(h *harness) (*Container, error) {
+		{name: "explicit ID, owner PID reused", want: contid.ErrIDInUse, call: func(h *harness) (*Container, error) {
 			h.mustTag(orchestrator, 42, "/machine.slice/a.scope", Options{})
 			reused := orchestrator
 			reused.Start++
 			h.alive.set(reused.PID, reused.Start, true)
 			return h.r.TagCgroup(reused, 42, target("/machine.slice/b.scope"), Options{})
 		}},
-		{name: "explicit ID of an exited container", want: ErrIDInUse, call: func(h *harness) (*Container, error) {
+		{name: "explicit ID of an exited container", want: contid.ErrIDInUse, call: func(h *harness) (*Container, error) {
 			h.mustTag(orchestrator, 42, "/machine.slice/a.scope", Options{})
 			if _, err := h.r.MarkExited(42); err != nil {
 				return nil, err
@@ -178,7 +178,7 @@ func TestTagRules(t *testing.T) {
 			h.checkpoint()
 			return h.r.TagCgroup(orchestrator, 42, target("/machine.slice/b.scope"), Options{})
 		}},
-		{name: "explicit ID the kernel already gave out", want: ErrIDInUse, call: func(h *harness) (*Container, error) {
+		{name: "explicit ID the kernel already gave out", want: contid.ErrIDInUse, call: func(h *harness) (*Container, error) {
 			if err := h.k.ClaimID(42); err != nil {
 				return nil, err
 			}
@@ -187,7 +187,7 @@ func TestTagRules(t *testing.T) {
 		}},
 
 		// Limits.
-		{name: "depth limit", cfg: Config{MaxDepth: 2}, want: ErrLimitExceeded, wantMsg: "nesting depth 3 exceeds the limit of 2",
+		{name: "depth limit", cfg: Config{MaxDepth: 2}, want: contid.ErrLimitExceeded, wantMsg: "nesting depth 3 exceeds the limit of 2",
 			call: func(h *harness) (*Container, error) {
 				h.mustTag(orchestrator, 0, "/machine.slice/a.scope", nest)
 				h.mustTag(orchestrator, 0, "/machine.slice/a.scope/b", nest)
@@ -198,7 +198,7 @@ func TestTagRules(t *testing.T) {
 				h.mustTag(orchestrator, 0, "/machine.slice/a.scope", nest)
 				return h.r.TagCgroup(orchestrator, 0, target("/machine.slice/a.scope/b"), Options{})
 			}},
-		{name: "count limit", cfg: Config{MaxContainers: 2}, want: ErrLimitExceeded,
+		{name: "count limit", cfg: Config{MaxContainers: 2}, want: contid.ErrLimitExceeded,
 			call: func(h *harness) (*Container, error) {
 				h.mustTag(orchestrator, 0, "/machine.slice/a.scope", Options{})
 				h.mustTag(orchestrator, 0, "/machine.slice/b.scope", Options{})
@@ -264,7 +264,7 @@ func TestIdempotentRepeat(t *testing.T) {
 		}
 	}
 	// A different request on the same cgroup is not a repeat.
-	if _, err := h.r.TagCgroup(orchestrator, 0, target("/machine.slice/a.scope"), Options{Name: "web"}); !errors.Is(err, ErrAlreadyTagged) {
+	if _, err := h.r.TagCgroup(orchestrator, 0, target("/machine.slice/a.scope"), Options{Name: "web"}); !errors.Is(err, contid.ErrAlreadyTagged) {
 		t.Fatalf("changed options: %v, want AlreadyTagged", err)
 	}
 	if n := h.r.Active(); n != 1 {
@@ -311,18 +311,18 @@ func TestPod(t *testing.T) {
 
 	other := Caller{PID: 200, Start: 1, Privileged: true, Cgroup: "/system.slice/other.service"}
 	h.alive.set(200, 1, true)
-	if _, err := h.r.TagCgroup(other, a.ID, target("/machine.slice/pod-c.scope"), Options{}); !errors.Is(err, ErrIDInUse) {
+	if _, err := h.r.TagCgroup(other, a.ID, target("/machine.slice/pod-c.scope"), Options{}); !errors.Is(err, contid.ErrIDInUse) {
 		t.Fatalf("other caller: %v, want IdInUse", err)
 	}
 	// Once the owner is gone nobody may extend the pod.
 	h.alive.set(orchestrator.PID, orchestrator.Start, false)
-	if _, err := h.r.TagCgroup(orchestrator, a.ID, target("/machine.slice/pod-c.scope"), Options{}); !errors.Is(err, ErrIDInUse) {
+	if _, err := h.r.TagCgroup(orchestrator, a.ID, target("/machine.slice/pod-c.scope"), Options{}); !errors.Is(err, contid.ErrIDInUse) {
 		t.Fatalf("dead owner: %v, want IdInUse", err)
 	}
 	// A nil OwnerAlive treats every owner as gone.
 	h.r.cfg.OwnerAlive = nil
 	h.alive.set(orchestrator.PID, orchestrator.Start, true)
-	if _, err := h.r.TagCgroup(orchestrator, a.ID, target("/machine.slice/pod-c.scope"), Options{}); !errors.Is(err, ErrIDInUse) {
+	if _, err := h.r.TagCgroup(orchestrator, a.ID, target("/machine.slice/pod-c.scope"), Options{}); !errors.Is(err, contid.ErrIDInUse) {
 		t.Fatalf("nil OwnerAlive: %v, want IdInUse", err)
 	}
 }
@@ -333,7 +333,7 @@ func TestPodMustKeepNesting(t *testing.T) {
 	h.mustTag(orchestrator, 0, "/machine.slice/n.scope", Options{AllowNesting: true})
 	// Giving top-level ID a to a cgroup inside n would make n's subtree
 	// hold an ID that is not nested in n.
-	if _, err := h.r.TagCgroup(orchestrator, a.ID, target("/machine.slice/n.scope/x"), Options{}); !errors.Is(err, ErrNotDescendant) {
+	if _, err := h.r.TagCgroup(orchestrator, a.ID, target("/machine.slice/n.scope/x"), Options{}); !errors.Is(err, contid.ErrNotDescendant) {
 		t.Fatalf("got %v, want NotDescendant", err)
 	}
 }
@@ -356,7 +356,7 @@ func TestExitedIDsNeverReused(t *testing.T) {
 	if restarted.ID == a.ID {
 		t.Fatalf("exited ID %d handed out again", a.ID)
 	}
-	if _, err := h.r.TagCgroup(orchestrator, a.ID, target("/machine.slice/b.scope"), Options{}); !errors.Is(err, ErrIDInUse) {
+	if _, err := h.r.TagCgroup(orchestrator, a.ID, target("/machine.slice/b.scope"), Options{}); !errors.Is(err, contid.ErrIDInUse) {
 		t.Fatalf("explicit exited ID: %v, want IdInUse", err)
 	}
 	h.reopen()
@@ -412,7 +412,7 @@ func TestKernelFailureRecordsNothing(t *testing.T) {
 	if c.ID <= 50 {
 		t.Fatalf("allocated %d, at or below a burnt ID", c.ID)
 	}
-	if _, err := h.r.TagCgroup(orchestrator, 50, target("/machine.slice/b.scope"), Options{}); !errors.Is(err, ErrIDInUse) {
+	if _, err := h.r.TagCgroup(orchestrator, 50, target("/machine.slice/b.scope"), Options{}); !errors.Is(err, contid.ErrIDInUse) {
 		t.Fatalf("burnt explicit ID: %v, want IdInUse", err)
 	}
 }
@@ -429,23 +429,23 @@ func TestAdopt(t *testing.T) {
 	if err != nil || isNew || c2.ID != 500 || len(c2.Cgroups) != 1 {
 		t.Fatalf("second Adopt: %+v %v %v", c2, isNew, err)
 	}
-	if _, _, err := h.r.Adopt(contid.Tag{Chain: contid.Chain{501}}, cg); !errors.Is(err, ErrAlreadyTagged) {
+	if _, _, err := h.r.Adopt(contid.Tag{Chain: contid.Chain{501}}, cg); !errors.Is(err, contid.ErrAlreadyTagged) {
 		t.Fatalf("other ID for the same cgroup: %v", err)
 	}
-	if _, _, err := h.r.Adopt(contid.Tag{Chain: contid.Chain{500, 3}}, cg); !errors.Is(err, ErrIDInUse) {
+	if _, _, err := h.r.Adopt(contid.Tag{Chain: contid.Chain{500, 3}}, cg); !errors.Is(err, contid.ErrIDInUse) {
 		t.Fatalf("same ID with another chain: %v", err)
 	}
-	if _, _, err := h.r.Adopt(contid.Tag{}, cg); !errors.Is(err, ErrInvalidArgs) {
+	if _, _, err := h.r.Adopt(contid.Tag{}, cg); !errors.Is(err, contid.ErrInvalidArgs) {
 		t.Fatalf("empty tag: %v", err)
 	}
 	// An adopted machine cannot be taken over and gets its name later.
-	if _, err := h.r.TagCgroup(orchestrator, 0, CgroupTarget{Path: cg.Path, ID: cg.ID}, Options{}); !errors.Is(err, ErrAlreadyTagged) {
+	if _, err := h.r.TagCgroup(orchestrator, 0, CgroupTarget{Path: cg.Path, ID: cg.ID}, Options{}); !errors.Is(err, contid.ErrAlreadyTagged) {
 		t.Fatalf("tag adopted cgroup: %v", err)
 	}
 	if err := h.r.SetMetadata(500, "vm1", "machine-vm1.scope"); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.r.SetMetadata(501, "x", ""); !errors.Is(err, ErrNoSuchContainer) {
+	if err := h.r.SetMetadata(501, "x", ""); !errors.Is(err, contid.ErrNoSuchContainer) {
 		t.Fatalf("SetMetadata unknown: %v", err)
 	}
 	if c, err := h.r.ByUnit("machine-vm1.scope"); err != nil || c.Name != "vm1" {
@@ -468,18 +468,18 @@ func TestLookups(t *testing.T) {
 		err  error
 	}{
 		{"Get", func() (*Container, error) { return h.r.Get(b.ID) }, b.ID, nil},
-		{"Get unknown", func() (*Container, error) { return h.r.Get(99) }, 0, ErrNoSuchContainer},
-		{"Get zero", func() (*Container, error) { return h.r.Get(0) }, 0, ErrInvalidArgs},
+		{"Get unknown", func() (*Container, error) { return h.r.Get(99) }, 0, contid.ErrNoSuchContainer},
+		{"Get zero", func() (*Container, error) { return h.r.Get(0) }, 0, contid.ErrInvalidArgs},
 		{"ByCgroupPath", func() (*Container, error) { return h.r.ByCgroupPath("/machine.slice/a.scope") }, a.ID, nil},
-		{"ByCgroupPath inner is not exact", func() (*Container, error) { return h.r.ByCgroupPath("/machine.slice/a.scope/x") }, 0, ErrNoSuchContainer},
-		{"ByCgroupPath relative", func() (*Container, error) { return h.r.ByCgroupPath("a.scope") }, 0, ErrInvalidArgs},
+		{"ByCgroupPath inner is not exact", func() (*Container, error) { return h.r.ByCgroupPath("/machine.slice/a.scope/x") }, 0, contid.ErrNoSuchContainer},
+		{"ByCgroupPath relative", func() (*Container, error) { return h.r.ByCgroupPath("a.scope") }, 0, contid.ErrInvalidArgs},
 		{"ByCgroupID", func() (*Container, error) { return h.r.ByCgroupID(cgid("/machine.slice/a.scope/b")) }, b.ID, nil},
 		{"Enclosing exact", func() (*Container, error) { return h.r.Enclosing("/machine.slice/a.scope") }, a.ID, nil},
 		{"Enclosing below a", func() (*Container, error) { return h.r.Enclosing("/machine.slice/a.scope/x/y") }, a.ID, nil},
 		{"Enclosing below b", func() (*Container, error) { return h.r.Enclosing("/machine.slice/a.scope/b/y") }, b.ID, nil},
-		{"Enclosing prefix sibling", func() (*Container, error) { return h.r.Enclosing("/machine.slice/a.scopex") }, 0, ErrNoSuchContainer},
+		{"Enclosing prefix sibling", func() (*Container, error) { return h.r.Enclosing("/machine.slice/a.scopex") }, 0, contid.ErrNoSuchContainer},
 		{"ByName", func() (*Container, error) { return h.r.ByName("b") }, b.ID, nil},
-		{"ByName unknown", func() (*Container, error) { return h.r.ByName("zz") }, 0, ErrNoSuchContainer},
+		{"ByName unknown", func() (*Container, error) { return h.r.ByName("zz") }, 0, contid.ErrNoSuchContainer},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

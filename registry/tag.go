@@ -27,7 +27,7 @@ func (r *Registry) TagCgroup(c Caller, id contid.ID, t CgroupTarget, o Options) 
 		return nil, err
 	}
 	if t.ID == 0 {
-		return nil, fmt.Errorf("%w: cgroup %s has no cgroup id", ErrInvalidArgs, t.Path)
+		return nil, fmt.Errorf("%w: cgroup %s has no cgroup id", contid.ErrInvalidArgs, t.Path)
 	}
 	if err := ValidateName(t.Unit); err != nil {
 		return nil, fmt.Errorf("unit: %w", err)
@@ -38,7 +38,7 @@ func (r *Registry) TagCgroup(c Caller, id contid.ID, t CgroupTarget, o Options) 
 	// Nobody may tag the cgroup it runs in or one above it: that would
 	// tag the caller itself.
 	if within(c.Cgroup, t.Path) {
-		return nil, fmt.Errorf("%w: cgroup %s contains the caller's own cgroup %s", ErrNotDescendant, t.Path, c.Cgroup)
+		return nil, fmt.Errorf("%w: cgroup %s contains the caller's own cgroup %s", contid.ErrNotDescendant, t.Path, c.Cgroup)
 	}
 
 	r.change.Lock()
@@ -63,10 +63,10 @@ func (r *Registry) TagCgroup(c Caller, id contid.ID, t CgroupTarget, o Options) 
 		if r.isRepeat(e, c, id, o) {
 			return e.c.clone(), nil
 		}
-		return nil, fmt.Errorf("%w: cgroup %s is container %d", ErrAlreadyTagged, t.Path, e.c.ID)
+		return nil, fmt.Errorf("%w: cgroup %s is container %d", contid.ErrAlreadyTagged, t.Path, e.c.ID)
 	}
 	if n := r.below[t.Path]; n > 0 {
-		return nil, fmt.Errorf("%w: cgroup %s contains the cgroups of %d tagged containers", ErrAlreadyTagged, t.Path, n)
+		return nil, fmt.Errorf("%w: cgroup %s contains the cgroups of %d tagged containers", contid.ErrAlreadyTagged, t.Path, n)
 	}
 	parent, err := r.nestingParent(c, t.Path, "cgroup "+t.Path)
 	if err != nil {
@@ -104,28 +104,28 @@ func (r *Registry) TagCgroup(c Caller, id contid.ID, t CgroupTarget, o Options) 
 
 // TagProcess gives one fresh process an audit container ID, with the same
 // ID rules as TagCgroup. The D-Bus layer has checked that the process is
-// fresh (ErrNotFresh) and pinned it by pidfd.
+// fresh (contid.ErrNotFresh) and pinned it by pidfd.
 func (r *Registry) TagProcess(c Caller, id contid.ID, t ProcessTarget, o Options) (*Container, error) {
 	if err := checkRequest(c, id, o); err != nil {
 		return nil, err
 	}
 	if t.PID == 0 {
-		return nil, fmt.Errorf("%w: PID 0", ErrInvalidArgs)
+		return nil, fmt.Errorf("%w: PID 0", contid.ErrInvalidArgs)
 	}
 	if t.PIDFD < 0 {
-		return nil, fmt.Errorf("%w: no pidfd for process %d", ErrInvalidArgs, t.PID)
+		return nil, fmt.Errorf("%w: no pidfd for process %d", contid.ErrInvalidArgs, t.PID)
 	}
 	if err := ValidateCgroupPath(t.Cgroup); err != nil {
 		return nil, fmt.Errorf("cgroup of process %d: %w", t.PID, err)
 	}
 	if t.PID == c.PID {
-		return nil, fmt.Errorf("%w: process %d cannot tag itself", ErrNotDescendant, t.PID)
+		return nil, fmt.Errorf("%w: process %d cannot tag itself", contid.ErrNotDescendant, t.PID)
 	}
 	if own := r.cfg.OwnCgroup; own != "" && t.Cgroup == own {
-		return nil, fmt.Errorf("%w: process %d runs in contidd's own cgroup %s and is never tagged", ErrInvalidArgs, t.PID, own)
+		return nil, fmt.Errorf("%w: process %d runs in contidd's own cgroup %s and is never tagged", contid.ErrInvalidArgs, t.PID, own)
 	}
 	if c.Container != contid.Unset && !t.ChildOfCaller {
-		return nil, fmt.Errorf("%w: process %d is not a child of the caller, and a caller in container %d may tag only its own children", ErrNotDescendant, t.PID, c.Container)
+		return nil, fmt.Errorf("%w: process %d is not a child of the caller, and a caller in container %d may tag only its own children", contid.ErrNotDescendant, t.PID, c.Container)
 	}
 
 	r.change.Lock()
@@ -139,7 +139,7 @@ func (r *Registry) TagProcess(c Caller, id contid.ID, t ProcessTarget, o Options
 		if r.isRepeat(e, c, id, o) {
 			return e.c.clone(), nil
 		}
-		return nil, fmt.Errorf("%w: process %d is container %d", ErrAlreadyTagged, t.PID, e.c.ID)
+		return nil, fmt.Errorf("%w: process %d is container %d", contid.ErrAlreadyTagged, t.PID, e.c.ID)
 	}
 	// A process in a tagged cgroup already carries that cgroup's ID, so
 	// the same nesting rules apply as for a cgroup below it.
@@ -184,14 +184,14 @@ func (r *Registry) TagProcess(c Caller, id contid.ID, t ProcessTarget, o Options
 func (r *Registry) Adopt(tag contid.Tag, cg Cgroup) (*Container, bool, error) {
 	id := tag.ID()
 	if id == contid.Unset || id == contid.Invalid {
-		return nil, false, fmt.Errorf("%w: kernel tag without a valid ID (%s)", ErrInvalidArgs, tag.Chain)
+		return nil, false, fmt.Errorf("%w: kernel tag without a valid ID (%s)", contid.ErrInvalidArgs, tag.Chain)
 	}
 	if len(tag.Chain) > contid.MaxDepth {
-		return nil, false, fmt.Errorf("%w: kernel tag %s is deeper than %d", ErrInvalidArgs, tag.Chain, contid.MaxDepth)
+		return nil, false, fmt.Errorf("%w: kernel tag %s is deeper than %d", contid.ErrInvalidArgs, tag.Chain, contid.MaxDepth)
 	}
 	for _, x := range tag.Chain {
 		if x == contid.Unset || x == contid.Invalid {
-			return nil, false, fmt.Errorf("%w: kernel tag %s holds an invalid ID", ErrInvalidArgs, tag.Chain)
+			return nil, false, fmt.Errorf("%w: kernel tag %s holds an invalid ID", contid.ErrInvalidArgs, tag.Chain)
 		}
 	}
 	// An empty path is allowed: the cgroup may be gone before its path
@@ -210,19 +210,19 @@ func (r *Registry) Adopt(tag contid.Tag, cg Cgroup) (*Container, bool, error) {
 
 	if e := r.paths[cg.Path]; cg.Path != "" && e != nil && e.c.ID != id {
 		if hasCgroupID(e, cg.Path, cg.ID) {
-			return nil, false, fmt.Errorf("%w: the kernel reports cgroup %s as container %d, the registry has it as %d", ErrAlreadyTagged, cg.Path, id, e.c.ID)
+			return nil, false, fmt.Errorf("%w: the kernel reports cgroup %s as container %d, the registry has it as %d", contid.ErrAlreadyTagged, cg.Path, id, e.c.ID)
 		}
 		if err := r.exit(e); err != nil {
 			return nil, false, err
 		}
 	}
 	if e := r.cgIDs[cg.ID]; cg.ID != 0 && e != nil && e.c.ID != id {
-		return nil, false, fmt.Errorf("%w: the kernel reports cgroup id %d as container %d, the registry has it as %d", ErrAlreadyTagged, cg.ID, id, e.c.ID)
+		return nil, false, fmt.Errorf("%w: the kernel reports cgroup id %d as container %d, the registry has it as %d", contid.ErrAlreadyTagged, cg.ID, id, e.c.ID)
 	}
 
 	if old := r.byID[id]; old != nil {
 		if !slices.Equal(old.c.Chain, tag.Chain) {
-			return nil, false, fmt.Errorf("%w: the kernel reports container %d with chain %s, the registry has %s", ErrIDInUse, id, tag.Chain, old.c.Chain)
+			return nil, false, fmt.Errorf("%w: the kernel reports container %d with chain %s, the registry has %s", contid.ErrIDInUse, id, tag.Chain, old.c.Chain)
 		}
 		if slices.ContainsFunc(old.c.Cgroups, func(x Cgroup) bool { return x == cg }) || (cg == Cgroup{}) {
 			return old.c.clone(), false, nil
@@ -270,7 +270,7 @@ func (r *Registry) SetMetadata(id contid.ID, name, unit string) error {
 	}
 	old := r.byID[id]
 	if old == nil {
-		return fmt.Errorf("%w: no container has ID %d", ErrNoSuchContainer, id)
+		return fmt.Errorf("%w: no container has ID %d", contid.ErrNoSuchContainer, id)
 	}
 	if old.c.Name == name && old.c.Unit == unit {
 		return nil
@@ -301,25 +301,25 @@ func (r *Registry) Name(c Caller, id contid.ID, name, unit string) (*Container, 
 	e := r.byID[id]
 	switch {
 	case e == nil:
-		return nil, fmt.Errorf("%w: no container has ID %d", ErrNoSuchContainer, id)
+		return nil, fmt.Errorf("%w: no container has ID %d", contid.ErrNoSuchContainer, id)
 	case e.c.State != StateActive:
-		return nil, fmt.Errorf("%w: container %d exited", ErrIDInUse, id)
+		return nil, fmt.Errorf("%w: container %d exited", contid.ErrIDInUse, id)
 	case e.c.OwnerPID != 0:
-		return nil, fmt.Errorf("%w: container %d has an owner, who gave it its name", ErrAlreadyTagged, id)
+		return nil, fmt.Errorf("%w: container %d has an owner, who gave it its name", contid.ErrAlreadyTagged, id)
 	}
 	if err := r.mayManage(c, e); err != nil {
 		return nil, err
 	}
 	for _, cg := range e.c.Cgroups {
 		if within(c.Cgroup, cg.Path) {
-			return nil, fmt.Errorf("%w: cgroup %s contains the caller's own cgroup %s", ErrNotDescendant, cg.Path, c.Cgroup)
+			return nil, fmt.Errorf("%w: cgroup %s contains the caller's own cgroup %s", contid.ErrNotDescendant, cg.Path, c.Cgroup)
 		}
 	}
 	if name == "" {
 		name = e.c.Name
 	}
 	if e.c.Name != "" && name != e.c.Name {
-		return nil, fmt.Errorf("%w: container %d is already named %q", ErrAlreadyTagged, id, e.c.Name)
+		return nil, fmt.Errorf("%w: container %d is already named %q", contid.ErrAlreadyTagged, id, e.c.Name)
 	}
 	if e.c.Unit != "" || unit == "" {
 		unit = e.c.Unit
@@ -342,7 +342,7 @@ func (r *Registry) MarkExited(id contid.ID) (*Container, error) {
 	}
 	e := r.byID[id]
 	if e == nil {
-		return nil, fmt.Errorf("%w: no container has ID %d", ErrNoSuchContainer, id)
+		return nil, fmt.Errorf("%w: no container has ID %d", contid.ErrNoSuchContainer, id)
 	}
 	if e.c.State == StateExited {
 		return e.c.clone(), nil
@@ -356,17 +356,17 @@ func (r *Registry) MarkExited(id contid.ID) (*Container, error) {
 // checkRequest is the part of every tag request that needs no state.
 func checkRequest(c Caller, id contid.ID, o Options) error {
 	if !c.Privileged {
-		return fmt.Errorf("%w: tagging needs UID 0 or polkit authorization for org.contid1.tag", ErrAccessDenied)
+		return fmt.Errorf("%w: tagging needs UID 0 or polkit authorization for org.contid1.tag", contid.ErrAccessDenied)
 	}
 	if id == contid.Invalid {
-		return fmt.Errorf("%w: %d is not a valid audit container ID", ErrInvalidArgs, uint64(id))
+		return fmt.Errorf("%w: %d is not a valid audit container ID", contid.ErrInvalidArgs, uint64(id))
 	}
 	if err := ValidateName(o.Name); err != nil {
 		return err
 	}
 	// Without the caller's cgroup, self-tagging cannot be ruled out.
 	if err := ValidateCgroupPath(c.Cgroup); err != nil {
-		return fmt.Errorf("%w: the caller's cgroup is unknown: %v", ErrAccessDenied, err)
+		return fmt.Errorf("%w: the caller's cgroup is unknown: %v", contid.ErrAccessDenied, err)
 	}
 	return nil
 }
@@ -378,17 +378,17 @@ func (r *Registry) nestingParent(c Caller, path, what string) (*entry, error) {
 	if c.Container != contid.Unset {
 		x := r.byID[c.Container]
 		if x == nil || x.c.State != StateActive {
-			return nil, fmt.Errorf("%w: the caller's container %d is not an active container", ErrNotDescendant, c.Container)
+			return nil, fmt.Errorf("%w: the caller's container %d is not an active container", contid.ErrNotDescendant, c.Container)
 		}
 		if parent == nil || !parent.c.Chain.Within(x.c.ID) {
-			return nil, fmt.Errorf("%w: %s is outside the caller's container %d", ErrNotDescendant, what, x.c.ID)
+			return nil, fmt.Errorf("%w: %s is outside the caller's container %d", contid.ErrNotDescendant, what, x.c.ID)
 		}
 		if x.c.Flags&contid.FlagAllowNesting == 0 {
-			return nil, fmt.Errorf("%w: container %d was not created with AllowNesting", ErrAccessDenied, x.c.ID)
+			return nil, fmt.Errorf("%w: container %d was not created with AllowNesting", contid.ErrAccessDenied, x.c.ID)
 		}
 	}
 	if parent != nil && parent.c.Flags&contid.FlagAllowNesting == 0 {
-		return nil, fmt.Errorf("%w: %s belongs to container %d, which does not allow nesting", ErrAlreadyTagged, what, parent.c.ID)
+		return nil, fmt.Errorf("%w: %s belongs to container %d, which does not allow nesting", contid.ErrAlreadyTagged, what, parent.c.ID)
 	}
 	return parent, nil
 }
@@ -405,17 +405,17 @@ func (r *Registry) podOf(c Caller, id contid.ID, parent *entry, what string) (*e
 		return nil, nil
 	}
 	if e.c.State != StateActive {
-		return nil, fmt.Errorf("%w: container %d exited; its ID is never reused", ErrIDInUse, id)
+		return nil, fmt.Errorf("%w: container %d exited; its ID is never reused", contid.ErrIDInUse, id)
 	}
 	if !r.isOwner(e, c) {
-		return nil, fmt.Errorf("%w: container %d belongs to another process", ErrIDInUse, id)
+		return nil, fmt.Errorf("%w: container %d belongs to another process", contid.ErrIDInUse, id)
 	}
 	want := contid.Unset
 	if parent != nil {
 		want = parent.c.ID
 	}
 	if e.c.Parent() != want {
-		return nil, fmt.Errorf("%w: %s is nested in container %d, but container %d is nested in %d", ErrNotDescendant, what, want, id, e.c.Parent())
+		return nil, fmt.Errorf("%w: %s is nested in container %d, but container %d is nested in %d", contid.ErrNotDescendant, what, want, id, e.c.Parent())
 	}
 	return e, nil
 }
@@ -426,10 +426,10 @@ func (r *Registry) checkLimits(parent *entry) error {
 		depth += len(parent.c.Chain)
 	}
 	if depth > r.cfg.MaxDepth {
-		return fmt.Errorf("%w: nesting depth %d exceeds the limit of %d", ErrLimitExceeded, depth, r.cfg.MaxDepth)
+		return fmt.Errorf("%w: nesting depth %d exceeds the limit of %d", contid.ErrLimitExceeded, depth, r.cfg.MaxDepth)
 	}
 	if r.active >= r.cfg.MaxContainers {
-		return fmt.Errorf("%w: %d containers are active, the limit is %d", ErrLimitExceeded, r.active, r.cfg.MaxContainers)
+		return fmt.Errorf("%w: %d containers are active, the limit is %d", contid.ErrLimitExceeded, r.active, r.cfg.MaxContainers)
 	}
 	return nil
 }
@@ -439,14 +439,14 @@ func (r *Registry) checkLimits(parent *entry) error {
 func (r *Registry) takeID(id contid.ID) (contid.ID, error) {
 	if id != contid.Unset {
 		if r.retired[id] {
-			return 0, fmt.Errorf("%w: ID %d was taken before and is never reused", ErrIDInUse, id)
+			return 0, fmt.Errorf("%w: ID %d was taken before and is never reused", contid.ErrIDInUse, id)
 		}
 		if id <= r.sealed {
-			return 0, fmt.Errorf("%w: ID %d may have been handed out before a crash lost its record, and is never reused", ErrIDInUse, id)
+			return 0, fmt.Errorf("%w: ID %d may have been handed out before a crash lost its record, and is never reused", contid.ErrIDInUse, id)
 		}
 		if err := r.k.ClaimID(id); err != nil {
 			if errors.Is(err, contid.ErrIDTaken) {
-				return 0, fmt.Errorf("%w: ID %d was already claimed in this boot: %v", ErrIDInUse, id, err)
+				return 0, fmt.Errorf("%w: ID %d was already claimed in this boot: %v", contid.ErrIDInUse, id, err)
 			}
 			return 0, fmt.Errorf("claim ID %d in the kernel: %w", id, err)
 		}

@@ -25,13 +25,13 @@ func neverTaggable(p, own string) error {
 	base := path.Base(p)
 	switch {
 	case p == "/":
-		return fmt.Errorf("%w: the root cgroup holds the whole host and is never tagged", ErrInvalidArgs)
+		return fmt.Errorf("%w: the root cgroup holds the whole host and is never tagged", contid.ErrInvalidArgs)
 	case base == "init.scope":
-		return fmt.Errorf("%w: cgroup %s is a systemd instance's PID 1 (init.scope) and is never tagged", ErrInvalidArgs, p)
+		return fmt.Errorf("%w: cgroup %s is a systemd instance's PID 1 (init.scope) and is never tagged", contid.ErrInvalidArgs, p)
 	case strings.HasSuffix(base, ".slice"):
-		return fmt.Errorf("%w: cgroup %s is a slice, which groups units and is never tagged; tag the scope or service inside it", ErrInvalidArgs, p)
+		return fmt.Errorf("%w: cgroup %s is a slice, which groups units and is never tagged; tag the scope or service inside it", contid.ErrInvalidArgs, p)
 	case own != "" && within(own, p):
-		return fmt.Errorf("%w: cgroup %s holds contidd itself (%s) and is never tagged", ErrInvalidArgs, p, own)
+		return fmt.Errorf("%w: cgroup %s holds contidd itself (%s) and is never tagged", contid.ErrInvalidArgs, p, own)
 	}
 	return nil
 }
@@ -56,7 +56,7 @@ func (r *Registry) mayManage(c Caller, e *entry) error {
 		return nil
 	}
 	if !c.Privileged {
-		return fmt.Errorf("%w: container %d belongs to another process, and the caller is not privileged", ErrAccessDenied, e.c.ID)
+		return fmt.Errorf("%w: container %d belongs to another process, and the caller is not privileged", contid.ErrAccessDenied, e.c.ID)
 	}
 	if c.Container == contid.Unset {
 		return nil
@@ -64,11 +64,11 @@ func (r *Registry) mayManage(c Caller, e *entry) error {
 	x := r.byID[c.Container]
 	switch {
 	case x == nil || x.c.State != StateActive:
-		return fmt.Errorf("%w: the caller's container %d is not an active container", ErrNotDescendant, c.Container)
+		return fmt.Errorf("%w: the caller's container %d is not an active container", contid.ErrNotDescendant, c.Container)
 	case e.c.ID == x.c.ID || !e.c.Chain.Within(x.c.ID):
-		return fmt.Errorf("%w: container %d is outside the caller's container %d", ErrNotDescendant, e.c.ID, x.c.ID)
+		return fmt.Errorf("%w: container %d is outside the caller's container %d", contid.ErrNotDescendant, e.c.ID, x.c.ID)
 	case x.c.Flags&contid.FlagAllowNesting == 0:
-		return fmt.Errorf("%w: container %d was not created with AllowNesting", ErrAccessDenied, x.c.ID)
+		return fmt.Errorf("%w: container %d was not created with AllowNesting", contid.ErrAccessDenied, x.c.ID)
 	}
 	return nil
 }

@@ -44,10 +44,10 @@ func TestNeverTaggable(t *testing.T) {
 				}
 				return
 			}
-			if !errors.Is(err, ErrInvalidArgs) || !strings.Contains(err.Error(), tt.why) {
+			if !errors.Is(err, contid.ErrInvalidArgs) || !strings.Contains(err.Error(), tt.why) {
 				t.Fatalf("TagCgroup(%s) = %v, want InvalidArgs saying %q", tt.path, err, tt.why)
 			}
-			if cerr := h.r.CheckTaggable(tt.path); !errors.Is(cerr, ErrInvalidArgs) {
+			if cerr := h.r.CheckTaggable(tt.path); !errors.Is(cerr, contid.ErrInvalidArgs) {
 				t.Fatalf("CheckTaggable(%s) = %v", tt.path, cerr)
 			}
 			if h.k.tagged != h.kernelTags || len(h.r.List()) != h.records {
@@ -57,12 +57,12 @@ func TestNeverTaggable(t *testing.T) {
 	}
 	// An ancestor of contidd's cgroup is refused even where it is no slice.
 	h := newHarness(t, Config{OwnCgroup: "/contid-test/daemon"})
-	if _, err := h.r.TagCgroup(far, 0, target("/contid-test"), Options{}); !errors.Is(err, ErrInvalidArgs) || !strings.Contains(err.Error(), "contidd itself") {
+	if _, err := h.r.TagCgroup(far, 0, target("/contid-test"), Options{}); !errors.Is(err, contid.ErrInvalidArgs) || !strings.Contains(err.Error(), "contidd itself") {
 		t.Fatalf("ancestor of contidd's cgroup: %v", err)
 	}
 	// A fresh process inside contidd's cgroup is never tagged either.
 	p := ProcessTarget{PID: 300, Start: 9, Cgroup: "/contid-test/daemon", PIDFD: 3}
-	if _, err := h.r.TagProcess(far, 0, p, Options{}); !errors.Is(err, ErrInvalidArgs) || !strings.Contains(err.Error(), "contidd's own cgroup") {
+	if _, err := h.r.TagProcess(far, 0, p, Options{}); !errors.Is(err, contid.ErrInvalidArgs) || !strings.Contains(err.Error(), "contidd's own cgroup") {
 		t.Fatalf("process in contidd's cgroup: %v", err)
 	}
 	p.Cgroup = "/contid-test/other"
@@ -109,14 +109,14 @@ func TestName(t *testing.T) {
 		{"host orchestrator names a top-level machine", func(setup) Caller { return orchestrator }, func(s setup) contid.ID { return s.outside }, nil},
 		{"host orchestrator names a nested one", func(setup) Caller { return orchestrator }, func(s setup) contid.ID { return s.inside }, nil},
 		{"nested orchestrator inside its subtree", func(s setup) Caller { return s.nested }, func(s setup) contid.ID { return s.inside }, nil},
-		{"nested orchestrator outside its subtree", func(s setup) Caller { return s.nested }, func(s setup) contid.ID { return s.outside }, ErrNotDescendant},
-		{"container without nesting", func(s setup) Caller { return s.plain }, func(s setup) contid.ID { return s.outside }, ErrNotDescendant},
+		{"nested orchestrator outside its subtree", func(s setup) Caller { return s.nested }, func(s setup) contid.ID { return s.outside }, contid.ErrNotDescendant},
+		{"container without nesting", func(s setup) Caller { return s.plain }, func(s setup) contid.ID { return s.outside }, contid.ErrNotDescendant},
 		{"unprivileged host process", func(setup) Caller {
 			return Caller{PID: 900, Start: 1, UID: 1000, Cgroup: "/user.slice/u.scope"}
-		}, func(s setup) contid.ID { return s.outside }, ErrAccessDenied},
+		}, func(s setup) contid.ID { return s.outside }, contid.ErrAccessDenied},
 		{"an owned container is named by its owner only", func(setup) Caller { return orchestrator }, func(s setup) contid.ID {
 			return s.h.mustTag(orchestrator, 0, "/machine.slice/owned.scope", Options{}).ID
-		}, ErrAlreadyTagged},
+		}, contid.ErrAlreadyTagged},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -143,7 +143,7 @@ func TestName(t *testing.T) {
 			if again, _ := s.h.r.Get(id); again.Unit != "machine-web.scope" {
 				t.Fatalf("unit replaced: %+v", again)
 			}
-			if _, err := s.h.r.Name(orchestrator, id, "other", ""); !errors.Is(err, ErrAlreadyTagged) {
+			if _, err := s.h.r.Name(orchestrator, id, "other", ""); !errors.Is(err, contid.ErrAlreadyTagged) {
 				t.Fatalf("renaming: %v, want AlreadyTagged", err)
 			}
 		})

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/contid/contid"
 )
 
 const (
@@ -25,17 +27,17 @@ const (
 func ValidateCgroupPath(p string) error {
 	switch {
 	case p == "":
-		return fmt.Errorf("%w: empty cgroup path", ErrInvalidArgs)
+		return fmt.Errorf("%w: empty cgroup path", contid.ErrInvalidArgs)
 	case len(p) > maxPathLen:
-		return fmt.Errorf("%w: cgroup path is %d bytes, the limit is %d", ErrInvalidArgs, len(p), maxPathLen)
+		return fmt.Errorf("%w: cgroup path is %d bytes, the limit is %d", contid.ErrInvalidArgs, len(p), maxPathLen)
 	case p[0] != '/':
-		return fmt.Errorf("%w: cgroup path %q is not absolute (it is relative to the cgroup2 root, e.g. /machine.slice/x.scope)", ErrInvalidArgs, p)
+		return fmt.Errorf("%w: cgroup path %q is not absolute (it is relative to the cgroup2 root, e.g. /machine.slice/x.scope)", contid.ErrInvalidArgs, p)
 	case !utf8.ValidString(p):
-		return fmt.Errorf("%w: cgroup path %q is not valid UTF-8", ErrInvalidArgs, p)
+		return fmt.Errorf("%w: cgroup path %q is not valid UTF-8", contid.ErrInvalidArgs, p)
 	}
 	for _, r := range p {
 		if unicode.IsControl(r) {
-			return fmt.Errorf("%w: cgroup path %q contains a control character", ErrInvalidArgs, p)
+			return fmt.Errorf("%w: cgroup path %q contains a control character", contid.ErrInvalidArgs, p)
 		}
 	}
 	if p == "/" {
@@ -43,14 +45,14 @@ func ValidateCgroupPath(p string) error {
 	}
 	for _, c := range strings.Split(p[1:], "/") {
 		if c == ".." {
-			return fmt.Errorf("%w: cgroup path %q contains \"..\"", ErrInvalidArgs, p)
+			return fmt.Errorf("%w: cgroup path %q contains \"..\"", contid.ErrInvalidArgs, p)
 		}
 		if len(c) > maxComponentLen {
-			return fmt.Errorf("%w: cgroup path %q has a component longer than %d bytes", ErrInvalidArgs, p, maxComponentLen)
+			return fmt.Errorf("%w: cgroup path %q has a component longer than %d bytes", contid.ErrInvalidArgs, p, maxComponentLen)
 		}
 	}
 	if path.Clean(p) != p {
-		return fmt.Errorf("%w: cgroup path %q is not clean (want %q)", ErrInvalidArgs, p, path.Clean(p))
+		return fmt.Errorf("%w: cgroup path %q is not clean (want %q)", contid.ErrInvalidArgs, p, path.Clean(p))
 	}
 	return nil
 }
@@ -59,14 +61,14 @@ func ValidateCgroupPath(p string) error {
 // printable UTF-8. Empty means "none".
 func ValidateName(s string) error {
 	if len(s) > maxNameLen {
-		return fmt.Errorf("%w: name is %d bytes, the limit is %d", ErrInvalidArgs, len(s), maxNameLen)
+		return fmt.Errorf("%w: name is %d bytes, the limit is %d", contid.ErrInvalidArgs, len(s), maxNameLen)
 	}
 	if !utf8.ValidString(s) {
-		return fmt.Errorf("%w: name %q is not valid UTF-8", ErrInvalidArgs, s)
+		return fmt.Errorf("%w: name %q is not valid UTF-8", contid.ErrInvalidArgs, s)
 	}
 	for _, r := range s {
 		if !unicode.IsPrint(r) {
-			return fmt.Errorf("%w: name %q contains a non-printable character", ErrInvalidArgs, s)
+			return fmt.Errorf("%w: name %q contains a non-printable character", contid.ErrInvalidArgs, s)
 		}
 	}
 	return nil

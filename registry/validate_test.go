@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/contid/contid"
 )
 
 func TestValidateCgroupPath(t *testing.T) {
@@ -38,7 +40,7 @@ func TestValidateCgroupPath(t *testing.T) {
 		if (err == nil) != tt.ok {
 			t.Errorf("ValidateCgroupPath(%q) = %v, want ok=%v", tt.path, err, tt.ok)
 		}
-		if err != nil && !errors.Is(err, ErrInvalidArgs) {
+		if err != nil && !errors.Is(err, contid.ErrInvalidArgs) {
 			t.Errorf("ValidateCgroupPath(%q) = %v, not InvalidArgs", tt.path, err)
 		}
 	}
@@ -96,7 +98,7 @@ func FuzzValidateCgroupPath(f *testing.F) {
 	f.Fuzz(func(t *testing.T, p, anc string) {
 		err := ValidateCgroupPath(p)
 		if err != nil {
-			if !errors.Is(err, ErrInvalidArgs) {
+			if !errors.Is(err, contid.ErrInvalidArgs) {
 				t.Fatalf("%q: error %v is not InvalidArgs", p, err)
 			}
 			return
@@ -141,7 +143,7 @@ func FuzzValidateName(f *testing.F) {
 	f.Fuzz(func(t *testing.T, s string) {
 		err := ValidateName(s)
 		if err != nil {
-			if !errors.Is(err, ErrInvalidArgs) {
+			if !errors.Is(err, contid.ErrInvalidArgs) {
 				t.Fatalf("%q: %v is not InvalidArgs", s, err)
 			}
 			return

@@ -19,8 +19,7 @@ import (
 	"time"
 
 	"github.com/contid/contid"
-	cdbus "github.com/contid/contid/dbus"
-	"github.com/contid/contid/registry"
+	"github.com/contid/contid/dbus/client"
 )
 
 // Exit codes, as systemctl uses them.
@@ -166,10 +165,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stderr, "contidctl: %s\n", describe(err))
 	switch {
-	case errors.Is(err, registry.ErrNoSuchContainer), errors.Is(err, cdbus.ErrNoSuchUnit),
-		errors.Is(err, cdbus.ErrNoSuchMachine), errors.Is(err, cdbus.ErrNoSuchCgroup):
+	case errors.Is(err, contid.ErrNoSuchContainer), errors.Is(err, client.ErrNoSuchUnit),
+		errors.Is(err, client.ErrNoSuchMachine), errors.Is(err, client.ErrNoSuchCgroup):
 		return exitNotFound
-	case errors.Is(err, registry.ErrInvalidArgs):
+	case errors.Is(err, contid.ErrInvalidArgs):
 		return exitUsage
 	}
 	return exitFailure
@@ -178,7 +177,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 // describe turns an error into a sentence for a shell user.
 func describe(err error) string {
 	switch {
-	case errors.Is(err, registry.ErrAccessDenied):
+	case errors.Is(err, contid.ErrAccessDenied):
 		return err.Error() + " (run as root, or ask for polkit authorization for org.contid1.tag)"
 	}
 	return err.Error()
@@ -188,14 +187,14 @@ func describe(err error) string {
 // when the system bus is down, or when contidd is neither on the bus nor
 // activatable there. --address works for both kinds: contidd's socket
 // answers Hello like a bus.
-func connect(g *globals) (*cdbus.Client, error) {
+func connect(g *globals) (*client.Client, error) {
 	switch {
 	case g.p2p != "":
-		return cdbus.ConnectP2P(g.p2p)
+		return client.ConnectP2P(g.p2p)
 	case g.address != "":
-		return cdbus.ConnectBus(g.address)
+		return client.ConnectBus(g.address)
 	}
-	c, err := cdbus.ConnectBus("")
+	c, err := client.ConnectBus("")
 	if err == nil {
 		if onBus(c) {
 			return c, nil
@@ -203,7 +202,7 @@ func connect(g *globals) (*cdbus.Client, error) {
 		c.Close()
 		err = errors.New("contidd is not on the system bus")
 	}
-	c, perr := cdbus.ConnectP2P(cdbus.DefaultSocket)
+	c, perr := client.ConnectP2P(client.DefaultSocket)
 	if perr != nil {
 		return nil, fmt.Errorf("cannot reach contidd: %v; and %v", err, perr)
 	}
@@ -211,16 +210,16 @@ func connect(g *globals) (*cdbus.Client, error) {
 }
 
 // onBus reports whether org.contid1 is owned or activatable on the bus.
-func onBus(c *cdbus.Client) bool {
+func onBus(c *client.Client) bool {
 	bus := c.Conn().BusObject()
 	var owned bool
-	if bus.Call("org.freedesktop.DBus.NameHasOwner", 0, cdbus.BusName).Store(&owned) == nil && owned {
+	if bus.Call("org.freedesktop.DBus.NameHasOwner", 0, client.BusName).Store(&owned) == nil && owned {
 		return true
 	}
 	var names []string
 	if bus.Call("org.freedesktop.DBus.ListActivatableNames", 0).Store(&names) == nil {
 		for _, n := range names {
-			if n == cdbus.BusName {
+			if n == client.BusName {
 				return true
 			}
 		}
@@ -249,7 +248,7 @@ func cmdList(ctx context.Context, g *globals, _ *flag.FlagSet, args []string) er
 	}
 	if g.json {
 		if list == nil {
-			list = []cdbus.ListEntry{}
+			list = []client.ListEntry{}
 		}
 		return printJSON(g.out, list)
 	}
@@ -275,7 +274,7 @@ func dash(s string) string {
 }
 
 // resolve accepts an ID or a name.
-func resolve(ctx context.Context, c *cdbus.Client, arg string) (contid.ID, error) {
+func resolve(ctx context.Context, c *client.Client, arg string) (contid.ID, error) {
 	if v, err := strconv.ParseUint(arg, 10, 64); err == nil {
 		return c.GetContainer(ctx, contid.ID(v))
 	}
@@ -290,7 +289,7 @@ func resolve(ctx context.Context, c *cdbus.Client, arg string) (contid.ID, error
 		}
 	}
 	if found == 0 {
-		return 0, fmt.Errorf("%w: no container named %q", registry.ErrNoSuchContainer, arg)
+		return 0, fmt.Errorf("%w: no container named %q", contid.ErrNoSuchContainer, arg)
 	}
 	return found, nil
 }
@@ -332,7 +331,7 @@ func cmdStatus(ctx context.Context, g *globals, _ *flag.FlagSet, args []string) 
 	}
 	if g.json {
 		return printJSON(g.out, struct {
-			cdbus.ContainerInfo
+			client.ContainerInfo
 			Processes []uint32 `json:"processes"`
 		}{ci, nonNil(pids)})
 	}
@@ -424,13 +423,13 @@ func cmdTag(kind string) func(ctx context.Context, g *globals, fs *flag.FlagSet,
 			return errUsage
 		}
 		if tagFlags.joinPolicy != "" && tagFlags.joinPolicy != "tag" && tagFlags.joinPolicy != "ignore" {
-			return fmt.Errorf("%w: --join-policy must be tag or ignore", registry.ErrInvalidArgs)
+			return fmt.Errorf("%w: --join-policy must be tag or ignore", contid.ErrInvalidArgs)
 		}
 		var pid uint64
 		if kind == "pid" {
 			var err error
 			if pid, err = strconv.ParseUint(args[0], 10, 32); err != nil {
-				return fmt.Errorf("%w: %q is not a PID", registry.ErrInvalidArgs, args[0])
+				return fmt.Errorf("%w: %q is not a PID", contid.ErrInvalidArgs, args[0])
 			}
 		}
 		c, err := connect(g)
@@ -438,7 +437,7 @@ func cmdTag(kind string) func(ctx context.Context, g *globals, fs *flag.FlagSet,
 			return err
 		}
 		defer c.Close()
-		o := cdbus.TagOptions{Name: tagFlags.name, AllowNesting: tagFlags.allowNesting, JoinPolicy: tagFlags.joinPolicy}
+		o := client.TagOptions{Name: tagFlags.name, AllowNesting: tagFlags.allowNesting, JoinPolicy: tagFlags.joinPolicy}
 		want := contid.ID(tagFlags.id)
 		var id contid.ID
 		switch kind {
@@ -455,7 +454,7 @@ func cmdTag(kind string) func(ctx context.Context, g *globals, fs *flag.FlagSet,
 			return err
 		}
 		if g.json {
-			return printJSON(g.out, map[string]any{"id": id, "object": cdbus.ContainerPath(id)})
+			return printJSON(g.out, map[string]any{"id": id, "object": client.ContainerPath(id)})
 		}
 		fmt.Fprintf(g.out, "%d\n", id)
 		return nil
@@ -468,7 +467,7 @@ func cmdWho(ctx context.Context, g *globals, _ *flag.FlagSet, args []string) err
 	}
 	pid, err := strconv.ParseUint(args[0], 10, 32)
 	if err != nil {
-		return fmt.Errorf("%w: %q is not a PID", registry.ErrInvalidArgs, args[0])
+		return fmt.Errorf("%w: %q is not a PID", contid.ErrInvalidArgs, args[0])
 	}
 	c, err := connect(g)
 	if err != nil {

@@ -1,13 +1,4 @@
-// Package dbus serves contid's org.contid1 D-Bus API (docs/DESIGN.md) on the
-// system bus and on the peer-to-peer socket, decides who may tag (caller
-// capabilities, polkit), maps registry errors to D-Bus error names, follows
-// systemd and machined, and provides the typed client contidctl and the
-// tests use.
-//
-// Both transports share one dispatcher: godbus carries system-bus traffic,
-// and a small server of our own speaks the peer-to-peer protocol (godbus
-// has no server-side authentication), reusing godbus's message codec.
-package dbus
+package client
 
 import (
 	"strconv"
@@ -18,7 +9,8 @@ import (
 	"github.com/contid/contid"
 )
 
-// Names of docs/DESIGN.md.
+// The public names of docs/DESIGN.md and org.contid1(5). They never
+// change: users and scripts depend on them.
 const (
 	BusName            = "org.contid1"
 	ManagerPath        = godbus.ObjectPath("/org/contid1")
@@ -30,10 +22,7 @@ const (
 	// unprivileged caller tag.
 	PolkitActionTag = "org.contid1.tag"
 
-	ifaceProperties    = "org.freedesktop.DBus.Properties"
-	ifaceIntrospection = "org.freedesktop.DBus.Introspectable"
-	ifacePeer          = "org.freedesktop.DBus.Peer"
-	ifaceBus           = "org.freedesktop.DBus"
+	propertiesInterface = "org.freedesktop.DBus.Properties"
 )
 
 // ContainerPath is the object path of container id.
@@ -41,9 +30,9 @@ func ContainerPath(id contid.ID) godbus.ObjectPath {
 	return godbus.ObjectPath(containerPrefix + strconv.FormatUint(uint64(id), 10))
 }
 
-// parseContainerPath is ContainerPath's inverse; ok is false for any other
+// ParseContainerPath is ContainerPath's inverse; ok is false for any other
 // path, including non-canonical decimal spellings.
-func parseContainerPath(p godbus.ObjectPath) (contid.ID, bool) {
+func ParseContainerPath(p godbus.ObjectPath) (contid.ID, bool) {
 	s, ok := strings.CutPrefix(string(p), containerPrefix)
 	if !ok {
 		return 0, false

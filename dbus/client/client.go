@@ -1,4 +1,8 @@
-package dbus
+// Package client is the typed Go client of contid's org.contid1 D-Bus
+// API, with its public names: the bus name, object paths, interfaces and
+// error names. contidctl and other programs import it without linking
+// the daemon, the registry or the kernel layer.
+package client
 
 import (
 	"context"
@@ -131,7 +135,7 @@ func (c *Client) lookup(ctx context.Context, method string, arg any) (contid.ID,
 	if err := c.call(ctx, method, arg).Store(&path); err != nil {
 		return 0, fromDBusError(err)
 	}
-	id, ok := parseContainerPath(path)
+	id, ok := ParseContainerPath(path)
 	if !ok {
 		return 0, fmt.Errorf("contidd returned an unexpected object path %q", path)
 	}
@@ -153,6 +157,17 @@ func (c *Client) GetContainerByUnit(ctx context.Context, unit string) (contid.ID
 	return c.lookup(ctx, "GetContainerByUnit", unit)
 }
 
+// ContainerRow is one element of ListContainers' a(tsssto), as it goes
+// on the wire; contidd sends it and the client reads it.
+type ContainerRow struct {
+	ID     uint64
+	Name   string
+	Unit   string
+	Cgroup string
+	Parent uint64
+	Path   godbus.ObjectPath
+}
+
 // ListEntry is one row of ListContainers.
 type ListEntry struct {
 	ID     contid.ID         `json:"id"`
@@ -165,7 +180,7 @@ type ListEntry struct {
 
 // ListContainers lists every container record, active and exited.
 func (c *Client) ListContainers(ctx context.Context) ([]ListEntry, error) {
-	var raw []listEntry
+	var raw []ContainerRow
 	if err := c.call(ctx, "ListContainers").Store(&raw); err != nil {
 		return nil, fromDBusError(err)
 	}
@@ -189,7 +204,7 @@ type ManagerInfo struct {
 
 func getAll(ctx context.Context, obj godbus.BusObject, iface string) (map[string]godbus.Variant, error) {
 	var props map[string]godbus.Variant
-	if err := obj.CallWithContext(ctx, ifaceProperties+".GetAll", 0, iface).Store(&props); err != nil {
+	if err := obj.CallWithContext(ctx, propertiesInterface+".GetAll", 0, iface).Store(&props); err != nil {
 		return nil, fromDBusError(err)
 	}
 	return props, nil

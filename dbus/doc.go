@@ -1,0 +1,18 @@
+// Package dbus serves contid's org.contid1 D-Bus API (docs/DESIGN.md) on the
+// system bus and on the peer-to-peer socket, decides who may tag (the
+// connection's UID fixed at connect, polkit), maps errors to D-Bus error
+// names, and follows systemd and machined. The public names and the typed
+// client are in dbus/client, which links none of this.
+//
+// Both transports share one dispatcher: godbus carries system-bus traffic,
+// and a small server of our own speaks the peer-to-peer protocol (godbus
+// has no server-side authentication), reusing godbus's message codec.
+package dbus
+
+// Interfaces of the D-Bus specification that contidd serves or calls.
+const (
+	ifaceProperties    = "org.freedesktop.DBus.Properties"
+	ifaceIntrospection = "org.freedesktop.DBus.Introspectable"
+	ifacePeer          = "org.freedesktop.DBus.Peer"
+	ifaceBus           = "org.freedesktop.DBus"
+)
