@@ -563,3 +563,107 @@ func TestBusOversizeSkipped(t *testing.T) {
 		})
 	}
 }
+
+// What may reach godbus from the bus is screened by the relay. A signal
+// sent to contidd by name, which reaches it whatever it subscribed to,
+// is dropped: with descriptors, godbus would keep them open for good, and
+// with an array of descriptors, godbus v5.2.4 panics in its reader and
+// takes contidd down. A call is answered even when its size is in its
+// header fields rather than its body. The control, the build that reads
+// the bus with godbus directly, leaks a descriptor per signal and then
+// crashes. The relay does not look at who sends, so the sender is root,
+// whose bus policy allows one descriptor per message.
+func TestBusScreening(t *testing.T) {
+	e := newEnv(t, "")
+	for _, tt := range []struct {
+		name, binary string
+		relayed      bool
+	}{
+		{"relay", contiddBinary(t), true},
+		{"control: no relay", contiddUnrelayed(t), false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			d := e.startWith(daemonOptions{binary: tt.binary})
+			defer d.kill()
+			pid := d.cmd.Process.Pid
+			conn, err := godbus.Connect(e.busAddr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			var owner string
+			if err := conn.BusObject().Call("org.freedesktop.DBus.GetNameOwner", 0, client.BusName).Store(&owner); err != nil {
+				t.Fatal(err)
+			}
+			null, err := os.Open(os.DevNull)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer null.Close()
+			signal := func(body ...any) *godbus.Message {
+				return &godbus.Message{Type: godbus.TypeSignal, Headers: map[godbus.HeaderField]godbus.Variant{
+					godbus.FieldPath:        godbus.MakeVariant(godbus.ObjectPath("/org/freedesktop/machine1")),
+					godbus.FieldInterface:   godbus.MakeVariant("org.freedesktop.machine1.Manager"),
+					godbus.FieldMember:      godbus.MakeVariant("MachineNew"),
+					godbus.FieldDestination: godbus.MakeVariant(owner),
+					godbus.FieldSignature:   godbus.MakeVariant(godbus.SignatureOf(body...)),
+				}, Body: body}
+			}
+			ping := func() error {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				return conn.Object(client.BusName, client.ManagerPath).CallWithContext(ctx, "org.freedesktop.DBus.Peer.Ping", 0).Err
+			}
+			before := openFDs(t, pid)
+			const signals = 200
+			fd := godbus.UnixFD(null.Fd())
+			for i := 0; i < signals; i++ {
+				if call := conn.Send(signal("web", godbus.ObjectPath("/x"), fd), nil); call.Err != nil {
+					t.Fatal(call.Err)
+				}
+			}
+			// Messages from one sender arrive in order: once the ping is
+			// answered, every signal has been read.
+			if err := ping(); err != nil {
+				t.Fatalf("ping after the signals: %v", err)
+			}
+			grew := openFDs(t, pid) - before
+			t.Logf("%d signals with a descriptor each: contidd holds %d more descriptors", signals, grew)
+			if tt.relayed && grew > 10 {
+				t.Errorf("contidd kept %d descriptors", grew)
+			}
+			if !tt.relayed && grew < signals*3/4 {
+				t.Errorf("control: contidd kept only %d descriptors; the attack did not leak", grew)
+			}
+
+			if call := conn.Send(signal([]godbus.UnixFD{fd}), nil); call.Err != nil {
+				t.Fatal(call.Err)
+			}
+			err = ping()
+			t.Logf("a signal with an array of descriptors: ping after it: %v; contidd alive: %v", err, d.alive())
+			if tt.relayed != (err == nil && d.alive()) {
+				t.Errorf("ping %v, contidd alive %v; want both fine: %v", err, d.alive(), tt.relayed)
+			}
+			if !tt.relayed {
+				return
+			}
+
+			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+			defer cancel()
+			long := godbus.ObjectPath("/" + strings.Repeat("a", 70<<10))
+			err = conn.Object(client.BusName, long).CallWithContext(ctx, client.ManagerInterface+".ListContainers", 0).Err
+			if !hasErrorName(err, client.NameLimitsExceeded) {
+				t.Errorf("a call of 70 KiB of header fields: %v; want LimitsExceeded", err)
+			}
+		})
+	}
+}
+
+func openFDs(t *testing.T, pid int) int {
+	t.Helper()
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(fds)
+}

@@ -45,8 +45,11 @@ type busRelay struct {
 	// refusals carries the calls to answer with LimitsExceeded to the
 	// goroutine that answers them through godbus, so the reader never
 	// waits on godbus's writer.
-	refusals chan *tooLarge
-	skipped  atomic.Uint64
+	refusals chan refusal
+	// skipped counts oversized calls and signals, screened those turned
+	// away for their form, unanswered the refusals dropped from a full
+	// queue.
+	skipped, screened, unanswered atomic.Uint64
 
 	closeOnce sync.Once
 }
@@ -89,7 +92,7 @@ func dialBusRelay(address string) (*busRelay, *net.UnixConn, error) {
 		}
 		return nil, nil, err
 	}
-	r := &busRelay{bus: bus, local: local, refusals: make(chan *tooLarge, refusalQueue)}
+	r := &busRelay{bus: bus, local: local, refusals: make(chan refusal, refusalQueue)}
 	return r, inner, nil
 }
 
@@ -197,8 +200,8 @@ func (r *busRelay) run(log func(format string, args ...any)) {
 // answer sends the LimitsExceeded errors for skipped calls through conn,
 // the connection godbus made over the relay, until the relay ends.
 func (r *busRelay) answer(conn *godbus.Conn) {
-	for big := range r.refusals {
-		_ = conn.Send(refusalFor(big), nil)
+	for f := range r.refusals {
+		_ = conn.Send(errorFor(f), nil)
 	}
 }
 
@@ -288,20 +291,24 @@ func (r *busRelay) messages(in *relayReader, first []byte, log func(format strin
 		}
 		total, err := messageLength(hdr[:])
 		var big *tooLarge
-		if errors.As(err, &big) && (big.typ == godbus.TypeMethodCall || big.typ == godbus.TypeSignal) {
-			if err := r.skip(in, hdr[:], big); err != nil {
-				return err
-			}
-			if n := r.skipped.Add(1); n&(n-1) == 0 {
-				log("Skipped %d calls or signals from the system bus larger than %d bytes (the latest %d bytes)", n, maxMessageSize, big.length)
-			}
-			continue
-		}
-		if big != nil {
+		if errors.As(err, &big) {
 			total = int(big.length)
 		} else if err != nil {
 			return err
 		}
+		switch godbus.Type(hdr[1]) {
+		case godbus.TypeMethodCall, godbus.TypeSignal:
+			if big != nil {
+				err = r.skip(in, hdr[:], big, log)
+			} else {
+				err = r.screen(in, hdr[:], buf[:total], log)
+			}
+			if err != nil {
+				return err
+			}
+			continue
+		}
+		// A reply or an error: an answer to contidd's own call.
 		if err := in.forward(r.local, hdr[:]); err != nil {
 			return err
 		}
@@ -318,28 +325,119 @@ func (r *busRelay) messages(in *relayReader, first []byte, log func(format strin
 	}
 }
 
-// skip reads an oversized message to its end without keeping it: its
-// header fields, when they are small, to learn whom to answer, and its
-// body into a scratch buffer. Descriptors with it are closed.
-func (r *busRelay) skip(in *relayReader, hdr []byte, big *tooLarge) error {
+// screen reads a call or signal within maxMessageSize whole and passes it
+// to godbus only if godbus may decode it:
+//   - A signal sent to contidd by name (unicast) is dropped unless the bus
+//     itself sent it. contidd's match rules already choose whose broadcast
+//     signals arrive; a unicast signal reaches it whatever it asked for,
+//     and godbus hands every signal to every subscriber.
+//   - Descriptors come only with a call, as arguments of type h at the top
+//     level of its body. godbus v5.2.4 panics on an array of descriptors,
+//     and keeps, unclosed, the descriptors of a message no handler takes.
+//
+// A call that is refused is answered.
+func (r *busRelay) screen(in *relayReader, hdr, msg []byte, log func(format string, args ...any)) error {
+	copy(msg, hdr)
+	if err := in.readFull(msg[len(hdr):]); err != nil {
+		return err
+	}
+	order := byteOrder(hdr[0])
+	fieldsLen := int(order.Uint32(hdr[12:16]))
+	h, ok := parseHeaderFields(&sliceFields{b: msg[16:min(16+fieldsLen, len(msg))]}, order)
+	typ, flags := godbus.Type(hdr[1]), godbus.Flags(hdr[2])
+	refuse := func(name, text string) error {
+		in.dropFDs()
+		n := r.screened.Add(1)
+		if n&(n-1) == 0 {
+			log("Screened out %d calls or signals from the system bus (the latest from %s: %s)", n, h.sender, text)
+		}
+		if typ == godbus.TypeMethodCall && flags&godbus.FlagNoReplyExpected == 0 && ok {
+			r.refuse(refusal{serial: order.Uint32(hdr[8:12]), sender: h.sender, name: name, text: text})
+		}
+		return nil
+	}
+	switch {
+	case !ok:
+		return refuse(client.NameInvalidArgs, "header fields contidd cannot read")
+	case typ == godbus.TypeSignal && h.destination != "" && h.sender != ifaceBus:
+		return refuse("", "a signal sent to contidd by name")
+	case len(in.fds) > 0 || h.unixFDs > 0:
+		if typ != godbus.TypeMethodCall {
+			return refuse("", "a signal with descriptors")
+		}
+		if top, nested := descriptorArgs(h.signature); nested || top != int(h.unixFDs) || top != len(in.fds) {
+			return refuse(client.NameInvalidArgs, "descriptors are accepted only as arguments of type h, one per argument")
+		}
+	}
+	return in.forward(r.local, msg)
+}
+
+// descriptorArgs counts the h arguments at the top level of a signature,
+// and says whether an h is nested in an array, struct or dict entry (or
+// the signature is malformed). A variant's h cannot be told from the
+// signature; the count of top-level h against the descriptors sent
+// leaves it none to refer to.
+func descriptorArgs(sig string) (top int, nested bool) {
+	for i := 0; i < len(sig); {
+		if sig[i] == 'h' {
+			top++
+			i++
+			continue
+		}
+		end := completeTypeEnd(sig, i)
+		if end < 0 {
+			return top, true
+		}
+		if strings.IndexByte(sig[i:end], 'h') >= 0 {
+			nested = true
+		}
+		i = end
+	}
+	return top, nested
+}
+
+// completeTypeEnd is the index just after the single complete type that
+// starts at sig[i], or -1 if there is none.
+func completeTypeEnd(sig string, i int) int {
+	switch sig[i] {
+	case 'a':
+		if i+1 >= len(sig) {
+			return -1
+		}
+		return completeTypeEnd(sig, i+1)
+	case '(', '{':
+		depth := 0
+		for j := i; j < len(sig); j++ {
+			switch sig[j] {
+			case '(', '{':
+				depth++
+			case ')', '}':
+				depth--
+				if depth == 0 {
+					return j + 1
+				}
+			}
+		}
+		return -1
+	}
+	return i + 1
+}
+
+// skip reads an oversized call or signal to its end without keeping it.
+// Its header fields are walked as they stream past, for the sender a
+// call is answered at; the body goes through a scratch buffer.
+// Descriptors with it are closed.
+func (r *busRelay) skip(in *relayReader, hdr []byte, big *tooLarge, log func(format string, args ...any)) error {
 	defer in.dropFDs()
 	order := byteOrder(hdr[0])
 	fieldsLen := uint64(order.Uint32(hdr[12:16]))
-	rest := big.length - 16
-	if big.wantsReply() && fieldsLen <= maxMessageSize {
-		fields := make([]byte, (fieldsLen+7)&^7)
-		if err := in.readFull(fields); err != nil {
-			return err
-		}
-		rest -= uint64(len(fields))
-		if sender, ok := headerString(fields[:fieldsLen], order, byte(godbus.FieldSender)); ok {
-			big.sender = sender
-			select {
-			case r.refusals <- big:
-			default:
-			}
-		}
+	src := &streamFields{in: in, left: int64(fieldsLen)}
+	h, ok := parseHeaderFields(src, order)
+	if src.err != nil {
+		return src.err
 	}
+	// What the walk left of the fields, their padding, and the body.
+	rest := uint64(src.left) + ((fieldsLen+7)&^7 - fieldsLen) + (big.length - 16 - (fieldsLen+7)&^7)
 	var scratch [16 << 10]byte
 	for rest > 0 {
 		p := scratch[:min(rest, uint64(len(scratch)))]
@@ -349,17 +447,44 @@ func (r *busRelay) skip(in *relayReader, hdr []byte, big *tooLarge) error {
 		in.dropFDs()
 		rest -= uint64(len(p))
 	}
+	if n := r.skipped.Add(1); n&(n-1) == 0 {
+		log("Skipped %d calls or signals from the system bus larger than %d bytes (the latest %d bytes)", n, maxMessageSize, big.length)
+	}
+	if big.wantsReply() && ok && h.sender != "" {
+		r.refuse(refusal{serial: big.serial, sender: h.sender, name: client.NameLimitsExceeded,
+			text: fmt.Sprintf("message of %d bytes: contidd reads at most %d bytes per message", big.length, maxMessageSize)})
+	}
 	return nil
 }
 
-// refusalFor is the LimitsExceeded error for a skipped call.
-func refusalFor(big *tooLarge) *godbus.Message {
+// refusal is an error answer the relay owes a caller.
+type refusal struct {
+	serial             uint32
+	sender, name, text string
+}
+
+// refuse queues an answer. The queue is drained by a goroutine writing
+// through godbus; when it is full, as under a flood of refused calls, the
+// answer is dropped and counted rather than the reader made to wait.
+func (r *busRelay) refuse(f refusal) {
+	if f.name == "" || f.sender == "" {
+		return
+	}
+	select {
+	case r.refusals <- f:
+	default:
+		r.unanswered.Add(1)
+	}
+}
+
+// errorFor is the error message of a refusal.
+func errorFor(f refusal) *godbus.Message {
 	return &godbus.Message{Type: godbus.TypeError, Flags: godbus.FlagNoReplyExpected, Headers: map[godbus.HeaderField]godbus.Variant{
-		godbus.FieldReplySerial: godbus.MakeVariant(big.serial),
-		godbus.FieldDestination: godbus.MakeVariant(big.sender),
-		godbus.FieldErrorName:   godbus.MakeVariant(client.NameLimitsExceeded),
+		godbus.FieldReplySerial: godbus.MakeVariant(f.serial),
+		godbus.FieldDestination: godbus.MakeVariant(f.sender),
+		godbus.FieldErrorName:   godbus.MakeVariant(f.name),
 		godbus.FieldSignature:   godbus.MakeVariant(godbus.SignatureOf("")),
-	}, Body: []any{fmt.Sprintf("message of %d bytes: contidd reads at most %d bytes per message", big.length, maxMessageSize)}}
+	}, Body: []any{f.text}}
 }
 
 func byteOrder(mark byte) binary.ByteOrder {
@@ -369,55 +494,172 @@ func byteOrder(mark byte) binary.ByteOrder {
 	return binary.LittleEndian
 }
 
-// headerString finds a string-valued field in a message's header field
-// array, a(yv). godbus decodes header fields only as part of a whole
-// message, and the point here is not to read the whole message. Fields
-// carry o, s, g or u values; anything else, or fields that end short,
-// leave the field unfound. Of repeated fields the last counts, and
-// terminating NULs are not checked, as in godbus: the value only says
-// whom to answer.
-func headerString(fields []byte, order binary.ByteOrder, code byte) (string, bool) {
-	align := func(off, n int) int { return (off + n - 1) &^ (n - 1) }
-	var value string
-	var found bool
-	for off := 0; off < len(fields); {
-		off = align(off, 8)
-		if off+4 > len(fields) || fields[off+1] != 1 {
-			return "", false
+// busHeader is what the relay reads from a message's header fields.
+type busHeader struct {
+	sender, destination, signature string
+	unixFDs                        uint32
+}
+
+// fieldSource gives the bytes of a header field array in order; offset is
+// from the array's start (which is 8-aligned in the message). What take
+// returns is valid until the next call.
+type fieldSource interface {
+	take(n int) ([]byte, bool)
+	skip(n int) bool
+	offset() int
+	more() bool
+}
+
+// parseHeaderFields walks a message's header field array, a(yv). godbus
+// decodes header fields only as part of a whole message, and the point
+// here is to judge a message before it is decoded, or without reading it
+// whole. Fields carry o, s, g or u values; anything else, or fields that
+// end short, fail the walk. Of repeated fields the last counts, and
+// terminating NULs are not checked, as in godbus. Strings longer than a
+// bus name may be (255 bytes) are skipped unread.
+func parseHeaderFields(src fieldSource, order binary.ByteOrder) (busHeader, bool) {
+	var h busHeader
+	align := func(n int) bool {
+		return src.skip((n - src.offset()%n) % n)
+	}
+	for src.more() {
+		if !align(8) {
+			return h, false
 		}
-		field, sig := fields[off], fields[off+2]
-		off += 4
+		b, ok := src.take(4)
+		if !ok {
+			return h, false
+		}
+		if b[1] != 1 {
+			return h, false
+		}
+		field, sig := godbus.HeaderField(b[0]), b[2]
 		switch sig {
 		case 's', 'o':
-			off = align(off, 4)
-			if off+4 > len(fields) {
-				return "", false
+			if !align(4) {
+				return h, false
 			}
-			n := uint64(order.Uint32(fields[off:]))
-			end := uint64(off) + 4 + n
-			if end >= uint64(len(fields)) {
-				return "", false
+			lb, ok := src.take(4)
+			if !ok {
+				return h, false
 			}
-			if field == code && sig == 's' {
-				value, found = string(fields[off+4:end]), true
+			n := int64(order.Uint32(lb))
+			if n > 255 {
+				if !src.skip(int(n) + 1) {
+					return h, false
+				}
+				continue
 			}
-			off = int(end) + 1
+			v, ok := src.take(int(n) + 1)
+			if !ok {
+				return h, false
+			}
+			if sig == 's' {
+				switch field {
+				case godbus.FieldSender:
+					h.sender = string(v[:n])
+				case godbus.FieldDestination:
+					h.destination = string(v[:n])
+				}
+			}
 		case 'g':
-			if off >= len(fields) {
-				return "", false
+			lb, ok := src.take(1)
+			if !ok {
+				return h, false
 			}
-			off += 1 + int(fields[off]) + 1
+			n := int(lb[0]) // before the next take reuses lb
+			v, ok := src.take(n + 1)
+			if !ok {
+				return h, false
+			}
+			if field == godbus.FieldSignature {
+				h.signature = string(v[:n])
+			}
 		case 'u':
-			off = align(off, 4) + 4
-			if off > len(fields) {
-				return "", false
+			if !align(4) {
+				return h, false
+			}
+			v, ok := src.take(4)
+			if !ok {
+				return h, false
+			}
+			if field == godbus.FieldUnixFDs {
+				h.unixFDs = order.Uint32(v)
 			}
 		default:
-			return "", false
+			return h, false
 		}
 	}
-	return value, found
+	return h, true
 }
+
+// sliceFields is a fieldSource over header fields in memory.
+type sliceFields struct {
+	b   []byte
+	off int
+}
+
+func (s *sliceFields) take(n int) ([]byte, bool) {
+	if n < 0 || s.off+n > len(s.b) {
+		return nil, false
+	}
+	p := s.b[s.off : s.off+n]
+	s.off += n
+	return p, true
+}
+
+func (s *sliceFields) skip(n int) bool {
+	_, ok := s.take(n)
+	return ok
+}
+
+func (s *sliceFields) offset() int { return s.off }
+
+func (s *sliceFields) more() bool { return s.off < len(s.b) }
+
+// streamFields is a fieldSource that reads header fields from the bus as
+// the walk needs them, never more than left.
+type streamFields struct {
+	in   *relayReader
+	left int64
+	off  int
+	buf  [260]byte
+	err  error
+}
+
+func (s *streamFields) take(n int) ([]byte, bool) {
+	if n < 0 || n > len(s.buf) || int64(n) > s.left || s.err != nil {
+		return nil, false
+	}
+	if s.err = s.in.readFull(s.buf[:n]); s.err != nil {
+		return nil, false
+	}
+	s.left -= int64(n)
+	s.off += n
+	return s.buf[:n], true
+}
+
+func (s *streamFields) skip(n int) bool {
+	if n < 0 || int64(n) > s.left || s.err != nil {
+		return false
+	}
+	var scratch [4 << 10]byte
+	for rest := n; rest > 0; {
+		p := scratch[:min(rest, len(scratch))]
+		if s.err = s.in.readFull(p); s.err != nil {
+			return false
+		}
+		s.in.dropFDs()
+		rest -= len(p)
+	}
+	s.left -= int64(n)
+	s.off += n
+	return true
+}
+
+func (s *streamFields) offset() int { return s.off }
+
+func (s *streamFields) more() bool { return s.left > 0 && s.err == nil }
 
 // relayReader reads from dbus-daemon and keeps the descriptors received
 // until they are forwarded with the bytes of their message.

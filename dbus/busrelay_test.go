@@ -8,6 +8,7 @@ import (
 	"unicode/utf8"
 
 	godbus "github.com/godbus/dbus/v5"
+	"golang.org/x/sys/unix"
 
 	"github.com/contid/contid/dbus/client"
 )
@@ -56,26 +57,77 @@ func TestHeaderSender(t *testing.T) {
 		name   string
 		raw    []byte
 		sender string
-		found  bool
 	}{
-		{"little-endian call", busMessage(t, le, godbus.TypeMethodCall, ":1.42", "x"), ":1.42", true},
-		{"big-endian call", busMessage(t, be, godbus.TypeMethodCall, ":1.7", uint32(3)), ":1.7", true},
-		{"signal", busMessage(t, le, godbus.TypeSignal, ":1.9"), ":1.9", true},
-		{"no sender", busMessage(t, le, godbus.TypeMethodCall, ""), "", false},
-		{"long sender", busMessage(t, le, godbus.TypeMethodCall, ":1.123456789"), ":1.123456789", true},
+		{"little-endian call", busMessage(t, le, godbus.TypeMethodCall, ":1.42", "x"), ":1.42"},
+		{"big-endian call", busMessage(t, be, godbus.TypeMethodCall, ":1.7", uint32(3)), ":1.7"},
+		{"signal", busMessage(t, le, godbus.TypeSignal, ":1.9"), ":1.9"},
+		{"no sender", busMessage(t, le, godbus.TypeMethodCall, ""), ""},
+		{"long sender", busMessage(t, le, godbus.TypeMethodCall, ":1.123456789"), ":1.123456789"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			fields, order, _ := headerFields(tt.raw)
-			got, ok := headerString(fields, order, byte(godbus.FieldSender))
-			if ok != tt.found || got != tt.sender {
-				t.Errorf("got %q, %v; want %q, %v", got, ok, tt.sender, tt.found)
+			h, ok := parseHeaderFields(&sliceFields{b: fields}, order)
+			if !ok || h.sender != tt.sender || h.destination != client.BusName {
+				t.Errorf("got %+v, %v; want sender %q", h, ok, tt.sender)
+			}
+			// Streamed, the walk finds the same.
+			in, cleanup := streamOf(t, fields)
+			defer cleanup()
+			src := &streamFields{in: in, left: int64(len(fields))}
+			if hs, ok := parseHeaderFields(src, order); !ok || hs != h {
+				t.Errorf("streamed: got %+v, %v; want %+v", hs, ok, h)
 			}
 			// Every truncation of the fields is walked without a panic
 			// and yields the sender or nothing.
 			for i := range fields {
-				if got, ok := headerString(fields[:i], order, byte(godbus.FieldSender)); ok && got != tt.sender {
-					t.Fatalf("fields cut at %d: got %q", i, got)
+				if h, ok := parseHeaderFields(&sliceFields{b: fields[:i]}, order); ok && h.sender != "" && h.sender != tt.sender {
+					t.Fatalf("fields cut at %d: got %q", i, h.sender)
 				}
+			}
+		})
+	}
+}
+
+// streamOf is a relayReader from which fields can be read, as the relay
+// reads from the bus.
+func streamOf(t *testing.T, fields []byte) (*relayReader, func()) {
+	t.Helper()
+	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(pair[1])
+	if _, err := unix.Write(pair[1], fields); err != nil {
+		t.Fatal(err)
+	}
+	c, err := fileUnixConn(pair[0], "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &relayReader{conn: c, oob: make([]byte, unix.CmsgSpace(4*4))}, func() { c.Close() }
+}
+
+func TestDescriptorArgs(t *testing.T) {
+	for _, tt := range []struct {
+		sig    string
+		top    int
+		nested bool
+	}{
+		{"hta{sv}", 1, false},
+		{"", 0, false},
+		{"hh", 2, false},
+		{"ah", 0, true},
+		{"a{sh}", 0, true},
+		{"(h)", 0, true},
+		{"aah", 0, true},
+		{"sa(ih)h", 1, true},
+		{"v", 0, false},
+		{"a", 0, true},
+		{"(h", 0, true},
+	} {
+		t.Run(tt.sig, func(t *testing.T) {
+			if top, nested := descriptorArgs(tt.sig); top != tt.top || nested != tt.nested {
+				t.Errorf("got %d, %v; want %d, %v", top, nested, tt.top, tt.nested)
 			}
 		})
 	}
@@ -113,10 +165,22 @@ func FuzzHeaderSender(f *testing.F) {
 	f.Add(busMessage(f, be, godbus.TypeSignal, ":1.7", uint32(3)), ":1.7000", true)
 	f.Fuzz(func(t *testing.T, raw []byte, sender string, bigEndian bool) {
 		if fields, order, ok := headerFields(raw); ok {
-			got, found := headerString(fields, order, byte(godbus.FieldSender))
+			h, found := parseHeaderFields(&sliceFields{b: fields}, order)
 			if msg, err := godbus.DecodeMessage(bytes.NewReader(raw)); err == nil && found {
-				if want, _ := msg.Headers[godbus.FieldSender].Value().(string); got != want {
-					t.Fatalf("relay found sender %q; godbus decoded %q", got, want)
+				want := func(f godbus.HeaderField) string {
+					switch v := msg.Headers[f].Value().(type) {
+					case string:
+						if len(v) <= 255 {
+							return v
+						}
+					case godbus.Signature:
+						return v.String()
+					}
+					return ""
+				}
+				fds, _ := msg.Headers[godbus.FieldUnixFDs].Value().(uint32)
+				if h.sender != want(godbus.FieldSender) || h.destination != want(godbus.FieldDestination) || h.signature != want(godbus.FieldSignature) || h.unixFDs != fds {
+					t.Fatalf("relay read %+v; godbus decoded %v", h, msg.Headers)
 				}
 			}
 		}
@@ -127,9 +191,12 @@ func FuzzHeaderSender(f *testing.F) {
 		if bigEndian {
 			order = be
 		}
+		if len(sender) > 255 {
+			return // no bus name is this long
+		}
 		fields, _, _ := headerFields(busMessage(t, order, godbus.TypeMethodCall, sender, raw))
-		if got, found := headerString(fields, order, byte(godbus.FieldSender)); !found || got != sender {
-			t.Fatalf("relay found %q, %v in a message from %q", got, found, sender)
+		if h, found := parseHeaderFields(&sliceFields{b: fields}, order); !found || h.sender != sender || h.signature != "ay" {
+			t.Fatalf("relay read %+v, %v in a message from %q", h, found, sender)
 		}
 	})
 }

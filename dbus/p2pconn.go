@@ -369,9 +369,6 @@ type tooLarge struct {
 	serial uint32
 	typ    godbus.Type
 	flags  godbus.Flags
-	// sender is whom to answer on the bus; the peer-to-peer server
-	// knows its peer without it.
-	sender string
 }
 
 func (e *tooLarge) Error() string {
