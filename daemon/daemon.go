@@ -95,7 +95,7 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return fmt.Errorf("find the cgroup2 hierarchy: %w", err)
 	}
-	bpf, err := kernel.Load(kernel.Options{PinDir: cfg.PinDirectory, Mode: string(cfg.Mode)})
+	bpf, err := kernel.Load(kernel.Options{PinDir: cfg.PinDirectory, Mode: string(cfg.Mode), MaxDepth: cfg.MaxDepth})
 	if err != nil {
 		return fmt.Errorf("load the kernel layer: %w", err)
 	}

@@ -40,6 +40,10 @@ type Options struct {
 	// Mode: "auto" (default) probes, "tracking" skips the LSM programs,
 	// "enforcing" fails unless they load.
 	Mode string
+	// MaxDepth caps the nesting depth of the kernel's autotag,
+	// 1..contid.MaxDepth; 0 means contid.MaxDepth. It is written on every
+	// Load, so a pinned value from an earlier configuration never lingers.
+	MaxDepth int
 }
 
 // BPF is the loaded kernel layer. It implements Tracker.
@@ -126,6 +130,14 @@ func Load(opts Options) (*BPF, error) {
 		return nil, fmt.Errorf("parse contid's eBPF object: %w", err)
 	}
 	if err := b.openMaps(spec); err != nil {
+		b.Close()
+		return nil, err
+	}
+	// Before autotag attaches, so no cgroup is tagged under an old limit.
+	if opts.MaxDepth == 0 {
+		opts.MaxDepth = maxDepth
+	}
+	if err := b.SetMaxDepth(opts.MaxDepth); err != nil {
 		b.Close()
 		return nil, err
 	}
