@@ -48,12 +48,22 @@ func AuditPipeline(journalSocket string) func(ctx context.Context, d *Daemon) er
 		} else if !was {
 			d.Log.Logf(cdbus.PrioNotice, "Kernel auditing was off; switched it on.")
 		}
+		if limit := d.Config.BacklogLimit; limit > 0 {
+			if was, err := ctl.RaiseBacklogLimit(limit); err != nil {
+				d.Log.Logf(cdbus.PrioWarning, "%v", err)
+			} else if was < limit {
+				d.Log.Logf(cdbus.PrioNotice, "Raised the kernel audit backlog limit from %d to %d.", was, limit)
+			}
+		}
 		if d.Config.LoadRules {
-			loaded, err := ctl.LoadRules(d.Config.RulesFile)
+			loaded, refused, err := ctl.LoadRules(d.Config.RulesFile)
 			if err != nil {
 				d.Log.Logf(cdbus.PrioWarning, "Loading audit rules from %s: %v", d.Config.RulesFile, err)
 			} else {
-				d.Log.Logf(cdbus.PrioInfo, "Loaded %d audit rules from %s.", len(loaded), d.Config.RulesFile)
+				for _, rl := range refused {
+					d.Log.Logf(cdbus.PrioWarning, "Audit rules %s, line %d (%s) not loaded: %v", d.Config.RulesFile, rl.Number, rl.Text, rl.Err)
+				}
+				d.Log.Logf(cdbus.PrioInfo, "Loaded %d audit rules from %s (%d lines not loaded).", len(loaded), d.Config.RulesFile, len(refused))
 			}
 		}
 

@@ -15,6 +15,7 @@ import (
 	libaudit "github.com/elastic/go-libaudit/v2"
 	"github.com/elastic/go-libaudit/v2/auparse"
 	"github.com/elastic/go-libaudit/v2/rule"
+	"github.com/elastic/go-libaudit/v2/rule/flags"
 	"golang.org/x/sys/unix"
 )
 
@@ -100,6 +101,25 @@ func (c *Control) Enable() (wasEnabled bool, err error) {
 	return false, nil
 }
 
+// RaiseBacklogLimit raises the kernel's audit backlog limit to limit if
+// it is lower, and returns the limit it found. It never lowers the limit:
+// with an audit daemon running, the backlog is that daemon's to size, and
+// contidd only makes sure bursts queue rather than drop below its own
+// floor.
+func (c *Control) RaiseBacklogLimit(limit uint32) (was uint32, err error) {
+	st, err := c.Status()
+	if err != nil {
+		return 0, err
+	}
+	if st.BacklogLimit >= limit {
+		return st.BacklogLimit, nil
+	}
+	if err := c.SetStatus(libaudit.AuditStatus{Mask: libaudit.AuditStatusBacklogLimit, BacklogLimit: limit}); err != nil {
+		return st.BacklogLimit, fmt.Errorf("raise the audit backlog limit to %d: %w", limit, err)
+	}
+	return st.BacklogLimit, nil
+}
+
 // WriteUser logs text as a user record of the given type. The kernel
 // prefixes the caller's pid, uid, auid, session and label and wraps the
 // text in msg='...'. With auditing disabled the kernel accepts the
@@ -145,64 +165,104 @@ func (c *Control) request(typ uint16, data []byte) error {
 	return errors.New("no acknowledgement from the kernel")
 }
 
-// ParseRules parses the syscall rules (-a, -A) of a file in auditctl
-// syntax, the form /etc/audit/rules.d uses. Control lines (-D, -b, -e,
-// -f, ...) are skipped: LoadRules adds rules, it does not reconfigure
-// auditing.
-func ParseRules(r io.Reader) ([]rule.WireFormat, []string, error) {
-	var wires []rule.WireFormat
-	var lines []string
+// RuleLine is one line of a rules file: a rule contidd can add (Wire),
+// or one it will not, with the reason (Err).
+type RuleLine struct {
+	Number int
+	Text   string
+	Wire   rule.WireFormat
+	Err    error
+}
+
+// RulesFile is a parsed rules file in auditctl syntax, the form
+// /etc/audit/rules.d uses.
+type RulesFile struct {
+	Rules   []RuleLine
+	Refused []RuleLine
+}
+
+// ErrNotARule: a rules line that configures auditing (-D, -b, -e, -f,
+// ...) rather than adding a rule. contidd adds rules; it does not delete
+// the kernel's or reconfigure auditing from a rules file.
+var ErrNotARule = errors.New("not a rule that can be added")
+
+// ParseRules parses every line with go-libaudit's auditctl flag parser,
+// so syscall rules (-a, -A) and file watches (-w) alike are built; each
+// line it cannot parse or build is kept in Refused with the reason,
+// never dropped unseen. The error is for a file that cannot be read.
+func ParseRules(r io.Reader) (RulesFile, error) {
+	var f RulesFile
 	sc := bufio.NewScanner(r)
 	for n := 1; sc.Scan(); n++ {
 		line := strings.TrimSpace(sc.Text())
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
-		if !strings.HasPrefix(line, "-a") && !strings.HasPrefix(line, "-A") {
+		rl := RuleLine{Number: n, Text: line}
+		parsed, err := flags.Parse(line)
+		switch {
+		case err != nil:
+			rl.Err = err
+		case parsed.TypeOf() == rule.DeleteAllRuleType:
+			rl.Err = ErrNotARule
+		default:
+			rl.Wire, rl.Err = rule.Build(parsed)
+		}
+		if rl.Err != nil {
+			f.Refused = append(f.Refused, rl)
 			continue
 		}
-		rl, err := parseRuleLine(line)
-		if err != nil {
-			return nil, nil, fmt.Errorf("rules line %d %q: %w", n, line, err)
-		}
-		wf, err := rule.Build(rl)
-		if err != nil {
-			return nil, nil, fmt.Errorf("rules line %d %q: %w", n, line, err)
-		}
-		wires = append(wires, wf)
-		lines = append(lines, line)
+		f.Rules = append(f.Rules, rl)
 	}
 	if err := sc.Err(); err != nil {
-		return nil, nil, err
+		return RulesFile{}, err
 	}
-	return wires, lines, nil
+	return f, nil
 }
 
 // LoadRules adds every rule of the file to the kernel. A rule the kernel
 // already holds (EEXIST) is left alone, so loading twice is harmless. It
 // returns the rules it added, so a caller (a test) can remove exactly
-// those again.
-func (c *Control) LoadRules(path string) ([]rule.WireFormat, error) {
-	f, err := os.Open(path)
+// those again, and the lines it did not load: those ParseRules refused,
+// and those the kernel refused, each with the reason.
+func (c *Control) LoadRules(path string) (added []rule.WireFormat, refused []RuleLine, err error) {
+	fh, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("audit rules: %w", err)
+		return nil, nil, fmt.Errorf("audit rules: %w", err)
 	}
-	defer f.Close()
-	wires, lines, err := ParseRules(f)
+	defer fh.Close()
+	f, err := ParseRules(fh)
 	if err != nil {
-		return nil, fmt.Errorf("audit rules %s: %w", path, err)
+		return nil, nil, fmt.Errorf("audit rules %s: %w", path, err)
 	}
-	var added []rule.WireFormat
-	for i, wf := range wires {
-		if err := c.AddRule(wf); err != nil {
+	refused = f.Refused
+	for _, rl := range f.Rules {
+		if err := c.AddRule(rl.Wire); err != nil {
 			if errors.Is(err, ErrRuleExists) {
 				continue
 			}
-			return added, fmt.Errorf("audit rules %s: %q: %w", path, lines[i], err)
+			rl.Err = err
+			refused = append(refused, rl)
+			continue
 		}
-		added = append(added, wf)
+		added = append(added, rl.Wire)
 	}
-	return added, nil
+	return added, refused, nil
+}
+
+// Rules lists the rules the kernel holds, in wire format.
+func (c *Control) Rules() ([]rule.WireFormat, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	raw, err := c.client.GetRules()
+	if err != nil {
+		return nil, fmt.Errorf("list audit rules: %w", err)
+	}
+	rules := make([]rule.WireFormat, len(raw))
+	for i, r := range raw {
+		rules[i] = r
+	}
+	return rules, nil
 }
 
 // AddRule adds one rule in wire format.
@@ -221,70 +281,4 @@ func (c *Control) DeleteRule(wf rule.WireFormat) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.request(uint16(auparse.AUDIT_DEL_RULE), wf)
-}
-
-// ErrRuleSyntax: a rules line uses something parseRuleLine does not know.
-var ErrRuleSyntax = errors.New("unsupported audit rule syntax")
-
-// parseRuleLine reads the subset of auditctl syntax contid's rules use:
-// -a/-A list,action, -F field<op>value, -S syscall[,syscall], -k key.
-// Values are single words, so no shell quoting is needed (and no extra
-// module: go-libaudit's own flag parser pulls in a shell-quote package).
-func parseRuleLine(line string) (rule.Rule, error) {
-	words := strings.Fields(line)
-	r := &rule.SyscallRule{}
-	for i := 0; i < len(words); i++ {
-		flag := words[i]
-		if i+1 >= len(words) {
-			return nil, fmt.Errorf("%w: %s needs a value", ErrRuleSyntax, flag)
-		}
-		i++
-		arg := words[i]
-		switch flag {
-		case "-a", "-A":
-			r.Type = rule.AppendSyscallRuleType
-			if flag == "-A" {
-				r.Type = rule.PrependSyscallRuleType
-			}
-			list, action, ok := strings.Cut(arg, ",")
-			if !ok {
-				return nil, fmt.Errorf("%w: %s %s: want list,action", ErrRuleSyntax, flag, arg)
-			}
-			if list == "always" || list == "never" {
-				list, action = action, list
-			}
-			r.List, r.Action = list, action
-		case "-S":
-			r.Syscalls = append(r.Syscalls, strings.Split(arg, ",")...)
-		case "-k":
-			r.Keys = append(r.Keys, arg)
-		case "-F":
-			f, err := parseFilter(arg)
-			if err != nil {
-				return nil, err
-			}
-			r.Filters = append(r.Filters, f)
-		default:
-			return nil, fmt.Errorf("%w: flag %s", ErrRuleSyntax, flag)
-		}
-	}
-	if r.Type == 0 {
-		return nil, fmt.Errorf("%w: no -a or -A", ErrRuleSyntax)
-	}
-	return r, nil
-}
-
-func parseFilter(arg string) (rule.FilterSpec, error) {
-	// Longest operators first, so "!=" is not read as "=".
-	for _, op := range []string{"!=", "<=", ">=", "&=", "=", "<", ">", "&"} {
-		if i := strings.Index(arg, op); i > 0 {
-			return rule.FilterSpec{
-				Type:       rule.ValueFilterType,
-				LHS:        arg[:i],
-				Comparator: op,
-				RHS:        arg[i+len(op):],
-			}, nil
-		}
-	}
-	return rule.FilterSpec{}, fmt.Errorf("%w: filter %q", ErrRuleSyntax, arg)
 }

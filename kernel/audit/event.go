@@ -4,9 +4,10 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/elastic/go-libaudit/v2/auparse"
+
 	"github.com/contid/contid"
 	"github.com/contid/contid/kernel"
-	"github.com/elastic/go-libaudit/v2/auparse"
 )
 
 // Event is one reassembled audit event: every record the kernel emitted

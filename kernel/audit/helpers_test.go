@@ -234,15 +234,16 @@ func (s *auditSession) setBacklog(limit, waitTime uint32) {
 // addRule adds one auditctl-syntax rule and deletes it when the test ends.
 func (s *auditSession) addRule(line string) {
 	s.t.Helper()
-	wires, _, err := audit.ParseRules(strings.NewReader(line))
-	if err != nil || len(wires) != 1 {
-		s.t.Fatalf("rule %q: %v", line, err)
+	f, err := audit.ParseRules(strings.NewReader(line))
+	if err != nil || len(f.Rules) != 1 {
+		s.t.Fatalf("rule %q: %v %+v", line, err, f.Refused)
 	}
-	if err := s.ctl.AddRule(wires[0]); err != nil && !errors.Is(err, audit.ErrRuleExists) {
+	wire := f.Rules[0].Wire
+	if err := s.ctl.AddRule(wire); err != nil && !errors.Is(err, audit.ErrRuleExists) {
 		s.t.Fatalf("add rule %q: %v", line, err)
 	}
 	s.t.Cleanup(func() {
-		if err := s.ctl.DeleteRule(wires[0]); err != nil {
+		if err := s.ctl.DeleteRule(wire); err != nil {
 			s.t.Errorf("delete rule %q: %v", line, err)
 		}
 	})

@@ -1,12 +1,14 @@
 package audit_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -451,7 +453,7 @@ func (h *stallingHandler) HandleEvent(ev *audit.Event) {
 // those rules again.
 func TestLoadRules(t *testing.T) {
 	s := newAuditSession(t)
-	added, err := s.ctl.LoadRules("../../units/contid.rules")
+	added, refused, err := s.ctl.LoadRules("../../units/contid.rules")
 	t.Cleanup(func() {
 		for _, wf := range added {
 			if err := s.ctl.DeleteRule(wf); err != nil {
@@ -462,15 +464,95 @@ func TestLoadRules(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(added) < 10 {
-		t.Fatalf("loaded %d rules, want at least 10", len(added))
+	if len(added) < 10 || len(refused) != 0 {
+		t.Fatalf("loaded %d rules, refused %+v; want at least 10, none refused", len(added), refused)
 	}
 	// Loading again is harmless: every rule already exists.
-	again, err := s.ctl.LoadRules("../../units/contid.rules")
-	if err != nil || len(again) != 0 {
-		t.Errorf("second load added %d rules, err %v; want 0, nil", len(again), err)
+	again, refused, err := s.ctl.LoadRules("../../units/contid.rules")
+	if err != nil || len(again) != 0 || len(refused) != 0 {
+		t.Errorf("second load added %d rules, refused %+v, err %v; want 0, none, nil", len(again), refused, err)
 	}
 	t.Logf("loaded %d rules", len(added))
+}
+
+// A rules file with file watches (-w) loads them: the kernel lists them
+// afterwards. A line the kernel refuses, and one that is not a rule, are
+// named with their line numbers; the rest still load.
+func TestLoadRulesWatches(t *testing.T) {
+	s := newAuditSession(t)
+	key := "contid-test-" + randomSuffix(t)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "test.rules")
+	content := strings.Join([]string{
+		"## watches",
+		"-w " + dir + "/watched -p wa -k " + key,
+		"-D",
+		"-a always,exit -F arch=b64 -S execve -F dir=/no/such/dir -k " + key,
+		"-w " + dir + "/also -p x -k " + key,
+	}, "\n") + "\n"
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	added, refused, err := s.ctl.LoadRules(path)
+	t.Cleanup(func() {
+		for _, wf := range added {
+			if err := s.ctl.DeleteRule(wf); err != nil {
+				t.Errorf("delete rule: %v", err)
+			}
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var refusedLines []int
+	for _, rl := range refused {
+		refusedLines = append(refusedLines, rl.Number)
+		t.Logf("line %d (%s) refused: %v", rl.Number, rl.Text, rl.Err)
+	}
+	if !slices.Contains(refusedLines, 3) {
+		t.Errorf("refused lines %v, want line 3 (-D) among them", refusedLines)
+	}
+	if len(added) < 2 {
+		t.Fatalf("added %d rules, want the two watches at least", len(added))
+	}
+	listed, err := s.ctl.Rules()
+	if err != nil {
+		t.Fatal(err)
+	}
+	watches := 0
+	for _, wf := range listed {
+		if bytes.Contains(wf, []byte(dir+"/watched")) || bytes.Contains(wf, []byte(dir+"/also")) {
+			watches++
+		}
+	}
+	if watches != 2 {
+		t.Errorf("the kernel lists %d of the 2 watches", watches)
+	}
+}
+
+// RaiseBacklogLimit raises a lower limit and leaves a higher one alone.
+func TestRaiseBacklogLimit(t *testing.T) {
+	s := newAuditSession(t)
+	for _, tt := range []struct {
+		start, raise, want uint32
+	}{
+		{64, 8192, 8192},
+		{16384, 8192, 16384},
+		{8192, 8192, 8192},
+	} {
+		s.setBacklog(tt.start, 60000)
+		was, err := s.ctl.RaiseBacklogLimit(tt.raise)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := s.ctl.Status()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if was != tt.start || st.BacklogLimit != tt.want {
+			t.Errorf("from %d, raise to %d: found %d, now %d; want %d, %d", tt.start, tt.raise, was, st.BacklogLimit, tt.start, tt.want)
+		}
+	}
 }
 
 // TestThroughput offers 1,000 exec/s for 10 s in one tagged cgroup and

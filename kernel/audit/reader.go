@@ -18,11 +18,12 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/contid/contid"
-	"github.com/contid/contid/kernel"
 	libaudit "github.com/elastic/go-libaudit/v2"
 	"github.com/elastic/go-libaudit/v2/auparse"
 	"golang.org/x/sys/unix"
+
+	"github.com/contid/contid"
+	"github.com/contid/contid/kernel"
 )
 
 // Attributor finds the container a process belonged to at a given time,

@@ -4,13 +4,15 @@ import (
 	"errors"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/elastic/go-libaudit/v2/auparse"
+
 	"github.com/contid/contid"
 	"github.com/contid/contid/kernel"
-	"github.com/elastic/go-libaudit/v2/auparse"
 )
 
 const (
@@ -317,30 +319,62 @@ func TestParseRulesFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	wires, lines, err := ParseRules(f)
+	rules, err := ParseRules(f)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(wires) < 10 || len(wires) != len(lines) {
-		t.Fatalf("parsed %d rules (%d lines), want at least 10", len(wires), len(lines))
+	if len(rules.Rules) < 10 || len(rules.Refused) != 0 {
+		t.Fatalf("parsed %d rules, refused %+v; want at least 10 and none refused", len(rules.Rules), rules.Refused)
 	}
-	for _, l := range lines {
-		if !strings.Contains(l, "-k contid") {
-			t.Errorf("rule %q lacks -k contid", l)
+	for _, rl := range rules.Rules {
+		if !strings.Contains(rl.Text, "-k contid") {
+			t.Errorf("rule %q lacks -k contid", rl.Text)
 		}
 	}
 }
 
-func TestParseRuleLineErrors(t *testing.T) {
-	for _, line := range []string{
-		"-a always",
-		"-a always,exit -S",
-		"-a always,exit -F arch",
-		"-a always,exit -C uid!=euid",
-		"-S execve",
-	} {
-		if _, err := parseRuleLine(line); !errors.Is(err, ErrRuleSyntax) {
-			t.Errorf("parseRuleLine(%q) error %v, want ErrRuleSyntax", line, err)
+// Every line of a rules file is either built or refused with its number
+// and reason; comments and blank lines are neither.
+func TestParseRules(t *testing.T) {
+	file := strings.Join([]string{
+		"# a comment",
+		"",
+		"-w /etc/shadow -p wa -k contid-shadow", // 3: a watch
+		"-a always,exit -F arch=b64 -S execve -k contid",          // 4: a syscall rule
+		"-a exit,always -F arch=b32 -S execve,execveat -k contid", // 5: list and action swapped
+		"-D",      // 6: deletes rules
+		"-b 8192", // 7: configures auditing
+		"-a always,exit -S no_such_syscall -F arch=b64", // 8: unknown syscall
+		"-a always",                     // 9: incomplete
+		"-w /etc/passwd -p x -k contid", // 10: a watch
+		"-a always,exit -F arch=b64 -S openat -F dir=/etc -k contid-etc", // 11
+	}, "\n")
+	got, err := ParseRules(strings.NewReader(file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var built, refused []int
+	for _, rl := range got.Rules {
+		if len(rl.Wire) == 0 || rl.Err != nil {
+			t.Errorf("line %d built without a wire form: %+v", rl.Number, rl)
+		}
+		built = append(built, rl.Number)
+	}
+	for _, rl := range got.Refused {
+		if rl.Err == nil || rl.Text == "" {
+			t.Errorf("line %d refused without a reason: %+v", rl.Number, rl)
+		}
+		refused = append(refused, rl.Number)
+	}
+	if want := []int{3, 4, 5, 10, 11}; !slices.Equal(built, want) {
+		t.Errorf("built lines %v, want %v", built, want)
+	}
+	if want := []int{6, 7, 8, 9}; !slices.Equal(refused, want) {
+		t.Errorf("refused lines %v, want %v (%+v)", refused, want, got.Refused)
+	}
+	for _, rl := range got.Refused {
+		if rl.Number == 6 && !errors.Is(rl.Err, ErrNotARule) {
+			t.Errorf("-D refused with %v, want ErrNotARule", rl.Err)
 		}
 	}
 }
