@@ -509,18 +509,8 @@ func TestBusOversizeSkipped(t *testing.T) {
 		{"control: no relay", contiddUnrelayed(t), false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			d := e.startWith(daemonOptions{binary: tt.binary})
-			defer d.kill()
+			d, conn, owner := startForBus(t, e, tt.binary)
 			pid := d.cmd.Process.Pid
-			conn, err := godbus.Connect(e.busAddr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
-			var owner string
-			if err := conn.BusObject().Call("org.freedesktop.DBus.GetNameOwner", 0, client.BusName).Store(&owner); err != nil {
-				t.Fatal(err)
-			}
 			_, before, err := statusKB(pid)
 			if err != nil {
 				t.Fatal(err)
@@ -583,18 +573,8 @@ func TestBusScreening(t *testing.T) {
 		{"control: no relay", contiddUnrelayed(t), false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			d := e.startWith(daemonOptions{binary: tt.binary})
-			defer d.kill()
+			d, conn, owner := startForBus(t, e, tt.binary)
 			pid := d.cmd.Process.Pid
-			conn, err := godbus.Connect(e.busAddr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
-			var owner string
-			if err := conn.BusObject().Call("org.freedesktop.DBus.GetNameOwner", 0, client.BusName).Store(&owner); err != nil {
-				t.Fatal(err)
-			}
 			null, err := os.Open(os.DevNull)
 			if err != nil {
 				t.Fatal(err)
@@ -614,7 +594,7 @@ func TestBusScreening(t *testing.T) {
 				defer cancel()
 				return conn.Object(client.BusName, client.ManagerPath).CallWithContext(ctx, "org.freedesktop.DBus.Peer.Ping", 0).Err
 			}
-			before := openFDs(t, pid)
+			before := fdCount(t, pid)
 			const signals = 200
 			fd := godbus.UnixFD(null.Fd())
 			for i := 0; i < signals; i++ {
@@ -627,7 +607,7 @@ func TestBusScreening(t *testing.T) {
 			if err := ping(); err != nil {
 				t.Fatalf("ping after the signals: %v", err)
 			}
-			grew := openFDs(t, pid) - before
+			grew := fdCount(t, pid) - before
 			t.Logf("%d signals with a descriptor each: contidd holds %d more descriptors", signals, grew)
 			if tt.relayed && grew > 10 {
 				t.Errorf("contidd kept %d descriptors", grew)
@@ -659,11 +639,21 @@ func TestBusScreening(t *testing.T) {
 	}
 }
 
-func openFDs(t *testing.T, pid int) int {
+// startForBus starts a contidd build and connects to the bus as root,
+// with contidd's unique name there: what a message sent to contidd by
+// name needs.
+func startForBus(t *testing.T, e *env, binary string) (*daemon, *godbus.Conn, string) {
 	t.Helper()
-	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	d := e.startWith(daemonOptions{binary: binary})
+	t.Cleanup(d.kill)
+	conn, err := godbus.Connect(e.busAddr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return len(fds)
+	t.Cleanup(func() { conn.Close() })
+	var owner string
+	if err := conn.BusObject().Call("org.freedesktop.DBus.GetNameOwner", 0, client.BusName).Store(&owner); err != nil {
+		t.Fatal(err)
+	}
+	return d, conn, owner
 }

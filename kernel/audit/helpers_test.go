@@ -17,6 +17,7 @@ import (
 	"time"
 
 	libaudit "github.com/elastic/go-libaudit/v2"
+	"github.com/elastic/go-libaudit/v2/rule"
 	"golang.org/x/sys/unix"
 
 	"github.com/contid/contid"
@@ -229,6 +230,24 @@ func (s *auditSession) setBacklog(limit, waitTime uint32) {
 	if err != nil {
 		s.t.Fatalf("set backlog %d/%d: %v", limit, waitTime, err)
 	}
+}
+
+// loadRules loads a rules file and deletes the rules it added when the
+// test ends.
+func (s *auditSession) loadRules(path string) (added []rule.WireFormat, refused []audit.RuleLine) {
+	s.t.Helper()
+	added, refused, err := s.ctl.LoadRules(path)
+	s.t.Cleanup(func() {
+		for _, wf := range added {
+			if err := s.ctl.DeleteRule(wf); err != nil {
+				s.t.Errorf("delete rule: %v", err)
+			}
+		}
+	})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return added, refused
 }
 
 // addRule adds one auditctl-syntax rule and deletes it when the test ends.

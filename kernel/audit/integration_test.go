@@ -453,17 +453,7 @@ func (h *stallingHandler) HandleEvent(ev *audit.Event) {
 // those rules again.
 func TestLoadRules(t *testing.T) {
 	s := newAuditSession(t)
-	added, refused, err := s.ctl.LoadRules("../../units/contid.rules")
-	t.Cleanup(func() {
-		for _, wf := range added {
-			if err := s.ctl.DeleteRule(wf); err != nil {
-				t.Errorf("delete rule: %v", err)
-			}
-		}
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	added, refused := s.loadRules("../../units/contid.rules")
 	if len(added) < 10 || len(refused) != 0 {
 		t.Fatalf("loaded %d rules, refused %+v; want at least 10, none refused", len(added), refused)
 	}
@@ -493,17 +483,7 @@ func TestLoadRulesWatches(t *testing.T) {
 	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	added, refused, err := s.ctl.LoadRules(path)
-	t.Cleanup(func() {
-		for _, wf := range added {
-			if err := s.ctl.DeleteRule(wf); err != nil {
-				t.Errorf("delete rule: %v", err)
-			}
-		}
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	added, refused := s.loadRules(path)
 	var refusedLines []int
 	for _, rl := range refused {
 		refusedLines = append(refusedLines, rl.Number)
