@@ -501,13 +501,7 @@ func TestBusOversizeSkipped(t *testing.T) {
 	for i := range vs {
 		vs[i] = godbus.MakeVariant(byte(7))
 	}
-	for _, tt := range []struct {
-		name, binary string
-		relayed      bool
-	}{
-		{"relay", contiddBinary(t), true},
-		{"control: no relay", contiddUnrelayed(t), false},
-	} {
+	for _, tt := range relayBuilds(t) {
 		t.Run(tt.name, func(t *testing.T) {
 			d, conn, owner := startForBus(t, e, tt.binary)
 			pid := d.cmd.Process.Pid
@@ -565,13 +559,7 @@ func TestBusOversizeSkipped(t *testing.T) {
 // whose bus policy allows one descriptor per message.
 func TestBusScreening(t *testing.T) {
 	e := newEnv(t, "")
-	for _, tt := range []struct {
-		name, binary string
-		relayed      bool
-	}{
-		{"relay", contiddBinary(t), true},
-		{"control: no relay", contiddUnrelayed(t), false},
-	} {
+	for _, tt := range relayBuilds(t) {
 		t.Run(tt.name, func(t *testing.T) {
 			d, conn, owner := startForBus(t, e, tt.binary)
 			pid := d.cmd.Process.Pid
@@ -656,4 +644,18 @@ func startForBus(t *testing.T, e *env, binary string) (*daemon, *godbus.Conn, st
 		t.Fatal(err)
 	}
 	return d, conn, owner
+}
+
+// relayBuild is a build of contidd with the bus relay, or its control
+// without.
+type relayBuild struct {
+	name, binary string
+	relayed      bool
+}
+
+func relayBuilds(t *testing.T) []relayBuild {
+	return []relayBuild{
+		{"relay", contiddBinary(t), true},
+		{"control: no relay", contiddUnrelayed(t), false},
+	}
 }
