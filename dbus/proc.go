@@ -77,26 +77,14 @@ func pidfdAlive(pidfd int) bool {
 	return unix.PidfdSendSignal(pidfd, 0, nil, 0) == nil
 }
 
-// pidOfPidfd reads the PID a pidfd refers to from its fdinfo.
+// pidOfPidfd is kernel.PIDOfPidfd for a caller's descriptor: any failure
+// is the caller's bad argument.
 func pidOfPidfd(pidfd int) (uint32, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/self/fdinfo/%d", pidfd))
+	pid, err := kernel.PIDOfPidfd(pidfd)
 	if err != nil {
-		return 0, fmt.Errorf("%w: not a pidfd: %v", contid.ErrInvalidArgs, err)
+		return 0, fmt.Errorf("%w: %v", contid.ErrInvalidArgs, err)
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "Pid:"); ok {
-			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 32)
-			if err != nil {
-				return 0, fmt.Errorf("%w: not a pidfd", contid.ErrInvalidArgs)
-			}
-			if n <= 0 {
-				// -1: exited; 0: in a PID namespace we cannot see.
-				return 0, fmt.Errorf("%w: the process behind the pidfd has exited or is not visible", contid.ErrInvalidArgs)
-			}
-			return uint32(n), nil
-		}
-	}
-	return 0, fmt.Errorf("%w: file descriptor is not a pidfd", contid.ErrInvalidArgs)
+	return uint32(pid), nil
 }
 
 // hasChildren reports whether pid has children, through

@@ -192,7 +192,7 @@ func (b *BPF) TagProcess(pidfd int, tag contid.Tag) error {
 	if err := validateTag(tag); err != nil {
 		return err
 	}
-	pid, err := pidOfPidfd(pidfd)
+	pid, err := PIDOfPidfd(pidfd)
 	if err != nil {
 		return err
 	}
@@ -214,17 +214,22 @@ func (b *BPF) TagProcess(pidfd int, tag contid.Tag) error {
 	return nil
 }
 
-// pidOfPidfd reads the PID a pidfd refers to from its fdinfo.
-func pidOfPidfd(pidfd int) (int, error) {
+// ErrNotPidfd: a descriptor that does not refer to a process.
+var ErrNotPidfd = errors.New("not a pidfd")
+
+// PIDOfPidfd reads the PID a pidfd refers to from its fdinfo: ErrNoProcess
+// when the process has exited or sits in a PID namespace this one cannot
+// see (the kernel says -1 or 0), ErrNotPidfd for any other descriptor.
+func PIDOfPidfd(pidfd int) (int, error) {
 	data, err := os.ReadFile("/proc/self/fdinfo/" + strconv.Itoa(pidfd))
 	if err != nil {
-		return 0, fmt.Errorf("pidfd %d: %w", pidfd, err)
+		return 0, fmt.Errorf("descriptor %d: %w: %v", pidfd, ErrNotPidfd, err)
 	}
 	for _, line := range strings.Split(string(data), "\n") {
 		if v, ok := strings.CutPrefix(line, "Pid:"); ok {
 			pid, err := strconv.Atoi(strings.TrimSpace(v))
 			if err != nil {
-				return 0, fmt.Errorf("pidfd %d: bad Pid line %q", pidfd, line)
+				return 0, fmt.Errorf("descriptor %d: %w: bad Pid line %q", pidfd, ErrNotPidfd, line)
 			}
 			if pid <= 0 {
 				return 0, fmt.Errorf("pidfd %d: %w", pidfd, ErrNoProcess)
@@ -232,7 +237,7 @@ func pidOfPidfd(pidfd int) (int, error) {
 			return pid, nil
 		}
 	}
-	return 0, fmt.Errorf("fd %d is not a pidfd", pidfd)
+	return 0, fmt.Errorf("descriptor %d: %w", pidfd, ErrNotPidfd)
 }
 
 // SetMaxDepth caps the nesting depth of the kernel's autotag (the
