@@ -16,9 +16,10 @@ import (
 // registered under an autotag parent were tagged by the kernel at mkdir
 // and get their name and unit here; machines under an autotag parent that
 // are not tagged yet (they were running before contidd first loaded) are
-// tagged now. It
-// picks up the machines already running, then follows MachineNew until
-// ctx ends. Without machined it says so once and returns.
+// tagged now. It picks up the machines already running, then follows
+// MachineNew until ctx ends. Without machined (not installed, or not
+// started yet) it says so once and keeps following: the match on
+// machined's well-known name delivers its signals once it is activated.
 func (m *Manager) FollowMachines(ctx context.Context) error {
 	conn := m.systemBus()
 	if conn == nil {
