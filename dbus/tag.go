@@ -147,7 +147,6 @@ func (m *Manager) metadataChanged(old, c *registry.Container, who string) {
 		map[string]godbus.Variant{"Name": godbus.MakeVariant(c.Name), "Unit": godbus.MakeVariant(c.Unit)}, []string{})
 }
 
-// refused logs and audits a refused tag request and returns its error.
 // granted logs, audits and announces a tag the registry accepted.
 func (m *Manager) granted(ci *callerInfo, c *registry.Container, isNew bool, target string) (uint64, godbus.ObjectPath, error) {
 	m.log(PrioInfo, "Process %d (uid %d) tagged %s as %s.", ci.PID, ci.UID, target, c.Chain)
@@ -158,6 +157,7 @@ func (m *Manager) granted(ci *callerInfo, c *registry.Container, isNew bool, tar
 	return uint64(c.ID), client.ContainerPath(c.ID), nil
 }
 
+// refused logs and audits a refused tag request and returns its error.
 func (m *Manager) refused(ci *callerInfo, req tagRequest, unit string, err error) error {
 	m.log(PrioNotice, "Refused tag request of process %d (uid %d): %v", ci.PID, ci.UID, err)
 	m.auditRefused(ci.Caller, req.id, req.opts.Name, unit, err)
