@@ -2,7 +2,6 @@ package dbus
 
 import (
 	"fmt"
-	"path"
 	"strings"
 	"unicode/utf8"
 
@@ -53,10 +52,10 @@ func parseOptions(opts map[string]godbus.Variant) (registry.Options, error) {
 			case "ignore":
 				o.JoinIgnore = true
 			default:
-				return o, fmt.Errorf("%w: JoinPolicy must be \"tag\" or \"ignore\", got %q", contid.ErrInvalidArgs, truncate(s))
+				return o, fmt.Errorf("%w: JoinPolicy must be \"tag\" or \"ignore\", got %q", contid.ErrInvalidArgs, registry.Truncate(s))
 			}
 		default:
-			return o, fmt.Errorf("%w: unknown option %q (known: Name, AllowNesting, JoinPolicy)", contid.ErrInvalidArgs, truncate(k))
+			return o, fmt.Errorf("%w: unknown option %q (known: Name, AllowNesting, JoinPolicy)", contid.ErrInvalidArgs, registry.Truncate(k))
 		}
 	}
 	return o, nil
@@ -96,36 +95,6 @@ func validLookupID(id uint64) error {
 	return nil
 }
 
-// cleanCgroupPath validates a cgroup path relative to the cgroup2 root,
-// such as "/machine.slice/x.scope". It must already be in canonical form:
-// contidd will not guess what "a/../b" was meant to be.
-func cleanCgroupPath(p string) (string, error) {
-	switch {
-	case p == "":
-		return "", fmt.Errorf("%w: empty cgroup path", contid.ErrInvalidArgs)
-	case len(p) > maxPathLen:
-		return "", fmt.Errorf("%w: cgroup path longer than %d bytes", contid.ErrInvalidArgs, maxPathLen)
-	case !utf8.ValidString(p) || strings.ContainsRune(p, 0):
-		return "", fmt.Errorf("%w: cgroup path is not valid UTF-8 text", contid.ErrInvalidArgs)
-	case p[0] != '/':
-		return "", fmt.Errorf("%w: cgroup path %q must be absolute, relative to the cgroup2 root (e.g. /machine.slice/x.scope)", contid.ErrInvalidArgs, truncate(p))
-	}
-	for _, el := range strings.Split(p[1:], "/") {
-		if el == "." || el == ".." {
-			return "", fmt.Errorf("%w: cgroup path %q contains %q", contid.ErrInvalidArgs, truncate(p), el)
-		}
-	}
-	if c := path.Clean(p); c != p {
-		return "", fmt.Errorf("%w: cgroup path %q is not canonical (did you mean %q?)", contid.ErrInvalidArgs, truncate(p), truncate(c))
-	}
-	// The registry's rule decides; the checks above only explain the
-	// common mistakes better.
-	if err := registry.ValidateCgroupPath(p); err != nil {
-		return "", err
-	}
-	return p, nil
-}
-
 // validUnitName accepts systemd unit names with the types that own a
 // cgroup. Unit names are ASCII by systemd's own rules.
 func validUnitName(u string) error {
@@ -134,17 +103,17 @@ func validUnitName(u string) error {
 	}
 	dot := strings.LastIndexByte(u, '.')
 	if dot <= 0 {
-		return fmt.Errorf("%w: unit name %q has no type suffix (.service, .scope, ...)", contid.ErrInvalidArgs, truncate(u))
+		return fmt.Errorf("%w: unit name %q has no type suffix (.service, .scope, ...)", contid.ErrInvalidArgs, registry.Truncate(u))
 	}
 	switch u[dot:] {
 	case ".service", ".scope", ".slice", ".socket", ".mount", ".swap":
 	default:
-		return fmt.Errorf("%w: unit %q is not of a type that has a cgroup", contid.ErrInvalidArgs, truncate(u))
+		return fmt.Errorf("%w: unit %q is not of a type that has a cgroup", contid.ErrInvalidArgs, registry.Truncate(u))
 	}
 	for i := 0; i < dot; i++ {
 		c := u[i]
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte(":-_.\\@", c) >= 0) {
-			return fmt.Errorf("%w: unit name %q contains invalid characters", contid.ErrInvalidArgs, truncate(u))
+			return fmt.Errorf("%w: unit name %q contains invalid characters", contid.ErrInvalidArgs, registry.Truncate(u))
 		}
 	}
 	return nil
@@ -158,21 +127,8 @@ func validMachineName(m string) error {
 	for i := 0; i < len(m); i++ {
 		c := m[i]
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
-			return fmt.Errorf("%w: machine name %q contains invalid characters", contid.ErrInvalidArgs, truncate(m))
+			return fmt.Errorf("%w: machine name %q contains invalid characters", contid.ErrInvalidArgs, registry.Truncate(m))
 		}
 	}
 	return nil
-}
-
-// truncate keeps error messages readable when the input is huge.
-func truncate(s string) string {
-	const max = 80
-	if len(s) <= max {
-		return s
-	}
-	cut := max
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "..."
 }

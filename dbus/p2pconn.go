@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/contid/contid/dbus/client"
+	"github.com/contid/contid/registry"
 )
 
 // p2pConn is one peer. Who it is comes from the socket, fixed at connect
@@ -594,7 +595,7 @@ func (c *p2pConn) busMethod(member string, msg *godbus.Message) ([]any, *godbus.
 		case name == c.unique:
 			return []any{c.unique}, nil
 		}
-		return nil, newError("org.freedesktop.DBus.Error.NameHasNoOwner", fmt.Sprintf("name %s has no owner here", truncate(name)))
+		return nil, newError("org.freedesktop.DBus.Error.NameHasNoOwner", fmt.Sprintf("name %s has no owner here", registry.Truncate(name)))
 	case "GetConnectionUnixUser":
 		return []any{c.uid}, nil
 	case "GetConnectionUnixProcessID":

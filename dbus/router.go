@@ -252,11 +252,11 @@ func (m *Manager) properties(path godbus.ObjectPath, kind objKind, member string
 		}
 		iface, name := body[0].(string), body[1].(string)
 		if iface != ifname && iface != "" {
-			return nil, newError(client.NameUnknownInterface, fmt.Sprintf("%s has no interface %s", path, truncate(iface)))
+			return nil, newError(client.NameUnknownInterface, fmt.Sprintf("%s has no interface %s", path, registry.Truncate(iface)))
 		}
 		v, ok := props[name]
 		if !ok {
-			return nil, newError(client.NameUnknownProperty, fmt.Sprintf("%s has no property %s", ifname, truncate(name)))
+			return nil, newError(client.NameUnknownProperty, fmt.Sprintf("%s has no property %s", ifname, registry.Truncate(name)))
 		}
 		return []any{v}, nil
 	case "GetAll":
@@ -268,7 +268,7 @@ func (m *Manager) properties(path godbus.ObjectPath, kind objKind, member string
 			if kind == objRoot || strings.HasPrefix(iface, "org.freedesktop.DBus.") {
 				return []any{map[string]godbus.Variant{}}, nil
 			}
-			return nil, newError(client.NameUnknownInterface, fmt.Sprintf("%s has no interface %s", path, truncate(iface)))
+			return nil, newError(client.NameUnknownInterface, fmt.Sprintf("%s has no interface %s", path, registry.Truncate(iface)))
 		}
 		if props == nil {
 			props = map[string]godbus.Variant{}

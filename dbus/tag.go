@@ -41,11 +41,11 @@ func (m *Manager) resolveCgroup(p, unit string) (registry.CgroupTarget, error) {
 	full := filepath.Join(m.cfg.Cgroups.Root(), p)
 	fi, err := os.Stat(full)
 	if err != nil || !fi.IsDir() {
-		return registry.CgroupTarget{}, fmt.Errorf("%w: %s does not exist in the cgroup2 hierarchy", client.ErrNoSuchCgroup, truncate(p))
+		return registry.CgroupTarget{}, fmt.Errorf("%w: %s does not exist in the cgroup2 hierarchy", client.ErrNoSuchCgroup, registry.Truncate(p))
 	}
 	id, err := m.cfg.Cgroups.ID(p)
 	if err != nil {
-		return registry.CgroupTarget{}, fmt.Errorf("%w: %s: %v", client.ErrNoSuchCgroup, truncate(p), err)
+		return registry.CgroupTarget{}, fmt.Errorf("%w: %s: %v", client.ErrNoSuchCgroup, registry.Truncate(p), err)
 	}
 	return registry.CgroupTarget{Path: p, ID: id, Unit: unit}, nil
 }
@@ -170,11 +170,10 @@ func (m *Manager) tagCgroup(ctx context.Context, p *peer, msg *godbus.Message, c
 	if err != nil {
 		return 0, "", err
 	}
-	path, err := cleanCgroupPath(cgroup)
-	if err != nil {
+	if err := registry.ValidateCgroupPath(cgroup); err != nil {
 		return 0, "", err
 	}
-	return m.tagCgroupAs(ctx, p, msg, req, func() (registry.CgroupTarget, error) { return m.resolveCgroup(path, "") })
+	return m.tagCgroupAs(ctx, p, msg, req, func() (registry.CgroupTarget, error) { return m.resolveCgroup(cgroup, "") })
 }
 
 func (m *Manager) tagUnit(ctx context.Context, p *peer, msg *godbus.Message, unit string, id uint64, opts map[string]godbus.Variant) (uint64, godbus.ObjectPath, error) {
@@ -272,7 +271,7 @@ func (m *Manager) unitCgroup(ctx context.Context, unit string) (string, error) {
 	if cg == "" {
 		return "", fmt.Errorf("%w: %s is not running (no control group)", client.ErrNoSuchUnit, unit)
 	}
-	if _, err := cleanCgroupPath(cg); err != nil {
+	if err := registry.ValidateCgroupPath(cg); err != nil {
 		return "", fmt.Errorf("%w: systemd gave %s an unusable control group %q", client.ErrNoSuchUnit, unit, cg)
 	}
 	return cg, nil

@@ -20,41 +20,58 @@ const (
 	maxNameLen = 255
 )
 
-// ValidateCgroupPath checks a cgroup path relative to the cgroup2 root:
-// absolute, clean (no "." or ".." or doubled slashes), no control
-// characters, and within PATH_MAX. Paths are compared by string later, so
-// only one spelling of each cgroup may get in.
+// ValidateCgroupPath checks a cgroup path relative to the cgroup2 root,
+// such as "/machine.slice/x.scope": absolute, in canonical form (no "."
+// or ".." components, no doubled or trailing slashes), valid UTF-8 with no
+// control characters, within PATH_MAX and NAME_MAX. Paths are compared by
+// string later, so only one spelling of each cgroup may get in, and
+// contidd will not guess what "a/../b" was meant to be. The errors explain
+// the common mistakes.
 func ValidateCgroupPath(p string) error {
 	switch {
 	case p == "":
 		return fmt.Errorf("%w: empty cgroup path", contid.ErrInvalidArgs)
 	case len(p) > maxPathLen:
 		return fmt.Errorf("%w: cgroup path is %d bytes, the limit is %d", contid.ErrInvalidArgs, len(p), maxPathLen)
-	case p[0] != '/':
-		return fmt.Errorf("%w: cgroup path %q is not absolute (it is relative to the cgroup2 root, e.g. /machine.slice/x.scope)", contid.ErrInvalidArgs, p)
 	case !utf8.ValidString(p):
-		return fmt.Errorf("%w: cgroup path %q is not valid UTF-8", contid.ErrInvalidArgs, p)
+		return fmt.Errorf("%w: cgroup path is not valid UTF-8 text", contid.ErrInvalidArgs)
+	case p[0] != '/':
+		return fmt.Errorf("%w: cgroup path %q must be absolute, relative to the cgroup2 root (e.g. /machine.slice/x.scope)", contid.ErrInvalidArgs, Truncate(p))
 	}
 	for _, r := range p {
 		if unicode.IsControl(r) {
-			return fmt.Errorf("%w: cgroup path %q contains a control character", contid.ErrInvalidArgs, p)
+			return fmt.Errorf("%w: cgroup path %q contains a control character", contid.ErrInvalidArgs, Truncate(p))
 		}
 	}
 	if p == "/" {
 		return nil
 	}
 	for _, c := range strings.Split(p[1:], "/") {
-		if c == ".." {
-			return fmt.Errorf("%w: cgroup path %q contains \"..\"", contid.ErrInvalidArgs, p)
+		if c == "." || c == ".." {
+			return fmt.Errorf("%w: cgroup path %q contains %q", contid.ErrInvalidArgs, Truncate(p), c)
 		}
 		if len(c) > maxComponentLen {
-			return fmt.Errorf("%w: cgroup path %q has a component longer than %d bytes", contid.ErrInvalidArgs, p, maxComponentLen)
+			return fmt.Errorf("%w: cgroup path %q has a component longer than %d bytes", contid.ErrInvalidArgs, Truncate(p), maxComponentLen)
 		}
 	}
-	if path.Clean(p) != p {
-		return fmt.Errorf("%w: cgroup path %q is not clean (want %q)", contid.ErrInvalidArgs, p, path.Clean(p))
+	if c := path.Clean(p); c != p {
+		return fmt.Errorf("%w: cgroup path %q is not canonical (did you mean %q?)", contid.ErrInvalidArgs, Truncate(p), Truncate(c))
 	}
 	return nil
+}
+
+// Truncate shortens s for an error message, at a rune boundary: what a
+// caller sent may be long, and the message must stay readable.
+func Truncate(s string) string {
+	const max = 80
+	if len(s) <= max {
+		return s
+	}
+	cut := max
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "..."
 }
 
 // ValidateName checks a container or unit name: at most 255 bytes of

@@ -25,6 +25,7 @@ func TestValidateCgroupPath(t *testing.T) {
 		{"/machine.slice/", false},
 		{"//machine.slice", false},
 		{"/machine.slice/./x", false},
+		{"/machine.slice/.", false},
 		{"/machine.slice/../x", false},
 		{"/..", false},
 		{"/a\nb", false},
