@@ -3,7 +3,6 @@ package dbus
 import (
 	"fmt"
 	"strings"
-	"unicode/utf8"
 
 	godbus "github.com/godbus/dbus/v5"
 
@@ -31,7 +30,7 @@ func parseOptions(opts map[string]godbus.Variant) (registry.Options, error) {
 			if !ok {
 				return o, fmt.Errorf("%w: option Name must be a string (s), got %s", contid.ErrInvalidArgs, v.Signature())
 			}
-			if err := validName(s); err != nil {
+			if err := registry.ValidateName(s); err != nil {
 				return o, err
 			}
 			o.Name = s
@@ -59,22 +58,6 @@ func parseOptions(opts map[string]godbus.Variant) (registry.Options, error) {
 		}
 	}
 	return o, nil
-}
-
-// validName accepts what is printable in a table and a journal field.
-func validName(s string) error {
-	if len(s) > maxNameLen {
-		return fmt.Errorf("%w: name longer than %d bytes", contid.ErrInvalidArgs, maxNameLen)
-	}
-	if !utf8.ValidString(s) {
-		return fmt.Errorf("%w: name is not valid UTF-8", contid.ErrInvalidArgs)
-	}
-	for _, r := range s {
-		if r < 0x20 || r == 0x7f {
-			return fmt.Errorf("%w: name contains control characters", contid.ErrInvalidArgs)
-		}
-	}
-	return registry.ValidateName(s)
 }
 
 // validTagID checks the requested ID: 0 asks for allocation; the all-ones

@@ -81,11 +81,11 @@ func ValidateName(s string) error {
 		return fmt.Errorf("%w: name is %d bytes, the limit is %d", contid.ErrInvalidArgs, len(s), maxNameLen)
 	}
 	if !utf8.ValidString(s) {
-		return fmt.Errorf("%w: name %q is not valid UTF-8", contid.ErrInvalidArgs, s)
+		return fmt.Errorf("%w: name is not valid UTF-8", contid.ErrInvalidArgs)
 	}
 	for _, r := range s {
 		if !unicode.IsPrint(r) {
-			return fmt.Errorf("%w: name %q contains a non-printable character", contid.ErrInvalidArgs, s)
+			return fmt.Errorf("%w: name %q contains a non-printable character", contid.ErrInvalidArgs, Truncate(s))
 		}
 	}
 	return nil
