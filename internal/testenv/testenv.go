@@ -1,9 +1,9 @@
 // Package testenv gates privileged tests: each one starts with a single
 // call that checks root and the kernel feature it needs, and skips with
 // the reason when either is missing, so `go test ./...` passes anywhere
-// while `.ci/run` (as root) runs every tier for real. Under `make test`
-// and `make check`, which run where every feature is expected, a test
-// that would skip for a missing one fails instead (see Missing).
+// while `.ci/run` (as root) runs every tier for real. Under `make check`,
+// which runs where every feature is expected, a test that would skip for
+// a missing one fails instead (see Missing).
 package testenv
 
 import (
@@ -14,9 +14,9 @@ import (
 	"testing"
 )
 
-// RequireAllEnv is set by `make test` (and so by `make check`): the
-// privileged tests run where root and every kernel feature they need
-// are expected, so one that cannot run is a failure, not a skip.
+// RequireAllEnv is set to 1 by `make check` (CI): there the privileged
+// tests run where root and every kernel feature they need are expected,
+// so one that cannot run is a failure, not a skip.
 const RequireAllEnv = "CONTID_TEST_REQUIRE_ALL"
 
 // Missing skips t for a missing privilege, program or kernel feature, or,
