@@ -397,6 +397,10 @@ func (m *Manager) HandleKernelEvent(ev kernel.Event) {
 	case kernel.EventDenied:
 		m.audit(func(a Auditor) error { return a.RecordDenial(ev.Tag.Chain, ev.PID, ev.Op) })
 		m.EmitTamperDenied(ev.Tag.ID(), ev.PID, ev.Op)
+	case kernel.EventLost:
+		// The kernel still enforced and tagged; what is lost is the
+		// news. Said, so that a gap in TamperDenied is never silent.
+		m.log(PrioWarning, "The kernel's event buffer overflowed: %d autotag or denial events were not delivered (their TamperDenied signals and journal records are missing; autotagged cgroups are adopted at the next start).", ev.Count)
 	}
 }
 
