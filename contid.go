@@ -155,3 +155,21 @@ const (
 	// ModeTracking: inheritance and attribution only.
 	ModeTracking Mode = "tracking"
 )
+
+// Attribution says how an audit event's process was matched to a
+// container: the kernel layer decides it from its per-PID records, the
+// audit reader carries it, the journal writes by it.
+type Attribution int
+
+const (
+	// Unattributed: no tagged process with that PID was alive then.
+	Unattributed Attribution = iota
+	// LiveProcess: the process is running and carries the tag now.
+	LiveProcess
+	// ExitedProcess: the tag is from the record of a process that has
+	// exited.
+	ExitedProcess
+	// AmbiguousPID: a PID reused around the event's time makes the owner
+	// uncertain; never attribute.
+	AmbiguousPID
+)

@@ -659,3 +659,37 @@ func relayBuilds(t *testing.T) []relayBuild {
 		{"control: no relay", contiddUnrelayed(t), false},
 	}
 }
+
+// A descriptor can hide in a variant, where the signature does not show
+// it: a call of signature hv whose variant holds an array of the call's
+// own descriptor. godbus v5.2.4 panics decoding it with the descriptors
+// at hand, before any handler runs. The relay decodes such a call without
+// descriptors first and refuses it; the control, without the relay,
+// crashes. The bus policy lets only root send contidd descriptors.
+func TestBusVariantDescriptor(t *testing.T) {
+	e := newEnv(t, "")
+	for _, tt := range relayBuilds(t) {
+		t.Run(tt.name, func(t *testing.T) {
+			d, conn, _ := startForBus(t, e, tt.binary)
+			null, err := os.Open(os.DevNull)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer null.Close()
+			fd := godbus.UnixFD(null.Fd())
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			// The variant's array names descriptor 0, the call's one
+			// descriptor, so the call carries one, as the policy allows.
+			err = conn.Object(client.BusName, client.ManagerPath).CallWithContext(ctx, client.ManagerInterface+".TagProcess", 0, fd, godbus.MakeVariant([]godbus.UnixFDIndex{0})).Err
+			alive := d.alive() && conn.Object(client.BusName, client.ManagerPath).CallWithContext(ctx, "org.freedesktop.DBus.Peer.Ping", 0).Err == nil
+			t.Logf("call hv with an array of descriptors in the variant: %v; contidd serves after it: %v", err, alive)
+			if tt.relayed && (!hasErrorName(err, client.NameInvalidArgs) || !alive) {
+				t.Errorf("answer %v, serving %v; want InvalidArgs and serving", err, alive)
+			}
+			if !tt.relayed && alive {
+				t.Errorf("control: contidd survived; the attack did not crash it")
+			}
+		})
+	}
+}

@@ -1,6 +1,7 @@
 package dbus
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -365,7 +367,8 @@ func (r *busRelay) screen(in *relayReader, hdr, msg []byte, log func(format stri
 		if typ != godbus.TypeMethodCall {
 			return refuse("", "a signal with descriptors")
 		}
-		if top, nested := descriptorArgs(h.signature); nested || top != int(h.unixFDs) || top != len(in.fds) {
+		top, nested := descriptorArgs(h.signature)
+		if nested || top != int(h.unixFDs) || top != len(in.fds) || strings.IndexByte(h.signature, 'v') >= 0 && variantHoldsFD(msg) {
 			return refuse(client.NameInvalidArgs, "descriptors are accepted only as arguments of type h, one per argument")
 		}
 	}
@@ -394,6 +397,56 @@ func descriptorArgs(sig string) (top int, nested bool) {
 		i = end
 	}
 	return top, nested
+}
+
+// variantHoldsFD reports whether a variant in the message's body holds a
+// descriptor, which the signature cannot show. godbus v5.2.4 panics on an
+// array of descriptors in a variant when it decodes with the descriptors
+// at hand; decoded here without them, every h stays an index
+// (UnixFDIndex), which is safe to look for. A message that does not
+// decode counts as holding one.
+func variantHoldsFD(msg []byte) bool {
+	m, err := godbus.DecodeMessage(bytes.NewReader(msg))
+	if err != nil {
+		return true
+	}
+	for _, v := range m.Body {
+		if holdsFDIndex(reflect.ValueOf(v), false) {
+			return true
+		}
+	}
+	return false
+}
+
+var fdIndexType = reflect.TypeOf(godbus.UnixFDIndex(0))
+
+func holdsFDIndex(v reflect.Value, inVariant bool) bool {
+	if !v.IsValid() {
+		return false
+	}
+	if v.Type() == fdIndexType || v.Kind() == reflect.Slice && v.Type().Elem() == fdIndexType {
+		return inVariant
+	}
+	if vv, ok := v.Interface().(godbus.Variant); ok {
+		return holdsFDIndex(reflect.ValueOf(vv.Value()), true)
+	}
+	switch v.Kind() {
+	case reflect.Slice, reflect.Array:
+		for i := 0; i < v.Len(); i++ {
+			if holdsFDIndex(v.Index(i), inVariant) {
+				return true
+			}
+		}
+	case reflect.Map:
+		for it := v.MapRange(); it.Next(); {
+			if holdsFDIndex(it.Key(), inVariant) || holdsFDIndex(it.Value(), inVariant) {
+				return true
+			}
+		}
+	case reflect.Interface, reflect.Pointer:
+		return holdsFDIndex(v.Elem(), inVariant)
+	}
+	return false
 }
 
 // completeTypeEnd is the index just after the single complete type that

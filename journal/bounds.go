@@ -5,8 +5,9 @@ import (
 	"unicode/utf8"
 	"unsafe"
 
-	"github.com/contid/contid/kernel/audit"
 	"github.com/elastic/go-libaudit/v2/auparse"
+
+	"github.com/contid/contid/kernel/audit"
 )
 
 // journald (systemd 252, journald-native.c) drops an entry of more than

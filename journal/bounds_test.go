@@ -7,10 +7,10 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/contid/contid"
-	"github.com/contid/contid/kernel"
-	"github.com/contid/contid/kernel/audit"
 	"github.com/elastic/go-libaudit/v2/auparse"
+
+	"github.com/contid/contid"
+	"github.com/contid/contid/kernel/audit"
 )
 
 const boundsHeader = "audit(1700000000.123:777): "
@@ -55,7 +55,7 @@ func execveRecords(args []string) []string {
 // a real audit.Feed into f.
 func feedPadded(t *testing.T, f *Forwarder, args []string, paths int) {
 	t.Helper()
-	feed, err := audit.NewFeed(attributor{9, kernel.Live}, f)
+	feed, err := audit.NewFeed(attributor{9, contid.LiveProcess}, f)
 	if err != nil {
 		t.Fatal(err)
 	}

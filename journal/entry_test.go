@@ -13,11 +13,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/elastic/go-libaudit/v2/auparse"
+
 	"github.com/contid/contid"
 	"github.com/contid/contid/internal/testenv"
-	"github.com/contid/contid/kernel"
 	"github.com/contid/contid/kernel/audit"
-	"github.com/elastic/go-libaudit/v2/auparse"
 )
 
 // decode parses the native protocol back into fields, in order, so tests
@@ -146,7 +146,7 @@ func (f fakeContainers) Lookup(id contid.ID) (contid.Chain, string, string, bool
 
 // execEvent runs real record text through the reader's stream callback,
 // so the forwarder sees exactly what the reader would hand it.
-func execEvent(t testing.TB, id contid.ID, how kernel.Attribution, f *Forwarder) {
+func execEvent(t testing.TB, id contid.ID, how contid.Attribution, f *Forwarder) {
 	t.Helper()
 	feedExec(t, attributor{id, how}, f)
 }
@@ -176,17 +176,17 @@ func feedExec(t testing.TB, a audit.Attributor, h audit.Handler) {
 
 type attributor struct {
 	id  contid.ID
-	how kernel.Attribution
+	how contid.Attribution
 }
 
-func (a attributor) Attribute(uint32, time.Time) (contid.ID, kernel.Attribution, error) {
+func (a attributor) Attribute(uint32, time.Time) (contid.ID, contid.Attribution, error) {
 	return a.id, a.how, nil
 }
 
 func TestForwarderEntry(t *testing.T) {
 	out := &fakeSender{t: t}
 	f := NewForwarder(out, fakeContainers{4: {contid.Chain{4, 2, 1}, "web", "web.scope"}}, Config{})
-	execEvent(t, 4, kernel.Exited, f)
+	execEvent(t, 4, contid.ExitedProcess, f)
 	if len(out.entries) != 1 {
 		t.Fatalf("%d entries, want 1", len(out.entries))
 	}
@@ -231,7 +231,7 @@ func TestForwarderEntry(t *testing.T) {
 func TestForwarderUnknownContainer(t *testing.T) {
 	out := &fakeSender{t: t}
 	f := NewForwarder(out, fakeContainers{}, Config{})
-	execEvent(t, 9, kernel.Live, f)
+	execEvent(t, 9, contid.LiveProcess, f)
 	if len(out.entries) != 1 {
 		t.Fatalf("%d entries, want 1", len(out.entries))
 	}
@@ -247,13 +247,13 @@ func TestForwarderUnknownContainer(t *testing.T) {
 func TestForwarderUntagged(t *testing.T) {
 	tests := []struct {
 		name          string
-		how           kernel.Attribution
+		how           contid.Attribution
 		writeUntagged bool
 		written       int
 	}{
-		{"untagged skipped", kernel.Unattributed, false, 0},
-		{"ambiguous skipped", kernel.Ambiguous, false, 0},
-		{"untagged written on request", kernel.Unattributed, true, 1},
+		{"untagged skipped", contid.Unattributed, false, 0},
+		{"ambiguous skipped", contid.AmbiguousPID, false, 0},
+		{"untagged written on request", contid.Unattributed, true, 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -282,9 +282,9 @@ func TestForwarderQueued(t *testing.T) {
 	out := &fakeSender{t: t}
 	f := NewForwarder(out, fakeContainers{4: {contid.Chain{4}, "web", ""}}, Config{Queue: 2})
 	for i := 0; i < 5; i++ {
-		execEvent(t, 4, kernel.Live, f)
+		execEvent(t, 4, contid.LiveProcess, f)
 	}
-	execEvent(t, 4, kernel.Unattributed, f)
+	execEvent(t, 4, contid.Unattributed, f)
 	f.Close()
 	// The writer goroutine has finished: out is ours again.
 	if len(out.entries) != 5 {
@@ -339,7 +339,7 @@ func TestForwarderLossRateLimit(t *testing.T) {
 func TestForwarderLossNeverSilent(t *testing.T) {
 	out := &fakeSender{t: t, fail: true}
 	f := NewForwarder(out, nil, Config{LossInterval: time.Second})
-	execEvent(t, 4, kernel.Live, f)
+	execEvent(t, 4, contid.LiveProcess, f)
 	if s := f.Stats(); s.WriteFailed != 1 || s.Lost != 1 || s.Written != 0 {
 		t.Fatalf("stats after failed write: %+v", s)
 	}
@@ -518,7 +518,7 @@ func BenchmarkForwarderEntry(b *testing.B) {
 	f := NewForwarder(discard{}, fakeContainers{4: {contid.Chain{4, 2, 1}, "web", "web.scope"}}, Config{})
 	// The event only lives during the handler call, so the loop runs
 	// inside it.
-	feedExec(b, attributor{4, kernel.Live}, benchHandler(func(ev *audit.Event) {
+	feedExec(b, attributor{4, contid.LiveProcess}, benchHandler(func(ev *audit.Event) {
 		b.ReportAllocs()
 		for b.Loop() {
 			f.HandleEvent(ev)

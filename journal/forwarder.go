@@ -6,10 +6,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/contid/contid"
-	"github.com/contid/contid/kernel"
-	"github.com/contid/contid/kernel/audit"
 	"github.com/elastic/go-libaudit/v2/auparse"
+
+	"github.com/contid/contid"
+	"github.com/contid/contid/kernel/audit"
 )
 
 // Containers gives the registry's view of an ID: its chain (innermost
@@ -277,7 +277,7 @@ func (f *Forwarder) buildEvent(e *Entry, ev *audit.Event) {
 		if unit != "" {
 			e.Add("AUDIT_CONTAINER_UNIT", unit)
 		}
-		if ev.Attribution == kernel.Exited {
+		if ev.Attribution == contid.ExitedProcess {
 			e.Add("AUDIT_CONTAINER_ATTRIBUTION", "exited")
 		} else {
 			e.Add("AUDIT_CONTAINER_ATTRIBUTION", "live")

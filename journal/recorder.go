@@ -6,9 +6,10 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/elastic/go-libaudit/v2/auparse"
+
 	"github.com/contid/contid"
 	"github.com/contid/contid/kernel/audit"
-	"github.com/elastic/go-libaudit/v2/auparse"
 )
 
 // KernelLog writes user records into the kernel audit log;

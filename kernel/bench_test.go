@@ -5,6 +5,8 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"github.com/contid/contid"
 )
 
 // BenchmarkAttribute is the per-audit-record cost of resolving an exited
@@ -22,7 +24,7 @@ func BenchmarkAttribute(b *testing.B) {
 	b.ResetTimer()
 	for b.Loop() {
 		id, how, err := bpf.Attribute(pid, now)
-		if err != nil || id != 42 || how != Live {
+		if err != nil || id != 42 || how != contid.LiveProcess {
 			b.Fatalf("Attribute = %d, %d, %v", id, how, err)
 		}
 	}

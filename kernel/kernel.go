@@ -62,20 +62,6 @@ type Event struct {
 	Name           string
 }
 
-// Attribution says how confident an exited-process lookup is.
-type Attribution int
-
-const (
-	// Unattributed: no tagged process with that PID was alive then.
-	Unattributed Attribution = iota
-	// Live: the process is running and carries the tag now.
-	Live
-	// Exited: the tag comes from pid_tags for a process that has exited.
-	Exited
-	// Ambiguous: a PID reuse makes the owner uncertain; never attribute.
-	Ambiguous
-)
-
 // Tracker is the kernel layer as the rest of contid sees it.
 type Tracker interface {
 	// Enforcement reports the mode and a reason a person can read.
@@ -113,7 +99,7 @@ type Tracker interface {
 	// Attribute resolves the ID a PID had at time at, for audit records
 	// of processes that may have exited since; it never guesses across a
 	// PID reuse.
-	Attribute(pid uint32, at time.Time) (contid.ID, Attribution, error)
+	Attribute(pid uint32, at time.Time) (contid.ID, contid.Attribution, error)
 
 	// ReadEvent blocks for the next ring buffer event.
 	ReadEvent(ctx context.Context) (Event, error)

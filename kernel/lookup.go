@@ -58,18 +58,18 @@ func (b *BPF) PIDID(pid uint32) (contid.ID, error) {
 
 // Attribute resolves the ID a PID had at time at from pid_tags, which
 // outlives the process.
-func (b *BPF) Attribute(pid uint32, at time.Time) (contid.ID, Attribution, error) {
+func (b *BPF) Attribute(pid uint32, at time.Time) (contid.ID, contid.Attribution, error) {
 	var pt pidTag
 	err := b.maps["pid_tags"].Lookup(pid, &pt)
 	if errors.Is(err, ebpf.ErrKeyNotExist) {
-		return contid.Unset, Unattributed, nil
+		return contid.Unset, contid.Unattributed, nil
 	}
 	if err != nil {
-		return contid.Unset, Unattributed, fmt.Errorf("look up pid %d: %w", pid, err)
+		return contid.Unset, contid.Unattributed, fmt.Errorf("look up pid %d: %w", pid, err)
 	}
 	t, err := realtimeToBoottime(at)
 	if err != nil {
-		return contid.Unset, Unattributed, err
+		return contid.Unset, contid.Unattributed, err
 	}
 	id, how := attribute(pt, t, attributionSlack)
 	return id, how, nil
@@ -93,7 +93,7 @@ func realtimeToBoottime(at time.Time) (int64, error) {
 // record covers [start-slack, exit+slack] (open-ended while alive). If
 // both records cover t with different IDs, the PID was reused too close
 // to t to tell the processes apart and nothing is attributed.
-func attribute(pt pidTag, t int64, slack time.Duration) (contid.ID, Attribution) {
+func attribute(pt pidTag, t int64, slack time.Duration) (contid.ID, contid.Attribution) {
 	covers := func(r pidRecord) bool {
 		if r.StartNS == 0 {
 			return false
@@ -107,19 +107,19 @@ func attribute(pt pidTag, t int64, slack time.Duration) (contid.ID, Attribution)
 	var r pidRecord
 	switch {
 	case cur && prev && pt.Cur.ID != pt.Prev.ID:
-		return contid.Unset, Ambiguous
+		return contid.Unset, contid.AmbiguousPID
 	case cur:
 		r = pt.Cur
 	case prev:
 		r = pt.Prev
 	default:
-		return contid.Unset, Unattributed
+		return contid.Unset, contid.Unattributed
 	}
 	if r.ID == 0 {
-		return contid.Unset, Unattributed
+		return contid.Unset, contid.Unattributed
 	}
 	if r.ExitNS == 0 {
-		return contid.ID(r.ID), Live
+		return contid.ID(r.ID), contid.LiveProcess
 	}
-	return contid.ID(r.ID), Exited
+	return contid.ID(r.ID), contid.ExitedProcess
 }

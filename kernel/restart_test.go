@@ -124,11 +124,11 @@ func TestExitedProcessAttribution(t *testing.T) {
 		name string
 		at   time.Time
 		want contid.ID
-		how  Attribution
+		how  contid.Attribution
 	}{
-		{"during its life", during, x, Exited},
-		{"one second before it started", before.Add(-time.Second), contid.Unset, Unattributed},
-		{"one second after it exited", exited.Add(time.Second), contid.Unset, Unattributed},
+		{"during its life", during, x, contid.ExitedProcess},
+		{"one second before it started", before.Add(-time.Second), contid.Unset, contid.Unattributed},
+		{"one second after it exited", exited.Add(time.Second), contid.Unset, contid.Unattributed},
 	}
 	for _, tc := range cases {
 		id, how, err := b.Attribute(uint32(cmd.pid), tc.at)

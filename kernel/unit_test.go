@@ -26,22 +26,22 @@ func TestAttribute(t *testing.T) {
 		pt     pidTag
 		atMS   int64
 		wantID contid.ID
-		want   Attribution
+		want   contid.Attribution
 	}{
-		{"no records", pidTag{}, 1000, 0, Unattributed},
-		{"alive, after start", pidTag{Cur: rec(7, 1000, 0)}, 5000, 7, Live},
-		{"alive, within slack before start", pidTag{Cur: rec(7, 1000, 0)}, 985, 7, Live},
-		{"alive, before start", pidTag{Cur: rec(7, 1000, 0)}, 900, 0, Unattributed},
-		{"exited, during life", pidTag{Cur: rec(7, 1000, 2000)}, 1500, 7, Exited},
-		{"exited, within slack after exit", pidTag{Cur: rec(7, 1000, 2000)}, 2015, 7, Exited},
-		{"exited, after exit", pidTag{Cur: rec(7, 1000, 2000)}, 2100, 0, Unattributed},
-		{"reused by untagged, old life", pidTag{Cur: rec(0, 3000, 0), Prev: rec(7, 1000, 2000)}, 1500, 7, Exited},
-		{"reused by untagged, new life", pidTag{Cur: rec(0, 3000, 0), Prev: rec(7, 1000, 2000)}, 3500, 0, Unattributed},
-		{"reused by another container, new life", pidTag{Cur: rec(9, 3000, 0), Prev: rec(7, 1000, 2000)}, 3500, 9, Live},
-		{"reused within slack, different IDs", pidTag{Cur: rec(9, 2010, 0), Prev: rec(7, 1000, 2000)}, 2005, 0, Ambiguous},
-		{"reused within slack, untagged successor", pidTag{Cur: rec(0, 2010, 0), Prev: rec(7, 1000, 2000)}, 2005, 0, Ambiguous},
-		{"reused within slack, same ID", pidTag{Cur: rec(7, 2010, 0), Prev: rec(7, 1000, 2000)}, 2005, 7, Live},
-		{"between two lives", pidTag{Cur: rec(9, 5000, 0), Prev: rec(7, 1000, 2000)}, 3000, 0, Unattributed},
+		{"no records", pidTag{}, 1000, 0, contid.Unattributed},
+		{"alive, after start", pidTag{Cur: rec(7, 1000, 0)}, 5000, 7, contid.LiveProcess},
+		{"alive, within slack before start", pidTag{Cur: rec(7, 1000, 0)}, 985, 7, contid.LiveProcess},
+		{"alive, before start", pidTag{Cur: rec(7, 1000, 0)}, 900, 0, contid.Unattributed},
+		{"exited, during life", pidTag{Cur: rec(7, 1000, 2000)}, 1500, 7, contid.ExitedProcess},
+		{"exited, within slack after exit", pidTag{Cur: rec(7, 1000, 2000)}, 2015, 7, contid.ExitedProcess},
+		{"exited, after exit", pidTag{Cur: rec(7, 1000, 2000)}, 2100, 0, contid.Unattributed},
+		{"reused by untagged, old life", pidTag{Cur: rec(0, 3000, 0), Prev: rec(7, 1000, 2000)}, 1500, 7, contid.ExitedProcess},
+		{"reused by untagged, new life", pidTag{Cur: rec(0, 3000, 0), Prev: rec(7, 1000, 2000)}, 3500, 0, contid.Unattributed},
+		{"reused by another container, new life", pidTag{Cur: rec(9, 3000, 0), Prev: rec(7, 1000, 2000)}, 3500, 9, contid.LiveProcess},
+		{"reused within slack, different IDs", pidTag{Cur: rec(9, 2010, 0), Prev: rec(7, 1000, 2000)}, 2005, 0, contid.AmbiguousPID},
+		{"reused within slack, untagged successor", pidTag{Cur: rec(0, 2010, 0), Prev: rec(7, 1000, 2000)}, 2005, 0, contid.AmbiguousPID},
+		{"reused within slack, same ID", pidTag{Cur: rec(7, 2010, 0), Prev: rec(7, 1000, 2000)}, 2005, 7, contid.LiveProcess},
+		{"between two lives", pidTag{Cur: rec(9, 5000, 0), Prev: rec(7, 1000, 2000)}, 3000, 0, contid.Unattributed},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -30,11 +30,13 @@ func TestMissing(t *testing.T) {
 		{"1", true, "cannot run (CONTID_TEST_REQUIRE_ALL=1 requires every privileged test to): the probe's feature is absent"},
 	} {
 		t.Run("require="+tt.requireAll, func(t *testing.T) {
-			cmd := exec.Command(os.Args[0], "-test.run=^TestMissingProbe$", "-test.v")
+			// Through /proc: as nobody (make test-unprivileged) the test
+			// binary's own directory is not searchable.
+			cmd := exec.Command("/proc/self/exe", "-test.run=^TestMissingProbe$", "-test.v")
 			cmd.Env = append(os.Environ(), missingProbe+"=1", RequireAllEnv+"="+tt.requireAll)
 			out, err := cmd.CombinedOutput()
 			if failed := err != nil; failed != tt.fails {
-				t.Errorf("child failed: %v, want %v\n%s", failed, tt.fails, out)
+				t.Errorf("child failed: %v (%v), want %v\n%s", failed, err, tt.fails, out)
 			}
 			if !strings.Contains(string(out), tt.says) {
 				t.Errorf("child's output lacks %q:\n%s", tt.says, out)

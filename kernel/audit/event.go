@@ -7,7 +7,6 @@ import (
 	"github.com/elastic/go-libaudit/v2/auparse"
 
 	"github.com/contid/contid"
-	"github.com/contid/contid/kernel"
 )
 
 // Event is one reassembled audit event: every record the kernel emitted
@@ -30,14 +29,14 @@ type Event struct {
 	// or contid.Unset when it was not tagged or the answer was not
 	// certain. Attribution says how it was found.
 	Container   contid.ID
-	Attribution kernel.Attribution
+	Attribution contid.Attribution
 
 	fields []Field
 }
 
 // Tagged reports whether the event belongs to a container.
 func (e *Event) Tagged() bool {
-	return e.Container != contid.Unset && (e.Attribution == kernel.Live || e.Attribution == kernel.Exited)
+	return e.Container != contid.Unset && (e.Attribution == contid.LiveProcess || e.Attribution == contid.ExitedProcess)
 }
 
 // Get returns the first value of key across the event's records, in order.
@@ -79,7 +78,7 @@ func (e *Event) build(p *parser, msgs []*auparse.AuditMessage) bool {
 	e.Records = e.Records[:0]
 	e.fields = e.fields[:0]
 	e.PID, e.PPID, e.HasPID = 0, 0, false
-	e.Container, e.Attribution = contid.Unset, kernel.Unattributed
+	e.Container, e.Attribution = contid.Unset, contid.Unattributed
 
 	// Fields of all records share one slice; record i owns a window of
 	// it, fixed up below once the slice stops growing.

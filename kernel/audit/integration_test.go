@@ -22,7 +22,6 @@ import (
 	"github.com/contid/contid"
 	"github.com/contid/contid/internal/testenv"
 	"github.com/contid/contid/journal"
-	"github.com/contid/contid/kernel"
 	"github.com/contid/contid/kernel/audit"
 )
 
@@ -654,8 +653,8 @@ func BenchmarkPipelineReplay(b *testing.B) {
 
 type constAttributor struct{ id contid.ID }
 
-func (c constAttributor) Attribute(uint32, time.Time) (contid.ID, kernel.Attribution, error) {
-	return c.id, kernel.Live, nil
+func (c constAttributor) Attribute(uint32, time.Time) (contid.ID, contid.Attribution, error) {
+	return c.id, contid.LiveProcess, nil
 }
 
 // TestThroughputOpen drives 1,000 audited events/s for 10 s from a

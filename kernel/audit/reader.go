@@ -23,13 +23,12 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/contid/contid"
-	"github.com/contid/contid/kernel"
 )
 
 // Attributor finds the container a process belonged to at a given time,
 // for live and exited processes alike. kernel.Tracker satisfies it.
 type Attributor interface {
-	Attribute(pid uint32, at time.Time) (contid.ID, kernel.Attribution, error)
+	Attribute(pid uint32, at time.Time) (contid.ID, contid.Attribution, error)
 }
 
 // LossKind says where events were lost.
@@ -356,9 +355,9 @@ func (s *stream) ReassemblyComplete(msgs []*auparse.AuditMessage) {
 		id, how, err := r.attr.Attribute(ev.PID, ev.Time)
 		switch {
 		case err != nil:
-		case how == kernel.Ambiguous:
+		case how == contid.AmbiguousPID:
 			r.stats.ambiguous.Add(1)
-		case (how == kernel.Live || how == kernel.Exited) && id != contid.Unset:
+		case (how == contid.LiveProcess || how == contid.ExitedProcess) && id != contid.Unset:
 			ev.Container, ev.Attribution = id, how
 			r.stats.tagged.Add(1)
 		}

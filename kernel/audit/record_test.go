@@ -185,11 +185,11 @@ func (h *fakeHandler) Tick(time.Time) {}
 
 type fakeAttributor struct {
 	id  contid.ID
-	how kernel.Attribution
+	how contid.Attribution
 	err error
 }
 
-func (f fakeAttributor) Attribute(uint32, time.Time) (contid.ID, kernel.Attribution, error) {
+func (f fakeAttributor) Attribute(uint32, time.Time) (contid.ID, contid.Attribution, error) {
 	return f.id, f.how, f.err
 }
 
@@ -199,11 +199,11 @@ func TestStreamAttribution(t *testing.T) {
 		attr   fakeAttributor
 		tagged bool
 	}{
-		{"live", fakeAttributor{id: 42, how: kernel.Live}, true},
-		{"exited", fakeAttributor{id: 42, how: kernel.Exited}, true},
-		{"ambiguous is never attributed", fakeAttributor{id: 42, how: kernel.Ambiguous}, false},
-		{"unattributed", fakeAttributor{how: kernel.Unattributed}, false},
-		{"error", fakeAttributor{id: 42, how: kernel.Live, err: kernel.ErrNoProcess}, false},
+		{"live", fakeAttributor{id: 42, how: contid.LiveProcess}, true},
+		{"exited", fakeAttributor{id: 42, how: contid.ExitedProcess}, true},
+		{"ambiguous is never attributed", fakeAttributor{id: 42, how: contid.AmbiguousPID}, false},
+		{"unattributed", fakeAttributor{how: contid.Unattributed}, false},
+		{"error", fakeAttributor{id: 42, how: contid.LiveProcess, err: kernel.ErrNoProcess}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -215,7 +215,7 @@ func TestStreamAttribution(t *testing.T) {
 				t.Errorf("Tagged() = %v, want %v", tagged, tt.tagged)
 			}
 			wantAmbiguous := uint64(0)
-			if tt.attr.how == kernel.Ambiguous && tt.attr.err == nil {
+			if tt.attr.how == contid.AmbiguousPID && tt.attr.err == nil {
 				wantAmbiguous = 1
 			}
 			if got := r.Stats().Ambiguous; got != wantAmbiguous {
