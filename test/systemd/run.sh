@@ -207,6 +207,7 @@ for f in /usr/sbin/contidd /usr/bin/contidctl \
 	/usr/share/polkit-1/actions/org.contid1.policy /usr/lib/tmpfiles.d/contid.conf \
 	/usr/lib/systemd/catalog/contid.catalog /etc/audit/rules.d/contid.rules /etc/contid/contid.conf \
 	/usr/share/man/man8/contidd.8.gz /usr/share/man/man1/contidctl.1.gz /usr/share/man/man5/contid.conf.5.gz \
+	/usr/share/man/man5/org.contid1.5.gz \
 	/usr/share/bash-completion/completions/contidctl; do
 	in_ct test -e "$f" || missing="$missing $f"
 done
