@@ -33,18 +33,35 @@ var (
 	// memory use says nothing about contidd's.
 	raceBuild bool
 
-	fallbackOnce sync.Once
-	fallbackPath string
-	fallbackErr  error
-
-	unconfirmedOnce sync.Once
-	unconfirmedPath string
-	unconfirmedErr  error
-
-	unrelayedOnce sync.Once
-	unrelayedPath string
-	unrelayedErr  error
+	// variants are the test-only builds of contidd, by their -X flags.
+	variants sync.Map // string -> *variantBuild
 )
+
+type variantBuild struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// contiddVariant builds contidd once per test run with test-only
+// switches set (-ldflags -X name=value).
+func contiddVariant(t *testing.T, switches ...string) string {
+	t.Helper()
+	flags := "-ldflags="
+	for i, sw := range switches {
+		if i > 0 {
+			flags += " "
+		}
+		flags += "-X github.com/contid/contid/dbus." + sw
+	}
+	v, _ := variants.LoadOrStore(flags, &variantBuild{})
+	b := v.(*variantBuild)
+	b.once.Do(func() { b.path, b.err = buildContidd([]string{flags}) })
+	if b.err != nil {
+		t.Fatal(b.err)
+	}
+	return b.path
+}
 
 // contiddBinary builds cmd/contidd once per test run: the tests run the
 // real binary so that they can SIGKILL it.
@@ -62,42 +79,21 @@ func contiddBinary(t *testing.T) string {
 // contiddWithoutPeerPidfd is contidd built to pin peers the way it must
 // on kernels before 6.5 (no SO_PEERPIDFD): pidfd_open at accept.
 func contiddWithoutPeerPidfd(t *testing.T) string {
-	t.Helper()
-	fallbackOnce.Do(func() {
-		fallbackPath, fallbackErr = buildContidd([]string{"-ldflags=-X github.com/contid/contid/dbus.usePeerPidfd=no"})
-	})
-	if fallbackErr != nil {
-		t.Fatal(fallbackErr)
-	}
-	return fallbackPath
+	return contiddVariant(t, "usePeerPidfd=no")
 }
 
 // contiddUnconfirmed is the fallback build without the check that the
 // process pinned at accept holds the connection: the control of the
 // attack that check stops.
 func contiddUnconfirmed(t *testing.T) string {
-	t.Helper()
-	unconfirmedOnce.Do(func() {
-		unconfirmedPath, unconfirmedErr = buildContidd([]string{"-ldflags=-X github.com/contid/contid/dbus.usePeerPidfd=no -X github.com/contid/contid/dbus.confirmConnector=no"})
-	})
-	if unconfirmedErr != nil {
-		t.Fatal(unconfirmedErr)
-	}
-	return unconfirmedPath
+	return contiddVariant(t, "usePeerPidfd=no", "confirmConnector=no")
 }
 
 // contiddUnrelayed reads the system bus with godbus directly, without
-// the relay that skips oversized messages: the control of the attack the
-// relay stops.
+// the relay that screens what godbus decodes: the control of the attacks
+// the relay stops.
 func contiddUnrelayed(t *testing.T) string {
-	t.Helper()
-	unrelayedOnce.Do(func() {
-		unrelayedPath, unrelayedErr = buildContidd([]string{"-ldflags=-X github.com/contid/contid/dbus.relayBus=no"})
-	})
-	if unrelayedErr != nil {
-		t.Fatal(unrelayedErr)
-	}
-	return unrelayedPath
+	return contiddVariant(t, "relayBus=no")
 }
 
 func buildContidd(flags []string) (string, error) {

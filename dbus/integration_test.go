@@ -658,7 +658,12 @@ func TestMain(m *testing.M) {
 		os.Exit(runHelper(mode))
 	}
 	code := m.Run()
-	for _, p := range []string{binPath, fallbackPath} {
+	built := []string{binPath}
+	variants.Range(func(_, v any) bool {
+		built = append(built, v.(*variantBuild).path)
+		return true
+	})
+	for _, p := range built {
 		if p != "" {
 			_ = os.RemoveAll(filepath.Dir(p))
 		}
