@@ -328,7 +328,9 @@ journal_entries() {
 # wait_journal CURSOR CID PATTERN waits for such an entry.
 wait_journal() {
 	local i
-	for ((i = 0; i < 15; i++)); do
+	# Found, it returns at once. Under TCG on a busy host, an event took
+	# 22 s from exec to the journal, so the bound is generous.
+	for ((i = 0; i < 60; i++)); do
 		[[ -n $(journal_entries "$@") ]] && return 0
 		sleep 1
 	done
@@ -339,7 +341,7 @@ wait_journal() {
 # the action whether or not contid attributed it.
 wait_audit_log() {
 	local i
-	for ((i = 0; i < 15; i++)); do
+	for ((i = 0; i < 60; i++)); do
 		grep -qF "$1" /var/log/audit/audit.log 2>/dev/null && return 0
 		sleep 1
 	done
