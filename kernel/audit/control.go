@@ -186,6 +186,9 @@ type RulesFile struct {
 // the kernel's or reconfigure auditing from a rules file.
 var ErrNotARule = errors.New("not a rule that can be added")
 
+// errPrepend refuses -A, which contidd cannot load as written.
+var errPrepend = errors.New("-A (insert first) is not supported: the rule would be appended; write it with -a")
+
 // ParseRules parses every line with go-libaudit's auditctl flag parser,
 // so syscall rules (-a, -A) and file watches (-w) alike are built; each
 // line it cannot parse or build is kept in Refused with the reason,
@@ -205,6 +208,10 @@ func ParseRules(r io.Reader) (RulesFile, error) {
 			rl.Err = err
 		case parsed.TypeOf() == rule.DeleteAllRuleType:
 			rl.Err = ErrNotARule
+		case parsed.TypeOf() == rule.PrependSyscallRuleType:
+			// go-libaudit builds it without the prepend flag: the rule
+			// would land at the end of its list, not before the others.
+			rl.Err = errPrepend
 		default:
 			rl.Wire, rl.Err = rule.Build(parsed)
 		}

@@ -348,6 +348,7 @@ func TestParseRules(t *testing.T) {
 		"-a always",                     // 9: incomplete
 		"-w /etc/passwd -p x -k contid", // 10: a watch
 		"-a always,exit -F arch=b64 -S openat -F dir=/etc -k contid-etc", // 11
+		"-A always,exit -F arch=b64 -S execve -k contid",                 // 12: would not go first
 	}, "\n")
 	got, err := ParseRules(strings.NewReader(file))
 	if err != nil {
@@ -369,7 +370,7 @@ func TestParseRules(t *testing.T) {
 	if want := []int{3, 4, 5, 10, 11}; !slices.Equal(built, want) {
 		t.Errorf("built lines %v, want %v", built, want)
 	}
-	if want := []int{6, 7, 8, 9}; !slices.Equal(refused, want) {
+	if want := []int{6, 7, 8, 9, 12}; !slices.Equal(refused, want) {
 		t.Errorf("refused lines %v, want %v (%+v)", refused, want, got.Refused)
 	}
 	for _, rl := range got.Refused {
