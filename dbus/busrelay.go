@@ -351,7 +351,7 @@ func (r *busRelay) screen(in *relayReader, hdr, msg []byte, log func(format stri
 		in.dropFDs()
 		n := r.screened.Add(1)
 		if n&(n-1) == 0 {
-			log("Screened out %d calls or signals from the system bus (the latest from %s: %s)", n, h.sender, text)
+			log("Screened out %d calls or signals from the system bus (the latest from %s: %s); %d answers dropped from a full queue", n, h.sender, text, r.unanswered.Load())
 		}
 		if typ == godbus.TypeMethodCall && flags&godbus.FlagNoReplyExpected == 0 && ok {
 			r.refuse(refusal{serial: order.Uint32(hdr[8:12]), sender: h.sender, name: name, text: text})
@@ -501,7 +501,7 @@ func (r *busRelay) skip(in *relayReader, hdr []byte, big *tooLarge, log func(for
 		rest -= uint64(len(p))
 	}
 	if n := r.skipped.Add(1); n&(n-1) == 0 {
-		log("Skipped %d calls or signals from the system bus larger than %d bytes (the latest %d bytes)", n, maxMessageSize, big.length)
+		log("Skipped %d calls or signals from the system bus larger than %d bytes (the latest %d bytes); %d answers dropped from a full queue", n, maxMessageSize, big.length, r.unanswered.Load())
 	}
 	if big.wantsReply() && ok && h.sender != "" {
 		r.refuse(refusal{serial: big.serial, sender: h.sender, name: client.NameLimitsExceeded,
