@@ -2,8 +2,12 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"time"
 
 	libaudit "github.com/elastic/go-libaudit/v2"
 
@@ -87,7 +91,14 @@ func AuditPipeline(journalSocket string) func(ctx context.Context, d *Daemon) er
 			s := fwd.Stats()
 			return s.Written, s.Lost
 		})
+		saved := make(chan struct{})
+		go func() {
+			defer close(saved)
+			keepPosition(ctx, d, r)
+		}()
 		err = r.Run(ctx, fwd)
+		<-saved
+		savePosition(d, r)
 		fwd.Flush()
 		if errors.Is(err, context.Canceled) || ctx.Err() != nil {
 			return nil
@@ -106,12 +117,13 @@ func openReader(d *Daemon, ctl *audit.Control) (*audit.Reader, error) {
 	if inherited != nil {
 		defer inherited.Close()
 	}
+	after := loadPosition(d)
 	var (
 		r   *audit.Reader
 		err error
 	)
 	if d.Config.AuditSocket != config.AuditSocketMulticast {
-		r, err = audit.NewReader(audit.Config{Source: audit.Unicast, Inherited: inherited}, d.Tracker)
+		r, err = audit.NewReader(audit.Config{Source: audit.Unicast, Inherited: inherited, After: after}, d.Tracker)
 		switch {
 		case err == nil:
 			return r, adoptUnicast(d, ctl, r)
@@ -130,7 +142,7 @@ func openReader(d *Daemon, ctl *audit.Control) (*audit.Reader, error) {
 			d.Log.Logf(cdbus.PrioWarning, "Releasing the stored audit socket: %v", err)
 		}
 	}
-	r, err = audit.NewReader(audit.Config{Source: audit.Multicast}, d.Tracker)
+	r, err = audit.NewReader(audit.Config{Source: audit.Multicast, After: after}, d.Tracker)
 	if err == nil {
 		d.Log.Logf(cdbus.PrioInfo, "Reading the kernel audit stream through the multicast group.")
 	}
@@ -165,6 +177,59 @@ func adoptUnicast(d *Daemon, ctl *audit.Control, r *audit.Reader) error {
 	}
 	d.Log.Logf(cdbus.PrioInfo, "Reading the kernel audit stream as its audit daemon: a flood makes the producer wait instead of losing events.")
 	return nil
+}
+
+// positionFile is where contidd keeps its place in the audit stream, in
+// StateDirectory, so the next contidd can say how many events went unread
+// while none ran.
+const positionFile = "audit-position"
+
+// positionInterval is how often the place is saved while running, for a
+// contidd that dies without saving it (a crash outside systemd; under
+// systemd the socket it kept makes the gap empty anyway).
+const positionInterval = 5 * time.Second
+
+func loadPosition(d *Daemon) *audit.Position {
+	b, err := os.ReadFile(filepath.Join(d.Config.StateDirectory, positionFile))
+	if err != nil {
+		return nil
+	}
+	var p audit.Position
+	if err := json.Unmarshal(b, &p); err != nil {
+		d.Log.Logf(cdbus.PrioWarning, "Ignoring %s: %v", positionFile, err)
+		return nil
+	}
+	return &p
+}
+
+func keepPosition(ctx context.Context, d *Daemon, r *audit.Reader) {
+	t := time.NewTicker(positionInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			savePosition(d, r)
+		}
+	}
+}
+
+func savePosition(d *Daemon, r *audit.Reader) {
+	p, ok := r.Position()
+	if !ok {
+		return
+	}
+	b, err := json.Marshal(p)
+	if err != nil {
+		return
+	}
+	path := filepath.Join(d.Config.StateDirectory, positionFile)
+	tmp := path + ".tmp"
+	// A full disk costs only the gap count of a later start.
+	if os.WriteFile(tmp, b, 0o600) == nil {
+		_ = os.Rename(tmp, path)
+	}
 }
 
 // registryContainers adapts the registry to journal.Containers.

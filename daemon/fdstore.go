@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"fmt"
-	"net"
 	"os"
 
 	"golang.org/x/sys/unix"
@@ -31,20 +30,20 @@ func notifyWithFDs(state string, fd int) (bool, error) {
 	if path == "" {
 		return false, nil
 	}
-	if path[0] == '@' {
-		path = "\x00" + path[1:]
-	}
-	conn, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: path, Net: "unixgram"})
+	// An unconnected socket: Go's net package refuses WriteMsgUnix on a
+	// connected datagram socket. A leading "@" names an abstract socket,
+	// which SockaddrUnix understands.
+	s, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return false, fmt.Errorf("notify socket: %w", err)
 	}
-	defer conn.Close()
+	defer unix.Close(s)
 	var oob []byte
 	if fd >= 0 {
 		oob = unix.UnixRights(fd)
 	}
-	if _, _, err := conn.WriteMsgUnix([]byte(state), oob, nil); err != nil {
-		return false, fmt.Errorf("notify %q: %w", state, err)
+	if err := unix.Sendmsg(s, []byte(state), oob, &unix.SockaddrUnix{Name: path}, 0); err != nil {
+		return false, fmt.Errorf("notify %q to %s: %w", state, path, err)
 	}
 	return true, nil
 }

@@ -19,4 +19,7 @@ const (
 	// MessageEventsLost: audit events were lost before contidd could
 	// write them.
 	MessageEventsLost = "e5068ffe02f44e50a2584af3a2d2407a"
+	// MessageAuditGap: while no contidd ran, the kernel emitted events
+	// that nobody attributed.
+	MessageAuditGap = "f0268bb5eee64a489f431e4690b01b7e"
 )

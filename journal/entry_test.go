@@ -453,8 +453,9 @@ func TestCatalog(t *testing.T) {
 	ids := map[string]bool{
 		MessageTagGranted: true, MessageTagRefused: true, MessageContainerCreated: true,
 		MessageContainerExited: true, MessageTamperDenied: true, MessageEventsLost: true,
+		MessageAuditGap: true,
 	}
-	if len(ids) != 6 {
+	if len(ids) != 7 {
 		t.Fatal("duplicate MESSAGE_ID constants")
 	}
 	found := map[string]bool{}
@@ -473,7 +474,9 @@ func TestCatalog(t *testing.T) {
 		"AUDIT_CONTAINER_ID": true, "AUDIT_CONTAINER_CHAIN": true, "AUDIT_CONTAINER_NAME": true,
 		"AUDIT_CONTAINER_UNIT": true, "AUDIT_OPID": true, "AUDIT_ERROR": true, "AUDIT_OPERATION": true,
 		"AUDIT_LOST_COUNT": true, "AUDIT_LOST_SINCE": true, "AUDIT_LOST_KERNEL": true,
-		"AUDIT_LOST_READER": true, "AUDIT_LOST_WRITE": true,
+		"AUDIT_LOST_READER": true, "AUDIT_LOST_WRITE": true, "AUDIT_LOST_STOPPED": true,
+		"AUDIT_GAP_COUNT": true, "AUDIT_GAP_AFTER": true, "AUDIT_GAP_BEFORE": true,
+		"AUDIT_GAP_STOPPED": true, "AUDIT_GAP_RESUMED": true,
 	}
 	for _, m := range regexp.MustCompile(`@([A-Z_]+)@`).FindAllStringSubmatch(string(data), -1) {
 		if !written[m[1]] {

@@ -39,9 +39,10 @@ type Config struct {
 // Stats are the forwarder's counters.
 type Stats struct {
 	Written     uint64 // events written to the journal
-	Lost        uint64 // LostKernel + LostReader + WriteFailed
+	Lost        uint64 // LostKernel + LostReader + LostStopped + WriteFailed
 	LostKernel  uint64 // the kernel's lost counter rose by this much
 	LostReader  uint64 // serials that never reached the reader
+	LostStopped uint64 // events emitted while no contidd read
 	WriteFailed uint64 // events journald did not accept
 	Untagged    uint64 // events of untagged processes, not written
 	LossEntries uint64 // loss entries written
@@ -67,7 +68,7 @@ type Forwarder struct {
 	queue, free chan *Entry
 	drained     chan struct{}
 
-	written, lostKernel, lostReader, writeFailed, untagged, lossEntries, truncated atomic.Uint64
+	written, lostKernel, lostReader, lostStopped, writeFailed, untagged, lossEntries, truncated atomic.Uint64
 
 	// pending is the loss not yet reported, and since when.
 	mu         sync.Mutex
@@ -76,13 +77,16 @@ type Forwarder struct {
 }
 
 type lossWindow struct {
-	kernel, reader, write uint64
-	since                 time.Time
+	kernel, reader, stopped, write uint64
+	since                          time.Time
 }
 
-func (w lossWindow) total() uint64 { return w.kernel + w.reader + w.write }
+func (w lossWindow) total() uint64 { return w.kernel + w.reader + w.stopped + w.write }
 
-var _ audit.Handler = (*Forwarder)(nil)
+var (
+	_ audit.Handler    = (*Forwarder)(nil)
+	_ audit.GapHandler = (*Forwarder)(nil)
+)
 
 // NewForwarder writes to out, looking containers up in c (nil: IDs only).
 func NewForwarder(out Sender, c Containers, cfg Config) *Forwarder {
@@ -108,12 +112,13 @@ func (f *Forwarder) Stats() Stats {
 		Written:     f.written.Load(),
 		LostKernel:  f.lostKernel.Load(),
 		LostReader:  f.lostReader.Load(),
+		LostStopped: f.lostStopped.Load(),
 		WriteFailed: f.writeFailed.Load(),
 		Untagged:    f.untagged.Load(),
 		LossEntries: f.lossEntries.Load(),
 		Truncated:   f.truncated.Load(),
 	}
-	s.Lost = s.LostKernel + s.LostReader + s.WriteFailed
+	s.Lost = s.LostKernel + s.LostReader + s.LostStopped + s.WriteFailed
 	return s
 }
 
@@ -172,11 +177,42 @@ func (f *Forwarder) HandleLoss(kind audit.LossKind, count uint64) {
 	case audit.LossKernel:
 		f.lostKernel.Add(count)
 		w.kernel = count
+	case audit.LossStopped:
+		f.lostStopped.Add(count)
+		w.stopped = count
 	default:
 		f.lostReader.Add(count)
 		w.reader = count
 	}
 	f.addLoss(w, time.Now())
+}
+
+// HandleGap implements audit.GapHandler: the gap is counted with the
+// losses and written at once as its own entry, with its times and
+// serials.
+func (f *Forwarder) HandleGap(g audit.Gap) {
+	f.lostStopped.Add(g.Events)
+	var e Entry
+	stopped, resumed := g.Stopped.UTC().Format(time.RFC3339Nano), g.Resumed.UTC().Format(time.RFC3339Nano)
+	e.Add("MESSAGE_ID", MessageAuditGap)
+	e.Add("MESSAGE", strconv.FormatUint(g.Events, 10)+" audit events went unread while contidd was stopped, from "+stopped+" to "+resumed)
+	e.AddUint("PRIORITY", 4)
+	e.Add("SYSLOG_IDENTIFIER", "contidd")
+	e.AddUint("AUDIT_GAP_COUNT", g.Events)
+	e.AddUint("AUDIT_GAP_AFTER", uint64(g.After))
+	e.AddUint("AUDIT_GAP_BEFORE", uint64(g.Before))
+	e.Add("AUDIT_GAP_STOPPED", stopped)
+	e.Add("AUDIT_GAP_RESUMED", resumed)
+	if err := f.out.Send(&e); err != nil {
+		// Still never silent: the count goes out with the next loss
+		// entry.
+		f.addLoss(lossWindow{stopped: g.Events}, time.Now())
+		return
+	}
+	f.lossEntries.Add(1)
+	if f.cfg.OnLoss != nil {
+		f.cfg.OnLoss(f.Stats())
+	}
 }
 
 // Tick implements audit.Handler: it writes a pending loss entry once the
@@ -194,6 +230,7 @@ func (f *Forwarder) addLoss(w lossWindow, now time.Time) {
 	}
 	f.pending.kernel += w.kernel
 	f.pending.reader += w.reader
+	f.pending.stopped += w.stopped
 	f.pending.write += w.write
 	f.mu.Unlock()
 	f.flushLoss(now, false)
@@ -214,12 +251,13 @@ func (f *Forwarder) flushLoss(now time.Time, force bool) {
 	e.Add("MESSAGE_ID", MessageEventsLost)
 	e.Add("MESSAGE", strconv.FormatUint(w.total(), 10)+" audit events lost since "+since+
 		" (kernel "+strconv.FormatUint(w.kernel, 10)+", reader "+strconv.FormatUint(w.reader, 10)+
-		", write "+strconv.FormatUint(w.write, 10)+")")
+		", unread while stopped "+strconv.FormatUint(w.stopped, 10)+", write "+strconv.FormatUint(w.write, 10)+")")
 	e.AddUint("PRIORITY", 4)
 	e.Add("SYSLOG_IDENTIFIER", "contidd")
 	e.AddUint("AUDIT_LOST_COUNT", w.total())
 	e.AddUint("AUDIT_LOST_KERNEL", w.kernel)
 	e.AddUint("AUDIT_LOST_READER", w.reader)
+	e.AddUint("AUDIT_LOST_STOPPED", w.stopped)
 	e.AddUint("AUDIT_LOST_WRITE", w.write)
 	e.Add("AUDIT_LOST_SINCE", since)
 	e.AddUint("AUDIT_LOST_SINCE_USEC", uint64(w.since.UnixMicro()))

@@ -41,6 +41,9 @@ const (
 	// LossReader: the multicast socket overflowed (ENOBUFS) while we were
 	// behind; the count is the serials missing around the overflow.
 	LossReader
+	// LossStopped: no contidd read while the kernel emitted these (a
+	// stop and a later start); the count is the serials in between.
+	LossStopped
 )
 
 func (k LossKind) String() string {
@@ -49,8 +52,39 @@ func (k LossKind) String() string {
 		return "kernel"
 	case LossReader:
 		return "reader"
+	case LossStopped:
+		return "stopped"
 	}
 	return "unknown"
+}
+
+// Gap is a stretch of the stream no contidd read: from where the
+// previous one stopped to the first record this one read.
+type Gap struct {
+	// Events is how many events the kernel emitted in between (the
+	// serials between the two), tagged or not.
+	Events uint64
+	// After is the last serial read before the gap, Before the first
+	// after it.
+	After, Before uint32
+	// Stopped is when the previous reader read its last record;
+	// Resumed when this one read its first.
+	Stopped, Resumed time.Time
+}
+
+// GapHandler is a Handler that also takes gaps. A Handler without it
+// gets a gap as HandleLoss(LossStopped, gap.Events).
+type GapHandler interface {
+	HandleGap(Gap)
+}
+
+// Position is where a reader is in the stream: the boot (serials start
+// again at each), the last serial it read and when. A contidd saves it
+// when it stops, and the next one passes it as Config.After.
+type Position struct {
+	Boot   string    `json:"boot"`
+	Serial uint32    `json:"serial"`
+	Time   time.Time `json:"time"`
 }
 
 // Handler consumes the stream. Its methods are called from one goroutine,
@@ -107,6 +141,10 @@ type Config struct {
 	// kernel queued to it while contidd was away is still there.
 	// Unicast only; the reader uses a duplicate, the caller keeps f.
 	Inherited *os.File
+	// After is where the previous reader stopped, if known: the first
+	// serial this one reads shows how many events went unread in
+	// between, which the handler gets as a Gap.
+	After *Position
 	// ReceiveBuffer is the netlink receive buffer to ask for, in bytes.
 	// Default 16 MiB: about two seconds of a 1,000 exec/s burst.
 	ReceiveBuffer int
@@ -201,6 +239,10 @@ type Reader struct {
 	open map[uint32]time.Time
 	// started is when Run began.
 	started time.Time
+	// last is the Position of the last record read, for Position.
+	last atomic.Pointer[Position]
+	// boot is this boot's ID, for Position.
+	boot string
 
 	// mu guards closing and exited: Close must not release the sockets
 	// while Run still reads them.
@@ -217,7 +259,7 @@ type Reader struct {
 // another live process is the kernel's audit daemon.
 func NewReader(cfg Config, attr Attributor) (*Reader, error) {
 	cfg.setDefaults()
-	r := &Reader{cfg: cfg, attr: attr}
+	r := &Reader{cfg: cfg, attr: attr, boot: BootID()}
 	var err error
 	r.ctl, err = NewControl()
 	if err != nil {
@@ -409,6 +451,7 @@ func (r *Reader) push(b []byte) {
 	r.stats.records.Add(1)
 	r.countJump(serial)
 	r.trackOpen(typ, serial)
+	r.advance(serial, at)
 	r.reasm.PushMessage(&auparse.AuditMessage{
 		RecordType: typ,
 		Timestamp:  at,

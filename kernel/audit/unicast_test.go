@@ -4,7 +4,9 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -211,5 +213,108 @@ func waitRecords(t testing.TB, r *audit.Reader, quiet, max time.Duration) {
 		} else if time.Since(lastChange) >= quiet {
 			return
 		}
+	}
+}
+
+// serialWitness records the serial of every event a multicast reader
+// sees: the kernel multicasts each record whether or not an audit daemon
+// is registered, so it sees the events no daemon read.
+type serialWitness struct {
+	mu      sync.Mutex
+	serials map[uint32]bool
+}
+
+func (w *serialWitness) HandleEvent(ev *audit.Event) {
+	w.mu.Lock()
+	w.serials[ev.Serial] = true
+	w.mu.Unlock()
+}
+func (*serialWitness) HandleLoss(audit.LossKind, uint64) {}
+func (*serialWitness) Tick(time.Time)                    {}
+
+// between counts the serials seen strictly between a and b.
+func (w *serialWitness) between(a, b uint32) (n uint64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for s := range w.serials {
+		if int32(s-a) > 0 && int32(b-s) > 0 {
+			n++
+		}
+	}
+	return n
+}
+
+// TestStopGap: a reader stops, the kernel emits events nobody reads, and
+// the next reader, given where the first stopped, writes one entry that
+// counts exactly the events in between (as a multicast witness saw them)
+// and adds them to the losses. The control, a reader not given the
+// position, cannot tell: the gap stays silent.
+func TestStopGap(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		withPosition bool
+	}{
+		{"position", true},
+		{"control-no-position", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newAuditSession(t)
+			b := tracker(t)
+			s.setBacklog(8192, 60000)
+			cg := newCgroup(t, b, nil, "gap", true)
+			target := filepath.Join(t.TempDir(), "target")
+			if err := os.WriteFile(target, nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			witness := &serialWitness{serials: map[uint32]bool{}}
+			wr, err := audit.NewReader(audit.Config{Source: audit.Multicast}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			wctx, wstop := context.WithCancel(context.Background())
+			wdone := make(chan error, 1)
+			go func() { wdone <- wr.Run(wctx, witness) }()
+			defer func() { wstop(); <-wdone; wr.Close() }()
+
+			first := startPipeline(t, b, nil, audit.Config{Source: audit.Unicast}, journal.Config{})
+			runOpenHelper(t, s, cg.fd, 200, 2000, target, "contid-test-"+randomSuffix(t))
+			first.waitIdle(t, time.Second, 30*time.Second)
+			first.stop()
+			pos, ok := first.reader.Position()
+			if !ok {
+				t.Fatal("the first reader read nothing")
+			}
+			unread := runOpenHelper(t, s, cg.fd, 300, 2000, target, "contid-test-"+randomSuffix(t))
+			cfg := audit.Config{Source: audit.Unicast}
+			if tc.withPosition {
+				cfg.After = &pos
+			}
+			second := startPipeline(t, b, nil, cfg, journal.Config{})
+			runOpenHelper(t, s, cg.fd, 100, 2000, target, "contid-test-"+randomSuffix(t))
+			second.waitIdle(t, time.Second, 30*time.Second)
+			second.stop()
+			fs := second.fwd.Stats()
+			gaps := second.journald.Query(t, "MESSAGE_ID="+journal.MessageAuditGap)
+			if !tc.withPosition {
+				if len(gaps) != 0 || fs.LostStopped != 0 {
+					t.Fatalf("without a position: %d gap entries, %d counted", len(gaps), fs.LostStopped)
+				}
+				return
+			}
+			if len(gaps) != 1 {
+				t.Fatalf("%d gap entries, want 1 (forwarder %+v)", len(gaps), fs)
+			}
+			g := gaps[0]
+			count, _ := strconv.ParseUint(g.Get("AUDIT_GAP_COUNT"), 10, 64)
+			before, _ := strconv.ParseUint(g.Get("AUDIT_GAP_BEFORE"), 10, 64)
+			want := witness.between(pos.Serial, uint32(before))
+			t.Logf("gap entry %q; %d opens while stopped; the witness saw %d events in between", g.Get("MESSAGE"), unread.offered, want)
+			if count != want || fs.LostStopped != count {
+				t.Errorf("gap entry counts %d, the forwarder %d; the witness saw %d events between serials %d and %d", count, fs.LostStopped, want, pos.Serial, before)
+			}
+			if count < uint64(unread.offered) {
+				t.Errorf("gap of %d events, but %d opens ran while stopped", count, unread.offered)
+			}
+		})
 	}
 }

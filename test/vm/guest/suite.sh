@@ -35,6 +35,8 @@ else
 fi
 
 SELF=$(readlink -f "${BASH_SOURCE[0]}")
+# shellcheck source=continuity.sh
+source "$(dirname "$SELF")/continuity.sh"
 PINDIR=/sys/fs/bpf/contid
 MANAGER=(org.contid1 /org/contid1 org.contid1.Manager)
 TAGGED_SLICE=machine.slice
@@ -858,6 +860,7 @@ main() {
 	NEEDS=$no_link run_denial link_unpin
 	NEEDS=$no_link run_denial link_detach
 	run_denial pin_dir_rename
+	run_continuity
 	run_kernel_tests
 	run_bench
 	# The control unmounts every pin on the guest: nothing may follow it.
