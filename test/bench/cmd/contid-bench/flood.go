@@ -175,9 +175,15 @@ func flood(cg benchCgroup, side, target, key string, n int, pids []int, count fu
 		removeRule()
 		return r, err
 	}
+	// The producer checks its own time bound between opens, but one open
+	// can wait out a full backlog_wait_time while the reader is stuck.
+	killer := time.AfterFunc(*floodFor+90*time.Second, func() { _ = cmd.Process.Kill() })
 	rest, _ := io.ReadAll(out)
 	err = cmd.Wait()
 	waited = true
+	if !killer.Stop() {
+		err = fmt.Errorf("killed after %s: %w", *floodFor+90*time.Second, err)
+	}
 	// Whatever the producer did, nothing else is recorded under key.
 	removeRule()
 	if err != nil {
@@ -306,113 +312,158 @@ func floodPhase(cfg *config, rep *report) error {
 		how = "contidd with its default [Audit] Socket= (key left out)"
 	}
 
-	// Side A: contidd, the producer in a cgroup it tagged.
 	jd, jdir, err := startJournald(dir)
 	if err != nil {
 		return fail(err)
 	}
 	a := &contidSide{cfg: cfg, journald: jd, journalDir: jdir, useContidd: true, auditSocket: socket}
-	cgA, err := tree.child("contid")
-	if err != nil {
-		return fail(err)
-	}
-	// journald switches auditing off as it starts: the settings go in
-	// after it.
-	if err := applyFloodSettings(); err != nil {
-		return fail(err)
-	}
-	if err := a.startRound(cgA); err != nil {
-		return fail(err)
-	}
 	defer func() { _ = a.stopRound() }()
-	if err := applyFloodSettings(); err != nil {
-		return fail(err)
-	}
-	countA := func(k string) (int, error) { return a.countMatching("AUDIT_FIELD_KEY=" + k) }
-	warmA, err := warmUp(cgA, "contid", target, key, countA)
-	if err != nil {
-		return fail(err)
-	}
 	registered := "none (multicast)"
-	if st, err := readAuditState(); err == nil && st["pid"] != 0 {
-		registered = fmt.Sprintf("pid %d (contidd is pid %d)", st["pid"], a.daemon.pid())
-	}
-	progress("flood: %s; audit daemon registered: %s; %d opens", how, registered, n)
-	before, err := countA(key)
-	if err != nil {
-		return fail(err)
-	}
-	ra, err := flood(cgA, "contid", target, key, n, a.pids(), func() (int, error) { return countA(key) })
-	if err != nil {
-		return fail(err)
-	}
-	if err := a.stopRound(); err != nil {
-		return fail(err)
-	}
-	ra.Counter = a.lastCounters
-	ra.recount(func() (int, error) { return countA(key) }, before)
-	progress("flood contid: %s; %s", ra, ra.Counter)
 
-	// Side B: auditd, the producer in an untagged cgroup.
-	if err := applyFloodSettings(); err != nil {
-		return fail(err)
+	// contidRound floods from a cgroup a fresh contidd tagged.
+	contidRound := func(i int) (floodRun, floodRun, error) {
+		var warm, r floodRun
+		cg, err := tree.child(fmt.Sprintf("contid-%d", i))
+		if err != nil {
+			return warm, r, err
+		}
+		// journald switches auditing off as it starts, and contidd may
+		// change the settings as it starts: they go in before and after.
+		if err := applyFloodSettings(); err != nil {
+			return warm, r, err
+		}
+		if err := a.startRound(cg); err != nil {
+			return warm, r, err
+		}
+		if err := applyFloodSettings(); err != nil {
+			return warm, r, err
+		}
+		count := func(k string) (int, error) { return a.countMatching("AUDIT_FIELD_KEY=" + k) }
+		k := fmt.Sprintf("%s-%d", key, i)
+		if warm, err = warmUp(cg, "contid", target, k, count); err != nil {
+			return warm, r, err
+		}
+		if st, err := readAuditState(); err == nil && st["pid"] != 0 {
+			registered = fmt.Sprintf("pid %d (contidd is pid %d)", st["pid"], a.daemon.pid())
+		}
+		if r, err = flood(cg, "contid", target, k, n, a.pids(), func() (int, error) { return count(k) }); err != nil {
+			return warm, r, err
+		}
+		if err := a.stopRound(); err != nil {
+			return warm, r, err
+		}
+		r.Counter = a.lastCounters
+		r.recount(func() (int, error) { return count(k) }, 0)
+		progress("flood contid %d: %s; %s", i, r, r.Counter)
+		return warm, r, nil
 	}
-	adir, err := tempDir("contid-bench-flood-auditd-")
-	if err != nil {
-		return fail(err)
+	// auditdRound floods from an untagged cgroup with a fresh auditd.
+	auditdRound := func(i int) (floodRun, floodRun, error) {
+		var warm, r floodRun
+		cg, err := tree.child(fmt.Sprintf("auditd-%d", i))
+		if err != nil {
+			return warm, r, err
+		}
+		if err := applyFloodSettings(); err != nil {
+			return warm, r, err
+		}
+		adir, err := tempDir("contid-bench-flood-auditd-")
+		if err != nil {
+			return warm, r, err
+		}
+		ad, logFile, err := startAuditd(adir)
+		if err != nil {
+			return warm, r, err
+		}
+		defer ad.undo()
+		if err := applyFloodSettings(); err != nil {
+			return warm, r, err
+		}
+		count := func(k string) (int, error) {
+			ours, _, err := auditdSyscallCount(logFile, []byte(` key="`+k+`"`))
+			return ours, err
+		}
+		k := fmt.Sprintf("%s-%d", key, i)
+		if warm, err = warmUp(cg, "auditd", target, k, count); err != nil {
+			return warm, r, err
+		}
+		if r, err = flood(cg, "auditd", target, k, n, []int{ad.pid()}, func() (int, error) { return count(k) }); err != nil {
+			return warm, r, err
+		}
+		if err := ad.stop(); err != nil {
+			return warm, r, err
+		}
+		r.recount(func() (int, error) { return count(k) }, 0)
+		progress("flood auditd %d: %s", i, r)
+		return warm, r, nil
 	}
-	ad, logFile, err := startAuditd(adir)
-	if err != nil {
-		return fail(err)
-	}
-	defer func() { _ = ad.stop(); ad.undo() }()
-	if err := applyFloodSettings(); err != nil {
-		return fail(err)
-	}
-	cgB, err := tree.child("auditd")
-	if err != nil {
-		return fail(err)
-	}
-	countB := func(k string) (int, error) {
-		ours, _, err := auditdSyscallCount(logFile, []byte(` key="`+k+`"`))
-		return ours, err
-	}
-	warmB, err := warmUp(cgB, "auditd", target, key, countB)
-	if err != nil {
-		return fail(err)
-	}
-	rb, err := flood(cgB, "auditd", target, key, n, []int{ad.pid()}, func() (int, error) { return countB(key) })
-	if err != nil {
-		return fail(err)
-	}
-	if err := ad.stop(); err != nil {
-		return fail(err)
-	}
-	rb.recount(func() (int, error) { return countB(key) }, 0)
-	progress("flood auditd: %s", rb)
 
-	rep.set("flood_events_per_s_contid", ra.EventsPerS)
-	rep.set("flood_events_per_s_auditd", rb.EventsPerS)
-	rep.set("flood_ratio", ra.EventsPerS/rb.EventsPerS)
-	rep.set("flood_lost", float64(ra.Lost))
-	rep.set("flood_lost_auditd", float64(rb.Lost))
-	for _, r := range []floodRun{ra, rb} {
-		if r.TimedOut {
-			note := fmt.Sprintf("the producer stopped at its %s bound after %d of %d opens", *floodFor, r.Attempts, n)
-			rep.annotate("flood_events_per_s_"+r.Side, note)
+	// ABBA: drift in the machine lands on both sides.
+	rounds := 2
+	if cfg.quick {
+		rounds = 1
+	}
+	progress("flood: %s against auditd, %d opens a round, %d rounds each", how, n, rounds)
+	var runs, warms []floodRun
+	var rateA, rateB []float64
+	lostA, lostB, worstA, worstB := 0, 0, 0, 0
+	for i := 0; i < rounds; i++ {
+		order := []string{"contid", "auditd"}
+		if i%2 == 1 {
+			order = []string{"auditd", "contid"}
+		}
+		for _, side := range order {
+			var warm, r floodRun
+			var err error
+			if side == "contid" {
+				warm, r, err = contidRound(i)
+			} else {
+				warm, r, err = auditdRound(i)
+			}
+			if err != nil {
+				return fail(fmt.Errorf("%s round %d: %w", side, i, err))
+			}
+			runs, warms = append(runs, r), append(warms, warm)
+			if side == "contid" {
+				rateA = append(rateA, r.EventsPerS)
+				lostA += r.Lost
+				worstA = max(worstA, r.Lost)
+			} else {
+				rateB = append(rateB, r.EventsPerS)
+				lostB += r.Lost
+				worstB = max(worstB, r.Lost)
+			}
+			if r.TimedOut {
+				rep.annotate("flood_events_per_s_"+side, fmt.Sprintf("the producer stopped at its %s bound after %d of %d opens", *floodFor, r.Attempts, n))
+			}
 		}
 	}
+	sa, sb := summarize(rateA), summarize(rateB)
+	rep.set("flood_events_per_s_contid", sa.Median)
+	rep.set("flood_events_per_s_auditd", sb.Median)
+	rep.set("flood_ratio", sa.Median/sb.Median)
+	// A round's loss is the figure: the worst one.
+	rep.set("flood_lost", float64(worstA))
+	rep.set("flood_lost_auditd", float64(worstB))
+	var kernelLost []map[string]any
+	for _, r := range runs {
+		kernelLost = append(kernelLost, map[string]any{"side": r.Side, "kernel_lost_delta": r.KernelLost})
+	}
 	rep.detail("flood", map[string]any{
-		"producer":      fmt.Sprintf("contid-bench -flood-open: open+close of a temp file, %d times as fast as it can", n),
-		"rule":          "-a always,exit -F arch=b64 -S openat -F pid=<producer> -k " + key + ", added once the producer is ready, removed when it ends",
-		"settings":      "backlog_limit 8192, backlog_wait_time 60000, rate_limit 0, enabled 1 (both sides); the host's audit status restored afterwards",
-		"contid_side":   how + ", a private journald; the producer in a cgroup contidd tagged; recorded = journal entries with AUDIT_FIELD_KEY and the container's AUDIT_CONTAINER_ID",
-		"auditd_side":   "Debian auditd -n, log_format RAW, flush INCREMENTAL_ASYNC, no plugins; the producer in an untagged cgroup; recorded = SYSCALL records with the key",
-		"registered":    registered,
-		"runs":          []floodRun{ra, rb},
-		"warm_up":       []floodRun{warmA, warmB},
-		"kernel_lost":   map[string]int64{"contid": ra.KernelLost, "auditd": rb.KernelLost},
-		"producer_note": "events_per_s is opens per second of the producer's own wall clock: the kernel makes it wait while the backlog is full",
+		"producer":        fmt.Sprintf("contid-bench -flood-open: open+close of a temp file, %d times a round as fast as it can", n),
+		"rule":            "-a always,exit -F arch=b64 -S openat -F pid=<producer> -k " + key + "-<round>, added once the producer is ready, removed when it ends",
+		"settings":        "backlog_limit 8192, backlog_wait_time 60000, rate_limit 0, enabled 1 (both sides); the host's audit status restored afterwards",
+		"contid_side":     how + ", a private journald; the producer in a cgroup contidd tagged; recorded = journal entries with AUDIT_FIELD_KEY and the container's AUDIT_CONTAINER_ID",
+		"auditd_side":     "Debian auditd -n, log_format RAW, flush INCREMENTAL_ASYNC, no plugins; the producer in an untagged cgroup; recorded = SYSCALL records with the key",
+		"registered":      registered,
+		"order":           "ABBA: contid, auditd, auditd, contid",
+		"rate_contid":     sa,
+		"rate_auditd":     sb,
+		"lost_all_rounds": map[string]int{"contid": lostA, "auditd": lostB},
+		"kernel_lost":     kernelLost,
+		"runs":            runs,
+		"warm_up":         warms,
+		"producer_note":   "events_per_s is opens per second of the producer's own wall clock: the kernel makes it wait while the backlog is full",
 	})
 	return nil
 }
