@@ -624,6 +624,29 @@ func runLoad(cfg *config, cg benchCgroup, side string, rate int, secs float64, p
 	return r, nil
 }
 
+// takeAudit checks that the tools of a contid-against-auditd comparison
+// are installed and the audit netlink is free for it, and registers the
+// restore of the audit state as found, rules under key included.
+func takeAudit(key string) error {
+	for _, c := range []string{"auditctl", "auditd", "journalctl", "unshare", "nsenter"} {
+		if _, err := exec.LookPath(c); err != nil {
+			return fmt.Errorf("%s not installed: %w", c, err)
+		}
+	}
+	found, err := readAuditState()
+	if err != nil {
+		return err
+	}
+	if found["pid"] != 0 {
+		return fmt.Errorf("an audit daemon (pid %d) is already registered; the comparison needs the audit netlink to itself", found["pid"])
+	}
+	if found["enabled"] == 2 {
+		return errors.New("audit configuration is locked (enabled 2)")
+	}
+	cleanups.push("audit state", func() error { return found.restore(key) })
+	return nil
+}
+
 func auditPhase(cfg *config, rep *report) error {
 	keys := []string{"audit_cpu_ratio_vs_auditd", "contid_cpu_s_per_1000_events", "auditd_cpu_s_per_1000_events", "events_lost_1000eps", "max_events_per_s"}
 	fail := func(err error) error {
@@ -632,24 +655,11 @@ func auditPhase(cfg *config, rep *report) error {
 		}
 		return err
 	}
-	for _, c := range []string{"auditctl", "auditd", "journalctl", "unshare", "nsenter"} {
-		if _, err := exec.LookPath(c); err != nil {
-			return fail(fmt.Errorf("%s not installed: %w", c, err))
-		}
-	}
-	found, err := readAuditState()
-	if err != nil {
-		return fail(err)
-	}
-	if found["pid"] != 0 {
-		return fail(fmt.Errorf("an audit daemon (pid %d) is already registered; the comparison needs the audit netlink to itself", found["pid"]))
-	}
-	if found["enabled"] == 2 {
-		return fail(errors.New("audit configuration is locked (enabled 2)"))
-	}
 	benchAuditKey = fmt.Sprintf("contid-bench-%d", os.Getpid())
 	key := benchAuditKey
-	cleanups.push("audit state", func() error { return found.restore(key) })
+	if err := takeAudit(key); err != nil {
+		return fail(err)
+	}
 	if err := ensureAuditSetup(); err != nil {
 		return fail(err)
 	}

@@ -270,23 +270,10 @@ func floodPhase(cfg *config, rep *report) error {
 		}
 		return err
 	}
-	for _, c := range []string{"auditctl", "auditd", "journalctl", "unshare", "nsenter"} {
-		if _, err := exec.LookPath(c); err != nil {
-			return fail(fmt.Errorf("%s not installed: %w", c, err))
-		}
-	}
-	found, err := readAuditState()
-	if err != nil {
+	key := fmt.Sprintf("contid-bench-flood-%d", os.Getpid())
+	if err := takeAudit(key); err != nil {
 		return fail(err)
 	}
-	if found["pid"] != 0 {
-		return fail(fmt.Errorf("an audit daemon (pid %d) is already registered; the flood needs the audit netlink to itself", found["pid"]))
-	}
-	if found["enabled"] == 2 {
-		return fail(errors.New("audit configuration is locked (enabled 2)"))
-	}
-	key := fmt.Sprintf("contid-bench-flood-%d", os.Getpid())
-	cleanups.push("audit state", func() error { return found.restore(key) })
 	n := 40000
 	if cfg.quick {
 		n = 10000
