@@ -39,6 +39,19 @@ const (
 	ModeTracking Mode = "tracking"
 )
 
+// AuditSocket selects how contidd receives the kernel's audit records.
+type AuditSocket string
+
+const (
+	// AuditSocketAuto is unicast when no other audit daemon is
+	// registered, else multicast.
+	AuditSocketAuto AuditSocket = "auto"
+	// AuditSocketUnicast makes contidd the kernel's audit daemon.
+	AuditSocketUnicast AuditSocket = "unicast"
+	// AuditSocketMulticast reads the multicast group beside any daemon.
+	AuditSocketMulticast AuditSocket = "multicast"
+)
+
 // Config is the whole configuration.
 type Config struct {
 	// [Manager]
@@ -52,27 +65,31 @@ type Config struct {
 	LogLevel       string
 
 	// [Audit]
-	WriteUntagged bool
-	LoadRules     bool
-	RulesFile     string
-	BacklogLimit  uint32
+	AuditSocket     AuditSocket
+	BacklogWaitTime uint32
+	WriteUntagged   bool
+	LoadRules       bool
+	RulesFile       string
+	BacklogLimit    uint32
 }
 
 // Default returns the configuration used when the file is absent.
 func Default() Config {
 	return Config{
-		AutotagParents: []string{"/machine.slice"},
-		MaxDepth:       contid.MaxDepth,
-		MaxContainers:  65536,
-		StateDirectory: "/var/lib/contid",
-		PinDirectory:   "/sys/fs/bpf/contid",
-		Socket:         "/run/contid/bus",
-		Mode:           ModeAuto,
-		LogLevel:       "info",
-		WriteUntagged:  false,
-		LoadRules:      false,
-		RulesFile:      "/usr/share/contid/contid.rules",
-		BacklogLimit:   8192,
+		AutotagParents:  []string{"/machine.slice"},
+		MaxDepth:        contid.MaxDepth,
+		MaxContainers:   65536,
+		StateDirectory:  "/var/lib/contid",
+		PinDirectory:    "/sys/fs/bpf/contid",
+		Socket:          "/run/contid/bus",
+		Mode:            ModeAuto,
+		LogLevel:        "info",
+		AuditSocket:     AuditSocketAuto,
+		BacklogWaitTime: 60000,
+		WriteUntagged:   false,
+		LoadRules:       false,
+		RulesFile:       "/usr/share/contid/contid.rules",
+		BacklogLimit:    8192,
 	}
 }
 
@@ -171,6 +188,12 @@ func (c *Config) set(section, key, value string) error {
 		c.Mode = Mode(value)
 	case "Manager.LogLevel":
 		c.LogLevel = value
+	case "Audit.Socket":
+		c.AuditSocket = AuditSocket(value)
+	case "Audit.BacklogWaitTime":
+		var v uint64
+		v, err = strconv.ParseUint(value, 10, 32)
+		c.BacklogWaitTime = uint32(v)
 	case "Audit.WriteUntagged":
 		c.WriteUntagged, err = parseBool(value)
 	case "Audit.LoadRules":
@@ -199,6 +222,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: Mode=%q must be auto or tracking", ErrSyntax, c.Mode)
 	case !path.IsAbs(c.StateDirectory) || !path.IsAbs(c.PinDirectory):
 		return fmt.Errorf("%w: StateDirectory and PinDirectory must be absolute paths", ErrSyntax)
+	case c.AuditSocket != AuditSocketAuto && c.AuditSocket != AuditSocketUnicast && c.AuditSocket != AuditSocketMulticast:
+		return fmt.Errorf("%w: [Audit] Socket=%q must be auto, unicast or multicast", ErrSyntax, c.AuditSocket)
+	case c.BacklogWaitTime > maxBacklogWaitTime:
+		return fmt.Errorf("%w: BacklogWaitTime=%d must be at most %d (the kernel's limit)", ErrSyntax, c.BacklogWaitTime, maxBacklogWaitTime)
 	case c.Socket != "" && !path.IsAbs(c.Socket):
 		return fmt.Errorf("%w: Socket=%q must be an absolute path (or empty to disable)", ErrSyntax, c.Socket)
 	}
@@ -207,6 +234,11 @@ func (c *Config) Validate() error {
 	}
 	return nil
 }
+
+// maxBacklogWaitTime is the largest backlog wait the kernel accepts:
+// ten times its default of 60 s, in jiffies at HZ=1000 as auditctl
+// counts.
+const maxBacklogWaitTime = 600000
 
 // parseBool accepts the spellings systemd accepts.
 func parseBool(s string) (bool, error) {

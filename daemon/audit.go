@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 
+	libaudit "github.com/elastic/go-libaudit/v2"
+
 	"github.com/contid/contid"
+	"github.com/contid/contid/config"
 	cdbus "github.com/contid/contid/dbus"
 	"github.com/contid/contid/journal"
 	"github.com/contid/contid/kernel/audit"
@@ -72,7 +75,7 @@ func AuditPipeline(journalSocket string) func(ctx context.Context, d *Daemon) er
 			Queue:         1024,
 		})
 		defer fwd.Close()
-		r, err := audit.NewReader(audit.Config{}, d.Tracker)
+		r, err := openReader(d, ctl)
 		if err != nil {
 			d.Log.Logf(cdbus.PrioWarning, "Cannot read the kernel audit stream (%v): no audit events are attributed.", err)
 			<-ctx.Done() // the Recorder writes through w and ctl until shutdown
@@ -91,6 +94,77 @@ func AuditPipeline(journalSocket string) func(ctx context.Context, d *Daemon) er
 		}
 		return fmt.Errorf("audit reader: %w", err)
 	}
+}
+
+// openReader opens the audit reader on the channel the configuration
+// asks for. Unicast, when another audit daemon holds the channel, falls
+// back to multicast rather than leave contidd blind. A unicast socket is
+// handed to systemd's file descriptor store, so the kernel keeps queueing
+// to it while contidd restarts; the next contidd reads on from it.
+func openReader(d *Daemon, ctl *audit.Control) (*audit.Reader, error) {
+	inherited := d.AuditSocket
+	if inherited != nil {
+		defer inherited.Close()
+	}
+	var (
+		r   *audit.Reader
+		err error
+	)
+	if d.Config.AuditSocket != config.AuditSocketMulticast {
+		r, err = audit.NewReader(audit.Config{Source: audit.Unicast, Inherited: inherited}, d.Tracker)
+		switch {
+		case err == nil:
+			return r, adoptUnicast(d, ctl, r)
+		case errors.Is(err, audit.ErrDaemonRegistered):
+			prio := cdbus.PrioInfo
+			if d.Config.AuditSocket == config.AuditSocketUnicast {
+				prio = cdbus.PrioWarning
+			}
+			d.Log.Logf(prio, "%v: reading the audit multicast group beside it. Events its socket cannot take are lost and counted in EventsLost; stop that daemon for a lossless trail.", err)
+		default:
+			d.Log.Logf(cdbus.PrioWarning, "Cannot become the kernel's audit daemon (%v); reading the audit multicast group instead.", err)
+		}
+	}
+	if inherited != nil {
+		if _, err := dropStoredFD(auditSocketName); err != nil {
+			d.Log.Logf(cdbus.PrioWarning, "Releasing the stored audit socket: %v", err)
+		}
+	}
+	r, err = audit.NewReader(audit.Config{Source: audit.Multicast}, d.Tracker)
+	if err == nil {
+		d.Log.Logf(cdbus.PrioInfo, "Reading the kernel audit stream through the multicast group.")
+	}
+	return r, err
+}
+
+// adoptUnicast finishes the set-up of a unicast reader: the backlog wait
+// that turns a flood into back-pressure, and the file descriptor store.
+func adoptUnicast(d *Daemon, ctl *audit.Control, r *audit.Reader) error {
+	wait := d.Config.BacklogWaitTime
+	if err := ctl.SetStatus(libaudit.AuditStatus{Mask: libaudit.AuditStatusBacklogWaitTime, BacklogWaitTime: wait}); err != nil {
+		d.Log.Logf(cdbus.PrioWarning, "Setting the audit backlog wait time to %d: %v", wait, err)
+	}
+	if r.Stats().Resumed {
+		r.KeepRegistered()
+		d.Log.Logf(cdbus.PrioInfo, "Reading on from the audit socket the previous contidd left in systemd's store: nothing the kernel queued meanwhile is lost.")
+		return nil
+	}
+	f, err := r.Socket()
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	stored, err := storeFD(auditSocketName, f)
+	switch {
+	case stored && err == nil:
+		r.KeepRegistered()
+	case err != nil:
+		d.Log.Logf(cdbus.PrioWarning, "Cannot keep the audit socket in systemd's store (%v): events the kernel emits while contidd restarts will be lost.", err)
+	case !stored:
+		d.Log.Logf(cdbus.PrioInfo, "Not run by systemd: events the kernel emits while contidd restarts will be lost.")
+	}
+	d.Log.Logf(cdbus.PrioInfo, "Reading the kernel audit stream as its audit daemon: a flood makes the producer wait instead of losing events.")
+	return nil
 }
 
 // registryContainers adapts the registry to journal.Containers.

@@ -44,6 +44,9 @@ type Daemon struct {
 	Registry *registry.Registry
 	Manager  *cdbus.Manager
 	Log      *Logger
+	// AuditSocket is the unicast audit socket an earlier contidd left in
+	// systemd's file descriptor store, or nil.
+	AuditSocket *os.File
 
 	wg    sync.WaitGroup
 	errCh chan error
@@ -137,8 +140,18 @@ func Run(ctx context.Context, opts Options) error {
 		log.Logf(cdbus.PrioWarning, "Startup reconciliation failed: %v", err)
 	}
 
+	// Descriptors from systemd: contidd.socket's listener, and what an
+	// earlier contidd left in the file descriptor store.
+	passed := activation.FilesWithNames()
+	if s := passed[auditSocketName]; len(s) > 0 {
+		d.AuditSocket = s[0]
+		for _, extra := range s[1:] {
+			extra.Close()
+		}
+		delete(passed, auditSocketName)
+	}
 	// The peer-to-peer endpoint: systemd's socket if activated, else ours.
-	ln, err := p2pListener(cfg.Socket)
+	ln, err := p2pListener(cfg.Socket, passed)
 	if err != nil {
 		return err
 	}
@@ -242,15 +255,24 @@ func keepBus(ctx context.Context, d *Daemon, address string, conn *godbus.Conn) 
 
 // p2pListener takes the socket systemd passed (contidd.socket) or listens
 // on path itself; "" disables the endpoint.
-func p2pListener(path string) (*net.UnixListener, error) {
-	lns, err := activation.Listeners()
-	if err != nil {
-		return nil, fmt.Errorf("socket activation: %w", err)
-	}
-	for _, l := range lns {
-		if ul, ok := l.(*net.UnixListener); ok {
-			return ul, nil
+func p2pListener(path string, passed map[string][]*os.File) (*net.UnixListener, error) {
+	var found *net.UnixListener
+	for _, files := range passed {
+		for _, f := range files {
+			l, err := net.FileListener(f)
+			f.Close()
+			if err != nil {
+				continue
+			}
+			if ul, ok := l.(*net.UnixListener); ok && found == nil {
+				found = ul
+			} else {
+				l.Close()
+			}
 		}
+	}
+	if found != nil {
+		return found, nil
 	}
 	if path == "" {
 		return nil, nil

@@ -44,7 +44,34 @@ func TestMain(m *testing.M) {
 	if spec := os.Getenv(openHelperEnv); spec != "" {
 		os.Exit(openHelper(spec))
 	}
+	if os.Getenv(registerHelperEnv) != "" {
+		os.Exit(registerHelper())
+	}
 	os.Exit(m.Run())
+}
+
+// registerHelperEnv makes the test binary try to become the kernel's
+// audit daemon and print the outcome.
+const registerHelperEnv = "CONTID_AUDIT_REGISTER_HELPER"
+
+func registerHelper() int {
+	r, err := audit.NewReader(audit.Config{Source: audit.Unicast}, nil)
+	if err != nil {
+		fmt.Println(err)
+		return 1
+	}
+	r.Close()
+	fmt.Println("registered")
+	return 0
+}
+
+// runRegisterHelper runs registerHelper in a new process.
+func runRegisterHelper(t testing.TB) string {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), registerHelperEnv+"=1")
+	out, _ := cmd.CombinedOutput()
+	return strings.TrimSpace(string(out))
 }
 
 // execHelper runs "count rate program args..." : it starts count copies

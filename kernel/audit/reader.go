@@ -66,8 +66,47 @@ type Handler interface {
 	Tick(now time.Time)
 }
 
+// Source is the channel the reader takes the kernel's records from.
+type Source int
+
+const (
+	// Multicast reads the AUDIT_NLGRP_READLOG group. It needs no
+	// registration and coexists with any audit daemon, but the kernel
+	// drops what the socket cannot take: losses are counted, not
+	// prevented.
+	Multicast Source = iota
+	// Unicast makes the reader the kernel's audit daemon (AUDIT_SET of
+	// the PID, as auditd does). The kernel then queues records for it
+	// and, past the backlog limit, makes the producing task wait for up
+	// to the backlog wait time instead of dropping: a flood slows the
+	// container down rather than hiding in the trail.
+	Unicast
+)
+
+func (s Source) String() string {
+	switch s {
+	case Multicast:
+		return "multicast"
+	case Unicast:
+		return "unicast"
+	}
+	return "unknown"
+}
+
+// ErrDaemonRegistered: another live process is the kernel's audit daemon,
+// so the unicast channel is taken.
+var ErrDaemonRegistered = errors.New("another audit daemon holds the kernel's unicast channel")
+
 // Config tunes the reader; the zero value gives the defaults.
 type Config struct {
+	// Source picks the channel. Default Multicast.
+	Source Source
+	// Inherited is a unicast socket an earlier contidd registered and
+	// left in systemd's file descriptor store (see Reader.Handover). The
+	// reader reads it instead of opening a new one, so whatever the
+	// kernel queued to it while contidd was away is still there.
+	// Unicast only; the reader uses a duplicate, the caller keeps f.
+	Inherited *os.File
 	// ReceiveBuffer is the netlink receive buffer to ask for, in bytes.
 	// Default 16 MiB: about two seconds of a 1,000 exec/s burst.
 	ReceiveBuffer int
@@ -118,18 +157,19 @@ type ReaderStats struct {
 	// attribution: the window in which a PID may be reused under us.
 	MaxLag       time.Duration
 	ReceiveBytes int // the netlink receive buffer granted
+	// Source is the channel in use; Resumed says the unicast socket was
+	// inherited from an earlier contidd rather than registered anew.
+	Source  Source
+	Resumed bool
 }
 
-// Reader follows the kernel audit stream through the AUDIT_NLGRP_READLOG
-// multicast group. Unlike the unicast auditd channel it needs no
-// registration, so it coexists with auditd and journald, and works when
-// neither runs.
+// Reader follows the kernel audit stream, through the multicast group or
+// as the kernel's audit daemon (Config.Source).
 type Reader struct {
-	cfg     Config
-	attr    Attributor
-	mc      *conn
-	ctl     *conn
-	control *libaudit.AuditClient
+	cfg  Config
+	attr Attributor
+	mc   *conn
+	ctl  *Control
 
 	handler Handler
 	reasm   *libaudit.Reassembler
@@ -147,6 +187,21 @@ type Reader struct {
 	maxSerial uint32
 	rcvbuf    int
 
+	// early holds records that came on the unicast socket before the
+	// kernel acknowledged the registration; Run reads them first.
+	early [][]byte
+	// resumed: the unicast socket was inherited. handedOver: a copy is
+	// in systemd's store, so Close must leave the registration alone
+	// for the next contidd.
+	resumed    bool
+	handedOver atomic.Bool
+	// open holds the serials of syscall events whose SYSCALL record came
+	// and whose EOE has not, and when they began (unicast only): a reader
+	// that hands over stops between events, not inside one.
+	open map[uint32]time.Time
+	// started is when Run began.
+	started time.Time
+
 	// mu guards closing and exited: Close must not release the sockets
 	// while Run still reads them.
 	mu        sync.Mutex
@@ -155,26 +210,44 @@ type Reader struct {
 	closeOnce sync.Once
 }
 
-// NewReader opens the multicast socket and a control socket for status
-// polls. It needs CAP_AUDIT_READ (multicast) and CAP_AUDIT_CONTROL
-// (AUDIT_GET); CAP_NET_ADMIN lets it raise the receive buffer past
-// net.core.rmem_max.
+// NewReader opens the reader's socket and a control socket for status
+// polls. Multicast needs CAP_AUDIT_READ, unicast CAP_AUDIT_CONTROL (as
+// AUDIT_GET does); CAP_NET_ADMIN lets it raise the receive buffer past
+// net.core.rmem_max. In unicast mode it returns ErrDaemonRegistered when
+// another live process is the kernel's audit daemon.
 func NewReader(cfg Config, attr Attributor) (*Reader, error) {
 	cfg.setDefaults()
-	mc, err := dial(unix.AUDIT_NLGRP_READLOG)
+	r := &Reader{cfg: cfg, attr: attr}
+	var err error
+	r.ctl, err = NewControl()
 	if err != nil {
-		return nil, fmt.Errorf("audit multicast reader: %w", err)
-	}
-	r := &Reader{cfg: cfg, attr: attr, mc: mc}
-	// A smaller buffer than asked for still works; the figure is in
-	// Stats so operators can see it.
-	r.rcvbuf, _ = mc.setReceiveBuffer(cfg.ReceiveBuffer)
-	r.ctl, err = dial(0)
-	if err != nil {
-		mc.Close()
 		return nil, fmt.Errorf("audit control socket: %w", err)
 	}
-	r.control = &libaudit.AuditClient{Netlink: r.ctl}
+	switch cfg.Source {
+	case Multicast:
+		r.mc, err = dial(unix.AUDIT_NLGRP_READLOG)
+		if err != nil {
+			err = fmt.Errorf("audit multicast reader: %w", err)
+		}
+	case Unicast:
+		err = r.openUnicast(cfg.Inherited)
+	default:
+		err = fmt.Errorf("audit reader: unknown source %d", cfg.Source)
+	}
+	if err != nil {
+		r.ctl.Close()
+		return nil, err
+	}
+	// A smaller buffer than asked for still works; the figure is in
+	// Stats so operators can see it.
+	r.rcvbuf, _ = r.mc.setReceiveBuffer(cfg.ReceiveBuffer)
+	if cfg.Source == Unicast && !r.resumed {
+		if err := r.register(); err != nil {
+			r.mc.Close()
+			r.ctl.Close()
+			return nil, err
+		}
+	}
 	return r, nil
 }
 
@@ -192,6 +265,8 @@ func (r *Reader) Stats() ReaderStats {
 		Gaps:         r.stats.gaps.Load(),
 		MaxLag:       time.Duration(r.stats.maxLag.Load()),
 		ReceiveBytes: r.rcvbuf,
+		Source:       r.cfg.Source,
+		Resumed:      r.resumed,
 	}
 }
 
@@ -206,7 +281,10 @@ func (r *Reader) Close() error {
 	}
 	var err error
 	r.closeOnce.Do(func() {
-		err = errors.Join(r.mc.Close(), r.ctl.Close())
+		if r.cfg.Source == Unicast && !r.handedOver.Load() {
+			err = r.unregister()
+		}
+		err = errors.Join(err, r.mc.Close(), r.ctl.Close())
 	})
 	return err
 }
@@ -254,10 +332,17 @@ func (r *Reader) Run(ctx context.Context, h Handler) error {
 	defer polling.Wait()
 	defer stopPoll()
 
+	r.started = time.Now()
+	for _, b := range r.early {
+		r.push(b)
+	}
+	r.early = nil
 	buf := make([]byte, unix.NLMSG_HDRLEN+libaudit.AuditMessageMaxLength)
 	nextTick := time.Now().Add(r.cfg.TickInterval)
 	for {
 		if ctx.Err() != nil || r.isClosing() {
+			r.drainUnicast(buf)
+			r.finishEvents(buf)
 			return nil
 		}
 		now := time.Now()
@@ -270,6 +355,9 @@ func (r *Reader) Run(ctx context.Context, h Handler) error {
 		case err == nil:
 			r.push(buf[:n])
 		case errors.Is(err, os.ErrDeadlineExceeded):
+			if r.overflow.probe {
+				r.sendProbe()
+			}
 		case errors.Is(err, unix.ENOBUFS):
 			// The socket overflowed; the missing serials will show as a
 			// gap once reading resumes, which gives the count.
@@ -277,7 +365,7 @@ func (r *Reader) Run(ctx context.Context, h Handler) error {
 		case errors.Is(err, ErrNotFromKernel):
 			r.stats.rejected.Add(1)
 		default:
-			return fmt.Errorf("audit multicast read: %w", err)
+			return fmt.Errorf("audit %s read: %w", r.cfg.Source, err)
 		}
 	}
 }
@@ -286,6 +374,7 @@ func (r *Reader) tick(now time.Time) {
 	r.reportKernelLost()
 	_ = r.reasm.Maintain()
 	r.closeOverflow(now)
+	r.pruneOpen(now)
 	r.handler.Tick(now)
 }
 
@@ -304,6 +393,9 @@ func (r *Reader) push(b []byte) {
 		return
 	}
 	typ := auparse.AuditMessageType(binary.NativeEndian.Uint16(b[4:6]))
+	if isControlMessage(typ) {
+		return
+	}
 	payload := b[unix.NLMSG_HDRLEN:]
 	// Kernel messages carry no terminator, user records often a NUL.
 	for len(payload) > 0 && (payload[len(payload)-1] == 0 || payload[len(payload)-1] == '\n') {
@@ -316,6 +408,7 @@ func (r *Reader) push(b []byte) {
 	}
 	r.stats.records.Add(1)
 	r.countJump(serial)
+	r.trackOpen(typ, serial)
 	r.reasm.PushMessage(&auparse.AuditMessage{
 		RecordType: typ,
 		Timestamp:  at,
@@ -335,7 +428,15 @@ type overflowWindow struct {
 	until    time.Time
 	overruns uint64
 	gaps     uint64
+	// probe: the socket overflowed and no probe record was sent since.
+	probe bool
 }
+
+// probeText is the record a multicast reader writes after an overflow.
+// A congested netlink socket gets nothing until it is read empty, so a
+// flood that ends while we are behind leaves no later record whose
+// serial would show how many were dropped; the probe is that record.
+const probeText = "op=contid-overflow-probe"
 
 // stream adapts the reader to libaudit.Stream without exporting the
 // callbacks on Reader.
@@ -345,6 +446,15 @@ func (s *stream) ReassemblyComplete(msgs []*auparse.AuditMessage) {
 	r := (*Reader)(s)
 	ev := &r.event
 	if !ev.build(&r.parser, msgs) {
+		return
+	}
+	if (r.overflow.open || r.justResumed()) && isTailFragment(msgs) {
+		// The socket dropped this event's first records, or the
+		// contidd before us read them; the serial was seen, so no gap
+		// counts it, and without its SYSCALL record it names no process
+		// to attribute.
+		r.stats.readerLost.Add(1)
+		r.handler.HandleLoss(LossReader, 1)
 		return
 	}
 	r.stats.events.Add(1)
@@ -363,6 +473,21 @@ func (s *stream) ReassemblyComplete(msgs []*auparse.AuditMessage) {
 		}
 	}
 	r.handler.HandleEvent(ev)
+}
+
+// isTailFragment: the records of a syscall event, without the SYSCALL
+// record that leads it.
+func isTailFragment(msgs []*auparse.AuditMessage) bool {
+	tail := false
+	for _, m := range msgs {
+		switch m.RecordType {
+		case auparse.AUDIT_SYSCALL:
+			return false
+		case auparse.AUDIT_CWD, auparse.AUDIT_PATH, auparse.AUDIT_PROCTITLE, auparse.AUDIT_EXECVE, auparse.AUDIT_EOE:
+			tail = true
+		}
+	}
+	return tail
 }
 
 func (s *stream) EventsLost(count int) {
@@ -406,8 +531,16 @@ func (r *Reader) countJump(serial uint32) {
 func (r *Reader) overflowed(now time.Time) {
 	r.stats.overruns.Add(1)
 	r.overflow.open = true
+	r.overflow.probe = true
 	r.overflow.overruns++
 	r.overflow.until = now.Add(max(2*r.cfg.ReassemblyTimeout, overflowWindowMin))
+}
+
+// sendProbe writes the probe record once the socket is read empty, so
+// the kernel delivers to it again.
+func (r *Reader) sendProbe() {
+	r.overflow.probe = false
+	_ = r.ctl.WriteUser(auparse.AUDIT_TRUSTED_APP, probeText)
 }
 
 // closeOverflow ends an expired window. ENOBUFS means at least one
@@ -426,7 +559,7 @@ func (r *Reader) closeOverflow(now time.Time) {
 
 // lostCounter reads the kernel's lost counter with AUDIT_GET.
 func (r *Reader) lostCounter() (uint32, error) {
-	st, err := r.control.GetStatus()
+	st, err := r.ctl.Status()
 	if err != nil {
 		return 0, err
 	}
