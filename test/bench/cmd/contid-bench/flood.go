@@ -331,6 +331,10 @@ func floodPhase(cfg *config, rep *report) error {
 		}
 		if st, err := readAuditState(); err == nil && st["pid"] != 0 {
 			registered = fmt.Sprintf("pid %d (contidd is pid %d)", st["pid"], a.daemon.pid())
+		} else if socket == "unicast" {
+			// contidd reads the multicast group when it cannot be the
+			// audit daemon: the figures would not be unicast's.
+			return warm, r, fmt.Errorf("contidd with Socket=unicast is not the kernel's audit daemon (audit status %v, %v)", st, err)
 		}
 		if r, err = flood(cg, "contid", target, k, n, a.pids(), func() (int, error) { return count(k) }); err != nil {
 			return warm, r, err
