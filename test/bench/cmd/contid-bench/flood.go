@@ -217,6 +217,13 @@ func flood(cg benchCgroup, side, target, key string, n int, pids []int, count fu
 	return r, nil
 }
 
+// auditdKeyCount counts the events under key in auditd's raw log: the
+// key is on the SYSCALL record, one per event.
+func auditdKeyCount(logFile, key string) (int, error) {
+	ours, _, err := auditdSyscallCount(logFile, []byte(` key="`+key+`"`))
+	return ours, err
+}
+
 // recount takes the count again once the side has stopped: entries
 // still on their way when the count looked stable are late, not lost.
 func (r *floodRun) recount(count func() (int, error), before int) {
@@ -369,10 +376,7 @@ func floodPhase(cfg *config, rep *report) error {
 		if err := applyFloodSettings(); err != nil {
 			return warm, r, err
 		}
-		count := func(k string) (int, error) {
-			ours, _, err := auditdSyscallCount(logFile, []byte(` key="`+k+`"`))
-			return ours, err
-		}
+		count := func(k string) (int, error) { return auditdKeyCount(logFile, k) }
 		k := fmt.Sprintf("%s-%d", key, i)
 		if warm, err = warmUp(cg, "auditd", target, k, count); err != nil {
 			return warm, r, err
