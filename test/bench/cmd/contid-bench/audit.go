@@ -290,6 +290,8 @@ type contidSide struct {
 	pipelineOut  *bytes.Buffer
 	pipelineDone chan struct{}
 	pipelinePins string
+	// auditSocket is contidd's [Audit] Socket= ("": the key left out).
+	auditSocket string
 	// lastCounters are the pipeline's own counters at the end of the
 	// last round (written, lost, ...), for the details.
 	lastCounters string
@@ -303,7 +305,7 @@ func (s *contidSide) startRound(cg benchCgroup) error {
 		return err
 	}
 	if s.useContidd {
-		d, err := startContidd(s.cfg, contiddOpts{dir: dir, mountNS: fmt.Sprintf("/proc/%d/ns/mnt", s.journald.pid()), audit: true})
+		d, err := startContidd(s.cfg, contiddOpts{dir: dir, mountNS: fmt.Sprintf("/proc/%d/ns/mnt", s.journald.pid()), audit: true, auditSocket: s.auditSocket})
 		if err != nil {
 			return err
 		}
@@ -390,9 +392,15 @@ func (s *contidSide) count() (int, int, error) {
 }
 
 func (s *contidSide) countOurs() (int, error) {
+	return s.countMatching("AUDIT_FIELD_EXE=" + s.exe)
+}
+
+// countMatching counts the journal entries of the side's container that
+// carry every field=value of matches.
+func (s *contidSide) countMatching(matches ...string) (int, error) {
 	args := []string{"--directory=" + s.journalDir, "--no-pager", "-o", "cat",
-		"AUDIT_CONTAINER_ID=" + strconv.FormatUint(uint64(s.id), 10), "AUDIT_FIELD_EXE=" + s.exe}
-	out, err := exec.Command("journalctl", args...).Output()
+		"AUDIT_CONTAINER_ID=" + strconv.FormatUint(uint64(s.id), 10)}
+	out, err := exec.Command("journalctl", append(args, matches...)...).Output()
 	if err != nil {
 		return 0, fmt.Errorf("journalctl: %w", err)
 	}
@@ -448,21 +456,26 @@ func dialP2P(path string) (*dbus.Conn, error) {
 // auditdLogCount counts the load's exec events in auditd's raw log, and
 // every syscall event in it (auditd logs all execs on the machine).
 func auditdLogCount(logFile, exe string) (ours, total int, err error) {
+	// Not by key: when another rule (someone else's) also matches an
+	// execve, the event carries the first rule's key.
+	return auditdSyscallCount(logFile, []byte(`exe="`+exe+`"`))
+}
+
+// auditdSyscallCount counts the SYSCALL records (one per event) in
+// auditd's raw log that contain needle, and all of them.
+func auditdSyscallCount(logFile string, needle []byte) (ours, total int, err error) {
 	f, err := os.Open(logFile)
 	if err != nil {
 		return 0, 0, err
 	}
 	defer f.Close()
-	// Not by key: when another rule (someone else's) also matches an
-	// execve, the event carries the first rule's key.
-	needExe := []byte(`exe="` + exe + `"`)
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		b := sc.Bytes()
 		if bytes.HasPrefix(b, []byte("type=SYSCALL ")) {
 			total++
-			if bytes.Contains(b, needExe) {
+			if bytes.Contains(b, needle) {
 				ours++
 			}
 		}
@@ -611,6 +624,29 @@ func runLoad(cfg *config, cg benchCgroup, side string, rate int, secs float64, p
 	return r, nil
 }
 
+// takeAudit checks that the tools of a contid-against-auditd comparison
+// are installed and the audit netlink is free for it, and registers the
+// restore of the audit state as found, rules under key included.
+func takeAudit(key string) error {
+	for _, c := range []string{"auditctl", "auditd", "journalctl", "unshare", "nsenter"} {
+		if _, err := exec.LookPath(c); err != nil {
+			return fmt.Errorf("%s not installed: %w", c, err)
+		}
+	}
+	found, err := readAuditState()
+	if err != nil {
+		return err
+	}
+	if found["pid"] != 0 {
+		return fmt.Errorf("an audit daemon (pid %d) is already registered; the comparison needs the audit netlink to itself", found["pid"])
+	}
+	if found["enabled"] == 2 {
+		return errors.New("audit configuration is locked (enabled 2)")
+	}
+	cleanups.push("audit state", func() error { return found.restore(key) })
+	return nil
+}
+
 func auditPhase(cfg *config, rep *report) error {
 	keys := []string{"audit_cpu_ratio_vs_auditd", "contid_cpu_s_per_1000_events", "auditd_cpu_s_per_1000_events", "events_lost_1000eps", "max_events_per_s"}
 	fail := func(err error) error {
@@ -619,24 +655,11 @@ func auditPhase(cfg *config, rep *report) error {
 		}
 		return err
 	}
-	for _, c := range []string{"auditctl", "auditd", "journalctl", "unshare", "nsenter"} {
-		if _, err := exec.LookPath(c); err != nil {
-			return fail(fmt.Errorf("%s not installed: %w", c, err))
-		}
-	}
-	found, err := readAuditState()
-	if err != nil {
-		return fail(err)
-	}
-	if found["pid"] != 0 {
-		return fail(fmt.Errorf("an audit daemon (pid %d) is already registered; the comparison needs the audit netlink to itself", found["pid"]))
-	}
-	if found["enabled"] == 2 {
-		return fail(errors.New("audit configuration is locked (enabled 2)"))
-	}
 	benchAuditKey = fmt.Sprintf("contid-bench-%d", os.Getpid())
 	key := benchAuditKey
-	cleanups.push("audit state", func() error { return found.restore(key) })
+	if err := takeAudit(key); err != nil {
+		return fail(err)
+	}
 	if err := ensureAuditSetup(); err != nil {
 		return fail(err)
 	}

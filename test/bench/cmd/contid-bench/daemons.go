@@ -150,6 +150,9 @@ type contiddOpts struct {
 	dir     string // state, socket and config live here
 	mountNS string // if set, contidd runs in this mount namespace (the private journald's)
 	audit   bool
+	// auditSocket is the [Audit] Socket= value (auto, unicast,
+	// multicast); "" leaves the key out, for a contidd without it.
+	auditSocket string
 }
 
 type contidd struct {
@@ -187,6 +190,9 @@ WriteUntagged=no
 LoadRules=no
 BacklogLimit=8192
 `, state, pinDir, sock)
+	if o.auditSocket != "" {
+		conf += "Socket=" + o.auditSocket + "\n"
+	}
 	confPath := filepath.Join(o.dir, "contid.conf")
 	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
 		return nil, err

@@ -138,7 +138,7 @@ func (c *cleanupStack) runAll() {
 	}
 }
 
-var allPhases = []string{"fork", "stress", "api", "audit", "gobench", "stall"}
+var allPhases = []string{"fork", "stress", "api", "audit", "flood", "gobench", "stall"}
 
 // phaseKeys are the metrics each phase produces in a mode, so a phase
 // left out shows its metrics as not measured, with the reason.
@@ -154,6 +154,8 @@ func phaseKeys(phase, mode string) []string {
 		return []string{"tag_p50_ms", "tag_p99_ms", "get_by_pid_p50_ms", "get_by_pid_p99_ms", "list_10k_ms", "rss_idle_mb", "rss_10k_mb", "bpf_map_kb_idle", "bpf_map_kb_10k"}
 	case "stall":
 		return stallKeys
+	case "flood":
+		return floodKeys
 	}
 	return nil
 }
@@ -190,6 +192,9 @@ func main() {
 	if *hostileSocket != "" {
 		runHostile()
 		return
+	}
+	if *floodOpen != "" {
+		os.Exit(runFloodProducer())
 	}
 	phasesSet := false
 	flag.Visit(func(f *flag.Flag) { phasesSet = phasesSet || f.Name == "phases" })
@@ -288,6 +293,7 @@ func main() {
 	run("stress", stressPhase)
 	run("api", apiPhase)
 	run("audit", auditPhase)
+	run("flood", floodPhase)
 	run("gobench", goBenchPhase)
 	run("stall", stallPhase)
 	if cfg.mode == kernel.ModeTracking {

@@ -28,6 +28,10 @@ func atMost(limit float64, unit string) *goal {
 	return &goal{text: fmt.Sprintf("<= %g%s", limit, unit), met: func(v float64) bool { return v <= limit }}
 }
 
+func atLeast(limit float64, unit string) *goal {
+	return &goal{text: fmt.Sprintf(">= %g%s", limit, unit), met: func(v float64) bool { return v >= limit }}
+}
+
 func below(limit float64, unit string) *goal {
 	return &goal{text: fmt.Sprintf("< %g%s", limit, unit), met: func(v float64) bool { return v < limit }}
 }
@@ -112,6 +116,11 @@ func newReport(mode string) *report {
 		{key: "stall_fds_peak", unit: ""},
 		{key: "stall_contidd_cpu_idle", unit: "CPUs"},
 		{key: "stall_contidd_cpu_attack", unit: "CPUs"},
+		{key: "flood_events_per_s_contid", unit: "/s"},
+		{key: "flood_events_per_s_auditd", unit: "/s"},
+		{key: "flood_ratio", unit: "x", goal: atLeast(1.0, "")},
+		{key: "flood_lost", unit: "", goal: atMost(0, "")},
+		{key: "flood_lost_auditd", unit: ""},
 	}...) {
 		r.metrics = append(r.metrics, m)
 		r.byKey[m.key] = m
