@@ -87,7 +87,7 @@ func Default() Config {
 		AuditSocket:     AuditSocketAuto,
 		BacklogWaitTime: 60000,
 		WriteUntagged:   false,
-		LoadRules:       false,
+		LoadRules:       true,
 		RulesFile:       "/usr/share/contid/contid.rules",
 		BacklogLimit:    8192,
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	libaudit "github.com/elastic/go-libaudit/v2"
@@ -87,6 +88,7 @@ func AuditPipeline(journalSocket string) func(ctx context.Context, d *Daemon) er
 		}
 		defer r.Close()
 
+		d.Manager.SetAuditState(auditState(d, ctl, r))
 		d.Manager.SetEventSource(func() (uint64, uint64) {
 			s := fwd.Stats()
 			return s.Written, s.Lost
@@ -177,6 +179,39 @@ func adoptUnicast(d *Daemon, ctl *audit.Control, r *audit.Reader) error {
 	}
 	d.Log.Logf(cdbus.PrioInfo, "Reading the kernel audit stream as its audit daemon: a flood makes the producer wait instead of losing events.")
 	return nil
+}
+
+// rulesStateTTL bounds how often a property read lists the kernel's
+// rules: any client may read properties, as often as it likes.
+const rulesStateTTL = time.Second
+
+// auditState backs the AuditStream and AuditRules* properties.
+func auditState(d *Daemon, ctl *audit.Control, r *audit.Reader) func() cdbus.AuditState {
+	var (
+		mu      sync.Mutex
+		cached  cdbus.AuditState
+		checked time.Time
+	)
+	stream := r.Stats().Source.String()
+	return func() cdbus.AuditState {
+		mu.Lock()
+		defer mu.Unlock()
+		if time.Since(checked) < rulesStateTTL {
+			return cached
+		}
+		checked = time.Now()
+		cached = cdbus.AuditState{Stream: stream}
+		loaded, missing, err := ctl.RulesState(d.Config.RulesFile)
+		if err != nil {
+			cached.RulesMissing = []string{err.Error()}
+			return cached
+		}
+		cached.RulesLoaded = uint32(loaded)
+		for _, rl := range missing {
+			cached.RulesMissing = append(cached.RulesMissing, rl.Text)
+		}
+		return cached
+	}
 }
 
 // positionFile is where contidd keeps its place in the audit stream, in

@@ -89,6 +89,9 @@ const ManagerIntrospection = `
   <property name="EventsWritten" type="t" access="read"/>
   <property name="EventsLost" type="t" access="read"/>
   <property name="SignalsDropped" type="t" access="read"/>
+  <property name="AuditStream" type="s" access="read"><annotation name="org.freedesktop.DBus.Property.EmitsChangedSignal" value="false"/></property>
+  <property name="AuditRulesLoaded" type="u" access="read"><annotation name="org.freedesktop.DBus.Property.EmitsChangedSignal" value="false"/></property>
+  <property name="AuditRulesMissing" type="as" access="read"><annotation name="org.freedesktop.DBus.Property.EmitsChangedSignal" value="false"/></property>
   <signal name="ContainerNew"><arg type="t" name="id"/><arg type="o" name="container"/></signal>
   <signal name="ContainerRemoved"><arg type="t" name="id"/><arg type="o" name="container"/></signal>
   <signal name="TamperDenied"><arg type="t" name="id"/><arg type="u" name="pid"/><arg type="s" name="operation"/></signal>

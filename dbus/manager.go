@@ -89,6 +89,10 @@ type Manager struct {
 	// a freshly tagged, still empty cgroup is not taken for an exited one.
 	populated map[contid.ID]bool
 
+	// auditState reports the audit stream and rules (AuditStream,
+	// AuditRulesLoaded, AuditRulesMissing); nil until the pipeline runs.
+	auditState func() AuditState
+
 	counters struct {
 		source                func() (written, lost uint64)
 		sentWritten, sentLost uint64
@@ -199,6 +203,39 @@ func (m *Manager) SetEventSource(counts func() (written, lost uint64)) {
 	m.mu.Lock()
 	m.counters.source = counts
 	m.mu.Unlock()
+}
+
+// AuditState is what the audit pipeline reports about itself.
+type AuditState struct {
+	// Stream is how contidd receives audit records: "unicast",
+	// "multicast", or "none".
+	Stream string
+	// RulesLoaded is how many rules of the rules file the kernel holds;
+	// RulesMissing are the file's lines it does not hold.
+	RulesLoaded  uint32
+	RulesMissing []string
+}
+
+// SetAuditState tells the Manager where the audit pipeline's state is
+// read, for the AuditStream and AuditRules* properties.
+func (m *Manager) SetAuditState(state func() AuditState) {
+	m.mu.Lock()
+	m.auditState = state
+	m.mu.Unlock()
+}
+
+func (m *Manager) currentAuditState() AuditState {
+	m.mu.Lock()
+	state := m.auditState
+	m.mu.Unlock()
+	if state == nil {
+		return AuditState{Stream: "none", RulesMissing: []string{}}
+	}
+	st := state()
+	if st.RulesMissing == nil {
+		st.RulesMissing = []string{}
+	}
+	return st
 }
 
 func (m *Manager) eventCounts() (written, lost uint64) {
@@ -431,7 +468,11 @@ func firstCgroupID(c *registry.Container) uint64 {
 func (m *Manager) managerProperties() map[string]godbus.Variant {
 	mode, reason := m.cfg.Tracker.Enforcement()
 	written, lost := m.eventCounts()
+	audit := m.currentAuditState()
 	return map[string]godbus.Variant{
+		"AuditStream":       godbus.MakeVariant(audit.Stream),
+		"AuditRulesLoaded":  godbus.MakeVariant(audit.RulesLoaded),
+		"AuditRulesMissing": godbus.MakeVariant(audit.RulesMissing),
 		"Version":           godbus.MakeVariant(m.cfg.Version),
 		"Enforcement":       godbus.MakeVariant(string(mode)),
 		"EnforcementReason": godbus.MakeVariant(reason),

@@ -315,6 +315,11 @@ func cmdStatus(ctx context.Context, g *globals, _ *flag.FlagSet, args []string) 
 		fmt.Fprintf(g.out, "  Enforcement: %s (%s)\n", mi.Enforcement, mi.EnforcementReason)
 		fmt.Fprintf(g.out, "   Containers: %d active\n", mi.Containers)
 		fmt.Fprintf(g.out, "       Events: %d written, %d lost\n", mi.EventsWritten, mi.EventsLost)
+		fmt.Fprintf(g.out, " Audit stream: %s\n", mi.AuditStream)
+		fmt.Fprintf(g.out, "  Audit rules: %d of contid's loaded, %d missing\n", mi.AuditRulesLoaded, len(mi.AuditRulesMissing))
+		for _, line := range mi.AuditRulesMissing {
+			fmt.Fprintf(g.out, "               missing: %s\n", line)
+		}
 		return nil
 	}
 	id, err := resolve(ctx, c, args[0])

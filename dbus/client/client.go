@@ -193,13 +193,16 @@ func (c *Client) ListContainers(ctx context.Context) ([]ListEntry, error) {
 
 // ManagerInfo holds the Manager's properties.
 type ManagerInfo struct {
-	Version           string `json:"version"`
-	Enforcement       string `json:"enforcement"`
-	EnforcementReason string `json:"enforcement_reason"`
-	Containers        uint32 `json:"containers"`
-	EventsWritten     uint64 `json:"events_written"`
-	EventsLost        uint64 `json:"events_lost"`
-	SignalsDropped    uint64 `json:"signals_dropped"`
+	Version           string   `json:"version"`
+	Enforcement       string   `json:"enforcement"`
+	EnforcementReason string   `json:"enforcement_reason"`
+	Containers        uint32   `json:"containers"`
+	EventsWritten     uint64   `json:"events_written"`
+	EventsLost        uint64   `json:"events_lost"`
+	SignalsDropped    uint64   `json:"signals_dropped"`
+	AuditStream       string   `json:"audit_stream"`
+	AuditRulesLoaded  uint32   `json:"audit_rules_loaded"`
+	AuditRulesMissing []string `json:"audit_rules_missing"`
 }
 
 func getAll(ctx context.Context, obj godbus.BusObject, iface string) (map[string]godbus.Variant, error) {
@@ -221,7 +224,9 @@ func (c *Client) Manager(ctx context.Context) (ManagerInfo, error) {
 		store(props, "Version", &mi.Version), store(props, "Enforcement", &mi.Enforcement),
 		store(props, "EnforcementReason", &mi.EnforcementReason), store(props, "Containers", &mi.Containers),
 		store(props, "EventsWritten", &mi.EventsWritten), store(props, "EventsLost", &mi.EventsLost),
-		store(props, "SignalsDropped", &mi.SignalsDropped))
+		store(props, "SignalsDropped", &mi.SignalsDropped),
+		store(props, "AuditStream", &mi.AuditStream), store(props, "AuditRulesLoaded", &mi.AuditRulesLoaded),
+		store(props, "AuditRulesMissing", &mi.AuditRulesMissing))
 	return mi, err
 }
 

@@ -289,3 +289,40 @@ func (c *Control) DeleteRule(wf rule.WireFormat) error {
 	defer c.mu.Unlock()
 	return c.request(uint16(auparse.AUDIT_DEL_RULE), wf)
 }
+
+// RulesState compares the rules file at path with the kernel's rules: how
+// many of its rules the kernel holds, and the lines it does not (with
+// the lines go-libaudit cannot parse). The kernel hands a rule back in
+// its own layout, so both sides are compared as auditctl would print
+// them.
+func (c *Control) RulesState(path string) (loaded int, missing []RuleLine, err error) {
+	fh, err := os.Open(path)
+	if err != nil {
+		return 0, nil, fmt.Errorf("audit rules: %w", err)
+	}
+	defer fh.Close()
+	f, err := ParseRules(fh)
+	if err != nil {
+		return 0, nil, fmt.Errorf("audit rules %s: %w", path, err)
+	}
+	held, err := c.Rules()
+	if err != nil {
+		return 0, nil, err
+	}
+	have := make(map[string]bool, len(held))
+	for _, wf := range held {
+		if line, err := rule.ToCommandLine(wf, false); err == nil {
+			have[line] = true
+		}
+	}
+	missing = f.Refused
+	for _, rl := range f.Rules {
+		line, err := rule.ToCommandLine(rl.Wire, false)
+		if err == nil && have[line] {
+			loaded++
+			continue
+		}
+		missing = append(missing, rl)
+	}
+	return loaded, missing, nil
+}

@@ -318,3 +318,36 @@ func TestStopGap(t *testing.T) {
 		})
 	}
 }
+
+// TestRulesState: after the project's rules file is loaded, the kernel
+// holds every rule of it; a rule deleted behind contid's back shows as
+// missing, by its line.
+func TestRulesState(t *testing.T) {
+	s := newAuditSession(t)
+	path := "../../units/contid.rules"
+	added, refused := s.loadRules(path)
+	if len(refused) != 0 {
+		t.Fatalf("refused: %v", refused)
+	}
+	loaded, missing, err := s.ctl.RulesState(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(missing) != 0 || loaded == 0 {
+		t.Fatalf("after loading: %d loaded, missing %v", loaded, missing)
+	}
+	if len(added) == 0 {
+		t.Skip("skipped: every rule was already loaded before the test, so none can be deleted safely")
+	}
+	if err := s.ctl.DeleteRule(added[0]); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = s.ctl.AddRule(added[0]) }()
+	loaded2, missing, err := s.ctl.RulesState(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(missing) != 1 || loaded2 != loaded-1 || !strings.Contains(missing[0].Text, "-a always,exit") {
+		t.Fatalf("after deleting one: %d loaded, missing %+v", loaded2, missing)
+	}
+}
