@@ -183,19 +183,39 @@ func (r *Reader) pruneOpen(now time.Time) {
 	}
 }
 
-// finishEvents, in a reader whose socket a successor will read on from,
-// reads on after the stop until no event it began is incomplete, so the
-// successor starts at an event's first record. Events that begin
-// meanwhile are finished too; the bound keeps a flood from holding the
-// stop.
+// finishEvents, in a reader whose socket systemd keeps for a successor,
+// reads what is queued before it stops. A stop, unlike a restart, closes
+// the kept socket with whatever is in it, and contidd cannot tell the two
+// apart; read now, those records are written either way. It reads until
+// the socket is empty and no event it began is incomplete, so a successor
+// starts at an event's first record. Under a flood the bound ends the
+// reading, and then it only finishes the events already begun.
 func (r *Reader) finishEvents(buf []byte) {
 	if r.cfg.Source != Unicast || !r.handedOver.Load() {
 		return
 	}
 	deadline := time.Now().Add(drainLimit)
+	for time.Now().Before(deadline) {
+		wait := time.Duration(0)
+		if len(r.open) > 0 {
+			// The rest of an event may still be on its way.
+			wait = 10 * time.Millisecond
+		}
+		n, err := r.mc.recv(buf, wait)
+		switch {
+		case err == nil:
+			r.push(buf[:n])
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			if len(r.open) == 0 {
+				return
+			}
+		default:
+			return
+		}
+	}
+	deadline = time.Now().Add(drainLimit)
 	for len(r.open) > 0 && time.Now().Before(deadline) {
-		n, err := r.mc.recv(buf, 10*time.Millisecond)
-		if err == nil {
+		if n, err := r.mc.recv(buf, 10*time.Millisecond); err == nil {
 			r.push(buf[:n])
 		}
 	}
