@@ -351,3 +351,52 @@ func TestRulesState(t *testing.T) {
 		t.Fatalf("after deleting one: %d loaded, missing %+v", loaded2, missing)
 	}
 }
+
+// TestMixedLoops: a tagged and an untagged exec loop run at once. Every
+// tagged exec is written attributed to its container, and no untagged
+// one is attributed (untagged events are written too here, so a miss
+// shows as an entry without a container rather than as no entry).
+func TestMixedLoops(t *testing.T) {
+	s := newAuditSession(t)
+	b := tracker(t)
+	s.setBacklog(8192, 60000)
+	key := "contid-test-" + randomSuffix(t)
+	s.addRule(execRule(key))
+	tagged := newCgroup(t, b, nil, "mixed-tagged", true)
+	untagged := newCgroup(t, b, nil, "mixed-untagged", false)
+	reg := fakeContainers{tagged.chain.ID(): {tagged.chain, "mixed", "mixed.scope"}}
+	p := startPipeline(t, b, reg, audit.Config{Source: audit.Unicast}, journal.Config{WriteUntagged: true})
+
+	count := 1500
+	if testing.Short() {
+		count = 400
+	}
+	inMarker, outMarker := "in"+randomSuffix(t), "out"+randomSuffix(t)
+	waitIn := startHelper(t, tagged.fd, count, 0, "/bin/true", inMarker)
+	waitOut := startHelper(t, untagged.fd, count, 0, "/bin/true", outMarker)
+	in, out := waitIn(), waitOut()
+	p.waitIdle(t, 2*time.Second, 60*time.Second)
+	p.stop()
+	id := idStr(tagged.chain.ID())
+	inAll := p.journald.Select(t, []string{"AUDIT_CONTAINER_ID"}, "AUDIT_FIELD_PROCTITLE=/bin/true "+inMarker)
+	outAll := p.journald.Select(t, []string{"AUDIT_CONTAINER_ID"}, "AUDIT_FIELD_PROCTITLE=/bin/true "+outMarker)
+	inAttributed, outAttributed := 0, 0
+	for _, e := range inAll {
+		if e.Get("AUDIT_CONTAINER_ID") == id {
+			inAttributed++
+		}
+	}
+	for _, e := range outAll {
+		if e.Get("AUDIT_CONTAINER_ID") != "" {
+			outAttributed++
+		}
+	}
+	t.Logf("tagged: %d execs in %.2fs, %d written, %d attributed; untagged: %d execs in %.2fs, %d written, %d attributed",
+		in.offered, in.seconds, len(inAll), inAttributed, out.offered, out.seconds, len(outAll), outAttributed)
+	if inAttributed != in.offered {
+		t.Errorf("%d of %d tagged execs attributed", inAttributed, in.offered)
+	}
+	if outAttributed != 0 || len(outAll) != out.offered {
+		t.Errorf("untagged: %d of %d written, %d attributed (want all written, none attributed)", len(outAll), out.offered, outAttributed)
+	}
+}
