@@ -84,8 +84,13 @@ func (c *conn) setReceiveBuffer(size int) (int, error) {
 // recv waits up to timeout for one datagram and reads it into buf without
 // allocating. It returns os.ErrDeadlineExceeded when nothing came, and
 // ENOBUFS when the kernel dropped multicast messages because the buffer
-// was full.
+// was full. A datagram already queued is read at once: under a flood the
+// poll(2) would only double the system calls.
 func (c *conn) recv(buf []byte, timeout time.Duration) (int, error) {
+	n, err := c.recvNow(buf)
+	if !errors.Is(err, os.ErrDeadlineExceeded) || timeout <= 0 {
+		return n, err
+	}
 	fds := [1]unix.PollFd{{Fd: int32(c.fd), Events: unix.POLLIN}}
 	for {
 		n, err := unix.Poll(fds[:], int(timeout/time.Millisecond))
@@ -100,6 +105,11 @@ func (c *conn) recv(buf []byte, timeout time.Duration) (int, error) {
 		}
 		break
 	}
+	return c.recvNow(buf)
+}
+
+// recvNow reads one queued datagram, or returns os.ErrDeadlineExceeded.
+func (c *conn) recvNow(buf []byte) (int, error) {
 	var from unix.RawSockaddrNetlink
 	fromLen := uint32(unix.SizeofSockaddrNetlink)
 	for {
