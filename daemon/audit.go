@@ -124,7 +124,13 @@ func openReader(d *Daemon, ctl *audit.Control) (*audit.Reader, error) {
 		r   *audit.Reader
 		err error
 	)
-	if d.Config.AuditSocket != config.AuditSocketMulticast {
+	if inherited != nil && d.Config.AuditSocket == config.AuditSocketMulticast {
+		// The kept socket still holds what the kernel queued for the
+		// previous contidd; dropping it would lose that unread. It is
+		// read on, and the setting takes effect after a full stop.
+		d.Log.Logf(cdbus.PrioNotice, "Socket=multicast takes effect after contidd is stopped: reading on from the kept unicast socket first.")
+	}
+	if d.Config.AuditSocket != config.AuditSocketMulticast || inherited != nil {
 		r, err = audit.NewReader(audit.Config{Source: audit.Unicast, Inherited: inherited, After: after}, d.Tracker)
 		switch {
 		case err == nil:

@@ -9,11 +9,13 @@
 package audit
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -222,6 +224,7 @@ type Reader struct {
 		maxLag                                                                               atomic.Int64
 	}
 	overflow  overflowWindow
+	probeMark []byte
 	maxSerial uint32
 	rcvbuf    int
 
@@ -452,6 +455,9 @@ func (r *Reader) push(b []byte) {
 	r.countJump(serial)
 	r.trackOpen(typ, serial)
 	r.advance(serial, at)
+	if typ == auparse.AUDIT_TRUSTED_APP && r.isOwnProbe(payload[body:]) {
+		r.probeReturned()
+	}
 	r.reasm.PushMessage(&auparse.AuditMessage{
 		RecordType: typ,
 		Timestamp:  at,
@@ -461,9 +467,11 @@ func (r *Reader) push(b []byte) {
 	})
 }
 
-// overflowWindowMin is the shortest overflow window: long enough for the
-// next event after a burst to arrive and show the jump.
-const overflowWindowMin = 5 * time.Second
+// overflowWindowMax bounds an overflow window whose probe never came
+// back (the kernel dropped it too, or auditing was switched off). A
+// window normally ends when the probe returns, however long the reader
+// takes to work through its socket behind a slow journald.
+const overflowWindowMax = 2 * time.Minute
 
 // overflowWindow tracks the time after a socket overflow.
 type overflowWindow struct {
@@ -536,12 +544,23 @@ func isTailFragment(msgs []*auparse.AuditMessage) bool {
 func (s *stream) EventsLost(count int) {
 	// The reassembler sums gaps in uint32 serial space; a record that
 	// arrives after its serial was evicted makes that sum wrap. Read it
-	// back as a signed 32-bit figure. The kernel skips serials in normal
-	// operation (about one in ten on a busy 6.18 host, with no loss
-	// anywhere), so these gaps are kept as a statistic only; losses are
-	// counted around socket overflows, in push.
-	if n := int32(uint32(count)); n > 0 {
-		(*Reader)(s).stats.gaps.Add(uint64(n))
+	// back as a signed 32-bit figure. Over multicast these gaps are a
+	// statistic only: the socket's own drops are counted around its
+	// overflows, in push, and a multicast reader that joined late would
+	// otherwise count what it never subscribed to.
+	r := (*Reader)(s)
+	n := int32(uint32(count))
+	if n <= 0 {
+		return
+	}
+	r.stats.gaps.Add(uint64(n))
+	if r.cfg.Source == Unicast {
+		// As the audit daemon the reader is sent every record; a serial
+		// that never came was dropped in the kernel's queues, which
+		// give up on a reader that does not keep up (after a tenth of
+		// a second) and do not always count what they drop.
+		r.stats.readerLost.Add(uint64(n))
+		r.handler.HandleLoss(LossReader, uint64(n))
 	}
 }
 
@@ -569,14 +588,24 @@ func (r *Reader) countJump(serial uint32) {
 
 // overflowed opens (or extends) a window after ENOBUFS during which serial
 // jumps count as losses. The socket first hands out what it queued before
-// the drop, so the jump can come a while later: the window lasts twice
-// ReassemblyTimeout, and at least overflowWindowMin.
+// the drop, so the jump comes later: the window lasts until the probe
+// sent after the socket was read empty comes back.
 func (r *Reader) overflowed(now time.Time) {
 	r.stats.overruns.Add(1)
 	r.overflow.open = true
 	r.overflow.probe = true
 	r.overflow.overruns++
-	r.overflow.until = now.Add(max(2*r.cfg.ReassemblyTimeout, overflowWindowMin))
+	r.overflow.until = now.Add(overflowWindowMax)
+}
+
+// isOwnProbe: the record is the probe this process wrote. The kernel
+// starts a user record with the writer's PID, which no other process can
+// forge, so a container writing the same text does not end the window.
+func (r *Reader) isOwnProbe(body []byte) bool {
+	if r.probeMark == nil {
+		r.probeMark = []byte("pid=" + strconv.Itoa(os.Getpid()) + " ")
+	}
+	return bytes.HasPrefix(body, r.probeMark) && bytes.Contains(body, []byte(probeText))
 }
 
 // sendProbe writes the probe record once the socket is read empty, so
@@ -593,6 +622,18 @@ func (r *Reader) closeOverflow(now time.Time) {
 	if !r.overflow.open || now.Before(r.overflow.until) {
 		return
 	}
+	r.endOverflow()
+}
+
+// probeReturned ends the window when our probe comes back, unless the
+// socket overflowed again after it was sent.
+func (r *Reader) probeReturned() {
+	if r.overflow.open && !r.overflow.probe {
+		r.endOverflow()
+	}
+}
+
+func (r *Reader) endOverflow() {
 	if r.overflow.gaps == 0 {
 		r.stats.readerLost.Add(r.overflow.overruns)
 		r.handler.HandleLoss(LossReader, r.overflow.overruns)

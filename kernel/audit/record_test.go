@@ -294,22 +294,34 @@ func TestOverflowWindow(t *testing.T) {
 	t0 := time.Unix(1700000000, 0)
 	r.overflowed(t0)
 	r.overflowed(t0.Add(time.Second))
-	r.closeOverflow(t0.Add(2 * time.Second))
+	// However long the reader takes to work through its socket, the
+	// window stays open until the probe comes back.
+	r.closeOverflow(t0.Add(time.Minute))
 	if h.lost[LossReader] != 0 || !r.overflow.open {
 		t.Fatalf("window closed early: lost %d, open %v", h.lost[LossReader], r.overflow.open)
 	}
-	// No gap surfaced: each overrun counts once, so loss is never silent.
-	r.closeOverflow(t0.Add(time.Second + overflowWindowMin + time.Millisecond))
+	// No probe came back and no gap surfaced: each overrun counts once,
+	// so loss is never silent.
+	r.closeOverflow(t0.Add(time.Second + overflowWindowMax + time.Millisecond))
 	if h.lost[LossReader] != 2 || r.overflow.open {
 		t.Fatalf("after window: lost %d, open %v; want 2, false", h.lost[LossReader], r.overflow.open)
 	}
-	// With a jump, the jump is the count and the overruns add nothing.
-	r.overflowed(t0.Add(10 * time.Second))
+	// With a jump, the jump is the count and the overruns add nothing;
+	// the returning probe ends the window.
+	r.overflowed(t0.Add(10 * time.Minute))
 	r.countJump(100)
+	r.overflow.probe = false // sent, as sendProbe does
 	r.countJump(108)
-	r.closeOverflow(t0.Add(time.Minute))
-	if h.lost[LossReader] != 9 {
-		t.Fatalf("lost %d, want 2+7", h.lost[LossReader])
+	r.probeReturned()
+	if h.lost[LossReader] != 9 || r.overflow.open {
+		t.Fatalf("lost %d, open %v; want 2+7, false", h.lost[LossReader], r.overflow.open)
+	}
+	// A probe that returns after a newer overflow leaves the window open
+	// for that overflow's own probe.
+	r.overflowed(t0.Add(20 * time.Minute))
+	r.probeReturned()
+	if !r.overflow.open {
+		t.Fatal("an overflow after the probe was sent closed with the earlier probe")
 	}
 }
 

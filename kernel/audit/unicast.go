@@ -29,9 +29,6 @@ func (r *Reader) openUnicast(inherited *os.File) error {
 		return err
 	}
 	holder := int(st.PID)
-	if holder != 0 && holder != os.Getpid() && processAlive(holder) {
-		return fmt.Errorf("%w (PID %d)", ErrDaemonRegistered, holder)
-	}
 	if inherited != nil {
 		c, err := adoptSocket(inherited)
 		if err != nil {
@@ -39,13 +36,19 @@ func (r *Reader) openUnicast(inherited *os.File) error {
 		}
 		r.mc = c
 		// The kernel still names the PID that registered the socket:
-		// an earlier contidd, now gone, whose socket systemd kept. It
-		// delivers to the socket, not the PID, so there is nothing to
-		// redo, and a new AUDIT_SET could not replace a channel whose
-		// socket is alive anyway. With no daemon registered (the kernel
-		// dropped the channel), the socket is registered anew.
+		// an earlier contidd, now gone, whose socket systemd kept; that
+		// PID may even belong to another process by now. No other
+		// daemon can have taken the channel over meanwhile: the kernel
+		// refuses to replace a daemon whose socket is alive, and this
+		// one was alive all along. The kernel delivers to the socket,
+		// not the PID, so there is nothing to redo. With no daemon
+		// registered (the kernel dropped the channel), the socket is
+		// registered anew.
 		r.resumed = holder != 0
 		return nil
+	}
+	if holder != 0 && holder != os.Getpid() && processAlive(holder) {
+		return fmt.Errorf("%w (PID %d)", ErrDaemonRegistered, holder)
 	}
 	r.mc, err = dial(0)
 	if err != nil {
