@@ -19,7 +19,9 @@ func BootID() string {
 // Config.After before it read any.
 func (r *Reader) Position() (Position, bool) {
 	if p := r.last.Load(); p != nil {
-		return *p, true
+		q := *p
+		q.Lost = r.lostSeen.Load()
+		return q, true
 	}
 	if r.cfg.After != nil {
 		return *r.cfg.After, true
@@ -37,7 +39,7 @@ func (r *Reader) advance(serial uint32, at time.Time) {
 		// Records of events on other CPUs interleave: keep the highest.
 		return
 	}
-	r.last.Store(&Position{Boot: r.boot, Serial: serial, Time: at})
+	r.last.Store(&Position{Boot: r.boot, Serial: serial, Time: at, Lost: r.lostSeen.Load()})
 }
 
 func (r *Reader) reportGap(first uint32, at time.Time) {
@@ -55,4 +57,21 @@ func (r *Reader) reportGap(first uint32, at time.Time) {
 		return
 	}
 	r.handler.HandleLoss(LossStopped, g.Events)
+}
+
+// lostWhileAway counts what the kernel's lost counter rose by since the
+// previous reader saved its position, in this boot. A counter below the
+// saved one was reset (auditctl --reset-lost): all of it is new.
+func (r *Reader) lostWhileAway(now uint32) {
+	after := r.cfg.After
+	if after == nil || after.Boot == "" || after.Boot != r.boot {
+		return
+	}
+	n := now
+	if now >= after.Lost {
+		n = now - after.Lost
+	}
+	if n > 0 {
+		r.kernelLost.Add(uint64(n))
+	}
 }

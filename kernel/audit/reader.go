@@ -87,6 +87,9 @@ type Position struct {
 	Boot   string    `json:"boot"`
 	Serial uint32    `json:"serial"`
 	Time   time.Time `json:"time"`
+	// Lost is the kernel's lost counter then, so the next reader counts
+	// what the kernel dropped meanwhile.
+	Lost uint32 `json:"lost"`
 }
 
 // Handler consumes the stream. Its methods are called from one goroutine,
@@ -156,6 +159,10 @@ type Config struct {
 	MaxInFlight int
 	// ReassemblyTimeout evicts an event whose end never came. Default 2s.
 	ReassemblyTimeout time.Duration
+	// ReceiveBuffer of a unicast reader: what the kernel queues while
+	// contidd restarts or falls behind waits here. Default 64 MiB.
+	// (The multicast default stays at ReceiveBuffer.)
+	UnicastReceiveBuffer int
 	// StatusInterval is how often the kernel's lost counter is polled.
 	// Default 1s.
 	StatusInterval time.Duration
@@ -167,6 +174,9 @@ type Config struct {
 func (c *Config) setDefaults() {
 	if c.ReceiveBuffer <= 0 {
 		c.ReceiveBuffer = 16 << 20
+	}
+	if c.UnicastReceiveBuffer <= 0 {
+		c.UnicastReceiveBuffer = 64 << 20
 	}
 	if c.MaxInFlight < 100 {
 		c.MaxInFlight = 256
@@ -246,6 +256,8 @@ type Reader struct {
 	last atomic.Pointer[Position]
 	// boot is this boot's ID, for Position.
 	boot string
+	// lostSeen is the kernel's lost counter as last read, for Position.
+	lostSeen atomic.Uint32
 
 	// mu guards closing and exited: Close must not release the sockets
 	// while Run still reads them.
@@ -285,7 +297,11 @@ func NewReader(cfg Config, attr Attributor) (*Reader, error) {
 	}
 	// A smaller buffer than asked for still works; the figure is in
 	// Stats so operators can see it.
-	r.rcvbuf, _ = r.mc.setReceiveBuffer(cfg.ReceiveBuffer)
+	size := cfg.ReceiveBuffer
+	if cfg.Source == Unicast {
+		size = cfg.UnicastReceiveBuffer
+	}
+	r.rcvbuf, _ = r.mc.setReceiveBuffer(size)
 	if cfg.Source == Unicast && !r.resumed {
 		if err := r.register(); err != nil {
 			r.mc.Close()
@@ -364,6 +380,8 @@ func (r *Reader) Run(ctx context.Context, h Handler) error {
 	if err != nil {
 		return fmt.Errorf("audit status: %w", err)
 	}
+	r.lostSeen.Store(baseline)
+	r.lostWhileAway(baseline)
 	// On the way out, after the poller stopped: hand over the last rise
 	// of the kernel's counter, then flush reassembly (deferred above).
 	defer r.reportKernelLost()
@@ -592,6 +610,12 @@ func (r *Reader) countJump(serial uint32) {
 // sent after the socket was read empty comes back.
 func (r *Reader) overflowed(now time.Time) {
 	r.stats.overruns.Add(1)
+	if r.cfg.Source == Unicast {
+		// The kernel gave up sending one record to a full socket and
+		// queued it again; what it finally drops is a missing serial,
+		// which reassembly counts.
+		return
+	}
 	r.overflow.open = true
 	r.overflow.probe = true
 	r.overflow.overruns++
@@ -672,5 +696,6 @@ func (r *Reader) pollLost(ctx context.Context, last uint32) {
 			r.kernelLost.Add(uint64(cur))
 		}
 		last = cur
+		r.lostSeen.Store(cur)
 	}
 }
