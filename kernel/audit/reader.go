@@ -396,6 +396,10 @@ func (r *Reader) Run(ctx context.Context, h Handler) error {
 	defer stopPoll()
 
 	r.started = time.Now()
+	// A kept socket may have filled while no contidd ran, and the kernel
+	// dropped what followed: once it is read empty, the probe's serial
+	// shows how many.
+	r.overflow.probe = r.resumed
 	for _, b := range r.early {
 		r.push(b)
 	}
@@ -501,10 +505,12 @@ type overflowWindow struct {
 	probe bool
 }
 
-// probeText is the record a multicast reader writes after an overflow.
-// A congested netlink socket gets nothing until it is read empty, so a
-// flood that ends while we are behind leaves no later record whose
-// serial would show how many were dropped; the probe is that record.
+// probeText is the record a reader writes after an overflow, and after
+// taking over a kept socket. A congested multicast socket gets nothing
+// until it is read empty, and a full unicast socket makes the kernel drop
+// what follows, so a flood that ends while we are behind leaves no later
+// record whose serial would show how many were dropped; the probe is that
+// record.
 const probeText = "op=contid-overflow-probe"
 
 // stream adapts the reader to libaudit.Stream without exporting the
@@ -613,7 +619,9 @@ func (r *Reader) overflowed(now time.Time) {
 	if r.cfg.Source == Unicast {
 		// The kernel gave up sending one record to a full socket and
 		// queued it again; what it finally drops is a missing serial,
-		// which reassembly counts.
+		// which reassembly counts once a later record arrives. The
+		// probe is that record, should the flood be over by then.
+		r.overflow.probe = true
 		return
 	}
 	r.overflow.open = true
