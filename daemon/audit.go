@@ -228,7 +228,7 @@ const positionFile = "audit-position"
 // positionInterval is how often the place is saved while running, for a
 // contidd that dies without saving it (a crash outside systemd; under
 // systemd the socket it kept makes the gap empty anyway).
-const positionInterval = 5 * time.Second
+const positionInterval = time.Second
 
 func loadPosition(d *Daemon) *audit.Position {
 	b, err := os.ReadFile(filepath.Join(d.Config.StateDirectory, positionFile))

@@ -44,7 +44,11 @@ func (r *Reader) advance(serial uint32, at time.Time) {
 
 func (r *Reader) reportGap(first uint32, at time.Time) {
 	after := r.cfg.After
-	if after == nil || after.Boot == "" || after.Boot != r.boot {
+	// A reader that took over the kept socket reads on where its
+	// predecessor stopped reading, which may be past the position it last
+	// saved: nothing went unread, and whatever the kernel dropped shows
+	// as missing serials in the stream.
+	if after == nil || after.Boot == "" || after.Boot != r.boot || r.resumed {
 		return
 	}
 	d := int32(first - after.Serial)
@@ -67,6 +71,9 @@ func (r *Reader) lostWhileAway(now uint32) {
 	if after == nil || after.Boot == "" || after.Boot != r.boot {
 		return
 	}
+	// A predecessor that was killed may have counted a rise after its
+	// last save (contidd saves every second): that rise is counted
+	// twice, which overstates the loss rather than hiding any.
 	n := now
 	if now >= after.Lost {
 		n = now - after.Lost

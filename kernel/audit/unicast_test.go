@@ -140,7 +140,7 @@ func TestUnicastResume(t *testing.T) {
 
 			// run starts a reader and forwarder; the returned stop ends
 			// them as a killed contidd would, leaving the registration.
-			run := func(cfg audit.Config) (*audit.Reader, func()) {
+			run := func(cfg audit.Config) (*audit.Reader, *journal.Forwarder, func()) {
 				r, err := audit.NewReader(cfg, b)
 				if err != nil {
 					t.Fatalf("NewReader: %v", err)
@@ -149,7 +149,7 @@ func TestUnicastResume(t *testing.T) {
 				ctx, cancel := context.WithCancel(context.Background())
 				done := make(chan error, 1)
 				go func() { done <- r.Run(ctx, f) }()
-				return r, func() {
+				return r, f, func() {
 					cancel()
 					if err := <-done; err != nil {
 						t.Errorf("reader: %v", err)
@@ -159,7 +159,7 @@ func TestUnicastResume(t *testing.T) {
 					r.Close()
 				}
 			}
-			first, stopFirst := run(audit.Config{Source: audit.Unicast})
+			first, _, stopFirst := run(audit.Config{Source: audit.Unicast})
 			stored, err := first.Socket()
 			if err != nil {
 				t.Fatal(err)
@@ -168,18 +168,22 @@ func TestUnicastResume(t *testing.T) {
 
 			marker := "r" + randomSuffix(t)
 			wait := startHelper(t, cg.fd, 2500, 500, "/bin/true", marker)
-			time.Sleep(1500 * time.Millisecond)
+			time.Sleep(500 * time.Millisecond)
+			// The place a killed contidd last saved: behind where it
+			// stopped reading.
+			saved, _ := first.Position()
+			time.Sleep(time.Second)
 			stopFirst()
 			// contidd away: what the kernel emits now waits in the socket.
 			time.Sleep(time.Second)
-			cfg := audit.Config{Source: audit.Unicast, Inherited: stored}
+			cfg := audit.Config{Source: audit.Unicast, Inherited: stored, After: &saved}
 			if !tc.inherit {
 				// Closing the stored copy ends the old channel, as a
 				// systemctl stop does.
 				stored.Close()
 				cfg.Inherited = nil
 			}
-			second, stopSecond := run(cfg)
+			second, fwd, stopSecond := run(cfg)
 			if tc.inherit {
 				stored.Close()
 			}
@@ -193,6 +197,12 @@ func TestUnicastResume(t *testing.T) {
 			t.Logf("%s: %d execs in %.2fs; %d written", tc.name, res.offered, res.seconds, written)
 			if tc.inherit && written != res.offered {
 				t.Errorf("the successor on the inherited socket: %d of %d execs written", written, res.offered)
+			}
+			if st := fwd.Stats(); tc.inherit && st.Lost != 0 {
+				t.Errorf("the successor on the inherited socket counted %d lost (%+v): nothing was", st.Lost, st)
+			}
+			if st := fwd.Stats(); !tc.inherit && st.LostStopped == 0 {
+				t.Errorf("control: the gap without the socket was not counted (%+v)", st)
 			}
 			if !tc.inherit && written >= res.offered {
 				t.Errorf("control: %d of %d execs written across a gap without the socket; the check cannot fail", written, res.offered)
