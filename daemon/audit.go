@@ -244,16 +244,7 @@ func loadPosition(d *Daemon) *audit.Position {
 }
 
 func keepPosition(ctx context.Context, d *Daemon, r *audit.Reader) {
-	t := time.NewTicker(positionInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			savePosition(d, r)
-		}
-	}
+	every(ctx, positionInterval, func() { savePosition(d, r) })
 }
 
 func savePosition(d *Daemon, r *audit.Reader) {

@@ -318,17 +318,24 @@ func kernelEvents(ctx context.Context, t kernel.Tracker, m *cdbus.Manager, log *
 // whenever the summary changes, checked every few seconds.
 func statusUpdates(ctx context.Context, summary func() string) {
 	last := summary()
-	t := time.NewTicker(5 * time.Second)
+	every(ctx, 5*time.Second, func() {
+		if s := summary(); s != last {
+			last = s
+			_, _ = sddaemon.SdNotify(false, "STATUS="+s)
+		}
+	})
+}
+
+// every calls f at each interval until ctx ends.
+func every(ctx context.Context, interval time.Duration, f func()) {
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if s := summary(); s != last {
-				last = s
-				_, _ = sddaemon.SdNotify(false, "STATUS="+s)
-			}
+			f()
 		}
 	}
 }

@@ -235,7 +235,10 @@ type Reader struct {
 	}
 	overflow  overflowWindow
 	probeMark []byte
-	maxSerial uint32
+	// pendingGaps are serial gaps seen outside an overflow window, kept
+	// a while: a multicast socket reports its overflow only once it is
+	// read empty, after the records that show the gap.
+	pendingGaps []pendingGap
 	rcvbuf    int
 
 	// early holds records that came on the unicast socket before the
@@ -441,6 +444,7 @@ func (r *Reader) tick(now time.Time) {
 	r.reportKernelLost()
 	_ = r.reasm.Maintain()
 	r.closeOverflow(now)
+	r.claimPendingGaps(now, false)
 	r.pruneOpen(now)
 	r.handler.Tick(now)
 }
@@ -474,11 +478,10 @@ func (r *Reader) push(b []byte) {
 		return
 	}
 	r.stats.records.Add(1)
-	r.countJump(serial)
 	r.trackOpen(typ, serial)
 	r.advance(serial, at)
 	if typ == auparse.AUDIT_TRUSTED_APP && r.isOwnProbe(payload[body:]) {
-		r.probeReturned()
+		r.probeReturned(time.Now())
 	}
 	r.reasm.PushMessage(&auparse.AuditMessage{
 		RecordType: typ,
@@ -578,36 +581,51 @@ func (s *stream) EventsLost(count int) {
 		return
 	}
 	r.stats.gaps.Add(uint64(n))
-	if r.cfg.Source == Unicast {
+	switch {
+	case r.cfg.Source == Unicast:
 		// As the audit daemon the reader is sent every record; a serial
 		// that never came was dropped in the kernel's queues, which
 		// give up on a reader that does not keep up (after a tenth of
 		// a second) and do not always count what they drop.
-		r.stats.readerLost.Add(uint64(n))
-		r.handler.HandleLoss(LossReader, uint64(n))
+		r.lose(uint64(n))
+	case r.overflow.open:
+		r.overflow.gaps += uint64(n)
+		r.lose(uint64(n))
+	default:
+		r.pendingGaps = append(r.pendingGaps, pendingGap{n: uint64(n), at: time.Now()})
 	}
 }
 
-// countJump sees each record's serial as it arrives. While an overflow
-// window is open, a jump past the highest serial seen so far is what the
-// socket dropped (records arrive almost in serial order; only events in
-// flight on other CPUs interleave).
-func (r *Reader) countJump(serial uint32) {
-	if r.maxSerial == 0 {
-		r.maxSerial = serial
-		return
+// pendingGapAge is how long a gap seen outside an overflow window waits
+// for the overflow that explains it.
+const pendingGapAge = 10 * time.Second
+
+type pendingGap struct {
+	n  uint64
+	at time.Time
+}
+
+func (r *Reader) lose(n uint64) {
+	r.stats.readerLost.Add(n)
+	r.handler.HandleLoss(LossReader, n)
+}
+
+// claimPendingGaps counts the gaps seen shortly before an overflow was
+// reported as that overflow's losses, and forgets older ones: without an
+// overflow a gap is a statistic only.
+func (r *Reader) claimPendingGaps(now time.Time, claim bool) {
+	kept := r.pendingGaps[:0]
+	for _, g := range r.pendingGaps {
+		switch {
+		case now.Sub(g.at) > pendingGapAge:
+		case claim:
+			r.overflow.gaps += g.n
+			r.lose(g.n)
+		default:
+			kept = append(kept, g)
+		}
 	}
-	d := int32(serial - r.maxSerial)
-	if d <= 0 {
-		return
-	}
-	if r.overflow.open && d > 1 {
-		n := uint64(d - 1)
-		r.overflow.gaps += n
-		r.stats.readerLost.Add(n)
-		r.handler.HandleLoss(LossReader, n)
-	}
-	r.maxSerial = serial
+	r.pendingGaps = kept
 }
 
 // overflowed opens (or extends) a window after ENOBUFS during which serial
@@ -628,6 +646,7 @@ func (r *Reader) overflowed(now time.Time) {
 	r.overflow.probe = true
 	r.overflow.overruns++
 	r.overflow.until = now.Add(overflowWindowMax)
+	r.claimPendingGaps(now, true)
 }
 
 // isOwnProbe: the record is the probe this process wrote. The kernel
@@ -657,11 +676,12 @@ func (r *Reader) closeOverflow(now time.Time) {
 	r.endOverflow()
 }
 
-// probeReturned ends the window when our probe comes back, unless the
-// socket overflowed again after it was sent.
-func (r *Reader) probeReturned() {
+// probeReturned ends the window soon after our probe comes back, unless
+// the socket overflowed again after it was sent: reassembly reports the
+// gap before the probe only once the probe's event is complete.
+func (r *Reader) probeReturned(now time.Time) {
 	if r.overflow.open && !r.overflow.probe {
-		r.endOverflow()
+		r.overflow.until = now.Add(2*r.cfg.ReassemblyTimeout + r.cfg.TickInterval)
 	}
 }
 

@@ -261,26 +261,43 @@ func TestEventsLostWrap(t *testing.T) {
 	}
 }
 
-func TestCountJump(t *testing.T) {
+// TestGapsAroundOverflow: over multicast a serial gap is a loss when an
+// overflow explains it, reported before (the socket reports its overflow
+// only once read empty) or during the window; otherwise a statistic. As
+// the audit daemon every gap is a loss.
+func TestGapsAroundOverflow(t *testing.T) {
+	t0 := time.Now()
 	tests := []struct {
-		name     string
-		serials  []uint32
-		overflow bool
-		want     uint64
+		name   string
+		source Source
+		steps  func(r *Reader)
+		want   uint64
 	}{
-		{"no overflow, jumps ignored", []uint32{10, 11, 15, 20}, false, 0},
-		{"overflow counts the jump", []uint32{10, 11, 15}, true, 3},
-		{"interleaved older serials are not jumps", []uint32{10, 12, 11, 13}, true, 1},
-		{"wrap of the 32-bit serial", []uint32{1<<32 - 2, 1<<32 - 1, 2}, true, 2},
+		{"multicast, no overflow", Multicast, func(r *Reader) {
+			(*stream)(r).EventsLost(4)
+		}, 0},
+		{"multicast, gap then overflow", Multicast, func(r *Reader) {
+			(*stream)(r).EventsLost(4)
+			r.overflowed(time.Now())
+		}, 4},
+		{"multicast, overflow then gap", Multicast, func(r *Reader) {
+			r.overflowed(time.Now())
+			(*stream)(r).EventsLost(6)
+		}, 6},
+		{"multicast, gap long before the overflow", Multicast, func(r *Reader) {
+			(*stream)(r).EventsLost(4)
+			r.pendingGaps[0].at = t0.Add(-time.Minute)
+			r.overflowed(time.Now())
+		}, 0},
+		{"unicast, any gap", Unicast, func(r *Reader) {
+			(*stream)(r).EventsLost(3)
+		}, 3},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h := &fakeHandler{}
-			r := &Reader{handler: h}
-			r.overflow.open = tt.overflow
-			for _, s := range tt.serials {
-				r.countJump(s)
-			}
+			r := &Reader{handler: h, cfg: Config{Source: tt.source, ReassemblyTimeout: time.Second}}
+			tt.steps(r)
 			if got := h.lost[LossReader]; got != tt.want {
 				t.Errorf("lost %d, want %d", got, tt.want)
 			}
@@ -290,7 +307,7 @@ func TestCountJump(t *testing.T) {
 
 func TestOverflowWindow(t *testing.T) {
 	h := &fakeHandler{}
-	r := &Reader{handler: h, cfg: Config{ReassemblyTimeout: time.Second}}
+	r := &Reader{handler: h, cfg: Config{ReassemblyTimeout: time.Second, TickInterval: 100 * time.Millisecond}}
 	t0 := time.Unix(1700000000, 0)
 	r.overflowed(t0)
 	r.overflowed(t0.Add(time.Second))
@@ -306,20 +323,27 @@ func TestOverflowWindow(t *testing.T) {
 	if h.lost[LossReader] != 2 || r.overflow.open {
 		t.Fatalf("after window: lost %d, open %v; want 2, false", h.lost[LossReader], r.overflow.open)
 	}
-	// With a jump, the jump is the count and the overruns add nothing;
-	// the returning probe ends the window.
-	r.overflowed(t0.Add(10 * time.Minute))
-	r.countJump(100)
+	// With a gap, the gap is the count and the overruns add nothing; the
+	// window ends a little after the probe came back, once reassembly
+	// has reported the gap before it.
+	t1 := t0.Add(10 * time.Minute)
+	r.overflowed(t1)
 	r.overflow.probe = false // sent, as sendProbe does
-	r.countJump(108)
-	r.probeReturned()
+	r.probeReturned(t1.Add(time.Second))
+	(*stream)(r).EventsLost(7)
+	r.closeOverflow(t1.Add(2 * time.Second))
+	if !r.overflow.open {
+		t.Fatal("the window closed before reassembly could report the gap")
+	}
+	r.closeOverflow(t1.Add(5 * time.Second))
 	if h.lost[LossReader] != 9 || r.overflow.open {
 		t.Fatalf("lost %d, open %v; want 2+7, false", h.lost[LossReader], r.overflow.open)
 	}
 	// A probe that returns after a newer overflow leaves the window open
 	// for that overflow's own probe.
 	r.overflowed(t0.Add(20 * time.Minute))
-	r.probeReturned()
+	r.probeReturned(t0.Add(20 * time.Minute))
+	r.closeOverflow(t0.Add(21 * time.Minute))
 	if !r.overflow.open {
 		t.Fatal("an overflow after the probe was sent closed with the earlier probe")
 	}

@@ -74,8 +74,11 @@ func TestFlood(t *testing.T) {
 				}
 				return
 			}
-			if uint64(written)+fs.Lost < uint64(res.offered) {
-				t.Errorf("silent loss: wrote %d and counted %d lost of %d", written, fs.Lost, res.offered)
+			// Exact, but host-wide: the count also covers the other
+			// events of that moment, such as the helper's own start-up
+			// opens (about ten).
+			if total := uint64(written) + fs.Lost; total < uint64(res.offered) || total > uint64(res.offered)+32 {
+				t.Errorf("wrote %d and counted %d lost, of %d", written, fs.Lost, res.offered)
 			}
 		})
 	}
