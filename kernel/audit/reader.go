@@ -239,7 +239,7 @@ type Reader struct {
 	// a while: a multicast socket reports its overflow only once it is
 	// read empty, after the records that show the gap.
 	pendingGaps []pendingGap
-	rcvbuf    int
+	rcvbuf      int
 
 	// early holds records that came on the unicast socket before the
 	// kernel acknowledged the registration; Run reads them first.
