@@ -143,6 +143,14 @@ var benchAuditSetOnce bool
 // group itself (journald 252 always does on the host's namespace): the
 // CPU we charge it is for contid's entries only.
 func startJournald(dir string) (*proc, string, error) {
+	return startJournaldAudit(dir, false)
+}
+
+// startJournaldAudit is startJournald; with readAudit the journald stays
+// in the host's network namespace, where it reads the audit multicast
+// group and copies every raw record into its journal, as Debian's
+// systemd-journald-audit.socket makes it do.
+func startJournaldAudit(dir string, readAudit bool) (*proc, string, error) {
 	const bin = "/lib/systemd/systemd-journald"
 	if _, err := os.Stat(bin); err != nil {
 		return nil, "", fmt.Errorf("journald: %w", err)
@@ -162,7 +170,11 @@ if [ -d /var/log/journal ]; then mount -t tmpfs tmpfs /var/log/journal; fi
 mount --bind %q /etc/systemd/journald.conf
 exec %s`, logDir, conf, bin)
 	var out bytes.Buffer
-	cmd := exec.Command("unshare", "--mount", "--net", "--propagation", "private", "sh", "-c", script)
+	unshare := []string{"--mount", "--net", "--propagation", "private", "sh", "-c", script}
+	if readAudit {
+		unshare = append(unshare[:1], unshare[2:]...)
+	}
+	cmd := exec.Command("unshare", unshare...)
 	cmd.Stdout = &out
 	cmd.Stderr = &out
 	p, err := startProc("journald", cmd)

@@ -21,7 +21,8 @@ import (
 var floodKeys = []string{"flood_events_per_s_contid", "flood_events_per_s_auditd", "flood_ratio", "flood_lost", "flood_lost_auditd"}
 
 var (
-	floodSocket = flag.String("flood-socket", "unicast", "contidd's [Audit] Socket= in the flood phase (auto, unicast, multicast); \"default\" leaves the key out, for a contidd that does not know it")
+	floodJournaldAudit = flag.Bool("flood-journald-audit", false, "in the flood phase, let contid's journald also copy every raw audit record (as Debian's systemd-journald-audit.socket does)")
+	floodSocket        = flag.String("flood-socket", "unicast", "contidd's [Audit] Socket= in the flood phase (auto, unicast, multicast); \"default\" leaves the key out, for a contidd that does not know it")
 	// The producer: the flood phase runs contid-bench itself as one.
 	floodOpen = flag.String("flood-open", "", "internal: open this file -flood-n times, after a line on stdin")
 	floodN    = flag.Int("flood-n", 40000, "internal: how many opens the producer makes")
@@ -305,7 +306,7 @@ func floodPhase(cfg *config, rep *report) error {
 		how = "contidd with its default [Audit] Socket= (key left out)"
 	}
 
-	jd, jdir, err := startJournald(dir)
+	jd, jdir, err := startJournaldAudit(dir, *floodJournaldAudit)
 	if err != nil {
 		return fail(err)
 	}
