@@ -239,17 +239,14 @@ func authExternal(r io.Reader, data string, uid uint32, guid string, write func(
 }
 
 // externalOK checks EXTERNAL's optional identity: the hex-encoded decimal
-// UID, which must match the socket credentials.
+// UID, which must match the socket credentials, written as clients write
+// it (no sign, no leading zeros), so one identity has one spelling.
 func externalOK(data string, uid uint32) bool {
 	if data == "" {
 		return true
 	}
 	b, err := hex.DecodeString(data)
-	if err != nil {
-		return false
-	}
-	n, err := strconv.ParseUint(string(b), 10, 32)
-	return err == nil && uint32(n) == uid
+	return err == nil && string(b) == strconv.FormatUint(uint64(uid), 10)
 }
 
 func readAuthLine(r io.Reader) (string, error) {
