@@ -628,10 +628,11 @@ func (r *Reader) claimPendingGaps(now time.Time, claim bool) {
 	r.pendingGaps = kept
 }
 
-// overflowed opens (or extends) a window after ENOBUFS during which serial
-// jumps count as losses. The socket first hands out what it queued before
-// the drop, so the jump comes later: the window lasts until the probe
-// sent after the socket was read empty comes back.
+// overflowed opens (or extends) a window after ENOBUFS during which
+// missing serials count as losses, and claims those seen just before. The
+// socket first hands out what it queued before the drop, so the gap shows
+// later: the window lasts until the probe sent after the socket was read
+// empty comes back.
 func (r *Reader) overflowed(now time.Time) {
 	r.stats.overruns.Add(1)
 	if r.cfg.Source == Unicast {
