@@ -352,12 +352,17 @@ func startPipeline(t testing.TB, attr audit.Attributor, c journal.Containers, rc
 // everything the kernel emitted so far has been handled.
 func (p *pipeline) waitIdle(t testing.TB, quiet, max time.Duration) {
 	t.Helper()
+	waitRecords(t, p.reader, quiet, max)
+}
+
+// waitRecords waits until r has seen no record for quiet, or max passed.
+func waitRecords(t testing.TB, r *audit.Reader, quiet, max time.Duration) {
+	t.Helper()
 	deadline := time.Now().Add(max)
-	last := p.reader.Stats().Records
-	lastChange := time.Now()
+	last, lastChange := r.Stats().Records, time.Now()
 	for time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
-		if n := p.reader.Stats().Records; n != last {
+		if n := r.Stats().Records; n != last {
 			last, lastChange = n, time.Now()
 		} else if time.Since(lastChange) >= quiet {
 			return

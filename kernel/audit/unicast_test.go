@@ -214,21 +214,6 @@ func TestUnicastResume(t *testing.T) {
 	}
 }
 
-// waitRecords waits until r has seen no record for quiet.
-func waitRecords(t testing.TB, r *audit.Reader, quiet, max time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(max)
-	last, lastChange := r.Stats().Records, time.Now()
-	for time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-		if n := r.Stats().Records; n != last {
-			last, lastChange = n, time.Now()
-		} else if time.Since(lastChange) >= quiet {
-			return
-		}
-	}
-}
-
 // serialWitness records the serial of every event a multicast reader
 // sees: the kernel multicasts each record whether or not an audit daemon
 // is registered, so it sees the events no daemon read.
