@@ -34,8 +34,12 @@ cont_restore() {
 
 run_continuity() {
 	selected continuity || return 0
+	# The attacks before may have left contidd restarting, or CONTIDD_PID
+	# read while it was: ask systemd, and start it if it is down.
+	CONTIDD_PID=$(contidd_pid)
+	[[ -z $CONTIDD_PID ]] && restart_contidd
 	if [[ -z ${CONTIDD_PID:-} ]]; then
-		result continuity FAIL "contidd is not running"
+		result continuity FAIL "contidd is not running and did not start"
 		return
 	fi
 	say "audit continuity across restart and SIGKILL ($CONT_EXECS execs)"
