@@ -75,18 +75,21 @@ func AuditPipeline(journalSocket string) func(ctx context.Context, d *Daemon) er
 			}
 		}
 
-		fwd := journal.NewForwarder(w, registryContainers{d.Registry}, journal.Config{
-			WriteUntagged: d.Config.WriteUntagged,
-			Queue:         1024,
-		})
-		defer fwd.Close()
-		r, err := openReader(d, ctl)
+		r, spool, err := openReader(d, ctl)
 		if err != nil {
 			d.Log.Logf(cdbus.PrioWarning, "Cannot read the kernel audit stream (%v): no audit events are attributed.", err)
 			<-ctx.Done() // the Recorder writes through w and ctl until shutdown
 			return nil
 		}
 		defer r.Close()
+		fcfg := journal.Config{WriteUntagged: d.Config.WriteUntagged, Queue: 1024}
+		if spool != nil {
+			// Closed after the forwarder, which reports to it to the end.
+			defer spool.Close()
+			fcfg.Done = spool.Done
+		}
+		fwd := journal.NewForwarder(w, registryContainers{d.Registry}, fcfg)
+		defer fwd.Close()
 
 		d.Manager.SetAuditState(auditState(d, ctl, r))
 		d.Manager.SetEventSource(func() (uint64, uint64) {
@@ -113,8 +116,9 @@ func AuditPipeline(journalSocket string) func(ctx context.Context, d *Daemon) er
 // asks for. Unicast, when another audit daemon holds the channel, falls
 // back to multicast rather than leave contidd blind. A unicast socket is
 // handed to systemd's file descriptor store, so the kernel keeps queueing
-// to it while contidd restarts; the next contidd reads on from it.
-func openReader(d *Daemon, ctl *audit.Control) (*audit.Reader, error) {
+// to it while contidd restarts; the next contidd reads on from it. So is
+// its spool, which holds what this contidd read until it is written.
+func openReader(d *Daemon, ctl *audit.Control) (*audit.Reader, *audit.Spool, error) {
 	inherited := d.AuditSocket
 	if inherited != nil {
 		defer inherited.Close()
@@ -131,10 +135,16 @@ func openReader(d *Daemon, ctl *audit.Control) (*audit.Reader, error) {
 		d.Log.Logf(cdbus.PrioNotice, "Socket=multicast takes effect after contidd is stopped: reading on from the kept unicast socket first.")
 	}
 	if d.Config.AuditSocket != config.AuditSocketMulticast || inherited != nil {
-		r, err = audit.NewReader(audit.Config{Source: audit.Unicast, Inherited: inherited, After: after}, d.Tracker)
+		spool := openSpool(d)
+		r, err = audit.NewReader(audit.Config{Source: audit.Unicast, Inherited: inherited, After: after, Spool: spool}, d.Tracker)
+		if err == nil {
+			return r, spool, adoptUnicast(d, ctl, r)
+		}
+		if spool != nil {
+			spool.Close()
+			_, _ = dropStoredFD(auditSpoolName)
+		}
 		switch {
-		case err == nil:
-			return r, adoptUnicast(d, ctl, r)
 		case errors.Is(err, audit.ErrDaemonRegistered):
 			prio := cdbus.PrioInfo
 			if d.Config.AuditSocket == config.AuditSocketUnicast {
@@ -150,11 +160,49 @@ func openReader(d *Daemon, ctl *audit.Control) (*audit.Reader, error) {
 			d.Log.Logf(cdbus.PrioWarning, "Releasing the stored audit socket: %v", err)
 		}
 	}
+	if d.AuditSpool != nil {
+		// Only a unicast reader keeps a spool.
+		d.AuditSpool.Close()
+		d.AuditSpool = nil
+		_, _ = dropStoredFD(auditSpoolName)
+	}
 	r, err = audit.NewReader(audit.Config{Source: audit.Multicast, After: after}, d.Tracker)
 	if err == nil {
 		d.Log.Logf(cdbus.PrioInfo, "Reading the kernel audit stream through the multicast group.")
 	}
-	return r, err
+	return r, nil, err
+}
+
+// openSpool reads on from the spool an earlier contidd left in systemd's
+// store, or starts a new one there. Without the store a spool would die
+// with contidd, so there is none.
+func openSpool(d *Daemon) *audit.Spool {
+	if f := d.AuditSpool; f != nil {
+		d.AuditSpool = nil
+		defer f.Close()
+		sp, err := audit.OpenSpool(f)
+		if err == nil {
+			return sp
+		}
+		d.Log.Logf(cdbus.PrioNotice, "Not reading on from the stored audit spool (%v): starting a new one.", err)
+		if _, err := dropStoredFD(auditSpoolName); err != nil {
+			d.Log.Logf(cdbus.PrioWarning, "Releasing the stored audit spool: %v", err)
+		}
+	}
+	sp, err := audit.NewSpool(0)
+	if err != nil {
+		d.Log.Logf(cdbus.PrioWarning, "No audit spool (%v): events read and not yet written are lost if contidd is killed.", err)
+		return nil
+	}
+	stored, err := storeFD(auditSpoolName, sp.File())
+	if err != nil {
+		d.Log.Logf(cdbus.PrioWarning, "Cannot keep the audit spool in systemd's store (%v): events read and not yet written are lost if contidd is killed.", err)
+	}
+	if !stored || err != nil {
+		sp.Close()
+		return nil
+	}
+	return sp
 }
 
 // adoptUnicast finishes the set-up of a unicast reader: the backlog wait

@@ -47,6 +47,8 @@ type Daemon struct {
 	// AuditSocket is the unicast audit socket an earlier contidd left in
 	// systemd's file descriptor store, or nil.
 	AuditSocket *os.File
+	// AuditSpool is the audit spool an earlier contidd left in the store.
+	AuditSpool *os.File
 
 	wg    sync.WaitGroup
 	errCh chan error
@@ -149,6 +151,13 @@ func Run(ctx context.Context, opts Options) error {
 			extra.Close()
 		}
 		delete(passed, auditSocketName)
+	}
+	if s := passed[auditSpoolName]; len(s) > 0 {
+		d.AuditSpool = s[0]
+		for _, extra := range s[1:] {
+			extra.Close()
+		}
+		delete(passed, auditSpoolName)
 	}
 	// The peer-to-peer endpoint: systemd's socket if activated, else ours.
 	ln, err := p2pListener(cfg.Socket, passed)

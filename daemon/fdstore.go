@@ -11,6 +11,9 @@ import (
 // descriptor store.
 const auditSocketName = "audit-unicast"
 
+// auditSpoolName names the audit spool (a memfd) in the store.
+const auditSpoolName = "audit-spool"
+
 // storeFD hands f to systemd's file descriptor store under name
 // (sd_notify "FDSTORE=1"), so the next contidd gets it back in
 // $LISTEN_FDS. go-systemd's SdNotify sends text only, so the message with

@@ -34,6 +34,11 @@ type Config struct {
 	// OnLoss, if set, is called after each loss entry with the counters,
 	// so the daemon can emit PropertiesChanged for EventsLost.
 	OnLoss func(Stats)
+	// Done, if set, is called with each event's serial once the event is
+	// in the journal or known not to go there (untagged, or refused by
+	// journald and counted), in the order the events came: the audit
+	// reader's spool may then forget it.
+	Done func(serial uint32)
 }
 
 // Stats are the forwarder's counters.
@@ -65,7 +70,7 @@ type Forwarder struct {
 
 	// queue and free cycle Config.Queue entries between the reader and
 	// the writer goroutine; nil when writing synchronously.
-	queue, free chan *Entry
+	queue, free chan *queued
 	drained     chan struct{}
 
 	written, lostKernel, lostReader, lostStopped, writeFailed, untagged, lossEntries, truncated atomic.Uint64
@@ -95,11 +100,11 @@ func NewForwarder(out Sender, c Containers, cfg Config) *Forwarder {
 	}
 	f := &Forwarder{out: out, containers: c, cfg: cfg}
 	if cfg.Queue > 0 {
-		f.queue = make(chan *Entry, cfg.Queue)
-		f.free = make(chan *Entry, cfg.Queue)
+		f.queue = make(chan *queued, cfg.Queue)
+		f.free = make(chan *queued, cfg.Queue)
 		f.drained = make(chan struct{})
 		for i := 0; i < cfg.Queue; i++ {
-			f.free <- new(Entry)
+			f.free <- new(queued)
 		}
 		go f.writeQueued()
 	}
@@ -127,18 +132,42 @@ func (f *Forwarder) Stats() Stats {
 // does not hold up the reader (and with it attribution, which must
 // happen before the event's PID is reused).
 func (f *Forwarder) HandleEvent(ev *audit.Event) {
-	if !ev.Tagged() && !f.cfg.WriteUntagged {
+	skip := !ev.Tagged() && !f.cfg.WriteUntagged
+	if skip {
 		f.untagged.Add(1)
-		return
 	}
 	if f.queue == nil {
-		f.buildEvent(&f.entry, ev)
-		f.send(&f.entry)
+		if !skip {
+			f.buildEvent(&f.entry, ev)
+			f.send(&f.entry)
+		}
+		f.done(ev.Serial)
 		return
 	}
-	e := <-f.free
-	f.buildEvent(e, ev)
-	f.queue <- e
+	if skip && f.cfg.Done == nil {
+		return
+	}
+	// A skipped event still takes its turn in the queue: it is done only
+	// once every event before it is written.
+	q := <-f.free
+	q.serial, q.skip = ev.Serial, skip
+	if !skip {
+		f.buildEvent(&q.entry, ev)
+	}
+	f.queue <- q
+}
+
+// queued is an event waiting for the writer goroutine.
+type queued struct {
+	entry  Entry
+	serial uint32
+	skip   bool
+}
+
+func (f *Forwarder) done(serial uint32) {
+	if f.cfg.Done != nil {
+		f.cfg.Done(serial)
+	}
 }
 
 func (f *Forwarder) send(e *Entry) {
@@ -153,9 +182,12 @@ func (f *Forwarder) send(e *Entry) {
 // writeQueued is the writer goroutine.
 func (f *Forwarder) writeQueued() {
 	defer close(f.drained)
-	for e := range f.queue {
-		f.send(e)
-		f.free <- e
+	for q := range f.queue {
+		if !q.skip {
+			f.send(&q.entry)
+		}
+		f.done(q.serial)
+		f.free <- q
 	}
 }
 

@@ -44,6 +44,9 @@ func TestMain(m *testing.M) {
 	if spec := os.Getenv(openHelperEnv); spec != "" {
 		os.Exit(openHelper(spec))
 	}
+	if spec := os.Getenv(killedReaderEnv); spec != "" {
+		os.Exit(killedReader(spec))
+	}
 	if os.Getenv(registerHelperEnv) != "" {
 		os.Exit(registerHelper())
 	}
@@ -315,7 +318,12 @@ type pipeline struct {
 
 func startPipeline(t testing.TB, attr audit.Attributor, c journal.Containers, rcfg audit.Config, fcfg journal.Config) *pipeline {
 	t.Helper()
-	j := testenv.StartJournald(t)
+	return startPipelineOn(t, testenv.StartJournald(t), attr, c, rcfg, fcfg)
+}
+
+// startPipelineOn is startPipeline writing to journald j.
+func startPipelineOn(t testing.TB, j *testenv.Journald, attr audit.Attributor, c journal.Containers, rcfg audit.Config, fcfg journal.Config) *pipeline {
+	t.Helper()
 	w, err := journal.NewWriter(j.Socket)
 	if err != nil {
 		t.Fatal(err)

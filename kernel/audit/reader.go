@@ -159,6 +159,11 @@ type Config struct {
 	MaxInFlight int
 	// ReassemblyTimeout evicts an event whose end never came. Default 2s.
 	ReassemblyTimeout time.Duration
+	// Spool, for a unicast reader, keeps what it read until the journal
+	// has it: records are received into it, and what an earlier contidd
+	// left unwritten in it is replayed first (see Spool). The caller
+	// reports finished events with Spool.Done and closes it after Run.
+	Spool *Spool
 	// ReceiveBuffer of a unicast reader: what the kernel queues while
 	// contidd restarts or falls behind waits here. Default 64 MiB.
 	// (The multicast default stays at ReceiveBuffer.)
@@ -211,6 +216,11 @@ type ReaderStats struct {
 	// inherited from an earlier contidd rather than registered anew.
 	Source  Source
 	Resumed bool
+	// Replayed is how many records came from the spool an earlier
+	// contidd left unwritten; SpoolEvicted how many events a full spool
+	// gave up before they were written (lost only if contidd then dies).
+	Replayed     uint64
+	SpoolEvicted uint64
 }
 
 // Reader follows the kernel audit stream, through the multicast group or
@@ -231,6 +241,7 @@ type Reader struct {
 	kernelLost atomic.Uint64
 	stats      struct {
 		records, events, tagged, ambiguous, kernelLost, readerLost, overruns, rejected, gaps atomic.Uint64
+		replayed                                                                             atomic.Uint64
 		maxLag                                                                               atomic.Int64
 	}
 	overflow  overflowWindow
@@ -317,7 +328,7 @@ func NewReader(cfg Config, attr Attributor) (*Reader, error) {
 
 // Stats returns the reader's counters.
 func (r *Reader) Stats() ReaderStats {
-	return ReaderStats{
+	st := ReaderStats{
 		Records:      r.stats.records.Load(),
 		Events:       r.stats.events.Load(),
 		Tagged:       r.stats.tagged.Load(),
@@ -331,7 +342,12 @@ func (r *Reader) Stats() ReaderStats {
 		ReceiveBytes: r.rcvbuf,
 		Source:       r.cfg.Source,
 		Resumed:      r.resumed,
+		Replayed:     r.stats.replayed.Load(),
 	}
+	if r.cfg.Spool != nil {
+		st.SpoolEvicted = r.cfg.Spool.evicted.Load()
+	}
+	return st
 }
 
 // Close ends Run (within a tick) and releases the sockets.
@@ -403,16 +419,20 @@ func (r *Reader) Run(ctx context.Context, h Handler) error {
 	// dropped what followed: once it is read empty, the probe's serial
 	// shows how many.
 	r.overflow.probe = r.resumed
+	r.replaySpool()
 	for _, b := range r.early {
-		r.push(b)
+		var pos uint64
+		if r.cfg.Spool != nil {
+			pos = r.cfg.Spool.append(b)
+		}
+		r.take(b, pos)
 	}
 	r.early = nil
 	buf := make([]byte, unix.NLMSG_HDRLEN+libaudit.AuditMessageMaxLength)
 	nextTick := time.Now().Add(r.cfg.TickInterval)
 	for {
 		if ctx.Err() != nil || r.isClosing() {
-			r.drainUnicast(buf)
-			r.finishEvents(buf)
+			r.readQueued(buf)
 			return nil
 		}
 		now := time.Now()
@@ -420,10 +440,10 @@ func (r *Reader) Run(ctx context.Context, h Handler) error {
 			r.tick(now)
 			nextTick = now.Add(r.cfg.TickInterval)
 		}
-		n, err := r.mc.recv(buf, time.Until(nextTick)+time.Millisecond)
+		b, pos, err := r.receive(buf, time.Until(nextTick)+time.Millisecond)
 		switch {
 		case err == nil:
-			r.push(buf[:n])
+			r.take(b, pos)
 		case errors.Is(err, os.ErrDeadlineExceeded):
 			if r.overflow.probe {
 				r.sendProbe()
@@ -456,26 +476,71 @@ func (r *Reader) reportKernelLost() {
 	}
 }
 
+// receive reads one datagram from the kernel: into the spool's next slot
+// when there is a spool (pos is where), else into buf.
+func (r *Reader) receive(buf []byte, timeout time.Duration) (b []byte, pos uint64, err error) {
+	sp := r.cfg.Spool
+	if sp == nil {
+		n, err := r.mc.recv(buf, timeout)
+		if err != nil {
+			return nil, 0, err
+		}
+		return buf[:n], 0, nil
+	}
+	slot := sp.slot()
+	n, err := r.mc.recv(slot, timeout)
+	if err != nil {
+		sp.discard()
+		return nil, 0, err
+	}
+	sp.commit(n)
+	return slot[:n], sp.slotAt, nil
+}
+
+// take handles one record read, at pos in the spool if there is one.
+func (r *Reader) take(b []byte, pos uint64) {
+	serial, ok := r.push(b)
+	if ok && r.cfg.Spool != nil {
+		r.cfg.Spool.mark(serial, pos)
+	}
+}
+
+// replaySpool hands on what the spool holds that an earlier contidd read
+// and never finished, before anything new is read.
+func (r *Reader) replaySpool() {
+	sp := r.cfg.Spool
+	if sp == nil {
+		return
+	}
+	recs, evicted := sp.pending()
+	for _, rec := range recs {
+		r.take(rec.b, rec.pos)
+	}
+	sp.moveTail()
+	r.stats.replayed.Add(uint64(len(recs)))
+	if evicted > 0 {
+		r.lose(evicted)
+	}
+}
+
 // push parses one netlink message and feeds it to the reassembler, whose
-// callbacks (on this goroutine) deliver completed events.
-func (r *Reader) push(b []byte) {
+// callbacks (on this goroutine) deliver completed events. It returns the
+// record's serial, if it is a record.
+func (r *Reader) push(b []byte) (uint32, bool) {
 	if len(b) < unix.NLMSG_HDRLEN {
 		r.stats.rejected.Add(1)
-		return
+		return 0, false
 	}
 	typ := auparse.AuditMessageType(binary.NativeEndian.Uint16(b[4:6]))
 	if isControlMessage(typ) {
-		return
+		return 0, false
 	}
-	payload := b[unix.NLMSG_HDRLEN:]
 	// Kernel messages carry no terminator, user records often a NUL.
-	for len(payload) > 0 && (payload[len(payload)-1] == 0 || payload[len(payload)-1] == '\n') {
-		payload = payload[:len(payload)-1]
-	}
+	payload := trimPayload(b[unix.NLMSG_HDRLEN:])
 	at, serial, body, err := parseHeader(payload)
 	if err != nil {
 		r.stats.rejected.Add(1)
-		return
+		return 0, false
 	}
 	r.stats.records.Add(1)
 	r.trackOpen(typ, serial)
@@ -490,6 +555,7 @@ func (r *Reader) push(b []byte) {
 		RawData:    string(payload),
 		Payload:    body,
 	})
+	return serial, true
 }
 
 // overflowWindowMax bounds an overflow window whose probe never came

@@ -135,27 +135,60 @@ func (r *Reader) unregister() error {
 }
 
 // drainLimit bounds how long a stopping reader keeps reading what the
-// kernel queued before it gave the channel back.
+// kernel queued.
 const drainLimit = 2 * time.Second
 
-// drainUnicast ends a unicast reader that keeps no successor: it gives
-// the channel back, then reads what the kernel had already queued on the
-// socket, which would otherwise go with it.
-func (r *Reader) drainUnicast(buf []byte) {
-	if r.cfg.Source != Unicast || r.handedOver.Load() {
+// readQueued is a stopping unicast reader's last read.
+//
+// With no successor, it gives the channel back, then reads what the
+// kernel had already queued on the socket, which would otherwise go with
+// it.
+//
+// With its socket in systemd's store for a successor, it keeps the
+// channel and reads until the socket is empty and no event it began is
+// incomplete, so a successor starts at an event's first record. A stop,
+// unlike a restart, closes the kept socket with whatever is in it, and
+// contidd cannot tell the two apart; read now, those records are written
+// either way. Under a flood the socket never empties: after drainLimit it
+// only finishes the events already begun.
+func (r *Reader) readQueued(buf []byte) {
+	if r.cfg.Source != Unicast {
 		return
 	}
-	if err := r.unregister(); err != nil {
-		return
-	}
-	deadline := time.Now().Add(drainLimit)
-	for time.Now().Before(deadline) {
-		n, err := r.mc.recv(buf, 0)
-		if errors.Is(err, os.ErrDeadlineExceeded) {
+	keep := r.handedOver.Load()
+	if !keep {
+		if err := r.unregister(); err != nil {
 			return
 		}
-		if err == nil {
-			r.push(buf[:n])
+	}
+	finishing := false
+	deadline := time.Now().Add(drainLimit)
+	for {
+		if time.Now().After(deadline) {
+			if finishing || !keep {
+				return
+			}
+			finishing, deadline = true, time.Now().Add(drainLimit)
+		}
+		if finishing && len(r.open) == 0 {
+			return
+		}
+		wait := time.Duration(0)
+		if keep && len(r.open) > 0 {
+			// The rest of an event may still be on its way.
+			wait = 10 * time.Millisecond
+		}
+		b, pos, err := r.receive(buf, wait)
+		switch {
+		case err == nil:
+			r.take(b, pos)
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			if !keep || len(r.open) == 0 {
+				return
+			}
+		case errors.Is(err, ErrNotFromKernel):
+		default:
+			return
 		}
 	}
 }
@@ -182,44 +215,6 @@ func (r *Reader) pruneOpen(now time.Time) {
 	for serial, began := range r.open {
 		if now.Sub(began) > r.cfg.ReassemblyTimeout {
 			delete(r.open, serial)
-		}
-	}
-}
-
-// finishEvents, in a reader whose socket systemd keeps for a successor,
-// reads what is queued before it stops. A stop, unlike a restart, closes
-// the kept socket with whatever is in it, and contidd cannot tell the two
-// apart; read now, those records are written either way. It reads until
-// the socket is empty and no event it began is incomplete, so a successor
-// starts at an event's first record. Under a flood the bound ends the
-// reading, and then it only finishes the events already begun.
-func (r *Reader) finishEvents(buf []byte) {
-	if r.cfg.Source != Unicast || !r.handedOver.Load() {
-		return
-	}
-	deadline := time.Now().Add(drainLimit)
-	for time.Now().Before(deadline) {
-		wait := time.Duration(0)
-		if len(r.open) > 0 {
-			// The rest of an event may still be on its way.
-			wait = 10 * time.Millisecond
-		}
-		n, err := r.mc.recv(buf, wait)
-		switch {
-		case err == nil:
-			r.push(buf[:n])
-		case errors.Is(err, os.ErrDeadlineExceeded):
-			if len(r.open) == 0 {
-				return
-			}
-		default:
-			return
-		}
-	}
-	deadline = time.Now().Add(drainLimit)
-	for len(r.open) > 0 && time.Now().Before(deadline) {
-		if n, err := r.mc.recv(buf, 10*time.Millisecond); err == nil {
-			r.push(buf[:n])
 		}
 	}
 }

@@ -2,7 +2,10 @@ package audit_test
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -396,5 +399,175 @@ func TestMixedLoops(t *testing.T) {
 	}
 	if outAttributed != 0 || len(outAll) != out.offered {
 		t.Errorf("untagged: %d of %d written, %d attributed (want all written, none attributed)", len(outAll), out.offered, outAttributed)
+	}
+}
+
+// killedReaderEnv makes the test binary a reader that a test kills (see
+// killedReader): "journal-socket,send-delay,spool".
+const killedReaderEnv = "CONTID_AUDIT_KILLED_READER"
+
+// slowSender stands for a journald that falls behind, so that events
+// pile up between reading and writing, as they do under load.
+type slowSender struct {
+	w     *journal.Writer
+	delay time.Duration
+}
+
+func (s slowSender) Send(e *journal.Entry) error {
+	time.Sleep(s.delay)
+	return s.w.Send(e)
+}
+
+// killedReader reads on from the unicast socket passed as fd 3, with the
+// spool passed as fd 4 when asked, and writes every event (it attributes
+// none) until it is killed.
+func killedReader(spec string) int {
+	parts := strings.Split(spec, ",")
+	if len(parts) != 3 {
+		fmt.Fprintln(os.Stderr, "bad spec", spec)
+		return 2
+	}
+	delay, _ := time.ParseDuration(parts[1])
+	w, err := journal.NewWriter(parts[0])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	cfg := audit.Config{Source: audit.Unicast, Inherited: os.NewFile(3, "audit-unicast")}
+	fcfg := journal.Config{WriteUntagged: true, Queue: 1024}
+	if parts[2] == "spool" {
+		sp, err := audit.OpenSpool(os.NewFile(4, "audit-spool"))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		cfg.Spool, fcfg.Done = sp, sp.Done
+	}
+	r, err := audit.NewReader(cfg, nil)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	fmt.Println("ready")
+	err = r.Run(context.Background(), journal.NewForwarder(slowSender{w, delay}, nil, fcfg))
+	fmt.Fprintln(os.Stderr, err)
+	return 1
+}
+
+// TestUnicastKilled: a reader is killed with SIGKILL while a tagged
+// container runs 2,500 execs and its journald lags, so hundreds of
+// events it read are still in reassembly or queued for the journal. The
+// successor, on the kept socket and the kept spool, writes every one of
+// them. The control, without the spool, loses what the killed reader
+// held.
+func TestUnicastKilled(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		spool bool
+	}{
+		{"spool", true},
+		{"control-no-spool", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newAuditSession(t)
+			b := tracker(t)
+			s.setBacklog(8192, 60000)
+			key := "contid-test-" + randomSuffix(t)
+			s.addRule(execRule(key))
+			cg := newCgroup(t, b, nil, "killed", true)
+			reg := fakeContainers{cg.chain.ID(): {cg.chain, "killed", "killed.scope"}}
+			j := testenv.StartJournald(t)
+
+			// Register, and keep the socket as systemd's store would.
+			first, err := audit.NewReader(audit.Config{Source: audit.Unicast}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			stored, err := first.Socket()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer stored.Close()
+			first.KeepRegistered()
+			first.Close()
+			mode := "none"
+			files := []*os.File{stored}
+			var spool *audit.Spool
+			if tc.spool {
+				if spool, err = audit.NewSpool(0); err != nil {
+					t.Fatal(err)
+				}
+				defer spool.Close()
+				files = append(files, spool.File())
+				mode = "spool"
+			}
+			cmd := exec.Command(os.Args[0], "-test.run=^$")
+			cmd.Env = append(os.Environ(), killedReaderEnv+"="+j.Socket+",20ms,"+mode)
+			cmd.ExtraFiles = files
+			cmd.Stderr = os.Stderr
+			out, err := cmd.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			line := make([]byte, 6)
+			if _, err := io.ReadFull(out, line); err != nil || string(line) != "ready\n" {
+				cmd.Process.Kill()
+				t.Fatalf("killed reader did not start: %q %v", line, err)
+			}
+
+			marker := "k" + randomSuffix(t)
+			wait := startHelper(t, cg.fd, 2500, 500, "/bin/true", marker)
+			time.Sleep(2 * time.Second)
+			if err := cmd.Process.Kill(); err != nil {
+				t.Fatal(err)
+			}
+			_ = cmd.Wait()
+
+			cfg := audit.Config{Source: audit.Unicast, Inherited: stored}
+			fcfg := journal.Config{Queue: 1024}
+			if tc.spool {
+				kept, err := audit.OpenSpool(spool.File())
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer kept.Close()
+				cfg.Spool, fcfg.Done = kept, kept.Done
+			}
+			p := startPipelineOn(t, j, b, reg, cfg, fcfg)
+			res := wait()
+			p.waitIdle(t, 2*time.Second, 60*time.Second)
+			p.stop()
+			rs := p.reader.Stats()
+			ids := map[string]int{}
+			for _, e := range j.Select(t, []string{"AUDIT_EVENT_ID"}, "AUDIT_FIELD_PROCTITLE=/bin/true "+marker) {
+				ids[e.Get("AUDIT_EVENT_ID")]++
+			}
+			dups := 0
+			for _, n := range ids {
+				dups += n - 1
+			}
+			t.Logf("%s: %d execs in %.2fs; %d distinct events written (%d twice); the successor replayed %d records",
+				tc.name, res.offered, res.seconds, len(ids), dups, rs.Replayed)
+			if tc.spool {
+				if len(ids) != res.offered {
+					t.Errorf("across the kill: %d of %d execs written", len(ids), res.offered)
+				}
+				// Killed between a write and its Done, one event is
+				// written again; no more.
+				if dups > 1 {
+					t.Errorf("%d events written twice", dups)
+				}
+				if rs.Replayed == 0 {
+					t.Errorf("the successor replayed nothing: the kill came when nothing was held, so the check proves nothing")
+				}
+				return
+			}
+			if len(ids) >= res.offered {
+				t.Errorf("control: %d of %d execs written without the spool; the check cannot fail", len(ids), res.offered)
+			}
+		})
 	}
 }
