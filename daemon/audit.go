@@ -182,6 +182,9 @@ func openSpool(d *Daemon) *audit.Spool {
 		defer f.Close()
 		sp, err := audit.OpenSpool(f)
 		if err == nil {
+			if n := sp.Unwritten(); n > 0 {
+				d.Log.Logf(cdbus.PrioNotice, "The previous contidd left %d audit records read and not yet written in its spool: they are written first.", n)
+			}
 			return sp
 		}
 		d.Log.Logf(cdbus.PrioNotice, "Not reading on from the stored audit spool (%v): starting a new one.", err)

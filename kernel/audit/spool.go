@@ -35,11 +35,11 @@ type Spool struct {
 	// marks are the positions of each event's first record, in the order
 	// read, so the tail can move past events once they are done.
 	marks []spoolMark
-	// slotAt is where the slot handed out by slot() lies; clearedAt is
-	// the next one, if commit zeroed it already.
-	slotAt    uint64
-	clearedAt uint64
-	cleared   bool
+	// slotAt is where the slot handed out by slot() lies. The ring is
+	// zero from the head up to zeroedTo: a slot is zeroed only past it,
+	// so each byte is zeroed once a lap however short the records.
+	slotAt   uint64
+	zeroedTo uint64
 	// evicted counts events pushed out of a full ring before they were
 	// done: a crash then would lose them (see Stats).
 	evicted atomic.Uint64
@@ -217,9 +217,9 @@ func (s *Spool) place(pos uint64) uint64 {
 	return pos
 }
 
-// slot returns the memory the next record is received into. It is zeroed
-// first, so a replay can tell a record received there before its commit,
-// and how long it is.
+// slot returns the memory the next record is received into. It is zero,
+// so a replay can tell a record received there before its commit, and
+// how long it is.
 func (s *Spool) slot() []byte {
 	s.forgetDone()
 	pos := s.place(s.head())
@@ -228,24 +228,28 @@ func (s *Spool) slot() []byte {
 	}
 	s.slotAt = pos
 	b := s.at(pos)
-	if !s.cleared || s.clearedAt != pos {
-		clear(b)
+	from := 0
+	if s.zeroedTo > pos && s.zeroedTo < pos+slotMax {
+		from = int(s.zeroedTo - pos)
 	}
-	s.cleared = false
+	if s.zeroedTo < pos+slotMax {
+		clear(b[from:])
+		s.zeroedTo = pos + slotMax
+	}
 	return b[lenBytes:]
 }
 
-// commit makes the n bytes received into the slot part of the spool, and
-// zeroes the next slot where it is free: until the next commit, a replay
-// looks there for a record received and not committed, and must not
-// take an old lap's bytes for one.
+// commit makes the n bytes received into the slot part of the spool. The
+// next slot's headers are zeroed now if they are not yet: until the next
+// receive, a replay looks there for a record received and not committed,
+// and must not take an old lap's bytes for one.
 func (s *Spool) commit(n int) {
 	binary.NativeEndian.PutUint32(s.at(s.slotAt), uint32(n))
 	head := s.slotAt + uint64((lenBytes+n+3)&^3)
 	s.setHead(head)
-	if next := s.place(head); s.free(next) {
-		clear(s.at(next))
-		s.cleared, s.clearedAt = true, next
+	const headers = lenBytes + unix.NLMSG_HDRLEN
+	if next := s.place(head); s.free(next) && s.zeroedTo < next+headers {
+		clear(s.at(next)[:headers])
 	}
 }
 
@@ -276,10 +280,10 @@ func (s *Spool) record(pos uint64, committed bool) ([]byte, bool) {
 		}
 		return b[lenBytes : lenBytes+n], true
 	}
-	if n != 0 || !s.free(pos) {
+	d := b[lenBytes:]
+	if n != 0 || !s.free(pos) || binary.NativeEndian.Uint32(d) == 0 {
 		return nil, false
 	}
-	d := b[lenBytes:]
 	for n = len(d); n > 0 && d[n-1] == 0; n-- {
 	}
 	if n < unix.NLMSG_HDRLEN {
@@ -337,6 +341,13 @@ func (s *Spool) evictOldest(pos uint64) {
 	s.evicted.Add(1)
 	atomic.StoreUint32(s.word(offEvicted), m.serial)
 	s.moveTail()
+}
+
+// Unwritten is how many records the spool holds of events not yet done:
+// what a reader given it replays first.
+func (s *Spool) Unwritten() int {
+	recs, _ := s.pending()
+	return len(recs)
 }
 
 // spooled is one record a replay hands back.

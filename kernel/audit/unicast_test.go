@@ -42,7 +42,18 @@ func TestFlood(t *testing.T) {
 			s.setBacklog(8192, 60000)
 			cg := newCgroup(t, b, nil, "flood", true)
 			reg := fakeContainers{cg.chain.ID(): {cg.chain, "flood", "flood.scope"}}
-			p := startPipeline(t, b, reg, audit.Config{Source: tc.source}, journal.Config{})
+			rcfg, fcfg := audit.Config{Source: tc.source}, journal.Config{}
+			if tc.source == audit.Unicast {
+				// As contidd runs it under systemd: every record goes
+				// through the spool.
+				spool, err := audit.NewSpool(0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer spool.Close()
+				rcfg.Spool, fcfg.Done = spool, spool.Done
+			}
+			p := startPipeline(t, b, reg, rcfg, fcfg)
 			target := filepath.Join(t.TempDir(), "target")
 			if err := os.WriteFile(target, nil, 0o644); err != nil {
 				t.Fatal(err)
