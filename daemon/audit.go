@@ -56,6 +56,11 @@ func AuditPipeline(journalSocket string) func(ctx context.Context, d *Daemon) er
 		} else if !was {
 			d.Log.Logf(cdbus.PrioNotice, "Kernel auditing was off; switched it on.")
 		}
+		if remove, err := ctl.ExemptSelf(); err != nil {
+			d.Log.Logf(cdbus.PrioWarning, "contidd's own system calls stay audited (%v): attributing an event then causes more.", err)
+		} else {
+			defer func() { _ = remove() }()
+		}
 		if limit := d.Config.BacklogLimit; limit > 0 {
 			if was, err := ctl.RaiseBacklogLimit(limit); err != nil {
 				d.Log.Logf(cdbus.PrioWarning, "%v", err)

@@ -326,3 +326,63 @@ func (c *Control) RulesState(path string) (loaded int, missing []RuleLine, err e
 	}
 	return loaded, missing, nil
 }
+
+// auditFilterPrepend is AUDIT_FILTER_PREPEND of linux/audit.h.
+const auditFilterPrepend = 0x10
+
+// selfRuleKey marks the rule by which contidd exempts its own system
+// calls.
+const selfRuleKey = "contid-self"
+
+// ExemptSelf makes the kernel audit none of this process's system calls,
+// as it does for the audit daemon it names. contidd needs it whenever it
+// is not that daemon (beside auditd, or reading on from a predecessor's
+// socket, when the kernel still names the predecessor): attributing an
+// event costs bpf(2) calls, which the shipped rules audit, whose events
+// contidd then attributes, without end; and a full backlog would make
+// contidd's own calls wait for room only contidd's reading makes. The
+// rule names this PID and executable, so a process that takes the PID
+// over after contidd died is still audited; rules an earlier contidd left
+// are removed first. remove takes the rule away again.
+func (c *Control) ExemptSelf() (remove func() error, err error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("exempt own system calls: %w", err)
+	}
+	if err := c.deleteKeyed(selfRuleKey); err != nil {
+		return nil, fmt.Errorf("remove a stale exemption: %w", err)
+	}
+	parsed, err := flags.Parse(fmt.Sprintf("-A never,exit -F pid=%d -F exe=%s -k %s", os.Getpid(), exe, selfRuleKey))
+	if err != nil {
+		return nil, fmt.Errorf("exempt own system calls: %w", err)
+	}
+	wf, err := rule.Build(parsed)
+	if err != nil {
+		return nil, fmt.Errorf("exempt own system calls: %w", err)
+	}
+	// The rule must come before any that would audit the call, so it
+	// goes to the front of the list. go-libaudit parses -A but builds it
+	// like -a; the kernel reads the flag in audit_rule_data's first word.
+	binary.NativeEndian.PutUint32(wf[0:4], binary.NativeEndian.Uint32(wf[0:4])|auditFilterPrepend)
+	if err := c.AddRule(wf); err != nil && !errors.Is(err, ErrRuleExists) {
+		return nil, fmt.Errorf("exempt own system calls: %w", err)
+	}
+	return func() error { return c.deleteKeyed(selfRuleKey) }, nil
+}
+
+// deleteKeyed deletes every rule with key, as the kernel lists it (the
+// kernel matches a deletion against its own layout of the rule).
+func (c *Control) deleteKeyed(key string) error {
+	held, err := c.Rules()
+	if err != nil {
+		return err
+	}
+	for _, wf := range held {
+		if line, err := rule.ToCommandLine(wf, false); err == nil && strings.Contains(line, "-F key="+key) {
+			if err := c.DeleteRule(wf); err != nil {
+				return fmt.Errorf("delete audit rule %s: %w", line, err)
+			}
+		}
+	}
+	return nil
+}

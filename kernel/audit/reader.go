@@ -521,6 +521,7 @@ func (r *Reader) replaySpool() {
 	if evicted > 0 {
 		r.lose(evicted)
 	}
+	sp.forgetEvicted()
 }
 
 // push parses one netlink message and feeds it to the reassembler, whose

@@ -69,6 +69,8 @@ const (
 	offDone    = 40 // the highest serial whose event, and every one before, is done
 	offHasDone = 44
 	offEvicted = 48 // the highest serial evicted before it was done
+	offEvFirst = 52 // the lowest serial evicted since the last replay
+	offEvCount = 56 // events evicted since the last replay
 	offBoot    = 64
 	bootLen    = 48
 )
@@ -83,6 +85,9 @@ const (
 	lenBytes = 4
 )
 
+// spoolSeals fix a spool's size and its seals.
+const spoolSeals = unix.F_SEAL_SHRINK | unix.F_SEAL_GROW | unix.F_SEAL_SEAL
+
 // ErrSpoolMismatch: a stored spool is not one this contidd can read on
 // (another boot, or another layout); a fresh one replaces it.
 var ErrSpoolMismatch = errors.New("audit spool from another boot or version")
@@ -96,7 +101,7 @@ func NewSpool(size int) (*Spool, error) {
 	if size < 4*slotMax {
 		return nil, fmt.Errorf("audit spool of %d bytes: at least %d needed", size, 4*slotMax)
 	}
-	fd, err := unix.MemfdCreate("contid-audit-spool", unix.MFD_CLOEXEC)
+	fd, err := unix.MemfdCreate("contid-audit-spool", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
 	if err != nil {
 		return nil, fmt.Errorf("audit spool memfd: %w", err)
 	}
@@ -104,6 +109,12 @@ func NewSpool(size int) (*Spool, error) {
 	if err := f.Truncate(int64(spoolHeaderSize + size)); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("audit spool size: %w", err)
+	}
+	// Its size is fixed for good: a shrunk memfd would kill its reader
+	// with SIGBUS.
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, spoolSeals); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("seal the audit spool: %w", err)
 	}
 	s, err := mapSpool(f, spoolHeaderSize+size)
 	if err != nil {
@@ -128,6 +139,10 @@ func OpenSpool(f *os.File) (*Spool, error) {
 		return nil, fmt.Errorf("dup the audit spool: %w", err)
 	}
 	own := os.NewFile(uintptr(fd), "audit-spool")
+	if seals, err := unix.FcntlInt(uintptr(fd), unix.F_GET_SEALS, 0); err != nil || seals&spoolSeals != spoolSeals {
+		own.Close()
+		return nil, fmt.Errorf("%w: not sealed", ErrSpoolMismatch)
+	}
 	st, err := own.Stat()
 	if err != nil || st.Size() < spoolHeaderSize+4*slotMax {
 		own.Close()
@@ -339,9 +354,39 @@ func (s *Spool) evictOldest(pos uint64) {
 	m := s.marks[0]
 	s.marks = s.marks[1:]
 	s.evicted.Add(1)
+	if atomic.LoadUint32(s.word(offEvCount)) == 0 {
+		atomic.StoreUint32(s.word(offEvFirst), m.serial)
+	}
 	atomic.StoreUint32(s.word(offEvicted), m.serial)
+	atomic.AddUint32(s.word(offEvCount), 1)
 	s.moveTail()
 }
+
+// evictedUnwritten is how many events left the ring before they were
+// done and are not done yet. Evictions take the oldest events first and
+// the forwarder finishes them in order, so the evicted events still
+// unwritten are those past the watermark: all of them, none, or, when
+// the watermark lies among them, those above it (counted by serial, so
+// other events' serials in between count too, never fewer).
+func (s *Spool) evictedUnwritten() uint64 {
+	n := uint64(atomic.LoadUint32(s.word(offEvCount)))
+	if n == 0 {
+		return 0
+	}
+	first, last := atomic.LoadUint32(s.word(offEvFirst)), atomic.LoadUint32(s.word(offEvicted))
+	done, hasDone := s.done()
+	switch {
+	case !hasDone || int32(first-done) > 0:
+		return n
+	case int32(last-done) <= 0:
+		return 0
+	default:
+		return min(n, uint64(last-done))
+	}
+}
+
+// forgetEvicted: a replay has counted the evicted events.
+func (s *Spool) forgetEvicted() { atomic.StoreUint32(s.word(offEvCount), 0) }
 
 // Unwritten is how many records the spool holds of events not yet done:
 // what a reader given it replays first.
@@ -390,11 +435,7 @@ func (s *Spool) pending() ([]spooled, uint64) {
 		}
 		pos = s.place(next)
 	}
-	var lost uint64
-	if ev := atomic.LoadUint32(s.word(offEvicted)); hasDone && int32(ev-done) > 0 {
-		lost = uint64(ev - done)
-	}
-	return out, lost
+	return out, s.evictedUnwritten()
 }
 
 // trimPayload drops the NULs and newlines user records often end with.

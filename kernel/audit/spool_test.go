@@ -98,11 +98,15 @@ func TestSpoolReplay(t *testing.T) {
 			got, lost := pendingSerials(t, again)
 			if tc.name == "full of unwritten" {
 				// The ring holds a contiguous run ending at the last
-				// record; everything before it was evicted, and the
-				// evicted count says so (no Done: the loss is known by
-				// Stats, not by serial).
-				if len(got) == 0 || got[len(got)-1] != uint32(tc.records) || s.evicted.Load() != uint64(tc.records-len(got)) {
-					t.Fatalf("replayed %v; evicted %d of %d", got, s.evicted.Load(), tc.records)
+				// record; everything before it was evicted, and with
+				// nothing ever done, all of that is counted lost.
+				if len(got) == 0 || got[len(got)-1] != uint32(tc.records) || s.evicted.Load() != uint64(tc.records-len(got)) || lost != s.evicted.Load() {
+					t.Fatalf("replayed %v, %d counted lost; evicted %d of %d", got, lost, s.evicted.Load(), tc.records)
+				}
+				// Once a replay counted them, a later one does not.
+				again.forgetEvicted()
+				if _, lost := pendingSerials(t, again); lost != 0 {
+					t.Fatalf("counted again after a replay: %d", lost)
 				}
 				return
 			}

@@ -10,8 +10,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/elastic/go-libaudit/v2/auparse"
+	"golang.org/x/sys/unix"
 
 	"github.com/contid/contid/internal/testenv"
 	"github.com/contid/contid/journal"
@@ -578,6 +582,82 @@ func TestUnicastKilled(t *testing.T) {
 			}
 			if len(ids) >= res.offered {
 				t.Errorf("control: %d of %d execs written without the spool; the check cannot fail", len(ids), res.offered)
+			}
+		})
+	}
+}
+
+// pidCounter counts the system call events of one process.
+type pidCounter struct {
+	pid int
+	n   atomic.Int64
+}
+
+func (c *pidCounter) HandleEvent(ev *audit.Event) {
+	if !ev.HasPID || int(ev.PID) != c.pid {
+		return
+	}
+	for _, r := range ev.Records {
+		if r.Type == auparse.AUDIT_SYSCALL {
+			c.n.Add(1)
+			return
+		}
+	}
+}
+func (*pidCounter) HandleLoss(audit.LossKind, uint64) {}
+func (*pidCounter) Tick(time.Time)                    {}
+
+// TestExemptSelf: a process that is not the registered audit daemon (as
+// contidd beside auditd, or after it read on from a kept socket) has its
+// own bpf(2) calls audited under the shipped rules, each an event it
+// would attribute with more bpf(2) calls. Exempted, it causes none; the
+// control, not exempted, causes one per call.
+func TestExemptSelf(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		exempt bool
+	}{
+		{"exempt", true},
+		{"control-not-exempt", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newAuditSession(t)
+			s.addRule("-a always,exit -F arch=b64 -S bpf -k contid-test-" + randomSuffix(t))
+			if tc.exempt {
+				remove, err := s.ctl.ExemptSelf()
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer func() {
+					if err := remove(); err != nil {
+						t.Errorf("removing the exemption: %v", err)
+					}
+				}()
+			}
+			r, err := audit.NewReader(audit.Config{Source: audit.Multicast}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			own := &pidCounter{pid: os.Getpid()}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- r.Run(ctx, own) }()
+			const calls = 50
+			for i := 0; i < calls; i++ {
+				// An invalid command: refused, and audited all the same.
+				_, _, _ = unix.Syscall(unix.SYS_BPF, ^uintptr(0), 0, 0)
+			}
+			waitRecords(t, r, time.Second, 10*time.Second)
+			cancel()
+			<-done
+			r.Close()
+			got := own.n.Load()
+			t.Logf("%s: %d bpf(2) calls, %d events of this process", tc.name, calls, got)
+			if tc.exempt && got != 0 {
+				t.Errorf("exempted, this process still caused %d events", got)
+			}
+			if !tc.exempt && got < calls {
+				t.Errorf("control: %d events for %d audited calls; the check cannot fail", got, calls)
 			}
 		})
 	}

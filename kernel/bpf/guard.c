@@ -247,13 +247,14 @@ int BPF_PROG(contid_guard_task_kill, struct task_struct *p, struct kernel_siginf
 }
 
 /* ptrace attach, pidfd_getfd, process_vm_readv/writev and /proc/PID/mem
- * all ask for PTRACE_MODE_ATTACH; reads of /proc/PID/stat and the like
- * only ask for PTRACE_MODE_READ and stay allowed, so `ps` keeps working. */
+ * all ask for PTRACE_MODE_ATTACH. /proc/PID/fd/N asks for
+ * PTRACE_MODE_READ: through it a process could open contidd's audit
+ * spool (a memfd) and plant records for the next contidd to replay. The
+ * reads of /proc/PID/stat that `ps` makes are PTRACE_MODE_NOAUDIT:
+ * refused quietly, they only blank a few fields. */
 SEC("lsm/ptrace_access_check")
 int BPF_PROG(contid_guard_ptrace, struct task_struct *child, unsigned int mode)
 {
-	if (!(mode & PTRACE_MODE_ATTACH))
-		return 0;
 	struct task_tag *tt = current_tag();
 	if (!tt || !is_protected_task(child))
 		return 0;

@@ -88,6 +88,12 @@ atk_audit_rate_limit() { auditctl -r 1; }
 atk_kill_contidd() { kill -KILL "$CONTIDD_PID" && echo "sent SIGKILL to $CONTIDD_PID"; }
 atk_ptrace_contidd() { "$PROBE" ptrace "$CONTIDD_PID"; }
 atk_steal_fd_contidd() { "$PROBE" pidfd-getfd "$CONTIDD_PID"; }
+# Opening one of contidd's descriptors through /proc/PID/fd asks only for
+# PTRACE_MODE_READ; in unicast mode one of them is its audit spool.
+atk_proc_fd_contidd() {
+	[[ -n ${CONTIDD_FILE_FD:-} ]] || { echo "no file descriptor of contidd found"; return 2; }
+	head -c1 "/proc/$CONTIDD_PID/fd/$CONTIDD_FILE_FD" >/dev/null
+}
 
 # Re-tagging: a child inherits its parent's ID, so inside a container the
 # child is tagged already and must stay so; from an untagged scope the same
@@ -854,6 +860,9 @@ main() {
 	fi
 	NEEDS=$no_pid run_denial ptrace_contidd
 	NEEDS=$no_pid run_denial steal_fd_contidd
+	CONTIDD_FILE_FD=$(find "/proc/${CONTIDD_PID:-0}/fd" -lname '/*' -printf '%f\n' 2>/dev/null | head -n1)
+	export CONTIDD_FILE_FD
+	NEEDS=$no_pid run_denial proc_fd_contidd
 	# Controls from here on disturb contid itself; they run last.
 	NEEDS=$no_map run_denial map_unpin
 	NEEDS=$no_pid run_denial kill_contidd
