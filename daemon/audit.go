@@ -121,14 +121,18 @@ func AuditPipeline(journalSocket string) func(ctx context.Context, d *Daemon) er
 // asks for. Unicast, when another audit daemon holds the channel, falls
 // back to multicast rather than leave contidd blind. A unicast socket is
 // handed to systemd's file descriptor store, so the kernel keeps queueing
-// to it while contidd restarts; the next contidd reads on from it. So is
-// its spool, which holds what this contidd read until it is written.
+// to it while contidd restarts; the next contidd reads on from it. The
+// spool, kept there too in either mode, holds what this contidd read
+// until it is written.
 func openReader(d *Daemon, ctl *audit.Control) (*audit.Reader, *audit.Spool, error) {
 	inherited := d.AuditSocket
 	if inherited != nil {
 		defer inherited.Close()
 	}
 	after := loadPosition(d)
+	// Either reader keeps what it read in the spool until it is written:
+	// a crash then loses none of it.
+	spool := openSpool(d)
 	var (
 		r   *audit.Reader
 		err error
@@ -140,14 +144,9 @@ func openReader(d *Daemon, ctl *audit.Control) (*audit.Reader, *audit.Spool, err
 		d.Log.Logf(cdbus.PrioNotice, "Socket=multicast takes effect after contidd is stopped: reading on from the kept unicast socket first.")
 	}
 	if d.Config.AuditSocket != config.AuditSocketMulticast || inherited != nil {
-		spool := openSpool(d)
 		r, err = audit.NewReader(audit.Config{Source: audit.Unicast, Inherited: inherited, After: after, Spool: spool}, d.Tracker)
 		if err == nil {
 			return r, spool, adoptUnicast(d, ctl, r)
-		}
-		if spool != nil {
-			spool.Close()
-			_, _ = dropStoredFD(auditSpoolName)
 		}
 		switch {
 		case errors.Is(err, audit.ErrDaemonRegistered):
@@ -165,17 +164,15 @@ func openReader(d *Daemon, ctl *audit.Control) (*audit.Reader, *audit.Spool, err
 			d.Log.Logf(cdbus.PrioWarning, "Releasing the stored audit socket: %v", err)
 		}
 	}
-	if d.AuditSpool != nil {
-		// Only a unicast reader keeps a spool.
-		d.AuditSpool.Close()
-		d.AuditSpool = nil
-		_, _ = dropStoredFD(auditSpoolName)
+	r, err = audit.NewReader(audit.Config{Source: audit.Multicast, After: after, Spool: spool}, d.Tracker)
+	if err != nil {
+		if spool != nil {
+			spool.Close() // systemd keeps it for the next contidd
+		}
+		return nil, nil, err
 	}
-	r, err = audit.NewReader(audit.Config{Source: audit.Multicast, After: after}, d.Tracker)
-	if err == nil {
-		d.Log.Logf(cdbus.PrioInfo, "Reading the kernel audit stream through the multicast group.")
-	}
-	return r, nil, err
+	d.Log.Logf(cdbus.PrioInfo, "Reading the kernel audit stream through the multicast group.")
+	return r, spool, nil
 }
 
 // openSpool reads on from the spool an earlier contidd left in systemd's

@@ -159,8 +159,7 @@ type Config struct {
 	MaxInFlight int
 	// ReassemblyTimeout evicts an event whose end never came. Default 2s.
 	ReassemblyTimeout time.Duration
-	// Spool, for a unicast reader, keeps what it read until the journal
-	// has it: records are received into it, and what an earlier contidd
+	// Spool keeps what the reader read until the journal has it: records are received into it, and what an earlier contidd
 	// left unwritten in it is replayed first (see Spool). The caller
 	// reports finished events with Spool.Done and closes it after Run.
 	Spool *Spool
