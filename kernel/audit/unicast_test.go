@@ -19,6 +19,7 @@ import (
 
 	"github.com/contid/contid/internal/testenv"
 	"github.com/contid/contid/journal"
+	"github.com/contid/contid/kernel"
 	"github.com/contid/contid/kernel/audit"
 )
 
@@ -130,6 +131,19 @@ func TestUnicastTaken(t *testing.T) {
 	}
 }
 
+// execScene sets up what the restart tests share: an exec rule, the
+// tracker, a tagged cgroup named name in the registry, and a journald.
+func execScene(t *testing.T, name string) (*kernel.BPF, *testCgroup, fakeContainers, *testenv.Journald) {
+	t.Helper()
+	s := newAuditSession(t)
+	b := tracker(t)
+	s.setBacklog(8192, 60000)
+	s.addRule(execRule("contid-test-" + randomSuffix(t)))
+	cg := newCgroup(t, b, nil, name, true)
+	reg := fakeContainers{cg.chain.ID(): {cg.chain, name, name + ".scope"}}
+	return b, cg, reg, testenv.StartJournald(t)
+}
+
 // TestUnicastResume: a tagged container runs 2,500 execs while the reader
 // is replaced, as when contidd restarts or is killed. The successor that
 // takes over the socket the first left registered (as systemd's file
@@ -145,14 +159,7 @@ func TestUnicastResume(t *testing.T) {
 		{"control-new-socket", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s := newAuditSession(t)
-			b := tracker(t)
-			s.setBacklog(8192, 60000)
-			key := "contid-test-" + randomSuffix(t)
-			s.addRule(execRule(key))
-			cg := newCgroup(t, b, nil, "resume", true)
-			reg := fakeContainers{cg.chain.ID(): {cg.chain, "resume", "resume.scope"}}
-			j := testenv.StartJournald(t)
+			b, cg, reg, j := execScene(t, "resume")
 			w, err := journal.NewWriter(j.Socket)
 			if err != nil {
 				t.Fatal(err)
@@ -484,14 +491,7 @@ func TestUnicastKilled(t *testing.T) {
 		{"control-no-spool", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s := newAuditSession(t)
-			b := tracker(t)
-			s.setBacklog(8192, 60000)
-			key := "contid-test-" + randomSuffix(t)
-			s.addRule(execRule(key))
-			cg := newCgroup(t, b, nil, "killed", true)
-			reg := fakeContainers{cg.chain.ID(): {cg.chain, "killed", "killed.scope"}}
-			j := testenv.StartJournald(t)
+			b, cg, reg, j := execScene(t, "killed")
 
 			// Register, and keep the socket as systemd's store would.
 			first, err := audit.NewReader(audit.Config{Source: audit.Unicast}, nil)
