@@ -9,7 +9,9 @@
 # The image holds no copy of /usr: it binds the guest's read-only, with
 # merged-usr symlinks, an os-release and a minimal /etc. Its .nspawn file
 # carries container settings only: no user namespace and no veth (the
-# guest has no network to give it), a private network namespace instead.
+# guest has no network to give it), a private network namespace instead;
+# and a runtime drop-in tells its nspawn unit the cgroup mode a full image
+# would show.
 # The command runs through `systemd-run -M`, which needs the container's
 # own system bus: the guest's dbus, from the bound /usr, starts there at
 # boot like on any Debian, so the image only needs the messagebus user.
@@ -18,6 +20,7 @@ OOTB_NAME=contid-ootb
 OOTB_IMAGE=/var/lib/machines/$OOTB_NAME
 OOTB_NSPAWN=/etc/systemd/nspawn/$OOTB_NAME.nspawn
 OOTB_UNIT=systemd-nspawn@$OOTB_NAME.service
+OOTB_DROPIN_DIR=/run/systemd/system/$OOTB_UNIT.d
 # Time budget (TCG): boot and registration, the container's bus, and the
 # journal entry, each bounded.
 OOTB_BOOT_WAIT=${OOTB_BOOT_WAIT:-180}
@@ -44,6 +47,12 @@ ootb_make_image() {
 	EOF
 	echo "$OOTB_NAME" >"$OOTB_IMAGE/etc/hostname"
 	systemd-id128 new >"$OOTB_IMAGE/etc/machine-id" || return 1
+	# nspawn picks the container's cgroup mode from the systemd it finds in
+	# the image before it binds /usr, so here it would find none and fall
+	# back to the legacy hierarchy: say what a full image would show.
+	mkdir -p "$OOTB_DROPIN_DIR" || return 1
+	printf '[Service]\nEnvironment=SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1\n' >"$OOTB_DROPIN_DIR/ootb.conf"
+	systemctl daemon-reload || return 1
 	cat >"$OOTB_NSPAWN" <<-'EOF'
 		# contid's out-of-the-box check (VM tier): container settings only.
 		[Exec]
@@ -68,6 +77,10 @@ ootb_cleanup() {
 	done
 	systemctl reset-failed "$OOTB_UNIT" >/dev/null 2>&1
 	rm -f "$OOTB_NSPAWN"
+	if [[ -d $OOTB_DROPIN_DIR ]]; then
+		rm -rf "$OOTB_DROPIN_DIR"
+		systemctl daemon-reload
+	fi
 	# Only once nothing runs in it: /usr is bound in the container's own
 	# mount namespace, never on the guest's, and --one-file-system keeps
 	# rm on the image's file system whatever happens.
@@ -82,7 +95,7 @@ ootb_cleanup() {
 # registered, tagged, named; which rules the kernel holds.
 ootb_why() {
 	local leader
-	leader=$(machinectl show -P Leader "$OOTB_NAME" 2>/dev/null)
+	leader=$(machinectl show --property=Leader --value "$OOTB_NAME" 2>/dev/null)
 	echo "machines: $(machinectl list --no-legend 2>&1 | tr -s ' \n' ' ')"
 	echo "unit $OOTB_UNIT: $(systemctl is-active "$OOTB_UNIT" 2>&1), cgroup $(systemctl show -P ControlGroup "$OOTB_UNIT" 2>&1)"
 	echo "leader ${leader:-?}: container '$([[ -n $leader ]] && container_of "$leader")'"
@@ -95,7 +108,7 @@ ootb_why() {
 
 run_ootb() {
 	selected ootb || return 0
-	local log=$LOGS/ootb.log began i marker state out rc cid entry detail
+	local log=$LOGS/ootb.log began started next marker state="" out rc cid entry="" detail
 	began=$SECONDS
 	say "ootb: machinectl start $OOTB_NAME with contid as installed"
 	if ! dpkg-query -W -f='${Status}' contid 2>/dev/null | grep -q 'install ok installed'; then
@@ -113,43 +126,62 @@ run_ootb() {
 		ootb_cleanup
 		return
 	fi
-	timeout "$OOTB_BOOT_WAIT" machinectl start "$OOTB_NAME" >>"$log" 2>&1
+	out=$(timeout "$OOTB_BOOT_WAIT" machinectl start "$OOTB_NAME" 2>&1)
 	rc=$?
-	for ((i = 0; i < OOTB_BOOT_WAIT; i++)); do
-		state=$(machinectl show -P State "$OOTB_NAME" 2>/dev/null)
-		[[ $state == running ]] && break
-		systemctl is-failed -q "$OOTB_UNIT" && break
-		((i % 15 == 0)) && say "ootb: waiting for $OOTB_NAME to run (state '${state}', ${i} s)"
-		sleep 1
-	done
-	if [[ $state != running ]]; then
-		result ootb FAIL "machinectl start (exit $rc) did not bring $OOTB_NAME up (state '${state}'): $(ootb_why | tr '\n' ' ')"
+	echo "machinectl start $OOTB_NAME: exit $rc: $out" >>"$log"
+	if ((rc != 0)); then
+		result ootb FAIL "machinectl start $OOTB_NAME: exit $rc: $out: $(ootb_why | tr '\n' ' ')"
 		ootb_cleanup
 		return
 	fi
-	say "ootb: $OOTB_NAME runs, leader $(machinectl show -P Leader "$OOTB_NAME"), $((SECONDS - began)) s"
+	# Each probe takes seconds under TCG: the bounds are in time, not turns.
+	next=$SECONDS
+	while ((SECONDS - began < OOTB_BOOT_WAIT)); do
+		state=$(machinectl show --property=State --value "$OOTB_NAME" 2>/dev/null)
+		[[ $state == running ]] && break
+		systemctl is-failed -q "$OOTB_UNIT" && break
+		if ((SECONDS >= next)); then
+			say "ootb: waiting for $OOTB_NAME to run (machine state '${state}', unit $(systemctl is-active "$OOTB_UNIT"), $((SECONDS - began)) s)"
+			next=$((SECONDS + 15))
+		fi
+		sleep 1
+	done
+	if [[ $state != running ]]; then
+		result ootb FAIL "machinectl start did not bring $OOTB_NAME up (state '${state}'): $(ootb_why | tr '\n' ' ')"
+		ootb_cleanup
+		return
+	fi
+	say "ootb: $OOTB_NAME runs, leader $(machinectl show --property=Leader --value "$OOTB_NAME"), $((SECONDS - began)) s"
 	# The container's bus comes up with its boot: retry until it answers.
 	marker=contid-ootb-$RANDOM$RANDOM
-	for ((i = 0; ; i++)); do
+	started=$SECONDS next=$SECONDS
+	while :; do
 		out=$(timeout 60 systemd-run -M "$OOTB_NAME" --wait -q /usr/bin/true "$marker" 2>&1)
 		rc=$?
 		echo "systemd-run -M $OOTB_NAME: exit $rc: $out" >>"$log"
 		((rc == 0)) && break
-		if ((SECONDS - began > OOTB_BOOT_WAIT + OOTB_BUS_WAIT)); then
-			result ootb FAIL "systemd-run -M $OOTB_NAME never ran the command (last: exit $rc, $out): $(ootb_why | tr '\n' ' ')"
+		if ((SECONDS - started > OOTB_BUS_WAIT)); then
+			result ootb FAIL "systemd-run -M $OOTB_NAME never ran the command in ${OOTB_BUS_WAIT} s (last: exit $rc, $out): $(ootb_why | tr '\n' ' ')"
 			ootb_cleanup
 			return
 		fi
-		((i % 5 == 0)) && say "ootb: waiting for $OOTB_NAME's bus (systemd-run: ${out:-exit $rc})"
-		sleep 3
+		if ((SECONDS >= next)); then
+			say "ootb: waiting for $OOTB_NAME's bus (systemd-run: ${out:-exit $rc}, $((SECONDS - started)) s)"
+			next=$((SECONDS + 15))
+		fi
+		sleep 2
 	done
 	say "ootb: ran /usr/bin/true $marker in $OOTB_NAME; waiting for contidd's entry"
-	for ((i = 0; i < OOTB_JOURNAL_WAIT; i++)); do
+	started=$SECONDS next=$((SECONDS + 15))
+	while ((SECONDS - started < OOTB_JOURNAL_WAIT)); do
 		# Only contidd's own entries count: anyone may log such fields.
 		entry=$(journalctl -q --no-pager SYSLOG_IDENTIFIER=contidd _SYSTEMD_UNIT=contidd.service \
 			AUDIT_CONTAINER_NAME="$OOTB_NAME" -o json 2>/dev/null | grep -F "$marker" | head -n1)
 		[[ -n $entry ]] && break
-		((i % 15 == 0)) && say "ootb: no entry yet for $marker under AUDIT_CONTAINER_NAME=$OOTB_NAME (${i} s)"
+		if ((SECONDS >= next)); then
+			say "ootb: no entry yet for $marker under AUDIT_CONTAINER_NAME=$OOTB_NAME ($((SECONDS - started)) s)"
+			next=$((SECONDS + 15))
+		fi
 		sleep 1
 	done
 	if [[ -n $entry ]]; then
