@@ -174,9 +174,11 @@ run_ootb() {
 	say "ootb: ran /usr/bin/true $marker in $OOTB_NAME; waiting for contidd's entry"
 	started=$SECONDS next=$((SECONDS + 15))
 	while ((SECONDS - started < OOTB_JOURNAL_WAIT)); do
-		# Only contidd's own entries count: anyone may log such fields.
+		# Only contidd's own entries count: anyone may log such fields. The
+		# exec itself, not the guest's systemd-run that names the marker too.
 		entry=$(journalctl -q --no-pager SYSLOG_IDENTIFIER=contidd _SYSTEMD_UNIT=contidd.service \
-			AUDIT_CONTAINER_NAME="$OOTB_NAME" -o json 2>/dev/null | grep -F "$marker" | head -n1)
+			AUDIT_CONTAINER_NAME="$OOTB_NAME" -o json 2>/dev/null |
+			grep -F "\"AUDIT_EXECVE_ARGV\":\"/usr/bin/true $marker\"" | head -n1)
 		[[ -n $entry ]] && break
 		if ((SECONDS >= next)); then
 			say "ootb: no entry yet for $marker under AUDIT_CONTAINER_NAME=$OOTB_NAME ($((SECONDS - started)) s)"
@@ -187,7 +189,7 @@ run_ootb() {
 	if [[ -n $entry ]]; then
 		echo "$entry" >>"$log"
 		cid=$(grep -o '"AUDIT_CONTAINER_ID":"[0-9]*"' <<<"$entry" | grep -o '[0-9]*')
-		detail="machinectl start $OOTB_NAME, systemd-run -M: container $cid, entry $(grep -oE '"(AUDIT_EVENT_ID|AUDIT_EVENT_TYPES|AUDIT_CONTAINER_UNIT|AUDIT_EXECVE_ARGV)":"[^"]*"' <<<"$entry" | tr '\n' ' ')"
+		detail="machinectl start $OOTB_NAME, systemd-run -M: contidd's entry under AUDIT_CONTAINER_NAME=$OOTB_NAME, container $cid: $(grep -oE '"(AUDIT_EVENT_ID|AUDIT_EVENT_TYPES|AUDIT_CONTAINER_UNIT|AUDIT_EXECVE_ARGV)":"[^"]*"' <<<"$entry" | tr '\n' ' ')"
 		result ootb PASS "${detail% } ($((SECONDS - began)) s)"
 	else
 		# Did the kernel audit it at all (auditd's log), was it attributed
