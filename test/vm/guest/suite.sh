@@ -37,6 +37,8 @@ fi
 SELF=$(readlink -f "${BASH_SOURCE[0]}")
 # shellcheck source=continuity.sh
 source "$(dirname "$SELF")/continuity.sh"
+# shellcheck source=ootb.sh
+source "$(dirname "$SELF")/ootb.sh"
 PINDIR=/sys/fs/bpf/contid
 MANAGER=(org.contid1 /org/contid1 org.contid1.Manager)
 TAGGED_SLICE=machine.slice
@@ -797,6 +799,8 @@ main() {
 	fi
 	start_monitor
 	discover
+	# Before anything changes state: contid as the package installed it.
+	run_ootb
 
 	# The setup itself: machine.slice scopes are tagged, control ones are not.
 	# On a fresh host machine.slice appears only with the first machine,
