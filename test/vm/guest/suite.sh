@@ -428,17 +428,24 @@ run_denial() {
 	elif [[ $kind == eperm ]] && ! denied_in "$alog"; then
 		a="failed without EPERM: $(grep -v -e '^cgroup:' -e '^container:' "$alog" | tail -n1)"
 		verdict=FAIL
+	elif [[ $kind == eacces ]] && ! grep -qiE 'permission denied|EACCES' "$alog"; then
+		a="failed without EACCES: $(grep -v -e '^cgroup:' -e '^container:' "$alog" | tail -n1)"
+		verdict=FAIL
 	elif [[ $kind == bus ]] && ! bus_refused_in "$alog"; then
 		a="failed without a contid refusal: $(tail -n1 "$alog")"
 		verdict=FAIL
 	else
-		[[ $kind == eperm ]] && a="EPERM" || a="refused ($(grep -m1 -oE 'Call failed: .{0,60}' "$alog"))"
+		case $kind in
+		eperm) a="EPERM" ;;
+		eacces) a="EACCES" ;;
+		*) a="refused ($(grep -m1 -oE 'Call failed: .{0,60}' "$alog"))" ;;
+		esac
 	fi
 	if [[ -z $cid ]]; then
 		a+=", container unknown (no signal/journal check possible)"
 		verdict=FAIL
 	elif [[ $verdict == PASS || $rc != 0 ]]; then
-		if [[ $kind == eperm ]]; then
+		if [[ $kind == eperm || $kind == eacces ]]; then
 			if wait_signal "$cid"; then a+=", signal"; else
 				a+=", NO TamperDenied signal"
 				verdict=FAIL
@@ -866,7 +873,9 @@ main() {
 	NEEDS=$no_pid run_denial steal_fd_contidd
 	CONTIDD_FILE_FD=$(find "/proc/${CONTIDD_PID:-0}/fd" -lname '/*' -printf '%f\n' 2>/dev/null | head -n1)
 	export CONTIDD_FILE_FD
-	NEEDS=$no_pid run_denial proc_fd_contidd
+	# The kernel turns the guard's refusal into EACCES on this path; the
+	# TamperDenied signal shows it was the guard's.
+	NEEDS=$no_pid run_denial proc_fd_contidd eacces
 	# Controls from here on disturb contid itself; they run last.
 	NEEDS=$no_map run_denial map_unpin
 	NEEDS=$no_pid run_denial kill_contidd
