@@ -17,6 +17,7 @@ import (
 
 	"github.com/contid/contid/config"
 	"github.com/contid/contid/daemon"
+	"github.com/contid/contid/kernel/audit"
 )
 
 func main() {
@@ -63,6 +64,7 @@ func run(args []string) int {
 		logLevel    = fs.String("log-level", "", "lowest syslog `level` logged (LogLevel=)")
 		parents     = fs.String("autotag-parents", "", "space-separated cgroup `paths` (AutotagParents=; \"none\" for none)")
 		version     = fs.Bool("version", false, "print the version and exit")
+		dropExempt  = fs.Bool("drop-audit-exemption", false, "remove the audit rule by which a contidd exempted its own system calls, and exit (the unit's ExecStopPost=)")
 	)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -77,6 +79,9 @@ func run(args []string) int {
 	if *version {
 		fmt.Println("contidd", config.Version)
 		return 0
+	}
+	if *dropExempt {
+		return dropAuditExemption()
 	}
 	cfg, err := config.Load(*confPath)
 	if err != nil {
@@ -125,6 +130,22 @@ func run(args []string) int {
 		Extra:      []func(context.Context, *daemon.Daemon) error{daemon.AuditPipeline(*journalSock)},
 	}); err != nil {
 		fmt.Fprintf(os.Stderr, "<3>contidd: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// dropAuditExemption runs after contidd stopped, however it stopped, so
+// that its PID's audit exemption does not outlive it.
+func dropAuditExemption() int {
+	ctl, err := audit.NewControl()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "<4>contidd: %v\n", err)
+		return 1
+	}
+	defer ctl.Close()
+	if err := ctl.DropExemptions(); err != nil {
+		fmt.Fprintf(os.Stderr, "<4>contidd: %v\n", err)
 		return 1
 	}
 	return 0

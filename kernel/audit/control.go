@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -340,19 +341,27 @@ const selfRuleKey = "contid-self"
 // socket, when the kernel still names the predecessor): attributing an
 // event costs bpf(2) calls, which the shipped rules audit, whose events
 // contidd then attributes, without end; and a full backlog would make
-// contidd's own calls wait for room only contidd's reading makes. The
-// rule names this PID and executable, so a process that takes the PID
-// over after contidd died is still audited; rules an earlier contidd left
-// are removed first. remove takes the rule away again.
+// contidd's own calls wait for room only contidd's reading makes.
+//
+// The rule names this process's PID, uid and login uid. A process that
+// takes the PID over after contidd died is exempt only if it also runs as
+// root and outside any login session; and the unit removes the rule as
+// soon as contidd has stopped, however it stopped (DropExemptions). The
+// executable is not named: a process can set its own (PR_SET_MM_MAP in a
+// user namespace). Rules an earlier contidd left are removed first.
+// remove takes the rule away again.
 func (c *Control) ExemptSelf() (remove func() error, err error) {
-	exe, err := os.Executable()
-	if err != nil {
-		return nil, fmt.Errorf("exempt own system calls: %w", err)
-	}
-	if err := c.deleteKeyed(selfRuleKey); err != nil {
+	if err := c.DropExemptions(); err != nil {
 		return nil, fmt.Errorf("remove a stale exemption: %w", err)
 	}
-	parsed, err := flags.Parse(fmt.Sprintf("-A never,exit -F pid=%d -F exe=%s -k %s", os.Getpid(), exe, selfRuleKey))
+	loginUID := uint64(1<<32 - 1)
+	if b, err := os.ReadFile("/proc/self/loginuid"); err == nil {
+		if v, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 32); err == nil {
+			loginUID = v
+		}
+	}
+	parsed, err := flags.Parse(fmt.Sprintf("-A never,exit -F pid=%d -F uid=%d -F auid=%d -k %s",
+		os.Getpid(), os.Getuid(), loginUID, selfRuleKey))
 	if err != nil {
 		return nil, fmt.Errorf("exempt own system calls: %w", err)
 	}
@@ -367,8 +376,12 @@ func (c *Control) ExemptSelf() (remove func() error, err error) {
 	if err := c.AddRule(wf); err != nil && !errors.Is(err, ErrRuleExists) {
 		return nil, fmt.Errorf("exempt own system calls: %w", err)
 	}
-	return func() error { return c.deleteKeyed(selfRuleKey) }, nil
+	return c.DropExemptions, nil
 }
+
+// DropExemptions removes the rules ExemptSelf added, this process's or
+// those of a contidd that died.
+func (c *Control) DropExemptions() error { return c.deleteKeyed(selfRuleKey) }
 
 // deleteKeyed deletes every rule with key, as the kernel lists it (the
 // kernel matches a deletion against its own layout of the rule).
@@ -378,11 +391,28 @@ func (c *Control) deleteKeyed(key string) error {
 		return err
 	}
 	for _, wf := range held {
-		if line, err := rule.ToCommandLine(wf, false); err == nil && strings.Contains(line, "-F key="+key) {
+		if line, err := rule.ToCommandLine(wf, false); err == nil && hasKey(line, key) {
 			if err := c.DeleteRule(wf); err != nil {
 				return fmt.Errorf("delete audit rule %s: %w", line, err)
 			}
 		}
 	}
 	return nil
+}
+
+// hasKey: the rule, as go-libaudit prints it, carries key exactly.
+func hasKey(line, key string) bool {
+	for _, f := range []string{"-F key=" + key, "-k " + key} {
+		for rest := line; ; {
+			i := strings.Index(rest, f)
+			if i < 0 {
+				break
+			}
+			if end := i + len(f); end == len(rest) || rest[end] == ' ' {
+				return true
+			}
+			rest = rest[i+len(f):]
+		}
+	}
+	return false
 }
