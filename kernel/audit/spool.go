@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync/atomic"
 	"unsafe"
 
@@ -144,7 +145,11 @@ func OpenSpool(f *os.File) (*Spool, error) {
 		return nil, fmt.Errorf("%w: not sealed", ErrSpoolMismatch)
 	}
 	st, err := own.Stat()
-	if err != nil || st.Size() < spoolHeaderSize+4*slotMax {
+	if err != nil {
+		own.Close()
+		return nil, fmt.Errorf("audit spool: %w", err)
+	}
+	if st.Size() < spoolHeaderSize+4*slotMax {
 		own.Close()
 		return nil, fmt.Errorf("%w: %d bytes", ErrSpoolMismatch, st.Size())
 	}
@@ -155,7 +160,7 @@ func OpenSpool(f *os.File) (*Spool, error) {
 	}
 	le := binary.LittleEndian
 	boot := string(s.mem[offBoot : offBoot+bootLen])
-	if i := indexNUL(boot); i >= 0 {
+	if i := strings.IndexByte(boot, 0); i >= 0 {
 		boot = boot[:i]
 	}
 	size := le.Uint64(s.mem[offSize:])
@@ -176,15 +181,6 @@ func mapSpool(f *os.File, n int) (*Spool, error) {
 		return nil, fmt.Errorf("map the audit spool: %w", err)
 	}
 	return &Spool{f: f, mem: mem}, nil
-}
-
-func indexNUL(s string) int {
-	for i := 0; i < len(s); i++ {
-		if s[i] == 0 {
-			return i
-		}
-	}
-	return -1
 }
 
 // File is the memfd, for systemd's store. It stays owned by the spool.
