@@ -52,8 +52,13 @@ const (
 	maxFDCalls = 4
 
 	// Outgoing. A reader that falls this far behind is disconnected: it
-	// would only make contidd hold more for it.
-	maxQueuedMessages = 128
+	// would only make contidd hold more for it. The count is not what
+	// bounds memory (the bytes are); it is set so that a client that does
+	// read keeps up with a burst: 200 concurrent TagCgroup calls queue
+	// about 250 replies and ContainerNew signals to each client before
+	// the writer's first write returns, and a bound of 128 cut clients
+	// that were reading.
+	maxQueuedMessages = 4096
 	maxQueuedBytes    = 1 << 20
 	writeTimeout      = 5 * time.Second
 
