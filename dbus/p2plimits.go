@@ -51,13 +51,16 @@ const (
 	// maxFDCalls: calls holding descriptors at once, per connection.
 	maxFDCalls = 4
 
-	// Outgoing. A reader that falls this far behind is disconnected: it
-	// would only make contidd hold more for it. The count is not what
-	// bounds memory (the bytes are); it is set so that a client that does
-	// read keeps up with a burst: 200 concurrent TagCgroup calls queue
-	// about 250 replies and ContainerNew signals to each client before
-	// the writer's first write returns, and a bound of 128 cut clients
-	// that were reading.
+	// Outgoing. A peer whose writes have been stuck for writeStall with
+	// stalledQueue messages waiting has stopped reading and is
+	// disconnected: it would only make contidd hold more for it. A peer
+	// that reads may have up to maxQueuedMessages waiting while its
+	// writes go on: 200 concurrent TagCgroup calls queue about 250
+	// replies and ContainerNew signals to each client before the first
+	// write returns, and a plain bound of 128 cut clients that were
+	// reading. The bytes, not the count, bound memory.
+	stalledQueue      = 128
+	writeStall        = time.Second
 	maxQueuedMessages = 4096
 	maxQueuedBytes    = 1 << 20
 	writeTimeout      = 5 * time.Second

@@ -157,6 +157,26 @@ func TestOutQueue(t *testing.T) {
 	if s1, s2 := bufs[0][8], bufs[1][8]; s1 != 1 || s2 != 2 {
 		t.Fatalf("serials %d, %d", s1, s2)
 	}
+	// The writer now holds that batch. While its write goes on, the
+	// queue may grow past stalledQueue; once the write is stuck for
+	// writeStall, it may not.
+	now := time.Now()
+	q.now = func() time.Time { return now }
+	for i := 0; i < stalledQueue; i++ {
+		if err := q.push(msg(64), true); err != nil {
+			t.Fatalf("message %d behind a write in progress: %v", i, err)
+		}
+	}
+	if err := q.push(msg(64), true); err != nil {
+		t.Fatalf("past stalledQueue behind a write that is not stuck: %v", err)
+	}
+	now = now.Add(writeStall)
+	if err := q.push(msg(64), true); err != errBehind {
+		t.Fatalf("past stalledQueue behind a write stuck for %v: %v", writeStall, err)
+	}
+	if bufs, ok := q.next(); !ok || len(bufs) != stalledQueue+1 {
+		t.Fatalf("next took %d", len(bufs))
+	}
 	// One large reply fits an empty queue; nothing fits behind it.
 	if err := q.push(msg(maxQueuedBytes+10), false); err != nil {
 		t.Fatalf("a large reply to an empty queue: %v", err)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"time"
 )
 
 // outQueue holds what contidd still has to write to one peer. Callers
@@ -35,6 +36,10 @@ type outQueue struct {
 	// own: bytes held (queued or being written) within replyReserve,
 	// charged to no budget.
 	own int
+	// writeSince: when the writer took the batch it is writing; zero
+	// while it waits for messages.
+	writeSince time.Time
+	now        func() time.Time
 }
 
 type outMessage struct {
@@ -54,7 +59,7 @@ var (
 )
 
 func newOutQueue(budget *byteBudget, g groupKey) *outQueue {
-	q := &outQueue{budget: budget, group: g}
+	q := &outQueue{budget: budget, group: g, now: time.Now}
 	q.cond = sync.NewCond(&q.mu)
 	return q
 }
@@ -73,6 +78,8 @@ func (q *outQueue) push(b []byte, signal bool) error {
 	case signal && !q.answered:
 		return nil
 	case len(q.msgs) >= maxQueuedMessages:
+		return errBehind
+	case len(q.msgs) >= stalledQueue && !q.writeSince.IsZero() && q.now().Sub(q.writeSince) >= writeStall:
 		return errBehind
 	// One message of any size may wait in an empty queue (a long
 	// ListContainers reply); behind others, the queue is bounded.
@@ -108,12 +115,14 @@ func (q *outQueue) next() (net.Buffers, bool) {
 	q.budget.give(q.group, q.writing)
 	q.own -= q.writingOwn
 	q.writing, q.writingOwn = 0, 0
+	q.writeSince = time.Time{}
 	for len(q.msgs) == 0 && !q.closed {
 		q.cond.Wait()
 	}
 	if q.closed {
 		return nil, false
 	}
+	q.writeSince = q.now()
 	out := make(net.Buffers, len(q.msgs))
 	for i, m := range q.msgs {
 		out[i] = m.b

@@ -2,8 +2,11 @@ package testenv
 
 import (
 	"bytes"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -141,8 +144,52 @@ func (e Entry) Get(field string) string {
 	return ""
 }
 
+// Sync returns once journald has stored every entry sent to its native
+// socket before the call. A writer's send returns when the datagram is
+// queued, not when journald has read it; under load journald is seconds
+// behind, and a count taken at once misses the last entries. journald
+// reads the socket in order, so a marker sent after them is stored after
+// them too.
+func (j *Journald) Sync(t testing.TB) {
+	t.Helper()
+	if err := j.sync(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (j *Journald) sync(timeout time.Duration) error {
+	var id [8]byte
+	if _, err := rand.Read(id[:]); err != nil {
+		return err
+	}
+	marker := "CONTID_TEST_SYNC=" + hex.EncodeToString(id[:])
+	c, err := net.Dial("unixgram", j.Socket)
+	if err != nil {
+		return fmt.Errorf("journald sync: %w", err)
+	}
+	_, err = c.Write([]byte("MESSAGE=test journal sync\n" + marker + "\n"))
+	c.Close()
+	if err != nil {
+		return fmt.Errorf("journald sync: %w", err)
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		entries, err := j.run("--output-fields=CONTID_TEST_SYNC", marker)
+		if err != nil {
+			return err
+		}
+		if len(entries) > 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("journald sync: the marker was not stored within %v", timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // Query runs journalctl --directory with the given FIELD=VALUE matches and
-// returns the entries.
+// returns the entries, after a Sync.
 func (j *Journald) Query(t testing.TB, matches ...string) []Entry {
 	t.Helper()
 	entries, err := j.query(matches...)
@@ -152,7 +199,8 @@ func (j *Journald) Query(t testing.TB, matches ...string) []Entry {
 	return entries
 }
 
-// Select is Query limited to some fields, for large result sets.
+// Select is Query limited to some fields, for large result sets; it too
+// syncs first.
 func (j *Journald) Select(t testing.TB, fields []string, matches ...string) []Entry {
 	t.Helper()
 	entries, err := j.query(append([]string{"--output-fields=" + strings.Join(fields, ",")}, matches...)...)
@@ -163,6 +211,13 @@ func (j *Journald) Select(t testing.TB, fields []string, matches ...string) []En
 }
 
 func (j *Journald) query(matches ...string) ([]Entry, error) {
+	if err := j.sync(30 * time.Second); err != nil {
+		return nil, err
+	}
+	return j.run(matches...)
+}
+
+func (j *Journald) run(matches ...string) ([]Entry, error) {
 	// --all: without it journalctl prints large or binary values as null.
 	args := append([]string{"--directory=" + j.Dir, "--no-pager", "--all", "-o", "json"}, matches...)
 	out, err := exec.Command("journalctl", args...).Output()
@@ -225,7 +280,7 @@ func (j *Journald) WaitFor(t testing.TB, timeout time.Duration, n int, matches .
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
-		entries, err := j.query(matches...)
+		entries, err := j.run(matches...)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -4,7 +4,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -47,7 +51,7 @@ func (r *Reader) openUnicast(inherited *os.File) error {
 		r.resumed = holder != 0
 		return nil
 	}
-	if holder != 0 && holder != os.Getpid() && processAlive(holder) {
+	if holder != 0 && holder != os.Getpid() && holdsAuditSocket(holder) {
 		return fmt.Errorf("%w (PID %d)", ErrDaemonRegistered, holder)
 	}
 	r.mc, err = dial(0)
@@ -252,8 +256,58 @@ func isControlMessage(typ auparse.AuditMessageType) bool {
 	return typ < unix.NLMSG_MIN_TYPE || typ == auparse.AUDIT_REPLACE
 }
 
-// processAlive says whether pid names a live process.
-func processAlive(pid int) bool {
-	err := unix.Kill(pid, 0)
-	return err == nil || errors.Is(err, unix.EPERM)
+// holdsAuditSocket says whether pid may still be the audit daemon the
+// kernel names: a live process with an audit netlink socket open. The
+// kernel keeps naming a daemon that died until it next fails to deliver
+// to it, and PIDs are reused within seconds where pid_max is small (2,048
+// on some hosts), so "the PID is alive" would turn a stale name into a
+// daemon that does not exist. Where the sockets cannot be read, a live
+// process counts as the daemon: the kernel, not this guess, has the last
+// word when contidd registers.
+func holdsAuditSocket(pid int) bool {
+	if err := unix.Kill(pid, 0); err != nil && !errors.Is(err, unix.EPERM) {
+		return false
+	}
+	audit, err := auditSocketInodes()
+	if err != nil {
+		return true
+	}
+	fdDir := fmt.Sprintf("/proc/%d/fd", pid)
+	fds, err := os.ReadDir(fdDir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false
+	}
+	if err != nil {
+		return true
+	}
+	for _, fd := range fds {
+		link, err := os.Readlink(filepath.Join(fdDir, fd.Name()))
+		if err != nil {
+			continue
+		}
+		ino, ok := strings.CutPrefix(link, "socket:[")
+		if ok && audit[strings.TrimSuffix(ino, "]")] {
+			return true
+		}
+	}
+	return false
+}
+
+// auditSocketInodes lists the inodes of the audit netlink sockets open in
+// this network namespace, from /proc/net/netlink (its Eth column is the
+// netlink protocol, its last column the inode).
+func auditSocketInodes() (map[string]bool, error) {
+	b, err := os.ReadFile("/proc/net/netlink")
+	if err != nil {
+		return nil, err
+	}
+	inodes := map[string]bool{}
+	lines := strings.Split(string(b), "\n")
+	for _, line := range lines[1:] {
+		f := strings.Fields(line)
+		if len(f) >= 10 && f[1] == strconv.Itoa(unix.NETLINK_AUDIT) {
+			inodes[f[len(f)-1]] = true
+		}
+	}
+	return inodes, nil
 }

@@ -187,7 +187,7 @@ func TestUnicastResume(t *testing.T) {
 					r.Close()
 				}
 			}
-			first, _, stopFirst := run(audit.Config{Source: audit.Unicast})
+			first, firstFwd, stopFirst := run(audit.Config{Source: audit.Unicast})
 			stored, err := first.Socket()
 			if err != nil {
 				t.Fatal(err)
@@ -223,6 +223,8 @@ func TestUnicastResume(t *testing.T) {
 			}
 			written := len(j.Select(t, []string{"AUDIT_EVENT_ID"}, "AUDIT_CONTAINER_ID="+idStr(cg.chain.ID()), "AUDIT_FIELD_PROCTITLE=/bin/true "+marker))
 			t.Logf("%s: %d execs in %.2fs; %d written", tc.name, res.offered, res.seconds, written)
+			t.Logf("first reader %+v, forwarder %+v", first.Stats(), firstFwd.Stats())
+			t.Logf("second reader %+v, forwarder %+v", second.Stats(), fwd.Stats())
 			if tc.inherit && written != res.offered {
 				t.Errorf("the successor on the inherited socket: %d of %d execs written", written, res.offered)
 			}
