@@ -135,8 +135,12 @@ func TestP2PNoClientStalls(t *testing.T) {
 			t.Errorf("no %s client was admitted: the attack did not happen", k)
 		}
 	}
-	if sum[hostile.NonReader].Cut == 0 || sum[hostile.FDFlood].Cut == 0 || sum[hostile.HalfSent].Cut == 0 {
-		t.Errorf("non-readers, descriptor floods or half-sent messages were never cut: %+v %+v %+v", *sum[hostile.NonReader], *sum[hostile.FDFlood], *sum[hostile.HalfSent])
+	// Non-readers are not required to be cut here: at the users' message
+	// rates, shared by some 250 of them, a non-reader's replies take
+	// longer than the attack to fill its socket, and until then it holds
+	// kernel memory, not contidd's. TestP2PSlowReaderCut shows the cut.
+	if sum[hostile.FDFlood].Cut == 0 || sum[hostile.HalfSent].Cut == 0 {
+		t.Errorf("descriptor floods or half-sent messages were never cut: %+v %+v", *sum[hostile.FDFlood], *sum[hostile.HalfSent])
 	}
 	if got := time.Duration(sum[hostile.HalfSent].MaxCutAfterMS) * time.Millisecond; got > 15*time.Second {
 		t.Errorf("a half-sent message was kept %v (messages must arrive within 10 s)", got)
