@@ -18,6 +18,10 @@ set -e
 grep -E '^(ok|FAIL|\?)|--- (SKIP|FAIL)|skipped:' "$out" || true
 skips=$(grep -c -- '--- SKIP' "$out" || true)
 echo "unprivileged tier: $skips tests skipped with a reason (listed above)"
-if [ $rc -ne 0 ]; then cat "$out" | tail -50; fi
+if [ $rc -ne 0 ]; then
+	# What the failing tests said: with -v their messages stream before
+	# their FAIL lines, so show everything but passes, skips and runs.
+	grep -vE '^ *(=== |--- (PASS|SKIP)|PASS$)|skipped:|^ok ' "$out" | head -200
+fi
 rm -f "$out"
 exit $rc

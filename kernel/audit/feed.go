@@ -2,6 +2,7 @@ package audit
 
 import (
 	"fmt"
+	"time"
 
 	libaudit "github.com/elastic/go-libaudit/v2"
 	"github.com/elastic/go-libaudit/v2/auparse"
@@ -17,7 +18,10 @@ type Feed struct {
 // NewFeed attributes with attr (nil: nothing is attributed) and delivers
 // to h.
 func NewFeed(attr Attributor, h Handler) (*Feed, error) {
-	cfg := Config{}
+	// A feed's records are all there: an event ends with its records or
+	// at Flush, never because the clock ran on while a slow (or loaded)
+	// caller pushed them.
+	cfg := Config{ReassemblyTimeout: 24 * time.Hour}
 	cfg.setDefaults()
 	r := &Reader{cfg: cfg, attr: attr, handler: h}
 	reasm, err := libaudit.NewReassembler(cfg.MaxInFlight, cfg.ReassemblyTimeout, (*stream)(r))
