@@ -72,12 +72,10 @@ func TestHelpOnce(t *testing.T) {
 
 // events always adds the trusted match on contidd's unit, whatever the
 // options and wherever they are. A stand-in journalctl records its
-// arguments; the real one is replaced by exec, so the test runs the
-// built binary.
+// arguments; contidctl replaces itself with it, so the test runs
+// contidctl as a program.
 func TestEventsArguments(t *testing.T) {
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "contidctl")
-	buildContidctl(t, bin)
 	script := "#!/bin/sh\nprintf '%s\\n' \"$@\"\n"
 	if err := os.WriteFile(filepath.Join(dir, "journalctl"), []byte(script), 0o755); err != nil {
 		t.Fatal(err)
@@ -95,7 +93,7 @@ func TestEventsArguments(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
-			out, errOut, code := runBinary(t, bin, []string{"PATH=" + dir + ":" + os.Getenv("PATH")}, tt.args...)
+			out, errOut, code := runBinary(t, []string{"PATH=" + dir + ":" + os.Getenv("PATH")}, tt.args...)
 			if tt.want == "" {
 				if code != 2 {
 					t.Fatalf("exit %d, want 2 (an extra match is a usage error)\n%s%s", code, out, errOut)
