@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/contid/contid/internal/testenv"
 )
 
 // Every contidctl command takes its options before or after its
@@ -142,6 +144,66 @@ func TestContidctlOptionsAnywhere(t *testing.T) {
 		if code != 0 || !strings.Contains(out, "web\tcontainer "+id) || !strings.Contains(out, id+"\t"+web) || strings.Contains(out, "gone") {
 			t.Fatalf("exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
 		}
+	})
+
+	// Each shell completes a running container's name from what its
+	// completion script asks contidctl (the script the package installs).
+	t.Run("shell completion", func(t *testing.T) {
+		testenv.RequireCommand(t, "bash", "zsh", "fish", "tmux")
+		const bashCompletion = "/usr/share/bash-completion/bash_completion"
+		if _, err := os.Stat(bashCompletion); err != nil {
+			testenv.Missing(t, "skipped: bash-completion is not installed (`make deps` installs it)")
+		}
+		ctlDir := filepath.Dir(binPath)
+		dir := t.TempDir()
+		for shell, file := range map[string]string{"bash": "contidctl.bash", "zsh": "_contidctl", "fish": "contidctl.fish"} {
+			out, errOut, code := ctl(t, nil, nil, "completion", shell)
+			if code != 0 {
+				t.Fatalf("completion %s: %s", shell, errOut)
+			}
+			if err := os.WriteFile(filepath.Join(dir, file), []byte(out), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		env := append(os.Environ(), "PATH="+ctlDir+":"+os.Getenv("PATH"), "DBUS_SYSTEM_BUS_ADDRESS="+e.busAddr, "HOME="+dir, "TERM=xterm")
+		run := func(name string, args ...string) string {
+			cmd := exec.Command(name, args...)
+			cmd.Env = env
+			out, err := cmd.Output()
+			if err != nil {
+				t.Fatalf("%s: %v\n%s", name, err, out)
+			}
+			return string(out)
+		}
+		t.Run("bash", func(t *testing.T) {
+			script := fmt.Sprintf(`source %s; source %s
+COMP_WORDS=(contidctl status we); COMP_CWORD=2; COMP_LINE="contidctl status we"; COMP_POINT=${#COMP_LINE}
+__start_contidctl contidctl we status 2>/dev/null; printf '%%s\n' "${COMPREPLY[@]}"`, bashCompletion, filepath.Join(dir, "contidctl.bash"))
+			if out := run("bash", "--norc", "-c", script); strings.TrimSpace(out) != "web" {
+				t.Fatalf("bash completed %q, want web", out)
+			}
+		})
+		t.Run("fish", func(t *testing.T) {
+			out := run("fish", "--no-config", "-c", "source "+filepath.Join(dir, "contidctl.fish")+"; complete -C 'contidctl status we'")
+			if !strings.HasPrefix(out, "web\tcontainer "+id) {
+				t.Fatalf("fish completed %q, want web", out)
+			}
+		})
+		// zsh completes only in its line editor: type into an
+		// interactive zsh in tmux and read the screen.
+		t.Run("zsh", func(t *testing.T) {
+			session := fmt.Sprintf("contid-ctltest-%d", os.Getpid())
+			tmux := func(args ...string) string { return run("tmux", append([]string{"-L", session}, args...)...) }
+			tmux("new-session", "-d", "-s", session, "-x", "120", "-y", "20", "zsh", "-f")
+			defer exec.Command("tmux", "-L", session, "kill-server").Run()
+			screen := func() string { return tmux("capture-pane", "-p", "-t", session) }
+			tmux("send-keys", "-t", session, "fpath=("+dir+" $fpath); autoload -U compinit; compinit -u; PS1='ready> '", "Enter")
+			waitFor(t, func() bool { return strings.Contains(screen(), "ready> ") })
+			tmux("send-keys", "-t", session, "contidctl status we")
+			waitFor(t, func() bool { return strings.Contains(screen(), "ready> contidctl status we") })
+			tmux("send-keys", "-t", session, "Tab")
+			waitFor(t, func() bool { return strings.Contains(screen(), "ready> contidctl status web") })
+		})
 	})
 
 	// On a terminal the output goes through $SYSTEMD_PAGER; --no-pager

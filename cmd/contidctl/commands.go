@@ -93,8 +93,7 @@ func cmdList(ctx context.Context, g *globals, all bool) error {
 	return nil
 }
 
-// resolve accepts an ID or a name. A name means the active container of
-// that name, else the latest record of it.
+// resolve accepts an ID or a name.
 func resolve(ctx context.Context, c *client.Client, arg string) (contid.ID, error) {
 	if v, err := strconv.ParseUint(arg, 10, 64); err == nil {
 		return c.GetContainer(ctx, contid.ID(v))
@@ -145,7 +144,7 @@ func statusCommand(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:               "status [ID|NAME]",
 		Short:             "Show contidd's state, or one container's",
-		Args:              cobra.MaximumNArgs(1),
+		Args:              maxArgs(1),
 		ValidArgsFunction: completeContainers(g),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return cmdStatus(cmd.Context(), g, args)
@@ -251,7 +250,7 @@ func showCommand(g *globals) *cobra.Command {
 			return cmdShow(cmd.Context(), g, args[0], props, valueOnly)
 		},
 	}
-	cmd.Flags().StringSliceVarP(&props, "property", "p", nil, "show only the `NAME`d properties (repeat it, or separate names by commas)")
+	cmd.Flags().StringSliceVarP(&props, "property", "p", nil, "show only the property `NAME` (repeat it, or separate names by commas)")
 	cmd.Flags().BoolVar(&valueOnly, "value", false, "print only the values, without NAME=")
 	_ = cmd.RegisterFlagCompletionFunc("property", func(*cobra.Command, []string, string) ([]cobra.Completion, cobra.ShellCompDirective) {
 		var names []cobra.Completion

@@ -172,6 +172,15 @@ func exactArgs(n int) cobra.PositionalArgs {
 	}
 }
 
+func maxArgs(n int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) > n {
+			return usageError("%s takes at most %d argument(s), got %d", cmd.Name(), n, len(args))
+		}
+		return nil
+	}
+}
+
 // describe turns an error into a sentence for a shell user.
 func describe(err error) string {
 	switch {

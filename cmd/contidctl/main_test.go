@@ -40,6 +40,7 @@ func TestRunWithoutDaemon(t *testing.T) {
 		{"json takes = only", []string{"--p2p", "/nonexistent", "list", "--json", "short"}, 2, "", "takes no arguments"},
 		{"bad join policy", []string{"--p2p", "/nonexistent", "tag-cgroup", "--join-policy", "sometimes", "/x"}, 2, "", "join-policy"},
 		{"bad join policy after", []string{"tag-cgroup", "/x", "--p2p=/nonexistent", "--join-policy=sometimes"}, 2, "", "join-policy"},
+		{"status, two arguments", []string{"status", "a", "b"}, 2, "", "at most 1 argument"},
 		{"tag-pid not a number", []string{"--p2p", "/nonexistent", "tag-pid", "abc"}, 2, "", "not a PID"},
 		{"unknown property", []string{"show", "1", "-p", "Id,Colour", "--p2p", "/nonexistent"}, 2, "", `unknown property "Colour"`},
 		{"unreachable", []string{"--p2p", "/nonexistent", "list"}, 1, "", "/nonexistent"},
