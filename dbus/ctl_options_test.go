@@ -40,7 +40,7 @@ func TestContidctlOptionsAnywhere(t *testing.T) {
 	if err := os.Remove(filepath.Join(e.cgRoot, gone)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool {
+	waitFor(t, 5*time.Second, func() bool {
 		out, _, _ := ctl(t, nil, nil, bus, "show", "gone", "-p", "State", "--value")
 		return strings.TrimSpace(out) == "exited"
 	})
@@ -80,6 +80,8 @@ func TestContidctlOptionsAnywhere(t *testing.T) {
 		{"tag-unit absent", "tag-unit", []string{bus, "--name=u"}, func() []string { return []string{"contid-test-absent.service"} }, 4, nil, ""},
 		{"tag-machine absent", "tag-machine", []string{bus, "--name=m"}, func() []string { return []string{"contid-test-absent"} }, 4, nil, ""},
 		{"events", "events", []string{"-n", "3", "--json=pretty", "--no-pager"}, func() []string { return []string{id} }, 0, []string{"AUDIT_CONTAINER_ID=" + id + "\n_SYSTEMD_UNIT=contidd.service\n-n\n3\n-o\njson-pretty\n--no-pager\n"}, ""},
+		{"events NAME --within", "events", []string{bus, "--within", "-r"}, func() []string { return []string{"web"} }, 0, []string{"AUDIT_CONTAINER_WITHIN=" + id + "\n_SYSTEMD_UNIT=contidd.service\n-r\n"}, ""},
+		{"events unknown NAME", "events", []string{bus, "-f"}, func() []string { return []string{"nosuchname"} }, 4, nil, ""},
 		{"completion", "completion", []string{"--no-pager"}, func() []string { return []string{"fish"} }, 0, []string{"complete -c contidctl"}, ""},
 		{"help", "show", []string{"--help"}, func() []string { return []string{id} }, 0, []string{"--property", "--address"}, ""},
 	}
@@ -198,11 +200,11 @@ __start_contidctl contidctl we status 2>/dev/null; printf '%%s\n' "${COMPREPLY[@
 			defer exec.Command("tmux", "-L", session, "kill-server").Run()
 			screen := func() string { return tmux("capture-pane", "-p", "-t", session) }
 			tmux("send-keys", "-t", session, "fpath=("+dir+" $fpath); autoload -U compinit; compinit -u; PS1='ready> '", "Enter")
-			waitFor(t, func() bool { return strings.Contains(screen(), "ready> ") })
+			waitFor(t, 30*time.Second, func() bool { return strings.Contains(screen(), "ready> ") })
 			tmux("send-keys", "-t", session, "contidctl status we")
-			waitFor(t, func() bool { return strings.Contains(screen(), "ready> contidctl status we") })
+			waitFor(t, 5*time.Second, func() bool { return strings.Contains(screen(), "ready> contidctl status we") })
 			tmux("send-keys", "-t", session, "Tab")
-			waitFor(t, func() bool { return strings.Contains(screen(), "ready> contidctl status web") })
+			waitFor(t, 30*time.Second, func() bool { return strings.Contains(screen(), "ready> contidctl status web") })
 		})
 	})
 
@@ -248,15 +250,14 @@ func ctlCommand(env []string, args ...string) *exec.Cmd {
 	return cmd
 }
 
-func waitFor(t *testing.T, cond func() bool) {
+func waitFor(t *testing.T, timeout time.Duration, cond func() bool) {
 	t.Helper()
-	for i := 0; i < 100; i++ {
+	for end := time.Now().Add(timeout); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
 		if cond() {
 			return
 		}
-		time.Sleep(50 * time.Millisecond)
 	}
-	t.Fatal("condition not met within 5s")
+	t.Fatalf("condition not met within %v", timeout)
 }
 
 // runOnTerminal runs contidctl with its stdout on a fresh pseudo-terminal

@@ -90,6 +90,8 @@ func TestEventsArguments(t *testing.T) {
 		{[]string{"events", "-n", "5", "-o", "json", "42"}, trusted + "-n\n5\n-o\njson\n"},
 		{[]string{"events", "42", "--json"}, trusted + "-o\njson\n"},
 		{[]string{"events", "--json=pretty", "42", "-f", "--no-pager"}, trusted + "-f\n-o\njson-pretty\n--no-pager\n"},
+		{[]string{"events", "--within", "42", "-r", "--since=-1h", "--until", "2026-12-06 10:00"}, "AUDIT_CONTAINER_WITHIN=42\n_SYSTEMD_UNIT=contidd.service\n-r\n--since=-1h\n--until=2026-12-06 10:00\n"},
+		{[]string{"events", "-S", "today", "42", "-U", "now"}, trusted + "--since=today\n--until=now\n"},
 		{[]string{"events", "--follow", "--lines=3", "42", "_SYSTEMD_UNIT=evil.service"}, ""},
 	}
 	for _, tt := range tests {
