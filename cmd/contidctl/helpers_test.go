@@ -28,15 +28,13 @@ func runBinary(t *testing.T, env []string, args ...string) (string, string, int)
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.CommandContext(ctx, self, args...)
+	// /proc/self/exe, not the path: the unprivileged tier runs the test
+	// binary as nobody from a directory only its builder may search.
+	cmd := exec.CommandContext(ctx, "/proc/self/exe", args...)
 	cmd.Env = append(append(os.Environ(), asContidctl+"=1"), env...)
 	var stdout, stderr strings.Builder
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err = cmd.Run()
+	err := cmd.Run()
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
 		return stdout.String(), stderr.String(), ee.ExitCode()
