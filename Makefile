@@ -11,7 +11,8 @@ LDFLAGS   := -X github.com/contid/contid/config.Version=$(VERSION)
 DEB_DEPS  := clang llvm libbpf-dev bpftool dbus systemd systemd-container \
              auditd qemu-system-x86 debootstrap e2fsprogs zstd \
              lintian dpkg-dev debhelper fakeroot util-linux procps iproute2 \
-             stress-ng linux-perf libc6-dev
+             stress-ng linux-perf libc6-dev \
+             tmux zsh fish bash-completion
 
 .PHONY: check check-generate fuzz fuzz-check
 .PHONY: all help deps build generate lint test test-unprivileged test-privileged \

@@ -74,7 +74,7 @@ func TestContidctl(t *testing.T) {
 		{"tag as nobody", nobody, []string{"--p2p", e.sock, "tag-cgroup", e.cgroup("x")}, 1, "access denied"},
 		{"unknown command", nil, []string{"frobnicate"}, 2, "unknown command"},
 		{"missing argument", nil, []string{bus, "show"}, 2, "Usage"},
-		{"completion", nil, []string{"completion", "bash"}, 0, "complete -F _contidctl contidctl"},
+		{"completion", nil, []string{"completion", "bash"}, 0, "complete -o default -F __start_contidctl contidctl"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -87,8 +87,11 @@ func TestContidctl(t *testing.T) {
 
 	t.Run("json", func(t *testing.T) {
 		out, errOut, code := ctl(t, nil, nil, bus, "list", "--json")
-		var list []client.ListEntry
-		if code != 0 || json.Unmarshal([]byte(out), &list) != nil || len(list) != 1 || list[0].Name != "web" || list[0].Cgroup != cg {
+		var list []struct {
+			Name         string `json:"name"`
+			ControlGroup string `json:"control_group"`
+		}
+		if code != 0 || json.Unmarshal([]byte(out), &list) != nil || len(list) != 1 || list[0].Name != "web" || list[0].ControlGroup != cg {
 			t.Fatalf("list --json: exit %d: %s %s", code, out, errOut)
 		}
 	})

@@ -208,7 +208,8 @@ for f in /usr/sbin/contidd /usr/bin/contidctl \
 	/usr/lib/systemd/catalog/contid.catalog /etc/audit/rules.d/contid.rules /etc/contid/contid.conf \
 	/usr/share/man/man8/contidd.8.gz /usr/share/man/man1/contidctl.1.gz /usr/share/man/man5/contid.conf.5.gz \
 	/usr/share/man/man5/org.contid1.5.gz \
-	/usr/share/bash-completion/completions/contidctl; do
+	/usr/share/bash-completion/completions/contidctl /usr/share/zsh/vendor-completions/_contidctl \
+	/usr/share/fish/vendor_completions.d/contidctl.fish; do
 	in_ct test -e "$f" || missing="$missing $f"
 done
 if [ -z "$missing" ]; then pass "every file is installed in its Debian place"; else fail "files missing:$missing"; fi

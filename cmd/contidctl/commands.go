@@ -1,0 +1,415 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/contid/contid"
+	"github.com/contid/contid/dbus/client"
+)
+
+const stateActive = "active"
+
+func listCommand(g *globals) *cobra.Command {
+	var all bool
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List running containers (--all: exited ones too)",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return cmdList(cmd.Context(), g, all)
+		},
+		ValidArgsFunction: cobra.NoFileCompletions,
+	}
+	cmd.Flags().BoolVarP(&all, "all", "a", false, "list exited containers too")
+	return cmd
+}
+
+// containers reads every container's properties, keeping the active ones
+// unless all is set. A container removed between the list and its read
+// is left out, as if the list had been taken a moment later.
+func containers(ctx context.Context, c *client.Client, all bool) ([]client.ContainerInfo, error) {
+	list, err := c.ListContainers(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := []client.ContainerInfo{}
+	for _, e := range list {
+		ci, err := c.Container(ctx, e.ID)
+		if errors.Is(err, contid.ErrNoSuchContainer) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("container %d: %w", e.ID, err)
+		}
+		if all || ci.State == stateActive {
+			out = append(out, ci)
+		}
+	}
+	return out, nil
+}
+
+func cmdList(ctx context.Context, g *globals, all bool) error {
+	c, err := connect(g)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	list, err := containers(ctx, c, all)
+	if err != nil {
+		return err
+	}
+	g.openPager()
+	if g.json != jsonOff {
+		objs := make([]object, len(list))
+		for i, ci := range list {
+			objs[i] = containerProperties(ci)
+		}
+		return g.printJSON(objs)
+	}
+	tw := tabwriter.NewWriter(g.out, 0, 0, 1, ' ', 0)
+	if !g.noLegend {
+		fmt.Fprintln(tw, "ID\tNAME\tSTATE\tUNIT\tCGROUP\tPARENT")
+	}
+	for _, ci := range list {
+		parent := "-"
+		if ci.ParentID != 0 {
+			parent = strconv.FormatUint(uint64(ci.ParentID), 10)
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", ci.ID, dash(ci.Name), ci.State, dash(ci.Unit), dash(ci.ControlGroup), parent)
+	}
+	tw.Flush()
+	if !g.noLegend {
+		fmt.Fprintf(g.out, "\n%d containers listed.\n", len(list))
+	}
+	return nil
+}
+
+// resolve accepts an ID or a name.
+func resolve(ctx context.Context, c *client.Client, arg string) (contid.ID, error) {
+	if v, err := strconv.ParseUint(arg, 10, 64); err == nil {
+		return c.GetContainer(ctx, contid.ID(v))
+	}
+	list, err := c.ListContainers(ctx)
+	if err != nil {
+		return 0, err
+	}
+	var found contid.ID
+	for _, e := range list {
+		if e.Name == arg {
+			found = e.ID // the latest record of that name wins
+		}
+	}
+	if found == 0 {
+		return 0, fmt.Errorf("%w: no container named %q", contid.ErrNoSuchContainer, arg)
+	}
+	return found, nil
+}
+
+// completeContainers offers the IDs and names of the running containers.
+func completeContainers(g *globals) cobra.CompletionFunc {
+	return func(cmd *cobra.Command, args []string, _ string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		if len(args) != 0 {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		c, err := connect(g)
+		if err != nil {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		defer c.Close()
+		list, err := containers(cmd.Context(), c, false)
+		if err != nil {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		var out []cobra.Completion
+		for _, ci := range list {
+			if ci.Name != "" {
+				out = append(out, cobra.CompletionWithDesc(ci.Name, fmt.Sprintf("container %d", ci.ID)))
+			}
+			out = append(out, cobra.CompletionWithDesc(strconv.FormatUint(uint64(ci.ID), 10), dash(ci.ControlGroup)))
+		}
+		return out, cobra.ShellCompDirectiveNoFileComp
+	}
+}
+
+func statusCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:               "status [ID|NAME]",
+		Short:             "Show contidd's state, or one container's",
+		Args:              maxArgs(1),
+		ValidArgsFunction: completeContainers(g),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return cmdStatus(cmd.Context(), g, args)
+		},
+	}
+}
+
+func cmdStatus(ctx context.Context, g *globals, args []string) error {
+	c, err := connect(g)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if len(args) == 0 {
+		mi, err := c.Manager(ctx)
+		if err != nil {
+			return err
+		}
+		g.openPager()
+		if g.json != jsonOff {
+			return g.printJSON(mi)
+		}
+		fmt.Fprintf(g.out, "contidd %s\n", mi.Version)
+		fmt.Fprintf(g.out, "  Enforcement: %s (%s)\n", mi.Enforcement, mi.EnforcementReason)
+		fmt.Fprintf(g.out, "   Containers: %d active\n", mi.Containers)
+		fmt.Fprintf(g.out, "       Events: %d written, %d lost\n", mi.EventsWritten, mi.EventsLost)
+		fmt.Fprintf(g.out, " Audit stream: %s\n", mi.AuditStream)
+		fmt.Fprintf(g.out, "  Audit rules: %d of contid's loaded, %d missing\n", mi.AuditRulesLoaded, len(mi.AuditRulesMissing))
+		for _, line := range mi.AuditRulesMissing {
+			fmt.Fprintf(g.out, "               missing: %s\n", line)
+		}
+		return nil
+	}
+	id, err := resolve(ctx, c, args[0])
+	if err != nil {
+		return err
+	}
+	ci, err := c.Container(ctx, id)
+	if err != nil {
+		return err
+	}
+	pids, err := c.ListProcesses(ctx, id)
+	if err != nil {
+		return err
+	}
+	if pids == nil {
+		pids = []uint32{}
+	}
+	g.openPager()
+	if g.json != jsonOff {
+		return g.printJSON(append(object(containerProperties(ci)), property{"Processes", "processes", pids}))
+	}
+	title := strconv.FormatUint(uint64(ci.ID), 10)
+	if ci.Name != "" {
+		title += " - " + ci.Name
+	}
+	fmt.Fprintln(g.out, title)
+	row := func(k, v string) { fmt.Fprintf(g.out, "%10s: %s\n", k, v) }
+	row("Chain", "contid="+ci.ChainString)
+	row("State", ci.State)
+	if ci.CreatedUSec != 0 {
+		row("Since", time.UnixMicro(int64(ci.CreatedUSec)).Format("Mon 2006-01-02 15:04:05 MST"))
+	}
+	if ci.Unit != "" {
+		row("Unit", ci.Unit)
+	}
+	if ci.ControlGroup != "" {
+		row("CGroup", ci.ControlGroup)
+	}
+	if ci.OwnerPID != 0 {
+		row("Owner", fmt.Sprintf("PID %d (UID %d)", ci.OwnerPID, ci.OwnerUID))
+	}
+	if len(ci.Flags) > 0 {
+		row("Flags", strings.Join(ci.Flags, " "))
+	}
+	row("Processes", strconv.Itoa(len(pids)))
+	for _, pid := range pids {
+		fmt.Fprintf(g.out, "%12s%d %s\n", "", pid, comm(pid))
+	}
+	return nil
+}
+
+func comm(pid uint32) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil || len(b) == 0 {
+		return ""
+	}
+	return strings.TrimSpace(strings.ReplaceAll(string(b), "\x00", " "))
+}
+
+func showCommand(g *globals) *cobra.Command {
+	var props []string
+	var valueOnly bool
+	cmd := &cobra.Command{
+		Use:   "show ID|NAME",
+		Short: "Show a container's properties as KEY=VALUE",
+		Long: "Show a container's properties as KEY=VALUE, or as JSON with --json.\n" +
+			"Properties: Id Name State Unit ControlGroup CgroupId ParentId Chain Depth\n" +
+			"CreatedUSec OwnerUID OwnerPID Flags Object.",
+		Args:              exactArgs(1),
+		ValidArgsFunction: completeContainers(g),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return cmdShow(cmd.Context(), g, args[0], props, valueOnly)
+		},
+	}
+	cmd.Flags().StringSliceVarP(&props, "property", "p", nil, "show only the property `NAME` (repeat it, or separate names by commas)")
+	cmd.Flags().BoolVar(&valueOnly, "value", false, "print only the values, without NAME=")
+	_ = cmd.RegisterFlagCompletionFunc("property", func(*cobra.Command, []string, string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		var names []cobra.Completion
+		for _, p := range containerProperties(client.ContainerInfo{}) {
+			names = append(names, p.name)
+		}
+		return names, cobra.ShellCompDirectiveNoFileComp
+	})
+	return cmd
+}
+
+func cmdShow(ctx context.Context, g *globals, arg string, want []string, valueOnly bool) error {
+	// A wrong -p is a usage error before any connection is made.
+	if _, err := selectProperties(containerProperties(client.ContainerInfo{}), want); err != nil {
+		return err
+	}
+	c, err := connect(g)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	id, err := resolve(ctx, c, arg)
+	if err != nil {
+		return err
+	}
+	ci, err := c.Container(ctx, id)
+	if err != nil {
+		return err
+	}
+	props, err := selectProperties(containerProperties(ci), want)
+	if err != nil {
+		return err
+	}
+	g.openPager()
+	if g.json != jsonOff {
+		return g.printJSON(object(props))
+	}
+	writeProperties(g.out, props, valueOnly)
+	return nil
+}
+
+// tagKind is one of the Tag* methods, by what it takes.
+type tagKind struct {
+	name, arg, help string
+	complete        func() []cobra.Completion
+}
+
+var tagKinds = []tagKind{
+	{"unit", "UNIT", "Tag a systemd unit's cgroup", func() []cobra.Completion {
+		return commandWords("systemctl", "list-units", "--plain", "--no-legend", "--type=service,scope")
+	}},
+	{"machine", "MACHINE", "Tag a machined machine", func() []cobra.Completion {
+		return commandWords("machinectl", "list", "--no-legend")
+	}},
+	{"cgroup", "CGROUP", "Tag a cgroup (path relative to the cgroup2 root)", nil},
+	{"pid", "PID", "Tag one fresh process (one thread, no children)", nil},
+}
+
+func tagCommand(g *globals, kind tagKind) *cobra.Command {
+	var id uint64
+	var o client.TagOptions
+	cmd := &cobra.Command{
+		Use:   "tag-" + kind.name + " " + kind.arg,
+		Short: kind.help,
+		Args:  exactArgs(1),
+		ValidArgsFunction: func(_ *cobra.Command, args []string, _ string) ([]cobra.Completion, cobra.ShellCompDirective) {
+			if len(args) != 0 || kind.complete == nil {
+				return nil, cobra.ShellCompDirectiveNoFileComp
+			}
+			return kind.complete(), cobra.ShellCompDirectiveNoFileComp
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return cmdTag(cmd.Context(), g, kind.name, args[0], contid.ID(id), o)
+		},
+	}
+	f := cmd.Flags()
+	f.Uint64Var(&id, "id", 0, "audit container `ID` to use (0: let contidd allocate)")
+	f.StringVar(&o.Name, "name", "", "container `NAME`")
+	f.BoolVar(&o.AllowNesting, "allow-nesting", false, "let the container tag cgroups in its own subtree")
+	f.StringVar(&o.JoinPolicy, "join-policy", "", "`tag` or ignore: whether processes joining later are tagged")
+	_ = cmd.RegisterFlagCompletionFunc("join-policy", cobra.FixedCompletions([]cobra.Completion{"tag", "ignore"}, cobra.ShellCompDirectiveNoFileComp))
+	return cmd
+}
+
+func cmdTag(ctx context.Context, g *globals, kind, arg string, want contid.ID, o client.TagOptions) error {
+	if o.JoinPolicy != "" && o.JoinPolicy != "tag" && o.JoinPolicy != "ignore" {
+		return fmt.Errorf("%w: --join-policy must be tag or ignore", contid.ErrInvalidArgs)
+	}
+	var pid uint64
+	if kind == "pid" {
+		var err error
+		if pid, err = strconv.ParseUint(arg, 10, 32); err != nil {
+			return fmt.Errorf("%w: %q is not a PID", contid.ErrInvalidArgs, arg)
+		}
+	}
+	c, err := connect(g)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	var id contid.ID
+	switch kind {
+	case "unit":
+		id, err = c.TagUnit(ctx, arg, want, o)
+	case "machine":
+		id, err = c.TagMachine(ctx, arg, want, o)
+	case "cgroup":
+		id, err = c.TagCgroup(ctx, arg, want, o)
+	case "pid":
+		id, err = c.TagPID(ctx, uint32(pid), want, o)
+	}
+	if err != nil {
+		return err
+	}
+	if g.json != jsonOff {
+		return g.printJSON(object{{"Id", "id", uint64(id)}, {"Object", "object", string(client.ContainerPath(id))}})
+	}
+	fmt.Fprintf(g.out, "%d\n", id)
+	return nil
+}
+
+func whoCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:               "who PID",
+		Short:             "Show the container a process is in",
+		Args:              exactArgs(1),
+		ValidArgsFunction: cobra.NoFileCompletions,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return cmdWho(cmd.Context(), g, args[0])
+		},
+	}
+}
+
+func cmdWho(ctx context.Context, g *globals, arg string) error {
+	pid, err := strconv.ParseUint(arg, 10, 32)
+	if err != nil {
+		return fmt.Errorf("%w: %q is not a PID", contid.ErrInvalidArgs, arg)
+	}
+	c, err := connect(g)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	id, err := c.GetContainerByPID(ctx, uint32(pid))
+	if err != nil {
+		return err
+	}
+	ci, err := c.Container(ctx, id)
+	if err != nil {
+		return err
+	}
+	if g.json != jsonOff {
+		props := append(object{{"Pid", "pid", pid}}, containerProperties(ci)...)
+		return g.printJSON(props)
+	}
+	name := ""
+	if ci.Name != "" {
+		name = " (" + ci.Name + ")"
+	}
+	fmt.Fprintf(g.out, "PID %d is in container %d%s, contid=%s\n", pid, ci.ID, name, ci.ChainString)
+	return nil
+}

@@ -1,0 +1,162 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/contid/contid"
+)
+
+// eventsCommand runs journalctl for the container.
+func eventsCommand(g *globals) *cobra.Command {
+	var o eventsOptions
+	cmd := &cobra.Command{
+		Use:   "events ID|NAME",
+		Short: "Show the container's audit events from the journal",
+		Long: "Show the container's audit events from the journal: journalctl with the\n" +
+			"container's match and, always, the match on contidd's own unit. A NAME is\n" +
+			"looked up in contidd; an ID needs no contidd.",
+		Args:              exactArgs(1),
+		ValidArgsFunction: completeContainers(g),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, err := eventsContainer(cmd, g, args[0])
+			if err != nil {
+				return err
+			}
+			path, err := exec.LookPath("journalctl")
+			if err != nil {
+				return fmt.Errorf("journalctl is not installed")
+			}
+			argv := append([]string{"journalctl"}, o.journalctlArgs(id, g.noPager)...)
+			if err := syscall.Exec(path, argv, os.Environ()); err != nil {
+				return fmt.Errorf("run journalctl: %w", err)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.BoolVar(&o.within, "within", false, "the container and every container nested in it")
+	f.BoolVarP(&o.follow, "follow", "f", false, "show new entries as they arrive")
+	f.StringVarP(&o.lines, "lines", "n", "", "show the last `N` entries")
+	f.BoolVarP(&o.reverse, "reverse", "r", false, "newest entries first")
+	f.StringVarP(&o.since, "since", "S", "", "entries from `TIME` on (as journalctl takes it)")
+	f.StringVarP(&o.until, "until", "U", "", "entries up to `TIME`")
+	f.StringVarP(&o.output, "output", "o", "", "journalctl output `FORMAT` (short, json, verbose, ...)")
+	// events has its own --json: a bare one keeps meaning journalctl's
+	// "-o json", one entry a line, as it did before --json took a value.
+	f.Var(&o.json, "json", "journal entries as JSON: short (one a line, as a bare --json), pretty or off")
+	f.Lookup("json").NoOptDefVal = string(jsonShort)
+	_ = cmd.RegisterFlagCompletionFunc("output", func(*cobra.Command, []string, string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		return commandWords("journalctl", "--output=help"), cobra.ShellCompDirectiveNoFileComp
+	})
+	return cmd
+}
+
+type eventsOptions struct {
+	within, follow, reverse     bool
+	lines, since, until, output string
+	json                        jsonFormat
+}
+
+// journalctlArgs are the matches and options for journalctl. The match on
+// contidd's own unit is always there: any process may log a field called
+// AUDIT_CONTAINER_ID, only contidd's entries are trustworthy.
+func (o eventsOptions) journalctlArgs(id contid.ID, noPager bool) []string {
+	field := "AUDIT_CONTAINER_ID"
+	if o.within {
+		field = "AUDIT_CONTAINER_WITHIN"
+	}
+	args := []string{field + "=" + strconv.FormatUint(uint64(id), 10), "_SYSTEMD_UNIT=contidd.service"}
+	if o.follow {
+		args = append(args, "-f")
+	}
+	if o.lines != "" {
+		args = append(args, "-n", o.lines)
+	}
+	if o.reverse {
+		args = append(args, "-r")
+	}
+	if o.since != "" {
+		args = append(args, "--since="+o.since)
+	}
+	if o.until != "" {
+		args = append(args, "--until="+o.until)
+	}
+	output := o.output
+	switch o.json {
+	case jsonShort:
+		output = "json"
+	case jsonPretty:
+		output = "json-pretty"
+	}
+	if output != "" {
+		args = append(args, "-o", output)
+	}
+	if noPager {
+		args = append(args, "--no-pager")
+	}
+	return args
+}
+
+// eventsContainer takes an ID as it is (the journal keeps the events of
+// containers contidd has forgotten) and looks a name up in contidd.
+func eventsContainer(cmd *cobra.Command, g *globals, arg string) (contid.ID, error) {
+	if v, err := strconv.ParseUint(arg, 10, 64); err == nil {
+		if v == 0 || contid.ID(v) == contid.Invalid {
+			return 0, usageError("%q is not a container ID", arg)
+		}
+		return contid.ID(v), nil
+	}
+	c, err := connect(g)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	return resolve(cmd.Context(), c, arg)
+}
+
+// commandWords runs a program and returns the first word of each line of
+// its output, for completions; nothing if it fails.
+func commandWords(name string, args ...string) []cobra.Completion {
+	out, err := exec.Command(name, args...).Output()
+	if err != nil {
+		return nil
+	}
+	var words []cobra.Completion
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		if f := strings.Fields(sc.Text()); len(f) > 0 {
+			words = append(words, f[0])
+		}
+	}
+	return words
+}
+
+func completionCommand(root *cobra.Command) *cobra.Command {
+	return &cobra.Command{
+		Use:       "completion bash|zsh|fish",
+		Short:     "Print a shell completion script",
+		Args:      exactArgs(1),
+		ValidArgs: []cobra.Completion{"bash", "zsh", "fish"},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			out := cmd.OutOrStdout()
+			switch args[0] {
+			case "bash":
+				return root.GenBashCompletionV2(out, true)
+			case "zsh":
+				return root.GenZshCompletion(out)
+			case "fish":
+				return root.GenFishCompletion(out, true)
+			}
+			return usageError("no completion for %q: bash, zsh or fish", args[0])
+		},
+	}
+}
