@@ -71,6 +71,7 @@ type Config struct {
 	LoadRules       bool
 	RulesFile       string
 	BacklogLimit    uint32
+	EnableAuditing  bool
 }
 
 // Default returns the configuration used when the file is absent.
@@ -90,6 +91,7 @@ func Default() Config {
 		LoadRules:       true,
 		RulesFile:       "/usr/share/contid/contid.rules",
 		BacklogLimit:    8192,
+		EnableAuditing:  true,
 	}
 }
 
@@ -204,6 +206,8 @@ func (c *Config) set(section, key, value string) error {
 		var v uint64
 		v, err = strconv.ParseUint(value, 10, 32)
 		c.BacklogLimit = uint32(v)
+	case "Audit.EnableAuditing":
+		c.EnableAuditing, err = parseBool(value)
 	default:
 		return errors.New("unknown key")
 	}

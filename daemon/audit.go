@@ -48,14 +48,7 @@ func AuditPipeline(journalSocket string) func(ctx context.Context, d *Daemon) er
 		}
 		defer ctl.Close()
 		d.Manager.SetAuditor(journal.NewRecorder(ctl, w))
-		// journald of systemd 252 switches auditing off when it starts
-		// (its Audit= default); without records there is nothing to
-		// attribute.
-		if was, err := ctl.Enable(); err != nil {
-			d.Log.Logf(cdbus.PrioWarning, "Kernel auditing is off and could not be switched on: %v", err)
-		} else if !was {
-			d.Log.Logf(cdbus.PrioNotice, "Kernel auditing was off; switched it on.")
-		}
+		enableAuditing(d, ctl)
 		if remove, err := ctl.ExemptSelf(); err != nil {
 			d.Log.Logf(cdbus.PrioWarning, "contidd's own system calls stay audited (%v): attributing an event then causes more.", err)
 		} else {
@@ -114,6 +107,32 @@ func AuditPipeline(journalSocket string) func(ctx context.Context, d *Daemon) er
 			return nil
 		}
 		return fmt.Errorf("audit reader: %w", err)
+	}
+}
+
+// enableAuditing switches kernel auditing on when EnableAuditing= allows
+// it: journald of systemd 252 switches it off when it starts (its Audit=
+// default), and without records there is nothing to attribute. With
+// EnableAuditing=no the enabled flag is the administrator's; contidd only
+// says, loudly, when it finds auditing off, because its audit trail then
+// stays empty.
+func enableAuditing(d *Daemon, ctl *audit.Control) {
+	if d.Config.EnableAuditing {
+		if was, err := ctl.Enable(); err != nil {
+			d.Log.Logf(cdbus.PrioWarning, "Kernel auditing is off and could not be switched on: %v", err)
+		} else if !was {
+			d.Log.Logf(cdbus.PrioNotice, "Kernel auditing was off; switched it on.")
+		}
+		return
+	}
+	st, err := ctl.Status()
+	switch {
+	case err != nil:
+		d.Log.Logf(cdbus.PrioWarning, "Cannot read whether kernel auditing is on (%v); EnableAuditing=no leaves it as it is.", err)
+	case st.Enabled == 0:
+		d.Log.Logf(cdbus.PrioWarning, "Kernel auditing is off and EnableAuditing=no leaves it off: no audit events arrive, so none are attributed or written, until it is switched on (auditctl -e 1).")
+	default:
+		d.Log.Logf(cdbus.PrioInfo, "Kernel auditing is on (EnableAuditing=no: contidd would have left it off).")
 	}
 }
 
