@@ -86,7 +86,12 @@ func AuditPipeline(journalSocket string) func(ctx context.Context, d *Daemon) er
 			defer spool.Close()
 			fcfg.Done = spool.Done
 		}
-		fwd := journal.NewForwarder(w, registryContainers{d.Registry}, fcfg)
+		// Watched while the reader runs; not after, when its end is
+		// either shutdown or an error that stops contidd anyway.
+		readBeat, writeBeat := d.progress.loop("audit reader"), d.progress.work("journal writer")
+		defer d.progress.remove("audit reader")
+		defer d.progress.remove("journal writer")
+		fwd := journal.NewForwarder(watchedSender{w, writeBeat}, registryContainers{d.Registry}, fcfg)
 		defer fwd.Close()
 
 		d.Manager.SetAuditState(auditState(d, ctl, r))
@@ -99,7 +104,7 @@ func AuditPipeline(journalSocket string) func(ctx context.Context, d *Daemon) er
 			defer close(saved)
 			keepPosition(ctx, d, r)
 		}()
-		err = r.Run(ctx, fwd)
+		err = r.Run(ctx, beatingForwarder{fwd, readBeat})
 		<-saved
 		savePosition(d, r)
 		fwd.Flush()
