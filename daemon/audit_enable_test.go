@@ -6,7 +6,6 @@ import (
 
 	libaudit "github.com/elastic/go-libaudit/v2"
 
-	"github.com/contid/contid/config"
 	"github.com/contid/contid/internal/testenv"
 	"github.com/contid/contid/kernel/audit"
 )
@@ -49,9 +48,9 @@ func TestEnableAuditingSetting(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			setEnabled(0)
 			var log strings.Builder
-			cfg := config.Default()
-			cfg.EnableAuditing = tt.allow
-			enableAuditing(&Daemon{Config: cfg, Log: &Logger{max: 7, out: &log}}, ctl)
+			logger := &Logger{out: &log}
+			logger.SetLevel(7)
+			enableAuditing(logger, ctl, tt.allow)
 			st, err := ctl.Status()
 			if err != nil {
 				t.Fatal(err)

@@ -35,6 +35,9 @@ type Options struct {
 	// audit/journal pipeline plugs in here. A returned error other than
 	// context.Canceled stops contidd.
 	Extra []func(ctx context.Context, d *Daemon) error
+	// Reload reads the configuration again, as it was read for Config
+	// (file, drop-ins, then the command line); with it, SIGHUP reloads.
+	Reload func() (config.Config, error)
 }
 
 // Daemon is a running contidd, as seen by the goroutines in Options.Extra.
@@ -51,6 +54,8 @@ type Daemon struct {
 	AuditSpool *os.File
 
 	progress *progress
+	reloadMu sync.Mutex
+	reload   reloadState
 	wg       sync.WaitGroup
 	errCh    chan error
 }
@@ -135,6 +140,7 @@ func Run(ctx context.Context, opts Options) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	d := &Daemon{Config: cfg, Tracker: bpf, Registry: reg, Log: log, errCh: make(chan error, 1), progress: newProgress(watchdogInterval())}
+	d.reload.current = cfg
 	d.Manager = cdbus.NewManager(cdbus.Config{
 		Registry: reg, Tracker: bpf, Cgroups: cgroups{root}, Version: config.Version, Logf: log.Logf,
 		AutotagParents: cfg.AutotagParents,
@@ -214,6 +220,11 @@ func Run(ctx context.Context, opts Options) error {
 		})
 		return nil
 	})
+
+	if opts.Reload != nil {
+		hup := hangups()
+		d.Go(ctx, "reload", func(ctx context.Context) error { return d.watchHangup(ctx, hup, opts.Reload) })
+	}
 
 	notify("READY=1\nSTATUS=" + fmt.Sprintf("%s mode, %s, %d containers", mode, busState, reg.Active()))
 	log.Logf(cdbus.PrioInfo, "contidd %s ready: %s mode, %s, peer-to-peer on %s.", config.Version, mode, busState, cfg.Socket)
