@@ -1,4 +1,4 @@
-package daemon
+package daemon_test
 
 import (
 	"strings"
@@ -6,35 +6,14 @@ import (
 
 	libaudit "github.com/elastic/go-libaudit/v2"
 
-	"github.com/contid/contid/internal/testenv"
-	"github.com/contid/contid/kernel/audit"
+	"github.com/contid/contid/daemon"
 )
 
 // EnableAuditing=no leaves a switched-off kernel audit flag off and says
 // so; the default (the control) switches it on. The kernel's flag is
 // restored afterwards.
 func TestEnableAuditingSetting(t *testing.T) {
-	testenv.RequireRoot(t)
-	ctl, err := audit.NewControl()
-	if err != nil {
-		testenv.Missing(t, "skipped: audit netlink unavailable: %v", err)
-	}
-	t.Cleanup(func() { ctl.Close() })
-	saved, err := ctl.Status()
-	if err != nil {
-		testenv.Missing(t, "skipped: AUDIT_GET refused (needs CAP_AUDIT_CONTROL in the initial namespaces): %v", err)
-	}
-	if saved.Enabled == 2 {
-		testenv.Missing(t, "skipped: the audit configuration is locked (enabled=2)")
-	}
-	setEnabled := func(v uint32) {
-		t.Helper()
-		if err := ctl.SetStatus(libaudit.AuditStatus{Mask: libaudit.AuditStatusEnabled, Enabled: v}); err != nil {
-			t.Fatalf("set the audit enabled flag to %d: %v", v, err)
-		}
-	}
-	t.Cleanup(func() { setEnabled(saved.Enabled) })
-
+	ctl := auditSession(t)
 	tests := []struct {
 		name        string
 		allow       bool
@@ -46,11 +25,11 @@ func TestEnableAuditingSetting(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			setEnabled(0)
+			if err := ctl.SetStatus(libaudit.AuditStatus{Mask: libaudit.AuditStatusEnabled, Enabled: 0}); err != nil {
+				t.Fatalf("switch auditing off: %v", err)
+			}
 			var log strings.Builder
-			logger := &Logger{out: &log}
-			logger.SetLevel(7)
-			enableAuditing(logger, ctl, tt.allow)
+			daemon.EnableAuditing(daemon.NewTestLogger(&log, 7), ctl, tt.allow)
 			st, err := ctl.Status()
 			if err != nil {
 				t.Fatal(err)
