@@ -103,12 +103,18 @@ func (h *heartbeat) beat()  { h.last.Store(time.Now().UnixNano()) }
 func (h *heartbeat) begin() { h.busySince.Store(time.Now().UnixNano()) }
 func (h *heartbeat) end()   { h.busySince.Store(0); h.beat() }
 
-// stalled names the loops that have not moved for longer than limit,
-// with how long each has been stuck.
-func (p *progress) stalled(now time.Time, limit time.Duration) []string {
+// stall is a loop that has not moved for age.
+type stall struct {
+	name string
+	age  time.Duration
+}
+
+// stalled lists the loops that have not moved for longer than limit, by
+// name.
+func (p *progress) stalled(now time.Time, limit time.Duration) []stall {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	var out []string
+	var out []stall
 	for name, h := range p.loops {
 		since := h.busySince.Load()
 		if h.ticking {
@@ -118,11 +124,23 @@ func (p *progress) stalled(now time.Time, limit time.Duration) []string {
 			continue
 		}
 		if age := now.Sub(time.Unix(0, since)); age > limit {
-			out = append(out, fmt.Sprintf("%s (%s)", name, age.Round(time.Second)))
+			out = append(out, stall{name, age})
 		}
 	}
-	sort.Strings(out)
+	sort.Slice(out, func(i, j int) bool { return out[i].name < out[j].name })
 	return out
+}
+
+// describe names the stalled loops for the log: "audit reader (3s)", and
+// joins their names alone, by which the watchdog tells a new stall from
+// the one it already reported.
+func describe(stuck []stall) (text, names string) {
+	var t, n []string
+	for _, s := range stuck {
+		t = append(t, fmt.Sprintf("%s (%s)", s.name, s.age.Round(time.Second)))
+		n = append(n, s.name)
+	}
+	return strings.Join(t, ", "), strings.Join(n, ",")
 }
 
 // watchdog pings systemd while every loop makes progress, four times per
@@ -139,23 +157,23 @@ func watchdog(ctx context.Context, p *progress, log *Logger) error {
 	limit := interval / 2
 	t := time.NewTicker(interval / 4)
 	defer t.Stop()
-	var held []string
+	held := ""
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case now := <-t.C:
-			stuck := p.stalled(now, limit)
-			if len(stuck) > 0 {
-				if strings.Join(stuck, ",") != strings.Join(held, ",") {
-					log.Logf(cdbus.PrioErr, "Not pinging the watchdog: no progress in %s; systemd restarts contidd if this lasts.", strings.Join(stuck, ", "))
+			if stuck := p.stalled(now, limit); len(stuck) > 0 {
+				text, names := describe(stuck)
+				if names != held {
+					log.Logf(cdbus.PrioErr, "Not pinging the watchdog: no progress in %s; systemd restarts contidd if this lasts.", text)
 				}
-				held = stuck
+				held = names
 				continue
 			}
-			if held != nil {
+			if held != "" {
 				log.Logf(cdbus.PrioNotice, "Every loop makes progress again; pinging the watchdog.")
-				held = nil
+				held = ""
 			}
 			_, _ = sddaemon.SdNotify(false, "WATCHDOG=1")
 		}
