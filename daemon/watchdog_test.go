@@ -32,13 +32,13 @@ func TestWatchdogFollowsLoopProgress(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer journalSock.Close()
-	const watchdogSec = 2 * time.Second
+	const watchdogTimeout = 2 * time.Second
 	e.start([]string{"WATCHDOG_USEC=2000000"}, "--journal-socket", journalPath)
 
 	start := time.Now()
-	time.Sleep(2 * watchdogSec)
+	time.Sleep(2 * watchdogTimeout)
 	if n := e.notify.count("WATCHDOG=1", start); n < 4 {
-		t.Fatalf("%d watchdog pings in %s of an idle contidd, want at least 4 (one every %s)", n, 2*watchdogSec, watchdogSec/4)
+		t.Fatalf("%d watchdog pings in %s of an idle contidd, want at least 4 (one every %s)", n, 2*watchdogTimeout, watchdogTimeout/4)
 	}
 
 	// Nobody reads the journal socket: its queue (net.unix.max_dgram_qlen
@@ -48,7 +48,7 @@ func TestWatchdogFollowsLoopProgress(t *testing.T) {
 			t.Fatalf("write an audit user record: %v", err)
 		}
 	}
-	line, ok := e.log.waitFor("Not pinging the watchdog", 3*watchdogSec)
+	line, ok := e.log.waitFor("Not pinging the watchdog", 3*watchdogTimeout)
 	if !ok {
 		t.Fatal("contidd kept pinging with its journal writer blocked")
 	}
@@ -56,9 +56,9 @@ func TestWatchdogFollowsLoopProgress(t *testing.T) {
 		t.Errorf("the log names the wrong loops: %q", line)
 	}
 	stalled := time.Now()
-	time.Sleep(watchdogSec)
+	time.Sleep(watchdogTimeout)
 	if n := e.notify.count("WATCHDOG=1", stalled); n != 0 {
-		t.Errorf("%d watchdog pings in the %s after the audit loop stalled, want none", n, watchdogSec)
+		t.Errorf("%d watchdog pings in the %s after the audit loop stalled, want none", n, watchdogTimeout)
 	}
 	// The other loops still run: the D-Bus loop answers a client.
 	c, err := client.ConnectP2P(e.sock)
@@ -79,14 +79,14 @@ func TestWatchdogFollowsLoopProgress(t *testing.T) {
 		defer close(drained)
 		buf := make([]byte, 1<<16)
 		for {
-			_ = journalSock.SetReadDeadline(time.Now().Add(3 * watchdogSec))
+			_ = journalSock.SetReadDeadline(time.Now().Add(3 * watchdogTimeout))
 			if _, err := journalSock.Read(buf); err != nil {
 				return
 			}
 		}
 	}()
 	recovered := time.Now()
-	if !e.notify.waitSince("WATCHDOG=1", recovered, 3*watchdogSec) {
+	if !e.notify.waitSince("WATCHDOG=1", recovered, 3*watchdogTimeout) {
 		t.Fatal("no watchdog ping after the journal socket was read again")
 	}
 	if _, ok := e.log.waitFor("pinging the watchdog", time.Second); !ok {
