@@ -71,6 +71,7 @@ type Config struct {
 	LoadRules       bool
 	RulesFile       string
 	BacklogLimit    uint32
+	EnableAuditing  bool
 }
 
 // Default returns the configuration used when the file is absent.
@@ -90,6 +91,7 @@ func Default() Config {
 		LoadRules:       true,
 		RulesFile:       "/usr/share/contid/contid.rules",
 		BacklogLimit:    8192,
+		EnableAuditing:  true,
 	}
 }
 
@@ -99,22 +101,63 @@ var LogLevels = map[string]int{
 	"warning": 4, "notice": 5, "info": 6, "debug": 7,
 }
 
-// Load reads the file at p on top of the defaults. A missing file is not
-// an error: contidd must start on a fresh install.
+// Load reads the file at p on top of the defaults, then the drop-ins of
+// DropInDir(p) (see Files). A missing file or directory is not an error:
+// contidd must start on a fresh install. The result is validated as a
+// whole, so a drop-in may correct a value of the main file.
 func Load(p string) (Config, error) {
 	cfg := Default()
-	f, err := os.Open(p)
-	if errors.Is(err, os.ErrNotExist) {
-		return cfg, nil
-	}
+	files, err := Files(p)
 	if err != nil {
-		return cfg, fmt.Errorf("open config: %w", err)
-	}
-	defer f.Close()
-	if err := cfg.parse(f, p); err != nil {
 		return cfg, err
 	}
-	return cfg, nil
+	for _, name := range files {
+		if err := cfg.parseFile(name); err != nil {
+			return cfg, err
+		}
+	}
+	return cfg, cfg.Validate()
+}
+
+// DropInDir is the drop-in directory of the configuration file p:
+// /etc/contid/contid.conf.d for /etc/contid/contid.conf.
+func DropInDir(p string) string { return p + ".d" }
+
+// Files lists what Load reads, in order: the file at p if it exists, then
+// the *.conf files of DropInDir(p) in lexical order of their names, so
+// that, as with systemd's drop-ins, a later file's setting wins.
+func Files(p string) ([]string, error) {
+	var files []string
+	if _, err := os.Stat(p); err == nil {
+		files = append(files, p)
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("open config: %w", err)
+	}
+	dir := DropInDir(p)
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return files, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read drop-in directory: %w", err)
+	}
+	// os.ReadDir sorts by name.
+	for _, e := range entries {
+		if e.IsDir() || !strings.HasSuffix(e.Name(), ".conf") {
+			continue
+		}
+		files = append(files, path.Join(dir, e.Name()))
+	}
+	return files, nil
+}
+
+func (c *Config) parseFile(name string) error {
+	f, err := os.Open(name)
+	if err != nil {
+		return fmt.Errorf("open config: %w", err)
+	}
+	defer f.Close()
+	return c.parseSettings(f, name)
 }
 
 // Parse reads a configuration from r on top of the defaults; name is used
@@ -126,6 +169,15 @@ func Parse(r io.Reader, name string) (Config, error) {
 }
 
 func (c *Config) parse(r io.Reader, name string) error {
+	if err := c.parseSettings(r, name); err != nil {
+		return err
+	}
+	return c.Validate()
+}
+
+// parseSettings applies the settings in r without validating the result,
+// which may be only part of the configuration.
+func (c *Config) parseSettings(r io.Reader, name string) error {
 	sc := bufio.NewScanner(r)
 	section := ""
 	lineNo := 0
@@ -163,7 +215,7 @@ func (c *Config) parse(r io.Reader, name string) error {
 	if err := sc.Err(); err != nil {
 		return fmt.Errorf("read %s: %w", name, err)
 	}
-	return c.Validate()
+	return nil
 }
 
 func (c *Config) set(section, key, value string) error {
@@ -204,6 +256,8 @@ func (c *Config) set(section, key, value string) error {
 		var v uint64
 		v, err = strconv.ParseUint(value, 10, 32)
 		c.BacklogLimit = uint32(v)
+	case "Audit.EnableAuditing":
+		c.EnableAuditing, err = parseBool(value)
 	default:
 		return errors.New("unknown key")
 	}

@@ -48,26 +48,22 @@ func AuditPipeline(journalSocket string) func(ctx context.Context, d *Daemon) er
 		}
 		defer ctl.Close()
 		d.Manager.SetAuditor(journal.NewRecorder(ctl, w))
-		// journald of systemd 252 switches auditing off when it starts
-		// (its Audit= default); without records there is nothing to
-		// attribute.
-		if was, err := ctl.Enable(); err != nil {
-			d.Log.Logf(cdbus.PrioWarning, "Kernel auditing is off and could not be switched on: %v", err)
-		} else if !was {
-			d.Log.Logf(cdbus.PrioNotice, "Kernel auditing was off; switched it on.")
-		}
+		enableAuditing(d.Log, ctl, d.Config.EnableAuditing)
 		if remove, err := ctl.ExemptSelf(); err != nil {
 			d.Log.Logf(cdbus.PrioWarning, "contidd's own system calls stay audited (%v): attributing an event then causes more.", err)
 		} else {
 			defer func() { _ = remove() }()
 		}
-		if limit := d.Config.BacklogLimit; limit > 0 {
-			if was, err := ctl.RaiseBacklogLimit(limit); err != nil {
-				d.Log.Logf(cdbus.PrioWarning, "%v", err)
-			} else if was < limit {
-				d.Log.Logf(cdbus.PrioNotice, "Raised the kernel audit backlog limit from %d to %d.", was, limit)
+		raiseBacklogLimit(d.Log, ctl, d.Config.BacklogLimit)
+		// The settings a reload applies to the kernel's audit state.
+		defer d.onReload(func(prev, next config.Config) {
+			if next.EnableAuditing != prev.EnableAuditing {
+				enableAuditing(d.Log, ctl, next.EnableAuditing)
 			}
-		}
+			if next.BacklogLimit != prev.BacklogLimit {
+				raiseBacklogLimit(d.Log, ctl, next.BacklogLimit)
+			}
+		})()
 		if d.Config.LoadRules {
 			loaded, refused, err := ctl.LoadRules(d.Config.RulesFile)
 			if err != nil {
@@ -93,7 +89,12 @@ func AuditPipeline(journalSocket string) func(ctx context.Context, d *Daemon) er
 			defer spool.Close()
 			fcfg.Done = spool.Done
 		}
-		fwd := journal.NewForwarder(w, registryContainers{d.Registry}, fcfg)
+		// Watched while the reader runs; not after, when its end is
+		// either shutdown or an error that stops contidd anyway.
+		readBeat, writeBeat := d.progress.loop("audit reader"), d.progress.work("journal writer")
+		defer d.progress.remove("audit reader")
+		defer d.progress.remove("journal writer")
+		fwd := journal.NewForwarder(watchedSender{w, writeBeat}, registryContainers{d.Registry}, fcfg)
 		defer fwd.Close()
 
 		d.Manager.SetAuditState(auditState(d, ctl, r))
@@ -106,7 +107,7 @@ func AuditPipeline(journalSocket string) func(ctx context.Context, d *Daemon) er
 			defer close(saved)
 			keepPosition(ctx, d, r)
 		}()
-		err = r.Run(ctx, fwd)
+		err = r.Run(ctx, beatingForwarder{fwd, readBeat})
 		<-saved
 		savePosition(d, r)
 		fwd.Flush()
@@ -114,6 +115,45 @@ func AuditPipeline(journalSocket string) func(ctx context.Context, d *Daemon) er
 			return nil
 		}
 		return fmt.Errorf("audit reader: %w", err)
+	}
+}
+
+// enableAuditing switches kernel auditing on when EnableAuditing= allows
+// it: journald of systemd 252 switches it off when it starts (its Audit=
+// default), and without records there is nothing to attribute. With
+// EnableAuditing=no the enabled flag is the administrator's; contidd only
+// says, loudly, when it finds auditing off, because its audit trail then
+// stays empty.
+func enableAuditing(log *Logger, ctl *audit.Control, allow bool) {
+	if allow {
+		if was, err := ctl.Enable(); err != nil {
+			log.Logf(cdbus.PrioWarning, "Kernel auditing is off and could not be switched on: %v", err)
+		} else if !was {
+			log.Logf(cdbus.PrioNotice, "Kernel auditing was off; switched it on.")
+		}
+		return
+	}
+	st, err := ctl.Status()
+	switch {
+	case err != nil:
+		log.Logf(cdbus.PrioWarning, "Cannot read whether kernel auditing is on (%v); EnableAuditing=no leaves it as it is.", err)
+	case st.Enabled == 0:
+		log.Logf(cdbus.PrioWarning, "Kernel auditing is off and EnableAuditing=no leaves it off: no audit events arrive, so none are attributed or written, until it is switched on (auditctl -e 1).")
+	default:
+		log.Logf(cdbus.PrioInfo, "Kernel auditing is on (EnableAuditing=no: contidd would have left it off).")
+	}
+}
+
+// raiseBacklogLimit raises the kernel's audit backlog limit to limit (0:
+// leave it alone) and never lowers it.
+func raiseBacklogLimit(log *Logger, ctl *audit.Control, limit uint32) {
+	if limit == 0 {
+		return
+	}
+	if was, err := ctl.RaiseBacklogLimit(limit); err != nil {
+		log.Logf(cdbus.PrioWarning, "%v", err)
+	} else if was < limit {
+		log.Logf(cdbus.PrioNotice, "Raised the kernel audit backlog limit from %d to %d.", was, limit)
 	}
 }
 

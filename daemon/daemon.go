@@ -35,6 +35,9 @@ type Options struct {
 	// audit/journal pipeline plugs in here. A returned error other than
 	// context.Canceled stops contidd.
 	Extra []func(ctx context.Context, d *Daemon) error
+	// Reload reads the configuration again, as it was read for Config
+	// (file, drop-ins, then the command line); with it, SIGHUP reloads.
+	Reload func() (config.Config, error)
 }
 
 // Daemon is a running contidd, as seen by the goroutines in Options.Extra.
@@ -50,8 +53,11 @@ type Daemon struct {
 	// AuditSpool is the audit spool an earlier contidd left in the store.
 	AuditSpool *os.File
 
-	wg    sync.WaitGroup
-	errCh chan error
+	progress *progress
+	reloadMu sync.Mutex
+	reload   reloadState
+	wg       sync.WaitGroup
+	errCh    chan error
 }
 
 // Go runs f until ctx ends; its failure stops the daemon.
@@ -133,7 +139,8 @@ func Run(ctx context.Context, opts Options) error {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	d := &Daemon{Config: cfg, Tracker: bpf, Registry: reg, Log: log, errCh: make(chan error, 1)}
+	d := &Daemon{Config: cfg, Tracker: bpf, Registry: reg, Log: log, errCh: make(chan error, 1), progress: newProgress(watchdogInterval())}
+	d.reload.current = cfg
 	d.Manager = cdbus.NewManager(cdbus.Config{
 		Registry: reg, Tracker: bpf, Cgroups: cgroups{root}, Version: config.Version, Logf: log.Logf,
 		AutotagParents: cfg.AutotagParents,
@@ -166,6 +173,12 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	if ln != nil {
 		d.Go(ctx, "peer-to-peer endpoint", func(ctx context.Context) error { return d.Manager.ServeP2P(ctx, ln) })
+		// The probe's calls go through the same endpoint and router as
+		// every client's, whichever transport that client uses.
+		probed := d.progress.loop("D-Bus loop")
+		d.Go(ctx, "D-Bus probe", func(ctx context.Context) error {
+			return probeBus(ctx, ln.Addr().String(), d.progress.beatEvery(), probed)
+		})
 	}
 
 	busState := "no system bus"
@@ -186,11 +199,14 @@ func Run(ctx context.Context, opts Options) error {
 	}
 
 	d.Go(ctx, "manager", func(ctx context.Context) error { d.Manager.Run(ctx); return nil })
-	d.Go(ctx, "kernel events", func(ctx context.Context) error { return kernelEvents(ctx, bpf, d.Manager, log) })
+	kernelBeat := d.progress.loop("kernel event loop")
+	d.Go(ctx, "kernel events", func(ctx context.Context) error {
+		return kernelEvents(ctx, bpf, d.Manager, log, kernelBeat, d.progress.beatEvery())
+	})
 	for _, f := range opts.Extra {
 		d.Go(ctx, "extension", func(ctx context.Context) error { return f(ctx, d) })
 	}
-	d.Go(ctx, "watchdog", watchdog)
+	d.Go(ctx, "watchdog", func(ctx context.Context) error { return watchdog(ctx, d.progress, log) })
 	d.Go(ctx, "status", func(ctx context.Context) error {
 		statusUpdates(ctx, func() string {
 			state := busState
@@ -204,6 +220,11 @@ func Run(ctx context.Context, opts Options) error {
 		})
 		return nil
 	})
+
+	if opts.Reload != nil {
+		hup := hangups()
+		d.Go(ctx, "reload", func(ctx context.Context) error { return d.watchHangup(ctx, hup, opts.Reload) })
+	}
 
 	notify("READY=1\nSTATUS=" + fmt.Sprintf("%s mode, %s, %d containers", mode, busState, reg.Active()))
 	log.Logf(cdbus.PrioInfo, "contidd %s ready: %s mode, %s, peer-to-peer on %s.", config.Version, mode, busState, cfg.Socket)
@@ -304,9 +325,13 @@ func setAutotagParents(bpf kernel.Tracker, parents []string, log *Logger) {
 	}
 }
 
-func kernelEvents(ctx context.Context, t kernel.Tracker, m *cdbus.Manager, log *Logger) error {
+func kernelEvents(ctx context.Context, t kernel.Tracker, m *cdbus.Manager, log *Logger, h *heartbeat, beatEvery time.Duration) error {
 	for {
-		ev, err := t.ReadEvent(ctx)
+		h.beat()
+		ev, ok, err := readEventOrTick(ctx, t, beatEvery)
+		if err == nil && !ok {
+			continue
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -345,24 +370,6 @@ func every(ctx context.Context, interval time.Duration, f func()) {
 			return
 		case <-t.C:
 			f()
-		}
-	}
-}
-
-// watchdog pings systemd at half WATCHDOG_USEC when the unit asks for it.
-func watchdog(ctx context.Context) error {
-	interval, err := sddaemon.SdWatchdogEnabled(false)
-	if err != nil || interval == 0 {
-		return nil
-	}
-	t := time.NewTicker(interval / 2)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-			_, _ = sddaemon.SdNotify(false, "WATCHDOG=1")
 		}
 	}
 }

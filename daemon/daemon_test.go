@@ -29,7 +29,8 @@ func TestOwnerAlive(t *testing.T) {
 
 func TestLoggerPrefixesAndFilters(t *testing.T) {
 	var b strings.Builder
-	l := &Logger{max: 6, out: &b}
+	l := &Logger{out: &b}
+	l.SetLevel(6)
 	l.Logf(3, "bad %d", 1)
 	l.Logf(6, "info\n")
 	l.Logf(7, "debug is filtered")

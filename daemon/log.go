@@ -6,6 +6,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/coreos/go-systemd/v22/journal"
 )
@@ -13,7 +14,7 @@ import (
 // Logger writes to the journal with priorities when journald runs, else
 // to stderr with the "<N>" prefixes systemd and journald understand.
 type Logger struct {
-	max     int
+	max     atomic.Int32
 	journal bool
 	mu      sync.Mutex
 	out     io.Writer
@@ -21,12 +22,18 @@ type Logger struct {
 
 // NewLogger logs messages at priority max and more severe.
 func NewLogger(max int) *Logger {
-	return &Logger{max: max, journal: journal.Enabled(), out: os.Stderr}
+	l := &Logger{journal: journal.Enabled(), out: os.Stderr}
+	l.SetLevel(max)
+	return l
 }
+
+// SetLevel changes the least severe priority logged, as a reload of
+// LogLevel= does.
+func (l *Logger) SetLevel(max int) { l.max.Store(int32(max)) }
 
 // Logf is a dbus.Logf.
 func (l *Logger) Logf(priority int, format string, args ...any) {
-	if priority > l.max {
+	if priority > int(l.max.Load()) {
 		return
 	}
 	msg := strings.TrimRight(fmt.Sprintf(format, args...), "\n")

@@ -83,42 +83,15 @@ func run(args []string) int {
 	if *dropExempt {
 		return dropAuditExemption()
 	}
-	cfg, err := config.Load(*confPath)
+	flags := overrides{stateDir: *stateDir, pinDir: *pinDir, logLevel: *logLevel, mode: *mode, socket: *socket, parents: *parents}
+	load := func() (config.Config, error) { return loadConfig(*confPath, flags) }
+	cfg, err := load()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "<3>contidd: %v\n", err)
+		if errors.Is(err, errBadFlag) {
+			return 2
+		}
 		return 1
-	}
-	set := func(dst *string, v string) {
-		if v != "" {
-			*dst = v
-		}
-	}
-	set(&cfg.StateDirectory, *stateDir)
-	set(&cfg.PinDirectory, *pinDir)
-	set(&cfg.LogLevel, *logLevel)
-	if *mode != "" {
-		cfg.Mode = config.Mode(*mode)
-	}
-	switch *socket {
-	case "":
-	case "none":
-		cfg.Socket = ""
-	default:
-		cfg.Socket = *socket
-	}
-	switch *parents {
-	case "":
-	case "none":
-		cfg.AutotagParents = nil
-	default:
-		cfg.AutotagParents = nil
-		for _, p := range strings.Fields(*parents) {
-			cfg.AutotagParents = append(cfg.AutotagParents, "/"+strings.Trim(path.Clean("/"+p), "/"))
-		}
-	}
-	if err := cfg.Validate(); err != nil {
-		fmt.Fprintf(os.Stderr, "<3>contidd: %v\n", err)
-		return 2
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -128,11 +101,61 @@ func run(args []string) int {
 		BusAddress: *busAddress,
 		NoBus:      *noBus,
 		Extra:      []func(context.Context, *daemon.Daemon) error{daemon.AuditPipeline(*journalSock)},
+		Reload:     load,
 	}); err != nil {
 		fmt.Fprintf(os.Stderr, "<3>contidd: %v\n", err)
 		return 1
 	}
 	return 0
+}
+
+// overrides are the command-line options that override contid.conf.
+type overrides struct {
+	stateDir, pinDir, logLevel, mode, socket, parents string
+}
+
+// errBadFlag marks a configuration the command line made invalid.
+var errBadFlag = errors.New("invalid command-line option")
+
+// loadConfig reads contid.conf and its drop-ins and applies the
+// command-line overrides on top, at start and at each reload alike.
+func loadConfig(confPath string, o overrides) (config.Config, error) {
+	cfg, err := config.Load(confPath)
+	if err != nil {
+		return cfg, err
+	}
+	set := func(dst *string, v string) {
+		if v != "" {
+			*dst = v
+		}
+	}
+	set(&cfg.StateDirectory, o.stateDir)
+	set(&cfg.PinDirectory, o.pinDir)
+	set(&cfg.LogLevel, o.logLevel)
+	if o.mode != "" {
+		cfg.Mode = config.Mode(o.mode)
+	}
+	switch o.socket {
+	case "":
+	case "none":
+		cfg.Socket = ""
+	default:
+		cfg.Socket = o.socket
+	}
+	switch o.parents {
+	case "":
+	case "none":
+		cfg.AutotagParents = nil
+	default:
+		cfg.AutotagParents = nil
+		for _, p := range strings.Fields(o.parents) {
+			cfg.AutotagParents = append(cfg.AutotagParents, "/"+strings.Trim(path.Clean("/"+p), "/"))
+		}
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, fmt.Errorf("%w: %w", errBadFlag, err)
+	}
+	return cfg, nil
 }
 
 // dropAuditExemption runs after contidd stopped, however it stopped, so

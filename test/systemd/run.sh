@@ -531,6 +531,8 @@ else
 fi
 in_ct machinectl terminate "$nest" >/dev/null 2>&1
 
+. "$top/test/systemd/reload.sh"
+
 # --- removal -------------------------------------------------------------
 
 out=$(in_ct env DEBIAN_FRONTEND=noninteractive dpkg --purge contid 2>&1)
