@@ -174,11 +174,14 @@ func Run(ctx context.Context, opts Options) error {
 	if ln != nil {
 		d.Go(ctx, "peer-to-peer endpoint", func(ctx context.Context) error { return d.Manager.ServeP2P(ctx, ln) })
 		// The probe's calls go through the same endpoint and router as
-		// every client's, whichever transport that client uses.
-		probed := d.progress.loop("D-Bus loop")
-		d.Go(ctx, "D-Bus probe", func(ctx context.Context) error {
-			return probeBus(ctx, ln.Addr().String(), d.progress.beatEvery(), probed)
-		})
+		// every client's, whichever transport that client uses. Without
+		// a watchdog nobody asks for its beats, and it stays off.
+		if watchdogInterval() > 0 {
+			probed := d.progress.loop("D-Bus loop")
+			d.Go(ctx, "D-Bus probe", func(ctx context.Context) error {
+				return probeBus(ctx, ln.Addr().String(), d.progress.beatEvery(), probed)
+			})
+		}
 	}
 
 	busState := "no system bus"
