@@ -93,9 +93,11 @@ run_continuity() {
 	CONTIDD_PID=$(contidd_pid)
 	export CONTIDD_PID
 	while [[ ! -e $SCRATCH/cont.done ]] && ((SECONDS - began < 400)); do sleep 1; done
-	# Until the count stops rising (journald under TCG can lag).
+	# Until the count stops rising: under TCG, and more so on a loaded
+	# host, contidd and journald can be minutes behind the loop, and a
+	# pause of 10 s was once taken for the end.
 	last=-1 stable=0
-	for ((i = 0; i < 120 && stable < 10; i++)); do
+	for ((i = 0; i < 300 && stable < 30; i++)); do
 		n=$(cont_count "$cid")
 		if ((n == last)); then stable=$((stable + 1)); else stable=0 last=$n; fi
 		((n == CONT_EXECS)) && break
