@@ -6,7 +6,7 @@
 #
 # Environment:
 #   CONTID_VM_CACHE    where the rootfs tarball is kept (/var/cache/contid-vm)
-#   CONTID_VM_TIMEOUT  seconds qemu may run before it is killed (2400)
+#   CONTID_VM_TIMEOUT  seconds qemu may run before it is killed (3000)
 #   CONTID_VM_ACCEL    kvm | tcg | auto (auto: KVM only where it can work)
 #   CONTID_VM_MIRROR   Debian mirror URL; default: the one apt already uses
 #   CONTID_VM_KEEP     1 keeps the work directory for debugging
@@ -24,7 +24,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 OUT=$HERE/out
 CACHE=${CONTID_VM_CACHE:-/var/cache/contid-vm}
-TIMEOUT=${CONTID_VM_TIMEOUT:-2400}
+TIMEOUT=${CONTID_VM_TIMEOUT:-3000}
 T0=$(date +%s)
 STEP="start"
 STEP_T0=$T0
