@@ -17,6 +17,17 @@ import (
 // event; converting between clocks adds a little more.
 const attributionSlack = 20 * time.Millisecond
 
+// clockLag bounds how far the coarse clock audit reads at syscall entry
+// may lag behind the precise one pid_tags is stamped with. It moves on
+// timer ticks, and where ticks come late (a loaded virtual machine) it
+// was seen to read more than attributionSlack before the start of the
+// process that made the call: its exec then matched no life of the PID
+// and went unwritten. A stamp that early is still attributed to the
+// current life when no earlier life could have made it: the previous
+// one had exited before the stamp, and pid_tags records every life since
+// contid loaded, so no third process held the PID in between.
+const clockLag = time.Second
+
 // ProcessID reads the ID of the live process behind pidfd.
 func (b *BPF) ProcessID(pidfd int) (contid.ID, error) {
 	var tt taskTag
@@ -104,6 +115,10 @@ func attribute(pt pidTag, t int64, slack time.Duration) (contid.ID, contid.Attri
 		return r.ExitNS == 0 || t <= int64(r.ExitNS)+int64(slack)
 	}
 	cur, prev := covers(pt.Cur), covers(pt.Prev)
+	if !cur && !prev && pt.Cur.StartNS != 0 && t < int64(pt.Cur.StartNS) && t >= int64(pt.Cur.StartNS)-int64(clockLag) &&
+		(pt.Prev.StartNS == 0 || (pt.Prev.ExitNS != 0 && t > int64(pt.Prev.ExitNS)+int64(slack))) {
+		cur = true
+	}
 	var r pidRecord
 	switch {
 	case cur && prev && pt.Cur.ID != pt.Prev.ID:

@@ -19,6 +19,21 @@ cont_count() {
 		grep -oE 'contid-vm-cont-[0-9]+' | sort -u | wc -l
 }
 
+# cont_missing CID: which execs of the loop are not in the journal under
+# container CID, and what the journal holds for the first few of them
+# under any container or none.
+cont_missing() {
+	local have missing m
+	have=$(journalctl -q --no-pager SYSLOG_IDENTIFIER=contidd "AUDIT_CONTAINER_ID=$1" -o json 2>/dev/null |
+		grep -oE 'contid-vm-cont-[0-9]+' | sort -u)
+	missing=$(comm -23 <(seq 1 "$CONT_EXECS" | sed 's/^/contid-vm-cont-/' | sort) <(echo "$have"))
+	printf 'missing: %s' "$(echo "$missing" | head -n 8 | tr '\n' ' ')"
+	for m in $(echo "$missing" | head -n 3); do
+		printf '; %s elsewhere: %s' "$m" "$(journalctl -q --no-pager -o json 2>/dev/null | grep -E "\"?$m( |\")" |
+			grep -oE '"(SYSLOG_IDENTIFIER|AUDIT_CONTAINER_ID|AUDIT_EVENT_ID|AUDIT_FIELD_PID|_TRANSPORT)":"[^"]*"' | tr '\n' ' ' | head -c 400)"
+	done
+}
+
 cont_restore() {
 	auditctl -d always,exit -F arch=b64 -S execve -k "$CONT_KEY" >/dev/null 2>&1
 	systemctl stop "contid-vm-cont.scope" 2>/dev/null
@@ -109,7 +124,7 @@ run_continuity() {
 	elif ((n == CONT_EXECS)); then
 		result continuity PASS "$detail"
 	else
-		result continuity FAIL "$detail; contidd: $(journalctl -q --no-pager -u contidd.service --since "-10min" -o cat | grep -iE 'audit|lost' | tail -n 4 | tr '\n' ' ')"
+		result continuity FAIL "$detail; $(cont_missing "$cid"); contidd: $(journalctl -q --no-pager -u contidd.service --since "-15min" -o cat | grep -iE 'lost|spool|replay|reading on|exempt' | tail -n 8 | tr '\n' ' ')"
 	fi
 	run_stop_gap
 	cont_restore
