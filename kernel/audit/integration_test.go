@@ -588,7 +588,15 @@ func TestThroughput(t *testing.T) {
 		}
 	}
 	if len(all) != res.offered {
-		t.Errorf("%d of %d execs reached the journal", len(all), res.offered)
+		t.Errorf("%d of %d execs reached the journal; reader %+v; forwarder %+v", len(all), res.offered, rs, fs)
+		// journald says in its own journal when it fails to store an
+		// entry it was sent.
+		for i, e := range p.journald.Query(t, "SYSLOG_IDENTIFIER=systemd-journald") {
+			if i == 20 {
+				break
+			}
+			t.Logf("journald: %s", e.Get("MESSAGE"))
+		}
 	}
 	if len(missed) > 0 {
 		t.Logf("unattributed by the kernel layer: %v", missed)
