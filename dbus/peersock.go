@@ -4,11 +4,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"os"
-	"strconv"
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/contid/contid/internal/procfd"
 )
 
 // Without SO_PEERPIDFD (before Linux 6.5) the connecting process is known
@@ -103,16 +103,9 @@ func peerInode(fd int) (uint64, error) {
 // descriptors. The caller has pid pinned with a pidfd, so the PID cannot
 // change hands while its descriptors are read.
 func holdsPeer(pid uint32, peer uint64) (bool, error) {
-	dir := "/proc/" + strconv.FormatUint(uint64(pid), 10) + "/fd"
-	ents, err := os.ReadDir(dir)
+	held, err := procfd.HoldsSocket(int(pid), func(inode uint64) bool { return inode == peer })
 	if err != nil {
 		return false, fmt.Errorf("%w: %v", errGone, err)
 	}
-	want := "socket:[" + strconv.FormatUint(peer, 10) + "]"
-	for _, e := range ents {
-		if l, err := os.Readlink(dir + "/" + e.Name()); err == nil && l == want {
-			return true, nil
-		}
-	}
-	return false, nil
+	return held, nil
 }

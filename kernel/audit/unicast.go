@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -15,6 +14,8 @@ import (
 	libaudit "github.com/elastic/go-libaudit/v2"
 	"github.com/elastic/go-libaudit/v2/auparse"
 	"golang.org/x/sys/unix"
+
+	"github.com/contid/contid/internal/procfd"
 )
 
 // registerTimeout bounds the wait for the kernel's answer to AUDIT_SET.
@@ -272,41 +273,29 @@ func holdsAuditSocket(pid int) bool {
 	if err != nil {
 		return true
 	}
-	fdDir := fmt.Sprintf("/proc/%d/fd", pid)
-	fds, err := os.ReadDir(fdDir)
+	held, err := procfd.HoldsSocket(pid, func(inode uint64) bool { return audit[inode] })
 	if errors.Is(err, fs.ErrNotExist) {
 		return false
 	}
-	if err != nil {
-		return true
-	}
-	for _, fd := range fds {
-		link, err := os.Readlink(filepath.Join(fdDir, fd.Name()))
-		if err != nil {
-			continue
-		}
-		ino, ok := strings.CutPrefix(link, "socket:[")
-		if ok && audit[strings.TrimSuffix(ino, "]")] {
-			return true
-		}
-	}
-	return false
+	return held || err != nil
 }
 
 // auditSocketInodes lists the inodes of the audit netlink sockets open in
 // this network namespace, from /proc/net/netlink (its Eth column is the
 // netlink protocol, its last column the inode).
-func auditSocketInodes() (map[string]bool, error) {
+func auditSocketInodes() (map[uint64]bool, error) {
 	b, err := os.ReadFile("/proc/net/netlink")
 	if err != nil {
 		return nil, err
 	}
-	inodes := map[string]bool{}
+	inodes := map[uint64]bool{}
 	lines := strings.Split(string(b), "\n")
 	for _, line := range lines[1:] {
 		f := strings.Fields(line)
 		if len(f) >= 10 && f[1] == strconv.Itoa(unix.NETLINK_AUDIT) {
-			inodes[f[len(f)-1]] = true
+			if inode, err := strconv.ParseUint(f[len(f)-1], 10, 64); err == nil {
+				inodes[inode] = true
+			}
 		}
 	}
 	return inodes, nil
