@@ -20,6 +20,7 @@ import (
 	"github.com/contid/contid/config"
 	cdbus "github.com/contid/contid/dbus"
 	"github.com/contid/contid/dbus/client"
+	"github.com/contid/contid/internal/procstat"
 	"github.com/contid/contid/kernel"
 	"github.com/contid/contid/registry"
 )
@@ -89,7 +90,7 @@ func ownerAlive(pid uint32, start uint64) bool {
 	if pid == 0 {
 		return false
 	}
-	s, err := kernel.ProcessStartTicks(int(pid))
+	s, err := procstat.StartTicks(int(pid))
 	return err == nil && s == start
 }
 

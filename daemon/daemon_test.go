@@ -5,13 +5,13 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/contid/contid/kernel"
+	"github.com/contid/contid/internal/procstat"
 )
 
 // ownerAlive pins the owner by start time: the same PID with another
 // start time is a reused PID, not the owner.
 func TestOwnerAlive(t *testing.T) {
-	start, err := kernel.ProcessStartTicks(os.Getpid())
+	start, err := procstat.StartTicks(os.Getpid())
 	if err != nil {
 		t.Fatal(err)
 	}

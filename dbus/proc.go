@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/contid/contid"
+	"github.com/contid/contid/internal/procstat"
 	"github.com/contid/contid/kernel"
 )
 
@@ -62,9 +63,9 @@ func readStatus(pid uint32) (procStatus, error) {
 	return st, nil
 }
 
-// startTime identifies a process across PID reuse (kernel.ProcessStartTicks).
+// startTime identifies a process across PID reuse (procstat.StartTicks).
 func startTime(pid uint32) (uint64, error) {
-	t, err := kernel.ProcessStartTicks(int(pid))
+	t, err := procstat.StartTicks(int(pid))
 	if errors.Is(err, os.ErrNotExist) {
 		return 0, fmt.Errorf("%w: %v", errGone, err)
 	}

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/contid/contid"
+	"github.com/contid/contid/internal/procstat"
 )
 
 var (
@@ -421,7 +422,7 @@ func (b *BPF) protectSelf() error {
 	)
 	it := tm.Iterate()
 	for it.Next(&tgid, &start) {
-		if now, err := ProcessStartTicks(int(tgid)); err != nil || now != start {
+		if now, err := procstat.StartTicks(int(tgid)); err != nil || now != start {
 			gone = append(gone, tgid)
 		}
 	}
@@ -432,7 +433,7 @@ func (b *BPF) protectSelf() error {
 		_ = tm.Delete(g)
 	}
 	self := os.Getpid()
-	start, err := ProcessStartTicks(self)
+	start, err := procstat.StartTicks(self)
 	if err != nil {
 		return fmt.Errorf("protect own process: %w", err)
 	}

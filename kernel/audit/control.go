@@ -18,6 +18,8 @@ import (
 	"github.com/elastic/go-libaudit/v2/rule"
 	"github.com/elastic/go-libaudit/v2/rule/flags"
 	"golang.org/x/sys/unix"
+
+	"github.com/contid/contid/internal/procstat"
 )
 
 // Record types contid writes as user messages (docs/DESIGN.md).
@@ -332,8 +334,13 @@ func (c *Control) RulesState(path string) (loaded int, missing []RuleLine, err e
 const auditFilterPrepend = 0x10
 
 // selfRuleKey marks the rule by which contidd exempts its own system
-// calls.
-const selfRuleKey = "contid-self"
+// calls. A second key, selfStartKey and the process's start time, says
+// which process the rule's PID meant, so that a rule is known stale once
+// its PID is gone or names another process.
+const (
+	selfRuleKey  = "contid-self"
+	selfStartKey = "contid-self-start="
+)
 
 // ExemptSelf makes the kernel audit none of this process's system calls,
 // as it does for the audit daemon it names. contidd needs it whenever it
@@ -360,8 +367,12 @@ func (c *Control) ExemptSelf() (remove func() error, err error) {
 			loginUID = v
 		}
 	}
-	parsed, err := flags.Parse(fmt.Sprintf("-A never,exit -F pid=%d -F uid=%d -F auid=%d -k %s",
-		os.Getpid(), os.Getuid(), loginUID, selfRuleKey))
+	start, err := procstat.StartTicks(os.Getpid())
+	if err != nil {
+		return nil, fmt.Errorf("exempt own system calls: %w", err)
+	}
+	parsed, err := flags.Parse(fmt.Sprintf("-A never,exit -F pid=%d -F uid=%d -F auid=%d -k %s -k %s%d",
+		os.Getpid(), os.Getuid(), loginUID, selfRuleKey, selfStartKey, start))
 	if err != nil {
 		return nil, fmt.Errorf("exempt own system calls: %w", err)
 	}
@@ -379,19 +390,56 @@ func (c *Control) ExemptSelf() (remove func() error, err error) {
 	return c.DropExemptions, nil
 }
 
-// DropExemptions removes the rules ExemptSelf added, this process's or
-// those of a contidd that died.
-func (c *Control) DropExemptions() error { return c.deleteKeyed(selfRuleKey) }
+// DropExemptions removes the rules ExemptSelf added: this process's, and
+// those of a contidd that is gone. The exemption of another contidd that
+// still runs stays (two run side by side only in tests, but there one
+// must not make the other audit itself without end).
+func (c *Control) DropExemptions() error {
+	return c.deleteMatching(func(line string) bool {
+		return hasKey(line, selfRuleKey) && exemptionStale(line)
+	})
+}
 
-// deleteKeyed deletes every rule with key, as the kernel lists it (the
-// kernel matches a deletion against its own layout of the rule).
-func (c *Control) deleteKeyed(key string) error {
+// exemptionStale: the rule, as go-libaudit prints it, exempts this
+// process, or a process that no longer runs. A rule without the start
+// key (an older contidd's) is stale.
+func exemptionStale(line string) bool {
+	pid, start, ok := exemptedProcess(line)
+	if !ok || pid == os.Getpid() {
+		return true
+	}
+	now, err := procstat.StartTicks(pid)
+	return err != nil || now != start
+}
+
+// exemptedProcess reads the PID and start time an exemption rule names.
+func exemptedProcess(line string) (pid int, start uint64, ok bool) {
+	var havePID, haveStart bool
+	for _, f := range strings.Fields(line) {
+		if v, found := strings.CutPrefix(f, "pid="); found {
+			n, err := strconv.Atoi(v)
+			pid, havePID = n, err == nil
+		}
+	}
+	for _, k := range ruleKeys(line) {
+		if v, found := strings.CutPrefix(k, selfStartKey); found {
+			n, err := strconv.ParseUint(v, 10, 64)
+			start, haveStart = n, err == nil
+		}
+	}
+	return pid, start, havePID && haveStart
+}
+
+// deleteMatching deletes every rule whose command line match accepts, as
+// the kernel lists it (the kernel matches a deletion against its own
+// layout of the rule).
+func (c *Control) deleteMatching(match func(line string) bool) error {
 	held, err := c.Rules()
 	if err != nil {
 		return err
 	}
 	for _, wf := range held {
-		if line, err := rule.ToCommandLine(wf, false); err == nil && hasKey(line, key) {
+		if line, err := rule.ToCommandLine(wf, false); err == nil && match(line) {
 			if err := c.DeleteRule(wf); err != nil {
 				return fmt.Errorf("delete audit rule %s: %w", line, err)
 			}
@@ -402,17 +450,28 @@ func (c *Control) deleteKeyed(key string) error {
 
 // hasKey: the rule, as go-libaudit prints it, carries key exactly.
 func hasKey(line, key string) bool {
-	for _, f := range []string{"-F key=" + key, "-k " + key} {
-		for rest := line; ; {
-			i := strings.Index(rest, f)
-			if i < 0 {
-				break
-			}
-			if end := i + len(f); end == len(rest) || rest[end] == ' ' {
-				return true
-			}
-			rest = rest[i+len(f):]
+	for _, k := range ruleKeys(line) {
+		if k == key {
+			return true
 		}
 	}
 	return false
+}
+
+// ruleKeys lists a printed rule's keys. A rule holds all its keys in one
+// field, joined by AUDIT_KEY_SEPARATOR (0x01), and go-libaudit prints that
+// field as it is.
+func ruleKeys(line string) []string {
+	var keys []string
+	fields := strings.Fields(line)
+	for i, f := range fields {
+		v, ok := strings.CutPrefix(f, "key=")
+		if !ok && f == "-k" && i+1 < len(fields) {
+			v, ok = fields[i+1], true
+		}
+		if ok {
+			keys = append(keys, strings.Split(v, "\x01")...)
+		}
+	}
+	return keys
 }

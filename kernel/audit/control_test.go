@@ -1,11 +1,14 @@
 package audit
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/contid/contid/internal/procstat"
 )
 
 // TestHasKey: the exemption's rules are found by their key exactly, so an
@@ -22,9 +25,55 @@ func TestHasKey(t *testing.T) {
 		{"-a always,exit -S bpf -F key=contid-selfie -F key=contid-self", true},
 		{"-a always,exit -S bpf -F key=my-contid-self", false},
 		{"-a always,exit -S bpf", false},
+		{"-a never,exit -S all -F pid=1 -F key=contid-self\x01contid-self-start=5", true},
+		{"-a never,exit -S all -F pid=1 -F key=other\x01contid-self", true},
+		{"-a never,exit -S all -F pid=1 -F key=contid-self-start=5", false},
 	} {
 		if got := hasKey(tc.line, selfRuleKey); got != tc.want {
 			t.Errorf("hasKey(%q) = %v, want %v", tc.line, got, tc.want)
+		}
+	}
+}
+
+// TestExemptionStale: DropExemptions removes this process's exemption and
+// those of processes that are gone, and keeps one whose PID still names
+// the process that made it, so that two contidd side by side (tests) do
+// not undo each other's.
+func TestExemptionStale(t *testing.T) {
+	other := exec.Command("sleep", "30")
+	if err := other.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = other.Process.Kill(); _ = other.Wait() }()
+	start, err := procstat.StartTicks(other.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone := exec.Command("true")
+	if err := gone.Run(); err != nil {
+		t.Fatal(err)
+	}
+	own, err := procstat.StartTicks(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rule := func(pid int, start uint64) string {
+		return fmt.Sprintf("-a never,exit -S all -F pid=%d -F uid=0 -F auid=-1 -F key=%s\x01%s%d", pid, selfRuleKey, selfStartKey, start)
+	}
+	for _, tc := range []struct {
+		name  string
+		line  string
+		stale bool
+	}{
+		{"this process", rule(os.Getpid(), own), true},
+		{"another that runs", rule(other.Process.Pid, start), false},
+		{"PID reused", rule(other.Process.Pid, start+1), true},
+		{"gone", rule(gone.Process.Pid, 1), true},
+		{"no start key", fmt.Sprintf("-a never,exit -S all -F pid=%d -F key=%s", other.Process.Pid, selfRuleKey), true},
+		{"no PID", fmt.Sprintf("-a never,exit -S all -F key=%s\x01%s%d", selfRuleKey, selfStartKey, start), true},
+	} {
+		if got := exemptionStale(tc.line); got != tc.stale {
+			t.Errorf("%s: exemptionStale(%q) = %v, want %v", tc.name, tc.line, got, tc.stale)
 		}
 	}
 }

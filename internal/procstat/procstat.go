@@ -1,4 +1,7 @@
-package kernel
+// Package procstat reads what /proc/PID/stat says about a process that
+// the rest of contid relies on: its start time, which names it across PID
+// reuse.
+package procstat
 
 import (
 	"bytes"
@@ -10,10 +13,10 @@ import (
 // errMalformedStat: a /proc/PID/stat line without the fields it must have.
 var errMalformedStat = errors.New("malformed /proc/PID/stat")
 
-// ProcessStartTicks is field 22 of /proc/PID/stat, the start time in clock
+// StartTicks is field 22 of /proc/PID/stat, the start time in clock
 // ticks since boot: with the PID it names one process for good, across
 // PID reuse. The guards compare it with the kernel's start_boottime.
-func ProcessStartTicks(pid int) (uint64, error) {
+func StartTicks(pid int) (uint64, error) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
 		return 0, err

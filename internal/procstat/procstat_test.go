@@ -1,4 +1,4 @@
-package kernel
+package procstat
 
 import (
 	"os"
@@ -23,7 +23,7 @@ func TestStatStartTicks(t *testing.T) {
 			t.Errorf("statStartTicks(%q) = %d, %v; want %d ok=%v", tt.in, got, err, tt.want, tt.ok)
 		}
 	}
-	if _, err := ProcessStartTicks(os.Getpid()); err != nil {
+	if _, err := StartTicks(os.Getpid()); err != nil {
 		t.Errorf("own start time: %v", err)
 	}
 }
