@@ -13,7 +13,8 @@ import (
 // so; the default (the control) switches it on. The kernel's flag is
 // restored afterwards.
 func TestEnableAuditingSetting(t *testing.T) {
-	ctl := auditSession(t)
+	// It switches kernel auditing off: no other test may run on it then.
+	ctl := auditSession(t, true)
 	tests := []struct {
 		name        string
 		allow       bool

@@ -24,7 +24,7 @@ import (
 // moves and the pings resume, because a loop that recovers before
 // WatchdogSec runs out is no reason for systemd to restart contidd.
 func TestWatchdogFollowsLoopProgress(t *testing.T) {
-	ctl := auditSession(t)
+	ctl := auditSession(t, false)
 	e := newDaemonEnv(t, "[Audit]\nSocket=multicast\nWriteUntagged=yes\n")
 	journalPath := filepath.Join(e.dir, "journal")
 	journalSock, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: journalPath, Net: "unixgram"})
@@ -98,9 +98,11 @@ func TestWatchdogFollowsLoopProgress(t *testing.T) {
 
 // auditSession opens an audit control socket, switches auditing on for
 // the test and restores the kernel's enabled flag afterwards.
-func auditSession(t *testing.T) *audit.Control {
+// exclusive: the test switches auditing off (testenv.LockAuditState).
+func auditSession(t *testing.T, exclusive bool) *audit.Control {
 	t.Helper()
 	testenv.RequireRoot(t)
+	testenv.LockAuditState(t, exclusive)
 	ctl, err := audit.NewControl()
 	if err != nil {
 		testenv.Missing(t, "skipped: audit netlink unavailable: %v", err)

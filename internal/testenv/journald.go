@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -30,7 +31,26 @@ type Journald struct {
 	// Dir is the journal directory to hand to journalctl --directory.
 	Dir string
 
-	pid int
+	pid    int
+	output *lockedBuffer
+}
+
+// lockedBuffer collects journald's output while the test reads it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // journaldConf keeps the private journald off the host's consoles and
@@ -80,19 +100,23 @@ if [ -d /var/log/journal ]; then mount -t tmpfs tmpfs /var/log/journal; fi
 mount --bind %q /etc/systemd/journald.conf
 exec %s`, logDir, conf, journaldBinary)
 
-	var output bytes.Buffer
+	output := &lockedBuffer{}
 	// Without --fork, unshare execs in place, so the PID we get is
 	// journald's own: that is what we kill and what /proc/<pid>/root
 	// resolves through.
 	cmd := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c", script)
-	cmd.Stdout = &output
-	cmd.Stderr = &output
+	// journald says why it refused or failed to store an entry only in
+	// its own log, which would go to the host's kernel log.
+	cmd.Env = append(os.Environ(), "SYSTEMD_LOG_TARGET=console")
+	cmd.Stdout = output
+	cmd.Stderr = output
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("starting journald: %v", err)
 	}
 	j := &Journald{
 		Socket: fmt.Sprintf("/proc/%d/root/run/systemd/journal/socket", cmd.Process.Pid),
 		pid:    cmd.Process.Pid,
+		output: output,
 	}
 	exited := make(chan struct{})
 	go func() {
@@ -131,6 +155,10 @@ exec %s`, logDir, conf, journaldBinary)
 
 // PID is journald's process ID.
 func (j *Journald) PID() int { return j.pid }
+
+// Log is what journald logged about itself so far (its warnings, for
+// one, when it could not store an entry).
+func (j *Journald) Log() string { return j.output.String() }
 
 // Entry is one journal entry as journalctl -o json prints it: every field
 // holds all its values (a field may repeat, e.g. AUDIT_CONTAINER_WITHIN).

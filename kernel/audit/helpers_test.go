@@ -211,6 +211,7 @@ type auditSession struct {
 func newAuditSession(t testing.TB) *auditSession {
 	t.Helper()
 	testenv.RequireRoot(t)
+	testenv.LockAuditState(t, false)
 	ctl, err := audit.NewControl()
 	if err != nil {
 		testenv.Missing(t, "skipped: audit netlink unavailable: %v", err)
