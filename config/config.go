@@ -72,6 +72,9 @@ type Config struct {
 	RulesFile       string
 	BacklogLimit    uint32
 	EnableAuditing  bool
+
+	// [Registry]
+	KeepExited int
 }
 
 // Default returns the configuration used when the file is absent.
@@ -92,6 +95,7 @@ func Default() Config {
 		RulesFile:       "/usr/share/contid/contid.rules",
 		BacklogLimit:    8192,
 		EnableAuditing:  true,
+		KeepExited:      10000,
 	}
 }
 
@@ -195,7 +199,7 @@ func (c *Config) parseSettings(r io.Reader, name string) error {
 				return fail("unterminated section header %q", line)
 			}
 			section = line[1 : len(line)-1]
-			if section != "Manager" && section != "Audit" {
+			if section != "Manager" && section != "Audit" && section != "Registry" {
 				return fail("unknown section [%s]", section)
 			}
 			continue
@@ -258,6 +262,8 @@ func (c *Config) set(section, key, value string) error {
 		c.BacklogLimit = uint32(v)
 	case "Audit.EnableAuditing":
 		c.EnableAuditing, err = parseBool(value)
+	case "Registry.KeepExited":
+		c.KeepExited, err = strconv.Atoi(value)
 	default:
 		return errors.New("unknown key")
 	}
@@ -280,6 +286,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: [Audit] Socket=%q must be auto, unicast or multicast", ErrSyntax, c.AuditSocket)
 	case c.BacklogWaitTime > maxBacklogWaitTime:
 		return fmt.Errorf("%w: BacklogWaitTime=%d must be at most %d (the kernel's limit)", ErrSyntax, c.BacklogWaitTime, maxBacklogWaitTime)
+	case c.KeepExited < 1:
+		return fmt.Errorf("%w: [Registry] KeepExited=%d must be positive", ErrSyntax, c.KeepExited)
 	case c.Socket != "" && !path.IsAbs(c.Socket):
 		return fmt.Errorf("%w: Socket=%q must be an absolute path (or empty to disable)", ErrSyntax, c.Socket)
 	}

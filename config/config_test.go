@@ -29,6 +29,8 @@ func TestParse(t *testing.T) {
 		{"auditing switched on by default", "[Audit]\n", func(c Config) bool { return c.EnableAuditing }, false},
 		{"bad auditing bool", "[Audit]\nEnableAuditing=perhaps\n", nil, true},
 		{"comments", "# c\n; c\n[Manager]\n  Mode = tracking \n", func(c Config) bool { return c.Mode == ModeTracking }, false},
+		{"keep exited", "[Registry]\nKeepExited=500\n", func(c Config) bool { return c.KeepExited == 500 }, false},
+		{"keep exited zero", "[Registry]\nKeepExited=0\n", nil, true},
 		{"unknown key", "[Manager]\nFoo=1\n", nil, true},
 		{"unknown section", "[Bogus]\n", nil, true},
 		{"key outside section", "Mode=auto\n", nil, true},

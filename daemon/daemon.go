@@ -125,6 +125,7 @@ func Run(ctx context.Context, opts Options) error {
 	reg, err := registry.Open(cfg.StateDirectory, bpf, registry.Config{
 		MaxDepth:      cfg.MaxDepth,
 		MaxContainers: cfg.MaxContainers,
+		KeepExited:    cfg.KeepExited,
 		OwnerAlive:    ownerAlive,
 		Logf:          func(f string, a ...any) { log.Logf(cdbus.PrioWarning, f, a...) },
 		// contidd's own cgroup (a unit's is fixed for its life) is

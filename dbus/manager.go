@@ -107,6 +107,13 @@ type Manager struct {
 	// the current pass; see checkExits.
 	exitQueue []contid.ID
 
+	// releases are the kernel entries of removed containers waiting out
+	// ReleaseGrace, oldest first; see release.go.
+	relMu    sync.Mutex
+	releases []pendingRelease
+	// resync: kernel events were lost, read the kernel's tags again.
+	resync atomic.Bool
+
 	// groups says whose allowance a UID draws on (subUIDs), for both
 	// transports; tagCalls counts the tag requests waiting on polkit.
 	groups   *subUIDs
@@ -285,9 +292,13 @@ func (m *Manager) Run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case now := <-t.C:
 			m.flushCounters()
 			m.checkExits()
+			m.releaseDue(now)
+			if m.resync.Swap(false) {
+				m.resyncKernelTags()
+			}
 		}
 	}
 }
@@ -332,6 +343,7 @@ func (m *Manager) checkExits() {
 			m.log(PrioInfo, "Container %d (%s) exited.", c.ID, c.Name)
 			m.audit(func(a Auditor) error { return a.RecordDrop(ec.Chain, ec.Name, ec.Unit) })
 			m.containerRemoved(ec)
+			m.scheduleRelease(ec)
 		}
 	}
 }
@@ -373,12 +385,22 @@ func (m *Manager) Reconcile() error {
 	if err != nil {
 		return fmt.Errorf("read kernel cgroup tags: %w", err)
 	}
+	if adopted := m.adoptKernelTags(tags); adopted > 0 {
+		m.log(PrioInfo, "Adopted %d containers tagged by the kernel while contidd was down.", adopted)
+	}
+	m.markPopulated()
+	return nil
+}
+
+// adoptKernelTags records the kernel's cgroup tags the registry lacks, and
+// lets the entries of removed cgroups go (see release.go). It returns how
+// many live containers it adopted.
+func (m *Manager) adoptKernelTags(tags map[uint64]contid.Tag) int {
 	adopted := 0
 	for cgid, tag := range tags {
 		p, err := m.cfg.Cgroups.PathByID(cgid)
 		if err != nil {
-			// The cgroup is gone; its record, if any, is marked exited by
-			// the exit check.
+			m.releaseRemoved(tag, cgid)
 			continue
 		}
 		if _, isNew, err := m.cfg.Registry.Adopt(tag, registry.Cgroup{Path: p, ID: cgid}); err != nil {
@@ -387,11 +409,7 @@ func (m *Manager) Reconcile() error {
 			adopted++
 		}
 	}
-	if adopted > 0 {
-		m.log(PrioInfo, "Adopted %d containers tagged by the kernel while contidd was down.", adopted)
-	}
-	m.markPopulated()
-	return nil
+	return adopted
 }
 
 // markPopulated seeds the populated memory after a restart from the
@@ -411,6 +429,7 @@ func (m *Manager) HandleKernelEvent(ev kernel.Event) {
 		p, err := m.cfg.Cgroups.PathByID(ev.CgroupID)
 		if err != nil {
 			m.log(PrioDebug, "Autotagged cgroup %d vanished before adoption: %v", ev.CgroupID, err)
+			m.releaseRemoved(ev.Tag, ev.CgroupID)
 			return
 		}
 		c, isNew, err := m.cfg.Registry.Adopt(ev.Tag, registry.Cgroup{Path: p, ID: ev.CgroupID})
@@ -437,7 +456,8 @@ func (m *Manager) HandleKernelEvent(ev kernel.Event) {
 	case kernel.EventLost:
 		// The kernel still enforced and tagged; what is lost is the
 		// news. Said, so that a gap in TamperDenied is never silent.
-		m.log(PrioWarning, "The kernel's event buffer overflowed: %d autotag or denial events were not delivered (their TamperDenied signals and journal records are missing; autotagged cgroups are adopted at the next start).", ev.Count)
+		m.log(PrioWarning, "The kernel's event buffer overflowed: %d autotag or denial events were not delivered (their TamperDenied signals and journal records are missing; autotagged cgroups are adopted from the kernel's tags within a second).", ev.Count)
+		m.resync.Store(true)
 	}
 }
 

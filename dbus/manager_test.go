@@ -61,7 +61,18 @@ func (f *fakeTracker) TagCgroup(id uint64, t contid.Tag) (int, error) {
 	f.mu.Unlock()
 	return 0, nil
 }
-func (f *fakeTracker) UntagCgroup(uint64) error { return nil }
+func (f *fakeTracker) UntagCgroup(id uint64) error {
+	f.mu.Lock()
+	delete(f.tags, id)
+	f.mu.Unlock()
+	return nil
+}
+func (f *fakeTracker) ReleaseID(id contid.ID) error {
+	f.mu.Lock()
+	delete(f.claimed, id)
+	f.mu.Unlock()
+	return nil
+}
 func (f *fakeTracker) CgroupTag(id uint64) (contid.Tag, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -98,3 +98,31 @@ func (b *BPF) SetFloor(floor contid.ID) error {
 	defer b.allocMu.Unlock()
 	return b.raiseCounter(uint64(floor))
 }
+
+// ReleaseID removes id's entry from id_claims; a missing entry is not an
+// error. The caller must hold a record of id that refuses it to every later
+// explicit request (the registry's exited record, or its prune mark): from
+// then on that record, not id_claims, keeps the ID unique. Allocation
+// needs no entry below the counter, since both allocators, the kernel's
+// autotag and AllocateID, only move up from id_counter, which every ID
+// handed out in this boot lies at or below.
+func (b *BPF) ReleaseID(id contid.ID) error {
+	if !validID(id) {
+		return fmt.Errorf("release ID %d: not a valid ID", id)
+	}
+	b.allocMu.Lock()
+	defer b.allocMu.Unlock()
+	next, err := b.counter()
+	if err != nil {
+		return err
+	}
+	// An ID above the counter could still be allocated: keep its claim.
+	if uint64(id) > next {
+		return fmt.Errorf("release ID %d: above the allocation counter %d", id, next)
+	}
+	err = b.maps["id_claims"].Delete(uint64(id))
+	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("release ID %d: %w", id, err)
+	}
+	return nil
+}

@@ -76,6 +76,9 @@ type Tracker interface {
 	// SetFloor makes every later allocation larger than floor (the
 	// high-water mark persisted across reboots).
 	SetFloor(floor contid.ID) error
+	// ReleaseID drops an ID's claim once a record that refuses it for good
+	// has taken over; see BPF.ReleaseID.
+	ReleaseID(id contid.ID) error
 
 	// TagCgroup writes cgroup_tags first, then tags the tasks already in
 	// the cgroup's subtree. It returns how many tasks it tagged.

@@ -142,6 +142,9 @@ type Kernel interface {
 type Config struct {
 	MaxDepth      int // default 8, never more than contid.MaxDepth
 	MaxContainers int // active containers, default 65536
+	// KeepExited is how many exited records are kept, default 10,000;
+	// beyond it the oldest exits are pruned (see pruneExited).
+	KeepExited int
 	// OwnerAlive says whether the owner process still runs (pidfd or
 	// /proc start time); nil means owners are considered gone.
 	OwnerAlive func(pid uint32, start uint64) bool
@@ -156,6 +159,7 @@ type Config struct {
 
 const (
 	defaultMaxContainers = 65536
+	defaultKeepExited    = 10000
 )
 
 type procKey struct {
@@ -197,7 +201,8 @@ type Registry struct {
 	retired map[contid.ID]bool // burnt IDs: allocated or claimed, never recorded
 	// sealed: a run ended without Close while IDs up to here were leased,
 	// so an unrecorded one among them may have been handed out and its
-	// record lost. Explicit requests for them are refused.
+	// record lost; or an exited record up to here was pruned. Explicit
+	// requests for them are refused.
 	sealed contid.ID
 
 	// exitedPaths and exitedCgIDs point at the exited record with the
@@ -206,6 +211,9 @@ type Registry struct {
 	// map lookup instead of a scan of every record.
 	exitedPaths map[string]*entry
 	exitedCgIDs map[uint64]*entry
+	// exitOrder lists the exited records oldest exit first, the order in
+	// which pruneExited drops them.
+	exitOrder []contid.ID
 
 	st       *store
 	closed   bool
@@ -232,6 +240,12 @@ func Open(dir string, k Kernel, cfg Config) (*Registry, error) {
 	case cfg.MaxContainers < 0:
 		return nil, fmt.Errorf("%w: MaxContainers %d is negative", contid.ErrInvalidArgs, cfg.MaxContainers)
 	}
+	switch {
+	case cfg.KeepExited == 0:
+		cfg.KeepExited = defaultKeepExited
+	case cfg.KeepExited < 0:
+		return nil, fmt.Errorf("%w: KeepExited %d is negative", contid.ErrInvalidArgs, cfg.KeepExited)
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -253,6 +267,11 @@ func Open(dir string, k Kernel, cfg Config) (*Registry, error) {
 		return nil, err
 	}
 	r.st = st
+	r.orderExits()
+	if err := r.pruneExited(); err != nil {
+		st.close()
+		return nil, err
+	}
 	if err := k.SetFloor(r.hwm); err != nil {
 		st.close()
 		return nil, fmt.Errorf("raise the kernel's ID floor to %d: %w", r.hwm, err)

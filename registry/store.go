@@ -72,7 +72,7 @@ var minCompactBytes int64 = 1 << 20
 var flushInterval = time.Second
 
 type diskLine struct {
-	Op      string    `json:"op"` // snapshot | put | retire | lease | close
+	Op      string    `json:"op"` // snapshot | put | retire | lease | close | prune
 	Version int       `json:"version,omitempty"`
 	HWM     contid.ID `json:"hwm,omitempty"`
 	// Lease (snapshot and lease lines): IDs up to it may have been handed
@@ -424,6 +424,13 @@ func (s *store) apply(raw []byte, r *Registry, entries map[contid.ID]*entry, ls 
 			return fmt.Errorf("retire of invalid ID %d", uint64(l.ID))
 		}
 		r.retired[l.ID] = true
+	case "prune":
+		if l.ID == contid.Unset || l.ID == contid.Invalid {
+			return fmt.Errorf("prune of invalid ID %d", uint64(l.ID))
+		}
+		delete(entries, l.ID)
+		r.raise(l.ID)
+		r.sealed = max(r.sealed, l.ID)
 	case "put":
 		if l.Rec == nil {
 			return errors.New("put without a record")
@@ -467,6 +474,19 @@ func (s *store) put(old, ne *entry) error {
 	}
 	ne.lineLen = n
 	s.liveBytes += n
+	return nil
+}
+
+// prune writes that an exited record was dropped; its line's bytes are no
+// longer live.
+func (s *store) prune(e *entry) error {
+	if s.journal == nil {
+		return ErrClosed
+	}
+	if _, err := s.append(diskLine{Op: "prune", ID: e.c.ID}); err != nil {
+		return err
+	}
+	s.liveBytes -= e.lineLen
 	return nil
 }
 

@@ -231,7 +231,7 @@ func TestSecondOpenRefused(t *testing.T) {
 }
 
 func TestConfigValidation(t *testing.T) {
-	for _, cfg := range []Config{{MaxDepth: contid.MaxDepth + 1}, {MaxDepth: -1}, {MaxContainers: -1}} {
+	for _, cfg := range []Config{{MaxDepth: contid.MaxDepth + 1}, {MaxDepth: -1}, {MaxContainers: -1}, {KeepExited: -1}} {
 		if _, err := Open(t.TempDir(), newFakeKernel(), cfg); err == nil {
 			t.Errorf("Open accepted %+v", cfg)
 		}

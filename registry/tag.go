@@ -580,8 +580,15 @@ func (r *Registry) exit(e *entry) error {
 	ne := e.dup()
 	ne.c.State = StateExited
 	ne.c.Exited = r.now()
-	_, err := r.commit(e, ne)
-	return err
+	if _, err := r.commit(e, ne); err != nil {
+		return err
+	}
+	r.exitOrder = append(r.exitOrder, ne.c.ID)
+	if err := r.pruneExited(); err != nil {
+		// The records stay; pruning is retried at the next exit.
+		r.warn("pruning exited records failed: %v", err)
+	}
+	return nil
 }
 
 func (r *Registry) now() time.Time {

@@ -87,11 +87,10 @@ func run(args []string) int {
 	load := func() (config.Config, error) { return loadConfig(*confPath, flags) }
 	cfg, err := load()
 	if err != nil {
+		// Exit status 2, which the unit does not restart: a restart
+		// cannot mend the configuration.
 		fmt.Fprintf(os.Stderr, "<3>contidd: %v\n", err)
-		if errors.Is(err, errBadFlag) {
-			return 2
-		}
-		return 1
+		return 2
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)

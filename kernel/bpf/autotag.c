@@ -97,8 +97,14 @@ int BPF_PROG(contid_autotag, struct cgroup *cg, const char *path)
 	nt.flags = FLAG_AUTOTAG | *pflags;
 
 	__u64 cgid = cgroup_id_of(cg);
-	if (bpf_map_update_elem(&cgroup_tags, &cgid, &nt, BPF_NOEXIST) != 0)
+	if (bpf_map_update_elem(&cgroup_tags, &cgid, &nt, BPF_NOEXIST) != 0) {
+		/* cgroup_tags is full (or the cgroup was tagged meanwhile):
+		 * the ID reached nothing and no event names it, so nothing
+		 * else would ever release its claim. The counter has moved
+		 * past it, so no allocator hands it out again. */
+		bpf_map_delete_elem(&id_claims, &id);
 		return 0;
+	}
 
 	struct event *e = event_reserve(EV_AUTOTAG, me);
 	if (!e)

@@ -342,6 +342,9 @@ else
 fi
 note "contidd started $started times so far (NRestarts=$restarts)"
 
+# --- repeated kills ------------------------------------------------------
+. "$top/test/systemd/kills.sh"
+
 # --- the catalog -------------------------------------------------------------
 
 # Something contidd catalogues: a refused tag (a cgroup that does not exist).

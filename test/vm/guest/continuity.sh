@@ -95,7 +95,7 @@ run_continuity() {
 	wait_bus 90
 	pid2=$(contidd_pid)
 	while (($(cont_count "$cid") < 2 * CONT_EXECS / 3)) && ((SECONDS - began < 300)); do sleep 1; done
-	# Then SIGKILL: Restart=on-failure starts the next contidd, which
+	# Then SIGKILL: Restart=always starts the next contidd, which
 	# reads on from the kept socket and replays the kept spool, where the
 	# events the killed one had read and not yet written wait.
 	systemctl kill -s KILL contidd.service

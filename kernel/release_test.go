@@ -1,0 +1,66 @@
+package kernel
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/contid/contid"
+)
+
+// Once a container's cgroup is removed, its tag and its ID's claim can go
+// without losing anything attribution needs: the processes that ran in it
+// are still attributed through pid_tags, and neither allocator hands the
+// ID out again. An ID the allocators have not passed keeps its claim.
+func TestReleaseAfterRemoval(t *testing.T) {
+	requireBPF(t)
+	b := loadTest(t, testPinDir(t))
+	cg := newTestCgroup(t, nil, "released")
+	x := mustAllocate(t, b)
+	mustTagCgroup(t, b, cg, contid.Tag{Chain: contid.Chain{x}})
+
+	cmd := execIn(t, cg, "cat")
+	during := time.Now()
+	cmd.in.Close()
+	if err := cmd.cmd.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	cg.destroy(t)
+	if err := b.UntagCgroup(cg.id); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.ReleaseID(x); err != nil {
+		t.Fatal(err)
+	}
+
+	if _, err := b.CgroupTag(cg.id); !errors.Is(err, ErrNotTagged) {
+		t.Errorf("tag of the removed cgroup after UntagCgroup: %v; want ErrNotTagged", err)
+	}
+	if id, how, err := b.Attribute(uint32(cmd.pid), during); err != nil || id != x || how != contid.ExitedProcess {
+		t.Errorf("Attribute of the exited process after the release = %d, %d, %v; want %d, exited", id, how, err, x)
+	}
+	for range 100 {
+		if y := mustAllocate(t, b); y == x {
+			t.Fatalf("AllocateID handed out the released ID %d again", x)
+		}
+	}
+	// The claim itself is gone: what refuses x now is the registry.
+	if err := b.ClaimID(x); err != nil {
+		t.Errorf("ClaimID(%d) after its release: %v; want the claim gone", x, err)
+	}
+
+	next, err := b.counter()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ahead := contid.ID(next + 10)
+	if err := b.ClaimID(ahead); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.ReleaseID(ahead); err == nil {
+		t.Errorf("ReleaseID(%d) above the counter %d succeeded; an allocator could still reach it", ahead, next)
+	}
+	if err := b.ClaimID(ahead); !errors.Is(err, ErrIDTaken) {
+		t.Errorf("ClaimID(%d) after a refused release: %v; want ErrIDTaken", ahead, err)
+	}
+}
