@@ -118,6 +118,9 @@ func Run(ctx context.Context, opts Options) error {
 	if err := os.MkdirAll(cfg.StateDirectory, 0o700); err != nil {
 		return fmt.Errorf("create state directory: %w", err)
 	}
+	if err := bpf.ProtectDirectory(cfg.StateDirectory); err != nil {
+		return err
+	}
 	own, err := kernel.CgroupOfPID(os.Getpid())
 	if err != nil {
 		return fmt.Errorf("read contidd's own cgroup: %w", err)

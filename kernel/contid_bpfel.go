@@ -16,35 +16,40 @@ import (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	contidMapAutotagParents          = "autotag_parents"
-	contidMapCgroupTags              = "cgroup_tags"
-	contidMapContidConfig            = "contid_config"
-	contidMapEvents                  = "events"
-	contidMapEventsLost              = "events_lost"
-	contidMapIdClaims                = "id_claims"
-	contidMapIdCounter               = "id_counter"
-	contidMapIterTarget              = "iter_target"
-	contidMapPidTags                 = "pid_tags"
-	contidMapProtectedIds            = "protected_ids"
-	contidMapProtectedInodes         = "protected_inodes"
-	contidMapProtectedTasks          = "protected_tasks"
-	contidMapTaskTags                = "task_tags"
-	contidProgContidAutotag          = "contid_autotag"
-	contidProgContidExit             = "contid_exit"
-	contidProgContidFork             = "contid_fork"
-	contidProgContidGuardBpf         = "contid_guard_bpf"
-	contidProgContidGuardBpfMap      = "contid_guard_bpf_map"
-	contidProgContidGuardBpfProg     = "contid_guard_bpf_prog"
-	contidProgContidGuardInodeRename = "contid_guard_inode_rename"
-	contidProgContidGuardInodeRmdir  = "contid_guard_inode_rmdir"
-	contidProgContidGuardInodeUnlink = "contid_guard_inode_unlink"
-	contidProgContidGuardNetlinkSend = "contid_guard_netlink_send"
-	contidProgContidGuardPtrace      = "contid_guard_ptrace"
-	contidProgContidGuardSbUmount    = "contid_guard_sb_umount"
-	contidProgContidGuardTaskKill    = "contid_guard_task_kill"
-	contidProgContidJoin             = "contid_join"
-	contidProgContidTagIter          = "contid_tag_iter"
-	contidProgContidTaskAlloc        = "contid_task_alloc"
+	contidMapAutotagParents               = "autotag_parents"
+	contidMapCgroupTags                   = "cgroup_tags"
+	contidMapContidConfig                 = "contid_config"
+	contidMapEvents                       = "events"
+	contidMapEventsLost                   = "events_lost"
+	contidMapIdClaims                     = "id_claims"
+	contidMapIdCounter                    = "id_counter"
+	contidMapIterTarget                   = "iter_target"
+	contidMapPidTags                      = "pid_tags"
+	contidMapProtectedIds                 = "protected_ids"
+	contidMapProtectedInodes              = "protected_inodes"
+	contidMapProtectedTasks               = "protected_tasks"
+	contidMapTaskTags                     = "task_tags"
+	contidProgContidAutotag               = "contid_autotag"
+	contidProgContidExit                  = "contid_exit"
+	contidProgContidFork                  = "contid_fork"
+	contidProgContidGuardBpf              = "contid_guard_bpf"
+	contidProgContidGuardBpfMap           = "contid_guard_bpf_map"
+	contidProgContidGuardBpfProg          = "contid_guard_bpf_prog"
+	contidProgContidGuardFileOpen         = "contid_guard_file_open"
+	contidProgContidGuardInodeRename      = "contid_guard_inode_rename"
+	contidProgContidGuardInodeRmdir       = "contid_guard_inode_rmdir"
+	contidProgContidGuardInodeUnlink      = "contid_guard_inode_unlink"
+	contidProgContidGuardNetlinkSend      = "contid_guard_netlink_send"
+	contidProgContidGuardPtrace           = "contid_guard_ptrace"
+	contidProgContidGuardSbUmount         = "contid_guard_sb_umount"
+	contidProgContidGuardTaskKill         = "contid_guard_task_kill"
+	contidProgContidGuardTaskSetioprio    = "contid_guard_task_setioprio"
+	contidProgContidGuardTaskSetnice      = "contid_guard_task_setnice"
+	contidProgContidGuardTaskSetrlimit    = "contid_guard_task_setrlimit"
+	contidProgContidGuardTaskSetscheduler = "contid_guard_task_setscheduler"
+	contidProgContidJoin                  = "contid_join"
+	contidProgContidTagIter               = "contid_tag_iter"
+	contidProgContidTaskAlloc             = "contid_task_alloc"
 )
 
 // loadContid returns the embedded CollectionSpec for contid.
@@ -89,22 +94,27 @@ type contidSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type contidProgramSpecs struct {
-	ContidAutotag          *ebpf.ProgramSpec `ebpf:"contid_autotag"`
-	ContidExit             *ebpf.ProgramSpec `ebpf:"contid_exit"`
-	ContidFork             *ebpf.ProgramSpec `ebpf:"contid_fork"`
-	ContidGuardBpf         *ebpf.ProgramSpec `ebpf:"contid_guard_bpf"`
-	ContidGuardBpfMap      *ebpf.ProgramSpec `ebpf:"contid_guard_bpf_map"`
-	ContidGuardBpfProg     *ebpf.ProgramSpec `ebpf:"contid_guard_bpf_prog"`
-	ContidGuardInodeRename *ebpf.ProgramSpec `ebpf:"contid_guard_inode_rename"`
-	ContidGuardInodeRmdir  *ebpf.ProgramSpec `ebpf:"contid_guard_inode_rmdir"`
-	ContidGuardInodeUnlink *ebpf.ProgramSpec `ebpf:"contid_guard_inode_unlink"`
-	ContidGuardNetlinkSend *ebpf.ProgramSpec `ebpf:"contid_guard_netlink_send"`
-	ContidGuardPtrace      *ebpf.ProgramSpec `ebpf:"contid_guard_ptrace"`
-	ContidGuardSbUmount    *ebpf.ProgramSpec `ebpf:"contid_guard_sb_umount"`
-	ContidGuardTaskKill    *ebpf.ProgramSpec `ebpf:"contid_guard_task_kill"`
-	ContidJoin             *ebpf.ProgramSpec `ebpf:"contid_join"`
-	ContidTagIter          *ebpf.ProgramSpec `ebpf:"contid_tag_iter"`
-	ContidTaskAlloc        *ebpf.ProgramSpec `ebpf:"contid_task_alloc"`
+	ContidAutotag               *ebpf.ProgramSpec `ebpf:"contid_autotag"`
+	ContidExit                  *ebpf.ProgramSpec `ebpf:"contid_exit"`
+	ContidFork                  *ebpf.ProgramSpec `ebpf:"contid_fork"`
+	ContidGuardBpf              *ebpf.ProgramSpec `ebpf:"contid_guard_bpf"`
+	ContidGuardBpfMap           *ebpf.ProgramSpec `ebpf:"contid_guard_bpf_map"`
+	ContidGuardBpfProg          *ebpf.ProgramSpec `ebpf:"contid_guard_bpf_prog"`
+	ContidGuardFileOpen         *ebpf.ProgramSpec `ebpf:"contid_guard_file_open"`
+	ContidGuardInodeRename      *ebpf.ProgramSpec `ebpf:"contid_guard_inode_rename"`
+	ContidGuardInodeRmdir       *ebpf.ProgramSpec `ebpf:"contid_guard_inode_rmdir"`
+	ContidGuardInodeUnlink      *ebpf.ProgramSpec `ebpf:"contid_guard_inode_unlink"`
+	ContidGuardNetlinkSend      *ebpf.ProgramSpec `ebpf:"contid_guard_netlink_send"`
+	ContidGuardPtrace           *ebpf.ProgramSpec `ebpf:"contid_guard_ptrace"`
+	ContidGuardSbUmount         *ebpf.ProgramSpec `ebpf:"contid_guard_sb_umount"`
+	ContidGuardTaskKill         *ebpf.ProgramSpec `ebpf:"contid_guard_task_kill"`
+	ContidGuardTaskSetioprio    *ebpf.ProgramSpec `ebpf:"contid_guard_task_setioprio"`
+	ContidGuardTaskSetnice      *ebpf.ProgramSpec `ebpf:"contid_guard_task_setnice"`
+	ContidGuardTaskSetrlimit    *ebpf.ProgramSpec `ebpf:"contid_guard_task_setrlimit"`
+	ContidGuardTaskSetscheduler *ebpf.ProgramSpec `ebpf:"contid_guard_task_setscheduler"`
+	ContidJoin                  *ebpf.ProgramSpec `ebpf:"contid_join"`
+	ContidTagIter               *ebpf.ProgramSpec `ebpf:"contid_tag_iter"`
+	ContidTaskAlloc             *ebpf.ProgramSpec `ebpf:"contid_task_alloc"`
 }
 
 // contidMapSpecs contains maps before they are loaded into the kernel.
@@ -195,22 +205,27 @@ type contidVariables struct {
 //
 // It can be passed to loadContidObjects or ebpf.CollectionSpec.LoadAndAssign.
 type contidPrograms struct {
-	ContidAutotag          *ebpf.Program `ebpf:"contid_autotag"`
-	ContidExit             *ebpf.Program `ebpf:"contid_exit"`
-	ContidFork             *ebpf.Program `ebpf:"contid_fork"`
-	ContidGuardBpf         *ebpf.Program `ebpf:"contid_guard_bpf"`
-	ContidGuardBpfMap      *ebpf.Program `ebpf:"contid_guard_bpf_map"`
-	ContidGuardBpfProg     *ebpf.Program `ebpf:"contid_guard_bpf_prog"`
-	ContidGuardInodeRename *ebpf.Program `ebpf:"contid_guard_inode_rename"`
-	ContidGuardInodeRmdir  *ebpf.Program `ebpf:"contid_guard_inode_rmdir"`
-	ContidGuardInodeUnlink *ebpf.Program `ebpf:"contid_guard_inode_unlink"`
-	ContidGuardNetlinkSend *ebpf.Program `ebpf:"contid_guard_netlink_send"`
-	ContidGuardPtrace      *ebpf.Program `ebpf:"contid_guard_ptrace"`
-	ContidGuardSbUmount    *ebpf.Program `ebpf:"contid_guard_sb_umount"`
-	ContidGuardTaskKill    *ebpf.Program `ebpf:"contid_guard_task_kill"`
-	ContidJoin             *ebpf.Program `ebpf:"contid_join"`
-	ContidTagIter          *ebpf.Program `ebpf:"contid_tag_iter"`
-	ContidTaskAlloc        *ebpf.Program `ebpf:"contid_task_alloc"`
+	ContidAutotag               *ebpf.Program `ebpf:"contid_autotag"`
+	ContidExit                  *ebpf.Program `ebpf:"contid_exit"`
+	ContidFork                  *ebpf.Program `ebpf:"contid_fork"`
+	ContidGuardBpf              *ebpf.Program `ebpf:"contid_guard_bpf"`
+	ContidGuardBpfMap           *ebpf.Program `ebpf:"contid_guard_bpf_map"`
+	ContidGuardBpfProg          *ebpf.Program `ebpf:"contid_guard_bpf_prog"`
+	ContidGuardFileOpen         *ebpf.Program `ebpf:"contid_guard_file_open"`
+	ContidGuardInodeRename      *ebpf.Program `ebpf:"contid_guard_inode_rename"`
+	ContidGuardInodeRmdir       *ebpf.Program `ebpf:"contid_guard_inode_rmdir"`
+	ContidGuardInodeUnlink      *ebpf.Program `ebpf:"contid_guard_inode_unlink"`
+	ContidGuardNetlinkSend      *ebpf.Program `ebpf:"contid_guard_netlink_send"`
+	ContidGuardPtrace           *ebpf.Program `ebpf:"contid_guard_ptrace"`
+	ContidGuardSbUmount         *ebpf.Program `ebpf:"contid_guard_sb_umount"`
+	ContidGuardTaskKill         *ebpf.Program `ebpf:"contid_guard_task_kill"`
+	ContidGuardTaskSetioprio    *ebpf.Program `ebpf:"contid_guard_task_setioprio"`
+	ContidGuardTaskSetnice      *ebpf.Program `ebpf:"contid_guard_task_setnice"`
+	ContidGuardTaskSetrlimit    *ebpf.Program `ebpf:"contid_guard_task_setrlimit"`
+	ContidGuardTaskSetscheduler *ebpf.Program `ebpf:"contid_guard_task_setscheduler"`
+	ContidJoin                  *ebpf.Program `ebpf:"contid_join"`
+	ContidTagIter               *ebpf.Program `ebpf:"contid_tag_iter"`
+	ContidTaskAlloc             *ebpf.Program `ebpf:"contid_task_alloc"`
 }
 
 func (p *contidPrograms) Close() error {
@@ -221,6 +236,7 @@ func (p *contidPrograms) Close() error {
 		p.ContidGuardBpf,
 		p.ContidGuardBpfMap,
 		p.ContidGuardBpfProg,
+		p.ContidGuardFileOpen,
 		p.ContidGuardInodeRename,
 		p.ContidGuardInodeRmdir,
 		p.ContidGuardInodeUnlink,
@@ -228,6 +244,10 @@ func (p *contidPrograms) Close() error {
 		p.ContidGuardPtrace,
 		p.ContidGuardSbUmount,
 		p.ContidGuardTaskKill,
+		p.ContidGuardTaskSetioprio,
+		p.ContidGuardTaskSetnice,
+		p.ContidGuardTaskSetrlimit,
+		p.ContidGuardTaskSetscheduler,
 		p.ContidJoin,
 		p.ContidTagIter,
 		p.ContidTaskAlloc,

@@ -25,6 +25,9 @@ var opNames = map[uint32]string{
 	9:  "umount",
 	10: "kill",
 	11: "ptrace",
+	12: "setrlimit",
+	13: "sched",
+	14: "open_write",
 }
 
 // pollInterval bounds how long ReadEvent waits before it looks at ctx and

@@ -97,6 +97,11 @@ var enforcingAttachments = []attachment{
 	{"contid_guard_sb_umount", true},
 	{"contid_guard_task_kill", true},
 	{"contid_guard_ptrace", true},
+	{"contid_guard_task_setrlimit", true},
+	{"contid_guard_task_setnice", true},
+	{"contid_guard_task_setioprio", true},
+	{"contid_guard_task_setscheduler", true},
+	{"contid_guard_file_open", true},
 }
 
 // Load creates or reuses the pinned maps and links under opts.PinDir and
@@ -392,22 +397,112 @@ func (b *BPF) protectObjects() error {
 }
 
 // protectPinDir lists the pin directory and its bpffs for the unlink,
-// rename, rmdir and umount guards.
+// rename, rmdir and umount guards, and the cgroup directories of the
+// loading process (contidd) and its ancestors below the root for the
+// file_open guard, whose control files stop, kill or starve it. Entries
+// of earlier loads go (a cgroup contidd ran in before, a state directory
+// ProtectDirectory lists again), so the small map cannot fill up.
 func (b *BPF) protectPinDir() error {
-	var st unix.Stat_t
-	if err := unix.Stat(b.pinDir, &st); err != nil {
+	keys, err := pinDirKeys(b.pinDir)
+	if err != nil {
 		return fmt.Errorf("protect pin directory: %w", err)
+	}
+	cgroups, err := ownCgroupKeys()
+	if err != nil {
+		return fmt.Errorf("protect own cgroup: %w", err)
+	}
+	keys = append(keys, cgroups...)
+	im := b.maps["protected_inodes"]
+	want := map[protectedInode]bool{}
+	for _, k := range keys {
+		want[k] = true
+	}
+	var (
+		k     protectedInode
+		v     uint8
+		stale []protectedInode
+	)
+	it := im.Iterate()
+	for it.Next(&k, &v) {
+		if !want[k] {
+			stale = append(stale, k)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("list protected directories: %w", err)
+	}
+	for _, k := range stale {
+		_ = im.Delete(k)
+	}
+	for _, k := range keys {
+		if err := im.Update(k, uint8(1), ebpf.UpdateAny); err != nil {
+			return fmt.Errorf("protect directories: %w", err)
+		}
+	}
+	return nil
+}
+
+// ProtectDirectory lists dir for the unlink, rename, rmdir and file_open
+// guards: in enforcing mode a tagged task can then neither remove,
+// rename nor open for write the files in it. contidd lists its state
+// directory. Outside enforcing mode it does nothing.
+func (b *BPF) ProtectDirectory(dir string) error {
+	if b.mode != contid.ModeEnforcing {
+		return nil
+	}
+	k, err := inodeKey(dir)
+	if err != nil {
+		return fmt.Errorf("protect %s: %w", dir, err)
+	}
+	if err := b.maps["protected_inodes"].Update(k, uint8(1), ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("protect %s: %w", dir, err)
+	}
+	return nil
+}
+
+// pinDirKeys: the pin directory, and its bpffs as inode 0 for the umount
+// guard.
+func pinDirKeys(pinDir string) ([]protectedInode, error) {
+	k, err := inodeKey(pinDir)
+	if err != nil {
+		return nil, err
+	}
+	return []protectedInode{k, {Dev: k.Dev}}, nil
+}
+
+// ownCgroupKeys: this process's cgroup directory and its ancestors, the
+// root excepted (its files are the whole host's, and no limit there
+// applies to contidd alone).
+func ownCgroupKeys() ([]protectedInode, error) {
+	root, err := Cgroup2Root()
+	if err != nil {
+		return nil, err
+	}
+	own, err := CgroupOfPID(os.Getpid())
+	if err != nil {
+		return nil, err
+	}
+	var keys []protectedInode
+	for p := filepath.Clean("/" + own); p != "/"; p = filepath.Dir(p) {
+		k, err := inodeKey(filepath.Join(root, p))
+		if err != nil {
+			return nil, err
+		}
+		keys = append(keys, k)
+	}
+	return keys, nil
+}
+
+// inodeKey names path as the guards see it.
+func inodeKey(path string) (protectedInode, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return protectedInode{}, err
 	}
 	// The kernel's dev_t packs major:minor as 12:20 bits, not as glibc's
 	// st_dev does.
 	dev := unix.Major(st.Dev)<<20 | unix.Minor(st.Dev)
-	im := b.maps["protected_inodes"]
-	for _, k := range []protectedInode{{Ino: st.Ino, Dev: dev}, {Dev: dev}} {
-		if err := im.Update(k, uint8(1), ebpf.UpdateAny); err != nil {
-			return fmt.Errorf("protect pin directory %s: %w", b.pinDir, err)
-		}
-	}
-	return nil
+	return protectedInode{Ino: st.Ino, Dev: dev}, nil
 }
 
 // protectSelf lists the loading process (contidd) for the kill and

@@ -45,6 +45,9 @@
 #define OP_UMOUNT 9
 #define OP_KILL 10
 #define OP_PTRACE 11
+#define OP_SETRLIMIT 12
+#define OP_SCHED 13
+#define OP_OPEN_WRITE 14
 
 /* Kinds of protected_ids keys. */
 #define PROTECT_MAP 1

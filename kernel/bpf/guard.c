@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 /* Tamper-proofing (enforcing mode): a tagged task may not reach contid's
- * BPF objects or their pins, change the kernel's audit configuration, or
- * signal or trace contidd. */
+ * BPF objects or their pins, change the kernel's audit configuration,
+ * signal, trace, limit or deprioritise contidd, or write its cgroup's
+ * control files or its state directory. */
 #include "contid.h"
 
 #define NETLINK_AUDIT 9
@@ -163,7 +164,7 @@ static __always_inline int is_protected_inode(struct inode *inode)
 	return bpf_map_lookup_elem(&protected_inodes, &k) != 0;
 }
 
-/* rm of a pin. */
+/* rm of a pin, or of a file in contid's state directory (the registry). */
 SEC("lsm/inode_unlink")
 int BPF_PROG(contid_guard_inode_unlink, struct inode *dir, struct dentry *dentry)
 {
@@ -261,4 +262,66 @@ int BPF_PROG(contid_guard_ptrace, struct task_struct *child, unsigned int mode)
 	if (mode & PTRACE_MODE_NOAUDIT)
 		return -EPERM;
 	return deny(tt, OP_PTRACE);
+}
+
+/* prlimit(2) on contidd: RLIMIT_NOFILE of 8 leaves it unable to open a
+ * file, socket or pidfd; RLIMIT_AS or RLIMIT_CPU starve or kill it. */
+SEC("lsm/task_setrlimit")
+int BPF_PROG(contid_guard_task_setrlimit, struct task_struct *p, unsigned int resource,
+	     struct rlimit *new_rlim)
+{
+	struct task_tag *tt = current_tag();
+	if (tt && is_protected_task(p))
+		return deny(tt, OP_SETRLIMIT);
+	return 0;
+}
+
+/* renice, ionice and chrt on contidd: at the lowest priority, or behind a
+ * real-time spinner, it falls behind the audit stream it must follow. */
+SEC("lsm/task_setnice")
+int BPF_PROG(contid_guard_task_setnice, struct task_struct *p, int nice)
+{
+	struct task_tag *tt = current_tag();
+	if (tt && is_protected_task(p))
+		return deny(tt, OP_SCHED);
+	return 0;
+}
+
+SEC("lsm/task_setioprio")
+int BPF_PROG(contid_guard_task_setioprio, struct task_struct *p, int ioprio)
+{
+	struct task_tag *tt = current_tag();
+	if (tt && is_protected_task(p))
+		return deny(tt, OP_SCHED);
+	return 0;
+}
+
+SEC("lsm/task_setscheduler")
+int BPF_PROG(contid_guard_task_setscheduler, struct task_struct *p)
+{
+	struct task_tag *tt = current_tag();
+	if (tt && is_protected_task(p))
+		return deny(tt, OP_SCHED);
+	return 0;
+}
+
+#define FMODE_WRITE 0x2
+
+/* Opening for write a file in a protected directory: the control files
+ * of contidd's cgroup and of its ancestors below the root (cgroup.freeze,
+ * cgroup.kill, memory.max, pids.max: each stops, kills or starves
+ * contidd), and the files of its state directory (truncating the registry
+ * would lose names and the sealed ID mark). The loader lists those
+ * directories in protected_inodes. */
+SEC("lsm/file_open")
+int BPF_PROG(contid_guard_file_open, struct file *file)
+{
+	struct task_tag *tt = current_tag();
+	if (!tt)
+		return 0;
+	if (!(BPF_CORE_READ(file, f_mode) & FMODE_WRITE))
+		return 0;
+	if (is_protected_inode(BPF_CORE_READ(file, f_path.dentry, d_parent, d_inode)))
+		return deny(tt, OP_OPEN_WRITE);
+	return 0;
 }

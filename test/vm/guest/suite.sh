@@ -39,6 +39,8 @@ SELF=$(readlink -f "${BASH_SOURCE[0]}")
 source "$(dirname "$SELF")/continuity.sh"
 # shellcheck source=ootb.sh
 source "$(dirname "$SELF")/ootb.sh"
+# shellcheck source=limits.sh
+source "$(dirname "$SELF")/limits.sh"
 PINDIR=/sys/fs/bpf/contid
 MANAGER=(org.contid1 /org/contid1 org.contid1.Manager)
 TAGGED_SLICE=machine.slice
@@ -876,9 +878,11 @@ main() {
 	# The kernel turns the guard's refusal into EACCES on this path; the
 	# TamperDenied signal shows it was the guard's.
 	NEEDS=$no_pid run_denial proc_fd_contidd eacces
+	run_limits "$no_pid"
 	# Controls from here on disturb contid itself; they run last.
 	NEEDS=$no_map run_denial map_unpin
 	NEEDS=$no_pid run_denial kill_contidd
+	NEEDS=$no_pid run_denial cgroup_kill_contidd
 	NEEDS=$no_link run_denial link_unpin
 	NEEDS=$no_link run_denial link_detach
 	run_denial pin_dir_rename
