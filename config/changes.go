@@ -37,6 +37,8 @@ var keyNames = map[string]string{
 	"RulesFile":       "[Audit] RulesFile",
 	"BacklogLimit":    "[Audit] BacklogLimit",
 	"EnableAuditing":  "[Audit] EnableAuditing",
+
+	"KeepExited": "[Registry] KeepExited",
 }
 
 // Changes lists the settings in which next differs from prev, in the
