@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	libaudit "github.com/elastic/go-libaudit/v2"
 	"github.com/elastic/go-libaudit/v2/auparse"
 
 	"github.com/contid/contid/dbus/client"
@@ -96,13 +95,12 @@ func TestWatchdogFollowsLoopProgress(t *testing.T) {
 	<-drained
 }
 
-// auditSession opens an audit control socket, switches auditing on for
-// the test and restores the kernel's enabled flag afterwards.
-// exclusive: the test switches auditing off (testenv.LockAuditState).
+// auditSession opens an audit control socket and holds kernel auditing
+// on for the test (testenv.HoldAuditing); with exclusive, the test holds
+// the flag alone and may switch auditing off.
 func auditSession(t *testing.T, exclusive bool) *audit.Control {
 	t.Helper()
 	testenv.RequireRoot(t)
-	testenv.LockAuditState(t, exclusive)
 	ctl, err := audit.NewControl()
 	if err != nil {
 		testenv.Missing(t, "skipped: audit netlink unavailable: %v", err)
@@ -115,13 +113,6 @@ func auditSession(t *testing.T, exclusive bool) *audit.Control {
 	if saved.Enabled == 2 {
 		testenv.Missing(t, "skipped: the audit configuration is locked (enabled=2)")
 	}
-	t.Cleanup(func() {
-		if err := ctl.SetStatus(libaudit.AuditStatus{Mask: libaudit.AuditStatusEnabled, Enabled: saved.Enabled}); err != nil {
-			t.Errorf("restore the audit enabled flag: %v", err)
-		}
-	})
-	if _, err := ctl.Enable(); err != nil {
-		t.Fatal(err)
-	}
+	testenv.HoldAuditing(t, ctl, exclusive)
 	return ctl
 }

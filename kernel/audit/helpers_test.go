@@ -211,7 +211,6 @@ type auditSession struct {
 func newAuditSession(t testing.TB) *auditSession {
 	t.Helper()
 	testenv.RequireRoot(t)
-	testenv.LockAuditState(t, false)
 	ctl, err := audit.NewControl()
 	if err != nil {
 		testenv.Missing(t, "skipped: audit netlink unavailable: %v", err)
@@ -227,16 +226,14 @@ func newAuditSession(t testing.TB) *auditSession {
 	}
 	s := &auditSession{t: t, ctl: ctl, saved: st}
 	t.Cleanup(s.restore)
-	if _, err := ctl.Enable(); err != nil {
-		t.Fatal(err)
-	}
+	testenv.HoldAuditing(t, ctl, false)
 	return s
 }
 
 func (s *auditSession) restore() {
+	// The enabled flag is testenv.HoldAuditing's to give back.
 	err := s.ctl.SetStatus(libaudit.AuditStatus{
-		Mask:            libaudit.AuditStatusEnabled | libaudit.AuditStatusBacklogLimit | libaudit.AuditStatusBacklogWaitTime,
-		Enabled:         s.saved.Enabled,
+		Mask:            libaudit.AuditStatusBacklogLimit | libaudit.AuditStatusBacklogWaitTime,
 		BacklogLimit:    s.saved.BacklogLimit,
 		BacklogWaitTime: s.saved.BacklogWaitTime,
 	})
