@@ -50,11 +50,23 @@ func containers(ctx context.Context, c *client.Client, all bool) ([]client.Conta
 		if err != nil {
 			return nil, fmt.Errorf("container %d: %w", e.ID, err)
 		}
-		if all || ci.State == stateActive {
+		out = append(out, ci)
+	}
+	return visible(out, all), nil
+}
+
+// visible keeps the active containers, or all of them.
+func visible(list []client.ContainerInfo, all bool) []client.ContainerInfo {
+	if all {
+		return list
+	}
+	out := []client.ContainerInfo{}
+	for _, ci := range list {
+		if ci.State == stateActive {
 			out = append(out, ci)
 		}
 	}
-	return out, nil
+	return out
 }
 
 func cmdList(ctx context.Context, g *globals, all bool) error {
