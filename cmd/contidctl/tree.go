@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"sort"
-	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
@@ -158,21 +157,14 @@ func treeRows(forest []*treeNode) []treeRow {
 	return rows
 }
 
-// writeTree prints the rows in columns; tabwriter counts runes, so the
-// box-drawing glyphs keep the columns aligned.
+// writeTree prints the forest in columns, as list prints containers.
 func writeTree(w io.Writer, forest []*treeNode, noLegend bool) {
 	rows := treeRows(forest)
-	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', 0)
-	if !noLegend {
-		fmt.Fprintln(tw, "ID\tNAME\tUNIT\tSTATE")
+	lines := make([]string, len(rows))
+	for i, r := range rows {
+		lines[i] = fmt.Sprintf("%s%d\t%s\t%s\t%s", r.prefix, r.ci.ID, dash(r.ci.Name), dash(r.ci.Unit), r.ci.State)
 	}
-	for _, r := range rows {
-		fmt.Fprintf(tw, "%s%d\t%s\t%s\t%s\n", r.prefix, r.ci.ID, dash(r.ci.Name), dash(r.ci.Unit), r.ci.State)
-	}
-	tw.Flush()
-	if !noLegend {
-		fmt.Fprintf(w, "\n%d containers listed.\n", len(rows))
-	}
+	writeContainerTable(w, noLegend, "ID\tNAME\tUNIT\tSTATE", lines)
 }
 
 // forestJSON is the forest as container objects, each with its children.
