@@ -82,6 +82,7 @@ func TestContidctlOptionsAnywhere(t *testing.T) {
 		{"events", "events", []string{"-n", "3", "--json=pretty", "--no-pager"}, func() []string { return []string{id} }, 0, []string{"AUDIT_CONTAINER_ID=" + id + "\n_SYSTEMD_UNIT=contidd.service\n-n\n3\n-o\njson-pretty\n--no-pager\n"}, ""},
 		{"events NAME --within", "events", []string{bus, "--within", "-r"}, func() []string { return []string{"web"} }, 0, []string{"AUDIT_CONTAINER_WITHIN=" + id + "\n_SYSTEMD_UNIT=contidd.service\n-r\n"}, ""},
 		{"events unknown NAME", "events", []string{bus, "-f"}, func() []string { return []string{"nosuchname"} }, 4, nil, ""},
+		{"tree NAME", "tree", []string{bus, "--all", "--no-legend"}, func() []string { return []string{"web"} }, 0, []string{id + " web "}, "listed"},
 		{"completion", "completion", []string{"--no-pager"}, func() []string { return []string{"fish"} }, 0, []string{"complete -c contidctl"}, ""},
 		{"help", "show", []string{"--help"}, func() []string { return []string{id} }, 0, []string{"--property", "--address"}, ""},
 	}

@@ -7,7 +7,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -50,11 +49,23 @@ func containers(ctx context.Context, c *client.Client, all bool) ([]client.Conta
 		if err != nil {
 			return nil, fmt.Errorf("container %d: %w", e.ID, err)
 		}
-		if all || ci.State == stateActive {
+		out = append(out, ci)
+	}
+	return visible(out, all), nil
+}
+
+// visible keeps the active containers, or all of them.
+func visible(list []client.ContainerInfo, all bool) []client.ContainerInfo {
+	if all {
+		return list
+	}
+	out := []client.ContainerInfo{}
+	for _, ci := range list {
+		if ci.State == stateActive {
 			out = append(out, ci)
 		}
 	}
-	return out, nil
+	return out
 }
 
 func cmdList(ctx context.Context, g *globals, all bool) error {
@@ -75,21 +86,15 @@ func cmdList(ctx context.Context, g *globals, all bool) error {
 		}
 		return g.printJSON(objs)
 	}
-	tw := tabwriter.NewWriter(g.out, 0, 0, 1, ' ', 0)
-	if !g.noLegend {
-		fmt.Fprintln(tw, "ID\tNAME\tSTATE\tUNIT\tCGROUP\tPARENT")
-	}
-	for _, ci := range list {
+	rows := make([]string, len(list))
+	for i, ci := range list {
 		parent := "-"
 		if ci.ParentID != 0 {
 			parent = strconv.FormatUint(uint64(ci.ParentID), 10)
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", ci.ID, dash(ci.Name), ci.State, dash(ci.Unit), dash(ci.ControlGroup), parent)
+		rows[i] = fmt.Sprintf("%d\t%s\t%s\t%s\t%s\t%s", ci.ID, dash(ci.Name), ci.State, dash(ci.Unit), dash(ci.ControlGroup), parent)
 	}
-	tw.Flush()
-	if !g.noLegend {
-		fmt.Fprintf(g.out, "\n%d containers listed.\n", len(list))
-	}
+	writeContainerTable(g.out, g.noLegend, "ID\tNAME\tSTATE\tUNIT\tCGROUP\tPARENT", rows)
 	return nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"text/tabwriter"
 
 	"github.com/contid/contid/dbus/client"
 )
@@ -179,4 +180,22 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// writeContainerTable prints rows of tab-separated cells in aligned
+// columns, one container a row, with the header and a count of the
+// containers unless noLegend. tabwriter counts runes, so tree glyphs in
+// a cell keep the columns aligned.
+func writeContainerTable(w io.Writer, noLegend bool, header string, rows []string) {
+	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', 0)
+	if !noLegend {
+		fmt.Fprintln(tw, header)
+	}
+	for _, r := range rows {
+		fmt.Fprintln(tw, r)
+	}
+	tw.Flush()
+	if !noLegend {
+		fmt.Fprintf(w, "\n%d containers listed.\n", len(rows))
+	}
 }
