@@ -278,6 +278,52 @@ func TestForwarderUntagged(t *testing.T) {
 	}
 }
 
+// TestForwarderAuditingSwitch: switching kernel auditing off or on is
+// written although no container caused it (the kernel names no PID), the
+// switch off as a warning; other configuration changes are not.
+func TestForwarderAuditingSwitch(t *testing.T) {
+	tests := []struct {
+		name     string
+		text     string
+		written  bool
+		priority string
+	}{
+		{"off", `audit(1700000000.200:4600): op=set audit_enabled=0 old=1 auid=0 ses=3 subj=unconfined res=1`, true, "4"},
+		{"on", `audit(1700000000.300:4601): op=set audit_enabled=1 old=0 auid=0 ses=3 subj=unconfined res=1`, true, "6"},
+		{"backlog", `audit(1700000000.400:4602): op=set audit_backlog_limit=64 old=8192 auid=0 ses=3 subj=unconfined res=1`, false, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out := &fakeSender{t: t}
+			f := NewForwarder(out, nil, Config{})
+			feed, err := audit.NewFeed(attributor{0, contid.Unattributed}, f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := feed.Push(auparse.AUDIT_CONFIG_CHANGE, tt.text); err != nil {
+				t.Fatal(err)
+			}
+			feed.Flush()
+			if got := len(out.entries) == 1; got != tt.written {
+				t.Fatalf("%d entries, want written=%v", len(out.entries), tt.written)
+			}
+			if !tt.written {
+				return
+			}
+			e := out.entries[0]
+			if got := values(e, "PRIORITY"); len(got) != 1 || got[0] != tt.priority {
+				t.Errorf("PRIORITY %v, want %s", got, tt.priority)
+			}
+			if got := values(e, "AUDIT_CONTAINER_ID"); got != nil {
+				t.Errorf("AUDIT_CONTAINER_ID %v", got)
+			}
+			if got := values(e, "MESSAGE"); len(got) != 1 || !strings.HasPrefix(got[0], "kernel auditing switched "+tt.name) {
+				t.Errorf("MESSAGE %q", got)
+			}
+		})
+	}
+}
+
 func TestForwarderQueued(t *testing.T) {
 	out := &fakeSender{t: t}
 	f := NewForwarder(out, fakeContainers{4: {contid.Chain{4}, "web", ""}}, Config{Queue: 2})

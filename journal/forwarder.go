@@ -132,7 +132,8 @@ func (f *Forwarder) Stats() Stats {
 // does not hold up the reader (and with it attribution, which must
 // happen before the event's PID is reused).
 func (f *Forwarder) HandleEvent(ev *audit.Event) {
-	skip := !ev.Tagged() && !f.cfg.WriteUntagged
+	_, switches := auditingSwitch(ev)
+	skip := !ev.Tagged() && !f.cfg.WriteUntagged && !switches
 	if skip {
 		f.untagged.Add(1)
 	}
@@ -155,6 +156,23 @@ func (f *Forwarder) HandleEvent(ev *audit.Event) {
 		f.buildEvent(&q.entry, ev)
 	}
 	f.queue <- q
+}
+
+// auditingSwitch reports whether the event switches kernel auditing on or
+// off, and the new value. Such an event is written whoever caused it, and
+// a switch off as a warning: while auditing is off the kernel audits
+// nothing, so nothing is lost or counted, and this entry is the only
+// trace of the gap. (The kernel names no PID in it, so it could not be
+// attributed to a container anyway.)
+func auditingSwitch(ev *audit.Event) (enabled string, ok bool) {
+	for i := range ev.Records {
+		if ev.Records[i].Type == auparse.AUDIT_CONFIG_CHANGE {
+			if v, ok := ev.Records[i].Get("audit_enabled"); ok {
+				return v, true
+			}
+		}
+	}
+	return "", false
 }
 
 // queued is an event waiting for the writer goroutine.
@@ -332,6 +350,9 @@ func (f *Forwarder) buildEvent(e *Entry, ev *audit.Event) {
 	if !eventSucceeded(ev) {
 		priority = 5
 	}
+	if v, ok := auditingSwitch(ev); ok && v == "0" {
+		priority = 4
+	}
 	e.AddUint("PRIORITY", priority)
 	e.Add("SYSLOG_IDENTIFIER", "contidd")
 	if len(chain) > 0 {
@@ -389,6 +410,19 @@ func appendSummary(b []byte, ev *audit.Event, chain contid.Chain, name string) [
 			b = append(b, ')')
 		}
 		b = append(b, ": "...)
+	}
+	if v, ok := auditingSwitch(ev); ok {
+		if v == "0" {
+			b = append(b, "kernel auditing switched off: nothing is audited, and nothing counted lost, until it is switched on again"...)
+		} else {
+			b = append(b, "kernel auditing switched on"...)
+		}
+		if auid, ok := ev.Get("auid"); ok {
+			b = append(b, " (auid "...)
+			b = append(b, auid...)
+			b = append(b, ')')
+		}
+		return b
 	}
 	what := ev.Syscall()
 	if what == "" && len(ev.Records) > 0 {

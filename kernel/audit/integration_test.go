@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	libaudit "github.com/elastic/go-libaudit/v2"
 	"github.com/elastic/go-libaudit/v2/auparse"
 
 	"github.com/contid/contid"
@@ -152,6 +153,50 @@ func TestUntaggedWrittenOnRequest(t *testing.T) {
 	}
 	if id := found[0].Get("AUDIT_CONTAINER_ID"); id != "" {
 		t.Errorf("untagged event carries AUDIT_CONTAINER_ID=%s", id)
+	}
+}
+
+// TestAuditingSwitchedOffIsWritten: kernel auditing switched off by
+// untagged root is written, as a warning, although untagged events are
+// not: until auditing is on again nothing is audited and nothing counted
+// lost, so the entry is the only trace of the gap. The kernel names no
+// PID in it, so no container could have been named either.
+func TestAuditingSwitchedOffIsWritten(t *testing.T) {
+	testenv.RequireRoot(t)
+	ctl, err := audit.NewControl()
+	if err != nil {
+		testenv.Missing(t, "skipped: audit netlink unavailable: %v", err)
+	}
+	t.Cleanup(func() { ctl.Close() })
+	if st, err := ctl.Status(); err != nil || st.Enabled == 2 {
+		testenv.Missing(t, "skipped: the audit enabled flag cannot be changed here (%+v, %v)", st, err)
+	}
+	// Alone: auditing switched off would blind the other packages' tests.
+	testenv.HoldAuditing(t, ctl, true)
+	setEnabled := func(v uint32) {
+		t.Helper()
+		if err := ctl.SetStatus(libaudit.AuditStatus{Mask: libaudit.AuditStatusEnabled, Enabled: v}); err != nil {
+			t.Fatalf("set the audit enabled flag to %d: %v", v, err)
+		}
+	}
+	setEnabled(1)
+	b := tracker(t)
+	p := startPipeline(t, b, nil, audit.Config{}, journal.Config{})
+	setEnabled(0)
+	found := p.journald.WaitFor(t, 5*time.Second, 1, "AUDIT_FIELD_AUDIT_ENABLED=0")
+	setEnabled(1)
+	if len(found) != 1 {
+		t.Fatalf("%d entries for auditing switched off, want 1 (reader %+v, forwarder %+v)", len(found), p.reader.Stats(), p.fwd.Stats())
+	}
+	e := found[0]
+	if got := e.Get("PRIORITY"); got != "4" {
+		t.Errorf("PRIORITY=%s, want 4 (warning)", got)
+	}
+	if got := e.Get("MESSAGE"); !strings.HasPrefix(got, "kernel auditing switched off") {
+		t.Errorf("MESSAGE=%q", got)
+	}
+	if got := e.Get("AUDIT_CONTAINER_ID"); got != "" {
+		t.Errorf("AUDIT_CONTAINER_ID=%s for an event no container caused", got)
 	}
 }
 
