@@ -91,7 +91,7 @@ const (
 )
 
 // groupKey is whose allowance a connection draws on: a user, root's
-// subordinate UIDs as one user of their own, or the root of a container.
+// subordinate UIDs as one user of their own, or a container.
 type groupKey struct {
 	uid uint32
 	// rootSub: a UID in one of root's subordinate ranges (rootful
@@ -101,45 +101,47 @@ type groupKey struct {
 	// block: the UIDs of uid's 65,536-block that no /etc/subuid range
 	// names, as one user.
 	block bool
-	// container: UID 0 inside a tagged container (a runtime that maps no
-	// users). It is a user like any other for the limits, so it cannot
-	// use up the allowance of the orchestrators outside every container.
+	// container: any process inside a tagged container, whatever its
+	// UID. It is a user like any other for the limits, so it cannot use
+	// up the allowance of the orchestrators outside every container, nor
+	// take many by switching UIDs.
 	container contid.ID
 }
 
 func (g groupKey) isRoot() bool { return g.uid == 0 && !g.rootSub && g.container == contid.Unset }
 
-// containerRoot is the group of UID 0 in container id.
-func containerRoot(id contid.ID) groupKey { return groupKey{container: id} }
+// containerGroup is the group of every connection from container id.
+func containerGroup(id contid.ID) groupKey { return groupKey{container: id} }
 
-// groupOf is the allowance a new connection draws on. UID 0 counts as
-// root only when its connecting process is alive and in no container: the
-// container is read at accept, from a pidfd of the connecting PID. A root
-// whose process is gone or unreadable by then draws on an allowance of
-// its own, as a user does (contid.Invalid), so a container cannot pass
-// its connections off as root's by letting the connector exit. The PID is
-// not pinned by the time the tag is read; a reused PID can only make
-// contidd charge another allowance, never grant anything: authorization
-// reads the process pinned for the connection.
+// groupOf is the allowance a new connection draws on. A connection from a
+// process in a container draws on its container's, whatever its UID: root
+// in a container can switch among as many UIDs as it likes, and would
+// otherwise take one allowance per UID. UID 0 counts as root only when its
+// connecting process is alive and in no container. The container is read
+// at accept, from a pidfd of the connecting PID. A connector that is gone
+// or unreadable by then draws on an allowance of its own
+// (contid.Invalid), so a container cannot pass its connections off as
+// root's or a user's by letting the connector exit. The PID is not pinned
+// by the time the tag is read; a reused PID can only make contidd charge
+// another allowance, never grant anything: authorization reads the
+// process pinned for the connection.
 func (s *p2pServer) groupOf(uid, pid uint32) groupKey {
-	if uid != 0 {
-		return s.groups.group(uid)
-	}
 	fd, err := unix.PidfdOpen(int(pid), 0)
 	if err != nil {
-		return containerRoot(contid.Invalid)
+		return containerGroup(contid.Invalid)
 	}
 	defer unix.Close(fd)
 	id, err := s.m.cfg.Tracker.ProcessID(fd)
 	switch {
-	case errors.Is(err, kernel.ErrNotTagged):
+	case errors.Is(err, kernel.ErrNotTagged), err == nil && id == contid.Unset:
+		if uid != 0 {
+			return s.groups.group(uid)
+		}
 		return groupKey{}
 	case err != nil:
-		return containerRoot(contid.Invalid)
-	case id == contid.Unset:
-		return groupKey{}
+		return containerGroup(contid.Invalid)
 	}
-	return containerRoot(id)
+	return containerGroup(id)
 }
 
 // subUIDs groups the UIDs of /etc/subuid with the user they belong to. A

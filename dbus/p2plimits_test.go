@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/contid/contid"
 )
 
 // A rootless user's subordinate UIDs draw on that user's allowance; root's
@@ -299,28 +301,45 @@ func TestOutQueueReserve(t *testing.T) {
 	}
 }
 
-// UID 0 counts as root only outside every container: root in a container
-// draws on its container's allowance, and a connector that is gone on
-// one of its own, so neither can use up root's.
-func TestGroupOfContainerRoot(t *testing.T) {
+// UID 0 counts as root only outside every container. Every connection
+// from a container draws on its container's allowance, whatever its UID
+// (root in a container can switch among any number of UIDs), and a
+// connector that is gone on one of its own, so none can use up root's or
+// take one allowance per UID.
+func TestGroupOfContainer(t *testing.T) {
 	m, _, _, _ := newTestManager(t)
 	tr := m.cfg.Tracker.(*fakeTracker)
 	s := &p2pServer{m: m, groups: newSubUIDs(filepath.Join(t.TempDir(), "subuid"))}
 	self := uint32(os.Getpid())
-	if g := s.groupOf(0, self); !g.isRoot() {
-		t.Fatalf("root in no container: %+v", g)
+	gone := uint32(1<<22 + 7)
+	tag := func(id contid.ID) {
+		tr.mu.Lock()
+		defer tr.mu.Unlock()
+		if id == contid.Unset {
+			delete(tr.pids, self)
+		} else {
+			tr.pids[self] = id
+		}
 	}
-	tr.mu.Lock()
-	tr.pids[self] = 42
-	tr.mu.Unlock()
-	g := s.groupOf(0, self)
-	if g.isRoot() || g != containerRoot(42) {
-		t.Fatalf("root in container 42: %+v", g)
+	for _, tc := range []struct {
+		name string
+		in   contid.ID
+		uid  uint32
+		pid  uint32
+		want groupKey
+	}{
+		{"root in no container", contid.Unset, 0, self, groupKey{}},
+		{"user in no container", contid.Unset, 1000, self, groupKey{uid: 1000}},
+		{"root in container 42", 42, 0, self, containerGroup(42)},
+		{"user 1000 in container 42", 42, 1000, self, containerGroup(42)},
+		{"user 2000 in container 42: the same allowance", 42, 2000, self, containerGroup(42)},
+		{"root whose connector is gone", contid.Unset, 0, gone, containerGroup(contid.Invalid)},
+		{"user whose connector is gone", contid.Unset, 1000, gone, containerGroup(contid.Invalid)},
+	} {
+		tag(tc.in)
+		if g := s.groupOf(tc.uid, tc.pid); g != tc.want {
+			t.Errorf("%s: group %+v, want %+v", tc.name, g, tc.want)
+		}
 	}
-	if g := s.groupOf(0, 1<<22+7); g.isRoot() {
-		t.Fatalf("root whose connector is gone: %+v, counted as root", g)
-	}
-	if g := s.groupOf(1000, self); g != (groupKey{uid: 1000}) {
-		t.Fatalf("uid 1000: %+v", g)
-	}
+	tag(contid.Unset)
 }
