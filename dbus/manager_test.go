@@ -104,7 +104,7 @@ func (f *fakeTracker) PIDID(pid uint32) (contid.ID, error) {
 	}
 	return 0, kernel.ErrNotTagged
 }
-func (f *fakeTracker) Attribute(uint32, time.Time) (contid.ID, contid.Attribution, error) {
+func (f *fakeTracker) Attribute(uint32, uint32, time.Time) (contid.ID, contid.Attribution, error) {
 	return 0, contid.Unattributed, nil
 }
 func (f *fakeTracker) ReadEvent(ctx context.Context) (kernel.Event, error) {

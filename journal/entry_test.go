@@ -179,7 +179,7 @@ type attributor struct {
 	how contid.Attribution
 }
 
-func (a attributor) Attribute(uint32, time.Time) (contid.ID, contid.Attribution, error) {
+func (a attributor) Attribute(uint32, uint32, time.Time) (contid.ID, contid.Attribution, error) {
 	return a.id, a.how, nil
 }
 

@@ -69,7 +69,7 @@ func (b *BPF) PIDID(pid uint32) (contid.ID, error) {
 
 // Attribute resolves the ID a PID had at time at from pid_tags, which
 // outlives the process.
-func (b *BPF) Attribute(pid uint32, at time.Time) (contid.ID, contid.Attribution, error) {
+func (b *BPF) Attribute(pid, ppid uint32, at time.Time) (contid.ID, contid.Attribution, error) {
 	var pt pidTag
 	err := b.maps["pid_tags"].Lookup(pid, &pt)
 	if errors.Is(err, ebpf.ErrKeyNotExist) {
@@ -82,7 +82,14 @@ func (b *BPF) Attribute(pid uint32, at time.Time) (contid.ID, contid.Attribution
 	if err != nil {
 		return contid.Unset, contid.Unattributed, err
 	}
-	id, how := attribute(pt, t, attributionSlack)
+	var parent *pidTag
+	if _, _, early := attribute(pt, t, attributionSlack); early && ppid != 0 {
+		var ppt pidTag
+		if err := b.maps["pid_tags"].Lookup(ppid, &ppt); err == nil {
+			parent = &ppt
+		}
+	}
+	id, how := resolve(pt, parent, t, attributionSlack)
 	return id, how, nil
 }
 
@@ -104,7 +111,10 @@ func realtimeToBoottime(at time.Time) (int64, error) {
 // record covers [start-slack, exit+slack] (open-ended while alive). If
 // both records cover t with different IDs, the PID was reused too close
 // to t to tell the processes apart and nothing is attributed.
-func attribute(pt pidTag, t int64, slack time.Duration) (contid.ID, contid.Attribution) {
+//
+// early says the stamp fell before the current life's start by more than
+// slack (clockLag): resolve then wants the parent to vouch for it.
+func attribute(pt pidTag, t int64, slack time.Duration) (id contid.ID, how contid.Attribution, early bool) {
 	covers := func(r pidRecord) bool {
 		if r.StartNS == 0 {
 			return false
@@ -117,24 +127,46 @@ func attribute(pt pidTag, t int64, slack time.Duration) (contid.ID, contid.Attri
 	cur, prev := covers(pt.Cur), covers(pt.Prev)
 	if !cur && !prev && pt.Cur.StartNS != 0 && t < int64(pt.Cur.StartNS) && t >= int64(pt.Cur.StartNS)-int64(clockLag) &&
 		(pt.Prev.StartNS == 0 || (pt.Prev.ExitNS != 0 && t > int64(pt.Prev.ExitNS)+int64(slack))) {
-		cur = true
+		cur, early = true, true
 	}
 	var r pidRecord
 	switch {
 	case cur && prev && pt.Cur.ID != pt.Prev.ID:
-		return contid.Unset, contid.AmbiguousPID
+		return contid.Unset, contid.AmbiguousPID, early
 	case cur:
 		r = pt.Cur
 	case prev:
 		r = pt.Prev
 	default:
-		return contid.Unset, contid.Unattributed
+		return contid.Unset, contid.Unattributed, early
 	}
 	if r.ID == 0 {
-		return contid.Unset, contid.Unattributed
+		return contid.Unset, contid.Unattributed, early
 	}
 	if r.ExitNS == 0 {
-		return contid.ID(r.ID), contid.LiveProcess
+		return contid.ID(r.ID), contid.LiveProcess, early
 	}
-	return contid.ID(r.ID), contid.ExitedProcess
+	return contid.ID(r.ID), contid.ExitedProcess, early
+}
+
+// resolve is attribute, with one more condition on an early stamp. A PID
+// on which contid recorded no earlier life may have been held, just
+// before, by an untagged process (its life is recorded only where the PID
+// already has a record): an early stamp could be that process's call. It
+// goes to the current life only when the event's parent had, at that
+// time, the same ID: an untagged process has no tagged parent, since a
+// tagged parent's children inherit its ID.
+func resolve(pt pidTag, parent *pidTag, t int64, slack time.Duration) (contid.ID, contid.Attribution) {
+	id, how, early := attribute(pt, t, slack)
+	if !early || id == contid.Unset {
+		return id, how
+	}
+	if parent == nil {
+		return contid.Unset, contid.Unattributed
+	}
+	pid, phow, pearly := attribute(*parent, t, slack)
+	if pearly || pid != id || (phow != contid.LiveProcess && phow != contid.ExitedProcess) {
+		return contid.Unset, contid.Unattributed
+	}
+	return id, how
 }

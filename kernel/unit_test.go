@@ -21,34 +21,45 @@ func TestAttribute(t *testing.T) {
 	rec := func(id uint64, start, exit int64) pidRecord {
 		return pidRecord{ID: id, StartNS: uint64(start * ms), ExitNS: uint64(exit * ms)}
 	}
+	container7 := &pidTag{Cur: rec(7, 100, 0)}
+	container9 := &pidTag{Cur: rec(9, 100, 0)}
 	cases := []struct {
 		name   string
 		pt     pidTag
+		parent *pidTag // the pid_tags of the event's parent, if any
 		atMS   int64
 		wantID contid.ID
 		want   contid.Attribution
 	}{
-		{"no records", pidTag{}, 1000, 0, contid.Unattributed},
-		{"alive, after start", pidTag{Cur: rec(7, 1000, 0)}, 5000, 7, contid.LiveProcess},
-		{"alive, within slack before start", pidTag{Cur: rec(7, 1000, 0)}, 985, 7, contid.LiveProcess},
-		{"alive, stamped early by a lagging coarse clock", pidTag{Cur: rec(7, 2000, 0)}, 1900, 7, contid.LiveProcess},
-		{"alive, long before start", pidTag{Cur: rec(7, 2000, 0)}, 900, 0, contid.Unattributed},
-		{"lagging stamp after the previous life ended", pidTag{Cur: rec(9, 3000, 0), Prev: rec(7, 1000, 2000)}, 2900, 9, contid.LiveProcess},
-		{"lagging stamp, previous life still alive then", pidTag{Cur: rec(9, 3000, 0), Prev: rec(7, 1000, 2990)}, 2900, 7, contid.ExitedProcess},
-		{"exited, during life", pidTag{Cur: rec(7, 1000, 2000)}, 1500, 7, contid.ExitedProcess},
-		{"exited, within slack after exit", pidTag{Cur: rec(7, 1000, 2000)}, 2015, 7, contid.ExitedProcess},
-		{"exited, after exit", pidTag{Cur: rec(7, 1000, 2000)}, 2100, 0, contid.Unattributed},
-		{"reused by untagged, old life", pidTag{Cur: rec(0, 3000, 0), Prev: rec(7, 1000, 2000)}, 1500, 7, contid.ExitedProcess},
-		{"reused by untagged, new life", pidTag{Cur: rec(0, 3000, 0), Prev: rec(7, 1000, 2000)}, 3500, 0, contid.Unattributed},
-		{"reused by another container, new life", pidTag{Cur: rec(9, 3000, 0), Prev: rec(7, 1000, 2000)}, 3500, 9, contid.LiveProcess},
-		{"reused within slack, different IDs", pidTag{Cur: rec(9, 2010, 0), Prev: rec(7, 1000, 2000)}, 2005, 0, contid.AmbiguousPID},
-		{"reused within slack, untagged successor", pidTag{Cur: rec(0, 2010, 0), Prev: rec(7, 1000, 2000)}, 2005, 0, contid.AmbiguousPID},
-		{"reused within slack, same ID", pidTag{Cur: rec(7, 2010, 0), Prev: rec(7, 1000, 2000)}, 2005, 7, contid.LiveProcess},
-		{"between two lives", pidTag{Cur: rec(9, 5000, 0), Prev: rec(7, 1000, 2000)}, 3000, 0, contid.Unattributed},
+		{"no records", pidTag{}, nil, 1000, 0, contid.Unattributed},
+		{"alive, after start", pidTag{Cur: rec(7, 1000, 0)}, nil, 5000, 7, contid.LiveProcess},
+		{"alive, within slack before start", pidTag{Cur: rec(7, 1000, 0)}, nil, 985, 7, contid.LiveProcess},
+		{"alive, stamped early by a lagging coarse clock", pidTag{Cur: rec(7, 2000, 0)}, container7, 1900, 7, contid.LiveProcess},
+		{"alive, long before start", pidTag{Cur: rec(7, 2000, 0)}, nil, 900, 0, contid.Unattributed},
+		{"lagging stamp after the previous life ended", pidTag{Cur: rec(9, 3000, 0), Prev: rec(7, 1000, 2000)}, container9, 2900, 9, contid.LiveProcess},
+		{"lagging stamp, previous life still alive then", pidTag{Cur: rec(9, 3000, 0), Prev: rec(7, 1000, 2990)}, nil, 2900, 7, contid.ExitedProcess},
+		{"exited, during life", pidTag{Cur: rec(7, 1000, 2000)}, nil, 1500, 7, contid.ExitedProcess},
+		{"exited, within slack after exit", pidTag{Cur: rec(7, 1000, 2000)}, nil, 2015, 7, contid.ExitedProcess},
+		{"exited, after exit", pidTag{Cur: rec(7, 1000, 2000)}, nil, 2100, 0, contid.Unattributed},
+		{"reused by untagged, old life", pidTag{Cur: rec(0, 3000, 0), Prev: rec(7, 1000, 2000)}, nil, 1500, 7, contid.ExitedProcess},
+		{"reused by untagged, new life", pidTag{Cur: rec(0, 3000, 0), Prev: rec(7, 1000, 2000)}, nil, 3500, 0, contid.Unattributed},
+		{"reused by another container, new life", pidTag{Cur: rec(9, 3000, 0), Prev: rec(7, 1000, 2000)}, nil, 3500, 9, contid.LiveProcess},
+		{"reused within slack, different IDs", pidTag{Cur: rec(9, 2010, 0), Prev: rec(7, 1000, 2000)}, nil, 2005, 0, contid.AmbiguousPID},
+		{"reused within slack, untagged successor", pidTag{Cur: rec(0, 2010, 0), Prev: rec(7, 1000, 2000)}, nil, 2005, 0, contid.AmbiguousPID},
+		{"reused within slack, same ID", pidTag{Cur: rec(7, 2010, 0), Prev: rec(7, 1000, 2000)}, nil, 2005, 7, contid.LiveProcess},
+		// An early stamp on a PID with no recorded earlier life may be an
+		// untagged process's that held the PID unrecorded: only a parent
+		// with the same ID at that time vouches for the current life.
+		{"early stamp, no parent on record", pidTag{Cur: rec(7, 2000, 0)}, nil, 1900, 0, contid.Unattributed},
+		{"early stamp, untagged parent", pidTag{Cur: rec(7, 2000, 0)}, &pidTag{Cur: rec(0, 100, 0)}, 1900, 0, contid.Unattributed},
+		{"early stamp, parent in another container", pidTag{Cur: rec(7, 2000, 0)}, container9, 1900, 0, contid.Unattributed},
+		{"early stamp, parent exited before it", pidTag{Cur: rec(7, 2000, 0)}, &pidTag{Cur: rec(7, 100, 1500)}, 1900, 0, contid.Unattributed},
+		{"early stamp, parent exited after it", pidTag{Cur: rec(7, 2000, 0)}, &pidTag{Cur: rec(7, 100, 2500)}, 1900, 7, contid.LiveProcess},
+		{"between two lives", pidTag{Cur: rec(9, 5000, 0), Prev: rec(7, 1000, 2000)}, nil, 3000, 0, contid.Unattributed},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			id, how := attribute(tc.pt, tc.atMS*ms, slack)
+			id, how := resolve(tc.pt, tc.parent, tc.atMS*ms, slack)
 			if id != tc.wantID || how != tc.want {
 				t.Errorf("attribute = %d, %d; want %d, %d", id, how, tc.wantID, tc.want)
 			}
@@ -60,7 +71,7 @@ func BenchmarkAttributeMatch(b *testing.B) {
 	pt := pidTag{Cur: pidRecord{ID: 9, StartNS: 3e9}, Prev: pidRecord{ID: 7, StartNS: 1e9, ExitNS: 2e9}}
 	b.ReportAllocs()
 	for b.Loop() {
-		attribute(pt, 1.5e9, attributionSlack)
+		resolve(pt, nil, 1.5e9, attributionSlack)
 	}
 }
 

@@ -742,7 +742,7 @@ func selfCPU() time.Duration {
 
 type constAttributor struct{ id contid.ID }
 
-func (c constAttributor) Attribute(uint32, time.Time) (contid.ID, contid.Attribution, error) {
+func (c constAttributor) Attribute(uint32, uint32, time.Time) (contid.ID, contid.Attribution, error) {
 	return c.id, contid.LiveProcess, nil
 }
 

@@ -30,7 +30,8 @@ import (
 // Attributor finds the container a process belonged to at a given time,
 // for live and exited processes alike. kernel.Tracker satisfies it.
 type Attributor interface {
-	Attribute(pid uint32, at time.Time) (contid.ID, contid.Attribution, error)
+	// ppid is the parent the event names, 0 if none.
+	Attribute(pid, ppid uint32, at time.Time) (contid.ID, contid.Attribution, error)
 }
 
 // LossKind says where events were lost.
@@ -606,7 +607,7 @@ func (s *stream) ReassemblyComplete(msgs []*auparse.AuditMessage) {
 		r.stats.maxLag.Store(int64(lag))
 	}
 	if ev.HasPID && r.attr != nil {
-		id, how, err := r.attr.Attribute(ev.PID, ev.Time)
+		id, how, err := r.attr.Attribute(ev.PID, ev.PPID, ev.Time)
 		switch {
 		case err != nil:
 		case how == contid.AmbiguousPID:

@@ -189,7 +189,7 @@ type fakeAttributor struct {
 	err error
 }
 
-func (f fakeAttributor) Attribute(uint32, time.Time) (contid.ID, contid.Attribution, error) {
+func (f fakeAttributor) Attribute(uint32, uint32, time.Time) (contid.ID, contid.Attribution, error) {
 	return f.id, f.how, f.err
 }
 
