@@ -415,8 +415,11 @@ func exemptionStale(line string) bool {
 // exemptedProcess reads the PID and start time an exemption rule names.
 func exemptedProcess(line string) (pid int, start uint64, ok bool) {
 	var havePID, haveStart bool
-	for _, f := range strings.Fields(line) {
-		if v, found := strings.CutPrefix(f, "pid="); found {
+	// Only a field of its own: a key may hold spaces, and "pid=1" in a
+	// key must not pass for the rule's PID.
+	fields := strings.Fields(line)
+	for i, f := range fields {
+		if v, found := strings.CutPrefix(f, "pid="); found && i > 0 && fields[i-1] == "-F" {
 			n, err := strconv.Atoi(v)
 			pid, havePID = n, err == nil
 		}
@@ -466,6 +469,7 @@ func ruleKeys(line string) []string {
 	fields := strings.Fields(line)
 	for i, f := range fields {
 		v, ok := strings.CutPrefix(f, "key=")
+		ok = ok && i > 0 && fields[i-1] == "-F"
 		if !ok && f == "-k" && i+1 < len(fields) {
 			v, ok = fields[i+1], true
 		}

@@ -25,6 +25,7 @@ func TestHasKey(t *testing.T) {
 		{"-a always,exit -S bpf -F key=contid-selfie -F key=contid-self", true},
 		{"-a always,exit -S bpf -F key=my-contid-self", false},
 		{"-a always,exit -S bpf", false},
+		{"-a always,exit -S bpf -F key=other key=contid-self", false},
 		{"-a never,exit -S all -F pid=1 -F key=contid-self\x01contid-self-start=5", true},
 		{"-a never,exit -S all -F pid=1 -F key=other\x01contid-self", true},
 		{"-a never,exit -S all -F pid=1 -F key=contid-self-start=5", false},
@@ -71,6 +72,8 @@ func TestExemptionStale(t *testing.T) {
 		{"gone", rule(gone.Process.Pid, 1), true},
 		{"no start key", fmt.Sprintf("-a never,exit -S all -F pid=%d -F key=%s", other.Process.Pid, selfRuleKey), true},
 		{"no PID", fmt.Sprintf("-a never,exit -S all -F key=%s\x01%s%d", selfRuleKey, selfStartKey, start), true},
+		// A key may hold spaces: its "pid=" is not the rule's.
+		{"PID only inside the key", fmt.Sprintf("-a never,exit -S all -F key=%s\x01%s%d pid=%d", selfRuleKey, selfStartKey, start, other.Process.Pid), true},
 	} {
 		if got := exemptionStale(tc.line); got != tc.stale {
 			t.Errorf("%s: exemptionStale(%q) = %v, want %v", tc.name, tc.line, got, tc.stale)
