@@ -44,6 +44,7 @@ type Registry interface {
 type Cgroups interface {
 	Root() string
 	ID(rel string) (uint64, error)
+	// PathByID fails with kernel.ErrNoSuchCgroup when the cgroup is gone.
 	PathByID(id uint64) (string, error)
 	OfPID(pid uint32) (string, error)
 }

@@ -3,6 +3,7 @@ package dbus
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"maps"
 	"os"
@@ -138,7 +139,7 @@ func (c fakeCgroups) PathByID(id uint64) (string, error) {
 		return nil
 	})
 	if err == nil && found == "" {
-		err = errors.New("no such cgroup in the fake")
+		err = fmt.Errorf("%w: %d in the fake", kernel.ErrNoSuchCgroup, id)
 	}
 	return found, err
 }

@@ -1,9 +1,11 @@
 package dbus
 
 import (
+	"errors"
 	"time"
 
 	"github.com/contid/contid"
+	"github.com/contid/contid/kernel"
 	"github.com/contid/contid/registry"
 )
 
@@ -82,7 +84,10 @@ func (m *Manager) releaseDue(now time.Time) {
 	for _, pr := range due {
 		var kept []uint64
 		for _, cg := range pr.cgroups {
-			if _, err := m.cfg.Cgroups.PathByID(cg); err == nil {
+			if _, err := m.cfg.Cgroups.PathByID(cg); !errors.Is(err, kernel.ErrNoSuchCgroup) {
+				// Still there, or not known to be gone (out of
+				// descriptors, a failed read): look again later
+				// rather than untag a live cgroup.
 				kept = append(kept, cg)
 				continue
 			}
