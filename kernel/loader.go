@@ -417,18 +417,8 @@ func (b *BPF) protectPinDir() error {
 	for _, k := range keys {
 		want[k] = true
 	}
-	var (
-		k     protectedInode
-		v     uint8
-		stale []protectedInode
-	)
-	it := im.Iterate()
-	for it.Next(&k, &v) {
-		if !want[k] {
-			stale = append(stale, k)
-		}
-	}
-	if err := it.Err(); err != nil {
+	stale, err := keysWhere(im, func(k protectedInode, _ uint8) bool { return !want[k] })
+	if err != nil {
 		return fmt.Errorf("list protected directories: %w", err)
 	}
 	for _, k := range stale {
@@ -493,6 +483,23 @@ func ownCgroupKeys() ([]protectedInode, error) {
 	return keys, nil
 }
 
+// keysWhere lists the keys of m whose entries drop accepts, for removal
+// after the iteration (deleting while iterating would restart it).
+func keysWhere[K comparable, V any](m *ebpf.Map, drop func(K, V) bool) ([]K, error) {
+	var (
+		k   K
+		v   V
+		out []K
+	)
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		if drop(k, v) {
+			out = append(out, k)
+		}
+	}
+	return out, it.Err()
+}
+
 // inodeKey names path as the guards see it.
 func inodeKey(path string) (protectedInode, error) {
 	var st unix.Stat_t
@@ -510,18 +517,11 @@ func inodeKey(path string) (protectedInode, error) {
 // so the map does not fill up over restarts.
 func (b *BPF) protectSelf() error {
 	tm := b.maps["protected_tasks"]
-	var (
-		tgid  uint32
-		start uint64
-		gone  []uint32
-	)
-	it := tm.Iterate()
-	for it.Next(&tgid, &start) {
-		if now, err := procstat.StartTicks(int(tgid)); err != nil || now != start {
-			gone = append(gone, tgid)
-		}
-	}
-	if err := it.Err(); err != nil {
+	gone, err := keysWhere(tm, func(tgid uint32, start uint64) bool {
+		now, err := procstat.StartTicks(int(tgid))
+		return err != nil || now != start
+	})
+	if err != nil {
 		return fmt.Errorf("list protected processes: %w", err)
 	}
 	for _, g := range gone {

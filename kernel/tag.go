@@ -157,18 +157,8 @@ func (b *BPF) SetAutotagParents(cgroupIDs []uint64) error {
 		want[id] = true
 	}
 	m := b.maps["autotag_parents"]
-	var (
-		id    uint64
-		flags uint32
-		stale []uint64
-	)
-	it := m.Iterate()
-	for it.Next(&id, &flags) {
-		if !want[id] {
-			stale = append(stale, id)
-		}
-	}
-	if err := it.Err(); err != nil {
+	stale, err := keysWhere(m, func(id uint64, _ uint32) bool { return !want[id] })
+	if err != nil {
 		return fmt.Errorf("list autotag parents: %w", err)
 	}
 	// Add before removing so a parent in both sets is never missing.
