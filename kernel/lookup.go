@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/contid/contid"
+	"github.com/contid/contid/internal/procstat"
 )
 
 // attributionSlack widens each [start, exit] window. Audit stamps records
@@ -70,17 +71,20 @@ func (b *BPF) PIDID(pid uint32) (contid.ID, error) {
 // Attribute resolves the ID a PID had at time at from pid_tags, which
 // outlives the process.
 func (b *BPF) Attribute(pid, ppid uint32, at time.Time) (contid.ID, contid.Attribution, error) {
+	t, err := realtimeToBoottime(at)
+	if err != nil {
+		return contid.Unset, contid.Unattributed, err
+	}
 	var pt pidTag
-	err := b.maps["pid_tags"].Lookup(pid, &pt)
+	err = b.maps["pid_tags"].Lookup(pid, &pt)
 	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		if id := b.attributeLive(pid, t); id != contid.Unset {
+			return id, contid.LiveProcess, nil
+		}
 		return contid.Unset, contid.Unattributed, nil
 	}
 	if err != nil {
 		return contid.Unset, contid.Unattributed, fmt.Errorf("look up pid %d: %w", pid, err)
-	}
-	t, err := realtimeToBoottime(at)
-	if err != nil {
-		return contid.Unset, contid.Unattributed, err
 	}
 	var parent *pidTag
 	if _, _, early := attribute(pt, t, attributionSlack); early && ppid != 0 {
@@ -91,6 +95,38 @@ func (b *BPF) Attribute(pid, ppid uint32, at time.Time) (contid.ID, contid.Attri
 	}
 	id, how := resolve(pt, parent, t, attributionSlack)
 	return id, how, nil
+}
+
+// userTick is the unit of a start time in /proc/PID/stat (USER_HZ).
+const userTick = 10 * time.Millisecond
+
+// attributeLive answers for a PID of which pid_tags holds no record. The
+// map is an LRU: a container that forks tens of thousands of short
+// processes evicts the records of processes that live on, its own and
+// other containers', whose events would then go unattributed, unwritten.
+// A live process that started before the event held the PID then, so
+// the event is its own, and its ID is read from task_tags. It answers
+// contid.Unset (the caller reports that as unattributed) otherwise.
+func (b *BPF) attributeLive(pid uint32, t int64) contid.ID {
+	fd, err := unix.PidfdOpen(int(pid), 0)
+	if err != nil {
+		return contid.Unset
+	}
+	defer unix.Close(fd)
+	id, err := b.ProcessID(fd)
+	if err != nil || id == contid.Unset {
+		return contid.Unset
+	}
+	ticks, err := procstat.StartTicks(int(pid))
+	// Still alive after the read: the start time was the pidfd's process.
+	if err != nil || unix.PidfdSendSignal(fd, 0, nil, 0) != nil {
+		return contid.Unset
+	}
+	// The start time is truncated to a tick; the audit stamp may lag.
+	if started := int64(ticks+1) * int64(userTick); t <= started+int64(attributionSlack) {
+		return contid.Unset
+	}
+	return id
 }
 
 // realtimeToBoottime converts a wall-clock time to CLOCK_BOOTTIME

@@ -64,3 +64,41 @@ func TestReleaseAfterRemoval(t *testing.T) {
 		t.Errorf("ClaimID(%d) after a refused release: %v; want ErrIDTaken", ahead, err)
 	}
 }
+
+// pid_tags is an LRU map: a container that forks tens of thousands of
+// short processes evicts the records of processes that live on. A live
+// tagged process whose record is gone is still attributed, through its
+// pidfd, for events after its start; an event before its start is
+// another process's and is not.
+func TestAttributeEvictedLiveProcess(t *testing.T) {
+	requireBPF(t)
+	b := loadTest(t, testPinDir(t))
+	cg := newTestCgroup(t, nil, "evicted")
+	x := mustAllocate(t, b)
+	mustTagCgroup(t, b, cg, contid.Tag{Chain: contid.Chain{x}})
+	before := time.Now()
+	time.Sleep(50 * time.Millisecond)
+	cmd := execIn(t, cg, "cat")
+	defer func() {
+		cmd.in.Close()
+		_ = cmd.cmd.Wait()
+	}()
+	time.Sleep(100 * time.Millisecond)
+	if err := b.maps["pid_tags"].Delete(uint32(cmd.pid)); err != nil {
+		t.Fatalf("evict the record: %v", err)
+	}
+	for _, tc := range []struct {
+		name   string
+		at     time.Time
+		wantID contid.ID
+		want   contid.Attribution
+	}{
+		{"an event of the live process", time.Now(), x, contid.LiveProcess},
+		{"an event before it started", before, contid.Unset, contid.Unattributed},
+	} {
+		id, how, err := b.Attribute(uint32(cmd.pid), 0, tc.at)
+		if err != nil || id != tc.wantID || how != tc.want {
+			t.Errorf("%s: Attribute = %d, %d, %v; want %d, %d", tc.name, id, how, err, tc.wantID, tc.want)
+		}
+	}
+}
