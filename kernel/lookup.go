@@ -173,6 +173,12 @@ func attribute(pt pidTag, t int64, slack time.Duration) (id contid.ID, how conti
 		r = pt.Cur
 	case prev:
 		r = pt.Prev
+	case pt.Prev.StartNS != 0 && t < int64(pt.Prev.StartNS)-int64(slack):
+		// Older than both lives on record: the PID has been taken
+		// twice since, and whose call it was is lost with the
+		// record that rotated out. Counted, not passed off as an
+		// untagged process's.
+		return contid.Unset, contid.AmbiguousPID, early
 	default:
 		return contid.Unset, contid.Unattributed, early
 	}

@@ -55,6 +55,7 @@ func TestAttribute(t *testing.T) {
 		{"early stamp, parent in another container", pidTag{Cur: rec(7, 2000, 0)}, container9, 1900, 0, contid.Unattributed},
 		{"early stamp, parent exited before it", pidTag{Cur: rec(7, 2000, 0)}, &pidTag{Cur: rec(7, 100, 1500)}, 1900, 0, contid.Unattributed},
 		{"early stamp, parent exited after it", pidTag{Cur: rec(7, 2000, 0)}, &pidTag{Cur: rec(7, 100, 2500)}, 1900, 7, contid.LiveProcess},
+		{"before both lives on record: the PID was taken twice since", pidTag{Cur: rec(9, 5000, 0), Prev: rec(7, 3000, 4000)}, nil, 1000, 0, contid.AmbiguousPID},
 		{"between two lives", pidTag{Cur: rec(9, 5000, 0), Prev: rec(7, 1000, 2000)}, nil, 3000, 0, contid.Unattributed},
 	}
 	for _, tc := range cases {

@@ -285,8 +285,8 @@ func TestPIDReuse(t *testing.T) {
 	if wraps < 2 {
 		t.Errorf("PIDs wrapped %d times, want at least 2 for the test to mean anything", wraps)
 	}
-	// Ambiguous and unattributed events are dropped by design (the
-	// latter when the PID was reused twice before the reader got to the
+	// Ambiguous events are dropped by design and counted (among them
+	// those whose PID was reused twice before the reader got to the
 	// event, which a loaded host makes likely: see MaxLag), but most must
 	// be attributed, or the test would pass by attributing nothing.
 	if attributed < offered/2 {
