@@ -20,6 +20,7 @@ import (
 	"github.com/contid/contid/dbus/client"
 	"github.com/contid/contid/internal/testenv"
 	"github.com/contid/contid/kernel"
+	"github.com/contid/contid/kernel/audit"
 )
 
 var (
@@ -333,13 +334,29 @@ func (d *daemon) logText() string {
 	return d.log.String()
 }
 
-// kill ends contidd with SIGKILL, as a crash would.
+// kill ends contidd with SIGKILL, as a crash would, and then does what
+// the unit's ExecStopPost does.
 func (d *daemon) kill() {
 	if d.cmd.ProcessState != nil {
 		return
 	}
 	_ = d.cmd.Process.Signal(syscall.SIGKILL)
 	_ = d.cmd.Wait()
+	dropAuditExemption()
+}
+
+// dropAuditExemption removes the audit exemption of a contidd that is
+// gone (contidd exempts its own calls when another audit daemon runs).
+// The rule names its PID: left behind, it would exempt any root process
+// that takes the PID over, such as an exec of another package's test that
+// counts its execs in the journal.
+func dropAuditExemption() {
+	ctl, err := audit.NewControl()
+	if err != nil {
+		return
+	}
+	defer ctl.Close()
+	_ = ctl.DropExemptions()
 }
 
 // stop ends contidd with SIGTERM and checks it exits cleanly.
@@ -355,6 +372,8 @@ func (d *daemon) stop() {
 		}
 	case <-time.After(15 * time.Second):
 		_ = d.cmd.Process.Kill()
+		<-done
+		dropAuditExemption()
 		d.e.t.Fatalf("contidd did not stop within 15s of SIGTERM")
 	}
 }
