@@ -53,6 +53,15 @@ func AuditPipeline(journalSocket string) func(ctx context.Context, d *Daemon) er
 			d.Log.Logf(cdbus.PrioWarning, "contidd's own system calls stay audited (%v): attributing an event then causes more.", err)
 		} else {
 			defer func() { _ = remove() }()
+			// Stopped before the exemption is removed, so it cannot put
+			// it back after.
+			watchCtx, stopWatch := context.WithCancel(ctx)
+			watched := make(chan struct{})
+			go func() {
+				defer close(watched)
+				keepExempt(watchCtx, d.Log, ctl)
+			}()
+			defer func() { stopWatch(); <-watched }()
 		}
 		raiseBacklogLimit(d.Log, ctl, d.Config.BacklogLimit)
 		// The settings a reload applies to the kernel's audit state.
@@ -366,4 +375,28 @@ func (rc registryContainers) Lookup(id contid.ID) (contid.Chain, string, string,
 		return nil, "", "", false
 	}
 	return c.Chain, c.Name, c.Unit, true
+}
+
+// exemptionCheck is how often contidd looks for its audit exemption.
+const exemptionCheck = 2 * time.Second
+
+// keepExempt puts contidd's audit exemption back whenever the audit rules
+// were reloaded without it (auditd's start, `auditctl -D`).
+func keepExempt(ctx context.Context, log *Logger, ctl *audit.Control) {
+	t := time.NewTicker(exemptionCheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		restored, err := ctl.EnsureExempt()
+		switch {
+		case err != nil && ctx.Err() == nil:
+			log.Logf(cdbus.PrioWarning, "Checking contidd's audit exemption: %v", err)
+		case restored:
+			log.Logf(cdbus.PrioNotice, "The audit rules were reloaded without contidd's exemption of its own system calls; put it back.")
+		}
+	}
 }

@@ -195,9 +195,11 @@ func attribute(pt pidTag, t int64, slack time.Duration) (id contid.ID, how conti
 // on which contid recorded no earlier life may have been held, just
 // before, by an untagged process (its life is recorded only where the PID
 // already has a record): an early stamp could be that process's call. It
-// goes to the current life only when the event's parent had, at that
-// time, the same ID: an untagged process has no tagged parent, since a
-// tagged parent's children inherit its ID.
+// goes to the current life only when the event's parent was in a
+// container at that time: an untagged process has no tagged parent, since
+// a tagged parent's children inherit its ID. (Not necessarily the same
+// ID: a nested container's first process is the child of its parent
+// container's.)
 func resolve(pt pidTag, parent *pidTag, t int64, slack time.Duration) (contid.ID, contid.Attribution) {
 	id, how, early := attribute(pt, t, slack)
 	if !early || id == contid.Unset {
@@ -207,7 +209,7 @@ func resolve(pt pidTag, parent *pidTag, t int64, slack time.Duration) (contid.ID
 		return contid.Unset, contid.Unattributed
 	}
 	pid, phow, pearly := attribute(*parent, t, slack)
-	if pearly || pid != id || (phow != contid.LiveProcess && phow != contid.ExitedProcess) {
+	if pearly || pid == contid.Unset || (phow != contid.LiveProcess && phow != contid.ExitedProcess) {
 		return contid.Unset, contid.Unattributed
 	}
 	return id, how

@@ -52,7 +52,7 @@ func TestAttribute(t *testing.T) {
 		// with the same ID at that time vouches for the current life.
 		{"early stamp, no parent on record", pidTag{Cur: rec(7, 2000, 0)}, nil, 1900, 0, contid.Unattributed},
 		{"early stamp, untagged parent", pidTag{Cur: rec(7, 2000, 0)}, &pidTag{Cur: rec(0, 100, 0)}, 1900, 0, contid.Unattributed},
-		{"early stamp, parent in another container", pidTag{Cur: rec(7, 2000, 0)}, container9, 1900, 0, contid.Unattributed},
+		{"early stamp, parent in the enclosing container", pidTag{Cur: rec(7, 2000, 0)}, container9, 1900, 7, contid.LiveProcess},
 		{"early stamp, parent exited before it", pidTag{Cur: rec(7, 2000, 0)}, &pidTag{Cur: rec(7, 100, 1500)}, 1900, 0, contid.Unattributed},
 		{"early stamp, parent exited after it", pidTag{Cur: rec(7, 2000, 0)}, &pidTag{Cur: rec(7, 100, 2500)}, 1900, 7, contid.LiveProcess},
 		{"before both lives on record: the PID was taken twice since", pidTag{Cur: rec(9, 5000, 0), Prev: rec(7, 3000, 4000)}, nil, 1000, 0, contid.AmbiguousPID},

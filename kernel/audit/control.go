@@ -390,6 +390,32 @@ func (c *Control) ExemptSelf() (remove func() error, err error) {
 	return c.DropExemptions, nil
 }
 
+// EnsureExempt adds this process's exemption again when it is gone, and
+// says whether it had to. Whoever reloads the audit rules removes it
+// (auditd's start runs `auditctl -D` before its own rules), and from then
+// on each event contidd attributes costs audited bpf(2) calls, whose
+// events it attributes in turn: a flood that drowns out everything else.
+func (c *Control) EnsureExempt() (restored bool, err error) {
+	held, err := c.Rules()
+	if err != nil {
+		return false, err
+	}
+	self := os.Getpid()
+	for _, wf := range held {
+		line, err := rule.ToCommandLine(wf, false)
+		if err != nil || !hasKey(line, selfRuleKey) {
+			continue
+		}
+		if pid, _, ok := exemptedProcess(line); ok && pid == self {
+			return false, nil
+		}
+	}
+	if _, err := c.ExemptSelf(); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
 // DropExemptions removes the rules ExemptSelf added: this process's, and
 // those of a contidd that is gone. The exemption of another contidd that
 // still runs stays (two run side by side only in tests, but there one

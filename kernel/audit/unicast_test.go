@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/elastic/go-libaudit/v2/auparse"
+	"github.com/elastic/go-libaudit/v2/rule"
 	"golang.org/x/sys/unix"
 
 	"github.com/contid/contid/internal/testenv"
@@ -672,3 +673,45 @@ func TestExemptSelf(t *testing.T) {
 		})
 	}
 }
+
+// TestEnsureExempt: reloading the audit rules (auditd's start runs
+// auditctl -D) removes contidd's exemption; EnsureExempt puts it back, in
+// front of the rules, and leaves it alone while it is there.
+func TestEnsureExempt(t *testing.T) {
+	s := newAuditSession(t)
+	remove, err := s.ctl.ExemptSelf()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := remove(); err != nil {
+			t.Errorf("removing the exemption: %v", err)
+		}
+	}()
+	steps := []struct {
+		name         string
+		before       func() error
+		wantRestored bool
+	}{
+		{"present", func() error { return nil }, false},
+		{"removed by a reload", s.ctl.DropExemptions, true},
+		{"present again", func() error { return nil }, false},
+	}
+	for _, st := range steps {
+		if err := st.before(); err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		restored, err := s.ctl.EnsureExempt()
+		if err != nil || restored != st.wantRestored {
+			t.Errorf("%s: EnsureExempt = %v, %v; want %v", st.name, restored, err, st.wantRestored)
+		}
+		held, err := s.ctl.Rules()
+		if err != nil || len(held) == 0 {
+			t.Fatalf("%s: rules %d, %v", st.name, len(held), err)
+		}
+		if line, _ := rule.ToCommandLine(held[0], false); !strings.Contains(line, "contid-self") {
+			t.Errorf("%s: the first rule is %q, not the exemption", st.name, line)
+		}
+	}
+}
+
