@@ -565,7 +565,10 @@ run_nested() {
 			elif [[ -z $y ]]; then
 				a="container $x could not tag its child: $(grep -v '^container' "$log" | tail -n1)"
 				verdict=FAIL
-			elif wait_journal "$cur" "$y" "AUDIT_CONTAINER_CHAIN=$y,.$x(,|\n)" &&
+			# Wait for the exec's own entry (the reader may lag behind
+			# the orchestrator), then check its chain and WITHIN.
+			elif wait_journal "$cur" "$y" "$(basename "$MARK")" &&
+				journal_entries "$cur" "$y" "$(basename "$MARK")" | grep -qE "AUDIT_CONTAINER_CHAIN=$y,.$x(,|$)" &&
 				journalctl -q --no-pager --after-cursor="$cur" AUDIT_CONTAINER_WITHIN="$x" -o verbose | grep -qF "$(basename "$MARK")"; then
 				a="child $y of $x: exec carries chain $y,^$x and shows under AUDIT_CONTAINER_WITHIN=$x"
 			else
