@@ -714,4 +714,3 @@ func TestEnsureExempt(t *testing.T) {
 		}
 	}
 }
-
