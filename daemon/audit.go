@@ -383,14 +383,7 @@ const exemptionCheck = 2 * time.Second
 // keepExempt puts contidd's audit exemption back whenever the audit rules
 // were reloaded without it (auditd's start, `auditctl -D`).
 func keepExempt(ctx context.Context, log *Logger, ctl *audit.Control) {
-	t := time.NewTicker(exemptionCheck)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	every(ctx, exemptionCheck, func() {
 		restored, err := ctl.EnsureExempt()
 		switch {
 		case err != nil && ctx.Err() == nil:
@@ -398,5 +391,5 @@ func keepExempt(ctx context.Context, log *Logger, ctl *audit.Control) {
 		case restored:
 			log.Logf(cdbus.PrioNotice, "The audit rules were reloaded without contidd's exemption of its own system calls; put it back.")
 		}
-	}
+	})
 }

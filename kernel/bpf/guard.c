@@ -316,10 +316,11 @@ int BPF_PROG(contid_guard_task_setscheduler, struct task_struct *p)
 SEC("lsm/file_open")
 int BPF_PROG(contid_guard_file_open, struct file *file)
 {
+	/* Most opens read: they skip the task storage lookup. */
+	if (!(BPF_CORE_READ(file, f_mode) & FMODE_WRITE))
+		return 0;
 	struct task_tag *tt = current_tag();
 	if (!tt)
-		return 0;
-	if (!(BPF_CORE_READ(file, f_mode) & FMODE_WRITE))
 		return 0;
 	if (is_protected_inode(BPF_CORE_READ(file, f_path.dentry, d_parent, d_inode)))
 		return deny(tt, OP_OPEN_WRITE);
