@@ -47,8 +47,8 @@ func runHostile() {
 // half-sent 16 MiB messages, descriptor floods, idle connections:
 // internal/hostile) cost a well-behaved root client of the peer-to-peer
 // socket: the p99 of TagCgroup and of ListContainers (with 200 containers
-// listed) under attack against the same calls with no attack, measured
-// before and after it in the same run. The goal is a ratio of at most 2.
+// listed) under attack against the same calls with no attack, in
+// alternating windows of the same run. The goal is a ratio of at most 2.
 func stallPhase(cfg *config, rep *report) error {
 	fail := func(err error) error {
 		for _, k := range stallKeys {
@@ -137,85 +137,109 @@ func stallPhase(cfg *config, rep *report) error {
 		}
 		return tags, lists, nil
 	}
-	n, attackFor := 400, 20*time.Second
+	// Idle and attack windows alternate, so that whatever else the
+	// machine does during the phase (a build, a helper's tests) lands on
+	// both sides of the ratio instead of on one.
+	cycles, idleFor, attackFor := 3, 5*time.Second, 9*time.Second
 	if cfg.quick {
-		n, attackFor = 100, 10*time.Second
+		cycles, idleFor, attackFor = 2, 3*time.Second, 6*time.Second
 	}
-
-	// Idle before, the attack, idle after: the idle figure is both
-	// together, so drift over the phase lands on both sides.
-	idleCPU0, _ := cpuSeconds(d.pid())
-	idleT0 := time.Now()
-	idleTags, idleLists, err := rounds(n/2, time.Minute)
-	if err != nil {
-		return fail(err)
-	}
-	idleCPU := 0.0
-	if c1, cerr := cpuSeconds(d.pid()); cerr == nil {
-		idleCPU = (c1 - idleCPU0) / time.Since(idleT0).Seconds()
-	}
-	progress("stall: idle, first half: TagCgroup p99 %.2f ms, ListContainers p99 %.2f ms", summarize(idleTags).P99, summarize(idleLists).P99)
-
-	cmd := exec.Command(attacker, "-hostile", d.socket, "-hostile-n", "250", "-hostile-for", (attackFor + 5*time.Second).String())
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
-	atk, err := startProc("hostile clients (nobody)", cmd)
-	if err != nil {
-		return fail(err)
-	}
-	cpu0, _ := cpuSeconds(d.pid())
+	const warmUp = 3 * time.Second // the attackers connect and start
+	var idleTags, idleLists, atkTags, atkLists []float64
+	var idleCPU, idleSecs, cpu, atkSecs float64
 	var peakRSS float64
 	peakFDs := 0
-	stopSampling := make(chan struct{})
-	sampled := make(chan struct{})
-	go func() {
-		defer close(sampled)
-		t := time.NewTicker(100 * time.Millisecond)
-		defer t.Stop()
-		for {
-			if rss, _, err := rssKB(d.pid()); err == nil {
-				peakRSS = max(peakRSS, rss)
-			}
-			if fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", d.pid())); err == nil {
-				peakFDs = max(peakFDs, len(fds))
-			}
-			select {
-			case <-stopSampling:
-				return
-			case <-t.C:
-			}
+	kinds := map[hostile.Kind]*hostile.Stats{}
+	var order []hostile.Kind
+	for cycle := 1; cycle <= cycles; cycle++ {
+		c0, _ := cpuSeconds(d.pid())
+		t0 := time.Now()
+		tags, lists, err := rounds(1<<20, idleFor)
+		if err != nil {
+			return fail(err)
 		}
-	}()
-	time.Sleep(3 * time.Second) // the attackers connect and start
-	t0 := time.Now()
-	atkTags, atkLists, err := rounds(n, attackFor-3*time.Second)
-	cpu := 0.0
-	if c1, cerr := cpuSeconds(d.pid()); cerr == nil {
-		cpu = (c1 - cpu0) / time.Since(t0).Seconds()
-	}
-	close(stopSampling)
-	<-sampled
-	<-atk.done
-	atk.undo()
-	if err != nil {
-		return fail(fmt.Errorf("under attack: %w", err))
+		if c1, cerr := cpuSeconds(d.pid()); cerr == nil {
+			idleCPU += c1 - c0
+			idleSecs += time.Since(t0).Seconds()
+		}
+		idleTags, idleLists = append(idleTags, tags...), append(idleLists, lists...)
+
+		cmd := exec.Command(attacker, "-hostile", d.socket, "-hostile-n", "250", "-hostile-for", (warmUp + attackFor + time.Second).String())
+		var out strings.Builder
+		cmd.Stdout, cmd.Stderr = &out, os.Stderr
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		atk, err := startProc("hostile clients (nobody)", cmd)
+		if err != nil {
+			return fail(err)
+		}
+		stopSampling := make(chan struct{})
+		sampled := make(chan struct{})
+		go func() {
+			defer close(sampled)
+			t := time.NewTicker(100 * time.Millisecond)
+			defer t.Stop()
+			for {
+				if rss, _, err := rssKB(d.pid()); err == nil {
+					peakRSS = max(peakRSS, rss)
+				}
+				if fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", d.pid())); err == nil {
+					peakFDs = max(peakFDs, len(fds))
+				}
+				select {
+				case <-stopSampling:
+					return
+				case <-t.C:
+				}
+			}
+		}()
+		time.Sleep(warmUp)
+		c0, _ = cpuSeconds(d.pid())
+		t0 = time.Now()
+		tags, lists, err = rounds(1<<20, attackFor)
+		if c1, cerr := cpuSeconds(d.pid()); cerr == nil {
+			cpu += c1 - c0
+			atkSecs += time.Since(t0).Seconds()
+		}
+		close(stopSampling)
+		<-sampled
+		<-atk.done
+		atk.undo()
+		if err != nil {
+			return fail(fmt.Errorf("under attack: %w", err))
+		}
+		atkTags, atkLists = append(atkTags, tags...), append(atkLists, lists...)
+		var stats []hostile.Stats
+		if err := json.Unmarshal([]byte(out.String()), &stats); err != nil {
+			return fail(fmt.Errorf("the attackers' report %q: %w", out.String(), err))
+		}
+		for _, st := range stats {
+			sum, ok := kinds[st.Kind]
+			if !ok {
+				sum = &hostile.Stats{Kind: st.Kind}
+				kinds[st.Kind] = sum
+				order = append(order, st.Kind)
+			}
+			sum.Attempts += st.Attempts
+			sum.Refused += st.Refused
+			sum.Admitted += st.Admitted
+			sum.Cut += st.Cut
+			sum.MaxCutAfterMS = max(sum.MaxCutAfterMS, st.MaxCutAfterMS)
+		}
+		progress("stall: after cycle %d/%d: TagCgroup p99 so far %.2f ms idle, %.2f ms under attack", cycle, cycles, summarize(idleTags).P99, summarize(atkTags).P99)
 	}
 	var stats []hostile.Stats
-	if err := json.Unmarshal([]byte(out.String()), &stats); err != nil {
-		return fail(fmt.Errorf("the attackers' report %q: %w", out.String(), err))
-	}
-	for _, s := range stats {
+	for _, k := range order {
+		s := kinds[k]
+		stats = append(stats, *s)
 		progress("stall: %-10s %d connection attempts, %d refused at accept, %d admitted, %d cut by contidd", s.Kind, s.Attempts, s.Refused, s.Admitted, s.Cut)
 	}
 	rep.detail("stall_attackers", stats)
-	progress("stall: under attack: TagCgroup p99 %.2f ms, ListContainers p99 %.2f ms over %d calls each", summarize(atkTags).P99, summarize(atkLists).P99, len(atkTags))
-
-	more, moreLists, err := rounds(n/2, time.Minute)
-	if err != nil {
-		return fail(err)
+	if idleSecs > 0 {
+		idleCPU /= idleSecs
 	}
-	idleTags, idleLists = append(idleTags, more...), append(idleLists, moreLists...)
+	if atkSecs > 0 {
+		cpu /= atkSecs
+	}
 	if len(atkTags) < 20 {
 		return fail(errors.New("fewer than 20 calls under attack: too few for a p99"))
 	}
@@ -232,7 +256,7 @@ func stallPhase(cfg *config, rep *report) error {
 	rep.set("stall_contidd_cpu_attack", cpu)
 	rep.detail("stall_tag_ms", map[string]summary{"idle": it, "attack": at})
 	rep.detail("stall_list_ms", map[string]summary{"idle": il, "attack": al})
-	rep.detail("stall_setup", "private dbus-daemon and contidd; a godbus client as root on the peer-to-peer socket alternates TagCgroup (a new cgroup each) and ListContainers (200+ containers) with 10 ms pauses; 1,000 hostile clients as nobody, 250 of each kind (internal/hostile), reconnecting 1 s after each cut or refusal")
+	rep.detail("stall_setup", "private dbus-daemon and contidd; a godbus client as root on the peer-to-peer socket alternates TagCgroup (a new cgroup each) and ListContainers (200+ containers) with 10 ms pauses, in idle windows alternating with attack windows (3 of each); 1,000 hostile clients as nobody, 250 of each kind (internal/hostile), reconnecting 1 s after each cut or refusal")
 	progress("stall: contidd peak RSS %.1f MB, peak %d descriptors, %.2f CPUs idle, %.2f CPUs under attack", peakRSS/1024, peakFDs, idleCPU, cpu)
 	return d.stop()
 }
