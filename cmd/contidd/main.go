@@ -20,6 +20,15 @@ import (
 	"github.com/contid/contid/kernel/audit"
 )
 
+// Exit statuses the unit does not restart on (RestartPreventExitStatus=):
+// a restart cannot mend a command line or a configuration. They are the
+// BSD sysexits codes, not 2: Go exits with 2 after a panic and after the
+// SIGABRT of systemd's watchdog, and those must restart.
+const (
+	exitUsage  = 64 // EX_USAGE
+	exitConfig = 78 // EX_CONFIG
+)
+
 func main() {
 	tuneGC()
 	os.Exit(run(os.Args[1:]))
@@ -70,11 +79,11 @@ func run(args []string) int {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
-		return 2
+		return exitUsage
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "contidd: unexpected argument %q\n", fs.Arg(0))
-		return 2
+		return exitUsage
 	}
 	if *version {
 		fmt.Println("contidd", config.Version)
@@ -87,10 +96,8 @@ func run(args []string) int {
 	load := func() (config.Config, error) { return loadConfig(*confPath, flags) }
 	cfg, err := load()
 	if err != nil {
-		// Exit status 2, which the unit does not restart: a restart
-		// cannot mend the configuration.
 		fmt.Fprintf(os.Stderr, "<3>contidd: %v\n", err)
-		return 2
+		return exitConfig
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)

@@ -41,6 +41,8 @@ source "$(dirname "$SELF")/continuity.sh"
 source "$(dirname "$SELF")/ootb.sh"
 # shellcheck source=limits.sh
 source "$(dirname "$SELF")/limits.sh"
+# shellcheck source=watchdog.sh
+source "$(dirname "$SELF")/watchdog.sh"
 PINDIR=/sys/fs/bpf/contid
 MANAGER=(org.contid1 /org/contid1 org.contid1.Manager)
 TAGGED_SLICE=machine.slice
@@ -890,6 +892,7 @@ main() {
 	NEEDS=$no_link run_denial link_detach
 	run_denial pin_dir_rename
 	run_continuity
+	run_watchdog
 	run_kernel_tests
 	run_bench
 	# The control unmounts every pin on the guest: nothing may follow it.
