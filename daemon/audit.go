@@ -228,6 +228,24 @@ func openReader(d *Daemon, ctl *audit.Control) (*audit.Reader, *audit.Spool, err
 // store, or starts a new one there. Without the store a spool would die
 // with contidd, so there is none.
 func openSpool(d *Daemon) *audit.Spool {
+	sp := openStoredSpool(d)
+	if g, ok := d.Tracker.(fileGuard); ok && sp != nil {
+		if err := g.ProtectFile(sp.File()); err != nil {
+			d.Log.Logf(cdbus.PrioWarning, "Cannot guard the audit spool against tagged writers: %v", err)
+		}
+	}
+	return sp
+}
+
+// fileGuard is the kernel's file_open guard, where the tracker has one:
+// in enforcing mode a tagged task cannot open a file it lists for write.
+// The spool is reachable through systemd's store (/proc/1/fd/N); records
+// planted in it would be replayed by the next contidd as the kernel's.
+type fileGuard interface {
+	ProtectFile(f *os.File) error
+}
+
+func openStoredSpool(d *Daemon) *audit.Spool {
 	if f := d.AuditSpool; f != nil {
 		d.AuditSpool = nil
 		defer f.Close()

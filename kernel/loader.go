@@ -450,6 +450,30 @@ func (b *BPF) ProtectDirectory(dir string) error {
 	return nil
 }
 
+// ProtectFile lists the open file f for the file_open guard: in enforcing
+// mode a tagged task cannot open it for write by any path,
+// /proc/PID/fd/N included. contidd lists its audit spool, a memfd that
+// systemd's file descriptor store holds too. Outside enforcing mode it
+// does nothing.
+func (b *BPF) ProtectFile(f *os.File) error {
+	if b.mode != contid.ModeEnforcing {
+		return nil
+	}
+	raw, err := f.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("protect %s: %w", f.Name(), err)
+	}
+	var st unix.Stat_t
+	var serr error
+	if err := raw.Control(func(fd uintptr) { serr = unix.Fstat(int(fd), &st) }); err != nil || serr != nil {
+		return fmt.Errorf("protect %s: %w", f.Name(), errors.Join(err, serr))
+	}
+	if err := b.maps["protected_inodes"].Update(statKey(&st), uint8(1), ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("protect %s: %w", f.Name(), err)
+	}
+	return nil
+}
+
 // pinDirKeys: the pin directory, and its bpffs as inode 0 for the umount
 // guard.
 func pinDirKeys(pinDir string) ([]protectedInode, error) {
@@ -506,10 +530,14 @@ func inodeKey(path string) (protectedInode, error) {
 	if err := unix.Stat(path, &st); err != nil {
 		return protectedInode{}, err
 	}
+	return statKey(&st), nil
+}
+
+func statKey(st *unix.Stat_t) protectedInode {
 	// The kernel's dev_t packs major:minor as 12:20 bits, not as glibc's
 	// st_dev does.
 	dev := unix.Major(st.Dev)<<20 | unix.Minor(st.Dev)
-	return protectedInode{Ino: st.Ino, Dev: dev}, nil
+	return protectedInode{Ino: st.Ino, Dev: dev}
 }
 
 // protectSelf lists the loading process (contidd) for the kill and

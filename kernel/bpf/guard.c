@@ -252,13 +252,23 @@ int BPF_PROG(contid_guard_task_kill, struct task_struct *p, struct kernel_siginf
  * PTRACE_MODE_READ: through it a process could open contidd's audit
  * spool (a memfd) and plant records for the next contidd to replay. The
  * reads of /proc/PID/stat that `ps` makes are PTRACE_MODE_NOAUDIT:
- * refused quietly, they only blank a few fields. */
+ * refused quietly, they only blank a few fields.
+ *
+ * PID 1 holds the same spool and audit socket in its file descriptor
+ * store: attaching to it (pidfd_getfd takes any of its descriptors) is
+ * refused as well. Reads stay open, since tools read /proc/1/root; the
+ * spool's reopening through /proc/1/fd/N is the file_open guard's. */
 SEC("lsm/ptrace_access_check")
 int BPF_PROG(contid_guard_ptrace, struct task_struct *child, unsigned int mode)
 {
 	struct task_tag *tt = current_tag();
-	if (!tt || !is_protected_task(child))
+	if (!tt)
 		return 0;
+	if (!is_protected_task(child)) {
+		if ((mode & PTRACE_MODE_ATTACH) && BPF_CORE_READ(child, tgid) == 1)
+			return deny(tt, OP_PTRACE);
+		return 0;
+	}
 	if (mode & PTRACE_MODE_NOAUDIT)
 		return -EPERM;
 	return deny(tt, OP_PTRACE);
@@ -312,7 +322,8 @@ int BPF_PROG(contid_guard_task_setscheduler, struct task_struct *p)
  * cgroup.kill, memory.max, pids.max: each stops, kills or starves
  * contidd), and the files of its state directory (truncating the registry
  * would lose names and the sealed ID mark). The loader lists those
- * directories in protected_inodes. */
+ * directories in protected_inodes. Or a protected file itself: contidd's
+ * audit spool, a memfd that /proc/1/fd/N reopens from systemd's store. */
 SEC("lsm/file_open")
 int BPF_PROG(contid_guard_file_open, struct file *file)
 {
@@ -322,7 +333,8 @@ int BPF_PROG(contid_guard_file_open, struct file *file)
 	struct task_tag *tt = current_tag();
 	if (!tt)
 		return 0;
-	if (is_protected_inode(BPF_CORE_READ(file, f_path.dentry, d_parent, d_inode)))
+	if (is_protected_inode(BPF_CORE_READ(file, f_path.dentry, d_parent, d_inode)) ||
+	    is_protected_inode(BPF_CORE_READ(file, f_inode)))
 		return deny(tt, OP_OPEN_WRITE);
 	return 0;
 }

@@ -45,6 +45,26 @@ atk_state_truncate() { : >"$STATE_PROBE" && echo "truncated $STATE_PROBE"; }
 pre_state_truncate() { echo probe >"$STATE_PROBE"; }
 post_state_truncate() { rm -f "$STATE_PROBE"; }
 
+# The audit spool (a memfd) waits in PID 1's file descriptor store, where
+# contidd keeps it across restarts: opened for writing through
+# /proc/1/fd/N, it takes records planted for the next contidd to replay.
+# The control opens it for appending and writes nothing.
+spool_link() {
+	local l
+	for l in /proc/1/fd/*; do
+		[[ $(readlink "$l") == *contid-audit-spool* ]] && echo "$l" && return
+	done
+}
+pre_spool_open() { SPOOL_LINK=$(spool_link); export SPOOL_LINK; }
+atk_spool_open() {
+	[[ -n $SPOOL_LINK ]] || { echo "no audit spool in PID 1's store"; return 2; }
+	(exec 3>>"$SPOOL_LINK") && echo "opened $SPOOL_LINK for writing"
+}
+
+# pidfd_getfd on PID 1 takes any descriptor of systemd's store, the spool
+# and the audit socket included; the control copies one and closes it.
+atk_steal_fd_pid1() { "$PROBE" pidfd-getfd 1; }
+
 # Its control kills contidd; it runs with the other disruptive ones.
 atk_cgroup_kill_contidd() { echo 1 >"$(contidd_cgroup)/cgroup.kill" && echo "killed $(contidd_cgroup)"; }
 post_cgroup_kill_contidd() { kill -0 "$CONTIDD_PID" 2>/dev/null || restart_contidd; }
@@ -60,4 +80,6 @@ run_limits() {
 	NEEDS=$1 run_denial slice_pids_max
 	NEEDS=$1 run_denial state_unlink
 	NEEDS=$1 run_denial state_truncate
+	run_denial spool_open eacces
+	run_denial steal_fd_pid1
 }
