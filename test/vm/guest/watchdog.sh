@@ -30,12 +30,12 @@ wd_restore() {
 # the watchdog: contidd's PID or restart count changes, or the unit is
 # being stopped for it. Prints what it saw; fails if nothing happened.
 wd_watch() {
-	local i sub
-	for ((i = 0; i < $1 * 5; i++)); do
+	local sub t0=$SECONDS
+	while ((SECONDS - t0 < $1)); do
 		sub=$(systemctl show -P SubState contidd.service 2>/dev/null)
 		if [[ $sub == stop-watchdog ]] || [[ $(wd_restarts) != "$3" ]] ||
 			[[ -n $(contidd_pid) && $(contidd_pid) != "$2" ]]; then
-			echo "after $((i / 5)) s: substate $sub, NRestarts $(wd_restarts), MainPID $(contidd_pid)"
+			echo "after $((SECONDS - t0)) s: substate $sub, NRestarts $(wd_restarts), MainPID $(contidd_pid)"
 			return 0
 		fi
 		sleep 0.2
