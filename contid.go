@@ -170,6 +170,16 @@ const (
 	// exited.
 	ExitedProcess
 	// AmbiguousPID: a PID reused around the event's time makes the owner
-	// uncertain; never attribute.
+	// uncertain; never attribute. The event still goes to the journal,
+	// marked, with its Candidates, so a container cannot make its calls
+	// vanish by recycling PIDs.
 	AmbiguousPID
 )
+
+// Candidates are the containers an event with an AmbiguousPID may have
+// come from: the IDs of the recorded lives of its PID that cover the
+// event's time, the older life first, from the first slot on. A PID has
+// two lives on record, so there are at most two; an Unset slot is empty.
+// One candidate means the other life was a process in no container; none
+// means the lives that could have made the call are no longer on record.
+type Candidates [2]ID

@@ -23,9 +23,9 @@ import (
 // AuditPipeline is the Options.Extra goroutine that carries the kernel's
 // audit events to the journal (docs/DESIGN.md): it reads the multicast
 // stream, attributes each event through the kernel layer, writes tagged
-// ones to journald at journalSocket ("" for the standard socket), backs
-// the EventsWritten/EventsLost properties with its counters, and gives
-// the Manager the Recorder that logs contid's own operations.
+// ones (and ambiguous ones, marked) to journald at journalSocket ("" for
+// the standard socket), backs the Events* properties with its counters,
+// and gives the Manager the Recorder that logs contid's own operations.
 //
 // A missing audit subsystem or journald is said once and does not stop
 // contidd: tagging and enforcement do not depend on them.
@@ -107,9 +107,9 @@ func AuditPipeline(journalSocket string) func(ctx context.Context, d *Daemon) er
 		defer fwd.Close()
 
 		d.Manager.SetAuditState(auditState(d, ctl, r))
-		d.Manager.SetEventSource(func() (uint64, uint64) {
+		d.Manager.SetEventSource(func() cdbus.EventCounts {
 			s := fwd.Stats()
-			return s.Written, s.Lost
+			return cdbus.EventCounts{Written: s.Written, Lost: s.Lost, Ambiguous: r.Stats().Ambiguous}
 		})
 		saved := make(chan struct{})
 		go func() {

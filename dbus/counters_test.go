@@ -5,12 +5,12 @@ import (
 	"testing"
 )
 
-// EventsWritten/EventsLost read the pipeline's counters when asked, and a
+// The Events* properties read the pipeline's counters when asked, and a
 // change is announced once by the periodic flush, not on every event.
 func TestEventCountersFollowSource(t *testing.T) {
 	m, _, em, _ := newTestManager(t)
-	var written, lost uint64
-	m.SetEventSource(func() (uint64, uint64) { return written, lost })
+	var now EventCounts
+	m.SetEventSource(func() EventCounts { return now })
 
 	changes := func() int {
 		em.mu.Lock()
@@ -24,25 +24,30 @@ func TestEventCountersFollowSource(t *testing.T) {
 		return n
 	}
 	for _, step := range []struct {
-		written, lost uint64
-		wantChanges   int
+		counts      EventCounts
+		wantChanges int
 	}{
-		{0, 0, 0},
-		{10, 0, 1},
-		{10, 0, 1}, // unchanged: nothing new to announce
-		{25, 3, 2},
+		{EventCounts{}, 0},
+		{EventCounts{Written: 10}, 1},
+		{EventCounts{Written: 10}, 1}, // unchanged: nothing new to announce
+		{EventCounts{Written: 25, Lost: 3}, 2},
+		{EventCounts{Written: 25, Lost: 3, Ambiguous: 2}, 3},
+		{EventCounts{Written: 27, Lost: 3, Ambiguous: 2}, 4},
 	} {
-		written, lost = step.written, step.lost
+		now = step.counts
 		m.flushCounters()
 		props := m.managerProperties()
-		if got := props["EventsWritten"].Value(); got != step.written {
-			t.Errorf("EventsWritten = %v, want %d", got, step.written)
-		}
-		if got := props["EventsLost"].Value(); got != step.lost {
-			t.Errorf("EventsLost = %v, want %d", got, step.lost)
+		for name, want := range map[string]uint64{
+			"EventsWritten":   step.counts.Written,
+			"EventsLost":      step.counts.Lost,
+			"EventsAmbiguous": step.counts.Ambiguous,
+		} {
+			if got := props[name].Value(); got != want {
+				t.Errorf("%s = %v, want %d", name, got, want)
+			}
 		}
 		if got := changes(); got != step.wantChanges {
-			t.Errorf("after %d/%d: %d PropertiesChanged, want %d (signals %v)", step.written, step.lost, got, step.wantChanges, slices.Clone(em.signals))
+			t.Errorf("after %+v: %d PropertiesChanged, want %d (signals %v)", step.counts, got, step.wantChanges, slices.Clone(em.signals))
 		}
 	}
 }

@@ -63,6 +63,7 @@ func TestContidctl(t *testing.T) {
 		{"list over p2p", nil, []string{"--p2p", e.sock, "list"}, 0, "web"},
 		{"list as nobody", nobody, []string{"--p2p", e.sock, "list"}, 0, cg},
 		{"status manager", nil, []string{bus, "status"}, 0, "Enforcement: tracking"},
+		{"status counters", nil, []string{bus, "status"}, 0, " ambiguous\n"},
 		{"status by name", nil, []string{bus, "status", "web"}, 0, fmt.Sprint(p.Process.Pid)},
 		{"show", nil, []string{bus, "show", id}, 0, "ControlGroup=" + cg},
 		{"who", nil, []string{bus, "who", fmt.Sprint(p.Process.Pid)}, 0, "container " + id + " (web)"},

@@ -88,6 +88,7 @@ const ManagerIntrospection = `
   <property name="Containers" type="u" access="read"/>
   <property name="EventsWritten" type="t" access="read"/>
   <property name="EventsLost" type="t" access="read"/>
+  <property name="EventsAmbiguous" type="t" access="read"/>
   <property name="SignalsDropped" type="t" access="read"/>
   <property name="AuditStream" type="s" access="read"><annotation name="org.freedesktop.DBus.Property.EmitsChangedSignal" value="false"/></property>
   <property name="AuditRulesLoaded" type="u" access="read"><annotation name="org.freedesktop.DBus.Property.EmitsChangedSignal" value="false"/></property>

@@ -95,9 +95,10 @@ type Manager struct {
 	auditState func() AuditState
 
 	counters struct {
-		source                func() (written, lost uint64)
-		sentWritten, sentLost uint64
-		sentDropped           uint64
+		source func() EventCounts
+		sent   EventCounts
+		// sentDropped is SignalsDropped as last announced.
+		sentDropped uint64
 	}
 	// signalsDropped counts the signals not delivered to peer-to-peer
 	// clients that fell behind (property SignalsDropped).
@@ -203,11 +204,22 @@ func (m *Manager) containersChanged() {
 	}
 }
 
+// EventCounts are the audit pipeline's counters, behind the Events*
+// properties.
+type EventCounts struct {
+	// Written and Lost are EventsWritten and EventsLost.
+	Written, Lost uint64
+	// Ambiguous is EventsAmbiguous: events whose PID was reused too
+	// close to them to tell which process made them, written with their
+	// candidates and without a container ID.
+	Ambiguous uint64
+}
+
 // SetEventSource tells the Manager where the audit pipeline's counters
-// are read: the EventsWritten/EventsLost getters read it, and Run
-// publishes changes with PropertiesChanged at most once a second, so a
-// busy host does not flood the bus.
-func (m *Manager) SetEventSource(counts func() (written, lost uint64)) {
+// are read: the Events* getters read it, and Run publishes changes with
+// PropertiesChanged at most once a second, so a busy host does not flood
+// the bus.
+func (m *Manager) SetEventSource(counts func() EventCounts) {
 	m.mu.Lock()
 	m.counters.source = counts
 	m.mu.Unlock()
@@ -246,29 +258,34 @@ func (m *Manager) currentAuditState() AuditState {
 	return st
 }
 
-func (m *Manager) eventCounts() (written, lost uint64) {
+func (m *Manager) eventCounts() EventCounts {
 	m.mu.Lock()
 	counts := m.counters.source
 	m.mu.Unlock()
 	if counts == nil {
-		return 0, 0
+		return EventCounts{}
 	}
 	return counts()
 }
 
 func (m *Manager) flushCounters() {
-	written, lost := m.eventCounts()
+	now := m.eventCounts()
 	m.mu.Lock()
 	c := &m.counters
 	changed := map[string]godbus.Variant{}
-	if written != c.sentWritten {
-		changed["EventsWritten"] = godbus.MakeVariant(written)
-		c.sentWritten = written
+	for _, p := range []struct {
+		name      string
+		now, sent uint64
+	}{
+		{"EventsWritten", now.Written, c.sent.Written},
+		{"EventsLost", now.Lost, c.sent.Lost},
+		{"EventsAmbiguous", now.Ambiguous, c.sent.Ambiguous},
+	} {
+		if p.now != p.sent {
+			changed[p.name] = godbus.MakeVariant(p.now)
+		}
 	}
-	if lost != c.sentLost {
-		changed["EventsLost"] = godbus.MakeVariant(lost)
-		c.sentLost = lost
-	}
+	c.sent = now
 	if dropped := m.signalsDropped.Load(); dropped != c.sentDropped {
 		changed["SignalsDropped"] = godbus.MakeVariant(dropped)
 		c.sentDropped = dropped
@@ -488,7 +505,7 @@ func firstCgroupID(c *registry.Container) uint64 {
 
 func (m *Manager) managerProperties() map[string]godbus.Variant {
 	mode, reason := m.cfg.Tracker.Enforcement()
-	written, lost := m.eventCounts()
+	events := m.eventCounts()
 	audit := m.currentAuditState()
 	return map[string]godbus.Variant{
 		"AuditStream":       godbus.MakeVariant(audit.Stream),
@@ -498,8 +515,9 @@ func (m *Manager) managerProperties() map[string]godbus.Variant {
 		"Enforcement":       godbus.MakeVariant(string(mode)),
 		"EnforcementReason": godbus.MakeVariant(reason),
 		"Containers":        godbus.MakeVariant(uint32(m.cfg.Registry.Active())),
-		"EventsWritten":     godbus.MakeVariant(written),
-		"EventsLost":        godbus.MakeVariant(lost),
+		"EventsWritten":     godbus.MakeVariant(events.Written),
+		"EventsLost":        godbus.MakeVariant(events.Lost),
+		"EventsAmbiguous":   godbus.MakeVariant(events.Ambiguous),
 		"SignalsDropped":    godbus.MakeVariant(m.signalsDropped.Load()),
 	}
 }

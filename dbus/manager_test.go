@@ -105,8 +105,8 @@ func (f *fakeTracker) PIDID(pid uint32) (contid.ID, error) {
 	}
 	return 0, kernel.ErrNotTagged
 }
-func (f *fakeTracker) Attribute(uint32, uint32, time.Time) (contid.ID, contid.Attribution, error) {
-	return 0, contid.Unattributed, nil
+func (f *fakeTracker) Attribute(uint32, uint32, time.Time) (contid.ID, contid.Attribution, contid.Candidates, error) {
+	return 0, contid.Unattributed, contid.Candidates{}, nil
 }
 func (f *fakeTracker) ReadEvent(ctx context.Context) (kernel.Event, error) {
 	<-ctx.Done()
@@ -249,7 +249,7 @@ func TestDispatchReadOnly(t *testing.T) {
 		{"ListContainers", call(client.ManagerPath, client.ManagerInterface, "ListContainers"), "", func(b []any) bool { return len(b[0].([]client.ContainerRow)) == 0 }},
 		{"GetAll", call(client.ManagerPath, ifaceProperties, "GetAll", client.ManagerInterface), "", func(b []any) bool {
 			props := b[0].(map[string]godbus.Variant)
-			return len(props) == 10 && props["Version"].Value() == "test" && props["AuditStream"].Value() == "none" && props["Enforcement"].Value() == "tracking"
+			return len(props) == 11 && props["Version"].Value() == "test" && props["EventsAmbiguous"].Value() == uint64(0) && props["AuditStream"].Value() == "none" && props["Enforcement"].Value() == "tracking"
 		}},
 		{"Get", call(client.ManagerPath, ifaceProperties, "Get", client.ManagerInterface, "Containers"), "", func(b []any) bool { return b[0].(godbus.Variant).Value() == uint32(0) }},
 		{"Get without interface name", call(client.ManagerPath, "", "Get", client.ManagerInterface, "Version"), "", func(b []any) bool { return b[0].(godbus.Variant).Value() == "test" }},

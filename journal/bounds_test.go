@@ -55,7 +55,7 @@ func execveRecords(args []string) []string {
 // a real audit.Feed into f.
 func feedPadded(t *testing.T, f *Forwarder, args []string, paths int) {
 	t.Helper()
-	feed, err := audit.NewFeed(attributor{9, contid.LiveProcess}, f)
+	feed, err := audit.NewFeed(attributor{id: 9, how: contid.LiveProcess}, f)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -148,7 +148,7 @@ func (f fakeContainers) Lookup(id contid.ID) (contid.Chain, string, string, bool
 // so the forwarder sees exactly what the reader would hand it.
 func execEvent(t testing.TB, id contid.ID, how contid.Attribution, f *Forwarder) {
 	t.Helper()
-	feedExec(t, attributor{id, how}, f)
+	feedExec(t, attributor{id: id, how: how}, f)
 }
 
 // feedExec pushes the records of one execve through a real audit.Feed.
@@ -175,12 +175,13 @@ func feedExec(t testing.TB, a audit.Attributor, h audit.Handler) {
 }
 
 type attributor struct {
-	id  contid.ID
-	how contid.Attribution
+	id    contid.ID
+	how   contid.Attribution
+	cands contid.Candidates
 }
 
-func (a attributor) Attribute(uint32, uint32, time.Time) (contid.ID, contid.Attribution, error) {
-	return a.id, a.how, nil
+func (a attributor) Attribute(uint32, uint32, time.Time) (contid.ID, contid.Attribution, contid.Candidates, error) {
+	return a.id, a.how, a.cands, nil
 }
 
 func TestForwarderEntry(t *testing.T) {
@@ -252,7 +253,6 @@ func TestForwarderUntagged(t *testing.T) {
 		written       int
 	}{
 		{"untagged skipped", contid.Unattributed, false, 0},
-		{"ambiguous skipped", contid.AmbiguousPID, false, 0},
 		{"untagged written on request", contid.Unattributed, true, 1},
 	}
 	for _, tt := range tests {
@@ -278,6 +278,63 @@ func TestForwarderUntagged(t *testing.T) {
 	}
 }
 
+// TestForwarderAmbiguous: an event whose PID was reused too close to it
+// to tell which process made it is written, never dropped, with its
+// candidates, and without the fields a trusted match on a container
+// reads (AUDIT_CONTAINER_ID, _WITHIN, _CHAIN), whether or not untagged
+// events are written.
+func TestForwarderAmbiguous(t *testing.T) {
+	reg := fakeContainers{4: {contid.Chain{4, 2}, "web", "web.scope"}, 7: {contid.Chain{7}, "", ""}}
+	tests := []struct {
+		name          string
+		cands         contid.Candidates
+		writeUntagged bool
+		message       string
+		candidates    []string
+	}{
+		{"two containers", contid.Candidates{4, 7}, false,
+			"could not tell which of containers 4 (web) and 7 (PID reused): execve /usr/bin/id by pid 1234 uid 0 res=success", []string{"4", "7"}},
+		{"a container or an untagged process", contid.Candidates{7}, false,
+			"could not tell whether container 7 or a process in no container (PID reused): execve /usr/bin/id by pid 1234 uid 0 res=success", []string{"7"}},
+		{"no life on record", contid.Candidates{}, false,
+			"could not tell which process made the call (PID reused twice since, its earlier lives no longer on record): execve /usr/bin/id by pid 1234 uid 0 res=success", nil},
+		{"untagged written too", contid.Candidates{4, 7}, true,
+			"could not tell which of containers 4 (web) and 7 (PID reused): execve /usr/bin/id by pid 1234 uid 0 res=success", []string{"4", "7"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out := &fakeSender{t: t}
+			f := NewForwarder(out, reg, Config{WriteUntagged: tt.writeUntagged})
+			feedExec(t, attributor{how: contid.AmbiguousPID, cands: tt.cands}, f)
+			if len(out.entries) != 1 {
+				t.Fatalf("%d entries, want 1", len(out.entries))
+			}
+			e := out.entries[0]
+			want := map[string][]string{
+				"MESSAGE":                     {tt.message},
+				"PRIORITY":                    {"5"},
+				"SYSLOG_IDENTIFIER":           {"contidd"},
+				"AUDIT_CONTAINER_ATTRIBUTION": {"ambiguous"},
+				"AUDIT_CONTAINER_CANDIDATE":   tt.candidates,
+				"AUDIT_CONTAINER_ID":          nil,
+				"AUDIT_CONTAINER_WITHIN":      nil,
+				"AUDIT_CONTAINER_CHAIN":       nil,
+				"AUDIT_CONTAINER_NAME":        nil,
+				"AUDIT_EVENT_ID":              {"4567"},
+				"AUDIT_EXECVE_ARGV":           {`id "-u\n"`},
+			}
+			for name, w := range want {
+				if got := values(e, name); fmt.Sprint(got) != fmt.Sprint(w) {
+					t.Errorf("%s = %q, want %q", name, got, w)
+				}
+			}
+			if s := f.Stats(); s.Written != 1 || s.Untagged != 0 {
+				t.Errorf("stats %+v, want 1 written and none untagged", s)
+			}
+		})
+	}
+}
+
 // TestForwarderAuditingSwitch: switching kernel auditing off or on is
 // written although no container caused it (the kernel names no PID), the
 // switch off as a warning; other configuration changes are not.
@@ -296,7 +353,7 @@ func TestForwarderAuditingSwitch(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			out := &fakeSender{t: t}
 			f := NewForwarder(out, nil, Config{})
-			feed, err := audit.NewFeed(attributor{0, contid.Unattributed}, f)
+			feed, err := audit.NewFeed(attributor{how: contid.Unattributed}, f)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -567,7 +624,7 @@ func BenchmarkForwarderEntry(b *testing.B) {
 	f := NewForwarder(discard{}, fakeContainers{4: {contid.Chain{4, 2, 1}, "web", "web.scope"}}, Config{})
 	// The event only lives during the handler call, so the loop runs
 	// inside it.
-	feedExec(b, attributor{4, contid.LiveProcess}, benchHandler(func(ev *audit.Event) {
+	feedExec(b, attributor{id: 4, how: contid.LiveProcess}, benchHandler(func(ev *audit.Event) {
 		b.ReportAllocs()
 		for b.Loop() {
 			f.HandleEvent(ev)

@@ -23,7 +23,9 @@ type Containers interface {
 type Config struct {
 	// WriteUntagged also writes events of processes in no container
 	// (without AUDIT_CONTAINER_* fields). Off by default: the host's
-	// audit log is auditd's and journald's business.
+	// audit log is auditd's and journald's business. Events whose PID
+	// was reused too close to tell are written either way (see
+	// buildEvent).
 	WriteUntagged bool
 	// LossInterval is the least time between two loss entries; losses in
 	// between are summed into the next one. Default 10s.
@@ -49,7 +51,7 @@ type Stats struct {
 	LostReader  uint64 // serials that never reached the reader
 	LostStopped uint64 // events emitted while no contidd read
 	WriteFailed uint64 // events journald did not accept
-	Untagged    uint64 // events of untagged processes, not written
+	Untagged    uint64 // events of untagged processes, not written (ambiguous ones are written)
 	LossEntries uint64 // loss entries written
 	Truncated   uint64 // events written with fields or bytes left out
 }
@@ -133,7 +135,9 @@ func (f *Forwarder) Stats() Stats {
 // happen before the event's PID is reused).
 func (f *Forwarder) HandleEvent(ev *audit.Event) {
 	_, switches := auditingSwitch(ev)
-	skip := !ev.Tagged() && !f.cfg.WriteUntagged && !switches
+	// An ambiguous event may be a container's: dropped, it would let a
+	// container that recycles PIDs fast make its own calls vanish.
+	skip := !ev.Tagged() && !ev.Ambiguous() && !f.cfg.WriteUntagged && !switches
 	if skip {
 		f.untagged.Add(1)
 	}
@@ -344,10 +348,14 @@ func (f *Forwarder) buildEvent(e *Entry, ev *audit.Event) {
 		}
 	}
 
-	f.msg = appendSummary(f.msg[:0], ev, chain, name)
+	f.msg = f.msg[:0]
+	if ev.Ambiguous() {
+		f.msg = f.appendAmbiguity(f.msg, ev.Candidates)
+	}
+	f.msg = appendSummary(f.msg, ev, chain, name)
 	e.AddBytes("MESSAGE", f.msg)
 	priority := uint64(6)
-	if !eventSucceeded(ev) {
+	if !eventSucceeded(ev) || ev.Ambiguous() {
 		priority = 5
 	}
 	if v, ok := auditingSwitch(ev); ok && v == "0" {
@@ -373,6 +381,16 @@ func (f *Forwarder) buildEvent(e *Entry, ev *audit.Event) {
 		} else {
 			e.Add("AUDIT_CONTAINER_ATTRIBUTION", "live")
 		}
+	} else if ev.Ambiguous() {
+		// No AUDIT_CONTAINER_ID nor _WITHIN: a match on those (and
+		// contidctl events) must keep finding only what a container
+		// certainly did. The candidates have a field of their own.
+		e.Add("AUDIT_CONTAINER_ATTRIBUTION", "ambiguous")
+		for _, id := range ev.Candidates {
+			if id != contid.Unset {
+				e.AddUint("AUDIT_CONTAINER_CANDIDATE", uint64(id))
+			}
+		}
 	}
 	e.AddUint("AUDIT_EVENT_ID", uint64(ev.Serial))
 	f.msg = strconv.AppendInt(f.msg[:0], ev.Time.Unix(), 10)
@@ -396,6 +414,48 @@ func (f *Forwarder) buildEvent(e *Entry, ev *audit.Event) {
 		e.AddUint("AUDIT_TRUNCATED_BYTES", cut.bytes)
 		f.truncated.Add(1)
 	}
+}
+
+// appendAmbiguity starts the MESSAGE of an event whose PID was reused too
+// close to it, naming the candidates (and their names where the registry
+// knows them): "could not tell which of containers 4 (web) and 7 (PID
+// reused): ".
+func (f *Forwarder) appendAmbiguity(b []byte, cands contid.Candidates) []byte {
+	named := func(b []byte, id contid.ID) []byte {
+		b = strconv.AppendUint(b, uint64(id), 10)
+		if f.containers == nil {
+			return b
+		}
+		if _, name, _, ok := f.containers.Lookup(id); ok && name != "" {
+			b = append(b, " ("...)
+			b = append(b, name...)
+			b = append(b, ')')
+		}
+		return b
+	}
+	var ids contid.Candidates
+	n := 0
+	for _, id := range cands {
+		if id != contid.Unset {
+			ids[n] = id
+			n++
+		}
+	}
+	switch n {
+	case 2:
+		b = append(b, "could not tell which of containers "...)
+		b = named(b, ids[0])
+		b = append(b, " and "...)
+		b = named(b, ids[1])
+		b = append(b, " (PID reused): "...)
+	case 1:
+		b = append(b, "could not tell whether container "...)
+		b = named(b, ids[0])
+		b = append(b, " or a process in no container (PID reused): "...)
+	default:
+		b = append(b, "could not tell which process made the call (PID reused twice since, its earlier lives no longer on record): "...)
+	}
+	return b
 }
 
 // appendSummary writes the one-line MESSAGE, e.g.

@@ -23,7 +23,7 @@ func BenchmarkAttribute(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
-		id, how, err := bpf.Attribute(pid, 0, now)
+		id, how, _, err := bpf.Attribute(pid, 0, now)
 		if err != nil || id != 42 || how != contid.LiveProcess {
 			b.Fatalf("Attribute = %d, %d, %v", id, how, err)
 		}

@@ -101,8 +101,9 @@ type Tracker interface {
 	PIDID(pid uint32) (contid.ID, error)
 	// Attribute resolves the ID a PID had at time at, for audit records
 	// of processes that may have exited since; it never guesses across a
-	// PID reuse. ppid is the parent the record names (0 if none).
-	Attribute(pid, ppid uint32, at time.Time) (contid.ID, contid.Attribution, error)
+	// PID reuse. ppid is the parent the record names (0 if none). An
+	// AmbiguousPID comes with the candidates it could not choose between.
+	Attribute(pid, ppid uint32, at time.Time) (contid.ID, contid.Attribution, contid.Candidates, error)
 
 	// ReadEvent blocks for the next ring buffer event.
 	ReadEvent(ctx context.Context) (Event, error)

@@ -69,32 +69,33 @@ func (b *BPF) PIDID(pid uint32) (contid.ID, error) {
 }
 
 // Attribute resolves the ID a PID had at time at from pid_tags, which
-// outlives the process.
-func (b *BPF) Attribute(pid, ppid uint32, at time.Time) (contid.ID, contid.Attribution, error) {
+// outlives the process. For an AmbiguousPID it also names the candidates.
+func (b *BPF) Attribute(pid, ppid uint32, at time.Time) (contid.ID, contid.Attribution, contid.Candidates, error) {
+	var none contid.Candidates
 	t, err := realtimeToBoottime(at)
 	if err != nil {
-		return contid.Unset, contid.Unattributed, err
+		return contid.Unset, contid.Unattributed, none, err
 	}
 	var pt pidTag
 	err = b.maps["pid_tags"].Lookup(pid, &pt)
 	if errors.Is(err, ebpf.ErrKeyNotExist) {
 		if id := b.attributeLive(pid, t); id != contid.Unset {
-			return id, contid.LiveProcess, nil
+			return id, contid.LiveProcess, none, nil
 		}
-		return contid.Unset, contid.Unattributed, nil
+		return contid.Unset, contid.Unattributed, none, nil
 	}
 	if err != nil {
-		return contid.Unset, contid.Unattributed, fmt.Errorf("look up pid %d: %w", pid, err)
+		return contid.Unset, contid.Unattributed, none, fmt.Errorf("look up pid %d: %w", pid, err)
 	}
 	var parent *pidTag
-	if _, _, early := attribute(pt, t, attributionSlack); early && ppid != 0 {
+	if _, _, _, early := attribute(pt, t, attributionSlack); early && ppid != 0 {
 		var ppt pidTag
 		if err := b.maps["pid_tags"].Lookup(ppid, &ppt); err == nil {
 			parent = &ppt
 		}
 	}
-	id, how := resolve(pt, parent, t, attributionSlack)
-	return id, how, nil
+	id, how, cands := resolve(pt, parent, t, attributionSlack)
+	return id, how, cands, nil
 }
 
 // userTick is the unit of a start time in /proc/PID/stat (USER_HZ).
@@ -146,11 +147,12 @@ func realtimeToBoottime(at time.Time) (int64, error) {
 // attribute matches boottime t against the two records of a PID. A
 // record covers [start-slack, exit+slack] (open-ended while alive). If
 // both records cover t with different IDs, the PID was reused too close
-// to t to tell the processes apart and nothing is attributed.
+// to t to tell the processes apart: nothing is attributed, and the IDs of
+// both lives (those that are tagged) are the candidates.
 //
 // early says the stamp fell before the current life's start by more than
 // slack (clockLag): resolve then wants the parent to vouch for it.
-func attribute(pt pidTag, t int64, slack time.Duration) (id contid.ID, how contid.Attribution, early bool) {
+func attribute(pt pidTag, t int64, slack time.Duration) (id contid.ID, how contid.Attribution, cands contid.Candidates, early bool) {
 	covers := func(r pidRecord) bool {
 		if r.StartNS == 0 {
 			return false
@@ -168,7 +170,16 @@ func attribute(pt pidTag, t int64, slack time.Duration) (id contid.ID, how conti
 	var r pidRecord
 	switch {
 	case cur && prev && pt.Cur.ID != pt.Prev.ID:
-		return contid.Unset, contid.AmbiguousPID, early
+		// An untagged life (ID 0) is no candidate: the entry says the
+		// call was the tagged one's or a process's in no container.
+		n := 0
+		for _, id := range [2]uint64{pt.Prev.ID, pt.Cur.ID} {
+			if id != 0 {
+				cands[n] = contid.ID(id)
+				n++
+			}
+		}
+		return contid.Unset, contid.AmbiguousPID, cands, early
 	case cur:
 		r = pt.Cur
 	case prev:
@@ -176,19 +187,20 @@ func attribute(pt pidTag, t int64, slack time.Duration) (id contid.ID, how conti
 	case pt.Prev.StartNS != 0 && t < int64(pt.Prev.StartNS)-int64(slack):
 		// Older than both lives on record: the PID has been taken
 		// twice since, and whose call it was is lost with the
-		// record that rotated out. Counted, not passed off as an
+		// record that rotated out. Neither recorded life is a
+		// candidate; the event is still not passed off as an
 		// untagged process's.
-		return contid.Unset, contid.AmbiguousPID, early
+		return contid.Unset, contid.AmbiguousPID, cands, early
 	default:
-		return contid.Unset, contid.Unattributed, early
+		return contid.Unset, contid.Unattributed, cands, early
 	}
 	if r.ID == 0 {
-		return contid.Unset, contid.Unattributed, early
+		return contid.Unset, contid.Unattributed, cands, early
 	}
 	if r.ExitNS == 0 {
-		return contid.ID(r.ID), contid.LiveProcess, early
+		return contid.ID(r.ID), contid.LiveProcess, cands, early
 	}
-	return contid.ID(r.ID), contid.ExitedProcess, early
+	return contid.ID(r.ID), contid.ExitedProcess, cands, early
 }
 
 // resolve is attribute, with one more condition on an early stamp. A PID
@@ -200,17 +212,18 @@ func attribute(pt pidTag, t int64, slack time.Duration) (id contid.ID, how conti
 // a tagged parent's children inherit its ID. (Not necessarily the same
 // ID: a nested container's first process is the child of its parent
 // container's.)
-func resolve(pt pidTag, parent *pidTag, t int64, slack time.Duration) (contid.ID, contid.Attribution) {
-	id, how, early := attribute(pt, t, slack)
+func resolve(pt pidTag, parent *pidTag, t int64, slack time.Duration) (contid.ID, contid.Attribution, contid.Candidates) {
+	id, how, cands, early := attribute(pt, t, slack)
 	if !early || id == contid.Unset {
-		return id, how
+		return id, how, cands
 	}
+	var none contid.Candidates
 	if parent == nil {
-		return contid.Unset, contid.Unattributed
+		return contid.Unset, contid.Unattributed, none
 	}
-	pid, phow, pearly := attribute(*parent, t, slack)
+	pid, phow, _, pearly := attribute(*parent, t, slack)
 	if pearly || pid == contid.Unset || (phow != contid.LiveProcess && phow != contid.ExitedProcess) {
-		return contid.Unset, contid.Unattributed
+		return contid.Unset, contid.Unattributed, none
 	}
-	return id, how
+	return id, how, cands
 }

@@ -36,7 +36,7 @@ func TestReleaseAfterRemoval(t *testing.T) {
 	if _, err := b.CgroupTag(cg.id); !errors.Is(err, ErrNotTagged) {
 		t.Errorf("tag of the removed cgroup after UntagCgroup: %v; want ErrNotTagged", err)
 	}
-	if id, how, err := b.Attribute(uint32(cmd.pid), 0, during); err != nil || id != x || how != contid.ExitedProcess {
+	if id, how, _, err := b.Attribute(uint32(cmd.pid), 0, during); err != nil || id != x || how != contid.ExitedProcess {
 		t.Errorf("Attribute of the exited process after the release = %d, %d, %v; want %d, exited", id, how, err, x)
 	}
 	for range 100 {
@@ -96,7 +96,7 @@ func TestAttributeEvictedLiveProcess(t *testing.T) {
 		{"an event of the live process", time.Now(), x, contid.LiveProcess},
 		{"an event before it started", before, contid.Unset, contid.Unattributed},
 	} {
-		id, how, err := b.Attribute(uint32(cmd.pid), 0, tc.at)
+		id, how, _, err := b.Attribute(uint32(cmd.pid), 0, tc.at)
 		if err != nil || id != tc.wantID || how != tc.want {
 			t.Errorf("%s: Attribute = %d, %d, %v; want %d, %d", tc.name, id, how, err, tc.wantID, tc.want)
 		}

@@ -131,7 +131,7 @@ func TestExitedProcessAttribution(t *testing.T) {
 		{"one second after it exited", exited.Add(time.Second), contid.Unset, contid.Unattributed},
 	}
 	for _, tc := range cases {
-		id, how, err := b.Attribute(uint32(cmd.pid), 0, tc.at)
+		id, how, _, err := b.Attribute(uint32(cmd.pid), 0, tc.at)
 		if err != nil || id != tc.want || how != tc.how {
 			t.Errorf("%s: Attribute = %d, %d, %v; want %d, %d", tc.name, id, how, err, tc.want, tc.how)
 		}

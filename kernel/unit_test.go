@@ -23,6 +23,7 @@ func TestAttribute(t *testing.T) {
 	}
 	container7 := &pidTag{Cur: rec(7, 100, 0)}
 	container9 := &pidTag{Cur: rec(9, 100, 0)}
+	var none contid.Candidates
 	cases := []struct {
 		name   string
 		pt     pidTag
@@ -30,39 +31,45 @@ func TestAttribute(t *testing.T) {
 		atMS   int64
 		wantID contid.ID
 		want   contid.Attribution
+		// cands are the candidates an ambiguous answer names.
+		cands contid.Candidates
 	}{
-		{"no records", pidTag{}, nil, 1000, 0, contid.Unattributed},
-		{"alive, after start", pidTag{Cur: rec(7, 1000, 0)}, nil, 5000, 7, contid.LiveProcess},
-		{"alive, within slack before start", pidTag{Cur: rec(7, 1000, 0)}, nil, 985, 7, contid.LiveProcess},
-		{"alive, stamped early by a lagging coarse clock", pidTag{Cur: rec(7, 2000, 0)}, container7, 1900, 7, contid.LiveProcess},
-		{"alive, long before start", pidTag{Cur: rec(7, 2000, 0)}, nil, 900, 0, contid.Unattributed},
-		{"lagging stamp after the previous life ended", pidTag{Cur: rec(9, 3000, 0), Prev: rec(7, 1000, 2000)}, container9, 2900, 9, contid.LiveProcess},
-		{"lagging stamp, previous life still alive then", pidTag{Cur: rec(9, 3000, 0), Prev: rec(7, 1000, 2990)}, nil, 2900, 7, contid.ExitedProcess},
-		{"exited, during life", pidTag{Cur: rec(7, 1000, 2000)}, nil, 1500, 7, contid.ExitedProcess},
-		{"exited, within slack after exit", pidTag{Cur: rec(7, 1000, 2000)}, nil, 2015, 7, contid.ExitedProcess},
-		{"exited, after exit", pidTag{Cur: rec(7, 1000, 2000)}, nil, 2100, 0, contid.Unattributed},
-		{"reused by untagged, old life", pidTag{Cur: rec(0, 3000, 0), Prev: rec(7, 1000, 2000)}, nil, 1500, 7, contid.ExitedProcess},
-		{"reused by untagged, new life", pidTag{Cur: rec(0, 3000, 0), Prev: rec(7, 1000, 2000)}, nil, 3500, 0, contid.Unattributed},
-		{"reused by another container, new life", pidTag{Cur: rec(9, 3000, 0), Prev: rec(7, 1000, 2000)}, nil, 3500, 9, contid.LiveProcess},
-		{"reused within slack, different IDs", pidTag{Cur: rec(9, 2010, 0), Prev: rec(7, 1000, 2000)}, nil, 2005, 0, contid.AmbiguousPID},
-		{"reused within slack, untagged successor", pidTag{Cur: rec(0, 2010, 0), Prev: rec(7, 1000, 2000)}, nil, 2005, 0, contid.AmbiguousPID},
-		{"reused within slack, same ID", pidTag{Cur: rec(7, 2010, 0), Prev: rec(7, 1000, 2000)}, nil, 2005, 7, contid.LiveProcess},
+		{"no records", pidTag{}, nil, 1000, 0, contid.Unattributed, none},
+		{"alive, after start", pidTag{Cur: rec(7, 1000, 0)}, nil, 5000, 7, contid.LiveProcess, none},
+		{"alive, within slack before start", pidTag{Cur: rec(7, 1000, 0)}, nil, 985, 7, contid.LiveProcess, none},
+		{"alive, stamped early by a lagging coarse clock", pidTag{Cur: rec(7, 2000, 0)}, container7, 1900, 7, contid.LiveProcess, none},
+		{"alive, long before start", pidTag{Cur: rec(7, 2000, 0)}, nil, 900, 0, contid.Unattributed, none},
+		{"lagging stamp after the previous life ended", pidTag{Cur: rec(9, 3000, 0), Prev: rec(7, 1000, 2000)}, container9, 2900, 9, contid.LiveProcess, none},
+		{"lagging stamp, previous life still alive then", pidTag{Cur: rec(9, 3000, 0), Prev: rec(7, 1000, 2990)}, nil, 2900, 7, contid.ExitedProcess, none},
+		{"exited, during life", pidTag{Cur: rec(7, 1000, 2000)}, nil, 1500, 7, contid.ExitedProcess, none},
+		{"exited, within slack after exit", pidTag{Cur: rec(7, 1000, 2000)}, nil, 2015, 7, contid.ExitedProcess, none},
+		{"exited, after exit", pidTag{Cur: rec(7, 1000, 2000)}, nil, 2100, 0, contid.Unattributed, none},
+		{"reused by untagged, old life", pidTag{Cur: rec(0, 3000, 0), Prev: rec(7, 1000, 2000)}, nil, 1500, 7, contid.ExitedProcess, none},
+		{"reused by untagged, new life", pidTag{Cur: rec(0, 3000, 0), Prev: rec(7, 1000, 2000)}, nil, 3500, 0, contid.Unattributed, none},
+		{"reused by another container, new life", pidTag{Cur: rec(9, 3000, 0), Prev: rec(7, 1000, 2000)}, nil, 3500, 9, contid.LiveProcess, none},
+		{"reused within slack, different IDs", pidTag{Cur: rec(9, 2010, 0), Prev: rec(7, 1000, 2000)}, nil, 2005, 0, contid.AmbiguousPID, contid.Candidates{7, 9}},
+		{"reused within slack, untagged successor", pidTag{Cur: rec(0, 2010, 0), Prev: rec(7, 1000, 2000)}, nil, 2005, 0, contid.AmbiguousPID, contid.Candidates{7}},
+		{"reused within slack, untagged predecessor", pidTag{Cur: rec(9, 2010, 0), Prev: rec(0, 1000, 2000)}, nil, 2005, 0, contid.AmbiguousPID, contid.Candidates{9}},
+		{"reused within slack, successor exited too", pidTag{Cur: rec(4, 2010, 2012), Prev: rec(7, 1000, 2000)}, nil, 2020, 0, contid.AmbiguousPID, contid.Candidates{7, 4}},
+		{"reused, stamp in the old life's slack before the new start", pidTag{Cur: rec(9, 2030, 0), Prev: rec(7, 1000, 2000)}, nil, 2015, 0, contid.AmbiguousPID, contid.Candidates{7, 9}},
+		{"reused within slack, same ID", pidTag{Cur: rec(7, 2010, 0), Prev: rec(7, 1000, 2000)}, nil, 2005, 7, contid.LiveProcess, none},
 		// An early stamp on a PID with no recorded earlier life may be an
 		// untagged process's that held the PID unrecorded: only a parent
 		// with the same ID at that time vouches for the current life.
-		{"early stamp, no parent on record", pidTag{Cur: rec(7, 2000, 0)}, nil, 1900, 0, contid.Unattributed},
-		{"early stamp, untagged parent", pidTag{Cur: rec(7, 2000, 0)}, &pidTag{Cur: rec(0, 100, 0)}, 1900, 0, contid.Unattributed},
-		{"early stamp, parent in the enclosing container", pidTag{Cur: rec(7, 2000, 0)}, container9, 1900, 7, contid.LiveProcess},
-		{"early stamp, parent exited before it", pidTag{Cur: rec(7, 2000, 0)}, &pidTag{Cur: rec(7, 100, 1500)}, 1900, 0, contid.Unattributed},
-		{"early stamp, parent exited after it", pidTag{Cur: rec(7, 2000, 0)}, &pidTag{Cur: rec(7, 100, 2500)}, 1900, 7, contid.LiveProcess},
-		{"before both lives on record: the PID was taken twice since", pidTag{Cur: rec(9, 5000, 0), Prev: rec(7, 3000, 4000)}, nil, 1000, 0, contid.AmbiguousPID},
-		{"between two lives", pidTag{Cur: rec(9, 5000, 0), Prev: rec(7, 1000, 2000)}, nil, 3000, 0, contid.Unattributed},
+		{"early stamp, no parent on record", pidTag{Cur: rec(7, 2000, 0)}, nil, 1900, 0, contid.Unattributed, none},
+		{"early stamp, untagged parent", pidTag{Cur: rec(7, 2000, 0)}, &pidTag{Cur: rec(0, 100, 0)}, 1900, 0, contid.Unattributed, none},
+		{"early stamp, parent in the enclosing container", pidTag{Cur: rec(7, 2000, 0)}, container9, 1900, 7, contid.LiveProcess, none},
+		{"early stamp, parent exited before it", pidTag{Cur: rec(7, 2000, 0)}, &pidTag{Cur: rec(7, 100, 1500)}, 1900, 0, contid.Unattributed, none},
+		{"early stamp, parent exited after it", pidTag{Cur: rec(7, 2000, 0)}, &pidTag{Cur: rec(7, 100, 2500)}, 1900, 7, contid.LiveProcess, none},
+		{"before both lives on record: the PID was taken twice since", pidTag{Cur: rec(9, 5000, 0), Prev: rec(7, 3000, 4000)}, nil, 1000, 0, contid.AmbiguousPID, none},
+		{"just before both lives on record", pidTag{Cur: rec(9, 5000, 0), Prev: rec(7, 3000, 4000)}, nil, 2979, 0, contid.AmbiguousPID, none},
+		{"between two lives", pidTag{Cur: rec(9, 5000, 0), Prev: rec(7, 1000, 2000)}, nil, 3000, 0, contid.Unattributed, none},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			id, how := resolve(tc.pt, tc.parent, tc.atMS*ms, slack)
-			if id != tc.wantID || how != tc.want {
-				t.Errorf("attribute = %d, %d; want %d, %d", id, how, tc.wantID, tc.want)
+			id, how, cands := resolve(tc.pt, tc.parent, tc.atMS*ms, slack)
+			if id != tc.wantID || how != tc.want || cands != tc.cands {
+				t.Errorf("attribute = %d, %d, candidates %v; want %d, %d, candidates %v", id, how, cands, tc.wantID, tc.want, tc.cands)
 			}
 		})
 	}

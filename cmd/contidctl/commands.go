@@ -175,7 +175,7 @@ func cmdStatus(ctx context.Context, g *globals, args []string) error {
 		fmt.Fprintf(g.out, "contidd %s\n", mi.Version)
 		fmt.Fprintf(g.out, "  Enforcement: %s (%s)\n", mi.Enforcement, mi.EnforcementReason)
 		fmt.Fprintf(g.out, "   Containers: %d active\n", mi.Containers)
-		fmt.Fprintf(g.out, "       Events: %d written, %d lost\n", mi.EventsWritten, mi.EventsLost)
+		fmt.Fprintf(g.out, "       Events: %d written, %d lost, %d ambiguous\n", mi.EventsWritten, mi.EventsLost, mi.EventsAmbiguous)
 		fmt.Fprintf(g.out, " Audit stream: %s\n", mi.AuditStream)
 		fmt.Fprintf(g.out, "  Audit rules: %d of contid's loaded, %d missing\n", mi.AuditRulesLoaded, len(mi.AuditRulesMissing))
 		for _, line := range mi.AuditRulesMissing {

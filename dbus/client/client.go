@@ -199,6 +199,7 @@ type ManagerInfo struct {
 	Containers        uint32   `json:"containers"`
 	EventsWritten     uint64   `json:"events_written"`
 	EventsLost        uint64   `json:"events_lost"`
+	EventsAmbiguous   uint64   `json:"events_ambiguous"`
 	SignalsDropped    uint64   `json:"signals_dropped"`
 	AuditStream       string   `json:"audit_stream"`
 	AuditRulesLoaded  uint32   `json:"audit_rules_loaded"`
@@ -224,6 +225,7 @@ func (c *Client) Manager(ctx context.Context) (ManagerInfo, error) {
 		store(props, "Version", &mi.Version), store(props, "Enforcement", &mi.Enforcement),
 		store(props, "EnforcementReason", &mi.EnforcementReason), store(props, "Containers", &mi.Containers),
 		store(props, "EventsWritten", &mi.EventsWritten), store(props, "EventsLost", &mi.EventsLost),
+		store(props, "EventsAmbiguous", &mi.EventsAmbiguous),
 		store(props, "SignalsDropped", &mi.SignalsDropped),
 		store(props, "AuditStream", &mi.AuditStream), store(props, "AuditRulesLoaded", &mi.AuditRulesLoaded),
 		store(props, "AuditRulesMissing", &mi.AuditRulesMissing))

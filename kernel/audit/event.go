@@ -30,6 +30,10 @@ type Event struct {
 	// certain. Attribution says how it was found.
 	Container   contid.ID
 	Attribution contid.Attribution
+	// Candidates, when Attribution is AmbiguousPID, are the containers
+	// the event may be from; none of them is certain, so Container stays
+	// Unset.
+	Candidates contid.Candidates
 
 	fields []Field
 }
@@ -38,6 +42,10 @@ type Event struct {
 func (e *Event) Tagged() bool {
 	return e.Container != contid.Unset && (e.Attribution == contid.LiveProcess || e.Attribution == contid.ExitedProcess)
 }
+
+// Ambiguous reports whether the event's PID was reused too close to it to
+// tell which process made it (see Candidates).
+func (e *Event) Ambiguous() bool { return e.Attribution == contid.AmbiguousPID }
 
 // Get returns the first value of key across the event's records, in order.
 func (e *Event) Get(key string) (string, bool) {
@@ -78,7 +86,7 @@ func (e *Event) build(p *parser, msgs []*auparse.AuditMessage) bool {
 	e.Records = e.Records[:0]
 	e.fields = e.fields[:0]
 	e.PID, e.PPID, e.HasPID = 0, 0, false
-	e.Container, e.Attribution = contid.Unset, contid.Unattributed
+	e.Container, e.Attribution, e.Candidates = contid.Unset, contid.Unattributed, contid.Candidates{}
 
 	// Fields of all records share one slice; record i owns a window of
 	// it, fixed up below once the slice stops growing.

@@ -252,9 +252,9 @@ func TestPIDReuse(t *testing.T) {
 	p.stop()
 
 	rs, fs := p.reader.Stats(), p.fwd.Stats()
-	entries := p.journald.Select(t, []string{"AUDIT_CONTAINER_ID", "AUDIT_FIELD_PROCTITLE"}, "SYSLOG_IDENTIFIER=contidd")
+	entries := p.journald.Select(t, []string{"AUDIT_CONTAINER_ID", "AUDIT_FIELD_PROCTITLE", "AUDIT_CONTAINER_ATTRIBUTION", "AUDIT_CONTAINER_CANDIDATE"}, "SYSLOG_IDENTIFIER=contidd")
 	perID := map[string]int{}
-	wrong := 0
+	wrong, ambiguous, noCandidate := 0, 0, 0
 	for _, e := range entries {
 		id, title := e.Get("AUDIT_CONTAINER_ID"), e.Get("AUDIT_FIELD_PROCTITLE")
 		if !strings.HasPrefix(title, "/bin/true ") {
@@ -267,6 +267,25 @@ func TestPIDReuse(t *testing.T) {
 				want = idStr(cg.chain.ID())
 			}
 		}
+		if e.Get("AUDIT_CONTAINER_ATTRIBUTION") == "ambiguous" {
+			// Written with the lives that may have made it: the true
+			// container must be among them, and an untagged process
+			// leaves room for itself (at most one candidate). No
+			// candidate at all: the lives were no longer on record.
+			ambiguous++
+			cands := e["AUDIT_CONTAINER_CANDIDATE"]
+			ok := id == "" && (len(cands) == 0 || (want == "" && len(cands) < 2) || slices.Contains(cands, want))
+			if len(cands) == 0 {
+				noCandidate++
+			}
+			if !ok {
+				wrong++
+				if wrong <= 5 {
+					t.Errorf("ambiguous event of %q written with ID %q and candidates %v; want no ID and %q among them", title, id, cands, want)
+				}
+			}
+			continue
+		}
 		if id != want {
 			wrong++
 			if wrong <= 5 {
@@ -277,18 +296,22 @@ func TestPIDReuse(t *testing.T) {
 		perID[id]++
 	}
 	attributed := perID[idStr(cgs[0].chain.ID())] + perID[idStr(cgs[1].chain.ID())] + perID[idStr(cgs[2].chain.ID())]
-	t.Logf("pid_max 2048, PIDs wrapped ~%d times: offered %d tagged execs (+%d untagged), attributed %d (%v), ambiguous %d, misattributed %d; reader %+v; forwarder %+v",
-		wraps, offered, perContainer, attributed, perID, rs.Ambiguous, wrong, rs, fs)
+	t.Logf("pid_max 2048, PIDs wrapped ~%d times: offered %d tagged execs (+%d untagged), attributed %d (%v), ambiguous %d (%d of the helpers' written, %d of them without a candidate), misattributed %d; reader %+v; forwarder %+v",
+		wraps, offered, perContainer, attributed, perID, rs.Ambiguous, ambiguous, noCandidate, wrong, rs, fs)
+	if uint64(ambiguous) > rs.Ambiguous {
+		t.Errorf("%d ambiguous entries written, but the reader counted %d", ambiguous, rs.Ambiguous)
+	}
 	if wrong > 0 {
 		t.Fatalf("%d events misattributed", wrong)
 	}
 	if wraps < 2 {
 		t.Errorf("PIDs wrapped %d times, want at least 2 for the test to mean anything", wraps)
 	}
-	// Ambiguous events are dropped by design and counted (among them
-	// those whose PID was reused twice before the reader got to the
-	// event, which a loaded host makes likely: see MaxLag), but most must
-	// be attributed, or the test would pass by attributing nothing.
+	// Ambiguous events are written with their candidates, not
+	// attributed, and counted (among them those whose PID was reused
+	// twice before the reader got to the event, which a loaded host makes
+	// likely: see MaxLag), but most must be attributed, or the test would
+	// pass by attributing nothing.
 	if attributed < offered/2 {
 		t.Errorf("only %d of %d tagged execs attributed", attributed, offered)
 	}
@@ -742,8 +765,8 @@ func selfCPU() time.Duration {
 
 type constAttributor struct{ id contid.ID }
 
-func (c constAttributor) Attribute(uint32, uint32, time.Time) (contid.ID, contid.Attribution, error) {
-	return c.id, contid.LiveProcess, nil
+func (c constAttributor) Attribute(uint32, uint32, time.Time) (contid.ID, contid.Attribution, contid.Candidates, error) {
+	return c.id, contid.LiveProcess, contid.Candidates{}, nil
 }
 
 // TestThroughputOpen drives 1,000 audited events/s for 10 s from a

@@ -30,8 +30,9 @@ import (
 // Attributor finds the container a process belonged to at a given time,
 // for live and exited processes alike. kernel.Tracker satisfies it.
 type Attributor interface {
-	// ppid is the parent the event names, 0 if none.
-	Attribute(pid, ppid uint32, at time.Time) (contid.ID, contid.Attribution, error)
+	// ppid is the parent the event names, 0 if none. An AmbiguousPID
+	// comes with the candidates it could not choose between.
+	Attribute(pid, ppid uint32, at time.Time) (contid.ID, contid.Attribution, contid.Candidates, error)
 }
 
 // LossKind says where events were lost.
@@ -202,7 +203,7 @@ type ReaderStats struct {
 	Records    uint64 // netlink messages received
 	Events     uint64 // events reassembled
 	Tagged     uint64 // events attributed to a container
-	Ambiguous  uint64 // events whose PID was reused: never attributed
+	Ambiguous  uint64 // events whose PID was reused: never attributed, handed on with their candidates
 	KernelLost uint64 // rise of the kernel's lost counter since start
 	ReaderLost uint64 // events dropped at our socket (overflow)
 	Overruns   uint64 // ENOBUFS from the socket
@@ -607,10 +608,11 @@ func (s *stream) ReassemblyComplete(msgs []*auparse.AuditMessage) {
 		r.stats.maxLag.Store(int64(lag))
 	}
 	if ev.HasPID && r.attr != nil {
-		id, how, err := r.attr.Attribute(ev.PID, ev.PPID, ev.Time)
+		id, how, cands, err := r.attr.Attribute(ev.PID, ev.PPID, ev.Time)
 		switch {
 		case err != nil:
 		case how == contid.AmbiguousPID:
+			ev.Attribution, ev.Candidates = how, cands
 			r.stats.ambiguous.Add(1)
 		case (how == contid.LiveProcess || how == contid.ExitedProcess) && id != contid.Unset:
 			ev.Container, ev.Attribution = id, how

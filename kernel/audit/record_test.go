@@ -184,38 +184,54 @@ func (h *fakeHandler) HandleLoss(k LossKind, n uint64) {
 func (h *fakeHandler) Tick(time.Time) {}
 
 type fakeAttributor struct {
-	id  contid.ID
-	how contid.Attribution
-	err error
+	id    contid.ID
+	how   contid.Attribution
+	cands contid.Candidates
+	err   error
 }
 
-func (f fakeAttributor) Attribute(uint32, uint32, time.Time) (contid.ID, contid.Attribution, error) {
-	return f.id, f.how, f.err
+func (f fakeAttributor) Attribute(uint32, uint32, time.Time) (contid.ID, contid.Attribution, contid.Candidates, error) {
+	return f.id, f.how, f.cands, f.err
 }
 
 func TestStreamAttribution(t *testing.T) {
 	tests := []struct {
-		name   string
-		attr   fakeAttributor
-		tagged bool
+		name      string
+		attr      fakeAttributor
+		tagged    bool
+		ambiguous bool
+		// cands are the candidates the event must carry on.
+		cands contid.Candidates
 	}{
-		{"live", fakeAttributor{id: 42, how: contid.LiveProcess}, true},
-		{"exited", fakeAttributor{id: 42, how: contid.ExitedProcess}, true},
-		{"ambiguous is never attributed", fakeAttributor{id: 42, how: contid.AmbiguousPID}, false},
-		{"unattributed", fakeAttributor{how: contid.Unattributed}, false},
-		{"error", fakeAttributor{id: 42, how: contid.LiveProcess, err: kernel.ErrNoProcess}, false},
+		{"live", fakeAttributor{id: 42, how: contid.LiveProcess}, true, false, contid.Candidates{}},
+		{"exited", fakeAttributor{id: 42, how: contid.ExitedProcess}, true, false, contid.Candidates{}},
+		{"ambiguous is never attributed", fakeAttributor{id: 42, how: contid.AmbiguousPID, cands: contid.Candidates{4, 7}}, false, true, contid.Candidates{4, 7}},
+		{"ambiguous, one candidate", fakeAttributor{how: contid.AmbiguousPID, cands: contid.Candidates{7}}, false, true, contid.Candidates{7}},
+		{"ambiguous, no candidate left on record", fakeAttributor{how: contid.AmbiguousPID}, false, true, contid.Candidates{}},
+		{"unattributed", fakeAttributor{how: contid.Unattributed}, false, false, contid.Candidates{}},
+		{"error", fakeAttributor{id: 42, how: contid.AmbiguousPID, cands: contid.Candidates{4, 7}, err: kernel.ErrNoProcess}, false, false, contid.Candidates{}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h := &fakeHandler{}
-			var tagged bool
-			r := &Reader{attr: tt.attr, handler: handlerFunc{h, func(ev *Event) { tagged = ev.Tagged() }}}
+			var tagged, ambiguous bool
+			var container contid.ID
+			var cands contid.Candidates
+			r := &Reader{attr: tt.attr, handler: handlerFunc{h, func(ev *Event) {
+				tagged, ambiguous, container, cands = ev.Tagged(), ev.Ambiguous(), ev.Container, ev.Candidates
+			}}}
 			(*stream)(r).ReassemblyComplete(execMessages(t))
-			if tagged != tt.tagged {
-				t.Errorf("Tagged() = %v, want %v", tagged, tt.tagged)
+			if tagged != tt.tagged || ambiguous != tt.ambiguous {
+				t.Errorf("Tagged() = %v, Ambiguous() = %v; want %v, %v", tagged, ambiguous, tt.tagged, tt.ambiguous)
+			}
+			if cands != tt.cands {
+				t.Errorf("Candidates = %v, want %v", cands, tt.cands)
+			}
+			if ambiguous && container != contid.Unset {
+				t.Errorf("ambiguous event carries Container %d", container)
 			}
 			wantAmbiguous := uint64(0)
-			if tt.attr.how == contid.AmbiguousPID && tt.attr.err == nil {
+			if tt.ambiguous {
 				wantAmbiguous = 1
 			}
 			if got := r.Stats().Ambiguous; got != wantAmbiguous {
