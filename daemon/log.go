@@ -4,11 +4,14 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 
 	"github.com/coreos/go-systemd/v22/journal"
+
+	cjournal "github.com/contid/contid/journal"
 )
 
 // Logger writes to the journal with priorities when journald runs, else
@@ -38,7 +41,7 @@ func (l *Logger) Logf(priority int, format string, args ...any) {
 	}
 	msg := strings.TrimRight(fmt.Sprintf(format, args...), "\n")
 	if l.journal {
-		err := journal.Send(msg, journal.Priority(priority), map[string]string{"SYSLOG_IDENTIFIER": "contidd"})
+		err := journal.Send(msg, journal.Priority(priority), map[string]string{"SYSLOG_IDENTIFIER": "contidd", "SYSLOG_FACILITY": strconv.Itoa(cjournal.FacilityDaemon)})
 		if err == nil {
 			return
 		}

@@ -110,3 +110,21 @@ func appendValue[T ~string | ~[]byte](buf []byte, v T) []byte {
 	buf = append(buf, v...)
 	return append(buf, '\n')
 }
+
+// The trail's entries and contidd's own messages come from the same
+// process, so they share the unit (the trusted match) and
+// SYSLOG_IDENTIFIER. The syslog facility tells them apart: the trail is
+// RFC 5424's "log audit" (13, which journalctl calls "security"), the
+// daemon's own messages are "daemon" (3). `journalctl -u contidd
+// --facility=daemon` shows the daemon alone, `--facility=security` the
+// trail.
+const (
+	FacilityTrail  = 13
+	FacilityDaemon = 3
+)
+
+// trailIdentity names the writer of an entry of the trail.
+func trailIdentity(e *Entry) {
+	e.Add("SYSLOG_IDENTIFIER", "contidd")
+	e.AddUint("SYSLOG_FACILITY", FacilityTrail)
+}

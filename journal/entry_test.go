@@ -195,6 +195,7 @@ func TestForwarderEntry(t *testing.T) {
 	want := map[string][]string{
 		"MESSAGE":                     {"container 4 (web): execve /usr/bin/id by pid 1234 uid 0 res=success"},
 		"SYSLOG_IDENTIFIER":           {"contidd"},
+		"SYSLOG_FACILITY":             {"13"},
 		"PRIORITY":                    {"6"},
 		"AUDIT_CONTAINER_ID":          {"4"},
 		"AUDIT_CONTAINER_WITHIN":      {"4", "2", "1"},
@@ -314,6 +315,7 @@ func TestForwarderAmbiguous(t *testing.T) {
 				"MESSAGE":                     {tt.message},
 				"PRIORITY":                    {"5"},
 				"SYSLOG_IDENTIFIER":           {"contidd"},
+				"SYSLOG_FACILITY":             {"13"},
 				"AUDIT_CONTAINER_ATTRIBUTION": {"ambiguous"},
 				"AUDIT_CONTAINER_CANDIDATE":   tt.candidates,
 				"AUDIT_CONTAINER_ID":          nil,
@@ -520,6 +522,9 @@ func TestRecorder(t *testing.T) {
 			}
 			if got := values(out.entries[0], "MESSAGE_ID"); len(got) != 1 || got[0] != tt.messageID {
 				t.Errorf("MESSAGE_ID %v, want %s", got, tt.messageID)
+			}
+			if got := values(out.entries[0], "SYSLOG_FACILITY"); len(got) != 1 || got[0] != "13" {
+				t.Errorf("SYSLOG_FACILITY %v, want 13 (the trail's)", got)
 			}
 			for field, want := range tt.fields {
 				if got := values(out.entries[0], field); len(got) != 1 || got[0] != want {

@@ -251,7 +251,7 @@ func (f *Forwarder) HandleGap(g audit.Gap) {
 	e.Add("MESSAGE_ID", MessageAuditGap)
 	e.Add("MESSAGE", strconv.FormatUint(g.Events, 10)+" audit events went unread while contidd was stopped, from "+stopped+" to "+resumed)
 	e.AddUint("PRIORITY", 4)
-	e.Add("SYSLOG_IDENTIFIER", "contidd")
+	trailIdentity(&e)
 	e.AddUint("AUDIT_GAP_COUNT", g.Events)
 	e.AddUint("AUDIT_GAP_AFTER", uint64(g.After))
 	e.AddUint("AUDIT_GAP_BEFORE", uint64(g.Before))
@@ -307,7 +307,7 @@ func (f *Forwarder) flushLoss(now time.Time, force bool) {
 		" (kernel "+strconv.FormatUint(w.kernel, 10)+", reader "+strconv.FormatUint(w.reader, 10)+
 		", unread while stopped "+strconv.FormatUint(w.stopped, 10)+", write "+strconv.FormatUint(w.write, 10)+")")
 	e.AddUint("PRIORITY", 4)
-	e.Add("SYSLOG_IDENTIFIER", "contidd")
+	trailIdentity(&e)
 	e.AddUint("AUDIT_LOST_COUNT", w.total())
 	e.AddUint("AUDIT_LOST_KERNEL", w.kernel)
 	e.AddUint("AUDIT_LOST_READER", w.reader)
@@ -362,7 +362,7 @@ func (f *Forwarder) buildEvent(e *Entry, ev *audit.Event) {
 		priority = 4
 	}
 	e.AddUint("PRIORITY", priority)
-	e.Add("SYSLOG_IDENTIFIER", "contidd")
+	trailIdentity(e)
 	if len(chain) > 0 {
 		e.AddUint("AUDIT_CONTAINER_ID", uint64(chain[0]))
 		for _, id := range chain {

@@ -173,7 +173,7 @@ func (rec *record) journalEntry(e *Entry) {
 	e.Add("MESSAGE_ID", rec.messageID)
 	e.Add("MESSAGE", rec.message)
 	e.AddUint("PRIORITY", rec.priority)
-	e.Add("SYSLOG_IDENTIFIER", "contidd")
+	trailIdentity(e)
 	if len(rec.chain) > 0 {
 		e.AddUint("AUDIT_CONTAINER_ID", uint64(rec.chain[0]))
 		for _, id := range rec.chain {

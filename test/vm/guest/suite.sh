@@ -41,8 +41,8 @@ source "$(dirname "$SELF")/continuity.sh"
 source "$(dirname "$SELF")/ootb.sh"
 # shellcheck source=limits.sh
 source "$(dirname "$SELF")/limits.sh"
-# shellcheck source=watchdog.sh
-source "$(dirname "$SELF")/watchdog.sh"
+# shellcheck source=operations.sh
+source "$(dirname "$SELF")/operations.sh"
 PINDIR=/sys/fs/bpf/contid
 MANAGER=(org.contid1 /org/contid1 org.contid1.Manager)
 TAGGED_SLICE=machine.slice
@@ -893,6 +893,7 @@ main() {
 	run_denial pin_dir_rename
 	run_continuity
 	run_watchdog
+	run_facilities
 	run_kernel_tests
 	run_bench
 	# The control unmounts every pin on the guest: nothing may follow it.
