@@ -106,6 +106,9 @@ func startAgent(ctx context.Context) (*polkitAgent, error) {
 	cmd := exec.Command(agentPath, agentArgs(os.Getpid(), inLogindSession(string(cg)))...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stderr, os.Stderr
 	cmd.ExtraFiles = []*os.File{w}
+	// An agent outliving a contidctl that was killed would keep the
+	// terminal and its registration: it goes with contidctl.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	err = cmd.Start()
 	w.Close()
 	if err != nil {
