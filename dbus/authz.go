@@ -223,25 +223,82 @@ func originFromCredentials(creds map[string]godbus.Variant) (origin, int, error)
 	return o, dup, nil
 }
 
+// What authorizeTag asks of polkit. A check polkit answers from its
+// rules alone comes back at once; one that lets polkit ask the user waits
+// for a person at a password prompt, so it may take longer (systemd
+// bounds both by its 25 s method-call timeout, which cuts off a slow
+// typist; contidd gives a person two minutes). Either way the wait holds
+// no lock and no descriptor: identify has already let go of the caller's
+// pidfd, the target is resolved only afterwards, and the call holds one
+// of the few places of inflight.go, which is what bounds how many such
+// waits there are. Each call runs on its own goroutine on both
+// transports, so a waiting one stalls no other.
+const (
+	polkitAllowUserInteraction = 1 // CheckAuthorization's flags
+	polkitTimeout              = 25 * time.Second
+	polkitInteractiveTimeout   = 2 * time.Minute
+)
+
+// polkitCheck is how one call is put to polkit: interactively only if the
+// caller set ALLOW_INTERACTIVE_AUTHORIZATION on the call (the D-Bus
+// specification's flag, which `systemctl` sets when it may ask for a
+// password and `contidctl` sets likewise), so a script is never held at a
+// prompt nobody sees.
+func polkitCheck(msg *godbus.Message) (flags uint32, timeout time.Duration) {
+	if msg.Flags&godbus.FlagAllowInteractiveAuthorization != 0 {
+		return polkitAllowUserInteraction, polkitInteractiveTimeout
+	}
+	return 0, polkitTimeout
+}
+
+// polkitUnavailable tells an absent or unreachable polkit, which is
+// logged once, from an answer about this one check (a timeout, a
+// dismissed or cancelled authentication), which is not a fault of the
+// host.
+func polkitUnavailable(err error) bool {
+	var de godbus.Error
+	var pde *godbus.Error
+	var name string
+	switch {
+	case errors.As(err, &de):
+		name = de.Name
+	case errors.As(err, &pde):
+		name = pde.Name
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return false
+	default:
+		return true // the connection, not polkit, failed
+	}
+	switch name {
+	case "org.freedesktop.DBus.Error.ServiceUnknown", "org.freedesktop.DBus.Error.NameHasNoOwner",
+		"org.freedesktop.DBus.Error.UnknownObject", "org.freedesktop.DBus.Error.UnknownMethod",
+		"org.freedesktop.DBus.Error.Spawn.ServiceNotFound":
+		return true
+	}
+	return false
+}
+
 // authorizeTag upgrades a caller that is not UID 0 if polkit grants
 // org.contid1.tag. Absent polkit means "not authorized", quietly: most
-// hosts running contid in containers-only setups have none.
-func (m *Manager) authorizeTag(ctx context.Context, p *peer, msg *godbus.Message, ci *callerInfo) {
+// hosts running contid in containers-only setups have none. challenge is
+// true when polkit would grant it after the user authenticated, and the
+// call did not allow it to ask.
+func (m *Manager) authorizeTag(ctx context.Context, p *peer, msg *godbus.Message, ci *callerInfo) (challenge bool) {
 	if ci.Privileged {
-		return
+		return false
 	}
 	// polkit takes the subject's UID as a signed 32-bit number and reads
 	// -1 as "look it up" (from the process, now): a UID it cannot be told
 	// is not asked about.
 	if ci.UID > math.MaxInt32 {
-		return
+		return false
 	}
 	conn := p.bus
 	if conn == nil {
 		conn = m.systemBus()
 	}
 	if conn == nil {
-		return
+		return false
 	}
 	var subject struct {
 		Kind    string
@@ -254,7 +311,9 @@ func (m *Manager) authorizeTag(ctx context.Context, p *peer, msg *godbus.Message
 	} else {
 		// The process pinned at connect (identify made sure it is the
 		// same one, still running the same program), with the UID the
-		// kernel recorded then: polkit decides for that UID.
+		// kernel recorded then: polkit decides for that UID. An agent
+		// that registered for this process (contidctl's pkttyagent
+		// --process) is the one polkit asks.
 		subject.Kind = "unix-process"
 		subject.Details = map[string]godbus.Variant{
 			"pid":        godbus.MakeVariant(ci.PID),
@@ -262,11 +321,8 @@ func (m *Manager) authorizeTag(ctx context.Context, p *peer, msg *godbus.Message
 			"uid":        godbus.MakeVariant(int32(ci.UID)),
 		}
 	}
-	var flags uint32
-	if msg.Flags&godbus.FlagAllowInteractiveAuthorization != 0 {
-		flags = 1 // AllowUserInteraction
-	}
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	flags, timeout := polkitCheck(msg)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var result struct {
 		Authorized, Challenge bool
@@ -275,15 +331,20 @@ func (m *Manager) authorizeTag(ctx context.Context, p *peer, msg *godbus.Message
 	obj := conn.Object("org.freedesktop.PolicyKit1", "/org/freedesktop/PolicyKit1/Authority")
 	err := obj.CallWithContext(ctx, "org.freedesktop.PolicyKit1.Authority.CheckAuthorization", 0,
 		subject, client.PolkitActionTag, map[string]string{}, flags, "").Store(&result)
-	if err != nil {
+	switch {
+	case err != nil && polkitUnavailable(err):
 		m.polkitOnce.Do(func() {
 			m.log(PrioNotice, "polkit is not available (%v); only UID 0 may tag.", err)
 		})
-		return
-	}
-	if result.Authorized {
+		return false
+	case err != nil:
+		m.log(PrioInfo, "polkit did not authorize process %d (uid %d) for %s: %v", ci.PID, ci.UID, client.PolkitActionTag, err)
+		return false
+	case result.Authorized:
 		ci.Privileged = true
+		return false
 	}
+	return result.Challenge && flags&polkitAllowUserInteraction == 0
 }
 
 // freshProcess checks the target of TagProcess/TagPID, pinned by pidfd:

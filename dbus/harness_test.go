@@ -139,10 +139,10 @@ type env struct {
 	cgBase  string // our own cgroup, relative to cgRoot
 }
 
-func newEnv(t *testing.T, conf string) *env {
+func newEnv(t *testing.T, conf string, busPolicies ...string) *env {
 	t.Helper()
 	requireIntegration(t)
-	e := &env{t: t, busAddr: testenv.DBusDaemon(t)}
+	e := &env{t: t, busAddr: testenv.DBusDaemon(t, busPolicies...)}
 	// nobody must reach the peer-to-peer socket in here, so not
 	// t.TempDir, whose parent is 0700.
 	dir, err := os.MkdirTemp("", "contidd-test-")

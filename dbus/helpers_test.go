@@ -87,6 +87,8 @@ func runHelper(mode string) int {
 		err = helperConnector()
 	case "pipelined":
 		err = helperPipelined()
+	case "tagger":
+		err = helperTagger()
 	default:
 		err = fmt.Errorf("unknown helper mode %q", mode)
 	}

@@ -79,9 +79,13 @@ func (m *Manager) taggingCaller(ctx context.Context, p *peer, msg *godbus.Messag
 		}
 		ci.release = release
 	}
-	m.authorizeTag(ctx, p, msg, ci)
+	challenge := m.authorizeTag(ctx, p, msg, ci)
 	if !ci.Privileged && ci.Container == contid.Unset {
-		err := m.refused(ci, req, "", fmt.Errorf("%w: tagging needs UID 0 or polkit authorization for %s", contid.ErrAccessDenied, client.PolkitActionTag))
+		why := fmt.Errorf("%w: tagging needs UID 0 or polkit authorization for %s", contid.ErrAccessDenied, client.PolkitActionTag)
+		if challenge {
+			why = fmt.Errorf("%w: %s polkit grants %s after authentication, and the call did not allow interactive authorization", contid.ErrAccessDenied, client.InteractiveAuthRequired, client.PolkitActionTag)
+		}
+		err := m.refused(ci, req, "", why)
 		ci.close()
 		return nil, err
 	}

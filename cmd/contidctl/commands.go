@@ -356,6 +356,8 @@ func cmdTag(ctx context.Context, g *globals, kind, arg string, want contid.ID, o
 		return err
 	}
 	defer c.Close()
+	ctx, done := prepareAsk(ctx, g, c.AllowInteractiveAuthorization)
+	defer done()
 	var id contid.ID
 	switch kind {
 	case "unit":

@@ -54,8 +54,10 @@ type globals struct {
 	p2p      string
 	noLegend bool
 	noPager  bool
-	out      io.Writer
-	pager    *pager
+	// noAskPassword: never let polkit ask for a password (polkit.go).
+	noAskPassword bool
+	out           io.Writer
+	pager         *pager
 }
 
 func (g *globals) register(fs *pflag.FlagSet) {
@@ -65,6 +67,7 @@ func (g *globals) register(fs *pflag.FlagSet) {
 	fs.StringVar(&g.p2p, "p2p", "", "use contidd's peer-to-peer `SOCKET` (e.g. /run/contid/bus)")
 	fs.BoolVar(&g.noLegend, "no-legend", false, "print no column headers and no footer")
 	fs.BoolVar(&g.noPager, "no-pager", false, "do not pipe the output into a pager")
+	fs.BoolVar(&g.noAskPassword, "no-ask-password", false, "do not ask for a password when polkit wants one")
 }
 
 func main() {
@@ -184,6 +187,8 @@ func maxArgs(n int) cobra.PositionalArgs {
 // describe turns an error into a sentence for a shell user.
 func describe(err error) string {
 	switch {
+	case client.NeedsInteractiveAuth(err):
+		return err.Error() + " (run contidctl on a terminal without --no-ask-password to be asked for a password, or as root)"
 	case errors.Is(err, contid.ErrAccessDenied):
 		return err.Error() + " (run as root, or ask for polkit authorization for org.contid1.tag)"
 	}

@@ -21,8 +21,23 @@ const DefaultSocket = "/run/contid/bus"
 // Client is a typed client of org.contid1. Errors from contidd come back
 // as *RemoteError, which unwraps to the registry and dbus sentinels.
 type Client struct {
-	conn *godbus.Conn
-	obj  godbus.BusObject
+	conn  *godbus.Conn
+	obj   godbus.BusObject
+	flags godbus.Flags
+}
+
+// AllowInteractiveAuthorization sets D-Bus's ALLOW_INTERACTIVE_AUTHORIZATION
+// flag on the calls that follow, or stops setting it: contidd then lets
+// polkit ask the user to authenticate (through an agent the caller
+// runs, such as pkttyagent) instead of refusing a call polkit would allow
+// only after authentication. Set it only where someone can answer: the
+// call waits while polkit asks.
+func (c *Client) AllowInteractiveAuthorization(allow bool) {
+	if allow {
+		c.flags |= godbus.FlagAllowInteractiveAuthorization
+	} else {
+		c.flags &^= godbus.FlagAllowInteractiveAuthorization
+	}
 }
 
 // ConnectBus connects to contidd on the system bus at address ("" = the
@@ -86,8 +101,26 @@ func (o TagOptions) Map() map[string]godbus.Variant {
 	return m
 }
 
+// call calls a Manager method. The message is built here rather than by
+// godbus's BusObject, which keeps only the NO_AUTO_START and
+// NO_REPLY_EXPECTED flags of those it is given and so would drop
+// ALLOW_INTERACTIVE_AUTHORIZATION.
 func (c *Client) call(ctx context.Context, method string, args ...any) *godbus.Call {
-	return c.obj.CallWithContext(ctx, ManagerInterface+"."+method, 0, args...)
+	msg := &godbus.Message{
+		Type:  godbus.TypeMethodCall,
+		Flags: c.flags,
+		Headers: map[godbus.HeaderField]godbus.Variant{
+			godbus.FieldDestination: godbus.MakeVariant(BusName),
+			godbus.FieldPath:        godbus.MakeVariant(ManagerPath),
+			godbus.FieldInterface:   godbus.MakeVariant(ManagerInterface),
+			godbus.FieldMember:      godbus.MakeVariant(method),
+		},
+		Body: args,
+	}
+	if len(args) > 0 {
+		msg.Headers[godbus.FieldSignature] = godbus.MakeVariant(godbus.SignatureOf(args...))
+	}
+	return <-c.conn.SendWithContext(ctx, msg, make(chan *godbus.Call, 1)).Done
 }
 
 func (c *Client) tag(ctx context.Context, method string, target any, id contid.ID, opts map[string]godbus.Variant) (contid.ID, error) {

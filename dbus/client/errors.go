@@ -2,6 +2,7 @@ package client
 
 import (
 	"errors"
+	"strings"
 
 	godbus "github.com/godbus/dbus/v5"
 
@@ -40,6 +41,20 @@ const (
 	// the peer-to-peer socket), refused before it is decoded.
 	NameLimitsExceeded = "org.freedesktop.DBus.Error.LimitsExceeded"
 )
+
+// InteractiveAuthRequired is in the text of the AccessDenied error of a
+// tag call that polkit would have allowed once the user authenticated,
+// when the call did not carry ALLOW_INTERACTIVE_AUTHORIZATION: the words
+// systemd uses for the same case. The error name stays AccessDenied, the
+// one a refused tag has always had; the text tells a person to try again
+// where they can be asked.
+const InteractiveAuthRequired = "Interactive authentication required."
+
+// NeedsInteractiveAuth reports whether err is such a refusal.
+func NeedsInteractiveAuth(err error) bool {
+	var re *RemoteError
+	return errors.As(err, &re) && re.Name == NameAccessDenied && strings.Contains(re.Message, InteractiveAuthRequired)
+}
 
 // errorNames is the one place a Go error becomes a D-Bus error name; the
 // client maps back through the same table.

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -20,8 +21,10 @@ import (
 // The config is a copy of /usr/share/dbus-1/system.conf with <listen>
 // moved to a temp socket and <pidfile> dropped, so it never touches the
 // host's bus; its relative <includedir>system.d</includedir> then resolves
-// next to the copy, where the policy file is placed.
-func DBusDaemon(t testing.TB) string {
+// next to the copy, where the policy file is placed, with any extra
+// policy files given (each a whole <busconfig>: a test's stand-in for
+// another system service, such as polkit, needs leave to own its name).
+func DBusDaemon(t testing.TB, extraPolicies ...string) string {
 	t.Helper()
 	RequireCommand(t, "dbus-daemon")
 	stock, err := os.ReadFile("/usr/share/dbus-1/system.conf")
@@ -58,6 +61,12 @@ func DBusDaemon(t testing.TB) string {
 	}
 	if err := os.WriteFile(filepath.Join(dir, "system.d", "org.contid1.conf"), policy, 0o644); err != nil {
 		t.Fatal(err)
+	}
+	for i, extra := range extraPolicies {
+		name := filepath.Join(dir, "system.d", "test-"+strconv.Itoa(i)+".conf")
+		if err := os.WriteFile(name, []byte(extra), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	confPath := filepath.Join(dir, "system.conf")
 	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {

@@ -304,6 +304,9 @@ fi
 in_ct systemctl stop "$plain" >/dev/null 2>&1
 wait "$plain_client" 2>/dev/null
 
+# --- asking for a password --------------------------------------------------
+. "$top/test/systemd/polkit.sh"
+
 # --- restart under load ---------------------------------------------------
 
 # Clients call in a loop, over the bus and over the socket, while the daemon
