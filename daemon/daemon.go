@@ -269,6 +269,7 @@ func keepBus(ctx context.Context, d *Daemon, address string, conn *godbus.Conn) 
 			select {
 			case <-ctx.Done():
 				cancel()
+				d.Manager.LeaveBus(conn)
 				conn.Close()
 				return nil
 			case <-conn.Context().Done():

@@ -18,11 +18,20 @@ var ErrNameTaken = errors.New("bus name org.contid1 is already owned")
 // honouring DBUS_SYSTEM_BUS_ADDRESS), serves the API there and owns
 // org.contid1. What arrives is read through busRelay, which skips calls
 // and signals too large to decode safely. The connection also carries
-// contidd's calls to systemd, machined and polkit. It is closed when ctx
-// ends.
+// contidd's calls to systemd, machined and polkit. The caller closes it,
+// after LeaveBus: the end of ctx does not, since godbus would close it at
+// once and drop the replies to calls still being answered.
 func (m *Manager) ServeBus(ctx context.Context, address string) (*godbus.Conn, error) {
-	peers := newBusPeers()
-	opts := []godbus.ConnOption{godbus.WithHandler(busHandler{m}), godbus.WithIncomingInterceptor(peers.observe), godbus.WithContext(ctx)}
+	peers, calls := newBusPeers(), newBusCalls()
+	opts := []godbus.ConnOption{
+		godbus.WithHandler(busHandler{m}),
+		godbus.WithIncomingInterceptor(func(msg *godbus.Message) {
+			peers.observe(msg)
+			calls.in(msg)
+		}),
+		godbus.WithOutgoingInterceptor(calls.out),
+		godbus.WithContext(context.WithoutCancel(ctx)),
+	}
 	conn, err := m.connectBus(address, opts)
 	if err != nil {
 		return nil, fmt.Errorf("connect to the system bus: %w", err)
@@ -50,12 +59,15 @@ func (m *Manager) ServeBus(ctx context.Context, address string) (*godbus.Conn, e
 	first := m.sysbus == nil
 	if m.sysbus != nil {
 		delete(m.buses, m.sysbus)
+		delete(m.busCalls, m.sysbus)
 	}
 	m.sysbus = conn
 	if m.buses == nil {
 		m.buses = map[*godbus.Conn]*busPeers{}
+		m.busCalls = map[*godbus.Conn]*busCalls{}
 	}
 	m.buses[conn] = peers
+	m.busCalls[conn] = calls
 	m.mu.Unlock()
 	if first {
 		m.addEmitter(busEmitter{m})

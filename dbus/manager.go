@@ -124,6 +124,9 @@ type Manager struct {
 	// buses follows the clients of each system-bus connection served
 	// (one, or two briefly across a reconnection); see busPeers.
 	buses map[*godbus.Conn]*busPeers
+	// busCalls counts each connection's calls not yet answered, so a
+	// stopping contidd answers them before it leaves (LeaveBus).
+	busCalls map[*godbus.Conn]*busCalls
 
 	polkitOnce   sync.Once
 	machinedOnce sync.Once

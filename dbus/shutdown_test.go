@@ -2,6 +2,7 @@ package dbus_test
 
 import (
 	"context"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -41,5 +42,56 @@ func TestP2PClientAnsweredDuringShutdown(t *testing.T) {
 		}
 	case <-time.After(15 * time.Second):
 		t.Fatalf("contidd did not stop after its last client left\nlog:\n%s", d.logText())
+	}
+}
+
+// A call the system bus delivered before SIGTERM is answered before
+// contidd leaves the bus, not dropped with "disconnected without
+// replying" (what a looping busctl saw across `systemctl restart`). The
+// call is a tag that waits on polkit for the user's password; the user
+// answers once contidd is shutting down.
+func TestBusCallAnsweredDuringShutdown(t *testing.T) {
+	e := newEnv(t, "", polkitPolicy)
+	pk := startFakePolkit(t, e.busAddr)
+	d := e.start()
+	helperBinary(t)
+
+	waiting := tagAsNobody(e.busAddr, true, e.cgroup("shutdown"), true)
+	var out strings.Builder
+	waiting.Stdout, waiting.Stderr = &out, &out
+	if err := waiting.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- waiting.Wait() }()
+	select {
+	case <-pk.asked:
+	case err := <-done:
+		t.Fatalf("the call ended before polkit was asked: %v: %s", err, out.String())
+	case <-time.After(10 * time.Second):
+		t.Fatal("polkit was not asked within 10s")
+	}
+
+	_ = d.cmd.Process.Signal(syscall.SIGTERM)
+	time.Sleep(300 * time.Millisecond)
+	select {
+	case pk.release <- struct{}{}:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("contidd dropped its polkit check at SIGTERM\nlog:\n%s", d.logText())
+	}
+	select {
+	case err := <-done:
+		if err != nil || !strings.HasPrefix(out.String(), "granted ") {
+			t.Errorf("the call delivered before SIGTERM: %v: %s\nlog:\n%s", err, out.String(), d.logText())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the call delivered before SIGTERM was not answered within 10s\nlog:\n%s", d.logText())
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- d.cmd.Wait() }()
+	select {
+	case <-exited:
+	case <-time.After(15 * time.Second):
+		t.Fatalf("contidd did not stop after answering\nlog:\n%s", d.logText())
 	}
 }
