@@ -66,7 +66,7 @@ static __always_inline int is_protected(__u32 kind, __u32 id)
  * the only programs a tagged task can get one for without loading are
  * other processes' (contid's are refused above), so refusing the load is
  * enough. BPF_BTF_LOAD and BPF_MAP_CREATE pass: type information and maps
- * run no code, and libbpf probes with them.
+ * run no code.
  */
 SEC("lsm/bpf")
 int BPF_PROG(contid_guard_bpf, int cmd, union bpf_attr *attr, unsigned int size)
