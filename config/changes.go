@@ -39,6 +39,9 @@ var keyNames = map[string]string{
 	"EnableAuditing":  "[Audit] EnableAuditing",
 
 	"KeepExited": "[Registry] KeepExited",
+
+	"AllowBPF":     "[Enforce] AllowBPF",
+	"AllowModules": "[Enforce] AllowModules",
 }
 
 // Changes lists the settings in which next differs from prev, in the

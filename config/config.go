@@ -1,5 +1,6 @@
 // Package config reads contidd's configuration, /etc/contid/contid.conf,
-// a systemd-style INI file with [Manager] and [Audit] sections.
+// a systemd-style INI file with [Manager], [Audit], [Registry] and
+// [Enforce] sections.
 //
 // Every key has a default so that a missing file is a valid configuration;
 // units/contid.conf documents them. Unknown sections and keys are errors,
@@ -75,6 +76,10 @@ type Config struct {
 
 	// [Registry]
 	KeepExited int
+
+	// [Enforce]
+	AllowBPF     bool
+	AllowModules bool
 }
 
 // Default returns the configuration used when the file is absent.
@@ -96,6 +101,8 @@ func Default() Config {
 		BacklogLimit:    8192,
 		EnableAuditing:  true,
 		KeepExited:      10000,
+		AllowBPF:        false,
+		AllowModules:    false,
 	}
 }
 
@@ -199,7 +206,7 @@ func (c *Config) parseSettings(r io.Reader, name string) error {
 				return fail("unterminated section header %q", line)
 			}
 			section = line[1 : len(line)-1]
-			if section != "Manager" && section != "Audit" && section != "Registry" {
+			if section != "Manager" && section != "Audit" && section != "Registry" && section != "Enforce" {
 				return fail("unknown section [%s]", section)
 			}
 			continue
@@ -264,6 +271,10 @@ func (c *Config) set(section, key, value string) error {
 		c.EnableAuditing, err = parseBool(value)
 	case "Registry.KeepExited":
 		c.KeepExited, err = strconv.Atoi(value)
+	case "Enforce.AllowBPF":
+		c.AllowBPF, err = parseBool(value)
+	case "Enforce.AllowModules":
+		c.AllowModules, err = parseBool(value)
 	default:
 		return errors.New("unknown key")
 	}

@@ -17,6 +17,7 @@ import (
 	sddaemon "github.com/coreos/go-systemd/v22/daemon"
 	godbus "github.com/godbus/dbus/v5"
 
+	"github.com/contid/contid"
 	"github.com/contid/contid/config"
 	cdbus "github.com/contid/contid/dbus"
 	"github.com/contid/contid/dbus/client"
@@ -94,6 +95,18 @@ func ownerAlive(pid uint32, start uint64) bool {
 	return err == nil && s == start
 }
 
+// logEnforceExceptions says which guards the configuration switched off:
+// an administrator reading why a container could load a module should
+// not have to find the drop-in that allowed it.
+func logEnforceExceptions(log *Logger, cfg config.Config) {
+	if cfg.AllowBPF {
+		log.Logf(cdbus.PrioNotice, "Tagged processes may load BPF programs ([Enforce] AllowBPF=yes).")
+	}
+	if cfg.AllowModules {
+		log.Logf(cdbus.PrioNotice, "Tagged processes may load kernel modules ([Enforce] AllowModules=yes).")
+	}
+}
+
 // Run runs contidd until ctx is cancelled (SIGTERM) or a core part fails.
 // On return the pinned maps and links stay: tags keep being enforced
 // while contidd is down.
@@ -107,13 +120,22 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return fmt.Errorf("find the cgroup2 hierarchy: %w", err)
 	}
-	bpf, err := kernel.Load(kernel.Options{PinDir: cfg.PinDirectory, Mode: string(cfg.Mode), MaxDepth: cfg.MaxDepth})
+	bpf, err := kernel.Load(kernel.Options{
+		PinDir:       cfg.PinDirectory,
+		Mode:         string(cfg.Mode),
+		MaxDepth:     cfg.MaxDepth,
+		AllowBPF:     cfg.AllowBPF,
+		AllowModules: cfg.AllowModules,
+	})
 	if err != nil {
 		return fmt.Errorf("load the kernel layer: %w", err)
 	}
 	defer bpf.Close()
 	mode, reason := bpf.Enforcement()
 	log.Logf(cdbus.PrioInfo, "Kernel layer live in %s mode: %s", mode, reason)
+	if mode == contid.ModeEnforcing {
+		logEnforceExceptions(log, cfg)
+	}
 
 	if err := os.MkdirAll(cfg.StateDirectory, 0o700); err != nil {
 		return fmt.Errorf("create state directory: %w", err)

@@ -39,6 +39,8 @@ const (
 	contidProgContidGuardInodeRename      = "contid_guard_inode_rename"
 	contidProgContidGuardInodeRmdir       = "contid_guard_inode_rmdir"
 	contidProgContidGuardInodeUnlink      = "contid_guard_inode_unlink"
+	contidProgContidGuardKernelLoadData   = "contid_guard_kernel_load_data"
+	contidProgContidGuardKernelReadFile   = "contid_guard_kernel_read_file"
 	contidProgContidGuardNetlinkSend      = "contid_guard_netlink_send"
 	contidProgContidGuardPtrace           = "contid_guard_ptrace"
 	contidProgContidGuardSbUmount         = "contid_guard_sb_umount"
@@ -104,6 +106,8 @@ type contidProgramSpecs struct {
 	ContidGuardInodeRename      *ebpf.ProgramSpec `ebpf:"contid_guard_inode_rename"`
 	ContidGuardInodeRmdir       *ebpf.ProgramSpec `ebpf:"contid_guard_inode_rmdir"`
 	ContidGuardInodeUnlink      *ebpf.ProgramSpec `ebpf:"contid_guard_inode_unlink"`
+	ContidGuardKernelLoadData   *ebpf.ProgramSpec `ebpf:"contid_guard_kernel_load_data"`
+	ContidGuardKernelReadFile   *ebpf.ProgramSpec `ebpf:"contid_guard_kernel_read_file"`
 	ContidGuardNetlinkSend      *ebpf.ProgramSpec `ebpf:"contid_guard_netlink_send"`
 	ContidGuardPtrace           *ebpf.ProgramSpec `ebpf:"contid_guard_ptrace"`
 	ContidGuardSbUmount         *ebpf.ProgramSpec `ebpf:"contid_guard_sb_umount"`
@@ -215,6 +219,8 @@ type contidPrograms struct {
 	ContidGuardInodeRename      *ebpf.Program `ebpf:"contid_guard_inode_rename"`
 	ContidGuardInodeRmdir       *ebpf.Program `ebpf:"contid_guard_inode_rmdir"`
 	ContidGuardInodeUnlink      *ebpf.Program `ebpf:"contid_guard_inode_unlink"`
+	ContidGuardKernelLoadData   *ebpf.Program `ebpf:"contid_guard_kernel_load_data"`
+	ContidGuardKernelReadFile   *ebpf.Program `ebpf:"contid_guard_kernel_read_file"`
 	ContidGuardNetlinkSend      *ebpf.Program `ebpf:"contid_guard_netlink_send"`
 	ContidGuardPtrace           *ebpf.Program `ebpf:"contid_guard_ptrace"`
 	ContidGuardSbUmount         *ebpf.Program `ebpf:"contid_guard_sb_umount"`
@@ -240,6 +246,8 @@ func (p *contidPrograms) Close() error {
 		p.ContidGuardInodeRename,
 		p.ContidGuardInodeRmdir,
 		p.ContidGuardInodeUnlink,
+		p.ContidGuardKernelLoadData,
+		p.ContidGuardKernelReadFile,
 		p.ContidGuardNetlinkSend,
 		p.ContidGuardPtrace,
 		p.ContidGuardSbUmount,

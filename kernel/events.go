@@ -28,6 +28,8 @@ var opNames = map[uint32]string{
 	12: "setrlimit",
 	13: "sched",
 	14: "open_write",
+	15: "bpf_prog_load",
+	16: "module_load",
 }
 
 // pollInterval bounds how long ReadEvent waits before it looks at ctx and

@@ -46,3 +46,48 @@ func TestProtectFile(t *testing.T) {
 		t.Fatalf("%s mode: memfd inode %d listed = %v (%v), want %v", testMode(), st.Ino, listed, err, want)
 	}
 }
+
+// The exceptions of [Enforce] reach the guards through contid_config,
+// which is pinned: each Load writes them afresh, so a restart without an
+// exception takes it back, and SetMaxDepth leaves them as they are.
+func TestLoadWritesExceptions(t *testing.T) {
+	requireBPF(t)
+	pinDir := testPinDir(t)
+	cases := []struct {
+		name string
+		opts Options
+		want uint32
+	}{
+		{"bpf allowed", Options{AllowBPF: true}, allowBPF},
+		{"both allowed", Options{AllowBPF: true, AllowModules: true}, allowBPF | allowModules},
+		{"modules allowed", Options{AllowModules: true}, allowModules},
+		{"none after a restart without them", Options{}, 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			opts := tc.opts
+			opts.PinDir, opts.Mode, opts.MaxDepth = pinDir, testMode(), 5
+			b, err := Load(opts)
+			if err != nil {
+				t.Fatalf("Load: %v", err)
+			}
+			defer b.Close()
+			var got configValue
+			if err := b.maps["contid_config"].Lookup(uint32(0), &got); err != nil {
+				t.Fatal(err)
+			}
+			if got != (configValue{MaxDepth: 5, Allow: tc.want}) {
+				t.Fatalf("contid_config after Load = %+v, want MaxDepth 5, Allow %d", got, tc.want)
+			}
+			if err := b.SetMaxDepth(2); err != nil {
+				t.Fatal(err)
+			}
+			if err := b.maps["contid_config"].Lookup(uint32(0), &got); err != nil {
+				t.Fatal(err)
+			}
+			if got != (configValue{MaxDepth: 2, Allow: tc.want}) {
+				t.Fatalf("contid_config after SetMaxDepth(2) = %+v, want MaxDepth 2, Allow %d", got, tc.want)
+			}
+		})
+	}
+}

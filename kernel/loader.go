@@ -45,6 +45,11 @@ type Options struct {
 	// 1..contid.MaxDepth; 0 means contid.MaxDepth. It is written on every
 	// Load, so a pinned value from an earlier configuration never lingers.
 	MaxDepth int
+	// AllowBPF and AllowModules let tagged tasks load BPF programs and
+	// kernel modules in enforcing mode, which the guards otherwise refuse.
+	// Written on every Load, as MaxDepth is.
+	AllowBPF     bool
+	AllowModules bool
 }
 
 // BPF is the loaded kernel layer. It implements Tracker.
@@ -66,6 +71,10 @@ type BPF struct {
 	readMu   sync.Mutex
 	ring     *ringbuf.Reader
 	lostSeen uint64
+
+	// cfgMu guards cfg, the value of contid_config as last written.
+	cfgMu sync.Mutex
+	cfg   configValue
 }
 
 var _ Tracker = (*BPF)(nil)
@@ -102,6 +111,8 @@ var enforcingAttachments = []attachment{
 	{"contid_guard_task_setioprio", true},
 	{"contid_guard_task_setscheduler", true},
 	{"contid_guard_file_open", true},
+	{"contid_guard_kernel_read_file", true},
+	{"contid_guard_kernel_load_data", true},
 }
 
 // Load creates or reuses the pinned maps and links under opts.PinDir and
@@ -139,9 +150,17 @@ func Load(opts Options) (*BPF, error) {
 		b.Close()
 		return nil, err
 	}
-	// Before autotag attaches, so no cgroup is tagged under an old limit.
+	// Before autotag attaches, so no cgroup is tagged under an old limit,
+	// and before the guards do, so none refuses what is allowed now.
+	// SetMaxDepth writes the whole value, the exceptions with it.
 	if opts.MaxDepth == 0 {
 		opts.MaxDepth = maxDepth
+	}
+	if opts.AllowBPF {
+		b.cfg.Allow |= allowBPF
+	}
+	if opts.AllowModules {
+		b.cfg.Allow |= allowModules
 	}
 	if err := b.SetMaxDepth(opts.MaxDepth); err != nil {
 		b.Close()

@@ -237,8 +237,13 @@ func (b *BPF) SetMaxDepth(depth int) error {
 	if depth < 1 || depth > maxDepth {
 		return fmt.Errorf("max depth %d outside 1..%d", depth, maxDepth)
 	}
-	if err := b.maps["contid_config"].Update(uint32(0), configValue{MaxDepth: uint32(depth)}, ebpf.UpdateAny); err != nil {
+	b.cfgMu.Lock()
+	defer b.cfgMu.Unlock()
+	next := b.cfg
+	next.MaxDepth = uint32(depth)
+	if err := b.maps["contid_config"].Update(uint32(0), next, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("set max depth: %w", err)
 	}
+	b.cfg = next
 	return nil
 }

@@ -76,8 +76,14 @@ type iterRecord struct {
 
 type configValue struct {
 	MaxDepth uint32
-	_        uint32
+	Allow    uint32 // allowBPF | allowModules
 }
+
+// Bits of configValue.Allow (ALLOW_* in contid.h).
+const (
+	allowBPF     = 1
+	allowModules = 2
+)
 
 // Kinds of protected_ids keys (PROTECT_* in contid.h).
 const (

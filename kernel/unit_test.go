@@ -5,6 +5,10 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -239,6 +243,7 @@ func TestRecordLayoutMatchesBTF(t *testing.T) {
 		{loadContidSpec, "iter_target", iterTarget{}},
 		{loadContidSpec, "protected_key", protectedKey{}},
 		{loadContidSpec, "protected_inode", protectedInode{}},
+		{loadContidSpec, "config_value", configValue{}},
 	}
 	for _, tc := range cases {
 		spec, err := tc.object()
@@ -266,3 +271,64 @@ func TestRecordLayoutMatchesBTF(t *testing.T) {
 type ebpfSpec = ebpf.CollectionSpec
 
 func loadContidSpec() (*ebpfSpec, error) { return loadContid() }
+
+// The operation names of TamperDenied and the exception bits are defined
+// in bpf/contid.h and mirrored here; a guard whose code has no name would
+// reach D-Bus and the journal as an empty operation.
+func TestHeaderConstantsMatch(t *testing.T) {
+	src, err := os.ReadFile(filepath.Join("bpf", "contid.h"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defs := map[string]uint32{}
+	for _, m := range regexp.MustCompile(`(?m)^#define ((?:OP|ALLOW)_[A-Z_]+) ([0-9]+)$`).FindAllStringSubmatch(string(src), -1) {
+		v, err := strconv.ParseUint(m[2], 10, 32)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defs[m[1]] = uint32(v)
+	}
+	ops := 0
+	for name, v := range defs {
+		if op, ok := strings.CutPrefix(name, "OP_"); ok {
+			ops++
+			if got := opNames[v]; got != strings.ToLower(op) {
+				t.Errorf("%s = %d: opNames has %q, want %q", name, v, got, strings.ToLower(op))
+			}
+		}
+	}
+	if ops != len(opNames) {
+		t.Errorf("contid.h defines %d OP_ codes, opNames names %d", ops, len(opNames))
+	}
+	for name, want := range map[string]uint32{"ALLOW_BPF": allowBPF, "ALLOW_MODULES": allowModules} {
+		if got, ok := defs[name]; !ok || got != want {
+			t.Errorf("%s in contid.h is %d (defined: %v), Go has %d", name, got, ok, want)
+		}
+	}
+}
+
+// Every LSM program in the object is attached in enforcing mode, and
+// every attachment names a program of the object: a guard that is
+// compiled but not listed would never run.
+func TestEveryGuardIsAttached(t *testing.T) {
+	spec, err := loadContid()
+	if err != nil {
+		t.Fatal(err)
+	}
+	listed := map[string]bool{}
+	for _, a := range enforcingAttachments {
+		listed[a.program] = true
+		ps, ok := spec.Programs[a.program]
+		switch {
+		case !ok:
+			t.Errorf("%s is attached but not in the object", a.program)
+		case !a.lsm || ps.Type != ebpf.LSM:
+			t.Errorf("%s: attachment lsm=%v, program type %s", a.program, a.lsm, ps.Type)
+		}
+	}
+	for name, ps := range spec.Programs {
+		if ps.Type == ebpf.LSM && !listed[name] {
+			t.Errorf("LSM program %s (%s) is never attached", name, ps.AttachTo)
+		}
+	}
+}

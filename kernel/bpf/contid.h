@@ -48,6 +48,8 @@
 #define OP_SETRLIMIT 12
 #define OP_SCHED 13
 #define OP_OPEN_WRITE 14
+#define OP_BPF_PROG_LOAD 15
+#define OP_MODULE_LOAD 16
 
 /* Kinds of protected_ids keys. */
 #define PROTECT_MAP 1
@@ -124,9 +126,14 @@ struct iter_record {
 
 _Static_assert(sizeof(struct iter_record) == 8, "struct iter_record layout changed: update iterRecord");
 
+/* Bits of config_value.allow: what enforcing mode lets tagged tasks do
+ * after all ([Enforce] AllowBPF=, AllowModules=). */
+#define ALLOW_BPF 1
+#define ALLOW_MODULES 2
+
 struct config_value {
 	__u32 max_depth;
-	__u32 pad;
+	__u32 allow;
 };
 
 struct protected_key {

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 /* Tamper-proofing (enforcing mode): a tagged task may not reach contid's
  * BPF objects or their pins, change the kernel's audit configuration,
- * signal, trace, limit or deprioritise contidd, or write its cgroup's
- * control files or its state directory. */
+ * signal, trace, limit or deprioritise contidd, write its cgroup's
+ * control files or its state directory, or put code of its own into the
+ * kernel (BPF programs, modules) unless the configuration allows it. */
 #include "contid.h"
 
 #define NETLINK_AUDIT 9
@@ -38,6 +39,15 @@ static __always_inline int deny(struct task_tag *tt, __u32 op)
 	return -EPERM;
 }
 
+/* An exception the configuration grants ([Enforce] AllowBPF=,
+ * AllowModules=); the loader writes it before any guard attaches. */
+static __always_inline int allowed(__u32 what)
+{
+	__u32 zero = 0;
+	struct config_value *c = bpf_map_lookup_elem(&contid_config, &zero);
+	return c && (c->allow & what);
+}
+
 static __always_inline int is_protected(__u32 kind, __u32 id)
 {
 	struct protected_key k = { .kind = kind, .id = id };
@@ -48,6 +58,15 @@ static __always_inline int is_protected(__u32 kind, __u32 id)
  * The bpf() syscall: turning an ID into an fd for contid's objects, or
  * opening any pin, or detaching/replacing any link. The fd checks below
  * catch the same objects again at fd creation, whichever command got there.
+ *
+ * BPF_PROG_LOAD too: a program of the tagged task's own, attached beside
+ * contid's, sees and changes what contid's do not guard (a kprobe's
+ * bpf_override_return, bpf_probe_write_user into contidd, a cgroup or
+ * LSM program of its own). Every attach command needs a program fd, and
+ * the only programs a tagged task can get one for without loading are
+ * other processes' (contid's are refused above), so refusing the load is
+ * enough. BPF_BTF_LOAD and BPF_MAP_CREATE pass: type information and maps
+ * run no code.
  */
 SEC("lsm/bpf")
 int BPF_PROG(contid_guard_bpf, int cmd, union bpf_attr *attr, unsigned int size)
@@ -73,6 +92,10 @@ int BPF_PROG(contid_guard_bpf, int cmd, union bpf_attr *attr, unsigned int size)
 	case BPF_LINK_DETACH:
 	case BPF_LINK_UPDATE:
 		return deny(tt, OP_BPF);
+	case BPF_PROG_LOAD:
+		if (!allowed(ALLOW_BPF))
+			return deny(tt, OP_BPF_PROG_LOAD);
+		break;
 	}
 	return 0;
 }
@@ -336,5 +359,37 @@ int BPF_PROG(contid_guard_file_open, struct file *file)
 	if (is_protected_inode(BPF_CORE_READ(file, f_path.dentry, d_parent, d_inode)) ||
 	    is_protected_inode(BPF_CORE_READ(file, f_inode)))
 		return deny(tt, OP_OPEN_WRITE);
+	return 0;
+}
+
+/* --- kernel modules: module code runs with the kernel's privilege,
+ * beyond every guard here (it can unhook contid's programs, edit its maps
+ * or switch audit off from inside). Modules the kernel asks for itself
+ * (request_module) are loaded by a usermode helper, which is not tagged. --- */
+
+/* finit_module(2), which modprobe and insmod use: the kernel reads the
+ * module's file through kernel_read_file. The id is what tells a module
+ * from firmware, a kexec image or a policy read the same way. */
+SEC("lsm/kernel_read_file")
+int BPF_PROG(contid_guard_kernel_read_file, struct file *file, enum kernel_read_file_id id, bool contents)
+{
+	if (id != bpf_core_enum_value(enum kernel_read_file_id, READING_MODULE))
+		return 0;
+	struct task_tag *tt = current_tag();
+	if (tt && !allowed(ALLOW_MODULES))
+		return deny(tt, OP_MODULE_LOAD);
+	return 0;
+}
+
+/* init_module(2): the image comes from user memory, never through a file,
+ * so only this hook sees it (before the kernel copies it in). */
+SEC("lsm/kernel_load_data")
+int BPF_PROG(contid_guard_kernel_load_data, enum kernel_load_data_id id, bool contents)
+{
+	if (id != bpf_core_enum_value(enum kernel_load_data_id, LOADING_MODULE))
+		return 0;
+	struct task_tag *tt = current_tag();
+	if (tt && !allowed(ALLOW_MODULES))
+		return deny(tt, OP_MODULE_LOAD);
 	return 0;
 }

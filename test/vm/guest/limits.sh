@@ -1,7 +1,8 @@
 # shellcheck shell=bash
 # Attacks that would stop, starve or blind contidd without touching its
 # BPF objects: resource limits, scheduling, its cgroup's control files and
-# its state directory. Sourced by suite.sh, whose run_denial drives them:
+# its state directory, and code of the attacker's own in the kernel (a BPF
+# program, a module). Sourced by suite.sh, whose run_denial drives them:
 # each atk_NAME runs in a tagged scope (denied with EPERM, a TamperDenied
 # signal and a journal entry) and again in an untagged one (the control,
 # which must succeed).
@@ -82,4 +83,116 @@ run_limits() {
 	NEEDS=$1 run_denial state_truncate
 	run_denial spool_open eacces
 	run_denial steal_fd_pid1
+}
+
+# --- code of one's own in the kernel ------------------------------------------
+
+atk_bpf_prog_load() { "$PROBE" bpf-prog-load; }
+
+# modprobe is the attack as it would be made: kmod picks finit_module or
+# init_module for the packaged (compressed) module. The probes make each
+# call once, on an uncompressed copy, so both guards are shown.
+MODULE=dummy
+export MODULE
+atk_module_load() { modprobe -v "$MODULE" && echo "loaded $MODULE"; }
+atk_module_init() { "$PROBE" init-module "$MODULE_KO"; }
+atk_module_finit() { "$PROBE" finit-module "$MODULE_KO"; }
+module_loaded() { [[ -d /sys/module/$MODULE ]]; }
+module_unload() { module_loaded && { modprobe -r "$MODULE" 2>/dev/null || rmmod "$MODULE"; }; }
+# module_image writes the module uncompressed to MODULE_KO.
+module_image() {
+	local src
+	src=$(modinfo -n "$MODULE" 2>/dev/null) || return 1
+	MODULE_KO=$SCRATCH/$MODULE.ko
+	case $src in
+	*.xz) xz -dc "$src" ;;
+	*.zst) zstd -dqc "$src" ;;
+	*.gz) gzip -dc "$src" ;;
+	*) cat "$src" ;;
+	esac >"$MODULE_KO" || return 1
+	export MODULE_KO
+}
+# Whatever the tools say, a load happened when the module is there.
+effect_module_load() { module_loaded; }
+effect_module_init() { module_loaded; }
+effect_module_finit() { module_loaded; }
+pre_module_load() { module_unload; }
+pre_module_init() { module_unload; }
+pre_module_finit() { module_unload; }
+post_module_load() { module_unload; }
+post_module_init() { module_unload; }
+post_module_finit() { module_unload; }
+
+# The exceptions: with [Enforce] AllowBPF=yes and AllowModules=yes in a
+# drop-in, the same loads from a tagged scope pass, unsignalled; with the
+# drop-in gone and contidd restarted, they are refused again.
+ALLOW_DROPIN=/etc/contid/contid.conf.d/50-contid-vm-allow.conf
+atk_loads_allowed() { "$PROBE" bpf-prog-load && "$PROBE" finit-module "$MODULE_KO"; }
+atk_loads_refused() { atk_loads_allowed; }
+
+run_enforce_exceptions() {
+	local name=enforce_exceptions verdict=PASS a c cid cur log rc
+	selected "$name" || return 0
+	say "attack $name"
+	mkdir -p "$(dirname "$ALLOW_DROPIN")"
+	printf '[Enforce]\nAllowBPF=yes\nAllowModules=yes\n' >"$ALLOW_DROPIN"
+	cur=$(journal_cursor)
+	restart_contidd
+	module_unload
+	in_scope attack loads_allowed
+	rc=$?
+	log=$(log_of loads_allowed attack)
+	cid=$(cid_in "$log")
+	if [[ -z $cid ]]; then
+		a="scope not tagged: $(tail -n1 "$log")"
+		verdict=FAIL
+	elif ((rc != 0)) || ! module_loaded; then
+		a="container $cid: refused although allowed: $(tail -n1 "$log")"
+		verdict=FAIL
+	elif wait_signal "$cid"; then
+		a="container $cid: loaded, but a TamperDenied signal came"
+		verdict=FAIL
+	else
+		a="container $cid: program and module loaded, no signal"
+	fi
+	if ! journalctl -q --no-pager --after-cursor="$cur" SYSLOG_IDENTIFIER=contidd -o cat |
+		grep -qF 'AllowBPF=yes'; then
+		a+=", NO journal notice of the exception"
+		verdict=FAIL
+	else
+		a+=", journal notice"
+	fi
+	module_unload
+	rm -f "$ALLOW_DROPIN"
+	restart_contidd
+	in_scope attack loads_refused
+	rc=$?
+	log=$(log_of loads_refused attack)
+	cid=$(cid_in "$log")
+	if ((rc == 0)) || module_loaded; then
+		c="container ${cid:-?}: still allowed after the drop-in went"
+		verdict=FAIL
+	elif ! denied_in "$log"; then
+		c="container ${cid:-?}: failed without EPERM: $(tail -n1 "$log")"
+		verdict=FAIL
+	else
+		c="container $cid: EPERM again"
+	fi
+	module_unload
+	result "$name" "$verdict" "AllowBPF=yes AllowModules=yes: $a | without them: $c"
+}
+
+# run_loads NEEDS runs the loads of kernel code, then the exceptions.
+run_loads() {
+	run_denial bpf_prog_load
+	local no_module=""
+	module_image || no_module="no module $MODULE (modinfo -n $MODULE failed)"
+	NEEDS=$no_module run_denial module_load
+	NEEDS=$no_module run_denial module_init
+	NEEDS=$no_module run_denial module_finit
+	if [[ -n $1$no_module ]]; then
+		selected enforce_exceptions && result enforce_exceptions FAIL "no target: $1$no_module"
+		return
+	fi
+	run_enforce_exceptions
 }

@@ -884,6 +884,7 @@ main() {
 	# TamperDenied signal shows it was the guard's.
 	NEEDS=$no_pid run_denial proc_fd_contidd eacces
 	run_limits "$no_pid"
+	run_loads "$no_pid"
 	# Controls from here on disturb contid itself; they run last.
 	NEEDS=$no_map run_denial map_unpin
 	NEEDS=$no_pid run_denial kill_contidd
