@@ -35,7 +35,9 @@ func TestP2PDescriptors(t *testing.T) {
 	ctx := context.Background()
 
 	conn, rd := rawP2P(t, e.sock)
+	time.Sleep(time.Second) // contidd has settled after its start
 	before := fdCount(t, pid)
+	beforeList := fdList(pid)
 	null, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -50,8 +52,8 @@ func TestP2PDescriptors(t *testing.T) {
 			t.Fatalf("Ping %d with unannounced descriptors: %v %v", serial, reply, err)
 		}
 	}
-	if after := fdCount(t, pid); after > before {
-		t.Fatalf("contidd holds %d descriptors after 20 Pings with 4 unannounced each, %d before", after, before)
+	if after := fdsSettle(t, pid, before); after > before {
+		t.Fatalf("contidd holds %d descriptors after 20 Pings with 4 unannounced each, %d before\nbefore: %v\nafter: %v", after, before, beforeList, fdList(pid))
 	}
 
 	// A pidfd sent with a Ping, then a TagProcess that announces one
@@ -104,13 +106,8 @@ func TestP2PDescriptors(t *testing.T) {
 	if _, err := hostile.Await(rd2, 3); !closedByPeer(err) {
 		t.Fatalf("a Ping with 64 descriptors: %v, want the connection closed", err)
 	}
-	settled := false
-	for i := 0; i < 50 && !settled; i++ {
-		settled = fdCount(t, pid) <= before
-		time.Sleep(100 * time.Millisecond)
-	}
-	if !settled {
-		t.Fatalf("contidd holds %d descriptors, %d before", fdCount(t, pid), before)
+	if after := fdsSettle(t, pid, before); after > before {
+		t.Fatalf("contidd holds %d descriptors, %d before", after, before)
 	}
 }
 
@@ -160,7 +157,7 @@ func TestBusRefusesUsersDescriptors(t *testing.T) {
 	if got := strings.TrimSpace(string(out)); got != "error org.freedesktop.DBus.Error.AccessDenied" {
 		t.Fatalf("nobody's Ping with two descriptors: %q, want the bus's AccessDenied", got)
 	}
-	if after := fdCount(t, pid); after > before {
+	if after := fdsSettle(t, pid, before); after > before {
 		t.Fatalf("contidd holds %d descriptors, %d before", after, before)
 	}
 }

@@ -404,6 +404,30 @@ func fdCount(t *testing.T, pid int) int {
 	return len(fds)
 }
 
+// fdsSettle waits up to 5 s for pid to hold at most want descriptors and
+// returns what it holds then. contidd opens short-lived descriptors of its
+// own (a netlink socket to check its audit exemption, a pidfd to look up a
+// caller): one count can catch them, but a kept descriptor stays.
+func fdsSettle(t *testing.T, pid, want int) int {
+	t.Helper()
+	n := fdCount(t, pid)
+	for deadline := time.Now().Add(5 * time.Second); n > want && time.Now().Before(deadline); n = fdCount(t, pid) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	return n
+}
+
+// fdList names what pid's descriptors point at, for a failure message.
+func fdList(pid int) []string {
+	ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	var out []string
+	for _, e := range ents {
+		l, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, e.Name()))
+		out = append(out, e.Name()+"="+l)
+	}
+	return out
+}
+
 // unitLimits reads LimitNOFILE= and MemoryMax= from the shipped unit.
 func unitLimits(t *testing.T) (nofile int, memoryMax int64) {
 	t.Helper()
