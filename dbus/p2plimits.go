@@ -102,7 +102,7 @@ type groupKey struct {
 	// names, as one user.
 	block bool
 	// container: any process inside a tagged container, whatever its
-	// UID. It is a user like any other for the limits, so it cannot use
+	// UID, by the outermost container. It is a user like any other for the limits, so it cannot use
 	// up the allowance of the orchestrators outside every container, nor
 	// take many by switching UIDs.
 	container contid.ID
@@ -114,7 +114,8 @@ func (g groupKey) isRoot() bool { return g.uid == 0 && !g.rootSub && g.container
 func containerGroup(id contid.ID) groupKey { return groupKey{container: id} }
 
 // groupOf is the allowance a new connection draws on. A connection from a
-// process in a container draws on its container's, whatever its UID: root
+// process in a container draws on its outermost container's, whatever its
+// UID and however deep it is nested: root
 // in a container can switch among as many UIDs as it likes, and would
 // otherwise take one allowance per UID. UID 0 counts as root only when its
 // connecting process is alive and in no container. The container is read
@@ -141,7 +142,11 @@ func (s *p2pServer) groupOf(uid, pid uint32) groupKey {
 	case err != nil:
 		return containerGroup(contid.Invalid)
 	}
-	return containerGroup(id)
+	// The outermost container's: a nested orchestrator could otherwise
+	// tag a child cgroup per 32 connections and take every connection
+	// users may hold.
+	chain := s.m.chainOf(id)
+	return containerGroup(chain[len(chain)-1])
 }
 
 // subUIDs groups the UIDs of /etc/subuid with the user they belong to. A

@@ -1,12 +1,14 @@
 package dbus
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/contid/contid"
+	"github.com/contid/contid/registry"
 )
 
 // A rootless user's subordinate UIDs draw on that user's allowance; root's
@@ -321,6 +323,12 @@ func TestGroupOfContainer(t *testing.T) {
 			tr.pids[self] = id
 		}
 	}
+	for _, chain := range []contid.Chain{{42}, {43, 42}, {44, 43, 42}} {
+		cg := registry.Cgroup{Path: fmt.Sprintf("/machine.slice/n%d.scope", chain.ID()), ID: uint64(chain.ID())}
+		if _, _, err := m.cfg.Registry.Adopt(contid.Tag{Chain: chain}, cg); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for _, tc := range []struct {
 		name string
 		in   contid.ID
@@ -335,6 +343,8 @@ func TestGroupOfContainer(t *testing.T) {
 		{"user 2000 in container 42: the same allowance", 42, 2000, self, containerGroup(42)},
 		{"root whose connector is gone", contid.Unset, 0, gone, containerGroup(contid.Invalid)},
 		{"user whose connector is gone", contid.Unset, 1000, gone, containerGroup(contid.Invalid)},
+		{"root in 44, nested in 43 in 42: 42's allowance", 44, 0, self, containerGroup(42)},
+		{"root in 43, nested in 42: 42's allowance", 43, 0, self, containerGroup(42)},
 	} {
 		tag(tc.in)
 		if g := s.groupOf(tc.uid, tc.pid); g != tc.want {
