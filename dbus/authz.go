@@ -177,11 +177,20 @@ func (m *Manager) callerFrom(o origin, pidfd int, notAfter uint64, remember func
 	}}, nil
 }
 
+// busDriverTimeout bounds a call to dbus-daemon itself.
+const busDriverTimeout = 5 * time.Second
+
 // busCredentials asks dbus-daemon what it recorded when the client
 // connected: its UID and PID, and, from a bus that offers it, its pidfd
 // (ProcessFD). The origin holds that pidfd if any; pidfd is a duplicate
 // for this request, or -1.
 func busCredentials(ctx context.Context, conn *godbus.Conn, sender string) (origin, int, error) {
+	// dbus-daemon answers for itself at once, unless its queue to
+	// contidd is full, when it drops the answer: without a bound of its
+	// own, the call would wait out callTimeout, holding what it brought
+	// (a descriptor), and a flood of calls would hold thousands.
+	ctx, cancel := context.WithTimeout(ctx, busDriverTimeout)
+	defer cancel()
 	var creds map[string]godbus.Variant
 	err := conn.BusObject().CallWithContext(ctx, "org.freedesktop.DBus.GetConnectionCredentials", 0, sender).Store(&creds)
 	if err != nil {

@@ -371,8 +371,35 @@ func (r *busRelay) screen(in *relayReader, hdr, msg []byte, log func(format stri
 		if nested || top != int(h.unixFDs) || top != len(in.fds) || strings.IndexByte(h.signature, 'v') >= 0 && variantHoldsFD(msg) {
 			return refuse(client.NameInvalidArgs, "descriptors are accepted only as arguments of type h, one per argument")
 		}
+		if err := namesEachFD(msg, len(in.fds)); err != nil {
+			return refuse(client.NameInvalidArgs, err.Error())
+		}
 	}
 	return in.forward(r.local, msg)
+}
+
+// namesEachFD checks that the top-level h arguments of a call (as many as
+// its n descriptors) name each descriptor once. godbus v5.2.4 drops a
+// message whose index is out of range without closing its descriptors,
+// and a descriptor no argument names is never closed either: a caller
+// could make contidd hold descriptors without end.
+func namesEachFD(msg []byte, n int) error {
+	plain, err := godbus.DecodeMessage(bytes.NewReader(msg))
+	if err != nil {
+		return fmt.Errorf("a call contidd cannot decode: %w", err)
+	}
+	named := make([]bool, n)
+	for _, v := range plain.Body {
+		idx, ok := v.(godbus.UnixFDIndex)
+		if !ok {
+			continue
+		}
+		if int(idx) >= n || named[idx] {
+			return fmt.Errorf("descriptor index %d of %d descriptors is out of range or named twice", idx, n)
+		}
+		named[idx] = true
+	}
+	return nil
 }
 
 // descriptorArgs counts the h arguments at the top level of a signature,

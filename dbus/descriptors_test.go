@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -159,5 +160,80 @@ func TestBusRefusesUsersDescriptors(t *testing.T) {
 	}
 	if after := fdsSettle(t, pid, before); after > before {
 		t.Fatalf("contidd holds %d descriptors, %d before", after, before)
+	}
+}
+
+// On the bus, root's call whose h argument names a descriptor past those
+// sent is refused, and contidd keeps none of them: godbus drops such a
+// message without closing its descriptors. (An index named twice is
+// refused the same way; the bus policy lets no call bring two.) The
+// control: a call that names its one descriptor properly is answered, and
+// the descriptor is closed too.
+func TestBusDescriptorIndexes(t *testing.T) {
+	e := newEnv(t, "")
+	d := e.start()
+	pid := d.cmd.Process.Pid
+	conn, err := hostile.Connect(busPath(e.busAddr), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	rd, err := hostile.Hello(conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	null, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(null)
+	nulls := func() int {
+		n := 0
+		for _, f := range fdList(pid) {
+			if strings.HasSuffix(f, "=/dev/null") {
+				n++
+			}
+		}
+		return n
+	}
+	serial := uint32(10)
+	for _, tc := range []struct {
+		name string
+		fds  int
+		body []any
+		want string // the error's name
+		text string // in its message
+	}{
+		{"control: index 0 of 1", 1, []any{godbus.UnixFDIndex(0), uint64(0), map[string]godbus.Variant{}}, client.NameInvalidArgs, "not a pidfd"},
+		{"index 3 of 1", 1, []any{godbus.UnixFDIndex(3), uint64(0), map[string]godbus.Variant{}}, client.NameInvalidArgs, "out of range"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			time.Sleep(500 * time.Millisecond)
+			before := nulls()
+			for i := 0; i < 10; i++ {
+				serial++
+				msg := hostile.Message(serial, client.BusName, client.ManagerPath, client.ManagerInterface, "TagProcess", uint32(tc.fds), tc.body...)
+				rights := make([]int, tc.fds)
+				for j := range rights {
+					rights[j] = null
+				}
+				if _, _, err := conn.WriteMsgUnix(msg, unix.UnixRights(rights...), nil); err != nil {
+					t.Fatal(err)
+				}
+				reply, err := hostile.Await(rd, serial)
+				if err != nil {
+					t.Fatalf("call %d: no answer: %v", i, err)
+				}
+				name, _ := reply.Headers[godbus.FieldErrorName].Value().(string)
+				text := fmt.Sprint(reply.Body...)
+				if reply.Type != godbus.TypeError || name != tc.want || !strings.Contains(text, tc.text) {
+					t.Fatalf("call %d: %v %s %q, want the error %s with %q", i, reply.Type, name, text, tc.want, tc.text)
+				}
+			}
+			if after := nulls(); after > before {
+				t.Fatalf("contidd holds %d descriptors of /dev/null after 10 calls, %d before", after, before)
+			}
+		})
 	}
 }
