@@ -114,10 +114,10 @@ func appendValue[T ~string | ~[]byte](buf []byte, v T) []byte {
 // The trail's entries and contidd's own messages come from the same
 // process, so they share the unit (the trusted match) and
 // SYSLOG_IDENTIFIER. The syslog facility tells them apart: the trail is
-// RFC 5424's "log audit" (13, which journalctl calls "security"), the
-// daemon's own messages are "daemon" (3). `journalctl -u contidd
-// --facility=daemon` shows the daemon alone, `--facility=security` the
-// trail.
+// RFC 5424's "log audit" (13; journalctl of systemd 252 knows it by
+// number only), the daemon's own messages are "daemon" (3). `journalctl
+// -u contidd --facility=daemon` shows the daemon alone, `--facility=13`
+// the trail.
 const (
 	FacilityTrail  = 13
 	FacilityDaemon = 3
