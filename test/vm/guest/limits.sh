@@ -81,7 +81,7 @@ run_limits() {
 	NEEDS=$1 run_denial slice_pids_max
 	NEEDS=$1 run_denial state_unlink
 	NEEDS=$1 run_denial state_truncate
-	run_denial spool_open eacces
+	run_denial spool_open
 	run_denial steal_fd_pid1
 }
 
