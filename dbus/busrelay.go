@@ -371,22 +371,30 @@ func (r *busRelay) screen(in *relayReader, hdr, msg []byte, log func(format stri
 		if nested || top != int(h.unixFDs) || top != len(in.fds) || strings.IndexByte(h.signature, 'v') >= 0 && variantHoldsFD(msg) {
 			return refuse(client.NameInvalidArgs, "descriptors are accepted only as arguments of type h, one per argument")
 		}
-		if err := namesEachFD(msg, len(in.fds)); err != nil {
+		if err := takesItsFDs(msg, len(in.fds)); err != nil {
 			return refuse(client.NameInvalidArgs, err.Error())
 		}
 	}
 	return in.forward(r.local, msg)
 }
 
-// namesEachFD checks that the top-level h arguments of a call (as many as
-// its n descriptors) name each descriptor once. godbus v5.2.4 drops a
-// message whose index is out of range without closing its descriptors,
-// and a descriptor no argument names is never closed either: a caller
-// could make contidd hold descriptors without end.
-func namesEachFD(msg []byte, n int) error {
+// takesItsFDs checks that a call with n descriptors is one that takes
+// them, TagProcess, and that its h argument names each descriptor once.
+// godbus v5.2.4 closes no descriptor of a call it answers itself (Peer,
+// an unknown object) or drops (an index out of range), and a descriptor
+// no argument names is never closed: a caller could make contidd hold
+// descriptors without end.
+func takesItsFDs(msg []byte, n int) error {
 	plain, err := godbus.DecodeMessage(bytes.NewReader(msg))
 	if err != nil {
 		return fmt.Errorf("a call contidd cannot decode: %w", err)
+	}
+	path, _ := plain.Headers[godbus.FieldPath].Value().(godbus.ObjectPath)
+	iface, _ := plain.Headers[godbus.FieldInterface].Value().(string)
+	member, _ := plain.Headers[godbus.FieldMember].Value().(string)
+	sig, _ := plain.Headers[godbus.FieldSignature].Value().(godbus.Signature)
+	if path != client.ManagerPath || iface != client.ManagerInterface && iface != "" || member != "TagProcess" || sig.String() != "hta{sv}" {
+		return fmt.Errorf("only %s.TagProcess (hta{sv}) on %s takes a descriptor", client.ManagerInterface, client.ManagerPath)
 	}
 	named := make([]bool, n)
 	for _, v := range plain.Body {

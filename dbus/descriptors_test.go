@@ -163,12 +163,13 @@ func TestBusRefusesUsersDescriptors(t *testing.T) {
 	}
 }
 
-// On the bus, root's call whose h argument names a descriptor past those
-// sent is refused, and contidd keeps none of them: godbus drops such a
-// message without closing its descriptors. (An index named twice is
-// refused the same way; the bus policy lets no call bring two.) The
-// control: a call that names its one descriptor properly is answered, and
-// the descriptor is closed too.
+// On the bus, root's call with a descriptor is refused unless it is
+// TagProcess naming that descriptor, and contidd keeps none of them:
+// godbus drops a message whose index is out of range, and answers Peer
+// and unknown objects itself, without closing their descriptors. (An
+// index named twice is refused the same way; the bus policy lets no call
+// bring two.) The control: TagProcess naming its one descriptor is
+// answered, and the descriptor is closed too.
 func TestBusDescriptorIndexes(t *testing.T) {
 	e := newEnv(t, "")
 	d := e.start()
@@ -198,22 +199,27 @@ func TestBusDescriptorIndexes(t *testing.T) {
 		return n
 	}
 	serial := uint32(10)
+	tagArgs := func(idx uint32) []any { return []any{godbus.UnixFDIndex(idx), uint64(0), map[string]godbus.Variant{}} }
 	for _, tc := range []struct {
-		name string
-		fds  int
-		body []any
-		want string // the error's name
-		text string // in its message
+		name          string
+		path          godbus.ObjectPath
+		iface, member string
+		fds           int
+		body          []any
+		want          string // the error's name
+		text          string // in its message
 	}{
-		{"control: index 0 of 1", 1, []any{godbus.UnixFDIndex(0), uint64(0), map[string]godbus.Variant{}}, client.NameInvalidArgs, "not a pidfd"},
-		{"index 3 of 1", 1, []any{godbus.UnixFDIndex(3), uint64(0), map[string]godbus.Variant{}}, client.NameInvalidArgs, "out of range"},
+		{"control: TagProcess, index 0 of 1", client.ManagerPath, client.ManagerInterface, "TagProcess", 1, tagArgs(0), client.NameInvalidArgs, "not a pidfd"},
+		{"TagProcess, index 3 of 1", client.ManagerPath, client.ManagerInterface, "TagProcess", 1, tagArgs(3), client.NameInvalidArgs, "out of range"},
+		{"TagProcess on no object", "/org/contid1/nope", client.ManagerInterface, "TagProcess", 1, tagArgs(0), client.NameInvalidArgs, "only"},
+		{"Peer.Ping with a descriptor", client.ManagerPath, "org.freedesktop.DBus.Peer", "Ping", 1, []any{godbus.UnixFDIndex(0)}, client.NameInvalidArgs, "only"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			time.Sleep(500 * time.Millisecond)
 			before := nulls()
 			for i := 0; i < 10; i++ {
 				serial++
-				msg := hostile.Message(serial, client.BusName, client.ManagerPath, client.ManagerInterface, "TagProcess", uint32(tc.fds), tc.body...)
+				msg := hostile.Message(serial, client.BusName, tc.path, tc.iface, tc.member, uint32(tc.fds), tc.body...)
 				rights := make([]int, tc.fds)
 				for j := range rights {
 					rights[j] = null
