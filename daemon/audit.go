@@ -228,13 +228,15 @@ func openReader(d *Daemon, ctl *audit.Control) (*audit.Reader, *audit.Spool, err
 // store, or starts a new one there. Without the store a spool would die
 // with contidd, so there is none.
 func openSpool(d *Daemon) *audit.Spool {
-	sp := openStoredSpool(d)
-	if g, ok := d.Tracker.(fileGuard); ok && sp != nil {
-		if err := g.ProtectFile(sp.File()); err != nil {
-			d.Log.Logf(cdbus.PrioWarning, "Cannot guard the audit spool against tagged writers: %v", err)
+	guard := func(*audit.Spool) {}
+	if g, ok := d.Tracker.(fileGuard); ok {
+		guard = func(sp *audit.Spool) {
+			if err := g.ProtectFile(sp.File()); err != nil {
+				d.Log.Logf(cdbus.PrioWarning, "Cannot guard the audit spool against tagged writers: %v", err)
+			}
 		}
 	}
-	return sp
+	return openStoredSpool(d, guard)
 }
 
 // fileGuard is the kernel's file_open guard, where the tracker has one:
@@ -245,12 +247,15 @@ type fileGuard interface {
 	ProtectFile(f *os.File) error
 }
 
-func openStoredSpool(d *Daemon) *audit.Spool {
+// openStoredSpool guards the spool before it is read or handed to
+// systemd's store.
+func openStoredSpool(d *Daemon, guard func(*audit.Spool)) *audit.Spool {
 	if f := d.AuditSpool; f != nil {
 		d.AuditSpool = nil
 		defer f.Close()
 		sp, err := audit.OpenSpool(f)
 		if err == nil {
+			guard(sp)
 			if n := sp.Unwritten(); n > 0 {
 				d.Log.Logf(cdbus.PrioNotice, "The previous contidd left %d audit records read and not yet written in its spool: they are written first.", n)
 			}
@@ -266,6 +271,7 @@ func openStoredSpool(d *Daemon) *audit.Spool {
 		d.Log.Logf(cdbus.PrioWarning, "No audit spool (%v): events read and not yet written are lost if contidd is killed.", err)
 		return nil
 	}
+	guard(sp)
 	stored, err := storeFD(auditSpoolName, sp.File())
 	if err != nil {
 		d.Log.Logf(cdbus.PrioWarning, "Cannot keep the audit spool in systemd's store (%v): events read and not yet written are lost if contidd is killed.", err)

@@ -22,28 +22,49 @@ func TestLoadTracking(t *testing.T) {
 // ProtectFile lists an open file's inode for the file_open guard in
 // enforcing mode (the VM tier runs this test so, and shows the guard
 // refusing a tagged open of the audit spool through /proc/1/fd), and does
-// nothing in tracking mode, where no guard would read the entry.
+// nothing in tracking mode, where no guard would read the entry. The
+// entry outlives a restart (a Load, which sweeps the directories), so the
+// spool in systemd's store is never unguarded while the next contidd
+// starts, and the next file listed replaces it.
 func TestProtectFile(t *testing.T) {
 	requireBPF(t)
-	b := loadTest(t, testPinDir(t))
-	fd, err := unix.MemfdCreate("contid-test-protect", unix.MFD_CLOEXEC)
-	if err != nil {
+	pinDir := testPinDir(t)
+	b := loadTest(t, pinDir)
+	memfd := func(name string) (*os.File, protectedInode) {
+		fd, err := unix.MemfdCreate(name, unix.MFD_CLOEXEC)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := os.NewFile(uintptr(fd), name)
+		t.Cleanup(func() { f.Close() })
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			t.Fatal(err)
+		}
+		return f, statKey(&st)
+	}
+	listed := func(b *BPF, k protectedInode) bool {
+		var v uint8
+		return b.maps["protected_inodes"].Lookup(k, &v) == nil
+	}
+	enforcing := testMode() == ModeEnforcing
+	first, firstKey := memfd("contid-test-first")
+	if err := b.ProtectFile(first); err != nil {
 		t.Fatal(err)
 	}
-	f := os.NewFile(uintptr(fd), "contid-test-protect")
-	defer f.Close()
-	if err := b.ProtectFile(f); err != nil {
+	if got := listed(b, firstKey); got != enforcing {
+		t.Fatalf("%s mode: the file is listed = %v, want %v", testMode(), got, enforcing)
+	}
+	again := loadTest(t, pinDir)
+	if got := listed(again, firstKey); got != enforcing {
+		t.Fatalf("%s mode, after a restart: the file is listed = %v, want %v", testMode(), got, enforcing)
+	}
+	second, secondKey := memfd("contid-test-second")
+	if err := again.ProtectFile(second); err != nil {
 		t.Fatal(err)
 	}
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		t.Fatal(err)
-	}
-	var v uint8
-	err = b.maps["protected_inodes"].Lookup(statKey(&st), &v)
-	listed := err == nil
-	if want := testMode() == ModeEnforcing; listed != want {
-		t.Fatalf("%s mode: memfd inode %d listed = %v (%v), want %v", testMode(), st.Ino, listed, err, want)
+	if listed(again, firstKey) || listed(again, secondKey) != enforcing {
+		t.Fatalf("%s mode, a second file: first listed %v, second %v; want false, %v", testMode(), listed(again, firstKey), listed(again, secondKey), enforcing)
 	}
 }
 

@@ -436,7 +436,7 @@ func (b *BPF) protectPinDir() error {
 	for _, k := range keys {
 		want[k] = true
 	}
-	stale, err := keysWhere(im, func(k protectedInode, _ uint8) bool { return !want[k] })
+	stale, err := keysWhere(im, func(k protectedInode, v uint8) bool { return v != protectedFile && !want[k] })
 	if err != nil {
 		return fmt.Errorf("list protected directories: %w", err)
 	}
@@ -444,7 +444,7 @@ func (b *BPF) protectPinDir() error {
 		_ = im.Delete(k)
 	}
 	for _, k := range keys {
-		if err := im.Update(k, uint8(1), ebpf.UpdateAny); err != nil {
+		if err := im.Update(k, protectedDirectory, ebpf.UpdateAny); err != nil {
 			return fmt.Errorf("protect directories: %w", err)
 		}
 	}
@@ -463,17 +463,27 @@ func (b *BPF) ProtectDirectory(dir string) error {
 	if err != nil {
 		return fmt.Errorf("protect %s: %w", dir, err)
 	}
-	if err := b.maps["protected_inodes"].Update(k, uint8(1), ebpf.UpdateAny); err != nil {
+	if err := b.maps["protected_inodes"].Update(k, protectedDirectory, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("protect %s: %w", dir, err)
 	}
 	return nil
 }
 
+// The values of protected_inodes. A load sweeps the directories it does
+// not list again, never the file: the spool an earlier contidd left in
+// systemd's store stays guarded while the next one starts, until it
+// lists its own (the same file, or a new one that replaces it).
+const (
+	protectedDirectory uint8 = 1
+	protectedFile      uint8 = 2
+)
+
 // ProtectFile lists the open file f for the file_open guard: in enforcing
 // mode a tagged task cannot open it for write by any path,
 // /proc/PID/fd/N included. contidd lists its audit spool, a memfd that
-// systemd's file descriptor store holds too. Outside enforcing mode it
-// does nothing.
+// systemd's file descriptor store holds too. One file is listed at a
+// time: f replaces the one before. Outside enforcing mode it does
+// nothing.
 func (b *BPF) ProtectFile(f *os.File) error {
 	if b.mode != contid.ModeEnforcing {
 		return nil
@@ -487,8 +497,16 @@ func (b *BPF) ProtectFile(f *os.File) error {
 	if err := raw.Control(func(fd uintptr) { serr = unix.Fstat(int(fd), &st) }); err != nil || serr != nil {
 		return fmt.Errorf("protect %s: %w", f.Name(), errors.Join(err, serr))
 	}
-	if err := b.maps["protected_inodes"].Update(statKey(&st), uint8(1), ebpf.UpdateAny); err != nil {
+	im, key := b.maps["protected_inodes"], statKey(&st)
+	if err := im.Update(key, protectedFile, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("protect %s: %w", f.Name(), err)
+	}
+	before, err := keysWhere(im, func(k protectedInode, v uint8) bool { return v == protectedFile && k != key })
+	if err != nil {
+		return fmt.Errorf("protect %s: %w", f.Name(), err)
+	}
+	for _, k := range before {
+		_ = im.Delete(k)
 	}
 	return nil
 }
