@@ -36,6 +36,11 @@ func (m *Manager) ServeBus(ctx context.Context, address string) (*godbus.Conn, e
 	if err != nil {
 		return nil, fmt.Errorf("connect to the system bus: %w", err)
 	}
+	// Until it is served, a stop closes the connection, so that a
+	// dbus-daemon that no longer answers does not hold it; after that,
+	// the caller closes it (LeaveBus first).
+	stopSetUp := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stopSetUp()
 	// Before the name is owned, so no call arrives before its caller's
 	// appearance can be seen.
 	if err := peers.watch(conn); err != nil {

@@ -1,6 +1,7 @@
 package dbus
 
 import (
+	"context"
 	"sync"
 	"time"
 
@@ -91,8 +92,12 @@ func (m *Manager) LeaveBus(conn *godbus.Conn) {
 	// Calls reach contidd in the order dbus-daemon routed them, and the
 	// release's reply comes after every call routed to the name before
 	// it: once it is back, every such call has been counted.
-	if _, err := conn.ReleaseName(client.BusName); err != nil {
-		m.log(PrioDebug, "Releasing %s: %v", client.BusName, err)
+	// A dbus-daemon that no longer answers does not hold the stop.
+	ctx, cancel := context.WithTimeout(context.Background(), busDriverTimeout)
+	defer cancel()
+	if err := conn.BusObject().CallWithContext(ctx, "org.freedesktop.DBus.ReleaseName", 0, client.BusName).Err; err != nil {
+		m.log(PrioNotice, "Releasing %s: %v", client.BusName, err)
+		return
 	}
 	if calls == nil {
 		return

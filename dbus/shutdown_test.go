@@ -6,6 +6,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/contid/contid/internal/hostile"
 )
 
 // A client accepted on the peer-to-peer socket just before SIGTERM (what
@@ -94,4 +98,57 @@ func TestBusCallAnsweredDuringShutdown(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatalf("contidd did not stop after answering\nlog:\n%s", d.logText())
 	}
+}
+
+// A stop is not held by a dbus-daemon that no longer answers: contidd
+// gives up releasing its name and closes the connection. The control
+// stops it with the bus answering.
+func TestShutdownWithStalledBus(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		stall bool
+	}{{"control: bus answering", false}, {"bus stopped", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, "")
+			d := e.start()
+			bus := busDaemonPID(t, e.busAddr)
+			if tc.stall {
+				_ = unix.Kill(bus, unix.SIGSTOP)
+				defer unix.Kill(bus, unix.SIGCONT)
+			}
+			start := time.Now()
+			_ = d.cmd.Process.Signal(syscall.SIGTERM)
+			done := make(chan error, 1)
+			go func() { done <- d.cmd.Wait() }()
+			select {
+			case err := <-done:
+				t.Logf("contidd exited %v after SIGTERM: %v", time.Since(start).Round(time.Millisecond), err)
+			case <-time.After(15 * time.Second):
+				_ = unix.Kill(bus, unix.SIGCONT)
+				<-done
+				t.Fatalf("contidd did not stop within 15 s of SIGTERM; it stopped %v after, once the bus answered again\nlog:\n%s", time.Since(start).Round(time.Millisecond), d.logText())
+			}
+		})
+	}
+}
+
+// busDaemonPID is the PID of the dbus-daemon at addr, from the
+// credentials of a connection to it.
+func busDaemonPID(t *testing.T, addr string) int {
+	t.Helper()
+	c, err := hostile.Connect(busPath(addr), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	raw, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := raw.Control(func(fd uintptr) { cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED) }); err != nil || cerr != nil {
+		t.Fatal(err, cerr)
+	}
+	return int(cred.Pid)
 }
