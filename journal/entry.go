@@ -116,8 +116,8 @@ func appendValue[T ~string | ~[]byte](buf []byte, v T) []byte {
 // SYSLOG_IDENTIFIER. The syslog facility tells them apart: the trail is
 // RFC 5424's "log audit" (13; journalctl of systemd 252 knows it by
 // number only), the daemon's own messages are "daemon" (3). `journalctl
-// -u contidd --facility=daemon` shows the daemon alone, `--facility=13`
-// the trail.
+// _SYSTEMD_UNIT=contidd.service --facility=daemon` shows the daemon
+// alone, `--facility=13` the trail.
 const (
 	FacilityTrail  = 13
 	FacilityDaemon = 3

@@ -106,19 +106,20 @@ run_watchdog() {
 
 # run_facilities: the trail and contidd's own messages share the unit and
 # SYSLOG_IDENTIFIER; the syslog facility tells them apart, so
-# `journalctl -u contidd --facility=daemon` is the daemon alone and
+# `journalctl _SYSTEMD_UNIT=contidd.service --facility=daemon` is the
+# daemon alone and
 # `--facility=13` the trail. run_watchdog before it left both: the
 # exec loop's entries and the watchdog's complaint.
 run_facilities() {
 	selected facilities || return 0
 	local daemon_n daemon_ev trail_n trail_plain trail_exec
-	daemon_n=$(journalctl -q --no-pager -u contidd.service --facility=daemon -o json | wc -l)
-	daemon_ev=$(journalctl -q --no-pager -u contidd.service --facility=daemon -o json | grep -c '"AUDIT_\(EVENT_ID\|CONTAINER_ID\)"')
-	trail_n=$(journalctl -q --no-pager -u contidd.service --facility=13 -o json | wc -l)
-	trail_plain=$(journalctl -q --no-pager -u contidd.service --facility=13 -o json | grep -vc '"MESSAGE_ID"\|"AUDIT_EVENT_ID"')
-	trail_exec=$(journalctl -q --no-pager -u contidd.service --facility=13 -o json | grep -c 'contid-vm-wd')
+	daemon_n=$(journalctl -q --no-pager _SYSTEMD_UNIT=contidd.service --facility=daemon -o json | wc -l)
+	daemon_ev=$(journalctl -q --no-pager _SYSTEMD_UNIT=contidd.service --facility=daemon -o json | grep -c '"AUDIT_\(EVENT_ID\|CONTAINER_ID\)"')
+	trail_n=$(journalctl -q --no-pager _SYSTEMD_UNIT=contidd.service --facility=13 -o json | wc -l)
+	trail_plain=$(journalctl -q --no-pager _SYSTEMD_UNIT=contidd.service --facility=13 -o json | grep -vc '"MESSAGE_ID"\|"AUDIT_EVENT_ID"')
+	trail_exec=$(journalctl -q --no-pager _SYSTEMD_UNIT=contidd.service --facility=13 -o json | grep -c 'contid-vm-wd')
 	if ((daemon_n > 0 && daemon_ev == 0 && trail_n > 0 && trail_plain == 0 && trail_exec > 0)); then
-		result facilities PASS "journalctl -u contidd --facility=daemon: $daemon_n entries, none an event; --facility=13: $trail_n entries, each an event or a record of contid, $trail_exec of them the watchdog check's execs"
+		result facilities PASS "journalctl _SYSTEMD_UNIT=contidd.service --facility=daemon: $daemon_n entries, none an event; --facility=13: $trail_n entries, each an event or a record of contid, $trail_exec of them the watchdog check's execs"
 	else
 		result facilities FAIL "--facility=daemon: $daemon_n entries, $daemon_ev of them events; --facility=13: $trail_n entries, $trail_plain without MESSAGE_ID or AUDIT_EVENT_ID, $trail_exec execs of the watchdog check"
 	fi
