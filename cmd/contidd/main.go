@@ -97,6 +97,12 @@ func run(args []string) int {
 	cfg, err := load()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "<3>contidd: %v\n", err)
+		// A file that could not be read (EIO, say) may read at the next
+		// start; a configuration that says something invalid will not.
+		var unread *os.PathError
+		if errors.As(err, &unread) {
+			return 1
+		}
 		return exitConfig
 	}
 

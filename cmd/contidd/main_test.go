@@ -22,6 +22,7 @@ func TestRunArguments(t *testing.T) {
 		{"bad mode", []string{"--config", "/dev/null", "--mode", "enforcing-maybe"}, exitConfig},
 		{"relative socket", []string{"--config", "/dev/null", "--socket", "relative/bus"}, exitConfig},
 		{"missing config is fine, bad log level is not", []string{"--config", "/nonexistent/contid.conf", "--log-level", "loud"}, exitConfig},
+		{"a config that cannot be read may read next time", []string{"--config", "/proc/self/mem"}, 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
