@@ -144,9 +144,14 @@ func (s *p2pServer) groupOf(uid, pid uint32) groupKey {
 	}
 	// The outermost container's: a nested orchestrator could otherwise
 	// tag a child cgroup per 32 connections and take every connection
-	// users may hold.
-	chain := s.m.chainOf(id)
-	return containerGroup(chain[len(chain)-1])
+	// users may hold. A container contidd has no record of yet (an
+	// autotag it has not adopted) shares one allowance with every other
+	// such, so those cannot multiply allowances either.
+	c, err := s.m.cfg.Registry.Get(id)
+	if err != nil || len(c.Chain) == 0 {
+		return containerGroup(contid.Invalid)
+	}
+	return containerGroup(c.Chain[len(c.Chain)-1])
 }
 
 // subUIDs groups the UIDs of /etc/subuid with the user they belong to. A

@@ -345,6 +345,7 @@ func TestGroupOfContainer(t *testing.T) {
 		{"user whose connector is gone", contid.Unset, 1000, gone, containerGroup(contid.Invalid)},
 		{"root in 44, nested in 43 in 42: 42's allowance", 44, 0, self, containerGroup(42)},
 		{"root in 43, nested in 42: 42's allowance", 43, 0, self, containerGroup(42)},
+		{"root in 45, which contidd has no record of: the unknown containers' allowance", 45, 0, self, containerGroup(contid.Invalid)},
 	} {
 		tag(tc.in)
 		if g := s.groupOf(tc.uid, tc.pid); g != tc.want {
