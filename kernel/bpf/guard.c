@@ -62,11 +62,12 @@ static __always_inline int is_protected(__u32 kind, __u32 id)
  * BPF_PROG_LOAD too: a program of the tagged task's own, attached beside
  * contid's, sees and changes what contid's do not guard (a kprobe's
  * bpf_override_return, bpf_probe_write_user into contidd, a cgroup or
- * LSM program of its own). Every attach command needs a program fd, and
- * the only programs a tagged task can get one for without loading are
- * other processes' (contid's are refused above), so refusing the load is
- * enough. BPF_BTF_LOAD and BPF_MAP_CREATE pass: type information and maps
- * run no code.
+ * LSM program of its own). Every attach command needs a program fd; the
+ * only ones a tagged task can get without loading are other processes'
+ * programs, by ID, which the bpf_prog guard below refuses unless
+ * AllowBPF= (attaching a tracer's kprobe program where it likes is as
+ * good as loading one). BPF_BTF_LOAD and BPF_MAP_CREATE pass: type
+ * information and maps run no code.
  */
 SEC("lsm/bpf")
 int BPF_PROG(contid_guard_bpf, int cmd, union bpf_attr *attr, unsigned int size)
@@ -113,13 +114,15 @@ int BPF_PROG(contid_guard_bpf_map, struct bpf_map *map, fmode_t fmode)
 	return 0;
 }
 
+/* Every program fd creation (by ID, from a pin, at load). contid's are
+ * never handed to a tagged task; without AllowBPF= no program is. */
 SEC("lsm/bpf_prog")
 int BPF_PROG(contid_guard_bpf_prog, struct bpf_prog *prog)
 {
 	struct task_tag *tt = current_tag();
 	if (!tt)
 		return 0;
-	if (is_protected(PROTECT_PROG, BPF_CORE_READ(prog, aux, id)))
+	if (is_protected(PROTECT_PROG, BPF_CORE_READ(prog, aux, id)) || !allowed(ALLOW_BPF))
 		return deny(tt, OP_BPF_PROG);
 	return 0;
 }

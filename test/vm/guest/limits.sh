@@ -88,6 +88,15 @@ run_limits() {
 # --- code of one's own in the kernel ------------------------------------------
 
 atk_bpf_prog_load() { "$PROBE" bpf-prog-load; }
+# Another process's program, by ID (systemd's cgroup programs, such as
+# the IPAddressDeny= filter of contidd.service): attached where the
+# attacker likes, it is as good as one of its own.
+other_prog_id() { bpftool prog show 2>/dev/null | awk -F'[: ]+' '/^[0-9]+:/ && $0 !~ /name contid_/ { print $1; exit }'; }
+pre_other_prog_open() { OTHER_PROG_ID=$(other_prog_id); export OTHER_PROG_ID; }
+atk_other_prog_open() {
+	[[ -n $OTHER_PROG_ID ]] || { echo "no program but contid's is loaded"; return 2; }
+	bpftool prog show id "$OTHER_PROG_ID"
+}
 
 # modprobe is the attack as it would be made: kmod picks finit_module or
 # init_module for the packaged (compressed) module. The probes make each
@@ -185,6 +194,7 @@ run_enforce_exceptions() {
 # run_loads NEEDS runs the loads of kernel code, then the exceptions.
 run_loads() {
 	run_denial bpf_prog_load
+	run_denial other_prog_open
 	local no_module=""
 	module_image || no_module="no module $MODULE (modinfo -n $MODULE failed)"
 	NEEDS=$no_module run_denial module_load
