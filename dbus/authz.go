@@ -117,6 +117,9 @@ func (m *Manager) identify(ctx context.Context, p *peer) (*callerInfo, error) {
 // completed and handed to remember.
 func (m *Manager) callerFrom(o origin, pidfd int, notAfter uint64, remember func(*origin)) (*callerInfo, error) {
 	fail := func(err error) (*callerInfo, error) { return nil, err }
+	if o.changed {
+		return fail(fmt.Errorf("%w (its effective UID is no longer %d)", errExeced, o.uid))
+	}
 	if pidfd < 0 {
 		if notAfter == 0 {
 			return fail(errExited)

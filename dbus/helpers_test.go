@@ -89,6 +89,10 @@ func runHelper(mode string) int {
 		err = helperPipelined()
 	case "tagger":
 		err = helperTagger()
+	case "execconnect":
+		err = helperExecConnect()
+	case "execsuid":
+		err = helperExecSuid()
 	default:
 		err = fmt.Errorf("unknown helper mode %q", mode)
 	}

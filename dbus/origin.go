@@ -26,6 +26,9 @@ type origin struct {
 	// start and image identify what the process was and ran when pinned.
 	start uint64
 	image execImage
+	// changed: when pinned, the process's effective UID was no longer
+	// the one it connected with (a setuid exec before the accept).
+	changed bool
 }
 
 // errExited: the connecting process is gone, so nothing read from its PID
@@ -51,12 +54,43 @@ func pinOrigin(uid, pid uint32, pidfd int) *origin {
 		o.pidfd = fd
 	}
 	st, err := readProcStat(pid)
-	if err != nil || !pidfdAlive(o.pidfd) {
+	euid, uerr := readEffectiveUID(pid)
+	// The effective UID the kernel recorded at connect is uid; a process
+	// that has another now changed its credentials since, by a setuid
+	// exec before contidd accepted: held to its new program, it would
+	// reach polkit as that program's process. Its requests are refused.
+	if err != nil || uerr != nil || euid != uid || !pidfdAlive(o.pidfd) {
+		o.changed = err == nil && uerr == nil && euid != uid
 		o.release()
 		return o
 	}
 	o.start, o.image = st.start, st.image
 	return o
+}
+
+// readEffectiveUID reads the effective UID of a process, the second of
+// the Uid: line of /proc/PID/status.
+func readEffectiveUID(pid uint32) (uint32, error) {
+	b, err := os.ReadFile("/proc/" + strconv.FormatUint(uint64(pid), 10) + "/status")
+	if err != nil {
+		return 0, fmt.Errorf("%w: %v", errGone, err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		rest, ok := strings.CutPrefix(line, "Uid:")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(rest)
+		if len(f) < 2 {
+			break
+		}
+		v, err := strconv.ParseUint(f[1], 10, 32)
+		if err != nil {
+			return 0, fmt.Errorf("/proc/%d/status: Uid: %w", pid, err)
+		}
+		return uint32(v), nil
+	}
+	return 0, fmt.Errorf("/proc/%d/status has no Uid: line", pid)
 }
 
 // pinned reports whether the connecting process could be pinned.
