@@ -270,6 +270,9 @@ type ContainerInfo struct {
 	ID           contid.ID    `json:"id"`
 	Name         string       `json:"name"`
 	Unit         string       `json:"unit"`
+	Manager      string       `json:"manager"`
+	Image        string       `json:"image"`
+	ManagerID    string       `json:"manager_id"`
 	ControlGroup string       `json:"control_group"`
 	CgroupID     uint64       `json:"cgroup_id"`
 	ParentID     contid.ID    `json:"parent_id"`
@@ -298,6 +301,7 @@ func (c *Client) Container(ctx context.Context, id contid.ID) (ContainerInfo, er
 	var chain []uint64
 	err = errors.Join(
 		store(props, "Id", &id64), store(props, "Name", &ci.Name), store(props, "Unit", &ci.Unit),
+		store(props, "Manager", &ci.Manager), store(props, "Image", &ci.Image), store(props, "ManagerID", &ci.ManagerID),
 		store(props, "ControlGroup", &ci.ControlGroup), store(props, "CgroupId", &ci.CgroupID),
 		store(props, "ParentId", &parent), store(props, "Chain", &chain), store(props, "Depth", &ci.Depth),
 		store(props, "State", &ci.State), store(props, "CreatedUSec", &ci.CreatedUSec),
