@@ -216,6 +216,15 @@ func cmdStatus(ctx context.Context, g *globals, args []string) error {
 	if ci.Unit != "" {
 		row("Unit", ci.Unit)
 	}
+	if ci.Manager != "" {
+		row("Manager", ci.Manager)
+	}
+	if ci.Image != "" {
+		row("Image", ci.Image)
+	}
+	if ci.ManagerID != "" {
+		row("ManagerID", ci.ManagerID)
+	}
 	if ci.ControlGroup != "" {
 		row("CGroup", ci.ControlGroup)
 	}

@@ -81,7 +81,11 @@ func (c *Client) Conn() *godbus.Conn { return c.conn }
 
 // TagOptions are the a{sv} options of the Tag* methods.
 type TagOptions struct {
-	Name         string
+	Name string
+	// Manager, Image and ManagerID say what started the container.
+	Manager      string
+	Image        string
+	ManagerID    string
 	AllowNesting bool
 	JoinPolicy   string // "", "tag" or "ignore"
 }
@@ -91,6 +95,11 @@ func (o TagOptions) Map() map[string]godbus.Variant {
 	m := map[string]godbus.Variant{}
 	if o.Name != "" {
 		m["Name"] = godbus.MakeVariant(o.Name)
+	}
+	for k, v := range map[string]string{"Manager": o.Manager, "Image": o.Image, "ManagerID": o.ManagerID} {
+		if v != "" {
+			m[k] = godbus.MakeVariant(v)
+		}
 	}
 	if o.AllowNesting {
 		m["AllowNesting"] = godbus.MakeVariant(true)
