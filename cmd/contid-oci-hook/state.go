@@ -195,7 +195,10 @@ func (p procReader) conmonOf(pid int, id string) (conmonCmd, bool) {
 		if c, ok := parseConmon(b); ok {
 			// A conmon of another container (impossible for a child of
 			// its runtime, but cheap to rule out) names nothing here.
-			return c, c.id == id
+			if c.id != id {
+				return conmonCmd{}, false
+			}
+			return c, true
 		}
 	}
 	return conmonCmd{}, false
