@@ -75,7 +75,12 @@ mgr_facts() {
 	[[ -f $bundle/config.json ]] &&
 		echo "config.json annotations: $(grep -o '"annotations":{[^}]*}' "$bundle/config.json")" &&
 		echo "config.json cgroupsPath: $(grep -o '"cgroupsPath":"[^"]*"' "$bundle/config.json")"
-	echo "conmon: $(pgrep -a conmon | grep -F "$id" | head -n1)"
+	local conmon pid
+	conmon=$(pgrep -f "conmon .*-c $id" | head -n1)
+	echo "conmon ${conmon:-?}: $(tr '\0' ' ' <"/proc/$conmon/cmdline" 2>/dev/null)"
+	echo "conmon cgroup: $(cat "/proc/$conmon/cgroup" 2>/dev/null | tr '\n' ' '), container '$([[ -n $conmon ]] && container_of "$conmon")'"
+	pid=$(podman inspect --format '{{.State.Pid}}' "$1" 2>/dev/null)
+	echo "init $pid cgroup: $(cat "/proc/$pid/cgroup" 2>/dev/null | tr '\n' ' '), container '$([[ -n $pid && $pid != 0 ]] && container_of "$pid")'"
 	echo "podman annotations: $(podman inspect --format '{{json .Config.Annotations}}' "$1" 2>/dev/null)"
 }
 
