@@ -8,8 +8,9 @@
 #   managers-podman    `podman run --rootfs DIR --name pweb`: contidd's
 #                      entries for its init (the first exec) and a later
 #                      exec carry AUDIT_CONTAINER_NAME=pweb and
-#                      AUDIT_CONTAINER_MANAGER=podman, and `contidctl list`
-#                      names it
+#                      AUDIT_CONTAINER_MANAGER=podman, the container's first
+#                      exec entry is named, `contidctl list` names it, and
+#                      conmon's own scope is no container
 #   managers-nohook    control: without the hook file the container still
 #                      runs and its execs are attributed, but not to pweb's
 #                      kind of name: the name comes from the hook alone
@@ -38,11 +39,15 @@ mgr_rootfs() {
 	printf 'root:x:0:\n' >"$MGR_ROOTFS/etc/group"
 }
 
-# mgr_podman NAME ARGS...: podman run with the test's fixed options.
+# mgr_podman NAME ARGS...: podman run with the test's fixed options, as
+# from a login shell: podman keeps conmon in the caller's unit when it
+# finds systemd's INVOCATION_ID (it runs as a service, like this suite),
+# and otherwise gives conmon a scope of its own beside the container's,
+# machine.slice/libpod-conmon-ID.scope, which must not become a container.
 mgr_podman() {
 	local name=$1
 	shift
-	timeout 180 podman run --rootfs "$MGR_ROOTFS" --name "$name" --network=none --cgroup-manager=systemd "$@"
+	timeout 180 env -u INVOCATION_ID podman run --rootfs "$MGR_ROOTFS" --name "$name" --network=none --cgroup-manager=systemd "$@"
 }
 
 # mgr_entry MARKER [FIELD=VALUE...]: contidd's own entry for the exec
@@ -77,6 +82,8 @@ mgr_facts() {
 		echo "config.json cgroupsPath: $(grep -o '"cgroupsPath":"[^"]*"' "$bundle/config.json")"
 	local conmon pid
 	conmon=$(pgrep -f "conmon .*-c $id" | head -n1)
+	MGR_CONMON_CG=$(sed -n 's/^0:://p' "/proc/$conmon/cgroup" 2>/dev/null)
+	MGR_CONMON_CID=$([[ -n $conmon ]] && container_of "$conmon")
 	echo "conmon ${conmon:-?}: $(tr '\0' ' ' <"/proc/$conmon/cmdline" 2>/dev/null)"
 	echo "conmon cgroup: $(cat "/proc/$conmon/cgroup" 2>/dev/null | tr '\n' ' '), container '$([[ -n $conmon ]] && container_of "$conmon")'"
 	pid=$(podman inspect --format '{{.State.Pid}}' "$1" 2>/dev/null)
@@ -86,6 +93,7 @@ mgr_facts() {
 
 mgr_named() {
 	local log=$LOGS/managers-podman.log marker rc out init child row mid cid first=""
+	MGR_CONMON_CG="" MGR_CONMON_CID=""
 	marker=pweb-$RANDOM$RANDOM
 	podman rm -f pweb >/dev/null 2>&1
 	# The init execs busybox with the marker in its argv; it then runs a
@@ -124,8 +132,9 @@ mgr_named() {
 	[[ -n $init && $first != *'"AUDIT_CONTAINER_NAME":"pweb"'* ]] && why+="the container's first exec entry is not named pweb: $(mgr_fields "$first"); "
 	[[ -n $init && $init != *"\"AUDIT_CONTAINER_MANAGER_ID\":\"$mid\""* ]] && why+="the init's entry lacks AUDIT_CONTAINER_MANAGER_ID=$mid; "
 	[[ $row == *" podman "* ]] || why+="contidctl list has no pweb row with manager podman (row: '$row'); "
+	[[ -n $MGR_CONMON_CID ]] && why+="conmon ($MGR_CONMON_CG) is in container $MGR_CONMON_CID; "
 	if [[ -z $why ]]; then
-		result managers-podman PASS "init: $(mgr_fields "$init")| child: $(mgr_fields "$child")| list: $(tr -s ' ' <<<"$row")"
+		result managers-podman PASS "init: $(mgr_fields "$init")| child: $(mgr_fields "$child")| list: $(tr -s ' ' <<<"$row")| conmon in ${MGR_CONMON_CG:-?}, no container"
 	else
 		result managers-podman FAIL "${why}hook log: $(journalctl -q --no-pager -b -t contid-oci-hook -o cat 2>&1 | tail -n 2 | tr '\n' ' ')"
 	fi
