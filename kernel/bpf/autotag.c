@@ -55,10 +55,10 @@ static __always_inline int is_slice(struct cgroup *cg)
 /*
  * podman runs conmon, its per-container monitor, in a scope of its own
  * beside the container's: machine.slice/libpod-conmon-<ID>.scope next to
- * libpod-<ID>.scope. conmon is no container. It starts the runtime, whose
- * fork of the container's init happens in conmon's scope before the init
- * is moved into the container's; tagged, conmon's scope would give that
- * init its ID first, and the write-once rule would keep it from taking the
+ * libpod-<ID>.scope. conmon is no container. It starts the runtime, which
+ * may fork the container's init in conmon's scope before it moves the init
+ * into the container's; tagged, conmon's scope would give that init its ID
+ * first, and the write-once rule would keep it from taking the
  * container's own. The runtime's OCI hook, a child of conmon, would also
  * run inside a container and could not name the one it is not in.
  */
