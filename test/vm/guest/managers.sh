@@ -39,15 +39,19 @@ mgr_rootfs() {
 	printf 'root:x:0:\n' >"$MGR_ROOTFS/etc/group"
 }
 
-# mgr_podman NAME ARGS...: podman run with the test's fixed options, as
+# mgr_podman NAME FLAG CMD...: podman run (FLAG -d or --rm) with the
+# test's fixed options, as
 # from a login shell: podman keeps conmon in the caller's unit when it
 # finds systemd's INVOCATION_ID (it runs as a service, like this suite),
 # and otherwise gives conmon a scope of its own beside the container's,
 # machine.slice/libpod-conmon-ID.scope, which must not become a container.
 mgr_podman() {
-	local name=$1
-	shift
-	timeout 180 env -u INVOCATION_ID podman run --rootfs "$MGR_ROOTFS" --name "$name" --network=none --cgroup-manager=systemd "$@"
+	local name=$1 flag=$2
+	shift 2
+	# --rootfs is a switch: the first argument after the options is then
+	# the root directory, and the rest the command.
+	timeout 180 env -u INVOCATION_ID podman run --name "$name" --network=none --cgroup-manager=systemd "$flag" \
+		--rootfs "$MGR_ROOTFS" "$@"
 }
 
 # mgr_entry MARKER [FIELD=VALUE...]: contidd's own entry for the exec
