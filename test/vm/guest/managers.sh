@@ -84,8 +84,9 @@ mgr_facts() {
 	[[ -f $bundle/config.json ]] &&
 		echo "config.json annotations: $(grep -o '"annotations":{[^}]*}' "$bundle/config.json")" &&
 		echo "config.json cgroupsPath: $(grep -o '"cgroupsPath":"[^"]*"' "$bundle/config.json")"
-	local conmon pid
-	conmon=$(pgrep -f "conmon .*-c $id" | head -n1)
+	local conmon="" pid
+	[[ -n $id ]] && conmon=$(pgrep -f "conmon .*-c $id" | head -n1)
+	[[ -n $conmon ]] || return 0
 	MGR_CONMON_CG=$(sed -n 's/^0:://p' "/proc/$conmon/cgroup" 2>/dev/null)
 	MGR_CONMON_CID=$([[ -n $conmon ]] && container_of "$conmon")
 	echo "conmon ${conmon:-?}: $(tr '\0' ' ' <"/proc/$conmon/cmdline" 2>/dev/null)"
