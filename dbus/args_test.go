@@ -55,6 +55,22 @@ func TestParseOptions(t *testing.T) {
 	}
 }
 
+func TestMachinedManager(t *testing.T) {
+	tests := []struct{ service, want string }{
+		{"systemd-nspawn", "nspawn"},
+		{"nspawn", "nspawn"},
+		{"libvirt-lxc", "libvirt-lxc"},
+		{"", ""},
+		{"has space", ""},
+		{strings.Repeat("s", 65), ""},
+	}
+	for _, tt := range tests {
+		if got := machinedManager(tt.service); got != tt.want {
+			t.Errorf("machinedManager(%q) = %q, want %q", tt.service, got, tt.want)
+		}
+	}
+}
+
 func TestUnitAndMachineNames(t *testing.T) {
 	units := map[string]bool{
 		"foo.service": true, "systemd-nspawn@web.service": true, "machine-web.scope": true, "machine.slice": true,

@@ -369,9 +369,21 @@ func (m *Manager) machineInfo(ctx context.Context, machine string) (unit, servic
 	}
 	if v, err := obj.GetProperty("org.freedesktop.machine1.Machine.Service"); err == nil {
 		service, _ = v.Value().(string)
-		if registry.ValidateManager(service) != nil {
-			service = ""
-		}
 	}
-	return unit, service, nil
+	return unit, machinedManager(service), nil
+}
+
+// machinedManager turns the service that registered a machine with
+// machined into a manager name: systemd-nspawn (systemd 252 registers
+// its machines as "systemd-nspawn") is "nspawn", like the other managers'
+// short names; other services keep theirs, and one contid would refuse
+// is left out.
+func machinedManager(service string) string {
+	if service == "systemd-nspawn" {
+		return "nspawn"
+	}
+	if registry.ValidateManager(service) != nil {
+		return ""
+	}
+	return service
 }

@@ -197,7 +197,7 @@ mgr_down() {
 }
 
 run_managers() {
-	selected managers || return 0
+	selected managers-podman || selected managers-nohook || selected managers-down || return 0
 	if [[ -z ${CONTIDD_PID:-} ]]; then
 		result managers FAIL "contidd is not running"
 		return
