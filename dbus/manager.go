@@ -443,6 +443,24 @@ func (m *Manager) markPopulated() {
 	}
 }
 
+// newCgroupPath resolves the path of a cgroup the kernel autotagged. The
+// tracepoint fires before kernfs_activate() makes the directory visible,
+// so its event can be read while the cgroup cannot be opened by its ID
+// yet; taken for removed, the new container would be recorded exited at
+// birth and never named. Only a cgroup that stays out of reach for a few
+// milliseconds is gone.
+func (m *Manager) newCgroupPath(id uint64) (string, error) {
+	var err error
+	for i := range 5 {
+		var p string
+		if p, err = m.cfg.Cgroups.PathByID(id); err == nil || !errors.Is(err, kernel.ErrNoSuchCgroup) {
+			return p, err
+		}
+		time.Sleep(time.Duration(i+1) * time.Millisecond)
+	}
+	return "", err
+}
+
 // adoptAutotag records a cgroup the kernel tagged at mkdir, and, the first
 // time, logs, audits and announces it.
 func (m *Manager) adoptAutotag(tag contid.Tag, cg registry.Cgroup) (*registry.Container, error) {
@@ -468,7 +486,7 @@ func (m *Manager) adoptAutotag(tag contid.Tag, cg registry.Cgroup) (*registry.Co
 func (m *Manager) HandleKernelEvent(ev kernel.Event) {
 	switch ev.Kind {
 	case kernel.EventAutotag:
-		p, err := m.cfg.Cgroups.PathByID(ev.CgroupID)
+		p, err := m.newCgroupPath(ev.CgroupID)
 		if err != nil {
 			m.log(PrioDebug, "Autotagged cgroup %d vanished before adoption: %v", ev.CgroupID, err)
 			m.releaseRemoved(ev.Tag, ev.CgroupID)
