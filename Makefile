@@ -59,7 +59,7 @@ deps:
 	$(GO) mod download
 
 build:
-	$(GO) build -trimpath -buildmode=pie -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/contidd ./cmd/contidctl
+	$(GO) build -trimpath -buildmode=pie -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/contidd ./cmd/contidctl ./cmd/contid-oci-hook
 
 generate:
 	$(GO) generate ./kernel/...

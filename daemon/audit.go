@@ -393,12 +393,12 @@ func savePosition(d *Daemon, r *audit.Reader) {
 // registryContainers adapts the registry to journal.Containers.
 type registryContainers struct{ r *registry.Registry }
 
-func (rc registryContainers) Lookup(id contid.ID) (contid.Chain, string, string, bool) {
+func (rc registryContainers) Lookup(id contid.ID) (contid.Chain, journal.Labels, bool) {
 	c, err := rc.r.Get(id)
 	if err != nil {
-		return nil, "", "", false
+		return nil, journal.Labels{}, false
 	}
-	return c.Chain, c.Name, c.Unit, true
+	return c.Chain, journal.Labels{Name: c.Name, Unit: c.Unit, Manager: c.Manager, Image: c.Image, ManagerID: c.ManagerID}, true
 }
 
 // exemptionCheck is how often contidd looks for its audit exemption.

@@ -25,15 +25,14 @@ func parseOptions(opts map[string]godbus.Variant) (registry.Options, error) {
 	var o registry.Options
 	for k, v := range opts {
 		switch k {
-		case "Name":
-			s, ok := v.Value().(string)
+		case "Name", "Manager", "Image", "ManagerID":
+			str, ok := v.Value().(string)
 			if !ok {
-				return o, fmt.Errorf("%w: option Name must be a string (s), got %s", contid.ErrInvalidArgs, v.Signature())
+				return o, fmt.Errorf("%w: option %s must be a string (s), got %s", contid.ErrInvalidArgs, k, v.Signature())
 			}
-			if err := registry.ValidateName(s); err != nil {
+			if err := setLabel(&o, k, str); err != nil {
 				return o, err
 			}
-			o.Name = s
 		case "AllowNesting":
 			b, ok := v.Value().(bool)
 			if !ok {
@@ -54,10 +53,29 @@ func parseOptions(opts map[string]godbus.Variant) (registry.Options, error) {
 				return o, fmt.Errorf("%w: JoinPolicy must be \"tag\" or \"ignore\", got %q", contid.ErrInvalidArgs, registry.Truncate(s))
 			}
 		default:
-			return o, fmt.Errorf("%w: unknown option %q (known: Name, AllowNesting, JoinPolicy)", contid.ErrInvalidArgs, registry.Truncate(k))
+			return o, fmt.Errorf("%w: unknown option %q (known: Name, Manager, Image, ManagerID, AllowNesting, JoinPolicy)", contid.ErrInvalidArgs, registry.Truncate(k))
 		}
 	}
 	return o, nil
+}
+
+// setLabel validates and stores one of the string options that describe
+// a container.
+func setLabel(o *registry.Options, k, v string) error {
+	switch k {
+	case "Name":
+		o.Name = v
+		return registry.ValidateName(v)
+	case "Manager":
+		o.Manager = v
+		return registry.ValidateManager(v)
+	case "Image":
+		o.Image = v
+		return registry.ValidateImage(v)
+	default:
+		o.ManagerID = v
+		return registry.ValidateManagerID(v)
+	}
 }
 
 // validTagID checks the requested ID: 0 asks for allocation; the all-ones

@@ -32,6 +32,12 @@ func TestParseOptions(t *testing.T) {
 		{"bad policy", map[string]godbus.Variant{"JoinPolicy": v("TAG")}, registry.Options{}, false},
 		{"control char name", map[string]godbus.Variant{"Name": v("a\tb")}, registry.Options{}, false},
 		{"long name", map[string]godbus.Variant{"Name": v(strings.Repeat("x", 256))}, registry.Options{}, false},
+		{"origin", map[string]godbus.Variant{"Manager": v("podman"), "Image": v("busybox:1.36"), "ManagerID": v("3f2a")},
+			registry.Options{Manager: "podman", Image: "busybox:1.36", ManagerID: "3f2a"}, true},
+		{"manager wrong type", map[string]godbus.Variant{"Manager": v(true)}, registry.Options{}, false},
+		{"manager with a space", map[string]godbus.Variant{"Manager": v("pod man")}, registry.Options{}, false},
+		{"long image", map[string]godbus.Variant{"Image": v(strings.Repeat("i", 1025))}, registry.Options{}, false},
+		{"control char manager ID", map[string]godbus.Variant{"ManagerID": v("a\nb")}, registry.Options{}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -46,6 +52,22 @@ func TestParseOptions(t *testing.T) {
 				t.Fatalf("got %+v, want %+v", got, tt.want)
 			}
 		})
+	}
+}
+
+func TestMachinedManager(t *testing.T) {
+	tests := []struct{ service, want string }{
+		{"systemd-nspawn", "nspawn"},
+		{"nspawn", "nspawn"},
+		{"libvirt-lxc", "libvirt-lxc"},
+		{"", ""},
+		{"has space", ""},
+		{strings.Repeat("s", 65), ""},
+	}
+	for _, tt := range tests {
+		if got := machinedManager(tt.service); got != tt.want {
+			t.Errorf("machinedManager(%q) = %q, want %q", tt.service, got, tt.want)
+		}
 	}
 }
 

@@ -105,6 +105,9 @@ const ContainerIntrospection = `
   <property name="Id" type="t" access="read"><annotation name="org.freedesktop.DBus.Property.EmitsChangedSignal" value="const"/></property>
   <property name="Name" type="s" access="read"/>
   <property name="Unit" type="s" access="read"/>
+  <property name="Manager" type="s" access="read"/>
+  <property name="Image" type="s" access="read"/>
+  <property name="ManagerID" type="s" access="read"/>
   <property name="ControlGroup" type="s" access="read"><annotation name="org.freedesktop.DBus.Property.EmitsChangedSignal" value="const"/></property>
   <property name="CgroupId" type="t" access="read"><annotation name="org.freedesktop.DBus.Property.EmitsChangedSignal" value="const"/></property>
   <property name="ParentId" type="t" access="read"><annotation name="org.freedesktop.DBus.Property.EmitsChangedSignal" value="const"/></property>

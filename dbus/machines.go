@@ -73,7 +73,7 @@ func (m *Manager) machineNew(ctx context.Context, name string) {
 	if validMachineName(name) != nil {
 		return
 	}
-	unit, err := m.machineUnit(ctx, name)
+	unit, service, err := m.machineInfo(ctx, name)
 	if err != nil {
 		m.log(PrioWarning, "Machine %s: %v", name, err)
 		return
@@ -90,11 +90,14 @@ func (m *Manager) machineNew(ctx context.Context, name string) {
 		if c.OwnerPID != 0 || c.State != registry.StateActive {
 			return
 		}
-		n := c.Name
-		if n == "" {
-			n = name
+		o := registry.Options{Name: c.Name, Manager: c.Manager}
+		if o.Name == "" {
+			o.Name = name
 		}
-		nc, err := m.cfg.Registry.Name(m.internalCaller(), c.ID, n, unit)
+		if o.Manager == "" {
+			o.Manager = service
+		}
+		nc, err := m.cfg.Registry.Name(m.internalCaller(), c.ID, o, unit)
 		if err != nil {
 			m.log(PrioWarning, "Failed to name container %d after machine %s: %v", c.ID, name, err)
 			return
@@ -115,7 +118,7 @@ func (m *Manager) machineNew(ctx context.Context, name string) {
 		m.log(PrioWarning, "Machine %s: %v", name, err)
 		return
 	}
-	c, err := m.cfg.Registry.TagCgroup(m.internalCaller(), contid.Unset, target, registry.Options{Name: name})
+	c, err := m.cfg.Registry.TagCgroup(m.internalCaller(), contid.Unset, target, registry.Options{Name: name, Manager: service})
 	if err != nil {
 		m.log(PrioWarning, "Failed to tag machine %s (%s): %v", name, cg, err)
 		return

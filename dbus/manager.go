@@ -28,7 +28,7 @@ type Registry interface {
 	TagProcess(c registry.Caller, id contid.ID, t registry.ProcessTarget, o registry.Options) (*registry.Container, error)
 	Adopt(tag contid.Tag, cg registry.Cgroup) (*registry.Container, bool, error)
 	SetMetadata(id contid.ID, name, unit string) error
-	Name(c registry.Caller, id contid.ID, name, unit string) (*registry.Container, error)
+	Name(c registry.Caller, id contid.ID, o registry.Options, unit string) (*registry.Container, error)
 	CheckTaggable(cgroup string) error
 	MarkExited(id contid.ID) (*registry.Container, error)
 	Get(id contid.ID) (*registry.Container, error)
@@ -443,33 +443,57 @@ func (m *Manager) markPopulated() {
 	}
 }
 
+// newCgroupPath resolves the path of a cgroup the kernel autotagged. The
+// tracepoint fires before kernfs_activate() makes the directory visible,
+// so its event can be read while the cgroup cannot be opened by its ID
+// yet; taken for removed, the new container would be recorded exited at
+// birth and never named. Only a cgroup that stays out of reach for a few
+// milliseconds is gone.
+func (m *Manager) newCgroupPath(id uint64) (string, error) {
+	var err error
+	for i := range 5 {
+		var p string
+		if p, err = m.cfg.Cgroups.PathByID(id); err == nil || !errors.Is(err, kernel.ErrNoSuchCgroup) {
+			return p, err
+		}
+		time.Sleep(time.Duration(i+1) * time.Millisecond)
+	}
+	return "", err
+}
+
+// adoptAutotag records a cgroup the kernel tagged at mkdir, and, the first
+// time, logs, audits and announces it.
+func (m *Manager) adoptAutotag(tag contid.Tag, cg registry.Cgroup) (*registry.Container, error) {
+	c, isNew, err := m.cfg.Registry.Adopt(tag, cg)
+	if err != nil || !isNew {
+		return c, err
+	}
+	if u := unitOfCgroup(cg.Path); c.Unit == "" && u != "" {
+		// systemd names a unit's cgroup after the unit, so a plain
+		// `systemd-run --scope --slice=machine.slice` is findable
+		// by GetContainerByUnit before (or without) machined.
+		if err := m.cfg.Registry.SetMetadata(c.ID, c.Name, u); err == nil {
+			c.Unit = u
+		}
+	}
+	m.log(PrioInfo, "Cgroup %s was tagged %s at creation.", cg.Path, c.Chain)
+	m.audit(func(a Auditor) error { return a.RecordCreate(0, c.Chain, c.Name, c.Unit) })
+	m.containerNew(c)
+	return c, nil
+}
+
 // HandleKernelEvent acts on one ring buffer event.
 func (m *Manager) HandleKernelEvent(ev kernel.Event) {
 	switch ev.Kind {
 	case kernel.EventAutotag:
-		p, err := m.cfg.Cgroups.PathByID(ev.CgroupID)
+		p, err := m.newCgroupPath(ev.CgroupID)
 		if err != nil {
 			m.log(PrioDebug, "Autotagged cgroup %d vanished before adoption: %v", ev.CgroupID, err)
 			m.releaseRemoved(ev.Tag, ev.CgroupID)
 			return
 		}
-		c, isNew, err := m.cfg.Registry.Adopt(ev.Tag, registry.Cgroup{Path: p, ID: ev.CgroupID})
-		if err != nil {
+		if _, err := m.adoptAutotag(ev.Tag, registry.Cgroup{Path: p, ID: ev.CgroupID}); err != nil {
 			m.log(PrioWarning, "Failed to adopt autotagged cgroup %s: %v", p, err)
-			return
-		}
-		if isNew {
-			if u := unitOfCgroup(p); c.Unit == "" && u != "" {
-				// systemd names a unit's cgroup after the unit, so a plain
-				// `systemd-run --scope --slice=machine.slice` is findable
-				// by GetContainerByUnit before (or without) machined.
-				if err := m.cfg.Registry.SetMetadata(c.ID, c.Name, u); err == nil {
-					c.Unit = u
-				}
-			}
-			m.log(PrioInfo, "Cgroup %s was tagged %s at creation.", p, c.Chain)
-			m.audit(func(a Auditor) error { return a.RecordCreate(0, c.Chain, c.Name, c.Unit) })
-			m.containerNew(c)
 		}
 	case kernel.EventDenied:
 		m.audit(func(a Auditor) error { return a.RecordDenial(ev.Tag.Chain, ev.PID, ev.Op) })
@@ -538,6 +562,9 @@ func containerProperties(c *registry.Container) map[string]godbus.Variant {
 		"Id":           godbus.MakeVariant(uint64(c.ID)),
 		"Name":         godbus.MakeVariant(c.Name),
 		"Unit":         godbus.MakeVariant(c.Unit),
+		"Manager":      godbus.MakeVariant(c.Manager),
+		"Image":        godbus.MakeVariant(c.Image),
+		"ManagerID":    godbus.MakeVariant(c.ManagerID),
 		"ControlGroup": godbus.MakeVariant(firstCgroup(c)),
 		"CgroupId":     godbus.MakeVariant(firstCgroupID(c)),
 		"ParentId":     godbus.MakeVariant(uint64(c.Parent())),

@@ -93,47 +93,59 @@ func (m *Manager) taggingCaller(ctx context.Context, p *peer, msg *godbus.Messag
 }
 
 // tagCgroupAs authenticates the caller and tags a resolved cgroup.
-func (m *Manager) tagCgroupAs(ctx context.Context, p *peer, msg *godbus.Message, req tagRequest, resolve func() (registry.CgroupTarget, error)) (uint64, godbus.ObjectPath, error) {
-	ci, err := m.taggingCaller(ctx, p, msg, req)
+// resolve may fill in options from what it learns (a machine's manager).
+func (m *Manager) tagCgroupAs(ctx context.Context, p *peer, msg *godbus.Message, req *tagRequest, resolve func() (registry.CgroupTarget, error)) (uint64, godbus.ObjectPath, error) {
+	ci, err := m.taggingCaller(ctx, p, msg, *req)
 	if err != nil {
 		return 0, "", err
 	}
 	defer ci.close()
 	target, err := resolve()
 	if err != nil {
-		return 0, "", m.refused(ci, req, "", err)
+		return 0, "", m.refused(ci, *req, "", err)
 	}
-	if c, ok, err := m.nameAutotagged(ci, req, target); ok || err != nil {
+	if c, ok, err := m.nameAutotagged(ci, *req, target); ok || err != nil {
 		if err != nil {
-			return 0, "", m.refused(ci, req, target.Unit, err)
+			return 0, "", m.refused(ci, *req, target.Unit, err)
 		}
 		m.auditGranted(ci.Caller, c, false)
 		return uint64(c.ID), client.ContainerPath(c.ID), nil
 	}
+	req.opts.Manager = apiManager(req.opts.Manager)
 	had := m.existed(req.id)
 	c, err := m.cfg.Registry.TagCgroup(ci.Caller, contid.ID(req.id), target, req.opts)
 	if err != nil {
-		return 0, "", m.refused(ci, req, "", err)
+		return 0, "", m.refused(ci, *req, "", err)
 	}
 	return m.granted(ci, c, !had, "cgroup "+target.Path)
 }
 
 // nameAutotagged handles tagging a cgroup the kernel already tagged at
 // mkdir (a machine under machine.slice): the ID exists and is write-once,
-// so a request for "any ID" (or exactly that one) with no option but a
-// name names the container instead of failing. This is how the nspawn
-// drop-in's `contidctl tag-unit --name=NAME` attaches the name. Who may
-// name it is the registry's rule (Registry.Name). ok is false when the
-// request is not of that kind.
+// so a request for "any ID" (or exactly that one) with no option but the
+// container's name and origin (Name, Manager, Image, ManagerID) names the
+// container instead of failing. This is how the nspawn drop-in's
+// `contidctl tag-unit --name=NAME` and the OCI hook attach the name. Who
+// may name it is the registry's rule (Registry.Name). ok is false when
+// the request is not of that kind.
 func (m *Manager) nameAutotagged(ci *callerInfo, req tagRequest, t registry.CgroupTarget) (*registry.Container, bool, error) {
 	c, err := m.cfg.Registry.ByCgroupPath(t.Path)
-	if err != nil || c.Flags&contid.FlagAutotag == 0 || c.OwnerPID != 0 || c.State != registry.StateActive {
+	if err != nil {
+		// The hook of a container manager may call before the autotag
+		// event was read from the ring buffer: the cgroup was made
+		// just before. What the kernel holds decides.
+		if c = m.adoptPending(t); c == nil {
+			return nil, false, nil
+		}
+	}
+	if c.Flags&contid.FlagAutotag == 0 || c.OwnerPID != 0 || c.State != registry.StateActive {
 		return nil, false, nil
 	}
-	if (req.id != 0 && contid.ID(req.id) != c.ID) || req.opts != (registry.Options{Name: req.opts.Name}) {
+	labels := registry.Options{Name: req.opts.Name, Manager: req.opts.Manager, Image: req.opts.Image, ManagerID: req.opts.ManagerID}
+	if (req.id != 0 && contid.ID(req.id) != c.ID) || req.opts != labels {
 		return nil, false, nil // the registry refuses it with the precise error
 	}
-	nc, err := m.cfg.Registry.Name(ci.Caller, c.ID, req.opts.Name, t.Unit)
+	nc, err := m.cfg.Registry.Name(ci.Caller, c.ID, labels, t.Unit)
 	if err != nil {
 		return nil, true, err
 	}
@@ -141,14 +153,44 @@ func (m *Manager) nameAutotagged(ci *callerInfo, req tagRequest, t registry.Cgro
 	return nc, true, nil
 }
 
+// adoptPending adopts a cgroup the kernel autotagged whose event has not
+// been handled yet; nil when the kernel holds no autotag for it.
+func (m *Manager) adoptPending(t registry.CgroupTarget) *registry.Container {
+	if m.cfg.Tracker == nil {
+		return nil
+	}
+	tag, err := m.cfg.Tracker.CgroupTag(t.ID)
+	if err != nil || tag.Flags&contid.FlagAutotag == 0 {
+		return nil
+	}
+	c, err := m.adoptAutotag(tag, registry.Cgroup{Path: t.Path, ID: t.ID})
+	if err != nil {
+		m.log(PrioWarning, "Failed to adopt autotagged cgroup %s: %v", t.Path, err)
+		return nil
+	}
+	return c
+}
+
+// apiManager is the manager recorded for a container tagged through the
+// API by a caller that did not say which manager it is.
+func apiManager(requested string) string {
+	if requested == "" {
+		return "api"
+	}
+	return requested
+}
+
 // metadataChanged logs and announces a new name or unit.
 func (m *Manager) metadataChanged(old, c *registry.Container, who string) {
-	if old.Name == c.Name && old.Unit == c.Unit {
+	if old.Name == c.Name && old.Unit == c.Unit && old.Manager == c.Manager && old.Image == c.Image && old.ManagerID == c.ManagerID {
 		return
 	}
-	m.log(PrioInfo, "%s named container %d (%s) %q, unit %q.", who, c.ID, firstCgroup(c), c.Name, c.Unit)
+	m.log(PrioInfo, "%s named container %d (%s) %q, unit %q, manager %q, image %q, manager ID %q.", who, c.ID, firstCgroup(c), c.Name, c.Unit, c.Manager, c.Image, c.ManagerID)
 	m.emit(client.ContainerPath(c.ID), ifaceProperties, "PropertiesChanged", client.ContainerInterface,
-		map[string]godbus.Variant{"Name": godbus.MakeVariant(c.Name), "Unit": godbus.MakeVariant(c.Unit)}, []string{})
+		map[string]godbus.Variant{
+			"Name": godbus.MakeVariant(c.Name), "Unit": godbus.MakeVariant(c.Unit),
+			"Manager": godbus.MakeVariant(c.Manager), "Image": godbus.MakeVariant(c.Image), "ManagerID": godbus.MakeVariant(c.ManagerID),
+		}, []string{})
 }
 
 // granted logs, audits and announces a tag the registry accepted.
@@ -177,7 +219,7 @@ func (m *Manager) tagCgroup(ctx context.Context, p *peer, msg *godbus.Message, c
 	if err := registry.ValidateCgroupPath(cgroup); err != nil {
 		return 0, "", err
 	}
-	return m.tagCgroupAs(ctx, p, msg, req, func() (registry.CgroupTarget, error) { return m.resolveCgroup(cgroup, "") })
+	return m.tagCgroupAs(ctx, p, msg, &req, func() (registry.CgroupTarget, error) { return m.resolveCgroup(cgroup, "") })
 }
 
 func (m *Manager) tagUnit(ctx context.Context, p *peer, msg *godbus.Message, unit string, id uint64, opts map[string]godbus.Variant) (uint64, godbus.ObjectPath, error) {
@@ -188,7 +230,7 @@ func (m *Manager) tagUnit(ctx context.Context, p *peer, msg *godbus.Message, uni
 	if err := validUnitName(unit); err != nil {
 		return 0, "", err
 	}
-	return m.tagCgroupAs(ctx, p, msg, req, func() (registry.CgroupTarget, error) {
+	return m.tagCgroupAs(ctx, p, msg, &req, func() (registry.CgroupTarget, error) {
 		cg, err := m.unitCgroup(ctx, unit)
 		if err != nil {
 			return registry.CgroupTarget{}, err
@@ -208,10 +250,14 @@ func (m *Manager) tagMachine(ctx context.Context, p *peer, msg *godbus.Message, 
 	if req.opts.Name == "" {
 		req.opts.Name = machine
 	}
-	return m.tagCgroupAs(ctx, p, msg, req, func() (registry.CgroupTarget, error) {
-		unit, err := m.machineUnit(ctx, machine)
+	return m.tagCgroupAs(ctx, p, msg, &req, func() (registry.CgroupTarget, error) {
+		unit, service, err := m.machineInfo(ctx, machine)
 		if err != nil {
 			return registry.CgroupTarget{}, err
+		}
+		if req.opts.Manager == "" {
+			// machined knows who registered the machine ("nspawn").
+			req.opts.Manager = service
 		}
 		cg, err := m.unitCgroup(ctx, unit)
 		if err != nil {
@@ -243,6 +289,7 @@ func (m *Manager) tagProcess(ctx context.Context, p *peer, msg *godbus.Message, 
 	if err != nil {
 		return 0, "", m.refused(ci, req, "", err)
 	}
+	req.opts.Manager = apiManager(req.opts.Manager)
 	had := m.existed(req.id)
 	c, err := m.cfg.Registry.TagProcess(ci.Caller, contid.ID(req.id), target, req.opts)
 	if err != nil {
@@ -297,25 +344,46 @@ func unitTypeInterface(unit string) string {
 	return "Service"
 }
 
-// machineUnit asks machined which unit runs a machine.
-func (m *Manager) machineUnit(ctx context.Context, machine string) (string, error) {
+// machineInfo asks machined which unit runs a machine, and which service
+// registered it ("nspawn" for systemd-nspawn), as a manager name; that is
+// empty when machined's is not one contid records.
+func (m *Manager) machineInfo(ctx context.Context, machine string) (unit, service string, err error) {
 	conn := m.systemBus()
 	if conn == nil {
-		return "", fmt.Errorf("%w: %s: machined is not reachable on the system bus", client.ErrNoSuchMachine, machine)
+		return "", "", fmt.Errorf("%w: %s: machined is not reachable on the system bus", client.ErrNoSuchMachine, machine)
 	}
 	var path godbus.ObjectPath
-	err := conn.Object("org.freedesktop.machine1", "/org/freedesktop/machine1").
+	err = conn.Object("org.freedesktop.machine1", "/org/freedesktop/machine1").
 		CallWithContext(ctx, "org.freedesktop.machine1.Manager.GetMachine", godbus.FlagNoAutoStart, machine).Store(&path)
 	if err != nil {
-		return "", fmt.Errorf("%w: %s: %v", client.ErrNoSuchMachine, machine, err)
+		return "", "", fmt.Errorf("%w: %s: %v", client.ErrNoSuchMachine, machine, err)
 	}
-	v, err := conn.Object("org.freedesktop.machine1", path).GetProperty("org.freedesktop.machine1.Machine.Unit")
+	obj := conn.Object("org.freedesktop.machine1", path)
+	v, err := obj.GetProperty("org.freedesktop.machine1.Machine.Unit")
 	if err != nil {
-		return "", fmt.Errorf("%w: %s: %v", client.ErrNoSuchMachine, machine, err)
+		return "", "", fmt.Errorf("%w: %s: %v", client.ErrNoSuchMachine, machine, err)
 	}
-	unit, _ := v.Value().(string)
+	unit, _ = v.Value().(string)
 	if unit == "" {
-		return "", fmt.Errorf("%w: %s has no unit", client.ErrNoSuchMachine, machine)
+		return "", "", fmt.Errorf("%w: %s has no unit", client.ErrNoSuchMachine, machine)
 	}
-	return unit, nil
+	if v, err := obj.GetProperty("org.freedesktop.machine1.Machine.Service"); err == nil {
+		service, _ = v.Value().(string)
+	}
+	return unit, machinedManager(service), nil
+}
+
+// machinedManager turns the service that registered a machine with
+// machined into a manager name: systemd-nspawn (systemd 252 registers
+// its machines as "systemd-nspawn") is "nspawn", like the other managers'
+// short names; other services keep theirs, and one contid would refuse
+// is left out.
+func machinedManager(service string) string {
+	if service == "systemd-nspawn" {
+		return "nspawn"
+	}
+	if registry.ValidateManager(service) != nil {
+		return ""
+	}
+	return service
 }

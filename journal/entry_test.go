@@ -139,9 +139,9 @@ type fakeContainers map[contid.ID]struct {
 	name, unit string
 }
 
-func (f fakeContainers) Lookup(id contid.ID) (contid.Chain, string, string, bool) {
+func (f fakeContainers) Lookup(id contid.ID) (contid.Chain, Labels, bool) {
 	c, ok := f[id]
-	return c.chain, c.name, c.unit, ok
+	return c.chain, Labels{Name: c.name, Unit: c.unit}, ok
 }
 
 // execEvent runs real record text through the reader's stream callback,

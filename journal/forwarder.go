@@ -13,10 +13,36 @@ import (
 )
 
 // Containers gives the registry's view of an ID: its chain (innermost
-// first), name and unit. The daemon adapts the registry to it; journal
+// first) and what names it. The daemon adapts the registry to it; journal
 // does not import the registry.
 type Containers interface {
-	Lookup(id contid.ID) (chain contid.Chain, name, unit string, ok bool)
+	Lookup(id contid.ID) (chain contid.Chain, l Labels, ok bool)
+}
+
+// Labels are what names a container in its entries; empty ones are left
+// out.
+type Labels struct {
+	Name, Unit                string
+	Manager, Image, ManagerID string
+}
+
+// add writes the labels' fields into e.
+func (l *Labels) add(e *Entry) {
+	if l.Name != "" {
+		e.Add("AUDIT_CONTAINER_NAME", l.Name)
+	}
+	if l.Unit != "" {
+		e.Add("AUDIT_CONTAINER_UNIT", l.Unit)
+	}
+	if l.Manager != "" {
+		e.Add("AUDIT_CONTAINER_MANAGER", l.Manager)
+	}
+	if l.Image != "" {
+		e.Add("AUDIT_CONTAINER_IMAGE", l.Image)
+	}
+	if l.ManagerID != "" {
+		e.Add("AUDIT_CONTAINER_MANAGER_ID", l.ManagerID)
+	}
 }
 
 // Config tunes the forwarder; the zero value gives the defaults.
@@ -333,12 +359,12 @@ func (f *Forwarder) buildEvent(e *Entry, ev *audit.Event) {
 	e.Reset()
 
 	var chain contid.Chain
-	var name, unit string
+	var labels Labels
 	var chainBuf [contid.MaxDepth]contid.ID
 	if ev.Tagged() {
 		ok := false
 		if f.containers != nil {
-			chain, name, unit, ok = f.containers.Lookup(ev.Container)
+			chain, labels, ok = f.containers.Lookup(ev.Container)
 		}
 		if !ok || len(chain) == 0 || chain[0] != ev.Container {
 			// The registry may not know an autotagged ID yet; the
@@ -352,7 +378,7 @@ func (f *Forwarder) buildEvent(e *Entry, ev *audit.Event) {
 	if ev.Ambiguous() {
 		f.msg = f.appendAmbiguity(f.msg, ev.Candidates)
 	}
-	f.msg = appendSummary(f.msg, ev, chain, name)
+	f.msg = appendSummary(f.msg, ev, chain, labels.Name)
 	e.AddBytes("MESSAGE", f.msg)
 	priority := uint64(6)
 	if !eventSucceeded(ev) || ev.Ambiguous() {
@@ -370,12 +396,7 @@ func (f *Forwarder) buildEvent(e *Entry, ev *audit.Event) {
 		}
 		f.msg = appendChain(f.msg[:0], chain)
 		e.AddBytes("AUDIT_CONTAINER_CHAIN", f.msg)
-		if name != "" {
-			e.Add("AUDIT_CONTAINER_NAME", name)
-		}
-		if unit != "" {
-			e.Add("AUDIT_CONTAINER_UNIT", unit)
-		}
+		labels.add(e)
 		if ev.Attribution == contid.ExitedProcess {
 			e.Add("AUDIT_CONTAINER_ATTRIBUTION", "exited")
 		} else {
@@ -426,9 +447,9 @@ func (f *Forwarder) appendAmbiguity(b []byte, cands contid.Candidates) []byte {
 		if f.containers == nil {
 			return b
 		}
-		if _, name, _, ok := f.containers.Lookup(id); ok && name != "" {
+		if _, l, ok := f.containers.Lookup(id); ok && l.Name != "" {
 			b = append(b, " ("...)
-			b = append(b, name...)
+			b = append(b, l.Name...)
 			b = append(b, ')')
 		}
 		return b

@@ -308,6 +308,43 @@ func TestAutotagAtMkdir(t *testing.T) {
 	}
 }
 
+// The kernel autotags containers only: a slice under an autotag parent
+// (it groups units) and podman's conmon scope (the monitor beside the
+// container, which forks the container's init) stay untagged, while the
+// container's own scope beside them is tagged.
+func TestAutotagSkipsNonContainers(t *testing.T) {
+	requireBPF(t)
+	b := loadTest(t, testPinDir(t))
+	parent := newTestCgroup(t, nil, "autotag-skip")
+	if err := b.SetAutotagParents([]uint64{parent.id}); err != nil {
+		t.Fatal(err)
+	}
+	const id = "3f2a9c"
+	cases := []struct {
+		name   string
+		tagged bool
+	}{
+		{"libpod-" + id + ".scope", true},
+		{"libpod-conmon-" + id + ".scope", false},
+		{"machine-pods.slice", false},
+		{"libpod-conmo.scope", true},
+		{"xlibpod-conmon-" + id + ".scope", true},
+		{"conmon-" + id + ".scope", true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			child := newTestCgroup(t, parent, tc.name)
+			_, err := b.CgroupTag(child.id)
+			switch {
+			case tc.tagged && err != nil:
+				t.Fatalf("%s not autotagged: %v", tc.name, err)
+			case !tc.tagged && !errors.Is(err, ErrNotTagged):
+				t.Fatalf("%s: err %v, want ErrNotTagged", tc.name, err)
+			}
+		})
+	}
+}
+
 // started is a process the test started, with its pipes.
 type started struct {
 	cmd *exec.Cmd

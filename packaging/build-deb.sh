@@ -9,7 +9,7 @@ out=$top/packaging/out
 bin=${BIN:-bin}
 case $bin in /*) ;; *) bin=$top/$bin ;; esac
 
-for b in contidd contidctl; do
+for b in contidd contidctl contid-oci-hook; do
 	if [ ! -x "$bin/$b" ]; then
 		echo "build-deb: $bin/$b is missing: run \`make build\` first" >&2
 		exit 1

@@ -11,6 +11,9 @@ BINDIR          ?= $(PREFIX)/bin
 SBINDIR         ?= $(PREFIX)/sbin
 DATADIR         ?= $(PREFIX)/share
 MANDIR          ?= $(DATADIR)/man
+LIBEXECDIR      ?= $(PREFIX)/libexec
+# podman (containers-common) reads OCI hooks from here.
+OCIHOOKSDIR     ?= $(DATADIR)/containers/oci/hooks.d
 LIBDIR_SYSTEMD  ?= $(PREFIX)/lib/systemd
 SYSTEMDUNITDIR  ?= $(LIBDIR_SYSTEMD)/system
 CATALOGDIR      ?= $(LIBDIR_SYSTEMD)/catalog
@@ -36,11 +39,12 @@ $(BIN)/contidctl completion $(1) > $(DESTDIR)$(2).tmp
 	chmod 0644 $(DESTDIR)$(2)
 endef
 
-$(BIN)/contidd $(BIN)/contidctl:
+$(BIN)/contidd $(BIN)/contidctl $(BIN)/contid-oci-hook:
 	@echo "install: $@ is missing: run \`make build\` first" >&2; exit 1
 
-install: $(BIN)/contidd $(BIN)/contidctl
+install: $(BIN)/contidd $(BIN)/contidctl $(BIN)/contid-oci-hook
 	$(INSTALL) -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR) \
+	  $(DESTDIR)$(LIBEXECDIR)/contid $(DESTDIR)$(OCIHOOKSDIR) \
 	  $(DESTDIR)$(SYSTEMDUNITDIR)/systemd-nspawn@.service.d \
 	  $(DESTDIR)$(CATALOGDIR) $(DESTDIR)$(TMPFILESDIR) \
 	  $(DESTDIR)$(DBUSPOLICYDIR) $(DESTDIR)$(DBUSSERVICEDIR) \
@@ -51,6 +55,8 @@ install: $(BIN)/contidd $(BIN)/contidctl
 	  $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8
 	$(INSTALL_PROGRAM) $(BIN)/contidd $(DESTDIR)$(SBINDIR)/contidd
 	$(INSTALL_PROGRAM) $(BIN)/contidctl $(DESTDIR)$(BINDIR)/contidctl
+	$(INSTALL_PROGRAM) $(BIN)/contid-oci-hook $(DESTDIR)$(LIBEXECDIR)/contid/contid-oci-hook
+	$(INSTALL_DATA) units/contid-oci-hook.json $(DESTDIR)$(OCIHOOKSDIR)/contid.json
 	$(INSTALL_DATA) units/contidd.service units/contidd.socket $(DESTDIR)$(SYSTEMDUNITDIR)/
 	$(INSTALL_DATA) units/systemd-nspawn@.service.d/contid.conf \
 	  $(DESTDIR)$(SYSTEMDUNITDIR)/systemd-nspawn@.service.d/contid.conf
@@ -78,6 +84,7 @@ install: $(BIN)/contidd $(BIN)/contidctl
 
 uninstall:
 	rm -f $(DESTDIR)$(SBINDIR)/contidd $(DESTDIR)$(BINDIR)/contidctl \
+	  $(DESTDIR)$(LIBEXECDIR)/contid/contid-oci-hook $(DESTDIR)$(OCIHOOKSDIR)/contid.json \
 	  $(DESTDIR)$(SYSTEMDUNITDIR)/contidd.service $(DESTDIR)$(SYSTEMDUNITDIR)/contidd.socket \
 	  $(DESTDIR)$(SYSTEMDUNITDIR)/systemd-nspawn@.service.d/contid.conf \
 	  $(DESTDIR)$(CATALOGDIR)/contid.catalog $(DESTDIR)$(TMPFILESDIR)/contid.conf \
@@ -87,5 +94,6 @@ uninstall:
 	  $(DESTDIR)$(ZSHCOMPDIR)/_contidctl $(DESTDIR)$(FISHCOMPDIR)/contidctl.fish \
 	  $(DESTDIR)$(MANDIR)/man1/contidctl.1 $(DESTDIR)$(MANDIR)/man5/contid.conf.5 \
 	  $(DESTDIR)$(MANDIR)/man8/contidd.8 $(DESTDIR)$(MANDIR)/man5/org.contid1.5
-	-rmdir $(DESTDIR)$(SYSTEMDUNITDIR)/systemd-nspawn@.service.d $(DESTDIR)$(DATADIR)/contid
+	-rmdir $(DESTDIR)$(SYSTEMDUNITDIR)/systemd-nspawn@.service.d $(DESTDIR)$(DATADIR)/contid \
+	  $(DESTDIR)$(LIBEXECDIR)/contid
 	@echo "kept $(DESTDIR)$(SYSCONFDIR)/contid/contid.conf (your configuration)"

@@ -54,6 +54,12 @@ type Container struct {
 	Flags contid.Flags
 	Name  string
 	Unit  string
+	// Manager, Image and ManagerID say what started the container: the
+	// container manager ("podman", "nspawn", "api"), the image it runs
+	// and the manager's own ID for it. Empty when nobody said.
+	Manager   string
+	Image     string
+	ManagerID string
 	// Cgroups: the first is the primary one; more when the owner gives
 	// the same ID to further cgroups (a pod).
 	Cgroups []Cgroup
@@ -96,7 +102,11 @@ type Caller struct {
 
 // Options are the per-tag options of the D-Bus API.
 type Options struct {
-	Name         string
+	Name string
+	// Manager, Image and ManagerID are recorded as given; see Container.
+	Manager      string
+	Image        string
+	ManagerID    string
 	AllowNesting bool
 	JoinIgnore   bool
 }

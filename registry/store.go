@@ -90,6 +90,9 @@ type diskRecord struct {
 	Flags      contid.Flags `json:"flags,omitempty"`
 	Name       string       `json:"name,omitempty"`
 	Unit       string       `json:"unit,omitempty"`
+	Manager    string       `json:"manager,omitempty"`
+	Image      string       `json:"image,omitempty"`
+	ManagerID  string       `json:"manager_id,omitempty"`
 	Cgroups    []diskCgroup `json:"cgroups,omitempty"`
 	Procs      []diskProc   `json:"procs,omitempty"`
 	State      State        `json:"state"`
@@ -702,6 +705,9 @@ func toDisk(e *entry) *diskRecord {
 		Flags:      e.c.Flags,
 		Name:       e.c.Name,
 		Unit:       e.c.Unit,
+		Manager:    e.c.Manager,
+		Image:      e.c.Image,
+		ManagerID:  e.c.ManagerID,
 		State:      e.c.State,
 		Created:    e.c.Created.UnixNano(),
 		OwnerUID:   e.c.OwnerUID,
@@ -741,6 +747,9 @@ func fromDisk(d *diskRecord) (*entry, error) {
 		Flags:      d.Flags,
 		Name:       d.Name,
 		Unit:       d.Unit,
+		Manager:    d.Manager,
+		Image:      d.Image,
+		ManagerID:  d.ManagerID,
 		State:      d.State,
 		Created:    time.Unix(0, d.Created).UTC(),
 		OwnerUID:   d.OwnerUID,

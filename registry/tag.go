@@ -282,12 +282,13 @@ func (r *Registry) SetMetadata(id contid.ID, name, unit string) error {
 }
 
 // Name gives a container the kernel tagged on its own (autotag: it has no
-// owner) its name and unit, for a caller that may manage it (mayManage).
-// A name, once given, stays: another one is AlreadyTagged, so whoever
-// named it first cannot be overruled. An empty name or unit keeps what is
-// recorded.
-func (r *Registry) Name(c Caller, id contid.ID, name, unit string) (*Container, error) {
-	if err := ValidateName(name); err != nil {
+// owner) its name, unit and what started it (o's Name, Manager, Image and
+// ManagerID; its flags do not apply), for a caller that may manage it
+// (mayManage). Each of them, once given, stays: another value is
+// AlreadyTagged, so whoever named it first cannot be overruled. An empty
+// one keeps what is recorded.
+func (r *Registry) Name(c Caller, id contid.ID, o Options, unit string) (*Container, error) {
+	if err := o.validateLabels(); err != nil {
 		return nil, err
 	}
 	if err := ValidateName(unit); err != nil {
@@ -315,21 +316,38 @@ func (r *Registry) Name(c Caller, id contid.ID, name, unit string) (*Container, 
 			return nil, fmt.Errorf("%w: cgroup %s contains the caller's own cgroup %s", contid.ErrNotDescendant, cg.Path, c.Cgroup)
 		}
 	}
-	if name == "" {
-		name = e.c.Name
+	ne := e.dup()
+	for _, f := range []struct {
+		what      string
+		rec       *string
+		requested string
+	}{
+		{"named", &ne.c.Name, o.Name},
+		{"managed by", &ne.c.Manager, o.Manager},
+		{"running image", &ne.c.Image, o.Image},
+		{"known to its manager as", &ne.c.ManagerID, o.ManagerID},
+	} {
+		if !sameOrUnset(f.requested, *f.rec) && *f.rec != "" {
+			return nil, fmt.Errorf("%w: container %d is already %s %q", contid.ErrAlreadyTagged, id, f.what, Truncate(*f.rec))
+		}
+		if f.requested != "" {
+			*f.rec = f.requested
+		}
 	}
-	if e.c.Name != "" && name != e.c.Name {
-		return nil, fmt.Errorf("%w: container %d is already named %q", contid.ErrAlreadyTagged, id, e.c.Name)
+	if ne.c.Unit == "" {
+		ne.c.Unit = unit
 	}
-	if e.c.Unit != "" || unit == "" {
-		unit = e.c.Unit
-	}
-	if name == e.c.Name && unit == e.c.Unit {
+	if ne.c.Name == e.c.Name && ne.c.Unit == e.c.Unit && ne.c.Manager == e.c.Manager &&
+		ne.c.Image == e.c.Image && ne.c.ManagerID == e.c.ManagerID {
 		return e.c.clone(), nil
 	}
-	ne := e.dup()
-	ne.c.Name, ne.c.Unit = name, unit
 	return r.commit(e, ne)
+}
+
+// sameOrUnset: a requested value matches a recorded one, or asks for
+// nothing in particular.
+func sameOrUnset(requested, recorded string) bool {
+	return requested == "" || requested == recorded
 }
 
 // MarkExited records that a container's cgroup emptied or was removed. The
@@ -361,7 +379,7 @@ func checkRequest(c Caller, id contid.ID, o Options) error {
 	if id == contid.Invalid {
 		return fmt.Errorf("%w: %d is not a valid audit container ID", contid.ErrInvalidArgs, uint64(id))
 	}
-	if err := ValidateName(o.Name); err != nil {
+	if err := o.validateLabels(); err != nil {
 		return err
 	}
 	// Without the caller's cgroup, self-tagging cannot be ruled out.
@@ -535,6 +553,9 @@ func (r *Registry) newEntry(c Caller, id contid.ID, parent *entry, o Options) *e
 		Chain:      chain,
 		Flags:      o.flags(),
 		Name:       o.Name,
+		Manager:    o.Manager,
+		Image:      o.Image,
+		ManagerID:  o.ManagerID,
 		State:      StateActive,
 		Created:    r.now(),
 		OwnerUID:   c.UID,
@@ -560,7 +581,8 @@ func (r *Registry) isRepeat(e *entry, c Caller, id contid.ID, o Options) bool {
 	if e.c.State != StateActive || !r.isOwner(e, c) {
 		return false
 	}
-	if o.Name != "" && o.Name != e.c.Name {
+	if !sameOrUnset(o.Name, e.c.Name) || !sameOrUnset(o.Manager, e.c.Manager) ||
+		!sameOrUnset(o.Image, e.c.Image) || !sameOrUnset(o.ManagerID, e.c.ManagerID) {
 		return false
 	}
 	return e.c.Flags&^contid.FlagAutotag == o.flags()

@@ -123,7 +123,7 @@ func TestName(t *testing.T) {
 			s := prepare(t)
 			id := tt.id(s)
 			s.h.checkpoint()
-			c, err := s.h.r.Name(tt.caller(s), id, "web", "machine-web.scope")
+			c, err := s.h.r.Name(tt.caller(s), id, Options{Name: "web"}, "machine-web.scope")
 			wantErr(t, err, tt.want)
 			got, _ := s.h.r.Get(id)
 			if tt.want != nil {
@@ -137,13 +137,13 @@ func TestName(t *testing.T) {
 			}
 			// Named once: the same name again is fine, another is not,
 			// and the unit is not replaced.
-			if _, err := s.h.r.Name(tt.caller(s), id, "web", "other.scope"); err != nil {
+			if _, err := s.h.r.Name(tt.caller(s), id, Options{Name: "web"}, "other.scope"); err != nil {
 				t.Fatalf("same name again: %v", err)
 			}
 			if again, _ := s.h.r.Get(id); again.Unit != "machine-web.scope" {
 				t.Fatalf("unit replaced: %+v", again)
 			}
-			if _, err := s.h.r.Name(orchestrator, id, "other", ""); !errors.Is(err, contid.ErrAlreadyTagged) {
+			if _, err := s.h.r.Name(orchestrator, id, Options{Name: "other"}, ""); !errors.Is(err, contid.ErrAlreadyTagged) {
 				t.Fatalf("renaming: %v, want AlreadyTagged", err)
 			}
 		})

@@ -18,6 +18,11 @@ const (
 	// maxNameLen bounds container names and unit names (machined and
 	// systemd use far shorter ones; the bound keeps records small).
 	maxNameLen = 255
+	// maxManagerLen bounds a manager's name, a short word.
+	maxManagerLen = 64
+	// maxImageLen bounds an image reference: a registry host, a path of
+	// a few components, a tag and an "@sha256:" digest fit well within.
+	maxImageLen = 1024
 )
 
 // ValidateCgroupPath checks a cgroup path relative to the cgroup2 root,
@@ -77,18 +82,72 @@ func Truncate(s string) string {
 // ValidateName checks a container or unit name: at most 255 bytes of
 // printable UTF-8. Empty means "none".
 func ValidateName(s string) error {
-	if len(s) > maxNameLen {
-		return fmt.Errorf("%w: name is %d bytes, the limit is %d", contid.ErrInvalidArgs, len(s), maxNameLen)
+	return validatePrintable("name", s, maxNameLen)
+}
+
+// ValidateManager checks the name of the container manager that started a
+// container ("podman", "nspawn", "api"): a short token of letters, digits,
+// '.', '_' and '-', so that it can be matched in journal queries and
+// printed in a column without quoting. Empty means "none".
+func ValidateManager(s string) error {
+	if len(s) > maxManagerLen {
+		return fmt.Errorf("%w: manager is %d bytes, the limit is %d", contid.ErrInvalidArgs, len(s), maxManagerLen)
 	}
-	if !utf8.ValidString(s) {
-		return fmt.Errorf("%w: name is not valid UTF-8", contid.ErrInvalidArgs)
-	}
-	for _, r := range s {
-		if !unicode.IsPrint(r) {
-			return fmt.Errorf("%w: name %q contains a non-printable character", contid.ErrInvalidArgs, Truncate(s))
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return fmt.Errorf("%w: manager %q may hold only letters, digits, '.', '_' and '-'", contid.ErrInvalidArgs, Truncate(s))
 		}
 	}
 	return nil
+}
+
+// ValidateImage checks the image a container runs, as its manager names
+// it (a reference with a digest, or a root directory): printable UTF-8
+// within 1024 bytes, room for a long repository path, tag and sha256
+// digest. Empty means "none".
+func ValidateImage(s string) error {
+	return validatePrintable("image", s, maxImageLen)
+}
+
+// ValidateManagerID checks the manager's own ID for a container (podman's
+// 64 hex digits, a machine UUID): printable UTF-8 within 255 bytes. Empty
+// means "none".
+func ValidateManagerID(s string) error {
+	return validatePrintable("manager ID", s, maxNameLen)
+}
+
+// validatePrintable is the common bound of the free-text metadata: it
+// goes into journal fields, D-Bus strings and terminal columns, so no
+// control characters, and a length that keeps records small.
+func validatePrintable(what, s string, limit int) error {
+	if len(s) > limit {
+		return fmt.Errorf("%w: %s is %d bytes, the limit is %d", contid.ErrInvalidArgs, what, len(s), limit)
+	}
+	if !utf8.ValidString(s) {
+		return fmt.Errorf("%w: %s is not valid UTF-8", contid.ErrInvalidArgs, what)
+	}
+	for _, r := range s {
+		if !unicode.IsPrint(r) {
+			return fmt.Errorf("%w: %s %q contains a non-printable character", contid.ErrInvalidArgs, what, Truncate(s))
+		}
+	}
+	return nil
+}
+
+// validateLabels checks the metadata options together, naming the one
+// that failed.
+func (o Options) validateLabels() error {
+	if err := ValidateName(o.Name); err != nil {
+		return err
+	}
+	if err := ValidateManager(o.Manager); err != nil {
+		return err
+	}
+	if err := ValidateImage(o.Image); err != nil {
+		return err
+	}
+	return ValidateManagerID(o.ManagerID)
 }
 
 // within reports whether p is anc or lies below it, comparing whole path

@@ -92,9 +92,9 @@ func cmdList(ctx context.Context, g *globals, all bool) error {
 		if ci.ParentID != 0 {
 			parent = strconv.FormatUint(uint64(ci.ParentID), 10)
 		}
-		rows[i] = fmt.Sprintf("%d\t%s\t%s\t%s\t%s\t%s", ci.ID, dash(ci.Name), ci.State, dash(ci.Unit), dash(ci.ControlGroup), parent)
+		rows[i] = fmt.Sprintf("%d\t%s\t%s\t%s\t%s\t%s\t%s", ci.ID, dash(ci.Name), ci.State, dash(ci.Manager), dash(ci.Unit), dash(ci.ControlGroup), parent)
 	}
-	writeContainerTable(g.out, g.noLegend, "ID\tNAME\tSTATE\tUNIT\tCGROUP\tPARENT", rows)
+	writeContainerTable(g.out, g.noLegend, "ID\tNAME\tSTATE\tMANAGER\tUNIT\tCGROUP\tPARENT", rows)
 	return nil
 }
 
@@ -215,6 +215,15 @@ func cmdStatus(ctx context.Context, g *globals, args []string) error {
 	}
 	if ci.Unit != "" {
 		row("Unit", ci.Unit)
+	}
+	if ci.Manager != "" {
+		row("Manager", ci.Manager)
+	}
+	if ci.Image != "" {
+		row("Image", ci.Image)
+	}
+	if ci.ManagerID != "" {
+		row("ManagerID", ci.ManagerID)
 	}
 	if ci.ControlGroup != "" {
 		row("CGroup", ci.ControlGroup)

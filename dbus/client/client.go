@@ -81,7 +81,11 @@ func (c *Client) Conn() *godbus.Conn { return c.conn }
 
 // TagOptions are the a{sv} options of the Tag* methods.
 type TagOptions struct {
-	Name         string
+	Name string
+	// Manager, Image and ManagerID say what started the container.
+	Manager      string
+	Image        string
+	ManagerID    string
 	AllowNesting bool
 	JoinPolicy   string // "", "tag" or "ignore"
 }
@@ -91,6 +95,11 @@ func (o TagOptions) Map() map[string]godbus.Variant {
 	m := map[string]godbus.Variant{}
 	if o.Name != "" {
 		m["Name"] = godbus.MakeVariant(o.Name)
+	}
+	for k, v := range map[string]string{"Manager": o.Manager, "Image": o.Image, "ManagerID": o.ManagerID} {
+		if v != "" {
+			m[k] = godbus.MakeVariant(v)
+		}
 	}
 	if o.AllowNesting {
 		m["AllowNesting"] = godbus.MakeVariant(true)
@@ -270,6 +279,9 @@ type ContainerInfo struct {
 	ID           contid.ID    `json:"id"`
 	Name         string       `json:"name"`
 	Unit         string       `json:"unit"`
+	Manager      string       `json:"manager"`
+	Image        string       `json:"image"`
+	ManagerID    string       `json:"manager_id"`
 	ControlGroup string       `json:"control_group"`
 	CgroupID     uint64       `json:"cgroup_id"`
 	ParentID     contid.ID    `json:"parent_id"`
@@ -298,6 +310,7 @@ func (c *Client) Container(ctx context.Context, id contid.ID) (ContainerInfo, er
 	var chain []uint64
 	err = errors.Join(
 		store(props, "Id", &id64), store(props, "Name", &ci.Name), store(props, "Unit", &ci.Unit),
+		store(props, "Manager", &ci.Manager), store(props, "Image", &ci.Image), store(props, "ManagerID", &ci.ManagerID),
 		store(props, "ControlGroup", &ci.ControlGroup), store(props, "CgroupId", &ci.CgroupID),
 		store(props, "ParentId", &parent), store(props, "Chain", &chain), store(props, "Depth", &ci.Depth),
 		store(props, "State", &ci.State), store(props, "CreatedUSec", &ci.CreatedUSec),

@@ -382,9 +382,9 @@ type fakeContainers map[contid.ID]struct {
 	name, unit string
 }
 
-func (f fakeContainers) Lookup(id contid.ID) (contid.Chain, string, string, bool) {
+func (f fakeContainers) Lookup(id contid.ID) (contid.Chain, journal.Labels, bool) {
 	c, ok := f[id]
-	return c.chain, c.name, c.unit, ok
+	return c.chain, journal.Labels{Name: c.name, Unit: c.unit}, ok
 }
 
 // tracker loads a private tracking-mode kernel layer, or skips.

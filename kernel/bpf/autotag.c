@@ -53,6 +53,29 @@ static __always_inline int is_slice(struct cgroup *cg)
 }
 
 /*
+ * podman runs conmon, its per-container monitor, in a scope of its own
+ * beside the container's: machine.slice/libpod-conmon-<ID>.scope next to
+ * libpod-<ID>.scope. conmon is no container. It starts the runtime, which
+ * may fork the container's init in conmon's scope before it moves the init
+ * into the container's; tagged, conmon's scope would give that init its ID
+ * first, and the write-once rule would keep it from taking the
+ * container's own. The runtime's OCI hook, a child of conmon, would also
+ * run inside a container and could not name the one it is not in.
+ */
+static __always_inline int is_monitor_scope(struct cgroup *cg)
+{
+	static const char prefix[] = "libpod-conmon-";
+	char name[sizeof(prefix)];
+	long n = bpf_probe_read_kernel_str(name, sizeof(name), BPF_CORE_READ(cg, kn, name));
+	if (n < (long)sizeof(name))
+		return 0;
+	for (int i = 0; i < (int)sizeof(prefix) - 1; i++)
+		if (name[i] != prefix[i])
+			return 0;
+	return 1;
+}
+
+/*
  * cgroup_mkdir() fires this tracepoint after the cgroup and its files are
  * created but before kernfs_activate() makes the directory visible, all
  * under cgroup_mutex: no process can enter the cgroup before its
@@ -70,7 +93,7 @@ int BPF_PROG(contid_autotag, struct cgroup *cg, const char *path)
 		return 0;
 	__u64 parent_id = cgroup_id_of(parent);
 	__u32 *pflags = bpf_map_lookup_elem(&autotag_parents, &parent_id);
-	if (!pflags || is_slice(cg))
+	if (!pflags || is_slice(cg) || is_monitor_scope(cg))
 		return 0;
 
 	struct cgroup_tag nt = {};

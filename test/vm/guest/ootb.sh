@@ -189,7 +189,7 @@ run_ootb() {
 	if [[ -n $entry ]]; then
 		echo "$entry" >>"$log"
 		cid=$(grep -o '"AUDIT_CONTAINER_ID":"[0-9]*"' <<<"$entry" | grep -o '[0-9]*')
-		detail="machinectl start $OOTB_NAME, systemd-run -M: contidd's entry under AUDIT_CONTAINER_NAME=$OOTB_NAME, container $cid: $(grep -oE '"(AUDIT_EVENT_ID|AUDIT_EVENT_TYPES|AUDIT_CONTAINER_UNIT|AUDIT_EXECVE_ARGV)":"[^"]*"' <<<"$entry" | tr '\n' ' ')"
+		detail="machinectl start $OOTB_NAME, systemd-run -M: contidd's entry under AUDIT_CONTAINER_NAME=$OOTB_NAME, container $cid: $(grep -oE '"(AUDIT_EVENT_ID|AUDIT_EVENT_TYPES|AUDIT_CONTAINER_UNIT|AUDIT_CONTAINER_MANAGER|AUDIT_EXECVE_ARGV)":"[^"]*"' <<<"$entry" | tr '\n' ' ')"
 		result ootb PASS "${detail% } ($((SECONDS - began)) s)"
 	else
 		# Did the kernel audit it at all (auditd's log), was it attributed

@@ -43,6 +43,8 @@ source "$(dirname "$SELF")/ootb.sh"
 source "$(dirname "$SELF")/limits.sh"
 # shellcheck source=operations.sh
 source "$(dirname "$SELF")/operations.sh"
+# shellcheck source=managers.sh
+source "$(dirname "$SELF")/managers.sh"
 PINDIR=/sys/fs/bpf/contid
 MANAGER=(org.contid1 /org/contid1 org.contid1.Manager)
 TAGGED_SLICE=machine.slice
@@ -844,6 +846,11 @@ main() {
 			discover
 		fi
 	fi
+
+	# Container managers: podman's containers named by the OCI hook. One
+	# check stops contidd and starts it again.
+	run_managers
+	discover
 
 	local no_map="" no_link="" no_pid=""
 	[[ -z ${MAP_ID:-} ]] && no_map="no contid map pinned under $PINDIR"

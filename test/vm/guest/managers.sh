@@ -1,0 +1,218 @@
+# shellcheck shell=bash
+# Sourced by suite.sh. run_managers: a container that podman starts is
+# named by contid's OCI hook with its podman name, from its very first
+# exec. podman puts the container in machine.slice/libpod-<ID>.scope,
+# which the kernel autotags at mkdir; the hook (createRuntime stage, run
+# by crun before the payload's first exec) names that container.
+#
+#   managers-podman    `podman run --rootfs DIR --name pweb`: contidd's
+#                      entries for its init (the first exec) and a later
+#                      exec carry AUDIT_CONTAINER_NAME=pweb and
+#                      AUDIT_CONTAINER_MANAGER=podman, the container's first
+#                      exec entry is named, `contidctl list` names it, and
+#                      conmon's own scope is no container
+#   managers-nohook    control: without the hook file the container still
+#                      runs and its execs are attributed, but not to pweb's
+#                      kind of name: the name comes from the hook alone
+#   managers-down      contidd and its socket stopped (and masked, so that
+#                      neither D-Bus nor socket activation brings them
+#                      back): podman run still starts the container, within
+#                      the hook's bound, and the hook logs the miss
+#
+# The image is a static busybox copied into a directory: no registry, no
+# network.
+
+MGR_ROOTFS=/var/tmp/contid-vm-busybox
+MGR_HOOK=/usr/share/containers/oci/hooks.d/contid.json
+MGR_HOOK_AWAY=/var/tmp/contid-vm-hook.json
+MGR_JOURNAL_WAIT=${MGR_JOURNAL_WAIT:-120}
+
+mgr_rootfs() {
+	local a
+	rm -rf --one-file-system "$MGR_ROOTFS"
+	mkdir -p "$MGR_ROOTFS"/{bin,proc,sys,dev,etc,tmp,run} || return 1
+	cp /bin/busybox "$MGR_ROOTFS/bin/busybox" || return 1
+	for a in sh true sleep cat; do
+		ln -s busybox "$MGR_ROOTFS/bin/$a" || return 1
+	done
+	printf 'root:x:0:0:root:/:/bin/sh\n' >"$MGR_ROOTFS/etc/passwd"
+	printf 'root:x:0:\n' >"$MGR_ROOTFS/etc/group"
+}
+
+# mgr_podman NAME FLAG CMD...: podman run (FLAG -d or --rm) with the
+# test's fixed options, as
+# from a login shell: podman keeps conmon in the caller's unit when it
+# finds systemd's INVOCATION_ID (it runs as a service, like this suite),
+# and otherwise gives conmon a scope of its own beside the container's,
+# machine.slice/libpod-conmon-ID.scope, which must not become a container.
+mgr_podman() {
+	local name=$1 flag=$2
+	shift 2
+	# --rootfs is a switch: the first argument after the options is then
+	# the root directory, and the rest the command.
+	timeout 180 env -u INVOCATION_ID podman run --name "$name" --network=none --cgroup-manager=systemd "$flag" \
+		--rootfs "$MGR_ROOTFS" "$@"
+}
+
+# mgr_entry MARKER [FIELD=VALUE...]: contidd's own entry for the exec
+# whose argv holds MARKER (JSON), waiting up to MGR_JOURNAL_WAIT.
+mgr_entry() {
+	local marker=$1 started=$SECONDS entry
+	shift
+	while ((SECONDS - started < MGR_JOURNAL_WAIT)); do
+		entry=$(journalctl -q --no-pager SYSLOG_IDENTIFIER=contidd _SYSTEMD_UNIT=contidd.service "$@" -o json 2>/dev/null |
+			grep -F "$marker" | grep -F '"AUDIT_EXECVE_ARGV"' | head -n1)
+		[[ -n $entry ]] && break
+		sleep 1
+	done
+	printf '%s' "$entry"
+}
+
+# mgr_fields ENTRY: the fields a result line shows.
+mgr_fields() {
+	grep -oE '"AUDIT_(CONTAINER_ID|CONTAINER_NAME|CONTAINER_MANAGER|CONTAINER_MANAGER_ID|CONTAINER_UNIT|EXECVE_ARGV)":"[^"]*"' <<<"$1" | tr '\n' ' '
+}
+
+# mgr_facts NAME: what podman passed, for the log: the OCI state's and the
+# bundle's annotations, conmon's command line.
+mgr_facts() {
+	local id bundle
+	id=$(podman inspect --format '{{.Id}}' "$1" 2>/dev/null)
+	echo "podman id: $id"
+	bundle=$(podman inspect --format '{{.StaticDir}}' "$1" 2>/dev/null)
+	echo "bundle (StaticDir): $bundle"
+	[[ -f $bundle/config.json ]] &&
+		echo "config.json annotations: $(grep -o '"annotations":{[^}]*}' "$bundle/config.json")" &&
+		echo "config.json cgroupsPath: $(grep -o '"cgroupsPath":"[^"]*"' "$bundle/config.json")"
+	local conmon="" pid
+	[[ -n $id ]] && conmon=$(pgrep -f "conmon .*-c $id" | head -n1)
+	[[ -n $conmon ]] || return 0
+	MGR_CONMON_CG=$(sed -n 's/^0:://p' "/proc/$conmon/cgroup" 2>/dev/null)
+	MGR_CONMON_CID=$([[ -n $conmon ]] && container_of "$conmon")
+	echo "conmon ${conmon:-?}: $(tr '\0' ' ' <"/proc/$conmon/cmdline" 2>/dev/null)"
+	echo "conmon cgroup: $(cat "/proc/$conmon/cgroup" 2>/dev/null | tr '\n' ' '), container '$([[ -n $conmon ]] && container_of "$conmon")'"
+	pid=$(podman inspect --format '{{.State.Pid}}' "$1" 2>/dev/null)
+	echo "init $pid cgroup: $(cat "/proc/$pid/cgroup" 2>/dev/null | tr '\n' ' '), container '$([[ -n $pid && $pid != 0 ]] && container_of "$pid")'"
+	echo "podman annotations: $(podman inspect --format '{{json .Config.Annotations}}' "$1" 2>/dev/null)"
+}
+
+mgr_named() {
+	local log=$LOGS/managers-podman.log marker rc out init child row mid cid first=""
+	MGR_CONMON_CG="" MGR_CONMON_CID=""
+	marker=pweb-$RANDOM$RANDOM
+	podman rm -f pweb >/dev/null 2>&1
+	# The init execs busybox with the marker in its argv; it then runs a
+	# child exec with a second marker and stays up for contidctl list.
+	# The child's marker is made at run time, so that the init's argv
+	# (which holds the script) does not match it.
+	# shellcheck disable=SC2016
+	out=$(mgr_podman pweb -d /bin/busybox sh -c '/bin/busybox true "${0%-init}-kid"; exec /bin/busybox sleep 600' "$marker-init" 2>&1)
+	rc=$?
+	echo "podman run -d pweb: exit $rc: $out" >>"$log"
+	mgr_facts pweb >>"$log" 2>&1
+	if ((rc != 0)); then
+		result managers-podman FAIL "podman run --name pweb: exit $rc: $(tail -n 3 <<<"$out" | tr '\n' ' ')"
+		return
+	fi
+	mid=$(podman inspect --format '{{.Id}}' pweb 2>/dev/null)
+	init=$(mgr_entry "$marker-init" AUDIT_CONTAINER_NAME=pweb AUDIT_CONTAINER_MANAGER=podman)
+	child=$(mgr_entry "$marker-kid" AUDIT_CONTAINER_NAME=pweb AUDIT_CONTAINER_MANAGER=podman)
+	# No untagged window: the container's first exec contidd wrote at all
+	# already carries the name.
+	cid=$(grep -o '"AUDIT_CONTAINER_ID":"[0-9]*"' <<<"$init" | grep -o '[0-9]*')
+	[[ -n $cid ]] && first=$(journalctl -q --no-pager SYSLOG_IDENTIFIER=contidd _SYSTEMD_UNIT=contidd.service \
+		AUDIT_CONTAINER_ID="$cid" -o json 2>/dev/null | grep -F '"AUDIT_EXECVE_ARGV"' | head -n1)
+	row=$(contidctl list --no-legend 2>&1 | awk '$2 == "pweb"')
+	{
+		echo "init entry: $init"
+		echo "child entry: $child"
+		echo "first entry of container ${cid:-?}: $first"
+		echo "contidctl list: $(contidctl list 2>&1)"
+		echo "contidctl status pweb: $(contidctl status pweb 2>&1)"
+		journalctl -q --no-pager -b -t contid-oci-hook -o cat 2>&1 | tail -n 5
+	} >>"$log"
+	local why=""
+	[[ -n $init ]] || why+="no entry for the init's exec ($marker-init) under AUDIT_CONTAINER_NAME=pweb AUDIT_CONTAINER_MANAGER=podman (under any: $(mgr_fields "$(mgr_entry "$marker-init")")); "
+	[[ -n $child ]] || why+="no entry for the child exec ($marker-kid) under pweb; "
+	[[ -n $init && $first != *'"AUDIT_CONTAINER_NAME":"pweb"'* ]] && why+="the container's first exec entry is not named pweb: $(mgr_fields "$first"); "
+	[[ -n $init && $init != *"\"AUDIT_CONTAINER_MANAGER_ID\":\"$mid\""* ]] && why+="the init's entry lacks AUDIT_CONTAINER_MANAGER_ID=$mid; "
+	[[ $row == *" podman "* ]] || why+="contidctl list has no pweb row with manager podman (row: '$row'); "
+	[[ -n $MGR_CONMON_CID ]] && why+="conmon ($MGR_CONMON_CG) is in container $MGR_CONMON_CID; "
+	if [[ -z $why ]]; then
+		result managers-podman PASS "init: $(mgr_fields "$init")| child: $(mgr_fields "$child")| list: $(tr -s ' ' <<<"$row")| conmon in ${MGR_CONMON_CG:-?}, no container"
+	else
+		result managers-podman FAIL "${why}hook log: $(journalctl -q --no-pager -b -t contid-oci-hook -o cat 2>&1 | tail -n 2 | tr '\n' ' ')"
+	fi
+	podman rm -f pweb >>"$log" 2>&1
+}
+
+mgr_nohook() {
+	local log=$LOGS/managers-nohook.log marker rc out entry
+	marker=pctl-$RANDOM$RANDOM
+	if [[ ! -f $MGR_HOOK ]]; then
+		result managers-nohook FAIL "the package did not install $MGR_HOOK"
+		return
+	fi
+	mv "$MGR_HOOK" "$MGR_HOOK_AWAY" || return
+	podman rm -f pctl >/dev/null 2>&1
+	out=$(mgr_podman pctl --rm /bin/busybox sh -c "/bin/busybox true $marker" 2>&1)
+	rc=$?
+	mv "$MGR_HOOK_AWAY" "$MGR_HOOK"
+	echo "podman run pctl without the hook: exit $rc: $out" >>"$log"
+	entry=$(mgr_entry "$marker")
+	echo "entry: $entry" >>"$log"
+	if ((rc != 0)); then
+		result managers-nohook FAIL "without the hook, podman run failed: exit $rc: $(tail -n 2 <<<"$out" | tr '\n' ' ')"
+	elif [[ -z $entry || $entry != *'"AUDIT_CONTAINER_ID":'* ]]; then
+		result managers-nohook FAIL "without the hook, the container's exec was not attributed to any container"
+	elif [[ $entry == *'"AUDIT_CONTAINER_NAME":"pctl"'* || $entry == *'"AUDIT_CONTAINER_MANAGER":"podman"'* ]]; then
+		result managers-nohook FAIL "without the hook, the exec still carries podman's name or manager: $(mgr_fields "$entry")"
+	else
+		result managers-nohook PASS "without the hook: attributed, not named pctl: $(mgr_fields "$entry")"
+	fi
+}
+
+mgr_down() {
+	local log=$LOGS/managers-down.log rc out began took miss
+	systemctl stop contidd.socket contidd.service >>"$log" 2>&1
+	systemctl mask --runtime contidd.socket contidd.service >>"$log" 2>&1
+	podman rm -f pdown >/dev/null 2>&1
+	began=$(date +%s%N)
+	out=$(mgr_podman pdown --rm /bin/busybox true 2>&1)
+	rc=$?
+	took=$((($(date +%s%N) - began) / 1000000))
+	echo "podman run pdown with contidd down: exit $rc in $took ms: $out" >>"$log"
+	miss=$(journalctl -q --no-pager -b -t contid-oci-hook -o cat 2>/dev/null | grep -F 'pdown' | tail -n1)
+	echo "hook log: $miss" >>"$log"
+	systemctl unmask --runtime contidd.socket contidd.service >>"$log" 2>&1
+	systemctl start contidd.socket >>"$log" 2>&1
+	restart_contidd
+	if ((rc != 0)); then
+		result managers-down FAIL "with contidd down, podman run failed: exit $rc: $(tail -n 2 <<<"$out" | tr '\n' ' ')"
+	elif [[ -z $miss ]]; then
+		result managers-down FAIL "podman run started the container ($took ms) but the hook logged no miss under contid-oci-hook"
+	else
+		result managers-down PASS "podman run exit 0 in $took ms; hook logged: $miss"
+	fi
+}
+
+run_managers() {
+	selected managers-podman || selected managers-nohook || selected managers-down || return 0
+	if [[ -z ${CONTIDD_PID:-} ]]; then
+		result managers FAIL "contidd is not running"
+		return
+	fi
+	if ! command -v podman >/dev/null || [[ ! -x /bin/busybox ]]; then
+		result managers FAIL "podman or busybox-static is not in the guest image"
+		return
+	fi
+	if ! mgr_rootfs >"$LOGS/managers.log" 2>&1; then
+		result managers FAIL "could not build $MGR_ROOTFS: $(tail -n 2 "$LOGS/managers.log" | tr '\n' ' ')"
+		return
+	fi
+	say "managers: podman $(podman --version 2>&1 | awk '{ print $NF }'), hook $(ls "$MGR_HOOK" 2>&1)"
+	selected managers-podman && mgr_named
+	selected managers-nohook && mgr_nohook
+	selected managers-down && mgr_down
+	rm -rf --one-file-system "$MGR_ROOTFS"
+}
