@@ -18,18 +18,18 @@ import (
 	"github.com/contid/contid/kernel"
 )
 
-// allowance is the allowance a new peer-to-peer connection draws on. A connection from a
-// process in a container draws on its outermost container's, whatever its
-// UID and however deep it is nested: root
-// in a container can switch among as many UIDs as it likes, and would
-// otherwise take one allowance per UID. UID 0 counts as root only when its
-// connecting process is alive and in no container. The container is read
-// at accept, from a pidfd of the connecting PID. A connector that is gone
-// or unreadable by then draws on an allowance of its own
-// (contid.Invalid), so a container cannot pass its connections off as
-// root's or a user's by letting the connector exit. The PID is not pinned
-// by the time the tag is read; a reused PID can only make contidd charge
-// another allowance, never grant anything: authorization reads the
+// allowance is whose allowance a new peer-to-peer connection draws on
+// (p2p.Dispatcher.Allowance). A connection from a process in a container
+// draws on its outermost container's, whatever its UID and however deep it
+// is nested: root in a container can switch among as many UIDs as it
+// likes, and would otherwise take one allowance per UID. UID 0 counts as
+// root only when its connecting process is alive and in no container. The
+// container is read at accept, from a pidfd of the connecting PID. A
+// connector that is gone or unreadable by then draws on an allowance of
+// its own (contid.Invalid), so a container cannot pass its connections off
+// as root's or a user's by letting the connector exit. The PID is not
+// pinned by the time the tag is read; a reused PID can only make contidd
+// charge another allowance, never grant anything: authorization reads the
 // process pinned for the connection.
 func (m *Manager) allowance(uid, pid uint32) p2p.Group {
 	fd, err := unix.PidfdOpen(int(pid), 0)
