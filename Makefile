@@ -93,7 +93,7 @@ bench: build
 # seed corpus is committed under its package's testdata/fuzz/; an input
 # that fails is added there by go test, to be committed with its fix.
 FUZZTIME     ?= 60s
-FUZZ_TARGETS := ./dbus:FuzzSASL ./dbus:FuzzMessage ./dbus:FuzzArguments ./dbus:FuzzHeaderSender
+FUZZ_TARGETS := ./dbus/internal/p2p:FuzzSASL ./dbus/internal/p2p:FuzzMessage ./dbus:FuzzDispatch ./dbus:FuzzArguments ./dbus:FuzzHeaderSender
 
 fuzz:
 	@for t in $(FUZZ_TARGETS); do 	  pkg=$${t%%:*}; name=$${t##*:}; 	  echo "fuzz: $$pkg $$name for $(FUZZTIME)"; 	  $(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; 	done

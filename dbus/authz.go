@@ -13,6 +13,7 @@ import (
 
 	"github.com/contid/contid"
 	"github.com/contid/contid/dbus/client"
+	"github.com/contid/contid/internal/procstat"
 	"github.com/contid/contid/kernel"
 	"github.com/contid/contid/registry"
 )
@@ -134,16 +135,16 @@ func (m *Manager) callerFrom(o origin, pidfd int, notAfter uint64, remember func
 	if !pidfdAlive(pidfd) {
 		return fail(errExited)
 	}
-	st, err := readProcStat(o.pid)
+	st, err := procstat.ReadIdentity(o.pid)
 	if err != nil {
 		return fail(err)
 	}
 	switch {
-	case notAfter != 0 && st.start > notAfter:
+	case notAfter != 0 && st.Start > notAfter:
 		return fail(fmt.Errorf("%w: PID %d now belongs to a process that started after the connection was opened", errExited, o.pid))
-	case o.start != 0 && st.start != o.start:
+	case o.start != 0 && st.Start != o.start:
 		return fail(errExited)
-	case o.start != 0 && o.uid != 0 && st.image != o.image:
+	case o.start != 0 && o.uid != 0 && st.Image != o.image:
 		return fail(errExeced)
 	}
 	cg, err := m.cfg.Cgroups.OfPID(o.pid)
@@ -163,7 +164,7 @@ func (m *Manager) callerFrom(o origin, pidfd int, notAfter uint64, remember func
 		return fail(errExited)
 	}
 	if o.start == 0 {
-		o.start, o.image = st.start, st.image
+		o.start, o.image = st.Start, st.Image
 		if remember != nil {
 			// With the bus's ProcessFD, if any: the tracker keeps it.
 			keep := o

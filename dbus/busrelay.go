@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/contid/contid/dbus/client"
+	"github.com/contid/contid/dbus/internal/wire"
 )
 
 // The system bus connection is read through a relay in contidd's own
@@ -28,7 +29,7 @@ import (
 // only reader for 26 s. godbus has no hook before decoding, so the relay
 // frames the stream itself. It passes the SASL exchange through untouched,
 // then reads each message's fixed header and skips a call or signal
-// larger than maxMessageSize unread, as the peer-to-peer server does;
+// larger than wire.MaxMessageSize unread, as the peer-to-peer server does;
 // such a call is answered with LimitsExceeded. Replies and errors are
 // answers to contidd's own calls (dbus-daemon drops unrequested ones on
 // the system bus), so they pass whole up to the protocol's bound.
@@ -291,10 +292,10 @@ func (r *busRelay) messages(in *relayReader, first []byte, log func(format strin
 		if err := in.readFull(hdr[n:]); err != nil {
 			return err
 		}
-		total, err := messageLength(hdr[:])
-		var big *tooLarge
+		total, err := wire.MessageLength(hdr[:])
+		var big *wire.TooLarge
 		if errors.As(err, &big) {
-			total = int(big.length)
+			total = int(big.Length)
 		} else if err != nil {
 			return err
 		}
@@ -327,7 +328,7 @@ func (r *busRelay) messages(in *relayReader, first []byte, log func(format strin
 	}
 }
 
-// screen reads a call or signal within maxMessageSize whole and passes it
+// screen reads a call or signal within wire.MaxMessageSize whole and passes it
 // to godbus only if godbus may decode it:
 //   - A signal sent to contidd by name (unicast) is dropped unless the bus
 //     itself sent it. contidd's match rules already choose whose broadcast
@@ -515,7 +516,7 @@ func completeTypeEnd(sig string, i int) int {
 // Its header fields are walked as they stream past, for the sender a
 // call is answered at; the body goes through a scratch buffer.
 // Descriptors with it are closed.
-func (r *busRelay) skip(in *relayReader, hdr []byte, big *tooLarge, log func(format string, args ...any)) error {
+func (r *busRelay) skip(in *relayReader, hdr []byte, big *wire.TooLarge, log func(format string, args ...any)) error {
 	defer in.dropFDs()
 	order := byteOrder(hdr[0])
 	fieldsLen := uint64(order.Uint32(hdr[12:16]))
@@ -525,7 +526,7 @@ func (r *busRelay) skip(in *relayReader, hdr []byte, big *tooLarge, log func(for
 		return src.err
 	}
 	// What the walk left of the fields, their padding, and the body.
-	rest := uint64(src.left) + ((fieldsLen+7)&^7 - fieldsLen) + (big.length - 16 - (fieldsLen+7)&^7)
+	rest := uint64(src.left) + ((fieldsLen+7)&^7 - fieldsLen) + (big.Length - 16 - (fieldsLen+7)&^7)
 	var scratch [16 << 10]byte
 	for rest > 0 {
 		p := scratch[:min(rest, uint64(len(scratch)))]
@@ -536,11 +537,11 @@ func (r *busRelay) skip(in *relayReader, hdr []byte, big *tooLarge, log func(for
 		rest -= uint64(len(p))
 	}
 	if n := r.skipped.Add(1); n&(n-1) == 0 {
-		log("Skipped %d calls or signals from the system bus larger than %d bytes (the latest %d bytes); %d answers dropped from a full queue", n, maxMessageSize, big.length, r.unanswered.Load())
+		log("Skipped %d calls or signals from the system bus larger than %d bytes (the latest %d bytes); %d answers dropped from a full queue", n, wire.MaxMessageSize, big.Length, r.unanswered.Load())
 	}
-	if big.wantsReply() && ok && h.sender != "" {
-		r.refuse(refusal{serial: big.serial, sender: h.sender, name: client.NameLimitsExceeded,
-			text: fmt.Sprintf("message of %d bytes: contidd reads at most %d bytes per message", big.length, maxMessageSize)})
+	if big.WantsReply() && ok && h.sender != "" {
+		r.refuse(refusal{serial: big.Serial, sender: h.sender, name: client.NameLimitsExceeded,
+			text: fmt.Sprintf("message of %d bytes: contidd reads at most %d bytes per message", big.Length, wire.MaxMessageSize)})
 	}
 	return nil
 }
@@ -796,7 +797,7 @@ func (r *relayReader) forward(to *net.UnixConn, p []byte) error {
 }
 
 func (r *relayReader) dropFDs() {
-	closeAll(r.fds)
+	wire.CloseAll(r.fds)
 	r.fds = r.fds[:0]
 }
 

@@ -5,8 +5,9 @@
 // client are in dbus/client, which links none of this.
 //
 // Both transports share one dispatcher: godbus carries system-bus traffic,
-// and a small server of our own speaks the peer-to-peer protocol (godbus
-// has no server-side authentication), reusing godbus's message codec.
+// and the peer-to-peer socket is served by dbus/internal/p2p, which hands
+// the Manager each call with the origin it pinned at accept (p2pService
+// is the Manager as its dispatcher).
 package dbus
 
 // Interfaces of the D-Bus specification that contidd serves or calls.

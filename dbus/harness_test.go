@@ -45,7 +45,8 @@ type variantBuild struct {
 }
 
 // contiddVariant builds contidd once per test run with test-only
-// switches set (-ldflags -X name=value).
+// switches set (-ldflags -X package.name=value, the package relative to
+// the module).
 func contiddVariant(t *testing.T, switches ...string) string {
 	t.Helper()
 	flags := "-ldflags="
@@ -53,7 +54,7 @@ func contiddVariant(t *testing.T, switches ...string) string {
 		if i > 0 {
 			flags += " "
 		}
-		flags += "-X github.com/contid/contid/dbus." + sw
+		flags += "-X github.com/contid/contid/" + sw
 	}
 	v, _ := variants.LoadOrStore(flags, &variantBuild{})
 	b := v.(*variantBuild)
@@ -80,21 +81,21 @@ func contiddBinary(t *testing.T) string {
 // contiddWithoutPeerPidfd is contidd built to pin peers the way it must
 // on kernels before 6.5 (no SO_PEERPIDFD): pidfd_open at accept.
 func contiddWithoutPeerPidfd(t *testing.T) string {
-	return contiddVariant(t, "usePeerPidfd=no")
+	return contiddVariant(t, "dbus/internal/p2p.usePeerPidfd=no")
 }
 
 // contiddUnconfirmed is the fallback build without the check that the
 // process pinned at accept holds the connection: the control of the
 // attack that check stops.
 func contiddUnconfirmed(t *testing.T) string {
-	return contiddVariant(t, "usePeerPidfd=no", "confirmConnector=no")
+	return contiddVariant(t, "dbus/internal/p2p.usePeerPidfd=no", "dbus/internal/p2p.confirmConnector=no")
 }
 
 // contiddUnrelayed reads the system bus with godbus directly, without
 // the relay that screens what godbus decodes: the control of the attacks
 // the relay stops.
 func contiddUnrelayed(t *testing.T) string {
-	return contiddVariant(t, "relayBus=no")
+	return contiddVariant(t, "dbus.relayBus=no")
 }
 
 func buildContidd(flags []string) (string, error) {

@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/contid/contid"
+	"github.com/contid/contid/dbus/internal/p2p"
 )
 
 // Tag requests of users other than root wait on polkit, which can take
@@ -21,19 +22,19 @@ const (
 type inflight struct {
 	mu      sync.Mutex
 	all     int
-	byGroup map[groupKey]int
+	byGroup map[p2p.Group]int
 }
 
 // enter takes a place for g; release gives it back. ok is false when g, or
 // all users, have none left.
-func (f *inflight) enter(g groupKey) (release func(), ok bool) {
-	if g.isRoot() {
+func (f *inflight) enter(g p2p.Group) (release func(), ok bool) {
+	if g.IsRoot() {
 		return func() {}, true
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.byGroup == nil {
-		f.byGroup = map[groupKey]int{}
+		f.byGroup = map[p2p.Group]int{}
 	}
 	if f.byGroup[g] >= maxTagCallsPerGroup || f.all >= maxTagCalls {
 		return nil, false

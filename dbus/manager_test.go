@@ -18,6 +18,7 @@ import (
 
 	"github.com/contid/contid"
 	"github.com/contid/contid/dbus/client"
+	"github.com/contid/contid/dbus/internal/p2p"
 	"github.com/contid/contid/kernel"
 	"github.com/contid/contid/registry"
 )
@@ -227,12 +228,12 @@ func call(path godbus.ObjectPath, iface, member string, body ...any) *godbus.Mes
 
 // selfPeer is a peer-to-peer connection the test process opened.
 func selfPeer(t testing.TB) *peer {
-	o := pinOrigin(uint32(os.Geteuid()), uint32(os.Getpid()), -1)
-	if !o.pinned() {
+	o := p2p.Pin(uint32(os.Geteuid()), uint32(os.Getpid()), -1)
+	if !o.Pinned() {
 		t.Fatal("cannot pin the test process")
 	}
-	t.Cleanup(o.release)
-	return &peer{origin: o}
+	t.Cleanup(o.Release)
+	return &peer{origin: originFromP2P(*o)}
 }
 
 // The read-only surface works for anyone, without root, and answers

@@ -1,346 +1,52 @@
 package dbus
 
 import (
-	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/binary"
-	"encoding/hex"
-	"errors"
-	"fmt"
 	"net"
-	"os"
-	"path/filepath"
-	"strconv"
-	"sync"
-	"sync/atomic"
-	"syscall"
-	"time"
 
 	godbus "github.com/godbus/dbus/v5"
-	"golang.org/x/sys/unix"
 
-	"github.com/contid/contid/dbus/client"
+	"github.com/contid/contid/dbus/internal/p2p"
 )
-
-const serverUniqueName = ":1.0"
 
 // ListenP2P creates the peer-to-peer socket at path (used when contidd is
 // not socket-activated). Anyone may connect, since reads are public;
 // contidd authorizes each tag request itself.
-func ListenP2P(path string) (*net.UnixListener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, fmt.Errorf("create socket directory: %w", err)
-	}
-	// A socket left behind by a crashed contidd would make bind fail.
-	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
-		_ = os.Remove(path)
-	}
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
-	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", path, err)
-	}
-	ln.SetUnlinkOnClose(false)
-	if err := os.Chmod(path, 0o666); err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("chmod %s: %w", path, err)
-	}
-	return ln, nil
-}
-
-// p2pServer serves the peer-to-peer socket. Its lock guards only the set
-// of connections and their counts; nothing holds it, or any other lock,
-// across socket I/O: each connection has a reader and a writer of its own,
-// and signals are only queued (see outQueue).
-type p2pServer struct {
-	m        *Manager
-	guid     string
-	groups   *subUIDs
-	budget   byteBudget
-	connects *rates
-	messages *rates
-
-	mu      sync.Mutex
-	conns   map[*p2pConn]struct{}
-	byGroup map[groupKey]int
-	nonRoot int
-	nextID  uint64
-
-	// What was refused or fell behind, for the periodic summary in the
-	// log.
-	refusedPeers, slowPeers, dropped atomic.Uint64
-	fallback                         sync.Once
-}
-
-// usePeerPidfd: take the connecting process's pidfd from the socket
-// (SO_PEERPIDFD, Linux 6.5) where the kernel has it. A test build turns
-// it off (-ldflags -X) to run the fallback, pidfd_open at accept, on a
-// kernel that has it.
-var usePeerPidfd = "yes"
-
-// confirmConnector: in the fallback, check that the process pinned holds
-// the connection (holdsPeer). Only a test build turns it off, to show the
-// attack it stops.
-var confirmConnector = "yes"
+func ListenP2P(path string) (*net.UnixListener, error) { return p2p.Listen(path) }
 
 // ServeP2P answers D-Bus peer-to-peer connections on ln until ctx ends.
 func (m *Manager) ServeP2P(ctx context.Context, ln *net.UnixListener) error {
-	var g [16]byte
-	if _, err := rand.Read(g[:]); err != nil {
+	s, err := p2p.New(p2pService{m}, p2p.Logf(m.log))
+	if err != nil {
 		return err
 	}
-	s := &p2pServer{m: m, guid: hex.EncodeToString(g[:]), groups: m.groups,
-		connects: newRates(connectRate, connectBurst, allConnectRate, allConnectBurst),
-		messages: newRates(messageRate, messageBurst, allMessageRate, allMessageBurst),
-		conns:    map[*p2pConn]struct{}{}, byGroup: map[groupKey]int{}}
-	m.addEmitter(s)
-	go func() {
-		<-ctx.Done()
-		ln.Close()
-	}()
-	go s.summarize(ctx)
-	for {
-		uc, err := ln.AcceptUnix()
-		if err != nil {
-			if ctx.Err() != nil {
-				s.drain(shutdownGrace)
-				return nil
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
-				time.Sleep(100 * time.Millisecond)
-				continue
-			}
-			return fmt.Errorf("accept: %w", err)
-		}
-		c, err := s.accept(uc)
-		if err != nil {
-			uc.Close()
-			continue
-		}
-		go c.serve()
-	}
+	m.addEmitter(p2pEmitter{s})
+	return s.Serve(ctx, ln)
 }
 
-// accept reads the credentials the kernel recorded at connect, admits
-// the connection within its user's allowance and pins the connecting
-// process. A refused connection costs two system calls before it is
-// closed.
-func (s *p2pServer) accept(uc *net.UnixConn) (*p2pConn, error) {
-	raw, err := uc.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	var cred *unix.Ucred
-	var cerr error
-	if err := raw.Control(func(fd uintptr) {
-		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); err != nil || cerr != nil {
-		return nil, fmt.Errorf("peer credentials: %w", errors.Join(err, cerr))
-	}
-	g := s.groupOf(cred.Uid, uint32(cred.Pid))
-	// The queue exists before the connection is listed: emit may reach
-	// it at once.
-	c := &p2pConn{srv: s, conn: uc, uid: cred.Uid, pid: uint32(cred.Pid), group: g, out: newOutQueue(&s.budget, g)}
-	if !s.admit(c) {
-		return nil, fmt.Errorf("UID %d holds too many connections or opens them too fast", cred.Uid)
-	}
-	peerPidfd := -1
-	perr := error(unix.ENOPROTOOPT)
-	if usePeerPidfd == "yes" {
-		_ = raw.Control(func(fd uintptr) {
-			peerPidfd, perr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PEERPIDFD)
-		})
-		if perr != nil {
-			peerPidfd = -1
-		}
-	}
-	// Without SO_PEERPIDFD the PID is opened now: the process that has it
-	// at accept is taken for the one that connected.
-	if errors.Is(perr, unix.ENOPROTOOPT) {
-		s.fallback.Do(func() {
-			s.m.log(PrioInfo, "No SO_PEERPIDFD (Linux 6.5): peer-to-peer clients are pinned with pidfd_open when their connection is accepted.")
-		})
-	}
-	fallback := peerPidfd < 0
-	c.origin = pinOrigin(cred.Uid, uint32(cred.Pid), peerPidfd)
-	if fallback && confirmConnector == "yes" && c.origin.pinned() {
-		var peer uint64
-		var derr error
-		_ = raw.Control(func(fd uintptr) { peer, derr = peerInode(int(fd)) })
-		held := false
-		if derr == nil {
-			held, derr = holdsPeer(c.origin.pid, peer)
-		}
-		if !held {
-			// Every request of this connection is then refused as coming
-			// from a connector that is gone.
-			s.m.log(PrioDebug, "Peer-to-peer connection of PID %d: %v", cred.Pid, errors.Join(errNotPeer, derr))
-			c.origin.release()
-		}
-	}
-	return c, nil
+// p2pService is the Manager as the peer-to-peer server's dispatcher.
+type p2pService struct{ m *Manager }
+
+// Dispatch serves a call with the origin the server pinned at accept. The
+// server keeps the origin's pidfd open until the call returns and closes
+// it itself, so nothing here releases it.
+func (s p2pService) Dispatch(o p2p.Origin, msg *godbus.Message) ([]any, *godbus.Error) {
+	return s.m.dispatch(&peer{origin: originFromP2P(o)}, msg)
 }
 
-// shutdownGrace is how long a stopping contidd lets accepted connections
-// finish. A client accepted just before SIGTERM (systemctl restart) is
-// answered rather than cut off mid-call; clients that arrive later wait
-// in the socket, which systemd holds, for the next contidd.
-const shutdownGrace = 3 * time.Second
+func (s p2pService) Allowance(uid, pid uint32) p2p.Group { return s.m.allowance(uid, pid) }
 
-// drain waits up to grace for the open connections to end, then closes
-// the rest (long-lived clients such as signal watchers).
-func (s *p2pServer) drain(grace time.Duration) {
-	deadline := time.Now().Add(grace)
-	for {
-		s.mu.Lock()
-		open := make([]*p2pConn, 0, len(s.conns))
-		for c := range s.conns {
-			open = append(open, c)
-		}
-		s.mu.Unlock()
-		if len(open) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			for _, c := range open {
-				c.shutdown()
-			}
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+func (s p2pService) SignalsDropped(n uint64) { s.m.signalsDropped.Add(n) }
+
+// p2pEmitter sends the Manager's signals to every peer-to-peer client.
+type p2pEmitter struct{ s *p2p.Server }
+
+func (e p2pEmitter) emit(path godbus.ObjectPath, iface, member string, body ...any) {
+	e.s.Emit(path, iface, member, body...)
 }
 
-// admit registers c unless its group has used its allowance. Root has an
-// allowance of its own, so the orchestrators that tag are never locked
-// out by users.
-func (s *p2pServer) admit(c *p2pConn) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	mine := s.byGroup[c.group]
-	limit := maxConnsPerGroup
-	if c.group.isRoot() {
-		limit = maxRootConns
-	}
-	if mine >= limit || !c.group.isRoot() && s.nonRoot >= maxP2PConns || !s.connects.allow(c.group, time.Now()) {
-		// Counted, not logged one by one: a peer must not write to the
-		// log at the rate it can connect.
-		s.refusedPeers.Add(1)
-		return false
-	}
-	s.byGroup[c.group]++
-	if !c.group.isRoot() {
-		s.nonRoot++
-	}
-	s.nextID++
-	c.unique = ":1." + strconv.FormatUint(s.nextID, 10)
-	s.conns[c] = struct{}{}
-	return true
-}
-
-func (s *p2pServer) remove(c *p2pConn) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, ok := s.conns[c]; !ok {
-		return
-	}
-	delete(s.conns, c)
-	if s.byGroup[c.group]--; s.byGroup[c.group] <= 0 {
-		delete(s.byGroup, c.group)
-	}
-	if !c.group.isRoot() {
-		s.nonRoot--
-	}
-}
-
-// emit queues a signal to every peer. A peer whose queue is full has
-// fallen behind: the signal is dropped and counted, and the peer
-// disconnected.
-func (s *p2pServer) emit(path godbus.ObjectPath, iface, member string, body ...any) {
-	msg := &godbus.Message{Type: godbus.TypeSignal, Headers: map[godbus.HeaderField]godbus.Variant{
-		godbus.FieldPath:      godbus.MakeVariant(path),
-		godbus.FieldInterface: godbus.MakeVariant(iface),
-		godbus.FieldMember:    godbus.MakeVariant(member),
-		godbus.FieldSender:    godbus.MakeVariant(client.BusName),
-	}, Body: body}
-	if len(body) > 0 {
-		msg.Headers[godbus.FieldSignature] = godbus.MakeVariant(godbus.SignatureOf(body...))
-	}
-	b, err := encodeMessage(msg)
-	if err != nil {
-		s.m.log(PrioErr, "BUG: cannot encode signal %s.%s: %v", iface, member, err)
-		return
-	}
-	s.mu.Lock()
-	conns := make([]*p2pConn, 0, len(s.conns))
-	for c := range s.conns {
-		conns = append(conns, c)
-	}
-	s.mu.Unlock()
-	for _, c := range conns {
-		// Out of its reserve with the budgets full, a listener is as far
-		// behind as one whose queue is full: ~400 signals fit the reserve.
-		if err := c.out.push(bytes.Clone(b), true); errors.Is(err, errBehind) || errors.Is(err, errNoBudget) {
-			s.fellBehind(c, 1)
-		}
-	}
-}
-
-// fellBehind disconnects a peer that does not read, counting the signals
-// it will not get.
-func (s *p2pServer) fellBehind(c *p2pConn, dropped int) {
-	if c.behind.Swap(true) {
-		s.countDropped(dropped)
-		return
-	}
-	s.slowPeers.Add(1)
-	s.countDropped(dropped)
-	c.shutdown()
-}
-
-func (s *p2pServer) countDropped(n int) {
-	if n > 0 {
-		s.dropped.Add(uint64(n))
-		s.m.signalsDropped.Add(uint64(n))
-	}
-}
-
-// summarize says once a minute, at most, how many peers were turned away
-// or fell behind, so an operator learns of it without a peer being able to
-// flood the log.
-func (s *p2pServer) summarize(ctx context.Context) {
-	t := time.NewTicker(time.Minute)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case now := <-t.C:
-			s.connects.prune(now)
-			s.messages.prune(now)
-			if n := s.slowPeers.Swap(0); n > 0 {
-				s.m.log(PrioNotice, "Disconnected %d peer-to-peer clients in the last minute that did not read what they were sent; %d signals to them were dropped (property SignalsDropped).", n, s.dropped.Swap(0))
-			}
-			if n := s.refusedPeers.Swap(0); n > 0 {
-				s.m.log(PrioNotice, "Turned away %d peer-to-peer connections in the last minute: their users had used their allowance of connections, or opened them too fast.", n)
-			}
-		}
-	}
-}
-
-// encodeMessage encodes msg little-endian with serial 0; the queue sets
-// the serial when the message takes its place. godbus cannot set a serial
-// on a message it did not send itself, so it is patched into the encoded
-// header (bytes 8 to 11).
-func encodeMessage(msg *godbus.Message) ([]byte, error) {
-	var buf bytes.Buffer
-	fds, err := msg.EncodeToWithFDs(&buf, binary.LittleEndian)
-	if err != nil {
-		return nil, err
-	}
-	if len(fds) > 0 {
-		return nil, errors.New("contidd never sends descriptors")
-	}
-	return buf.Bytes(), nil
+// originFromP2P is the service's view of what the server established
+// about a connection.
+func originFromP2P(o p2p.Origin) *origin {
+	return &origin{uid: o.UID, pid: o.PID, pidfd: o.Pidfd, start: o.Identity.Start, image: o.Identity.Image, changed: o.Changed}
 }

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/contid/contid"
+	"github.com/contid/contid/internal/procstat"
 	"github.com/contid/contid/registry"
 )
 
@@ -24,7 +25,7 @@ import (
 // proves the cache).
 func TestBusCallerPinnedByAppearance(t *testing.T) {
 	self := uint32(os.Getpid())
-	st, err := readProcStat(self)
+	st, err := procstat.ReadIdentity(self)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,9 +34,9 @@ func TestBusCallerPinnedByAppearance(t *testing.T) {
 		seen uint64 // when the connection appeared, in clock ticks since boot
 		ok   bool
 	}{
-		{"connection opened by this process", st.start + 1, true},
-		{"same tick", st.start, true},
-		{"PID now held by a process that started later", st.start - 1, false},
+		{"connection opened by this process", st.Start + 1, true},
+		{"same tick", st.Start, true},
+		{"PID now held by a process that started later", st.Start - 1, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

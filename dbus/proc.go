@@ -17,7 +17,7 @@ import (
 )
 
 // errGone: the process exited while we looked at it.
-var errGone = errors.New("process exited")
+var errGone = procstat.ErrGone
 
 // procStatus holds the /proc/<pid>/status facts a TagProcess target is
 // checked for.
@@ -74,9 +74,7 @@ func startTime(pid uint32) (uint64, error) {
 
 // pidfdAlive confirms the process a pidfd names still runs, so facts read
 // from /proc/<pid> after the pidfd was opened are the right process's.
-func pidfdAlive(pidfd int) bool {
-	return unix.PidfdSendSignal(pidfd, 0, nil, 0) == nil
-}
+func pidfdAlive(pidfd int) bool { return procstat.PidfdAlive(pidfd) }
 
 // pidOfPidfd is kernel.PIDOfPidfd for a caller's descriptor: any failure
 // is the caller's bad argument.
@@ -117,18 +115,6 @@ func dupFD(fd int) (int, error) {
 		return -1, fmt.Errorf("%w: descriptor %d: %v", contid.ErrInvalidArgs, fd, err)
 	}
 	return d, nil
-}
-
-// machineID is the host's machine ID, for Peer.GetMachineId.
-func machineID() string {
-	for _, p := range []string{"/etc/machine-id", "/var/lib/dbus/machine-id"} {
-		if b, err := os.ReadFile(p); err == nil {
-			if s := strings.TrimSpace(string(b)); len(s) == 32 {
-				return s
-			}
-		}
-	}
-	return "00000000000000000000000000000000"
 }
 
 // cgroupPopulated reads the populated flag of a cgroup directory's

@@ -10,6 +10,7 @@ import (
 
 	"github.com/contid/contid"
 	"github.com/contid/contid/dbus/client"
+	"github.com/contid/contid/dbus/internal/p2p"
 	"github.com/contid/contid/registry"
 )
 
@@ -67,7 +68,7 @@ func (m *Manager) dispatch(p *peer, msg *godbus.Message) (body []any, derr *godb
 		case "Ping":
 			return nil, nil
 		case "GetMachineId":
-			return []any{machineID()}, nil
+			return []any{p2p.MachineID()}, nil
 		}
 	case ifaceProperties:
 		return m.properties(path, kind, member, sig, msg.Body)

@@ -42,7 +42,7 @@ func TestMapStorm(t *testing.T) {
 		release bool
 	}{
 		{name: "released", binary: contiddBinary, cycles: cycles, release: true},
-		{name: "control_kept", binary: func(t *testing.T) string { return contiddVariant(t, "releaseKernel=no") }, cycles: 1000},
+		{name: "control_kept", binary: func(t *testing.T) string { return contiddVariant(t, "dbus.releaseKernel=no") }, cycles: 1000},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,6 +1,6 @@
-// Package procstat reads what /proc/PID/stat says about a process that
-// the rest of contid relies on: its start time, which names it across PID
-// reuse.
+// Package procstat reads what /proc/PID says about a process that the
+// rest of contid relies on: its start time, which names it across PID
+// reuse, and what tells one exec of it from the next.
 package procstat
 
 import (

@@ -1,6 +1,7 @@
 package procstat
 
 import (
+	"errors"
 	"os"
 	"testing"
 )
@@ -25,5 +26,39 @@ func TestStatStartTicks(t *testing.T) {
 	}
 	if _, err := StartTicks(os.Getpid()); err != nil {
 		t.Errorf("own start time: %v", err)
+	}
+}
+
+// A process's identity is read whole from its own /proc entry, and one
+// that is gone is ErrGone, which callers refuse as an exited process.
+func TestReadIdentity(t *testing.T) {
+	self := uint32(os.Getpid())
+	id, err := ReadIdentity(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start, err := StartTicks(int(self))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id.Start != start {
+		t.Errorf("start %d, StartTicks says %d", id.Start, start)
+	}
+	if id.Image.Ino == 0 || id.Image.StartCode == 0 || id.Image.StartStack == 0 || id.Image.ArgStart == 0 {
+		t.Errorf("incomplete image %+v", id.Image)
+	}
+	if again, err := ReadIdentity(self); err != nil || again != id {
+		t.Errorf("read again: %+v, %v; want %+v", again, err, id)
+	}
+	euid, err := EffectiveUID(self)
+	if err != nil || euid != uint32(os.Geteuid()) {
+		t.Errorf("EffectiveUID = %d, %v; want %d", euid, err, os.Geteuid())
+	}
+	const gone = 1<<22 + 7 // above pid_max's limit: never a process
+	if _, err := ReadIdentity(gone); !errors.Is(err, ErrGone) {
+		t.Errorf("ReadIdentity of no process: %v, want ErrGone", err)
+	}
+	if _, err := EffectiveUID(gone); !errors.Is(err, ErrGone) {
+		t.Errorf("EffectiveUID of no process: %v, want ErrGone", err)
 	}
 }

@@ -1,71 +1,16 @@
-package dbus
+package p2p
 
 import (
-	"fmt"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
-
-	"github.com/contid/contid"
-	"github.com/contid/contid/registry"
 )
-
-// A rootless user's subordinate UIDs draw on that user's allowance; root's
-// subordinate UIDs share one of their own, never root's.
-func TestSubUIDGroups(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "subuid")
-	content := "# comment\nalice:100000:65536\n0:300000:65536\nroot:400000:10\nghost:500000:100\nbad:line\nx:1:0\n"
-	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	lookup := map[string]uint32{"alice": 1000, "root": 0}
-	s := newSubUIDs(path)
-	s.ranges = parseSubUIDs([]byte(content), func(n string) (uint32, bool) { u, ok := lookup[n]; return u, ok })
-	s.checked, s.mtime, s.size = time.Now(), statMtime(t, path), int64(len(content))
-	tests := []struct {
-		uid  uint32
-		want groupKey
-	}{
-		{0, groupKey{}},
-		{1000, groupKey{uid: 1000}},
-		{100000, groupKey{uid: 1000}},
-		{165535, groupKey{uid: 1000}},
-		{165536, groupKey{uid: 131072, block: true}}, // past the range
-		{300001, groupKey{uid: 0, rootSub: true}},
-		{400009, groupKey{uid: 0, rootSub: true}},
-		{500050, groupKey{uid: 500000}}, // an owner that does not resolve
-		{65534, groupKey{uid: 65534}},
-		// In no range: a 65,536-block, as nspawn's private users use.
-		{0x80000 + 5, groupKey{uid: 0x80000, block: true}},
-		{0x8ffff, groupKey{uid: 0x80000, block: true}},
-		{0x90000, groupKey{uid: 0x90000, block: true}},
-	}
-	for _, tt := range tests {
-		if got := s.group(tt.uid); got != tt.want {
-			t.Errorf("group(%d) = %+v, want %+v", tt.uid, got, tt.want)
-		}
-	}
-	if (groupKey{uid: 0, rootSub: true}).isRoot() {
-		t.Error("root's subordinate UIDs count as root")
-	}
-}
-
-func statMtime(t *testing.T, p string) time.Time {
-	fi, err := os.Stat(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return fi.ModTime()
-}
 
 // Each user has its allowance, all users together theirs, and root one of
 // its own that users cannot use up.
 func TestAdmit(t *testing.T) {
-	m, _, _, _ := newTestManager(t)
-	s := &p2pServer{m: m, conns: map[*p2pConn]struct{}{}, byGroup: map[groupKey]int{},
+	s := &Server{conns: map[*peerConn]struct{}{}, byGroup: map[Group]int{},
 		connects: newRates(1e9, 1e9, 1e9, 1e9)}
-	conn := func(uid uint32) *p2pConn { return &p2pConn{uid: uid, group: groupKey{uid: uid}} }
+	conn := func(uid uint32) *peerConn { return &peerConn{uid: uid, group: Group{UID: uid}} }
 	for i := 0; i < maxConnsPerGroup; i++ {
 		if !s.admit(conn(1000)) {
 			t.Fatalf("connection %d of a user refused", i)
@@ -104,7 +49,7 @@ func TestAdmit(t *testing.T) {
 func TestRates(t *testing.T) {
 	r := newRates(10, 5, 100, 8)
 	now := time.Now()
-	a, b := groupKey{uid: 1}, groupKey{uid: 2}
+	a, b := Group{UID: 1}, Group{UID: 2}
 	for i := 0; i < 5; i++ {
 		if !r.allow(a, now) {
 			t.Fatalf("burst %d refused", i)
@@ -121,7 +66,7 @@ func TestRates(t *testing.T) {
 	if r.allow(b, now) {
 		t.Fatal("the users together went past their burst")
 	}
-	if !r.allow(groupKey{}, now) || r.take(groupKey{}, now) != 0 {
+	if !r.allow(Group{}, now) || r.take(Group{}, now) != 0 {
 		t.Fatal("root was limited")
 	}
 	if !r.allow(a, now.Add(time.Second)) {
@@ -141,7 +86,7 @@ func TestRates(t *testing.T) {
 // queues, and gives back every byte when it closes.
 func TestOutQueue(t *testing.T) {
 	var b byteBudget
-	q := newOutQueue(&b, groupKey{uid: 1000})
+	q := newOutQueue(&b, Group{UID: 1000})
 	msg := func(n int) []byte { return make([]byte, n) }
 	if err := q.push(msg(64), true); err != nil || len(q.msgs) != 0 {
 		t.Fatalf("a signal before the first reply: %v, %d queued", err, len(q.msgs))
@@ -194,7 +139,7 @@ func TestOutQueue(t *testing.T) {
 	if b.total != 0 {
 		t.Fatalf("the budget holds %d bytes after close", b.total)
 	}
-	q2 := newOutQueue(&b, groupKey{uid: 1000})
+	q2 := newOutQueue(&b, Group{UID: 1000})
 	_ = q2.push(msg(64), false)
 	_ = q2.push(msg(64), true)
 	_ = q2.push(msg(64), true)
@@ -209,16 +154,16 @@ func TestOutQueue(t *testing.T) {
 // The byte budget holds each user to its share and all users to theirs.
 func TestByteBudget(t *testing.T) {
 	var b byteBudget
-	a, c := groupKey{uid: 1}, groupKey{uid: 99}
+	a, c := Group{UID: 1}, Group{UID: 99}
 	if !b.take(a, groupByteBudget) || b.take(a, 1) {
 		t.Fatal("a user's share")
 	}
-	for uid := uint32(2); b.take(groupKey{uid: uid}, groupByteBudget); uid++ {
+	for uid := uint32(2); b.take(Group{UID: uid}, groupByteBudget); uid++ {
 	}
 	if b.total > totalByteBudget {
 		t.Fatalf("%d bytes held, the bound is %d", b.total, totalByteBudget)
 	}
-	if !b.take(groupKey{}, totalByteBudget) {
+	if !b.take(Group{}, totalByteBudget) {
 		t.Fatal("root was refused")
 	}
 	b.give(a, groupByteBudget)
@@ -227,40 +172,14 @@ func TestByteBudget(t *testing.T) {
 	}
 }
 
-func TestInflight(t *testing.T) {
-	var f inflight
-	var releases []func()
-	for i := 0; i < maxTagCallsPerGroup; i++ {
-		r, ok := f.enter(groupKey{uid: 1000})
-		if !ok {
-			t.Fatalf("call %d refused", i)
-		}
-		releases = append(releases, r)
-	}
-	if _, ok := f.enter(groupKey{uid: 1000}); ok {
-		t.Fatal("a user went past its calls in flight")
-	}
-	if _, ok := f.enter(groupKey{}); !ok {
-		t.Fatal("root was limited")
-	}
-	releases[0]()
-	releases[0]()
-	if _, ok := f.enter(groupKey{uid: 1000}); !ok {
-		t.Fatal("a released place was not given back")
-	}
-	if f.all != maxTagCallsPerGroup {
-		t.Fatalf("%d in flight, want %d (a double release counted twice?)", f.all, maxTagCallsPerGroup)
-	}
-}
-
 // However full other peers made the byte budgets, a peer still gets its
 // replies up to its reserve; beyond it, a reply needs room in the budgets
 // and is refused as errNoBudget, not as a peer that fell behind.
 func TestOutQueueReserve(t *testing.T) {
 	var b byteBudget
-	for uid := uint32(2); b.take(groupKey{uid: uid}, groupByteBudget); uid++ {
+	for uid := uint32(2); b.take(Group{UID: uid}, groupByteBudget); uid++ {
 	}
-	victim := groupKey{uid: 1000}
+	victim := Group{UID: 1000}
 	q := newOutQueue(&b, victim)
 	for sent := 0; sent+1024 <= replyReserve; sent += 1024 {
 		if err := q.push(make([]byte, 1024), false); err != nil {
@@ -301,56 +220,4 @@ func TestOutQueueReserve(t *testing.T) {
 	if b.total != total {
 		t.Fatalf("closing a queue that held only its reserve changed the budget: %d -> %d", total, b.total)
 	}
-}
-
-// UID 0 counts as root only outside every container. Every connection
-// from a container draws on its container's allowance, whatever its UID
-// (root in a container can switch among any number of UIDs), and a
-// connector that is gone on one of its own, so none can use up root's or
-// take one allowance per UID.
-func TestGroupOfContainer(t *testing.T) {
-	m, _, _, _ := newTestManager(t)
-	tr := m.cfg.Tracker.(*fakeTracker)
-	s := &p2pServer{m: m, groups: newSubUIDs(filepath.Join(t.TempDir(), "subuid"))}
-	self := uint32(os.Getpid())
-	gone := uint32(1<<22 + 7)
-	tag := func(id contid.ID) {
-		tr.mu.Lock()
-		defer tr.mu.Unlock()
-		if id == contid.Unset {
-			delete(tr.pids, self)
-		} else {
-			tr.pids[self] = id
-		}
-	}
-	for _, chain := range []contid.Chain{{42}, {43, 42}, {44, 43, 42}} {
-		cg := registry.Cgroup{Path: fmt.Sprintf("/machine.slice/n%d.scope", chain.ID()), ID: uint64(chain.ID())}
-		if _, _, err := m.cfg.Registry.Adopt(contid.Tag{Chain: chain}, cg); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, tc := range []struct {
-		name string
-		in   contid.ID
-		uid  uint32
-		pid  uint32
-		want groupKey
-	}{
-		{"root in no container", contid.Unset, 0, self, groupKey{}},
-		{"user in no container", contid.Unset, 1000, self, groupKey{uid: 1000}},
-		{"root in container 42", 42, 0, self, containerGroup(42)},
-		{"user 1000 in container 42", 42, 1000, self, containerGroup(42)},
-		{"user 2000 in container 42: the same allowance", 42, 2000, self, containerGroup(42)},
-		{"root whose connector is gone", contid.Unset, 0, gone, containerGroup(contid.Invalid)},
-		{"user whose connector is gone", contid.Unset, 1000, gone, containerGroup(contid.Invalid)},
-		{"root in 44, nested in 43 in 42: 42's allowance", 44, 0, self, containerGroup(42)},
-		{"root in 43, nested in 42: 42's allowance", 43, 0, self, containerGroup(42)},
-		{"root in 45, which contidd has no record of: the unknown containers' allowance", 45, 0, self, containerGroup(contid.Invalid)},
-	} {
-		tag(tc.in)
-		if g := s.groupOf(tc.uid, tc.pid); g != tc.want {
-			t.Errorf("%s: group %+v, want %+v", tc.name, g, tc.want)
-		}
-	}
-	tag(contid.Unset)
 }

@@ -1,4 +1,4 @@
-package dbus
+package p2p
 
 import (
 	"encoding/binary"
@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/contid/contid/internal/procfd"
+	"github.com/contid/contid/internal/procstat"
 )
 
 // Without SO_PEERPIDFD (before Linux 6.5) the connecting process is known
@@ -105,7 +106,7 @@ func peerInode(fd int) (uint64, error) {
 func holdsPeer(pid uint32, peer uint64) (bool, error) {
 	held, err := procfd.HoldsSocket(int(pid), func(inode uint64) bool { return inode == peer })
 	if err != nil {
-		return false, fmt.Errorf("%w: %v", errGone, err)
+		return false, fmt.Errorf("%w: %v", procstat.ErrGone, err)
 	}
 	return held, nil
 }

@@ -1,4 +1,4 @@
-package dbus_test
+package p2p
 
 import (
 	"bufio"
@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -19,27 +20,41 @@ import (
 )
 
 // sd-bus (busctl and every systemd tool) fails a connection with EIO when
-// anything but the reply to its Hello arrives first, so a signal contidd
-// broadcasts while a client is between authentication and Hello must wait.
-// This was seen in the VM tier as busctl's "Call failed: Input/output
-// error" when a container exited just as a client connected. The test
-// plays that client byte by byte: authenticate, let a signal fire, send
-// Hello, and require the Hello reply first; then a later signal must come
-// through, or the check above could not fail.
-func TestP2PSignalsWaitForHelloReply(t *testing.T) {
-	e := newEnv(t, "")
-	e.start()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+// anything but the reply to its Hello arrives first, so a signal the
+// server broadcasts while a client is between authentication and Hello
+// must wait. This was seen in the VM tier as busctl's "Call failed:
+// Input/output error" when a container exited just as a client connected.
+// The test plays that client byte by byte: authenticate, let a signal
+// fire, send Hello, and require the Hello reply first; then a later signal
+// must come through, or the check above could not fail.
+func TestSignalsWaitForHelloReply(t *testing.T) {
+	s, err := New(&recorder{}, func(int, string, ...any) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(t.TempDir(), "bus")
+	ln, err := Listen(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(ctx, ln) }()
+	defer func() {
+		cancel()
+		if err := <-served; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	}()
 
-	raw, err := net.Dial("unix", e.sock)
+	raw, err := net.Dial("unix", sock)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer raw.Close()
 	_ = raw.SetDeadline(time.Now().Add(30 * time.Second))
 	rd := bufio.NewReader(raw)
-	uid := hex.EncodeToString([]byte(strconv.Itoa(os.Getuid())))
+	uid := hex.EncodeToString([]byte(strconv.Itoa(os.Geteuid())))
 	if _, err := raw.Write([]byte("\x00AUTH EXTERNAL " + uid + "\r\n")); err != nil {
 		t.Fatal(err)
 	}
@@ -51,14 +66,14 @@ func TestP2PSignalsWaitForHelloReply(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// A new container is announced to every connection that may get
-	// signals; this one has not said Hello yet.
-	tagger := e.p2pClient()
-	if _, err := tagger.TagCgroup(ctx, e.cgroup("before-hello"), 0, client.TagOptions{}); err != nil {
-		t.Fatal(err)
+	// The connection was accepted before the server answered AUTH, so
+	// it is among those signals go to; it has not said Hello yet. What
+	// Emit queues is written in order, so a wrongly queued signal would
+	// come ahead of the Hello reply.
+	signal := func(name string) {
+		s.Emit(client.ManagerPath, client.ManagerInterface, "ContainerNew", uint64(7), client.ContainerPath(7), name)
 	}
-	// Give a wrongly sent signal time to arrive ahead of the Hello.
-	time.Sleep(300 * time.Millisecond)
+	signal("before-hello")
 
 	hello := &godbus.Message{Type: godbus.TypeMethodCall, Headers: map[godbus.HeaderField]godbus.Variant{
 		godbus.FieldPath:        godbus.MakeVariant(godbus.ObjectPath("/org/freedesktop/DBus")),
@@ -84,15 +99,16 @@ func TestP2PSignalsWaitForHelloReply(t *testing.T) {
 		t.Fatalf("first message after Hello is %v %v, want the reply to Hello (serial 1)", first.Type, first.Headers)
 	}
 
-	if _, err := tagger.TagCgroup(ctx, e.cgroup("after-hello"), 0, client.TagOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	signal("after-hello")
 	for {
 		msg, err := godbus.DecodeMessage(rd)
 		if err != nil {
 			t.Fatalf("no ContainerNew signal after the Hello reply: %v", err)
 		}
 		if msg.Type == godbus.TypeSignal && msg.Headers[godbus.FieldMember].Value() == "ContainerNew" {
+			if name := msg.Body[2]; name != "after-hello" {
+				t.Fatalf("the signal after Hello is the one for %v", name)
+			}
 			return
 		}
 	}

@@ -1,4 +1,4 @@
-package dbus
+package p2p
 
 import (
 	"encoding/binary"
@@ -16,7 +16,7 @@ import (
 // caller disconnects the peer.
 type outQueue struct {
 	budget *byteBudget
-	group  groupKey
+	group  Group
 
 	mu    sync.Mutex
 	cond  *sync.Cond
@@ -58,7 +58,7 @@ var (
 	errNoBudget = errors.New("no room in the byte budgets")
 )
 
-func newOutQueue(budget *byteBudget, g groupKey) *outQueue {
+func newOutQueue(budget *byteBudget, g Group) *outQueue {
 	q := &outQueue{budget: budget, group: g, now: time.Now}
 	q.cond = sync.NewCond(&q.mu)
 	return q

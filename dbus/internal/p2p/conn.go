@@ -1,13 +1,13 @@
-package dbus
+package p2p
 
 import (
 	"bytes"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,18 +18,19 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/contid/contid/dbus/client"
+	"github.com/contid/contid/dbus/internal/wire"
 	"github.com/contid/contid/registry"
 )
 
-// p2pConn is one peer. Who it is comes from the socket, fixed at connect
+// peerConn is one peer. Who it is comes from the socket, fixed at connect
 // time (origin), never from anything the peer says.
-type p2pConn struct {
-	srv    *p2pServer
+type peerConn struct {
+	srv    *Server
 	conn   *net.UnixConn
 	uid    uint32 // SO_PEERCRED at connect
 	pid    uint32
-	group  groupKey
-	origin *origin
+	group  Group
+	origin *Origin
 	unique string
 	out    *outQueue
 
@@ -46,7 +47,7 @@ type p2pConn struct {
 // called from any goroutine, any number of times. The signals still
 // queued count as dropped when the peer was cut for falling behind, not
 // when it went away by itself.
-func (c *p2pConn) shutdown() {
+func (c *peerConn) shutdown() {
 	c.closeOnce.Do(func() {
 		c.conn.Close()
 		if n := c.out.close(); n > 0 && c.behind.Load() {
@@ -55,15 +56,15 @@ func (c *p2pConn) shutdown() {
 	})
 }
 
-func (c *p2pConn) serve() {
-	m := c.srv.m
+func (c *peerConn) serve() {
+	logf := c.srv.logf
 	var calls sync.WaitGroup
 	writerDone := make(chan struct{})
 	defer func() {
 		c.shutdown()
 		calls.Wait()
 		<-writerDone
-		c.origin.release()
+		c.origin.Release()
 		c.srv.remove(c)
 	}()
 	go func() {
@@ -74,7 +75,7 @@ func (c *p2pConn) serve() {
 	_ = c.conn.SetDeadline(time.Now().Add(authTimeout))
 	fds, err := c.authenticate()
 	if err != nil {
-		m.log(PrioDebug, "Peer-to-peer authentication of process %d failed: %v", c.pid, err)
+		logf(prioDebug, "Peer-to-peer authentication of process %d failed: %v", c.pid, err)
 		return
 	}
 	_ = c.conn.SetDeadline(time.Time{})
@@ -94,21 +95,21 @@ func (c *p2pConn) serve() {
 			time.Sleep(wait)
 		}
 		msg, mfds, err := c.readMessage(fds)
-		var big *tooLarge
+		var big *wire.TooLarge
 		if errors.As(err, &big) {
-			if big.wantsReply() {
+			if big.WantsReply() {
 				c.tooLargeError(big)
 			}
 			continue
 		}
 		if err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
-				m.log(PrioDebug, "Peer-to-peer connection of process %d: %v", c.pid, err)
+				logf(prioDebug, "Peer-to-peer connection of process %d: %v", c.pid, err)
 			}
 			return
 		}
 		if msg.Type != godbus.TypeMethodCall {
-			closeAll(mfds)
+			wire.CloseAll(mfds)
 			continue
 		}
 		sem <- struct{}{}
@@ -118,7 +119,7 @@ func (c *p2pConn) serve() {
 		calls.Add(1)
 		go func() {
 			defer func() {
-				closeAll(mfds)
+				wire.CloseAll(mfds)
 				if len(mfds) > 0 {
 					<-fdCalls
 				}
@@ -133,7 +134,7 @@ func (c *p2pConn) serve() {
 // writeLoop writes what the queue holds, each write bounded by a
 // deadline. A peer that takes longer than that to read a message has
 // fallen behind and is disconnected.
-func (c *p2pConn) writeLoop() {
+func (c *peerConn) writeLoop() {
 	for {
 		bufs, ok := c.out.next()
 		if !ok {
@@ -155,18 +156,12 @@ func (c *p2pConn) writeLoop() {
 	}
 }
 
-func closeAll(fds []int) {
-	for _, fd := range fds {
-		unix.Close(fd)
-	}
-}
-
 // authenticate is the server half of the D-Bus SASL exchange, offering
 // only EXTERNAL: the identity is the socket's SO_PEERCRED, and a peer
 // claiming another UID is rejected. It reads byte by byte so that nothing
 // of the first message (which may arrive in the same packet as BEGIN) is
 // consumed here. It reports whether unix fd passing was agreed.
-func (c *p2pConn) authenticate() (bool, error) {
+func (c *peerConn) authenticate() (bool, error) {
 	return saslServer(c.conn, c.uid, c.srv.guid)
 }
 
@@ -268,7 +263,7 @@ func readAuthLine(r io.Reader) (string, error) {
 // bytes to fds. The receive buffer has room for maxFDsPerMessage, so the
 // kernel installs no more than that per read; it says so with MSG_CTRUNC
 // when a peer sent more, which is a protocol error.
-func (c *p2pConn) recv(p []byte, fds *[]int) (int, error) {
+func (c *peerConn) recv(p []byte, fds *[]int) (int, error) {
 	n, oobn, flags, _, err := c.conn.ReadMsgUnix(p, c.oob)
 	// On some errors the count is the system call's -1.
 	n, oobn = max(n, 0), max(oobn, 0)
@@ -295,7 +290,7 @@ func (c *p2pConn) recv(p []byte, fds *[]int) (int, error) {
 	return n, err
 }
 
-func (c *p2pConn) readFull(p []byte, fds *[]int) error {
+func (c *peerConn) readFull(p []byte, fds *[]int) error {
 	for len(p) > 0 {
 		n, err := c.recv(p, fds)
 		p = p[n:]
@@ -309,12 +304,12 @@ func (c *p2pConn) readFull(p []byte, fds *[]int) error {
 // readMessage reads one message and the descriptors that came with it.
 // Waiting for a message's first byte takes as long as the peer likes;
 // the rest must follow within messageTimeout. A message larger than
-// maxMessageSize is refused from its header. Of the descriptors, exactly those the header announces are kept, for this
+// wire.MaxMessageSize is refused from its header. Of the descriptors, exactly those the header announces are kept, for this
 // message alone; the others are closed before it is handled.
-func (c *p2pConn) readMessage(fdsAgreed bool) (*godbus.Message, []int, error) {
+func (c *peerConn) readMessage(fdsAgreed bool) (*godbus.Message, []int, error) {
 	var fds []int
 	fail := func(err error) (*godbus.Message, []int, error) {
-		closeAll(fds)
+		wire.CloseAll(fds)
 		return nil, nil, err
 	}
 	var hdr [16]byte
@@ -328,16 +323,16 @@ func (c *p2pConn) readMessage(fdsAgreed bool) (*godbus.Message, []int, error) {
 	if err := c.readFull(hdr[n:], &fds); err != nil {
 		return fail(err)
 	}
-	total, err := messageLength(hdr[:])
-	var big *tooLarge
+	total, err := wire.MessageLength(hdr[:])
+	var big *wire.TooLarge
 	if errors.As(err, &big) {
 		// Skipped unread: the stream stays in step, the sender gets an
 		// error, and contidd holds no more than its scratch buffer.
-		if err := c.discard(big.length-16, &fds); err != nil {
+		if err := c.discard(big.Length-16, &fds); err != nil {
 			return fail(err)
 		}
 		_ = c.conn.SetReadDeadline(time.Time{})
-		closeAll(fds)
+		wire.CloseAll(fds)
 		return nil, nil, big
 	}
 	if err != nil {
@@ -360,34 +355,17 @@ func (c *p2pConn) readMessage(fdsAgreed bool) (*godbus.Message, []int, error) {
 	return msg, mfds, nil
 }
 
-// tooLarge is a message over maxMessageSize, skipped without being
-// decoded; the fixed header still says whom to answer.
-type tooLarge struct {
-	length uint64
-	serial uint32
-	typ    godbus.Type
-	flags  godbus.Flags
-}
-
-func (e *tooLarge) Error() string {
-	return fmt.Sprintf("protocol: message of %d bytes exceeds %d", e.length, maxMessageSize)
-}
-
-func (e *tooLarge) wantsReply() bool {
-	return e.typ == godbus.TypeMethodCall && e.flags&godbus.FlagNoReplyExpected == 0 && e.serial != 0
-}
-
 // discard reads and drops n bytes of the current message, within the
 // message's deadline; descriptors that come with them are collected in
 // fds for the caller to close.
-func (c *p2pConn) discard(n uint64, fds *[]int) error {
+func (c *peerConn) discard(n uint64, fds *[]int) error {
 	var scratch [16 << 10]byte
 	for n > 0 {
 		p := scratch[:min(n, uint64(len(scratch)))]
 		got, err := c.recv(p, fds)
 		n -= uint64(got)
 		if len(*fds) > 0 {
-			closeAll(*fds)
+			wire.CloseAll(*fds)
 			*fds = (*fds)[:0]
 		}
 		if err != nil {
@@ -398,42 +376,17 @@ func (c *p2pConn) discard(n uint64, fds *[]int) error {
 }
 
 // tooLargeError answers a call that was too large to read.
-func (c *p2pConn) tooLargeError(big *tooLarge) {
+func (c *peerConn) tooLargeError(big *wire.TooLarge) {
 	e := &godbus.Message{Type: godbus.TypeError, Headers: map[godbus.HeaderField]godbus.Variant{
-		godbus.FieldReplySerial: godbus.MakeVariant(big.serial),
+		godbus.FieldReplySerial: godbus.MakeVariant(big.Serial),
 		godbus.FieldSender:      godbus.MakeVariant(client.BusName),
 		godbus.FieldErrorName:   godbus.MakeVariant(client.NameLimitsExceeded),
 		godbus.FieldSignature:   godbus.MakeVariant(godbus.SignatureOf("")),
-	}, Body: []any{fmt.Sprintf("message of %d bytes: contidd reads at most %d bytes per message", big.length, maxMessageSize)}}
+	}, Body: []any{fmt.Sprintf("message of %d bytes: contidd reads at most %d bytes per message", big.Length, wire.MaxMessageSize)}}
 	if c.unique != "" {
 		e.Headers[godbus.FieldDestination] = godbus.MakeVariant(c.unique)
 	}
 	c.reply(e)
-}
-
-// messageLength is the length of a whole message from its 16-byte fixed
-// header. One over maxMessageSize is a *tooLarge, up to the protocol's
-// own bound; beyond that the stream cannot be trusted.
-func messageLength(hdr []byte) (int, error) {
-	var order binary.ByteOrder
-	switch hdr[0] {
-	case 'l':
-		order = binary.LittleEndian
-	case 'B':
-		order = binary.BigEndian
-	default:
-		return 0, errors.New("protocol: bad byte order mark")
-	}
-	bodyLen := uint64(order.Uint32(hdr[4:8]))
-	fieldsLen := uint64(order.Uint32(hdr[12:16]))
-	total := 16 + (fieldsLen+7)&^7 + bodyLen
-	switch {
-	case total > protocolMaxMessage:
-		return 0, fmt.Errorf("protocol: message of %d bytes exceeds the D-Bus limit of %d", total, protocolMaxMessage)
-	case total > maxMessageSize:
-		return 0, &tooLarge{length: total, serial: order.Uint32(hdr[8:12]), typ: godbus.Type(hdr[1]), flags: godbus.Flags(hdr[2])}
-	}
-	return int(total), nil
 }
 
 // decodeMessage decodes one framed message and hands it exactly the
@@ -444,22 +397,22 @@ func messageLength(hdr []byte) (int, error) {
 func decodeMessage(raw []byte, fds []int) (*godbus.Message, []int, error) {
 	msg, err := godbus.DecodeMessage(bytes.NewReader(raw))
 	if err != nil {
-		closeAll(fds)
+		wire.CloseAll(fds)
 		return nil, nil, fmt.Errorf("protocol: %w", err)
 	}
 	n, _ := msg.Headers[godbus.FieldUnixFDs].Value().(uint32)
 	if int64(n) > int64(len(fds)) {
-		closeAll(fds)
+		wire.CloseAll(fds)
 		return nil, nil, fmt.Errorf("protocol: message announces %d descriptors and carries %d", n, len(fds))
 	}
-	closeAll(fds[n:])
+	wire.CloseAll(fds[n:])
 	fds = fds[:n]
 	if n == 0 {
 		return msg, nil, nil
 	}
 	msg, err = godbus.DecodeMessageWithFDs(bytes.NewReader(raw), fds)
 	if err != nil {
-		closeAll(fds)
+		wire.CloseAll(fds)
 		return nil, nil, fmt.Errorf("protocol: %w", err)
 	}
 	return msg, fds, nil
@@ -468,10 +421,10 @@ func decodeMessage(raw []byte, fds []int) (*godbus.Message, []int, error) {
 // reply queues the answer to a call. A peer whose queue has no room for
 // it has fallen behind and is disconnected. A reply the byte budgets have
 // no room for is replaced by an error, which fits the peer's reserve.
-func (c *p2pConn) reply(msg *godbus.Message) {
+func (c *peerConn) reply(msg *godbus.Message) {
 	b, err := encodeMessage(msg)
 	if err != nil {
-		c.srv.m.log(PrioErr, "BUG: cannot encode a reply to process %d: %v", c.pid, err)
+		c.srv.logf(prioErr, "BUG: cannot encode a reply to process %d: %v", c.pid, err)
 		return
 	}
 	err = c.out.push(b, false)
@@ -485,7 +438,7 @@ func (c *p2pConn) reply(msg *godbus.Message) {
 
 // budgetError is the error reply that stands in for reply msg when the
 // byte budgets cannot hold it.
-func (c *p2pConn) budgetError(msg *godbus.Message) []byte {
+func (c *peerConn) budgetError(msg *godbus.Message) []byte {
 	e := &godbus.Message{Type: godbus.TypeError, Headers: map[godbus.HeaderField]godbus.Variant{}}
 	for _, f := range []godbus.HeaderField{godbus.FieldReplySerial, godbus.FieldDestination, godbus.FieldSender} {
 		if v, ok := msg.Headers[f]; ok {
@@ -497,11 +450,11 @@ func (c *p2pConn) budgetError(msg *godbus.Message) []byte {
 	e.Body = []any{"contidd holds too many unread replies for other clients; try again"}
 	b, err := encodeMessage(e)
 	if err != nil {
-		c.srv.m.log(PrioErr, "BUG: cannot encode a budget error: %v", err)
+		c.srv.logf(prioErr, "BUG: cannot encode a budget error: %v", err)
 	}
 	return b
 }
-func (c *p2pConn) handle(msg *godbus.Message) {
+func (c *peerConn) handle(msg *godbus.Message) {
 	body, derr, sender := c.answer(msg)
 	if msg.Flags&godbus.FlagNoReplyExpected != 0 {
 		return
@@ -526,9 +479,9 @@ func (c *p2pConn) handle(msg *godbus.Message) {
 }
 
 // answer routes a call: the bus methods clients expect of a bus, the Peer
-// interface, and everything else to the shared dispatcher. It returns the
+// interface, and everything else to the dispatcher. It returns the
 // reply body or error, and the sender the reply comes from.
-func (c *p2pConn) answer(msg *godbus.Message) ([]any, *godbus.Error, string) {
+func (c *peerConn) answer(msg *godbus.Message) ([]any, *godbus.Error, string) {
 	dest, _ := msg.Headers[godbus.FieldDestination].Value().(string)
 	iface, _ := msg.Headers[godbus.FieldInterface].Value().(string)
 	path, _ := msg.Headers[godbus.FieldPath].Value().(godbus.ObjectPath)
@@ -543,16 +496,16 @@ func (c *p2pConn) answer(msg *godbus.Message) ([]any, *godbus.Error, string) {
 		body, derr = c.busMethod(member, msg)
 	case iface == ifacePeer && member == "Ping":
 	case iface == ifacePeer && member == "GetMachineId":
-		body = []any{machineID()}
+		body = []any{MachineID()}
 	default:
-		body, derr = c.srv.m.dispatch(&peer{origin: c.origin}, msg)
+		body, derr = c.srv.d.Dispatch(*c.origin, msg)
 	}
 	return body, derr, sender
 }
 
 // busMethod answers the org.freedesktop.DBus calls clients make to a bus,
 // so tools that expect one (busctl, godbus) work on the socket too.
-func (c *p2pConn) busMethod(member string, msg *godbus.Message) ([]any, *godbus.Error) {
+func (c *peerConn) busMethod(member string, msg *godbus.Message) ([]any, *godbus.Error) {
 	sig, _ := msg.Headers[godbus.FieldSignature].Value().(godbus.Signature)
 	arg := func() (string, bool) {
 		if sig.String() != "s" {
@@ -606,4 +559,20 @@ func (c *p2pConn) busMethod(member string, msg *godbus.Message) ([]any, *godbus.
 		return nil, newError(client.NameAccessDenied, "this is a peer-to-peer connection to contidd, not a bus")
 	}
 	return nil, newError(client.NameUnknownMethod, fmt.Sprintf("%s.%s is not available on contidd's peer-to-peer socket", ifaceBus, member))
+}
+
+func newError(name, msg string) *godbus.Error {
+	return godbus.NewError(name, []any{msg})
+}
+
+// MachineID is the host's machine ID, for Peer.GetMachineId.
+func MachineID() string {
+	for _, p := range []string{"/etc/machine-id", "/var/lib/dbus/machine-id"} {
+		if b, err := os.ReadFile(p); err == nil {
+			if s := strings.TrimSpace(string(b)); len(s) == 32 {
+				return s
+			}
+		}
+	}
+	return "00000000000000000000000000000000"
 }
