@@ -193,7 +193,7 @@ func TestForwarderEntry(t *testing.T) {
 	}
 	e := out.entries[0]
 	want := map[string][]string{
-		"MESSAGE":                     {"container 4 (web): execve /usr/bin/id by pid 1234 uid 0 res=success"},
+		"MESSAGE":                     {"container 4 (web): execve /usr/bin/id by pid 1234 uid root res=success"},
 		"SYSLOG_IDENTIFIER":           {"contidd"},
 		"SYSLOG_FACILITY":             {"13"},
 		"PRIORITY":                    {"6"},
@@ -294,13 +294,13 @@ func TestForwarderAmbiguous(t *testing.T) {
 		candidates    []string
 	}{
 		{"two containers", contid.Candidates{4, 7}, false,
-			"could not tell which of containers 4 (web) and 7 (PID reused): execve /usr/bin/id by pid 1234 uid 0 res=success", []string{"4", "7"}},
+			"could not tell which of containers 4 (web) and 7 (PID reused): execve /usr/bin/id by pid 1234 uid root res=success", []string{"4", "7"}},
 		{"a container or an untagged process", contid.Candidates{7}, false,
-			"could not tell whether container 7 or a process in no container (PID reused): execve /usr/bin/id by pid 1234 uid 0 res=success", []string{"7"}},
+			"could not tell whether container 7 or a process in no container (PID reused): execve /usr/bin/id by pid 1234 uid root res=success", []string{"7"}},
 		{"no life on record", contid.Candidates{}, false,
-			"could not tell which process made the call (PID reused twice since, its earlier lives no longer on record): execve /usr/bin/id by pid 1234 uid 0 res=success", nil},
+			"could not tell which process made the call (PID reused twice since, its earlier lives no longer on record): execve /usr/bin/id by pid 1234 uid root res=success", nil},
 		{"untagged written too", contid.Candidates{4, 7}, true,
-			"could not tell which of containers 4 (web) and 7 (PID reused): execve /usr/bin/id by pid 1234 uid 0 res=success", []string{"4", "7"}},
+			"could not tell which of containers 4 (web) and 7 (PID reused): execve /usr/bin/id by pid 1234 uid root res=success", []string{"4", "7"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

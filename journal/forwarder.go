@@ -67,6 +67,9 @@ type Config struct {
 	// journald and counted), in the order the events came: the audit
 	// reader's spool may then forget it.
 	Done func(serial uint32)
+	// Passwd is the file that names UIDs in MESSAGEs; default
+	// /etc/passwd.
+	Passwd string
 }
 
 // Stats are the forwarder's counters.
@@ -92,6 +95,9 @@ type Forwarder struct {
 
 	entry Entry
 	msg   []byte
+	// users names the UIDs in MESSAGEs; only the reader's goroutine
+	// uses it.
+	users *userNames
 	types []string
 	// val, argv and argBuf are reused by appendAuditFields.
 	val, argv, argBuf []byte
@@ -126,7 +132,11 @@ func NewForwarder(out Sender, c Containers, cfg Config) *Forwarder {
 	if cfg.LossInterval <= 0 {
 		cfg.LossInterval = 10 * time.Second
 	}
-	f := &Forwarder{out: out, containers: c, cfg: cfg}
+	passwd := cfg.Passwd
+	if passwd == "" {
+		passwd = "/etc/passwd"
+	}
+	f := &Forwarder{out: out, containers: c, cfg: cfg, users: newUserNames(passwd)}
 	if cfg.Queue > 0 {
 		f.queue = make(chan *queued, cfg.Queue)
 		f.free = make(chan *queued, cfg.Queue)
@@ -378,7 +388,7 @@ func (f *Forwarder) buildEvent(e *Entry, ev *audit.Event) {
 	if ev.Ambiguous() {
 		f.msg = f.appendAmbiguity(f.msg, ev.Candidates)
 	}
-	f.msg = appendSummary(f.msg, ev, chain, labels.Name)
+	f.msg = appendSummary(f.msg, ev, chain, labels.Name, f.users)
 	e.AddBytes("MESSAGE", f.msg)
 	priority := uint64(6)
 	if !eventSucceeded(ev) || ev.Ambiguous() {
@@ -475,70 +485,6 @@ func (f *Forwarder) appendAmbiguity(b []byte, cands contid.Candidates) []byte {
 		b = append(b, " or a process in no container (PID reused): "...)
 	default:
 		b = append(b, "could not tell which process made the call (PID reused twice since, its earlier lives no longer on record): "...)
-	}
-	return b
-}
-
-// appendSummary writes the one-line MESSAGE, e.g.
-// "container 42 (web): execve /usr/bin/id by pid 1234 uid 0 res=success".
-func appendSummary(b []byte, ev *audit.Event, chain contid.Chain, name string) []byte {
-	if len(chain) > 0 {
-		b = append(b, "container "...)
-		b = strconv.AppendUint(b, uint64(chain[0]), 10)
-		if name != "" {
-			b = append(b, " ("...)
-			b = append(b, name...)
-			b = append(b, ')')
-		}
-		b = append(b, ": "...)
-	}
-	if v, ok := auditingSwitch(ev); ok {
-		if v == "0" {
-			b = append(b, "kernel auditing switched off: nothing is audited, and nothing counted lost, until it is switched on again"...)
-		} else {
-			b = append(b, "kernel auditing switched on"...)
-		}
-		if auid, ok := ev.Get("auid"); ok {
-			b = append(b, " (auid "...)
-			b = append(b, auid...)
-			b = append(b, ')')
-		}
-		return b
-	}
-	what := ev.Syscall()
-	if what == "" && len(ev.Records) > 0 {
-		what = ev.Records[0].Type.String()
-	}
-	b = append(b, what...)
-	switch what {
-	case "execve", "execveat":
-		if exe, ok := ev.Get("exe"); ok {
-			b = append(b, ' ')
-			b = append(b, exe...)
-		}
-	default:
-		if r, ok := ev.Record(auparse.AUDIT_PATH); ok {
-			if n, ok := r.Get("name"); ok && n != "(null)" {
-				b = append(b, ' ')
-				b = append(b, n...)
-			}
-		} else if op, ok := ev.Get("op"); ok {
-			b = append(b, " op="...)
-			b = append(b, op...)
-		}
-	}
-	if ev.HasPID {
-		b = append(b, " by pid "...)
-		b = strconv.AppendUint(b, uint64(ev.PID), 10)
-	}
-	if uid, ok := ev.Get("uid"); ok {
-		b = append(b, " uid "...)
-		b = append(b, uid...)
-	}
-	if eventSucceeded(ev) {
-		b = append(b, " res=success"...)
-	} else {
-		b = append(b, " res=failed"...)
 	}
 	return b
 }

@@ -156,7 +156,7 @@ func (p *parser) fields(typ auparse.AuditMessageType, body string, dst []Field) 
 // an encoded string.
 func isUntrusted(typ auparse.AuditMessageType, key string) bool {
 	switch key {
-	case "comm", "exe", "name", "cwd", "path", "key", "proctitle", "old-comm", "new-comm", "data", "cmd", "vm":
+	case "comm", "exe", "name", "cwd", "path", "key", "proctitle", "old-comm", "new-comm", "data", "cmd", "vm", "ocomm":
 		return true
 	}
 	if typ == auparse.AUDIT_EXECVE && len(key) > 1 && key[0] == 'a' && key[1] >= '0' && key[1] <= '9' {
