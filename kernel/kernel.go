@@ -27,22 +27,23 @@ var (
 	ErrNoProcess = errors.New("no such process")
 )
 
-// EventKind says what a ring buffer event reports.
+// EventKind says what a ring buffer event reports: enum event_kind in
+// bpf/contid.h.
 type EventKind uint32
 
 const (
 	// EventTagged: a task took an ID (fork into a tagged cgroup, join,
 	// or a user-space TagProcess/TagCgroup).
-	EventTagged EventKind = 1
+	EventTagged = EventKind(contidEventKindEV_TAGGED)
 	// EventAutotag: the kernel gave a new cgroup an ID at mkdir.
-	EventAutotag EventKind = 2
+	EventAutotag = EventKind(contidEventKindEV_AUTOTAG)
 	// EventDenied: an enforcing-mode hook refused a tagged task.
-	EventDenied EventKind = 3
+	EventDenied = EventKind(contidEventKindEV_DENIED)
 	// EventJoinRefused: a tagged task joined a cgroup whose ID is not
 	// nested below its own and kept its ID (write-once).
-	EventJoinRefused EventKind = 4
+	EventJoinRefused = EventKind(contidEventKindEV_JOIN_REFUSED)
 	// EventLost: the ring buffer was full; Count events were dropped.
-	EventLost EventKind = 5
+	EventLost = EventKind(contidEventKindEV_LOST)
 )
 
 // Event is one record from the contid ring buffer.

@@ -45,7 +45,7 @@ func TestProtectFile(t *testing.T) {
 	}
 	listed := func(b *BPF, k protectedInode) bool {
 		var v uint8
-		return b.maps["protected_inodes"].Lookup(k, &v) == nil
+		return b.maps.ProtectedInodes.Lookup(k, &v) == nil
 	}
 	enforcing := testMode() == ModeEnforcing
 	first, firstKey := memfd("contid-test-first")
@@ -79,9 +79,9 @@ func TestLoadWritesExceptions(t *testing.T) {
 		opts Options
 		want uint32
 	}{
-		{"bpf allowed", Options{AllowBPF: true}, allowBPF},
-		{"both allowed", Options{AllowBPF: true, AllowModules: true}, allowBPF | allowModules},
-		{"modules allowed", Options{AllowModules: true}, allowModules},
+		{"bpf allowed", Options{AllowBPF: true}, uint32(contidAllowBitALLOW_BPF)},
+		{"both allowed", Options{AllowBPF: true, AllowModules: true}, uint32(contidAllowBitALLOW_BPF | contidAllowBitALLOW_MODULES)},
+		{"modules allowed", Options{AllowModules: true}, uint32(contidAllowBitALLOW_MODULES)},
 		{"none after a restart without them", Options{}, 0},
 	}
 	for _, tc := range cases {
@@ -94,7 +94,7 @@ func TestLoadWritesExceptions(t *testing.T) {
 			}
 			defer b.Close()
 			var got configValue
-			if err := b.maps["contid_config"].Lookup(uint32(0), &got); err != nil {
+			if err := b.maps.ContidConfig.Lookup(uint32(0), &got); err != nil {
 				t.Fatal(err)
 			}
 			if got != (configValue{MaxDepth: 5, Allow: tc.want}) {
@@ -103,7 +103,7 @@ func TestLoadWritesExceptions(t *testing.T) {
 			if err := b.SetMaxDepth(2); err != nil {
 				t.Fatal(err)
 			}
-			if err := b.maps["contid_config"].Lookup(uint32(0), &got); err != nil {
+			if err := b.maps.ContidConfig.Lookup(uint32(0), &got); err != nil {
 				t.Fatal(err)
 			}
 			if got != (configValue{MaxDepth: 2, Allow: tc.want}) {
