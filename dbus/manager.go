@@ -496,7 +496,11 @@ func (m *Manager) HandleKernelEvent(ev kernel.Event) {
 			m.log(PrioWarning, "Failed to adopt autotagged cgroup %s: %v", p, err)
 		}
 	case kernel.EventDenied:
-		m.audit(func(a Auditor) error { return a.RecordDenial(ev.Tag.Chain, ev.PID, ev.Op) })
+		var l contid.Labels
+		if c, err := m.cfg.Registry.Get(ev.Tag.ID()); err == nil {
+			l = labelsOf(c)
+		}
+		m.audit(func(a Auditor) error { return a.RecordDenial(ev.Tag.Chain, l, ev.PID, ev.Op) })
 		m.EmitTamperDenied(ev.Tag.ID(), ev.PID, ev.Op)
 	case kernel.EventLost:
 		// The kernel still enforced and tagged; what is lost is the

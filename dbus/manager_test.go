@@ -175,7 +175,7 @@ func (a *fakeAuditor) RecordCreate(_ uint32, chain contid.Chain, _ contid.Labels
 func (a *fakeAuditor) RecordDrop(chain contid.Chain, _ contid.Labels) error {
 	return a.add("drop", chain, nil)
 }
-func (a *fakeAuditor) RecordDenial(chain contid.Chain, _ uint32, _ string) error {
+func (a *fakeAuditor) RecordDenial(chain contid.Chain, _ contid.Labels, _ uint32, _ string) error {
 	return a.add("deny", chain, nil)
 }
 

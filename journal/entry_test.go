@@ -509,9 +509,14 @@ func TestRecorder(t *testing.T) {
 		}, auparse.AUDIT_VIRT_DESTROY,
 			`virt=contid op=drop contid=8 old-contid=-1 opid=0 vm="db" res=success`, MessageContainerExited, nil},
 		{"deny", func(r *Recorder) error {
-			return r.RecordDenial(contid.Chain{8}, 4321, "bpf_map")
+			return r.RecordDenial(contid.Chain{8}, contid.Labels{}, 4321, "bpf_map")
 		}, auparse.AUDIT_VIRT_MACHINE_ID,
 			`virt=contid op=deny contid=8 old-contid=-1 opid=4321 vm=? operation="bpf_map" res=failed`, MessageTamperDenied, nil},
+		{"deny, labelled", func(r *Recorder) error {
+			return r.RecordDenial(contid.Chain{8}, contid.Labels{Name: "db", Manager: "api", UUID: testUUID}, 4321, "kill")
+		}, auparse.AUDIT_VIRT_MACHINE_ID,
+			`virt=contid op=deny contid=8 old-contid=-1 opid=4321 vm="db" operation="kill" res=failed`, MessageTamperDenied,
+			map[string]string{"AUDIT_CONTAINER_ID": "8", "AUDIT_CONTAINER_NAME": "db", "AUDIT_CONTAINER_MANAGER": "api", "AUDIT_CONTAINER_UUID": testUUID}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -108,12 +108,13 @@ func (r *Recorder) RecordDrop(chain contid.Chain, l contid.Labels) error {
 }
 
 // RecordDenial logs an enforcing-mode refusal: pid, of the container
-// chain, attempted operation (e.g. "bpf_map", "audit_set", "kill").
-func (r *Recorder) RecordDenial(chain contid.Chain, pid uint32, operation string) error {
-	rec := record{typ: audit.TypeVirtMachineID, op: opDeny, chain: chain, opid: pid, operation: operation,
+// chain (labelled l, as far as the registry knows it), attempted
+// operation (e.g. "bpf_map", "audit_set", "kill").
+func (r *Recorder) RecordDenial(chain contid.Chain, l contid.Labels, pid uint32, operation string) error {
+	rec := record{typ: audit.TypeVirtMachineID, op: opDeny, chain: chain, labels: l, opid: pid, operation: operation,
 		err:       errors.New("denied " + operation),
 		messageID: MessageTamperDenied, priority: 4,
-		message: "tamper denied: pid " + u32(pid) + " of " + describe(chain, "") + " attempted " + operation}
+		message: "tamper denied: pid " + u32(pid) + " of " + describe(chain, l.Name) + " attempted " + operation}
 	return r.write(&rec)
 }
 
