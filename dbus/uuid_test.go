@@ -23,7 +23,8 @@ import (
 // create records of it, next to the container's other labels; a match on
 // it finds that container's entries and no other's. A UUID that is not
 // canonical, is the nil UUID, or is held by a living container is
-// refused with its error name, and the refusal is recorded.
+// refused with its error name, and the refusal is recorded. The UUIDs
+// outlive a crash of contidd.
 func TestContainerUUID(t *testing.T) {
 	e := newEnv(t, "[Audit]\nSocket=multicast\n")
 	auditRuleSession(t, "-a always,exit -F arch=b64 -S execve -k contid-uuid-"+registry.NewUUID()[:8])
@@ -145,6 +146,20 @@ func TestContainerUUID(t *testing.T) {
 	}
 	if !d.alive() {
 		t.Fatalf("contidd died:\n%s", d.logText())
+	}
+
+	// A crash and restart: each container keeps its UUID.
+	d.kill()
+	e.start("--journal-socket", j.Socket)
+	c = e.p2pClient()
+	for id, u := range uuids {
+		ci, err := c.Container(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ci.UUID != u {
+			t.Errorf("container %d after a restart: UUID %q, was %q", id, ci.UUID, u)
+		}
 	}
 }
 

@@ -591,7 +591,7 @@ func TestCatalog(t *testing.T) {
 	}
 	written := map[string]bool{
 		"AUDIT_CONTAINER_ID": true, "AUDIT_CONTAINER_CHAIN": true, "AUDIT_CONTAINER_NAME": true,
-		"AUDIT_CONTAINER_UNIT": true, "AUDIT_OPID": true, "AUDIT_ERROR": true, "AUDIT_OPERATION": true,
+		"AUDIT_CONTAINER_UNIT": true, "AUDIT_CONTAINER_UUID": true, "AUDIT_OPID": true, "AUDIT_ERROR": true, "AUDIT_OPERATION": true,
 		"AUDIT_LOST_COUNT": true, "AUDIT_LOST_SINCE": true, "AUDIT_LOST_KERNEL": true,
 		"AUDIT_LOST_READER": true, "AUDIT_LOST_WRITE": true, "AUDIT_LOST_STOPPED": true,
 		"AUDIT_GAP_COUNT": true, "AUDIT_GAP_AFTER": true, "AUDIT_GAP_BEFORE": true,
