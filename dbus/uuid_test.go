@@ -2,6 +2,7 @@ package dbus_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"strconv"
 	"strings"
@@ -33,6 +34,20 @@ func TestContainerUUID(t *testing.T) {
 	c := e.p2pClient()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	// contidd is ready before its audit reader has joined the multicast
+	// group; an exec before that is not seen at all.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		mi, err := c.Manager(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if mi.AuditStream == "multicast" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("AuditStream is %q 10s after start, want multicast\n%s", mi.AuditStream, d.logText())
+		}
+	}
 
 	given := registry.NewUUID()
 	tests := []struct {
@@ -50,6 +65,7 @@ func TestContainerUUID(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			idStr := strconv.FormatUint(uint64(id), 10)
 			ci, err := c.Container(ctx, id)
 			if err != nil {
 				t.Fatal(err)
@@ -72,6 +88,34 @@ func TestContainerUUID(t *testing.T) {
 				t.Fatalf("busctl get-property UUID: %q, %v; want s %q", out, err, ci.UUID)
 			}
 
+			// contidctl's JSON, for a container and in the list.
+			for _, args := range [][]string{{"show", idStr}, {"status", idStr}, {"list"}} {
+				out, errOut, code := ctl(t, nil, nil, append([]string{"--p2p", e.sock, "--json=short"}, args...)...)
+				var objs []map[string]any
+				if code == 0 && args[0] != "list" {
+					var obj map[string]any
+					err = json.Unmarshal([]byte(out), &obj)
+					objs = append(objs, obj)
+				} else if code == 0 {
+					err = json.Unmarshal([]byte(out), &objs)
+				}
+				if code != 0 || err != nil {
+					t.Fatalf("contidctl %v: exit %d, %v: %s%s", args, code, err, out, errOut)
+				}
+				found := false
+				for _, o := range objs {
+					if o["id"] == float64(id) {
+						found = true
+						if o["uuid"] != ci.UUID {
+							t.Errorf("contidctl %v: uuid %#v, want %q", args, o["uuid"], ci.UUID)
+						}
+					}
+				}
+				if !found {
+					t.Errorf("contidctl %v does not show container %d: %s", args, id, out)
+				}
+			}
+
 			// An exec in the container, audited by the test's rule.
 			p := e.startIn(cg, nil, "/bin/sh", "-c", "exec /bin/true")
 			_ = p.Wait()
@@ -84,11 +128,11 @@ func TestContainerUUID(t *testing.T) {
 				}
 			}
 			if !sawEvent {
-				all := j.Query(t, "AUDIT_CONTAINER_ID="+strconv.FormatUint(uint64(id), 10))
+				all := j.Query(t, "AUDIT_CONTAINER_ID="+idStr)
 				t.Fatalf("no audit event with AUDIT_CONTAINER_UUID=%s in the journal within 10s; container %d's entries: %v\ncontidd:\n%s", ci.UUID, id, all, d.logText())
 			}
 			for _, en := range byUUID {
-				if got := en.Get("AUDIT_CONTAINER_ID"); got != strconv.FormatUint(uint64(id), 10) {
+				if got := en.Get("AUDIT_CONTAINER_ID"); got != idStr {
 					t.Errorf("an entry matched by container %d's UUID is container %s's: %v", id, got, en)
 				}
 				switch en.Get("MESSAGE_ID") {

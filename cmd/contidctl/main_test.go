@@ -119,7 +119,7 @@ func TestEventsArguments(t *testing.T) {
 // list, show and status give a container the same keys; the chain is an
 // array of IDs, innermost first.
 func TestContainerJSONShape(t *testing.T) {
-	ci := client.ContainerInfo{ID: 4, Name: "web", ParentID: 2, Chain: contid.Chain{4, 2, 1}, State: "active"}
+	ci := client.ContainerInfo{ID: 4, Name: "web", ParentID: 2, Chain: contid.Chain{4, 2, 1}, State: "active", UUID: "5f0c7a8e-9b1d-4e2f-8a3b-6c7d8e9f0a1b"}
 	var g globals
 	var out strings.Builder
 	g.out, g.json = &out, jsonShort
@@ -137,6 +137,9 @@ func TestContainerJSONShape(t *testing.T) {
 		if _, ok := got[key]; !ok {
 			t.Errorf("no key %q in %s", key, out.String())
 		}
+	}
+	if got["uuid"] != ci.UUID {
+		t.Errorf("uuid = %#v, want %q", got["uuid"], ci.UUID)
 	}
 	if strings.Count(out.String(), "\n") != 1 {
 		t.Errorf("--json=short printed more than one line: %q", out.String())
