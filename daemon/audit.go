@@ -398,7 +398,7 @@ func (rc registryContainers) Lookup(id contid.ID) (contid.Chain, journal.Labels,
 	if err != nil {
 		return nil, journal.Labels{}, false
 	}
-	return c.Chain, journal.Labels{Name: c.Name, Unit: c.Unit, Manager: c.Manager, Image: c.Image, ManagerID: c.ManagerID}, true
+	return c.Chain, journal.Labels{Name: c.Name, Unit: c.Unit, Manager: c.Manager, Image: c.Image, ManagerID: c.ManagerID, UUID: c.UUID}, true
 }
 
 // exemptionCheck is how often contidd looks for its audit exemption.

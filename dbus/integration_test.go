@@ -42,7 +42,8 @@ func TestErrorNames(t *testing.T) {
 		t.Fatal(err)
 	}
 	owned := e.cgroup("owned")
-	if _, err := c.TagCgroup(ctx, owned, 777, client.TagOptions{}); err != nil {
+	const heldUUID = "5f0c7a8e-9b1d-4e2f-8a3b-6c7d8e9f0a1b"
+	if _, err := c.TagCgroup(ctx, owned, 777, client.TagOptions{UUID: heldUUID}); err != nil {
 		t.Fatal(err)
 	}
 	self := e.cgroup("self")
@@ -68,6 +69,10 @@ func TestErrorNames(t *testing.T) {
 		{"IdInUse", client.NameIDInUse, func() error {
 			// Another process (busctl) asks for the ID this test process owns.
 			return busctlIn(e, other, nil, p2p, "call", client.BusName, "/org/contid1", client.ManagerInterface, "TagCgroup", "sta{sv}", e.cgroup("other2"), "777", "0")
+		}},
+		{"UUIDInUse", client.NameUUIDInUse, func() error {
+			_, err := c.TagCgroup(ctx, e.cgroup("uuid"), 0, client.TagOptions{UUID: heldUUID})
+			return err
 		}},
 		{"NoSuchContainer", client.NameNoSuchContainer, func() error {
 			_, err := c.GetContainer(ctx, 987654)

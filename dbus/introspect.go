@@ -108,6 +108,7 @@ const ContainerIntrospection = `
   <property name="Manager" type="s" access="read"/>
   <property name="Image" type="s" access="read"/>
   <property name="ManagerID" type="s" access="read"/>
+  <property name="UUID" type="s" access="read"><annotation name="org.freedesktop.DBus.Property.EmitsChangedSignal" value="const"/></property>
   <property name="ControlGroup" type="s" access="read"><annotation name="org.freedesktop.DBus.Property.EmitsChangedSignal" value="const"/></property>
   <property name="CgroupId" type="t" access="read"><annotation name="org.freedesktop.DBus.Property.EmitsChangedSignal" value="const"/></property>
   <property name="ParentId" type="t" access="read"><annotation name="org.freedesktop.DBus.Property.EmitsChangedSignal" value="const"/></property>

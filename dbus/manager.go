@@ -362,7 +362,7 @@ func (m *Manager) checkExits() {
 			delete(m.populated, c.ID)
 			m.mu.Unlock()
 			m.log(PrioInfo, "Container %d (%s) exited.", c.ID, c.Name)
-			m.audit(func(a Auditor) error { return a.RecordDrop(ec.Chain, ec.Name, ec.Unit) })
+			m.audit(func(a Auditor) error { return a.RecordDrop(ec.Chain, labelsOf(ec)) })
 			m.containerRemoved(ec)
 			m.scheduleRelease(ec)
 		}
@@ -477,7 +477,7 @@ func (m *Manager) adoptAutotag(tag contid.Tag, cg registry.Cgroup) (*registry.Co
 		}
 	}
 	m.log(PrioInfo, "Cgroup %s was tagged %s at creation.", cg.Path, c.Chain)
-	m.audit(func(a Auditor) error { return a.RecordCreate(0, c.Chain, c.Name, c.Unit) })
+	m.audit(func(a Auditor) error { return a.RecordCreate(0, c.Chain, labelsOf(c)) })
 	m.containerNew(c)
 	return c, nil
 }
@@ -496,7 +496,11 @@ func (m *Manager) HandleKernelEvent(ev kernel.Event) {
 			m.log(PrioWarning, "Failed to adopt autotagged cgroup %s: %v", p, err)
 		}
 	case kernel.EventDenied:
-		m.audit(func(a Auditor) error { return a.RecordDenial(ev.Tag.Chain, ev.PID, ev.Op) })
+		var l contid.Labels
+		if c, err := m.cfg.Registry.Get(ev.Tag.ID()); err == nil {
+			l = labelsOf(c)
+		}
+		m.audit(func(a Auditor) error { return a.RecordDenial(ev.Tag.Chain, l, ev.PID, ev.Op) })
 		m.EmitTamperDenied(ev.Tag.ID(), ev.PID, ev.Op)
 	case kernel.EventLost:
 		// The kernel still enforced and tagged; what is lost is the
@@ -565,6 +569,7 @@ func containerProperties(c *registry.Container) map[string]godbus.Variant {
 		"Manager":      godbus.MakeVariant(c.Manager),
 		"Image":        godbus.MakeVariant(c.Image),
 		"ManagerID":    godbus.MakeVariant(c.ManagerID),
+		"UUID":         godbus.MakeVariant(c.UUID),
 		"ControlGroup": godbus.MakeVariant(firstCgroup(c)),
 		"CgroupId":     godbus.MakeVariant(firstCgroupID(c)),
 		"ParentId":     godbus.MakeVariant(uint64(c.Parent())),

@@ -400,10 +400,10 @@ func TestRecorderReachesKernelAndJournal(t *testing.T) {
 
 	id := contid.ID(900000 + time.Now().UnixNano()%100000)
 	rec := journal.NewRecorder(ctl, w)
-	if err := rec.RecordTag(4242, nil, contid.Chain{id, 7}, nil, "web", "web.scope", nil); err != nil {
+	if err := rec.RecordTag(4242, nil, contid.Chain{id, 7}, nil, contid.Labels{Name: "web", Unit: "web.scope"}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := rec.RecordTag(4343, nil, contid.Chain{id + 1}, nil, "", "", errors.New("org.contid1.AlreadyTagged")); err != nil {
+	if err := rec.RecordTag(4343, nil, contid.Chain{id + 1}, nil, contid.Labels{}, errors.New("org.contid1.AlreadyTagged")); err != nil {
 		t.Fatal(err)
 	}
 	want := map[string]bool{
