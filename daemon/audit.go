@@ -43,6 +43,7 @@ func AuditPipeline(journalSocket string) func(ctx context.Context, d *Daemon) er
 			// Still record contid's own operations in the journal.
 			d.Manager.SetAuditor(journal.NewRecorder(nil, w))
 			d.Log.Logf(cdbus.PrioWarning, "No kernel audit (%v): contid's own records go to the journal only, and no audit events are attributed.", err)
+			SetUp(ctx)
 			<-ctx.Done() // the Recorder writes through w until shutdown
 			return nil
 		}
@@ -88,6 +89,7 @@ func AuditPipeline(journalSocket string) func(ctx context.Context, d *Daemon) er
 		r, spool, err := openReader(d, ctl)
 		if err != nil {
 			d.Log.Logf(cdbus.PrioWarning, "Cannot read the kernel audit stream (%v): no audit events are attributed.", err)
+			SetUp(ctx)
 			<-ctx.Done() // the Recorder writes through w and ctl until shutdown
 			return nil
 		}
@@ -111,6 +113,9 @@ func AuditPipeline(journalSocket string) func(ctx context.Context, d *Daemon) er
 			s := fwd.Stats()
 			return cdbus.EventCounts{Written: s.Written, Lost: s.Lost, Ambiguous: r.Stats().Ambiguous}
 		})
+		// The reader has joined the stream: events from here on queue in
+		// its socket until Run reads them.
+		SetUp(ctx)
 		saved := make(chan struct{})
 		go func() {
 			defer close(saved)

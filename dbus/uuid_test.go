@@ -34,19 +34,9 @@ func TestContainerUUID(t *testing.T) {
 	c := e.p2pClient()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	// contidd is ready before its audit reader has joined the multicast
-	// group; an exec before that is not seen at all.
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		mi, err := c.Manager(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if mi.AuditStream == "multicast" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("AuditStream is %q 10s after start, want multicast\n%s", mi.AuditStream, d.logText())
-		}
+	// READY=1 waits for the audit reader (TestAuditReaderJoinedAtReady).
+	if mi, err := c.Manager(ctx); err != nil || mi.AuditStream != "multicast" {
+		t.Fatalf("AuditStream %q (%v) once contidd is ready, want multicast\n%s", mi.AuditStream, err, d.logText())
 	}
 
 	given := registry.NewUUID()
