@@ -51,7 +51,10 @@ func uploadOutage(t *testing.T) time.Duration {
 // --directory --machine finds them there with the trusted match. A
 // process outside the unit forges an entry on the sending host: it
 // travels to the collector too, and the match leaves it out (the
-// control finds it without the match). Then the collector goes away
+// control finds it without the match). What the match cannot tell is
+// the sending host: its root uploads an entry claiming another host's
+// machine ID and contidd's unit, and events --machine finds it; only the
+// file it is filed in names the sender. Then the collector goes away
 // while entries keep coming; upload fails, is restarted, and once the
 // collector is back resumes from its saved cursor: every entry arrives,
 // each exactly once.
@@ -112,9 +115,9 @@ func TestUploadToCollector(t *testing.T) {
 	}
 	t.Logf("the sender's entries are filed in %s", filepath.Base(files[0]))
 
-	events := func(args ...string) map[string]int {
+	events := func(machine string) map[string]int {
 		t.Helper()
-		cmd := exec.Command(ctl, append([]string{"events", strconv.Itoa(int(id)), "--directory=" + r.Dir, "--no-pager", "-o", "json"}, args...)...)
+		cmd := exec.Command(ctl, "events", strconv.Itoa(int(id)), "--directory="+r.Dir, "--machine="+machine, "--no-pager", "-o", "json")
 		out, err := cmd.Output()
 		if ee, ok := err.(*exec.ExitError); ok && len(out) == 0 && ee.ExitCode() == 1 {
 			// journalctl of systemd 252 exits 1 when no file has a match.
@@ -123,7 +126,7 @@ func TestUploadToCollector(t *testing.T) {
 		if err != nil {
 			t.Fatalf("contidctl %v: %v: %s", cmd.Args[1:], err, out)
 		}
-		ids, err := eventIDs(out, "_SYSTEMD_UNIT", "contidd.service", "_MACHINE_ID", machine)
+		ids, err := eventIDs(out, "_SYSTEMD_UNIT", "contidd.service", "_MACHINE_ID", strings.ToLower(machine))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -140,7 +143,7 @@ func TestUploadToCollector(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := events("--machine=" + tt.machine)
+			got := events(tt.machine)
 			if total(got) != tt.n || len(got) != tt.n {
 				t.Fatalf("events --machine=%s found %d entries (%d distinct), want %d", tt.machine, total(got), len(got), tt.n)
 			}
@@ -149,6 +152,34 @@ func TestUploadToCollector(t *testing.T) {
 			}
 		})
 	}
+
+	// What the match cannot tell: root on the sending host makes a
+	// journal file with contidd's unit and another host's machine ID,
+	// and uploads it. It arrives as made, and --machine names the other
+	// host; only the file it is filed in names the sender.
+	t.Run("forged by the sending host's root", func(t *testing.T) {
+		other := fmt.Sprintf("%016x%016x", rand.Uint64(), rand.Uint64())
+		file := filepath.Join(t.TempDir(), "forged.journal")
+		testenv.WriteJournalFile(t, file, fmt.Sprintf("__REALTIME_TIMESTAMP=%d\n__MONOTONIC_TIMESTAMP=1\n"+
+			"_BOOT_ID=%016x%016x\n_MACHINE_ID=%s\n_SYSTEMD_UNIT=contidd.service\n_UID=0\n"+
+			"SYSLOG_IDENTIFIER=contidd\nMESSAGE=forged\nAUDIT_CONTAINER_ID=%d\nAUDIT_EVENT_ID=2\n\n",
+			time.Now().UnixMicro(), rand.Uint64(), rand.Uint64(), other, id))
+		testenv.UploadFile(t, r, certs, "sender", file)
+		got := waitCollected(t, r.Dir, 1, idMatch, "_MACHINE_ID="+other)
+		if len(got) != 1 || got["2"] != 1 {
+			t.Fatalf("the upload claiming machine %s: %v on the collector, want AUDIT_EVENT_ID 2 once\n%s", other, got, logs())
+		}
+		if got := events(other); got["2"] != 1 {
+			t.Fatalf("events --machine=%s found %v, want the forged entry: the match should not be able to tell", other, got)
+		}
+		out, err := exec.Command("journalctl", "--file="+files[0], "--no-pager", "-o", "json", "_MACHINE_ID="+other).Output()
+		if err != nil {
+			t.Fatalf("journalctl --file=%s: %v", files[0], err)
+		}
+		if ids, err := eventIDs(out); err != nil || ids["2"] != 1 {
+			t.Fatalf("the forged entry is not in the sender's file %s: %v %v", files[0], ids, err)
+		}
+	})
 
 	// The outage: entries keep coming at about 50/s while the collector
 	// is down, and for a while after it is back.
@@ -168,7 +199,7 @@ func TestUploadToCollector(t *testing.T) {
 		t.Errorf("upload was not restarted during the outage: it never noticed the collector was gone\n%s", logs())
 	}
 	j.Sync(t)
-	got := waitCollected(t, r.Dir, want, idMatch, "_SYSTEMD_UNIT=contidd.service")
+	got := waitCollected(t, r.Dir, want, idMatch, "_SYSTEMD_UNIT=contidd.service", "_MACHINE_ID="+machine)
 	var missing, dup []int
 	for s := 1000; s < serial; s++ {
 		switch n := got[strconv.Itoa(s)]; {
@@ -182,7 +213,7 @@ func TestUploadToCollector(t *testing.T) {
 		t.Fatalf("after the outage the collector holds %d entries of %d written: missing %v, more than once %v\n%s",
 			total(got), want, missing, dup, logs())
 	}
-	if got := events("--machine=" + machine); total(got) != want {
+	if got := events(machine); total(got) != want {
 		t.Fatalf("events --machine found %d entries after the outage, want %d", total(got), want)
 	}
 }

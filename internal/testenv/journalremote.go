@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -276,3 +277,27 @@ func (u *JournalUpload) StartCount() int {
 
 // Log is what upload printed so far, with a line for each exit.
 func (u *JournalUpload) Log() string { return u.output.String() }
+
+// WriteJournalFile writes entries given in the journal export format
+// into a new journal file, fields starting with '_' as given: what root
+// on any host can make and upload.
+func WriteJournalFile(t testing.TB, path, export string) {
+	t.Helper()
+	cmd := exec.Command(journalRemoteBinary, "--output="+path, "-")
+	cmd.Stdin = strings.NewReader(export)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("journal-remote --output=%s: %v: %s", path, err, out)
+	}
+}
+
+// UploadFile uploads one journal file to r as client name and returns
+// once upload has sent all of it.
+func UploadFile(t testing.TB, r *JournalRemote, c *TLS, name, file string) {
+	t.Helper()
+	key, cert := c.Client(name)
+	cmd := exec.Command(journalUploadBinary, "--url="+r.URL, "--key="+key, "--cert="+cert,
+		"--trust="+c.CA, "--file="+file, "--follow=no")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("journal-upload --file=%s: %v: %s", file, err, out)
+	}
+}
