@@ -78,14 +78,15 @@ func uploadPhase(cfg *config, rep *report) error {
 	var rates, cpus []float64
 	var perRound []map[string]any
 	for r := 0; r < rounds; r++ {
-		rate, cpu, err := uploadRound(filepath.Join(dir, "round"+strconv.Itoa(r)), certs, jdir, idMatch, last, n)
+		rate, upCPU, remoteCPU, err := uploadRound(filepath.Join(dir, "round"+strconv.Itoa(r)), certs, jdir, idMatch, last, n)
 		if err != nil {
 			return fail(fmt.Errorf("round %d: %w", r+1, err))
 		}
-		progress("upload round %d: %d entries, %.0f/s, %.3f s CPU per 1000", r+1, n, rate, cpu)
+		progress("upload round %d: %d entries, %.0f/s, CPU per 1000: upload %.3f s, journal-remote %.3f s", r+1, n, rate, upCPU, remoteCPU)
 		rates = append(rates, rate)
-		cpus = append(cpus, cpu)
-		perRound = append(perRound, map[string]any{"events_per_s": rate, "cpu_s_per_1000_events": cpu})
+		cpus = append(cpus, upCPU+remoteCPU)
+		perRound = append(perRound, map[string]any{"events_per_s": rate,
+			"upload_cpu_s_per_1000_events": upCPU, "remote_cpu_s_per_1000_events": remoteCPU})
 	}
 	rs, cs := summarize(rates), summarize(cpus)
 	rep.set("upload_events_per_s", rs.Median)
@@ -149,15 +150,16 @@ func (a liveIn) Attribute(uint32, uint32, time.Time) (contid.ID, contid.Attribut
 }
 
 // uploadRound ships the journal in jdir to a new collector and returns
-// entries per second and CPU seconds per 1000 entries.
-func uploadRound(dir string, c certFiles, jdir, idMatch, last string, n int) (float64, float64, error) {
+// entries per second and upload's and the collector's CPU seconds per
+// 1000 entries.
+func uploadRound(dir string, c certFiles, jdir, idMatch, last string, n int) (rate, upCPU, remoteCPU float64, err error) {
 	out := filepath.Join(dir, "remote")
 	if err := os.MkdirAll(out, 0o755); err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	addr := l.Addr().String()
 	l.Close()
@@ -167,7 +169,7 @@ func uploadRound(dir string, c certFiles, jdir, idMatch, last string, n int) (fl
 	rcmd.Stdout, rcmd.Stderr = &remoteLog, &remoteLog
 	remote, err := startProc("journal-remote", rcmd)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	defer remote.stop()
 	if err := waitFor(10*time.Second, func() (bool, error) {
@@ -180,7 +182,7 @@ func uploadRound(dir string, c certFiles, jdir, idMatch, last string, n int) (fl
 		}
 		return err == nil, nil
 	}); err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	ucmd := exec.Command(journalUploadBin, "--url=https://"+addr, "--key="+c.clientKey, "--cert="+c.clientCert,
 		"--trust="+c.ca, "--directory="+jdir)
@@ -188,7 +190,7 @@ func uploadRound(dir string, c certFiles, jdir, idMatch, last string, n int) (fl
 	t0 := time.Now()
 	upload, err := startProc("journal-upload", ucmd)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	defer upload.stop()
 	if err := waitFor(5*time.Minute, func() (bool, error) {
@@ -197,20 +199,20 @@ func uploadRound(dir string, c certFiles, jdir, idMatch, last string, n int) (fl
 		}
 		return hasEntry(out, idMatch, last)
 	}); err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	elapsed := time.Since(t0)
-	cpu := 0.0
-	for _, p := range []*proc{upload, remote} {
-		s, err := cpuSeconds(p.pid())
-		if err != nil {
-			return 0, 0, err
-		}
-		cpu += s
+	upCPU, err = cpuSeconds(upload.pid())
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	remoteCPU, err = cpuSeconds(remote.pid())
+	if err != nil {
+		return 0, 0, 0, err
 	}
 	got, err := exec.Command("journalctl", "--directory="+out, "--no-pager", "-o", "cat", "--output-fields=AUDIT_EVENT_ID", idMatch).Output()
 	if err != nil {
-		return 0, 0, fmt.Errorf("counting the collector's entries: %w", err)
+		return 0, 0, 0, fmt.Errorf("counting the collector's entries: %w", err)
 	}
 	ids := strings.Fields(string(got))
 	seen := map[string]bool{}
@@ -218,9 +220,9 @@ func uploadRound(dir string, c certFiles, jdir, idMatch, last string, n int) (fl
 		seen[s] = true
 	}
 	if len(ids) != n || len(seen) != n {
-		return 0, 0, fmt.Errorf("the collector holds %d entries (%d distinct) of %d", len(ids), len(seen), n)
+		return 0, 0, 0, fmt.Errorf("the collector holds %d entries (%d distinct) of %d", len(ids), len(seen), n)
 	}
-	return float64(n) / elapsed.Seconds(), cpu / float64(n) * 1000, nil
+	return float64(n) / elapsed.Seconds(), upCPU / float64(n) * 1000, remoteCPU / float64(n) * 1000, nil
 }
 
 // hasEntry says whether the journal files in dir hold an entry with all
