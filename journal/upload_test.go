@@ -60,7 +60,7 @@ func uploadOutage(t *testing.T) time.Duration {
 // each exactly once.
 func TestUploadToCollector(t *testing.T) {
 	testenv.RequireJournalRemote(t)
-	testenv.RequireCommand(t, "nsenter", "logger", "go")
+	testenv.RequireCommand(t, "nsenter", "logger")
 	outage := uploadOutage(t)
 	j := testenv.StartJournald(t)
 	ctl := buildContidctl(t)
@@ -300,7 +300,12 @@ func enterUnitCgroup(t *testing.T, unit string) int {
 func buildContidctl(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
-	out, err := exec.Command("go", "build", "-o", dir, "github.com/contid/contid/cmd/contidctl").CombinedOutput()
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		// Root's PATH under make check may not hold Go's own bin.
+		gobin = "/usr/local/go/bin/go"
+	}
+	out, err := exec.Command(gobin, "build", "-o", dir, "github.com/contid/contid/cmd/contidctl").CombinedOutput()
 	if err != nil {
 		t.Fatalf("building contidctl: %v\n%s", err, out)
 	}
