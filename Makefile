@@ -9,6 +9,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 0.
 LDFLAGS   := -X github.com/contid/contid/config.Version=$(VERSION)
 # Debian packages the build, the tests and every tier need.
 DEB_DEPS  := clang llvm libbpf-dev bpftool dbus systemd systemd-container \
+             systemd-journal-remote \
              auditd polkitd qemu-system-x86 debootstrap e2fsprogs zstd \
              lintian dpkg-dev debhelper fakeroot util-linux procps iproute2 \
              stress-ng linux-perf libc6-dev \

@@ -63,6 +63,7 @@ func eventsCommand(g *globals) *cobra.Command {
 	// "-o json", one entry a line, as it did before --json took a value.
 	f.Var(&o.json, "json", "journal entries as JSON: short (one a line, as a bare --json), pretty or off")
 	f.Lookup("json").NoOptDefVal = string(jsonShort)
+	o.source.addFlags(f)
 	_ = cmd.RegisterFlagCompletionFunc("output", func(*cobra.Command, []string, string) ([]cobra.Completion, cobra.ShellCompDirective) {
 		return commandWords("journalctl", "--output=help"), cobra.ShellCompDirectiveNoFileComp
 	})
@@ -74,6 +75,7 @@ type eventsOptions struct {
 	lines, since, until, output string
 	uuid                        string
 	json                        jsonFormat
+	source                      eventsSource
 }
 
 // journalctlArgs are the matches and options for journalctl. The match on
@@ -119,6 +121,7 @@ func (o eventsOptions) journalctlArgs(id contid.ID, noPager bool) []string {
 	if noPager {
 		args = append(args, "--no-pager")
 	}
+	args = append(args, o.source.args()...)
 	return args
 }
 
