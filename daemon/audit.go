@@ -234,22 +234,18 @@ func openReader(d *Daemon, ctl *audit.Control) (*audit.Reader, *audit.Spool, err
 // with contidd, so there is none.
 func openSpool(d *Daemon) *audit.Spool {
 	guard := func(*audit.Spool) {}
-	if g, ok := d.Tracker.(fileGuard); ok {
+	// In enforcing mode a tagged task cannot open a file the kernel's
+	// file_open guard lists for write. The spool is reachable through
+	// systemd's store (/proc/1/fd/N); records planted in it would be
+	// replayed by the next contidd as the kernel's.
+	if d.Tracker != nil {
 		guard = func(sp *audit.Spool) {
-			if err := g.ProtectFile(sp.File()); err != nil {
+			if err := d.Tracker.ProtectFile(sp.File()); err != nil {
 				d.Log.Logf(cdbus.PrioWarning, "Cannot guard the audit spool against tagged writers: %v", err)
 			}
 		}
 	}
 	return openStoredSpool(d, guard)
-}
-
-// fileGuard is the kernel's file_open guard, where the tracker has one:
-// in enforcing mode a tagged task cannot open a file it lists for write.
-// The spool is reachable through systemd's store (/proc/1/fd/N); records
-// planted in it would be replayed by the next contidd as the kernel's.
-type fileGuard interface {
-	ProtectFile(f *os.File) error
 }
 
 // openStoredSpool guards the spool before it is read or handed to

@@ -46,7 +46,7 @@ type Options struct {
 // Daemon is a running contidd, as seen by the goroutines in Options.Extra.
 type Daemon struct {
 	Config   config.Config
-	Tracker  kernel.Tracker
+	Tracker  *kernel.BPF
 	Registry *registry.Registry
 	Manager  *cdbus.Manager
 	Log      *Logger
@@ -349,7 +349,7 @@ func p2pListener(path string, passed map[string][]*os.File) (*net.UnixListener, 
 	return cdbus.ListenP2P(path)
 }
 
-func setAutotagParents(bpf kernel.Tracker, parents []string, log *Logger) {
+func setAutotagParents(bpf *kernel.BPF, parents []string, log *Logger) {
 	var ids []uint64
 	for _, p := range parents {
 		id, err := kernel.CgroupID(p)
@@ -364,7 +364,7 @@ func setAutotagParents(bpf kernel.Tracker, parents []string, log *Logger) {
 	}
 }
 
-func kernelEvents(ctx context.Context, t kernel.Tracker, m *cdbus.Manager, log *Logger, h *heartbeat, beatEvery time.Duration) error {
+func kernelEvents(ctx context.Context, t *kernel.BPF, m *cdbus.Manager, log *Logger, h *heartbeat, beatEvery time.Duration) error {
 	for {
 		h.beat()
 		ev, ok, err := readEventOrTick(ctx, t, beatEvery)

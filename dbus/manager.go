@@ -64,7 +64,7 @@ const (
 // Config wires a Manager to the rest of contidd.
 type Config struct {
 	Registry Registry
-	Tracker  kernel.Tracker
+	Tracker  Tracker
 	Cgroups  Cgroups
 	Version  string
 	Logf     Logf
@@ -75,6 +75,26 @@ type Config struct {
 	// at mkdir; machines machined announces elsewhere are not tagged on
 	// its word alone (see FollowMachines).
 	AutotagParents []string
+}
+
+// Tracker is what the service reads of, and releases in, the kernel's
+// state; kernel.BPF implements it. Tagging goes through the Registry,
+// whose own Kernel interface writes the tags.
+type Tracker interface {
+	// Enforcement reports the mode and a reason a person can read.
+	Enforcement() (contid.Mode, string)
+	// ProcessID reads a live process's ID through its pidfd;
+	// kernel.ErrNotTagged when it has none.
+	ProcessID(pidfd int) (contid.ID, error)
+	// PIDID is ProcessID for a PID.
+	PIDID(pid uint32) (contid.ID, error)
+	// CgroupTag and CgroupTags read the kernel's cgroup tags.
+	CgroupTag(cgroupID uint64) (contid.Tag, error)
+	CgroupTags() (map[uint64]contid.Tag, error)
+	// UntagCgroup and ReleaseID forget a removed container's cgroup and
+	// ID claim (see release.go).
+	UntagCgroup(cgroupID uint64) error
+	ReleaseID(id contid.ID) error
 }
 
 // Manager implements org.contid1.Manager and the container objects.

@@ -52,7 +52,7 @@ type Options struct {
 	AllowModules bool
 }
 
-// BPF is the loaded kernel layer. It implements Tracker.
+// BPF is the loaded kernel layer.
 type BPF struct {
 	pinDir string
 	mode   contid.Mode
@@ -79,8 +79,6 @@ type BPF struct {
 	cfgMu sync.Mutex
 	cfg   configValue
 }
-
-var _ Tracker = (*BPF)(nil)
 
 // The programs each mode attaches, each pinned as link_<program>. An LSM
 // program is attached as one (link.AttachLSM), any other as tracing.
