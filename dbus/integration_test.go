@@ -137,18 +137,14 @@ func busctlIn(e *env, cg string, cred *syscall.Credential, address string, args 
 // name with -j? no: it prints the message; we ask for the name below).
 func (e *env) startInCapture(cg string, cred *syscall.Credential, name string, args ...string) error {
 	e.t.Helper()
-	fd, err := syscall.Open(e.cgRoot+cg, syscall.O_RDONLY|syscall.O_DIRECTORY, 0)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer syscall.Close(fd)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	// SYSTEMD_LOG_LEVEL=debug makes sd-bus log the error name of a failed
 	// call, which busctl's own message does not include.
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Env = append(cmd.Environ(), "SYSTEMD_LOG_LEVEL=debug")
-	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd, Credential: cred, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	defer placeIn(e.t, cmd, e.cgRoot+cg, cred)()
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("%s: %v: %s", name, err, out)
