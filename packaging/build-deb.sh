@@ -34,9 +34,9 @@ else
 fi
 cp -a "$top/packaging/debian" "$src/debian"
 
-# debhelper points HOME at a scratch directory during the build: name the
-# module and build caches `make deps` and earlier builds filled, so the
-# build needs no network (debian/rules sets GOPROXY=off).
+# Name the module and build caches `make deps` and earlier builds filled,
+# whatever HOME the package build runs with: the build needs no network
+# (debian/rules sets GOPROXY=off).
 GOMODCACHE=$("$GO" env GOMODCACHE)
 GOCACHE=$("$GO" env GOCACHE)
 export GOMODCACHE GOCACHE
