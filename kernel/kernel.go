@@ -63,4 +63,3 @@ type Event struct {
 	ParentCgroupID uint64
 	Name           string
 }
-
