@@ -1,6 +1,8 @@
 package dbus
 
 import (
+	"fmt"
+	"strings"
 	"testing"
 
 	godbus "github.com/godbus/dbus/v5"
@@ -72,5 +74,35 @@ func TestDispatchErrorTexts(t *testing.T) {
 				t.Errorf("got %s %q\nwant %s %q", derr.Name, derr.Body, tt.errName, tt.errString)
 			}
 		})
+	}
+}
+
+// A handler whose reply drifted from its table entry is caught: the
+// caller gets an internal error rather than a body introspection does not
+// promise, and the journal a BUG line. The control is the same call with
+// the real handler.
+func TestDispatchReplyChecked(t *testing.T) {
+	m, _, _, _ := newTestManager(t)
+	var bugs []string
+	m.log = func(_ int, format string, args ...any) {
+		if strings.HasPrefix(format, "BUG") {
+			bugs = append(bugs, fmt.Sprintf(format, args...))
+		}
+	}
+	msg := call(client.ManagerPath, client.ManagerInterface, "GetContainerByUnit", "a.service")
+	if _, derr := m.dispatch(selfPeer(t), msg); derr == nil || derr.Name != client.NameNoSuchContainer || len(bugs) != 0 {
+		t.Fatalf("control: want %s and no BUG, got %v, %q", client.NameNoSuchContainer, derr, bugs)
+	}
+
+	meth := managerInterface.method("GetContainerByUnit")
+	orig := meth.Call
+	t.Cleanup(func() { meth.Call = orig })
+	meth.Call = func(*Manager, methodCall) ([]any, error) { return []any{"/org/contid1/container/1"}, nil }
+	body, derr := m.dispatch(selfPeer(t), msg)
+	if derr == nil || derr.Name != client.NameFailed {
+		t.Fatalf("want %s, got %v %v", client.NameFailed, body, derr)
+	}
+	if len(bugs) != 1 || !strings.Contains(bugs[0], "replies (s), its table entry says (o)") {
+		t.Fatalf("want one BUG naming both signatures, got %q", bugs)
 	}
 }
