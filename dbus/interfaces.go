@@ -14,8 +14,9 @@ import (
 // sd-bus's vtables: the dispatcher checks each call's body against its
 // method's in arguments and its reply against the out arguments,
 // introspection data is written from the same entries, and the man page
-// test reads them. A method, property or signal exists on the bus
-// exactly when it is in this table.
+// test reads them. A method is served exactly when it is in this table;
+// the property getters (managerProperties, containerProperties) and the
+// signals the Manager emits are held to it by interfaces_test.go.
 
 // arg is one argument of a method or signal: its name as introspection
 // shows it and its D-Bus type, a single complete type.
@@ -23,8 +24,10 @@ type arg struct {
 	Name, Type string
 }
 
-// methodCall is what a handler gets: args is the body, of the signature
-// the method's In spells, so the handler's type assertions cannot fail.
+// methodCall is what a handler gets: args is the body, already checked
+// against the signature the method's In spells, so the handler may
+// assert the Go types godbus decodes those to (an h is a UnixFD only
+// where descriptors were passed; otherwise a UnixFDIndex).
 type methodCall struct {
 	ctx  context.Context
 	p    *peer
