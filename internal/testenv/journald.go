@@ -307,6 +307,12 @@ func (j *Journald) run(matches ...string) ([]Entry, error) {
 		}
 		return nil, fmt.Errorf("journalctl %s: %w: %s", strings.Join(args, " "), err, stderr)
 	}
+	return ParseEntries(out)
+}
+
+// ParseEntries reads journalctl's -o json output (one entry a line), as
+// a program that runs journalctl for the test prints it.
+func ParseEntries(out []byte) ([]Entry, error) {
 	var entries []Entry
 	for _, line := range bytes.Split(out, []byte("\n")) {
 		if len(bytes.TrimSpace(line)) == 0 {
