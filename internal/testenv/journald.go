@@ -30,6 +30,9 @@ type Journald struct {
 	Socket string
 	// Dir is the journal directory to hand to journalctl --directory.
 	Dir string
+	// MachineID is what journald stamps as _MACHINE_ID: the host's, or
+	// the one given with WithMachineID.
+	MachineID string
 
 	pid    int
 	output *lockedBuffer
@@ -70,11 +73,40 @@ RateLimitIntervalSec=0
 RateLimitBurst=0
 `
 
+// JournaldOption changes how StartJournald sets journald up.
+type JournaldOption func(*journaldSetup)
+
+type journaldSetup struct {
+	machineID string
+}
+
+// WithMachineID makes journald read id (32 lower-case hexadecimal
+// digits, as in machine-id(5)) as its /etc/machine-id, so that its
+// entries carry _MACHINE_ID=id: another host's journal, on this kernel.
+// journald reads the file in its own mount namespace, where a file with
+// id is bound over it; the host's file is left alone.
+func WithMachineID(id string) JournaldOption {
+	return func(s *journaldSetup) { s.machineID = id }
+}
+
+// NewMachineID draws a random machine ID for WithMachineID.
+func NewMachineID() string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err)
+	}
+	return hex.EncodeToString(b[:])
+}
+
 // StartJournald starts a private journald with volatile storage in a temp
 // dir and stops it (by PID) when the test ends. It skips the test when
 // root or the programs are missing.
-func StartJournald(t testing.TB) *Journald {
+func StartJournald(t testing.TB, opts ...JournaldOption) *Journald {
 	t.Helper()
+	var setup journaldSetup
+	for _, o := range opts {
+		o(&setup)
+	}
 	RequireRoot(t)
 	RequireCommand(t, "unshare", "mount", "journalctl")
 	if _, err := os.Stat(journaldBinary); err != nil {
@@ -93,12 +125,26 @@ func StartJournald(t testing.TB) *Journald {
 	if err := os.WriteFile(conf, []byte(journaldConf), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	var bindMachineID string
+	if id := setup.machineID; id != "" {
+		if len(id) != 32 || strings.Trim(id, "0123456789abcdef") != "" || strings.Trim(id, "0") == "" {
+			t.Fatalf("machine ID %q: want 32 lower-case hexadecimal digits, not all zero", id)
+		}
+		if _, err := os.Stat("/etc/machine-id"); err != nil {
+			Missing(t, "skipped: /etc/machine-id is missing, nothing to bind the test's machine ID over")
+		}
+		f := filepath.Join(tmp, "machine-id")
+		if err := os.WriteFile(f, []byte(id+"\n"), 0o444); err != nil {
+			t.Fatal(err)
+		}
+		bindMachineID = fmt.Sprintf("mount --bind %q /etc/machine-id\n", f)
+	}
 	script := fmt.Sprintf(`set -e
 mount -t tmpfs tmpfs /run/systemd
 mount --bind %q /run/log
 if [ -d /var/log/journal ]; then mount -t tmpfs tmpfs /var/log/journal; fi
 mount --bind %q /etc/systemd/journald.conf
-exec %s`, logDir, conf, journaldBinary)
+%sexec %s`, logDir, conf, bindMachineID, journaldBinary)
 
 	output := &lockedBuffer{}
 	// Without --fork, unshare execs in place, so the PID we get is
@@ -142,7 +188,12 @@ exec %s`, logDir, conf, journaldBinary)
 		}
 		if _, err := os.Stat(j.Socket); err == nil {
 			if dirs, _ := filepath.Glob(filepath.Join(logDir, "journal", "*")); len(dirs) == 1 {
-				j.Dir = dirs[0]
+				// journald names the directory after its machine
+				// ID.
+				j.Dir, j.MachineID = dirs[0], filepath.Base(dirs[0])
+				if setup.machineID != "" && j.MachineID != setup.machineID {
+					t.Fatalf("journald took machine ID %s, want %s", j.MachineID, setup.machineID)
+				}
 				return j
 			}
 		}
@@ -256,6 +307,12 @@ func (j *Journald) run(matches ...string) ([]Entry, error) {
 		}
 		return nil, fmt.Errorf("journalctl %s: %w: %s", strings.Join(args, " "), err, stderr)
 	}
+	return ParseEntries(out)
+}
+
+// ParseEntries reads journalctl's -o json output (one entry a line), as
+// a program that runs journalctl for the test prints it.
+func ParseEntries(out []byte) ([]Entry, error) {
 	var entries []Entry
 	for _, line := range bytes.Split(out, []byte("\n")) {
 		if len(bytes.TrimSpace(line)) == 0 {
