@@ -77,6 +77,7 @@ func TestFleetJournal(t *testing.T) {
 		{"the window, both hosts", window, []row{a, b}},
 		{"one host", append([]string{"--machine=" + hostB}, window...), []row{b}},
 		{"one UUID", append([]string{"--uuid=" + uuid1}, window...), []row{a}},
+		{"a window with no entries: an empty array, exit 0", []string{"--since=@1800000000"}, []row{}},
 		{"no window", nil, []row{{hostA, uuid1, 4, 1, t0 - 1, t0 + 2_000_001}, b}},
 	}
 	for _, tt := range tests {
