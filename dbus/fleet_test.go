@@ -40,7 +40,9 @@ type fleetHost struct {
 // --uuid finds one host's container, its execs and its tag and create
 // records, and none of the other's; the ID with --machine finds the
 // same; the ID alone finds both hosts' entries, the collision the
-// instance UUID resolves (the control). Both contidds read the kernel's
+// instance UUID resolves (the control); contidctl fleet sums the
+// collector into one row per host, each with the counts and times of
+// that host's own journal. Both contidds read the kernel's
 // one multicast audit stream, so each sees the other's execs: it has no
 // tag for those processes and writes none of them.
 //
