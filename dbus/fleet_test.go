@@ -2,6 +2,7 @@ package dbus_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -39,7 +40,9 @@ type fleetHost struct {
 // --uuid finds one host's container, its execs and its tag and create
 // records, and none of the other's; the ID with --machine finds the
 // same; the ID alone finds both hosts' entries, the collision the
-// instance UUID resolves (the control). Both contidds read the kernel's
+// instance UUID resolves (the control); contidctl fleet sums the
+// collector into one row per host, each with the counts and times of
+// that host's own journal. Both contidds read the kernel's
 // one multicast audit stream, so each sees the other's execs: it has no
 // tag for those processes and writes none of them.
 //
@@ -128,9 +131,11 @@ func TestTwoHostsOverlappingIDs(t *testing.T) {
 	}
 
 	// What each host wrote of its container: the sets the collector must
-	// give back.
+	// give back, and the row contidctl fleet must sum them into.
 	local := map[string][]string{}
+	summary := map[string]fleetRow{}
 	for _, h := range hosts {
+		row := fleetRow{Machine: h.j.MachineID, UUID: h.uuid, ID: uint64(id)}
 		entries := h.j.Query(t, "AUDIT_CONTAINER_UUID="+h.uuid, "_SYSTEMD_UNIT=contidd.service")
 		var execs []string
 		var tag, create bool
@@ -141,6 +146,19 @@ func TestTwoHostsOverlappingIDs(t *testing.T) {
 			if s := en.Get("AUDIT_EVENT_ID"); s != "" {
 				execs = append(execs, s)
 			}
+			if en.Get("MESSAGE_ID") != "" {
+				row.Records++
+			} else {
+				row.Events++
+			}
+			at, err := strconv.ParseUint(en.Get("__REALTIME_TIMESTAMP"), 10, 64)
+			if err != nil {
+				t.Fatalf("host %s: an entry's __REALTIME_TIMESTAMP: %v", h.name, err)
+			}
+			if row.First == 0 || at < row.First {
+				row.First = at
+			}
+			row.Last = max(row.Last, at)
 			tag = tag || en.Get("MESSAGE_ID") == journal.MessageTagGranted
 			create = create || en.Get("MESSAGE_ID") == journal.MessageContainerCreated
 		}
@@ -153,6 +171,7 @@ func TestTwoHostsOverlappingIDs(t *testing.T) {
 			t.Fatalf("host %s: tag record %v, create record %v among its container's entries, want both: %v", h.name, tag, create, entries)
 		}
 		local[h.uuid] = entryKeys(entries)
+		summary[h.uuid] = row
 	}
 
 	// Wait for the collector to hold every entry of both containers.
@@ -200,6 +219,35 @@ func TestTwoHostsOverlappingIDs(t *testing.T) {
 			}
 		})
 	}
+	// The fleet summary over the collector: one row per host and
+	// container, the same ID on both, with each host's counts.
+	argv := []string{"fleet", "--directory=" + r.Dir, "--json=short", "--no-pager"}
+	out, errOut, code := ctl(t, nil, nil, argv...)
+	if code != 0 {
+		t.Fatalf("contidctl %v: exit %d: %s", argv, code, errOut)
+	}
+	var rows []fleetRow
+	if err := json.Unmarshal([]byte(out), &rows); err != nil {
+		t.Fatalf("contidctl %v: %v: %s", argv, err, out)
+	}
+	want := []fleetRow{summary[a.uuid], summary[b.uuid]}
+	slices.SortFunc(rows, func(x, y fleetRow) int { return strings.Compare(x.UUID, y.UUID) })
+	slices.SortFunc(want, func(x, y fleetRow) int { return strings.Compare(x.UUID, y.UUID) })
+	if !slices.Equal(rows, want) {
+		t.Fatalf("contidctl %v:\n%+v\nwant\n%+v", argv, rows, want)
+	}
+}
+
+// fleetRow is what TestTwoHostsOverlappingIDs checks of a row of
+// contidctl fleet --json.
+type fleetRow struct {
+	Machine string `json:"machine_id"`
+	UUID    string `json:"uuid"`
+	ID      uint64 `json:"id"`
+	Events  uint64 `json:"events"`
+	Records uint64 `json:"records"`
+	First   uint64 `json:"first_seen_usec"`
+	Last    uint64 `json:"last_seen_usec"`
 }
 
 // fleetEvents runs contidctl events on the collector's directory and

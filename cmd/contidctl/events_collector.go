@@ -5,6 +5,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 )
 
@@ -22,6 +23,8 @@ type eventsSource struct {
 func (s *eventsSource) addFlags(f *pflag.FlagSet) {
 	f.Var(&s.directory, "directory", "read the journal files in `DIR` (as journalctl -D), e.g. a collector's")
 	f.Var(&s.machine, "machine", "only the entries of the host whose machine ID is `MACHINE_ID` (_MACHINE_ID=)")
+	// Shells then complete directories only.
+	_ = cobra.MarkFlagDirname(f, "directory")
 }
 
 // args are journalctl's: a match on _MACHINE_ID, which journald on the

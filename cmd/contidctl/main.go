@@ -152,7 +152,7 @@ func newRoot(g *globals) *cobra.Command {
 	for _, kind := range tagKinds {
 		root.AddCommand(tagCommand(g, kind))
 	}
-	root.AddCommand(whoCommand(g), eventsCommand(g), treeCommand(g), monitorCommand(g), completionCommand(root))
+	root.AddCommand(whoCommand(g), eventsCommand(g), fleetCommand(g), treeCommand(g), monitorCommand(g), completionCommand(root))
 	return root
 }
 
