@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/elastic/go-libaudit/v2/auparse"
 	"golang.org/x/sys/unix"
@@ -121,21 +123,54 @@ func appendTarget(b []byte, ev *audit.Event, what string, succeeded bool) []byte
 }
 
 // appendEscaped writes a value a process chose (a file name, a command
-// name) with its control characters escaped as \xNN, and the backslash as
-// \\: a name with a newline in it must not start what reads as another
-// event's line, nor a terminal escape act on the screen of whoever reads
-// the journal.
+// name) with the backslash doubled and everything that is not a printable
+// character escaped: a byte that is not UTF-8, or a control character, as
+// \xNN; a format or separator character (U+202E, U+200B, U+2028, U+0085)
+// as \uNNNN. A name with a newline in it must not start what reads as
+// another event's line, nor a terminal escape act on the screen of
+// whoever reads the journal; a bidi override must not reorder the rest of
+// the line on that screen; and one byte that is not UTF-8 would make
+// journalctl show the whole MESSAGE as "[N blob data]", hiding the event.
 func appendEscaped(b []byte, s string) []byte {
 	const hexDigits = "0123456789abcdef"
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; {
-		case c == '\\':
-			b = append(b, '\\', '\\')
-		case c < 0x20 || c == 0x7f:
-			b = append(b, '\\', 'x', hexDigits[c>>4], hexDigits[c&0xf])
-		default:
-			b = append(b, c)
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			switch {
+			case c == '\\':
+				b = append(b, '\\', '\\')
+			case c < 0x20 || c == 0x7f:
+				b = append(b, '\\', 'x', hexDigits[c>>4], hexDigits[c&0xf])
+			default:
+				b = append(b, c)
+			}
+			i++
+			continue
 		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			b = append(b, '\\', 'x', hexDigits[c>>4], hexDigits[c&0xf])
+		case !unicode.IsPrint(r):
+			// IsPrint: letters, marks, numbers, punctuation, symbols;
+			// not C1 controls, format (Cf) or separators other than
+			// the ASCII space. Runes above U+FFFF that fail it are
+			// rare; they get eight digits.
+			if r > 0xffff {
+				b = append(b, '\\', 'U')
+				for sh := 28; sh >= 0; sh -= 4 {
+					b = append(b, hexDigits[r>>sh&0xf])
+				}
+			} else {
+				b = append(b, '\\', 'u')
+				for sh := 12; sh >= 0; sh -= 4 {
+					b = append(b, hexDigits[r>>sh&0xf])
+				}
+			}
+		default:
+			b = append(b, s[i:i+size]...)
+		}
+		i += size
 	}
 	return b
 }
@@ -169,12 +204,52 @@ func targetPath(ev *audit.Event) (string, bool) {
 	if !ok || name == "(null)" || name == "" {
 		return "", false
 	}
-	if !filepath.IsAbs(name) {
+	if !filepath.IsAbs(name) && relativeToCWD(ev) {
 		if cwd, ok := ev.Get("cwd"); ok && filepath.IsAbs(cwd) {
 			name = filepath.Join(cwd, name)
 		}
 	}
 	return name, true
+}
+
+// atFDCWD is AT_FDCWD, as the kernel logs a directory descriptor argument.
+const atFDCWD = -100
+
+// relativeToCWD says whether the event's relative names were resolved
+// from the working directory: not so for an *at call given a directory
+// descriptor, openat(fd of /etc, "shadow") from /tmp opened /etc/shadow,
+// and joining the CWD would name /tmp/shadow. Such a name is left
+// relative; the descriptor's directory is not in the records.
+func relativeToCWD(ev *audit.Event) bool {
+	var dirfds []string // the arguments that are directory descriptors
+	switch what := ev.Syscall(); what {
+	case "renameat", "renameat2", "linkat":
+		dirfds = []string{"a0", "a2"}
+	case "symlinkat":
+		dirfds = []string{"a1"}
+	case "statx", "name_to_handle_at", "open_tree", "mount_setattr", "fspick", "move_mount":
+		dirfds = []string{"a0"}
+	default:
+		if !strings.HasSuffix(what, "at") && !strings.HasSuffix(what, "at2") {
+			return true
+		}
+		dirfds = []string{"a0"}
+	}
+	r, ok := ev.Record(auparse.AUDIT_SYSCALL)
+	if !ok {
+		return true
+	}
+	for _, a := range dirfds {
+		v, ok := r.Get(a)
+		if !ok {
+			return false
+		}
+		n, err := strconv.ParseUint(v, 16, 64)
+		if err != nil || int32(uint32(n)) != atFDCWD {
+			return false
+		}
+	}
+	return true
 }
 
 // failedErrno names the error a failed system call returned (exit=-2:

@@ -57,6 +57,13 @@ func syscallRecord(nr int, success string, exit int, uid, euid int, exe string) 
 		" gid=0 euid=" + strconv.Itoa(euid) + " suid=0 fsuid=0 egid=0 sgid=0 fsgid=0 tty=(none) ses=4294967295 comm=\"sh\" exe=\"" + exe + "\" key=\"contid\""}
 }
 
+// withA0 sets the first system call argument, e.g. an *at call's
+// directory descriptor.
+func withA0(r rawRecord, a0 string) rawRecord {
+	r.text = strings.Replace(r.text, " a0=1 ", " a0="+a0+" ", 1)
+	return r
+}
+
 func rec(typ auparse.AuditMessageType, body string) rawRecord {
 	return rawRecord{typ, "audit(1700000000.123:77): " + body}
 }
@@ -85,10 +92,15 @@ func TestSummaryReadsLikeAusearch(t *testing.T) {
 			[]rawRecord{syscallRecord(59, "no", -13, 0, 0, "/usr/bin/dash")},
 			"container 4 (web): execve by pid 1234 uid root res=failed exit=EACCES"},
 		{"a relative path is made absolute with the CWD",
-			[]rawRecord{syscallRecord(257, "no", -13, 65534, 65534, "/usr/bin/cat"),
+			[]rawRecord{withA0(syscallRecord(257, "no", -13, 65534, 65534, "/usr/bin/cat"), "ffffff9c"),
 				rec(auparse.AUDIT_CWD, `cwd="/etc"`),
 				rec(auparse.AUDIT_PATH, `item=0 name="shadow" nametype=NORMAL`)},
 			"container 4 (web): openat /etc/shadow by pid 1234 uid nobody res=failed exit=EACCES"},
+		{"a path relative to a directory descriptor is not joined to the CWD",
+			[]rawRecord{withA0(syscallRecord(257, "yes", 3, 0, 0, "/usr/bin/cat"), "3"),
+				rec(auparse.AUDIT_CWD, `cwd="/tmp"`),
+				rec(auparse.AUDIT_PATH, `item=0 name="shadow" nametype=NORMAL`)},
+			"container 4 (web): openat shadow by pid 1234 uid root res=success"},
 		{"unlink names the file removed, not its directory",
 			[]rawRecord{syscallRecord(87, "yes", 0, 0, 0, "/usr/bin/rm"),
 				rec(auparse.AUDIT_PATH, `item=0 name="/tmp/" nametype=PARENT`),
@@ -118,6 +130,14 @@ func TestSummaryReadsLikeAusearch(t *testing.T) {
 			[]rawRecord{syscallRecord(59, "no", -2, 0, 0, "/usr/bin/dash"),
 				rec(auparse.AUDIT_PATH, "item=0 name="+strings.ToUpper(hex.EncodeToString([]byte("/x\ncontainer 9: execve /bin/ok by pid 1 uid root res=success\x1b[2J\\")))+" nametype=UNKNOWN")},
 			`container 4 (web): execve /x\x0acontainer 9: execve /bin/ok by pid 1 uid root res=success\x1b[2J\\ by pid 1234 uid root res=failed exit=ENOENT`},
+		{"a name that is not UTF-8 cannot turn the MESSAGE into blob data journalctl hides",
+			[]rawRecord{syscallRecord(59, "no", -2, 0, 0, "/usr/bin/dash"),
+				rec(auparse.AUDIT_PATH, "item=0 name="+strings.ToUpper(hex.EncodeToString([]byte("/x\xff\xc2\x9b2J")))+" nametype=UNKNOWN")},
+			`container 4 (web): execve /x\xff\u009b2J by pid 1234 uid root res=failed exit=ENOENT`},
+		{"a bidi override, a zero-width space and a line separator are shown, not obeyed",
+			[]rawRecord{syscallRecord(59, "no", -2, 0, 0, "/usr/bin/dash"),
+				rec(auparse.AUDIT_PATH, "item=0 name="+strings.ToUpper(hex.EncodeToString([]byte("/tmp/\u202eexe.txt\u200b\u2028\u00e9")))+" nametype=UNKNOWN")},
+			`container 4 (web): execve /tmp/\u202eexe.txt\u200b\u2028é by pid 1234 uid root res=failed exit=ENOENT`},
 		{"a UID the host does not name stays a number",
 			[]rawRecord{syscallRecord(59, "yes", 0, 101000, 101000, "/usr/bin/id"),
 				rec(auparse.AUDIT_PATH, `item=0 name="/usr/bin/id" nametype=NORMAL`)},

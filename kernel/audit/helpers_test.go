@@ -47,6 +47,9 @@ func TestMain(m *testing.M) {
 	if spec := os.Getenv(killedReaderEnv); spec != "" {
 		os.Exit(killedReader(spec))
 	}
+	if spec := os.Getenv(openatHelperEnv); spec != "" {
+		os.Exit(openatHelper(spec))
+	}
 	if os.Getenv(registerHelperEnv) != "" {
 		os.Exit(registerHelper())
 	}
@@ -151,6 +154,36 @@ func openHelper(spec string) int {
 		syscall.Close(fd)
 	}
 	fmt.Printf("offered %d in %.3f failed %d\n", count-failed, time.Since(start).Seconds(), failed)
+	return 0
+}
+
+// openatHelperEnv makes the test binary open "DIR NAME": NAME relative
+// to a descriptor of DIR, from whatever directory it was started in; with
+// DIR "-", relative to the working directory (AT_FDCWD).
+const openatHelperEnv = "CONTID_AUDIT_OPENAT_HELPER"
+
+func openatHelper(spec string) int {
+	f := strings.Fields(spec)
+	if f[0] == "-" {
+		fd, err := syscall.Open(f[1], syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+		if err != nil {
+			fmt.Println(err)
+			return 1
+		}
+		syscall.Close(fd)
+		return 0
+	}
+	dir, err := syscall.Open(f[0], syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		fmt.Println(err)
+		return 1
+	}
+	fd, err := syscall.Openat(dir, f[1], syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		fmt.Println(err)
+		return 1
+	}
+	syscall.Close(fd)
 	return 0
 }
 

@@ -155,6 +155,52 @@ func TestFailedExecMessage(t *testing.T) {
 	}
 }
 
+// A file opened relative to a directory descriptor is not named as if
+// relative to the working directory: openat(fd of D, "secret") from C
+// opened D/secret, not C/secret.
+func TestOpenatDirfdMessage(t *testing.T) {
+	s := newAuditSession(t)
+	b := tracker(t)
+	dir, cwd := t.TempDir(), t.TempDir()
+	for _, d := range []string{dir, cwd} {
+		if err := os.WriteFile(filepath.Join(d, "secret"), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	key := "contid-test-" + randomSuffix(t)
+	s.addRule("-a always,exit -F arch=b64 -S openat -F path=" + filepath.Join(dir, "secret") + " -k " + key)
+	cg := newCgroup(t, b, nil, "openat", true)
+	reg := fakeContainers{cg.chain.ID(): {cg.chain, "openat-web", "openat.scope"}}
+	p := startPipeline(t, b, reg, audit.Config{}, journal.Config{})
+
+	for _, tc := range []struct {
+		name, dir, spec, want string
+	}{
+		{"directory descriptor", cwd, dir + " secret", "openat secret by pid "},
+		{"AT_FDCWD", dir, "- secret", "openat " + filepath.Join(dir, "secret") + " by pid "},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := len(p.journald.Query(t, "AUDIT_CONTAINER_ID="+idStr(cg.chain.ID())))
+			cmd := exec.Command(os.Args[0])
+			cmd.Dir = tc.dir
+			cmd.Env = append(os.Environ(), openatHelperEnv+"="+tc.spec)
+			cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: cg.fd}
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("openat helper: %v: %s", err, out)
+			}
+			found := p.journald.WaitFor(t, 2*time.Second, before+1, "AUDIT_CONTAINER_ID="+idStr(cg.chain.ID()))
+			if len(found) <= before {
+				t.Fatalf("openat in container %d not in the journal within 2s (reader %+v)", cg.chain.ID(), p.reader.Stats())
+			}
+			msg := found[before].Get("MESSAGE")
+			want := fmt.Sprintf("container %d (openat-web): %s", cg.chain.ID(), tc.want)
+			if !strings.HasPrefix(msg, want) {
+				t.Errorf("MESSAGE = %q, want %q... (a0=%s)", msg, want, found[before].Get("AUDIT_FIELD_A0"))
+			}
+		})
+	}
+}
+
 func contains(list []string, s string) bool {
 	for _, x := range list {
 		if x == s {
