@@ -318,9 +318,13 @@ type userNames struct {
 	path    string
 	names   map[uint32]string
 	checked time.Time
-	mtime   time.Time
-	size    int64
-	now     func() time.Time
+	// The file as last read: a file replaced by one of the same size
+	// and a restored mtime (cp -p, rsync -t, a backup) still has
+	// another inode or ctime, which no one can set back.
+	mtime, ctime time.Time
+	ino          uint64
+	size         int64
+	now          func() time.Time
 }
 
 const passwdCheck = 5 * time.Second
@@ -356,10 +360,15 @@ func (u *userNames) lookup(uid uint32) (string, bool) {
 func (u *userNames) reload() {
 	fi, err := os.Stat(u.path)
 	if err != nil {
-		u.names, u.mtime, u.size = nil, time.Time{}, 0
+		u.names, u.mtime, u.ctime, u.ino, u.size = nil, time.Time{}, time.Time{}, 0, 0
 		return
 	}
-	if u.names != nil && fi.ModTime().Equal(u.mtime) && fi.Size() == u.size {
+	var ctime time.Time
+	var ino uint64
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		ctime, ino = time.Unix(st.Ctim.Unix()), st.Ino
+	}
+	if u.names != nil && fi.ModTime().Equal(u.mtime) && fi.Size() == u.size && ctime.Equal(u.ctime) && ino == u.ino {
 		return
 	}
 	f, err := os.Open(u.path)
@@ -384,5 +393,5 @@ func (u *userNames) reload() {
 			names[uint32(id)] = parts[0]
 		}
 	}
-	u.names, u.mtime, u.size = names, fi.ModTime(), fi.Size()
+	u.names, u.mtime, u.ctime, u.ino, u.size = names, fi.ModTime(), ctime, ino, fi.Size()
 }

@@ -51,6 +51,29 @@ func writePasswd(t *testing.T, dir, content string) string {
 	return p
 }
 
+// replaceKeepingTimes renames a new file with content over path, with
+// path's modification time.
+func replaceKeepingTimes(t *testing.T, path, content string) {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Size() != int64(len(content)) {
+		t.Fatalf("the replacement is %d bytes, %s %d", len(content), path, fi.Size())
+	}
+	tmp := path + ".new"
+	if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(tmp, fi.ModTime(), fi.ModTime()); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func syscallRecord(nr int, success string, exit int, uid, euid int, exe string) rawRecord {
 	return rawRecord{auparse.AUDIT_SYSCALL, "audit(1700000000.123:77): arch=c000003e syscall=" + strconv.Itoa(nr) +
 		" success=" + success + " exit=" + strconv.Itoa(exit) + " a0=1 a1=2 a2=3 a3=0 items=1 ppid=100 pid=1234 auid=4294967295 uid=" + strconv.Itoa(uid) +
@@ -169,11 +192,17 @@ func TestUserNamesFollowThePasswdFile(t *testing.T) {
 		{"a change is not read before the next check", "root:x:0:0::/:/bin/sh\nbob:x:1000:1000::/:/bin/sh\n", time.Second, "1000", "1000"},
 		{"and is read at it", "", passwdCheck, "1000", "bob"},
 		{"not a number stays as it is", "", 0, "x", "x"},
+		{"a file replaced by one of the same size and mtime is read again", "=", passwdCheck, "1000", "eve"},
 		{"a file gone names nobody", "-", passwdCheck, "0", "0"},
 	} {
-		if step.content == "-" {
+		switch {
+		case step.content == "-":
 			os.Remove(passwd)
-		} else if step.content != "" {
+		case step.content == "=":
+			// As cp -p or a restore from backup writes it: the same
+			// length, another name, the old mtime.
+			replaceKeepingTimes(t, passwd, "root:x:0:0::/:/bin/sh\neve:x:1000:1000::/:/bin/sh\n")
+		case step.content != "":
 			writePasswd(t, dir, step.content)
 		}
 		now = now.Add(step.advance)
