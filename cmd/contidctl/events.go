@@ -52,7 +52,7 @@ func eventsCommand(g *globals) *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.BoolVar(&o.within, "within", false, "the container and every container nested in it")
-	f.StringVar(&o.uuid, "uuid", "", "the container whose instance UUID is `UUID`, on whichever host it ran")
+	f.Var(&o.uuid, "uuid", "the container whose instance UUID is `UUID`, on whichever host it ran")
 	f.BoolVarP(&o.follow, "follow", "f", false, "show new entries as they arrive")
 	f.StringVarP(&o.lines, "lines", "n", "", "show the last `N` entries")
 	f.BoolVarP(&o.reverse, "reverse", "r", false, "newest entries first")
@@ -73,7 +73,7 @@ func eventsCommand(g *globals) *cobra.Command {
 type eventsOptions struct {
 	within, follow, reverse     bool
 	lines, since, until, output string
-	uuid                        string
+	uuid                        containerUUID
 	json                        jsonFormat
 	source                      eventsSource
 }
@@ -88,9 +88,7 @@ func (o eventsOptions) journalctlArgs(id contid.ID, noPager bool) []string {
 	}
 	match := field + "=" + strconv.FormatUint(uint64(id), 10)
 	if o.uuid != "" {
-		// contidd writes UUIDs in lower case; journal matches are
-		// exact.
-		match = "AUDIT_CONTAINER_UUID=" + strings.ToLower(o.uuid)
+		match = "AUDIT_CONTAINER_UUID=" + string(o.uuid)
 	}
 	args := []string{match, "_SYSTEMD_UNIT=contidd.service"}
 	if o.follow {
@@ -123,6 +121,32 @@ func (o eventsOptions) journalctlArgs(id contid.ID, noPager bool) []string {
 	}
 	args = append(args, o.source.args()...)
 	return args
+}
+
+// containerUUID is an instance UUID, 8-4-4-4-12 hexadecimal digits.
+// contidd writes UUIDs in lower case and journal matches are exact, so it
+// is stored so; a malformed one (a stray space, a brace) is refused
+// rather than matching nothing.
+type containerUUID string
+
+func (u *containerUUID) String() string { return string(*u) }
+func (u *containerUUID) Type() string   { return "UUID" }
+
+func (u *containerUUID) Set(s string) error {
+	l := strings.ToLower(s)
+	ok := len(l) == 36
+	for i := 0; ok && i < len(l); i++ {
+		if i == 8 || i == 13 || i == 18 || i == 23 {
+			ok = l[i] == '-'
+		} else {
+			ok = l[i] >= '0' && l[i] <= '9' || l[i] >= 'a' && l[i] <= 'f'
+		}
+	}
+	if !ok {
+		return fmt.Errorf("%q is not a UUID: xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx, as contidctl show prints it", s)
+	}
+	*u = containerUUID(l)
+	return nil
 }
 
 // eventsContainer takes an ID as it is (the journal keeps the events of

@@ -98,6 +98,9 @@ func TestEventsArguments(t *testing.T) {
 		{[]string{"events", "--uuid=5f0c7a8e-9b1d-4e2f-8a3b-6c7d8e9f0a1b", "_SYSTEMD_UNIT=evil.service"}, ""},
 		{[]string{"events", "--uuid=5f0c7a8e-9b1d-4e2f-8a3b-6c7d8e9f0a1b", "42"}, ""},
 		{[]string{"events", "--uuid=5f0c7a8e-9b1d-4e2f-8a3b-6c7d8e9f0a1b", "--within"}, ""},
+		{[]string{"events", "--uuid=not-a-uuid"}, ""},
+		{[]string{"events", "--uuid", " 5f0c7a8e-9b1d-4e2f-8a3b-6c7d8e9f0a1b"}, ""},
+		{[]string{"events", "--uuid={5f0c7a8e-9b1d-4e2f-8a3b-6c7d8e9f0a1}"}, ""},
 		{[]string{"events"}, ""},
 	}
 	for _, tt := range tests {
