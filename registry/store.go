@@ -356,6 +356,16 @@ func (s *store) load(r *Registry) error {
 	slices.Sort(ids)
 	for _, id := range ids {
 		e := entries[id]
+		if held := r.uuids[e.c.UUID]; held != nil && e.c.State == StateActive {
+			// Two active containers with one UUID (damaged state
+			// files): the later one gets a fresh UUID, kept by the
+			// compaction below. Left shared, the first one's exit
+			// would free the UUID while the second still holds it,
+			// and a third container could take it too.
+			fresh := NewUUID()
+			r.warn("containers %d and %d both held UUID %s: container %d now has UUID %s", held.c.ID, id, e.c.UUID, id, fresh)
+			e.c.UUID = fresh
+		}
 		r.byID[id] = e
 		r.index(e)
 		for _, x := range e.c.Chain {

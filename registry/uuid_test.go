@@ -340,3 +340,41 @@ func TestStateWithBadUUID(t *testing.T) {
 		t.Fatalf("the good record: %+v, %v", c, err)
 	}
 }
+
+// Two active records with one UUID (damaged state files): the later one
+// gets a fresh UUID at load, said in a warning and kept across a restart,
+// so the first one's exit does not free a UUID the second still holds.
+func TestStateWithSharedUUID(t *testing.T) {
+	const u = "5f0c7a8e-9b1d-4e2f-8a3b-6c7d8e9f0a1b"
+	dir := t.TempDir()
+	lines := `{"op":"snapshot","version":2,"hwm":3}` + "\n" +
+		`{"op":"put","rec":{"id":1,"chain":[1],"uuid":"` + u + `","state":"active","created":1}}` + "\n" +
+		`{"op":"put","rec":{"id":2,"chain":[2],"uuid":"` + u + `","state":"active","created":1}}` + "\n" +
+		`{"op":"put","rec":{"id":3,"chain":[3],"uuid":"` + u + `","state":"exited","created":1,"exited":2}}` + "\n"
+	if err := os.WriteFile(filepath.Join(dir, snapshotFile), []byte(lines), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, Config{})
+	h.r.Close()
+	h.dir = dir
+	h.open()
+	if w := h.r.Warnings(); len(w) != 1 || !strings.Contains(w[0], u) {
+		t.Fatalf("warnings %q, want one naming the shared UUID", w)
+	}
+	first, _ := h.r.Get(1)
+	second, _ := h.r.Get(2)
+	exited, _ := h.r.Get(3)
+	if first.UUID != u || second.UUID == u || ValidateUUID(second.UUID) != nil || exited.UUID != u {
+		t.Fatalf("UUIDs %s, %s, %s: want %s kept by 1 and the exited 3, a fresh one for 2", first.UUID, second.UUID, exited.UUID, u)
+	}
+	h.reopen()
+	if again, _ := h.r.Get(2); again.UUID != second.UUID {
+		t.Fatalf("after a restart container 2 has UUID %s, want %s", again.UUID, second.UUID)
+	}
+	if _, err := h.r.MarkExited(1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.r.TagCgroup(orchestrator, 0, target("/machine.slice/new.scope"), Options{UUID: second.UUID}); !errors.Is(err, contid.ErrUUIDInUse) {
+		t.Fatalf("tag with container 2's UUID after 1 exited: %v, want UUIDInUse", err)
+	}
+}
