@@ -63,11 +63,11 @@ func appendSummary(b []byte, ev *audit.Event, chain contid.Chain, name string, u
 		b = append(b, " by pid "...)
 		b = strconv.AppendUint(b, uint64(ev.PID), 10)
 	}
-	if uid, ok := ev.Get("uid"); ok {
+	if uid, euid, ok := callerUIDs(ev); ok {
 		b = append(b, " uid "...)
 		b = users.appendName(b, uid)
 		// A setuid program acts with another user's rights.
-		if euid, ok := ev.Get("euid"); ok && euid != uid {
+		if euid != "" && euid != uid {
 			b = append(b, " euid "...)
 			b = users.appendName(b, euid)
 		}
@@ -83,18 +83,43 @@ func appendSummary(b []byte, ev *audit.Event, chain contid.Chain, name string, u
 	return b
 }
 
+// callerUIDs are the caller's user and effective user, from the kernel's
+// own fields only: the SYSCALL record's, or else the first record's uid
+// (a user-space record's header, which the kernel writes). A user-space
+// record's message text is flattened into the same fields after the
+// header, so a euid= in that text, which the sender chose, would
+// otherwise read as the caller's; such records name no euid.
+func callerUIDs(ev *audit.Event) (uid, euid string, ok bool) {
+	if r, found := ev.Record(auparse.AUDIT_SYSCALL); found {
+		uid, ok = r.Get("uid")
+		euid, _ = r.Get("euid")
+		return uid, euid, ok
+	}
+	if len(ev.Records) == 0 {
+		return "", "", false
+	}
+	uid, ok = ev.Records[0].Get("uid")
+	return uid, "", ok
+}
+
 // appendTarget writes what the call acted on: the file an exec ran (or,
 // when it failed, the file it tried: exe= is then still the caller's own
 // program), the file a call opened, created or removed, the process a
 // signal went to, the address a socket call named.
 func appendTarget(b []byte, ev *audit.Event, what string, succeeded bool) []byte {
-	if (what == "execve" || what == "execveat") && succeeded {
-		if exe, ok := ev.Get("exe"); ok {
-			return appendEscaped(append(b, ' '), exe)
-		}
-	}
+	isExec := what == "execve" || what == "execveat"
+	exe, hasExe := ev.Get("exe")
 	if p, ok := targetPath(ev); ok {
-		return appendEscaped(append(b, ' '), p)
+		b = appendQuoted(append(b, ' '), p)
+		// A script runs its interpreter, a symlink its target: exe= is
+		// then not the file the caller named, and both are said.
+		if isExec && succeeded && hasExe && exe != p {
+			b = appendQuoted(append(b, " exe="...), exe)
+		}
+		return b
+	}
+	if isExec && succeeded && hasExe {
+		return appendQuoted(append(b, ' '), exe)
 	}
 	if r, ok := ev.Record(auparse.AUDIT_OBJ_PID); ok {
 		if pid, ok := r.Get("opid"); ok {
@@ -102,7 +127,7 @@ func appendTarget(b []byte, ev *audit.Event, what string, succeeded bool) []byte
 			b = appendEscaped(b, pid)
 			if comm, ok := r.Get("ocomm"); ok && comm != "" {
 				b = append(b, " ("...)
-				b = appendEscaped(b, comm)
+				b = appendQuoted(b, comm)
 				b = append(b, ')')
 			}
 			return b
@@ -110,16 +135,39 @@ func appendTarget(b []byte, ev *audit.Event, what string, succeeded bool) []byte
 	}
 	if r, ok := ev.Record(auparse.AUDIT_SOCKADDR); ok {
 		if s, ok := r.Get("saddr"); ok {
-			if addr, ok := socketAddress(s); ok {
-				return appendEscaped(append(b, ' '), addr)
+			if family, addr, ok := socketAddress(s); ok {
+				b = append(append(append(b, ' '), family...), ' ')
+				return appendQuoted(b, addr)
 			}
 		}
 	}
 	if op, ok := ev.Get("op"); ok {
 		b = append(b, " op="...)
-		b = appendEscaped(b, op)
+		b = appendQuoted(b, op)
 	}
 	return b
+}
+
+// appendQuoted writes a name a process chose as appendEscaped does, in
+// double quotes (a quote in it escaped) when it holds a space, a quote or
+// nothing: a file named "/bin/true by pid 1 uid root res=success" must
+// not read as the end of the line.
+func appendQuoted(b []byte, s string) []byte {
+	if s != "" && !strings.ContainsAny(s, " \"") {
+		return appendEscaped(b, s)
+	}
+	b = append(b, '"')
+	for {
+		i := strings.IndexByte(s, '"')
+		if i < 0 {
+			break
+		}
+		b = appendEscaped(b, s[:i])
+		b = append(b, '\\', '"')
+		s = s[i+1:]
+	}
+	b = appendEscaped(b, s)
+	return append(b, '"')
 }
 
 // appendEscaped writes a value a process chose (a file name, a command
@@ -274,38 +322,36 @@ func failedErrno(ev *audit.Event) (string, bool) {
 }
 
 // socketAddress reads a SOCKADDR record's saddr (the raw struct sockaddr,
-// hex) as "inet 10.0.0.1:80", "inet6 [::1]:443" or "unix /run/x.sock"
-// ("unix @name" for the abstract namespace).
-func socketAddress(saddr string) (string, bool) {
+// hex) as its family and address: "inet" "10.0.0.1:80", "inet6"
+// "[::1]:443", "unix" "/run/x.sock" ("@name" for the abstract namespace,
+// "" unnamed). Only a unix address is a name a process chose.
+func socketAddress(saddr string) (family, addr string, ok bool) {
 	raw, err := hex.DecodeString(saddr)
 	if err != nil || len(raw) < 2 {
-		return "", false
+		return "", "", false
 	}
 	// sa_family is in host order: little-endian on every architecture
 	// the package is built for.
-	family := uint16(raw[0]) | uint16(raw[1])<<8
+	fam := uint16(raw[0]) | uint16(raw[1])<<8
 	port := func() uint16 { return uint16(raw[2])<<8 | uint16(raw[3]) }
 	switch {
-	case family == unix.AF_INET && len(raw) >= 8:
+	case fam == unix.AF_INET && len(raw) >= 8:
 		a := netip.AddrFrom4([4]byte(raw[4:8]))
-		return "inet " + netip.AddrPortFrom(a, port()).String(), true
-	case family == unix.AF_INET6 && len(raw) >= 24:
+		return "inet", netip.AddrPortFrom(a, port()).String(), true
+	case fam == unix.AF_INET6 && len(raw) >= 24:
 		a := netip.AddrFrom16([16]byte(raw[8:24]))
-		return "inet6 " + netip.AddrPortFrom(a, port()).String(), true
-	case family == unix.AF_UNIX:
+		return "inet6", netip.AddrPortFrom(a, port()).String(), true
+	case fam == unix.AF_UNIX:
 		path := raw[2:]
 		if len(path) > 0 && path[0] == 0 {
-			return "unix @" + strings.TrimRight(string(path[1:]), "\x00"), true
+			return "unix", "@" + strings.TrimRight(string(path[1:]), "\x00"), true
 		}
 		if i := strings.IndexByte(string(path), 0); i >= 0 {
 			path = path[:i]
 		}
-		if len(path) == 0 {
-			return "unix (unnamed)", true
-		}
-		return "unix " + string(path), true
+		return "unix", string(path), true
 	}
-	return "", false
+	return "", "", false
 }
 
 // userNames names UIDs from the host's passwd file, as ausearch -i does.
