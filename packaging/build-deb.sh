@@ -34,6 +34,23 @@ else
 fi
 cp -a "$top/packaging/debian" "$src/debian"
 
+# A build from git gets a version of its own, above the changelog's
+# release and rising with every commit on the branch (0.1.0+git412.1a2b3c4),
+# so that an upgrade between two builds is one dpkg and apt see as such;
+# dated by the commit, so the same commit builds the same package.
+if git -C "$top" rev-parse --git-dir >/dev/null 2>&1; then
+	base=$(sed -n '1s/^contid (\([^)]*\)).*/\1/p' "$top/packaging/debian/changelog")
+	count=$(git -C "$top" rev-list --count HEAD)
+	sha=$(git -C "$top" rev-parse --short=7 HEAD)
+	when=$(date -R -u -d "@$(git -C "$top" log -1 --format=%ct HEAD)")
+	{
+		printf 'contid (%s+git%s.%s) unstable; urgency=medium\n\n' "$base" "$count" "$sha"
+		printf '  * Build of commit %s.\n\n' "$sha"
+		printf ' -- contid developers <contid@example.org>  %s\n\n' "$when"
+		cat "$top/packaging/debian/changelog"
+	} >"$src/debian/changelog"
+fi
+
 # Name the module and build caches `make deps` and earlier builds filled,
 # whatever HOME the package build runs with: the build needs no network
 # (debian/rules sets GOPROXY=off).
