@@ -74,6 +74,7 @@ func run(args []string) int {
 		parents     = fs.String("autotag-parents", "", "space-separated cgroup `paths` (AutotagParents=; \"none\" for none)")
 		version     = fs.Bool("version", false, "print the version and exit")
 		dropExempt  = fs.Bool("drop-audit-exemption", false, "remove the audit rule by which a contidd exempted its own system calls, and exit (the unit's ExecStopPost=)")
+		dropRules   = fs.Bool("drop-audit-rules", false, "remove the audit rules keyed \"contid\" (contid.rules) from the kernel, and exit (the package's removal)")
 	)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -91,6 +92,9 @@ func run(args []string) int {
 	}
 	if *dropExempt {
 		return dropAuditExemption()
+	}
+	if *dropRules {
+		return dropAuditRules()
 	}
 	flags := overrides{stateDir: *stateDir, pinDir: *pinDir, logLevel: *logLevel, mode: *mode, socket: *socket, parents: *parents}
 	load := func() (config.Config, error) { return loadConfig(*confPath, flags) }
@@ -168,6 +172,23 @@ func loadConfig(confPath string, o overrides) (config.Config, error) {
 		return cfg, fmt.Errorf("%w: %w", errBadFlag, err)
 	}
 	return cfg, nil
+}
+
+// dropAuditRules takes contid.rules' rules out of the kernel when the
+// package is removed: left there, every exec on the host would still be
+// audited for a reader that is gone.
+func dropAuditRules() int {
+	ctl, err := audit.NewControl()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "<4>contidd: %v\n", err)
+		return 1
+	}
+	defer ctl.Close()
+	if err := ctl.DropRules(audit.RulesKey); err != nil {
+		fmt.Fprintf(os.Stderr, "<4>contidd: %v\n", err)
+		return 1
+	}
+	return 0
 }
 
 // dropAuditExemption runs after contidd stopped, however it stopped, so

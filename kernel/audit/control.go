@@ -416,6 +416,17 @@ func (c *Control) EnsureExempt() (restored bool, err error) {
 	return true, nil
 }
 
+// RulesKey is the key every rule of contid.rules carries, so that its
+// rules can be told from everyone else's and removed alone.
+const RulesKey = "contid"
+
+// DropRules removes every rule carrying key, and no other: the package's
+// removal takes contid's rules out of the kernel (contidd
+// --drop-audit-rules), whoever loaded them.
+func (c *Control) DropRules(key string) error {
+	return c.deleteMatching(func(line string) bool { return hasKey(line, key) })
+}
+
 // DropExemptions removes the rules ExemptSelf added: this process's, and
 // those of a contidd that is gone. The exemption of another contidd that
 // still runs stays (two run side by side only in tests, but there one

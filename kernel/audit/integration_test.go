@@ -19,6 +19,7 @@ import (
 
 	libaudit "github.com/elastic/go-libaudit/v2"
 	"github.com/elastic/go-libaudit/v2/auparse"
+	"github.com/elastic/go-libaudit/v2/rule"
 
 	"github.com/contid/contid"
 	"github.com/contid/contid/internal/testenv"
@@ -605,6 +606,56 @@ func TestLoadRules(t *testing.T) {
 		t.Errorf("second load added %d rules, refused %+v, err %v; want 0, none, nil", len(again), refused, err)
 	}
 	t.Logf("loaded %d rules", len(added))
+}
+
+// The package's removal takes contid.rules' rules out of the kernel, and
+// no one else's: a rule under another key stays.
+func TestDropRules(t *testing.T) {
+	s := newAuditSession(t)
+	other := "contid-test-" + randomSuffix(t)
+	s.addRule(execRule(other))
+	added, refused, err := s.ctl.LoadRules("../../units/contid.rules")
+	if err != nil || len(added) == 0 || len(refused) != 0 {
+		t.Fatalf("loaded %d rules, refused %+v, err %v", len(added), refused, err)
+	}
+	t.Cleanup(func() {
+		for _, wf := range added {
+			_ = s.ctl.DeleteRule(wf) // gone already unless the test failed
+		}
+	})
+	keyed := func(key string) int {
+		t.Helper()
+		held, err := s.ctl.Rules()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, wf := range held {
+			line, err := rule.ToCommandLine(wf, false)
+			if err != nil {
+				continue
+			}
+			for _, f := range strings.Fields(strings.ReplaceAll(line, "\x01", " ")) {
+				if f == key || f == "key="+key {
+					n++
+					break
+				}
+			}
+		}
+		return n
+	}
+	if n := keyed(audit.RulesKey); n < len(added) {
+		t.Fatalf("%d rules keyed %q after loading %d", n, audit.RulesKey, len(added))
+	}
+	if err := s.ctl.DropRules(audit.RulesKey); err != nil {
+		t.Fatal(err)
+	}
+	if n := keyed(audit.RulesKey); n != 0 {
+		t.Errorf("%d rules keyed %q left, want 0", n, audit.RulesKey)
+	}
+	if n := keyed(other); n != 1 {
+		t.Errorf("%d rules keyed %q left, want the 1 loaded", n, other)
+	}
 }
 
 // A rules file with file watches (-w) loads them: the kernel lists them
