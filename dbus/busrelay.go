@@ -376,6 +376,7 @@ func (r *busRelay) screen(in *relayReader, hdr, msg []byte, log func(format stri
 			return refuse(client.NameInvalidArgs, err.Error())
 		}
 	}
+	wire.IgnoreUnknownFlags(msg)
 	return in.forward(r.local, msg)
 }
 

@@ -2,6 +2,7 @@ package dbus
 
 import (
 	"context"
+	"fmt"
 	"strings"
 
 	godbus "github.com/godbus/dbus/v5"
@@ -104,6 +105,9 @@ var managerInterface = &iface{
 			Call: func(m *Manager, c methodCall) ([]any, error) {
 				fd, ok := c.args[0].(godbus.UnixFD)
 				if !ok {
+					if n, _ := c.msg.Headers[godbus.FieldUnixFDs].Value().(uint32); n > 0 {
+						return nil, newError(client.NameInvalidArgs, fmt.Sprintf("TagProcess's pidfd names descriptor %v, and the call brought %d", c.args[0], n))
+					}
 					return nil, newError(client.NameInvalidArgs, "TagProcess needs a pidfd passed as a file descriptor (unix fd passing was not negotiated)")
 				}
 				// The call's descriptor is closed with the call; tagProcess

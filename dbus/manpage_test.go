@@ -549,3 +549,76 @@ func TestManPageErrorNames(t *testing.T) {
 		}
 	}
 }
+
+// Every member the table declares has its own entry in the page's
+// Methods, Signals or Properties section of its object (a .TP paragraph
+// whose tag names it), and the sections name no member the table lacks:
+// listing a member in the interface block is not describing it.
+func TestManPageDescribesEveryMember(t *testing.T) {
+	page, err := os.ReadFile(apiManPage)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// described[object section][subsection] holds the names tagged there.
+	described := map[string]map[string][]string{}
+	var section, sub, prev string
+	tag := regexp.MustCompile(`^\.BR? ([A-Za-z]+)(\(\))?`)
+	for _, line := range strings.Split(string(page), "\n") {
+		switch {
+		case strings.HasPrefix(line, ".SH "):
+			section, sub = strings.Trim(strings.TrimPrefix(line, ".SH "), `"`), ""
+		case strings.HasPrefix(line, ".SS "):
+			sub = strings.Trim(strings.TrimPrefix(line, ".SS "), `"`)
+		case prev == ".TP" && (sub == "Methods" || sub == "Signals" || sub == "Properties"):
+			if m := tag.FindStringSubmatch(line); m != nil {
+				if described[section] == nil {
+					described[section] = map[string][]string{}
+				}
+				described[section][sub] = append(described[section][sub], m[1])
+			}
+		}
+		prev = line
+	}
+	names := func(f func(*iface) []string, i *iface) []string {
+		n := f(i)
+		sort.Strings(n)
+		return n
+	}
+	methods := func(i *iface) (n []string) {
+		for _, m := range i.Methods {
+			n = append(n, m.Name)
+		}
+		return n
+	}
+	signals := func(i *iface) (n []string) {
+		for _, s := range i.Signals {
+			n = append(n, s.Name)
+		}
+		return n
+	}
+	properties := func(i *iface) (n []string) {
+		for _, p := range i.Properties {
+			n = append(n, p.Name)
+		}
+		return n
+	}
+	for _, tt := range []struct {
+		section, sub string
+		want         []string
+	}{
+		{"THE MANAGER OBJECT", "Methods", names(methods, managerInterface)},
+		{"THE MANAGER OBJECT", "Signals", names(signals, managerInterface)},
+		{"THE MANAGER OBJECT", "Properties", names(properties, managerInterface)},
+		{"CONTAINER OBJECTS", "Methods", names(methods, containerInterface)},
+		{"CONTAINER OBJECTS", "Signals", names(signals, containerInterface)},
+		{"CONTAINER OBJECTS", "Properties", names(properties, containerInterface)},
+	} {
+		t.Run(tt.section+"/"+tt.sub, func(t *testing.T) {
+			got := append([]string(nil), described[tt.section][tt.sub]...)
+			sort.Strings(got)
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("%s describes %v, the table declares %v", apiManPage, got, tt.want)
+			}
+		})
+	}
+}

@@ -37,6 +37,8 @@ func TestDispatchErrorTexts(t *testing.T) {
 			client.NameInvalidArgs, "org.freedesktop.DBus.Introspectable.Introspect takes (), got (s)"},
 		{"TagProcess without fd", call(client.ManagerPath, client.ManagerInterface, "TagProcess", godbus.UnixFDIndex(0), uint64(0), map[string]godbus.Variant{}),
 			client.NameInvalidArgs, "TagProcess needs a pidfd passed as a file descriptor (unix fd passing was not negotiated)"},
+		{"TagProcess naming a descriptor past those it brought", withFDs(call(client.ManagerPath, client.ManagerInterface, "TagProcess", godbus.UnixFDIndex(3), uint64(0), map[string]godbus.Variant{}), 1),
+			client.NameInvalidArgs, "TagProcess's pidfd names descriptor 3, and the call brought 1"},
 		{"unknown object", call("/org/contid1/nope", client.ManagerInterface, "ListContainers"),
 			client.NameUnknownObject, "no object at /org/contid1/nope"},
 		{"unknown interface", call(client.ManagerPath, "org.example.X", "Y"),
@@ -105,4 +107,10 @@ func TestDispatchReplyChecked(t *testing.T) {
 	if len(bugs) != 1 || !strings.Contains(bugs[0], "replies (s), its table entry says (o)") {
 		t.Fatalf("want one BUG naming both signatures, got %q", bugs)
 	}
+}
+
+// withFDs says in msg's header that it brought n descriptors.
+func withFDs(msg *godbus.Message, n uint32) *godbus.Message {
+	msg.Headers[godbus.FieldUnixFDs] = godbus.MakeVariant(n)
+	return msg
 }

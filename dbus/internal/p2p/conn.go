@@ -395,6 +395,7 @@ func (c *peerConn) tooLargeError(big *wire.TooLarge) {
 // descriptor, so that a body cannot refer to one beyond the announced
 // count: such an index stays an index, which no method accepts.
 func decodeMessage(raw []byte, fds []int) (*godbus.Message, []int, error) {
+	wire.IgnoreUnknownFlags(raw)
 	msg, err := godbus.DecodeMessage(bytes.NewReader(raw))
 	if err != nil {
 		wire.CloseAll(fds)

@@ -44,3 +44,40 @@ func TestDecodeMessageSerial(t *testing.T) {
 		})
 	}
 }
+
+// Header flags the specification does not define are ignored, as it says
+// they must be: the call is decoded with the flags it knows kept.
+func TestDecodeMessageUnknownFlags(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		flags byte
+		want  godbus.Flags
+	}{
+		{"no flags", 0, 0},
+		{"no reply expected", 0x1, godbus.FlagNoReplyExpected},
+		{"an unknown flag alone", 0x80, 0},
+		{"an unknown flag with a known one", 0x81, godbus.FlagNoReplyExpected},
+		{"every flag", 0xff, godbus.FlagNoReplyExpected | godbus.FlagNoAutoStart | godbus.FlagAllowInteractiveAuthorization},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			msg := &godbus.Message{Type: godbus.TypeMethodCall, Headers: map[godbus.HeaderField]godbus.Variant{
+				godbus.FieldPath:   godbus.MakeVariant(godbus.ObjectPath("/org/contid1")),
+				godbus.FieldMember: godbus.MakeVariant("Ping"),
+			}}
+			var buf bytes.Buffer
+			if err := msg.EncodeTo(&buf, binary.LittleEndian); err != nil {
+				t.Fatal(err)
+			}
+			raw := buf.Bytes()
+			binary.LittleEndian.PutUint32(raw[8:12], 7)
+			raw[2] = tt.flags
+			got, _, err := decodeMessage(raw, nil)
+			if err != nil {
+				t.Fatalf("refused: %v", err)
+			}
+			if got.Flags != tt.want {
+				t.Fatalf("flags %#x, want %#x", got.Flags, tt.want)
+			}
+		})
+	}
+}

@@ -72,6 +72,18 @@ func MessageLength(hdr []byte) (int, error) {
 
 // CloseAll closes descriptors that came with a message and that nothing
 // will use.
+// IgnoreUnknownFlags clears the header flags the specification does not
+// define (byte 2 of the fixed header), which it says must be ignored.
+// godbus refuses a message that has one: the bus relay would drop the
+// call unanswered, leaving the caller to its timeout, and the
+// peer-to-peer server would take it for a protocol error.
+func IgnoreUnknownFlags(msg []byte) {
+	const known = godbus.FlagNoReplyExpected | godbus.FlagNoAutoStart | godbus.FlagAllowInteractiveAuthorization
+	if len(msg) > 2 {
+		msg[2] &= byte(known)
+	}
+}
+
 func CloseAll(fds []int) {
 	for _, fd := range fds {
 		unix.Close(fd)
