@@ -30,6 +30,9 @@ var opNames = map[uint32]string{
 	14: "open_write",
 	15: "bpf_prog_load",
 	16: "module_load",
+	17: "truncate",
+	18: "mount",
+	19: "oom_score_adj",
 }
 
 // pollInterval bounds how long ReadEvent waits before it looks at ctx and

@@ -50,6 +50,9 @@
 #define OP_OPEN_WRITE 14
 #define OP_BPF_PROG_LOAD 15
 #define OP_MODULE_LOAD 16
+#define OP_TRUNCATE 17
+#define OP_MOUNT 18
+#define OP_OOM_ADJ 19
 
 /* Kinds of protected_ids keys. */
 #define PROTECT_MAP 1

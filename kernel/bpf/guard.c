@@ -179,7 +179,15 @@ int BPF_PROG(contid_guard_netlink_send, struct sock *sk, struct sk_buff *skb)
 
 #define BPF_FS_MAGIC 0xcafe4a11
 
-static __always_inline int is_protected_inode(struct inode *inode)
+/* Values of protected_inodes (kernel/loader.go): a directory whose entries
+ * are guarded, a file, and an ancestor of a protected directory, which
+ * only the mount guards (mount.c) look at. */
+#define PROTECTED_DIRECTORY 1
+#define PROTECTED_FILE 2
+#define PROTECTED_ANCESTOR 3
+
+/* protected_inodes' value for inode, 0 when it is not listed. */
+static __always_inline __u8 protected_inode_value(struct inode *inode)
 {
 	if (!inode)
 		return 0;
@@ -187,7 +195,14 @@ static __always_inline int is_protected_inode(struct inode *inode)
 		.ino = BPF_CORE_READ(inode, i_ino),
 		.dev = BPF_CORE_READ(inode, i_sb, s_dev),
 	};
-	return bpf_map_lookup_elem(&protected_inodes, &k) != 0;
+	__u8 *v = bpf_map_lookup_elem(&protected_inodes, &k);
+	return v ? *v : 0;
+}
+
+static __always_inline int is_protected_inode(struct inode *inode)
+{
+	__u8 v = protected_inode_value(inode);
+	return v && v != PROTECTED_ANCESTOR;
 }
 
 /* rm of a pin, or of a file in contid's state directory (the registry). */
