@@ -52,7 +52,7 @@
 #define OP_MODULE_LOAD 16
 #define OP_TRUNCATE 17
 #define OP_MOUNT 18
-#define OP_OOM_ADJ 19
+#define OP_OOM_SCORE_ADJ 19
 
 /* Kinds of protected_ids keys. */
 #define PROTECT_MAP 1
