@@ -47,20 +47,23 @@ static __always_inline int hides_state(struct dentry *d)
 	return protected_inode_value(BPF_CORE_READ(d, d_parent, d_inode)) == PROTECTED_DIRECTORY;
 }
 
-/* mount(2): a new mount, a bind or a move onto such a target, or a
- * remount of it (read-only, contidd can no longer write the registry).
- * Only a change of propagation passes: it hides nothing, and container
- * runtimes make it on / in their own mount namespace. Mounts in a private
- * namespace, which contidd would not see, are refused as well: whether a
- * mount propagates back is not known here. The source of a move
- * (mount --move /sys/fs/bpf elsewhere) is a path string this hook does
- * not resolve; move_mount(2) below sees it. */
+/* mount(2): a new mount, a bind or a move onto such a target. Two kinds
+ * pass, as they hide nothing: a change of propagation (container runtimes
+ * make it on / in their own mount namespace), and a remount. Runtimes
+ * remount the sysfs they mount for a container read-only, and in the
+ * host's network namespace that sysfs is the host's superblock, whose
+ * root is /sys, an ancestor here. Mounts in a private namespace, which
+ * contidd would not see, are refused as well: whether a mount propagates
+ * back is not known here. The source of a move (mount --move /sys/fs/bpf
+ * elsewhere) is a path string this hook does not resolve; move_mount(2)
+ * below sees it. */
 SEC("lsm/sb_mount")
 int BPF_PROG(contid_guard_sb_mount, const char *dev_name, const struct path *path, const char *type,
 	     unsigned long flags, void *data)
 {
-	if (!(flags & (MS_REMOUNT | MS_BIND)) &&
-	    (flags & (MS_SHARED | MS_PRIVATE | MS_SLAVE | MS_UNBINDABLE)))
+	if (flags & MS_REMOUNT)
+		return 0;
+	if (!(flags & MS_BIND) && (flags & (MS_SHARED | MS_PRIVATE | MS_SLAVE | MS_UNBINDABLE)))
 		return 0;
 	struct task_tag *tt = current_tag();
 	if (!tt)
