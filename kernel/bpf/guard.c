@@ -357,6 +357,7 @@ int BPF_PROG(contid_guard_task_setscheduler, struct task_struct *p)
 }
 
 #define FMODE_WRITE 0x2
+#define O_TRUNC 01000
 
 /* Opening for write a file in a protected directory: the control files
  * of contidd's cgroup and of its ancestors below the root (cgroup.freeze,
@@ -364,12 +365,15 @@ int BPF_PROG(contid_guard_task_setscheduler, struct task_struct *p)
  * contidd), and the files of its state directory (truncating the registry
  * would lose names and the sealed ID mark). The loader lists those
  * directories in protected_inodes. Or a protected file itself: contidd's
- * audit spool, a memfd that /proc/1/fd/N reopens from systemd's store. */
+ * audit spool, a memfd that /proc/1/fd/N reopens from systemd's store.
+ * O_TRUNC counts as a write even with O_RDONLY, for Linux truncates then
+ * too: since 6.2 the kernel asks file_truncate, not path_truncate, about
+ * that truncation (statefs.c), and the flag is still set here. */
 SEC("lsm/file_open")
 int BPF_PROG(contid_guard_file_open, struct file *file)
 {
 	/* Most opens read: they skip the task storage lookup. */
-	if (!(BPF_CORE_READ(file, f_mode) & FMODE_WRITE))
+	if (!(BPF_CORE_READ(file, f_mode) & FMODE_WRITE) && !(BPF_CORE_READ(file, f_flags) & O_TRUNC))
 		return 0;
 	struct task_tag *tt = current_tag();
 	if (!tt)

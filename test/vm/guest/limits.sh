@@ -50,6 +50,12 @@ post_state_truncate() { rm -f "$STATE_PROBE"; }
 atk_state_truncate_path() { "$PROBE" truncate "$STATE_PROBE"; }
 pre_state_truncate_path() { echo probe >"$STATE_PROBE"; }
 post_state_truncate_path() { rm -f "$STATE_PROBE"; }
+# O_RDONLY|O_TRUNC truncates too, with no FMODE_WRITE on the file. Judged
+# by the probe's size, as the open itself succeeds where nothing guards.
+atk_state_open_trunc() { "$PROBE" open-trunc "$STATE_PROBE"; }
+effect_state_open_trunc() { [[ -f $STATE_PROBE && ! -s $STATE_PROBE ]]; }
+pre_state_open_trunc() { echo probe >"$STATE_PROBE"; }
+post_state_open_trunc() { rm -f "$STATE_PROBE"; }
 
 # A tmpfs over /sys/fs/bpf hides the pins (the next contidd would create
 # empty maps); one over /var/lib, an ancestor of the state directory,
@@ -123,6 +129,7 @@ run_limits() {
 	NEEDS=$1 run_denial state_unlink
 	NEEDS=$1 run_denial state_truncate
 	NEEDS=$1 run_denial state_truncate_path
+	NEEDS=$1 run_denial state_open_trunc
 	NEEDS=$1 run_denial oom_score_adj_contidd
 	NEEDS=$1 run_denial oom_adj_thread_contidd
 	run_denial bpffs_overmount

@@ -4,7 +4,7 @@
 // a child directly in another cgroup with clone3(CLONE_INTO_CGROUP),
 // unmount a filesystem with the errno shown (umount(8) words EPERM as
 // "must be superuser"), truncate a file by path (truncate(1) opens it and
-// calls ftruncate), mount a tmpfs by mount(2) with the errno shown
+// calls ftruncate) or by a read-only open with O_TRUNC, mount a tmpfs by mount(2) with the errno shown
 // (mount(8) words EPERM as "permission denied") and by the new mount API
 // (bookworm's mount(8) knows only mount(2)), load a BPF program without
 // an object file, and load a kernel module by each of the two system
@@ -55,6 +55,15 @@ func main() {
 		if err = unix.Truncate(args[0], 0); err == nil {
 			fmt.Printf("ok: truncated %s by path\n", args[0])
 		}
+	case "open-trunc":
+		if len(args) != 1 {
+			usage()
+		}
+		var fd int
+		if fd, err = unix.Open(args[0], unix.O_RDONLY|unix.O_TRUNC, 0); err == nil {
+			unix.Close(fd)
+			fmt.Printf("ok: opened %s read-only with O_TRUNC\n", args[0])
+		}
 	case "mount":
 		if len(args) != 1 {
 			usage()
@@ -94,7 +103,7 @@ func usage() {
        contid-vmprobe pidfd-getfd PID
        contid-vmprobe clone-into-cgroup CGROUP-DIR PROGRAM [ARG...]
        contid-vmprobe umount PATH
-       contid-vmprobe truncate PATH
+       contid-vmprobe truncate|open-trunc PATH
        contid-vmprobe mount|move-mount PATH
        contid-vmprobe bpf-prog-load
        contid-vmprobe init-module|finit-module MODULE.ko`)
