@@ -465,23 +465,25 @@ func (b *BPF) protectPinDir() error {
 	return protectAncestors(im, ancestors)
 }
 
-// ancestorKeys: the directories above dir up to /, for the mount guards. A
+// ancestorKeys: the directories above dir below /, for the mount guards. A
 // mount on any of them hides dir as a mount on dir does, and those guards
 // see only a mount's target, not what lies below it. They are looked up
 // through mounts, as the guards find a target: /sys/fs/bpf is the bpffs
-// root, not the sysfs directory beneath it.
+// root, not the sysfs directory beneath it. / itself is left out: a mount
+// on it hides nothing from a process that does not chroot into it (path
+// lookups start at the process's root, beneath), and container managers
+// move a container's root onto / of their own mount namespace, which is
+// the host's / directory (systemd-nspawn does).
 func ancestorKeys(dir string) ([]protectedInode, error) {
 	var keys []protectedInode
-	for p := filepath.Dir(filepath.Clean(dir)); ; p = filepath.Dir(p) {
+	for p := filepath.Dir(filepath.Clean(dir)); p != "/"; p = filepath.Dir(p) {
 		k, err := inodeKey(p)
 		if err != nil {
 			return nil, err
 		}
 		keys = append(keys, k)
-		if p == "/" {
-			return keys, nil
-		}
 	}
+	return keys, nil
 }
 
 // protectAncestors lists keys as ancestors, leaving an entry that is

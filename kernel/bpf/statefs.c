@@ -37,7 +37,7 @@ int BPF_PROG(contid_guard_path_truncate, const struct path *path)
  * ancestor hides the directory as well as mounting on it does, and the
  * guard sees only the target, not what lies below it: so the loader lists
  * the ancestors of the pin and state directories (PROTECTED_ANCESTOR) next
- * to the directories themselves. A mount over one file of a protected
+ * to the directories themselves, / excepted (see ancestorKeys). A mount over one file of a protected
  * directory (a bind over the registry) is caught by its parent.
  */
 static __always_inline int hides_state(struct dentry *d)
