@@ -6,9 +6,12 @@ PREFIX    ?= /usr
 DESTDIR   ?=
 BIN       := bin
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 0.1.0)
-LDFLAGS   := -X github.com/contid/contid/config.Version=$(VERSION)
+# -bindnow: resolve libc's symbols at start, so the relocations become
+# read-only (full RELRO), as Debian's hardening asks of a root daemon.
+LDFLAGS   := -bindnow -X github.com/contid/contid/config.Version=$(VERSION)
 # Debian packages the build, the tests and every tier need.
 DEB_DEPS  := clang llvm libbpf-dev bpftool dbus systemd systemd-container \
+             systemd-journal-remote \
              auditd polkitd qemu-system-x86 debootstrap e2fsprogs zstd \
              lintian dpkg-dev debhelper fakeroot util-linux procps iproute2 \
              stress-ng linux-perf libc6-dev \
@@ -16,7 +19,7 @@ DEB_DEPS  := clang llvm libbpf-dev bpftool dbus systemd systemd-container \
 
 .PHONY: check check-generate fuzz fuzz-check
 .PHONY: all help deps build generate lint test test-unprivileged test-privileged \
-        test-systemd test-vm bench demo deb install clean
+        test-systemd test-vm bench demo deb deb-lint install clean
 
 all: build
 
@@ -33,13 +36,14 @@ help:
 	@echo "make bench              benchmarks: prints a table, writes bench/results.json"
 	@echo "make fuzz               each fuzz target for FUZZTIME (default 60s)"
 	@echo "make demo               the main job on an embedded default: a tagged container and its journal"
-	@echo "make deb                the Debian package in packaging/out/"
+	@echo "make deb                the Debian package in packaging/out/ (dpkg-buildpackage)"
+	@echo "make deb-lint           lintian --pedantic on it: fails on unjustified tags"
 	@echo "make install            install everything under DESTDIR/PREFIX"
 
 # The whole CI job, as root on a fresh machine after `make deps`.
 # test-vm boots a Debian guest under qemu (TCG here): about 17 min warm,
 # plus the guest image build (debootstrap) on a fresh machine.
-check: check-generate lint build fuzz-check test-unprivileged test test-systemd test-vm
+check: check-generate lint build fuzz-check test-unprivileged test deb-lint test-systemd test-vm
 
 # Under make check a privileged test that would skip (no root, a program
 # or kernel feature missing) fails instead, naming what is missing: CI's
@@ -108,8 +112,15 @@ fuzz-check:
 demo: build
 	test/demo/run.sh
 
-deb: build
+# dpkg-buildpackage compiles in a staged copy of the tree (debian/rules
+# runs `make build` and `make install` there): no bin/ needed first.
+deb:
 	packaging/build-deb.sh
+
+# lintian --pedantic on the .deb; fails on any tag not overridden, with a
+# reason, in packaging/debian/contid.lintian-overrides.
+deb-lint: deb
+	packaging/lint-deb.sh
 
 install: build
 

@@ -183,3 +183,17 @@ const (
 // One candidate means the other life was a process in no container; none
 // means the lives that could have made the call are no longer on record.
 type Candidates [2]ID
+
+// Labels are what names a container in contid's logs, beside its ID:
+// the journal writes each non-empty one as an AUDIT_CONTAINER_* field
+// (docs/DESIGN.md). They live here because both the D-Bus layer, which
+// records contid's own operations, and the journal layer, which writes
+// them, must agree on them without importing each other.
+type Labels struct {
+	Name, Unit string
+	// Manager, Image and ManagerID say what started the container.
+	Manager, Image, ManagerID string
+	// UUID is the container's instance UUID, unique across hosts where
+	// the ID is unique on one host only.
+	UUID string
+}

@@ -15,6 +15,9 @@ var (
 	ErrNotDescendant = errors.New("target is not a descendant of the caller")
 	// ErrIDInUse maps to org.contid1.IdInUse.
 	ErrIDInUse = errors.New("audit container ID in use")
+	// ErrUUIDInUse maps to org.contid1.UUIDInUse: an instance UUID asked
+	// for is held by another active container.
+	ErrUUIDInUse = errors.New("container UUID in use")
 	// ErrNoSuchContainer maps to org.contid1.NoSuchContainer.
 	ErrNoSuchContainer = errors.New("no such container")
 	// ErrNotFresh maps to org.contid1.NotFresh.

@@ -43,6 +43,7 @@ func AuditPipeline(journalSocket string) func(ctx context.Context, d *Daemon) er
 			// Still record contid's own operations in the journal.
 			d.Manager.SetAuditor(journal.NewRecorder(nil, w))
 			d.Log.Logf(cdbus.PrioWarning, "No kernel audit (%v): contid's own records go to the journal only, and no audit events are attributed.", err)
+			SetUp(ctx)
 			<-ctx.Done() // the Recorder writes through w until shutdown
 			return nil
 		}
@@ -88,6 +89,7 @@ func AuditPipeline(journalSocket string) func(ctx context.Context, d *Daemon) er
 		r, spool, err := openReader(d, ctl)
 		if err != nil {
 			d.Log.Logf(cdbus.PrioWarning, "Cannot read the kernel audit stream (%v): no audit events are attributed.", err)
+			SetUp(ctx)
 			<-ctx.Done() // the Recorder writes through w and ctl until shutdown
 			return nil
 		}
@@ -111,6 +113,9 @@ func AuditPipeline(journalSocket string) func(ctx context.Context, d *Daemon) er
 			s := fwd.Stats()
 			return cdbus.EventCounts{Written: s.Written, Lost: s.Lost, Ambiguous: r.Stats().Ambiguous}
 		})
+		// The reader has joined the stream: events from here on queue in
+		// its socket until Run reads them.
+		SetUp(ctx)
 		saved := make(chan struct{})
 		go func() {
 			defer close(saved)
@@ -229,22 +234,18 @@ func openReader(d *Daemon, ctl *audit.Control) (*audit.Reader, *audit.Spool, err
 // with contidd, so there is none.
 func openSpool(d *Daemon) *audit.Spool {
 	guard := func(*audit.Spool) {}
-	if g, ok := d.Tracker.(fileGuard); ok {
+	// In enforcing mode a tagged task cannot open a file the kernel's
+	// file_open guard lists for write. The spool is reachable through
+	// systemd's store (/proc/1/fd/N); records planted in it would be
+	// replayed by the next contidd as the kernel's.
+	if d.Tracker != nil {
 		guard = func(sp *audit.Spool) {
-			if err := g.ProtectFile(sp.File()); err != nil {
+			if err := d.Tracker.ProtectFile(sp.File()); err != nil {
 				d.Log.Logf(cdbus.PrioWarning, "Cannot guard the audit spool against tagged writers: %v", err)
 			}
 		}
 	}
 	return openStoredSpool(d, guard)
-}
-
-// fileGuard is the kernel's file_open guard, where the tracker has one:
-// in enforcing mode a tagged task cannot open a file it lists for write.
-// The spool is reachable through systemd's store (/proc/1/fd/N); records
-// planted in it would be replayed by the next contidd as the kernel's.
-type fileGuard interface {
-	ProtectFile(f *os.File) error
 }
 
 // openStoredSpool guards the spool before it is read or handed to
@@ -398,7 +399,7 @@ func (rc registryContainers) Lookup(id contid.ID) (contid.Chain, journal.Labels,
 	if err != nil {
 		return nil, journal.Labels{}, false
 	}
-	return c.Chain, journal.Labels{Name: c.Name, Unit: c.Unit, Manager: c.Manager, Image: c.Image, ManagerID: c.ManagerID}, true
+	return c.Chain, journal.Labels{Name: c.Name, Unit: c.Unit, Manager: c.Manager, Image: c.Image, ManagerID: c.ManagerID, UUID: c.UUID}, true
 }
 
 // exemptionCheck is how often contidd looks for its audit exemption.

@@ -33,9 +33,10 @@ type Options struct {
 	BusAddress string
 	// NoBus runs without the system bus (peer-to-peer socket only).
 	NoBus bool
-	// Extra goroutines started after the core is up, before READY=1; the
-	// audit/journal pipeline plugs in here. A returned error other than
-	// context.Canceled stops contidd.
+	// Extra goroutines started after the core is up; the audit/journal
+	// pipeline plugs in here. READY=1 waits until each has called SetUp
+	// or returned. A returned error other than context.Canceled stops
+	// contidd.
 	Extra []func(ctx context.Context, d *Daemon) error
 	// Reload reads the configuration again, as it was read for Config
 	// (file, drop-ins, then the command line); with it, SIGHUP reloads.
@@ -45,7 +46,7 @@ type Options struct {
 // Daemon is a running contidd, as seen by the goroutines in Options.Extra.
 type Daemon struct {
 	Config   config.Config
-	Tracker  kernel.Tracker
+	Tracker  *kernel.BPF
 	Registry *registry.Registry
 	Manager  *cdbus.Manager
 	Log      *Logger
@@ -233,8 +234,14 @@ func Run(ctx context.Context, opts Options) error {
 	d.Go(ctx, "kernel events", func(ctx context.Context) error {
 		return kernelEvents(ctx, bpf, d.Manager, log, kernelBeat, d.progress.beatEvery())
 	})
+	var setUp sync.WaitGroup
 	for _, f := range opts.Extra {
-		d.Go(ctx, "extension", func(ctx context.Context) error { return f(ctx, d) })
+		setUp.Add(1)
+		done := sync.OnceFunc(setUp.Done)
+		d.Go(context.WithValue(ctx, setUpKey{}, done), "extension", func(ctx context.Context) error {
+			defer done()
+			return f(ctx, d)
+		})
 	}
 	d.Go(ctx, "watchdog", func(ctx context.Context) error { return watchdog(ctx, d.progress, log) })
 	d.Go(ctx, "status", func(ctx context.Context) error {
@@ -256,6 +263,7 @@ func Run(ctx context.Context, opts Options) error {
 		d.Go(ctx, "reload", func(ctx context.Context) error { return d.watchHangup(ctx, hup, opts.Reload) })
 	}
 
+	waitSetUp(&setUp, extensionSetUpTimeout, log)
 	notify("READY=1\nSTATUS=" + fmt.Sprintf("%s mode, %s, %d containers", mode, busState, reg.Active()))
 	log.Logf(cdbus.PrioInfo, "contidd %s ready: %s mode, %s, peer-to-peer on %s.", config.Version, mode, busState, cfg.Socket)
 
@@ -341,7 +349,7 @@ func p2pListener(path string, passed map[string][]*os.File) (*net.UnixListener, 
 	return cdbus.ListenP2P(path)
 }
 
-func setAutotagParents(bpf kernel.Tracker, parents []string, log *Logger) {
+func setAutotagParents(bpf *kernel.BPF, parents []string, log *Logger) {
 	var ids []uint64
 	for _, p := range parents {
 		id, err := kernel.CgroupID(p)
@@ -356,7 +364,7 @@ func setAutotagParents(bpf kernel.Tracker, parents []string, log *Logger) {
 	}
 }
 
-func kernelEvents(ctx context.Context, t kernel.Tracker, m *cdbus.Manager, log *Logger, h *heartbeat, beatEvery time.Duration) error {
+func kernelEvents(ctx context.Context, t *kernel.BPF, m *cdbus.Manager, log *Logger, h *heartbeat, beatEvery time.Duration) error {
 	for {
 		h.beat()
 		ev, ok, err := readEventOrTick(ctx, t, beatEvery)
@@ -402,5 +410,35 @@ func every(ctx context.Context, interval time.Duration, f func()) {
 		case <-t.C:
 			f()
 		}
+	}
+}
+
+// extensionSetUpTimeout bounds how long READY=1 waits for the extensions'
+// start-up (SetUp); beyond it contidd is ready without them and says so.
+const extensionSetUpTimeout = 30 * time.Second
+
+type setUpKey struct{}
+
+// SetUp tells Run that the extension running with ctx has finished its
+// start-up. READY=1 waits for it: what systemd starts after contidd (a
+// container manager's first container) must find the audit reader
+// already joined to the kernel's stream, or its first calls go unseen.
+// An extension that returns has finished its start-up too.
+func SetUp(ctx context.Context) {
+	if done, ok := ctx.Value(setUpKey{}).(func()); ok {
+		done()
+	}
+}
+
+func waitSetUp(wg *sync.WaitGroup, limit time.Duration, log *Logger) {
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(limit):
+		log.Logf(cdbus.PrioWarning, "The audit pipeline did not finish starting within %s; contidd is ready without waiting for it, and events until it does are not attributed.", limit)
 	}
 }

@@ -216,7 +216,7 @@ func probeBus(ctx context.Context, path string, interval time.Duration, h *heart
 
 // readEventOrTick waits for the next kernel event at most for the time
 // given, so that an idle event loop still beats.
-func readEventOrTick(ctx context.Context, t kernel.Tracker, wait time.Duration) (kernel.Event, bool, error) {
+func readEventOrTick(ctx context.Context, t *kernel.BPF, wait time.Duration) (kernel.Event, bool, error) {
 	rctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	ev, err := t.ReadEvent(rctx)

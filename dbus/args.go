@@ -25,6 +25,14 @@ func parseOptions(opts map[string]godbus.Variant) (registry.Options, error) {
 	var o registry.Options
 	for k, v := range opts {
 		switch k {
+		case "UUID":
+			// Checked by the registry, which also knows which UUIDs
+			// living containers hold (registry.ValidateUUID).
+			str, ok := v.Value().(string)
+			if !ok {
+				return o, fmt.Errorf("%w: option UUID must be a string (s), got %s", contid.ErrInvalidArgs, v.Signature())
+			}
+			o.UUID = str
 		case "Name", "Manager", "Image", "ManagerID":
 			str, ok := v.Value().(string)
 			if !ok {
@@ -53,7 +61,7 @@ func parseOptions(opts map[string]godbus.Variant) (registry.Options, error) {
 				return o, fmt.Errorf("%w: JoinPolicy must be \"tag\" or \"ignore\", got %q", contid.ErrInvalidArgs, registry.Truncate(s))
 			}
 		default:
-			return o, fmt.Errorf("%w: unknown option %q (known: Name, Manager, Image, ManagerID, AllowNesting, JoinPolicy)", contid.ErrInvalidArgs, registry.Truncate(k))
+			return o, fmt.Errorf("%w: unknown option %q (known: Name, Manager, Image, ManagerID, UUID, AllowNesting, JoinPolicy)", contid.ErrInvalidArgs, registry.Truncate(k))
 		}
 	}
 	return o, nil

@@ -38,6 +38,10 @@ func TestParseOptions(t *testing.T) {
 		{"manager with a space", map[string]godbus.Variant{"Manager": v("pod man")}, registry.Options{}, false},
 		{"long image", map[string]godbus.Variant{"Image": v(strings.Repeat("i", 1025))}, registry.Options{}, false},
 		{"control char manager ID", map[string]godbus.Variant{"ManagerID": v("a\nb")}, registry.Options{}, false},
+		// The registry checks the text, and which UUIDs are held.
+		{"uuid", map[string]godbus.Variant{"UUID": v("5f0c7a8e-9b1d-4e2f-8a3b-6c7d8e9f0a1b")},
+			registry.Options{UUID: "5f0c7a8e-9b1d-4e2f-8a3b-6c7d8e9f0a1b"}, true},
+		{"uuid wrong type", map[string]godbus.Variant{"UUID": v([]byte{1, 2})}, registry.Options{}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -99,6 +103,7 @@ func TestErrorMapping(t *testing.T) {
 		{contid.ErrAlreadyTagged, "org.contid1.AlreadyTagged"},
 		{contid.ErrNotDescendant, "org.contid1.NotDescendant"},
 		{contid.ErrIDInUse, "org.contid1.IdInUse"},
+		{contid.ErrUUIDInUse, "org.contid1.UUIDInUse"},
 		{contid.ErrNoSuchContainer, "org.contid1.NoSuchContainer"},
 		{client.ErrNoSuchUnit, "org.contid1.NoSuchUnit"},
 		{client.ErrNoSuchMachine, "org.contid1.NoSuchMachine"},

@@ -270,12 +270,8 @@ func TestContainerRootConnectionAllowance(t *testing.T) {
 		t.Helper()
 		cmd := exec.Command(helperBinary(t))
 		cmd.Env = append(os.Environ(), helperEnv+"=connections", "CONTID_TEST_ADDR="+e.sock, "CONTID_TEST_N=60")
-		fd, err := syscall.Open(filepath.Join(e.cgRoot, cg), syscall.O_RDONLY|syscall.O_DIRECTORY, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer syscall.Close(fd)
-		cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd, Credential: root, Pdeathsig: syscall.SIGKILL}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		defer placeIn(t, cmd, filepath.Join(e.cgRoot, cg), root)()
 		out, err := cmd.StdoutPipe()
 		if err != nil {
 			t.Fatal(err)
@@ -437,13 +433,9 @@ func TestPIDReuseBeforeAccept(t *testing.T) {
 					_ = syscall.Kill(d.cmd.Process.Pid, syscall.SIGCONT)
 				}
 			}()
-			fd, err := syscall.Open(filepath.Join(e.cgRoot, inner), syscall.O_RDONLY|syscall.O_DIRECTORY, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
 			conn := exec.Command(helperBinary(t))
 			conn.Env = append(os.Environ(), helperEnv+"=connector", "CONTID_TEST_ADDR="+e.sock, "CONTID_TEST_TARGET="+victim)
-			conn.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd, Credential: root}
+			release := placeIn(t, conn, filepath.Join(e.cgRoot, inner), root)
 			// Not StdoutPipe: Wait would close it, and the holder, which
 			// outlives the connector, writes the reply there.
 			out, w, err := os.Pipe()
@@ -454,7 +446,7 @@ func TestPIDReuseBeforeAccept(t *testing.T) {
 			conn.Stdout = w
 			err = conn.Start()
 			w.Close()
-			syscall.Close(fd)
+			release()
 			if err != nil {
 				t.Fatal(err)
 			}

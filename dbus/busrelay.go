@@ -369,8 +369,8 @@ func (r *busRelay) screen(in *relayReader, hdr, msg []byte, log func(format stri
 			return refuse("", "a signal with descriptors")
 		}
 		top, nested := descriptorArgs(h.signature)
-		if nested || top != int(h.unixFDs) || top != len(in.fds) || strings.IndexByte(h.signature, 'v') >= 0 && variantHoldsFD(msg) {
-			return refuse(client.NameInvalidArgs, "descriptors are accepted only as arguments of type h, one per argument")
+		if nested || top != int(h.unixFDs) || top != len(in.fds) {
+			return refuse(client.NameInvalidArgs, errFDNotArgument.Error())
 		}
 		if err := takesItsFDs(msg, len(in.fds)); err != nil {
 			return refuse(client.NameInvalidArgs, err.Error())
@@ -379,16 +379,27 @@ func (r *busRelay) screen(in *relayReader, hdr, msg []byte, log func(format stri
 	return in.forward(r.local, msg)
 }
 
+var errFDNotArgument = errors.New("descriptors are accepted only as arguments of type h, one per argument")
+
 // takesItsFDs checks that a call with n descriptors is one that takes
-// them, TagProcess, and that its h argument names each descriptor once.
-// godbus v5.2.4 closes no descriptor of a call it answers itself (Peer,
-// an unknown object) or drops (an index out of range), and a descriptor
-// no argument names is never closed: a caller could make contidd hold
-// descriptors without end.
+// them, TagProcess, that its h argument names each descriptor once, and
+// that no variant holds one. godbus v5.2.4 closes no descriptor of a call
+// it answers itself (Peer, an unknown object) or drops (an index out of
+// range), and a descriptor no argument names is never closed: a caller
+// could make contidd hold descriptors without end. It also panics on an
+// array of descriptors in a variant when it decodes with the descriptors
+// at hand; decoded here without them, every h stays an index
+// (UnixFDIndex), which is safe to look for, and the one decode serves
+// every check.
 func takesItsFDs(msg []byte, n int) error {
 	plain, err := godbus.DecodeMessage(bytes.NewReader(msg))
 	if err != nil {
 		return fmt.Errorf("a call contidd cannot decode: %w", err)
+	}
+	for _, v := range plain.Body {
+		if holdsFDIndex(reflect.ValueOf(v), false) {
+			return errFDNotArgument
+		}
 	}
 	path, _ := plain.Headers[godbus.FieldPath].Value().(godbus.ObjectPath)
 	iface, _ := plain.Headers[godbus.FieldInterface].Value().(string)
@@ -433,25 +444,6 @@ func descriptorArgs(sig string) (top int, nested bool) {
 		i = end
 	}
 	return top, nested
-}
-
-// variantHoldsFD reports whether a variant in the message's body holds a
-// descriptor, which the signature cannot show. godbus v5.2.4 panics on an
-// array of descriptors in a variant when it decodes with the descriptors
-// at hand; decoded here without them, every h stays an index
-// (UnixFDIndex), which is safe to look for. A message that does not
-// decode counts as holding one.
-func variantHoldsFD(msg []byte) bool {
-	m, err := godbus.DecodeMessage(bytes.NewReader(msg))
-	if err != nil {
-		return true
-	}
-	for _, v := range m.Body {
-		if holdsFDIndex(reflect.ValueOf(v), false) {
-			return true
-		}
-	}
-	return false
 }
 
 var fdIndexType = reflect.TypeOf(godbus.UnixFDIndex(0))

@@ -61,12 +61,8 @@ func execAfterConnect(t *testing.T, e *env, d *daemon, suid, target string, stop
 	cmd := exec.Command(helperBinary(t))
 	cmd.Env = append(os.Environ(), helperEnv+"=execconnect", "CONTID_TEST_ADDR="+e.sock, "CONTID_TEST_SUID="+suid,
 		"CONTID_TEST_TARGET="+target, "CONTID_TEST_AUTH_FIRST="+strconv.FormatBool(authFirst))
-	fd, err := syscall.Open(filepath.Join(e.cgRoot, e.cgroup("attacker")), syscall.O_RDONLY|syscall.O_DIRECTORY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer syscall.Close(fd)
-	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd, Credential: nobody, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	defer placeIn(t, cmd, filepath.Join(e.cgRoot, e.cgroup("attacker")), nobody)()
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -226,17 +226,33 @@ func (e *env) cgroup(name string) string {
 	return rel
 }
 
+// placeIn makes cmd start inside the cgroup at path (CLONE_INTO_CGROUP),
+// as cred unless it is nil; the rest of cmd.SysProcAttr is kept. The
+// cgroup's descriptor stays open until release is called, which may be
+// once cmd has started: defer placeIn(...)().
+func placeIn(t testing.TB, cmd *exec.Cmd, path string, cred *syscall.Credential) (release func()) {
+	t.Helper()
+	fd, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.UseCgroupFD, cmd.SysProcAttr.CgroupFD = true, fd
+	if cred != nil {
+		cmd.SysProcAttr.Credential = cred
+	}
+	return func() { syscall.Close(fd) }
+}
+
 // startIn starts a command inside cgroup rel (CLONE_INTO_CGROUP) and ends
 // it by PID at cleanup.
 func (e *env) startIn(rel string, cred *syscall.Credential, name string, args ...string) *exec.Cmd {
 	e.t.Helper()
-	fd, err := syscall.Open(filepath.Join(e.cgRoot, rel), syscall.O_RDONLY|syscall.O_DIRECTORY, 0)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer syscall.Close(fd)
 	cmd := exec.Command(name, args...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd, Credential: cred, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	defer placeIn(e.t, cmd, filepath.Join(e.cgRoot, rel), cred)()
 	if err := cmd.Start(); err != nil {
 		e.t.Fatalf("start %s in %s: %v", name, rel, err)
 	}
@@ -287,12 +303,7 @@ func (e *env) startWith(o daemonOptions, extra ...string) *daemon {
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+nsock)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if o.cgroup != "" {
-		fd, err := syscall.Open(filepath.Join(e.cgRoot, o.cgroup), syscall.O_RDONLY|syscall.O_DIRECTORY, 0)
-		if err != nil {
-			e.t.Fatal(err)
-		}
-		defer syscall.Close(fd)
-		cmd.SysProcAttr.UseCgroupFD, cmd.SysProcAttr.CgroupFD = true, fd
+		defer placeIn(e.t, cmd, filepath.Join(e.cgRoot, o.cgroup), nil)()
 	}
 	d := &daemon{e: e, cmd: cmd, log: &strings.Builder{}, mu: &sync.Mutex{}}
 	stderr, err := cmd.StderrPipe()

@@ -209,11 +209,6 @@ func (e *env) startPartial(p partialCall, cred *syscall.Credential, cg string) *
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	fd, err := syscall.Open(filepath.Join(e.cgRoot, cg), syscall.O_RDONLY|syscall.O_DIRECTORY, 0)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer syscall.Close(fd)
 	bus := "0"
 	if p.bus {
 		bus = "1"
@@ -223,7 +218,7 @@ func (e *env) startPartial(p partialCall, cred *syscall.Credential, cg string) *
 		"CONTID_TEST_TARGET="+p.target, "CONTID_TEST_THEN="+p.then)
 	cmd.Stdout, cmd.Stderr = ow, os.Stderr
 	cmd.ExtraFiles = []*os.File{gr}
-	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd, Credential: cred}
+	defer placeIn(e.t, cmd, filepath.Join(e.cgRoot, cg), cred)()
 	if err := cmd.Start(); err != nil {
 		e.t.Fatal(err)
 	}

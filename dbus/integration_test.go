@@ -42,7 +42,8 @@ func TestErrorNames(t *testing.T) {
 		t.Fatal(err)
 	}
 	owned := e.cgroup("owned")
-	if _, err := c.TagCgroup(ctx, owned, 777, client.TagOptions{}); err != nil {
+	const heldUUID = "5f0c7a8e-9b1d-4e2f-8a3b-6c7d8e9f0a1b"
+	if _, err := c.TagCgroup(ctx, owned, 777, client.TagOptions{UUID: heldUUID}); err != nil {
 		t.Fatal(err)
 	}
 	self := e.cgroup("self")
@@ -68,6 +69,10 @@ func TestErrorNames(t *testing.T) {
 		{"IdInUse", client.NameIDInUse, func() error {
 			// Another process (busctl) asks for the ID this test process owns.
 			return busctlIn(e, other, nil, p2p, "call", client.BusName, "/org/contid1", client.ManagerInterface, "TagCgroup", "sta{sv}", e.cgroup("other2"), "777", "0")
+		}},
+		{"UUIDInUse", client.NameUUIDInUse, func() error {
+			_, err := c.TagCgroup(ctx, e.cgroup("uuid"), 0, client.TagOptions{UUID: heldUUID})
+			return err
 		}},
 		{"NoSuchContainer", client.NameNoSuchContainer, func() error {
 			_, err := c.GetContainer(ctx, 987654)
@@ -132,18 +137,14 @@ func busctlIn(e *env, cg string, cred *syscall.Credential, address string, args 
 // name with -j? no: it prints the message; we ask for the name below).
 func (e *env) startInCapture(cg string, cred *syscall.Credential, name string, args ...string) error {
 	e.t.Helper()
-	fd, err := syscall.Open(e.cgRoot+cg, syscall.O_RDONLY|syscall.O_DIRECTORY, 0)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer syscall.Close(fd)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	// SYSTEMD_LOG_LEVEL=debug makes sd-bus log the error name of a failed
 	// call, which busctl's own message does not include.
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Env = append(cmd.Environ(), "SYSTEMD_LOG_LEVEL=debug")
-	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd, Credential: cred, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	defer placeIn(e.t, cmd, e.cgRoot+cg, cred)()
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("%s: %v: %s", name, err, out)

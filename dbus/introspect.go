@@ -1,6 +1,7 @@
 package dbus
 
 import (
+	"encoding/xml"
 	"fmt"
 	"sort"
 	"strings"
@@ -42,83 +43,67 @@ const standardInterfaces = `
   </signal>
  </interface>`
 
-// ManagerIntrospection is the org.contid1.Manager interface, docs/DESIGN.md.
-const ManagerIntrospection = `
- <interface name="org.contid1.Manager">
-  <method name="TagUnit">
-   <arg type="s" name="unit" direction="in"/><arg type="t" name="id" direction="in"/>
-   <arg type="a{sv}" name="options" direction="in"/>
-   <arg type="t" name="id" direction="out"/><arg type="o" name="container" direction="out"/>
-  </method>
-  <method name="TagMachine">
-   <arg type="s" name="machine" direction="in"/><arg type="t" name="id" direction="in"/>
-   <arg type="a{sv}" name="options" direction="in"/>
-   <arg type="t" name="id" direction="out"/><arg type="o" name="container" direction="out"/>
-  </method>
-  <method name="TagCgroup">
-   <arg type="s" name="cgroup" direction="in"/><arg type="t" name="id" direction="in"/>
-   <arg type="a{sv}" name="options" direction="in"/>
-   <arg type="t" name="id" direction="out"/><arg type="o" name="container" direction="out"/>
-  </method>
-  <method name="TagProcess">
-   <arg type="h" name="pidfd" direction="in"/><arg type="t" name="id" direction="in"/>
-   <arg type="a{sv}" name="options" direction="in"/>
-   <arg type="t" name="id" direction="out"/><arg type="o" name="container" direction="out"/>
-  </method>
-  <method name="TagPID">
-   <arg type="u" name="pid" direction="in"/><arg type="t" name="id" direction="in"/>
-   <arg type="a{sv}" name="options" direction="in"/>
-   <arg type="t" name="id" direction="out"/><arg type="o" name="container" direction="out"/>
-  </method>
-  <method name="GetContainer">
-   <arg type="t" name="id" direction="in"/><arg type="o" name="container" direction="out"/>
-  </method>
-  <method name="GetContainerByPID">
-   <arg type="u" name="pid" direction="in"/><arg type="o" name="container" direction="out"/>
-  </method>
-  <method name="GetContainerByUnit">
-   <arg type="s" name="unit" direction="in"/><arg type="o" name="container" direction="out"/>
-  </method>
-  <method name="ListContainers">
-   <arg type="a(tsssto)" name="containers" direction="out"/>
-  </method>
-  <property name="Version" type="s" access="read"><annotation name="org.freedesktop.DBus.Property.EmitsChangedSignal" value="const"/></property>
-  <property name="Enforcement" type="s" access="read"><annotation name="org.freedesktop.DBus.Property.EmitsChangedSignal" value="const"/></property>
-  <property name="EnforcementReason" type="s" access="read"><annotation name="org.freedesktop.DBus.Property.EmitsChangedSignal" value="const"/></property>
-  <property name="Containers" type="u" access="read"/>
-  <property name="EventsWritten" type="t" access="read"/>
-  <property name="EventsLost" type="t" access="read"/>
-  <property name="EventsAmbiguous" type="t" access="read"/>
-  <property name="SignalsDropped" type="t" access="read"/>
-  <property name="AuditStream" type="s" access="read"><annotation name="org.freedesktop.DBus.Property.EmitsChangedSignal" value="false"/></property>
-  <property name="AuditRulesLoaded" type="u" access="read"><annotation name="org.freedesktop.DBus.Property.EmitsChangedSignal" value="false"/></property>
-  <property name="AuditRulesMissing" type="as" access="read"><annotation name="org.freedesktop.DBus.Property.EmitsChangedSignal" value="false"/></property>
-  <signal name="ContainerNew"><arg type="t" name="id"/><arg type="o" name="container"/></signal>
-  <signal name="ContainerRemoved"><arg type="t" name="id"/><arg type="o" name="container"/></signal>
-  <signal name="TamperDenied"><arg type="t" name="id"/><arg type="u" name="pid"/><arg type="s" name="operation"/></signal>
- </interface>`
+// ManagerIntrospection is the org.contid1.Manager interface,
+// docs/DESIGN.md, as introspection data: written from the table in
+// interfaces.go.
+var ManagerIntrospection = managerInterface.introspection()
 
 // ContainerIntrospection is the org.contid1.Container interface.
-const ContainerIntrospection = `
- <interface name="org.contid1.Container">
-  <method name="ListProcesses"><arg type="au" name="pids" direction="out"/></method>
-  <property name="Id" type="t" access="read"><annotation name="org.freedesktop.DBus.Property.EmitsChangedSignal" value="const"/></property>
-  <property name="Name" type="s" access="read"/>
-  <property name="Unit" type="s" access="read"/>
-  <property name="Manager" type="s" access="read"/>
-  <property name="Image" type="s" access="read"/>
-  <property name="ManagerID" type="s" access="read"/>
-  <property name="ControlGroup" type="s" access="read"><annotation name="org.freedesktop.DBus.Property.EmitsChangedSignal" value="const"/></property>
-  <property name="CgroupId" type="t" access="read"><annotation name="org.freedesktop.DBus.Property.EmitsChangedSignal" value="const"/></property>
-  <property name="ParentId" type="t" access="read"><annotation name="org.freedesktop.DBus.Property.EmitsChangedSignal" value="const"/></property>
-  <property name="Chain" type="at" access="read"><annotation name="org.freedesktop.DBus.Property.EmitsChangedSignal" value="const"/></property>
-  <property name="Depth" type="u" access="read"><annotation name="org.freedesktop.DBus.Property.EmitsChangedSignal" value="const"/></property>
-  <property name="State" type="s" access="read"/>
-  <property name="CreatedUSec" type="t" access="read"><annotation name="org.freedesktop.DBus.Property.EmitsChangedSignal" value="const"/></property>
-  <property name="OwnerUID" type="u" access="read"><annotation name="org.freedesktop.DBus.Property.EmitsChangedSignal" value="const"/></property>
-  <property name="OwnerPID" type="u" access="read"><annotation name="org.freedesktop.DBus.Property.EmitsChangedSignal" value="const"/></property>
-  <property name="Flags" type="as" access="read"><annotation name="org.freedesktop.DBus.Property.EmitsChangedSignal" value="const"/></property>
- </interface>`
+var ContainerIntrospection = containerInterface.introspection()
+
+// introspection writes the interface's element in the layout of
+// standardInterfaces, to be appended to a node.
+func (in *iface) introspection() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "\n <interface name=\"%s\">", xmlAttr(in.Name))
+	writeArgs := func(args []arg, direction string) {
+		for _, a := range args {
+			fmt.Fprintf(&b, "\n   <arg type=\"%s\" name=\"%s\"", xmlAttr(a.Type), xmlAttr(a.Name))
+			if direction != "" {
+				fmt.Fprintf(&b, " direction=\"%s\"", direction)
+			}
+			b.WriteString("/>")
+		}
+	}
+	for _, m := range in.Methods {
+		fmt.Fprintf(&b, "\n  <method name=\"%s\"", xmlAttr(m.Name))
+		if len(m.In)+len(m.Out) == 0 {
+			b.WriteString("/>")
+			continue
+		}
+		b.WriteString(">")
+		writeArgs(m.In, "in")
+		writeArgs(m.Out, "out")
+		b.WriteString("\n  </method>")
+	}
+	for _, p := range in.Properties {
+		fmt.Fprintf(&b, "\n  <property name=\"%s\" type=\"%s\" access=\"read\"", xmlAttr(p.Name), xmlAttr(p.Type))
+		if p.Emits == emitsTrue {
+			b.WriteString("/>")
+			continue
+		}
+		fmt.Fprintf(&b, ">\n   <annotation name=\"%s\" value=\"%s\"/>\n  </property>", emitsChangedSignal, xmlAttr(string(p.Emits)))
+	}
+	for _, s := range in.Signals {
+		fmt.Fprintf(&b, "\n  <signal name=\"%s\"", xmlAttr(s.Name))
+		if len(s.Args) == 0 {
+			b.WriteString("/>")
+			continue
+		}
+		b.WriteString(">")
+		writeArgs(s.Args, "")
+		b.WriteString("\n  </signal>")
+	}
+	b.WriteString("\n </interface>")
+	return b.String()
+}
+
+// xmlAttr escapes s for an attribute value in double quotes.
+func xmlAttr(s string) string {
+	var b strings.Builder
+	_ = xml.EscapeText(&b, []byte(s)) // a strings.Builder does not fail
+	return b.String()
+}
 
 func (m *Manager) introspect(p godbus.ObjectPath, k objKind) string {
 	var b strings.Builder

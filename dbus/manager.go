@@ -64,7 +64,7 @@ const (
 // Config wires a Manager to the rest of contidd.
 type Config struct {
 	Registry Registry
-	Tracker  kernel.Tracker
+	Tracker  Tracker
 	Cgroups  Cgroups
 	Version  string
 	Logf     Logf
@@ -75,6 +75,26 @@ type Config struct {
 	// at mkdir; machines machined announces elsewhere are not tagged on
 	// its word alone (see FollowMachines).
 	AutotagParents []string
+}
+
+// Tracker is what the service reads of, and releases in, the kernel's
+// state; kernel.BPF implements it. Tagging goes through the Registry,
+// whose own Kernel interface writes the tags.
+type Tracker interface {
+	// Enforcement reports the mode and a reason a person can read.
+	Enforcement() (contid.Mode, string)
+	// ProcessID reads a live process's ID through its pidfd;
+	// kernel.ErrNotTagged when it has none.
+	ProcessID(pidfd int) (contid.ID, error)
+	// PIDID is ProcessID for a PID.
+	PIDID(pid uint32) (contid.ID, error)
+	// CgroupTag and CgroupTags read the kernel's cgroup tags.
+	CgroupTag(cgroupID uint64) (contid.Tag, error)
+	CgroupTags() (map[uint64]contid.Tag, error)
+	// UntagCgroup and ReleaseID forget a removed container's cgroup and
+	// ID claim (see release.go).
+	UntagCgroup(cgroupID uint64) error
+	ReleaseID(id contid.ID) error
 }
 
 // Manager implements org.contid1.Manager and the container objects.
@@ -362,7 +382,7 @@ func (m *Manager) checkExits() {
 			delete(m.populated, c.ID)
 			m.mu.Unlock()
 			m.log(PrioInfo, "Container %d (%s) exited.", c.ID, c.Name)
-			m.audit(func(a Auditor) error { return a.RecordDrop(ec.Chain, ec.Name, ec.Unit) })
+			m.audit(func(a Auditor) error { return a.RecordDrop(ec.Chain, labelsOf(ec)) })
 			m.containerRemoved(ec)
 			m.scheduleRelease(ec)
 		}
@@ -477,7 +497,7 @@ func (m *Manager) adoptAutotag(tag contid.Tag, cg registry.Cgroup) (*registry.Co
 		}
 	}
 	m.log(PrioInfo, "Cgroup %s was tagged %s at creation.", cg.Path, c.Chain)
-	m.audit(func(a Auditor) error { return a.RecordCreate(0, c.Chain, c.Name, c.Unit) })
+	m.audit(func(a Auditor) error { return a.RecordCreate(0, c.Chain, labelsOf(c)) })
 	m.containerNew(c)
 	return c, nil
 }
@@ -496,7 +516,11 @@ func (m *Manager) HandleKernelEvent(ev kernel.Event) {
 			m.log(PrioWarning, "Failed to adopt autotagged cgroup %s: %v", p, err)
 		}
 	case kernel.EventDenied:
-		m.audit(func(a Auditor) error { return a.RecordDenial(ev.Tag.Chain, ev.PID, ev.Op) })
+		var l contid.Labels
+		if c, err := m.cfg.Registry.Get(ev.Tag.ID()); err == nil {
+			l = labelsOf(c)
+		}
+		m.audit(func(a Auditor) error { return a.RecordDenial(ev.Tag.Chain, l, ev.PID, ev.Op) })
 		m.EmitTamperDenied(ev.Tag.ID(), ev.PID, ev.Op)
 	case kernel.EventLost:
 		// The kernel still enforced and tagged; what is lost is the
@@ -565,6 +589,7 @@ func containerProperties(c *registry.Container) map[string]godbus.Variant {
 		"Manager":      godbus.MakeVariant(c.Manager),
 		"Image":        godbus.MakeVariant(c.Image),
 		"ManagerID":    godbus.MakeVariant(c.ManagerID),
+		"UUID":         godbus.MakeVariant(c.UUID),
 		"ControlGroup": godbus.MakeVariant(firstCgroup(c)),
 		"CgroupId":     godbus.MakeVariant(firstCgroupID(c)),
 		"ParentId":     godbus.MakeVariant(uint64(c.Parent())),

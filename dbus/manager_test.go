@@ -167,16 +167,16 @@ func (a *fakeAuditor) addFrom(op string, caller, chain contid.Chain, err error) 
 	a.mu.Unlock()
 	return nil
 }
-func (a *fakeAuditor) RecordTag(_ uint32, caller, chain, _ contid.Chain, _, _ string, err error) error {
+func (a *fakeAuditor) RecordTag(_ uint32, caller, chain, _ contid.Chain, _ contid.Labels, err error) error {
 	return a.addFrom("tag", caller, chain, err)
 }
-func (a *fakeAuditor) RecordCreate(_ uint32, chain contid.Chain, _, _ string) error {
+func (a *fakeAuditor) RecordCreate(_ uint32, chain contid.Chain, _ contid.Labels) error {
 	return a.add("create", chain, nil)
 }
-func (a *fakeAuditor) RecordDrop(chain contid.Chain, _, _ string) error {
+func (a *fakeAuditor) RecordDrop(chain contid.Chain, _ contid.Labels) error {
 	return a.add("drop", chain, nil)
 }
-func (a *fakeAuditor) RecordDenial(chain contid.Chain, _ uint32, _ string) error {
+func (a *fakeAuditor) RecordDenial(chain contid.Chain, _ contid.Labels, _ uint32, _ string) error {
 	return a.add("deny", chain, nil)
 }
 

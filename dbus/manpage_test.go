@@ -25,8 +25,9 @@ const apiManPage = "../man/org.contid1.5"
 
 // The page lists each object as busctl and systemd's D-Bus man pages do:
 // a "node PATH {" block with its interfaces, one member per line. The
-// tests below read those blocks back and compare them with what contidd
-// answers to Introspect, so the page cannot fall behind the code.
+// tests below read those blocks back and compare them with the table in
+// interfaces.go and with what contidd answers to Introspect, so the page
+// cannot fall behind the code.
 
 // apiMembers maps "kind interface.member" (kind: method, signal,
 // property) to its rendered signature, for one object.
@@ -237,10 +238,40 @@ func pageObjects(t *testing.T) map[string]*apiObject {
 	return objs
 }
 
+// tableObject renders the members the table in interfaces.go declares
+// for an object of kind k as the page writes them.
+func tableObject(k objKind) *apiObject {
+	in := interfaceOf(k)
+	o := newAPIObject()
+	o.full[in.Name] = true
+	directed := func(args []arg, direction string) []introArg {
+		out := make([]introArg, 0, len(args))
+		for _, a := range args {
+			out = append(out, introArg{Name: a.Name, Type: a.Type, Direction: direction})
+		}
+		return out
+	}
+	for _, m := range in.Methods {
+		o.members["method "+in.Name+"."+m.Name] = renderArgs(append(directed(m.In, "in"), directed(m.Out, "out")...))
+	}
+	for _, s := range in.Signals {
+		o.members["signal "+in.Name+"."+s.Name] = renderArgs(directed(s.Args, ""))
+	}
+	for _, p := range in.Properties {
+		var ann []string
+		if p.Emits != emitsTrue {
+			ann = append(ann, fmt.Sprintf("@%s(%q)", emitsChangedSignal, p.Emits))
+		}
+		o.members["property "+in.Name+"."+p.Name] = renderProperty("read", p.Type, ann)
+	}
+	return o
+}
+
 // TestManPageMatchesIntrospection compares every method, signal and
-// property contidd serves, with its arguments, types and annotations,
-// against the listings in org.contid1(5), in both directions.
-// Standard org.freedesktop.DBus interfaces may be listed as
+// property, with its arguments, types and annotations, against the
+// listings in org.contid1(5), in both directions: once as the table in
+// interfaces.go declares them, once as contidd serves them to
+// Introspect. Standard org.freedesktop.DBus interfaces may be listed as
 // "interface NAME { ... };"; contid's own must be listed in full.
 func TestManPageMatchesIntrospection(t *testing.T) {
 	page := pageObjects(t)
@@ -281,25 +312,36 @@ func TestManPageMatchesIntrospection(t *testing.T) {
 					t.Errorf("interface %s is in %s but not served", name, apiManPage)
 				}
 			}
-			for _, key := range sortedKeys(served.members) {
-				iface := ifaceOfKey(key)
-				if !doc.full[iface] {
-					continue // an elided standard interface, or reported above
-				}
-				got, ok := doc.members[key]
-				switch {
-				case !ok:
-					t.Errorf("%s is served but not in %s", key, apiManPage)
-				case got != served.members[key]:
-					t.Errorf("%s differs:\n code: %s\n page: %s", key, served.members[key], got)
-				}
-			}
-			for _, key := range sortedKeys(doc.members) {
-				if _, ok := served.members[key]; !ok {
-					t.Errorf("%s is in %s but not served", key, apiManPage)
-				}
-			}
+			compareMembers(t, "in the table", tableObject(o.kind), doc)
+			compareMembers(t, "served", served, doc)
 		})
+	}
+}
+
+// compareMembers compares the members of the interfaces code has and the
+// page lists in full, both ways; which interfaces are listed is checked
+// by the caller.
+func compareMembers(t *testing.T, source string, code, doc *apiObject) {
+	t.Helper()
+	for _, key := range sortedKeys(code.members) {
+		if !doc.full[ifaceOfKey(key)] {
+			continue // an elided standard interface, or reported by the caller
+		}
+		got, ok := doc.members[key]
+		switch {
+		case !ok:
+			t.Errorf("%s is %s but not in %s", key, source, apiManPage)
+		case got != code.members[key]:
+			t.Errorf("%s differs:\n %s: %s\n page: %s", key, source, code.members[key], got)
+		}
+	}
+	for _, key := range sortedKeys(doc.members) {
+		if !code.full[ifaceOfKey(key)] {
+			continue
+		}
+		if _, ok := code.members[key]; !ok {
+			t.Errorf("%s is in %s but not %s", key, apiManPage, source)
+		}
 	}
 }
 

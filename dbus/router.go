@@ -18,8 +18,10 @@ import (
 const callTimeout = 3 * time.Minute
 
 // dispatch handles one method call from either transport and returns the
-// reply body or the D-Bus error. It never panics on caller input: the
-// body is checked against the expected signature before it is unpacked.
+// reply body or the D-Bus error. The standard interfaces are answered
+// here; the org.contid1 ones are looked up in the table (interfaces.go).
+// It never panics on caller input: the body is checked against the
+// method's signature before its handler unpacks it.
 func (m *Manager) dispatch(p *peer, msg *godbus.Message) (body []any, derr *godbus.Error) {
 	defer func() {
 		if r := recover(); r != nil {
@@ -41,25 +43,12 @@ func (m *Manager) dispatch(p *peer, msg *godbus.Message) (body []any, derr *godb
 	if iface == "" {
 		iface = guessInterface(kind, member)
 	}
-	want := func(s string) *godbus.Error {
-		if sig.String() != s {
-			return newError(client.NameInvalidArgs, fmt.Sprintf("%s.%s takes (%s), got (%s)", iface, member, s, sig.String()))
-		}
-		return nil
-	}
-	reply := func(vals []any, err error) ([]any, *godbus.Error) {
-		if err != nil {
-			return nil, toDBusError(err)
-		}
-		return vals, nil
-	}
-
 	switch iface {
 	case ifaceIntrospection:
 		if member != "Introspect" {
 			break
 		}
-		if e := want(""); e != nil {
+		if e := checkSignature(iface, member, "", sig); e != nil {
 			return nil, e
 		}
 		return []any{m.introspect(path, kind)}, nil
@@ -72,102 +61,43 @@ func (m *Manager) dispatch(p *peer, msg *godbus.Message) (body []any, derr *godb
 		}
 	case ifaceProperties:
 		return m.properties(path, kind, member, sig, msg.Body)
-	case client.ManagerInterface:
-		if kind != objManager {
+	default:
+		in := tableInterface(iface)
+		if in == nil {
+			return nil, newError(client.NameUnknownInterface, fmt.Sprintf("%s has no interface %s", path, iface))
+		}
+		if in != interfaceOf(kind) {
 			break
 		}
-		switch member {
-		case "TagUnit", "TagMachine", "TagCgroup":
-			if e := want("sta{sv}"); e != nil {
-				return nil, e
-			}
-			s, id, opts := msg.Body[0].(string), msg.Body[1].(uint64), msg.Body[2].(map[string]godbus.Variant)
-			f := map[string]func(context.Context, *peer, *godbus.Message, string, uint64, map[string]godbus.Variant) (uint64, godbus.ObjectPath, error){
-				"TagUnit": m.tagUnit, "TagMachine": m.tagMachine, "TagCgroup": m.tagCgroup,
-			}[member]
-			rid, obj, err := f(ctx, p, msg, s, id, opts)
-			return reply([]any{rid, obj}, err)
-		case "TagProcess":
-			if e := want("hta{sv}"); e != nil {
-				return nil, e
-			}
-			fd, ok := msg.Body[0].(godbus.UnixFD)
-			if !ok {
-				return nil, newError(client.NameInvalidArgs, "TagProcess needs a pidfd passed as a file descriptor (unix fd passing was not negotiated)")
-			}
-			// The call's descriptor is closed with the call; tagProcess
-			// closes its own duplicate.
-			dup := func() (int, error) { return dupFD(int(fd)) }
-			rid, obj, err := m.tagProcess(ctx, p, msg, dup, msg.Body[1].(uint64), msg.Body[2].(map[string]godbus.Variant))
-			return reply([]any{rid, obj}, err)
-		case "TagPID":
-			if e := want("uta{sv}"); e != nil {
-				return nil, e
-			}
-			rid, obj, err := m.tagPID(ctx, p, msg, msg.Body[0].(uint32), msg.Body[1].(uint64), msg.Body[2].(map[string]godbus.Variant))
-			return reply([]any{rid, obj}, err)
-		case "GetContainer":
-			if e := want("t"); e != nil {
-				return nil, e
-			}
-			id := msg.Body[0].(uint64)
-			if err := validLookupID(id); err != nil {
-				return reply(nil, err)
-			}
-			c, err := m.cfg.Registry.Get(contid.ID(id))
-			if err != nil {
-				return reply(nil, err)
-			}
-			return []any{client.ContainerPath(c.ID)}, nil
-		case "GetContainerByPID":
-			if e := want("u"); e != nil {
-				return nil, e
-			}
-			c, err := m.containerByPID(msg.Body[0].(uint32))
-			if err != nil {
-				return reply(nil, err)
-			}
-			return []any{client.ContainerPath(c.ID)}, nil
-		case "GetContainerByUnit":
-			if e := want("s"); e != nil {
-				return nil, e
-			}
-			unit := msg.Body[0].(string)
-			if err := validUnitName(unit); err != nil {
-				return reply(nil, err)
-			}
-			c, err := m.cfg.Registry.ByUnit(unit)
-			if err != nil {
-				return reply(nil, err)
-			}
-			return []any{client.ContainerPath(c.ID)}, nil
-		case "ListContainers":
-			if e := want(""); e != nil {
-				return nil, e
-			}
-			release, err := m.enterList(ctx, p)
-			if err != nil {
-				return reply(nil, err)
-			}
-			defer release()
-			return []any{m.listContainers()}, nil
-		}
-	case client.ContainerInterface:
-		if kind != objContainer || member != "ListProcesses" {
+		meth := in.method(member)
+		if meth == nil {
 			break
 		}
-		if e := want(""); e != nil {
+		if e := checkSignature(iface, member, signature(meth.In), sig); e != nil {
 			return nil, e
 		}
-		c, err := m.containerAt(path)
+		vals, err := meth.Call(m, methodCall{ctx: ctx, p: p, msg: msg, path: path, args: msg.Body})
 		if err != nil {
-			return reply(nil, err)
+			return nil, toDBusError(err)
 		}
-		return []any{m.listProcesses(c)}, nil
-	default:
-		return nil, newError(client.NameUnknownInterface, fmt.Sprintf("%s has no interface %s", path, iface))
+		// A handler that drifted from its table entry would answer with
+		// what introspection does not promise.
+		if got, want := godbus.SignatureOf(vals...).String(), signature(meth.Out); got != want {
+			m.log(PrioErr, "BUG: %s replies (%s), its table entry says (%s)", describe(msg), got, want)
+			return nil, newError(client.NameFailed, "internal error")
+		}
+		return vals, nil
 	}
 	return nil, newError(client.NameUnknownMethod, fmt.Sprintf("%s has no method %s.%s", path, iface, member))
+}
+
+// checkSignature refuses a body whose signature is not the one member
+// takes.
+func checkSignature(iface, member, want string, got godbus.Signature) *godbus.Error {
+	if got.String() != want {
+		return newError(client.NameInvalidArgs, fmt.Sprintf("%s.%s takes (%s), got (%s)", iface, member, want, got.String()))
+	}
+	return nil
 }
 
 // tagPID opens a pidfd for the PID once the caller is authorized, so the
@@ -219,7 +149,10 @@ func guessInterface(k objKind, member string) string {
 		return ifaceIntrospection
 	case "Ping", "GetMachineId":
 		return ifacePeer
-	case "ListProcesses":
+	}
+	// Container methods are named on any object, so such a call to the
+	// manager is told the manager has no such method.
+	if containerInterface.method(member) != nil {
 		return client.ContainerInterface
 	}
 	if k == objManager {

@@ -123,8 +123,9 @@ func (m *Manager) tagCgroupAs(ctx context.Context, p *peer, msg *godbus.Message,
 // nameAutotagged handles tagging a cgroup the kernel already tagged at
 // mkdir (a machine under machine.slice): the ID exists and is write-once,
 // so a request for "any ID" (or exactly that one) with no option but the
-// container's name and origin (Name, Manager, Image, ManagerID) names the
-// container instead of failing. This is how the nspawn drop-in's
+// container's name and origin (Name, Manager, Image, ManagerID, and a UUID
+// only if it is the one the container got) names the container instead of
+// failing. This is how the nspawn drop-in's
 // `contidctl tag-unit --name=NAME` and the OCI hook attach the name. Who
 // may name it is the registry's rule (Registry.Name). ok is false when
 // the request is not of that kind.
@@ -141,7 +142,7 @@ func (m *Manager) nameAutotagged(ci *callerInfo, req tagRequest, t registry.Cgro
 	if c.Flags&contid.FlagAutotag == 0 || c.OwnerPID != 0 || c.State != registry.StateActive {
 		return nil, false, nil
 	}
-	labels := registry.Options{Name: req.opts.Name, Manager: req.opts.Manager, Image: req.opts.Image, ManagerID: req.opts.ManagerID}
+	labels := registry.Options{Name: req.opts.Name, Manager: req.opts.Manager, Image: req.opts.Image, ManagerID: req.opts.ManagerID, UUID: req.opts.UUID}
 	if (req.id != 0 && contid.ID(req.id) != c.ID) || req.opts != labels {
 		return nil, false, nil // the registry refuses it with the precise error
 	}
@@ -206,7 +207,7 @@ func (m *Manager) granted(ci *callerInfo, c *registry.Container, isNew bool, tar
 // refused logs and audits a refused tag request and returns its error.
 func (m *Manager) refused(ci *callerInfo, req tagRequest, unit string, err error) error {
 	m.log(PrioNotice, "Refused tag request of process %d (uid %d): %v", ci.PID, ci.UID, err)
-	m.auditRefused(ci.Caller, req.id, req.opts.Name, unit, err)
+	m.auditRefused(ci.Caller, req.id, requestLabels(req.opts, unit), err)
 	return err
 }
 

@@ -468,6 +468,9 @@ func (k *fakeKernelLog) WriteUser(typ auparse.AuditMessageType, text string) err
 	return k.err
 }
 
+// testUUID is a container UUID as the registry draws them.
+const testUUID = "5f0c7a8e-9b1d-4e2f-8a3b-6c7d8e9f0a1b"
+
 func TestRecorder(t *testing.T) {
 	tests := []struct {
 		name      string
@@ -478,34 +481,42 @@ func TestRecorder(t *testing.T) {
 		fields    map[string]string // journal fields that must be there
 	}{
 		{"granted", func(r *Recorder) error {
-			return r.RecordTag(1234, nil, contid.Chain{4, 2, 1}, nil, "web", "web.scope", nil)
+			return r.RecordTag(1234, nil, contid.Chain{4, 2, 1}, nil, contid.Labels{Name: "web", Unit: "web.scope", Manager: "podman", Image: "busybox", ManagerID: "3f2a", UUID: testUUID}, nil)
 		}, auparse.AUDIT_VIRT_MACHINE_ID,
-			`virt=contid op=set contid=4,^2,^1 old-contid=-1 opid=1234 vm="web" res=success`, MessageTagGranted, nil},
+			`virt=contid op=set contid=4,^2,^1 old-contid=-1 opid=1234 vm="web" res=success`, MessageTagGranted,
+			map[string]string{"AUDIT_CONTAINER_NAME": "web", "AUDIT_CONTAINER_UNIT": "web.scope", "AUDIT_CONTAINER_MANAGER": "podman",
+				"AUDIT_CONTAINER_IMAGE": "busybox", "AUDIT_CONTAINER_MANAGER_ID": "3f2a", "AUDIT_CONTAINER_UUID": testUUID}},
 		{"refused", func(r *Recorder) error {
-			return r.RecordTag(99, nil, contid.Chain{7}, contid.Chain{5}, "", "", errors.New("already tagged"))
+			return r.RecordTag(99, nil, contid.Chain{7}, contid.Chain{5}, contid.Labels{}, errors.New("already tagged"))
 		}, auparse.AUDIT_VIRT_MACHINE_ID,
 			`virt=contid op=set contid=7 old-contid=5 opid=99 vm=? res=failed`, MessageTagRefused, nil},
 		{"refused before allocation", func(r *Recorder) error {
-			return r.RecordTag(99, nil, nil, nil, "a b", "", errors.New("access denied"))
+			return r.RecordTag(99, nil, nil, nil, contid.Labels{Name: "a b"}, errors.New("access denied"))
 		}, auparse.AUDIT_VIRT_MACHINE_ID,
 			`virt=contid op=set contid=? old-contid=-1 opid=99 vm=612062 res=failed`, MessageTagRefused, nil},
 		{"refused from inside a container", func(r *Recorder) error {
-			return r.RecordTag(77, contid.Chain{19, 3}, nil, nil, "", "", errors.New("not a descendant"))
+			return r.RecordTag(77, contid.Chain{19, 3}, nil, nil, contid.Labels{}, errors.New("not a descendant"))
 		}, auparse.AUDIT_VIRT_MACHINE_ID,
 			`virt=contid op=set contid=? old-contid=-1 opid=77 caller-contid=19,^3 vm=? res=failed`, MessageTagRefused,
 			map[string]string{"AUDIT_CALLER_CONTAINER_ID": "19", "AUDIT_CALLER_CONTAINER_CHAIN": "19,^3"}},
 		{"create", func(r *Recorder) error {
-			return r.RecordCreate(1, contid.Chain{8}, "db", "db.service")
+			return r.RecordCreate(1, contid.Chain{8}, contid.Labels{Name: "db", Unit: "db.service", Manager: "api", UUID: testUUID})
 		}, auparse.AUDIT_VIRT_CREATE,
-			`virt=contid op=set contid=8 old-contid=-1 opid=1 vm="db" res=success`, MessageContainerCreated, nil},
+			`virt=contid op=set contid=8 old-contid=-1 opid=1 vm="db" res=success`, MessageContainerCreated,
+			map[string]string{"AUDIT_CONTAINER_ID": "8", "AUDIT_CONTAINER_NAME": "db", "AUDIT_CONTAINER_MANAGER": "api", "AUDIT_CONTAINER_UUID": testUUID}},
 		{"drop", func(r *Recorder) error {
-			return r.RecordDrop(contid.Chain{8}, "db", "db.service")
+			return r.RecordDrop(contid.Chain{8}, contid.Labels{Name: "db", Unit: "db.service"})
 		}, auparse.AUDIT_VIRT_DESTROY,
 			`virt=contid op=drop contid=8 old-contid=-1 opid=0 vm="db" res=success`, MessageContainerExited, nil},
 		{"deny", func(r *Recorder) error {
-			return r.RecordDenial(contid.Chain{8}, 4321, "bpf_map")
+			return r.RecordDenial(contid.Chain{8}, contid.Labels{}, 4321, "bpf_map")
 		}, auparse.AUDIT_VIRT_MACHINE_ID,
 			`virt=contid op=deny contid=8 old-contid=-1 opid=4321 vm=? operation="bpf_map" res=failed`, MessageTamperDenied, nil},
+		{"deny, labelled", func(r *Recorder) error {
+			return r.RecordDenial(contid.Chain{8}, contid.Labels{Name: "db", Manager: "api", UUID: testUUID}, 4321, "kill")
+		}, auparse.AUDIT_VIRT_MACHINE_ID,
+			`virt=contid op=deny contid=8 old-contid=-1 opid=4321 vm="db" operation="kill" res=failed`, MessageTamperDenied,
+			map[string]string{"AUDIT_CONTAINER_ID": "8", "AUDIT_CONTAINER_NAME": "db", "AUDIT_CONTAINER_MANAGER": "api", "AUDIT_CONTAINER_UUID": testUUID}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -531,7 +542,7 @@ func TestRecorder(t *testing.T) {
 					t.Errorf("%s %v, want %s", field, got, want)
 				}
 			}
-			if tt.fields == nil && len(values(out.entries[0], "AUDIT_CALLER_CONTAINER_ID")) != 0 {
+			if _, ok := tt.fields["AUDIT_CALLER_CONTAINER_ID"]; !ok && len(values(out.entries[0], "AUDIT_CALLER_CONTAINER_ID")) != 0 {
 				t.Errorf("AUDIT_CALLER_CONTAINER_ID set for a caller outside any container")
 			}
 		})
@@ -541,7 +552,7 @@ func TestRecorder(t *testing.T) {
 func TestRecorderOneLogFailing(t *testing.T) {
 	k := &fakeKernelLog{err: errors.New("netlink down")}
 	out := &fakeSender{t: t}
-	err := NewRecorder(k, out).RecordDrop(contid.Chain{3}, "", "")
+	err := NewRecorder(k, out).RecordDrop(contid.Chain{3}, contid.Labels{})
 	if err == nil {
 		t.Fatal("kernel failure not reported")
 	}
@@ -580,7 +591,7 @@ func TestCatalog(t *testing.T) {
 	}
 	written := map[string]bool{
 		"AUDIT_CONTAINER_ID": true, "AUDIT_CONTAINER_CHAIN": true, "AUDIT_CONTAINER_NAME": true,
-		"AUDIT_CONTAINER_UNIT": true, "AUDIT_OPID": true, "AUDIT_ERROR": true, "AUDIT_OPERATION": true,
+		"AUDIT_CONTAINER_UNIT": true, "AUDIT_CONTAINER_UUID": true, "AUDIT_OPID": true, "AUDIT_ERROR": true, "AUDIT_OPERATION": true,
 		"AUDIT_LOST_COUNT": true, "AUDIT_LOST_SINCE": true, "AUDIT_LOST_KERNEL": true,
 		"AUDIT_LOST_READER": true, "AUDIT_LOST_WRITE": true, "AUDIT_LOST_STOPPED": true,
 		"AUDIT_GAP_COUNT": true, "AUDIT_GAP_AFTER": true, "AUDIT_GAP_BEFORE": true,

@@ -20,14 +20,13 @@ type Containers interface {
 }
 
 // Labels are what names a container in its entries; empty ones are left
-// out.
-type Labels struct {
-	Name, Unit                string
-	Manager, Image, ManagerID string
-}
+// out. The type is the root package's, which the D-Bus layer's records
+// share.
+type Labels = contid.Labels
 
-// add writes the labels' fields into e.
-func (l *Labels) add(e *Entry) {
+// addLabels writes the labels' fields into e: every entry attributed to a
+// container, and contid's own records of it, carry the same ones.
+func addLabels(e *Entry, l *Labels) {
 	if l.Name != "" {
 		e.Add("AUDIT_CONTAINER_NAME", l.Name)
 	}
@@ -42,6 +41,9 @@ func (l *Labels) add(e *Entry) {
 	}
 	if l.ManagerID != "" {
 		e.Add("AUDIT_CONTAINER_MANAGER_ID", l.ManagerID)
+	}
+	if l.UUID != "" {
+		e.Add("AUDIT_CONTAINER_UUID", l.UUID)
 	}
 }
 
@@ -406,7 +408,7 @@ func (f *Forwarder) buildEvent(e *Entry, ev *audit.Event) {
 		}
 		f.msg = appendChain(f.msg[:0], chain)
 		e.AddBytes("AUDIT_CONTAINER_CHAIN", f.msg)
-		labels.add(e)
+		addLabels(e, &labels)
 		if ev.Attribution == contid.ExitedProcess {
 			e.Add("AUDIT_CONTAINER_ATTRIBUTION", "exited")
 		} else {

@@ -23,12 +23,17 @@ func TestForwarderLabels(t *testing.T) {
 		labels Labels
 		want   map[string][]string
 	}{
-		{"podman", Labels{Name: "pweb", Unit: "libpod-3f2a.scope", Manager: "podman", Image: "busybox", ManagerID: "3f2a"}, map[string][]string{
+		{"podman", Labels{Name: "pweb", Unit: "libpod-3f2a.scope", Manager: "podman", Image: "busybox", ManagerID: "3f2a", UUID: testUUID}, map[string][]string{
 			"AUDIT_CONTAINER_NAME":       {"pweb"},
 			"AUDIT_CONTAINER_UNIT":       {"libpod-3f2a.scope"},
 			"AUDIT_CONTAINER_MANAGER":    {"podman"},
 			"AUDIT_CONTAINER_IMAGE":      {"busybox"},
 			"AUDIT_CONTAINER_MANAGER_ID": {"3f2a"},
+			"AUDIT_CONTAINER_UUID":       {testUUID},
+		}},
+		{"uuid only", Labels{UUID: testUUID}, map[string][]string{
+			"AUDIT_CONTAINER_NAME": nil,
+			"AUDIT_CONTAINER_UUID": {testUUID},
 		}},
 		{"manager only", Labels{Manager: "nspawn"}, map[string][]string{
 			"AUDIT_CONTAINER_NAME":       nil,
@@ -38,6 +43,7 @@ func TestForwarderLabels(t *testing.T) {
 		}},
 		{"autotagged, unnamed", Labels{Unit: "x.scope"}, map[string][]string{
 			"AUDIT_CONTAINER_UNIT":       {"x.scope"},
+			"AUDIT_CONTAINER_UUID":       nil,
 			"AUDIT_CONTAINER_MANAGER":    nil,
 			"AUDIT_CONTAINER_IMAGE":      nil,
 			"AUDIT_CONTAINER_MANAGER_ID": nil,

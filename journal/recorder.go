@@ -52,8 +52,7 @@ type record struct {
 	old       contid.Chain
 	opid      uint32
 	caller    contid.Chain // the container the caller runs in, if any
-	name      string
-	unit      string
+	labels    contid.Labels
 	err       error
 	operation string // what a denial refused
 
@@ -64,14 +63,16 @@ type record struct {
 
 // RecordTag logs a tag attempt by callerPID for chain (the ID granted or
 // asked for; empty when the caller let contidd allocate and it failed
-// before allocating). callerChain is the container the caller itself runs
+// before allocating), with the container's labels (for a refusal, those
+// asked for). callerChain is the container the caller itself runs
 // in, if any: a refused attempt from inside a container is something that
 // container did, and `journalctl AUDIT_CALLER_CONTAINER_ID=N` finds it.
 // old is the chain the target had before, if any. tagErr nil means
 // granted.
-func (r *Recorder) RecordTag(callerPID uint32, callerChain, chain, old contid.Chain, name, unit string, tagErr error) error {
+func (r *Recorder) RecordTag(callerPID uint32, callerChain, chain, old contid.Chain, l contid.Labels, tagErr error) error {
+	name := l.Name
 	rec := record{typ: audit.TypeVirtMachineID, op: opSet, chain: chain, old: old, opid: callerPID, caller: callerChain,
-		name: name, unit: unit, err: tagErr}
+		labels: l, err: tagErr}
 	if tagErr == nil {
 		rec.messageID, rec.priority = MessageTagGranted, 6
 		rec.message = "tag granted: " + describe(chain, name) + " for pid " + u32(callerPID)
@@ -88,31 +89,32 @@ func (r *Recorder) RecordTag(callerPID uint32, callerChain, chain, old contid.Ch
 
 // RecordCreate logs a container ID coming into use: a first tag, or the
 // kernel's autotag of a new cgroup. ownerPID is 0 for an autotag.
-func (r *Recorder) RecordCreate(ownerPID uint32, chain contid.Chain, name, unit string) error {
-	rec := record{typ: audit.TypeVirtCreate, op: opSet, chain: chain, opid: ownerPID, name: name, unit: unit,
+func (r *Recorder) RecordCreate(ownerPID uint32, chain contid.Chain, l contid.Labels) error {
+	rec := record{typ: audit.TypeVirtCreate, op: opSet, chain: chain, opid: ownerPID, labels: l,
 		messageID: MessageContainerCreated, priority: 6,
-		message: "container created: " + describe(chain, name)}
-	if unit != "" {
-		rec.message += " unit " + unit
+		message: "container created: " + describe(chain, l.Name)}
+	if l.Unit != "" {
+		rec.message += " unit " + l.Unit
 	}
 	return r.write(&rec)
 }
 
 // RecordDrop logs a container whose last process exited.
-func (r *Recorder) RecordDrop(chain contid.Chain, name, unit string) error {
-	rec := record{typ: audit.TypeVirtDestroy, op: opDrop, chain: chain, name: name, unit: unit,
+func (r *Recorder) RecordDrop(chain contid.Chain, l contid.Labels) error {
+	rec := record{typ: audit.TypeVirtDestroy, op: opDrop, chain: chain, labels: l,
 		messageID: MessageContainerExited, priority: 6,
-		message: "container exited: " + describe(chain, name)}
+		message: "container exited: " + describe(chain, l.Name)}
 	return r.write(&rec)
 }
 
 // RecordDenial logs an enforcing-mode refusal: pid, of the container
-// chain, attempted operation (e.g. "bpf_map", "audit_set", "kill").
-func (r *Recorder) RecordDenial(chain contid.Chain, pid uint32, operation string) error {
-	rec := record{typ: audit.TypeVirtMachineID, op: opDeny, chain: chain, opid: pid, operation: operation,
+// chain (labelled l, as far as the registry knows it), attempted
+// operation (e.g. "bpf_map", "audit_set", "kill").
+func (r *Recorder) RecordDenial(chain contid.Chain, l contid.Labels, pid uint32, operation string) error {
+	rec := record{typ: audit.TypeVirtMachineID, op: opDeny, chain: chain, labels: l, opid: pid, operation: operation,
 		err:       errors.New("denied " + operation),
 		messageID: MessageTamperDenied, priority: 4,
-		message: "tamper denied: pid " + u32(pid) + " of " + describe(chain, "") + " attempted " + operation}
+		message: "tamper denied: pid " + u32(pid) + " of " + describe(chain, l.Name) + " attempted " + operation}
 	return r.write(&rec)
 }
 
@@ -152,10 +154,10 @@ func (rec *record) kernelText() string {
 		b.WriteString(rec.caller.String())
 	}
 	b.WriteString(" vm=")
-	if rec.name == "" {
+	if rec.labels.Name == "" {
 		b.WriteString("?")
 	} else {
-		b.WriteString(encodeValue(rec.name))
+		b.WriteString(encodeValue(rec.labels.Name))
 	}
 	if rec.operation != "" {
 		b.WriteString(" operation=")
@@ -184,12 +186,7 @@ func (rec *record) journalEntry(e *Entry) {
 	if len(rec.old) > 0 {
 		e.Add("AUDIT_OLD_CONTAINER_CHAIN", rec.old.String())
 	}
-	if rec.name != "" {
-		e.Add("AUDIT_CONTAINER_NAME", rec.name)
-	}
-	if rec.unit != "" {
-		e.Add("AUDIT_CONTAINER_UNIT", rec.unit)
-	}
+	addLabels(e, &rec.labels)
 	e.Add("AUDIT_OP", rec.op)
 	if rec.opid != 0 {
 		e.AddUint("AUDIT_OPID", uint64(rec.opid))

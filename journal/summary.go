@@ -88,19 +88,19 @@ func appendSummary(b []byte, ev *audit.Event, chain contid.Chain, name string, u
 func appendTarget(b []byte, ev *audit.Event, what string, succeeded bool) []byte {
 	if (what == "execve" || what == "execveat") && succeeded {
 		if exe, ok := ev.Get("exe"); ok {
-			return append(append(b, ' '), exe...)
+			return appendEscaped(append(b, ' '), exe)
 		}
 	}
 	if p, ok := targetPath(ev); ok {
-		return append(append(b, ' '), p...)
+		return appendEscaped(append(b, ' '), p)
 	}
 	if r, ok := ev.Record(auparse.AUDIT_OBJ_PID); ok {
 		if pid, ok := r.Get("opid"); ok {
 			b = append(b, " pid "...)
-			b = append(b, pid...)
+			b = appendEscaped(b, pid)
 			if comm, ok := r.Get("ocomm"); ok && comm != "" {
 				b = append(b, " ("...)
-				b = append(b, comm...)
+				b = appendEscaped(b, comm)
 				b = append(b, ')')
 			}
 			return b
@@ -109,13 +109,33 @@ func appendTarget(b []byte, ev *audit.Event, what string, succeeded bool) []byte
 	if r, ok := ev.Record(auparse.AUDIT_SOCKADDR); ok {
 		if s, ok := r.Get("saddr"); ok {
 			if addr, ok := socketAddress(s); ok {
-				return append(append(b, ' '), addr...)
+				return appendEscaped(append(b, ' '), addr)
 			}
 		}
 	}
 	if op, ok := ev.Get("op"); ok {
 		b = append(b, " op="...)
-		b = append(b, op...)
+		b = appendEscaped(b, op)
+	}
+	return b
+}
+
+// appendEscaped writes a value a process chose (a file name, a command
+// name) with its control characters escaped as \xNN, and the backslash as
+// \\: a name with a newline in it must not start what reads as another
+// event's line, nor a terminal escape act on the screen of whoever reads
+// the journal.
+func appendEscaped(b []byte, s string) []byte {
+	const hexDigits = "0123456789abcdef"
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '\\':
+			b = append(b, '\\', '\\')
+		case c < 0x20 || c == 0x7f:
+			b = append(b, '\\', 'x', hexDigits[c>>4], hexDigits[c&0xf])
+		default:
+			b = append(b, c)
+		}
 	}
 	return b
 }

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -113,6 +114,10 @@ func TestSummaryReadsLikeAusearch(t *testing.T) {
 			[]rawRecord{syscallRecord(59, "yes", 0, 1000, 0, "/usr/bin/passwd"),
 				rec(auparse.AUDIT_PATH, `item=0 name="/usr/bin/passwd" nametype=NORMAL`)},
 			"container 4 (web): execve /usr/bin/passwd by pid 1234 uid alice euid root res=success"},
+		{"a file name cannot forge a line or drive a terminal",
+			[]rawRecord{syscallRecord(59, "no", -2, 0, 0, "/usr/bin/dash"),
+				rec(auparse.AUDIT_PATH, "item=0 name="+strings.ToUpper(hex.EncodeToString([]byte("/x\ncontainer 9: execve /bin/ok by pid 1 uid root res=success\x1b[2J\\")))+" nametype=UNKNOWN")},
+			`container 4 (web): execve /x\x0acontainer 9: execve /bin/ok by pid 1 uid root res=success\x1b[2J\\ by pid 1234 uid root res=failed exit=ENOENT`},
 		{"a UID the host does not name stays a number",
 			[]rawRecord{syscallRecord(59, "yes", 0, 101000, 101000, "/usr/bin/id"),
 				rec(auparse.AUDIT_PATH, `item=0 name="/usr/bin/id" nametype=NORMAL`)},

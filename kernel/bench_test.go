@@ -15,8 +15,8 @@ func BenchmarkAttribute(b *testing.B) {
 	requireBPF(b)
 	bpf := loadTest(b, testPinDir(b))
 	pid := uint32(os.Getpid())
-	pt := pidTag{Cur: pidRecord{ID: 42, StartNS: 1}}
-	if err := bpf.maps["pid_tags"].Put(pid, pt); err != nil {
+	pt := pidTag{Cur: pidRecord{Id: 42, StartNs: 1}}
+	if err := bpf.maps.PidTags.Put(pid, pt); err != nil {
 		b.Fatal(err)
 	}
 	now := time.Now()

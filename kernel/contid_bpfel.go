@@ -8,9 +8,160 @@ import (
 	_ "embed"
 	"fmt"
 	"io"
+	"structs"
 
 	"github.com/cilium/ebpf"
 )
+
+type contidAllowBit uint32
+
+const (
+	contidAllowBitALLOW_BPF     contidAllowBit = 1
+	contidAllowBitALLOW_MODULES contidAllowBit = 2
+)
+
+type contidCgroupTag struct {
+	_      structs.HostLayout
+	Id     uint64
+	Parent uint64
+	Depth  uint32
+	Flags  uint32
+	Chain  [8]uint64
+}
+
+type contidConfigValue struct {
+	_        structs.HostLayout
+	MaxDepth uint32
+	Allow    uint32
+}
+
+type contidContidFlag uint32
+
+const (
+	contidContidFlagFLAG_ALLOW_NESTING contidContidFlag = 1
+	contidContidFlagFLAG_JOIN_IGNORE   contidContidFlag = 2
+	contidContidFlagFLAG_AUTOTAG       contidContidFlag = 4
+)
+
+type contidDeniedOp uint32
+
+const (
+	contidDeniedOpDENIED_BPF           contidDeniedOp = 1
+	contidDeniedOpDENIED_BPF_MAP       contidDeniedOp = 2
+	contidDeniedOpDENIED_BPF_PROG      contidDeniedOp = 3
+	contidDeniedOpDENIED_NETLINK_SEND  contidDeniedOp = 4
+	contidDeniedOpDENIED_TASK_ALLOC    contidDeniedOp = 5
+	contidDeniedOpDENIED_UNLINK        contidDeniedOp = 6
+	contidDeniedOpDENIED_RENAME        contidDeniedOp = 7
+	contidDeniedOpDENIED_RMDIR         contidDeniedOp = 8
+	contidDeniedOpDENIED_UMOUNT        contidDeniedOp = 9
+	contidDeniedOpDENIED_KILL          contidDeniedOp = 10
+	contidDeniedOpDENIED_PTRACE        contidDeniedOp = 11
+	contidDeniedOpDENIED_SETRLIMIT     contidDeniedOp = 12
+	contidDeniedOpDENIED_SCHED         contidDeniedOp = 13
+	contidDeniedOpDENIED_OPEN_WRITE    contidDeniedOp = 14
+	contidDeniedOpDENIED_BPF_PROG_LOAD contidDeniedOp = 15
+	contidDeniedOpDENIED_MODULE_LOAD   contidDeniedOp = 16
+	contidDeniedOpDENIED_TRUNCATE      contidDeniedOp = 17
+	contidDeniedOpDENIED_MOUNT         contidDeniedOp = 18
+	contidDeniedOpDENIED_OOM_SCORE_ADJ contidDeniedOp = 19
+)
+
+type contidEvent struct {
+	_              structs.HostLayout
+	Kind           contidEventKind
+	Pid            uint32
+	Tid            uint32
+	Op             contidDeniedOp
+	Id             uint64
+	CgroupId       uint64
+	ParentCgroupId uint64
+	Count          uint64
+	BoottimeNs     uint64
+	Depth          uint32
+	Flags          uint32
+	Chain          [8]uint64
+	Name           [64]uint8
+}
+
+type contidEventKind uint32
+
+const (
+	contidEventKindEV_TAGGED       contidEventKind = 1
+	contidEventKindEV_AUTOTAG      contidEventKind = 2
+	contidEventKindEV_DENIED       contidEventKind = 3
+	contidEventKindEV_JOIN_REFUSED contidEventKind = 4
+	contidEventKindEV_LOST         contidEventKind = 5
+)
+
+type contidIterMode uint32
+
+const (
+	contidIterModeITER_CGROUP  contidIterMode = 1
+	contidIterModeITER_PROCESS contidIterMode = 2
+)
+
+type contidIterRecord struct {
+	_      structs.HostLayout
+	Tid    uint32
+	Result contidIterResult
+}
+
+type contidIterResult uint32
+
+const (
+	contidIterResultITER_TAGGED  contidIterResult = 1
+	contidIterResultITER_REFUSED contidIterResult = 2
+)
+
+type contidIterTarget struct {
+	_        structs.HostLayout
+	CgroupId uint64
+	Tgid     uint32
+	Mode     contidIterMode
+	Tag      contidCgroupTag
+}
+
+type contidPidRecord struct {
+	_       structs.HostLayout
+	Id      uint64
+	StartNs uint64
+	ExitNs  uint64
+}
+
+type contidPidTag struct {
+	_    structs.HostLayout
+	Cur  contidPidRecord
+	Prev contidPidRecord
+}
+
+type contidProtectKind uint32
+
+const (
+	contidProtectKindPROTECT_MAP  contidProtectKind = 1
+	contidProtectKindPROTECT_PROG contidProtectKind = 2
+	contidProtectKindPROTECT_LINK contidProtectKind = 3
+)
+
+type contidProtectedInode struct {
+	_   structs.HostLayout
+	Ino uint64
+	Dev uint32
+	Pad uint32
+}
+
+type contidProtectedKey struct {
+	_    structs.HostLayout
+	Kind contidProtectKind
+	Id   uint32
+}
+
+type contidTaskTag struct {
+	_     structs.HostLayout
+	Id    uint64
+	Flags uint32
+	Pad   uint32
+}
 
 // Names of all BPF objects in the ELF.
 //

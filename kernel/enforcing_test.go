@@ -19,19 +19,16 @@ func TestEnforcingProgramsFailCleanly(t *testing.T) {
 		t.Skip("skipped: LSM programs load here; the VM tier exercises enforcing mode")
 	}
 	b := loadTest(t, testPinDir(t))
-	spec, err := loadContid()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, a := range enforcingAttachments {
-		err := b.attach(spec, a)
+	spec, progs := loadTestSpec(t)
+	for _, ps := range enforcingAttachments(progs) {
+		err := b.attach(spec, ps)
 		if err == nil {
-			t.Errorf("%s attached although a test LSM program could not", a.program)
+			t.Errorf("%s attached although a test LSM program could not", ps.Name)
 			continue
 		}
 		msg := err.Error()
-		if !strings.Contains(msg, a.program) || !strings.Contains(msg, "operation not permitted") {
-			t.Errorf("%s: unhelpful error %q", a.program, msg)
+		if !strings.Contains(msg, ps.Name) || !strings.Contains(msg, "operation not permitted") {
+			t.Errorf("%s: unhelpful error %q", ps.Name, msg)
 		}
 		t.Logf("%s", msg)
 	}

@@ -12,27 +12,29 @@ import (
 	"github.com/cilium/ebpf/ringbuf"
 )
 
-// opNames names the operation codes of EventDenied (OP_* in contid.h).
-var opNames = map[uint32]string{
-	1:  "bpf",
-	2:  "bpf_map",
-	3:  "bpf_prog",
-	4:  "netlink_send",
-	5:  "task_alloc",
-	6:  "unlink",
-	7:  "rename",
-	8:  "rmdir",
-	9:  "umount",
-	10: "kill",
-	11: "ptrace",
-	12: "setrlimit",
-	13: "sched",
-	14: "open_write",
-	15: "bpf_prog_load",
-	16: "module_load",
-	17: "truncate",
-	18: "mount",
-	19: "oom_score_adj",
+// opNames names the operations of EventDenied (enum denied_op in
+// bpf/contid.h) as D-Bus and the journal show them. TestOpNamesCoverEnum
+// checks, against the object's BTF, that each one has its name.
+var opNames = map[contidDeniedOp]string{
+	contidDeniedOpDENIED_BPF:           "bpf",
+	contidDeniedOpDENIED_BPF_MAP:       "bpf_map",
+	contidDeniedOpDENIED_BPF_PROG:      "bpf_prog",
+	contidDeniedOpDENIED_NETLINK_SEND:  "netlink_send",
+	contidDeniedOpDENIED_TASK_ALLOC:    "task_alloc",
+	contidDeniedOpDENIED_UNLINK:        "unlink",
+	contidDeniedOpDENIED_RENAME:        "rename",
+	contidDeniedOpDENIED_RMDIR:         "rmdir",
+	contidDeniedOpDENIED_UMOUNT:        "umount",
+	contidDeniedOpDENIED_KILL:          "kill",
+	contidDeniedOpDENIED_PTRACE:        "ptrace",
+	contidDeniedOpDENIED_SETRLIMIT:     "setrlimit",
+	contidDeniedOpDENIED_SCHED:         "sched",
+	contidDeniedOpDENIED_OPEN_WRITE:    "open_write",
+	contidDeniedOpDENIED_BPF_PROG_LOAD: "bpf_prog_load",
+	contidDeniedOpDENIED_MODULE_LOAD:   "module_load",
+	contidDeniedOpDENIED_TRUNCATE:      "truncate",
+	contidDeniedOpDENIED_MOUNT:         "mount",
+	contidDeniedOpDENIED_OOM_SCORE_ADJ: "oom_score_adj",
 }
 
 // pollInterval bounds how long ReadEvent waits before it looks at ctx and
@@ -45,7 +47,7 @@ func (b *BPF) ReadEvent(ctx context.Context) (Event, error) {
 	defer b.readMu.Unlock()
 
 	if b.ring == nil {
-		rd, err := ringbuf.NewReader(b.maps["events"])
+		rd, err := ringbuf.NewReader(b.maps.Events)
 		if err != nil {
 			return Event{}, fmt.Errorf("open ring buffer: %w", err)
 		}
@@ -74,7 +76,7 @@ func (b *BPF) ReadEvent(ctx context.Context) (Event, error) {
 // since the last look as one EventLost.
 func (b *BPF) lostEvent() (Event, bool) {
 	var lost uint64
-	if err := b.maps["events_lost"].Lookup(uint32(0), &lost); err != nil || lost <= b.lostSeen {
+	if err := b.maps.EventsLost.Lookup(uint32(0), &lost); err != nil || lost <= b.lostSeen {
 		return Event{}, false
 	}
 	n := lost - b.lostSeen
@@ -89,15 +91,15 @@ func decodeEvent(raw []byte) (Event, error) {
 	}
 	ev := Event{
 		Kind:           EventKind(re.Kind),
-		CgroupID:       re.CgroupID,
-		PID:            re.PID,
-		TID:            re.TID,
+		CgroupID:       re.CgroupId,
+		PID:            re.Pid,
+		TID:            re.Tid,
 		Op:             opNames[re.Op],
 		Count:          re.Count,
-		Boottime:       time.Duration(re.BoottimeNS),
-		ParentCgroupID: re.ParentCgroupID,
+		Boottime:       time.Duration(re.BoottimeNs),
+		ParentCgroupID: re.ParentCgroupId,
 	}
-	ev.Tag.Chain = chainOf(re.ID, re.Depth, &re.Chain)
+	ev.Tag.Chain = chainOf(re.Id, re.Depth, &re.Chain)
 	ev.Tag.Flags = contidFlags(re.Flags)
 	if i := bytes.IndexByte(re.Name[:], 0); i >= 0 {
 		ev.Name = string(re.Name[:i])

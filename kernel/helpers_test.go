@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
 	"github.com/contid/contid"
@@ -187,4 +188,18 @@ func idOf(t testing.TB, b *BPF, pid int) (contid.ID, error) {
 func requireBPF(t testing.TB) {
 	t.Helper()
 	testenv.RequireBPF(t)
+}
+
+// loadTestSpec parses the embedded object, with its programs by field.
+func loadTestSpec(t testing.TB) (*ebpf.CollectionSpec, *contidProgramSpecs) {
+	t.Helper()
+	spec, err := loadContid()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var progs contidProgramSpecs
+	if err := spec.Assign(&progs); err != nil {
+		t.Fatal(err)
+	}
+	return spec, &progs
 }

@@ -20,7 +20,7 @@ func validID(id contid.ID) bool { return id != contid.Unset && id != contid.Inva
 
 func (b *BPF) counter() (uint64, error) {
 	var next uint64
-	if err := b.maps["id_counter"].Lookup(uint32(0), &next); err != nil {
+	if err := b.maps.IdCounter.Lookup(uint32(0), &next); err != nil {
 		return 0, fmt.Errorf("read id_counter: %w", err)
 	}
 	return next, nil
@@ -36,7 +36,7 @@ func (b *BPF) raiseCounter(to uint64) error {
 	if cur >= to {
 		return nil
 	}
-	if err := b.maps["id_counter"].Update(uint32(0), to, ebpf.UpdateExist); err != nil {
+	if err := b.maps.IdCounter.Update(uint32(0), to, ebpf.UpdateExist); err != nil {
 		return fmt.Errorf("write id_counter: %w", err)
 	}
 	return nil
@@ -45,7 +45,7 @@ func (b *BPF) raiseCounter(to uint64) error {
 // claim inserts id into id_claims unless anyone, kernel or user space,
 // holds it already.
 func (b *BPF) claim(id contid.ID) error {
-	err := b.maps["id_claims"].Update(uint64(id), uint8(1), ebpf.UpdateNoExist)
+	err := b.maps.IdClaims.Update(uint64(id), uint8(1), ebpf.UpdateNoExist)
 	if errors.Is(err, ebpf.ErrKeyExist) {
 		return fmt.Errorf("%w: %d", ErrIDTaken, id)
 	}
@@ -120,7 +120,7 @@ func (b *BPF) ReleaseID(id contid.ID) error {
 	if uint64(id) > next {
 		return fmt.Errorf("release ID %d: above the allocation counter %d", id, next)
 	}
-	err = b.maps["id_claims"].Delete(uint64(id))
+	err = b.maps.IdClaims.Delete(uint64(id))
 	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("release ID %d: %w", id, err)
 	}

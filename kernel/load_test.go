@@ -47,7 +47,7 @@ func TestProtectFile(t *testing.T) {
 	}
 	listed := func(b *BPF, k protectedInode) bool {
 		var v uint8
-		return b.maps["protected_inodes"].Lookup(k, &v) == nil
+		return b.maps.ProtectedInodes.Lookup(k, &v) == nil
 	}
 	enforcing := testMode() == ModeEnforcing
 	first, firstKey := memfd("contid-test-first")
@@ -81,9 +81,9 @@ func TestLoadWritesExceptions(t *testing.T) {
 		opts Options
 		want uint32
 	}{
-		{"bpf allowed", Options{AllowBPF: true}, allowBPF},
-		{"both allowed", Options{AllowBPF: true, AllowModules: true}, allowBPF | allowModules},
-		{"modules allowed", Options{AllowModules: true}, allowModules},
+		{"bpf allowed", Options{AllowBPF: true}, uint32(contidAllowBitALLOW_BPF)},
+		{"both allowed", Options{AllowBPF: true, AllowModules: true}, uint32(contidAllowBitALLOW_BPF | contidAllowBitALLOW_MODULES)},
+		{"modules allowed", Options{AllowModules: true}, uint32(contidAllowBitALLOW_MODULES)},
 		{"none after a restart without them", Options{}, 0},
 	}
 	for _, tc := range cases {
@@ -96,7 +96,7 @@ func TestLoadWritesExceptions(t *testing.T) {
 			}
 			defer b.Close()
 			var got configValue
-			if err := b.maps["contid_config"].Lookup(uint32(0), &got); err != nil {
+			if err := b.maps.ContidConfig.Lookup(uint32(0), &got); err != nil {
 				t.Fatal(err)
 			}
 			if got != (configValue{MaxDepth: 5, Allow: tc.want}) {
@@ -105,7 +105,7 @@ func TestLoadWritesExceptions(t *testing.T) {
 			if err := b.SetMaxDepth(2); err != nil {
 				t.Fatal(err)
 			}
-			if err := b.maps["contid_config"].Lookup(uint32(0), &got); err != nil {
+			if err := b.maps.ContidConfig.Lookup(uint32(0), &got); err != nil {
 				t.Fatal(err)
 			}
 			if got != (configValue{MaxDepth: 2, Allow: tc.want}) {
@@ -129,7 +129,7 @@ func TestProtectAncestors(t *testing.T) {
 	pinDir := testPinDir(t)
 	b := loadTest(t, pinDir)
 	b.mode = contid.ModeEnforcing
-	im := b.maps["protected_inodes"]
+	im := b.maps.ProtectedInodes
 	key := func(p string) protectedInode {
 		k, err := inodeKey(p)
 		if err != nil {

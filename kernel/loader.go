@@ -3,9 +3,9 @@ package kernel
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
-	"sort"
 	"sync"
 
 	"github.com/cilium/ebpf"
@@ -52,15 +52,18 @@ type Options struct {
 	AllowModules bool
 }
 
-// BPF is the loaded kernel layer. It implements Tracker.
+// BPF is the loaded kernel layer.
 type BPF struct {
 	pinDir string
 	mode   contid.Mode
 	reason string
 
-	maps  map[string]*ebpf.Map
-	links []link.Link
-	iter  *ebpf.Program
+	maps contidMaps
+	// allMaps holds the same maps by name, for what treats them all
+	// alike: the programs' MapReplacements, protectObjects and Close.
+	allMaps map[string]*ebpf.Map
+	links   []link.Link
+	iter    *ebpf.Program
 
 	// tagMu serialises the users of iter_target (TagCgroup, TagProcess).
 	tagMu sync.Mutex
@@ -77,46 +80,39 @@ type BPF struct {
 	cfg   configValue
 }
 
-var _ Tracker = (*BPF)(nil)
-
-// attachment is one program of the object, pinned as link_<program>.
-type attachment struct {
-	program string
-	lsm     bool
-}
-
-var trackingAttachments = []attachment{
+// The programs each mode attaches, each pinned as link_<program>. An LSM
+// program is attached as one (link.AttachLSM), any other as tracing.
+func trackingAttachments(p *contidProgramSpecs) []*ebpf.ProgramSpec {
 	// Exit and fork first: once join and autotag start tagging, every
 	// later fork and exit must already be seen.
-	{"contid_exit", false},
-	{"contid_fork", false},
-	{"contid_join", false},
-	{"contid_autotag", false},
+	return []*ebpf.ProgramSpec{p.ContidExit, p.ContidFork, p.ContidJoin, p.ContidAutotag}
 }
 
-var enforcingAttachments = []attachment{
-	{"contid_task_alloc", true},
-	{"contid_guard_bpf", true},
-	{"contid_guard_bpf_map", true},
-	{"contid_guard_bpf_prog", true},
-	{"contid_guard_netlink_send", true},
-	{"contid_guard_inode_unlink", true},
-	{"contid_guard_inode_rename", true},
-	{"contid_guard_inode_rmdir", true},
-	{"contid_guard_sb_umount", true},
-	{"contid_guard_task_kill", true},
-	{"contid_guard_ptrace", true},
-	{"contid_guard_task_setrlimit", true},
-	{"contid_guard_task_setnice", true},
-	{"contid_guard_task_setioprio", true},
-	{"contid_guard_task_setscheduler", true},
-	{"contid_guard_file_open", true},
-	{"contid_guard_kernel_read_file", true},
-	{"contid_guard_kernel_load_data", true},
-	{"contid_guard_path_truncate", true},
-	{"contid_guard_sb_mount", true},
-	{"contid_guard_move_mount", true},
-	{"contid_guard_oom_adj", true},
+func enforcingAttachments(p *contidProgramSpecs) []*ebpf.ProgramSpec {
+	return []*ebpf.ProgramSpec{
+		p.ContidTaskAlloc,
+		p.ContidGuardBpf,
+		p.ContidGuardBpfMap,
+		p.ContidGuardBpfProg,
+		p.ContidGuardNetlinkSend,
+		p.ContidGuardInodeUnlink,
+		p.ContidGuardInodeRename,
+		p.ContidGuardInodeRmdir,
+		p.ContidGuardSbUmount,
+		p.ContidGuardTaskKill,
+		p.ContidGuardPtrace,
+		p.ContidGuardTaskSetrlimit,
+		p.ContidGuardTaskSetnice,
+		p.ContidGuardTaskSetioprio,
+		p.ContidGuardTaskSetscheduler,
+		p.ContidGuardFileOpen,
+		p.ContidGuardKernelReadFile,
+		p.ContidGuardKernelLoadData,
+		p.ContidGuardPathTruncate,
+		p.ContidGuardSbMount,
+		p.ContidGuardMoveMount,
+		p.ContidGuardOomAdj,
+	}
 }
 
 // Load creates or reuses the pinned maps and links under opts.PinDir and
@@ -130,7 +126,7 @@ func Load(opts Options) (*BPF, error) {
 		opts.Mode = ModeAuto
 	}
 
-	b := &BPF{pinDir: opts.PinDir, maps: map[string]*ebpf.Map{}}
+	b := &BPF{pinDir: opts.PinDir}
 	switch opts.Mode {
 	case ModeTracking:
 		b.mode, b.reason = contid.ModeTracking, "tracking mode requested in the configuration"
@@ -150,6 +146,10 @@ func Load(opts Options) (*BPF, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parse contid's eBPF object: %w", err)
 	}
+	var progs contidProgramSpecs
+	if err := spec.Assign(&progs); err != nil {
+		return nil, fmt.Errorf("parse contid's eBPF object: %w", err)
+	}
 	if err := b.openMaps(spec); err != nil {
 		b.Close()
 		return nil, err
@@ -161,30 +161,30 @@ func Load(opts Options) (*BPF, error) {
 		opts.MaxDepth = maxDepth
 	}
 	if opts.AllowBPF {
-		b.cfg.Allow |= allowBPF
+		b.cfg.Allow |= uint32(contidAllowBitALLOW_BPF)
 	}
 	if opts.AllowModules {
-		b.cfg.Allow |= allowModules
+		b.cfg.Allow |= uint32(contidAllowBitALLOW_MODULES)
 	}
 	if err := b.SetMaxDepth(opts.MaxDepth); err != nil {
 		b.Close()
 		return nil, err
 	}
 
-	atts := trackingAttachments
+	atts := trackingAttachments(&progs)
 	if b.mode == contid.ModeEnforcing {
 		// The guards go first so nothing can tamper between the attach
 		// of the trackers and theirs.
-		atts = append(append([]attachment{}, enforcingAttachments...), trackingAttachments...)
+		atts = append(enforcingAttachments(&progs), atts...)
 	}
-	for _, a := range atts {
-		if err := b.attach(spec, a); err != nil {
+	for _, ps := range atts {
+		if err := b.attach(spec, ps); err != nil {
 			b.Close()
 			return nil, err
 		}
 	}
 
-	iter, err := b.loadProgram(spec, "contid_tag_iter")
+	iter, err := b.loadProgram(spec, progs.ContidTagIter)
 	if err != nil {
 		b.Close()
 		return nil, err
@@ -225,57 +225,50 @@ func ensureBPFFS(pinDir string) error {
 	return nil
 }
 
-// openMaps reuses each pinned map or creates and pins it.
-func (b *BPF) openMaps(spec *ebpf.CollectionSpec) error {
-	names := make([]string, 0, len(spec.Maps))
-	for name := range spec.Maps {
-		names = append(names, name)
+// openMaps reuses each pinned map or creates and pins it: cilium/ebpf's
+// pinning by name, which opens the pin under pinDir when there is one and
+// checks it against this build's spec. It is the same work as by hand
+// (BPF_OBJ_GET on the pin, else create and BPF_OBJ_PIN), so the guards on
+// the pin directory and on contid's map IDs see nothing new: contidd is
+// untagged, and a tagged task is refused the pins as before.
+func (b *BPF) openMaps(all *ebpf.CollectionSpec) error {
+	spec := all.Copy()
+	spec.Programs = nil
+	for _, ms := range spec.Maps {
+		ms.Pinning = ebpf.PinByName
 	}
-	sort.Strings(names)
-
-	for _, name := range names {
-		ms := spec.Maps[name]
-		pin := filepath.Join(b.pinDir, name)
-		m, err := ebpf.LoadPinnedMap(pin, nil)
-		switch {
-		case err == nil:
-			if err := ms.Compatible(m); err != nil {
-				m.Close()
-				return fmt.Errorf("%w: %s: %w", ErrPinMismatch, pin, err)
-			}
-		case errors.Is(err, os.ErrNotExist):
-			m, err = ebpf.NewMap(ms)
-			if err != nil {
-				return fmt.Errorf("create map %s: %w", name, err)
-			}
-			if err := m.Pin(pin); err != nil {
-				m.Close()
-				return fmt.Errorf("pin map %s: %w", name, err)
-			}
-		default:
-			return fmt.Errorf("open pinned map %s: %w", pin, err)
-		}
-		b.maps[name] = m
+	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{
+		Maps: ebpf.MapOptions{PinPath: b.pinDir},
+	})
+	if errors.Is(err, ebpf.ErrMapIncompatible) {
+		return fmt.Errorf("%w: %s: %w", ErrPinMismatch, b.pinDir, err)
 	}
+	if err != nil {
+		return fmt.Errorf("open or create the maps pinned in %s: %w", b.pinDir, err)
+	}
+	b.allMaps = maps.Clone(coll.Maps)
+	if err := coll.Assign(&b.maps); err != nil {
+		coll.Close()
+		b.allMaps = nil
+		return fmt.Errorf("open maps: %w", err)
+	}
+	// Assign took every map: bpf2go generates a field for each.
+	coll.Close()
 	return nil
 }
 
 // loadProgram loads one program of the object against the shared maps.
-func (b *BPF) loadProgram(all *ebpf.CollectionSpec, name string) (*ebpf.Program, error) {
+func (b *BPF) loadProgram(all *ebpf.CollectionSpec, ps *ebpf.ProgramSpec) (*ebpf.Program, error) {
+	name := ps.Name
 	spec := all.Copy()
-	ps, ok := spec.Programs[name]
-	if !ok {
-		return nil, fmt.Errorf("program %s missing from its object", name)
-	}
 	// Keep only the program we want so its siblings are not loaded.
-	for pname := range spec.Programs {
-		if pname != name {
-			delete(spec.Programs, pname)
-		}
+	spec.Programs = map[string]*ebpf.ProgramSpec{name: spec.Programs[name]}
+	if spec.Programs[name] == nil {
+		return nil, fmt.Errorf("program %s missing from its object", name)
 	}
 	repl := map[string]*ebpf.Map{}
 	for mname := range spec.Maps {
-		m, ok := b.maps[mname]
+		m, ok := b.allMaps[mname]
 		if !ok {
 			return nil, fmt.Errorf("program %s uses unknown map %s", name, mname)
 		}
@@ -301,9 +294,9 @@ func (b *BPF) loadProgram(all *ebpf.CollectionSpec, name string) (*ebpf.Program,
 // replaced when it runs another (an upgrade): the new link is attached
 // and pinned under a temporary name first, then renamed over the old pin,
 // so the hook is never left empty.
-func (b *BPF) attach(spec *ebpf.CollectionSpec, a attachment) error {
-	pin := filepath.Join(b.pinDir, "link_"+a.program)
-	prog, err := b.loadProgram(spec, a.program)
+func (b *BPF) attach(spec *ebpf.CollectionSpec, ps *ebpf.ProgramSpec) error {
+	pin := filepath.Join(b.pinDir, "link_"+ps.Name)
+	prog, err := b.loadProgram(spec, ps)
 	if err != nil {
 		return err
 	}
@@ -327,25 +320,25 @@ func (b *BPF) attach(spec *ebpf.CollectionSpec, a attachment) error {
 	}
 
 	var l link.Link
-	if a.lsm {
+	if ps.Type == ebpf.LSM {
 		l, err = link.AttachLSM(link.LSMOptions{Program: prog})
 	} else {
 		l, err = link.AttachTracing(link.TracingOptions{Program: prog})
 	}
 	if err != nil {
-		return fmt.Errorf("attach %s: %w", a.program, err)
+		return fmt.Errorf("attach %s: %w", ps.Name, err)
 	}
 	// bpffs refuses names with a dot.
 	tmp := pin + "_new"
 	_ = os.Remove(tmp)
 	if err := l.Pin(tmp); err != nil {
 		l.Close()
-		return fmt.Errorf("pin link %s: %w", a.program, err)
+		return fmt.Errorf("pin link %s: %w", ps.Name, err)
 	}
 	if err := os.Rename(tmp, pin); err != nil {
 		l.Close()
 		_ = os.Remove(tmp)
-		return fmt.Errorf("pin link %s: %w", a.program, err)
+		return fmt.Errorf("pin link %s: %w", ps.Name, err)
 	}
 	b.links = append(b.links, l)
 	return nil
@@ -377,11 +370,11 @@ func linkRuns(l link.Link, prog *ebpf.Program) (bool, error) {
 // protectObjects lists contid's maps, programs and links in protected_ids
 // for the enforcing-mode guards.
 func (b *BPF) protectObjects() error {
-	pm := b.maps["protected_ids"]
-	put := func(kind, id uint32) error {
-		return pm.Update(protectedKey{Kind: kind, ID: id}, uint8(1), ebpf.UpdateAny)
+	pm := b.maps.ProtectedIds
+	put := func(kind contidProtectKind, id uint32) error {
+		return pm.Update(protectedKey{Kind: kind, Id: id}, uint8(1), ebpf.UpdateAny)
 	}
-	for name, m := range b.maps {
+	for name, m := range b.allMaps {
 		info, err := m.Info()
 		if err != nil {
 			return fmt.Errorf("map %s info: %w", name, err)
@@ -390,13 +383,13 @@ func (b *BPF) protectObjects() error {
 		if !ok {
 			return fmt.Errorf("map %s: kernel does not report IDs", name)
 		}
-		if err := put(protectMap, uint32(id)); err != nil {
+		if err := put(contidProtectKindPROTECT_MAP, uint32(id)); err != nil {
 			return fmt.Errorf("protect map %s: %w", name, err)
 		}
 	}
 	if info, err := b.iter.Info(); err == nil {
 		if id, ok := info.ID(); ok {
-			if err := put(protectProg, uint32(id)); err != nil {
+			if err := put(contidProtectKindPROTECT_PROG, uint32(id)); err != nil {
 				return fmt.Errorf("protect iterator: %w", err)
 			}
 		}
@@ -406,10 +399,10 @@ func (b *BPF) protectObjects() error {
 		if err != nil {
 			return fmt.Errorf("link info: %w", err)
 		}
-		if err := put(protectLink, uint32(info.ID)); err != nil {
+		if err := put(contidProtectKindPROTECT_LINK, uint32(info.ID)); err != nil {
 			return fmt.Errorf("protect link: %w", err)
 		}
-		if err := put(protectProg, uint32(info.Program)); err != nil {
+		if err := put(contidProtectKindPROTECT_PROG, uint32(info.Program)); err != nil {
 			return fmt.Errorf("protect program: %w", err)
 		}
 	}
@@ -439,7 +432,7 @@ func (b *BPF) protectPinDir() error {
 	if err != nil {
 		return fmt.Errorf("protect pin directory: %w", err)
 	}
-	im := b.maps["protected_inodes"]
+	im := b.maps.ProtectedInodes
 	// An entry goes unless this load lists it with the same value: a
 	// directory an earlier load protected that is now only an ancestor
 	// must not keep guarding its files.
@@ -516,7 +509,7 @@ func (b *BPF) ProtectDirectory(dir string) error {
 	if err != nil {
 		return fmt.Errorf("protect %s: %w", dir, err)
 	}
-	im := b.maps["protected_inodes"]
+	im := b.maps.ProtectedInodes
 	if err := im.Update(k, protectedDirectory, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("protect %s: %w", dir, err)
 	}
@@ -557,7 +550,7 @@ func (b *BPF) ProtectFile(f *os.File) error {
 	if err := raw.Control(func(fd uintptr) { serr = unix.Fstat(int(fd), &st) }); err != nil || serr != nil {
 		return fmt.Errorf("protect %s: %w", f.Name(), errors.Join(err, serr))
 	}
-	im, key := b.maps["protected_inodes"], statKey(&st)
+	im, key := b.maps.ProtectedInodes, statKey(&st)
 	if err := im.Update(key, protectedFile, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("protect %s: %w", f.Name(), err)
 	}
@@ -641,7 +634,7 @@ func statKey(st *unix.Stat_t) protectedInode {
 // ptrace guards, and drops the entries of earlier loaders that are gone,
 // so the map does not fill up over restarts.
 func (b *BPF) protectSelf() error {
-	tm := b.maps["protected_tasks"]
+	tm := b.maps.ProtectedTasks
 	gone, err := keysWhere(tm, func(tgid uint32, start uint64) bool {
 		now, err := procstat.StartTicks(int(tgid))
 		return err != nil || now != start
@@ -682,10 +675,10 @@ func (b *BPF) Close() error {
 		errs = append(errs, l.Close())
 	}
 	b.links = nil
-	for _, m := range b.maps {
+	for _, m := range b.allMaps {
 		errs = append(errs, m.Close())
 	}
-	b.maps = map[string]*ebpf.Map{}
+	b.maps, b.allMaps = contidMaps{}, nil
 	return errors.Join(errs...)
 }
 

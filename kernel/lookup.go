@@ -32,7 +32,7 @@ const clockLag = time.Second
 // ProcessID reads the ID of the live process behind pidfd.
 func (b *BPF) ProcessID(pidfd int) (contid.ID, error) {
 	var tt taskTag
-	err := b.maps["task_tags"].Lookup(int32(pidfd), &tt)
+	err := b.maps.TaskTags.Lookup(int32(pidfd), &tt)
 	switch {
 	case errors.Is(err, ebpf.ErrKeyNotExist):
 		// The kernel answers ENOENT for a reaped process too.
@@ -44,10 +44,10 @@ func (b *BPF) ProcessID(pidfd int) (contid.ID, error) {
 		return contid.Unset, ErrNoProcess
 	case err != nil:
 		return contid.Unset, fmt.Errorf("look up pidfd %d: %w", pidfd, err)
-	case tt.ID == 0:
+	case tt.Id == 0:
 		return contid.Unset, ErrNotTagged
 	}
-	return contid.ID(tt.ID), nil
+	return contid.ID(tt.Id), nil
 }
 
 // PIDID resolves a live PID through a pidfd, so the answer is about the
@@ -77,7 +77,7 @@ func (b *BPF) Attribute(pid, ppid uint32, at time.Time) (contid.ID, contid.Attri
 		return contid.Unset, contid.Unattributed, none, err
 	}
 	var pt pidTag
-	err = b.maps["pid_tags"].Lookup(pid, &pt)
+	err = b.maps.PidTags.Lookup(pid, &pt)
 	if errors.Is(err, ebpf.ErrKeyNotExist) {
 		if id := b.attributeLive(pid, t); id != contid.Unset {
 			return id, contid.LiveProcess, none, nil
@@ -90,7 +90,7 @@ func (b *BPF) Attribute(pid, ppid uint32, at time.Time) (contid.ID, contid.Attri
 	var parent *pidTag
 	if _, _, _, early := attribute(pt, t, attributionSlack); early && ppid != 0 {
 		var ppt pidTag
-		if err := b.maps["pid_tags"].Lookup(ppid, &ppt); err == nil {
+		if err := b.maps.PidTags.Lookup(ppid, &ppt); err == nil {
 			parent = &ppt
 		}
 	}
@@ -154,26 +154,26 @@ func realtimeToBoottime(at time.Time) (int64, error) {
 // slack (clockLag): resolve then wants the parent to vouch for it.
 func attribute(pt pidTag, t int64, slack time.Duration) (id contid.ID, how contid.Attribution, cands contid.Candidates, early bool) {
 	covers := func(r pidRecord) bool {
-		if r.StartNS == 0 {
+		if r.StartNs == 0 {
 			return false
 		}
-		if t < int64(r.StartNS)-int64(slack) {
+		if t < int64(r.StartNs)-int64(slack) {
 			return false
 		}
-		return r.ExitNS == 0 || t <= int64(r.ExitNS)+int64(slack)
+		return r.ExitNs == 0 || t <= int64(r.ExitNs)+int64(slack)
 	}
 	cur, prev := covers(pt.Cur), covers(pt.Prev)
-	if !cur && !prev && pt.Cur.StartNS != 0 && t < int64(pt.Cur.StartNS) && t >= int64(pt.Cur.StartNS)-int64(clockLag) &&
-		(pt.Prev.StartNS == 0 || (pt.Prev.ExitNS != 0 && t > int64(pt.Prev.ExitNS)+int64(slack))) {
+	if !cur && !prev && pt.Cur.StartNs != 0 && t < int64(pt.Cur.StartNs) && t >= int64(pt.Cur.StartNs)-int64(clockLag) &&
+		(pt.Prev.StartNs == 0 || (pt.Prev.ExitNs != 0 && t > int64(pt.Prev.ExitNs)+int64(slack))) {
 		cur, early = true, true
 	}
 	var r pidRecord
 	switch {
-	case cur && prev && pt.Cur.ID != pt.Prev.ID:
+	case cur && prev && pt.Cur.Id != pt.Prev.Id:
 		// An untagged life (ID 0) is no candidate: the entry says the
 		// call was the tagged one's or a process's in no container.
 		n := 0
-		for _, id := range [2]uint64{pt.Prev.ID, pt.Cur.ID} {
+		for _, id := range [2]uint64{pt.Prev.Id, pt.Cur.Id} {
 			if id != 0 {
 				cands[n] = contid.ID(id)
 				n++
@@ -184,7 +184,7 @@ func attribute(pt pidTag, t int64, slack time.Duration) (id contid.ID, how conti
 		r = pt.Cur
 	case prev:
 		r = pt.Prev
-	case pt.Prev.StartNS != 0 && t < int64(pt.Prev.StartNS)-int64(slack):
+	case pt.Prev.StartNs != 0 && t < int64(pt.Prev.StartNs)-int64(slack):
 		// Older than both lives on record: the PID has been taken
 		// twice since, and whose call it was is lost with the
 		// record that rotated out. Neither recorded life is a
@@ -194,13 +194,13 @@ func attribute(pt pidTag, t int64, slack time.Duration) (id contid.ID, how conti
 	default:
 		return contid.Unset, contid.Unattributed, cands, early
 	}
-	if r.ID == 0 {
+	if r.Id == 0 {
 		return contid.Unset, contid.Unattributed, cands, early
 	}
-	if r.ExitNS == 0 {
-		return contid.ID(r.ID), contid.LiveProcess, cands, early
+	if r.ExitNs == 0 {
+		return contid.ID(r.Id), contid.LiveProcess, cands, early
 	}
-	return contid.ID(r.ID), contid.ExitedProcess, cands, early
+	return contid.ID(r.Id), contid.ExitedProcess, cands, early
 }
 
 // resolve is attribute, with one more condition on an early stamp. A PID

@@ -84,7 +84,7 @@ func TestAttributeEvictedLiveProcess(t *testing.T) {
 		_ = cmd.cmd.Wait()
 	}()
 	time.Sleep(100 * time.Millisecond)
-	if err := b.maps["pid_tags"].Delete(uint32(cmd.pid)); err != nil {
+	if err := b.maps.PidTags.Delete(uint32(cmd.pid)); err != nil {
 		t.Fatalf("evict the record: %v", err)
 	}
 	for _, tc := range []struct {

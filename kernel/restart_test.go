@@ -98,7 +98,7 @@ func pinnedID(t *testing.T, taskTags *ebpf.Map, pid int) contid.ID {
 		t.Errorf("pid %d: %v", pid, err)
 		return contid.Unset
 	}
-	return contid.ID(tt.ID)
+	return contid.ID(tt.Id)
 }
 
 // Check 6: a tagged process that has exited is still attributed for the
@@ -147,7 +147,7 @@ func TestLoadReplacesStalePinnedLink(t *testing.T) {
 	pinDir := testPinDir(t)
 	b := loadTest(t, pinDir)
 	linkID := func() link.ID {
-		l, err := link.LoadPinnedLink(filepath.Join(pinDir, "link_contid_fork"), nil)
+		l, err := link.LoadPinnedLink(filepath.Join(pinDir, "link_"+contidProgContidFork), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -168,7 +168,7 @@ func TestLoadReplacesStalePinnedLink(t *testing.T) {
 
 	// Pin a do-nothing fork program where the fork link lives.
 	stale, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Name: "contid_fork", Type: ebpf.Tracing, AttachType: ebpf.AttachTraceRawTp,
+		Name: contidProgContidFork, Type: ebpf.Tracing, AttachType: ebpf.AttachTraceRawTp,
 		AttachTo: "sched_process_fork", License: "GPL",
 		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
 	})
@@ -180,7 +180,7 @@ func TestLoadReplacesStalePinnedLink(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pin := filepath.Join(pinDir, "link_contid_fork")
+	pin := filepath.Join(pinDir, "link_"+contidProgContidFork)
 	if err := os.Remove(pin); err != nil {
 		t.Fatal(err)
 	}
@@ -197,5 +197,96 @@ func TestLoadReplacesStalePinnedLink(t *testing.T) {
 	wantID(t, b, "child forked after the upgrade", pair.child, x)
 	if _, err := os.Stat(pin + "_new"); !os.IsNotExist(err) {
 		t.Errorf("temporary pin left behind: %v", err)
+	}
+}
+
+// A map pinned by an earlier run is adopted when it matches this build's
+// spec, with its contents, and refused with ErrPinMismatch when it does
+// not: Load must neither drop the live tags it holds nor replace the pin.
+func TestLoadAdoptsOrRefusesPinnedMap(t *testing.T) {
+	requireBPF(t)
+	spec, _ := loadTestSpec(t)
+	want := spec.Maps[contidMapCgroupTags]
+	cases := []struct {
+		name     string
+		change   func(*ebpf.MapSpec)
+		mismatch bool
+	}{
+		{"same spec, adopted", func(*ebpf.MapSpec) {}, false},
+		{"other value size", func(ms *ebpf.MapSpec) { ms.ValueSize += 8 }, true},
+		{"other max entries", func(ms *ebpf.MapSpec) { ms.MaxEntries /= 2 }, true},
+		{"other type", func(ms *ebpf.MapSpec) { ms.Type = ebpf.LRUHash }, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			pinDir := testPinDir(t)
+			if err := os.MkdirAll(pinDir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			ms := want.Copy()
+			ms.Key, ms.Value = nil, nil // a layout-only spec, as an older build's would be
+			tc.change(ms)
+			old, err := ebpf.NewMap(ms)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer old.Close()
+			pin := filepath.Join(pinDir, contidMapCgroupTags)
+			if err := old.Pin(pin); err != nil {
+				t.Fatal(err)
+			}
+			// A live entry, as an earlier contidd would have left it.
+			value := make([]byte, ms.ValueSize)
+			value[0] = 42
+			if err := old.Put(uint64(7), value); err != nil {
+				t.Fatal(err)
+			}
+			oldInfo, err := old.Info()
+			if err != nil {
+				t.Fatal(err)
+			}
+			oldID, _ := oldInfo.ID()
+
+			b, err := Load(Options{PinDir: pinDir, Mode: testMode()})
+			if tc.mismatch {
+				if err == nil {
+					b.Close()
+					t.Fatal("Load adopted an incompatible pinned map")
+				}
+				if !errors.Is(err, ErrPinMismatch) || !errors.Is(err, ebpf.ErrMapIncompatible) {
+					t.Fatalf("Load: %v, want ErrPinMismatch wrapping ebpf.ErrMapIncompatible", err)
+				}
+				t.Logf("Load: %v", err)
+			} else {
+				if err != nil {
+					t.Fatalf("Load: %v", err)
+				}
+				defer b.Close()
+				info, err := b.maps.CgroupTags.Info()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if id, _ := info.ID(); id != oldID {
+					t.Errorf("Load uses map %d, not the pinned map %d", id, oldID)
+				}
+				tag, err := b.CgroupTag(7)
+				if err != nil || tag.ID() != 42 {
+					t.Errorf("adopted entry reads %s (%v), want ID 42", tag.Chain, err)
+				}
+			}
+			// Either way the pin is still the earlier run's map.
+			again, err := ebpf.LoadPinnedMap(pin, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer again.Close()
+			info, err := again.Info()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if id, _ := info.ID(); id != oldID {
+				t.Errorf("pin %s now holds map %d, not %d", pin, id, oldID)
+			}
+		})
 	}
 }

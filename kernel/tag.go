@@ -53,7 +53,7 @@ func (b *BPF) TagCgroup(cgroupID uint64, tag contid.Tag) (int, error) {
 	b.tagMu.Lock()
 	defer b.tagMu.Unlock()
 
-	tags := b.maps["cgroup_tags"]
+	tags := b.maps.CgroupTags
 	err := tags.Update(cgroupID, ct, ebpf.UpdateNoExist)
 	if errors.Is(err, ebpf.ErrKeyExist) {
 		var old cgroupTag
@@ -68,7 +68,7 @@ func (b *BPF) TagCgroup(cgroupID uint64, tag contid.Tag) (int, error) {
 		return 0, fmt.Errorf("tag cgroup %d: %w", cgroupID, err)
 	}
 
-	tagged, _, err := b.runIter(iterTarget{CgroupID: cgroupID, Mode: iterCgroup})
+	tagged, _, err := b.runIter(iterTarget{CgroupId: cgroupID, Mode: contidIterModeITER_CGROUP})
 	if err != nil {
 		return tagged, fmt.Errorf("tag tasks of cgroup %d: %w", cgroupID, err)
 	}
@@ -77,7 +77,7 @@ func (b *BPF) TagCgroup(cgroupID uint64, tag contid.Tag) (int, error) {
 
 // runIter runs the tag iterator once for target and counts what it did.
 func (b *BPF) runIter(target iterTarget) (tagged, refused int, err error) {
-	if err := b.maps["iter_target"].Update(uint32(0), target, ebpf.UpdateAny); err != nil {
+	if err := b.maps.IterTarget.Update(uint32(0), target, ebpf.UpdateAny); err != nil {
 		return 0, 0, fmt.Errorf("write iter_target: %w", err)
 	}
 	it, err := link.AttachIter(link.IterOptions{Program: b.iter})
@@ -102,9 +102,9 @@ func (b *BPF) runIter(target iterTarget) (tagged, refused int, err error) {
 			return tagged, refused, fmt.Errorf("decode task iterator output: %w", err)
 		}
 		switch rec.Result {
-		case iterTagged:
+		case contidIterResultITER_TAGGED:
 			tagged++
-		case iterRefused:
+		case contidIterResultITER_REFUSED:
 			refused++
 		}
 	}
@@ -113,7 +113,7 @@ func (b *BPF) runIter(target iterTarget) (tagged, refused int, err error) {
 
 // UntagCgroup forgets a cgroup's entry; a missing entry is not an error.
 func (b *BPF) UntagCgroup(cgroupID uint64) error {
-	err := b.maps["cgroup_tags"].Delete(cgroupID)
+	err := b.maps.CgroupTags.Delete(cgroupID)
 	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("untag cgroup %d: %w", cgroupID, err)
 	}
@@ -123,7 +123,7 @@ func (b *BPF) UntagCgroup(cgroupID uint64) error {
 // CgroupTag reads one cgroup's tag; ErrNotTagged if it has none.
 func (b *BPF) CgroupTag(cgroupID uint64) (contid.Tag, error) {
 	var ct cgroupTag
-	err := b.maps["cgroup_tags"].Lookup(cgroupID, &ct)
+	err := b.maps.CgroupTags.Lookup(cgroupID, &ct)
 	if errors.Is(err, ebpf.ErrKeyNotExist) {
 		return contid.Tag{}, fmt.Errorf("cgroup %d: %w", cgroupID, ErrNotTagged)
 	}
@@ -140,7 +140,7 @@ func (b *BPF) CgroupTags() (map[uint64]contid.Tag, error) {
 		id uint64
 		ct cgroupTag
 	)
-	it := b.maps["cgroup_tags"].Iterate()
+	it := b.maps.CgroupTags.Iterate()
 	for it.Next(&id, &ct) {
 		out[id] = ct.tag()
 	}
@@ -156,7 +156,7 @@ func (b *BPF) SetAutotagParents(cgroupIDs []uint64) error {
 	for _, id := range cgroupIDs {
 		want[id] = true
 	}
-	m := b.maps["autotag_parents"]
+	m := b.maps.AutotagParents
 	stale, err := keysWhere(m, func(id uint64, _ uint32) bool { return !want[id] })
 	if err != nil {
 		return fmt.Errorf("list autotag parents: %w", err)
@@ -189,7 +189,7 @@ func (b *BPF) TagProcess(pidfd int, tag contid.Tag) error {
 
 	b.tagMu.Lock()
 	defer b.tagMu.Unlock()
-	tagged, refused, err := b.runIter(iterTarget{TGID: uint32(pid), Mode: iterProcess, Tag: toCgroupTag(tag)})
+	tagged, refused, err := b.runIter(iterTarget{Tgid: uint32(pid), Mode: contidIterModeITER_PROCESS, Tag: toCgroupTag(tag)})
 	if err != nil {
 		return fmt.Errorf("tag process %d: %w", pid, err)
 	}
@@ -241,7 +241,7 @@ func (b *BPF) SetMaxDepth(depth int) error {
 	defer b.cfgMu.Unlock()
 	next := b.cfg
 	next.MaxDepth = uint32(depth)
-	if err := b.maps["contid_config"].Update(uint32(0), next, ebpf.UpdateAny); err != nil {
+	if err := b.maps.ContidConfig.Update(uint32(0), next, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("set max depth: %w", err)
 	}
 	b.cfg = next

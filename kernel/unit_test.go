@@ -5,10 +5,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
-	"os"
-	"path/filepath"
-	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -23,7 +19,7 @@ func TestAttribute(t *testing.T) {
 	const ms = int64(time.Millisecond)
 	slack := 20 * time.Millisecond
 	rec := func(id uint64, start, exit int64) pidRecord {
-		return pidRecord{ID: id, StartNS: uint64(start * ms), ExitNS: uint64(exit * ms)}
+		return pidRecord{Id: id, StartNs: uint64(start * ms), ExitNs: uint64(exit * ms)}
 	}
 	container7 := &pidTag{Cur: rec(7, 100, 0)}
 	container9 := &pidTag{Cur: rec(9, 100, 0)}
@@ -80,7 +76,7 @@ func TestAttribute(t *testing.T) {
 }
 
 func BenchmarkAttributeMatch(b *testing.B) {
-	pt := pidTag{Cur: pidRecord{ID: 9, StartNS: 3e9}, Prev: pidRecord{ID: 7, StartNS: 1e9, ExitNS: 2e9}}
+	pt := pidTag{Cur: pidRecord{Id: 9, StartNs: 3e9}, Prev: pidRecord{Id: 7, StartNs: 1e9, ExitNs: 2e9}}
 	b.ReportAllocs()
 	for b.Loop() {
 		resolve(pt, nil, 1.5e9, attributionSlack)
@@ -191,7 +187,7 @@ func TestTagEncoding(t *testing.T) {
 	}
 	for _, tag := range cases {
 		ct := toCgroupTag(tag)
-		if ct.ID != uint64(tag.ID()) || ct.Parent != uint64(tag.Chain.Parent()) || int(ct.Depth) != len(tag.Chain) {
+		if ct.Id != uint64(tag.ID()) || ct.Parent != uint64(tag.Chain.Parent()) || int(ct.Depth) != len(tag.Chain) {
 			t.Errorf("%s: encoded %+v", tag.Chain, ct)
 		}
 		back := ct.tag()
@@ -207,8 +203,8 @@ func TestTagEncoding(t *testing.T) {
 }
 
 func TestDecodeEvent(t *testing.T) {
-	re := rawEvent{Kind: uint32(EventAutotag), PID: 10, TID: 11, ID: 5, CgroupID: 77, ParentCgroupID: 66,
-		BoottimeNS: 1234, Depth: 2, Flags: uint32(contid.FlagAutotag), Op: 2}
+	re := rawEvent{Kind: contidEventKindEV_AUTOTAG, Pid: 10, Tid: 11, Id: 5, CgroupId: 77, ParentCgroupId: 66,
+		BoottimeNs: 1234, Depth: 2, Flags: uint32(contid.FlagAutotag), Op: contidDeniedOpDENIED_BPF_MAP}
 	re.Chain[0], re.Chain[1] = 5, 3
 	copy(re.Name[:], "machine-1")
 	var buf bytes.Buffer
@@ -229,81 +225,40 @@ func TestDecodeEvent(t *testing.T) {
 	}
 }
 
-// The Go mirrors must have the sizes of the C structs as the compiled
-// objects describe them in BTF.
-func TestRecordLayoutMatchesBTF(t *testing.T) {
-	cases := []struct {
-		object func() (*ebpfSpec, error)
-		name   string
-		goVal  any
-	}{
-		{loadContidSpec, "cgroup_tag", cgroupTag{}},
-		{loadContidSpec, "task_tag", taskTag{}},
-		{loadContidSpec, "pid_tag", pidTag{}},
-		{loadContidSpec, "iter_target", iterTarget{}},
-		{loadContidSpec, "protected_key", protectedKey{}},
-		{loadContidSpec, "protected_inode", protectedInode{}},
-		{loadContidSpec, "config_value", configValue{}},
-	}
-	for _, tc := range cases {
-		spec, err := tc.object()
-		if err != nil {
-			t.Fatal(err)
-		}
+// The records Go decodes with encoding/binary (the ring buffer's and the
+// iterator's) are generated with structs.HostLayout; binary must still
+// see exactly the bytes the C structs have.
+func TestDecodedRecordsHaveBTFSizes(t *testing.T) {
+	spec, _ := loadTestSpec(t)
+	for name, goVal := range map[string]any{"event": rawEvent{}, "iter_record": iterRecord{}} {
 		var st *btf.Struct
-		if err := spec.Types.TypeByName(tc.name, &st); err != nil {
-			t.Errorf("%s: %v", tc.name, err)
+		if err := spec.Types.TypeByName(name, &st); err != nil {
+			t.Errorf("%s: %v", name, err)
 			continue
 		}
-		if got := binary.Size(tc.goVal); got != int(st.Size) {
-			t.Errorf("%s: Go mirror is %d bytes, C struct %d", tc.name, got, st.Size)
+		if got := binary.Size(goVal); got != int(st.Size) {
+			t.Errorf("struct %s: encoding/binary sees %d bytes, BTF says %d", name, got, st.Size)
 		}
-	}
-	// Sizes asserted by _Static_assert in bpf/contid.h.
-	if got := binary.Size(rawEvent{}); got != 192 {
-		t.Errorf("rawEvent is %d bytes, struct event 192", got)
-	}
-	if got := binary.Size(iterRecord{}); got != 8 {
-		t.Errorf("iterRecord is %d bytes, struct iter_record 8", got)
 	}
 }
 
-type ebpfSpec = ebpf.CollectionSpec
-
-func loadContidSpec() (*ebpfSpec, error) { return loadContid() }
-
-// The operation names of TamperDenied and the exception bits are defined
-// in bpf/contid.h and mirrored here; a guard whose code has no name would
-// reach D-Bus and the journal as an empty operation.
-func TestHeaderConstantsMatch(t *testing.T) {
-	src, err := os.ReadFile(filepath.Join("bpf", "contid.h"))
-	if err != nil {
+// Every operation a guard can report has a name: one without would reach
+// D-Bus and the journal as an empty operation. The names are the C
+// enumerators without their prefix, read from the object's BTF.
+func TestOpNamesCoverEnum(t *testing.T) {
+	spec, _ := loadTestSpec(t)
+	var ops *btf.Enum
+	if err := spec.Types.TypeByName("denied_op", &ops); err != nil {
 		t.Fatal(err)
 	}
-	defs := map[string]uint32{}
-	for _, m := range regexp.MustCompile(`(?m)^#define ((?:OP|ALLOW)_[A-Z_]+) ([0-9]+)$`).FindAllStringSubmatch(string(src), -1) {
-		v, err := strconv.ParseUint(m[2], 10, 32)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defs[m[1]] = uint32(v)
-	}
-	ops := 0
-	for name, v := range defs {
-		if op, ok := strings.CutPrefix(name, "OP_"); ok {
-			ops++
-			if got := opNames[v]; got != strings.ToLower(op) {
-				t.Errorf("%s = %d: opNames has %q, want %q", name, v, got, strings.ToLower(op))
-			}
+	for _, v := range ops.Values {
+		want := strings.ToLower(strings.TrimPrefix(v.Name, "DENIED_"))
+		if got := opNames[contidDeniedOp(v.Value)]; got != want {
+			t.Errorf("%s = %d: opNames has %q, want %q", v.Name, v.Value, got, want)
 		}
 	}
-	if ops != len(opNames) {
-		t.Errorf("contid.h defines %d OP_ codes, opNames names %d", ops, len(opNames))
-	}
-	for name, want := range map[string]uint32{"ALLOW_BPF": allowBPF, "ALLOW_MODULES": allowModules} {
-		if got, ok := defs[name]; !ok || got != want {
-			t.Errorf("%s in contid.h is %d (defined: %v), Go has %d", name, got, ok, want)
-		}
+	if len(ops.Values) != len(opNames) {
+		t.Errorf("enum denied_op has %d values, opNames names %d", len(ops.Values), len(opNames))
 	}
 }
 
@@ -311,19 +266,17 @@ func TestHeaderConstantsMatch(t *testing.T) {
 // every attachment names a program of the object: a guard that is
 // compiled but not listed would never run.
 func TestEveryGuardIsAttached(t *testing.T) {
-	spec, err := loadContid()
-	if err != nil {
-		t.Fatal(err)
-	}
+	spec, progs := loadTestSpec(t)
 	listed := map[string]bool{}
-	for _, a := range enforcingAttachments {
-		listed[a.program] = true
-		ps, ok := spec.Programs[a.program]
-		switch {
-		case !ok:
-			t.Errorf("%s is attached but not in the object", a.program)
-		case !a.lsm || ps.Type != ebpf.LSM:
-			t.Errorf("%s: attachment lsm=%v, program type %s", a.program, a.lsm, ps.Type)
+	for _, ps := range enforcingAttachments(progs) {
+		listed[ps.Name] = true
+		if ps.Type != ebpf.LSM {
+			t.Errorf("%s is attached in enforcing mode but is a %s program", ps.Name, ps.Type)
+		}
+	}
+	for _, ps := range trackingAttachments(progs) {
+		if ps.Type == ebpf.LSM {
+			t.Errorf("%s is an LSM program attached in tracking mode", ps.Name)
 		}
 	}
 	for name, ps := range spec.Programs {

@@ -60,6 +60,10 @@ type Container struct {
 	Manager   string
 	Image     string
 	ManagerID string
+	// UUID is the instance UUID that names the container across hosts
+	// (see uuid.go): given at creation, by the caller or at random, and
+	// never changed.
+	UUID string
 	// Cgroups: the first is the primary one; more when the owner gives
 	// the same ID to further cgroups (a pod).
 	Cgroups []Cgroup
@@ -104,9 +108,12 @@ type Caller struct {
 type Options struct {
 	Name string
 	// Manager, Image and ManagerID are recorded as given; see Container.
-	Manager      string
-	Image        string
-	ManagerID    string
+	Manager   string
+	Image     string
+	ManagerID string
+	// UUID is the caller's own instance UUID for a new container (an
+	// orchestrator's pod UID); empty draws a random one.
+	UUID         string
 	AllowNesting bool
 	JoinIgnore   bool
 }
@@ -201,10 +208,13 @@ type Registry struct {
 	change sync.Mutex
 	mu     sync.RWMutex
 
-	byID    map[contid.ID]*entry
-	paths   map[string]*entry // cgroup paths of active containers
-	cgIDs   map[uint64]*entry // cgroup ids of active containers
-	procs   map[procKey]*entry
+	byID  map[contid.ID]*entry
+	paths map[string]*entry // cgroup paths of active containers
+	cgIDs map[uint64]*entry // cgroup ids of active containers
+	procs map[procKey]*entry
+	// uuids holds the UUIDs of active containers: a caller's UUID must
+	// not name two living containers at once.
+	uuids   map[string]*entry
 	below   map[string]int // active container cgroups strictly below a path
 	active  int
 	hwm     contid.ID
@@ -266,6 +276,7 @@ func Open(dir string, k Kernel, cfg Config) (*Registry, error) {
 		paths:   make(map[string]*entry),
 		cgIDs:   make(map[uint64]*entry),
 		procs:   make(map[procKey]*entry),
+		uuids:   make(map[string]*entry),
 		below:   make(map[string]int),
 		retired: make(map[contid.ID]bool),
 

@@ -85,14 +85,18 @@ type diskLine struct {
 }
 
 type diskRecord struct {
-	ID         contid.ID    `json:"id"`
-	Chain      []contid.ID  `json:"chain"`
-	Flags      contid.Flags `json:"flags,omitempty"`
-	Name       string       `json:"name,omitempty"`
-	Unit       string       `json:"unit,omitempty"`
-	Manager    string       `json:"manager,omitempty"`
-	Image      string       `json:"image,omitempty"`
-	ManagerID  string       `json:"manager_id,omitempty"`
+	ID        contid.ID    `json:"id"`
+	Chain     []contid.ID  `json:"chain"`
+	Flags     contid.Flags `json:"flags,omitempty"`
+	Name      string       `json:"name,omitempty"`
+	Unit      string       `json:"unit,omitempty"`
+	Manager   string       `json:"manager,omitempty"`
+	Image     string       `json:"image,omitempty"`
+	ManagerID string       `json:"manager_id,omitempty"`
+	// UUID came after formatVersion 2 without a new version: an older
+	// contidd ignores the field, and records it wrote without one get
+	// one at load (fromDisk).
+	UUID       string       `json:"uuid,omitempty"`
 	Cgroups    []diskCgroup `json:"cgroups,omitempty"`
 	Procs      []diskProc   `json:"procs,omitempty"`
 	State      State        `json:"state"`
@@ -442,6 +446,12 @@ func (s *store) apply(raw []byte, r *Registry, entries map[contid.ID]*entry, ls 
 		if err != nil {
 			return err
 		}
+		if prev := entries[e.c.ID]; prev != nil && l.Rec.UUID == "" {
+			// An older contidd rewrote a record that already had a
+			// UUID (it drops the field it does not know): the
+			// container keeps the one it had.
+			e.c.UUID = prev.c.UUID
+		}
 		entries[e.c.ID] = e
 	default:
 		return fmt.Errorf("unknown op %q", l.Op)
@@ -708,6 +718,7 @@ func toDisk(e *entry) *diskRecord {
 		Manager:    e.c.Manager,
 		Image:      e.c.Image,
 		ManagerID:  e.c.ManagerID,
+		UUID:       e.c.UUID,
 		State:      e.c.State,
 		Created:    e.c.Created.UnixNano(),
 		OwnerUID:   e.c.OwnerUID,
@@ -741,6 +752,18 @@ func fromDisk(d *diskRecord) (*entry, error) {
 	if d.State != StateActive && d.State != StateExited {
 		return nil, fmt.Errorf("container %d: unknown state %q", d.ID, d.State)
 	}
+	if err := ValidateUUID(d.UUID); err != nil {
+		return nil, fmt.Errorf("container %d: %w", d.ID, err)
+	}
+	uuid := d.UUID
+	if uuid == "" {
+		// A record from before instance UUIDs (or written by an older
+		// contidd after a downgrade) gets a fresh one here. Open's
+		// compaction writes it to the snapshot before any change, so
+		// the record keeps that UUID from then on; its entries from
+		// before the upgrade carry none.
+		uuid = NewUUID()
+	}
 	e := &entry{c: Container{
 		ID:         d.ID,
 		Chain:      contid.Chain(slices.Clone(d.Chain)),
@@ -750,6 +773,7 @@ func fromDisk(d *diskRecord) (*entry, error) {
 		Manager:    d.Manager,
 		Image:      d.Image,
 		ManagerID:  d.ManagerID,
+		UUID:       uuid,
 		State:      d.State,
 		Created:    time.Unix(0, d.Created).UTC(),
 		OwnerUID:   d.OwnerUID,

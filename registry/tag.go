@@ -89,6 +89,9 @@ func (r *Registry) TagCgroup(c Caller, id contid.ID, t CgroupTarget, o Options) 
 	if err := r.checkLimits(parent); err != nil {
 		return nil, err
 	}
+	if err := r.checkUUID(o.UUID); err != nil {
+		return nil, err
+	}
 	id, err = r.takeID(id)
 	if err != nil {
 		return nil, err
@@ -163,6 +166,9 @@ func (r *Registry) TagProcess(c Caller, id contid.ID, t ProcessTarget, o Options
 	}
 
 	if err := r.checkLimits(parent); err != nil {
+		return nil, err
+	}
+	if err := r.checkUUID(o.UUID); err != nil {
 		return nil, err
 	}
 	id, err = r.takeID(id)
@@ -241,6 +247,7 @@ func (r *Registry) Adopt(tag contid.Tag, cg Cgroup) (*Container, bool, error) {
 		ID:      id,
 		Chain:   slices.Clone(tag.Chain),
 		Flags:   tag.Flags,
+		UUID:    NewUUID(),
 		State:   StateActive,
 		Created: r.now(),
 	}}
@@ -284,7 +291,7 @@ func (r *Registry) SetMetadata(id contid.ID, name, unit string) error {
 // Name gives a container the kernel tagged on its own (autotag: it has no
 // owner) its name, unit and what started it (o's Name, Manager, Image and
 // ManagerID; its flags do not apply), for a caller that may manage it
-// (mayManage). Each of them, once given, stays: another value is
+// (mayManage). A UUID in o must be the one it got at creation. Each of them, once given, stays: another value is
 // AlreadyTagged, so whoever named it first cannot be overruled. An empty
 // one keeps what is recorded.
 func (r *Registry) Name(c Caller, id contid.ID, o Options, unit string) (*Container, error) {
@@ -310,6 +317,11 @@ func (r *Registry) Name(c Caller, id contid.ID, o Options, unit string) (*Contai
 	}
 	if err := r.mayManage(c, e); err != nil {
 		return nil, err
+	}
+	if !sameOrUnset(o.UUID, e.c.UUID) {
+		// Its UUID was drawn when the kernel tagged it and is already in
+		// its journal entries: another one would split its history.
+		return nil, fmt.Errorf("%w: container %d was tagged by the kernel at creation and has UUID %s already", contid.ErrAlreadyTagged, id, e.c.UUID)
 	}
 	for _, cg := range e.c.Cgroups {
 		if within(c.Cgroup, cg.Path) {
@@ -452,6 +464,21 @@ func (r *Registry) checkLimits(parent *entry) error {
 	return nil
 }
 
+// checkUUID refuses a caller's UUID that an active container holds. An
+// exited container's UUID may be given again: an orchestrator that
+// recreates a pod's sandbox brings the same pod UID, and the records
+// tell the two lives apart by ID and time. A UUID drawn at random needs
+// no check: 122 random bits do not repeat.
+func (r *Registry) checkUUID(uuid string) error {
+	if uuid == "" {
+		return nil
+	}
+	if e := r.uuids[uuid]; e != nil {
+		return fmt.Errorf("%w: UUID %s is container %d's", contid.ErrUUIDInUse, uuid, e.c.ID)
+	}
+	return nil
+}
+
 // takeID allocates a fresh ID or claims an explicit one that no record
 // holds.
 func (r *Registry) takeID(id contid.ID) (contid.ID, error) {
@@ -544,6 +571,10 @@ func (r *Registry) burn(id contid.ID, cause error) error {
 }
 
 func (r *Registry) newEntry(c Caller, id contid.ID, parent *entry, o Options) *entry {
+	uuid := o.UUID
+	if uuid == "" {
+		uuid = NewUUID()
+	}
 	chain := contid.Chain{id}
 	if parent != nil {
 		chain = append(chain, parent.c.Chain...)
@@ -556,6 +587,7 @@ func (r *Registry) newEntry(c Caller, id contid.ID, parent *entry, o Options) *e
 		Manager:    o.Manager,
 		Image:      o.Image,
 		ManagerID:  o.ManagerID,
+		UUID:       uuid,
 		State:      StateActive,
 		Created:    r.now(),
 		OwnerUID:   c.UID,
@@ -582,7 +614,8 @@ func (r *Registry) isRepeat(e *entry, c Caller, id contid.ID, o Options) bool {
 		return false
 	}
 	if !sameOrUnset(o.Name, e.c.Name) || !sameOrUnset(o.Manager, e.c.Manager) ||
-		!sameOrUnset(o.Image, e.c.Image) || !sameOrUnset(o.ManagerID, e.c.ManagerID) {
+		!sameOrUnset(o.Image, e.c.Image) || !sameOrUnset(o.ManagerID, e.c.ManagerID) ||
+		!sameOrUnset(o.UUID, e.c.UUID) {
 		return false
 	}
 	return e.c.Flags&^contid.FlagAutotag == o.flags()
@@ -680,6 +713,11 @@ func (r *Registry) index(e *entry) {
 	for i, pid := range e.c.PIDs {
 		r.procs[procKey{pid, e.starts[i]}] = e
 	}
+	// Like a path, a UUID two records claim (damaged state files) stays
+	// with the first.
+	if e.c.UUID != "" && r.uuids[e.c.UUID] == nil {
+		r.uuids[e.c.UUID] = e
+	}
 }
 
 // indexExited keeps, per cgroup path and id, the exited record with the
@@ -725,5 +763,8 @@ func (r *Registry) unindex(e *entry) {
 		if r.procs[k] == e {
 			delete(r.procs, k)
 		}
+	}
+	if r.uuids[e.c.UUID] == e {
+		delete(r.uuids, e.c.UUID)
 	}
 }

@@ -147,6 +147,9 @@ func (o Options) validateLabels() error {
 	if err := ValidateImage(o.Image); err != nil {
 		return err
 	}
+	if err := ValidateUUID(o.UUID); err != nil {
+		return err
+	}
 	return ValidateManagerID(o.ManagerID)
 }
 

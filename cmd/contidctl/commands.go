@@ -225,6 +225,9 @@ func cmdStatus(ctx context.Context, g *globals, args []string) error {
 	if ci.ManagerID != "" {
 		row("ManagerID", ci.ManagerID)
 	}
+	if ci.UUID != "" {
+		row("UUID", ci.UUID)
+	}
 	if ci.ControlGroup != "" {
 		row("CGroup", ci.ControlGroup)
 	}
@@ -256,8 +259,8 @@ func showCommand(g *globals) *cobra.Command {
 		Use:   "show ID|NAME",
 		Short: "Show a container's properties as KEY=VALUE",
 		Long: "Show a container's properties as KEY=VALUE, or as JSON with --json.\n" +
-			"Properties: Id Name State Unit ControlGroup CgroupId ParentId Chain Depth\n" +
-			"CreatedUSec OwnerUID OwnerPID Flags Object.",
+			"Properties: Id Name State Unit Manager Image ManagerID UUID ControlGroup\n" +
+			"CgroupId ParentId Chain Depth CreatedUSec OwnerUID OwnerPID Flags Object.",
 		Args:              exactArgs(1),
 		ValidArgsFunction: completeContainers(g),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -343,6 +346,7 @@ func tagCommand(g *globals, kind tagKind) *cobra.Command {
 	f := cmd.Flags()
 	f.Uint64Var(&id, "id", 0, "audit container `ID` to use (0: let contidd allocate)")
 	f.StringVar(&o.Name, "name", "", "container `NAME`")
+	f.StringVar(&o.UUID, "uuid", "", "the container's instance `UUID` (default: one contidd draws)")
 	f.BoolVar(&o.AllowNesting, "allow-nesting", false, "let the container tag cgroups in its own subtree")
 	f.StringVar(&o.JoinPolicy, "join-policy", "", "`tag` or ignore: whether processes joining later are tagged")
 	_ = cmd.RegisterFlagCompletionFunc("join-policy", cobra.FixedCompletions([]cobra.Completion{"tag", "ignore"}, cobra.ShellCompDirectiveNoFileComp))

@@ -19,17 +19,25 @@ import (
 func eventsCommand(g *globals) *cobra.Command {
 	var o eventsOptions
 	cmd := &cobra.Command{
-		Use:   "events ID|NAME",
+		Use:   "events ID|NAME|--uuid=UUID",
 		Short: "Show the container's audit events from the journal",
 		Long: "Show the container's audit events from the journal: journalctl with the\n" +
 			"container's match and, always, the match on contidd's own unit. A NAME is\n" +
-			"looked up in contidd; an ID needs no contidd.",
-		Args:              exactArgs(1),
+			"looked up in contidd; an ID or a UUID needs no contidd.",
+		Args:              maxArgs(1),
 		ValidArgsFunction: completeContainers(g),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			id, err := eventsContainer(cmd, g, args[0])
-			if err != nil {
-				return err
+			var id contid.ID
+			switch {
+			case o.uuid != "" && (len(args) != 0 || o.within):
+				return usageError("--uuid names the container: give no ID or NAME, and no --within")
+			case o.uuid == "" && len(args) != 1:
+				return usageError("give the container's ID or NAME, or --uuid")
+			case o.uuid == "":
+				var err error
+				if id, err = eventsContainer(cmd, g, args[0]); err != nil {
+					return err
+				}
 			}
 			path, err := exec.LookPath("journalctl")
 			if err != nil {
@@ -44,6 +52,7 @@ func eventsCommand(g *globals) *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.BoolVar(&o.within, "within", false, "the container and every container nested in it")
+	f.StringVar(&o.uuid, "uuid", "", "the container whose instance UUID is `UUID`, on whichever host it ran")
 	f.BoolVarP(&o.follow, "follow", "f", false, "show new entries as they arrive")
 	f.StringVarP(&o.lines, "lines", "n", "", "show the last `N` entries")
 	f.BoolVarP(&o.reverse, "reverse", "r", false, "newest entries first")
@@ -54,6 +63,7 @@ func eventsCommand(g *globals) *cobra.Command {
 	// "-o json", one entry a line, as it did before --json took a value.
 	f.Var(&o.json, "json", "journal entries as JSON: short (one a line, as a bare --json), pretty or off")
 	f.Lookup("json").NoOptDefVal = string(jsonShort)
+	o.source.addFlags(f)
 	_ = cmd.RegisterFlagCompletionFunc("output", func(*cobra.Command, []string, string) ([]cobra.Completion, cobra.ShellCompDirective) {
 		return commandWords("journalctl", "--output=help"), cobra.ShellCompDirectiveNoFileComp
 	})
@@ -63,7 +73,9 @@ func eventsCommand(g *globals) *cobra.Command {
 type eventsOptions struct {
 	within, follow, reverse     bool
 	lines, since, until, output string
+	uuid                        string
 	json                        jsonFormat
+	source                      eventsSource
 }
 
 // journalctlArgs are the matches and options for journalctl. The match on
@@ -74,7 +86,13 @@ func (o eventsOptions) journalctlArgs(id contid.ID, noPager bool) []string {
 	if o.within {
 		field = "AUDIT_CONTAINER_WITHIN"
 	}
-	args := []string{field + "=" + strconv.FormatUint(uint64(id), 10), "_SYSTEMD_UNIT=contidd.service"}
+	match := field + "=" + strconv.FormatUint(uint64(id), 10)
+	if o.uuid != "" {
+		// contidd writes UUIDs in lower case; journal matches are
+		// exact.
+		match = "AUDIT_CONTAINER_UUID=" + strings.ToLower(o.uuid)
+	}
+	args := []string{match, "_SYSTEMD_UNIT=contidd.service"}
 	if o.follow {
 		args = append(args, "-f")
 	}
@@ -103,6 +121,7 @@ func (o eventsOptions) journalctlArgs(id contid.ID, noPager bool) []string {
 	if noPager {
 		args = append(args, "--no-pager")
 	}
+	args = append(args, o.source.args()...)
 	return args
 }
 

@@ -93,13 +93,19 @@ func TestEventsArguments(t *testing.T) {
 		{[]string{"events", "--within", "42", "-r", "--since=-1h", "--until", "2026-12-06 10:00"}, "AUDIT_CONTAINER_WITHIN=42\n_SYSTEMD_UNIT=contidd.service\n-r\n--since=-1h\n--until=2026-12-06 10:00\n"},
 		{[]string{"events", "-S", "today", "42", "-U", "now"}, trusted + "--since=today\n--until=now\n"},
 		{[]string{"events", "--follow", "--lines=3", "42", "_SYSTEMD_UNIT=evil.service"}, ""},
+		{[]string{"events", "--uuid=5f0c7a8e-9b1d-4e2f-8a3b-6c7d8e9f0a1b", "-n", "5"}, "AUDIT_CONTAINER_UUID=5f0c7a8e-9b1d-4e2f-8a3b-6c7d8e9f0a1b\n_SYSTEMD_UNIT=contidd.service\n-n\n5\n"},
+		{[]string{"events", "-r", "--uuid", "5F0C7A8E-9B1D-4E2F-8A3B-6C7D8E9F0A1B"}, "AUDIT_CONTAINER_UUID=5f0c7a8e-9b1d-4e2f-8a3b-6c7d8e9f0a1b\n_SYSTEMD_UNIT=contidd.service\n-r\n"},
+		{[]string{"events", "--uuid=5f0c7a8e-9b1d-4e2f-8a3b-6c7d8e9f0a1b", "_SYSTEMD_UNIT=evil.service"}, ""},
+		{[]string{"events", "--uuid=5f0c7a8e-9b1d-4e2f-8a3b-6c7d8e9f0a1b", "42"}, ""},
+		{[]string{"events", "--uuid=5f0c7a8e-9b1d-4e2f-8a3b-6c7d8e9f0a1b", "--within"}, ""},
+		{[]string{"events"}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
 			out, errOut, code := runBinary(t, []string{"PATH=" + dir + ":" + os.Getenv("PATH")}, tt.args...)
 			if tt.want == "" {
 				if code != 2 {
-					t.Fatalf("exit %d, want 2 (an extra match is a usage error)\n%s%s", code, out, errOut)
+					t.Fatalf("exit %d, want 2 (a usage error)\n%s%s", code, out, errOut)
 				}
 				return
 			}
@@ -113,7 +119,7 @@ func TestEventsArguments(t *testing.T) {
 // list, show and status give a container the same keys; the chain is an
 // array of IDs, innermost first.
 func TestContainerJSONShape(t *testing.T) {
-	ci := client.ContainerInfo{ID: 4, Name: "web", ParentID: 2, Chain: contid.Chain{4, 2, 1}, State: "active"}
+	ci := client.ContainerInfo{ID: 4, Name: "web", ParentID: 2, Chain: contid.Chain{4, 2, 1}, State: "active", UUID: "5f0c7a8e-9b1d-4e2f-8a3b-6c7d8e9f0a1b"}
 	var g globals
 	var out strings.Builder
 	g.out, g.json = &out, jsonShort
@@ -131,6 +137,9 @@ func TestContainerJSONShape(t *testing.T) {
 		if _, ok := got[key]; !ok {
 			t.Errorf("no key %q in %s", key, out.String())
 		}
+	}
+	if got["uuid"] != ci.UUID {
+		t.Errorf("uuid = %#v, want %q", got["uuid"], ci.UUID)
 	}
 	if strings.Count(out.String(), "\n") != 1 {
 		t.Errorf("--json=short printed more than one line: %q", out.String())

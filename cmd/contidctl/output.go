@@ -98,6 +98,7 @@ func containerProperties(ci client.ContainerInfo) []property {
 		{"Manager", "manager", ci.Manager},
 		{"Image", "image", ci.Image},
 		{"ManagerID", "manager_id", ci.ManagerID},
+		{"UUID", "uuid", ci.UUID},
 		{"ControlGroup", "control_group", ci.ControlGroup},
 		{"CgroupId", "cgroup_id", ci.CgroupID},
 		{"ParentId", "parent_id", uint64(ci.ParentID)},

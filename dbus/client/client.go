@@ -83,9 +83,12 @@ func (c *Client) Conn() *godbus.Conn { return c.conn }
 type TagOptions struct {
 	Name string
 	// Manager, Image and ManagerID say what started the container.
-	Manager      string
-	Image        string
-	ManagerID    string
+	Manager   string
+	Image     string
+	ManagerID string
+	// UUID is the container's instance UUID (e.g. a pod UID); empty
+	// lets contidd draw one.
+	UUID         string
 	AllowNesting bool
 	JoinPolicy   string // "", "tag" or "ignore"
 }
@@ -96,7 +99,7 @@ func (o TagOptions) Map() map[string]godbus.Variant {
 	if o.Name != "" {
 		m["Name"] = godbus.MakeVariant(o.Name)
 	}
-	for k, v := range map[string]string{"Manager": o.Manager, "Image": o.Image, "ManagerID": o.ManagerID} {
+	for k, v := range map[string]string{"Manager": o.Manager, "Image": o.Image, "ManagerID": o.ManagerID, "UUID": o.UUID} {
 		if v != "" {
 			m[k] = godbus.MakeVariant(v)
 		}
@@ -282,6 +285,7 @@ type ContainerInfo struct {
 	Manager      string       `json:"manager"`
 	Image        string       `json:"image"`
 	ManagerID    string       `json:"manager_id"`
+	UUID         string       `json:"uuid"`
 	ControlGroup string       `json:"control_group"`
 	CgroupID     uint64       `json:"cgroup_id"`
 	ParentID     contid.ID    `json:"parent_id"`
@@ -311,6 +315,7 @@ func (c *Client) Container(ctx context.Context, id contid.ID) (ContainerInfo, er
 	err = errors.Join(
 		store(props, "Id", &id64), store(props, "Name", &ci.Name), store(props, "Unit", &ci.Unit),
 		store(props, "Manager", &ci.Manager), store(props, "Image", &ci.Image), store(props, "ManagerID", &ci.ManagerID),
+		store(props, "UUID", &ci.UUID),
 		store(props, "ControlGroup", &ci.ControlGroup), store(props, "CgroupId", &ci.CgroupID),
 		store(props, "ParentId", &parent), store(props, "Chain", &chain), store(props, "Depth", &ci.Depth),
 		store(props, "State", &ci.State), store(props, "CreatedUSec", &ci.CreatedUSec),

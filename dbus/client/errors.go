@@ -23,6 +23,7 @@ const (
 	NameAlreadyTagged    = ErrorPrefix + "AlreadyTagged"
 	NameNotDescendant    = ErrorPrefix + "NotDescendant"
 	NameIDInUse          = ErrorPrefix + "IdInUse"
+	NameUUIDInUse        = ErrorPrefix + "UUIDInUse"
 	NameNoSuchContainer  = ErrorPrefix + "NoSuchContainer"
 	NameNoSuchUnit       = ErrorPrefix + "NoSuchUnit"
 	NameNoSuchMachine    = ErrorPrefix + "NoSuchMachine"
@@ -65,6 +66,7 @@ var errorNames = []struct {
 	{contid.ErrAlreadyTagged, NameAlreadyTagged},
 	{contid.ErrNotDescendant, NameNotDescendant},
 	{contid.ErrIDInUse, NameIDInUse},
+	{contid.ErrUUIDInUse, NameUUIDInUse},
 	{contid.ErrNoSuchContainer, NameNoSuchContainer},
 	{contid.ErrNotFresh, NameNotFresh},
 	{contid.ErrLimitExceeded, NameLimitExceeded},

@@ -126,6 +126,35 @@ func TestExecAttributed(t *testing.T) {
 	}
 }
 
+// An exec that fails names, in its MESSAGE, the file it tried and the
+// error, not the program that called it (which is all exe= says then).
+func TestFailedExecMessage(t *testing.T) {
+	s := newAuditSession(t)
+	b := tracker(t)
+	key := "contid-test-" + randomSuffix(t)
+	s.addRule(execRule(key))
+	cg := newCgroup(t, b, nil, "failing", true)
+	reg := fakeContainers{cg.chain.ID(): {cg.chain, "failing-web", "failing.scope"}}
+	p := startPipeline(t, b, reg, audit.Config{}, journal.Config{})
+
+	missing := "/nonexistent-contid-" + randomSuffix(t) + "/prog"
+	cmd := exec.Command(missing)
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: cg.fd}
+	if err := cmd.Start(); err == nil {
+		_ = cmd.Wait()
+		t.Fatalf("%s started", missing)
+	}
+	found := p.journald.WaitFor(t, 2*time.Second, 1, "AUDIT_CONTAINER_ID="+idStr(cg.chain.ID()))
+	if len(found) == 0 {
+		t.Fatalf("failed exec in container %d not in the journal within 2s (reader %+v)", cg.chain.ID(), p.reader.Stats())
+	}
+	msg := found[0].Get("MESSAGE")
+	prefix := fmt.Sprintf("container %d (failing-web): execve %s by pid ", cg.chain.ID(), missing)
+	if !strings.HasPrefix(msg, prefix) || !strings.HasSuffix(msg, " uid root res=failed exit=ENOENT") {
+		t.Errorf("MESSAGE = %q, want %q...%q", msg, prefix, " uid root res=failed exit=ENOENT")
+	}
+}
+
 func contains(list []string, s string) bool {
 	for _, x := range list {
 		if x == s {
@@ -400,10 +429,10 @@ func TestRecorderReachesKernelAndJournal(t *testing.T) {
 
 	id := contid.ID(900000 + time.Now().UnixNano()%100000)
 	rec := journal.NewRecorder(ctl, w)
-	if err := rec.RecordTag(4242, nil, contid.Chain{id, 7}, nil, "web", "web.scope", nil); err != nil {
+	if err := rec.RecordTag(4242, nil, contid.Chain{id, 7}, nil, contid.Labels{Name: "web", Unit: "web.scope"}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := rec.RecordTag(4343, nil, contid.Chain{id + 1}, nil, "", "", errors.New("org.contid1.AlreadyTagged")); err != nil {
+	if err := rec.RecordTag(4343, nil, contid.Chain{id + 1}, nil, contid.Labels{}, errors.New("org.contid1.AlreadyTagged")); err != nil {
 		t.Fatal(err)
 	}
 	want := map[string]bool{

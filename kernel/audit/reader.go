@@ -5,7 +5,7 @@
 //
 // It speaks netlink directly (through go-libaudit's types and reassembler)
 // and never touches BPF: attribution goes through the small Attributor
-// interface that kernel.Tracker satisfies.
+// interface that *kernel.BPF satisfies.
 package audit
 
 import (
@@ -28,7 +28,7 @@ import (
 )
 
 // Attributor finds the container a process belonged to at a given time,
-// for live and exited processes alike. kernel.Tracker satisfies it.
+// for live and exited processes alike. *kernel.BPF satisfies it.
 type Attributor interface {
 	// ppid is the parent the event names, 0 if none. An AmbiguousPID
 	// comes with the candidates it could not choose between.

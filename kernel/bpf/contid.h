@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * Shared state of contid's eBPF programs: the map definitions, the record
- * layouts that user space mirrors in kernel/types.go, and the tagging rules.
+ * Shared state of contid's eBPF programs: the map definitions, the records
+ * and constants user space shares (bpf2go generates them for Go, see
+ * kernel/gen.go), and the tagging rules.
  *
  * Each concern lives in its own file (fork.c, join.c, ...); contid.c
  * compiles them into one object, so every map is declared once and the
@@ -22,50 +23,73 @@
 #define CONTID_NAME_LEN 64
 #define CONTID_ALLOC_TRIES 16
 
-/* Flag values are those of contid.Flags. */
-#define FLAG_ALLOW_NESTING 1
-#define FLAG_JOIN_IGNORE 2
-#define FLAG_AUTOTAG 4
+/*
+ * The values user space shares with these programs are enums, not macros,
+ * so they reach BTF and bpf2go generates them for Go (-type in
+ * kernel/gen.go): no number is written twice.
+ */
 
-/* Event kinds are those of kernel.EventKind. */
-#define EV_TAGGED 1
-#define EV_AUTOTAG 2
-#define EV_DENIED 3
-#define EV_JOIN_REFUSED 4
+/* Bits of the tags' flags; contid.Flags is their public face and
+ * kernel/types.go checks at compile time that it agrees. */
+enum contid_flag {
+	FLAG_ALLOW_NESTING = 1,
+	FLAG_JOIN_IGNORE = 2,
+	FLAG_AUTOTAG = 4,
+};
 
-/* Operation codes of EV_DENIED, named in kernel/events.go. */
-#define OP_BPF 1
-#define OP_BPF_MAP 2
-#define OP_BPF_PROG 3
-#define OP_NETLINK_SEND 4
-#define OP_TASK_ALLOC 5
-#define OP_UNLINK 6
-#define OP_RENAME 7
-#define OP_RMDIR 8
-#define OP_UMOUNT 9
-#define OP_KILL 10
-#define OP_PTRACE 11
-#define OP_SETRLIMIT 12
-#define OP_SCHED 13
-#define OP_OPEN_WRITE 14
-#define OP_BPF_PROG_LOAD 15
-#define OP_MODULE_LOAD 16
-#define OP_TRUNCATE 17
-#define OP_MOUNT 18
-#define OP_OOM_SCORE_ADJ 19
+/* What an event reports (kernel.EventKind). EV_LOST never comes from
+ * here: user space makes it from events_lost, numbered in the same
+ * sequence. */
+enum event_kind {
+	EV_TAGGED = 1,
+	EV_AUTOTAG = 2,
+	EV_DENIED = 3,
+	EV_JOIN_REFUSED = 4,
+	EV_LOST = 5,
+};
+
+/* The operation an EV_DENIED event names; kernel/events.go gives each
+ * its name on the bus and in the journal. */
+enum denied_op {
+	DENIED_BPF = 1,
+	DENIED_BPF_MAP = 2,
+	DENIED_BPF_PROG = 3,
+	DENIED_NETLINK_SEND = 4,
+	DENIED_TASK_ALLOC = 5,
+	DENIED_UNLINK = 6,
+	DENIED_RENAME = 7,
+	DENIED_RMDIR = 8,
+	DENIED_UMOUNT = 9,
+	DENIED_KILL = 10,
+	DENIED_PTRACE = 11,
+	DENIED_SETRLIMIT = 12,
+	DENIED_SCHED = 13,
+	DENIED_OPEN_WRITE = 14,
+	DENIED_BPF_PROG_LOAD = 15,
+	DENIED_MODULE_LOAD = 16,
+	DENIED_TRUNCATE = 17,
+	DENIED_MOUNT = 18,
+	DENIED_OOM_SCORE_ADJ = 19,
+};
 
 /* Kinds of protected_ids keys. */
-#define PROTECT_MAP 1
-#define PROTECT_PROG 2
-#define PROTECT_LINK 3
+enum protect_kind {
+	PROTECT_MAP = 1,
+	PROTECT_PROG = 2,
+	PROTECT_LINK = 3,
+};
 
 /* tag_iter modes. */
-#define ITER_CGROUP 1
-#define ITER_PROCESS 2
+enum iter_mode {
+	ITER_CGROUP = 1,
+	ITER_PROCESS = 2,
+};
 
 /* tag_iter output records. */
-#define ITER_TAGGED 1
-#define ITER_REFUSED 2
+enum iter_result {
+	ITER_TAGGED = 1,
+	ITER_REFUSED = 2,
+};
 
 #define EPERM 1
 #define ENOMEM 12
@@ -96,10 +120,10 @@ struct pid_tag {
 };
 
 struct event {
-	__u32 kind;
+	enum event_kind kind;
 	__u32 pid;
 	__u32 tid;
-	__u32 op;
+	enum denied_op op; /* EV_DENIED only */
 	__u64 id;
 	__u64 cgroup_id;
 	__u64 parent_cgroup_id;
@@ -108,31 +132,27 @@ struct event {
 	__u32 depth;
 	__u32 flags;
 	__u64 chain[CONTID_MAX_DEPTH];
-	char name[CONTID_NAME_LEN];
+	__u8 name[CONTID_NAME_LEN]; /* EV_AUTOTAG: NUL-terminated */
 };
-
-/* Neither appears in BTF (no map or CO-RE access names them), so their
- * sizes are pinned here and in kernel/unit_test.go instead. */
-_Static_assert(sizeof(struct event) == 192, "struct event layout changed: update rawEvent");
 
 struct iter_target {
 	__u64 cgroup_id;
 	__u32 tgid;
-	__u32 mode;
+	enum iter_mode mode;
 	struct cgroup_tag tag;
 };
 
 struct iter_record {
 	__u32 tid;
-	__u32 result;
+	enum iter_result result;
 };
-
-_Static_assert(sizeof(struct iter_record) == 8, "struct iter_record layout changed: update iterRecord");
 
 /* Bits of config_value.allow: what enforcing mode lets tagged tasks do
  * after all ([Enforce] AllowBPF=, AllowModules=). */
-#define ALLOW_BPF 1
-#define ALLOW_MODULES 2
+enum allow_bit {
+	ALLOW_BPF = 1,
+	ALLOW_MODULES = 2,
+};
 
 struct config_value {
 	__u32 max_depth;
@@ -140,7 +160,7 @@ struct config_value {
 };
 
 struct protected_key {
-	__u32 kind;
+	enum protect_kind kind;
 	__u32 id;
 };
 
@@ -150,6 +170,20 @@ struct protected_inode {
 	__u32 dev;
 	__u32 pad;
 };
+
+/*
+ * struct event travels only through the ring buffer and struct
+ * iter_record only through the iterator's seq file: no map and no CO-RE
+ * access names them, so clang would leave them out of BTF and bpf2go
+ * could not generate their Go types; nor would it keep the two enums of
+ * bits, which no field is declared with. These never-read pointers keep
+ * them in; their section is not one cilium/ebpf loads (no map, no
+ * program).
+ */
+const struct event *contid_btf_event SEC("contid_btf_types");
+const struct iter_record *contid_btf_iter_record SEC("contid_btf_types");
+const enum contid_flag *contid_btf_flag SEC("contid_btf_types");
+const enum allow_bit *contid_btf_allow_bit SEC("contid_btf_types");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -247,17 +281,19 @@ struct {
 	__type(value, __u64);
 } protected_tasks SEC(".maps");
 
-/* Join outcomes. */
-#define JOIN_SAME 0
-#define JOIN_TAKE 1
-#define JOIN_REFUSE 2
+/* Join outcomes; these programs' own, user space never sees them. */
+enum join_outcome {
+	JOIN_SAME = 0,
+	JOIN_TAKE = 1,
+	JOIN_REFUSE = 2,
+};
 
 /*
  * The write-once rule: an untagged task takes the cgroup's ID; a tagged
  * one takes it only when the cgroup's ID is nested below its own (its ID
  * appears further out in the cgroup's chain); otherwise it keeps its ID.
  */
-static __always_inline int join_decision(__u64 current_id, const struct cgroup_tag *ct)
+static __always_inline enum join_outcome join_decision(__u64 current_id, const struct cgroup_tag *ct)
 {
 	if (current_id == 0)
 		return JOIN_TAKE;
@@ -370,7 +406,7 @@ static __always_inline void count_lost(void)
 		__sync_fetch_and_add(lost, 1);
 }
 
-static __always_inline struct event *event_reserve(__u32 kind, struct task_struct *t)
+static __always_inline struct event *event_reserve(enum event_kind kind, struct task_struct *t)
 {
 	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
@@ -395,7 +431,7 @@ static __always_inline void event_set_tag(struct event *e, const struct cgroup_t
 }
 
 /* A task took ct's ID, or refused it (kind EV_JOIN_REFUSED). */
-static __always_inline void emit_tag_event(__u32 kind, struct task_struct *t, const struct cgroup_tag *ct,
+static __always_inline void emit_tag_event(enum event_kind kind, struct task_struct *t, const struct cgroup_tag *ct,
 					   __u64 cgid)
 {
 	struct event *e = event_reserve(kind, t);
@@ -410,14 +446,14 @@ static __always_inline void emit_tag_event(__u32 kind, struct task_struct *t, co
  * Apply the join rule to one task for ct. Returns the outcome so callers
  * can count; emits the matching event.
  */
-static __always_inline int apply_join(struct task_struct *t, const struct cgroup_tag *ct, __u64 cgid)
+static __always_inline enum join_outcome apply_join(struct task_struct *t, const struct cgroup_tag *ct, __u64 cgid)
 {
 	__u64 cur = 0;
 	struct task_tag *tt = task_tag_of(t);
 	if (tt)
 		cur = tt->id;
 
-	int d = join_decision(cur, ct);
+	enum join_outcome d = join_decision(cur, ct);
 	if (d == JOIN_TAKE) {
 		if (set_task_tag(t, ct->id, ct->flags) < 0)
 			return JOIN_SAME;

@@ -30,7 +30,7 @@ int BPF_PROG(contid_fork, struct task_struct *parent, struct task_struct *child)
 	struct cgroup_tag *ct = nearest_tag(child_cg, &cgid);
 	int took = 0, refused = 0;
 	if (ct) {
-		int d = join_decision(id, ct);
+		enum join_outcome d = join_decision(id, ct);
 		if (d == JOIN_TAKE) {
 			id = ct->id;
 			flags = ct->flags;

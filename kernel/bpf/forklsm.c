@@ -20,7 +20,7 @@ int BPF_PROG(contid_task_alloc, struct task_struct *task, unsigned long clone_fl
 		struct event *e = event_reserve(EV_DENIED, me);
 		if (e) {
 			e->id = pt->id;
-			e->op = OP_TASK_ALLOC;
+			e->op = DENIED_TASK_ALLOC;
 			bpf_ringbuf_submit(e, 0);
 		}
 		return -ENOMEM;

@@ -27,7 +27,7 @@ static __always_inline struct task_tag *current_tag(void)
 	return 0;
 }
 
-static __always_inline int deny(struct task_tag *tt, __u32 op)
+static __always_inline int deny(struct task_tag *tt, enum denied_op op)
 {
 	struct event *e = event_reserve(EV_DENIED, bpf_get_current_task_btf());
 	if (e) {
@@ -41,14 +41,14 @@ static __always_inline int deny(struct task_tag *tt, __u32 op)
 
 /* An exception the configuration grants ([Enforce] AllowBPF=,
  * AllowModules=); the loader writes it before any guard attaches. */
-static __always_inline int allowed(__u32 what)
+static __always_inline int allowed(enum allow_bit what)
 {
 	__u32 zero = 0;
 	struct config_value *c = bpf_map_lookup_elem(&contid_config, &zero);
 	return c && (c->allow & what);
 }
 
-static __always_inline int is_protected(__u32 kind, __u32 id)
+static __always_inline int is_protected(enum protect_kind kind, __u32 id)
 {
 	struct protected_key k = { .kind = kind, .id = id };
 	return bpf_map_lookup_elem(&protected_ids, &k) != 0;
@@ -79,23 +79,23 @@ int BPF_PROG(contid_guard_bpf, int cmd, union bpf_attr *attr, unsigned int size)
 	switch (cmd) {
 	case BPF_MAP_GET_FD_BY_ID:
 		if (is_protected(PROTECT_MAP, BPF_CORE_READ(attr, map_id)))
-			return deny(tt, OP_BPF);
+			return deny(tt, DENIED_BPF);
 		break;
 	case BPF_PROG_GET_FD_BY_ID:
 		if (is_protected(PROTECT_PROG, BPF_CORE_READ(attr, prog_id)))
-			return deny(tt, OP_BPF);
+			return deny(tt, DENIED_BPF);
 		break;
 	case BPF_LINK_GET_FD_BY_ID:
 		if (is_protected(PROTECT_LINK, BPF_CORE_READ(attr, link_id)))
-			return deny(tt, OP_BPF);
+			return deny(tt, DENIED_BPF);
 		break;
 	case BPF_OBJ_GET:
 	case BPF_LINK_DETACH:
 	case BPF_LINK_UPDATE:
-		return deny(tt, OP_BPF);
+		return deny(tt, DENIED_BPF);
 	case BPF_PROG_LOAD:
 		if (!allowed(ALLOW_BPF))
-			return deny(tt, OP_BPF_PROG_LOAD);
+			return deny(tt, DENIED_BPF_PROG_LOAD);
 		break;
 	}
 	return 0;
@@ -110,7 +110,7 @@ int BPF_PROG(contid_guard_bpf_map, struct bpf_map *map, fmode_t fmode)
 	if (!tt)
 		return 0;
 	if (is_protected(PROTECT_MAP, BPF_CORE_READ(map, id)))
-		return deny(tt, OP_BPF_MAP);
+		return deny(tt, DENIED_BPF_MAP);
 	return 0;
 }
 
@@ -123,7 +123,7 @@ int BPF_PROG(contid_guard_bpf_prog, struct bpf_prog *prog)
 	if (!tt)
 		return 0;
 	if (is_protected(PROTECT_PROG, BPF_CORE_READ(prog, aux, id)) || !allowed(ALLOW_BPF))
-		return deny(tt, OP_BPF_PROG);
+		return deny(tt, DENIED_BPF_PROG);
 	return 0;
 }
 
@@ -162,15 +162,15 @@ int BPF_PROG(contid_guard_netlink_send, struct sock *sk, struct sk_buff *skb)
 			return 0;
 		struct nlmsghdr h = {};
 		if (bpf_probe_read_kernel(&h, sizeof(h), data + off) < 0)
-			return deny(tt, OP_NETLINK_SEND);
+			return deny(tt, DENIED_NETLINK_SEND);
 		if (audit_control_type(h.nlmsg_type))
-			return deny(tt, OP_NETLINK_SEND);
+			return deny(tt, DENIED_NETLINK_SEND);
 		if (h.nlmsg_len < sizeof(struct nlmsghdr))
 			return 0;
 		off += (h.nlmsg_len + 3) & ~3U;
 	}
 	if (off < len)
-		return deny(tt, OP_NETLINK_SEND);
+		return deny(tt, DENIED_NETLINK_SEND);
 	return 0;
 }
 
@@ -211,7 +211,7 @@ int BPF_PROG(contid_guard_inode_unlink, struct inode *dir, struct dentry *dentry
 {
 	struct task_tag *tt = current_tag();
 	if (tt && is_protected_inode(dir))
-		return deny(tt, OP_UNLINK);
+		return deny(tt, DENIED_UNLINK);
 	return 0;
 }
 
@@ -226,7 +226,7 @@ int BPF_PROG(contid_guard_inode_rename, struct inode *old_dir, struct dentry *ol
 		return 0;
 	if (is_protected_inode(old_dir) || is_protected_inode(new_dir) ||
 	    is_protected_inode(BPF_CORE_READ(old_dentry, d_inode)))
-		return deny(tt, OP_RENAME);
+		return deny(tt, DENIED_RENAME);
 	return 0;
 }
 
@@ -237,7 +237,7 @@ int BPF_PROG(contid_guard_inode_rmdir, struct inode *dir, struct dentry *dentry)
 {
 	struct task_tag *tt = current_tag();
 	if (tt && (is_protected_inode(dir) || is_protected_inode(BPF_CORE_READ(dentry, d_inode))))
-		return deny(tt, OP_RMDIR);
+		return deny(tt, DENIED_RMDIR);
 	return 0;
 }
 
@@ -255,7 +255,7 @@ int BPF_PROG(contid_guard_sb_umount, struct vfsmount *mnt, int flags)
 	 * inode has. */
 	struct protected_inode k = { .dev = BPF_CORE_READ(sb, s_dev) };
 	if (bpf_map_lookup_elem(&protected_inodes, &k))
-		return deny(tt, OP_UMOUNT);
+		return deny(tt, DENIED_UMOUNT);
 	return 0;
 }
 
@@ -284,7 +284,7 @@ int BPF_PROG(contid_guard_task_kill, struct task_struct *p, struct kernel_siginf
 		return 0;
 	struct task_tag *tt = current_tag();
 	if (tt && is_protected_task(p))
-		return deny(tt, OP_KILL);
+		return deny(tt, DENIED_KILL);
 	return 0;
 }
 
@@ -307,12 +307,12 @@ int BPF_PROG(contid_guard_ptrace, struct task_struct *child, unsigned int mode)
 		return 0;
 	if (!is_protected_task(child)) {
 		if ((mode & PTRACE_MODE_ATTACH) && BPF_CORE_READ(child, tgid) == 1)
-			return deny(tt, OP_PTRACE);
+			return deny(tt, DENIED_PTRACE);
 		return 0;
 	}
 	if (mode & PTRACE_MODE_NOAUDIT)
 		return -EPERM;
-	return deny(tt, OP_PTRACE);
+	return deny(tt, DENIED_PTRACE);
 }
 
 /* prlimit(2) on contidd: RLIMIT_NOFILE of 8 leaves it unable to open a
@@ -323,7 +323,7 @@ int BPF_PROG(contid_guard_task_setrlimit, struct task_struct *p, unsigned int re
 {
 	struct task_tag *tt = current_tag();
 	if (tt && is_protected_task(p))
-		return deny(tt, OP_SETRLIMIT);
+		return deny(tt, DENIED_SETRLIMIT);
 	return 0;
 }
 
@@ -334,7 +334,7 @@ int BPF_PROG(contid_guard_task_setnice, struct task_struct *p, int nice)
 {
 	struct task_tag *tt = current_tag();
 	if (tt && is_protected_task(p))
-		return deny(tt, OP_SCHED);
+		return deny(tt, DENIED_SCHED);
 	return 0;
 }
 
@@ -343,7 +343,7 @@ int BPF_PROG(contid_guard_task_setioprio, struct task_struct *p, int ioprio)
 {
 	struct task_tag *tt = current_tag();
 	if (tt && is_protected_task(p))
-		return deny(tt, OP_SCHED);
+		return deny(tt, DENIED_SCHED);
 	return 0;
 }
 
@@ -352,7 +352,7 @@ int BPF_PROG(contid_guard_task_setscheduler, struct task_struct *p)
 {
 	struct task_tag *tt = current_tag();
 	if (tt && is_protected_task(p))
-		return deny(tt, OP_SCHED);
+		return deny(tt, DENIED_SCHED);
 	return 0;
 }
 
@@ -380,7 +380,7 @@ int BPF_PROG(contid_guard_file_open, struct file *file)
 		return 0;
 	if (is_protected_inode(BPF_CORE_READ(file, f_path.dentry, d_parent, d_inode)) ||
 	    is_protected_inode(BPF_CORE_READ(file, f_inode)))
-		return deny(tt, OP_OPEN_WRITE);
+		return deny(tt, DENIED_OPEN_WRITE);
 	return 0;
 }
 
@@ -399,7 +399,7 @@ int BPF_PROG(contid_guard_kernel_read_file, struct file *file, enum kernel_read_
 		return 0;
 	struct task_tag *tt = current_tag();
 	if (tt && !allowed(ALLOW_MODULES))
-		return deny(tt, OP_MODULE_LOAD);
+		return deny(tt, DENIED_MODULE_LOAD);
 	return 0;
 }
 
@@ -412,6 +412,6 @@ int BPF_PROG(contid_guard_kernel_load_data, enum kernel_load_data_id id, bool co
 		return 0;
 	struct task_tag *tt = current_tag();
 	if (tt && !allowed(ALLOW_MODULES))
-		return deny(tt, OP_MODULE_LOAD);
+		return deny(tt, DENIED_MODULE_LOAD);
 	return 0;
 }

@@ -60,6 +60,6 @@ int BPF_PROG(contid_guard_oom_adj, struct file *file)
 		return 0;
 	struct task_struct *t = proc_inode_task(inode);
 	if (t && is_protected_task(t))
-		return deny(tt, OP_OOM_SCORE_ADJ);
+		return deny(tt, DENIED_OOM_SCORE_ADJ);
 	return 0;
 }

@@ -18,7 +18,7 @@ int BPF_PROG(contid_guard_path_truncate, const struct path *path)
 	struct dentry *d = BPF_CORE_READ(path, dentry);
 	if (is_protected_inode(BPF_CORE_READ(d, d_inode)) ||
 	    is_protected_inode(BPF_CORE_READ(d, d_parent, d_inode)))
-		return deny(tt, OP_TRUNCATE);
+		return deny(tt, DENIED_TRUNCATE);
 	return 0;
 }
 
@@ -69,7 +69,7 @@ int BPF_PROG(contid_guard_sb_mount, const char *dev_name, const struct path *pat
 	if (!tt)
 		return 0;
 	if (hides_state(BPF_CORE_READ(path, dentry)))
-		return deny(tt, OP_MOUNT);
+		return deny(tt, DENIED_MOUNT);
 	return 0;
 }
 
@@ -85,6 +85,6 @@ int BPF_PROG(contid_guard_move_mount, const struct path *from_path, const struct
 		return 0;
 	if (hides_state(BPF_CORE_READ(to_path, dentry)) ||
 	    protected_inode_value(BPF_CORE_READ(from_path, dentry, d_inode)))
-		return deny(tt, OP_MOUNT);
+		return deny(tt, DENIED_MOUNT);
 	return 0;
 }

@@ -53,7 +53,7 @@ int contid_tag_iter(struct bpf_iter__task *ctx)
 		return 0;
 	}
 
-	int d = apply_join(task, ct, cgid);
+	enum join_outcome d = apply_join(task, ct, cgid);
 	if (d == JOIN_SAME)
 		return 0;
 	struct iter_record rec = {

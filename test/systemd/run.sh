@@ -354,13 +354,14 @@ note "contidd started $started times so far (NRestarts=$restarts)"
 ct_run busctl call "${manager[@]}" TagCgroup 'sta{sv}' /machine.slice/contid-no-such.scope 0 0 >/dev/null 2>&1
 sleep 1
 ids=$(in_ct sed -n 's/^-- \([0-9a-f]\{32\}\).*/\1/p' /usr/lib/systemd/catalog/contid.catalog)
-# The postinst ran journalctl --update-catalog: every entry is compiled in.
+# systemd's dpkg trigger on /usr/lib/systemd/catalog ran
+# journalctl --update-catalog at the end of dpkg -i: every entry is compiled in.
 # (Word splitting of $ids is wanted: one argument per ID.)
 # shellcheck disable=SC2086
 listed=$(in_ct journalctl --list-catalog $ids 2>/dev/null | grep -c ' contid: ')
 nids=$(wc -w <<<"$ids")
 if [ "$nids" -gt 0 ] && [ "$listed" = "$nids" ]; then
-	pass "journalctl --list-catalog has all $nids contid entries (the postinst updated the catalog)"
+	pass "journalctl --list-catalog has all $nids contid entries (systemd's dpkg trigger updated the catalog)"
 else
 	fail "journalctl --list-catalog has all contid entries ($listed of $nids)"
 fi

@@ -400,6 +400,12 @@ func decodeMessage(raw []byte, fds []int) (*godbus.Message, []int, error) {
 		wire.CloseAll(fds)
 		return nil, nil, fmt.Errorf("protocol: %w", err)
 	}
+	// The specification forbids serial 0: a reply to it could not name
+	// its call. dbus-daemon drops such a client too.
+	if msg.Serial() == 0 {
+		wire.CloseAll(fds)
+		return nil, nil, errors.New("protocol: message with serial 0")
+	}
 	n, _ := msg.Headers[godbus.FieldUnixFDs].Value().(uint32)
 	if int64(n) > int64(len(fds)) {
 		wire.CloseAll(fds)

@@ -138,7 +138,7 @@ func (c *cleanupStack) runAll() {
 	}
 }
 
-var allPhases = []string{"fork", "stress", "api", "audit", "flood", "gobench", "stall"}
+var allPhases = []string{"fork", "stress", "api", "audit", "flood", "gobench", "stall", "upload"}
 
 // phaseKeys are the metrics each phase produces in a mode, so a phase
 // left out shows its metrics as not measured, with the reason.
@@ -156,6 +156,8 @@ func phaseKeys(phase, mode string) []string {
 		return stallKeys
 	case "flood":
 		return floodKeys
+	case "upload":
+		return uploadKeys
 	}
 	return nil
 }
@@ -296,6 +298,7 @@ func main() {
 	run("flood", floodPhase)
 	run("gobench", goBenchPhase)
 	run("stall", stallPhase)
+	run("upload", uploadPhase)
 	if cfg.mode == kernel.ModeTracking {
 		foldVMResults(rep, cfg.vmResults)
 	}

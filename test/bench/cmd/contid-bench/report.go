@@ -121,6 +121,8 @@ func newReport(mode string) *report {
 		{key: "flood_ratio", unit: "x", goal: atLeast(1.0, "")},
 		{key: "flood_lost", unit: "", goal: atMost(0, "")},
 		{key: "flood_lost_auditd", unit: ""},
+		{key: "upload_events_per_s", unit: "/s"},
+		{key: "upload_cpu_s_per_1000_events", unit: "s"},
 	}...) {
 		r.metrics = append(r.metrics, m)
 		r.byKey[m.key] = m
