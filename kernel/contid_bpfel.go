@@ -62,6 +62,9 @@ const (
 	contidDeniedOpDENIED_OPEN_WRITE    contidDeniedOp = 14
 	contidDeniedOpDENIED_BPF_PROG_LOAD contidDeniedOp = 15
 	contidDeniedOpDENIED_MODULE_LOAD   contidDeniedOp = 16
+	contidDeniedOpDENIED_TRUNCATE      contidDeniedOp = 17
+	contidDeniedOpDENIED_MOUNT         contidDeniedOp = 18
+	contidDeniedOpDENIED_OOM_SCORE_ADJ contidDeniedOp = 19
 )
 
 type contidEvent struct {
@@ -189,8 +192,12 @@ const (
 	contidProgContidGuardInodeUnlink      = "contid_guard_inode_unlink"
 	contidProgContidGuardKernelLoadData   = "contid_guard_kernel_load_data"
 	contidProgContidGuardKernelReadFile   = "contid_guard_kernel_read_file"
+	contidProgContidGuardMoveMount        = "contid_guard_move_mount"
 	contidProgContidGuardNetlinkSend      = "contid_guard_netlink_send"
+	contidProgContidGuardOomAdj           = "contid_guard_oom_adj"
+	contidProgContidGuardPathTruncate     = "contid_guard_path_truncate"
 	contidProgContidGuardPtrace           = "contid_guard_ptrace"
+	contidProgContidGuardSbMount          = "contid_guard_sb_mount"
 	contidProgContidGuardSbUmount         = "contid_guard_sb_umount"
 	contidProgContidGuardTaskKill         = "contid_guard_task_kill"
 	contidProgContidGuardTaskSetioprio    = "contid_guard_task_setioprio"
@@ -256,8 +263,12 @@ type contidProgramSpecs struct {
 	ContidGuardInodeUnlink      *ebpf.ProgramSpec `ebpf:"contid_guard_inode_unlink"`
 	ContidGuardKernelLoadData   *ebpf.ProgramSpec `ebpf:"contid_guard_kernel_load_data"`
 	ContidGuardKernelReadFile   *ebpf.ProgramSpec `ebpf:"contid_guard_kernel_read_file"`
+	ContidGuardMoveMount        *ebpf.ProgramSpec `ebpf:"contid_guard_move_mount"`
 	ContidGuardNetlinkSend      *ebpf.ProgramSpec `ebpf:"contid_guard_netlink_send"`
+	ContidGuardOomAdj           *ebpf.ProgramSpec `ebpf:"contid_guard_oom_adj"`
+	ContidGuardPathTruncate     *ebpf.ProgramSpec `ebpf:"contid_guard_path_truncate"`
 	ContidGuardPtrace           *ebpf.ProgramSpec `ebpf:"contid_guard_ptrace"`
+	ContidGuardSbMount          *ebpf.ProgramSpec `ebpf:"contid_guard_sb_mount"`
 	ContidGuardSbUmount         *ebpf.ProgramSpec `ebpf:"contid_guard_sb_umount"`
 	ContidGuardTaskKill         *ebpf.ProgramSpec `ebpf:"contid_guard_task_kill"`
 	ContidGuardTaskSetioprio    *ebpf.ProgramSpec `ebpf:"contid_guard_task_setioprio"`
@@ -369,8 +380,12 @@ type contidPrograms struct {
 	ContidGuardInodeUnlink      *ebpf.Program `ebpf:"contid_guard_inode_unlink"`
 	ContidGuardKernelLoadData   *ebpf.Program `ebpf:"contid_guard_kernel_load_data"`
 	ContidGuardKernelReadFile   *ebpf.Program `ebpf:"contid_guard_kernel_read_file"`
+	ContidGuardMoveMount        *ebpf.Program `ebpf:"contid_guard_move_mount"`
 	ContidGuardNetlinkSend      *ebpf.Program `ebpf:"contid_guard_netlink_send"`
+	ContidGuardOomAdj           *ebpf.Program `ebpf:"contid_guard_oom_adj"`
+	ContidGuardPathTruncate     *ebpf.Program `ebpf:"contid_guard_path_truncate"`
 	ContidGuardPtrace           *ebpf.Program `ebpf:"contid_guard_ptrace"`
+	ContidGuardSbMount          *ebpf.Program `ebpf:"contid_guard_sb_mount"`
 	ContidGuardSbUmount         *ebpf.Program `ebpf:"contid_guard_sb_umount"`
 	ContidGuardTaskKill         *ebpf.Program `ebpf:"contid_guard_task_kill"`
 	ContidGuardTaskSetioprio    *ebpf.Program `ebpf:"contid_guard_task_setioprio"`
@@ -396,8 +411,12 @@ func (p *contidPrograms) Close() error {
 		p.ContidGuardInodeUnlink,
 		p.ContidGuardKernelLoadData,
 		p.ContidGuardKernelReadFile,
+		p.ContidGuardMoveMount,
 		p.ContidGuardNetlinkSend,
+		p.ContidGuardOomAdj,
+		p.ContidGuardPathTruncate,
 		p.ContidGuardPtrace,
+		p.ContidGuardSbMount,
 		p.ContidGuardSbUmount,
 		p.ContidGuardTaskKill,
 		p.ContidGuardTaskSetioprio,

@@ -32,6 +32,9 @@ var opNames = map[contidDeniedOp]string{
 	contidDeniedOpDENIED_OPEN_WRITE:    "open_write",
 	contidDeniedOpDENIED_BPF_PROG_LOAD: "bpf_prog_load",
 	contidDeniedOpDENIED_MODULE_LOAD:   "module_load",
+	contidDeniedOpDENIED_TRUNCATE:      "truncate",
+	contidDeniedOpDENIED_MOUNT:         "mount",
+	contidDeniedOpDENIED_OOM_SCORE_ADJ: "oom_score_adj",
 }
 
 // pollInterval bounds how long ReadEvent waits before it looks at ctx and

@@ -2,8 +2,10 @@ package kernel
 
 import (
 	"os"
+	"path/filepath"
 	"testing"
 
+	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
 	"github.com/contid/contid"
@@ -110,5 +112,85 @@ func TestLoadWritesExceptions(t *testing.T) {
 				t.Fatalf("contid_config after SetMaxDepth(2) = %+v, want MaxDepth 2, Allow %d", got, tc.want)
 			}
 		})
+	}
+}
+
+// The mount guards read the ancestors of the pin and state directories
+// from protected_inodes (value protectedAncestor), which the other guards
+// ignore. A load lists the pin directory's, keeps a directory that is
+// both at the stronger value, and sweeps what it no longer lists: an
+// earlier load's directory that is now only an ancestor becomes one
+// (it must not keep guarding its files), and the state directory's
+// ancestors go until ProtectDirectory lists them again. The spool file
+// stays. The map is written here whatever the mode; enforcing mode is
+// set on the loaded BPF so that ProtectDirectory writes too.
+func TestProtectAncestors(t *testing.T) {
+	requireBPF(t)
+	pinDir := testPinDir(t)
+	b := loadTest(t, pinDir)
+	b.mode = contid.ModeEnforcing
+	im := b.maps.ProtectedInodes
+	key := func(p string) protectedInode {
+		k, err := inodeKey(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	value := func(k protectedInode) uint8 {
+		var v uint8
+		if err := im.Lookup(k, &v); err != nil {
+			return 0
+		}
+		return v
+	}
+	stateDir := t.TempDir()
+	staleDir := t.TempDir()
+	spool := protectedInode{Ino: 1, Dev: 1}
+	for k, v := range map[protectedInode]uint8{
+		key("/sys/fs"): protectedDirectory,
+		key(staleDir):  protectedAncestor,
+		spool:          protectedFile,
+	} {
+		if err := im.Update(k, v, ebpf.UpdateAny); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.protectPinDir(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.ProtectDirectory(stateDir); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name string
+		key  protectedInode
+		want uint8
+	}{
+		{"pin directory", key(pinDir), protectedDirectory},
+		{"bpffs", key("/sys/fs/bpf"), protectedAncestor},
+		{"earlier directory, now an ancestor", key("/sys/fs"), protectedAncestor},
+		{"root", key("/"), 0},
+		{"stale ancestor", key(staleDir), 0},
+		{"spool", spool, protectedFile},
+		{"state directory", key(stateDir), protectedDirectory},
+		{"state directory's parent", key(filepath.Dir(stateDir)), protectedAncestor},
+	}
+	for _, tc := range cases {
+		if got := value(tc.key); got != tc.want {
+			t.Errorf("%s: value %d, want %d", tc.name, got, tc.want)
+		}
+	}
+	if err := b.protectPinDir(); err != nil {
+		t.Fatal(err)
+	}
+	if got := value(key(filepath.Dir(stateDir))); got != 0 {
+		t.Errorf("state directory's parent after a load: value %d, want 0 (swept)", got)
+	}
+	if got := value(key("/sys")); got != protectedAncestor {
+		t.Errorf("/sys after a load: value %d, want %d", got, protectedAncestor)
+	}
+	if err := im.Delete(spool); err != nil {
+		t.Fatal(err)
 	}
 }

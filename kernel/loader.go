@@ -108,6 +108,10 @@ func enforcingAttachments(p *contidProgramSpecs) []*ebpf.ProgramSpec {
 		p.ContidGuardFileOpen,
 		p.ContidGuardKernelReadFile,
 		p.ContidGuardKernelLoadData,
+		p.ContidGuardPathTruncate,
+		p.ContidGuardSbMount,
+		p.ContidGuardMoveMount,
+		p.ContidGuardOomAdj,
 	}
 }
 
@@ -424,12 +428,22 @@ func (b *BPF) protectPinDir() error {
 		return fmt.Errorf("protect own cgroup: %w", err)
 	}
 	keys = append(keys, cgroups...)
-	im := b.maps.ProtectedInodes
-	want := map[protectedInode]bool{}
-	for _, k := range keys {
-		want[k] = true
+	ancestors, err := ancestorKeys(b.pinDir)
+	if err != nil {
+		return fmt.Errorf("protect pin directory: %w", err)
 	}
-	stale, err := keysWhere(im, func(k protectedInode, v uint8) bool { return v != protectedFile && !want[k] })
+	im := b.maps.ProtectedInodes
+	// An entry goes unless this load lists it with the same value: a
+	// directory an earlier load protected that is now only an ancestor
+	// must not keep guarding its files.
+	want := map[protectedInode]uint8{}
+	for _, k := range ancestors {
+		want[k] = protectedAncestor
+	}
+	for _, k := range keys {
+		want[k] = protectedDirectory
+	}
+	stale, err := keysWhere(im, func(k protectedInode, v uint8) bool { return v != protectedFile && want[k] != v })
 	if err != nil {
 		return fmt.Errorf("list protected directories: %w", err)
 	}
@@ -441,13 +455,48 @@ func (b *BPF) protectPinDir() error {
 			return fmt.Errorf("protect directories: %w", err)
 		}
 	}
+	return protectAncestors(im, ancestors)
+}
+
+// ancestorKeys: the directories above dir below /, for the mount guards. A
+// mount on any of them hides dir as a mount on dir does, and those guards
+// see only a mount's target, not what lies below it. They are looked up
+// through mounts, as the guards find a target: /sys/fs/bpf is the bpffs
+// root, not the sysfs directory beneath it. / itself is left out: a mount
+// on it hides nothing from a process that does not chroot into it (path
+// lookups start at the process's root, beneath), and container managers
+// move a container's root onto / of their own mount namespace, which is
+// the host's / directory (systemd-nspawn does).
+func ancestorKeys(dir string) ([]protectedInode, error) {
+	var keys []protectedInode
+	for p := filepath.Dir(filepath.Clean(dir)); p != "/"; p = filepath.Dir(p) {
+		k, err := inodeKey(p)
+		if err != nil {
+			return nil, err
+		}
+		keys = append(keys, k)
+	}
+	return keys, nil
+}
+
+// protectAncestors lists keys as ancestors, leaving an entry that is
+// already there as it is: a directory that is protected and also an
+// ancestor keeps the stronger value, which the mount guards honour too.
+func protectAncestors(im *ebpf.Map, keys []protectedInode) error {
+	for _, k := range keys {
+		err := im.Update(k, protectedAncestor, ebpf.UpdateNoExist)
+		if err != nil && !errors.Is(err, ebpf.ErrKeyExist) {
+			return fmt.Errorf("protect ancestor directories: %w", err)
+		}
+	}
 	return nil
 }
 
-// ProtectDirectory lists dir for the unlink, rename, rmdir and file_open
-// guards: in enforcing mode a tagged task can then neither remove,
-// rename nor open for write the files in it. contidd lists its state
-// directory. Outside enforcing mode it does nothing.
+// ProtectDirectory lists dir for the unlink, rename, rmdir, truncate and
+// file_open guards, and dir with its ancestors for the mount guards: in
+// enforcing mode a tagged task can then neither remove, rename, truncate
+// nor open for write the files in it, nor mount over it. contidd lists
+// its state directory. Outside enforcing mode it does nothing.
 func (b *BPF) ProtectDirectory(dir string) error {
 	if b.mode != contid.ModeEnforcing {
 		return nil
@@ -456,19 +505,30 @@ func (b *BPF) ProtectDirectory(dir string) error {
 	if err != nil {
 		return fmt.Errorf("protect %s: %w", dir, err)
 	}
-	if err := b.maps.ProtectedInodes.Update(k, protectedDirectory, ebpf.UpdateAny); err != nil {
+	ancestors, err := ancestorKeys(dir)
+	if err != nil {
+		return fmt.Errorf("protect %s: %w", dir, err)
+	}
+	im := b.maps.ProtectedInodes
+	if err := im.Update(k, protectedDirectory, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("protect %s: %w", dir, err)
+	}
+	if err := protectAncestors(im, ancestors); err != nil {
 		return fmt.Errorf("protect %s: %w", dir, err)
 	}
 	return nil
 }
 
-// The values of protected_inodes. A load sweeps the directories it does
-// not list again, never the file: the spool an earlier contidd left in
-// systemd's store stays guarded while the next one starts, until it
-// lists its own (the same file, or a new one that replaces it).
+// The values of protected_inodes (PROTECTED_* in guard.c). A load sweeps
+// the directories and ancestors it does not list again, never the file:
+// the spool an earlier contidd left in systemd's store stays guarded
+// while the next one starts, until it lists its own (the same file, or a
+// new one that replaces it). The state directory and its ancestors are
+// swept too and come back with ProtectDirectory.
 const (
 	protectedDirectory uint8 = 1
 	protectedFile      uint8 = 2
+	protectedAncestor  uint8 = 3
 )
 
 // ProtectFile lists the open file f for the file_open guard: in enforcing

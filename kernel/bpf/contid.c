@@ -12,3 +12,5 @@
 #include "tagiter.c"
 #include "forklsm.c"
 #include "guard.c"
+#include "statefs.c"
+#include "oomadj.c"

@@ -67,6 +67,9 @@ enum denied_op {
 	DENIED_OPEN_WRITE = 14,
 	DENIED_BPF_PROG_LOAD = 15,
 	DENIED_MODULE_LOAD = 16,
+	DENIED_TRUNCATE = 17,
+	DENIED_MOUNT = 18,
+	DENIED_OOM_SCORE_ADJ = 19,
 };
 
 /* Kinds of protected_ids keys. */

@@ -179,7 +179,15 @@ int BPF_PROG(contid_guard_netlink_send, struct sock *sk, struct sk_buff *skb)
 
 #define BPF_FS_MAGIC 0xcafe4a11
 
-static __always_inline int is_protected_inode(struct inode *inode)
+/* Values of protected_inodes (kernel/loader.go): a directory whose entries
+ * are guarded, a file, and an ancestor of a protected directory, which
+ * only the mount guards (mount.c) look at. */
+#define PROTECTED_DIRECTORY 1
+#define PROTECTED_FILE 2
+#define PROTECTED_ANCESTOR 3
+
+/* protected_inodes' value for inode, 0 when it is not listed. */
+static __always_inline __u8 protected_inode_value(struct inode *inode)
 {
 	if (!inode)
 		return 0;
@@ -187,7 +195,14 @@ static __always_inline int is_protected_inode(struct inode *inode)
 		.ino = BPF_CORE_READ(inode, i_ino),
 		.dev = BPF_CORE_READ(inode, i_sb, s_dev),
 	};
-	return bpf_map_lookup_elem(&protected_inodes, &k) != 0;
+	__u8 *v = bpf_map_lookup_elem(&protected_inodes, &k);
+	return v ? *v : 0;
+}
+
+static __always_inline int is_protected_inode(struct inode *inode)
+{
+	__u8 v = protected_inode_value(inode);
+	return v && v != PROTECTED_ANCESTOR;
 }
 
 /* rm of a pin, or of a file in contid's state directory (the registry). */
@@ -342,6 +357,7 @@ int BPF_PROG(contid_guard_task_setscheduler, struct task_struct *p)
 }
 
 #define FMODE_WRITE 0x2
+#define O_TRUNC 01000
 
 /* Opening for write a file in a protected directory: the control files
  * of contidd's cgroup and of its ancestors below the root (cgroup.freeze,
@@ -349,12 +365,15 @@ int BPF_PROG(contid_guard_task_setscheduler, struct task_struct *p)
  * contidd), and the files of its state directory (truncating the registry
  * would lose names and the sealed ID mark). The loader lists those
  * directories in protected_inodes. Or a protected file itself: contidd's
- * audit spool, a memfd that /proc/1/fd/N reopens from systemd's store. */
+ * audit spool, a memfd that /proc/1/fd/N reopens from systemd's store.
+ * O_TRUNC counts as a write even with O_RDONLY, for Linux truncates then
+ * too: since 6.2 the kernel asks file_truncate, not path_truncate, about
+ * that truncation (statefs.c), and the flag is still set here. */
 SEC("lsm/file_open")
 int BPF_PROG(contid_guard_file_open, struct file *file)
 {
 	/* Most opens read: they skip the task storage lookup. */
-	if (!(BPF_CORE_READ(file, f_mode) & FMODE_WRITE))
+	if (!(BPF_CORE_READ(file, f_mode) & FMODE_WRITE) && !(BPF_CORE_READ(file, f_flags) & O_TRUNC))
 		return 0;
 	struct task_tag *tt = current_tag();
 	if (!tt)

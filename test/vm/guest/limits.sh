@@ -46,6 +46,53 @@ atk_state_truncate() { : >"$STATE_PROBE" && echo "truncated $STATE_PROBE"; }
 pre_state_truncate() { echo probe >"$STATE_PROBE"; }
 post_state_truncate() { rm -f "$STATE_PROBE"; }
 
+# truncate(2) by path opens nothing, so only its own guard sees it.
+atk_state_truncate_path() { "$PROBE" truncate "$STATE_PROBE"; }
+pre_state_truncate_path() { echo probe >"$STATE_PROBE"; }
+post_state_truncate_path() { rm -f "$STATE_PROBE"; }
+# O_RDONLY|O_TRUNC truncates too, with no FMODE_WRITE on the file. Judged
+# by the probe's size, as the open itself succeeds where nothing guards.
+atk_state_open_trunc() { "$PROBE" open-trunc "$STATE_PROBE"; }
+effect_state_open_trunc() { [[ -f $STATE_PROBE && ! -s $STATE_PROBE ]]; }
+pre_state_open_trunc() { echo probe >"$STATE_PROBE"; }
+post_state_open_trunc() { rm -f "$STATE_PROBE"; }
+
+# A tmpfs over /sys/fs/bpf hides the pins (the next contidd would create
+# empty maps); one over /var/lib, an ancestor of the state directory,
+# hides the registry; move_mount(2), the new mount API, onto the state
+# directory itself. Each is judged by what is mounted there, and the
+# control's tmpfs is unmounted at once.
+tmpfs_on() { findmnt -rn -M "$1" -o FSTYPE | grep -qx tmpfs; }
+untmpfs() { if tmpfs_on "$1"; then umount "$1"; fi; }
+atk_bpffs_overmount() { "$PROBE" mount /sys/fs/bpf; }
+effect_bpffs_overmount() { tmpfs_on /sys/fs/bpf; }
+post_bpffs_overmount() { untmpfs /sys/fs/bpf; }
+atk_state_overmount() { "$PROBE" mount /var/lib; }
+effect_state_overmount() { tmpfs_on /var/lib; }
+post_state_overmount() { untmpfs /var/lib; }
+atk_state_move_mount() { "$PROBE" move-mount /var/lib/contid; }
+effect_state_move_mount() { tmpfs_on /var/lib/contid; }
+post_state_move_mount() { untmpfs /var/lib/contid; }
+
+# oom_score_adj 1000 makes contidd the OOM killer's first victim; the
+# value of the older oom_adj, and either file under /proc/PID/task/TID of
+# any thread, set the same. The attacks write the value in force.
+atk_oom_score_adj_contidd() {
+	local f=/proc/$CONTIDD_PID/oom_score_adj v
+	v=$(cat "$f") && echo "$v" >"$f" && echo "wrote $v to $f"
+}
+atk_oom_adj_thread_contidd() {
+	local t tid=$CONTIDD_PID f v
+	for t in "/proc/$CONTIDD_PID/task/"*; do
+		[[ ${t##*/} != "$CONTIDD_PID" ]] && tid=${t##*/} && break
+	done
+	f=/proc/$CONTIDD_PID/task/$tid/oom_adj
+	v=$(cat "$f") && echo "$v" >"$f" && echo "wrote $v to $f"
+}
+# oom_adj's coarser scale may round the value in force: restore it.
+pre_oom_adj_thread_contidd() { OOM_SCORE_ADJ=$(cat "/proc/$CONTIDD_PID/oom_score_adj"); }
+post_oom_adj_thread_contidd() { echo "$OOM_SCORE_ADJ" >"/proc/$CONTIDD_PID/oom_score_adj"; }
+
 # The audit spool (a memfd) waits in PID 1's file descriptor store, where
 # contidd keeps it across restarts: opened for writing through
 # /proc/1/fd/N, it takes records planted for the next contidd to replay.
@@ -81,6 +128,13 @@ run_limits() {
 	NEEDS=$1 run_denial slice_pids_max
 	NEEDS=$1 run_denial state_unlink
 	NEEDS=$1 run_denial state_truncate
+	NEEDS=$1 run_denial state_truncate_path
+	NEEDS=$1 run_denial state_open_trunc
+	NEEDS=$1 run_denial oom_score_adj_contidd
+	NEEDS=$1 run_denial oom_adj_thread_contidd
+	run_denial bpffs_overmount
+	run_denial state_overmount
+	run_denial state_move_mount
 	run_denial spool_open
 	run_denial steal_fd_pid1
 }

@@ -600,7 +600,7 @@ run_nested() {
 # autotag at mkdir, kill -9 and restart, exited-process attribution) run
 # again with contid loaded in enforcing mode, where the LSM task_alloc hook
 # and every guard are attached, instead of the host tier's tracking mode.
-KERNEL_TESTS='^(TestProtectFile|TestTagProcess|TestSurvivesLoaderKill|TestExitedProcessAttribution|TestForkStormWhileTagging|TestTaggedTaskKeepsIDAcrossMoves|TestJoinRules|TestAutotagAtMkdir|TestThreadsFollowProcessJoin)$'
+KERNEL_TESTS='^(TestProtectFile|TestProtectAncestors|TestTagProcess|TestSurvivesLoaderKill|TestExitedProcessAttribution|TestForkStormWhileTagging|TestTaggedTaskKeepsIDAcrossMoves|TestJoinRules|TestAutotagAtMkdir|TestThreadsFollowProcessJoin)$'
 run_kernel_tests() {
 	local bin=$SHARE/guest/contid-kernel.test log=$LOGS/kernel-enforcing.log verdict name took n=0 rc
 	selected enforcing-kernel || return 0

@@ -3,9 +3,12 @@
 // ptrace a process, steal its file descriptors through pidfd_getfd, start
 // a child directly in another cgroup with clone3(CLONE_INTO_CGROUP),
 // unmount a filesystem with the errno shown (umount(8) words EPERM as
-// "must be superuser"), load a BPF program without an object file, and
-// load a kernel module by each of the two system calls (modprobe picks
-// one).
+// "must be superuser"), truncate a file by path (truncate(1) opens it and
+// calls ftruncate) or by a read-only open with O_TRUNC, mount a tmpfs by mount(2) with the errno shown
+// (mount(8) words EPERM as "permission denied") and by the new mount API
+// (bookworm's mount(8) knows only mount(2)), load a BPF program without
+// an object file, and load a kernel module by each of the two system
+// calls (modprobe picks one).
 //
 // Each subcommand tries one operation and reports the outcome on one line:
 // "ok ..." with exit status 0, or "denied: <errno text>" with exit status
@@ -45,6 +48,34 @@ func main() {
 		if err = unix.Unmount(args[0], 0); err == nil {
 			fmt.Printf("ok: unmounted %s\n", args[0])
 		}
+	case "truncate":
+		if len(args) != 1 {
+			usage()
+		}
+		if err = unix.Truncate(args[0], 0); err == nil {
+			fmt.Printf("ok: truncated %s by path\n", args[0])
+		}
+	case "open-trunc":
+		if len(args) != 1 {
+			usage()
+		}
+		var fd int
+		if fd, err = unix.Open(args[0], unix.O_RDONLY|unix.O_TRUNC, 0); err == nil {
+			unix.Close(fd)
+			fmt.Printf("ok: opened %s read-only with O_TRUNC\n", args[0])
+		}
+	case "mount":
+		if len(args) != 1 {
+			usage()
+		}
+		if err = unix.Mount("none", args[0], "tmpfs", 0, ""); err == nil {
+			fmt.Printf("ok: mounted a tmpfs on %s by mount(2)\n", args[0])
+		}
+	case "move-mount":
+		if len(args) != 1 {
+			usage()
+		}
+		err = moveMountTmpfs(args[0])
 	case "clone-into-cgroup":
 		if len(args) < 2 {
 			usage()
@@ -72,6 +103,8 @@ func usage() {
        contid-vmprobe pidfd-getfd PID
        contid-vmprobe clone-into-cgroup CGROUP-DIR PROGRAM [ARG...]
        contid-vmprobe umount PATH
+       contid-vmprobe truncate|open-trunc PATH
+       contid-vmprobe mount|move-mount PATH
        contid-vmprobe bpf-prog-load
        contid-vmprobe init-module|finit-module MODULE.ko`)
 	os.Exit(2)
@@ -154,6 +187,29 @@ func pidfdGetfd(pid int) error {
 		last = unix.EBADF
 	}
 	return fmt.Errorf("pidfd_getfd %d: %w", pid, last)
+}
+
+// moveMountTmpfs attaches a fresh tmpfs on target by fsopen, fsmount and
+// move_mount(2), the calls of the new mount API.
+func moveMountTmpfs(target string) error {
+	fsfd, err := unix.Fsopen("tmpfs", unix.FSOPEN_CLOEXEC)
+	if err != nil {
+		return fmt.Errorf("fsopen tmpfs: %w", err)
+	}
+	defer unix.Close(fsfd)
+	if err := unix.FsconfigCreate(fsfd); err != nil {
+		return fmt.Errorf("fsconfig create: %w", err)
+	}
+	mfd, err := unix.Fsmount(fsfd, unix.FSMOUNT_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("fsmount: %w", err)
+	}
+	defer unix.Close(mfd)
+	if err := unix.MoveMount(mfd, "", unix.AT_FDCWD, target, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+		return fmt.Errorf("move_mount onto %s: %w", target, err)
+	}
+	fmt.Printf("ok: mounted a tmpfs on %s by move_mount\n", target)
+	return nil
 }
 
 // cloneIntoCgroup starts program with clone3(CLONE_INTO_CGROUP), so the
