@@ -9,6 +9,24 @@ import (
 	godbus "github.com/godbus/dbus/v5"
 )
 
+// rawPing is a Ping call as it comes off the wire, with the serial and
+// the header flags byte given.
+func rawPing(t *testing.T, serial uint32, flags byte) []byte {
+	t.Helper()
+	msg := &godbus.Message{Type: godbus.TypeMethodCall, Headers: map[godbus.HeaderField]godbus.Variant{
+		godbus.FieldPath:   godbus.MakeVariant(godbus.ObjectPath("/org/contid1")),
+		godbus.FieldMember: godbus.MakeVariant("Ping"),
+	}}
+	var buf bytes.Buffer
+	if err := msg.EncodeTo(&buf, binary.LittleEndian); err != nil {
+		t.Fatal(err)
+	}
+	raw := buf.Bytes()
+	binary.LittleEndian.PutUint32(raw[8:12], serial)
+	raw[2] = flags
+	return raw
+}
+
 // A message is decoded only with a serial the specification allows: a
 // reply to serial 0 could not name its call.
 func TestDecodeMessageSerial(t *testing.T) {
@@ -22,17 +40,7 @@ func TestDecodeMessageSerial(t *testing.T) {
 		{"serial 0", 0, "serial 0"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			msg := &godbus.Message{Type: godbus.TypeMethodCall, Headers: map[godbus.HeaderField]godbus.Variant{
-				godbus.FieldPath:   godbus.MakeVariant(godbus.ObjectPath("/org/contid1")),
-				godbus.FieldMember: godbus.MakeVariant("Ping"),
-			}}
-			var buf bytes.Buffer
-			if err := msg.EncodeTo(&buf, binary.LittleEndian); err != nil {
-				t.Fatal(err)
-			}
-			raw := buf.Bytes()
-			binary.LittleEndian.PutUint32(raw[8:12], tt.serial)
-			got, _, err := decodeMessage(raw, nil)
+			got, _, err := decodeMessage(rawPing(t, tt.serial, 0), nil)
 			switch {
 			case tt.wantErr == "" && err != nil:
 				t.Fatalf("refused: %v", err)
@@ -60,18 +68,7 @@ func TestDecodeMessageUnknownFlags(t *testing.T) {
 		{"every flag", 0xff, godbus.FlagNoReplyExpected | godbus.FlagNoAutoStart | godbus.FlagAllowInteractiveAuthorization},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			msg := &godbus.Message{Type: godbus.TypeMethodCall, Headers: map[godbus.HeaderField]godbus.Variant{
-				godbus.FieldPath:   godbus.MakeVariant(godbus.ObjectPath("/org/contid1")),
-				godbus.FieldMember: godbus.MakeVariant("Ping"),
-			}}
-			var buf bytes.Buffer
-			if err := msg.EncodeTo(&buf, binary.LittleEndian); err != nil {
-				t.Fatal(err)
-			}
-			raw := buf.Bytes()
-			binary.LittleEndian.PutUint32(raw[8:12], 7)
-			raw[2] = tt.flags
-			got, _, err := decodeMessage(raw, nil)
+			got, _, err := decodeMessage(rawPing(t, 7, tt.flags), nil)
 			if err != nil {
 				t.Fatalf("refused: %v", err)
 			}
