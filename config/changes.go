@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"reflect"
 	"strings"
+
+	"github.com/contid/contid"
 )
 
 // Change is one setting that differs between two configurations.
@@ -22,6 +24,7 @@ func (c Change) String() string {
 // only differ where two sections share a key name.
 var keyNames = map[string]string{
 	"AutotagParents": "[Manager] AutotagParents",
+	"AutotagScopes":  "[Manager] AutotagScopes",
 	"MaxDepth":       "[Manager] MaxDepth",
 	"MaxContainers":  "[Manager] MaxContainers",
 	"StateDirectory": "[Manager] StateDirectory",
@@ -69,6 +72,12 @@ func render(v any) string {
 	switch v := v.(type) {
 	case []string:
 		return strings.Join(v, " ")
+	case []contid.ScopePattern:
+		var out []string
+		for _, p := range v {
+			out = append(out, p.String())
+		}
+		return strings.Join(out, " ")
 	case bool:
 		if v {
 			return "yes"

@@ -57,6 +57,7 @@ const (
 type Config struct {
 	// [Manager]
 	AutotagParents []string
+	AutotagScopes  []contid.ScopePattern
 	MaxDepth       int
 	MaxContainers  int
 	StateDirectory string
@@ -82,10 +83,15 @@ type Config struct {
 	AllowModules bool
 }
 
+// DockerScopes is where Docker's systemd cgroup driver puts each
+// container: beside the host's services, so only the name tells it apart.
+var DockerScopes = contid.ScopePattern{Parent: "/system.slice", Prefix: "docker-", Suffix: ".scope"}
+
 // Default returns the configuration used when the file is absent.
 func Default() Config {
 	return Config{
 		AutotagParents:  []string{"/machine.slice"},
+		AutotagScopes:   []contid.ScopePattern{DockerScopes},
 		MaxDepth:        contid.MaxDepth,
 		MaxContainers:   65536,
 		StateDirectory:  "/var/lib/contid",
@@ -236,6 +242,15 @@ func (c *Config) set(section, key, value string) error {
 		c.AutotagParents = nil
 		for _, p := range strings.Fields(value) {
 			c.AutotagParents = append(c.AutotagParents, "/"+strings.Trim(path.Clean("/"+p), "/"))
+		}
+	case "Manager.AutotagScopes":
+		c.AutotagScopes = nil
+		for _, f := range strings.Fields(value) {
+			p, perr := contid.ParseScopePattern(f)
+			if perr != nil {
+				return perr
+			}
+			c.AutotagScopes = append(c.AutotagScopes, p)
 		}
 	case "Manager.MaxDepth":
 		c.MaxDepth, err = strconv.Atoi(value)

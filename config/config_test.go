@@ -7,6 +7,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/contid/contid"
 )
 
 func TestParse(t *testing.T) {
@@ -22,6 +24,14 @@ func TestParse(t *testing.T) {
 				return reflect.DeepEqual(c.AutotagParents, []string{"/machine.slice", "/foo/bar"})
 			}, false},
 		{"empty parents", "[Manager]\nAutotagParents=\n", func(c Config) bool { return len(c.AutotagParents) == 0 }, false},
+		{"docker scopes by default", "", func(c Config) bool {
+			return len(c.AutotagScopes) == 1 && c.AutotagScopes[0].Matches("/system.slice/docker-0a1b.scope")
+		}, false},
+		{"scopes", "[Manager]\nAutotagScopes=/system.slice/docker-*.scope system.slice//crio-*.scope\n", func(c Config) bool {
+			return len(c.AutotagScopes) == 2 && c.AutotagScopes[1] == contid.ScopePattern{Parent: "/system.slice", Prefix: "crio-", Suffix: ".scope"}
+		}, false},
+		{"no scopes", "[Manager]\nAutotagScopes=\n", func(c Config) bool { return len(c.AutotagScopes) == 0 }, false},
+		{"bad scope", "[Manager]\nAutotagScopes=/system.slice/*\n", nil, true},
 		{"numbers", "[Manager]\nMaxDepth=3\nMaxContainers=10\n", func(c Config) bool { return c.MaxDepth == 3 && c.MaxContainers == 10 }, false},
 		{"audit bools", "[Audit]\nWriteUntagged=yes\nLoadRules=off\nBacklogLimit=100\n",
 			func(c Config) bool { return c.WriteUntagged && !c.LoadRules && c.BacklogLimit == 100 }, false},
