@@ -129,8 +129,10 @@ func (m *Manager) dockerStarted(ctx context.Context, cl *docker.Client, id strin
 		return
 	}
 	c, err := m.cfg.Registry.ByCgroupPath(cg)
-	if err != nil {
-		// The start can be read before the kernel's autotag event.
+	if err != nil || c.State != registry.StateActive {
+		// The start can be read before the kernel's autotag event; after
+		// `docker restart` the path is also an exited record's, of the
+		// scope systemd removed before making it again.
 		c = m.adoptPending(target)
 	}
 	if c != nil {

@@ -27,6 +27,10 @@
 #                      MANAGER_ID=the full Docker ID, the init's exec has
 #                      the same container ID (its name is reported, not
 #                      required), and `contidctl list` names it
+#   managers-docker-samename
+#                      podman runs a dweb beside Docker's: both recorded,
+#                      each under its own ID and manager; contidctl
+#                      refuses the name alone (exit 2)
 #   managers-docker-untagged
 #                      control: with AutotagScopes= empty (a drop-in and a
 #                      restart of contidd) the container still runs, its
@@ -269,7 +273,9 @@ mgr_docker_named() {
 	# later exec, once contidctl shows the name, must carry it.
 	row=$(mgr_wait_row dweb)
 	docker exec dweb /bin/busybox true "$marker-late" >>"$log" 2>&1
-	late=$(mgr_entry "$marker-late" AUDIT_CONTAINER_NAME=dweb AUDIT_CONTAINER_MANAGER=docker)
+	late=$(mgr_entry "\"AUDIT_EXECVE_ARGV\":\"/bin/busybox true $marker-late\"" AUDIT_CONTAINER_NAME=dweb AUDIT_CONTAINER_MANAGER=docker)
+	# Untagged execs have no entry here (WriteUntagged=no), so the
+	# docker command whose argv holds the marker too is not found.
 	init=$(mgr_entry "$marker-init")
 	cid=$(mgr_field "$init" AUDIT_CONTAINER_ID)
 	lcid=$(mgr_field "$late" AUDIT_CONTAINER_ID)
@@ -298,7 +304,34 @@ mgr_docker_named() {
 	else
 		result managers-docker FAIL "$why"
 	fi
+	selected managers-docker-samename && mgr_docker_samename "$lcid"
 	docker rm -f dweb >>"$log" 2>&1
+}
+
+# mgr_docker_samename DOCKER_CID: podman runs a "dweb" too, beside
+# Docker's: both are recorded, each with its own ID and manager, and
+# contidctl refuses the name alone.
+mgr_docker_samename() {
+	local log=$LOGS/managers-docker-samename.log out rc rows pcid show code
+	podman rm -f dweb >/dev/null 2>&1
+	out=$(mgr_podman dweb -d /bin/busybox sleep 600 2>&1)
+	rc=$?
+	echo "podman run -d dweb: exit $rc: $out" >>"$log"
+	rows=$(contidctl list --no-legend 2>&1 | awk '$2 == "dweb"')
+	pcid=$(awk '$4 == "podman" { print $1 }' <<<"$rows")
+	show=$(contidctl show dweb 2>&1)
+	code=$?
+	printf 'rows:\n%s\ncontidctl show dweb: exit %s: %s\n' "$rows" "$code" "$show" >>"$log"
+	if ((rc != 0)); then
+		result managers-docker-samename FAIL "podman run --name dweb beside Docker's: exit $rc: $(tail -n 2 <<<"$out" | tr '\n' ' ')"
+	elif [[ -z $1 || -z $pcid || $pcid == "$1" || $(wc -l <<<"$rows") -ne 2 || $rows != *" docker "* ]]; then
+		result managers-docker-samename FAIL "want two dweb rows, docker's container $1 and podman's another: $(tr '\n' '|' <<<"$rows")"
+	elif ((code != 2)); then
+		result managers-docker-samename FAIL "contidctl show dweb: exit $code, want 2: $show"
+	else
+		result managers-docker-samename PASS "docker's dweb is container $1, podman's $pcid; contidctl show dweb: $show"
+	fi
+	podman rm -f dweb >>"$log" 2>&1
 }
 
 # mgr_docker_untagged runs the control, then the catch-up check on the
@@ -323,7 +356,9 @@ mgr_docker_untagged() {
 		sleep 1
 	done
 	docker exec dctl /bin/busybox true "$marker" >>"$log" 2>&1
-	entry=$(mgr_entry "$marker")
+	# The exec in the container, not the docker command that asked for
+	# it: with WriteUntagged=yes both have entries.
+	entry=$(mgr_entry "\"AUDIT_EXECVE_ARGV\":\"/bin/busybox true $marker\"")
 	cid=$([[ -n $pid && $pid != 0 ]] && container_of "$pid")
 	row=$(contidctl list --no-legend 2>/dev/null | awk '$2 == "dctl"')
 	{
@@ -359,7 +394,8 @@ mgr_docker_untagged() {
 }
 
 run_docker() {
-	selected managers-docker || selected managers-docker-untagged || selected managers-docker-catchup || return 0
+	selected managers-docker || selected managers-docker-samename || selected managers-docker-untagged ||
+		selected managers-docker-catchup || return 0
 	if ! command -v docker >/dev/null; then
 		result managers-docker FAIL "docker.io is not in the guest image"
 		return
@@ -369,13 +405,14 @@ run_docker() {
 		return
 	fi
 	say "managers: $(head -n1 "$LOGS/managers-docker-setup.log")"
-	selected managers-docker && mgr_docker_named
+	{ selected managers-docker || selected managers-docker-samename; } && mgr_docker_named
 	{ selected managers-docker-untagged || selected managers-docker-catchup; } && mgr_docker_untagged
 }
 
 run_managers() {
 	selected managers-podman || selected managers-nohook || selected managers-down || selected managers-docker ||
-		selected managers-docker-untagged || selected managers-docker-catchup || return 0
+		selected managers-docker-samename || selected managers-docker-untagged ||
+		selected managers-docker-catchup || return 0
 	if [[ -z ${CONTIDD_PID:-} ]]; then
 		result managers FAIL "contidd is not running"
 		return
