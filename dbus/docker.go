@@ -9,6 +9,7 @@ import (
 
 	"github.com/contid/contid"
 	"github.com/contid/contid/dbus/internal/docker"
+	"github.com/contid/contid/kernel"
 	"github.com/contid/contid/registry"
 )
 
@@ -32,7 +33,7 @@ const (
 // is absent or restarts, FollowDocker says so once and reconnects until
 // ctx ends.
 func (m *Manager) FollowDocker(ctx context.Context, socket string) {
-	cl := docker.New(socket)
+	cl := docker.New(socket, m.hostProcess)
 	retry := dockerRetryMin
 	var lastErr string
 	for ctx.Err() == nil {
@@ -179,6 +180,22 @@ func (m *Manager) dockerStarted(ctx context.Context, cl *docker.Client, id strin
 	m.log(PrioInfo, "Docker container %s (%s) tagged as %s.", ct.Name, cg, nc.Chain)
 	m.auditGranted(m.internalCaller(), nc, true)
 	m.containerNew(nc)
+}
+
+// hostProcess accepts a server that runs in no container: the
+// orchestrators contid trusts run untagged on the host.
+func (m *Manager) hostProcess(pid int) error {
+	if m.cfg.Tracker == nil {
+		return nil
+	}
+	id, err := m.cfg.Tracker.PIDID(uint32(pid))
+	switch {
+	case errors.Is(err, kernel.ErrNotTagged):
+		return nil
+	case err != nil:
+		return fmt.Errorf("container of pid %d: %w", pid, err)
+	}
+	return fmt.Errorf("pid %d runs in container %d", pid, id)
 }
 
 // matchesAutotagScope reports whether cgroup p is one the kernel autotags

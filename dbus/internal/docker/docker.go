@@ -7,8 +7,11 @@
 //
 // dockerd's answers become audit labels, so the socket is trusted only
 // when a root-owned socket file leads to a server running as root (the
-// connection's SO_PEERCRED). Every request is bounded in time, and every
-// answer in size.
+// connection's SO_PEERCRED), and the caller's check of the server's PID
+// passes (contidd's: it runs in no container, as root inside a
+// privileged container sharing the host's /run could bind a socket of
+// its own there). Every request is bounded in time, and every answer in
+// size.
 package docker
 
 import (
@@ -64,13 +67,16 @@ type Container struct {
 
 // Client is a connection-per-request Engine API client for one socket.
 type Client struct {
-	socket string
-	http   *http.Client
+	socket    string
+	checkPeer func(pid int) error
+	http      *http.Client
 }
 
 // New returns a client for the dockerd socket at path (/run/docker.sock).
-func New(socket string) *Client {
-	c := &Client{socket: socket}
+// checkPeer, if not nil, is asked about the PID of the server at each
+// connection; an error refuses the connection as ErrUntrusted.
+func New(socket string, checkPeer func(pid int) error) *Client {
+	c := &Client{socket: socket, checkPeer: checkPeer}
 	c.http = &http.Client{Transport: &http.Transport{
 		DialContext:            c.dial,
 		DisableKeepAlives:      true,
@@ -95,34 +101,37 @@ func (c *Client) dial(ctx context.Context, _, _ string) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	uid, err := peerUID(conn.(*net.UnixConn))
+	cred, err := peerCred(conn.(*net.UnixConn))
 	if err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("peer credentials on %s: %w", c.socket, err)
 	}
-	if uid != 0 {
+	if cred.Uid != 0 {
 		conn.Close()
-		return nil, fmt.Errorf("%w: the server on %s runs as uid %d", ErrUntrusted, c.socket, uid)
+		return nil, fmt.Errorf("%w: the server on %s runs as uid %d", ErrUntrusted, c.socket, cred.Uid)
+	}
+	if c.checkPeer != nil {
+		if err := c.checkPeer(int(cred.Pid)); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("%w: the server on %s: %w", ErrUntrusted, c.socket, err)
+		}
 	}
 	return conn, nil
 }
 
-func peerUID(conn *net.UnixConn) (uint32, error) {
+func peerCred(conn *net.UnixConn) (*unix.Ucred, error) {
 	raw, err := conn.SyscallConn()
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	var cred *unix.Ucred
 	var serr error
 	if err := raw.Control(func(fd uintptr) {
 		cred, serr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
 	}); err != nil {
-		return 0, err
+		return nil, err
 	}
-	if serr != nil {
-		return 0, serr
-	}
-	return cred.Uid, nil
+	return cred, serr
 }
 
 // get sends GET /APIVersion/p and returns the response once its status

@@ -1,8 +1,17 @@
 package docker
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/contid/contid/internal/testenv"
 )
 
 const (
@@ -151,6 +160,59 @@ func TestContainerCgroup(t *testing.T) {
 			}
 			if err != nil || got != tt.want {
 				t.Fatalf("got %q, %v; want %q", got, err, tt.want)
+			}
+		})
+	}
+}
+
+// The socket is trusted only when root owns it and the server passes the
+// caller's check; the same listener is accepted (the control) when both
+// hold, so each refusal is the check's doing.
+func TestDialTrust(t *testing.T) {
+	testenv.RequireRoot(t)
+	sock := filepath.Join(t.TempDir(), "docker.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte(`[{"Id":"` + id1 + `","Names":["/dweb"]}]`))
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	defer srv.Close()
+
+	self := os.Getpid()
+	inContainer := func(pid int) error { return fmt.Errorf("pid %d runs in container 7", pid) }
+	tests := []struct {
+		name      string
+		owner     int
+		checkPeer func(int) error
+		untrusted bool
+	}{
+		{"root's socket, host server", 0, func(pid int) error {
+			if pid != self {
+				return fmt.Errorf("peer pid %d, want %d", pid, self)
+			}
+			return nil
+		}, false},
+		{"a user's socket", 1000, nil, true},
+		{"root's socket, server in a container", 0, inContainer, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := os.Chown(sock, tt.owner, 0); err != nil {
+				t.Fatal(err)
+			}
+			ids, err := New(sock, tt.checkPeer).Running(context.Background())
+			if tt.untrusted {
+				if !errors.Is(err, ErrUntrusted) {
+					t.Fatalf("Running: %v, %v; want ErrUntrusted", ids, err)
+				}
+				return
+			}
+			if err != nil || len(ids) != 1 || ids[0] != id1 {
+				t.Fatalf("Running: %v, %v; want [%s]", ids, err, id1)
 			}
 		})
 	}
