@@ -727,7 +727,10 @@ le_hex() {
 # discover finds contid's BPF objects through its pins, the way an attacker
 # on the host would.
 discover() {
-	export PROBE CONTIDD_PID WATCHED=$SCRATCH/watched ESCAPE_CG=$CG/contid-vm-escape
+	# The escapes' cgroup sits in the tagged scopes' slice: enforcing mode
+	# refuses a tagged task every move whose common ancestor is the root
+	# (kernel/bpf/cgmove.c), and no slice is autotagged.
+	export PROBE CONTIDD_PID WATCHED=$SCRATCH/watched ESCAPE_CG=$CG/$TAGGED_SLICE/contid-vm-escape.slice
 	export BACKLOG RATE
 	BACKLOG=$(auditctl -s | awk '$1 == "backlog_limit" { print $2 }')
 	RATE=$(auditctl -s | awk '$1 == "rate_limit" { print $2 }')
