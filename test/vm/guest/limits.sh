@@ -121,7 +121,10 @@ post_cgroup_kill_contidd() { kill -0 "$CONTIDD_PID" 2>/dev/null || restart_conti
 # sets there (memory.max, pids.max, cgroup.freeze) bind contidd once it is
 # moved in, and the move's common ancestor is the root. Below contidd's
 # own cgroup the common ancestor is that cgroup itself. Each is judged by
-# where contidd is afterwards; the control's move is undone at once.
+# where contidd is afterwards; the control's move is undone at once. On
+# 6.1 a move across cpusets also asks task_setscheduler (cpuset's
+# can_attach), which the sched guard refuses; later kernels ask it only
+# when the CPUs or memory nodes change: the journal must name this guard.
 MOVE_CG=/sys/fs/cgroup/contid-vm-attacker
 export MOVE_CG
 pre_cgroup_move_contidd() { CONTIDD_HOME=$(contidd_cgroup); export CONTIDD_HOME; }
@@ -132,6 +135,9 @@ pre_cgroup_move_contidd_below() { pre_cgroup_move_contidd; }
 atk_cgroup_move_contidd_below() { mkdir -p "$CONTIDD_HOME/evil" && move_contidd_to "$CONTIDD_HOME/evil"; }
 effect_cgroup_move_contidd_below() { effect_cgroup_move_contidd; }
 post_cgroup_move_contidd_below() { move_contidd_home "$CONTIDD_HOME/evil"; }
+op_cgroup_move_contidd() { echo cgroup_move; }
+op_cgroup_move_contidd_below() { echo cgroup_move; }
+op_cgroup_clone_into_contidd() { echo cgroup_move; }
 move_contidd_to() { echo "$CONTIDD_PID" >"$1/cgroup.procs" && echo "moved $CONTIDD_PID to $1"; }
 # move_contidd_home CGROUP: back home, and CGROUP removed.
 move_contidd_home() {
