@@ -9,8 +9,8 @@ import (
 // Bounds of a ScopePattern's fixed parts, which the kernel's autotag
 // program compares byte by byte in fixed-size buffers.
 const (
-	MaxScopePrefix = 31
-	MaxScopeSuffix = 15
+	MaxScopePrefix = 32
+	MaxScopeSuffix = 16
 )
 
 // ScopePattern names the containers a manager creates among the other

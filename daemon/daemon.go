@@ -164,6 +164,7 @@ func Run(ctx context.Context, opts Options) error {
 	defer reg.Close()
 
 	setAutotagParents(bpf, cfg.AutotagParents, log)
+	setAutotagScopes(bpf, cfg.AutotagScopes, log)
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -361,6 +362,21 @@ func setAutotagParents(bpf *kernel.BPF, parents []string, log *Logger) {
 	}
 	if err := bpf.SetAutotagParents(ids); err != nil {
 		log.Logf(cdbus.PrioWarning, "Failed to set the autotag parents: %v", err)
+	}
+}
+
+func setAutotagScopes(bpf *kernel.BPF, patterns []contid.ScopePattern, log *Logger) {
+	byParent := map[uint64][]contid.ScopePattern{}
+	for _, p := range patterns {
+		id, err := kernel.CgroupID(p.Parent)
+		if err != nil {
+			log.Logf(cdbus.PrioNotice, "Autotag scope %s: its parent does not exist; its containers are not tagged at creation.", p)
+			continue
+		}
+		byParent[id] = append(byParent[id], p)
+	}
+	if err := bpf.SetAutotagScopes(byParent); err != nil {
+		log.Logf(cdbus.PrioWarning, "Failed to set the autotag scopes: %v", err)
 	}
 }
 

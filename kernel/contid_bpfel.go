@@ -20,6 +20,17 @@ const (
 	contidAllowBitALLOW_MODULES contidAllowBit = 2
 )
 
+type contidAutotagScope struct {
+	_        structs.HostLayout
+	Patterns [4]struct {
+		_         structs.HostLayout
+		PrefixLen uint8
+		SuffixLen uint8
+		Prefix    [32]int8
+		Suffix    [16]int8
+	}
+}
+
 type contidCgroupTag struct {
 	_      structs.HostLayout
 	Id     uint64
@@ -169,6 +180,7 @@ type contidTaskTag struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	contidMapAutotagParents               = "autotag_parents"
+	contidMapAutotagScopes                = "autotag_scopes"
 	contidMapCgroupTags                   = "cgroup_tags"
 	contidMapContidConfig                 = "contid_config"
 	contidMapEvents                       = "events"
@@ -288,6 +300,7 @@ type contidProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type contidMapSpecs struct {
 	AutotagParents  *ebpf.MapSpec `ebpf:"autotag_parents"`
+	AutotagScopes   *ebpf.MapSpec `ebpf:"autotag_scopes"`
 	CgroupTags      *ebpf.MapSpec `ebpf:"cgroup_tags"`
 	ContidConfig    *ebpf.MapSpec `ebpf:"contid_config"`
 	Events          *ebpf.MapSpec `ebpf:"events"`
@@ -329,6 +342,7 @@ func (o *contidObjects) Close() error {
 // It can be passed to loadContidObjects or ebpf.CollectionSpec.LoadAndAssign.
 type contidMaps struct {
 	AutotagParents  *ebpf.Map `ebpf:"autotag_parents"`
+	AutotagScopes   *ebpf.Map `ebpf:"autotag_scopes"`
 	CgroupTags      *ebpf.Map `ebpf:"cgroup_tags"`
 	ContidConfig    *ebpf.Map `ebpf:"contid_config"`
 	Events          *ebpf.Map `ebpf:"events"`
@@ -346,6 +360,7 @@ type contidMaps struct {
 func (m *contidMaps) Close() error {
 	return _ContidClose(
 		m.AutotagParents,
+		m.AutotagScopes,
 		m.CgroupTags,
 		m.ContidConfig,
 		m.Events,

@@ -10,4 +10,4 @@ package kernel
 // names the rest (the ring buffer and iterator records, and the enums of
 // bpf/contid.h).
 
-//go:generate go tool bpf2go -cc clang -target bpfel -cflags "-O2 -g -Wall -Werror -mcpu=v3" -type event -type iter_record -type pid_record -type event_kind -type denied_op -type iter_mode -type iter_result -type protect_kind -type allow_bit -type contid_flag contid bpf/contid.c
+//go:generate go tool bpf2go -cc clang -target bpfel -cflags "-O2 -g -Wall -Werror -mcpu=v3" -type event -type iter_record -type pid_record -type event_kind -type denied_op -type iter_mode -type iter_result -type protect_kind -type allow_bit -type contid_flag -type autotag_scope contid bpf/contid.c

@@ -175,6 +175,48 @@ func (b *BPF) SetAutotagParents(cgroupIDs []uint64) error {
 	return nil
 }
 
+// SetAutotagScopes replaces the name patterns by which the kernel tags
+// some children of a parent cgroup: for each parent cgroup ID, at most
+// as many patterns as one map value holds.
+func (b *BPF) SetAutotagScopes(scopes map[uint64][]contid.ScopePattern) error {
+	values := make(map[uint64]autotagScope, len(scopes))
+	for parent, patterns := range scopes {
+		var v autotagScope
+		if len(patterns) > len(v.Patterns) {
+			return fmt.Errorf("autotag scopes of cgroup %d: %d patterns, at most %d per parent", parent, len(patterns), len(v.Patterns))
+		}
+		for i, p := range patterns {
+			if len(p.Prefix) > len(v.Patterns[i].Prefix) || len(p.Suffix) > len(v.Patterns[i].Suffix) || p.Prefix == "" && p.Suffix == "" {
+				return fmt.Errorf("autotag scope %s: prefix or suffix out of bounds", p)
+			}
+			v.Patterns[i].PrefixLen, v.Patterns[i].SuffixLen = uint8(len(p.Prefix)), uint8(len(p.Suffix))
+			for j := 0; j < len(p.Prefix); j++ {
+				v.Patterns[i].Prefix[j] = int8(p.Prefix[j])
+			}
+			for j := 0; j < len(p.Suffix); j++ {
+				v.Patterns[i].Suffix[j] = int8(p.Suffix[j])
+			}
+		}
+		values[parent] = v
+	}
+	m := b.maps.AutotagScopes
+	stale, err := keysWhere(m, func(id uint64, _ autotagScope) bool { _, ok := values[id]; return !ok })
+	if err != nil {
+		return fmt.Errorf("list autotag scopes: %w", err)
+	}
+	for id, v := range values {
+		if err := m.Update(id, v, ebpf.UpdateAny); err != nil {
+			return fmt.Errorf("set autotag scopes of cgroup %d: %w", id, err)
+		}
+	}
+	for _, id := range stale {
+		if err := m.Delete(id); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("remove autotag scopes of cgroup %d: %w", id, err)
+		}
+	}
+	return nil
+}
+
 // TagProcess tags every thread of the process behind pidfd. It follows
 // the join rule: a process tagged with an ID the new one is not nested
 // below keeps it and the call fails with ErrTagRefused.

@@ -349,6 +349,90 @@ func TestAutotagSkipsNonContainers(t *testing.T) {
 	}
 }
 
+// Under a parent whose children are mostly host services (Docker's
+// system.slice), only the children named like the pattern are autotagged:
+// the prefix, at least one byte, the suffix. The control is the same
+// mkdir before the pattern is set, which stays untagged.
+func TestAutotagScopesMatchByName(t *testing.T) {
+	requireBPF(t)
+	b := loadTest(t, testPinDir(t))
+	parent := newTestCgroup(t, nil, "autotag-scopes")
+	const id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	before := newTestCgroup(t, parent, "docker-before.scope")
+	if _, err := b.CgroupTag(before.id); !errors.Is(err, ErrNotTagged) {
+		t.Fatalf("control, no pattern set: err %v, want ErrNotTagged", err)
+	}
+	crio, err := contid.ParseScopePattern("/x/crio-*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	scopes := map[uint64][]contid.ScopePattern{parent.id: {
+		{Parent: parent.rel, Prefix: "docker-", Suffix: ".scope"},
+		{Parent: parent.rel, Prefix: crio.Prefix, Suffix: crio.Suffix},
+	}}
+	if err := b.SetAutotagScopes(scopes); err != nil {
+		t.Fatal(err)
+	}
+	long := strings.Repeat("a", 255-len("docker-")-len(".scope"))
+	cases := []struct {
+		name   string
+		tagged bool
+	}{
+		{"docker-" + id + ".scope", true},
+		{"docker-" + long + ".scope", true},
+		{"crio-" + id, true},
+		{"crio-" + id + ".scope", true},
+		{"docker-.scope", false},
+		{"docker.service", false},
+		{"docker-" + id + ".slice", false},
+		{"xdocker-" + id + ".scope", false},
+		{"docker-" + id + ".scopex", false},
+		{"cron.service", false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name[:min(len(tc.name), 40)], func(t *testing.T) {
+			child := newTestCgroup(t, parent, tc.name)
+			tag, err := b.CgroupTag(child.id)
+			switch {
+			case tc.tagged && err != nil:
+				t.Fatalf("%s not autotagged: %v", tc.name, err)
+			case tc.tagged && tag.Flags&contid.FlagAutotag == 0:
+				t.Fatalf("%s tagged without the autotag flag: %+v", tc.name, tag)
+			case !tc.tagged && !errors.Is(err, ErrNotTagged):
+				t.Fatalf("%s: err %v, want ErrNotTagged", tc.name, err)
+			}
+		})
+	}
+	// Grandchildren are not children: a cgroup Docker's runtime makes
+	// inside a container's scope is that container's business.
+	inside := newTestCgroup(t, parent, "docker-nested.scope")
+	outer, err := b.CgroupTag(inside.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deeper := newTestCgroup(t, inside, "docker-deeper.scope")
+	if tag, err := b.CgroupTag(deeper.id); err == nil && tag.ID() != outer.ID() {
+		t.Fatalf("grandchild got an ID of its own: %+v (its parent's: %+v)", tag, outer)
+	}
+
+	if err := b.SetAutotagScopes(nil); err != nil {
+		t.Fatal(err)
+	}
+	after := newTestCgroup(t, parent, "docker-after.scope")
+	if _, err := b.CgroupTag(after.id); !errors.Is(err, ErrNotTagged) {
+		t.Errorf("patterns removed, new cgroup: err %v, want ErrNotTagged", err)
+	}
+}
+
+func TestSetAutotagScopesRejectsTooMany(t *testing.T) {
+	requireBPF(t)
+	b := loadTest(t, testPinDir(t))
+	p := contid.ScopePattern{Parent: "/p", Prefix: "a-"}
+	if err := b.SetAutotagScopes(map[uint64][]contid.ScopePattern{1: {p, p, p, p, p}}); err == nil {
+		t.Fatal("five patterns for one parent accepted")
+	}
+}
+
 // started is a process the test started, with its pipes.
 type started struct {
 	cmd *exec.Cmd

@@ -16,6 +16,7 @@ type (
 	configValue    = contidConfigValue
 	protectedKey   = contidProtectedKey
 	protectedInode = contidProtectedInode // a pin directory (Ino != 0) or the bpffs superblock that holds it (Ino == 0)
+	autotagScope   = contidAutotagScope
 )
 
 // maxDepth is the length of a chain as the kernel stores it
@@ -32,6 +33,8 @@ var (
 	_ = [1]struct{}{}[contid.FlagAllowNesting^contid.Flags(contidContidFlagFLAG_ALLOW_NESTING)]
 	_ = [1]struct{}{}[contid.FlagJoinIgnore^contid.Flags(contidContidFlagFLAG_JOIN_IGNORE)]
 	_ = [1]struct{}{}[contid.FlagAutotag^contid.Flags(contidContidFlagFLAG_AUTOTAG)]
+	_ = [1]struct{}{}[len(autotagScope{}.Patterns[0].Prefix)-contid.MaxScopePrefix]
+	_ = [1]struct{}{}[len(autotagScope{}.Patterns[0].Suffix)-contid.MaxScopeSuffix]
 )
 
 // toCgroupTag encodes a tag for the kernel; the chain must already be

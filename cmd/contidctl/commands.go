@@ -98,25 +98,39 @@ func cmdList(ctx context.Context, g *globals, all bool) error {
 	return nil
 }
 
-// resolve accepts an ID or a name.
+// resolve accepts an ID or a name. A number is an ID unless no container
+// has that ID and one is named so (managers allow names of digits only:
+// `docker run --name 42`); when both exist and differ, it says so rather
+// than pick one.
 func resolve(ctx context.Context, c *client.Client, arg string) (contid.ID, error) {
-	if v, err := strconv.ParseUint(arg, 10, 64); err == nil {
-		return c.GetContainer(ctx, contid.ID(v))
-	}
 	list, err := c.ListContainers(ctx)
 	if err != nil {
 		return 0, err
 	}
-	var found contid.ID
+	var named, byID contid.ID
 	for _, e := range list {
 		if e.Name == arg {
-			found = e.ID // the latest record of that name wins
+			named = e.ID // the latest record of that name wins
 		}
 	}
-	if found == 0 {
-		return 0, fmt.Errorf("%w: no container named %q", contid.ErrNoSuchContainer, arg)
+	if v, perr := strconv.ParseUint(arg, 10, 64); perr == nil {
+		id, err := c.GetContainer(ctx, contid.ID(v))
+		switch {
+		case err == nil:
+			byID = id
+		case !errors.Is(err, contid.ErrNoSuchContainer) || named == 0:
+			return 0, err
+		}
 	}
-	return found, nil
+	switch {
+	case byID != 0 && named != 0 && byID != named:
+		return 0, usageError("%q is both container %d's ID and the name of container %d: give the other one's ID", arg, byID, named)
+	case byID != 0:
+		return byID, nil
+	case named != 0:
+		return named, nil
+	}
+	return 0, fmt.Errorf("%w: no container named %q", contid.ErrNoSuchContainer, arg)
 }
 
 // completeContainers offers the IDs and names of the running containers.

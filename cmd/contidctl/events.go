@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -149,21 +150,28 @@ func (u *containerUUID) Set(s string) error {
 	return nil
 }
 
-// eventsContainer takes an ID as it is (the journal keeps the events of
-// containers contidd has forgotten) and looks a name up in contidd.
+// eventsContainer looks the argument up in contidd as resolve does, but
+// takes a number contidd does not know (it may be unreachable, or have
+// forgotten the container) as an ID: the journal keeps the events of
+// containers contidd no longer records.
 func eventsContainer(cmd *cobra.Command, g *globals, arg string) (contid.ID, error) {
-	if v, err := strconv.ParseUint(arg, 10, 64); err == nil {
-		if v == 0 || contid.ID(v) == contid.Invalid {
-			return 0, usageError("%q is not a container ID", arg)
-		}
-		return contid.ID(v), nil
+	v, perr := strconv.ParseUint(arg, 10, 64)
+	if perr == nil && (v == 0 || contid.ID(v) == contid.Invalid) {
+		return 0, usageError("%q is not a container ID", arg)
 	}
 	c, err := connect(g)
 	if err != nil {
+		if perr == nil {
+			return contid.ID(v), nil
+		}
 		return 0, err
 	}
 	defer c.Close()
-	return resolve(cmd.Context(), c, arg)
+	id, err := resolve(cmd.Context(), c, arg)
+	if perr == nil && errors.Is(err, contid.ErrNoSuchContainer) {
+		return contid.ID(v), nil
+	}
+	return id, err
 }
 
 // commandWords runs a program and returns the first word of each line of

@@ -76,6 +76,47 @@ static __always_inline int is_monitor_scope(struct cgroup *cg)
 }
 
 /*
+ * Docker's systemd cgroup driver creates each container as
+ * system.slice/docker-<ID>.scope, beside every host service: only the name
+ * says which children of that parent are containers. The lengths come
+ * from user space, so each is bounded before it indexes anything.
+ */
+static __always_inline int matches_scope(struct cgroup *cg, const struct autotag_scope *sc)
+{
+	char name[256];
+	long n = bpf_probe_read_kernel_str(name, sizeof(name), BPF_CORE_READ(cg, kn, name));
+	if (n <= 1 || n > (long)sizeof(name))
+		return 0;
+	__u32 len = (__u32)(n - 1);
+
+	for (int k = 0; k < CONTID_SCOPES_PER_PARENT; k++) {
+		const struct scope_pattern *p = &sc->patterns[k];
+		__u32 plen = p->prefix_len, slen = p->suffix_len;
+		if ((plen == 0 && slen == 0) || plen > CONTID_SCOPE_PREFIX ||
+		    slen > CONTID_SCOPE_SUFFIX || len <= plen + slen)
+			continue;
+		int ok = 1;
+		for (__u32 i = 0; i < CONTID_SCOPE_PREFIX; i++) {
+			if (i >= plen)
+				break;
+			if (name[i] != p->prefix[i]) {
+				ok = 0;
+				break;
+			}
+		}
+		for (__u32 i = 0; ok && i < CONTID_SCOPE_SUFFIX; i++) {
+			if (i >= slen)
+				break;
+			if (name[(len - slen + i) & 0xff] != p->suffix[i])
+				ok = 0;
+		}
+		if (ok)
+			return 1;
+	}
+	return 0;
+}
+
+/*
  * cgroup_mkdir() fires this tracepoint after the cgroup and its files are
  * created but before kernfs_activate() makes the directory visible, all
  * under cgroup_mutex: no process can enter the cgroup before its
@@ -92,9 +133,17 @@ int BPF_PROG(contid_autotag, struct cgroup *cg, const char *path)
 	if (!parent)
 		return 0;
 	__u64 parent_id = cgroup_id_of(parent);
+	__u32 flags = 0;
 	__u32 *pflags = bpf_map_lookup_elem(&autotag_parents, &parent_id);
-	if (!pflags || is_slice(cg) || is_monitor_scope(cg))
-		return 0;
+	if (pflags) {
+		if (is_slice(cg) || is_monitor_scope(cg))
+			return 0;
+		flags = *pflags;
+	} else {
+		struct autotag_scope *sc = bpf_map_lookup_elem(&autotag_scopes, &parent_id);
+		if (!sc || !matches_scope(cg, sc))
+			return 0;
+	}
 
 	struct cgroup_tag nt = {};
 	__u64 anc_cgid = 0;
@@ -117,7 +166,7 @@ int BPF_PROG(contid_autotag, struct cgroup *cg, const char *path)
 		return 0;
 	nt.id = id;
 	nt.chain[0] = id;
-	nt.flags = FLAG_AUTOTAG | *pflags;
+	nt.flags = FLAG_AUTOTAG | flags;
 
 	__u64 cgid = cgroup_id_of(cg);
 	if (bpf_map_update_elem(&cgroup_tags, &cgid, &nt, BPF_NOEXIST) != 0) {

@@ -214,6 +214,32 @@ struct {
 	__type(value, __u32);
 } autotag_parents SEC(".maps");
 
+#define CONTID_SCOPE_PREFIX 32
+#define CONTID_SCOPE_SUFFIX 16
+#define CONTID_SCOPES_PER_PARENT 4
+
+/* One PARENT/PREFIX*SUFFIX pattern (contid.ScopePattern); a pattern with
+ * both lengths 0 is an unused slot. */
+struct scope_pattern {
+	__u8 prefix_len;
+	__u8 suffix_len;
+	char prefix[CONTID_SCOPE_PREFIX];
+	char suffix[CONTID_SCOPE_SUFFIX];
+};
+
+struct autotag_scope {
+	struct scope_pattern patterns[CONTID_SCOPES_PER_PARENT];
+};
+
+/* Parents, by cgroup ID, whose new children are containers only when
+ * their names match: Docker's scopes beside the host's services. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, __u64);
+	__type(value, struct autotag_scope);
+} autotag_scopes SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 20);

@@ -45,6 +45,8 @@ source "$(dirname "$SELF")/limits.sh"
 source "$(dirname "$SELF")/operations.sh"
 # shellcheck source=managers.sh
 source "$(dirname "$SELF")/managers.sh"
+# shellcheck source=ocibench.sh
+source "$(dirname "$SELF")/ocibench.sh"
 PINDIR=/sys/fs/bpf/contid
 MANAGER=(org.contid1 /org/contid1 org.contid1.Manager)
 TAGGED_SLICE=machine.slice
@@ -858,6 +860,8 @@ main() {
 	# check stops contidd and starts it again.
 	run_managers
 	discover
+	# What the OCI hook adds to a container's start (make bench).
+	run_oci_bench
 
 	local no_map="" no_link="" no_pid=""
 	[[ -z ${MAP_ID:-} ]] && no_map="no contid map pinned under $PINDIR"

@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -301,6 +302,9 @@ func main() {
 	run("upload", uploadPhase)
 	if cfg.mode == kernel.ModeTracking {
 		foldVMResults(rep, cfg.vmResults)
+		if cfg.vmResults != "" {
+			foldOCIResults(rep, filepath.Join(filepath.Dir(cfg.vmResults), "bench-oci.json"))
+		}
 	}
 
 	cleanups.mu.Lock()

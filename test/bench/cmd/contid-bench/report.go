@@ -123,6 +123,9 @@ func newReport(mode string) *report {
 		{key: "flood_lost_auditd", unit: ""},
 		{key: "upload_events_per_s", unit: "/s"},
 		{key: "upload_cpu_s_per_1000_events", unit: "s"},
+		{key: "oci_hook_start_ms", unit: "ms"},
+		{key: "oci_hook_start_ms_without", unit: "ms"},
+		{key: "oci_hook_start_ratio", unit: "x"},
 	}...) {
 		r.metrics = append(r.metrics, m)
 		r.byKey[m.key] = m

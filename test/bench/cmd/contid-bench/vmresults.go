@@ -136,3 +136,70 @@ func vmSource(vm *vmResults, mod time.Time) string {
 	return fmt.Sprintf("VM tier, guest kernel %s, %s, measured %s (file %s)",
 		vm.Machine.Kernel, accel, vm.Machine.Date, mod.UTC().Format(time.RFC3339))
 }
+
+// ociKeys are the container start figures the VM tier measures (podman
+// needs systemd as PID 1 for its systemd cgroup manager, which this host
+// does not run): test/vm/guest/ocibench.sh writes them.
+var ociKeys = []string{"oci_hook_start_ms", "oci_hook_start_ms_without", "oci_hook_start_ratio"}
+
+// ociResults is test/vm/out/bench-oci.json.
+type ociResults struct {
+	With    *float64  `json:"oci_hook_start_ms"`
+	Without *float64  `json:"oci_hook_start_ms_without"`
+	Runs    int       `json:"runs"`
+	WithMS  []float64 `json:"with_ms"`
+	NoneMS  []float64 `json:"without_ms"`
+	How     string    `json:"how"`
+	Kernel  string    `json:"kernel"`
+	CPU     string    `json:"cpu"`
+	Date    string    `json:"date"`
+}
+
+// foldOCIResults copies the VM tier's last container start figures into
+// rep. The ratio is worked out again from the two medians rather than
+// taken on trust, and a file whose runs do not give its medians is
+// refused.
+func foldOCIResults(rep *report, path string) {
+	none := func(why string) {
+		for _, k := range ociKeys {
+			rep.unmeasured(k, why)
+		}
+	}
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		none(notMeasuredVM)
+		return
+	}
+	var r ociResults
+	if err == nil {
+		err = json.Unmarshal(b, &r)
+	}
+	if err == nil {
+		err = r.check()
+	}
+	if err != nil {
+		progress("VM tier OCI start figures %s: %v", path, err)
+		none(fmt.Sprintf("VM results %s: %v", path, err))
+		return
+	}
+	rep.set("oci_hook_start_ms", *r.With)
+	rep.set("oci_hook_start_ms_without", *r.Without)
+	rep.set("oci_hook_start_ratio", *r.With / *r.Without)
+	rep.annotate("oci_hook_start_ratio", fmt.Sprintf("VM tier, guest kernel %s, %s, measured %s, median of %d runs each way", r.Kernel, r.CPU, r.Date, r.Runs))
+	rep.detail("oci_hook_start", map[string]any{"file": path, "how": r.How, "with_ms": r.WithMS, "without_ms": r.NoneMS})
+	progress("VM tier: oci_hook_start_ms %.0f, without %.0f", *r.With, *r.Without)
+}
+
+func (r ociResults) check() error {
+	switch {
+	case r.With == nil || r.Without == nil:
+		return errors.New("no medians")
+	case r.Runs < 1 || len(r.WithMS) != r.Runs || len(r.NoneMS) != r.Runs:
+		return fmt.Errorf("%d runs announced, %d and %d given", r.Runs, len(r.WithMS), len(r.NoneMS))
+	case *r.Without <= 0:
+		return fmt.Errorf("median without the hook %g ms", *r.Without)
+	case summarize(r.WithMS).Median != *r.With || summarize(r.NoneMS).Median != *r.Without:
+		return fmt.Errorf("medians %g and %g do not match the runs (%g, %g)", *r.With, *r.Without, summarize(r.WithMS).Median, summarize(r.NoneMS).Median)
+	}
+	return nil
+}

@@ -85,3 +85,44 @@ func TestFoldVMResultsAbsentOrWrong(t *testing.T) {
 		t.Errorf("truncated file: value %v, why %q", m.value, m.why)
 	}
 }
+
+// TestFoldOCIResults reads the VM tier's container start figures: the
+// ratio comes from the two medians, and a file whose runs do not give
+// its medians is refused rather than reported.
+func TestFoldOCIResults(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name      string
+		file      string
+		wantRatio float64 // 0: unmeasured
+	}{
+		{"measured", `{"oci_hook_start_ms": 1250, "oci_hook_start_ms_without": 1000, "runs": 3,
+			"with_ms": [1300, 1200, 1250], "without_ms": [990, 1000, 1010], "kernel": "6.1.0-42-amd64", "cpu": "QEMU TCG CPU", "date": "2026-12-06T13:00:00Z"}`, 1.25},
+		{"even runs", `{"oci_hook_start_ms": 1100, "oci_hook_start_ms_without": 1000, "runs": 2,
+			"with_ms": [1000, 1200], "without_ms": [900, 1100]}`, 1.1},
+		{"median not from its runs", `{"oci_hook_start_ms": 900, "oci_hook_start_ms_without": 1000, "runs": 3,
+			"with_ms": [1300, 1200, 1250], "without_ms": [990, 1000, 1010]}`, 0},
+		{"runs missing", `{"oci_hook_start_ms": 1250, "oci_hook_start_ms_without": 1000, "runs": 10,
+			"with_ms": [1250], "without_ms": [1000]}`, 0},
+		{"truncated", `{"oci_hook_start_ms": 12`, 0},
+		{"absent", "", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "-")+".json")
+			if tc.file != "" {
+				if err := os.WriteFile(path, []byte(tc.file), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			rep := newReport(kernel.ModeTracking)
+			foldOCIResults(rep, path)
+			m := rep.byKey["oci_hook_start_ratio"]
+			switch {
+			case tc.wantRatio == 0 && (m.value != nil || m.why == ""):
+				t.Fatalf("ratio %v (why %q), want unmeasured with a reason", m.value, m.why)
+			case tc.wantRatio != 0 && (m.value == nil || *m.value != tc.wantRatio):
+				t.Fatalf("ratio %v (why %q), want %g", m.value, m.why, tc.wantRatio)
+			}
+		})
+	}
+}
