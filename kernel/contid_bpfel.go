@@ -76,6 +76,7 @@ const (
 	contidDeniedOpDENIED_TRUNCATE      contidDeniedOp = 17
 	contidDeniedOpDENIED_MOUNT         contidDeniedOp = 18
 	contidDeniedOpDENIED_OOM_SCORE_ADJ contidDeniedOp = 19
+	contidDeniedOpDENIED_CGROUP_MOVE   contidDeniedOp = 20
 )
 
 type contidEvent struct {
@@ -198,6 +199,7 @@ const (
 	contidProgContidGuardBpf              = "contid_guard_bpf"
 	contidProgContidGuardBpfMap           = "contid_guard_bpf_map"
 	contidProgContidGuardBpfProg          = "contid_guard_bpf_prog"
+	contidProgContidGuardCgroupMove       = "contid_guard_cgroup_move"
 	contidProgContidGuardFileOpen         = "contid_guard_file_open"
 	contidProgContidGuardInodeRename      = "contid_guard_inode_rename"
 	contidProgContidGuardInodeRmdir       = "contid_guard_inode_rmdir"
@@ -269,6 +271,7 @@ type contidProgramSpecs struct {
 	ContidGuardBpf              *ebpf.ProgramSpec `ebpf:"contid_guard_bpf"`
 	ContidGuardBpfMap           *ebpf.ProgramSpec `ebpf:"contid_guard_bpf_map"`
 	ContidGuardBpfProg          *ebpf.ProgramSpec `ebpf:"contid_guard_bpf_prog"`
+	ContidGuardCgroupMove       *ebpf.ProgramSpec `ebpf:"contid_guard_cgroup_move"`
 	ContidGuardFileOpen         *ebpf.ProgramSpec `ebpf:"contid_guard_file_open"`
 	ContidGuardInodeRename      *ebpf.ProgramSpec `ebpf:"contid_guard_inode_rename"`
 	ContidGuardInodeRmdir       *ebpf.ProgramSpec `ebpf:"contid_guard_inode_rmdir"`
@@ -389,6 +392,7 @@ type contidPrograms struct {
 	ContidGuardBpf              *ebpf.Program `ebpf:"contid_guard_bpf"`
 	ContidGuardBpfMap           *ebpf.Program `ebpf:"contid_guard_bpf_map"`
 	ContidGuardBpfProg          *ebpf.Program `ebpf:"contid_guard_bpf_prog"`
+	ContidGuardCgroupMove       *ebpf.Program `ebpf:"contid_guard_cgroup_move"`
 	ContidGuardFileOpen         *ebpf.Program `ebpf:"contid_guard_file_open"`
 	ContidGuardInodeRename      *ebpf.Program `ebpf:"contid_guard_inode_rename"`
 	ContidGuardInodeRmdir       *ebpf.Program `ebpf:"contid_guard_inode_rmdir"`
@@ -420,6 +424,7 @@ func (p *contidPrograms) Close() error {
 		p.ContidGuardBpf,
 		p.ContidGuardBpfMap,
 		p.ContidGuardBpfProg,
+		p.ContidGuardCgroupMove,
 		p.ContidGuardFileOpen,
 		p.ContidGuardInodeRename,
 		p.ContidGuardInodeRmdir,

@@ -35,6 +35,7 @@ var opNames = map[contidDeniedOp]string{
 	contidDeniedOpDENIED_TRUNCATE:      "truncate",
 	contidDeniedOpDENIED_MOUNT:         "mount",
 	contidDeniedOpDENIED_OOM_SCORE_ADJ: "oom_score_adj",
+	contidDeniedOpDENIED_CGROUP_MOVE:   "cgroup_move",
 }
 
 // pollInterval bounds how long ReadEvent waits before it looks at ctx and

@@ -112,6 +112,7 @@ func enforcingAttachments(p *contidProgramSpecs) []*ebpf.ProgramSpec {
 		p.ContidGuardSbMount,
 		p.ContidGuardMoveMount,
 		p.ContidGuardOomAdj,
+		p.ContidGuardCgroupMove,
 	}
 }
 

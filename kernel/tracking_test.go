@@ -118,9 +118,13 @@ func TestForkStormWhileTagging(t *testing.T) {
 func TestTaggedTaskKeepsIDAcrossMoves(t *testing.T) {
 	requireBPF(t)
 	b := loadTest(t, testPinDir(t))
-	tagged := newTestCgroup(t, nil, "keep-a")
-	elsewhere := newTestCgroup(t, nil, "keep-b")
-	plain := newTestCgroup(t, nil, "keep-plain")
+	// One parent for all three: in enforcing mode a tagged task may not
+	// move or clone across the root, which is an ancestor of the loader's
+	// cgroup (the cgroup_move guard), and the tagged helper below clones.
+	base := newTestCgroup(t, nil, "keep")
+	tagged := newTestCgroup(t, base, "a")
+	elsewhere := newTestCgroup(t, base, "b")
+	plain := newTestCgroup(t, base, "plain")
 	x := mustAllocate(t, b)
 	mustTagCgroup(t, b, tagged, contid.Tag{Chain: contid.Chain{x}})
 

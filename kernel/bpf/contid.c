@@ -14,3 +14,4 @@
 #include "guard.c"
 #include "statefs.c"
 #include "oomadj.c"
+#include "cgmove.c"

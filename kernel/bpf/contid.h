@@ -70,6 +70,7 @@ enum denied_op {
 	DENIED_TRUNCATE = 17,
 	DENIED_MOUNT = 18,
 	DENIED_OOM_SCORE_ADJ = 19,
+	DENIED_CGROUP_MOVE = 20,
 };
 
 /* Kinds of protected_ids keys. */

@@ -117,6 +117,88 @@ atk_steal_fd_pid1() { "$PROBE" pidfd-getfd 1; }
 atk_cgroup_kill_contidd() { echo 1 >"$(contidd_cgroup)/cgroup.kill" && echo "killed $(contidd_cgroup)"; }
 post_cgroup_kill_contidd() { kill -0 "$CONTIDD_PID" 2>/dev/null || restart_contidd; }
 
+# A cgroup of the attacker's own at the top of the tree: the limits it
+# sets there (memory.max, pids.max, cgroup.freeze) bind contidd once it is
+# moved in, and the move's common ancestor is the root. Below contidd's
+# own cgroup the common ancestor is that cgroup itself. Each is judged by
+# where contidd is afterwards; the control's move is undone at once. On
+# 6.1 a move across cpusets also asks task_setscheduler (cpuset's
+# can_attach), which the sched guard refuses; later kernels ask it only
+# when the CPUs or memory nodes change: the journal must name this guard.
+MOVE_CG=/sys/fs/cgroup/contid-vm-attacker
+export MOVE_CG
+pre_cgroup_move_contidd() { CONTIDD_HOME=$(contidd_cgroup); export CONTIDD_HOME; }
+atk_cgroup_move_contidd() { mkdir -p "$MOVE_CG" && move_contidd_to "$MOVE_CG"; }
+effect_cgroup_move_contidd() { [[ $(contidd_cgroup) != "$CONTIDD_HOME" ]]; }
+post_cgroup_move_contidd() { move_contidd_home "$MOVE_CG"; }
+pre_cgroup_move_contidd_below() { pre_cgroup_move_contidd; }
+atk_cgroup_move_contidd_below() { mkdir -p "$CONTIDD_HOME/evil" && move_contidd_to "$CONTIDD_HOME/evil"; }
+effect_cgroup_move_contidd_below() { effect_cgroup_move_contidd; }
+post_cgroup_move_contidd_below() { move_contidd_home "$CONTIDD_HOME/evil"; }
+op_cgroup_move_contidd() { echo cgroup_move; }
+op_cgroup_move_contidd_below() { echo cgroup_move; }
+op_cgroup_clone_into_contidd() { echo cgroup_move; }
+move_contidd_to() { echo "$CONTIDD_PID" >"$1/cgroup.procs" && echo "moved $CONTIDD_PID to $1"; }
+# move_contidd_home CGROUP: back home, and CGROUP removed.
+move_contidd_home() {
+	[[ $(contidd_cgroup) == "$CONTIDD_HOME" ]] || echo "$CONTIDD_PID" >"$CONTIDD_HOME/cgroup.procs"
+	rmdir "$1" 2>/dev/null
+	return 0
+}
+
+# A process of the attacker's own in contidd's cgroup counts against its
+# pids.max and memory.max. Writing that cgroup's cgroup.procs is the
+# file_open guard's; clone3(CLONE_INTO_CGROUP) opens only the directory.
+atk_cgroup_clone_into_contidd() { "$PROBE" clone-into-cgroup "$(contidd_cgroup)" /bin/true; }
+
+# A container still arranges its own processes: a tagged scope moves a
+# child between two cgroups it made below itself (by cgroup.procs, the
+# common ancestor its own scope), and clones one into the first.
+atk_cgroup_move_own() {
+	local mine child rc=0 i
+	mine=/sys/fs/cgroup$(sed -n 's/^0:://p' /proc/self/cgroup)
+	mkdir "$mine/a" "$mine/b" || return 1
+	sleep 60 &
+	child=$!
+	{
+		echo "$child" >"$mine/a/cgroup.procs" && echo "$child" >"$mine/b/cgroup.procs" &&
+			grep -qx "0::${mine#/sys/fs/cgroup}/b" "/proc/$child/cgroup" && echo "moved $child from a to b" &&
+			"$PROBE" clone-into-cgroup "$mine/a" /bin/true
+	} || rc=1
+	kill "$child"
+	wait "$child" 2>/dev/null
+	for ((i = 0; i < 20; i++)); do
+		rmdir "$mine/a" "$mine/b" 2>/dev/null && break
+		sleep 0.2
+	done
+	return $rc
+}
+
+# run_allowed NAME: what enforcing mode must leave to a tagged scope. The
+# body must succeed there, with no TamperDenied signal for its container.
+run_allowed() {
+	local name=$1 rc log cid verdict=PASS a
+	selected "$name" || return 0
+	say "allowed $name"
+	in_scope attack "$name"
+	rc=$?
+	log=$(log_of "$name" attack)
+	cid=$(cid_in "$log")
+	if [[ -z $cid ]]; then
+		a="container unknown: the scope was not tagged"
+		verdict=FAIL
+	elif ((rc != 0)); then
+		a="FAILED: $(grep -v -e '^cgroup:' -e '^container:' "$log" | tail -n1)"
+		verdict=FAIL
+	elif wait_signal "$cid"; then
+		a="succeeded, but a TamperDenied signal came for $cid"
+		verdict=FAIL
+	else
+		a="succeeded ($(grep -m1 '^moved' "$log")), no signal"
+	fi
+	result "$name" "$verdict" "tagged(contid=${cid:-?}): $a"
+}
+
 # run_limits NEEDS runs the attacks that leave contidd running.
 run_limits() {
 	NEEDS=$1 run_denial prlimit_contidd
@@ -132,6 +214,10 @@ run_limits() {
 	NEEDS=$1 run_denial state_open_trunc
 	NEEDS=$1 run_denial oom_score_adj_contidd
 	NEEDS=$1 run_denial oom_adj_thread_contidd
+	NEEDS=$1 run_denial cgroup_move_contidd
+	NEEDS=$1 run_denial cgroup_move_contidd_below
+	NEEDS=$1 run_denial cgroup_clone_into_contidd
+	run_allowed cgroup_move_own
 	run_denial bpffs_overmount
 	run_denial state_overmount
 	run_denial state_move_mount

@@ -410,7 +410,9 @@ effect_kill_contidd() {
 # (KIND=eperm: EPERM; KIND=bus: a D-Bus error) with a TamperDenied signal
 # (eperm only) and a journal entry for its container; the control from an
 # untagged scope must succeed. pre_NAME / post_NAME, when defined, set up
-# and restore around each run.
+# and restore around each run. op_NAME, when defined, names the operation
+# the journal entry must report (AUDIT_OPERATION), where another guard
+# could refuse the same attack on its way.
 run_denial() {
 	local name=$1 kind=${2:-eperm} cur rc crc alog clog cid verdict=PASS
 	selected "$name" || return 0
@@ -461,7 +463,9 @@ run_denial() {
 		fi
 		local pat='tamper denied|AUDIT_OP=deny'
 		[[ $kind == bus ]] && pat='tag refused'
-		if wait_journal "$cur" "$cid" "$pat"; then a+=", journal"; else
+		local op=""
+		declare -F "op_$name" >/dev/null && op=$("op_$name") && pat="AUDIT_OPERATION=$op"
+		if wait_journal "$cur" "$cid" "$pat"; then a+=", journal${op:+ ($op)}"; else
 			a+=", NO journal entry for container $cid"
 			verdict=FAIL
 		fi
@@ -729,7 +733,10 @@ le_hex() {
 # discover finds contid's BPF objects through its pins, the way an attacker
 # on the host would.
 discover() {
-	export PROBE CONTIDD_PID WATCHED=$SCRATCH/watched ESCAPE_CG=$CG/contid-vm-escape
+	# The escapes' cgroup sits in the tagged scopes' slice: enforcing mode
+	# refuses a tagged task every move whose common ancestor is the root
+	# (kernel/bpf/cgmove.c), and no slice is autotagged.
+	export PROBE CONTIDD_PID WATCHED=$SCRATCH/watched ESCAPE_CG=$CG/$TAGGED_SLICE/contid-vm-escape.slice
 	export BACKLOG RATE
 	BACKLOG=$(auditctl -s | awk '$1 == "backlog_limit" { print $2 }')
 	RATE=$(auditctl -s | awk '$1 == "rate_limit" { print $2 }')

@@ -1,0 +1,79 @@
+// SPDX-License-Identifier: GPL-2.0
+/* Tamper-proofing (enforcing mode), continued: contidd's place in the
+ * cgroup tree. The file_open guard keeps a tagged task from writing the
+ * limits of contidd's cgroup, but moving contidd into a cgroup of the
+ * attacker's own (echo PID > /sys/fs/cgroup/evil/cgroup.procs) puts it
+ * under limits the attacker sets there: memory.max, pids.max,
+ * cgroup.freeze, cgroup.kill. Nor may a tagged task put processes into
+ * contidd's cgroup, where they would use up its pids.max and memory.max. */
+
+#define CGROUP2_SUPER_MAGIC 0x63677270
+#define MAY_WRITE 0x2
+#define MAY_ACCESS 0x10
+#define MAY_OPEN 0x20
+
+/* kernfs_node->parent before 6.15, where it became __parent. */
+struct kernfs_node___parent {
+	struct kernfs_node *parent;
+} __attribute__((preserve_access_index));
+
+static __always_inline struct kernfs_node *kernfs_parent_of(struct kernfs_node *kn)
+{
+	if (bpf_core_field_exists(struct kernfs_node___parent, parent))
+		return BPF_CORE_READ((struct kernfs_node___parent *)kn, parent);
+	return BPF_CORE_READ(kn, __parent);
+}
+
+/*
+ * Every cgroup2 migration, by cgroup.procs, by cgroup.threads, or by
+ * clone3(CLONE_INTO_CGROUP), asks inode_permission(MAY_WRITE) of the
+ * cgroup.procs file of the common ancestor of the source and the
+ * destination (cgroup_procs_write_permission); clone3 asks it of the
+ * destination's as well. A move of contidd out of its cgroup, and a move
+ * of any process into contidd's cgroup or below it, has a common ancestor
+ * among contidd's cgroup and its ancestors: the loader lists those below
+ * the root in protected_inodes (the file_open guard's directories), and
+ * the root is recognised by having no parent. So a tagged task is refused
+ * exactly the moves whose common ancestor lies on that chain. Moves inside
+ * a container's own subtree have their common ancestor there and pass;
+ * moves across the top of the tree (the root their common ancestor) are
+ * refused whichever process they carry, for the hook does not see it.
+ *
+ * Opens (MAY_OPEN) and access(2) (MAY_ACCESS) ask for MAY_WRITE too; they
+ * move nothing, and the file_open guard already refuses the write-opens of
+ * these files below the root. cgroup v1 hierarchies check no ancestor, but
+ * the controllers that could bind contidd are all on cgroup2.
+ */
+SEC("lsm/inode_permission")
+int BPF_PROG(contid_guard_cgroup_move, struct inode *inode, int mask)
+{
+	/* Path walks ask MAY_EXEC on every component: they leave here. */
+	if (!(mask & MAY_WRITE) || (mask & (MAY_OPEN | MAY_ACCESS)))
+		return 0;
+	if (BPF_CORE_READ(inode, i_sb, s_magic) != CGROUP2_SUPER_MAGIC)
+		return 0;
+	struct task_tag *tt = current_tag();
+	if (!tt)
+		return 0;
+	struct kernfs_node *kn = BPF_CORE_READ(inode, i_private);
+	if (!kn)
+		return 0;
+	struct kernfs_node *dir = kernfs_parent_of(kn);
+	if (!dir)
+		return 0;
+	/* A cgroup's directory node holds the cgroup; the cgroup knows its
+	 * cgroup.procs node, which tells that file from the others. */
+	struct cgroup *cg = BPF_CORE_READ(dir, priv);
+	if (!cg || BPF_CORE_READ(cg, procs_file.kn) != kn)
+		return 0;
+	if (!cgroup_parent_of(cg))
+		return deny(tt, DENIED_CGROUP_MOVE);
+	struct protected_inode k = {
+		.ino = BPF_CORE_READ(dir, id),
+		.dev = BPF_CORE_READ(inode, i_sb, s_dev),
+	};
+	__u8 *v = bpf_map_lookup_elem(&protected_inodes, &k);
+	if (v && *v == PROTECTED_DIRECTORY)
+		return deny(tt, DENIED_CGROUP_MOVE);
+	return 0;
+}
