@@ -30,6 +30,7 @@ var keyNames = map[string]string{
 	"StateDirectory": "[Manager] StateDirectory",
 	"PinDirectory":   "[Manager] PinDirectory",
 	"Socket":         "[Manager] Socket",
+	"DockerSocket":   "[Manager] DockerSocket",
 	"Mode":           "[Manager] Mode",
 	"LogLevel":       "[Manager] LogLevel",
 

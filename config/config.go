@@ -63,6 +63,7 @@ type Config struct {
 	StateDirectory string
 	PinDirectory   string
 	Socket         string
+	DockerSocket   string
 	Mode           Mode
 	LogLevel       string
 
@@ -97,6 +98,7 @@ func Default() Config {
 		StateDirectory:  "/var/lib/contid",
 		PinDirectory:    "/sys/fs/bpf/contid",
 		Socket:          "/run/contid/bus",
+		DockerSocket:    "/run/docker.sock",
 		Mode:            ModeAuto,
 		LogLevel:        "info",
 		AuditSocket:     AuditSocketAuto,
@@ -262,6 +264,8 @@ func (c *Config) set(section, key, value string) error {
 		c.PinDirectory = value
 	case "Manager.Socket":
 		c.Socket = value
+	case "Manager.DockerSocket":
+		c.DockerSocket = value
 	case "Manager.Mode":
 		c.Mode = Mode(value)
 	case "Manager.LogLevel":

@@ -172,7 +172,7 @@ func Run(ctx context.Context, opts Options) error {
 	d.reload.current = cfg
 	d.Manager = cdbus.NewManager(cdbus.Config{
 		Registry: reg, Tracker: bpf, Cgroups: cgroups{root}, Version: config.Version, Logf: log.Logf,
-		AutotagParents: cfg.AutotagParents,
+		AutotagParents: cfg.AutotagParents, AutotagScopes: cfg.AutotagScopes,
 	})
 	if err := d.Manager.Reconcile(); err != nil {
 		log.Logf(cdbus.PrioWarning, "Startup reconciliation failed: %v", err)
@@ -231,6 +231,9 @@ func Run(ctx context.Context, opts Options) error {
 	}
 
 	d.Go(ctx, "manager", func(ctx context.Context) error { d.Manager.Run(ctx); return nil })
+	if cfg.DockerSocket != "" {
+		d.Go(ctx, "docker", func(ctx context.Context) error { d.Manager.FollowDocker(ctx, cfg.DockerSocket); return nil })
+	}
 	kernelBeat := d.progress.loop("kernel event loop")
 	d.Go(ctx, "kernel events", func(ctx context.Context) error {
 		return kernelEvents(ctx, bpf, d.Manager, log, kernelBeat, d.progress.beatEvery())

@@ -77,7 +77,7 @@ func newDaemonEnv(t *testing.T, conf string) *daemonEnv {
 	e := &daemonEnv{t: t, dir: dir, conf: filepath.Join(dir, "contid.conf"), sock: filepath.Join(dir, "bus"),
 		pin: "/sys/fs/bpf/contid-daemontest-" + hex.EncodeToString(rnd[:])}
 	t.Cleanup(func() { _ = os.RemoveAll(e.pin) })
-	full := fmt.Sprintf("[Manager]\nAutotagParents=\nSocket=%s\nStateDirectory=%s\nPinDirectory=%s\n%s\n",
+	full := fmt.Sprintf("[Manager]\nAutotagParents=\nDockerSocket=\nSocket=%s\nStateDirectory=%s\nPinDirectory=%s\n%s\n",
 		e.sock, filepath.Join(dir, "state"), e.pin, conf)
 	if !strings.Contains(conf, "[Audit]") {
 		full += "[Audit]\n"

@@ -14,9 +14,11 @@ func TestContidctlNumericNames(t *testing.T) {
 	e := newEnv(t, "")
 	e.start()
 	bus := "--address=" + e.busAddr
+	n := 0
 	tag := func(name string) string {
 		t.Helper()
-		cg := e.cgroup("num-" + name)
+		n++
+		cg := e.cgroup(fmt.Sprintf("num-%d", n))
 		e.startIn(cg, nil, "sleep", "1000")
 		out, errOut, code := ctl(t, nil, nil, bus, "tag-cgroup", "--name", name, cg)
 		if code != 0 {
@@ -28,6 +30,9 @@ func TestContidctlNumericNames(t *testing.T) {
 	// A name that is another container's ID, and one that is nobody's.
 	clash := tag(first)
 	alone := tag("987654")
+	// Two managers may each run a "web": both are recorded, each under
+	// its own ID, and the name alone picks neither.
+	web1, web2 := tag("web"), tag("web")
 
 	tests := []struct {
 		name     string
@@ -39,6 +44,8 @@ func TestContidctlNumericNames(t *testing.T) {
 		{"a name of digits only", []string{bus, "show", "987654"}, 0, "Id=" + alone + "\n"},
 		{"an ID no name matches", []string{bus, "show", clash}, 0, "Id=" + clash + "\n"},
 		{"a number nobody has", []string{bus, "show", "4242424"}, 4, "no container"},
+		{"a name two running containers have", []string{bus, "show", "web"}, 2, fmt.Sprintf("2 running containers are named \"web\": %s (manager api), %s (manager api)", web1, web2)},
+		{"one of them by its ID", []string{bus, "show", web2}, 0, "Id=" + web2 + "\n"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,7 +1,7 @@
 // Package dbus serves contid's org.contid1 D-Bus API (docs/DESIGN.md) on the
 // system bus and on the peer-to-peer socket, decides who may tag (the
 // connection's UID fixed at connect, polkit), maps errors to D-Bus error
-// names, and follows systemd and machined. The public names and the typed
+// names, and follows systemd, machined and dockerd. The public names and the typed
 // client are in dbus/client, which links none of this.
 //
 // Both transports share one dispatcher: godbus carries system-bus traffic,

@@ -159,8 +159,9 @@ func newEnv(t *testing.T, conf string, busPolicies ...string) *env {
 	e.sock = filepath.Join(e.dir, "bus")
 	e.conf = filepath.Join(e.dir, "contid.conf")
 	// The host's kernel audit rules are not the tests' to change: a
-	// contidd loads contid's rules by default, and they outlive it.
-	conf += "\n[Audit]\nLoadRules=no\n"
+	// contidd loads contid's rules by default, and they outlive it. Nor
+	// are a dockerd's containers on the host the tests' to name.
+	conf += "\n[Manager]\nDockerSocket=\n[Audit]\nLoadRules=no\n"
 	if err := os.WriteFile(e.conf, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}

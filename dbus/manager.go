@@ -75,6 +75,10 @@ type Config struct {
 	// at mkdir; machines machined announces elsewhere are not tagged on
 	// its word alone (see FollowMachines).
 	AutotagParents []string
+	// AutotagScopes name the containers the kernel autotags among the
+	// other children of a shared parent; FollowDocker tags a running
+	// container there on dockerd's word.
+	AutotagScopes []contid.ScopePattern
 }
 
 // Tracker is what the service reads of, and releases in, the kernel's

@@ -101,17 +101,31 @@ func cmdList(ctx context.Context, g *globals, all bool) error {
 // resolve accepts an ID or a name. A number is an ID unless no container
 // has that ID and one is named so (managers allow names of digits only:
 // `docker run --name 42`); when both exist and differ, it says so rather
-// than pick one.
+// than pick one. Names are labels, not keys: podman and Docker may each
+// run a "web". A name two running containers have is refused with their
+// IDs; among exited ones only, the latest record wins.
 func resolve(ctx context.Context, c *client.Client, arg string) (contid.ID, error) {
 	list, err := c.ListContainers(ctx)
 	if err != nil {
 		return 0, err
 	}
-	var named, byID contid.ID
+	var named, byID, live contid.ID
+	var running []string
 	for _, e := range list {
-		if e.Name == arg {
-			named = e.ID // the latest record of that name wins
+		if e.Name != arg {
+			continue
 		}
+		named = e.ID // the latest record of that name, unless one runs
+		if ci, err := c.Container(ctx, e.ID); err == nil && ci.State == stateActive {
+			live = e.ID
+			running = append(running, fmt.Sprintf("%d (manager %s)", e.ID, dash(ci.Manager)))
+		}
+	}
+	switch {
+	case len(running) > 1:
+		return 0, usageError("%d running containers are named %q: %s; give an ID", len(running), arg, strings.Join(running, ", "))
+	case live != 0:
+		named = live
 	}
 	if v, perr := strconv.ParseUint(arg, 10, 64); perr == nil {
 		id, err := c.GetContainer(ctx, contid.ID(v))

@@ -17,7 +17,7 @@ set -Eeuo pipefail
 # cache key together with the package list.
 readonly IMAGE_VERSION=1
 readonly SUITE=bookworm
-readonly PACKAGES=systemd,systemd-sysv,libpam-systemd,dbus,systemd-container,polkitd,auditd,linux-image-amd64,initramfs-tools,zstd,udev,kmod,bpftool,procps,iproute2,podman,crun,netavark,busybox-static
+readonly PACKAGES=systemd,systemd-sysv,libpam-systemd,dbus,systemd-container,polkitd,auditd,linux-image-amd64,initramfs-tools,zstd,udev,kmod,bpftool,procps,iproute2,podman,crun,netavark,busybox-static,docker.io,apparmor
 readonly DONE_MARKER=CONTID-VM-RESULT
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

@@ -18,9 +18,31 @@
 #                      neither D-Bus nor socket activation brings them
 #                      back): podman run still starts the container, within
 #                      the hook's bound, and the hook logs the miss
+#   managers-docker    `docker run -d --name dweb`: Docker runs no OCI
+#                      hooks, so contidd's Docker follower names the
+#                      container from the Engine API once it started. The
+#                      kernel autotagged system.slice/docker-<ID>.scope at
+#                      mkdir (AutotagScopes); a later exec in it carries
+#                      AUDIT_CONTAINER_NAME=dweb, MANAGER=docker, IMAGE and
+#                      MANAGER_ID=the full Docker ID, the init's exec has
+#                      the same container ID (its name is reported, not
+#                      required), and `contidctl list` names it
+#   managers-docker-samename
+#                      podman runs a dweb beside Docker's: both recorded,
+#                      each under its own ID and manager; contidctl
+#                      refuses the name alone (exit 2)
+#   managers-docker-untagged
+#                      control: with AutotagScopes= empty (a drop-in and a
+#                      restart of contidd) the container still runs, its
+#                      exec is audited (WriteUntagged=yes) but attributed
+#                      to no container, and contidd says why it left it
+#   managers-docker-catchup
+#                      that container, still running when contidd starts
+#                      again with the default AutotagScopes, is tagged and
+#                      named from dockerd's list of running containers
 #
 # The image is a static busybox copied into a directory: no registry, no
-# network.
+# network. Docker imports the same directory as an image.
 
 MGR_ROOTFS=/var/tmp/contid-vm-busybox
 MGR_HOOK=/usr/share/containers/oci/hooks.d/contid.json
@@ -196,8 +218,201 @@ mgr_down() {
 	fi
 }
 
+MGR_DOCKER_IMAGE=contid-busybox
+MGR_DOCKER_DROPIN=/etc/contid/contid.conf.d/50-contid-vm-docker.conf
+
+# mgr_docker_ready: dockerd answers, and the busybox image is imported.
+mgr_docker_ready() {
+	local i
+	systemctl start docker.service || return 1
+	for ((i = 0; i < 60; i++)); do
+		docker info >/dev/null 2>&1 && break
+		sleep 1
+	done
+	docker info --format 'docker {{.ServerVersion}}, cgroup driver {{.CgroupDriver}} v{{.CgroupVersion}}' || return 1
+	docker image inspect "$MGR_DOCKER_IMAGE" >/dev/null 2>&1 && return 0
+	tar -C "$MGR_ROOTFS" -c . | timeout 180 docker import - "$MGR_DOCKER_IMAGE"
+}
+
+# mgr_docker NAME CMD...: docker run -d with the test's fixed options.
+mgr_docker() {
+	local name=$1
+	shift
+	timeout 180 docker run -d --name "$name" --network none "$MGR_DOCKER_IMAGE" "$@"
+}
+
+# mgr_wait_row NAME: contidctl list's row for NAME, waiting up to 60 s.
+mgr_wait_row() {
+	local started=$SECONDS row=""
+	while ((SECONDS - started < 60)); do
+		row=$(contidctl list --no-legend 2>/dev/null | awk -v n="$1" '$2 == n')
+		[[ -n $row ]] && break
+		sleep 1
+	done
+	printf '%s' "$row"
+}
+
+# mgr_field ENTRY FIELD: one field's value in a JSON journal entry.
+mgr_field() { grep -oE "\"$2\":\"[^\"]*\"" <<<"$1" | head -n1 | sed -E 's/^"[^"]*":"(.*)"$/\1/'; }
+
+mgr_docker_named() {
+	local log=$LOGS/managers-docker.log marker rc out did cg row init late cid lcid why="" named_init=no
+	marker=dweb-$RANDOM$RANDOM
+	docker rm -f dweb >/dev/null 2>&1
+	# shellcheck disable=SC2016
+	out=$(mgr_docker dweb /bin/busybox sh -c 'exec /bin/busybox sleep 600' "$marker-init" 2>&1)
+	rc=$?
+	echo "docker run -d dweb: exit $rc: $out" >>"$log"
+	if ((rc != 0)); then
+		result managers-docker FAIL "docker run --name dweb: exit $rc: $(tail -n 3 <<<"$out" | tr '\n' ' ')"
+		return
+	fi
+	did=$(docker inspect --format '{{.Id}}' dweb 2>/dev/null)
+	cg=$(sed -n 's/^0:://p' "/proc/$(docker inspect --format '{{.State.Pid}}' dweb 2>/dev/null)/cgroup" 2>/dev/null)
+	# The follower names the container after dockerd's start event; a
+	# later exec, once contidctl shows the name, must carry it.
+	row=$(mgr_wait_row dweb)
+	docker exec dweb /bin/busybox true "$marker-late" >>"$log" 2>&1
+	late=$(mgr_entry "\"AUDIT_EXECVE_ARGV\":\"/bin/busybox true $marker-late\"" AUDIT_CONTAINER_NAME=dweb AUDIT_CONTAINER_MANAGER=docker)
+	# Untagged execs have no entry here (WriteUntagged=no), so the
+	# docker command whose argv holds the marker too is not found.
+	init=$(mgr_entry "$marker-init")
+	cid=$(mgr_field "$init" AUDIT_CONTAINER_ID)
+	lcid=$(mgr_field "$late" AUDIT_CONTAINER_ID)
+	[[ $(mgr_field "$init" AUDIT_CONTAINER_NAME) == dweb ]] && named_init=yes
+	{
+		echo "docker id: $did, cgroup of its init: $cg"
+		echo "init entry: $init"
+		echo "late entry: $late"
+		echo "contidctl list: $(contidctl list 2>&1)"
+		echo "contidctl status dweb: $(contidctl status dweb 2>&1)"
+		journalctl -q --no-pager -b _SYSTEMD_UNIT=contidd.service -o cat 2>&1 | grep -iE 'docker' | tail -n 8
+	} >>"$log"
+	[[ $cg == "/system.slice/docker-$did.scope" ]] || why+="the container's cgroup is '$cg', not /system.slice/docker-$did.scope; "
+	[[ -n $row ]] || why+="contidctl list shows no dweb within 60 s; "
+	[[ -n $row && $row != *" docker "* ]] && why+="contidctl list's dweb row has no manager docker: '$row'; "
+	if [[ -z $late ]]; then
+		why+="no entry for the later exec ($marker-late) under AUDIT_CONTAINER_NAME=dweb AUDIT_CONTAINER_MANAGER=docker (under any: $(mgr_fields "$(mgr_entry "$marker-late")")); "
+	else
+		[[ $(mgr_field "$late" AUDIT_CONTAINER_MANAGER_ID) == "$did" ]] || why+="the later exec's AUDIT_CONTAINER_MANAGER_ID is '$(mgr_field "$late" AUDIT_CONTAINER_MANAGER_ID)', not $did; "
+		[[ $(mgr_field "$late" AUDIT_CONTAINER_IMAGE) == "$MGR_DOCKER_IMAGE" ]] || why+="the later exec's AUDIT_CONTAINER_IMAGE is '$(mgr_field "$late" AUDIT_CONTAINER_IMAGE)'; "
+	fi
+	[[ -n $cid ]] || why+="the init's exec ($marker-init) is attributed to no container: $(mgr_fields "$init"); "
+	[[ -n $cid && -n $lcid && $cid != "$lcid" ]] && why+="the init's exec is in container $cid, the later one in $lcid; "
+	if [[ -z $why ]]; then
+		result managers-docker PASS "container $cid in $cg; later exec: $(mgr_fields "$late")| init's exec in the same container, named: $named_init| list: $(tr -s ' ' <<<"$row")"
+	else
+		result managers-docker FAIL "$why"
+	fi
+	selected managers-docker-samename && mgr_docker_samename "$lcid"
+	docker rm -f dweb >>"$log" 2>&1
+}
+
+# mgr_docker_samename DOCKER_CID: podman runs a "dweb" too, beside
+# Docker's: both are recorded, each with its own ID and manager, and
+# contidctl refuses the name alone.
+mgr_docker_samename() {
+	local log=$LOGS/managers-docker-samename.log out rc rows pcid show code
+	podman rm -f dweb >/dev/null 2>&1
+	out=$(mgr_podman dweb -d /bin/busybox sleep 600 2>&1)
+	rc=$?
+	echo "podman run -d dweb: exit $rc: $out" >>"$log"
+	rows=$(contidctl list --no-legend 2>&1 | awk '$2 == "dweb"')
+	pcid=$(awk '$4 == "podman" { print $1 }' <<<"$rows")
+	show=$(contidctl show dweb 2>&1)
+	code=$?
+	printf 'rows:\n%s\ncontidctl show dweb: exit %s: %s\n' "$rows" "$code" "$show" >>"$log"
+	if ((rc != 0)); then
+		result managers-docker-samename FAIL "podman run --name dweb beside Docker's: exit $rc: $(tail -n 2 <<<"$out" | tr '\n' ' ')"
+	elif [[ -z $1 || -z $pcid || $pcid == "$1" || $(wc -l <<<"$rows") -ne 2 || $rows != *" docker "* ]]; then
+		result managers-docker-samename FAIL "want two dweb rows, docker's container $1 and podman's another: $(tr '\n' '|' <<<"$rows")"
+	elif ((code != 2)); then
+		result managers-docker-samename FAIL "contidctl show dweb: exit $code, want 2: $show"
+	else
+		result managers-docker-samename PASS "docker's dweb is container $1, podman's $pcid; contidctl show dweb: $show"
+	fi
+	podman rm -f dweb >>"$log" 2>&1
+}
+
+# mgr_docker_untagged runs the control, then the catch-up check on the
+# same container once contidd is back to its defaults.
+mgr_docker_untagged() {
+	local log=$LOGS/managers-docker-untagged.log marker rc out pid entry cid notice row
+	marker=dctl-$RANDOM$RANDOM
+	docker rm -f dctl >/dev/null 2>&1
+	mkdir -p "$(dirname "$MGR_DOCKER_DROPIN")"
+	printf '[Manager]\nAutotagScopes=\n[Audit]\nWriteUntagged=yes\n' >"$MGR_DOCKER_DROPIN"
+	restart_contidd
+	# shellcheck disable=SC2016
+	out=$(mgr_docker dctl /bin/busybox sh -c 'while :; do /bin/busybox sleep 600; done' 2>&1)
+	rc=$?
+	echo "docker run -d dctl with AutotagScopes= empty: exit $rc: $out" >>"$log"
+	pid=$(docker inspect --format '{{.State.Pid}}' dctl 2>/dev/null)
+	# contidd's notice says the follower saw the start and left it.
+	local started=$SECONDS
+	while ((SECONDS - started < 60)); do
+		notice=$(journalctl -q --no-pager -b _SYSTEMD_UNIT=contidd.service -o cat 2>/dev/null | grep -F 'Docker container dctl' | tail -n1)
+		[[ -n $notice ]] && break
+		sleep 1
+	done
+	docker exec dctl /bin/busybox true "$marker" >>"$log" 2>&1
+	# The exec in the container, not the docker command that asked for
+	# it: with WriteUntagged=yes both have entries.
+	entry=$(mgr_entry "\"AUDIT_EXECVE_ARGV\":\"/bin/busybox true $marker\"")
+	cid=$([[ -n $pid && $pid != 0 ]] && container_of "$pid")
+	row=$(contidctl list --no-legend 2>/dev/null | awk '$2 == "dctl"')
+	{
+		echo "init pid $pid, cgroup $(cat "/proc/$pid/cgroup" 2>/dev/null), container '$cid'"
+		echo "entry: $entry"
+		echo "contidd: $notice"
+	} >>"$log"
+	rm -f "$MGR_DOCKER_DROPIN"
+	if ((rc != 0)) || [[ $(docker inspect --format '{{.State.Running}}' dctl 2>/dev/null) != true ]]; then
+		result managers-docker-untagged FAIL "docker run dctl: exit $rc, not running: $(tail -n 2 <<<"$out" | tr '\n' ' ')"
+	elif [[ -z $entry ]]; then
+		result managers-docker-untagged FAIL "the exec in dctl ($marker) has no entry even with WriteUntagged=yes"
+	elif [[ -n $(mgr_field "$entry" AUDIT_CONTAINER_ID) || -n $cid || -n $row ]]; then
+		result managers-docker-untagged FAIL "with AutotagScopes= empty the container was attributed: entry $(mgr_fields "$entry"), init in '$cid', list '$row'"
+	elif [[ -z $notice ]]; then
+		result managers-docker-untagged FAIL "untagged, but contidd never said it left Docker container dctl"
+	else
+		result managers-docker-untagged PASS "runs untagged, exec audited unattributed: $(mgr_fields "$entry")| contidd: $notice"
+	fi
+
+	restart_contidd
+	row=$(mgr_wait_row dctl)
+	cid=$([[ -n $pid && $pid != 0 ]] && container_of "$pid")
+	echo "after a restart with the defaults: row '$row', init in '$cid'" >>"$log"
+	if ! selected managers-docker-catchup; then
+		:
+	elif [[ -n $row && $row == *" docker "* && -n $cid ]]; then
+		result managers-docker-catchup PASS "running before contidd started: tagged and named: $(tr -s ' ' <<<"$row")"
+	else
+		result managers-docker-catchup FAIL "running before contidd started: not tagged or named (row '$row', init in '$cid'): $(journalctl -q --no-pager -b _SYSTEMD_UNIT=contidd.service -o cat 2>&1 | grep -F dctl | tail -n 2 | tr '\n' ' ')"
+	fi
+	docker rm -f dctl >>"$log" 2>&1
+}
+
+run_docker() {
+	selected managers-docker || selected managers-docker-samename || selected managers-docker-untagged ||
+		selected managers-docker-catchup || return 0
+	if ! command -v docker >/dev/null; then
+		result managers-docker FAIL "docker.io is not in the guest image"
+		return
+	fi
+	if ! mgr_docker_ready >"$LOGS/managers-docker-setup.log" 2>&1; then
+		result managers-docker FAIL "dockerd or the image import failed: $(tail -n 3 "$LOGS/managers-docker-setup.log" | tr '\n' ' ')"
+		return
+	fi
+	say "managers: $(head -n1 "$LOGS/managers-docker-setup.log")"
+	{ selected managers-docker || selected managers-docker-samename; } && mgr_docker_named
+	{ selected managers-docker-untagged || selected managers-docker-catchup; } && mgr_docker_untagged
+}
+
 run_managers() {
-	selected managers-podman || selected managers-nohook || selected managers-down || return 0
+	selected managers-podman || selected managers-nohook || selected managers-down || selected managers-docker ||
+		selected managers-docker-samename || selected managers-docker-untagged ||
+		selected managers-docker-catchup || return 0
 	if [[ -z ${CONTIDD_PID:-} ]]; then
 		result managers FAIL "contidd is not running"
 		return
@@ -214,5 +429,6 @@ run_managers() {
 	selected managers-podman && mgr_named
 	selected managers-nohook && mgr_nohook
 	selected managers-down && mgr_down
+	run_docker
 	rm -rf --one-file-system "$MGR_ROOTFS"
 }

@@ -1,0 +1,372 @@
+// Package docker reads what contidd needs from dockerd's Engine API: which
+// containers run, and for each its name, image and init PID, and when a
+// new one starts. It speaks HTTP/1.1 on dockerd's unix socket with
+// net/http; the Docker SDK would bring dozens of modules into a security
+// daemon for three GET requests, and its types follow the newest API
+// rather than the 1.41 that Docker 20.10 serves.
+//
+// dockerd's answers become audit labels, so the socket is trusted only
+// when a root-owned socket file leads to a server running as root (the
+// connection's SO_PEERCRED), and the caller's check of the server's PID
+// passes (contidd's: it runs in no container, as root inside a
+// privileged container sharing the host's /run could bind a socket of
+// its own there). Every request is bounded in time, and every answer in
+// size.
+package docker
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// APIVersion is the Engine API version asked for: Docker 20.10's, which
+// later dockerds still serve.
+const APIVersion = "v1.41"
+
+const (
+	// RequestTimeout bounds a request with a complete answer (inspect,
+	// list), from dial to the last byte.
+	RequestTimeout = 10 * time.Second
+	// maxInspect bounds one inspect answer: a container's whole
+	// configuration, environment and labels included.
+	maxInspect = 4 << 20
+	// maxList bounds the list of running containers (about 1 KiB each).
+	maxList = 32 << 20
+	// maxEvent bounds one line of the event stream.
+	maxEvent = 1 << 20
+	// maxError bounds an error answer's body.
+	maxError = 4 << 10
+)
+
+// ErrUntrusted: the socket is not root's, or the server behind it is not
+// running as root.
+var ErrUntrusted = errors.New("docker socket not trusted")
+
+// Container is what contidd records of a Docker container.
+type Container struct {
+	ID      string // the full 64-hex ID
+	Name    string // without Docker's leading slash
+	Image   string // as the user gave it (Config.Image), not the image ID
+	PID     int    // the init's PID; 0 when not running
+	Running bool
+}
+
+// Client is a connection-per-request Engine API client for one socket.
+type Client struct {
+	socket    string
+	checkPeer func(pid int) error
+	http      *http.Client
+}
+
+// New returns a client for the dockerd socket at path (/run/docker.sock).
+// checkPeer, if not nil, is asked about the PID of the server at each
+// connection; an error refuses the connection as ErrUntrusted.
+func New(socket string, checkPeer func(pid int) error) *Client {
+	c := &Client{socket: socket, checkPeer: checkPeer}
+	c.http = &http.Client{Transport: &http.Transport{
+		DialContext:            c.dial,
+		DisableKeepAlives:      true,
+		ResponseHeaderTimeout:  RequestTimeout,
+		MaxResponseHeaderBytes: 64 << 10,
+	}}
+	return c
+}
+
+// dial connects to the socket once its file is root's and the process
+// that accepted is root.
+func (c *Client) dial(ctx context.Context, _, _ string) (net.Conn, error) {
+	var st unix.Stat_t
+	if err := unix.Lstat(c.socket, &st); err != nil {
+		return nil, &os.PathError{Op: "stat", Path: c.socket, Err: err}
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFSOCK || st.Uid != 0 {
+		return nil, fmt.Errorf("%w: %s is not a socket owned by root", ErrUntrusted, c.socket)
+	}
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", c.socket)
+	if err != nil {
+		return nil, err
+	}
+	cred, err := peerCred(conn.(*net.UnixConn))
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("peer credentials on %s: %w", c.socket, err)
+	}
+	if cred.Uid != 0 {
+		conn.Close()
+		return nil, fmt.Errorf("%w: the server on %s runs as uid %d", ErrUntrusted, c.socket, cred.Uid)
+	}
+	if c.checkPeer != nil {
+		if err := c.checkPeer(int(cred.Pid)); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("%w: the server on %s: %w", ErrUntrusted, c.socket, err)
+		}
+	}
+	return conn, nil
+}
+
+func peerCred(conn *net.UnixConn) (*unix.Ucred, error) {
+	raw, err := conn.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var cred *unix.Ucred
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, serr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return nil, err
+	}
+	return cred, serr
+}
+
+// get sends GET /APIVersion/p and returns the response once its status
+// is 200; the caller closes the body.
+func (c *Client) get(ctx context.Context, p string, query url.Values) (*http.Response, error) {
+	u := url.URL{Scheme: "http", Host: "docker", Path: "/" + APIVersion + p, RawQuery: query.Encode()}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		defer resp.Body.Close()
+		return nil, fmt.Errorf("GET %s: %s: %s", p, resp.Status, errorMessage(resp.Body))
+	}
+	return resp, nil
+}
+
+// errorMessage reads the Engine API's {"message": ...} error body.
+func errorMessage(r io.Reader) string {
+	b, _ := io.ReadAll(io.LimitReader(r, maxError))
+	var e struct{ Message string }
+	if json.Unmarshal(b, &e) == nil && e.Message != "" {
+		return e.Message
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// getJSON decodes a complete answer of at most limit bytes into v.
+func (c *Client) getJSON(ctx context.Context, p string, query url.Values, limit int64, v any) error {
+	ctx, cancel := context.WithTimeout(ctx, RequestTimeout)
+	defer cancel()
+	resp, err := c.get(ctx, p, query)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	if err != nil {
+		return fmt.Errorf("GET %s: %w", p, err)
+	}
+	if int64(len(b)) > limit {
+		return fmt.Errorf("GET %s: answer longer than %d bytes", p, limit)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("GET %s: %w", p, err)
+	}
+	return nil
+}
+
+// Inspect returns container id's record (GET /containers/ID/json).
+func (c *Client) Inspect(ctx context.Context, id string) (Container, error) {
+	if !ValidID(id) {
+		return Container{}, fmt.Errorf("not a full container ID: %q", id)
+	}
+	var raw json.RawMessage
+	if err := c.getJSON(ctx, "/containers/"+id+"/json", nil, maxInspect, &raw); err != nil {
+		return Container{}, err
+	}
+	ct, err := ParseInspect(raw)
+	if err != nil {
+		return Container{}, err
+	}
+	if ct.ID != id {
+		return Container{}, fmt.Errorf("asked for container %s, dockerd answered for %s", id, ct.ID)
+	}
+	return ct, nil
+}
+
+// Running returns the IDs of the running containers (GET /containers/json,
+// which lists only those by default).
+func (c *Client) Running(ctx context.Context) ([]string, error) {
+	var raw json.RawMessage
+	if err := c.getJSON(ctx, "/containers/json", nil, maxList, &raw); err != nil {
+		return nil, err
+	}
+	return ParseList(raw)
+}
+
+// Events opens the stream of container start events. Open it before
+// listing the running containers, so that none starts unseen between
+// the list and the stream.
+func (c *Client) Events(ctx context.Context) (*Events, error) {
+	filters, _ := json.Marshal(map[string][]string{"type": {"container"}, "event": {"start"}})
+	resp, err := c.get(ctx, "/events", url.Values{"filters": {string(filters)}})
+	if err != nil {
+		return nil, err
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 0, 4096), maxEvent)
+	return &Events{body: resp.Body, sc: sc}, nil
+}
+
+// Events is an open event stream: dockerd writes one JSON object a line.
+type Events struct {
+	body io.ReadCloser
+	sc   *bufio.Scanner
+}
+
+// Next returns the ID of the next container that started. It blocks
+// until one does, the stream ends (io.EOF: dockerd stopped) or the
+// context of Events ends.
+func (e *Events) Next() (string, error) {
+	for e.sc.Scan() {
+		line := e.sc.Bytes()
+		if len(strings.TrimSpace(string(line))) == 0 {
+			continue
+		}
+		id, ok, err := ParseEvent(line)
+		if err != nil {
+			return "", err
+		}
+		if ok {
+			return id, nil
+		}
+	}
+	if err := e.sc.Err(); err != nil {
+		return "", err
+	}
+	return "", io.EOF
+}
+
+// Close ends the stream.
+func (e *Events) Close() error { return e.body.Close() }
+
+// ParseEvent reads one event of the stream: ok when it says a container
+// started, with that container's full ID.
+func ParseEvent(b []byte) (id string, ok bool, err error) {
+	var ev struct {
+		Type   string
+		Action string
+		Actor  struct{ ID string }
+	}
+	if err := json.Unmarshal(b, &ev); err != nil {
+		return "", false, fmt.Errorf("event: %w", err)
+	}
+	if ev.Type != "container" || ev.Action != "start" {
+		return "", false, nil
+	}
+	if !ValidID(ev.Actor.ID) {
+		return "", false, fmt.Errorf("start event for %q, not a full container ID", ev.Actor.ID)
+	}
+	return ev.Actor.ID, true, nil
+}
+
+// ParseInspect reads an inspect answer.
+func ParseInspect(b []byte) (Container, error) {
+	var in struct {
+		ID    string `json:"Id"`
+		Name  string
+		State *struct {
+			Running bool
+			Pid     int
+		}
+		Config *struct{ Image string }
+	}
+	if err := json.Unmarshal(b, &in); err != nil {
+		return Container{}, fmt.Errorf("inspect: %w", err)
+	}
+	if !ValidID(in.ID) {
+		return Container{}, fmt.Errorf("inspect: %q is not a full container ID", in.ID)
+	}
+	if in.State == nil {
+		return Container{}, fmt.Errorf("inspect %s: no State", in.ID)
+	}
+	ct := Container{ID: in.ID, Name: strings.TrimPrefix(in.Name, "/"), Running: in.State.Running}
+	if ct.Running {
+		if in.State.Pid <= 0 {
+			return Container{}, fmt.Errorf("inspect %s: running without a PID", in.ID)
+		}
+		ct.PID = in.State.Pid
+	}
+	if in.Config != nil {
+		ct.Image = in.Config.Image
+	}
+	return ct, nil
+}
+
+// ParseList reads the IDs of a container list.
+func ParseList(b []byte) ([]string, error) {
+	var list []struct {
+		ID string `json:"Id"`
+	}
+	if err := json.Unmarshal(b, &list); err != nil {
+		return nil, fmt.Errorf("container list: %w", err)
+	}
+	ids := make([]string, 0, len(list))
+	for _, c := range list {
+		if !ValidID(c.ID) {
+			return nil, fmt.Errorf("container list: %q is not a full container ID", c.ID)
+		}
+		ids = append(ids, c.ID)
+	}
+	return ids, nil
+}
+
+// ValidID reports whether s is a full container ID: 64 lowercase hex.
+func ValidID(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !(s[i] >= '0' && s[i] <= '9' || s[i] >= 'a' && s[i] <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// ContainerCgroup returns the cgroup of container id, given the cgroup2
+// path of the process dockerd says is its init: the first component that
+// holds the full ID (docker-ID.scope for the systemd driver, ID under
+// /docker for cgroupfs). The first, because a child cgroup below it is
+// named by whoever runs in the container. A path without the ID is not
+// the container's (its init exited and the PID was reused), and is an
+// error rather than a guess.
+func ContainerCgroup(procPath, id string) (string, error) {
+	if !ValidID(id) {
+		return "", fmt.Errorf("not a full container ID: %q", id)
+	}
+	p := path.Clean("/" + procPath)
+	parts := strings.Split(strings.TrimPrefix(p, "/"), "/")
+	for i := range parts {
+		if strings.Contains(parts[i], id) {
+			return "/" + strings.Join(parts[:i+1], "/"), nil
+		}
+	}
+	return "", fmt.Errorf("cgroup %s is not container %.12s's: its process exited", p, id)
+}
+
+// IsAbsent reports whether err says dockerd is not there (no socket, or
+// nothing listening), as opposed to answering wrongly.
+func IsAbsent(err error) bool {
+	return errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED)
+}
