@@ -1,10 +1,14 @@
 package dbus
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"path"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/contid/contid"
@@ -82,15 +86,126 @@ func (m *Manager) followDockerOnce(ctx context.Context, cl *docker.Client) (conn
 		m.dockerStarted(ctx, cl, id)
 	}
 	for {
-		id, err := ev.Next()
+		e, err := ev.Next()
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				err = errors.New("dockerd closed it")
 			}
 			return true, err
 		}
-		m.dockerStarted(ctx, cl, id)
+		switch e.Action {
+		case docker.ActionCreate:
+			m.dockerLabels.remember(e.ID, dockerOptions(e.ID, e.Name, e.Image))
+		case docker.ActionStart:
+			m.dockerStarted(ctx, cl, e.ID)
+		case docker.ActionDestroy:
+			m.dockerLabels.forget(e.ID)
+		}
 	}
+}
+
+// dockerOptions are the labels of a Docker container. A label contidd
+// refuses (past its bound, unprintable) is left out, so the rest still
+// names the container.
+func dockerOptions(id, name, image string) registry.Options {
+	o := registry.Options{Name: name, Manager: dockerManager, Image: image, ManagerID: id}
+	if registry.ValidateName(o.Name) != nil {
+		o.Name = ""
+	}
+	if registry.ValidateImage(o.Image) != nil {
+		o.Image = ""
+	}
+	return o
+}
+
+// maxDockerLabels bounds the names kept for containers dockerd created
+// and has not destroyed; beyond it the oldest go, and their containers
+// are named at start instead, a moment after their first exec.
+const maxDockerLabels = 4096
+
+// dockerLabels keeps what dockerd said of each container it created, so
+// that the kernel's autotag of the container's scope, which happens when
+// the container starts, before its first exec and before dockerd's start
+// event, can name it at once: the container's first entries then carry
+// its name. `docker restart` makes the scope again, and the container
+// keeps its name through it, so the labels stay until dockerd destroys
+// the container.
+type dockerLabels struct {
+	mu    sync.Mutex
+	byID  map[string]registry.Options
+	order []string
+}
+
+func (d *dockerLabels) remember(id string, o registry.Options) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.byID == nil {
+		d.byID = map[string]registry.Options{}
+	}
+	if _, ok := d.byID[id]; !ok {
+		d.order = append(d.order, id)
+	}
+	d.byID[id] = o
+	for len(d.order) > maxDockerLabels {
+		delete(d.byID, d.order[0])
+		d.order = d.order[1:]
+	}
+}
+
+func (d *dockerLabels) forget(id string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, ok := d.byID[id]; !ok {
+		return
+	}
+	delete(d.byID, id)
+	d.order = slices.DeleteFunc(d.order, func(s string) bool { return s == id })
+}
+
+func (d *dockerLabels) lookup(id string) (registry.Options, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	o, ok := d.byID[id]
+	return o, ok
+}
+
+// nameFromDocker names a container the kernel has just autotagged in a
+// cgroup an AutotagScopes pattern matches, when dockerd created a
+// container of the ID the cgroup's name holds: Docker's systemd driver
+// calls the scope docker-<ID>.scope. Only labels the container lacks are
+// set, as dockerStarted does.
+func (m *Manager) nameFromDocker(c *registry.Container, cgroup string) *registry.Container {
+	id := m.dockerIDOfScope(cgroup)
+	if id == "" || c.OwnerPID != 0 || c.Name != "" {
+		return c
+	}
+	o, ok := m.dockerLabels.lookup(id)
+	if !ok {
+		return c
+	}
+	o.Manager = cmp.Or(c.Manager, o.Manager)
+	o.Image = cmp.Or(c.Image, o.Image)
+	o.ManagerID = cmp.Or(c.ManagerID, o.ManagerID)
+	nc, err := m.cfg.Registry.Name(m.internalCaller(), c.ID, o, c.Unit)
+	if err != nil {
+		m.log(PrioWarning, "Failed to name container %d after Docker container %s (%s): %v", c.ID, o.Name, id[:12], err)
+		return c
+	}
+	return nc
+}
+
+// dockerIDOfScope is the Docker ID in the name of a cgroup an
+// AutotagScopes pattern matches, or "".
+func (m *Manager) dockerIDOfScope(cgroup string) string {
+	name := path.Base(cgroup)
+	for _, s := range m.cfg.AutotagScopes {
+		if s.Matches(cgroup) {
+			if id := name[len(s.Prefix) : len(name)-len(s.Suffix)]; docker.ValidID(id) {
+				return id
+			}
+		}
+	}
+	return ""
 }
 
 // dockerStarted names or tags container id, with machineNew's rules.
@@ -114,15 +229,8 @@ func (m *Manager) dockerStarted(ctx context.Context, cl *docker.Client, id strin
 		m.log(PrioWarning, "Docker container %s (%s): %v", ct.Name, short, err)
 		return
 	}
-	labels := registry.Options{Name: ct.Name, Manager: dockerManager, Image: ct.Image, ManagerID: ct.ID}
-	// A label contidd refuses (past its bound, unprintable) is left
-	// out, so the rest still names the container.
-	if registry.ValidateName(labels.Name) != nil {
-		labels.Name = ""
-	}
-	if registry.ValidateImage(labels.Image) != nil {
-		labels.Image = ""
-	}
+	labels := dockerOptions(ct.ID, ct.Name, ct.Image)
+	m.dockerLabels.remember(ct.ID, labels)
 	unit := unitOfCgroup(cg)
 	target, err := m.resolveCgroup(cg, unit)
 	if err != nil {

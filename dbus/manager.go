@@ -145,6 +145,10 @@ type Manager struct {
 	groups   *subUIDs
 	tagCalls inflight
 
+	// dockerLabels are the names dockerd gave its containers, by Docker
+	// ID, for the kernel's autotag of their scopes; see docker.go.
+	dockerLabels dockerLabels
+
 	// buses follows the clients of each system-bus connection served
 	// (one, or two briefly across a reconnection); see busPeers.
 	buses map[*godbus.Conn]*busPeers
@@ -500,6 +504,7 @@ func (m *Manager) adoptAutotag(tag contid.Tag, cg registry.Cgroup) (*registry.Co
 			c.Unit = u
 		}
 	}
+	c = m.nameFromDocker(c, cg.Path)
 	m.log(PrioInfo, "Cgroup %s was tagged %s at creation.", cg.Path, c.Chain)
 	m.audit(func(a Auditor) error { return a.RecordCreate(0, c.Chain, labelsOf(c)) })
 	m.containerNew(c)

@@ -214,11 +214,12 @@ func (c *Client) Running(ctx context.Context) ([]string, error) {
 	return ParseList(raw)
 }
 
-// Events opens the stream of container start events. Open it before
-// listing the running containers, so that none starts unseen between
-// the list and the stream.
+// Events opens the stream of the container events that matter to
+// naming: create (dockerd knows the name and image before the container's
+// cgroup exists), start, and destroy. Open it before listing the running
+// containers, so that none starts unseen between the list and the stream.
 func (c *Client) Events(ctx context.Context) (*Events, error) {
-	filters, _ := json.Marshal(map[string][]string{"type": {"container"}, "event": {"start"}})
+	filters, _ := json.Marshal(map[string][]string{"type": {"container"}, "event": {ActionCreate, ActionStart, ActionDestroy}})
 	resp, err := c.get(ctx, "/events", url.Values{"filters": {string(filters)}})
 	if err != nil {
 		return nil, err
@@ -228,56 +229,82 @@ func (c *Client) Events(ctx context.Context) (*Events, error) {
 	return &Events{body: resp.Body, sc: sc}, nil
 }
 
+// The container actions Events reports.
+const (
+	ActionCreate  = "create"
+	ActionStart   = "start"
+	ActionDestroy = "destroy"
+)
+
+// Event is one container event. Name and Image are dockerd's own
+// attributes of the event: it sets them after copying the container's
+// labels, so a label cannot stand in for them.
+type Event struct {
+	Action string
+	ID     string
+	Name   string
+	Image  string
+}
+
 // Events is an open event stream: dockerd writes one JSON object a line.
 type Events struct {
 	body io.ReadCloser
 	sc   *bufio.Scanner
 }
 
-// Next returns the ID of the next container that started. It blocks
-// until one does, the stream ends (io.EOF: dockerd stopped) or the
-// context of Events ends.
-func (e *Events) Next() (string, error) {
+// Next returns the next create, start or destroy event. It blocks until
+// one comes, the stream ends (io.EOF: dockerd stopped) or the context of
+// Events ends.
+func (e *Events) Next() (Event, error) {
 	for e.sc.Scan() {
 		line := e.sc.Bytes()
 		if len(strings.TrimSpace(string(line))) == 0 {
 			continue
 		}
-		id, ok, err := ParseEvent(line)
+		ev, ok, err := ParseEvent(line)
 		if err != nil {
-			return "", err
+			return Event{}, err
 		}
 		if ok {
-			return id, nil
+			return ev, nil
 		}
 	}
 	if err := e.sc.Err(); err != nil {
-		return "", err
+		return Event{}, err
 	}
-	return "", io.EOF
+	return Event{}, io.EOF
 }
 
 // Close ends the stream.
 func (e *Events) Close() error { return e.body.Close() }
 
-// ParseEvent reads one event of the stream: ok when it says a container
-// started, with that container's full ID.
-func ParseEvent(b []byte) (id string, ok bool, err error) {
-	var ev struct {
+// ParseEvent reads one event of the stream: ok when it is a container's
+// create, start or destroy, with that container's full ID.
+func ParseEvent(b []byte) (ev Event, ok bool, err error) {
+	var raw struct {
 		Type   string
 		Action string
-		Actor  struct{ ID string }
+		Actor  struct {
+			ID         string
+			Attributes map[string]string
+		}
 	}
-	if err := json.Unmarshal(b, &ev); err != nil {
-		return "", false, fmt.Errorf("event: %w", err)
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return Event{}, false, fmt.Errorf("event: %w", err)
 	}
-	if ev.Type != "container" || ev.Action != "start" {
-		return "", false, nil
+	if raw.Type != "container" {
+		return Event{}, false, nil
 	}
-	if !ValidID(ev.Actor.ID) {
-		return "", false, fmt.Errorf("start event for %q, not a full container ID", ev.Actor.ID)
+	switch raw.Action {
+	case ActionCreate, ActionStart, ActionDestroy:
+	default:
+		return Event{}, false, nil
 	}
-	return ev.Actor.ID, true, nil
+	if !ValidID(raw.Actor.ID) {
+		return Event{}, false, fmt.Errorf("%s event for %q, not a full container ID", raw.Action, raw.Actor.ID)
+	}
+	name := raw.Actor.Attributes["name"]
+	return Event{Action: raw.Action, ID: raw.Actor.ID, Name: strings.TrimPrefix(name, "/"), Image: raw.Actor.Attributes["image"]}, true, nil
 }
 
 // ParseInspect reads an inspect answer.

@@ -24,30 +24,35 @@ const (
 func TestParseEvent(t *testing.T) {
 	tests := []struct {
 		name, line string
-		id         string
+		want       Event
 		ok         bool
 		err        string
 	}{
-		{"start", `{"status":"start","id":"` + id1 + `","from":"contid-busybox","Type":"container","Action":"start","Actor":{"ID":"` + id1 + `","Attributes":{"image":"contid-busybox","name":"dweb"}},"scope":"local","time":1733490000,"timeNano":1733490000123456789}`, id1, true, ""},
-		{"die is not a start", `{"status":"die","id":"` + id1 + `","from":"contid-busybox","Type":"container","Action":"die","Actor":{"ID":"` + id1 + `","Attributes":{"exitCode":"0","image":"contid-busybox","name":"dweb"}},"scope":"local","time":1733490001,"timeNano":1733490001000000000}`, "", false, ""},
-		{"a network's start is not a container's", `{"Type":"network","Action":"start","Actor":{"ID":"` + id1 + `"}}`, "", false, ""},
-		{"exec_start is not a start", `{"status":"exec_start: sh","id":"` + id1 + `","Type":"container","Action":"exec_start: sh","Actor":{"ID":"` + id1 + `"}}`, "", false, ""},
-		{"short ID", `{"Type":"container","Action":"start","Actor":{"ID":"4f66ad9a0b2e"}}`, "", false, "not a full container ID"},
-		{"upper-case ID", `{"Type":"container","Action":"start","Actor":{"ID":"` + strings.ToUpper(id1) + `"}}`, "", false, "not a full container ID"},
-		{"ID with a path in it", `{"Type":"container","Action":"start","Actor":{"ID":"../../` + id1[6:] + `"}}`, "", false, "not a full container ID"},
-		{"not JSON", `{"Type":"container"`, "", false, "event:"},
+		{"start", `{"status":"start","id":"` + id1 + `","from":"contid-busybox","Type":"container","Action":"start","Actor":{"ID":"` + id1 + `","Attributes":{"image":"contid-busybox","name":"dweb"}},"scope":"local","time":1733490000,"timeNano":1733490000123456789}`,
+			Event{Action: ActionStart, ID: id1, Name: "dweb", Image: "contid-busybox"}, true, ""},
+		{"create", `{"status":"create","id":"` + id1 + `","from":"contid-busybox","Type":"container","Action":"create","Actor":{"ID":"` + id1 + `","Attributes":{"image":"contid-busybox","name":"dweb","maintainer":"x"}},"scope":"local","time":1733490000,"timeNano":1733490000000000000}`,
+			Event{Action: ActionCreate, ID: id1, Name: "dweb", Image: "contid-busybox"}, true, ""},
+		{"destroy", `{"status":"destroy","id":"` + id1 + `","from":"contid-busybox","Type":"container","Action":"destroy","Actor":{"ID":"` + id1 + `","Attributes":{"image":"contid-busybox","name":"dweb"}},"scope":"local","time":1733490002,"timeNano":1733490002000000000}`,
+			Event{Action: ActionDestroy, ID: id1, Name: "dweb", Image: "contid-busybox"}, true, ""},
+		{"die is not followed", `{"status":"die","id":"` + id1 + `","from":"contid-busybox","Type":"container","Action":"die","Actor":{"ID":"` + id1 + `","Attributes":{"exitCode":"0","image":"contid-busybox","name":"dweb"}},"scope":"local","time":1733490001,"timeNano":1733490001000000000}`, Event{}, false, ""},
+		{"a network's create is not a container's", `{"Type":"network","Action":"create","Actor":{"ID":"` + id1 + `"}}`, Event{}, false, ""},
+		{"exec_start is not a start", `{"status":"exec_start: sh","id":"` + id1 + `","Type":"container","Action":"exec_start: sh","Actor":{"ID":"` + id1 + `"}}`, Event{}, false, ""},
+		{"short ID", `{"Type":"container","Action":"start","Actor":{"ID":"4f66ad9a0b2e"}}`, Event{}, false, "not a full container ID"},
+		{"upper-case ID", `{"Type":"container","Action":"create","Actor":{"ID":"` + strings.ToUpper(id1) + `"}}`, Event{}, false, "not a full container ID"},
+		{"ID with a path in it", `{"Type":"container","Action":"start","Actor":{"ID":"../../` + id1[6:] + `"}}`, Event{}, false, "not a full container ID"},
+		{"not JSON", `{"Type":"container"`, Event{}, false, "event:"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			id, ok, err := ParseEvent([]byte(tt.line))
+			ev, ok, err := ParseEvent([]byte(tt.line))
 			if tt.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.err) {
 					t.Fatalf("err %v, want one with %q", err, tt.err)
 				}
 				return
 			}
-			if err != nil || id != tt.id || ok != tt.ok {
-				t.Fatalf("got (%q, %v, %v), want (%q, %v, nil)", id, ok, err, tt.id, tt.ok)
+			if err != nil || ev != tt.want || ok != tt.ok {
+				t.Fatalf("got (%+v, %v, %v), want (%+v, %v, nil)", ev, ok, err, tt.want, tt.ok)
 			}
 		})
 	}

@@ -19,14 +19,14 @@
 #                      back): podman run still starts the container, within
 #                      the hook's bound, and the hook logs the miss
 #   managers-docker    `docker run -d --name dweb`: Docker runs no OCI
-#                      hooks, so contidd's Docker follower names the
-#                      container from the Engine API once it started. The
-#                      kernel autotagged system.slice/docker-<ID>.scope at
-#                      mkdir (AutotagScopes); a later exec in it carries
-#                      AUDIT_CONTAINER_NAME=dweb, MANAGER=docker, IMAGE and
-#                      MANAGER_ID=the full Docker ID, the init's exec has
-#                      the same container ID (its name is reported, not
-#                      required), and `contidctl list` names it
+#                      hooks, so contidd's Docker follower takes the name
+#                      from the Engine API's create event. The kernel
+#                      autotagged system.slice/docker-<ID>.scope at mkdir
+#                      (AutotagScopes) and contidd named it then; the
+#                      init's exec (the container's first) and a later one
+#                      carry AUDIT_CONTAINER_NAME=dweb, MANAGER=docker,
+#                      IMAGE and MANAGER_ID=the full Docker ID, in the same
+#                      container, and `contidctl list` names it
 #   managers-docker-samename
 #                      podman runs a dweb beside Docker's: both recorded,
 #                      each under its own ID and manager; contidctl
@@ -269,8 +269,7 @@ mgr_docker_named() {
 	fi
 	did=$(docker inspect --format '{{.Id}}' dweb 2>/dev/null)
 	cg=$(sed -n 's/^0:://p' "/proc/$(docker inspect --format '{{.State.Pid}}' dweb 2>/dev/null)/cgroup" 2>/dev/null)
-	# The follower names the container after dockerd's start event; a
-	# later exec, once contidctl shows the name, must carry it.
+	# A later exec, once contidctl shows the name, must carry it too.
 	row=$(mgr_wait_row dweb)
 	docker exec dweb /bin/busybox true "$marker-late" >>"$log" 2>&1
 	late=$(mgr_entry "\"AUDIT_EXECVE_ARGV\":\"/bin/busybox true $marker-late\"" AUDIT_CONTAINER_NAME=dweb AUDIT_CONTAINER_MANAGER=docker)
@@ -298,6 +297,9 @@ mgr_docker_named() {
 		[[ $(mgr_field "$late" AUDIT_CONTAINER_IMAGE) == "$MGR_DOCKER_IMAGE" ]] || why+="the later exec's AUDIT_CONTAINER_IMAGE is '$(mgr_field "$late" AUDIT_CONTAINER_IMAGE)'; "
 	fi
 	[[ -n $cid ]] || why+="the init's exec ($marker-init) is attributed to no container: $(mgr_fields "$init"); "
+	# No unnamed window: dockerd's create event gave the name before the
+	# scope existed, so the kernel's autotag named the container at once.
+	[[ -n $cid && $named_init != yes ]] && why+="the init's exec is not named dweb: $(mgr_fields "$init"); "
 	[[ -n $cid && -n $lcid && $cid != "$lcid" ]] && why+="the init's exec is in container $cid, the later one in $lcid; "
 	if [[ -z $why ]]; then
 		result managers-docker PASS "container $cid in $cg; later exec: $(mgr_fields "$late")| init's exec in the same container, named: $named_init| list: $(tr -s ' ' <<<"$row")"
