@@ -40,6 +40,9 @@ type ociConfig struct {
 	Linux       *struct {
 		CgroupsPath string `json:"cgroupsPath"`
 	} `json:"linux"`
+	Root *struct {
+		Path string `json:"path"`
+	} `json:"root"`
 }
 
 // parseState decodes the state a runtime passes on stdin and checks what
@@ -279,6 +282,30 @@ func targetCgroup(procCgroup string, cfg ociConfig) string {
 	return procCgroup
 }
 
+// rootDirectory is the image of a container run from a root directory
+// rather than from an image (`podman run --rootfs DIR`, runc with a
+// bundle's rootfs): that directory, as config.json's root.path gives it
+// (relative to the bundle when not absolute). A root under
+// containers/storage is the mount of an image's layers, which names no
+// image, so it gives none; neither does a config.json without a root.
+func rootDirectory(st ociState, cfg ociConfig) string {
+	if cfg.Root == nil || cfg.Root.Path == "" {
+		return ""
+	}
+	p := cfg.Root.Path
+	if !filepath.IsAbs(p) {
+		if st.Bundle == "" {
+			return ""
+		}
+		p = filepath.Join(st.Bundle, p)
+	}
+	p = filepath.Clean(p)
+	if strings.Contains(p+"/", "/containers/storage/") {
+		return ""
+	}
+	return p
+}
+
 // labels is what the hook tells contidd about a container.
 func labels(st ociState, cfg ociConfig, conmon conmonCmd, haveConmon bool) client.TagOptions {
 	o := client.TagOptions{Manager: "oci", ManagerID: st.ID}
@@ -307,6 +334,9 @@ func labels(st ociState, cfg ociConfig, conmon conmonCmd, haveConmon bool) clien
 		if o.Image == "" {
 			o.Image = annotation(st, cfg, k)
 		}
+	}
+	if o.Image == "" {
+		o.Image = rootDirectory(st, cfg)
 	}
 	// What contidd would refuse is left out, so that the rest still
 	// names the container.

@@ -181,6 +181,48 @@ func TestLabels(t *testing.T) {
 	}
 }
 
+// A container run from a root directory has that directory for its
+// image; one run from an image's layers, mounted by containers/storage,
+// has none unless an annotation names the image.
+func TestLabelsRootDirectory(t *testing.T) {
+	const id = "3f2a9c"
+	root := func(p string) ociConfig {
+		c := ociConfig{}
+		c.Root = &struct {
+			Path string `json:"path"`
+		}{p}
+		return c
+	}
+	tests := []struct {
+		name   string
+		bundle string
+		cfg    ociConfig
+		want   string
+	}{
+		{"podman --rootfs", "/var/lib/containers/storage/overlay-containers/" + id + "/userdata", root("/var/tmp/busybox/"), "/var/tmp/busybox"},
+		{"runc bundle, relative root", "/srv/bundles/web", root("rootfs"), "/srv/bundles/web/rootfs"},
+		{"an image's layers", "/var/lib/containers/storage/overlay-containers/" + id + "/userdata", root("/var/lib/containers/storage/overlay/abc/merged"), ""},
+		{"rootless image layers", "/home/u/.local/share/containers/storage/overlay-containers/" + id + "/userdata", root("/home/u/.local/share/containers/storage/overlay/abc/merged"), ""},
+		{"relative root without a bundle", "", root("rootfs"), ""},
+		{"no root", "/srv/bundles/web", ociConfig{}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st := ociState{ID: id, PID: 1, Bundle: tt.bundle}
+			got := labels(st, tt.cfg, conmonCmd{id, "pweb"}, true)
+			if got.Image != tt.want {
+				t.Fatalf("image %q, want %q", got.Image, tt.want)
+			}
+		})
+	}
+	// An annotation naming the image wins over the directory.
+	cfg := root("/var/tmp/busybox")
+	cfg.Annotations = map[string]string{"org.opencontainers.image.ref.name": "busybox:1"}
+	if got := labels(ociState{ID: id, PID: 1}, cfg, conmonCmd{id, "pweb"}, true); got.Image != "busybox:1" {
+		t.Fatalf("image %q, want the annotation's", got.Image)
+	}
+}
+
 // fakeProc writes a /proc-like tree: pid -> (ppid, argv, cgroup file).
 func fakeProc(t *testing.T, procs map[int]struct {
 	ppid   int

@@ -92,7 +92,7 @@ mgr_entry() {
 
 # mgr_fields ENTRY: the fields a result line shows.
 mgr_fields() {
-	grep -oE '"AUDIT_(CONTAINER_ID|CONTAINER_NAME|CONTAINER_MANAGER|CONTAINER_MANAGER_ID|CONTAINER_UNIT|EXECVE_ARGV)":"[^"]*"' <<<"$1" | tr '\n' ' '
+	grep -oE '"AUDIT_(CONTAINER_ID|CONTAINER_NAME|CONTAINER_MANAGER|CONTAINER_MANAGER_ID|CONTAINER_IMAGE|CONTAINER_UNIT|EXECVE_ARGV)":"[^"]*"' <<<"$1" | tr '\n' ' '
 }
 
 # mgr_facts NAME: what podman passed, for the log: the OCI state's and the
@@ -105,7 +105,8 @@ mgr_facts() {
 	echo "bundle (StaticDir): $bundle"
 	[[ -f $bundle/config.json ]] &&
 		echo "config.json annotations: $(grep -o '"annotations":{[^}]*}' "$bundle/config.json")" &&
-		echo "config.json cgroupsPath: $(grep -o '"cgroupsPath":"[^"]*"' "$bundle/config.json")"
+		echo "config.json cgroupsPath: $(grep -o '"cgroupsPath":"[^"]*"' "$bundle/config.json")" &&
+		echo "config.json root: $(grep -o '"root":{[^}]*}' "$bundle/config.json")"
 	local conmon="" pid
 	[[ -n $id ]] && conmon=$(pgrep -f "conmon .*-c $id" | head -n1)
 	[[ -n $conmon ]] || return 0
@@ -158,6 +159,8 @@ mgr_named() {
 	[[ -n $child ]] || why+="no entry for the child exec ($marker-kid) under pweb; "
 	[[ -n $init && $first != *'"AUDIT_CONTAINER_NAME":"pweb"'* ]] && why+="the container's first exec entry is not named pweb: $(mgr_fields "$first"); "
 	[[ -n $init && $init != *"\"AUDIT_CONTAINER_MANAGER_ID\":\"$mid\""* ]] && why+="the init's entry lacks AUDIT_CONTAINER_MANAGER_ID=$mid; "
+	# Run from a root directory, the container's image is that directory.
+	[[ -n $init && $(mgr_field "$init" AUDIT_CONTAINER_IMAGE) != "$MGR_ROOTFS" ]] && why+="the init's AUDIT_CONTAINER_IMAGE is '$(mgr_field "$init" AUDIT_CONTAINER_IMAGE)', not $MGR_ROOTFS; "
 	[[ $row == *" podman "* ]] || why+="contidctl list has no pweb row with manager podman (row: '$row'); "
 	[[ -n $MGR_CONMON_CID ]] && why+="conmon ($MGR_CONMON_CG) is in container $MGR_CONMON_CID; "
 	if [[ -z $why ]]; then
