@@ -18,6 +18,10 @@
 #                      neither D-Bus nor socket activation brings them
 #                      back): podman run still starts the container, within
 #                      the hook's bound, and the hook logs the miss
+#   managers-scope-unit
+#                      `systemd-run --scope --slice=machine.slice --unit=U`:
+#                      every entry of that autotagged container, its first
+#                      exec's included, carries AUDIT_CONTAINER_UNIT=U.scope
 #   managers-docker    `docker run -d --name dweb`: Docker runs no OCI
 #                      hooks, so contidd's Docker follower takes the name
 #                      from the Engine API's create event. The kernel
@@ -414,14 +418,51 @@ run_docker() {
 	{ selected managers-docker-untagged || selected managers-docker-catchup; } && mgr_docker_untagged
 }
 
+# mgr_scope_unit: a plain `systemd-run --scope --slice=machine.slice
+# --unit=NAME`, autotagged at mkdir and named by no manager: every entry
+# contidd wrote for it, from its first exec on, carries its unit.
+mgr_scope_unit() {
+	local log=$LOGS/managers-scope-unit.log unit marker entries n missing cid first
+	unit=contid-vm-unit-$RANDOM
+	marker=unit-$RANDOM$RANDOM
+	# The scope's first exec is the shell, whose argv holds the marker;
+	# three more execs follow it.
+	systemd-run --quiet --scope --slice=machine.slice --unit="$unit" \
+		/bin/sh -c '/bin/true "$0-1"; /bin/true "$0-2"; exec /bin/true "$0-3"' "$marker" >>"$log" 2>&1
+	first=$(mgr_entry "$marker-3")
+	cid=$(mgr_field "$first" AUDIT_CONTAINER_ID)
+	if [[ -z $cid ]]; then
+		result managers-scope-unit FAIL "no attributed entry for the scope's last exec ($marker-3): $(mgr_fields "$(mgr_entry "$marker")")"
+		return
+	fi
+	entries=$(journalctl -q --no-pager SYSLOG_IDENTIFIER=contidd _SYSTEMD_UNIT=contidd.service AUDIT_CONTAINER_ID="$cid" -o json 2>/dev/null)
+	n=$(grep -c . <<<"$entries")
+	missing=$(grep -vc "\"AUDIT_CONTAINER_UNIT\":\"$unit.scope\"" <<<"$entries")
+	first=$(grep -F '"AUDIT_EXECVE_ARGV"' <<<"$entries" | head -n1)
+	{
+		echo "unit $unit.scope, container $cid, $n entries, $missing without the unit"
+		echo "first exec entry: $first"
+	} >>"$log"
+	if ((n < 4)); then
+		result managers-scope-unit FAIL "only $n entries for container $cid, want the shell and its three execs"
+	elif ((missing > 0)); then
+		result managers-scope-unit FAIL "$missing of $n entries of container $cid lack AUDIT_CONTAINER_UNIT=$unit.scope: $(grep -v "\"AUDIT_CONTAINER_UNIT\":\"$unit.scope\"" <<<"$entries" | head -n1 | cut -c1-300)"
+	elif [[ $first != *"$marker"* || $first == *"$marker-"* ]]; then
+		result managers-scope-unit FAIL "the container's first exec entry is not the shell's: $(mgr_fields "$first")"
+	else
+		result managers-scope-unit PASS "container $cid: all $n entries carry AUDIT_CONTAINER_UNIT=$unit.scope, the shell's first exec included"
+	fi
+}
+
 run_managers() {
 	selected managers-podman || selected managers-nohook || selected managers-down || selected managers-docker ||
 		selected managers-docker-samename || selected managers-docker-untagged ||
-		selected managers-docker-catchup || return 0
+		selected managers-docker-catchup || selected managers-scope-unit || return 0
 	if [[ -z ${CONTIDD_PID:-} ]]; then
 		result managers FAIL "contidd is not running"
 		return
 	fi
+	selected managers-scope-unit && mgr_scope_unit
 	if ! command -v podman >/dev/null || [[ ! -x /bin/busybox ]]; then
 		result managers FAIL "podman or busybox-static is not in the guest image"
 		return
