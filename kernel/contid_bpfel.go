@@ -200,6 +200,7 @@ const (
 	contidProgContidGuardBpfMap           = "contid_guard_bpf_map"
 	contidProgContidGuardBpfProg          = "contid_guard_bpf_prog"
 	contidProgContidGuardCgroupMove       = "contid_guard_cgroup_move"
+	contidProgContidGuardCgroupV1Attach   = "contid_guard_cgroup_v1_attach"
 	contidProgContidGuardFileOpen         = "contid_guard_file_open"
 	contidProgContidGuardInodeRename      = "contid_guard_inode_rename"
 	contidProgContidGuardInodeRmdir       = "contid_guard_inode_rmdir"
@@ -272,6 +273,7 @@ type contidProgramSpecs struct {
 	ContidGuardBpfMap           *ebpf.ProgramSpec `ebpf:"contid_guard_bpf_map"`
 	ContidGuardBpfProg          *ebpf.ProgramSpec `ebpf:"contid_guard_bpf_prog"`
 	ContidGuardCgroupMove       *ebpf.ProgramSpec `ebpf:"contid_guard_cgroup_move"`
+	ContidGuardCgroupV1Attach   *ebpf.ProgramSpec `ebpf:"contid_guard_cgroup_v1_attach"`
 	ContidGuardFileOpen         *ebpf.ProgramSpec `ebpf:"contid_guard_file_open"`
 	ContidGuardInodeRename      *ebpf.ProgramSpec `ebpf:"contid_guard_inode_rename"`
 	ContidGuardInodeRmdir       *ebpf.ProgramSpec `ebpf:"contid_guard_inode_rmdir"`
@@ -393,6 +395,7 @@ type contidPrograms struct {
 	ContidGuardBpfMap           *ebpf.Program `ebpf:"contid_guard_bpf_map"`
 	ContidGuardBpfProg          *ebpf.Program `ebpf:"contid_guard_bpf_prog"`
 	ContidGuardCgroupMove       *ebpf.Program `ebpf:"contid_guard_cgroup_move"`
+	ContidGuardCgroupV1Attach   *ebpf.Program `ebpf:"contid_guard_cgroup_v1_attach"`
 	ContidGuardFileOpen         *ebpf.Program `ebpf:"contid_guard_file_open"`
 	ContidGuardInodeRename      *ebpf.Program `ebpf:"contid_guard_inode_rename"`
 	ContidGuardInodeRmdir       *ebpf.Program `ebpf:"contid_guard_inode_rmdir"`
@@ -425,6 +428,7 @@ func (p *contidPrograms) Close() error {
 		p.ContidGuardBpfMap,
 		p.ContidGuardBpfProg,
 		p.ContidGuardCgroupMove,
+		p.ContidGuardCgroupV1Attach,
 		p.ContidGuardFileOpen,
 		p.ContidGuardInodeRename,
 		p.ContidGuardInodeRmdir,

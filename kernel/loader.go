@@ -113,6 +113,7 @@ func enforcingAttachments(p *contidProgramSpecs) []*ebpf.ProgramSpec {
 		p.ContidGuardMoveMount,
 		p.ContidGuardOomAdj,
 		p.ContidGuardCgroupMove,
+		p.ContidGuardCgroupV1Attach,
 	}
 }
 

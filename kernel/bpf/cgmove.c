@@ -8,6 +8,7 @@
  * contidd's cgroup, where they would use up its pids.max and memory.max. */
 
 #define CGROUP2_SUPER_MAGIC 0x63677270
+#define CGROUP_SUPER_MAGIC 0x27e0eb
 #define MAY_WRITE 0x2
 #define MAY_ACCESS 0x10
 #define MAY_OPEN 0x20
@@ -41,8 +42,8 @@ static __always_inline struct kernfs_node *kernfs_parent_of(struct kernfs_node *
  *
  * Opens (MAY_OPEN) and access(2) (MAY_ACCESS) ask for MAY_WRITE too; they
  * move nothing, and the file_open guard already refuses the write-opens of
- * these files below the root. cgroup v1 hierarchies check no ancestor, but
- * the controllers that could bind contidd are all on cgroup2.
+ * these files below the root. cgroup v1 hierarchies check no ancestor:
+ * contid_guard_cgroup_v1_attach below covers them.
  */
 SEC("lsm/inode_permission")
 int BPF_PROG(contid_guard_cgroup_move, struct inode *inode, int mask)
@@ -76,4 +77,49 @@ int BPF_PROG(contid_guard_cgroup_move, struct inode *inode, int mask)
 	if (v && *v == PROTECTED_DIRECTORY)
 		return deny(tt, DENIED_CGROUP_MOVE);
 	return 0;
+}
+
+/*
+ * A controller that no cgroup2 cgroup has enabled (the v1 freezer, on a
+ * kernel that still builds it) can be mounted as a cgroup v1 hierarchy,
+ * where every process starts in its root. Moving contidd into a cgroup of
+ * that hierarchy and freezing or limiting it there stops contidd as surely
+ * as cgroup2 would; a v1 move asks no common ancestor, so the hook above
+ * never sees it. A tagged task may therefore not open for writing the
+ * task lists (tasks, cgroup.procs) of a v1 hierarchy that carries a
+ * controller, whatever the process it means to move. A named hierarchy
+ * without controllers (name=systemd, which legacy systemd inside a
+ * container mounts) limits nothing and stays open to it.
+ */
+SEC("lsm/file_open")
+int BPF_PROG(contid_guard_cgroup_v1_attach, struct file *file)
+{
+	if (!(BPF_CORE_READ(file, f_mode) & FMODE_WRITE))
+		return 0;
+	struct inode *inode = BPF_CORE_READ(file, f_inode);
+	if (BPF_CORE_READ(inode, i_sb, s_magic) != CGROUP_SUPER_MAGIC)
+		return 0;
+	struct task_tag *tt = current_tag();
+	if (!tt)
+		return 0;
+	struct kernfs_node *kn = BPF_CORE_READ(inode, i_private);
+	if (!kn)
+		return 0;
+	char name[16] = {};
+	bpf_probe_read_kernel_str(name, sizeof(name), BPF_CORE_READ(kn, name));
+	int tasks = name[0] == 't' && name[1] == 'a' && name[2] == 's' && name[3] == 'k' &&
+		    name[4] == 's' && name[5] == 0;
+	int procs = name[0] == 'c' && name[1] == 'g' && name[2] == 'r' && name[3] == 'o' &&
+		    name[4] == 'u' && name[5] == 'p' && name[6] == '.' && name[7] == 'p' &&
+		    name[8] == 'r' && name[9] == 'o' && name[10] == 'c' && name[11] == 's' &&
+		    name[12] == 0;
+	if (!tasks && !procs)
+		return 0;
+	struct kernfs_node *dir = kernfs_parent_of(kn);
+	if (!dir)
+		return 0;
+	struct cgroup *cg = BPF_CORE_READ(dir, priv);
+	if (!cg || BPF_CORE_READ(cg, root, subsys_mask) == 0)
+		return 0;
+	return deny(tt, DENIED_CGROUP_MOVE);
 }

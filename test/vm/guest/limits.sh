@@ -138,6 +138,8 @@ post_cgroup_move_contidd_below() { move_contidd_home "$CONTIDD_HOME/evil"; }
 op_cgroup_move_contidd() { echo cgroup_move; }
 op_cgroup_move_contidd_below() { echo cgroup_move; }
 op_cgroup_clone_into_contidd() { echo cgroup_move; }
+op_cgroup_v1_freeze_contidd() { echo cgroup_move; }
+op_cgroup_threads_contidd() { echo cgroup_move; }
 move_contidd_to() { echo "$CONTIDD_PID" >"$1/cgroup.procs" && echo "moved $CONTIDD_PID to $1"; }
 # move_contidd_home CGROUP: back home, and CGROUP removed.
 move_contidd_home() {
@@ -172,6 +174,52 @@ atk_cgroup_move_own() {
 		sleep 0.2
 	done
 	return $rc
+}
+
+# cgroup v1: the freezer controller is bound to no cgroup2 cgroup, so a
+# tagged root may mount a v1 hierarchy of it and move contidd there, then
+# FROZEN stops contidd (the control, untagged, does). A v1 move checks no
+# common ancestor's cgroup.procs; the guard refuses the write-open of a
+# controller-bearing v1 hierarchy's task lists instead. Judged by
+# contidd's freezer cgroup; thawed and moved back at once.
+V1_MNT=/run/contid-vm-v1
+export V1_MNT
+atk_cgroup_v1_freeze_contidd() {
+	mkdir -p "$V1_MNT" || return 1
+	mountpoint -q "$V1_MNT" || mount -t cgroup -o freezer contid-v1 "$V1_MNT" || return 1
+	mkdir -p "$V1_MNT/contid-vm-evil" || return 1
+	echo "$CONTIDD_PID" >"$V1_MNT/contid-vm-evil/cgroup.procs" || return 1
+	echo FROZEN >"$V1_MNT/contid-vm-evil/freezer.state" || return 1
+	sleep 1
+	local t0=$SECONDS bus
+	bus=$(timeout 5 busctl --auto-start=no get-property org.contid1 /org/contid1 org.contid1.Manager Version 2>&1) || bus="no answer ($?)"
+	echo "moved $CONTIDD_PID to v1 freezer:/contid-vm-evil, freezer.state $(cat "$V1_MNT/contid-vm-evil/freezer.state"), contidd $(awk '/^State:/ { print $2 }' "/proc/$CONTIDD_PID/status"), bus Version in $((SECONDS - t0)) s: $bus"
+}
+effect_cgroup_v1_freeze_contidd() { grep -q 'freezer:/contid-vm-evil$' "/proc/$CONTIDD_PID/cgroup"; }
+post_cgroup_v1_freeze_contidd() {
+	echo THAWED >"$V1_MNT/contid-vm-evil/freezer.state" 2>/dev/null
+	echo "$CONTIDD_PID" >"$V1_MNT/cgroup.procs" 2>/dev/null
+	rmdir "$V1_MNT/contid-vm-evil" 2>/dev/null
+	umount "$V1_MNT" 2>/dev/null
+	return 0
+}
+# Only contidd's threads (not its thread group) into contidd's own
+# cgroup's child: cgroup.threads asks the same common ancestor.
+atk_cgroup_threads_contidd() {
+	local home tid
+	home=$(contidd_cgroup)
+	mkdir -p "$home/contid-vm-thr" || return 1
+	echo threaded >"$home/contid-vm-thr/cgroup.type" 2>/dev/null
+	tid=$(ls "/proc/$CONTIDD_PID/task" | sort -n | tail -n1)
+	echo "$tid" >"$home/contid-vm-thr/cgroup.threads" && echo "moved thread $tid of $CONTIDD_PID"
+}
+effect_cgroup_threads_contidd() { [[ -n $(cat "$(contidd_cgroup)/contid-vm-thr/cgroup.threads" 2>/dev/null) ]]; }
+post_cgroup_threads_contidd() {
+	local home t
+	home=$(contidd_cgroup)
+	for t in $(cat "$home/contid-vm-thr/cgroup.threads" 2>/dev/null); do echo "$t" >"$home/cgroup.threads"; done
+	rmdir "$home/contid-vm-thr" 2>/dev/null
+	return 0
 }
 
 # run_allowed NAME: what enforcing mode must leave to a tagged scope. The
@@ -218,6 +266,8 @@ run_limits() {
 	NEEDS=$1 run_denial cgroup_move_contidd_below
 	NEEDS=$1 run_denial cgroup_clone_into_contidd
 	run_allowed cgroup_move_own
+	NEEDS=$1 run_denial cgroup_v1_freeze_contidd
+	NEEDS=$1 run_denial cgroup_threads_contidd
 	run_denial bpffs_overmount
 	run_denial state_overmount
 	run_denial state_move_mount
