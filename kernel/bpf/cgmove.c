@@ -25,6 +25,20 @@ static __always_inline struct kernfs_node *kernfs_parent_of(struct kernfs_node *
 	return BPF_CORE_READ(kn, __parent);
 }
 
+/* The cgroup whose directory holds a cgroupfs file (a cgroup's directory
+ * node holds the cgroup), and the file's own node. */
+static __always_inline struct cgroup *cgroup_of_file(struct inode *inode, struct kernfs_node **file)
+{
+	struct kernfs_node *kn = BPF_CORE_READ(inode, i_private);
+	if (!kn)
+		return NULL;
+	struct kernfs_node *dir = kernfs_parent_of(kn);
+	if (!dir)
+		return NULL;
+	*file = kn;
+	return BPF_CORE_READ(dir, priv);
+}
+
 /*
  * Every cgroup2 migration, by cgroup.procs, by cgroup.threads, or by
  * clone3(CLONE_INTO_CGROUP), asks inode_permission(MAY_WRITE) of the
@@ -56,21 +70,16 @@ int BPF_PROG(contid_guard_cgroup_move, struct inode *inode, int mask)
 	struct task_tag *tt = current_tag();
 	if (!tt)
 		return 0;
-	struct kernfs_node *kn = BPF_CORE_READ(inode, i_private);
-	if (!kn)
-		return 0;
-	struct kernfs_node *dir = kernfs_parent_of(kn);
-	if (!dir)
-		return 0;
-	/* A cgroup's directory node holds the cgroup; the cgroup knows its
-	 * cgroup.procs node, which tells that file from the others. */
-	struct cgroup *cg = BPF_CORE_READ(dir, priv);
+	struct kernfs_node *kn;
+	struct cgroup *cg = cgroup_of_file(inode, &kn);
+	/* The cgroup knows its cgroup.procs node, which tells that file
+	 * from the others. */
 	if (!cg || BPF_CORE_READ(cg, procs_file.kn) != kn)
 		return 0;
 	if (!cgroup_parent_of(cg))
 		return deny(tt, DENIED_CGROUP_MOVE);
 	struct protected_inode k = {
-		.ino = BPF_CORE_READ(dir, id),
+		.ino = BPF_CORE_READ(cg, kn, id),
 		.dev = BPF_CORE_READ(inode, i_sb, s_dev),
 	};
 	__u8 *v = bpf_map_lookup_elem(&protected_inodes, &k);
@@ -102,8 +111,9 @@ int BPF_PROG(contid_guard_cgroup_v1_attach, struct file *file)
 	struct task_tag *tt = current_tag();
 	if (!tt)
 		return 0;
-	struct kernfs_node *kn = BPF_CORE_READ(inode, i_private);
-	if (!kn)
+	struct kernfs_node *kn;
+	struct cgroup *cg = cgroup_of_file(inode, &kn);
+	if (!cg)
 		return 0;
 	char name[16] = {};
 	bpf_probe_read_kernel_str(name, sizeof(name), BPF_CORE_READ(kn, name));
@@ -113,13 +123,7 @@ int BPF_PROG(contid_guard_cgroup_v1_attach, struct file *file)
 		    name[4] == 'u' && name[5] == 'p' && name[6] == '.' && name[7] == 'p' &&
 		    name[8] == 'r' && name[9] == 'o' && name[10] == 'c' && name[11] == 's' &&
 		    name[12] == 0;
-	if (!tasks && !procs)
-		return 0;
-	struct kernfs_node *dir = kernfs_parent_of(kn);
-	if (!dir)
-		return 0;
-	struct cgroup *cg = BPF_CORE_READ(dir, priv);
-	if (!cg || BPF_CORE_READ(cg, root, subsys_mask) == 0)
+	if ((!tasks && !procs) || BPF_CORE_READ(cg, root, subsys_mask) == 0)
 		return 0;
 	return deny(tt, DENIED_CGROUP_MOVE);
 }
