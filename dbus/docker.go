@@ -85,8 +85,14 @@ func (m *Manager) followDockerOnce(ctx context.Context, cl *docker.Client) (conn
 	for _, id := range running {
 		m.dockerStarted(ctx, cl, id)
 	}
+	overlong := 0
 	for {
 		e, err := ev.Next()
+		if n := ev.Overlong(); n > 0 && overlong == 0 {
+			// Once a stream: each event of such a container is as long.
+			m.log(PrioWarning, "Skipped an event of dockerd's longer than its bound: a container's labels are too big to read; it is named at its start only if its inspect is within bounds.")
+			overlong = n
+		}
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				err = errors.New("dockerd closed it")
@@ -95,7 +101,11 @@ func (m *Manager) followDockerOnce(ctx context.Context, cl *docker.Client) (conn
 		}
 		switch e.Action {
 		case docker.ActionCreate:
-			m.dockerLabels.remember(e.ID, dockerOptions(e.ID, e.Name, e.Image))
+			// The image comes with the start's inspect (Config.Image):
+			// the event's "image" can be a label of the container's.
+			m.dockerLabels.remember(e.ID, dockerOptions(e.ID, e.Name, ""))
+		case docker.ActionRename:
+			m.dockerLabels.rename(e.ID, e.Name)
 		case docker.ActionStart:
 			m.dockerStarted(ctx, cl, e.ID)
 		case docker.ActionDestroy:
@@ -150,6 +160,22 @@ func (d *dockerLabels) remember(id string, o registry.Options) {
 		delete(d.byID, d.order[0])
 		d.order = d.order[1:]
 	}
+}
+
+// rename gives a kept container its new name, so that the scope `docker
+// restart` makes after `docker rename` is named as dockerd now names it.
+func (d *dockerLabels) rename(id, name string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	o, ok := d.byID[id]
+	if !ok {
+		return // named at its start, from its inspect
+	}
+	o.Name = name
+	if registry.ValidateName(o.Name) != nil {
+		o.Name = ""
+	}
+	d.byID[id] = o
 }
 
 func (d *dockerLabels) forget(id string) {

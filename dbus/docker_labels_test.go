@@ -55,3 +55,38 @@ func TestDockerLabelsBounded(t *testing.T) {
 		t.Errorf("%d labels, %d in order; at most %d", len(d.byID), len(d.order), maxDockerLabels)
 	}
 }
+
+// `docker rename` renames the kept labels, which the scope `docker
+// restart` makes is then named with; a container whose labels are not
+// kept gets none from a rename (its start's inspect names it).
+func TestDockerLabelsRename(t *testing.T) {
+	const id = "4f66ad9a0b2e3d9f1b7c8e5a6d2f0c1b3a4e5d6f7a8b9c0d1e2f3a4b5c6d7e8f"
+	const other = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	for _, tc := range []struct {
+		name    string
+		kept    bool
+		newName string
+		want    registry.Options
+		ok      bool
+	}{
+		{"kept", true, "drn2", registry.Options{Name: "drn2", Manager: dockerManager, Image: "contid-busybox", ManagerID: id}, true},
+		{"to a name contidd refuses", true, "bad\nname", registry.Options{Manager: dockerManager, Image: "contid-busybox", ManagerID: id}, true},
+		{"not kept", false, "drn2", registry.Options{}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var d dockerLabels
+			d.remember(other, dockerOptions(other, "drn1x", ""))
+			if tc.kept {
+				d.remember(id, dockerOptions(id, "drn1", "contid-busybox"))
+			}
+			d.rename(id, tc.newName)
+			o, ok := d.lookup(id)
+			if ok != tc.ok || o != tc.want {
+				t.Errorf("after rename: %+v (%v), want %+v (%v)", o, ok, tc.want, tc.ok)
+			}
+			if o, _ := d.lookup(other); o.Name != "drn1x" {
+				t.Errorf("another container renamed: %+v", o)
+			}
+		})
+	}
+}

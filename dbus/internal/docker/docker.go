@@ -11,11 +11,13 @@
 // passes (contidd's: it runs in no container, as root inside a
 // privileged container sharing the host's /run could bind a socket of
 // its own there). Every request is bounded in time, and every answer in
-// size.
+// size but the list of running containers, which is read one container
+// at a time; an event line past its bound is skipped.
 package docker
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -44,10 +46,13 @@ const (
 	// maxInspect bounds one inspect answer: a container's whole
 	// configuration, environment and labels included.
 	maxInspect = 4 << 20
-	// maxList bounds the list of running containers (about 1 KiB each).
-	maxList = 32 << 20
-	// maxEvent bounds one line of the event stream.
+	// maxEvent bounds one line of the event stream. dockerd copies a
+	// container's labels, which are its user's, into each of its events:
+	// a longer line is skipped, not the stream.
 	maxEvent = 1 << 20
+	// eventBuffer is the event reader's buffer; a line longer than it is
+	// gathered in pieces, up to maxEvent.
+	eventBuffer = 64 << 10
 	// maxError bounds an error answer's body.
 	maxError = 4 << 10
 )
@@ -205,59 +210,87 @@ func (c *Client) Inspect(ctx context.Context, id string) (Container, error) {
 }
 
 // Running returns the IDs of the running containers (GET /containers/json,
-// which lists only those by default).
+// which lists only those by default). The list carries each container's
+// labels, which its user chose, so it has no bound as a whole: it is read
+// one container at a time, only its ID kept, within RequestTimeout.
 func (c *Client) Running(ctx context.Context) ([]string, error) {
-	var raw json.RawMessage
-	if err := c.getJSON(ctx, "/containers/json", nil, maxList, &raw); err != nil {
+	ctx, cancel := context.WithTimeout(ctx, RequestTimeout)
+	defer cancel()
+	resp, err := c.get(ctx, "/containers/json", nil)
+	if err != nil {
 		return nil, err
 	}
-	return ParseList(raw)
+	defer resp.Body.Close()
+	ids, err := ReadList(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("GET /containers/json: %w", err)
+	}
+	return ids, nil
 }
 
 // Events opens the stream of the container events that matter to
-// naming: create (dockerd knows the name and image before the container's
-// cgroup exists), start, and destroy. Open it before listing the running
+// naming: create (dockerd knows the name before the container's cgroup
+// exists), rename, start, and destroy. Open it before listing the running
 // containers, so that none starts unseen between the list and the stream.
 func (c *Client) Events(ctx context.Context) (*Events, error) {
-	filters, _ := json.Marshal(map[string][]string{"type": {"container"}, "event": {ActionCreate, ActionStart, ActionDestroy}})
+	filters, _ := json.Marshal(map[string][]string{"type": {"container"}, "event": {ActionCreate, ActionRename, ActionStart, ActionDestroy}})
 	resp, err := c.get(ctx, "/events", url.Values{"filters": {string(filters)}})
 	if err != nil {
 		return nil, err
 	}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 0, 4096), maxEvent)
-	return &Events{body: resp.Body, sc: sc}, nil
+	return NewEvents(resp.Body), nil
 }
 
 // The container actions Events reports.
 const (
 	ActionCreate  = "create"
+	ActionRename  = "rename"
 	ActionStart   = "start"
 	ActionDestroy = "destroy"
 )
 
-// Event is one container event. Name and Image are dockerd's own
-// attributes of the event: it sets them after copying the container's
-// labels, so a label cannot stand in for them.
+// Event is one container event. Name is dockerd's own attribute of the
+// event, the container's name at the time (after a rename, the new one):
+// dockerd sets it after copying the container's labels into the same
+// attributes, so a label cannot stand in for it. The image is not taken
+// from events: dockerd sets that attribute only when Config.Image is not
+// empty, and a container created through the API with no image and a
+// label "image" has the label there instead; the start's inspect gives
+// Config.Image.
 type Event struct {
 	Action string
 	ID     string
 	Name   string
-	Image  string
 }
 
 // Events is an open event stream: dockerd writes one JSON object a line.
 type Events struct {
-	body io.ReadCloser
-	sc   *bufio.Scanner
+	body     io.ReadCloser
+	r        *bufio.Reader
+	line     []byte
+	overlong int
 }
 
-// Next returns the next create, start or destroy event. It blocks until
-// one comes, the stream ends (io.EOF: dockerd stopped) or the context of
-// Events ends.
+// NewEvents reads an event stream from body, which Close closes.
+func NewEvents(body io.ReadCloser) *Events {
+	return &Events{body: body, r: bufio.NewReaderSize(body, eventBuffer)}
+}
+
+// Next returns the next create, rename, start or destroy event. It
+// blocks until one comes, the stream ends (io.EOF: dockerd stopped) or
+// the context of Events ends. A line longer than maxEvent is skipped
+// (Overlong counts them): it is a container's event all the same, but
+// one whose labels its user made too big to read.
 func (e *Events) Next() (Event, error) {
-	for e.sc.Scan() {
-		line := e.sc.Bytes()
+	for {
+		line, over, err := e.readLine()
+		if err != nil {
+			return Event{}, err
+		}
+		if over {
+			e.overlong++
+			continue
+		}
 		if len(strings.TrimSpace(string(line))) == 0 {
 			continue
 		}
@@ -269,17 +302,46 @@ func (e *Events) Next() (Event, error) {
 			return ev, nil
 		}
 	}
-	if err := e.sc.Err(); err != nil {
-		return Event{}, err
+}
+
+// Overlong is the number of event lines skipped for being longer than
+// maxEvent.
+func (e *Events) Overlong() int { return e.overlong }
+
+// readLine returns the next line without its newline, or over when it
+// was longer than maxEvent: its rest is then read and dropped up to the
+// newline, so memory stays at maxEvent whatever the line's length.
+func (e *Events) readLine() (line []byte, over bool, err error) {
+	e.line = e.line[:0]
+	for {
+		chunk, err := e.r.ReadSlice('\n')
+		if !over {
+			if len(e.line)+len(chunk) > maxEvent+1 {
+				over = true
+				e.line = e.line[:0]
+			} else {
+				e.line = append(e.line, chunk...)
+			}
+		}
+		switch {
+		case err == nil:
+			return bytes.TrimSuffix(e.line, []byte("\n")), over, nil
+		case errors.Is(err, bufio.ErrBufferFull):
+			continue
+		case errors.Is(err, io.EOF) && !over && len(strings.TrimSpace(string(e.line))) > 0:
+			// A last line without its newline: dockerd stopped mid-line.
+			return nil, false, io.ErrUnexpectedEOF
+		default:
+			return nil, false, err
+		}
 	}
-	return Event{}, io.EOF
 }
 
 // Close ends the stream.
 func (e *Events) Close() error { return e.body.Close() }
 
 // ParseEvent reads one event of the stream: ok when it is a container's
-// create, start or destroy, with that container's full ID.
+// create, rename, start or destroy, with that container's full ID.
 func ParseEvent(b []byte) (ev Event, ok bool, err error) {
 	var raw struct {
 		Type   string
@@ -296,7 +358,7 @@ func ParseEvent(b []byte) (ev Event, ok bool, err error) {
 		return Event{}, false, nil
 	}
 	switch raw.Action {
-	case ActionCreate, ActionStart, ActionDestroy:
+	case ActionCreate, ActionRename, ActionStart, ActionDestroy:
 	default:
 		return Event{}, false, nil
 	}
@@ -304,7 +366,7 @@ func ParseEvent(b []byte) (ev Event, ok bool, err error) {
 		return Event{}, false, fmt.Errorf("%s event for %q, not a full container ID", raw.Action, raw.Actor.ID)
 	}
 	name := raw.Actor.Attributes["name"]
-	return Event{Action: raw.Action, ID: raw.Actor.ID, Name: strings.TrimPrefix(name, "/"), Image: raw.Actor.Attributes["image"]}, true, nil
+	return Event{Action: raw.Action, ID: raw.Actor.ID, Name: strings.TrimPrefix(name, "/")}, true, nil
 }
 
 // ParseInspect reads an inspect answer.
@@ -340,20 +402,33 @@ func ParseInspect(b []byte) (Container, error) {
 	return ct, nil
 }
 
-// ParseList reads the IDs of a container list.
-func ParseList(b []byte) ([]string, error) {
-	var list []struct {
-		ID string `json:"Id"`
-	}
-	if err := json.Unmarshal(b, &list); err != nil {
+// ReadList reads the IDs of a container list, one container at a time:
+// the decoder holds one container's JSON, labels included, never the
+// whole list, and keeps only its ID.
+func ReadList(r io.Reader) ([]string, error) {
+	dec := json.NewDecoder(r)
+	tok, err := dec.Token()
+	if err != nil {
 		return nil, fmt.Errorf("container list: %w", err)
 	}
-	ids := make([]string, 0, len(list))
-	for _, c := range list {
+	if d, ok := tok.(json.Delim); !ok || d != '[' {
+		return nil, fmt.Errorf("container list: starts with %v, not an array", tok)
+	}
+	ids := []string{}
+	for dec.More() {
+		var c struct {
+			ID string `json:"Id"`
+		}
+		if err := dec.Decode(&c); err != nil {
+			return nil, fmt.Errorf("container list: %w", err)
+		}
 		if !ValidID(c.ID) {
 			return nil, fmt.Errorf("container list: %q is not a full container ID", c.ID)
 		}
 		ids = append(ids, c.ID)
+	}
+	if _, err := dec.Token(); err != nil {
+		return nil, fmt.Errorf("container list: %w", err)
 	}
 	return ids, nil
 }

@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -29,11 +31,20 @@ func TestParseEvent(t *testing.T) {
 		err        string
 	}{
 		{"start", `{"status":"start","id":"` + id1 + `","from":"contid-busybox","Type":"container","Action":"start","Actor":{"ID":"` + id1 + `","Attributes":{"image":"contid-busybox","name":"dweb"}},"scope":"local","time":1733490000,"timeNano":1733490000123456789}`,
-			Event{Action: ActionStart, ID: id1, Name: "dweb", Image: "contid-busybox"}, true, ""},
+			Event{Action: ActionStart, ID: id1, Name: "dweb"}, true, ""},
 		{"create", `{"status":"create","id":"` + id1 + `","from":"contid-busybox","Type":"container","Action":"create","Actor":{"ID":"` + id1 + `","Attributes":{"image":"contid-busybox","name":"dweb","maintainer":"x"}},"scope":"local","time":1733490000,"timeNano":1733490000000000000}`,
-			Event{Action: ActionCreate, ID: id1, Name: "dweb", Image: "contid-busybox"}, true, ""},
+			Event{Action: ActionCreate, ID: id1, Name: "dweb"}, true, ""},
 		{"destroy", `{"status":"destroy","id":"` + id1 + `","from":"contid-busybox","Type":"container","Action":"destroy","Actor":{"ID":"` + id1 + `","Attributes":{"image":"contid-busybox","name":"dweb"}},"scope":"local","time":1733490002,"timeNano":1733490002000000000}`,
-			Event{Action: ActionDestroy, ID: id1, Name: "dweb", Image: "contid-busybox"}, true, ""},
+			Event{Action: ActionDestroy, ID: id1, Name: "dweb"}, true, ""},
+		// docker rename dweb dweb2: the new name in "name", the old one,
+		// slash and all, in "oldName".
+		{"rename", `{"status":"rename","id":"` + id1 + `","from":"contid-busybox","Type":"container","Action":"rename","Actor":{"ID":"` + id1 + `","Attributes":{"image":"contid-busybox","name":"dweb2","oldName":"/dweb"}},"scope":"local","time":1733490003,"timeNano":1733490003000000000}`,
+			Event{Action: ActionRename, ID: id1, Name: "dweb2"}, true, ""},
+		// POST /containers/create?name=dimg with "Image":"" and labels
+		// image and name: dockerd copies the labels into the attributes,
+		// sets no image (Config.Image is empty) and overwrites name.
+		{"create with no image and an image label", `{"status":"create","id":"` + id1 + `","from":"registry.example/forged:1","Type":"container","Action":"create","Actor":{"ID":"` + id1 + `","Attributes":{"image":"registry.example/forged:1","name":"dimg"}},"scope":"local","time":1733490000,"timeNano":1733490000000000000}`,
+			Event{Action: ActionCreate, ID: id1, Name: "dimg"}, true, ""},
 		{"die is not followed", `{"status":"die","id":"` + id1 + `","from":"contid-busybox","Type":"container","Action":"die","Actor":{"ID":"` + id1 + `","Attributes":{"exitCode":"0","image":"contid-busybox","name":"dweb"}},"scope":"local","time":1733490001,"timeNano":1733490001000000000}`, Event{}, false, ""},
 		{"a network's create is not a container's", `{"Type":"network","Action":"create","Actor":{"ID":"` + id1 + `"}}`, Event{}, false, ""},
 		{"exec_start is not a start", `{"status":"exec_start: sh","id":"` + id1 + `","Type":"container","Action":"exec_start: sh","Actor":{"ID":"` + id1 + `"}}`, Event{}, false, ""},
@@ -105,10 +116,32 @@ func TestParseInspect(t *testing.T) {
 	}
 }
 
+// bigLabels is a Labels object as `docker run --label-file` makes it
+// from 150 labels of 60 KB: 9 MB, past every bound but the list's.
+func bigLabels() string {
+	var b strings.Builder
+	b.WriteString("{")
+	v := strings.Repeat("a", 60000)
+	for i := 1; i <= 150; i++ {
+		if i > 1 {
+			b.WriteString(",")
+		}
+		fmt.Fprintf(&b, `"big%d":"%s"`, i, v)
+	}
+	b.WriteString("}")
+	return b.String()
+}
+
 // GET /containers/json as Docker 20.10 answers it (running ones only).
-func TestParseList(t *testing.T) {
-	entry := func(id, name string) string {
-		return `{"Id":"` + id + `","Names":["/` + name + `"],"Image":"contid-busybox","ImageID":"sha256:9d5226e6ce3f","Command":"sh -c 'sleep 600'","Created":1733490001,"Ports":[],"Labels":{},"State":"running","Status":"Up 3 seconds","HostConfig":{"NetworkMode":"none"},"NetworkSettings":{"Networks":{"none":{}}},"Mounts":[]}`
+func TestReadList(t *testing.T) {
+	entry := func(id, name, labels string) string {
+		return `{"Id":"` + id + `","Names":["/` + name + `"],"Image":"contid-busybox","ImageID":"sha256:9d5226e6ce3f","Command":"sh -c 'sleep 600'","Created":1733490001,"Ports":[],"Labels":` + labels + `,"State":"running","Status":"Up 3 seconds","HostConfig":{"NetworkMode":"none"},"NetworkSettings":{"Networks":{"none":{}}},"Mounts":[]}`
+	}
+	big := bigLabels()
+	// Four such containers, as a docker user can run them: 36 MB.
+	var four []string
+	for i := 0; i < 4; i++ {
+		four = append(four, entry(fmt.Sprintf("%064x", i+1), fmt.Sprint("dbig", i), big))
 	}
 	tests := []struct {
 		name string
@@ -117,13 +150,17 @@ func TestParseList(t *testing.T) {
 		err  string
 	}{
 		{"none", `[]`, []string{}, ""},
-		{"two", `[` + entry(id1, "dweb") + `,` + entry(id2, "other") + `]`, []string{id1, id2}, ""},
-		{"a short ID", `[` + entry("4f66ad9a0b2e", "dweb") + `]`, nil, "not a full container ID"},
-		{"an error object", `{"message":"client version 1.41 is too new"}`, nil, "container list:"},
+		{"two", `[` + entry(id1, "dweb", `{}`) + `,` + entry(id2, "other", `{}`) + `]`, []string{id1, id2}, ""},
+		{"first with 9 MB of labels", `[` + entry(id1, "dbig", big) + `,` + entry(id2, "dvictim", `{}`) + `]`, []string{id1, id2}, ""},
+		{"36 MB of labels before the last", `[` + strings.Join(four, ",") + `,` + entry(id2, "dvictim", `{}`) + `]`,
+			[]string{fmt.Sprintf("%064x", 1), fmt.Sprintf("%064x", 2), fmt.Sprintf("%064x", 3), fmt.Sprintf("%064x", 4), id2}, ""},
+		{"a short ID", `[` + entry("4f66ad9a0b2e", "dweb", `{}`) + `]`, nil, "not a full container ID"},
+		{"an error object", `{"message":"client version 1.41 is too new"}`, nil, "not an array"},
+		{"cut short", `[` + entry(id1, "dweb", `{}`) + `,{"Id":"`, nil, "container list:"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := ParseList([]byte(tt.body))
+			got, err := ReadList(strings.NewReader(tt.body))
 			if tt.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.err) {
 					t.Fatalf("err %v, want one with %q", err, tt.err)
@@ -132,6 +169,58 @@ func TestParseList(t *testing.T) {
 			}
 			if err != nil || strings.Join(got, ",") != strings.Join(tt.want, ",") {
 				t.Fatalf("got %q, %v; want %q", got, err, tt.want)
+			}
+		})
+	}
+}
+
+// An event line past maxEvent (a container's labels, which dockerd copies
+// into each of its events) is skipped and the stream goes on; the
+// control, the same big labels within the bound, is read.
+func TestEventsNext(t *testing.T) {
+	event := func(action, id, name, labels string) string {
+		return `{"status":"` + action + `","id":"` + id + `","from":"contid-busybox","Type":"container","Action":"` + action + `","Actor":{"ID":"` + id + `","Attributes":{` + labels + `"image":"contid-busybox","name":"` + name + `"}},"scope":"local","time":1733490000,"timeNano":1733490000000000000}` + "\n"
+	}
+	big := bigLabels()
+	big = big[1:len(big)-1] + ","
+	within := `"big":"` + strings.Repeat("a", maxEvent-600) + `",`
+	tests := []struct {
+		name     string
+		stream   string
+		want     []Event
+		overlong int
+		err      error
+	}{
+		{"9 MB create then a start", event("create", id1, "dbig", big) + event("start", id1, "dbig", big) + event("start", id2, "dvictim", ""),
+			[]Event{{Action: ActionStart, ID: id2, Name: "dvictim"}}, 2, io.EOF},
+		{"just within the bound", event("create", id1, "dbig", within) + event("start", id2, "dvictim", ""),
+			[]Event{{Action: ActionCreate, ID: id1, Name: "dbig"}, {Action: ActionStart, ID: id2, Name: "dvictim"}}, 0, io.EOF},
+		{"one byte past it", event("create", id1, "dbig", `"x":"`+strings.Repeat("a", maxEvent)+`",`) + event("start", id2, "dvictim", ""),
+			[]Event{{Action: ActionStart, ID: id2, Name: "dvictim"}}, 1, io.EOF},
+		{"blank lines and other events", "\n" + `{"Type":"network","Action":"connect","Actor":{"ID":"x"}}` + "\n" + event("destroy", id2, "dvictim", ""),
+			[]Event{{Action: ActionDestroy, ID: id2, Name: "dvictim"}}, 0, io.EOF},
+		{"cut mid-line", event("start", id2, "dvictim", "") + `{"status":"st`,
+			[]Event{{Action: ActionStart, ID: id2, Name: "dvictim"}}, 0, io.ErrUnexpectedEOF},
+		{"cut in an overlong line", event("start", id2, "dvictim", "") + event("create", id1, "dbig", big)[:5<<20],
+			[]Event{{Action: ActionStart, ID: id2, Name: "dvictim"}}, 0, io.EOF},
+	}
+	if l := len(event("create", id1, "dbig", within)) - 1; l > maxEvent || l < maxEvent-1000 {
+		t.Fatalf("the control line is %d bytes, not just within %d", l, maxEvent)
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ev := NewEvents(io.NopCloser(strings.NewReader(tt.stream)))
+			var got []Event
+			var err error
+			for {
+				var e Event
+				if e, err = ev.Next(); err != nil {
+					break
+				}
+				got = append(got, e)
+			}
+			if !errors.Is(err, tt.err) || !slices.Equal(got, tt.want) || ev.Overlong() != tt.overlong {
+				t.Fatalf("got %+v, %d overlong, %v; want %+v, %d, %v", got, ev.Overlong(), err, tt.want, tt.overlong, tt.err)
 			}
 		})
 	}

@@ -402,9 +402,90 @@ mgr_docker_untagged() {
 	docker rm -f dctl >>"$log" 2>&1
 }
 
+# docker_api METHOD PATH [BODY]: one Engine API request on /run/docker.sock
+# (curl is not in the image; perl-base is).
+docker_api() {
+	perl -e '
+use IO::Socket::UNIX;
+my ($m, $p, $b) = @ARGV; $b //= "";
+my $s = IO::Socket::UNIX->new(Type => SOCK_STREAM(), Peer => "/run/docker.sock") or die "connect: $!";
+print $s "$m $p HTTP/1.0\r\nHost: docker\r\nContent-Type: application/json\r\nContent-Length: " . length($b) . "\r\n\r\n$b";
+local $/; my $r = <$s>; $r =~ s/\r//g; print $r, "\n";' "$@"
+}
+
+# mgr_docker_attacks: a docker user's container named or imaged as
+# another's. (a) `docker rename` then `docker restart`: contidd keeps the
+# create event's name; a new container then takes the old name. (b) a
+# container created by the API with no Config.Image and a label "image":
+# dockerd copies labels into the event's attributes and sets "image" only
+# when Config.Image is not empty.
+mgr_docker_attacks() {
+	local log=$LOGS/managers-docker-attacks.log did rows out cid
+	docker rm -f drn1 drn2 dimg >/dev/null 2>&1
+	mgr_docker drn1 /bin/busybox sleep 600 >>"$log" 2>&1
+	did=$(docker inspect --format '{{.Id}}' drn1 2>>"$log")
+	mgr_wait_row drn1 >/dev/null
+	docker rename drn1 drn2 >>"$log" 2>&1
+	docker restart -t 1 drn2 >>"$log" 2>&1
+	mgr_docker drn1 /bin/busybox sleep 600 >>"$log" 2>&1
+	sleep 5
+	rows=$(contidctl list --no-legend 2>&1 | grep -E 'drn[12]')
+	out=$(docker ps --format '{{.ID}} {{.Names}}' 2>&1 | grep drn | tr '\n' ';')
+	if grep -q drn2 <<<"$rows"; then
+		result managers-docker-rename PASS "docker: $out contid: $(tr -s ' \n' ' ;' <<<"$rows")"
+	else
+		result managers-docker-rename FAIL "renamed drn1 to drn2 ($did) and restarted it, then ran a new drn1; docker: $out contid rows: $(tr -s ' \n' ' ;' <<<"$rows"); contidctl show drn1: $(contidctl show drn1 2>&1 | tr -s ' \n' ' ;' | head -c 300)"
+	fi
+	out=$(docker_api POST /v1.41/containers/create?name=dimg '{"Image":"","Cmd":["/bin/busybox","sleep","600"],"Labels":{"image":"registry.example/forged:1","name":"forged-name"},"HostConfig":{"NetworkMode":"none","Binds":["'"$MGR_ROOTFS"'/bin:/bin:ro"]}}' 2>&1)
+	echo "create dimg: $out" >>"$log"
+	docker start dimg >>"$log" 2>&1
+	sleep 5
+	cid=$(docker inspect --format '{{.State.Pid}} {{.Config.Image}}|' dimg 2>&1)
+	rows=$(contidctl list --no-legend 2>&1 | grep -E 'dimg|forged')
+	if contidctl show dimg 2>&1 | grep -q forged; then
+		result managers-docker-forged-image FAIL "created by the API with no image and label image=registry.example/forged:1; docker inspect: pid+image '$cid'; contidctl show dimg: $(contidctl show dimg 2>&1 | tr -s ' \n' ' ;' | head -c 400)"
+	else
+		result managers-docker-forged-image PASS "create: $(tail -n1 <<<"$out" | head -c 200); inspect '$cid'; rows: $(tr -s ' \n' ' ;' <<<"$rows"); show: $(contidctl show dimg 2>&1 | tr -s ' \n' ' ;' | head -c 300)"
+	fi
+	docker rm -f drn1 drn2 dimg >>"$log" 2>&1
+}
+
+# mgr_docker_biglabels: labels are the docker user's, and dockerd copies
+# them into every event of the container and into the list of running
+# containers. One label past 1 MiB breaks contidd's event stream (the
+# event line bound); labels past 32 MiB over the running containers make
+# the list fail, and contidd never follows the stream again while they
+# run: a container started then is not named.
+mgr_docker_biglabels() {
+	local log=$LOGS/managers-docker-biglabels.log f=/var/tmp/contid-vm-biglabel i cur lost cannot row
+	cur=$(journal_cursor)
+	# The CLI reads a label file by line, 64 KiB at most: 150 labels of 60 KB.
+	local v
+	v=$(head -c 60000 /dev/zero | tr '\0' a)
+	for i in $(seq 150); do echo "big$i=$v"; done >"$f"
+	for i in 1 2 3 4; do
+		docker rm -f "dbig$i" >/dev/null 2>&1
+		timeout 180 docker run -d --name "dbig$i" --network none --label-file "$f" "$MGR_DOCKER_IMAGE" /bin/busybox sleep 600 >>"$log" 2>&1
+	done
+	sleep 5
+	docker rm -f dvictim >/dev/null 2>&1
+	mgr_docker dvictim /bin/busybox sleep 600 >>"$log" 2>&1
+	sleep 20
+	row=$(contidctl list --no-legend 2>/dev/null | awk '$2 == "dvictim"')
+	lost=$(journalctl -q --no-pager --after-cursor="$cur" _SYSTEMD_UNIT=contidd.service -o cat 2>/dev/null | grep -c "Lost dockerd's event stream")
+	cannot=$(journalctl -q --no-pager --after-cursor="$cur" _SYSTEMD_UNIT=contidd.service -o cat 2>/dev/null | grep -i "docker" | grep -v "^Docker container" | tail -n 3 | tr '\n' ';' | head -c 400)
+	if [[ -z $row ]]; then
+		result managers-docker-biglabels FAIL "4 containers with a 9 MB label running, then dvictim: not named after 20 s; stream lost $lost times; contidd: $cannot"
+	else
+		result managers-docker-biglabels PASS "dvictim named: $(tr -s ' ' <<<"$row"); stream lost $lost times; contidd: $cannot"
+	fi
+	docker rm -f dbig1 dbig2 dbig3 dbig4 dvictim >>"$log" 2>&1
+	rm -f "$f"
+}
+
 run_docker() {
 	selected managers-docker || selected managers-docker-samename || selected managers-docker-untagged ||
-		selected managers-docker-catchup || return 0
+		selected managers-docker-catchup || selected managers-docker-attacks || return 0
 	if ! command -v docker >/dev/null; then
 		result managers-docker FAIL "docker.io is not in the guest image"
 		return
@@ -416,6 +497,8 @@ run_docker() {
 	say "managers: $(head -n1 "$LOGS/managers-docker-setup.log")"
 	{ selected managers-docker || selected managers-docker-samename; } && mgr_docker_named
 	{ selected managers-docker-untagged || selected managers-docker-catchup; } && mgr_docker_untagged
+	selected managers-docker-attacks && mgr_docker_attacks
+	selected managers-docker-attacks && mgr_docker_biglabels
 }
 
 # mgr_scope_unit: a plain `systemd-run --scope --slice=machine.slice
@@ -457,7 +540,7 @@ mgr_scope_unit() {
 run_managers() {
 	selected managers-podman || selected managers-nohook || selected managers-down || selected managers-docker ||
 		selected managers-docker-samename || selected managers-docker-untagged ||
-		selected managers-docker-catchup || selected managers-scope-unit || return 0
+		selected managers-docker-catchup || selected managers-docker-attacks || selected managers-scope-unit || return 0
 	if [[ -z ${CONTIDD_PID:-} ]]; then
 		result managers FAIL "contidd is not running"
 		return
