@@ -209,15 +209,23 @@ func (m *Manager) nameFromDocker(c *registry.Container, cgroup string) *registry
 	if !ok {
 		return c
 	}
-	o.Manager = cmp.Or(c.Manager, o.Manager)
-	o.Image = cmp.Or(c.Image, o.Image)
-	o.ManagerID = cmp.Or(c.ManagerID, o.ManagerID)
-	nc, err := m.cfg.Registry.Name(m.internalCaller(), c.ID, o, c.Unit)
+	nc, err := m.cfg.Registry.Name(m.internalCaller(), c.ID, fillLabels(c, o), c.Unit)
 	if err != nil {
 		m.log(PrioWarning, "Failed to name container %d after Docker container %s (%s): %v", c.ID, o.Name, id[:12], err)
 		return c
 	}
 	return nc
+}
+
+// fillLabels is c's labels with what c lacks taken from o: dockerd's
+// word never replaces a label a container already has.
+func fillLabels(c *registry.Container, o registry.Options) registry.Options {
+	return registry.Options{
+		Name:      cmp.Or(c.Name, o.Name),
+		Manager:   cmp.Or(c.Manager, o.Manager),
+		Image:     cmp.Or(c.Image, o.Image),
+		ManagerID: cmp.Or(c.ManagerID, o.ManagerID),
+	}
 }
 
 // dockerIDOfScope is the Docker ID in the name of a cgroup an
@@ -277,20 +285,7 @@ func (m *Manager) dockerStarted(ctx context.Context, cl *docker.Client, id strin
 		if c.OwnerPID != 0 || c.State != registry.StateActive {
 			return
 		}
-		o := registry.Options{Name: c.Name, Manager: c.Manager, Image: c.Image, ManagerID: c.ManagerID}
-		if o.Name == "" {
-			o.Name = labels.Name
-		}
-		if o.Manager == "" {
-			o.Manager = labels.Manager
-		}
-		if o.Image == "" {
-			o.Image = labels.Image
-		}
-		if o.ManagerID == "" {
-			o.ManagerID = labels.ManagerID
-		}
-		nc, err := m.cfg.Registry.Name(m.internalCaller(), c.ID, o, unit)
+		nc, err := m.cfg.Registry.Name(m.internalCaller(), c.ID, fillLabels(c, labels), unit)
 		if err != nil {
 			m.log(PrioWarning, "Failed to name container %d after Docker container %s (%s): %v", c.ID, ct.Name, short, err)
 			return
