@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	godbus "github.com/godbus/dbus/v5"
 
@@ -69,10 +70,19 @@ func (m *Manager) FollowMachines(ctx context.Context) error {
 	}
 }
 
+// machineLookupTimeout bounds what machineNew asks machined and systemd:
+// sd-bus's default method call timeout.
+const machineLookupTimeout = 25 * time.Second
+
 func (m *Manager) machineNew(ctx context.Context, name string) {
 	if validMachineName(name) != nil {
 		return
 	}
+	// The follower waits for nothing else meanwhile: a machined or
+	// systemd that does not answer delays the next machine by this much,
+	// not forever.
+	ctx, cancel := context.WithTimeout(ctx, machineLookupTimeout)
+	defer cancel()
 	unit, service, err := m.machineInfo(ctx, name)
 	if err != nil {
 		m.log(PrioWarning, "Machine %s: %v", name, err)

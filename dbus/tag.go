@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	godbus "github.com/godbus/dbus/v5"
 
@@ -299,6 +300,16 @@ func (m *Manager) tagProcess(ctx context.Context, p *peer, msg *godbus.Message, 
 	return m.granted(ci, c, !had, fmt.Sprintf("process %d", target.PID))
 }
 
+// getProperty is godbus's GetProperty bound to ctx, which that method
+// takes none of: a stalled systemd or machined must not hold a call, or
+// the follower of machined's signals, forever.
+func getProperty(ctx context.Context, obj godbus.BusObject, name string) (godbus.Variant, error) {
+	i := strings.LastIndex(name, ".")
+	var v godbus.Variant
+	err := obj.CallWithContext(ctx, "org.freedesktop.DBus.Properties.Get", 0, name[:i], name[i+1:]).Store(&v)
+	return v, err
+}
+
 // errNoSystemd is wrapped when the bus or systemd is not there at all.
 var errNoSystemd = errors.New("systemd is not reachable on the system bus")
 
@@ -315,7 +326,7 @@ func (m *Manager) unitCgroup(ctx context.Context, unit string) (string, error) {
 		return "", fmt.Errorf("%w: %s: %v", client.ErrNoSuchUnit, unit, err)
 	}
 	iface := "org.freedesktop.systemd1." + unitTypeInterface(unit)
-	v, err := conn.Object("org.freedesktop.systemd1", path).GetProperty(iface + ".ControlGroup")
+	v, err := getProperty(ctx, conn.Object("org.freedesktop.systemd1", path), iface+".ControlGroup")
 	if err != nil {
 		return "", fmt.Errorf("%w: %s has no control group: %v", client.ErrNoSuchUnit, unit, err)
 	}
@@ -360,7 +371,7 @@ func (m *Manager) machineInfo(ctx context.Context, machine string) (unit, servic
 		return "", "", fmt.Errorf("%w: %s: %v", client.ErrNoSuchMachine, machine, err)
 	}
 	obj := conn.Object("org.freedesktop.machine1", path)
-	v, err := obj.GetProperty("org.freedesktop.machine1.Machine.Unit")
+	v, err := getProperty(ctx, obj, "org.freedesktop.machine1.Machine.Unit")
 	if err != nil {
 		return "", "", fmt.Errorf("%w: %s: %v", client.ErrNoSuchMachine, machine, err)
 	}
@@ -368,7 +379,7 @@ func (m *Manager) machineInfo(ctx context.Context, machine string) (unit, servic
 	if unit == "" {
 		return "", "", fmt.Errorf("%w: %s has no unit", client.ErrNoSuchMachine, machine)
 	}
-	if v, err := obj.GetProperty("org.freedesktop.machine1.Machine.Service"); err == nil {
+	if v, err := getProperty(ctx, obj, "org.freedesktop.machine1.Machine.Service"); err == nil {
 		service, _ = v.Value().(string)
 	}
 	return unit, machinedManager(service), nil

@@ -411,8 +411,11 @@ func TestAutotagScopesMatchByName(t *testing.T) {
 		t.Fatal(err)
 	}
 	deeper := newTestCgroup(t, inside, "docker-deeper.scope")
-	if tag, err := b.CgroupTag(deeper.id); err == nil && tag.ID() != outer.ID() {
+	switch tag, err := b.CgroupTag(deeper.id); {
+	case err == nil && tag.ID() != outer.ID():
 		t.Fatalf("grandchild got an ID of its own: %+v (its parent's: %+v)", tag, outer)
+	case err != nil && !errors.Is(err, ErrNotTagged):
+		t.Fatalf("grandchild: err %v, want its parent's ID or ErrNotTagged", err)
 	}
 
 	if err := b.SetAutotagScopes(nil); err != nil {

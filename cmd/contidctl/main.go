@@ -16,7 +16,6 @@ import (
 	"io"
 	"os"
 	"regexp"
-	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -102,9 +101,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	root.SetArgs(gnuArgs(args))
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd, err := root.ExecuteContextC(ctx)
+	// No deadline for the whole command: each D-Bus call has its own (the
+	// client's), and a long fleet query or a prompt may take what it needs.
+	cmd, err := root.ExecuteContextC(context.Background())
 	if perr := g.closePager(); err == nil {
 		err = perr
 	}
@@ -223,13 +222,15 @@ func connect(g *globals) (*client.Client, error) {
 
 // onBus reports whether org.contid1 is owned or activatable on the bus.
 func onBus(c *client.Client) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), client.DefaultCallTimeout)
+	defer cancel()
 	bus := c.Conn().BusObject()
 	var owned bool
-	if bus.Call("org.freedesktop.DBus.NameHasOwner", 0, client.BusName).Store(&owned) == nil && owned {
+	if bus.CallWithContext(ctx, "org.freedesktop.DBus.NameHasOwner", 0, client.BusName).Store(&owned) == nil && owned {
 		return true
 	}
 	var names []string
-	if bus.Call("org.freedesktop.DBus.ListActivatableNames", 0).Store(&names) == nil {
+	if bus.CallWithContext(ctx, "org.freedesktop.DBus.ListActivatableNames", 0).Store(&names) == nil {
 		for _, n := range names {
 			if n == client.BusName {
 				return true

@@ -32,11 +32,6 @@ func decideAsk(noAskPassword, stdinTerminal bool, euid int) askPolicy {
 	return askPolicy{allow: allow, agent: allow && euid != 0}
 }
 
-// askTimeout bounds a tag call that may wait for a person at a password
-// prompt: longer than contidd's two minutes for an interactive polkit
-// check, so contidd's answer, not contidctl's impatience, ends it.
-const askTimeout = 150 * time.Second
-
 // agentPath is polkit's text agent, where systemd's tools also look for
 // it: a fixed path, not $PATH, since it is handed a terminal to ask for
 // a password on.
@@ -144,7 +139,10 @@ func prepareAsk(ctx context.Context, g *globals, set func(bool)) (context.Contex
 	if !p.allow {
 		return ctx, func() {}
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), askTimeout)
+	// The call's own deadline is the client's, longer when it may wait
+	// for a password (client.InteractiveCallTimeout); this one ends the
+	// agent with it.
+	ctx, cancel := context.WithCancel(ctx)
 	if !p.agent {
 		return ctx, cancel
 	}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	godbus "github.com/godbus/dbus/v5"
 
@@ -21,9 +22,38 @@ const DefaultSocket = "/run/contid/bus"
 // Client is a typed client of org.contid1. Errors from contidd come back
 // as *RemoteError, which unwraps to the registry and dbus sentinels.
 type Client struct {
-	conn  *godbus.Conn
-	obj   godbus.BusObject
-	flags godbus.Flags
+	conn    *godbus.Conn
+	obj     godbus.BusObject
+	flags   godbus.Flags
+	timeout time.Duration
+}
+
+// Each call waits at most this long for its reply unless the caller's
+// context ends sooner: sd-bus's default method call timeout, so a stalled
+// contidd fails a command as it would fail systemctl. A call that lets
+// polkit ask a person waits longer than contidd's own two minutes for an
+// interactive polkit check, so contidd's answer, not the client's
+// impatience, ends it.
+const (
+	DefaultCallTimeout     = 25 * time.Second
+	InteractiveCallTimeout = 150 * time.Second
+)
+
+// SetCallTimeout sets how long each call waits for its reply; 0 restores
+// the defaults above.
+func (c *Client) SetCallTimeout(d time.Duration) { c.timeout = d }
+
+// bounded gives one call its deadline.
+func (c *Client) bounded(ctx context.Context) (context.Context, context.CancelFunc) {
+	d := c.timeout
+	switch {
+	case d > 0:
+	case c.flags&godbus.FlagAllowInteractiveAuthorization != 0:
+		d = InteractiveCallTimeout
+	default:
+		d = DefaultCallTimeout
+	}
+	return context.WithTimeout(ctx, d)
 }
 
 // AllowInteractiveAuthorization sets D-Bus's ALLOW_INTERACTIVE_AUTHORIZATION
@@ -132,6 +162,8 @@ func (c *Client) call(ctx context.Context, method string, args ...any) *godbus.C
 	if len(args) > 0 {
 		msg.Headers[godbus.FieldSignature] = godbus.MakeVariant(godbus.SignatureOf(args...))
 	}
+	ctx, cancel := c.bounded(ctx)
+	defer cancel()
 	return <-c.conn.SendWithContext(ctx, msg, make(chan *godbus.Call, 1)).Done
 }
 
@@ -251,7 +283,9 @@ type ManagerInfo struct {
 	AuditRulesMissing []string `json:"audit_rules_missing"`
 }
 
-func getAll(ctx context.Context, obj godbus.BusObject, iface string) (map[string]godbus.Variant, error) {
+func (c *Client) getAll(ctx context.Context, obj godbus.BusObject, iface string) (map[string]godbus.Variant, error) {
+	ctx, cancel := c.bounded(ctx)
+	defer cancel()
 	var props map[string]godbus.Variant
 	if err := obj.CallWithContext(ctx, propertiesInterface+".GetAll", 0, iface).Store(&props); err != nil {
 		return nil, fromDBusError(err)
@@ -262,7 +296,7 @@ func getAll(ctx context.Context, obj godbus.BusObject, iface string) (map[string
 // Manager reads the Manager's properties.
 func (c *Client) Manager(ctx context.Context) (ManagerInfo, error) {
 	var mi ManagerInfo
-	props, err := getAll(ctx, c.obj, ManagerInterface)
+	props, err := c.getAll(ctx, c.obj, ManagerInterface)
 	if err != nil {
 		return mi, err
 	}
@@ -302,7 +336,7 @@ type ContainerInfo struct {
 // Container reads container id's properties.
 func (c *Client) Container(ctx context.Context, id contid.ID) (ContainerInfo, error) {
 	var ci ContainerInfo
-	props, err := getAll(ctx, c.conn.Object(BusName, ContainerPath(id)), ContainerInterface)
+	props, err := c.getAll(ctx, c.conn.Object(BusName, ContainerPath(id)), ContainerInterface)
 	if err != nil {
 		var re *RemoteError
 		if errors.As(err, &re) && re.Name == NameUnknownObject {
@@ -330,6 +364,8 @@ func (c *Client) Container(ctx context.Context, id contid.ID) (ContainerInfo, er
 
 // ListProcesses lists container id's live processes.
 func (c *Client) ListProcesses(ctx context.Context, id contid.ID) ([]uint32, error) {
+	ctx, cancel := c.bounded(ctx)
+	defer cancel()
 	var pids []uint32
 	err := c.conn.Object(BusName, ContainerPath(id)).CallWithContext(ctx, ContainerInterface+".ListProcesses", 0).Store(&pids)
 	if err != nil {

@@ -5,10 +5,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"net"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	godbus "github.com/godbus/dbus/v5"
 )
@@ -21,7 +23,8 @@ type seenCall struct {
 
 // fakeServer answers one peer-to-peer connection as far as a client
 // needs: the SASL exchange, Hello, and every other call with the
-// AccessDenied error text. It reports each call it read.
+// AccessDenied error text, or with nothing when text is empty. It reports
+// each call it read.
 func fakeServer(t *testing.T, text string) (string, <-chan seenCall) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "bus")
@@ -79,6 +82,8 @@ func fakeServer(t *testing.T, text string) (string, <-chan seenCall) {
 			if member == "Hello" {
 				reply.Type = godbus.TypeMethodReply
 				reply.Body = []any{":1.1"}
+			} else if text == "" {
+				continue // a stalled contidd: it reads the call, never answers
 			} else {
 				reply.Type = godbus.TypeError
 				reply.Headers[godbus.FieldErrorName] = godbus.MakeVariant(NameAccessDenied)
@@ -141,6 +146,45 @@ func TestAllowInteractiveAuthorizationOnTheWire(t *testing.T) {
 			}
 			if got := NeedsInteractiveAuth(err); got != tc.needs {
 				t.Errorf("NeedsInteractiveAuth(%q) = %v, want %v", err, got, tc.needs)
+			}
+		})
+	}
+}
+
+// A contidd that never answers fails each kind of call once its deadline
+// passes, instead of holding the caller forever.
+func TestCallTimeout(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		call func(context.Context, *Client) error
+	}{
+		{"TagCgroup", func(ctx context.Context, c *Client) error {
+			_, err := c.TagCgroup(ctx, "/machine.slice/x.scope", 0, TagOptions{})
+			return err
+		}},
+		{"Manager properties", func(ctx context.Context, c *Client) error {
+			_, err := c.Manager(ctx)
+			return err
+		}},
+		{"ListProcesses", func(ctx context.Context, c *Client) error {
+			_, err := c.ListProcesses(ctx, 1)
+			return err
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path, seen := fakeServer(t, "")
+			c, err := ConnectP2P(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			<-seen // Hello
+			c.SetCallTimeout(100 * time.Millisecond)
+			if err := tc.call(context.Background(), c); !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("err %v, want the call's deadline", err)
+			}
+			if call := <-seen; call.member == "Hello" {
+				t.Fatalf("the server never read the call")
 			}
 		})
 	}

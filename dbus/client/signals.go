@@ -109,6 +109,8 @@ func (c *Client) fromContidd(ctx context.Context, sender string, owner *string) 
 	if sender == BusName || sender != "" && sender == *owner {
 		return true
 	}
+	ctx, cancel := c.bounded(ctx)
+	defer cancel()
 	var now string
 	if c.conn.BusObject().CallWithContext(ctx, "org.freedesktop.DBus.GetNameOwner", 0, BusName).Store(&now) != nil {
 		return false
