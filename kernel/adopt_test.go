@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
@@ -165,5 +166,39 @@ func TestLoadAdoptsHiddenSet(t *testing.T) {
 				t.Errorf("AllocateID after adoption = %d, want above %d", next, x)
 			}
 		})
+	}
+}
+
+// A loaded program with one of contid's names but no contid_identity (a
+// set of a build before it, or a look-alike) is never adopted: Load
+// creates a fresh set beside it.
+func TestLoadLeavesSetWithoutIdentity(t *testing.T) {
+	requireBPF(t)
+	stale, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Name: contidProgContidFork, Type: ebpf.Tracing, AttachType: ebpf.AttachTraceRawTp,
+		AttachTo: "sched_process_fork", License: "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stale.Close()
+	sl, err := link.AttachTracing(link.TracingOptions{Program: stale})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sl.Close()
+	info, err := sl.Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	pinDir := testPinDir(t)
+	b := loadTest(t, pinDir)
+	if maps, links := b.Adopted(); maps != 0 || links != 0 {
+		t.Errorf("Adopted() = %d maps, %d links from a set without identity, want none", maps, links)
+	}
+	if got := pinnedLinkID(t, pinDir, contidProgContidFork); got == info.ID {
+		t.Errorf("Load pinned the look-alike's link %d", got)
 	}
 }
