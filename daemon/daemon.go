@@ -134,6 +134,11 @@ func Run(ctx context.Context, opts Options) error {
 	defer bpf.Close()
 	mode, reason := bpf.Enforcement()
 	log.Logf(cdbus.PrioInfo, "Kernel layer live in %s mode: %s", mode, reason)
+	if maps, links := bpf.Adopted(); maps > 0 || links > 0 {
+		// Someone hid the pins (a mount over the pin directory) while
+		// contid's programs ran on: the administrator should know.
+		log.Logf(cdbus.PrioWarning, "The pins in %s were missing while contid's programs were still loaded: re-adopted %d maps and %d links by ID and pinned them again.", cfg.PinDirectory, maps, links)
+	}
 	if mode == contid.ModeEnforcing {
 		logEnforceExceptions(log, cfg)
 	}

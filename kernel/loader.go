@@ -64,6 +64,10 @@ type BPF struct {
 	allMaps map[string]*ebpf.Map
 	links   []link.Link
 	iter    *ebpf.Program
+	// identity is contid_identity, in allMaps too (adopt.go).
+	identity *ebpf.Map
+	// What adopt found by ID and pinned again, for the daemon to say.
+	adoptedMaps, adoptedLinks int
 
 	// tagMu serialises the users of iter_target (TagCgroup, TagProcess).
 	tagMu sync.Mutex
@@ -152,10 +156,24 @@ func Load(opts Options) (*BPF, error) {
 	if err := spec.Assign(&progs); err != nil {
 		return nil, fmt.Errorf("parse contid's eBPF object: %w", err)
 	}
+	id, err := ownIdentity(opts.PinDir)
+	if err != nil {
+		return nil, err
+	}
+	if adoptHidden {
+		if err := b.adopt(spec, id); err != nil {
+			return nil, err
+		}
+	}
 	if err := b.openMaps(spec); err != nil {
 		b.Close()
 		return nil, err
 	}
+	if err := b.openIdentity(id); err != nil {
+		b.Close()
+		return nil, err
+	}
+	b.allMaps[identityMap] = b.identity
 	// Before autotag attaches, so no cgroup is tagged under an old limit,
 	// and before the guards do, so none refuses what is allowed now.
 	// SetMaxDepth writes the whole value, the exceptions with it.
@@ -313,6 +331,13 @@ func (b *BPF) attach(spec *ebpf.CollectionSpec, ps *ebpf.ProgramSpec) error {
 			return fmt.Errorf("inspect pinned link %s: %w", pin, err)
 		}
 		if same {
+			// A link pinned by a build without contid_identity gains
+			// it here.
+			err := b.bindRunning(old)
+			if err != nil {
+				old.Close()
+				return fmt.Errorf("bind the maps to the program of %s: %w", pin, err)
+			}
 			b.links = append(b.links, old)
 			return nil
 		}
@@ -321,6 +346,11 @@ func (b *BPF) attach(spec *ebpf.CollectionSpec, ps *ebpf.ProgramSpec) error {
 		return fmt.Errorf("open pinned link %s: %w", pin, err)
 	}
 
+	// Bound before the link exists, so no linked program of the set is
+	// without its identity.
+	if err := b.bindSet(prog); err != nil {
+		return fmt.Errorf("bind the maps to %s: %w", ps.Name, err)
+	}
 	var l link.Link
 	if ps.Type == ebpf.LSM {
 		l, err = link.AttachLSM(link.LSMOptions{Program: prog})
@@ -344,6 +374,20 @@ func (b *BPF) attach(spec *ebpf.CollectionSpec, ps *ebpf.ProgramSpec) error {
 	}
 	b.links = append(b.links, l)
 	return nil
+}
+
+// bindRunning binds the set's maps to the program l runs.
+func (b *BPF) bindRunning(l link.Link) error {
+	info, err := l.Info()
+	if err != nil {
+		return err
+	}
+	running, err := ebpf.NewProgramFromID(info.Program)
+	if err != nil {
+		return err
+	}
+	defer running.Close()
+	return b.bindSet(running)
 }
 
 // linkRuns reports whether a link runs the same code as prog (same
@@ -680,7 +724,7 @@ func (b *BPF) Close() error {
 	for _, m := range b.allMaps {
 		errs = append(errs, m.Close())
 	}
-	b.maps, b.allMaps = contidMaps{}, nil
+	b.maps, b.allMaps, b.identity = contidMaps{}, nil, nil
 	return errors.Join(errs...)
 }
 

@@ -47,6 +47,8 @@ source "$(dirname "$SELF")/operations.sh"
 source "$(dirname "$SELF")/managers.sh"
 # shellcheck source=ocibench.sh
 source "$(dirname "$SELF")/ocibench.sh"
+# shellcheck source=blind.sh
+source "$(dirname "$SELF")/blind.sh"
 PINDIR=/sys/fs/bpf/contid
 MANAGER=(org.contid1 /org/contid1 org.contid1.Manager)
 TAGGED_SLICE=machine.slice
@@ -903,6 +905,7 @@ main() {
 	NEEDS=$no_pid run_denial proc_fd_contidd eacces
 	run_limits "$no_pid"
 	run_loads "$no_pid"
+	run_blind_restart
 	# Controls from here on disturb contid itself; they run last.
 	NEEDS=$no_map run_denial map_unpin
 	NEEDS=$no_pid run_denial kill_contidd
