@@ -231,6 +231,14 @@ BacklogLimit=8192
 	} else {
 		cmd = exec.Command(bin, args...)
 	}
+	// contidd runs at its unit's priority, as installed: the figures are
+	// those of the service users get, and auditd, the baseline, takes its
+	// own boost by default too.
+	if nice, err := unitNice(cfg.root); err != nil {
+		return nil, err
+	} else if nice != 0 {
+		cmd = exec.Command("nice", append([]string{"-n", strconv.Itoa(nice), cmd.Path}, cmd.Args[1:]...)...)
+	}
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+notifyPath)
 	cmd.Stdout = os.Stderr
 	cmd.Stderr = os.Stderr
@@ -370,4 +378,32 @@ func cpuSeconds(pid int) (float64, error) {
 	ut, _ := strconv.ParseFloat(f[11], 64)
 	st, _ := strconv.ParseFloat(f[12], 64)
 	return (ut + st) / 100, nil // USER_HZ is 100 on Linux
+}
+
+// unitNice is the Nice= of contidd.service in the repository at root, 0
+// when it sets none.
+func unitNice(root string) (int, error) {
+	b, err := os.ReadFile(filepath.Join(root, "units", "contidd.service"))
+	if err != nil {
+		return 0, fmt.Errorf("contidd's unit: %w", err)
+	}
+	return parseNice(string(b))
+}
+
+// parseNice reads the last Nice= of a unit, as systemd does when a
+// setting repeats.
+func parseNice(unit string) (int, error) {
+	nice := 0
+	for _, line := range strings.Split(unit, "\n") {
+		v, ok := strings.CutPrefix(strings.TrimSpace(line), "Nice=")
+		if !ok {
+			continue
+		}
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil || n < -20 || n > 19 {
+			return 0, fmt.Errorf("contidd's unit: Nice=%s is not a niceness from -20 to 19", v)
+		}
+		nice = n
+	}
+	return nice, nil
 }

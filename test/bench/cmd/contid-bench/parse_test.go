@@ -155,3 +155,26 @@ func TestMedianCI95BracketsTheMedian(t *testing.T) {
 		t.Error("two samples should give no interval")
 	}
 }
+
+func TestParseNice(t *testing.T) {
+	for _, tc := range []struct {
+		name, unit string
+		want       int
+		err        bool
+	}{
+		{"none", "[Service]\nExecStart=/usr/sbin/contidd\n", 0, false},
+		{"set", "[Service]\nNice=-4\n", -4, false},
+		{"spaces", "[Service]\n  Nice= 5 \n", 5, false},
+		{"last wins", "[Service]\nNice=-4\nNice=-2\n", -2, false},
+		{"a comment naming it", "# Nice=-19 would starve the rest\nNice=-4\n", -4, false},
+		{"not a number", "Nice=high\n", 0, true},
+		{"out of range", "Nice=-21\n", 0, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := parseNice(tc.unit)
+			if (err != nil) != tc.err || got != tc.want {
+				t.Fatalf("parseNice: %d, %v; want %d, error %v", got, err, tc.want, tc.err)
+			}
+		})
+	}
+}

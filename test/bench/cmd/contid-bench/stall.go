@@ -256,7 +256,7 @@ func stallPhase(cfg *config, rep *report) error {
 	rep.set("stall_contidd_cpu_attack", cpu)
 	rep.detail("stall_tag_ms", map[string]summary{"idle": it, "attack": at})
 	rep.detail("stall_list_ms", map[string]summary{"idle": il, "attack": al})
-	rep.detail("stall_setup", "private dbus-daemon and contidd; a godbus client as root on the peer-to-peer socket alternates TagCgroup (a new cgroup each) and ListContainers (200+ containers) with 10 ms pauses, in idle windows alternating with attack windows (3 of each); 1,000 hostile clients as nobody, 250 of each kind (internal/hostile), reconnecting 1 s after each cut or refusal")
+	rep.detail("stall_setup", "private dbus-daemon and contidd (at its unit's niceness); a godbus client as root on the peer-to-peer socket alternates TagCgroup (a new cgroup each) and ListContainers (200+ containers) with 10 ms pauses, in idle windows alternating with attack windows (3 of each); 1,000 hostile clients as nobody, 250 of each kind (internal/hostile), reconnecting 1 s after each cut or refusal")
 	progress("stall: contidd peak RSS %.1f MB, peak %d descriptors, %.2f CPUs idle, %.2f CPUs under attack", peakRSS/1024, peakFDs, idleCPU, cpu)
 	return d.stop()
 }
