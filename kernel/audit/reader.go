@@ -247,6 +247,9 @@ type Reader struct {
 	}
 	overflow  overflowWindow
 	probeMark []byte
+	// recent lets the rest of an event reassembly gave up on find its
+	// process.
+	recent recentEvents
 	// gaps are the reader's own count of serials that never came (see
 	// seen).
 	gaps serialGaps
@@ -615,7 +618,8 @@ func (s *stream) ReassemblyComplete(msgs []*auparse.AuditMessage) {
 	if !ev.build(&r.parser, msgs) {
 		return
 	}
-	if (r.overflow.open || r.justResumed()) && isTailFragment(msgs) {
+	rest := isTailFragment(msgs) && r.recent.inherit(ev)
+	if !rest && (r.overflow.open || r.justResumed()) && isTailFragment(msgs) {
 		// The socket dropped this event's first records, or the
 		// contidd before us read them; the serial was seen, so no gap
 		// counts it, and without its SYSCALL record it names no process
@@ -628,7 +632,7 @@ func (s *stream) ReassemblyComplete(msgs []*auparse.AuditMessage) {
 	if lag := time.Since(ev.Time); lag > time.Duration(r.stats.maxLag.Load()) {
 		r.stats.maxLag.Store(int64(lag))
 	}
-	if ev.HasPID && r.attr != nil {
+	if ev.HasPID && r.attr != nil && !rest {
 		id, how, cands, err := r.attr.Attribute(ev.PID, ev.PPID, ev.Time)
 		switch {
 		case err != nil:
@@ -640,11 +644,73 @@ func (s *stream) ReassemblyComplete(msgs []*auparse.AuditMessage) {
 			r.stats.tagged.Add(1)
 		}
 	}
+	switch {
+	case rest && ev.Tagged():
+		r.stats.tagged.Add(1)
+	case rest && ev.Ambiguous():
+		r.stats.ambiguous.Add(1)
+	case ev.HasPID:
+		r.recent.remember(ev)
+	}
 	if sp := r.cfg.Spool; sp != nil {
 		sp.handOn(msgs[0].Sequence, len(msgs), true)
 		handed = true
 	}
 	r.handler.HandleEvent(ev)
+}
+
+// recentEvents is the process and attribution of the events handed on
+// last, by serial. Reassembly gives up on an event whose records do not
+// all come within its timeout (a reader held up by a slow journald) or
+// its window; the rest then comes as an event of its own, without the
+// SYSCALL record that names the process, and would go unattributed,
+// unwritten. It takes the process and container of the first part.
+type recentEvents struct {
+	by    map[uint32]recentEvent
+	order []uint32
+	next  int
+}
+
+type recentEvent struct {
+	pid, ppid uint32
+	id        contid.ID
+	how       contid.Attribution
+	cands     contid.Candidates
+}
+
+// recentMax bounds recentEvents: far more than the reassembler holds in
+// flight (MaxInFlight), so the rest of any event it gave up on finds its
+// first part.
+const recentMax = 4096
+
+func (q *recentEvents) remember(ev *Event) {
+	if q.by == nil {
+		q.by = make(map[uint32]recentEvent, recentMax)
+		q.order = make([]uint32, 0, recentMax)
+	}
+	if _, ok := q.by[ev.Serial]; ok {
+		return
+	}
+	if len(q.order) < recentMax {
+		q.order = append(q.order, ev.Serial)
+	} else {
+		delete(q.by, q.order[q.next])
+		q.order[q.next] = ev.Serial
+		q.next = (q.next + 1) % recentMax
+	}
+	q.by[ev.Serial] = recentEvent{ev.PID, ev.PPID, ev.Container, ev.Attribution, ev.Candidates}
+}
+
+// inherit gives ev, the rest of an event, what its first part had; false
+// if that is not known.
+func (q *recentEvents) inherit(ev *Event) bool {
+	a, ok := q.by[ev.Serial]
+	if !ok {
+		return false
+	}
+	ev.PID, ev.PPID, ev.HasPID = a.pid, a.ppid, true
+	ev.Container, ev.Attribution, ev.Candidates = a.id, a.how, a.cands
+	return true
 }
 
 // isTailFragment: the records of a syscall event, without the SYSCALL

@@ -4,12 +4,15 @@ import (
 	"encoding/binary"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	libaudit "github.com/elastic/go-libaudit/v2"
 	"github.com/elastic/go-libaudit/v2/auparse"
 	"golang.org/x/sys/unix"
+
+	"github.com/contid/contid"
 )
 
 // typedRecord is a netlink message as the kernel sends one audit record
@@ -236,6 +239,70 @@ func TestUnicastGapsCounted(t *testing.T) {
 			r.tick(time.Now().Add(time.Hour))
 			if h.lost != tc.want {
 				t.Fatalf("%d counted lost, want %d", h.lost, tc.want)
+			}
+		})
+	}
+}
+
+// eventRecorder keeps what each event handed on was attributed to.
+type eventRecorder struct{ got []string }
+
+func (h *eventRecorder) HandleEvent(ev *Event) {
+	h.got = append(h.got, fmt.Sprintf("%d:%s:%d", ev.Serial, strings.Join(ev.TypeNames(nil), ","), ev.Container))
+}
+func (*eventRecorder) HandleLoss(LossKind, uint64) {}
+func (*eventRecorder) Tick(time.Time)              {}
+
+// TestRestOfEventAttributed: when reassembly gives up on an event before
+// all its records came, the rest comes as an event of its own with no
+// record that names the process. It goes to the container of the first
+// part; before, it was unattributed, and so never written. Only the rest
+// of an event handed on is: records of a serial never seen stay
+// unattributed.
+func TestRestOfEventAttributed(t *testing.T) {
+	const id = 7
+	rec := func(typ auparse.AuditMessageType, serial uint32, body string) []byte {
+		text := fmt.Sprintf("audit(1700000000.000:%d): %s", serial, body)
+		b := make([]byte, unix.NLMSG_HDRLEN+len(text))
+		binary.NativeEndian.PutUint32(b[0:4], uint32(len(b)))
+		binary.NativeEndian.PutUint16(b[4:6], uint16(typ))
+		copy(b[unix.NLMSG_HDRLEN:], text)
+		return b
+	}
+	syscall := func(serial uint32) []byte {
+		return rec(auparse.AUDIT_SYSCALL, serial, "arch=c000003e syscall=59 success=yes exit=0 ppid=1 pid=42 uid=0 comm=\"true\"")
+	}
+	execve := func(serial uint32) []byte {
+		return rec(auparse.AUDIT_EXECVE, serial, "argc=2 a0=\"true\" a1=\"marker\"")
+	}
+	proctitle := func(serial uint32) []byte { return rec(auparse.AUDIT_PROCTITLE, serial, "proctitle=74727565") }
+	user := func(serial uint32) []byte { return rec(auparse.AUDIT_USER_AVC, serial, "pid=1 uid=0 msg='x'") }
+	for _, tc := range []struct {
+		name string
+		recs [][]byte
+		want []string
+	}{
+		{name: "whole event", recs: [][]byte{syscall(10), execve(10), proctitle(10)},
+			want: []string{"10:SYSCALL,EXECVE,PROCTITLE:7"}},
+		{name: "rest after reassembly gave up", recs: [][]byte{syscall(10), user(11), execve(10), proctitle(10)},
+			want: []string{"10:SYSCALL:7", "11:USER_AVC:7", "10:EXECVE,PROCTITLE:7"}},
+		{name: "rest of an event never seen", recs: [][]byte{user(11), execve(10), proctitle(10)},
+			want: []string{"11:USER_AVC:7", "10:EXECVE,PROCTITLE:0"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := &eventRecorder{}
+			r := &Reader{attr: fakeAttributor{id: id, how: contid.LiveProcess}, handler: h}
+			r.cfg.setDefaults()
+			var err error
+			if r.reasm, err = libaudit.NewReassembler(1, time.Hour, (*stream)(r)); err != nil {
+				t.Fatal(err)
+			}
+			for _, b := range tc.recs {
+				r.take(b, 0)
+			}
+			_ = r.reasm.Close()
+			if fmt.Sprint(h.got) != fmt.Sprint(tc.want) {
+				t.Fatalf("handed on %v, want %v", h.got, tc.want)
 			}
 		})
 	}
