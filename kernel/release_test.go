@@ -102,3 +102,55 @@ func TestAttributeEvictedLiveProcess(t *testing.T) {
 		}
 	}
 }
+
+// A tagged process whose pid_tags record the LRU evicted while it lived
+// cannot be looked up live once it has exited, yet its last system calls
+// are often read after that. The exit hook writes its record again from
+// task_tags: an event of its life is attributed to it as an exited
+// process's, one before its start is not. The control deletes the record
+// again after the exit, as a hook that did not write it would leave it:
+// the event then goes unattributed.
+func TestAttributeEvictedExitedProcess(t *testing.T) {
+	requireBPF(t)
+	b := loadTest(t, testPinDir(t))
+	cg := newTestCgroup(t, nil, "evicted-exited")
+	x := mustAllocate(t, b)
+	mustTagCgroup(t, b, cg, contid.Tag{Chain: contid.Chain{x}})
+	for _, tc := range []struct {
+		name     string
+		control  bool
+		wantID   contid.ID
+		want     contid.Attribution
+		atBefore bool
+	}{
+		{name: "an event of its life", wantID: x, want: contid.ExitedProcess},
+		{name: "an event before it started", atBefore: true, wantID: contid.Unset, want: contid.Unattributed},
+		{name: "control: no record after the exit", control: true, wantID: contid.Unset, want: contid.Unattributed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := time.Now()
+			time.Sleep(50 * time.Millisecond)
+			cmd := execIn(t, cg, "cat")
+			time.Sleep(100 * time.Millisecond)
+			during := time.Now()
+			if err := b.maps.PidTags.Delete(uint32(cmd.pid)); err != nil {
+				t.Fatalf("evict the record: %v", err)
+			}
+			cmd.in.Close()
+			_ = cmd.cmd.Wait()
+			if tc.control {
+				if err := b.maps.PidTags.Delete(uint32(cmd.pid)); err != nil {
+					t.Fatalf("control: no record to delete after the exit (%v)", err)
+				}
+			}
+			at := during
+			if tc.atBefore {
+				at = before
+			}
+			id, how, _, err := b.Attribute(uint32(cmd.pid), 0, at)
+			if err != nil || id != tc.wantID || how != tc.want {
+				t.Errorf("Attribute = %d, %d, %v; want %d, %d", id, how, err, tc.wantID, tc.want)
+			}
+		})
+	}
+}

@@ -247,6 +247,12 @@ type Reader struct {
 	}
 	overflow  overflowWindow
 	probeMark []byte
+	// recent lets the rest of an event reassembly gave up on find its
+	// process.
+	recent recentEvents
+	// gaps are the reader's own count of serials that never came (see
+	// seen).
+	gaps serialGaps
 	// pendingGaps are serial gaps seen outside an overflow window, kept
 	// a while: a multicast socket reports its overflow only once it is
 	// read empty, after the records that show the gap.
@@ -394,7 +400,10 @@ func (r *Reader) Run(ctx context.Context, h Handler) error {
 		return fmt.Errorf("audit reassembler: %w", err)
 	}
 	r.reasm = reasm
-	defer reasm.Close()
+	defer func() {
+		_ = reasm.Close()
+		r.claimSuspects(time.Time{}, true)
+	}()
 
 	baseline, err := r.lostCounter()
 	if err != nil {
@@ -466,6 +475,7 @@ func (r *Reader) tick(now time.Time) {
 	_ = r.reasm.Maintain()
 	r.closeOverflow(now)
 	r.claimPendingGaps(now, false)
+	r.claimSuspects(now, false)
 	r.pruneOpen(now)
 	r.handler.Tick(now)
 }
@@ -499,12 +509,7 @@ func (r *Reader) receive(buf []byte, timeout time.Duration) (b []byte, pos uint6
 }
 
 // take handles one record read, at pos in the spool if there is one.
-func (r *Reader) take(b []byte, pos uint64) {
-	serial, ok := r.push(b)
-	if ok && r.cfg.Spool != nil {
-		r.cfg.Spool.mark(serial, pos)
-	}
-}
+func (r *Reader) take(b []byte, pos uint64) { r.push(b, pos) }
 
 // replaySpool hands on what the spool holds that an earlier contidd read
 // and never finished, before anything new is read.
@@ -514,10 +519,11 @@ func (r *Reader) replaySpool() {
 		return
 	}
 	recs, evicted := sp.pending()
+	r.gaps.fromSpool(sp)
 	for _, rec := range recs {
 		r.take(rec.b, rec.pos)
 	}
-	sp.moveTail()
+	sp.replayed()
 	r.stats.replayed.Add(uint64(len(recs)))
 	if evicted > 0 {
 		r.lose(evicted)
@@ -525,30 +531,36 @@ func (r *Reader) replaySpool() {
 	sp.forgetEvicted()
 }
 
-// push parses one netlink message and feeds it to the reassembler, whose
-// callbacks (on this goroutine) deliver completed events. It returns the
-// record's serial, if it is a record.
-func (r *Reader) push(b []byte) (uint32, bool) {
+// push parses one netlink message, at pos in the spool if there is one,
+// and feeds it to the reassembler, whose callbacks (on this goroutine)
+// deliver completed events.
+func (r *Reader) push(b []byte, pos uint64) {
 	if len(b) < unix.NLMSG_HDRLEN {
 		r.stats.rejected.Add(1)
-		return 0, false
+		return
 	}
 	typ := auparse.AuditMessageType(binary.NativeEndian.Uint16(b[4:6]))
 	if isControlMessage(typ) {
-		return 0, false
+		return
 	}
 	// Kernel messages carry no terminator, user records often a NUL.
 	payload := trimPayload(b[unix.NLMSG_HDRLEN:])
 	at, serial, body, err := parseHeader(payload)
 	if err != nil {
 		r.stats.rejected.Add(1)
-		return 0, false
+		return
 	}
 	r.stats.records.Add(1)
 	r.trackOpen(typ, serial)
 	r.advance(serial, at)
 	if typ == auparse.AUDIT_TRUSTED_APP && r.isOwnProbe(payload[body:]) {
 		r.probeReturned(time.Now())
+	}
+	// Marked before the reassembler sees it, which may hand its event on
+	// (and the handler report it done) at once. The reassembler keeps
+	// every record but an EOE in some event.
+	if sp := r.cfg.Spool; sp != nil {
+		sp.mark(serial, pos, len(b), typ != auparse.AUDIT_EOE)
 	}
 	r.reasm.PushMessage(&auparse.AuditMessage{
 		RecordType: typ,
@@ -557,7 +569,6 @@ func (r *Reader) push(b []byte) (uint32, bool) {
 		RawData:    string(payload),
 		Payload:    body,
 	})
-	return serial, true
 }
 
 // overflowWindowMax bounds an overflow window whose probe never came
@@ -590,11 +601,25 @@ type stream Reader
 
 func (s *stream) ReassemblyComplete(msgs []*auparse.AuditMessage) {
 	r := (*Reader)(s)
+	// The spool learns of the event before the handler, which may report
+	// it done at once; an event the handler never gets is settled here.
+	handed := false
+	if sp := r.cfg.Spool; sp != nil && len(msgs) > 0 {
+		defer func() {
+			if !handed {
+				sp.handOn(msgs[0].Sequence, len(msgs), false)
+			}
+		}()
+	}
+	if len(msgs) > 0 {
+		r.seen(msgs[0].Sequence)
+	}
 	ev := &r.event
 	if !ev.build(&r.parser, msgs) {
 		return
 	}
-	if (r.overflow.open || r.justResumed()) && isTailFragment(msgs) {
+	rest := isTailFragment(msgs) && r.recent.inherit(ev)
+	if !rest && (r.overflow.open || r.justResumed()) && isTailFragment(msgs) {
 		// The socket dropped this event's first records, or the
 		// contidd before us read them; the serial was seen, so no gap
 		// counts it, and without its SYSCALL record it names no process
@@ -607,7 +632,7 @@ func (s *stream) ReassemblyComplete(msgs []*auparse.AuditMessage) {
 	if lag := time.Since(ev.Time); lag > time.Duration(r.stats.maxLag.Load()) {
 		r.stats.maxLag.Store(int64(lag))
 	}
-	if ev.HasPID && r.attr != nil {
+	if ev.HasPID && r.attr != nil && !rest {
 		id, how, cands, err := r.attr.Attribute(ev.PID, ev.PPID, ev.Time)
 		switch {
 		case err != nil:
@@ -619,7 +644,73 @@ func (s *stream) ReassemblyComplete(msgs []*auparse.AuditMessage) {
 			r.stats.tagged.Add(1)
 		}
 	}
+	switch {
+	case rest && ev.Tagged():
+		r.stats.tagged.Add(1)
+	case rest && ev.Ambiguous():
+		r.stats.ambiguous.Add(1)
+	case ev.HasPID:
+		r.recent.remember(ev)
+	}
+	if sp := r.cfg.Spool; sp != nil {
+		sp.handOn(msgs[0].Sequence, len(msgs), true)
+		handed = true
+	}
 	r.handler.HandleEvent(ev)
+}
+
+// recentEvents is the process and attribution of the events handed on
+// last, by serial. Reassembly gives up on an event whose records do not
+// all come within its timeout (a reader held up by a slow journald) or
+// its window; the rest then comes as an event of its own, without the
+// SYSCALL record that names the process, and would go unattributed,
+// unwritten. It takes the process and container of the first part.
+type recentEvents struct {
+	by    map[uint32]recentEvent
+	order []uint32
+	next  int
+}
+
+type recentEvent struct {
+	pid, ppid uint32
+	id        contid.ID
+	how       contid.Attribution
+	cands     contid.Candidates
+}
+
+// recentMax bounds recentEvents: far more than the reassembler holds in
+// flight (MaxInFlight), so the rest of any event it gave up on finds its
+// first part.
+const recentMax = 4096
+
+func (q *recentEvents) remember(ev *Event) {
+	if q.by == nil {
+		q.by = make(map[uint32]recentEvent, recentMax)
+		q.order = make([]uint32, 0, recentMax)
+	}
+	if _, ok := q.by[ev.Serial]; ok {
+		return
+	}
+	if len(q.order) < recentMax {
+		q.order = append(q.order, ev.Serial)
+	} else {
+		delete(q.by, q.order[q.next])
+		q.order[q.next] = ev.Serial
+		q.next = (q.next + 1) % recentMax
+	}
+	q.by[ev.Serial] = recentEvent{ev.PID, ev.PPID, ev.Container, ev.Attribution, ev.Candidates}
+}
+
+// inherit gives ev, the rest of an event, what its first part had; false
+// if that is not known.
+func (q *recentEvents) inherit(ev *Event) bool {
+	a, ok := q.by[ev.Serial]
+	if !ok {
+		return false
+	}
+	ev.PID, ev.PPID, ev.HasPID = a.pid, a.ppid, true
+	ev.Container, ev.Attribution, ev.Candidates = a.id, a.how, a.cands
+	return true
 }
 
 // isTailFragment: the records of a syscall event, without the SYSCALL
@@ -637,31 +728,32 @@ func isTailFragment(msgs []*auparse.AuditMessage) bool {
 	return tail
 }
 
-func (s *stream) EventsLost(count int) {
-	// The reassembler sums gaps in uint32 serial space; a record that
-	// arrives after its serial was evicted makes that sum wrap. Read it
-	// back as a signed 32-bit figure. Over multicast these gaps are a
-	// statistic only: the socket's own drops are counted around its
-	// overflows, in push, and a multicast reader that joined late would
-	// otherwise count what it never subscribed to.
-	r := (*Reader)(s)
-	n := int32(uint32(count))
-	if n <= 0 {
+// EventsLost is the reassembler's count of missing serials. The reader
+// keeps its own (see seen): the reassembler's goes back with a late
+// event's serial and counts every serial after it again.
+func (s *stream) EventsLost(int) {}
+
+// gapped takes n serials that never came. Over multicast these gaps are
+// a statistic only: the socket's own drops are counted around its
+// overflows, in push, and a multicast reader that joined late would
+// otherwise count what it never subscribed to.
+func (r *Reader) gapped(n uint64) {
+	if n == 0 {
 		return
 	}
-	r.stats.gaps.Add(uint64(n))
+	r.stats.gaps.Add(n)
 	switch {
 	case r.cfg.Source == Unicast:
 		// As the audit daemon the reader is sent every record; a serial
 		// that never came was dropped in the kernel's queues, which
 		// give up on a reader that does not keep up (after a tenth of
 		// a second) and do not always count what they drop.
-		r.lose(uint64(n))
+		r.lose(n)
 	case r.overflow.open:
-		r.overflow.gaps += uint64(n)
-		r.lose(uint64(n))
+		r.overflow.gaps += n
+		r.lose(n)
 	default:
-		r.pendingGaps = append(r.pendingGaps, pendingGap{n: uint64(n), at: time.Now()})
+		r.pendingGaps = append(r.pendingGaps, pendingGap{n: n, at: time.Now()})
 	}
 }
 

@@ -248,32 +248,39 @@ type handlerFunc struct {
 
 func (h handlerFunc) HandleEvent(ev *Event) { h.f(ev) }
 
-func TestEventsLostWrap(t *testing.T) {
+// TestSerialGaps: the serials missing between the events handed on, as
+// the reader counts them, across the wrap of the counter and with a late
+// event's serial (a reordering, not a gap; the reassembler's own count
+// went back with it and counted the serials after it again).
+func TestSerialGaps(t *testing.T) {
 	tests := []struct {
-		reported int
-		want     uint64
+		name    string
+		serials []uint32
+		want    uint64
 	}{
-		{5, 5},
-		{0, 0},
-		// A late record below the last evicted serial: the reassembler's
-		// uint32 sum wraps. It is a reordering, not a gap.
-		{1<<32 - 1, 0},
-		{1<<32 - 10, 0},
-		// A wrapped term (-2) mixed with a real gap (7) nets the gap.
-		{7 + (1<<32 - 2), 5},
+		{"in order", []uint32{5, 6, 7}, 0},
+		{"gap", []uint32{5, 6, 12}, 5},
+		{"wrap", []uint32{0xfffffffe, 0xffffffff, 0, 1}, 0},
+		{"gap across the wrap", []uint32{0xfffffffe, 1}, 2},
+		{"late serial", []uint32{10, 11, 5, 12}, 0},
+		{"late serial, then a gap", []uint32{10, 11, 5, 15}, 3},
 	}
 	for _, tt := range tests {
-		h := &fakeHandler{}
-		r := &Reader{handler: h}
-		(*stream)(r).EventsLost(tt.reported)
-		if got := r.Stats().Gaps; got != tt.want {
-			t.Errorf("EventsLost(%d) counted %d gaps, want %d", tt.reported, got, tt.want)
-		}
-		// Gaps alone are never reported as losses: the kernel skips
-		// serials when nothing is lost.
-		if h.lost[LossReader] != 0 {
-			t.Errorf("EventsLost(%d) reported a loss", tt.reported)
-		}
+		t.Run(tt.name, func(t *testing.T) {
+			h := &fakeHandler{}
+			r := &Reader{handler: h}
+			for _, serial := range tt.serials {
+				r.seen(serial)
+			}
+			if got := r.Stats().Gaps; got != tt.want {
+				t.Errorf("counted %d gaps, want %d", got, tt.want)
+			}
+			// Over multicast, gaps alone are never reported as losses:
+			// the kernel skips serials when nothing is lost.
+			if h.lost[LossReader] != 0 {
+				t.Errorf("reported a loss")
+			}
+		})
 	}
 }
 
@@ -290,23 +297,23 @@ func TestGapsAroundOverflow(t *testing.T) {
 		want   uint64
 	}{
 		{"multicast, no overflow", Multicast, func(r *Reader) {
-			(*stream)(r).EventsLost(4)
+			r.gapped(4)
 		}, 0},
 		{"multicast, gap then overflow", Multicast, func(r *Reader) {
-			(*stream)(r).EventsLost(4)
+			r.gapped(4)
 			r.overflowed(time.Now())
 		}, 4},
 		{"multicast, overflow then gap", Multicast, func(r *Reader) {
 			r.overflowed(time.Now())
-			(*stream)(r).EventsLost(6)
+			r.gapped(6)
 		}, 6},
 		{"multicast, gap long before the overflow", Multicast, func(r *Reader) {
-			(*stream)(r).EventsLost(4)
+			r.gapped(4)
 			r.pendingGaps[0].at = t0.Add(-time.Minute)
 			r.overflowed(time.Now())
 		}, 0},
 		{"unicast, any gap", Unicast, func(r *Reader) {
-			(*stream)(r).EventsLost(3)
+			r.gapped(3)
 		}, 3},
 	}
 	for _, tt := range tests {
@@ -346,7 +353,7 @@ func TestOverflowWindow(t *testing.T) {
 	r.overflowed(t1)
 	r.overflow.probe = false // sent, as sendProbe does
 	r.probeReturned(t1.Add(time.Second))
-	(*stream)(r).EventsLost(7)
+	r.gapped(7)
 	r.closeOverflow(t1.Add(2 * time.Second))
 	if !r.overflow.open {
 		t.Fatal("the window closed before reassembly could report the gap")

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"unsafe"
 
@@ -27,6 +29,16 @@ import (
 //
 // The reader goroutine owns the ring; Done may be called from any
 // goroutine.
+//
+// Which records a successor may skip is kept as a watermark serial and a
+// position: every record before the position whose serial is at or below
+// the watermark belongs to an event that is written. Events are handed on
+// in serial order except for records that come after a later serial was
+// handed on (the first records of an event that took its serial early,
+// or the rest of one the reassembler gave up on), so the watermark is the
+// lowest serial still being assembled or waiting to be written, less
+// one, and a record read after the position is replayed whatever its
+// serial.
 type Spool struct {
 	f    *os.File
 	mem  []byte
@@ -44,6 +56,24 @@ type Spool struct {
 	// evicted counts events pushed out of a full ring before they were
 	// done: a crash then would lose them (see Stats).
 	evicted atomic.Uint64
+
+	// mu guards what follows, shared by the reader and Done.
+	mu sync.Mutex
+	// unsettled counts, per serial, its records in reassembly and its
+	// events handed on and not done; low holds the same serials (and
+	// some already settled, skipped when they come up) lowest first.
+	unsettled map[uint32]int
+	low       serialQueue
+	// handed are the serials of the events handed on and not done, in
+	// the order they were handed on, which is the order Done comes in.
+	handed []uint32
+	// high is the highest serial read; markedTo is where the record read
+	// last ends.
+	high     uint32
+	hasHigh  bool
+	markedTo uint64
+	// doneAbove are the serials settled above the watermark.
+	doneAbove map[uint32]struct{}
 }
 
 type spoolMark struct {
@@ -67,13 +97,23 @@ const (
 	offSize    = 16
 	offHead    = 24 // bytes ever appended: a record's ring offset is pos % size
 	offTail    = 32 // position of the oldest record that may not be done
-	offDone    = 40 // the highest serial whose event, and every one before, is done
+	offDone    = 40 // a record before offDoneEnd with a serial up to this one is done
 	offHasDone = 44
-	offEvicted = 48 // the highest serial evicted before it was done
-	offEvFirst = 52 // the lowest serial evicted since the last replay
+	offEvicted = 48 // the highest serial evicted before it was done since the last replay
+	offEvFirst = 52 // the lowest such serial
 	offEvCount = 56 // events evicted since the last replay
 	offBoot    = 64
 	bootLen    = 48
+	// offDoneEnd is where the record read last when offDone was set
+	// ends; a record from there on is replayed whatever its serial. An
+	// earlier contidd left it 0, and its watermark covers every record.
+	offDoneEnd = 112
+	// offDoneLen and offDoneSet list serials above the watermark whose
+	// events are done (handed on before one of a lower serial was):
+	// their records before offDoneEnd are not replayed either.
+	offDoneLen = 120
+	offDoneSet = 128
+	doneSetMax = 256
 )
 
 // slotMax is the most one received record can take: its length, then the
@@ -172,6 +212,8 @@ func OpenSpool(f *os.File) (*Spool, error) {
 	}
 	s.size = size
 	s.ring = s.mem[spoolHeaderSize:]
+	// Until this contidd reads a higher serial, the watermark stays.
+	s.high, s.hasHigh, _ = s.done()
 	return s, nil
 }
 
@@ -193,21 +235,169 @@ func (s *Spool) Close() error {
 	return errors.Join(err, s.f.Close())
 }
 
-// Done says that the event of serial, and every event before it, is in
-// the journal or known not to go there. The forwarder finishes events in
-// serial order, so this only moves forward.
+// Done says that the event of serial the reader handed on is in the
+// journal or known not to go there. Events are done in the order the
+// reader handed them on.
 func (s *Spool) Done(serial uint32) {
-	done, has := s.word(offDone), s.word(offHasDone)
-	if atomic.LoadUint32(has) == 1 && int32(serial-atomic.LoadUint32(done)) <= 0 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.handed) > 0 && s.handed[0] == serial {
+		s.handed = s.handed[1:]
+	} else if i := slices.Index(s.handed, serial); i >= 0 {
+		s.handed = slices.Delete(s.handed, i, i+1)
+	} else {
 		return
 	}
-	atomic.StoreUint32(done, serial)
-	atomic.StoreUint32(has, 1)
+	s.settle(serial, 1)
+	s.setWatermark()
 }
 
-// done returns the watermark Done set, if any.
-func (s *Spool) done() (uint32, bool) {
-	return atomic.LoadUint32(s.word(offDone)), atomic.LoadUint32(s.word(offHasDone)) == 1
+// mark notes that the record committed at pos, n bytes long, belongs to
+// serial; assembled says the reassembler keeps it in an event (it drops
+// an EOE). The first record of each run of one serial marks where the
+// tail may stop.
+func (s *Spool) mark(serial uint32, pos uint64, n int, assembled bool) {
+	if k := len(s.marks); k == 0 || s.marks[k-1].serial != serial {
+		s.marks = append(s.marks, spoolMark{serial, pos})
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.hasHigh || int32(serial-s.high) > 0 {
+		s.high, s.hasHigh = serial, true
+	}
+	if assembled {
+		s.unsettle(serial)
+	}
+	s.markedTo = pos + uint64((lenBytes+n+3)&^3)
+	s.setWatermark()
+}
+
+// handOn notes that the reassembler gave up records of serial as one
+// event; handed says the handler got it, and will report it Done.
+func (s *Spool) handOn(serial uint32, records int, handed bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if handed {
+		s.unsettle(serial)
+		s.handed = append(s.handed, serial)
+	}
+	s.settle(serial, records)
+	s.setWatermark()
+}
+
+func (s *Spool) unsettle(serial uint32) {
+	if s.unsettled == nil {
+		s.unsettled = make(map[uint32]int)
+	}
+	if s.unsettled[serial] == 0 {
+		s.low.add(serial)
+	}
+	s.unsettled[serial]++
+	delete(s.doneAbove, serial)
+}
+
+func (s *Spool) settle(serial uint32, n int) {
+	if s.unsettled[serial] <= n {
+		delete(s.unsettled, serial)
+		// Only a lower serial still unsettled keeps the watermark below
+		// this one.
+		if s.lowest(); len(s.low) > 0 && int32(s.low[0]-serial) < 0 {
+			if s.doneAbove == nil {
+				s.doneAbove = make(map[uint32]struct{})
+			}
+			s.doneAbove[serial] = struct{}{}
+		}
+		return
+	}
+	s.unsettled[serial] -= n
+}
+
+// setWatermark stores the watermark for the records read so far: the
+// serial before the lowest unsettled one, or the highest read. It is
+// stored before the position, so that a successor finding the new
+// serial with the old position applies it to fewer records than it
+// covers.
+func (s *Spool) setWatermark() {
+	s.lowest()
+	w := s.high
+	if len(s.low) > 0 {
+		w = s.low[0] - 1
+	}
+	if !s.hasHigh && len(s.low) == 0 {
+		return
+	}
+	n := 0
+	for serial := range s.doneAbove {
+		switch {
+		case int32(serial-w) <= 0:
+			delete(s.doneAbove, serial)
+		case n < doneSetMax:
+			// More would only be replayed again.
+			atomic.StoreUint32(s.word(offDoneSet+4*n), serial)
+			n++
+		}
+	}
+	atomic.StoreUint32(s.word(offDone), w)
+	atomic.StoreUint32(s.word(offHasDone), 1)
+	atomic.StoreUint32(s.word(offDoneLen), uint32(n))
+	atomic.StoreUint64(s.dword(offDoneEnd), s.markedTo)
+}
+
+// doneAboveList is the stored list of serials done above the watermark.
+func (s *Spool) doneAboveList() []uint32 {
+	n := min(int(atomic.LoadUint32(s.word(offDoneLen))), doneSetMax)
+	out := make([]uint32, n)
+	for i := range out {
+		out[i] = atomic.LoadUint32(s.word(offDoneSet + 4*i))
+	}
+	return out
+}
+
+// evictedRange is the lowest and highest serial evicted unwritten since
+// the last replay, if any.
+func (s *Spool) evictedRange() (lo, hi uint32, ok bool) {
+	if atomic.LoadUint32(s.word(offEvCount)) == 0 {
+		return 0, 0, false
+	}
+	return atomic.LoadUint32(s.word(offEvFirst)), atomic.LoadUint32(s.word(offEvicted)), true
+}
+
+// doneAboveWatermark: the stored list names serial.
+func (s *Spool) doneAboveWatermark(serial uint32) bool {
+	n := min(int(atomic.LoadUint32(s.word(offDoneLen))), doneSetMax)
+	for i := 0; i < n; i++ {
+		if atomic.LoadUint32(s.word(offDoneSet+4*i)) == serial {
+			return true
+		}
+	}
+	return false
+}
+
+// lowest drops the settled serials from the front of low, so that
+// low[0] is the lowest unsettled one.
+func (s *Spool) lowest() {
+	for len(s.low) > 0 && s.unsettled[s.low[0]] == 0 {
+		s.low = s.low[1:]
+	}
+}
+
+// serialQueue holds serials lowest first, across the wrap of the 32-bit
+// counter: the serials in flight at once span far less than half of it.
+// Serials come mostly in order, so adding one is mostly an append.
+type serialQueue []uint32
+
+func (q *serialQueue) add(serial uint32) {
+	i := len(*q)
+	for i > 0 && int32((*q)[i-1]-serial) > 0 {
+		i--
+	}
+	*q = slices.Insert(*q, i, serial)
+}
+
+// done returns the watermark, if any, and the position it covers
+// records up to (0: all of them).
+func (s *Spool) done() (uint32, bool, uint64) {
+	return atomic.LoadUint32(s.word(offDone)), atomic.LoadUint32(s.word(offHasDone)) == 1, atomic.LoadUint64(s.dword(offDoneEnd))
 }
 
 func (s *Spool) word(off int) *uint32  { return (*uint32)(unsafe.Pointer(&s.mem[off])) }
@@ -303,18 +493,9 @@ func (s *Spool) record(pos uint64, committed bool) ([]byte, bool) {
 	return d[:n], true
 }
 
-// mark notes that the record committed at pos belongs to serial. The
-// first record of each new serial marks where the tail may stop.
-func (s *Spool) mark(serial uint32, pos uint64) {
-	if n := len(s.marks); n > 0 && int32(serial-s.marks[n-1].serial) <= 0 {
-		return
-	}
-	s.marks = append(s.marks, spoolMark{serial, pos})
-}
-
 // forgetDone moves the tail past the events that are done.
 func (s *Spool) forgetDone() {
-	done, ok := s.done()
+	done, ok, _ := s.done()
 	if !ok {
 		return
 	}
@@ -326,6 +507,18 @@ func (s *Spool) forgetDone() {
 		return
 	}
 	s.marks = s.marks[i:]
+	s.moveTail()
+}
+
+// replayed: what a replay handed on is marked again, and the records it
+// skipped are done, so the position covers them all.
+func (s *Spool) replayed() {
+	s.mu.Lock()
+	if head := s.head(); head > s.markedTo {
+		s.markedTo = head
+		s.setWatermark()
+	}
+	s.mu.Unlock()
 	s.moveTail()
 }
 
@@ -341,7 +534,8 @@ func (s *Spool) moveTail() {
 
 // evictOldest makes room when the ring is full of events not yet done:
 // their records go, and if contidd died before writing them they would
-// be lost; the highest such serial is kept so a replay counts them.
+// be lost; the lowest and highest such serials are kept so a replay
+// counts them. (Records are read mostly, not strictly, in serial order.)
 func (s *Spool) evictOldest(pos uint64) {
 	if len(s.marks) == 0 {
 		s.setTail(pos)
@@ -349,28 +543,37 @@ func (s *Spool) evictOldest(pos uint64) {
 	}
 	m := s.marks[0]
 	s.marks = s.marks[1:]
-	s.evicted.Add(1)
-	if atomic.LoadUint32(s.word(offEvCount)) == 0 {
-		atomic.StoreUint32(s.word(offEvFirst), m.serial)
+	if done, ok, _ := s.done(); !ok || int32(m.serial-done) > 0 {
+		s.evicted.Add(1)
+		first, last := s.word(offEvFirst), s.word(offEvicted)
+		if atomic.LoadUint32(s.word(offEvCount)) == 0 {
+			atomic.StoreUint32(first, m.serial)
+			atomic.StoreUint32(last, m.serial)
+		}
+		if int32(m.serial-atomic.LoadUint32(first)) < 0 {
+			atomic.StoreUint32(first, m.serial)
+		}
+		if int32(m.serial-atomic.LoadUint32(last)) > 0 {
+			atomic.StoreUint32(last, m.serial)
+		}
+		atomic.AddUint32(s.word(offEvCount), 1)
 	}
-	atomic.StoreUint32(s.word(offEvicted), m.serial)
-	atomic.AddUint32(s.word(offEvCount), 1)
 	s.moveTail()
 }
 
 // evictedUnwritten is how many events left the ring before they were
-// done and are not done yet. Evictions take the oldest events first and
-// the forwarder finishes them in order, so the evicted events still
-// unwritten are those past the watermark: all of them, none, or, when
-// the watermark lies among them, those above it (counted by serial, so
-// other events' serials in between count too, never fewer).
+// done and are not done yet. An event not done keeps the watermark below
+// its serial, so the evicted events still unwritten are those past the
+// watermark: all of them, none, or, when the watermark lies among them,
+// those above it (counted by serial, so other events' serials in between
+// count too, never fewer).
 func (s *Spool) evictedUnwritten() uint64 {
 	n := uint64(atomic.LoadUint32(s.word(offEvCount)))
 	if n == 0 {
 		return 0
 	}
 	first, last := atomic.LoadUint32(s.word(offEvFirst)), atomic.LoadUint32(s.word(offEvicted))
-	done, hasDone := s.done()
+	done, hasDone, _ := s.done()
 	switch {
 	case !hasDone || int32(first-done) > 0:
 		return n
@@ -402,7 +605,7 @@ type spooled struct {
 // (the process died between the two). It also says how many events were
 // evicted unwritten after the last done one.
 func (s *Spool) pending() ([]spooled, uint64) {
-	done, hasDone := s.done()
+	done, hasDone, doneEnd := s.done()
 	var out []spooled
 	head := s.head()
 	for pos := s.place(s.tail()); ; {
@@ -420,7 +623,8 @@ func (s *Spool) pending() ([]spooled, uint64) {
 			head = next
 		}
 		keep := true
-		if _, serial, _, err := parseHeader(trimPayload(rec[unix.NLMSG_HDRLEN:])); err == nil && hasDone && int32(serial-done) <= 0 {
+		if _, serial, _, err := parseHeader(trimPayload(rec[unix.NLMSG_HDRLEN:])); err == nil && hasDone &&
+			(doneEnd == 0 || pos < doneEnd) && (int32(serial-done) <= 0 || s.doneAboveWatermark(serial)) {
 			keep = false
 		}
 		if keep {

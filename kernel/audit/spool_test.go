@@ -19,9 +19,10 @@ func spoolRecord(serial uint32, pad int) []byte {
 	return b
 }
 
-// receiveInto does what Reader.receive does with a spool, with rec
-// standing for what the kernel sent; commit false stops between the
-// receive and the commit, as a SIGKILL there would.
+// receiveInto does what Reader.receive and Reader.push do with a spool,
+// with rec standing for what the kernel sent as an event of one record,
+// handed on at once; commit false stops between the receive and the
+// commit, as a SIGKILL there would.
 func receiveInto(s *Spool, rec []byte, serial uint32, commit bool) {
 	slot := s.slot()
 	copy(slot, rec)
@@ -29,7 +30,15 @@ func receiveInto(s *Spool, rec []byte, serial uint32, commit bool) {
 		return
 	}
 	s.commit(len(rec))
-	s.mark(serial, s.slotAt)
+	s.mark(serial, s.slotAt, len(rec), true)
+	s.handOn(serial, 1, true)
+}
+
+// doneUpTo reports the events up to serial done, in order.
+func doneUpTo(s *Spool, serial uint32) {
+	for i := uint32(1); i <= serial; i++ {
+		s.Done(i)
+	}
 }
 
 func pendingSerials(t *testing.T, s *Spool) ([]uint32, uint64) {
@@ -83,7 +92,7 @@ func TestSpoolReplay(t *testing.T) {
 				}
 			}
 			if tc.done != 0 {
-				s.Done(tc.done)
+				doneUpTo(s, tc.done)
 			}
 			if tc.uncommitted {
 				next := uint32(tc.records + 1)
@@ -125,7 +134,6 @@ func TestSpoolEvictedCounted(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	s.Done(0)
 	for i := uint32(1); i <= 40; i++ {
 		receiveInto(s, spoolRecord(i, 2000), i, true)
 	}
@@ -138,7 +146,7 @@ func TestSpoolEvictedCounted(t *testing.T) {
 	if len(got) == 0 || uint64(got[0]-1) != lost || lost != s.evicted.Load() {
 		t.Fatalf("replayed %v, lost %d, evicted %d: the replay must start right after what it counts lost", got, lost, s.evicted.Load())
 	}
-	s.Done(got[0])
+	doneUpTo(s, got[0])
 	if _, lost := pendingSerials(t, again); lost != 0 {
 		t.Fatalf("with every evicted event done, %d still counted lost", lost)
 	}

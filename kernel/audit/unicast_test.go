@@ -567,9 +567,16 @@ func TestUnicastKilled(t *testing.T) {
 			for _, n := range ids {
 				dups += n - 1
 			}
-			t.Logf("%s: %d execs in %.2fs; %d distinct events written (%d twice); the successor replayed %d records",
-				tc.name, res.offered, res.seconds, len(ids), dups, rs.Replayed)
+			fs := p.fwd.Stats()
+			t.Logf("%s: %d execs in %.2fs; %d distinct events written (%d twice); the successor replayed %d records, counted %d lost (reader %+v)",
+				tc.name, res.offered, res.seconds, len(ids), dups, rs.Replayed, fs.Lost, rs)
 			if tc.spool {
+				// Nothing was lost, so nothing may be counted: not the
+				// serials the killed reader wrote and the successor
+				// skips, nor late records.
+				if fs.Lost != 0 {
+					t.Errorf("the successor counted %d events lost, none was", fs.Lost)
+				}
 				if len(ids) != res.offered {
 					t.Errorf("across the kill: %d of %d execs written", len(ids), res.offered)
 				}

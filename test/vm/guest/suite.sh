@@ -605,10 +605,11 @@ run_nested() {
 
 # run_kernel_tests (issue 7 item 3): the kernel layer's privileged tests
 # (inheritance across fork, moves, clone3 into a cgroup, the join rules,
-# autotag at mkdir, kill -9 and restart, exited-process attribution) run
+# autotag at mkdir, kill -9 and restart, exited-process attribution, with
+# and without its pid_tags record evicted) run
 # again with contid loaded in enforcing mode, where the LSM task_alloc hook
 # and every guard are attached, instead of the host tier's tracking mode.
-KERNEL_TESTS='^(TestProtectFile|TestProtectAncestors|TestTagProcess|TestSurvivesLoaderKill|TestExitedProcessAttribution|TestForkStormWhileTagging|TestTaggedTaskKeepsIDAcrossMoves|TestJoinRules|TestAutotagAtMkdir|TestThreadsFollowProcessJoin)$'
+KERNEL_TESTS='^(TestProtectFile|TestProtectAncestors|TestTagProcess|TestSurvivesLoaderKill|TestExitedProcessAttribution|TestAttributeEvictedExitedProcess|TestAttributeEvictedLiveProcess|TestForkStormWhileTagging|TestTaggedTaskKeepsIDAcrossMoves|TestJoinRules|TestAutotagAtMkdir|TestThreadsFollowProcessJoin)$'
 run_kernel_tests() {
 	local bin=$SHARE/guest/contid-kernel.test log=$LOGS/kernel-enforcing.log verdict name took n=0 rc
 	selected enforcing-kernel || return 0
