@@ -114,6 +114,7 @@ func enforcingAttachments(p *contidProgramSpecs) []*ebpf.ProgramSpec {
 		p.ContidGuardOomAdj,
 		p.ContidGuardCgroupMove,
 		p.ContidGuardCgroupV1Attach,
+		p.ContidGuardKernelModuleRequest,
 	}
 }
 
@@ -168,6 +169,13 @@ func Load(opts Options) (*BPF, error) {
 	if opts.AllowModules {
 		b.cfg.Allow |= uint32(contidAllowBitALLOW_MODULES)
 	}
+	ns, err := hostMountNamespace()
+	if err != nil && b.mode == contid.ModeEnforcing {
+		b.Close()
+		return nil, err
+	}
+	// Only the guards read it: tracking mode goes on without it (0).
+	b.cfg.HostMntNs = ns
 	if err := b.SetMaxDepth(opts.MaxDepth); err != nil {
 		b.Close()
 		return nil, err
@@ -434,6 +442,17 @@ func (b *BPF) protectPinDir() error {
 	if err != nil {
 		return fmt.Errorf("protect pin directory: %w", err)
 	}
+	// A mount on an ancestor of the cgroup2 hierarchy hides it as one on
+	// the hierarchy does (the tmpfs on /sys/fs/cgroup of a hybrid layout).
+	root, err := Cgroup2Root()
+	if err != nil {
+		return fmt.Errorf("protect cgroup2 ancestors: %w", err)
+	}
+	cgAncestors, err := ancestorKeys(root)
+	if err != nil {
+		return fmt.Errorf("protect cgroup2 ancestors: %w", err)
+	}
+	ancestors = append(ancestors, cgAncestors...)
 	im := b.maps.ProtectedInodes
 	// An entry goes unless this load lists it with the same value: a
 	// directory an earlier load protected that is now only an ancestor
@@ -515,7 +534,9 @@ func (b *BPF) ProtectDirectory(dir string) error {
 	if err := im.Update(k, protectedDirectory, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("protect %s: %w", dir, err)
 	}
-	if err := protectAncestors(im, ancestors); err != nil {
+	// Its filesystem as a whole, as inode 0, for the remount guard: read
+	// only, it stops every write to the registry.
+	if err := protectAncestors(im, append(ancestors, protectedInode{Dev: k.Dev})); err != nil {
 		return fmt.Errorf("protect %s: %w", dir, err)
 	}
 	return nil
@@ -614,6 +635,19 @@ func keysWhere[K comparable, V any](m *ebpf.Map, drop func(K, V) bool) ([]K, err
 		}
 	}
 	return out, it.Err()
+}
+
+// hostMountNamespace: the inode number of PID 1's mount namespace, the
+// host's, for the mount guards. contidd runs in a namespace of its own
+// (ProtectSystem=), so its own is not the one to compare with. Reading
+// the link takes ptrace read access to PID 1 (CAP_SYS_PTRACE of
+// contidd.service).
+func hostMountNamespace() (uint32, error) {
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/1/ns/mnt", &st); err != nil {
+		return 0, fmt.Errorf("host mount namespace: %w", err)
+	}
+	return uint32(st.Ino), nil
 }
 
 // inodeKey names path as the guards see it.

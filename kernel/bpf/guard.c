@@ -381,6 +381,8 @@ int BPF_PROG(contid_guard_file_open, struct file *file)
 	if (is_protected_inode(BPF_CORE_READ(file, f_path.dentry, d_parent, d_inode)) ||
 	    is_protected_inode(BPF_CORE_READ(file, f_inode)))
 		return deny(tt, DENIED_OPEN_WRITE);
+	if (umh_control_file(file))
+		return deny(tt, DENIED_USERMODE_HELPER);
 	return 0;
 }
 
@@ -413,5 +415,21 @@ int BPF_PROG(contid_guard_kernel_load_data, enum kernel_load_data_id id, bool co
 	struct task_tag *tt = current_tag();
 	if (tt && !allowed(ALLOW_MODULES))
 		return deny(tt, DENIED_MODULE_LOAD);
+	return 0;
+}
+
+/* request_module(): a tagged task that uses what an unloaded module
+ * provides (a socket family, a filesystem type, a link type) has the
+ * kernel run modprobe for it, untagged. With a module of its own dropped
+ * under /lib/modules (or a modules.dep that names one), that loads its
+ * code past the two guards above. The task asking is the tagged one: the
+ * request fails (the socket, mount or link with it), and the modules the
+ * host loads itself, or loaded before, stay available. */
+SEC("lsm/kernel_module_request")
+int BPF_PROG(contid_guard_kernel_module_request, char *kmod_name)
+{
+	struct task_tag *tt = current_tag();
+	if (tt && !allowed(ALLOW_MODULES))
+		return deny(tt, DENIED_MODULE_REQUEST);
 	return 0;
 }
