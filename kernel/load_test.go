@@ -189,7 +189,7 @@ func TestProtectAncestors(t *testing.T) {
 		{"pin directory", key(pinDir), protectedDirectory},
 		{"bpffs", key("/sys/fs/bpf"), protectedAncestor},
 		{"earlier directory, now an ancestor", key("/sys/fs"), protectedAncestor},
-		{"root", key("/"), 0},
+		{"root", key("/"), protectedRoot},
 		{"stale ancestor", key(staleDir), 0},
 		{"spool", spool, protectedFile},
 		{"state directory", key(stateDir), protectedDirectory},

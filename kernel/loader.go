@@ -453,6 +453,10 @@ func (b *BPF) protectPinDir() error {
 		return fmt.Errorf("protect cgroup2 ancestors: %w", err)
 	}
 	ancestors = append(ancestors, cgAncestors...)
+	rootKey, err := inodeKey("/")
+	if err != nil {
+		return fmt.Errorf("protect /: %w", err)
+	}
 	im := b.maps.ProtectedInodes
 	// An entry goes unless this load lists it with the same value: a
 	// directory an earlier load protected that is now only an ancestor
@@ -464,6 +468,7 @@ func (b *BPF) protectPinDir() error {
 	for _, k := range keys {
 		want[k] = protectedDirectory
 	}
+	want[rootKey] = protectedRoot
 	stale, err := keysWhere(im, func(k protectedInode, v uint8) bool { return v != protectedFile && want[k] != v })
 	if err != nil {
 		return fmt.Errorf("list protected directories: %w", err)
@@ -476,6 +481,9 @@ func (b *BPF) protectPinDir() error {
 			return fmt.Errorf("protect directories: %w", err)
 		}
 	}
+	if err := im.Update(rootKey, protectedRoot, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("protect /: %w", err)
+	}
 	return protectAncestors(im, ancestors)
 }
 
@@ -483,11 +491,11 @@ func (b *BPF) protectPinDir() error {
 // mount on any of them hides dir as a mount on dir does, and those guards
 // see only a mount's target, not what lies below it. They are looked up
 // through mounts, as the guards find a target: /sys/fs/bpf is the bpffs
-// root, not the sysfs directory beneath it. / itself is left out: a mount
-// on it hides nothing from a process that does not chroot into it (path
-// lookups start at the process's root, beneath), and container managers
-// move a container's root onto / of their own mount namespace, which is
-// the host's / directory (systemd-nspawn does).
+// root, not the sysfs directory beneath it. / itself is listed apart
+// (protectedRoot): container managers move a container's root onto / of
+// their own mount namespace, which is the host's / directory
+// (systemd-nspawn does), so the guards refuse a mount there only where
+// it reaches the host's namespace.
 func ancestorKeys(dir string) ([]protectedInode, error) {
 	var keys []protectedInode
 	for p := filepath.Dir(filepath.Clean(dir)); p != "/"; p = filepath.Dir(p) {
@@ -543,7 +551,7 @@ func (b *BPF) ProtectDirectory(dir string) error {
 }
 
 // The values of protected_inodes (PROTECTED_* in guard.c). A load sweeps
-// the directories and ancestors it does not list again, never the file:
+// the directories, ancestors and / it does not list again, never the file:
 // the spool an earlier contidd left in systemd's store stays guarded
 // while the next one starts, until it lists its own (the same file, or a
 // new one that replaces it). The state directory and its ancestors are
@@ -552,6 +560,7 @@ const (
 	protectedDirectory uint8 = 1
 	protectedFile      uint8 = 2
 	protectedAncestor  uint8 = 3
+	protectedRoot      uint8 = 4
 )
 
 // ProtectFile lists the open file f for the file_open guard: in enforcing

@@ -180,11 +180,12 @@ int BPF_PROG(contid_guard_netlink_send, struct sock *sk, struct sk_buff *skb)
 #define BPF_FS_MAGIC 0xcafe4a11
 
 /* Values of protected_inodes (kernel/loader.go): a directory whose entries
- * are guarded, a file, and an ancestor of a protected directory, which
- * only the mount guards (mount.c) look at. */
+ * are guarded, a file, an ancestor of a protected directory, and the
+ * host's /; only the mount guards (statefs.c) look at the last two. */
 #define PROTECTED_DIRECTORY 1
 #define PROTECTED_FILE 2
 #define PROTECTED_ANCESTOR 3
+#define PROTECTED_ROOT 4
 
 /* protected_inodes' value for inode, 0 when it is not listed. */
 static __always_inline __u8 protected_inode_value(struct inode *inode)
@@ -202,7 +203,7 @@ static __always_inline __u8 protected_inode_value(struct inode *inode)
 static __always_inline int is_protected_inode(struct inode *inode)
 {
 	__u8 v = protected_inode_value(inode);
-	return v && v != PROTECTED_ANCESTOR;
+	return v == PROTECTED_DIRECTORY || v == PROTECTED_FILE;
 }
 
 /* rm of a pin, or of a file in contid's state directory (the registry). */

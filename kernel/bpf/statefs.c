@@ -42,12 +42,14 @@ int BPF_PROG(contid_guard_path_truncate, const struct path *path)
  * ancestor hides the directory as well as mounting on it does, and the
  * guard sees only the target, not what lies below it: so the loader lists
  * the ancestors of the pin and state directories (PROTECTED_ANCESTOR) next
- * to the directories themselves, / excepted (see ancestorKeys). A mount over one file of a protected
- * directory (a bind over the registry) is caught by its parent.
+ * to the directories themselves, / apart (PROTECTED_ROOT, below). A
+ * mount over one file of a protected directory (a bind over the
+ * registry) is caught by its parent.
  */
 static __always_inline int hides_state(struct dentry *d)
 {
-	if (protected_inode_value(BPF_CORE_READ(d, d_inode)))
+	__u8 v = protected_inode_value(BPF_CORE_READ(d, d_inode));
+	if (v && v != PROTECTED_ROOT)
 		return 1;
 	return protected_inode_value(BPF_CORE_READ(d, d_parent, d_inode)) == PROTECTED_DIRECTORY;
 }
@@ -82,6 +84,20 @@ static __always_inline int reaches_host(const struct path *path)
 	if (BPF_CORE_READ(path, mnt, mnt_flags) & MNT_SHARED)
 		return 1;
 	return in_host_mnt_ns();
+}
+
+/* The host's / as a target. A mount on it hides nothing from a running
+ * process, whose root stays the mount below, but systemd sets up a
+ * service's namespace (ProtectSystem=, as contidd has) by a recursive
+ * bind of / which takes the mount on top along, then moves that onto /
+ * and chroots: a restarted contidd would find the attacker's filesystem
+ * as its root. Container managers move a container's root onto / of
+ * their own namespace, which is the same directory but neither the
+ * host's namespace nor shared with it, so only a mount that reaches the
+ * host is refused. */
+static __always_inline int covers_host_root(struct dentry *d, const struct path *path)
+{
+	return protected_inode_value(BPF_CORE_READ(d, d_inode)) == PROTECTED_ROOT && reaches_host(path);
 }
 
 /* mount(2), each of its kinds in the kernel's order of precedence:
@@ -141,6 +157,8 @@ int BPF_PROG(contid_guard_sb_mount, const char *dev_name, const struct path *pat
 		return deny(tt, DENIED_MOUNT);
 	if (BPF_CORE_READ(d, d_sb, s_magic) == CGROUP2_SUPER_MAGIC && reaches_host(path))
 		return deny(tt, DENIED_MOUNT);
+	if (covers_host_root(d, path))
+		return deny(tt, DENIED_MOUNT);
 	return 0;
 }
 
@@ -156,9 +174,11 @@ int BPF_PROG(contid_guard_move_mount, const struct path *from_path, const struct
 	if (!tt)
 		return 0;
 	struct dentry *to = BPF_CORE_READ(to_path, dentry);
-	if (hides_state(to) || protected_inode_value(BPF_CORE_READ(from_path, dentry, d_inode)))
+	if (hides_state(to) || hides_state(BPF_CORE_READ(from_path, dentry)))
 		return deny(tt, DENIED_MOUNT);
 	if (BPF_CORE_READ(to, d_sb, s_magic) == CGROUP2_SUPER_MAGIC && reaches_host(to_path))
+		return deny(tt, DENIED_MOUNT);
+	if (covers_host_root(to, to_path))
 		return deny(tt, DENIED_MOUNT);
 	return 0;
 }

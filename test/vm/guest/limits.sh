@@ -114,6 +114,20 @@ atk_cgroup_overmount() { "$PROBE" mount "$OVERMOUNT_CG"; }
 effect_cgroup_overmount() { tmpfs_on "$OVERMOUNT_CG"; }
 post_cgroup_overmount() { untmpfs "$OVERMOUNT_CG"; rmdir "$OVERMOUNT_CG" 2>/dev/null; return 0; }
 
+# A tmpfs on / of the host's namespace: running processes keep the root
+# below it, but systemd builds a namespaced service's root by a recursive
+# bind of /, which carries it along, so a restarted contidd
+# (ProtectSystem=strict) would not find its state. The effect is judged
+# by such a service; /.. reaches the mount on top (umount / would remount
+# the real root read-only).
+atk_root_overmount() { "$PROBE" mount /; }
+effect_root_overmount() {
+	tmpfs_on / || return 1
+	! systemd-run --wait --quiet --collect -p ProtectSystem=strict test -d /var/lib/contid
+}
+post_root_overmount() { if tmpfs_on /; then umount /..; fi; return 0; }
+op_root_overmount() { echo mount; }
+
 # What a container does in a mount namespace of its own stays there: a
 # bind remount of its copy of the bpffs, a change of propagation of its
 # /sys and a move pass for a tagged scope.
@@ -352,6 +366,7 @@ run_limits() {
 	run_denial bpffs_remount
 	run_denial bpffs_bind_remount
 	run_denial cgroup_overmount
+	run_denial root_overmount
 	run_allowed own_ns_mounts
 	local n
 	for n in core_pattern modprobe poweroff_cmd hotplug; do
