@@ -98,7 +98,8 @@ op_mount_move() { echo mount; }
 # A remount without MS_BIND changes the superblock in every namespace:
 # read-only, the state directory's filesystem takes no registry write
 # and the bpffs no pin. Each attack remounts with the flags in force.
-atk_state_remount() { "$PROBE" remount /var/lib/contid; }
+# The kernel remounts only at a mount's root: the state directory's.
+atk_state_remount() { "$PROBE" remount "$(findmnt -n -o TARGET -T /var/lib/contid | tail -n1)"; }
 op_state_remount() { echo mount; }
 atk_bpffs_remount() { "$PROBE" remount /sys/fs/bpf; }
 op_bpffs_remount() { echo mount; }
