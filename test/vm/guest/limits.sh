@@ -369,15 +369,19 @@ run_limits() {
 	run_denial cgroup_overmount
 	run_denial root_overmount
 	run_allowed own_ns_mounts
-	local n
-	for n in core_pattern modprobe poweroff_cmd hotplug; do
-		run_denial "umh_$n"
+	run_denial umh_core_pattern
+	run_denial umh_modprobe
+	run_denial umh_poweroff_cmd
+	# Both exist only with CONFIG_UEVENT_HELPER (Debian's kernel has none).
+	local f n
+	for f in /proc/sys/kernel/hotplug /sys/kernel/uevent_helper; do
+		n=umh_${f##*/}
+		if [[ -e $f ]]; then
+			run_denial "$n"
+		else
+			selected "$n" && result "$n" SKIP "no $f in this kernel"
+		fi
 	done
-	if [[ -e /sys/kernel/uevent_helper ]]; then
-		run_denial umh_uevent_helper
-	else
-		selected umh_uevent_helper && result umh_uevent_helper SKIP "no /sys/kernel/uevent_helper in this kernel"
-	fi
 	# systemd mounts binfmt_misc on first access (an automount).
 	if ls "$BINFMT/" >/dev/null 2>&1 && [[ -e $BINFMT/register ]]; then
 		run_denial umh_binfmt_register
