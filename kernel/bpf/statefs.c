@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: GPL-2.0
 /* Tamper-proofing (enforcing mode), continued: contid's state on the
  * filesystem, which the open, unlink, rename and rmdir guards (guard.c)
- * leave two ways to destroy or hide. A path-based truncate(2) opens
- * nothing, and a mount over the pins or the state directory leaves every
- * file in place but out of reach. */
+ * leave several ways to destroy or hide. A path-based truncate(2) opens
+ * nothing; a mount over the pins or the state directory (or the cgroup2
+ * tree, or the host's /), a move of their mount elsewhere, leaves every
+ * file in place but out of reach; a read-only remount leaves them in
+ * reach but unwritable. */
 
 /* truncate(2) by path: the kernel asks no file_open, so the registry
  * (its names and the sealed ID mark) would be emptied under the open
