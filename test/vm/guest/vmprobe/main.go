@@ -248,9 +248,11 @@ func moveAndBack(from, to string) error {
 	return nil
 }
 
-// The statfs(2) flags that are also mount(2) flags, with the same values.
+// The statfs(2) flags that are also mount(2) flags with the same values.
+// ST_RELATIME is not: its value is MS_BIND's, which would make the
+// remount a bind remount.
 const remountFlags = unix.ST_RDONLY | unix.ST_NOSUID | unix.ST_NODEV | unix.ST_NOEXEC |
-	unix.ST_SYNCHRONOUS | unix.ST_MANDLOCK | unix.ST_NOATIME | unix.ST_NODIRATIME | unix.ST_RELATIME
+	unix.ST_SYNCHRONOUS | unix.ST_MANDLOCK | unix.ST_NOATIME | unix.ST_NODIRATIME
 
 // remountAsIs remounts the filesystem under path (bind: only that mount)
 // with the flags already in force: what a read-only remount would pass
@@ -261,6 +263,9 @@ func remountAsIs(path string, bind bool) error {
 		return fmt.Errorf("statfs %s: %w", path, err)
 	}
 	flags := uintptr(unix.MS_REMOUNT) | uintptr(st.Flags)&remountFlags
+	if st.Flags&unix.ST_RELATIME != 0 {
+		flags |= unix.MS_RELATIME
+	}
 	kind := "remounted"
 	if bind {
 		flags |= unix.MS_BIND
