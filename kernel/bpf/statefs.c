@@ -24,7 +24,6 @@ int BPF_PROG(contid_guard_path_truncate, const struct path *path)
 	return 0;
 }
 
-#define MS_RDONLY 1
 #define MS_REMOUNT 32
 #define MS_BIND 4096
 #define MS_MOVE 8192
