@@ -41,9 +41,11 @@ type contidCgroupTag struct {
 }
 
 type contidConfigValue struct {
-	_        structs.HostLayout
-	MaxDepth uint32
-	Allow    uint32
+	_         structs.HostLayout
+	MaxDepth  uint32
+	Allow     uint32
+	HostMntNs uint32
+	Pad       uint32
 }
 
 type contidContidFlag uint32
@@ -57,26 +59,28 @@ const (
 type contidDeniedOp uint32
 
 const (
-	contidDeniedOpDENIED_BPF           contidDeniedOp = 1
-	contidDeniedOpDENIED_BPF_MAP       contidDeniedOp = 2
-	contidDeniedOpDENIED_BPF_PROG      contidDeniedOp = 3
-	contidDeniedOpDENIED_NETLINK_SEND  contidDeniedOp = 4
-	contidDeniedOpDENIED_TASK_ALLOC    contidDeniedOp = 5
-	contidDeniedOpDENIED_UNLINK        contidDeniedOp = 6
-	contidDeniedOpDENIED_RENAME        contidDeniedOp = 7
-	contidDeniedOpDENIED_RMDIR         contidDeniedOp = 8
-	contidDeniedOpDENIED_UMOUNT        contidDeniedOp = 9
-	contidDeniedOpDENIED_KILL          contidDeniedOp = 10
-	contidDeniedOpDENIED_PTRACE        contidDeniedOp = 11
-	contidDeniedOpDENIED_SETRLIMIT     contidDeniedOp = 12
-	contidDeniedOpDENIED_SCHED         contidDeniedOp = 13
-	contidDeniedOpDENIED_OPEN_WRITE    contidDeniedOp = 14
-	contidDeniedOpDENIED_BPF_PROG_LOAD contidDeniedOp = 15
-	contidDeniedOpDENIED_MODULE_LOAD   contidDeniedOp = 16
-	contidDeniedOpDENIED_TRUNCATE      contidDeniedOp = 17
-	contidDeniedOpDENIED_MOUNT         contidDeniedOp = 18
-	contidDeniedOpDENIED_OOM_SCORE_ADJ contidDeniedOp = 19
-	contidDeniedOpDENIED_CGROUP_MOVE   contidDeniedOp = 20
+	contidDeniedOpDENIED_BPF             contidDeniedOp = 1
+	contidDeniedOpDENIED_BPF_MAP         contidDeniedOp = 2
+	contidDeniedOpDENIED_BPF_PROG        contidDeniedOp = 3
+	contidDeniedOpDENIED_NETLINK_SEND    contidDeniedOp = 4
+	contidDeniedOpDENIED_TASK_ALLOC      contidDeniedOp = 5
+	contidDeniedOpDENIED_UNLINK          contidDeniedOp = 6
+	contidDeniedOpDENIED_RENAME          contidDeniedOp = 7
+	contidDeniedOpDENIED_RMDIR           contidDeniedOp = 8
+	contidDeniedOpDENIED_UMOUNT          contidDeniedOp = 9
+	contidDeniedOpDENIED_KILL            contidDeniedOp = 10
+	contidDeniedOpDENIED_PTRACE          contidDeniedOp = 11
+	contidDeniedOpDENIED_SETRLIMIT       contidDeniedOp = 12
+	contidDeniedOpDENIED_SCHED           contidDeniedOp = 13
+	contidDeniedOpDENIED_OPEN_WRITE      contidDeniedOp = 14
+	contidDeniedOpDENIED_BPF_PROG_LOAD   contidDeniedOp = 15
+	contidDeniedOpDENIED_MODULE_LOAD     contidDeniedOp = 16
+	contidDeniedOpDENIED_TRUNCATE        contidDeniedOp = 17
+	contidDeniedOpDENIED_MOUNT           contidDeniedOp = 18
+	contidDeniedOpDENIED_OOM_SCORE_ADJ   contidDeniedOp = 19
+	contidDeniedOpDENIED_CGROUP_MOVE     contidDeniedOp = 20
+	contidDeniedOpDENIED_USERMODE_HELPER contidDeniedOp = 21
+	contidDeniedOpDENIED_MODULE_REQUEST  contidDeniedOp = 22
 )
 
 type contidEvent struct {
@@ -179,49 +183,50 @@ type contidTaskTag struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	contidMapAutotagParents               = "autotag_parents"
-	contidMapAutotagScopes                = "autotag_scopes"
-	contidMapCgroupTags                   = "cgroup_tags"
-	contidMapContidConfig                 = "contid_config"
-	contidMapEvents                       = "events"
-	contidMapEventsLost                   = "events_lost"
-	contidMapIdClaims                     = "id_claims"
-	contidMapIdCounter                    = "id_counter"
-	contidMapIterTarget                   = "iter_target"
-	contidMapPidTags                      = "pid_tags"
-	contidMapProtectedIds                 = "protected_ids"
-	contidMapProtectedInodes              = "protected_inodes"
-	contidMapProtectedTasks               = "protected_tasks"
-	contidMapTaskTags                     = "task_tags"
-	contidProgContidAutotag               = "contid_autotag"
-	contidProgContidExit                  = "contid_exit"
-	contidProgContidFork                  = "contid_fork"
-	contidProgContidGuardBpf              = "contid_guard_bpf"
-	contidProgContidGuardBpfMap           = "contid_guard_bpf_map"
-	contidProgContidGuardBpfProg          = "contid_guard_bpf_prog"
-	contidProgContidGuardCgroupMove       = "contid_guard_cgroup_move"
-	contidProgContidGuardCgroupV1Attach   = "contid_guard_cgroup_v1_attach"
-	contidProgContidGuardFileOpen         = "contid_guard_file_open"
-	contidProgContidGuardInodeRename      = "contid_guard_inode_rename"
-	contidProgContidGuardInodeRmdir       = "contid_guard_inode_rmdir"
-	contidProgContidGuardInodeUnlink      = "contid_guard_inode_unlink"
-	contidProgContidGuardKernelLoadData   = "contid_guard_kernel_load_data"
-	contidProgContidGuardKernelReadFile   = "contid_guard_kernel_read_file"
-	contidProgContidGuardMoveMount        = "contid_guard_move_mount"
-	contidProgContidGuardNetlinkSend      = "contid_guard_netlink_send"
-	contidProgContidGuardOomAdj           = "contid_guard_oom_adj"
-	contidProgContidGuardPathTruncate     = "contid_guard_path_truncate"
-	contidProgContidGuardPtrace           = "contid_guard_ptrace"
-	contidProgContidGuardSbMount          = "contid_guard_sb_mount"
-	contidProgContidGuardSbUmount         = "contid_guard_sb_umount"
-	contidProgContidGuardTaskKill         = "contid_guard_task_kill"
-	contidProgContidGuardTaskSetioprio    = "contid_guard_task_setioprio"
-	contidProgContidGuardTaskSetnice      = "contid_guard_task_setnice"
-	contidProgContidGuardTaskSetrlimit    = "contid_guard_task_setrlimit"
-	contidProgContidGuardTaskSetscheduler = "contid_guard_task_setscheduler"
-	contidProgContidJoin                  = "contid_join"
-	contidProgContidTagIter               = "contid_tag_iter"
-	contidProgContidTaskAlloc             = "contid_task_alloc"
+	contidMapAutotagParents                  = "autotag_parents"
+	contidMapAutotagScopes                   = "autotag_scopes"
+	contidMapCgroupTags                      = "cgroup_tags"
+	contidMapContidConfig                    = "contid_config"
+	contidMapEvents                          = "events"
+	contidMapEventsLost                      = "events_lost"
+	contidMapIdClaims                        = "id_claims"
+	contidMapIdCounter                       = "id_counter"
+	contidMapIterTarget                      = "iter_target"
+	contidMapPidTags                         = "pid_tags"
+	contidMapProtectedIds                    = "protected_ids"
+	contidMapProtectedInodes                 = "protected_inodes"
+	contidMapProtectedTasks                  = "protected_tasks"
+	contidMapTaskTags                        = "task_tags"
+	contidProgContidAutotag                  = "contid_autotag"
+	contidProgContidExit                     = "contid_exit"
+	contidProgContidFork                     = "contid_fork"
+	contidProgContidGuardBpf                 = "contid_guard_bpf"
+	contidProgContidGuardBpfMap              = "contid_guard_bpf_map"
+	contidProgContidGuardBpfProg             = "contid_guard_bpf_prog"
+	contidProgContidGuardCgroupMove          = "contid_guard_cgroup_move"
+	contidProgContidGuardCgroupV1Attach      = "contid_guard_cgroup_v1_attach"
+	contidProgContidGuardFileOpen            = "contid_guard_file_open"
+	contidProgContidGuardInodeRename         = "contid_guard_inode_rename"
+	contidProgContidGuardInodeRmdir          = "contid_guard_inode_rmdir"
+	contidProgContidGuardInodeUnlink         = "contid_guard_inode_unlink"
+	contidProgContidGuardKernelLoadData      = "contid_guard_kernel_load_data"
+	contidProgContidGuardKernelModuleRequest = "contid_guard_kernel_module_request"
+	contidProgContidGuardKernelReadFile      = "contid_guard_kernel_read_file"
+	contidProgContidGuardMoveMount           = "contid_guard_move_mount"
+	contidProgContidGuardNetlinkSend         = "contid_guard_netlink_send"
+	contidProgContidGuardOomAdj              = "contid_guard_oom_adj"
+	contidProgContidGuardPathTruncate        = "contid_guard_path_truncate"
+	contidProgContidGuardPtrace              = "contid_guard_ptrace"
+	contidProgContidGuardSbMount             = "contid_guard_sb_mount"
+	contidProgContidGuardSbUmount            = "contid_guard_sb_umount"
+	contidProgContidGuardTaskKill            = "contid_guard_task_kill"
+	contidProgContidGuardTaskSetioprio       = "contid_guard_task_setioprio"
+	contidProgContidGuardTaskSetnice         = "contid_guard_task_setnice"
+	contidProgContidGuardTaskSetrlimit       = "contid_guard_task_setrlimit"
+	contidProgContidGuardTaskSetscheduler    = "contid_guard_task_setscheduler"
+	contidProgContidJoin                     = "contid_join"
+	contidProgContidTagIter                  = "contid_tag_iter"
+	contidProgContidTaskAlloc                = "contid_task_alloc"
 )
 
 // loadContid returns the embedded CollectionSpec for contid.
@@ -266,35 +271,36 @@ type contidSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type contidProgramSpecs struct {
-	ContidAutotag               *ebpf.ProgramSpec `ebpf:"contid_autotag"`
-	ContidExit                  *ebpf.ProgramSpec `ebpf:"contid_exit"`
-	ContidFork                  *ebpf.ProgramSpec `ebpf:"contid_fork"`
-	ContidGuardBpf              *ebpf.ProgramSpec `ebpf:"contid_guard_bpf"`
-	ContidGuardBpfMap           *ebpf.ProgramSpec `ebpf:"contid_guard_bpf_map"`
-	ContidGuardBpfProg          *ebpf.ProgramSpec `ebpf:"contid_guard_bpf_prog"`
-	ContidGuardCgroupMove       *ebpf.ProgramSpec `ebpf:"contid_guard_cgroup_move"`
-	ContidGuardCgroupV1Attach   *ebpf.ProgramSpec `ebpf:"contid_guard_cgroup_v1_attach"`
-	ContidGuardFileOpen         *ebpf.ProgramSpec `ebpf:"contid_guard_file_open"`
-	ContidGuardInodeRename      *ebpf.ProgramSpec `ebpf:"contid_guard_inode_rename"`
-	ContidGuardInodeRmdir       *ebpf.ProgramSpec `ebpf:"contid_guard_inode_rmdir"`
-	ContidGuardInodeUnlink      *ebpf.ProgramSpec `ebpf:"contid_guard_inode_unlink"`
-	ContidGuardKernelLoadData   *ebpf.ProgramSpec `ebpf:"contid_guard_kernel_load_data"`
-	ContidGuardKernelReadFile   *ebpf.ProgramSpec `ebpf:"contid_guard_kernel_read_file"`
-	ContidGuardMoveMount        *ebpf.ProgramSpec `ebpf:"contid_guard_move_mount"`
-	ContidGuardNetlinkSend      *ebpf.ProgramSpec `ebpf:"contid_guard_netlink_send"`
-	ContidGuardOomAdj           *ebpf.ProgramSpec `ebpf:"contid_guard_oom_adj"`
-	ContidGuardPathTruncate     *ebpf.ProgramSpec `ebpf:"contid_guard_path_truncate"`
-	ContidGuardPtrace           *ebpf.ProgramSpec `ebpf:"contid_guard_ptrace"`
-	ContidGuardSbMount          *ebpf.ProgramSpec `ebpf:"contid_guard_sb_mount"`
-	ContidGuardSbUmount         *ebpf.ProgramSpec `ebpf:"contid_guard_sb_umount"`
-	ContidGuardTaskKill         *ebpf.ProgramSpec `ebpf:"contid_guard_task_kill"`
-	ContidGuardTaskSetioprio    *ebpf.ProgramSpec `ebpf:"contid_guard_task_setioprio"`
-	ContidGuardTaskSetnice      *ebpf.ProgramSpec `ebpf:"contid_guard_task_setnice"`
-	ContidGuardTaskSetrlimit    *ebpf.ProgramSpec `ebpf:"contid_guard_task_setrlimit"`
-	ContidGuardTaskSetscheduler *ebpf.ProgramSpec `ebpf:"contid_guard_task_setscheduler"`
-	ContidJoin                  *ebpf.ProgramSpec `ebpf:"contid_join"`
-	ContidTagIter               *ebpf.ProgramSpec `ebpf:"contid_tag_iter"`
-	ContidTaskAlloc             *ebpf.ProgramSpec `ebpf:"contid_task_alloc"`
+	ContidAutotag                  *ebpf.ProgramSpec `ebpf:"contid_autotag"`
+	ContidExit                     *ebpf.ProgramSpec `ebpf:"contid_exit"`
+	ContidFork                     *ebpf.ProgramSpec `ebpf:"contid_fork"`
+	ContidGuardBpf                 *ebpf.ProgramSpec `ebpf:"contid_guard_bpf"`
+	ContidGuardBpfMap              *ebpf.ProgramSpec `ebpf:"contid_guard_bpf_map"`
+	ContidGuardBpfProg             *ebpf.ProgramSpec `ebpf:"contid_guard_bpf_prog"`
+	ContidGuardCgroupMove          *ebpf.ProgramSpec `ebpf:"contid_guard_cgroup_move"`
+	ContidGuardCgroupV1Attach      *ebpf.ProgramSpec `ebpf:"contid_guard_cgroup_v1_attach"`
+	ContidGuardFileOpen            *ebpf.ProgramSpec `ebpf:"contid_guard_file_open"`
+	ContidGuardInodeRename         *ebpf.ProgramSpec `ebpf:"contid_guard_inode_rename"`
+	ContidGuardInodeRmdir          *ebpf.ProgramSpec `ebpf:"contid_guard_inode_rmdir"`
+	ContidGuardInodeUnlink         *ebpf.ProgramSpec `ebpf:"contid_guard_inode_unlink"`
+	ContidGuardKernelLoadData      *ebpf.ProgramSpec `ebpf:"contid_guard_kernel_load_data"`
+	ContidGuardKernelModuleRequest *ebpf.ProgramSpec `ebpf:"contid_guard_kernel_module_request"`
+	ContidGuardKernelReadFile      *ebpf.ProgramSpec `ebpf:"contid_guard_kernel_read_file"`
+	ContidGuardMoveMount           *ebpf.ProgramSpec `ebpf:"contid_guard_move_mount"`
+	ContidGuardNetlinkSend         *ebpf.ProgramSpec `ebpf:"contid_guard_netlink_send"`
+	ContidGuardOomAdj              *ebpf.ProgramSpec `ebpf:"contid_guard_oom_adj"`
+	ContidGuardPathTruncate        *ebpf.ProgramSpec `ebpf:"contid_guard_path_truncate"`
+	ContidGuardPtrace              *ebpf.ProgramSpec `ebpf:"contid_guard_ptrace"`
+	ContidGuardSbMount             *ebpf.ProgramSpec `ebpf:"contid_guard_sb_mount"`
+	ContidGuardSbUmount            *ebpf.ProgramSpec `ebpf:"contid_guard_sb_umount"`
+	ContidGuardTaskKill            *ebpf.ProgramSpec `ebpf:"contid_guard_task_kill"`
+	ContidGuardTaskSetioprio       *ebpf.ProgramSpec `ebpf:"contid_guard_task_setioprio"`
+	ContidGuardTaskSetnice         *ebpf.ProgramSpec `ebpf:"contid_guard_task_setnice"`
+	ContidGuardTaskSetrlimit       *ebpf.ProgramSpec `ebpf:"contid_guard_task_setrlimit"`
+	ContidGuardTaskSetscheduler    *ebpf.ProgramSpec `ebpf:"contid_guard_task_setscheduler"`
+	ContidJoin                     *ebpf.ProgramSpec `ebpf:"contid_join"`
+	ContidTagIter                  *ebpf.ProgramSpec `ebpf:"contid_tag_iter"`
+	ContidTaskAlloc                *ebpf.ProgramSpec `ebpf:"contid_task_alloc"`
 }
 
 // contidMapSpecs contains maps before they are loaded into the kernel.
@@ -388,35 +394,36 @@ type contidVariables struct {
 //
 // It can be passed to loadContidObjects or ebpf.CollectionSpec.LoadAndAssign.
 type contidPrograms struct {
-	ContidAutotag               *ebpf.Program `ebpf:"contid_autotag"`
-	ContidExit                  *ebpf.Program `ebpf:"contid_exit"`
-	ContidFork                  *ebpf.Program `ebpf:"contid_fork"`
-	ContidGuardBpf              *ebpf.Program `ebpf:"contid_guard_bpf"`
-	ContidGuardBpfMap           *ebpf.Program `ebpf:"contid_guard_bpf_map"`
-	ContidGuardBpfProg          *ebpf.Program `ebpf:"contid_guard_bpf_prog"`
-	ContidGuardCgroupMove       *ebpf.Program `ebpf:"contid_guard_cgroup_move"`
-	ContidGuardCgroupV1Attach   *ebpf.Program `ebpf:"contid_guard_cgroup_v1_attach"`
-	ContidGuardFileOpen         *ebpf.Program `ebpf:"contid_guard_file_open"`
-	ContidGuardInodeRename      *ebpf.Program `ebpf:"contid_guard_inode_rename"`
-	ContidGuardInodeRmdir       *ebpf.Program `ebpf:"contid_guard_inode_rmdir"`
-	ContidGuardInodeUnlink      *ebpf.Program `ebpf:"contid_guard_inode_unlink"`
-	ContidGuardKernelLoadData   *ebpf.Program `ebpf:"contid_guard_kernel_load_data"`
-	ContidGuardKernelReadFile   *ebpf.Program `ebpf:"contid_guard_kernel_read_file"`
-	ContidGuardMoveMount        *ebpf.Program `ebpf:"contid_guard_move_mount"`
-	ContidGuardNetlinkSend      *ebpf.Program `ebpf:"contid_guard_netlink_send"`
-	ContidGuardOomAdj           *ebpf.Program `ebpf:"contid_guard_oom_adj"`
-	ContidGuardPathTruncate     *ebpf.Program `ebpf:"contid_guard_path_truncate"`
-	ContidGuardPtrace           *ebpf.Program `ebpf:"contid_guard_ptrace"`
-	ContidGuardSbMount          *ebpf.Program `ebpf:"contid_guard_sb_mount"`
-	ContidGuardSbUmount         *ebpf.Program `ebpf:"contid_guard_sb_umount"`
-	ContidGuardTaskKill         *ebpf.Program `ebpf:"contid_guard_task_kill"`
-	ContidGuardTaskSetioprio    *ebpf.Program `ebpf:"contid_guard_task_setioprio"`
-	ContidGuardTaskSetnice      *ebpf.Program `ebpf:"contid_guard_task_setnice"`
-	ContidGuardTaskSetrlimit    *ebpf.Program `ebpf:"contid_guard_task_setrlimit"`
-	ContidGuardTaskSetscheduler *ebpf.Program `ebpf:"contid_guard_task_setscheduler"`
-	ContidJoin                  *ebpf.Program `ebpf:"contid_join"`
-	ContidTagIter               *ebpf.Program `ebpf:"contid_tag_iter"`
-	ContidTaskAlloc             *ebpf.Program `ebpf:"contid_task_alloc"`
+	ContidAutotag                  *ebpf.Program `ebpf:"contid_autotag"`
+	ContidExit                     *ebpf.Program `ebpf:"contid_exit"`
+	ContidFork                     *ebpf.Program `ebpf:"contid_fork"`
+	ContidGuardBpf                 *ebpf.Program `ebpf:"contid_guard_bpf"`
+	ContidGuardBpfMap              *ebpf.Program `ebpf:"contid_guard_bpf_map"`
+	ContidGuardBpfProg             *ebpf.Program `ebpf:"contid_guard_bpf_prog"`
+	ContidGuardCgroupMove          *ebpf.Program `ebpf:"contid_guard_cgroup_move"`
+	ContidGuardCgroupV1Attach      *ebpf.Program `ebpf:"contid_guard_cgroup_v1_attach"`
+	ContidGuardFileOpen            *ebpf.Program `ebpf:"contid_guard_file_open"`
+	ContidGuardInodeRename         *ebpf.Program `ebpf:"contid_guard_inode_rename"`
+	ContidGuardInodeRmdir          *ebpf.Program `ebpf:"contid_guard_inode_rmdir"`
+	ContidGuardInodeUnlink         *ebpf.Program `ebpf:"contid_guard_inode_unlink"`
+	ContidGuardKernelLoadData      *ebpf.Program `ebpf:"contid_guard_kernel_load_data"`
+	ContidGuardKernelModuleRequest *ebpf.Program `ebpf:"contid_guard_kernel_module_request"`
+	ContidGuardKernelReadFile      *ebpf.Program `ebpf:"contid_guard_kernel_read_file"`
+	ContidGuardMoveMount           *ebpf.Program `ebpf:"contid_guard_move_mount"`
+	ContidGuardNetlinkSend         *ebpf.Program `ebpf:"contid_guard_netlink_send"`
+	ContidGuardOomAdj              *ebpf.Program `ebpf:"contid_guard_oom_adj"`
+	ContidGuardPathTruncate        *ebpf.Program `ebpf:"contid_guard_path_truncate"`
+	ContidGuardPtrace              *ebpf.Program `ebpf:"contid_guard_ptrace"`
+	ContidGuardSbMount             *ebpf.Program `ebpf:"contid_guard_sb_mount"`
+	ContidGuardSbUmount            *ebpf.Program `ebpf:"contid_guard_sb_umount"`
+	ContidGuardTaskKill            *ebpf.Program `ebpf:"contid_guard_task_kill"`
+	ContidGuardTaskSetioprio       *ebpf.Program `ebpf:"contid_guard_task_setioprio"`
+	ContidGuardTaskSetnice         *ebpf.Program `ebpf:"contid_guard_task_setnice"`
+	ContidGuardTaskSetrlimit       *ebpf.Program `ebpf:"contid_guard_task_setrlimit"`
+	ContidGuardTaskSetscheduler    *ebpf.Program `ebpf:"contid_guard_task_setscheduler"`
+	ContidJoin                     *ebpf.Program `ebpf:"contid_join"`
+	ContidTagIter                  *ebpf.Program `ebpf:"contid_tag_iter"`
+	ContidTaskAlloc                *ebpf.Program `ebpf:"contid_task_alloc"`
 }
 
 func (p *contidPrograms) Close() error {
@@ -434,6 +441,7 @@ func (p *contidPrograms) Close() error {
 		p.ContidGuardInodeRmdir,
 		p.ContidGuardInodeUnlink,
 		p.ContidGuardKernelLoadData,
+		p.ContidGuardKernelModuleRequest,
 		p.ContidGuardKernelReadFile,
 		p.ContidGuardMoveMount,
 		p.ContidGuardNetlinkSend,

@@ -1,6 +1,7 @@
 package kernel
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -86,6 +87,20 @@ func TestLoadWritesExceptions(t *testing.T) {
 		{"modules allowed", Options{AllowModules: true}, uint32(contidAllowBitALLOW_MODULES)},
 		{"none after a restart without them", Options{}, 0},
 	}
+	// The mount guards' host namespace, as the kernel names PID 1's. A
+	// PID 1 this root may not inspect (a sandbox's) leaves it 0, which
+	// only tracking mode accepts.
+	var hostNS uint32
+	link, err := os.Readlink("/proc/1/ns/mnt")
+	switch {
+	case err == nil:
+		if _, err := fmt.Sscanf(link, "mnt:[%d]", &hostNS); err != nil || hostNS == 0 {
+			t.Fatalf("parse %q: %v", link, err)
+		}
+	case os.IsPermission(err) && testMode() != ModeEnforcing:
+	default:
+		t.Fatal(err)
+	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			opts := tc.opts
@@ -99,8 +114,8 @@ func TestLoadWritesExceptions(t *testing.T) {
 			if err := b.maps.ContidConfig.Lookup(uint32(0), &got); err != nil {
 				t.Fatal(err)
 			}
-			if got != (configValue{MaxDepth: 5, Allow: tc.want}) {
-				t.Fatalf("contid_config after Load = %+v, want MaxDepth 5, Allow %d", got, tc.want)
+			if got != (configValue{MaxDepth: 5, Allow: tc.want, HostMntNs: hostNS}) {
+				t.Fatalf("contid_config after Load = %+v, want MaxDepth 5, Allow %d, HostMntNs %d", got, tc.want, hostNS)
 			}
 			if err := b.SetMaxDepth(2); err != nil {
 				t.Fatal(err)
@@ -108,8 +123,8 @@ func TestLoadWritesExceptions(t *testing.T) {
 			if err := b.maps.ContidConfig.Lookup(uint32(0), &got); err != nil {
 				t.Fatal(err)
 			}
-			if got != (configValue{MaxDepth: 2, Allow: tc.want}) {
-				t.Fatalf("contid_config after SetMaxDepth(2) = %+v, want MaxDepth 2, Allow %d", got, tc.want)
+			if got != (configValue{MaxDepth: 2, Allow: tc.want, HostMntNs: hostNS}) {
+				t.Fatalf("contid_config after SetMaxDepth(2) = %+v, want MaxDepth 2, Allow %d, HostMntNs %d", got, tc.want, hostNS)
 			}
 		})
 	}
@@ -144,6 +159,10 @@ func TestProtectAncestors(t *testing.T) {
 		}
 		return v
 	}
+	cgRoot, err := Cgroup2Root()
+	if err != nil {
+		t.Fatal(err)
+	}
 	stateDir := t.TempDir()
 	staleDir := t.TempDir()
 	spool := protectedInode{Ino: 1, Dev: 1}
@@ -170,11 +189,13 @@ func TestProtectAncestors(t *testing.T) {
 		{"pin directory", key(pinDir), protectedDirectory},
 		{"bpffs", key("/sys/fs/bpf"), protectedAncestor},
 		{"earlier directory, now an ancestor", key("/sys/fs"), protectedAncestor},
-		{"root", key("/"), 0},
+		{"root", key("/"), protectedRoot},
 		{"stale ancestor", key(staleDir), 0},
 		{"spool", spool, protectedFile},
 		{"state directory", key(stateDir), protectedDirectory},
 		{"state directory's parent", key(filepath.Dir(stateDir)), protectedAncestor},
+		{"state directory's filesystem", protectedInode{Dev: key(stateDir).Dev}, protectedAncestor},
+		{"cgroup2 hierarchy's parent", key(filepath.Dir(cgRoot)), protectedAncestor},
 	}
 	for _, tc := range cases {
 		if got := value(tc.key); got != tc.want {
@@ -186,6 +207,9 @@ func TestProtectAncestors(t *testing.T) {
 	}
 	if got := value(key(filepath.Dir(stateDir))); got != 0 {
 		t.Errorf("state directory's parent after a load: value %d, want 0 (swept)", got)
+	}
+	if got := value(protectedInode{Dev: key(stateDir).Dev}); got != 0 {
+		t.Errorf("state directory's filesystem after a load: value %d, want 0 (swept)", got)
 	}
 	if got := value(key("/sys")); got != protectedAncestor {
 		t.Errorf("/sys after a load: value %d, want %d", got, protectedAncestor)

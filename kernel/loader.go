@@ -118,6 +118,7 @@ func enforcingAttachments(p *contidProgramSpecs) []*ebpf.ProgramSpec {
 		p.ContidGuardOomAdj,
 		p.ContidGuardCgroupMove,
 		p.ContidGuardCgroupV1Attach,
+		p.ContidGuardKernelModuleRequest,
 	}
 }
 
@@ -186,6 +187,13 @@ func Load(opts Options) (*BPF, error) {
 	if opts.AllowModules {
 		b.cfg.Allow |= uint32(contidAllowBitALLOW_MODULES)
 	}
+	ns, err := hostMountNamespace()
+	if err != nil && b.mode == contid.ModeEnforcing {
+		b.Close()
+		return nil, err
+	}
+	// Only the guards read it: tracking mode goes on without it (0).
+	b.cfg.HostMntNs = ns
 	if err := b.SetMaxDepth(opts.MaxDepth); err != nil {
 		b.Close()
 		return nil, err
@@ -478,6 +486,21 @@ func (b *BPF) protectPinDir() error {
 	if err != nil {
 		return fmt.Errorf("protect pin directory: %w", err)
 	}
+	// A mount on an ancestor of the cgroup2 hierarchy hides it as one on
+	// the hierarchy does (the tmpfs on /sys/fs/cgroup of a hybrid layout).
+	root, err := Cgroup2Root()
+	if err != nil {
+		return fmt.Errorf("protect cgroup2 ancestors: %w", err)
+	}
+	cgAncestors, err := ancestorKeys(root)
+	if err != nil {
+		return fmt.Errorf("protect cgroup2 ancestors: %w", err)
+	}
+	ancestors = append(ancestors, cgAncestors...)
+	rootKey, err := inodeKey("/")
+	if err != nil {
+		return fmt.Errorf("protect /: %w", err)
+	}
 	im := b.maps.ProtectedInodes
 	// An entry goes unless this load lists it with the same value: a
 	// directory an earlier load protected that is now only an ancestor
@@ -489,6 +512,7 @@ func (b *BPF) protectPinDir() error {
 	for _, k := range keys {
 		want[k] = protectedDirectory
 	}
+	want[rootKey] = protectedRoot
 	stale, err := keysWhere(im, func(k protectedInode, v uint8) bool { return v != protectedFile && want[k] != v })
 	if err != nil {
 		return fmt.Errorf("list protected directories: %w", err)
@@ -501,6 +525,9 @@ func (b *BPF) protectPinDir() error {
 			return fmt.Errorf("protect directories: %w", err)
 		}
 	}
+	if err := im.Update(rootKey, protectedRoot, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("protect /: %w", err)
+	}
 	return protectAncestors(im, ancestors)
 }
 
@@ -508,11 +535,11 @@ func (b *BPF) protectPinDir() error {
 // mount on any of them hides dir as a mount on dir does, and those guards
 // see only a mount's target, not what lies below it. They are looked up
 // through mounts, as the guards find a target: /sys/fs/bpf is the bpffs
-// root, not the sysfs directory beneath it. / itself is left out: a mount
-// on it hides nothing from a process that does not chroot into it (path
-// lookups start at the process's root, beneath), and container managers
-// move a container's root onto / of their own mount namespace, which is
-// the host's / directory (systemd-nspawn does).
+// root, not the sysfs directory beneath it. / itself is listed apart
+// (protectedRoot): container managers move a container's root onto / of
+// their own mount namespace, which is the host's / directory
+// (systemd-nspawn does), so the guards refuse a mount there only where
+// it reaches the host's namespace.
 func ancestorKeys(dir string) ([]protectedInode, error) {
 	var keys []protectedInode
 	for p := filepath.Dir(filepath.Clean(dir)); p != "/"; p = filepath.Dir(p) {
@@ -559,14 +586,16 @@ func (b *BPF) ProtectDirectory(dir string) error {
 	if err := im.Update(k, protectedDirectory, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("protect %s: %w", dir, err)
 	}
-	if err := protectAncestors(im, ancestors); err != nil {
+	// Its filesystem as a whole, as inode 0, for the remount guard: read
+	// only, it stops every write to the registry.
+	if err := protectAncestors(im, append(ancestors, protectedInode{Dev: k.Dev})); err != nil {
 		return fmt.Errorf("protect %s: %w", dir, err)
 	}
 	return nil
 }
 
 // The values of protected_inodes (PROTECTED_* in guard.c). A load sweeps
-// the directories and ancestors it does not list again, never the file:
+// the directories, ancestors and / it does not list again, never the file:
 // the spool an earlier contidd left in systemd's store stays guarded
 // while the next one starts, until it lists its own (the same file, or a
 // new one that replaces it). The state directory and its ancestors are
@@ -575,6 +604,7 @@ const (
 	protectedDirectory uint8 = 1
 	protectedFile      uint8 = 2
 	protectedAncestor  uint8 = 3
+	protectedRoot      uint8 = 4
 )
 
 // ProtectFile lists the open file f for the file_open guard: in enforcing
@@ -658,6 +688,19 @@ func keysWhere[K comparable, V any](m *ebpf.Map, drop func(K, V) bool) ([]K, err
 		}
 	}
 	return out, it.Err()
+}
+
+// hostMountNamespace: the inode number of PID 1's mount namespace, the
+// host's, for the mount guards. contidd runs in a namespace of its own
+// (ProtectSystem=), so its own is not the one to compare with. Reading
+// the link takes ptrace read access to PID 1 (CAP_SYS_PTRACE of
+// contidd.service).
+func hostMountNamespace() (uint32, error) {
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/1/ns/mnt", &st); err != nil {
+		return 0, fmt.Errorf("host mount namespace: %w", err)
+	}
+	return uint32(st.Ino), nil
 }
 
 // inodeKey names path as the guards see it.

@@ -11,6 +11,7 @@
 #include "autotag.c"
 #include "tagiter.c"
 #include "forklsm.c"
+#include "umhelper.c"
 #include "guard.c"
 #include "statefs.c"
 #include "oomadj.c"

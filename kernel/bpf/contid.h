@@ -71,6 +71,8 @@ enum denied_op {
 	DENIED_MOUNT = 18,
 	DENIED_OOM_SCORE_ADJ = 19,
 	DENIED_CGROUP_MOVE = 20,
+	DENIED_USERMODE_HELPER = 21,
+	DENIED_MODULE_REQUEST = 22,
 };
 
 /* Kinds of protected_ids keys. */
@@ -158,6 +160,10 @@ enum allow_bit {
 struct config_value {
 	__u32 max_depth;
 	__u32 allow;
+	/* The inode number of the host's mount namespace (PID 1's), which
+	 * the mount guards (statefs.c) tell from a container's own. */
+	__u32 host_mnt_ns;
+	__u32 pad;
 };
 
 struct protected_key {
@@ -293,7 +299,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16);
+	__uint(max_entries, 64);
 	__type(key, struct protected_inode);
 	__type(value, __u8);
 } protected_inodes SEC(".maps");

@@ -180,11 +180,12 @@ int BPF_PROG(contid_guard_netlink_send, struct sock *sk, struct sk_buff *skb)
 #define BPF_FS_MAGIC 0xcafe4a11
 
 /* Values of protected_inodes (kernel/loader.go): a directory whose entries
- * are guarded, a file, and an ancestor of a protected directory, which
- * only the mount guards (mount.c) look at. */
+ * are guarded, a file, an ancestor of a protected directory, and the
+ * host's /; only the mount guards (statefs.c) look at the last two. */
 #define PROTECTED_DIRECTORY 1
 #define PROTECTED_FILE 2
 #define PROTECTED_ANCESTOR 3
+#define PROTECTED_ROOT 4
 
 /* protected_inodes' value for inode, 0 when it is not listed. */
 static __always_inline __u8 protected_inode_value(struct inode *inode)
@@ -202,7 +203,7 @@ static __always_inline __u8 protected_inode_value(struct inode *inode)
 static __always_inline int is_protected_inode(struct inode *inode)
 {
 	__u8 v = protected_inode_value(inode);
-	return v && v != PROTECTED_ANCESTOR;
+	return v == PROTECTED_DIRECTORY || v == PROTECTED_FILE;
 }
 
 /* rm of a pin, or of a file in contid's state directory (the registry). */
@@ -381,6 +382,8 @@ int BPF_PROG(contid_guard_file_open, struct file *file)
 	if (is_protected_inode(BPF_CORE_READ(file, f_path.dentry, d_parent, d_inode)) ||
 	    is_protected_inode(BPF_CORE_READ(file, f_inode)))
 		return deny(tt, DENIED_OPEN_WRITE);
+	if (umh_control_file(file))
+		return deny(tt, DENIED_USERMODE_HELPER);
 	return 0;
 }
 
@@ -413,5 +416,21 @@ int BPF_PROG(contid_guard_kernel_load_data, enum kernel_load_data_id id, bool co
 	struct task_tag *tt = current_tag();
 	if (tt && !allowed(ALLOW_MODULES))
 		return deny(tt, DENIED_MODULE_LOAD);
+	return 0;
+}
+
+/* request_module(): a tagged task that uses what an unloaded module
+ * provides (a socket family, a filesystem type, a link type) has the
+ * kernel run modprobe for it, untagged. With a module of its own dropped
+ * under /lib/modules (or a modules.dep that names one), that loads its
+ * code past the two guards above. The task asking is the tagged one: the
+ * request fails (the socket, mount or link with it), and the modules the
+ * host loads itself, or loaded before, stay available. */
+SEC("lsm/kernel_module_request")
+int BPF_PROG(contid_guard_kernel_module_request, char *kmod_name)
+{
+	struct task_tag *tt = current_tag();
+	if (tt && !allowed(ALLOW_MODULES))
+		return deny(tt, DENIED_MODULE_REQUEST);
 	return 0;
 }

@@ -4,7 +4,6 @@
  * process killed under memory pressure, which a container can create at
  * will; -1000 elsewhere shields the attacker's own. */
 
-#define PROC_SUPER_MAGIC 0x9fa0
 #define PROC_NAME_LEN 16
 
 /* The task a /proc/<pid> or /proc/<pid>/task/<tid> inode stands for, as
@@ -21,11 +20,6 @@ static __always_inline struct task_struct *proc_inode_task(struct inode *inode)
 		return 0;
 	return (void *)first - bpf_core_field_offset(struct task_struct, pid_links[PIDTYPE_PID]);
 }
-
-/* Eight characters as the little-endian word they make in memory. */
-#define WORD8(a, b, c, d, e, f, g, h)                                                              \
-	((__u64)(a) | (__u64)(b) << 8 | (__u64)(c) << 16 | (__u64)(d) << 24 | (__u64)(e) << 32 |    \
-	 (__u64)(f) << 40 | (__u64)(g) << 48 | (__u64)(h) << 56)
 
 /* The name compared as two words, without a loop: a byte loop that
  * remembers two verdicts makes the verifier walk every combination of

@@ -74,6 +74,94 @@ atk_state_move_mount() { "$PROBE" move-mount /var/lib/contid; }
 effect_state_move_mount() { tmpfs_on /var/lib/contid; }
 post_state_move_mount() { untmpfs /var/lib/contid; }
 
+# The kernel moves no mount whose parent is shared, and systemd shares
+# every mount, so taking the bpffs away by mount --move starts with a
+# change of propagation of /sys, its parent: refused in the host's mount
+# namespace. The attack makes /sys shared, as it already is.
+atk_propagation_sys() { "$PROBE" make-shared /sys; }
+op_propagation_sys() { echo mount; }
+# mount(2)'s MS_MOVE names its source by a path the guard does not
+# resolve, so every move in the host's mount namespace is refused. Shown
+# on a tmpfs of its own under a private one, which the kernel lets move
+# (nothing on a systemd host does); post unmounts both.
+pre_mount_move() {
+	MOVE_BASE=$SCRATCH/move
+	export MOVE_BASE
+	mkdir -p "$MOVE_BASE"
+	mountpoint -q "$MOVE_BASE" || { mount -t tmpfs contid-vm-move "$MOVE_BASE" && mount --make-private "$MOVE_BASE"; }
+	mkdir -p "$MOVE_BASE/a" "$MOVE_BASE/b"
+	mountpoint -q "$MOVE_BASE/a" || mount -t tmpfs contid-vm-move-a "$MOVE_BASE/a"
+}
+atk_mount_move() { "$PROBE" move-and-back "$SCRATCH/move/a" "$SCRATCH/move/b"; }
+post_mount_move() { umount -R "$MOVE_BASE" 2>/dev/null; return 0; }
+op_mount_move() { echo mount; }
+# A remount without MS_BIND changes the superblock in every namespace:
+# read-only, the state directory's filesystem takes no registry write
+# and the bpffs no pin. Each attack remounts with the flags in force.
+# The kernel remounts only at a mount's root: the state directory's.
+atk_state_remount() { "$PROBE" remount "$(findmnt -n -o TARGET -T /var/lib/contid | tail -n1)"; }
+op_state_remount() { echo mount; }
+atk_bpffs_remount() { "$PROBE" remount /sys/fs/bpf; }
+op_bpffs_remount() { echo mount; }
+# A bind remount changes the one mount, the host's view of the bpffs.
+atk_bpffs_bind_remount() { "$PROBE" remount /sys/fs/bpf bind; }
+op_bpffs_bind_remount() { echo mount; }
+# A tmpfs over a cgroup2 directory hides its control files from systemd
+# and contidd (over /sys/fs/cgroup, the whole tree). A cgroup of the
+# test's own stands for it.
+OVERMOUNT_CG=/sys/fs/cgroup/contid-vm-overmount
+pre_cgroup_overmount() { mkdir -p "$OVERMOUNT_CG"; }
+atk_cgroup_overmount() { "$PROBE" mount "$OVERMOUNT_CG"; }
+effect_cgroup_overmount() { tmpfs_on "$OVERMOUNT_CG"; }
+post_cgroup_overmount() { untmpfs "$OVERMOUNT_CG"; rmdir "$OVERMOUNT_CG" 2>/dev/null; return 0; }
+
+# A tmpfs on / of the host's namespace: running processes keep the root
+# below it, but systemd builds a namespaced service's root by a recursive
+# bind of /, which carries it along, so a restarted contidd
+# (ProtectSystem=strict) would not find its state. The effect is judged
+# by such a service; /.. reaches the mount on top (umount / would remount
+# the real root read-only).
+atk_root_overmount() { "$PROBE" mount /; }
+effect_root_overmount() {
+	tmpfs_on / || return 1
+	! systemd-run --wait --quiet --collect -p ProtectSystem=strict test -d /var/lib/contid
+}
+post_root_overmount() { if tmpfs_on /; then umount /..; fi; return 0; }
+op_root_overmount() { echo mount; }
+
+# What a container does in a mount namespace of its own stays there: a
+# bind remount of its copy of the bpffs, a change of propagation of its
+# /sys and a move pass for a tagged scope.
+atk_own_ns_mounts() {
+	# shellcheck disable=SC2016 # expanded by the inner shell
+	unshare -m --propagation private bash -c '
+		set -e
+		"$1" remount /sys/fs/bpf bind
+		"$1" make-shared /sys
+		mkdir -p "$2/own-a" "$2/own-b"
+		mount -t tmpfs contid-vm-own "$2/own-a"
+		"$1" move-and-back "$2/own-a" "$2/own-b"' own-ns "$PROBE" "$SCRATCH"
+}
+
+# Usermode helpers: files that name a program the kernel runs as
+# untagged root (core_pattern's "|/path" at the next crash, modprobe at
+# the next request_module, the uevent helper, poweroff_cmd). Each attack
+# writes the value in force.
+atk_umh_core_pattern() { rewrite /proc/sys/kernel/core_pattern; }
+atk_umh_modprobe() { rewrite /proc/sys/kernel/modprobe; }
+atk_umh_poweroff_cmd() { rewrite /proc/sys/kernel/poweroff_cmd; }
+atk_umh_hotplug() { rewrite /proc/sys/kernel/hotplug; }
+atk_umh_uevent_helper() { rewrite /sys/kernel/uevent_helper; }
+# binfmt_misc: an interpreter registered for a magic runs at every exec
+# of a matching file, by any process. The control's entry (an extension
+# nothing has) is removed at once.
+BINFMT=/proc/sys/fs/binfmt_misc
+atk_umh_binfmt_register() { echo ':contid-vm:E::contidvm::/bin/true:' >"$BINFMT/register" && echo "registered contid-vm"; }
+post_umh_binfmt_register() { [[ -e $BINFMT/contid-vm ]] && echo -1 >"$BINFMT/contid-vm"; return 0; }
+for n in core_pattern modprobe poweroff_cmd hotplug uevent_helper binfmt_register; do
+	eval "op_umh_$n() { echo usermode_helper; }"
+done
+
 # oom_score_adj 1000 makes contidd the OOM killer's first victim; the
 # value of the older oom_adj, and either file under /proc/PID/task/TID of
 # any thread, set the same. The attacks write the value in force.
@@ -273,6 +361,33 @@ run_limits() {
 	run_denial state_move_mount
 	run_denial spool_open
 	run_denial steal_fd_pid1
+	run_denial propagation_sys
+	run_denial mount_move
+	run_denial state_remount
+	run_denial bpffs_remount
+	run_denial bpffs_bind_remount
+	run_denial cgroup_overmount
+	run_denial root_overmount
+	run_allowed own_ns_mounts
+	run_denial umh_core_pattern
+	run_denial umh_modprobe
+	run_denial umh_poweroff_cmd
+	# Both exist only with CONFIG_UEVENT_HELPER (Debian's kernel has none).
+	local f n
+	for f in /proc/sys/kernel/hotplug /sys/kernel/uevent_helper; do
+		n=umh_${f##*/}
+		if [[ -e $f ]]; then
+			run_denial "$n"
+		else
+			selected "$n" && result "$n" SKIP "no $f in this kernel"
+		fi
+	done
+	# systemd mounts binfmt_misc on first access (an automount).
+	if ls "$BINFMT/" >/dev/null 2>&1 && [[ -e $BINFMT/register ]]; then
+		run_denial umh_binfmt_register
+	else
+		selected umh_binfmt_register && result umh_binfmt_register SKIP "no binfmt_misc at $BINFMT"
+	fi
 }
 
 # --- code of one's own in the kernel ------------------------------------------
@@ -296,6 +411,15 @@ export MODULE
 atk_module_load() { modprobe -v "$MODULE" && echo "loaded $MODULE"; }
 atk_module_init() { "$PROBE" init-module "$MODULE_KO"; }
 atk_module_finit() { "$PROBE" finit-module "$MODULE_KO"; }
+# request_module: a link of a type whose module is not loaded has the
+# kernel run modprobe, untagged. The kernel swallows the refusal's errno
+# (ip says "Unknown device type"), so the module's absence, the signal
+# and the journal entry show it.
+atk_module_request() { ip link add contid-vm-dummy type dummy && echo "created contid-vm-dummy"; }
+op_module_request() { echo module_request; }
+effect_module_request() { module_loaded; }
+pre_module_request() { module_unload; }
+post_module_request() { ip link del contid-vm-dummy 2>/dev/null; module_unload; return 0; }
 module_loaded() { [[ -d /sys/module/$MODULE ]]; }
 module_unload() { module_loaded && { modprobe -r "$MODULE" 2>/dev/null || rmmod "$MODULE"; }; }
 # module_image writes the module uncompressed to MODULE_KO.
@@ -390,6 +514,7 @@ run_loads() {
 	NEEDS=$no_module run_denial module_load
 	NEEDS=$no_module run_denial module_init
 	NEEDS=$no_module run_denial module_finit
+	NEEDS=$no_module run_denial module_request quiet
 	if [[ -n $1$no_module ]]; then
 		selected enforce_exceptions && result enforce_exceptions FAIL "no target: $1$no_module"
 		return

@@ -409,7 +409,8 @@ effect_kill_contidd() {
 }
 
 # run_denial NAME KIND: the attack from a tagged scope must be refused
-# (KIND=eperm: EPERM; KIND=bus: a D-Bus error) with a TamperDenied signal
+# (KIND=eperm: EPERM; KIND=bus: a D-Bus error; KIND=quiet: a failure the
+# kernel gives no errno for, judged by effect_NAME) with a TamperDenied signal
 # (eperm only) and a journal entry for its container; the control from an
 # untagged scope must succeed. pre_NAME / post_NAME, when defined, set up
 # and restore around each run. op_NAME, when defined, names the operation
@@ -443,6 +444,9 @@ run_denial() {
 	elif [[ $kind == eacces ]] && ! grep -qiE 'permission denied|EACCES' "$alog"; then
 		a="failed without EACCES: $(grep -v -e '^cgroup:' -e '^container:' "$alog" | tail -n1)"
 		verdict=FAIL
+	elif [[ $kind == quiet ]] && grep -qiE 'operation not permitted|EPERM' "$alog"; then
+		a="failed with an errno the kernel does not pass on: $(tail -n1 "$alog")"
+		verdict=FAIL
 	elif [[ $kind == bus ]] && ! bus_refused_in "$alog"; then
 		a="failed without a contid refusal: $(tail -n1 "$alog")"
 		verdict=FAIL
@@ -450,6 +454,7 @@ run_denial() {
 		case $kind in
 		eperm) a="EPERM" ;;
 		eacces) a="EACCES" ;;
+		quiet) a="refused (no errno passed on)" ;;
 		*) a="refused ($(grep -m1 -oE 'Call failed: .{0,60}' "$alog"))" ;;
 		esac
 	fi
@@ -457,7 +462,7 @@ run_denial() {
 		a+=", container unknown (no signal/journal check possible)"
 		verdict=FAIL
 	elif [[ $verdict == PASS || $rc != 0 ]]; then
-		if [[ $kind == eperm || $kind == eacces ]]; then
+		if [[ $kind == eperm || $kind == eacces || $kind == quiet ]]; then
 			if wait_signal "$cid"; then a+=", signal"; else
 				a+=", NO TamperDenied signal"
 				verdict=FAIL

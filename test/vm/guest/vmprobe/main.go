@@ -6,7 +6,9 @@
 // "must be superuser"), truncate a file by path (truncate(1) opens it and
 // calls ftruncate) or by a read-only open with O_TRUNC, mount a tmpfs by mount(2) with the errno shown
 // (mount(8) words EPERM as "permission denied") and by the new mount API
-// (bookworm's mount(8) knows only mount(2)), load a BPF program without
+// (bookworm's mount(8) knows only mount(2)), change a mount's propagation,
+// move a mount by mount(2) and back, remount with the flags in force, load
+// a BPF program without
 // an object file, and load a kernel module by each of the two system
 // calls (modprobe picks one).
 //
@@ -76,6 +78,23 @@ func main() {
 			usage()
 		}
 		err = moveMountTmpfs(args[0])
+	case "make-shared":
+		if len(args) != 1 {
+			usage()
+		}
+		if err = unix.Mount("", args[0], "", unix.MS_SHARED, ""); err == nil {
+			fmt.Printf("ok: made %s shared by mount(2)\n", args[0])
+		}
+	case "move-and-back":
+		if len(args) != 2 {
+			usage()
+		}
+		err = moveAndBack(args[0], args[1])
+	case "remount":
+		if len(args) < 1 || len(args) > 2 || (len(args) == 2 && args[1] != "bind") {
+			usage()
+		}
+		err = remountAsIs(args[0], len(args) == 2)
 	case "clone-into-cgroup":
 		if len(args) < 2 {
 			usage()
@@ -105,6 +124,9 @@ func usage() {
        contid-vmprobe umount PATH
        contid-vmprobe truncate|open-trunc PATH
        contid-vmprobe mount|move-mount PATH
+       contid-vmprobe make-shared PATH
+       contid-vmprobe move-and-back FROM TO
+       contid-vmprobe remount PATH [bind]
        contid-vmprobe bpf-prog-load
        contid-vmprobe init-module|finit-module MODULE.ko`)
 	os.Exit(2)
@@ -209,6 +231,50 @@ func moveMountTmpfs(target string) error {
 		return fmt.Errorf("move_mount onto %s: %w", target, err)
 	}
 	fmt.Printf("ok: mounted a tmpfs on %s by move_mount\n", target)
+	return nil
+}
+
+// moveAndBack moves the mount at from to to by mount(2) with MS_MOVE,
+// the old API's move, and back again, so a success leaves things as they
+// were.
+func moveAndBack(from, to string) error {
+	if err := unix.Mount(from, to, "", unix.MS_MOVE, ""); err != nil {
+		return fmt.Errorf("move %s to %s: %w", from, to, err)
+	}
+	if err := unix.Mount(to, from, "", unix.MS_MOVE, ""); err != nil {
+		return fmt.Errorf("move %s back to %s: %w", to, from, err)
+	}
+	fmt.Printf("ok: moved %s to %s and back by mount(2)\n", from, to)
+	return nil
+}
+
+// The statfs(2) flags that are also mount(2) flags with the same values.
+// ST_RELATIME is not: its value is MS_BIND's, which would make the
+// remount a bind remount.
+const remountFlags = unix.ST_RDONLY | unix.ST_NOSUID | unix.ST_NODEV | unix.ST_NOEXEC |
+	unix.ST_SYNCHRONOUS | unix.ST_MANDLOCK | unix.ST_NOATIME | unix.ST_NODIRATIME
+
+// remountAsIs remounts the filesystem under path (bind: only that mount)
+// with the flags already in force: what a read-only remount would pass
+// through, without changing anything when it succeeds.
+func remountAsIs(path string, bind bool) error {
+	var st unix.Statfs_t
+	if err := unix.Statfs(path, &st); err != nil {
+		return fmt.Errorf("statfs %s: %w", path, err)
+	}
+	flags := uintptr(unix.MS_REMOUNT) | uintptr(st.Flags)&remountFlags
+	if st.Flags&unix.ST_RELATIME != 0 {
+		flags |= unix.MS_RELATIME
+	}
+	kind := "remounted"
+	if bind {
+		flags |= unix.MS_BIND
+		kind = "bind-remounted"
+	}
+	if err := unix.Mount("", path, "", flags, ""); err != nil {
+		return fmt.Errorf("remount %s: %w", path, err)
+	}
+	fmt.Printf("ok: %s %s with its flags (%#x)\n", kind, path, flags)
 	return nil
 }
 
