@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -138,6 +139,9 @@ func Run(ctx context.Context, opts Options) error {
 		// Someone hid the pins (a mount over the pin directory) while
 		// contid's programs ran on: the administrator should know.
 		log.Logf(cdbus.PrioWarning, "The pins in %s were missing while contid's programs were still loaded: re-adopted %d maps and %d links by ID and pinned them again.", cfg.PinDirectory, maps, links)
+	}
+	if replaced := bpf.Replaced(); len(replaced) > 0 {
+		log.Logf(cdbus.PrioNotice, "Replaced the pinned maps %s, of an earlier build's shape, with this build's, and every link with one running this build's programs.", strings.Join(replaced, ", "))
 	}
 	if mode == contid.ModeEnforcing {
 		logEnforceExceptions(log, cfg)

@@ -395,3 +395,7 @@ func kernelName(name string) string {
 // Adopted reports how many maps and links Load found by ID and pinned
 // again because their pins were hidden; zero when it did not.
 func (b *BPF) Adopted() (maps, links int) { return b.adoptedMaps, b.adoptedLinks }
+
+// Replaced names the pinned maps of an older shape that Load replaced
+// with this build's (migrate.go); none when it replaced none.
+func (b *BPF) Replaced() []string { return b.replacedMaps }

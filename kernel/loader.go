@@ -68,6 +68,10 @@ type BPF struct {
 	identity *ebpf.Map
 	// What adopt found by ID and pinned again, for the daemon to say.
 	adoptedMaps, adoptedLinks int
+	// The pins of rebuilt maps this Load replaced (migrate.go): while
+	// there are any, no pinned link is kept, for its program uses the
+	// maps replaced.
+	replacedMaps []string
 
 	// tagMu serialises the users of iter_target (TagCgroup, TagProcess).
 	tagMu sync.Mutex
@@ -165,6 +169,9 @@ func Load(opts Options) (*BPF, error) {
 		if err := b.adopt(spec, id); err != nil {
 			return nil, err
 		}
+	}
+	if b.replacedMaps, err = replaceOutgrownPins(spec, opts.PinDir); err != nil {
+		return nil, err
 	}
 	if err := b.openMaps(spec); err != nil {
 		b.Close()
@@ -338,7 +345,7 @@ func (b *BPF) attach(spec *ebpf.CollectionSpec, ps *ebpf.ProgramSpec) error {
 			old.Close()
 			return fmt.Errorf("inspect pinned link %s: %w", pin, err)
 		}
-		if same {
+		if same && len(b.replacedMaps) == 0 {
 			// A link pinned by a build without contid_identity gains
 			// it here.
 			err := b.bindRunning(old)
