@@ -2,12 +2,9 @@ package kernel
 
 import (
 	"errors"
-	"path/filepath"
 	"testing"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/asm"
-	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
 	"github.com/contid/contid"
@@ -36,20 +33,6 @@ func mapID(t *testing.T, m *ebpf.Map) ebpf.MapID {
 	}
 	id, _ := info.ID()
 	return id
-}
-
-func pinnedLinkID(t *testing.T, pinDir, prog string) link.ID {
-	t.Helper()
-	l, err := link.LoadPinnedLink(filepath.Join(pinDir, "link_"+prog), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	info, err := l.Info()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return info.ID
 }
 
 // setAdoption switches adoption for one test.
@@ -174,19 +157,7 @@ func TestLoadAdoptsHiddenSet(t *testing.T) {
 // creates a fresh set beside it.
 func TestLoadLeavesSetWithoutIdentity(t *testing.T) {
 	requireBPF(t)
-	stale, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Name: contidProgContidFork, Type: ebpf.Tracing, AttachType: ebpf.AttachTraceRawTp,
-		AttachTo: "sched_process_fork", License: "GPL",
-		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stale.Close()
-	sl, err := link.AttachTracing(link.TracingOptions{Program: stale})
-	if err != nil {
-		t.Fatal(err)
-	}
+	sl := lookalikeFork(t)
 	defer sl.Close()
 	info, err := sl.Info()
 	if err != nil {

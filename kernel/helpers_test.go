@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
 	"github.com/contid/contid"
@@ -202,4 +204,44 @@ func loadTestSpec(t testing.TB) (*ebpf.CollectionSpec, *contidProgramSpecs) {
 		t.Fatal(err)
 	}
 	return spec, &progs
+}
+
+// pinnedLinkInfo describes the link pinned for program prog in pinDir.
+func pinnedLinkInfo(t *testing.T, pinDir, prog string) *link.Info {
+	t.Helper()
+	l, err := link.LoadPinnedLink(filepath.Join(pinDir, "link_"+prog), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	info, err := l.Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info
+}
+
+func pinnedLinkID(t *testing.T, pinDir, prog string) link.ID {
+	t.Helper()
+	return pinnedLinkInfo(t, pinDir, prog).ID
+}
+
+// lookalikeFork attaches a do-nothing program named as contid's fork
+// program, which a stale build or an impostor could have left.
+func lookalikeFork(t *testing.T) link.Link {
+	t.Helper()
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Name: contidProgContidFork, Type: ebpf.Tracing, AttachType: ebpf.AttachTraceRawTp,
+		AttachTo: "sched_process_fork", License: "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prog.Close()
+	l, err := link.AttachTracing(link.TracingOptions{Program: prog})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
 }

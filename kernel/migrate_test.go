@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
 )
 
 // pinOlderShape replaces the pin of map name in pinDir with one of
@@ -38,16 +37,7 @@ func pinOlderShape(t *testing.T, pinDir string, ms ebpf.MapSpec, entries map[str
 // pinnedProgramMaps lists the maps the program of a pinned link uses.
 func pinnedProgramMaps(t *testing.T, pinDir, prog string) []ebpf.MapID {
 	t.Helper()
-	l, err := link.LoadPinnedLink(filepath.Join(pinDir, "link_"+prog), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	info, err := l.Info()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := ebpf.NewProgramFromID(info.Program)
+	p, err := ebpf.NewProgramFromID(pinnedLinkInfo(t, pinDir, prog).Program)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,8 +10,6 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/asm"
-	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
 	"github.com/contid/contid"
@@ -146,40 +144,16 @@ func TestLoadReplacesStalePinnedLink(t *testing.T) {
 	requireBPF(t)
 	pinDir := testPinDir(t)
 	b := loadTest(t, pinDir)
-	linkID := func() link.ID {
-		l, err := link.LoadPinnedLink(filepath.Join(pinDir, "link_"+contidProgContidFork), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		info, err := l.Info()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return info.ID
-	}
-	first := linkID()
+	first := pinnedLinkID(t, pinDir, contidProgContidFork)
 	b.Close()
 	b = loadTest(t, pinDir)
-	if again := linkID(); again != first {
+	if again := pinnedLinkID(t, pinDir, contidProgContidFork); again != first {
 		t.Errorf("restart of the same build replaced link %d with %d", first, again)
 	}
 	b.Close()
 
 	// Pin a do-nothing fork program where the fork link lives.
-	stale, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Name: contidProgContidFork, Type: ebpf.Tracing, AttachType: ebpf.AttachTraceRawTp,
-		AttachTo: "sched_process_fork", License: "GPL",
-		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stale.Close()
-	sl, err := link.AttachTracing(link.TracingOptions{Program: stale})
-	if err != nil {
-		t.Fatal(err)
-	}
+	sl := lookalikeFork(t)
 	pin := filepath.Join(pinDir, "link_"+contidProgContidFork)
 	if err := os.Remove(pin); err != nil {
 		t.Fatal(err)
