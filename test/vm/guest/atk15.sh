@@ -81,4 +81,34 @@ run_atk15() {
 	run_denial setattr_sys_shared
 	run_denial autogroup_contidd
 	run_denial fsfreeze_state
+	run_denial fsfreeze_stall
+}
+
+# The freeze's effect on contidd: while the state filesystem is frozen, a
+# new tagged scope is started; does contidd register its container, and
+# does it answer the bus? Judged by the freeze alone (run_denial).
+atk_fsfreeze_stall() {
+	"$PROBE" fsfreeze /var/lib/contid 8 &
+	local fz=$! pid t0 i c=""
+	sleep 1
+	systemd-run --quiet --collect --scope --slice=machine.slice --unit="contid-atk15-fz-$ROLE-$$.scope" sleep 30 </dev/null >/dev/null 2>&1 &
+	pid=$!
+	t0=$SECONDS
+	for ((i = 0; i < 10; i++)); do
+		c=$(timeout 2 busctl --auto-start=no call org.contid1 /org/contid1 org.contid1.Manager GetContainerByPID u "$pid" 2>&1)
+		[[ $c == o* ]] && break
+		sleep 0.5
+	done
+	echo "during freeze: lookup of new tagged pid $pid after $((SECONDS - t0)) s: ${c:-no answer}"
+	wait "$fz"
+	local rc=$?
+	t0=$SECONDS
+	for ((i = 0; i < 20; i++)); do
+		c=$(timeout 2 busctl --auto-start=no call org.contid1 /org/contid1 org.contid1.Manager GetContainerByPID u "$pid" 2>&1)
+		[[ $c == o* ]] && break
+		sleep 0.5
+	done
+	echo "after thaw: lookup after $((SECONDS - t0)) s: $c"
+	kill "$pid" 2>/dev/null
+	return $rc
 }

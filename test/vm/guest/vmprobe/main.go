@@ -107,10 +107,14 @@ func main() {
 		}
 		err = setattr(args[0], args[1])
 	case "fsfreeze":
-		if len(args) != 1 {
+		secs := 2
+		if len(args) == 2 {
+			secs, err = strconv.Atoi(args[1])
+		}
+		if len(args) < 1 || len(args) > 2 || err != nil {
 			usage()
 		}
-		err = fsfreeze(args[0])
+		err = fsfreeze(args[0], secs)
 	case "clone-into-cgroup":
 		if len(args) < 2 {
 			usage()
@@ -145,7 +149,7 @@ func usage() {
        contid-vmprobe remount PATH [bind]
        contid-vmprobe fspick-reconfigure PATH [ro]
        contid-vmprobe setattr PATH ro|shared|private
-       contid-vmprobe fsfreeze PATH
+       contid-vmprobe fsfreeze PATH [SECONDS]
        contid-vmprobe bpf-prog-load
        contid-vmprobe init-module|finit-module MODULE.ko`)
 	os.Exit(2)
@@ -447,8 +451,8 @@ func setattr(path, what string) error {
 }
 
 // fsfreeze freezes the filesystem that holds path (FIFREEZE), so every
-// write to it waits, for two seconds, then thaws it (FITHAW).
-func fsfreeze(path string) error {
+// write to it waits, for secs seconds, then thaws it (FITHAW).
+func fsfreeze(path string, secs int) error {
 	const fifreeze, fithaw = 0xc0045877, 0xc0045878
 	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -458,8 +462,8 @@ func fsfreeze(path string) error {
 	if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), fifreeze, 0); e != 0 {
 		return fmt.Errorf("FIFREEZE %s: %w", path, e)
 	}
-	time.Sleep(2 * time.Second)
+	time.Sleep(time.Duration(secs) * time.Second)
 	_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), fithaw, 0)
-	fmt.Printf("ok: froze the filesystem of %s for 2 s (FIFREEZE); thawed: %v\n", path, e)
+	fmt.Printf("ok: froze the filesystem of %s for %d s (FIFREEZE); thawed: %v\n", path, secs, e)
 	return nil
 }
