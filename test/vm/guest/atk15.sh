@@ -82,6 +82,7 @@ run_atk15() {
 	run_denial autogroup_contidd
 	run_denial fsfreeze_state
 	run_denial fsfreeze_stall
+	run_denial umh_release_agent_opt
 }
 
 # The freeze's effect on contidd: while the state filesystem is frozen, a
@@ -91,8 +92,11 @@ atk_fsfreeze_stall() {
 	"$PROBE" fsfreeze /var/lib/contid 8 &
 	local fz=$! pid t0 i c=""
 	sleep 1
-	systemd-run --quiet --collect --scope --slice=machine.slice --unit="contid-atk15-fz-$ROLE-$$.scope" sleep 30 </dev/null >/dev/null 2>&1 &
-	pid=$!
+	# A service, not a scope: PID 1 forks it, so it inherits no tag and
+	# contidd must register the container its cgroup gets.
+	local unit=contid-atk15-fz-$ROLE-$$
+	systemd-run --quiet --collect --slice=machine.slice --unit="$unit" sleep 30 </dev/null >/dev/null 2>&1
+	pid=$(systemctl show -p MainPID --value "$unit")
 	t0=$SECONDS
 	for ((i = 0; i < 10; i++)); do
 		c=$(timeout 2 busctl --auto-start=no call org.contid1 /org/contid1 org.contid1.Manager GetContainerByPID u "$pid" 2>&1)
@@ -109,6 +113,27 @@ atk_fsfreeze_stall() {
 		sleep 0.5
 	done
 	echo "after thaw: lookup after $((SECONDS - t0)) s: $c"
-	kill "$pid" 2>/dev/null
+	systemctl stop "$unit" 2>/dev/null
 	return $rc
 }
+
+# The same helper set by mount option instead of the file: the v1 mount's
+# release_agent= (no open of release_agent at all).
+pre_umh_release_agent_opt() { rm -f "$RA_OUT"; }
+atk_umh_release_agent_opt() {
+	printf '#!/bin/sh\n{ echo "agent pid $$ uid $(id -u) argv $*"; cat /proc/self/cgroup; } >%s\n' "$RA_OUT" >"$RA_AGENT" &&
+		chmod 755 "$RA_AGENT" || return 1
+	mkdir -p "$RA_MNT" || return 1
+	mount -t cgroup -o "none,name=contidatk15o,release_agent=$RA_AGENT" contidatk15o "$RA_MNT" || return 1
+	mkdir -p "$RA_MNT/x" && echo 1 >"$RA_MNT/x/notify_on_release" || return 1
+	sh -c "echo \$\$ >$RA_MNT/x/cgroup.procs" || return 1
+	local i
+	for ((i = 0; i < 20; i++)); do
+		[[ -s $RA_OUT ]] && break
+		sleep 0.5
+	done
+	[[ -s $RA_OUT ]] || { echo "denied: the agent did not run"; return 1; }
+	echo "ok: release_agent (mount option) ran: $(tr '\n' ' ' <"$RA_OUT")"
+}
+effect_umh_release_agent_opt() { [[ -s $RA_OUT ]]; }
+post_umh_release_agent_opt() { post_umh_release_agent "$@"; }
