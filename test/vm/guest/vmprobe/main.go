@@ -25,6 +25,7 @@ import (
 	"runtime"
 	"strconv"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"github.com/elastic/go-libaudit/v2"
@@ -95,6 +96,25 @@ func main() {
 			usage()
 		}
 		err = remountAsIs(args[0], len(args) == 2)
+	case "fspick-reconfigure":
+		if len(args) < 1 || len(args) > 2 || (len(args) == 2 && args[1] != "ro") {
+			usage()
+		}
+		err = fspickReconfigure(args[0], len(args) == 2)
+	case "setattr":
+		if len(args) != 2 || (args[1] != "ro" && args[1] != "shared" && args[1] != "private") {
+			usage()
+		}
+		err = setattr(args[0], args[1])
+	case "fsfreeze":
+		secs := 2
+		if len(args) == 2 {
+			secs, err = strconv.Atoi(args[1])
+		}
+		if len(args) < 1 || len(args) > 2 || err != nil {
+			usage()
+		}
+		err = fsfreeze(args[0], secs)
 	case "clone-into-cgroup":
 		if len(args) < 2 {
 			usage()
@@ -127,6 +147,9 @@ func usage() {
        contid-vmprobe make-shared PATH
        contid-vmprobe move-and-back FROM TO
        contid-vmprobe remount PATH [bind]
+       contid-vmprobe fspick-reconfigure PATH [ro]
+       contid-vmprobe setattr PATH ro|shared|private
+       contid-vmprobe fsfreeze PATH [SECONDS]
        contid-vmprobe bpf-prog-load
        contid-vmprobe init-module|finit-module MODULE.ko`)
 	os.Exit(2)
@@ -362,5 +385,85 @@ func loadModule(how, path string) error {
 		}
 	}
 	fmt.Printf("ok: loaded %s by %s\n", path, how)
+	return nil
+}
+
+// fspickReconfigure reconfigures the superblock of the mount at path by
+// fspick(2) and fsconfig(FSCONFIG_CMD_RECONFIGURE), the new mount API's
+// remount, which never passes through mount(2). As is, or read-only for a
+// moment (then back to read-write), reported by statfs.
+func fspickReconfigure(path string, ro bool) error {
+	fd, err := unix.Fspick(unix.AT_FDCWD, path, unix.FSPICK_CLOEXEC)
+	if err != nil {
+		return fmt.Errorf("fspick %s: %w", path, err)
+	}
+	defer unix.Close(fd)
+	if ro {
+		if err := unix.FsconfigSetFlag(fd, "ro"); err != nil {
+			return fmt.Errorf("fsconfig ro %s: %w", path, err)
+		}
+	}
+	if err := unix.FsconfigReconfigure(fd); err != nil {
+		return fmt.Errorf("fsconfig reconfigure %s: %w", path, err)
+	}
+	if !ro {
+		fmt.Printf("ok: reconfigured the superblock of %s as is by fspick/fsconfig\n", path)
+		return nil
+	}
+	var st unix.Statfs_t
+	_ = unix.Statfs(path, &st)
+	rdonly := st.Flags&unix.ST_RDONLY != 0
+	back, err := unix.Fspick(unix.AT_FDCWD, path, unix.FSPICK_CLOEXEC)
+	if err == nil {
+		if err = unix.FsconfigSetFlag(back, "rw"); err == nil {
+			err = unix.FsconfigReconfigure(back)
+		}
+		unix.Close(back)
+	}
+	fmt.Printf("ok: superblock of %s reconfigured read-only by fspick/fsconfig (statfs ST_RDONLY=%v); back to rw: %v\n", path, rdonly, err)
+	return nil
+}
+
+// setattr changes the mount at path by mount_setattr(2), which has no
+// LSM hook: read-only for a moment (then cleared), or a propagation.
+func setattr(path, what string) error {
+	attr := unix.MountAttr{}
+	switch what {
+	case "ro":
+		attr.Attr_set = unix.MOUNT_ATTR_RDONLY
+	case "shared":
+		attr.Propagation = unix.MS_SHARED
+	case "private":
+		attr.Propagation = unix.MS_PRIVATE
+	}
+	if err := unix.MountSetattr(unix.AT_FDCWD, path, 0, &attr); err != nil {
+		return fmt.Errorf("mount_setattr %s %s: %w", what, path, err)
+	}
+	if what != "ro" {
+		fmt.Printf("ok: mount_setattr made %s %s\n", path, what)
+		return nil
+	}
+	var st unix.Statfs_t
+	_ = unix.Statfs(path, &st)
+	err := unix.MountSetattr(unix.AT_FDCWD, path, 0, &unix.MountAttr{Attr_clr: unix.MOUNT_ATTR_RDONLY})
+	fmt.Printf("ok: mount_setattr made the mount at %s read-only (statfs ST_RDONLY=%v); cleared: %v\n", path, st.Flags&unix.ST_RDONLY != 0, err)
+	return nil
+}
+
+// fsfreeze freezes the filesystem that holds path (FIFREEZE), so every
+// write to it waits, for secs seconds, then thaws it (FITHAW).
+func fsfreeze(path string, secs int) error {
+	const fifreeze, fithaw = 0xc0045877, 0xc0045878
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", path, err)
+	}
+	defer unix.Close(fd)
+	if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), fifreeze, 0); e != 0 {
+		return fmt.Errorf("FIFREEZE %s: %w", path, e)
+	}
+	time.Sleep(time.Duration(secs) * time.Second)
+	_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), fithaw, 0)
+	fmt.Printf("ok: froze the filesystem of %s for %d s (FIFREEZE); thawed: %v\n", path, secs, e)
 	return nil
 }
