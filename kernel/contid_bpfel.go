@@ -81,6 +81,7 @@ const (
 	contidDeniedOpDENIED_CGROUP_MOVE     contidDeniedOp = 20
 	contidDeniedOpDENIED_USERMODE_HELPER contidDeniedOp = 21
 	contidDeniedOpDENIED_MODULE_REQUEST  contidDeniedOp = 22
+	contidDeniedOpDENIED_FSFREEZE        contidDeniedOp = 23
 )
 
 type contidEvent struct {
@@ -206,6 +207,7 @@ const (
 	contidProgContidGuardCgroupMove          = "contid_guard_cgroup_move"
 	contidProgContidGuardCgroupV1Attach      = "contid_guard_cgroup_v1_attach"
 	contidProgContidGuardFileOpen            = "contid_guard_file_open"
+	contidProgContidGuardFreeze              = "contid_guard_freeze"
 	contidProgContidGuardInodeRename         = "contid_guard_inode_rename"
 	contidProgContidGuardInodeRmdir          = "contid_guard_inode_rmdir"
 	contidProgContidGuardInodeUnlink         = "contid_guard_inode_unlink"
@@ -217,7 +219,9 @@ const (
 	contidProgContidGuardOomAdj              = "contid_guard_oom_adj"
 	contidProgContidGuardPathTruncate        = "contid_guard_path_truncate"
 	contidProgContidGuardPtrace              = "contid_guard_ptrace"
+	contidProgContidGuardReleaseAgentParam   = "contid_guard_release_agent_param"
 	contidProgContidGuardSbMount             = "contid_guard_sb_mount"
+	contidProgContidGuardSbRemount           = "contid_guard_sb_remount"
 	contidProgContidGuardSbUmount            = "contid_guard_sb_umount"
 	contidProgContidGuardTaskKill            = "contid_guard_task_kill"
 	contidProgContidGuardTaskSetioprio       = "contid_guard_task_setioprio"
@@ -280,6 +284,7 @@ type contidProgramSpecs struct {
 	ContidGuardCgroupMove          *ebpf.ProgramSpec `ebpf:"contid_guard_cgroup_move"`
 	ContidGuardCgroupV1Attach      *ebpf.ProgramSpec `ebpf:"contid_guard_cgroup_v1_attach"`
 	ContidGuardFileOpen            *ebpf.ProgramSpec `ebpf:"contid_guard_file_open"`
+	ContidGuardFreeze              *ebpf.ProgramSpec `ebpf:"contid_guard_freeze"`
 	ContidGuardInodeRename         *ebpf.ProgramSpec `ebpf:"contid_guard_inode_rename"`
 	ContidGuardInodeRmdir          *ebpf.ProgramSpec `ebpf:"contid_guard_inode_rmdir"`
 	ContidGuardInodeUnlink         *ebpf.ProgramSpec `ebpf:"contid_guard_inode_unlink"`
@@ -291,7 +296,9 @@ type contidProgramSpecs struct {
 	ContidGuardOomAdj              *ebpf.ProgramSpec `ebpf:"contid_guard_oom_adj"`
 	ContidGuardPathTruncate        *ebpf.ProgramSpec `ebpf:"contid_guard_path_truncate"`
 	ContidGuardPtrace              *ebpf.ProgramSpec `ebpf:"contid_guard_ptrace"`
+	ContidGuardReleaseAgentParam   *ebpf.ProgramSpec `ebpf:"contid_guard_release_agent_param"`
 	ContidGuardSbMount             *ebpf.ProgramSpec `ebpf:"contid_guard_sb_mount"`
+	ContidGuardSbRemount           *ebpf.ProgramSpec `ebpf:"contid_guard_sb_remount"`
 	ContidGuardSbUmount            *ebpf.ProgramSpec `ebpf:"contid_guard_sb_umount"`
 	ContidGuardTaskKill            *ebpf.ProgramSpec `ebpf:"contid_guard_task_kill"`
 	ContidGuardTaskSetioprio       *ebpf.ProgramSpec `ebpf:"contid_guard_task_setioprio"`
@@ -403,6 +410,7 @@ type contidPrograms struct {
 	ContidGuardCgroupMove          *ebpf.Program `ebpf:"contid_guard_cgroup_move"`
 	ContidGuardCgroupV1Attach      *ebpf.Program `ebpf:"contid_guard_cgroup_v1_attach"`
 	ContidGuardFileOpen            *ebpf.Program `ebpf:"contid_guard_file_open"`
+	ContidGuardFreeze              *ebpf.Program `ebpf:"contid_guard_freeze"`
 	ContidGuardInodeRename         *ebpf.Program `ebpf:"contid_guard_inode_rename"`
 	ContidGuardInodeRmdir          *ebpf.Program `ebpf:"contid_guard_inode_rmdir"`
 	ContidGuardInodeUnlink         *ebpf.Program `ebpf:"contid_guard_inode_unlink"`
@@ -414,7 +422,9 @@ type contidPrograms struct {
 	ContidGuardOomAdj              *ebpf.Program `ebpf:"contid_guard_oom_adj"`
 	ContidGuardPathTruncate        *ebpf.Program `ebpf:"contid_guard_path_truncate"`
 	ContidGuardPtrace              *ebpf.Program `ebpf:"contid_guard_ptrace"`
+	ContidGuardReleaseAgentParam   *ebpf.Program `ebpf:"contid_guard_release_agent_param"`
 	ContidGuardSbMount             *ebpf.Program `ebpf:"contid_guard_sb_mount"`
+	ContidGuardSbRemount           *ebpf.Program `ebpf:"contid_guard_sb_remount"`
 	ContidGuardSbUmount            *ebpf.Program `ebpf:"contid_guard_sb_umount"`
 	ContidGuardTaskKill            *ebpf.Program `ebpf:"contid_guard_task_kill"`
 	ContidGuardTaskSetioprio       *ebpf.Program `ebpf:"contid_guard_task_setioprio"`
@@ -437,6 +447,7 @@ func (p *contidPrograms) Close() error {
 		p.ContidGuardCgroupMove,
 		p.ContidGuardCgroupV1Attach,
 		p.ContidGuardFileOpen,
+		p.ContidGuardFreeze,
 		p.ContidGuardInodeRename,
 		p.ContidGuardInodeRmdir,
 		p.ContidGuardInodeUnlink,
@@ -448,7 +459,9 @@ func (p *contidPrograms) Close() error {
 		p.ContidGuardOomAdj,
 		p.ContidGuardPathTruncate,
 		p.ContidGuardPtrace,
+		p.ContidGuardReleaseAgentParam,
 		p.ContidGuardSbMount,
+		p.ContidGuardSbRemount,
 		p.ContidGuardSbUmount,
 		p.ContidGuardTaskKill,
 		p.ContidGuardTaskSetioprio,

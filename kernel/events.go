@@ -38,6 +38,7 @@ var opNames = map[contidDeniedOp]string{
 	contidDeniedOpDENIED_CGROUP_MOVE:     "cgroup_move",
 	contidDeniedOpDENIED_USERMODE_HELPER: "usermode_helper",
 	contidDeniedOpDENIED_MODULE_REQUEST:  "module_request",
+	contidDeniedOpDENIED_FSFREEZE:        "fsfreeze",
 }
 
 // pollInterval bounds how long ReadEvent waits before it looks at ctx and

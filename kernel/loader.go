@@ -123,6 +123,9 @@ func enforcingAttachments(p *contidProgramSpecs) []*ebpf.ProgramSpec {
 		p.ContidGuardCgroupMove,
 		p.ContidGuardCgroupV1Attach,
 		p.ContidGuardKernelModuleRequest,
+		p.ContidGuardReleaseAgentParam,
+		p.ContidGuardSbRemount,
+		p.ContidGuardFreeze,
 	}
 }
 

@@ -73,6 +73,7 @@ enum denied_op {
 	DENIED_CGROUP_MOVE = 20,
 	DENIED_USERMODE_HELPER = 21,
 	DENIED_MODULE_REQUEST = 22,
+	DENIED_FSFREEZE = 23,
 };
 
 /* Kinds of protected_ids keys. */

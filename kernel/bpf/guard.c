@@ -434,3 +434,25 @@ int BPF_PROG(contid_guard_kernel_module_request, char *kmod_name)
 		return deny(tt, DENIED_MODULE_REQUEST);
 	return 0;
 }
+
+/* The release agent given as a mount option: "release_agent=" on a cgroup
+ * v1 mount(2), on its remount, or through fsconfig(2) on an fsopen'd or
+ * fspick'd context. None of them opens the release_agent file, but every
+ * one passes each option through here before the filesystem sees it. No
+ * other filesystem takes an option of that name, so the key alone names
+ * it. The hook's answer for "not the LSM's business" is -ENOPARAM, not 0:
+ * the kernel hands an option to the filesystem only on -ENOPARAM, so
+ * every option this program does not refuse must get it, or every mount
+ * with options in the system would silently lose them. */
+SEC("lsm/fs_context_parse_param")
+int BPF_PROG(contid_guard_release_agent_param, struct fs_context *fc, struct fs_parameter *param)
+{
+	struct task_tag *tt = current_tag();
+	if (!tt)
+		return -ENOPARAM;
+	__u64 w[2] = {};
+	bpf_probe_read_kernel_str(w, UMH_NAME_LEN, BPF_CORE_READ(param, key));
+	if (umh_is_release_agent(w))
+		return deny(tt, DENIED_USERMODE_HELPER);
+	return -ENOPARAM;
+}

@@ -1,8 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0
 /* Tamper-proofing (enforcing mode), continued: contidd's standing with the
- * OOM killer. 1000 in /proc/<contidd>/oom_score_adj makes it the first
- * process killed under memory pressure, which a container can create at
- * will; -1000 elsewhere shields the attacker's own. */
+ * OOM killer and the scheduler through procfs. 1000 in
+ * /proc/<contidd>/oom_score_adj makes it the first process killed under
+ * memory pressure, which a container can create at will; -1000 elsewhere
+ * shields the attacker's own. /proc/<contidd>/autogroup sets the nice of
+ * contidd's autogroup, its CPU weight wherever it sits in the root task
+ * group; the kernel asks task_setnice about the writer there, not about
+ * contidd, so guard.c's setnice guard never sees it. */
 
 #define PROC_NAME_LEN 16
 
@@ -21,23 +25,29 @@ static __always_inline struct task_struct *proc_inode_task(struct inode *inode)
 	return (void *)first - bpf_core_field_offset(struct task_struct, pid_links[PIDTYPE_PID]);
 }
 
-/* The name compared as two words, without a loop: a byte loop that
- * remembers two verdicts makes the verifier walk every combination of
- * them. Longer names differ within the 15 characters read. */
-static __always_inline int is_oom_adj_name(const char *name)
+/* The operation a write of the named file would be, 0 for none. The name
+ * compared as two words, without a loop: a byte loop that remembers two
+ * verdicts makes the verifier walk every combination of them. Longer
+ * names differ within the 15 characters read. */
+static __always_inline enum denied_op proc_guarded_name(const char *name)
 {
 	__u64 w[PROC_NAME_LEN / 8] = {};
 	if (bpf_probe_read_kernel_str(w, sizeof(w), name) < 0)
 		return 0;
 	if (w[0] == WORD8('o', 'o', 'm', '_', 's', 'c', 'o', 'r') &&
 	    w[1] == WORD8('e', '_', 'a', 'd', 'j', 0, 0, 0))
-		return 1;
-	return w[0] == WORD8('o', 'o', 'm', '_', 'a', 'd', 'j', 0) && w[1] == 0;
+		return DENIED_OOM_SCORE_ADJ;
+	if (w[0] == WORD8('o', 'o', 'm', '_', 'a', 'd', 'j', 0) && w[1] == 0)
+		return DENIED_OOM_SCORE_ADJ;
+	if (w[0] == WORD8('a', 'u', 't', 'o', 'g', 'r', 'o', 'u') &&
+	    w[1] == WORD8('p', 0, 0, 0, 0, 0, 0, 0))
+		return DENIED_SCHED;
+	return 0;
 }
 
 /* oom_score_adj and the older oom_adj, opened for write, of contidd's
  * process or any of its threads (/proc/<pid>/task/<tid>/ sets the same
- * process-wide value). A second program on file_open, beside guard.c's,
+ * process-wide value), and its autogroup. A second program on file_open, beside guard.c's,
  * so the common write-open that is no procfs file costs one more read. */
 SEC("lsm/file_open")
 int BPF_PROG(contid_guard_oom_adj, struct file *file)
@@ -50,10 +60,11 @@ int BPF_PROG(contid_guard_oom_adj, struct file *file)
 	struct task_tag *tt = current_tag();
 	if (!tt)
 		return 0;
-	if (!is_oom_adj_name((const char *)BPF_CORE_READ(file, f_path.dentry, d_name.name)))
+	enum denied_op op = proc_guarded_name((const char *)BPF_CORE_READ(file, f_path.dentry, d_name.name));
+	if (!op)
 		return 0;
 	struct task_struct *t = proc_inode_task(inode);
 	if (t && is_protected_task(t))
-		return deny(tt, DENIED_OOM_SCORE_ADJ);
+		return deny(tt, op);
 	return 0;
 }

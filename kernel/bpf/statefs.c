@@ -5,7 +5,8 @@
  * nothing; a mount over the pins or the state directory (or the cgroup2
  * tree, or the host's /), a move of their mount elsewhere, leaves every
  * file in place but out of reach; a read-only remount leaves them in
- * reach but unwritable. */
+ * reach but unwritable, and a freeze (FIFREEZE) leaves them readable
+ * but every write waiting. */
 
 /* truncate(2) by path: the kernel asks no file_open, so the registry
  * (its names and the sealed ID mark) would be emptied under the open
@@ -182,4 +183,46 @@ int BPF_PROG(contid_guard_move_mount, const struct path *from_path, const struct
 	if (covers_host_root(to, to_path))
 		return deny(tt, DENIED_MOUNT);
 	return 0;
+}
+
+/* A remount by the new mount API: fspick(2) then
+ * fsconfig(FSCONFIG_CMD_RECONFIGURE) reconfigures the superblock itself,
+ * read-only or with other options, without any sb_mount call. The kernel
+ * asks sb_remount of every reconfiguration, mount(2)'s remounts as well,
+ * so the superblocks sb_mount keeps from a remount are refused here too:
+ * the bpffs that holds the pins and the state directory's filesystem. */
+SEC("lsm/sb_remount")
+int BPF_PROG(contid_guard_sb_remount, struct super_block *sb, void *mnt_opts)
+{
+	struct task_tag *tt = current_tag();
+	if (!tt)
+		return 0;
+	if (holds_state(sb))
+		return deny(tt, DENIED_MOUNT);
+	return 0;
+}
+
+/* _IOWR('X', 119, int) */
+#define FIFREEZE 0xc0045877
+
+/* FIFREEZE: every write to the frozen filesystem waits until a thaw,
+ * which the freezer may never send. On the state directory's filesystem
+ * that stalls the registry's writes and with them every registration;
+ * on the one under /var/log (the same one, often) journald, and with it
+ * contidd's audit records. Refused to tagged tasks on any filesystem,
+ * not only the state-holding ones: journald's, the spool's and the
+ * state directory's may each be a different one, a container freezes
+ * no filesystem of the host's for a purpose of its own, and snapshot
+ * tools that freeze run on the host, untagged. Every ioctl in the
+ * system passes here, so the command is compared before anything is
+ * read. */
+SEC("lsm/file_ioctl")
+int BPF_PROG(contid_guard_freeze, struct file *file, unsigned int cmd, unsigned long arg)
+{
+	if (cmd != FIFREEZE)
+		return 0;
+	struct task_tag *tt = current_tag();
+	if (!tt)
+		return 0;
+	return deny(tt, DENIED_FSFREEZE);
 }

@@ -8,13 +8,17 @@
  * modprobe at the next request_module, the uevent helper at the next
  * device event, poweroff_cmd at the next orderly poweroff, and a
  * binfmt_misc registration at every exec of a matching file, by any
- * process. guard.c's file_open program asks umh_control_file() only once
+ * process, and a cgroup v1 hierarchy's release_agent when the last task
+ * of a notify_on_release cgroup leaves it (set by mount option instead,
+ * guard.c's fs_context_parse_param program refuses it). guard.c's file_open program asks umh_control_file() only once
  * the opener is known tagged and the open is for write, so other opens
  * pay nothing for it. */
 
 #define PROC_SUPER_MAGIC 0x9fa0
 #define SYSFS_MAGIC 0x62656572
 #define BINFMTFS_MAGIC 0x42494e4d
+#define CGROUP_SUPER_MAGIC 0x27e0eb
+#define ENOPARAM 519
 #define UMH_NAME_LEN 16
 
 /* Eight characters as the little-endian word they make in memory. */
@@ -39,9 +43,18 @@ static __always_inline int umh_is_kernel_dir(struct dentry *d)
 	return w[0] == WORD8('k', 'e', 'r', 'n', 'e', 'l', 0, 0) && w[1] == 0;
 }
 
+static __always_inline int umh_is_release_agent(const __u64 w[2])
+{
+	return w[0] == WORD8('r', 'e', 'l', 'e', 'a', 's', 'e', '_') &&
+	       w[1] == WORD8('a', 'g', 'e', 'n', 't', 0, 0, 0);
+}
+
 /* /proc/sys/kernel/{modprobe,core_pattern,poweroff_cmd,hotplug} (hotplug
- * is the uevent helper's sysctl), /sys/kernel/uevent_helper, and
- * binfmt_misc's register. Matched by the filesystem and the names, so a
+ * is the uevent helper's sysctl), /sys/kernel/uevent_helper,
+ * binfmt_misc's register, and release_agent in the root of any cgroup v1
+ * hierarchy (a named one with no controller is a plain mount away for
+ * any root, and the kernel runs its agent untagged in the host's
+ * namespaces). Matched by the filesystem and the names, so a
  * procfs or sysfs mounted elsewhere, or a bind mount of the directory,
  * is caught too. */
 static __always_inline int umh_control_file(struct file *file)
@@ -53,6 +66,10 @@ static __always_inline int umh_control_file(struct file *file)
 	if (magic == BINFMTFS_MAGIC) {
 		umh_name(d, w);
 		return w[0] == WORD8('r', 'e', 'g', 'i', 's', 't', 'e', 'r') && w[1] == 0;
+	}
+	if (magic == CGROUP_SUPER_MAGIC) {
+		umh_name(d, w);
+		return umh_is_release_agent(w);
 	}
 	if (magic == PROC_SUPER_MAGIC) {
 		umh_name(d, w);

@@ -49,8 +49,6 @@ source "$(dirname "$SELF")/managers.sh"
 source "$(dirname "$SELF")/ocibench.sh"
 # shellcheck source=blind.sh
 source "$(dirname "$SELF")/blind.sh"
-# shellcheck source=atk15.sh
-source "$(dirname "$SELF")/atk15.sh"
 PINDIR=/sys/fs/bpf/contid
 MANAGER=(org.contid1 /org/contid1 org.contid1.Manager)
 TAGGED_SLICE=machine.slice
@@ -912,7 +910,6 @@ main() {
 	# TamperDenied signal shows it was the guard's.
 	NEEDS=$no_pid run_denial proc_fd_contidd eacces
 	run_limits "$no_pid"
-	run_atk15
 	run_loads "$no_pid"
 	run_blind_restart
 	# Controls from here on disturb contid itself; they run last.

@@ -106,6 +106,11 @@ func main() {
 			usage()
 		}
 		err = setattr(args[0], args[1])
+	case "cgroup1-agent":
+		if len(args) != 4 || (args[0] != "mount" && args[0] != "fsconfig") {
+			usage()
+		}
+		err = cgroup1Agent(args[0], args[1], args[2], args[3])
 	case "fsfreeze":
 		secs := 2
 		if len(args) == 2 {
@@ -150,6 +155,7 @@ func usage() {
        contid-vmprobe fspick-reconfigure PATH [ro]
        contid-vmprobe setattr PATH ro|shared|private
        contid-vmprobe fsfreeze PATH [SECONDS]
+       contid-vmprobe cgroup1-agent mount|fsconfig DIR NAME AGENT
        contid-vmprobe bpf-prog-load
        contid-vmprobe init-module|finit-module MODULE.ko`)
 	os.Exit(2)
@@ -465,5 +471,46 @@ func fsfreeze(path string, secs int) error {
 	time.Sleep(time.Duration(secs) * time.Second)
 	_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), fithaw, 0)
 	fmt.Printf("ok: froze the filesystem of %s for %d s (FIFREEZE); thawed: %v\n", path, secs, e)
+	return nil
+}
+
+// cgroup1Agent mounts a named cgroup v1 hierarchy without controllers at
+// dir with its release agent given as a mount option, so that the
+// release_agent file is never opened: by mount(2) ("release_agent=" among
+// the options) or by the new API (fsopen, fsconfig, fsmount, move_mount).
+func cgroup1Agent(how, dir, name, agent string) error {
+	if how == "mount" {
+		if err := unix.Mount(name, dir, "cgroup", 0, "none,name="+name+",release_agent="+agent); err != nil {
+			return fmt.Errorf("mount cgroup %s with release_agent=%s: %w", dir, agent, err)
+		}
+		fmt.Printf("ok: mounted cgroup v1 %s at %s with release_agent=%s by mount(2)\n", name, dir, agent)
+		return nil
+	}
+	fd, err := unix.Fsopen("cgroup", unix.FSOPEN_CLOEXEC)
+	if err != nil {
+		return fmt.Errorf("fsopen cgroup: %w", err)
+	}
+	defer unix.Close(fd)
+	if err := unix.FsconfigSetFlag(fd, "none"); err != nil {
+		return fmt.Errorf("fsconfig none: %w", err)
+	}
+	if err := unix.FsconfigSetString(fd, "name", name); err != nil {
+		return fmt.Errorf("fsconfig name=%s: %w", name, err)
+	}
+	if err := unix.FsconfigSetString(fd, "release_agent", agent); err != nil {
+		return fmt.Errorf("fsconfig release_agent=%s: %w", agent, err)
+	}
+	if err := unix.FsconfigCreate(fd); err != nil {
+		return fmt.Errorf("fsconfig create: %w", err)
+	}
+	mfd, err := unix.Fsmount(fd, unix.FSMOUNT_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("fsmount: %w", err)
+	}
+	defer unix.Close(mfd)
+	if err := unix.MoveMount(mfd, "", unix.AT_FDCWD, dir, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+		return fmt.Errorf("move_mount to %s: %w", dir, err)
+	}
+	fmt.Printf("ok: mounted cgroup v1 %s at %s with release_agent=%s by fsconfig\n", name, dir, agent)
 	return nil
 }
