@@ -444,6 +444,8 @@ int BPF_PROG(contid_guard_kernel_module_request, char *kmod_name)
  * the kernel hands an option to the filesystem only on -ENOPARAM, so
  * every option this program does not refuse must get it, or every mount
  * with options in the system would silently lose them. */
+#define ENOPARAM 519
+
 SEC("lsm/fs_context_parse_param")
 int BPF_PROG(contid_guard_release_agent_param, struct fs_context *fc, struct fs_parameter *param)
 {

@@ -9,16 +9,16 @@
  * device event, poweroff_cmd at the next orderly poweroff, and a
  * binfmt_misc registration at every exec of a matching file, by any
  * process, and a cgroup v1 hierarchy's release_agent when the last task
- * of a notify_on_release cgroup leaves it (set by mount option instead,
- * guard.c's fs_context_parse_param program refuses it). guard.c's file_open program asks umh_control_file() only once
- * the opener is known tagged and the open is for write, so other opens
- * pay nothing for it. */
+ * of a notify_on_release cgroup leaves it (given as a mount option
+ * instead, guard.c's fs_context_parse_param program refuses it).
+ * guard.c's file_open program asks umh_control_file() only once the
+ * opener is known tagged and the open is for write, so other opens pay
+ * nothing for it. */
 
 #define PROC_SUPER_MAGIC 0x9fa0
 #define SYSFS_MAGIC 0x62656572
 #define BINFMTFS_MAGIC 0x42494e4d
 #define CGROUP_SUPER_MAGIC 0x27e0eb
-#define ENOPARAM 519
 #define UMH_NAME_LEN 16
 
 /* Eight characters as the little-endian word they make in memory. */
