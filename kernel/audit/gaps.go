@@ -1,6 +1,10 @@
 package audit
 
-import "time"
+import (
+	"cmp"
+	"slices"
+	"time"
+)
 
 // serialGaps counts the serials that never came. Events are handed on in
 // serial order, so a serial skipped between two handed on is missing,
@@ -74,10 +78,7 @@ func (r *Reader) seen(serial uint32) {
 	}
 	if d > 1 {
 		gap := serialRange{g.high + 1, serial - 1}
-		n := uint64(d - 1)
-		for _, k := range g.known {
-			n -= uint64(overlap(gap, k))
-		}
+		n := uint64(d-1) - covered(gap, g.known)
 		if r.cfg.Source == Unicast {
 			g.suspects = append(g.suspects, suspectGap{serialRange: gap, n: n, at: time.Now()})
 		} else {
@@ -130,6 +131,40 @@ func (r *Reader) claimSuspects(now time.Time, all bool) {
 		kept = append(kept, s)
 	}
 	g.suspects = kept
+}
+
+// covered is how many serials of gap lie in at least one of known. The
+// ranges may overlap (a serial written above the watermark can lie inside
+// the evicted range), so each serial is counted once, from their union,
+// never once per range: the count must not go past the gap's length.
+func covered(gap serialRange, known []serialRange) uint64 {
+	// Offsets from gap.lo, so that a range across the counter's wrap
+	// sorts as it runs.
+	var parts [][2]uint32
+	for _, k := range known {
+		if overlap(gap, k) == 0 {
+			continue
+		}
+		lo, hi := k.lo, k.hi
+		if int32(lo-gap.lo) < 0 {
+			lo = gap.lo
+		}
+		if int32(hi-gap.hi) > 0 {
+			hi = gap.hi
+		}
+		parts = append(parts, [2]uint32{lo - gap.lo, hi - gap.lo})
+	}
+	slices.SortFunc(parts, func(a, b [2]uint32) int { return cmp.Compare(a[0], b[0]) })
+	var n uint64
+	var end uint32 // the first offset not yet counted
+	for _, p := range parts {
+		if p[1] < end {
+			continue
+		}
+		n += uint64(p[1]-max(p[0], end)) + 1
+		end = p[1] + 1
+	}
+	return n
 }
 
 // overlap is how many serials two ranges share.

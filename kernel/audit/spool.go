@@ -574,14 +574,22 @@ func (s *Spool) evictedUnwritten() uint64 {
 	}
 	first, last := atomic.LoadUint32(s.word(offEvFirst)), atomic.LoadUint32(s.word(offEvicted))
 	done, hasDone, _ := s.done()
+	lo := first
 	switch {
 	case !hasDone || int32(first-done) > 0:
-		return n
 	case int32(last-done) <= 0:
 		return 0
 	default:
-		return min(n, uint64(last-done))
+		n, lo = min(n, uint64(last-done)), done+1
 	}
+	// An event written above the watermark, before or after its records
+	// left the ring (they were still in the pipeline), is not lost.
+	for _, serial := range s.doneAboveList() {
+		if n > 0 && int32(serial-lo) >= 0 && int32(last-serial) >= 0 {
+			n--
+		}
+	}
+	return n
 }
 
 // forgetEvicted: a replay has counted the evicted events.

@@ -307,3 +307,89 @@ func TestRestOfEventAttributed(t *testing.T) {
 		})
 	}
 }
+
+// A successor's known serials may overlap: the evicted range is a range,
+// and a serial written above the watermark can lie inside it. Each
+// serial of a gap is covered once however many ranges hold it, so the
+// count never exceeds the gap (it used to wrap past zero).
+func TestGapCoveredOnce(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		known []serialRange
+		gap   serialRange
+		want  uint64
+	}{
+		{"no known serials", nil, serialRange{100, 110}, 0},
+		{"disjoint", []serialRange{{100, 104}, {106, 110}}, serialRange{100, 110}, 10},
+		{"inside the evicted range", []serialRange{{100, 110}, {105, 105}}, serialRange{100, 110}, 11},
+		{"the same serial twice", []serialRange{{105, 105}, {105, 105}}, serialRange{100, 110}, 1},
+		{"ranges past the gap", []serialRange{{90, 102}, {108, 120}}, serialRange{100, 110}, 6},
+		{"across the counter's wrap", []serialRange{{0xfffffffe, 1}, {0, 0}}, serialRange{0xfffffffd, 2}, 4},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := covered(tc.gap, tc.known); got != tc.want {
+				t.Fatalf("covered = %d, want %d", got, tc.want)
+			}
+		})
+	}
+}
+
+// The attack that found the overlap, on a real spool: event 100's first
+// record waits for the rest, 101..104 are written meanwhile, and the ring
+// fills with events queued for a stalled journald until it evicts. The
+// successor's count of evicted events leaves out the four written ones,
+// and it counts no gap: every serial it does not see again was written
+// or is among the evicted.
+func TestSpoolEvictedNotWritten(t *testing.T) {
+	sp, err := NewSpool(4 * slotMax)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Close()
+	add := func(serial uint32) {
+		b := typedRecord(auparse.AUDIT_USER_AVC, serial)
+		pos := sp.append(b)
+		sp.mark(serial, pos, len(b), true)
+	}
+	add(100)
+	for s := uint32(101); s <= 104; s++ {
+		add(s)
+		sp.handOn(s, 1, true)
+		sp.Done(s)
+	}
+	next := uint32(105)
+	for ; ; next++ {
+		if lo, hi, ok := sp.evictedRange(); ok && hi-lo > 8 {
+			break
+		}
+		add(next)
+		sp.handOn(next, 1, true)
+	}
+	lo, hi, _ := sp.evictedRange()
+	written := 0
+	for _, s := range sp.doneAboveList() {
+		if s >= lo && s <= hi {
+			written++
+		}
+	}
+	if written == 0 {
+		t.Fatalf("setup: no written serial among the evicted %d..%d (done above: %v)", lo, hi, sp.doneAboveList())
+	}
+	if got, want := sp.evictedUnwritten(), uint64(hi-lo+1)-uint64(written); got != want {
+		t.Errorf("evicted unwritten %d, want %d (%d..%d less the %d written)", got, want, lo, hi, written)
+	}
+
+	h := &lossCounter{}
+	r := &Reader{cfg: Config{Source: Unicast, ReassemblyTimeout: time.Second}, handler: h}
+	r.gaps.fromSpool(sp)
+	recs, _ := sp.pending()
+	r.seen(100)
+	for s := next - uint32(len(recs)); s < next; s++ {
+		r.seen(s)
+	}
+	r.seen(next)
+	r.claimSuspects(time.Time{}, true)
+	if h.lost != 0 {
+		t.Errorf("the successor counted %d serials lost as gaps, want 0", h.lost)
+	}
+}
