@@ -39,6 +39,18 @@ const (
 	FlagJoinIgnore Flags = 1 << 1
 	// FlagAutotag marks an ID the kernel assigned at cgroup_mkdir.
 	FlagAutotag Flags = 1 << 2
+	// FlagAllowBPF lets the container's tasks load BPF programs in
+	// enforcing mode although [Enforce] AllowBPF= is off (the AllowBPF
+	// tag option).
+	FlagAllowBPF Flags = 1 << 3
+	// FlagAllowModules is the same for kernel modules and the module
+	// requests of the kernel (the AllowModules tag option).
+	FlagAllowModules Flags = 1 << 4
+
+	// FlagsGrants are the flags that open an exception to enforcing
+	// mode: a caller in a container may give a new one only those its
+	// own container holds.
+	FlagsGrants = FlagAllowBPF | FlagAllowModules
 )
 
 var flagNames = []struct {
@@ -48,6 +60,8 @@ var flagNames = []struct {
 	{FlagAllowNesting, "allow-nesting"},
 	{FlagJoinIgnore, "join-ignore"},
 	{FlagAutotag, "autotag"},
+	{FlagAllowBPF, "allow-bpf"},
+	{FlagAllowModules, "allow-modules"},
 }
 
 // Strings names the set flags, for the Container.Flags property.

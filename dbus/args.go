@@ -20,7 +20,7 @@ const (
 
 // parseOptions turns the a{sv} of the Tag* methods into registry options.
 // Unknown keys and wrong types are refused rather than ignored, so a typo
-// cannot silently drop AllowNesting or a JoinPolicy.
+// cannot silently drop AllowNesting, AllowBPF or a JoinPolicy.
 func parseOptions(opts map[string]godbus.Variant) (registry.Options, error) {
 	var o registry.Options
 	for k, v := range opts {
@@ -41,12 +41,19 @@ func parseOptions(opts map[string]godbus.Variant) (registry.Options, error) {
 			if err := setLabel(&o, k, str); err != nil {
 				return o, err
 			}
-		case "AllowNesting":
+		case "AllowNesting", "AllowBPF", "AllowModules":
 			b, ok := v.Value().(bool)
 			if !ok {
-				return o, fmt.Errorf("%w: option AllowNesting must be a boolean (b), got %s", contid.ErrInvalidArgs, v.Signature())
+				return o, fmt.Errorf("%w: option %s must be a boolean (b), got %s", contid.ErrInvalidArgs, k, v.Signature())
 			}
-			o.AllowNesting = b
+			switch k {
+			case "AllowNesting":
+				o.AllowNesting = b
+			case "AllowBPF":
+				o.AllowBPF = b
+			default:
+				o.AllowModules = b
+			}
 		case "JoinPolicy":
 			s, ok := v.Value().(string)
 			if !ok {
@@ -61,7 +68,7 @@ func parseOptions(opts map[string]godbus.Variant) (registry.Options, error) {
 				return o, fmt.Errorf("%w: JoinPolicy must be \"tag\" or \"ignore\", got %q", contid.ErrInvalidArgs, registry.Truncate(s))
 			}
 		default:
-			return o, fmt.Errorf("%w: unknown option %q (known: Name, Manager, Image, ManagerID, UUID, AllowNesting, JoinPolicy)", contid.ErrInvalidArgs, registry.Truncate(k))
+			return o, fmt.Errorf("%w: unknown option %q (known: Name, Manager, Image, ManagerID, UUID, AllowNesting, AllowBPF, AllowModules, JoinPolicy)", contid.ErrInvalidArgs, registry.Truncate(k))
 		}
 	}
 	return o, nil

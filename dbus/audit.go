@@ -13,6 +13,7 @@ type Auditor interface {
 	RecordCreate(ownerPID uint32, chain contid.Chain, l contid.Labels) error
 	RecordDrop(chain contid.Chain, l contid.Labels) error
 	RecordDenial(chain contid.Chain, l contid.Labels, pid uint32, operation string) error
+	RecordGrantUse(chain contid.Chain, l contid.Labels, pid uint32, operation string) error
 }
 
 // SetAuditor starts recording operations with a; until then nothing is

@@ -236,6 +236,8 @@ var containerInterface = &iface{
 		{"OwnerUID", "u", emitsConst},
 		{"OwnerPID", "u", emitsConst},
 		{"Flags", "as", emitsConst},
+		{"AllowBPF", "b", emitsConst},
+		{"AllowModules", "b", emitsConst},
 	},
 }
 

@@ -531,6 +531,12 @@ func (m *Manager) HandleKernelEvent(ev kernel.Event) {
 		}
 		m.audit(func(a Auditor) error { return a.RecordDenial(ev.Tag.Chain, l, ev.PID, ev.Op) })
 		m.EmitTamperDenied(ev.Tag.ID(), ev.PID, ev.Op)
+	case kernel.EventGrantUsed:
+		var l contid.Labels
+		if c, err := m.cfg.Registry.Get(ev.Tag.ID()); err == nil {
+			l = labelsOf(c)
+		}
+		m.audit(func(a Auditor) error { return a.RecordGrantUse(ev.Tag.Chain, l, ev.PID, ev.Op) })
 	case kernel.EventLost:
 		// The kernel still enforced and tagged; what is lost is the
 		// news. Said, so that a gap in TamperDenied is never silent.
@@ -609,6 +615,8 @@ func containerProperties(c *registry.Container) map[string]godbus.Variant {
 		"OwnerUID":     godbus.MakeVariant(c.OwnerUID),
 		"OwnerPID":     godbus.MakeVariant(c.OwnerPID),
 		"Flags":        godbus.MakeVariant(c.Flags.Strings()),
+		"AllowBPF":     godbus.MakeVariant(c.Flags&contid.FlagAllowBPF != 0),
+		"AllowModules": godbus.MakeVariant(c.Flags&contid.FlagAllowModules != 0),
 	}
 }
 

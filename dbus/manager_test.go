@@ -179,6 +179,9 @@ func (a *fakeAuditor) RecordDrop(chain contid.Chain, _ contid.Labels) error {
 func (a *fakeAuditor) RecordDenial(chain contid.Chain, _ contid.Labels, _ uint32, _ string) error {
 	return a.add("deny", chain, nil)
 }
+func (a *fakeAuditor) RecordGrantUse(chain contid.Chain, _ contid.Labels, _ uint32, _ string) error {
+	return a.add("allow", chain, nil)
+}
 
 type fakeEmitter struct {
 	mu      sync.Mutex

@@ -198,11 +198,28 @@ func (m *Manager) metadataChanged(old, c *registry.Container, who string) {
 // granted logs, audits and announces a tag the registry accepted.
 func (m *Manager) granted(ci *callerInfo, c *registry.Container, isNew bool, target string) (uint64, godbus.ObjectPath, error) {
 	m.log(PrioInfo, "Process %d (uid %d) tagged %s as %s.", ci.PID, ci.UID, target, c.Chain)
+	if g := grantNames(c.Flags); isNew && g != "" {
+		m.log(PrioNotice, "Container %d (%s) was granted %s by process %d (uid %d): in enforcing mode its processes may do what the option allows although contid.conf refuses it to tagged processes.",
+			c.ID, c.Chain, g, ci.PID, ci.UID)
+	}
 	m.auditGranted(ci.Caller, c, isNew)
 	if isNew {
 		m.containerNew(c)
 	}
 	return uint64(c.ID), client.ContainerPath(c.ID), nil
+}
+
+// grantNames names the exceptions to enforcing mode that flags hold, as
+// the tag options spell them; empty for none.
+func grantNames(f contid.Flags) string {
+	var names []string
+	if f&contid.FlagAllowBPF != 0 {
+		names = append(names, "AllowBPF")
+	}
+	if f&contid.FlagAllowModules != 0 {
+		names = append(names, "AllowModules")
+	}
+	return strings.Join(names, " and ")
 }
 
 // refused logs and audits a refused tag request and returns its error.

@@ -16,6 +16,10 @@ const (
 	// MessageTamperDenied: enforcing mode refused a tagged process an
 	// operation against contid or the audit configuration.
 	MessageTamperDenied = "ccff256590f446b5b51e93fa502b92f3"
+	// MessageGrantUsed: enforcing mode let a tagged process load a BPF
+	// program or a kernel module because its container was tagged with
+	// AllowBPF or AllowModules (first use per container).
+	MessageGrantUsed = "4b65d40fd0504798aad020cbbfd3d5d9"
 	// MessageEventsLost: audit events were lost before contidd could
 	// write them.
 	MessageEventsLost = "e5068ffe02f44e50a2584af3a2d2407a"

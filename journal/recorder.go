@@ -42,6 +42,9 @@ const (
 	opSet  = "set"
 	opDrop = "drop"
 	opDeny = "deny"
+	// opAllow: an operation enforcing mode refuses other tagged
+	// processes, let through by the container's own exception.
+	opAllow = "allow"
 )
 
 // record is one operation, rendered to both logs.
@@ -54,7 +57,7 @@ type record struct {
 	caller    contid.Chain // the container the caller runs in, if any
 	labels    contid.Labels
 	err       error
-	operation string // what a denial refused
+	operation string // what a denial refused, or an exception let through
 
 	messageID string
 	message   string
@@ -115,6 +118,18 @@ func (r *Recorder) RecordDenial(chain contid.Chain, l contid.Labels, pid uint32,
 		err:       errors.New("denied " + operation),
 		messageID: MessageTamperDenied, priority: 4,
 		message: "tamper denied: pid " + u32(pid) + " of " + describe(chain, l.Name) + " attempted " + operation}
+	return r.write(&rec)
+}
+
+// RecordGrantUse logs the first time pid, of the container chain, did
+// operation (e.g. "bpf_prog_load", "module_request") that enforcing mode
+// let through only because the container was tagged with AllowBPF or
+// AllowModules: written like a denial, with op=allow and res=success.
+func (r *Recorder) RecordGrantUse(chain contid.Chain, l contid.Labels, pid uint32, operation string) error {
+	rec := record{typ: audit.TypeVirtMachineID, op: opAllow, chain: chain, labels: l, opid: pid, operation: operation,
+		messageID: MessageGrantUsed, priority: 5,
+		message: "exception used: pid " + u32(pid) + " of " + describe(chain, l.Name) + " was allowed " + operation +
+			" by its container's own grant"}
 	return r.write(&rec)
 }
 

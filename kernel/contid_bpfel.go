@@ -54,6 +54,8 @@ const (
 	contidContidFlagFLAG_ALLOW_NESTING contidContidFlag = 1
 	contidContidFlagFLAG_JOIN_IGNORE   contidContidFlag = 2
 	contidContidFlagFLAG_AUTOTAG       contidContidFlag = 4
+	contidContidFlagFLAG_ALLOW_BPF     contidContidFlag = 8
+	contidContidFlagFLAG_ALLOW_MODULES contidContidFlag = 16
 )
 
 type contidDeniedOp uint32
@@ -82,6 +84,7 @@ const (
 	contidDeniedOpDENIED_USERMODE_HELPER contidDeniedOp = 21
 	contidDeniedOpDENIED_MODULE_REQUEST  contidDeniedOp = 22
 	contidDeniedOpDENIED_FSFREEZE        contidDeniedOp = 23
+	contidDeniedOpDENIED_FS_SHUTDOWN     contidDeniedOp = 24
 )
 
 type contidEvent struct {
@@ -109,7 +112,15 @@ const (
 	contidEventKindEV_DENIED       contidEventKind = 3
 	contidEventKindEV_JOIN_REFUSED contidEventKind = 4
 	contidEventKindEV_LOST         contidEventKind = 5
+	contidEventKindEV_GRANT_USED   contidEventKind = 6
 )
+
+type contidGrantKey struct {
+	_    structs.HostLayout
+	Id   uint64
+	What contidAllowBit
+	Pad  uint32
+}
 
 type contidIterMode uint32
 
@@ -190,6 +201,7 @@ const (
 	contidMapContidConfig                    = "contid_config"
 	contidMapEvents                          = "events"
 	contidMapEventsLost                      = "events_lost"
+	contidMapGrantNoted                      = "grant_noted"
 	contidMapIdClaims                        = "id_claims"
 	contidMapIdCounter                       = "id_counter"
 	contidMapIterTarget                      = "iter_target"
@@ -320,6 +332,7 @@ type contidMapSpecs struct {
 	ContidConfig    *ebpf.MapSpec `ebpf:"contid_config"`
 	Events          *ebpf.MapSpec `ebpf:"events"`
 	EventsLost      *ebpf.MapSpec `ebpf:"events_lost"`
+	GrantNoted      *ebpf.MapSpec `ebpf:"grant_noted"`
 	IdClaims        *ebpf.MapSpec `ebpf:"id_claims"`
 	IdCounter       *ebpf.MapSpec `ebpf:"id_counter"`
 	IterTarget      *ebpf.MapSpec `ebpf:"iter_target"`
@@ -362,6 +375,7 @@ type contidMaps struct {
 	ContidConfig    *ebpf.Map `ebpf:"contid_config"`
 	Events          *ebpf.Map `ebpf:"events"`
 	EventsLost      *ebpf.Map `ebpf:"events_lost"`
+	GrantNoted      *ebpf.Map `ebpf:"grant_noted"`
 	IdClaims        *ebpf.Map `ebpf:"id_claims"`
 	IdCounter       *ebpf.Map `ebpf:"id_counter"`
 	IterTarget      *ebpf.Map `ebpf:"iter_target"`
@@ -380,6 +394,7 @@ func (m *contidMaps) Close() error {
 		m.ContidConfig,
 		m.Events,
 		m.EventsLost,
+		m.GrantNoted,
 		m.IdClaims,
 		m.IdCounter,
 		m.IterTarget,

@@ -39,6 +39,7 @@ var opNames = map[contidDeniedOp]string{
 	contidDeniedOpDENIED_USERMODE_HELPER: "usermode_helper",
 	contidDeniedOpDENIED_MODULE_REQUEST:  "module_request",
 	contidDeniedOpDENIED_FSFREEZE:        "fsfreeze",
+	contidDeniedOpDENIED_FS_SHUTDOWN:     "fs_shutdown",
 }
 
 // pollInterval bounds how long ReadEvent waits before it looks at ctx and

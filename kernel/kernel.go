@@ -45,6 +45,11 @@ const (
 	EventJoinRefused = EventKind(contidEventKindEV_JOIN_REFUSED)
 	// EventLost: the ring buffer was full; Count events were dropped.
 	EventLost = EventKind(contidEventKindEV_LOST)
+	// EventGrantUsed: a guard let a tagged task do Op because its
+	// container holds the exception (contid.FlagAllowBPF,
+	// FlagAllowModules); the kernel sends it once per container and
+	// exception.
+	EventGrantUsed = EventKind(contidEventKindEV_GRANT_USED)
 )
 
 // Event is one record from the contid ring buffer.
@@ -54,7 +59,7 @@ type Event struct {
 	CgroupID uint64
 	PID      uint32 // tgid
 	TID      uint32
-	Op       string // EventDenied: the refused operation, e.g. "bpf_map"
+	Op       string // EventDenied: the refused operation, e.g. "bpf_map"; EventGrantUsed: the one let through
 	Count    uint64 // EventLost
 	Boottime time.Duration
 	// ParentCgroupID and Name: EventAutotag, the autotag parent and the

@@ -33,6 +33,8 @@ var (
 	_ = [1]struct{}{}[contid.FlagAllowNesting^contid.Flags(contidContidFlagFLAG_ALLOW_NESTING)]
 	_ = [1]struct{}{}[contid.FlagJoinIgnore^contid.Flags(contidContidFlagFLAG_JOIN_IGNORE)]
 	_ = [1]struct{}{}[contid.FlagAutotag^contid.Flags(contidContidFlagFLAG_AUTOTAG)]
+	_ = [1]struct{}{}[contid.FlagAllowBPF^contid.Flags(contidContidFlagFLAG_ALLOW_BPF)]
+	_ = [1]struct{}{}[contid.FlagAllowModules^contid.Flags(contidContidFlagFLAG_ALLOW_MODULES)]
 	_ = [1]struct{}{}[len(autotagScope{}.Patterns[0].Prefix)-contid.MaxScopePrefix]
 	_ = [1]struct{}{}[len(autotagScope{}.Patterns[0].Suffix)-contid.MaxScopeSuffix]
 )

@@ -116,6 +116,11 @@ type Options struct {
 	UUID         string
 	AllowNesting bool
 	JoinIgnore   bool
+	// AllowBPF and AllowModules open enforcing mode's refusal of BPF
+	// programs and kernel modules for this container alone
+	// (contid.FlagAllowBPF, FlagAllowModules).
+	AllowBPF     bool
+	AllowModules bool
 }
 
 func (o Options) flags() contid.Flags {
@@ -125,6 +130,12 @@ func (o Options) flags() contid.Flags {
 	}
 	if o.JoinIgnore {
 		f |= contid.FlagJoinIgnore
+	}
+	if o.AllowBPF {
+		f |= contid.FlagAllowBPF
+	}
+	if o.AllowModules {
+		f |= contid.FlagAllowModules
 	}
 	return f
 }

@@ -72,6 +72,9 @@ func (r *Registry) TagCgroup(c Caller, id contid.ID, t CgroupTarget, o Options) 
 	if err != nil {
 		return nil, err
 	}
+	if err := r.checkGrants(c, o); err != nil {
+		return nil, err
+	}
 	cg := Cgroup{Path: t.Path, ID: t.ID}
 
 	if pod, err := r.podOf(c, id, parent, "cgroup "+t.Path); err != nil || pod != nil {
@@ -149,6 +152,9 @@ func (r *Registry) TagProcess(c Caller, id contid.ID, t ProcessTarget, o Options
 	what := fmt.Sprintf("process %d (cgroup %s)", t.PID, t.Cgroup)
 	parent, err := r.nestingParent(c, t.Cgroup, what)
 	if err != nil {
+		return nil, err
+	}
+	if err := r.checkGrants(c, o); err != nil {
 		return nil, err
 	}
 
@@ -421,6 +427,32 @@ func (r *Registry) nestingParent(c Caller, path, what string) (*entry, error) {
 		return nil, fmt.Errorf("%w: %s belongs to container %d, which does not allow nesting", contid.ErrAlreadyTagged, what, parent.c.ID)
 	}
 	return parent, nil
+}
+
+// checkGrants refuses a caller inside a container the exceptions to
+// enforcing mode (contid.FlagsGrants) its own container does not hold:
+// an orchestrator that may not load BPF programs must not make a child
+// that may, and load them through it. Its own container is the
+// innermost, whose tag the kernel's guards read for its tasks.
+func (r *Registry) checkGrants(c Caller, o Options) error {
+	want := o.flags() & contid.FlagsGrants
+	if want == 0 || c.Container == contid.Unset {
+		return nil
+	}
+	var have contid.Flags
+	if x := r.byID[c.Container]; x != nil && x.c.State == StateActive {
+		have = x.c.Flags
+	}
+	missing := want &^ have
+	for _, g := range []struct {
+		flag contid.Flags
+		name string
+	}{{contid.FlagAllowBPF, "AllowBPF"}, {contid.FlagAllowModules, "AllowModules"}} {
+		if missing&g.flag != 0 {
+			return fmt.Errorf("%w: the caller's container %d was not tagged with %s, so it cannot grant it", contid.ErrAccessDenied, c.Container, g.name)
+		}
+	}
+	return nil
 }
 
 // podOf returns the recorded container when the caller asks for an

@@ -265,6 +265,9 @@ func cmdStatus(ctx context.Context, g *globals, args []string) error {
 	if len(ci.Flags) > 0 {
 		row("Flags", strings.Join(ci.Flags, " "))
 	}
+	if ci.AllowBPF || ci.AllowModules {
+		row("Enforcing", exceptions(ci))
+	}
 	row("Processes", strconv.Itoa(len(pids)))
 	for _, pid := range pids {
 		fmt.Fprintf(g.out, "%12s%d %s\n", "", pid, comm(pid))
@@ -376,6 +379,8 @@ func tagCommand(g *globals, kind tagKind) *cobra.Command {
 	f.StringVar(&o.Name, "name", "", "container `NAME`")
 	f.StringVar(&o.UUID, "uuid", "", "the container's instance `UUID` (default: one contidd draws)")
 	f.BoolVar(&o.AllowNesting, "allow-nesting", false, "let the container tag cgroups in its own subtree")
+	f.BoolVar(&o.AllowBPF, "allow-bpf", false, "let the container load BPF programs in enforcing mode")
+	f.BoolVar(&o.AllowModules, "allow-modules", false, "let the container load kernel modules in enforcing mode")
 	f.StringVar(&o.JoinPolicy, "join-policy", "", "`tag` or ignore: whether processes joining later are tagged")
 	_ = cmd.RegisterFlagCompletionFunc("join-policy", cobra.FixedCompletions([]cobra.Completion{"tag", "ignore"}, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
@@ -460,4 +465,17 @@ func cmdWho(ctx context.Context, g *globals, arg string) error {
 	}
 	fmt.Fprintf(g.out, "PID %d is in container %d%s, contid=%s\n", pid, ci.ID, name, ci.ChainString)
 	return nil
+}
+
+// exceptions says what enforcing mode lets this container do that it
+// refuses other tagged tasks unless contid.conf allows it for all.
+func exceptions(ci client.ContainerInfo) string {
+	var what []string
+	if ci.AllowBPF {
+		what = append(what, "BPF programs")
+	}
+	if ci.AllowModules {
+		what = append(what, "kernel modules")
+	}
+	return "may load " + strings.Join(what, " and ")
 }

@@ -75,7 +75,7 @@ func main() {
 
 // goFlagStyle matches the single-dash long options Go's flag package
 // accepted, which scripts written for earlier versions still pass.
-var goFlagStyle = regexp.MustCompile(`^-(json|address|p2p|id|name|allow-nesting|join-policy|help)(=.*)?$`)
+var goFlagStyle = regexp.MustCompile(`^-(json|address|p2p|id|name|allow-nesting|allow-bpf|allow-modules|join-policy|help)(=.*)?$`)
 
 // gnuArgs rewrites "-address=x" to "--address=x" (up to a "--"), so that
 // those scripts keep working with GNU-style parsing, where "-address"

@@ -108,6 +108,8 @@ func containerProperties(ci client.ContainerInfo) []property {
 		{"OwnerUID", "owner_uid", ci.OwnerUID},
 		{"OwnerPID", "owner_pid", ci.OwnerPID},
 		{"Flags", "flags", flags},
+		{"AllowBPF", "allow_bpf", ci.AllowBPF},
+		{"AllowModules", "allow_modules", ci.AllowModules},
 		{"Object", "object", string(client.ContainerPath(ci.ID))},
 	}
 }

@@ -120,6 +120,10 @@ type TagOptions struct {
 	// lets contidd draw one.
 	UUID         string
 	AllowNesting bool
+	// AllowBPF and AllowModules let the container load BPF programs
+	// and kernel modules in enforcing mode.
+	AllowBPF     bool
+	AllowModules bool
 	JoinPolicy   string // "", "tag" or "ignore"
 }
 
@@ -134,8 +138,10 @@ func (o TagOptions) Map() map[string]godbus.Variant {
 			m[k] = godbus.MakeVariant(v)
 		}
 	}
-	if o.AllowNesting {
-		m["AllowNesting"] = godbus.MakeVariant(true)
+	for k, v := range map[string]bool{"AllowNesting": o.AllowNesting, "AllowBPF": o.AllowBPF, "AllowModules": o.AllowModules} {
+		if v {
+			m[k] = godbus.MakeVariant(true)
+		}
 	}
 	if o.JoinPolicy != "" {
 		m["JoinPolicy"] = godbus.MakeVariant(o.JoinPolicy)
@@ -331,6 +337,8 @@ type ContainerInfo struct {
 	OwnerUID     uint32       `json:"owner_uid"`
 	OwnerPID     uint32       `json:"owner_pid"`
 	Flags        []string     `json:"flags"`
+	AllowBPF     bool         `json:"allow_bpf"`
+	AllowModules bool         `json:"allow_modules"`
 }
 
 // Container reads container id's properties.
@@ -353,7 +361,8 @@ func (c *Client) Container(ctx context.Context, id contid.ID) (ContainerInfo, er
 		store(props, "ControlGroup", &ci.ControlGroup), store(props, "CgroupId", &ci.CgroupID),
 		store(props, "ParentId", &parent), store(props, "Chain", &chain), store(props, "Depth", &ci.Depth),
 		store(props, "State", &ci.State), store(props, "CreatedUSec", &ci.CreatedUSec),
-		store(props, "OwnerUID", &ci.OwnerUID), store(props, "OwnerPID", &ci.OwnerPID), store(props, "Flags", &ci.Flags))
+		store(props, "OwnerUID", &ci.OwnerUID), store(props, "OwnerPID", &ci.OwnerPID), store(props, "Flags", &ci.Flags),
+		store(props, "AllowBPF", &ci.AllowBPF), store(props, "AllowModules", &ci.AllowModules))
 	ci.ID, ci.ParentID = contid.ID(id64), contid.ID(parent)
 	for _, x := range chain {
 		ci.Chain = append(ci.Chain, contid.ID(x))

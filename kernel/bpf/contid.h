@@ -35,6 +35,11 @@ enum contid_flag {
 	FLAG_ALLOW_NESTING = 1,
 	FLAG_JOIN_IGNORE = 2,
 	FLAG_AUTOTAG = 4,
+	/* Per-container exceptions to enforcing mode's refusals (the
+	 * AllowBPF and AllowModules options of the Tag* calls); the guards
+	 * read them from the task's own tag beside the global allow bits. */
+	FLAG_ALLOW_BPF = 8,
+	FLAG_ALLOW_MODULES = 16,
 };
 
 /* What an event reports (kernel.EventKind). EV_LOST never comes from
@@ -46,6 +51,10 @@ enum event_kind {
 	EV_DENIED = 3,
 	EV_JOIN_REFUSED = 4,
 	EV_LOST = 5,
+	/* A guard let a tagged task through because its container was
+	 * granted the exception (FLAG_ALLOW_BPF, FLAG_ALLOW_MODULES); op
+	 * names what it would have refused. */
+	EV_GRANT_USED = 6,
 };
 
 /* The operation an EV_DENIED event names; kernel/events.go gives each
@@ -74,6 +83,7 @@ enum denied_op {
 	DENIED_USERMODE_HELPER = 21,
 	DENIED_MODULE_REQUEST = 22,
 	DENIED_FSFREEZE = 23,
+	DENIED_FS_SHUTDOWN = 24,
 };
 
 /* Kinds of protected_ids keys. */
@@ -156,6 +166,14 @@ struct iter_record {
 enum allow_bit {
 	ALLOW_BPF = 1,
 	ALLOW_MODULES = 2,
+};
+
+/* A container's use of one of its exceptions, noted once: key of
+ * grant_noted, what being an allow_bit. */
+struct grant_key {
+	__u64 id;
+	enum allow_bit what;
+	__u32 pad;
 };
 
 struct config_value {
@@ -304,6 +322,21 @@ struct {
 	__type(key, struct protected_inode);
 	__type(value, __u8);
 } protected_inodes SEC(".maps");
+
+/*
+ * The containers whose use of a per-container exception (FLAG_ALLOW_BPF,
+ * FLAG_ALLOW_MODULES) was reported: an agent that loads a program a
+ * second loads them by the hundred, and the journal needs the first only.
+ * Pinned like every map, so a restart of contidd does not report them
+ * again; LRU, so a host with more containers that use the exception than
+ * it holds reports an evicted one again rather than none.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct grant_key);
+	__type(value, __u8);
+} grant_noted SEC(".maps");
 
 /* contid's own daemon, by thread-group ID; the value is its start time in
  * clock ticks (as /proc/PID/stat gives it), so a reused PID is not

@@ -27,15 +27,20 @@ static __always_inline struct task_tag *current_tag(void)
 	return 0;
 }
 
-static __always_inline int deny(struct task_tag *tt, enum denied_op op)
+static __always_inline void report(struct task_tag *tt, enum event_kind kind, enum denied_op op)
 {
-	struct event *e = event_reserve(EV_DENIED, bpf_get_current_task_btf());
+	struct event *e = event_reserve(kind, bpf_get_current_task_btf());
 	if (e) {
 		e->id = tt->id;
 		e->flags = tt->flags;
 		e->op = op;
 		bpf_ringbuf_submit(e, 0);
 	}
+}
+
+static __always_inline int deny(struct task_tag *tt, enum denied_op op)
+{
+	report(tt, EV_DENIED, op);
 	return -EPERM;
 }
 
@@ -46,6 +51,26 @@ static __always_inline int allowed(enum allow_bit what)
 	__u32 zero = 0;
 	struct config_value *c = bpf_map_lookup_elem(&contid_config, &zero);
 	return c && (c->allow & what);
+}
+
+/*
+ * The same exception granted to the task's own container (the AllowBPF,
+ * AllowModules tag options), asked only where the guard would otherwise
+ * refuse: the tag is the innermost container's, so a container nested in
+ * a granted one is not granted unless tagged so itself. The first use per
+ * container is reported (EV_GRANT_USED), so the journal shows which
+ * container put code into the kernel by right rather than by accident.
+ */
+static __always_inline int granted(struct task_tag *tt, enum allow_bit what, enum denied_op op)
+{
+	__u32 flag = what == ALLOW_BPF ? FLAG_ALLOW_BPF : FLAG_ALLOW_MODULES;
+	if (!(tt->flags & flag))
+		return 0;
+	struct grant_key k = { .id = tt->id, .what = what };
+	__u8 one = 1;
+	if (bpf_map_update_elem(&grant_noted, &k, &one, BPF_NOEXIST) == 0)
+		report(tt, EV_GRANT_USED, op);
+	return 1;
 }
 
 static __always_inline int is_protected(enum protect_kind kind, __u32 id)
@@ -94,7 +119,7 @@ int BPF_PROG(contid_guard_bpf, int cmd, union bpf_attr *attr, unsigned int size)
 	case BPF_LINK_UPDATE:
 		return deny(tt, DENIED_BPF);
 	case BPF_PROG_LOAD:
-		if (!allowed(ALLOW_BPF))
+		if (!allowed(ALLOW_BPF) && !granted(tt, ALLOW_BPF, DENIED_BPF_PROG_LOAD))
 			return deny(tt, DENIED_BPF_PROG_LOAD);
 		break;
 	}
@@ -115,14 +140,17 @@ int BPF_PROG(contid_guard_bpf_map, struct bpf_map *map, fmode_t fmode)
 }
 
 /* Every program fd creation (by ID, from a pin, at load). contid's are
- * never handed to a tagged task; without AllowBPF= no program is. */
+ * never handed to a tagged task, not even a granted one; without AllowBPF
+ * (global or the container's own) no program is. */
 SEC("lsm/bpf_prog")
 int BPF_PROG(contid_guard_bpf_prog, struct bpf_prog *prog)
 {
 	struct task_tag *tt = current_tag();
 	if (!tt)
 		return 0;
-	if (is_protected(PROTECT_PROG, BPF_CORE_READ(prog, aux, id)) || !allowed(ALLOW_BPF))
+	if (is_protected(PROTECT_PROG, BPF_CORE_READ(prog, aux, id)))
+		return deny(tt, DENIED_BPF_PROG);
+	if (!allowed(ALLOW_BPF) && !granted(tt, ALLOW_BPF, DENIED_BPF_PROG))
 		return deny(tt, DENIED_BPF_PROG);
 	return 0;
 }
@@ -401,7 +429,7 @@ int BPF_PROG(contid_guard_kernel_read_file, struct file *file, enum kernel_read_
 	if (id != bpf_core_enum_value(enum kernel_read_file_id, READING_MODULE))
 		return 0;
 	struct task_tag *tt = current_tag();
-	if (tt && !allowed(ALLOW_MODULES))
+	if (tt && !allowed(ALLOW_MODULES) && !granted(tt, ALLOW_MODULES, DENIED_MODULE_LOAD))
 		return deny(tt, DENIED_MODULE_LOAD);
 	return 0;
 }
@@ -414,7 +442,7 @@ int BPF_PROG(contid_guard_kernel_load_data, enum kernel_load_data_id id, bool co
 	if (id != bpf_core_enum_value(enum kernel_load_data_id, LOADING_MODULE))
 		return 0;
 	struct task_tag *tt = current_tag();
-	if (tt && !allowed(ALLOW_MODULES))
+	if (tt && !allowed(ALLOW_MODULES) && !granted(tt, ALLOW_MODULES, DENIED_MODULE_LOAD))
 		return deny(tt, DENIED_MODULE_LOAD);
 	return 0;
 }
@@ -430,7 +458,7 @@ SEC("lsm/kernel_module_request")
 int BPF_PROG(contid_guard_kernel_module_request, char *kmod_name)
 {
 	struct task_tag *tt = current_tag();
-	if (tt && !allowed(ALLOW_MODULES))
+	if (tt && !allowed(ALLOW_MODULES) && !granted(tt, ALLOW_MODULES, DENIED_MODULE_REQUEST))
 		return deny(tt, DENIED_MODULE_REQUEST);
 	return 0;
 }

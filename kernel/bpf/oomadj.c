@@ -8,8 +8,6 @@
  * group; the kernel asks task_setnice about the writer there, not about
  * contidd, so guard.c's setnice guard never sees it. */
 
-#define PROC_NAME_LEN 16
-
 /* The task a /proc/<pid> or /proc/<pid>/task/<tid> inode stands for, as
  * the kernel's get_proc_task() finds it: the first task attached to the
  * inode's struct pid. */
@@ -25,15 +23,15 @@ static __always_inline struct task_struct *proc_inode_task(struct inode *inode)
 	return (void *)first - bpf_core_field_offset(struct task_struct, pid_links[PIDTYPE_PID]);
 }
 
-/* The operation a write of the named file would be, 0 for none. The name
- * compared as two words, without a loop: a byte loop that remembers two
- * verdicts makes the verifier walk every combination of them. Longer
- * names differ within the 15 characters read. */
-static __always_inline enum denied_op proc_guarded_name(const char *name)
+/* The operation a write of the file d names would be, 0 for none;
+ * umh_name (umhelper.c) reads the name as two words, compared without a
+ * loop: a byte loop that remembers two verdicts makes the verifier walk
+ * every combination of them. Longer names differ within the 15
+ * characters read. */
+static __always_inline enum denied_op proc_guarded_name(struct dentry *d)
 {
-	__u64 w[PROC_NAME_LEN / 8] = {};
-	if (bpf_probe_read_kernel_str(w, sizeof(w), name) < 0)
-		return 0;
+	__u64 w[2];
+	umh_name(d, w);
 	if (w[0] == WORD8('o', 'o', 'm', '_', 's', 'c', 'o', 'r') &&
 	    w[1] == WORD8('e', '_', 'a', 'd', 'j', 0, 0, 0))
 		return DENIED_OOM_SCORE_ADJ;
@@ -60,7 +58,7 @@ int BPF_PROG(contid_guard_oom_adj, struct file *file)
 	struct task_tag *tt = current_tag();
 	if (!tt)
 		return 0;
-	enum denied_op op = proc_guarded_name((const char *)BPF_CORE_READ(file, f_path.dentry, d_name.name));
+	enum denied_op op = proc_guarded_name(BPF_CORE_READ(file, f_path.dentry));
 	if (!op)
 		return 0;
 	struct task_struct *t = proc_inode_task(inode);

@@ -204,25 +204,31 @@ int BPF_PROG(contid_guard_sb_remount, struct super_block *sb, void *mnt_opts)
 
 /* _IOWR('X', 119, int) */
 #define FIFREEZE 0xc0045877
+/* _IOR('X', 125, __u32): EXT4_IOC_SHUTDOWN and XFS_IOC_GOINGDOWN are the
+ * same number (f2fs's F2FS_IOC_SHUTDOWN and the generic FS_IOC_SHUTDOWN
+ * of newer headers as well). */
+#define FS_IOC_SHUTDOWN 0x8004587d
 
 /* FIFREEZE: every write to the frozen filesystem waits until a thaw,
  * which the freezer may never send. On the state directory's filesystem
  * that stalls the registry's writes and with them every registration;
  * on the one under /var/log (the same one, often) journald, and with it
- * contidd's audit records. Refused to tagged tasks on any filesystem,
- * not only the state-holding ones: journald's, the spool's and the
- * state directory's may each be a different one, a container freezes
- * no filesystem of the host's for a purpose of its own, and snapshot
- * tools that freeze run on the host, untagged. Every ioctl in the
- * system passes here, so the command is compared before anything is
- * read. */
+ * contidd's audit records. The shutdown ioctl is worse: every write, and
+ * every later open, fails until the filesystem is unmounted and mounted
+ * again, which the host must notice and do by hand. Both are refused to
+ * tagged tasks on any filesystem, not only the state-holding ones:
+ * journald's, the spool's and the state directory's may each be a
+ * different one, a container freezes or shuts down no filesystem of the
+ * host's for a purpose of its own, and snapshot and test tools that do
+ * run on the host, untagged. Every ioctl in the system passes here, so
+ * the command is compared before anything is read. */
 SEC("lsm/file_ioctl")
 int BPF_PROG(contid_guard_freeze, struct file *file, unsigned int cmd, unsigned long arg)
 {
-	if (cmd != FIFREEZE)
+	if (cmd != FIFREEZE && cmd != FS_IOC_SHUTDOWN)
 		return 0;
 	struct task_tag *tt = current_tag();
 	if (!tt)
 		return 0;
-	return deny(tt, DENIED_FSFREEZE);
+	return deny(tt, cmd == FIFREEZE ? DENIED_FSFREEZE : DENIED_FS_SHUTDOWN);
 }
