@@ -42,6 +42,14 @@ func TestParseOptions(t *testing.T) {
 		{"uuid", map[string]godbus.Variant{"UUID": v("5f0c7a8e-9b1d-4e2f-8a3b-6c7d8e9f0a1b")},
 			registry.Options{UUID: "5f0c7a8e-9b1d-4e2f-8a3b-6c7d8e9f0a1b"}, true},
 		{"uuid wrong type", map[string]godbus.Variant{"UUID": v([]byte{1, 2})}, registry.Options{}, false},
+		{"allow bpf", map[string]godbus.Variant{"AllowBPF": v(true)}, registry.Options{AllowBPF: true}, true},
+		{"allow modules", map[string]godbus.Variant{"AllowModules": v(true)}, registry.Options{AllowModules: true}, true},
+		{"both exceptions", map[string]godbus.Variant{"AllowBPF": v(true), "AllowModules": v(true), "AllowNesting": v(false)},
+			registry.Options{AllowBPF: true, AllowModules: true}, true},
+		{"allow bpf false", map[string]godbus.Variant{"AllowBPF": v(false)}, registry.Options{}, true},
+		{"allow bpf as string", map[string]godbus.Variant{"AllowBPF": v("true")}, registry.Options{}, false},
+		{"allow modules as int", map[string]godbus.Variant{"AllowModules": v(uint32(1))}, registry.Options{}, false},
+		{"allow bpf wrong case", map[string]godbus.Variant{"AllowBpf": v(true)}, registry.Options{}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -517,6 +517,11 @@ func TestRecorder(t *testing.T) {
 		}, auparse.AUDIT_VIRT_MACHINE_ID,
 			`virt=contid op=deny contid=8 old-contid=-1 opid=4321 vm="db" operation="kill" res=failed`, MessageTamperDenied,
 			map[string]string{"AUDIT_CONTAINER_ID": "8", "AUDIT_CONTAINER_NAME": "db", "AUDIT_CONTAINER_MANAGER": "api", "AUDIT_CONTAINER_UUID": testUUID}},
+		{"grant used", func(r *Recorder) error {
+			return r.RecordGrantUse(contid.Chain{9, 8}, contid.Labels{Name: "agent"}, 4321, "bpf_prog_load")
+		}, auparse.AUDIT_VIRT_MACHINE_ID,
+			`virt=contid op=allow contid=9,^8 old-contid=-1 opid=4321 vm="agent" operation="bpf_prog_load" res=success`, MessageGrantUsed,
+			map[string]string{"AUDIT_CONTAINER_ID": "9", "AUDIT_OPERATION": "bpf_prog_load", "PRIORITY": "5"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -572,9 +577,9 @@ func TestCatalog(t *testing.T) {
 	ids := map[string]bool{
 		MessageTagGranted: true, MessageTagRefused: true, MessageContainerCreated: true,
 		MessageContainerExited: true, MessageTamperDenied: true, MessageEventsLost: true,
-		MessageAuditGap: true,
+		MessageAuditGap: true, MessageGrantUsed: true,
 	}
-	if len(ids) != 7 {
+	if len(ids) != 8 {
 		t.Fatal("duplicate MESSAGE_ID constants")
 	}
 	found := map[string]bool{}

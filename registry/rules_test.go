@@ -39,6 +39,7 @@ func TestTagRules(t *testing.T) {
 		want    error
 		wantMsg string
 		chain   string // chain of the new container when want is nil
+		grants  contid.Flags
 	}{
 		{name: "top level", call: tag("/machine.slice/a.scope"), chain: "1"},
 		{name: "unprivileged", want: contid.ErrAccessDenied,
@@ -150,6 +151,42 @@ func TestTagRules(t *testing.T) {
 			return h.r.TagProcess(in, 0, p, Options{})
 		})},
 
+		// Exceptions to enforcing mode: given from the host; from inside
+		// a container only those the caller's own container holds.
+		{name: "host grants AllowBPF", chain: "1", grants: contid.FlagAllowBPF,
+			call: tagAs(orchestrator, 0, "/machine.slice/a.scope", Options{AllowBPF: true})},
+		{name: "host grants both", chain: "1", grants: contid.FlagsGrants,
+			call: tagAs(orchestrator, 0, "/machine.slice/a.scope", Options{AllowBPF: true, AllowModules: true})},
+		{name: "unprivileged grants AllowBPF", want: contid.ErrAccessDenied,
+			call: tagAs(Caller{PID: 9, Cgroup: "/user.slice"}, 0, "/machine.slice/a.scope", Options{AllowBPF: true})},
+		{name: "nested grants AllowBPF it lacks", want: contid.ErrAccessDenied, wantMsg: "not tagged with AllowBPF",
+			call: nested(nest, func(h *harness, in Caller) (*Container, error) {
+				return h.r.TagCgroup(in, 0, target("/machine.slice/a.scope/child"), Options{AllowBPF: true})
+			})},
+		{name: "nested grants AllowModules it lacks", want: contid.ErrAccessDenied, wantMsg: "not tagged with AllowModules",
+			call: nested(Options{AllowNesting: true, AllowBPF: true}, func(h *harness, in Caller) (*Container, error) {
+				return h.r.TagCgroup(in, 0, target("/machine.slice/a.scope/child"), Options{AllowBPF: true, AllowModules: true})
+			})},
+		{name: "nested grants AllowBPF it holds", chain: "2,^1", grants: contid.FlagAllowBPF,
+			call: nested(Options{AllowNesting: true, AllowBPF: true}, func(h *harness, in Caller) (*Container, error) {
+				return h.r.TagCgroup(in, 0, target("/machine.slice/a.scope/child"), Options{AllowBPF: true})
+			})},
+		{name: "nested child of a granted parent is not granted unasked", chain: "2,^1",
+			call: nested(Options{AllowNesting: true, AllowBPF: true}, func(h *harness, in Caller) (*Container, error) {
+				return h.r.TagCgroup(in, 0, target("/machine.slice/a.scope/child"), Options{})
+			})},
+		{name: "nested process grant it lacks", want: contid.ErrAccessDenied, call: nested(nest, func(h *harness, in Caller) (*Container, error) {
+			p := proc(701, in.Cgroup)
+			p.ChildOfCaller = true
+			return h.r.TagProcess(in, 0, p, Options{AllowModules: true})
+		})},
+		{name: "nested process grant it holds", chain: "2,^1", grants: contid.FlagAllowModules,
+			call: nested(Options{AllowNesting: true, AllowModules: true}, func(h *harness, in Caller) (*Container, error) {
+				p := proc(701, in.Cgroup)
+				p.ChildOfCaller = true
+				return h.r.TagProcess(in, 0, p, Options{AllowModules: true})
+			})},
+
 		// IDs.
 		{name: "explicit new ID", chain: "42", call: tagAs(orchestrator, 42, "/machine.slice/a.scope", Options{})},
 		{name: "explicit ID of another owner", want: contid.ErrIDInUse, call: func(h *harness) (*Container, error) {
@@ -234,6 +271,9 @@ func TestTagRules(t *testing.T) {
 			}
 			if got := c.Chain.String(); got != tt.chain {
 				t.Errorf("chain %s, want %s", got, tt.chain)
+			}
+			if got := c.Flags & contid.FlagsGrants; got != tt.grants {
+				t.Errorf("grants %v, want %v", got.Strings(), tt.grants.Strings())
 			}
 			// The kernel got the same tag the record holds.
 			var kt contid.Tag
