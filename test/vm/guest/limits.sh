@@ -125,6 +125,13 @@ op_fspick_state() { echo mount; }
 # contidd's registrations with them. The control freezes it for 2 s.
 atk_fsfreeze_state() { "$PROBE" fsfreeze /var/lib/contid; }
 op_fsfreeze_state() { echo fsfreeze; }
+# The shutdown ioctl (EXT4_IOC_SHUTDOWN, XFS_IOC_GOINGDOWN) on the state
+# directory's filesystem, with flags no filesystem knows: the guard
+# refuses it before the filesystem sees it (EPERM); the control reaches
+# ext4, which checks the flags and answers EINVAL, so nothing is shut
+# down either way.
+atk_fs_shutdown_state() { "$PROBE" fs-shutdown-invalid /var/lib/contid; }
+op_fs_shutdown_state() { echo fs_shutdown; }
 # A tmpfs over a cgroup2 directory hides its control files from systemd
 # and contidd (over /sys/fs/cgroup, the whole tree). A cgroup of the
 # test's own stands for it.
@@ -459,6 +466,7 @@ run_limits() {
 	run_denial fspick_bpffs_ro
 	run_denial fspick_state
 	run_denial fsfreeze_state
+	run_denial fs_shutdown_state
 	run_denial cgroup_overmount
 	run_denial root_overmount
 	run_allowed own_ns_mounts

@@ -49,6 +49,8 @@ source "$(dirname "$SELF")/managers.sh"
 source "$(dirname "$SELF")/ocibench.sh"
 # shellcheck source=blind.sh
 source "$(dirname "$SELF")/blind.sh"
+# shellcheck source=grants.sh
+source "$(dirname "$SELF")/grants.sh"
 PINDIR=/sys/fs/bpf/contid
 MANAGER=(org.contid1 /org/contid1 org.contid1.Manager)
 TAGGED_SLICE=machine.slice
@@ -901,6 +903,7 @@ main() {
 		selected nested && result nested FAIL "$no_pid"
 	else
 		run_nested
+		run_grants
 	fi
 	NEEDS=$no_pid run_denial ptrace_contidd
 	NEEDS=$no_pid run_denial steal_fd_contidd

@@ -120,6 +120,11 @@ func main() {
 			usage()
 		}
 		err = fsfreeze(args[0], secs)
+	case "fs-shutdown-invalid":
+		if len(args) != 1 {
+			usage()
+		}
+		err = fsShutdownInvalid(args[0])
 	case "clone-into-cgroup":
 		if len(args) < 2 {
 			usage()
@@ -155,6 +160,7 @@ func usage() {
        contid-vmprobe fspick-reconfigure PATH [ro]
        contid-vmprobe setattr PATH ro|shared|private
        contid-vmprobe fsfreeze PATH [SECONDS]
+       contid-vmprobe fs-shutdown-invalid PATH
        contid-vmprobe cgroup1-agent mount|fsconfig DIR NAME AGENT
        contid-vmprobe bpf-prog-load
        contid-vmprobe init-module|finit-module MODULE.ko`)
@@ -472,6 +478,31 @@ func fsfreeze(path string, secs int) error {
 	_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), fithaw, 0)
 	fmt.Printf("ok: froze the filesystem of %s for %d s (FIFREEZE); thawed: %v\n", path, secs, e)
 	return nil
+}
+
+// fsShutdownInvalid makes the shutdown ioctl (EXT4_IOC_SHUTDOWN, the
+// same number as XFS_IOC_GOINGDOWN) on the filesystem that holds path
+// with flags no filesystem accepts: an LSM refuses it with EPERM before
+// the filesystem looks; ext4 and xfs check CAP_SYS_ADMIN and then the
+// flags, and answer EINVAL without shutting anything down. EINVAL is
+// success here: the call reached the filesystem.
+func fsShutdownInvalid(path string) error {
+	const shutdown = 0x8004587d // _IOR('X', 125, __u32)
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", path, err)
+	}
+	defer unix.Close(fd)
+	flags := uint32(0xffffffff)
+	_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), shutdown, uintptr(unsafe.Pointer(&flags)))
+	switch e {
+	case unix.EINVAL:
+		fmt.Printf("ok: the shutdown ioctl on %s reached the filesystem (EINVAL for flags %#x, nothing shut down)\n", path, flags)
+		return nil
+	case 0:
+		return fmt.Errorf("the shutdown ioctl on %s with flags %#x was accepted", path, flags)
+	}
+	return fmt.Errorf("shutdown ioctl %s: %w", path, e)
 }
 
 // cgroup1Agent mounts a named cgroup v1 hierarchy without controllers at
