@@ -35,10 +35,10 @@ atk_grant_probe() {
 	return 0
 }
 
-# grant_uses CURSOR CID: contidd's op=allow entries for container CID.
+# grant_uses CURSOR CID: how many op=allow entries contidd wrote for
+# container CID.
 grant_uses() {
-	journalctl -q --no-pager --after-cursor="$1" SYSLOG_IDENTIFIER=contidd \
-		MESSAGE_ID=4b65d40fd0504798aad020cbbfd3d5d9 AUDIT_CONTAINER_ID="$2" -o cat 2>/dev/null | grep -c .
+	journal_entries "$1" "$2" 'MESSAGE_ID=4b65d40fd0504798aad020cbbfd3d5d9' | grep -c 'AUDIT_OP=allow$'
 }
 
 run_grants() {
@@ -111,8 +111,12 @@ run_grants() {
 				c+=": load NOT refused with EPERM ($(grep -m1 -e '^load1' -e '^ok' "$log"))"
 				verdict=FAIL
 			fi
-			if [[ -z $y ]] && grep -q '^child-refused: .*not tagged with AllowBPF' "$log"; then
-				c+=", child's AllowBPF refused ($(grep -m1 -oE 'org\.[A-Za-z.]+' "$log" || echo 'Call failed'))"
+			# busctl prints AccessDenied as "Access denied"; contidd's
+			# log says why.
+			if [[ -z $y ]] && grep -q '^child-refused: Call failed: Access denied' "$log" &&
+				journalctl -q --no-pager --after-cursor="$cur" SYSLOG_IDENTIFIER=contidd -o cat |
+				grep -q "caller's container $x was not tagged with AllowBPF"; then
+				c+=", child's AllowBPF refused (AccessDenied: container $x was not tagged with AllowBPF)"
 			else
 				c+=", child NOT refused: $(grep -m1 '^child' "$log")"
 				verdict=FAIL
