@@ -540,7 +540,7 @@ func (m *Manager) HandleKernelEvent(ev kernel.Event) {
 	case kernel.EventLost:
 		// The kernel still enforced and tagged; what is lost is the
 		// news. Said, so that a gap in TamperDenied is never silent.
-		m.log(PrioWarning, "The kernel's event buffer overflowed: %d autotag or denial events were not delivered (their TamperDenied signals and journal records are missing; autotagged cgroups are adopted from the kernel's tags within a second).", ev.Count)
+		m.log(PrioWarning, "The kernel's event buffer overflowed: %d autotag, denial or first-use-of-a-grant events were not delivered (their TamperDenied signals and journal records are missing; autotagged cgroups are adopted from the kernel's tags within a second, and a grant's first use is reported again at its next use).", ev.Count)
 		m.resync.Store(true)
 	}
 }

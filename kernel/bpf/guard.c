@@ -27,15 +27,18 @@ static __always_inline struct task_tag *current_tag(void)
 	return 0;
 }
 
-static __always_inline void report(struct task_tag *tt, enum event_kind kind, enum denied_op op)
+/* Returns whether the event went into the ring buffer; a full buffer is
+ * counted in events_lost by event_reserve. */
+static __always_inline int report(struct task_tag *tt, enum event_kind kind, enum denied_op op)
 {
 	struct event *e = event_reserve(kind, bpf_get_current_task_btf());
-	if (e) {
-		e->id = tt->id;
-		e->flags = tt->flags;
-		e->op = op;
-		bpf_ringbuf_submit(e, 0);
-	}
+	if (!e)
+		return 0;
+	e->id = tt->id;
+	e->flags = tt->flags;
+	e->op = op;
+	bpf_ringbuf_submit(e, 0);
+	return 1;
 }
 
 static __always_inline int deny(struct task_tag *tt, enum denied_op op)
@@ -68,8 +71,12 @@ static __always_inline int granted(struct task_tag *tt, enum allow_bit what, enu
 		return 0;
 	struct grant_key k = { .id = tt->id, .what = what };
 	__u8 one = 1;
-	if (bpf_map_update_elem(&grant_noted, &k, &one, BPF_NOEXIST) == 0)
-		report(tt, EV_GRANT_USED, op);
+	/* Marked before it is reported, so that racing threads report once;
+	 * unmarked again if the ring buffer was full, so that the next use
+	 * is journaled instead of none. */
+	if (bpf_map_update_elem(&grant_noted, &k, &one, BPF_NOEXIST) == 0 &&
+	    !report(tt, EV_GRANT_USED, op))
+		bpf_map_delete_elem(&grant_noted, &k);
 	return 1;
 }
 
