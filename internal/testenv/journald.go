@@ -99,8 +99,9 @@ func NewMachineID() string {
 }
 
 // StartJournald starts a private journald with volatile storage in a temp
-// dir and stops it (by PID) when the test ends. It skips the test when
-// root or the programs are missing.
+// dir and stops it (by PID) when the test ends; should the test process
+// die first, the kernel kills it (startTiedToTest). It skips the test
+// when root or the programs are missing.
 func StartJournald(t testing.TB, opts ...JournaldOption) *Journald {
 	t.Helper()
 	var setup journaldSetup
@@ -156,7 +157,9 @@ mount --bind %q /etc/systemd/journald.conf
 	cmd.Env = append(os.Environ(), "SYSTEMD_LOG_TARGET=console")
 	cmd.Stdout = output
 	cmd.Stderr = output
-	if err := cmd.Start(); err != nil {
+	// Killed with the test process, even one killed outright: it
+	// would otherwise hold the host lock it inherits.
+	if err := startTiedToTest(cmd); err != nil {
 		t.Fatalf("starting journald: %v", err)
 	}
 	j := &Journald{
