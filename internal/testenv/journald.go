@@ -98,6 +98,19 @@ func NewMachineID() string {
 	return hex.EncodeToString(b[:])
 }
 
+// requireJournald checks for what StartJournald needs.
+func requireJournald(t testing.TB) {
+	t.Helper()
+	RequireRoot(t)
+	RequireCommand(t, "unshare", "mount", "journalctl")
+	if _, err := os.Stat(journaldBinary); err != nil {
+		Missing(t, "skipped: %s is not installed (`make deps` installs systemd)", journaldBinary)
+	}
+	if _, err := os.Stat("/etc/systemd/journald.conf"); err != nil {
+		Missing(t, "skipped: /etc/systemd/journald.conf is missing, nothing to bind the test config over")
+	}
+}
+
 // StartJournald starts a private journald with volatile storage in a temp
 // dir and stops it (by PID) when the test ends; should the test process
 // die first, the kernel kills it (startTiedToTest). It skips the test
@@ -108,14 +121,7 @@ func StartJournald(t testing.TB, opts ...JournaldOption) *Journald {
 	for _, o := range opts {
 		o(&setup)
 	}
-	RequireRoot(t)
-	RequireCommand(t, "unshare", "mount", "journalctl")
-	if _, err := os.Stat(journaldBinary); err != nil {
-		Missing(t, "skipped: %s is not installed (`make deps` installs systemd)", journaldBinary)
-	}
-	if _, err := os.Stat("/etc/systemd/journald.conf"); err != nil {
-		Missing(t, "skipped: /etc/systemd/journald.conf is missing, nothing to bind the test config over")
-	}
+	requireJournald(t)
 
 	tmp := t.TempDir()
 	logDir := filepath.Join(tmp, "log")
@@ -159,7 +165,11 @@ mount --bind %q /etc/systemd/journald.conf
 	cmd.Stderr = output
 	// Killed with the test process, even one killed outright: it
 	// would otherwise hold the host lock it inherits.
-	if err := startTiedToTest(cmd); err != nil {
+	start := startTiedToTest
+	if !tieToTest {
+		start = (*exec.Cmd).Start
+	}
+	if err := start(cmd); err != nil {
 		t.Fatalf("starting journald: %v", err)
 	}
 	j := &Journald{

@@ -43,6 +43,10 @@ func startTiedToTest(cmd *exec.Cmd) error {
 	return <-done
 }
 
+// tieToTest is cleared by tests only, to show what happens to a daemon
+// not tied to its test.
+var tieToTest = true
+
 type spawnRequest struct {
 	cmd  *exec.Cmd
 	done chan error
