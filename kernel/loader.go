@@ -242,7 +242,11 @@ func Load(opts Options) (*BPF, error) {
 }
 
 // ensureBPFFS mounts bpffs on /sys/fs/bpf when nothing is mounted there
-// and creates the pin directory.
+// and creates the pin directory. Under its unit contidd mounts it in its
+// own mount namespace, whose mounts systemd makes slaves of the host's
+// (ProtectSystem= and the like imply it), so the mount never propagates
+// to the host, where it would bury the host's pins under a second bpffs;
+// no MS_PRIVATE is needed. The VM tier's blind-restart checks this.
 func ensureBPFFS(pinDir string) error {
 	const bpffs = "/sys/fs/bpf"
 	var st unix.Statfs_t
