@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 
 	"github.com/cilium/ebpf"
@@ -106,17 +107,63 @@ func (b *BPF) openIdentity(id identity) error {
 	return nil
 }
 
-// bindSet binds the identity and every map of the set to prog, the
-// program of a link: the set can then be found from its links alone, maps
-// only user space or the iterator use (the ID counter) included. Binding
-// a map the program already holds does nothing.
-func (b *BPF) bindSet(prog *ebpf.Program) error {
-	if err := prog.BindMap(b.identity); err != nil {
-		return fmt.Errorf("bind %s: %w", identityMap, err)
+// boundMap is a map of the set that no linked program uses, bound to each
+// linked program instead; id is filled in when first needed.
+type boundMap struct {
+	name string
+	m    *ebpf.Map
+	id   ebpf.MapID
+}
+
+// mapsToBind lists the maps of all that no program in atts uses: the
+// identity, and whatever only user space or the iterator uses (in
+// tracking mode the guards' maps too). A program holds every map its
+// code loads from the moment it is loaded, so binding those again would
+// only repeat work at every start, one call per map and link; the ones
+// listed here are bound so that the set can be found from its links
+// alone (findSets takes the union of its programs' maps).
+func mapsToBind(atts []*ebpf.ProgramSpec, all map[string]*ebpf.Map) []boundMap {
+	used := map[string]bool{}
+	for _, ps := range atts {
+		for _, ins := range ps.Instructions {
+			if ins.IsLoadFromMap() {
+				used[ins.Reference()] = true
+			}
+		}
 	}
-	for name, m := range b.allMaps {
-		if err := prog.BindMap(m); err != nil {
-			return fmt.Errorf("bind %s: %w", name, err)
+	var out []boundMap
+	for name, m := range all {
+		if !used[name] {
+			out = append(out, boundMap{name: name, m: m})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].name < out[j].name })
+	return out
+}
+
+// bindSet binds the maps no linked program uses (mapsToBind) to prog, the
+// program of a link, skipping those in held, the maps prog holds
+// already. held is nil for a program this Load just loaded, which holds
+// none of them. A link kept from an earlier Load had them bound then:
+// asking for their IDs once per Load costs less than binding them again
+// to every link.
+func (b *BPF) bindSet(prog *ebpf.Program, held []ebpf.MapID) error {
+	for i := range b.toBind {
+		bm := &b.toBind[i]
+		if held != nil {
+			if bm.id == 0 {
+				info, err := bm.m.Info()
+				if err != nil {
+					return fmt.Errorf("%s info: %w", bm.name, err)
+				}
+				bm.id, _ = info.ID()
+			}
+			if bm.id != 0 && slices.Contains(held, bm.id) {
+				continue
+			}
+		}
+		if err := prog.BindMap(bm.m); err != nil {
+			return fmt.Errorf("bind %s: %w", bm.name, err)
 		}
 	}
 	return nil
@@ -311,8 +358,8 @@ func findSets(spec *ebpf.CollectionSpec, want identity) ([]*loadedSet, error) {
 		if set == nil {
 			continue
 		}
-		// Every program of a set holds all its maps (bindSet); the union
-		// is taken all the same.
+		// Each program holds the maps its code uses and those bound to
+		// it (bindSet); only the union over the links is all of them.
 		for _, id := range ids {
 			if set.mapIDs[id] {
 				continue

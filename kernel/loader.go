@@ -66,6 +66,8 @@ type BPF struct {
 	iter    *ebpf.Program
 	// identity is contid_identity, in allMaps too (adopt.go).
 	identity *ebpf.Map
+	// toBind are the maps bound to every linked program (adopt.go).
+	toBind []boundMap
 	// What adopt found by ID and pinned again, for the daemon to say.
 	adoptedMaps, adoptedLinks int
 	// The pins of rebuilt maps this Load replaced (migrate.go): while
@@ -215,6 +217,7 @@ func Load(opts Options) (*BPF, error) {
 		// of the trackers and theirs.
 		atts = append(enforcingAttachments(&progs), atts...)
 	}
+	b.toBind = mapsToBind(atts, b.allMaps)
 	for _, ps := range atts {
 		if err := b.attach(spec, ps); err != nil {
 			b.Close()
@@ -239,7 +242,11 @@ func Load(opts Options) (*BPF, error) {
 }
 
 // ensureBPFFS mounts bpffs on /sys/fs/bpf when nothing is mounted there
-// and creates the pin directory.
+// and creates the pin directory. Under its unit contidd mounts it in its
+// own mount namespace, whose mounts systemd makes slaves of the host's
+// (ProtectSystem= and the like imply it), so the mount never propagates
+// to the host, where it would bury the host's pins under a second bpffs;
+// no MS_PRIVATE is needed. The VM tier's blind-restart checks this.
 func ensureBPFFS(pinDir string) error {
 	const bpffs = "/sys/fs/bpf"
 	var st unix.Statfs_t
@@ -343,16 +350,24 @@ func (b *BPF) attach(spec *ebpf.CollectionSpec, ps *ebpf.ProgramSpec) error {
 	old, err := link.LoadPinnedLink(pin, nil)
 	switch {
 	case err == nil:
-		same, err := linkRuns(old, prog)
+		running, ri, err := linkProgram(old)
+		if err != nil {
+			old.Close()
+			return fmt.Errorf("inspect pinned link %s: %w", pin, err)
+		}
+		defer running.Close()
+		same, err := sameProgram(ri, prog)
 		if err != nil {
 			old.Close()
 			return fmt.Errorf("inspect pinned link %s: %w", pin, err)
 		}
 		if same && len(b.replacedMaps) == 0 {
 			// A link pinned by a build without contid_identity gains
-			// it here.
-			err := b.bindRunning(old)
-			if err != nil {
+			// it here; one an earlier Load bound needs nothing. held is
+			// nil only where the kernel reports no map IDs (before
+			// 4.15), and then everything is bound again.
+			held, _ := ri.MapIDs()
+			if err := b.bindSet(running, held); err != nil {
 				old.Close()
 				return fmt.Errorf("bind the maps to the program of %s: %w", pin, err)
 			}
@@ -366,7 +381,7 @@ func (b *BPF) attach(spec *ebpf.CollectionSpec, ps *ebpf.ProgramSpec) error {
 
 	// Bound before the link exists, so no linked program of the set is
 	// without its identity.
-	if err := b.bindSet(prog); err != nil {
+	if err := b.bindSet(prog, nil); err != nil {
 		return fmt.Errorf("bind the maps to %s: %w", ps.Name, err)
 	}
 	var l link.Link
@@ -394,36 +409,27 @@ func (b *BPF) attach(spec *ebpf.CollectionSpec, ps *ebpf.ProgramSpec) error {
 	return nil
 }
 
-// bindRunning binds the set's maps to the program l runs.
-func (b *BPF) bindRunning(l link.Link) error {
+// linkProgram opens the program a link runs, with its info.
+func linkProgram(l link.Link) (*ebpf.Program, *ebpf.ProgramInfo, error) {
 	info, err := l.Info()
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	running, err := ebpf.NewProgramFromID(info.Program)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	defer running.Close()
-	return b.bindSet(running)
-}
-
-// linkRuns reports whether a link runs the same code as prog (same
-// kernel program tag, which ignores map fds).
-func linkRuns(l link.Link, prog *ebpf.Program) (bool, error) {
-	info, err := l.Info()
-	if err != nil {
-		return false, err
-	}
-	running, err := ebpf.NewProgramFromID(info.Program)
-	if err != nil {
-		return false, err
-	}
-	defer running.Close()
 	ri, err := running.Info()
 	if err != nil {
-		return false, err
+		running.Close()
+		return nil, nil, err
 	}
+	return running, ri, nil
+}
+
+// sameProgram reports whether the running program ri is the same code as
+// prog (same kernel program tag, which ignores map fds).
+func sameProgram(ri *ebpf.ProgramInfo, prog *ebpf.Program) (bool, error) {
 	pi, err := prog.Info()
 	if err != nil {
 		return false, err

@@ -55,47 +55,46 @@ func replaceOutgrownPins(spec *ebpf.CollectionSpec, pinDir string) ([]string, er
 		if err != nil {
 			return replaced, fmt.Errorf("open pinned map %s: %w", path, err)
 		}
-		err = replaceIfOutgrown(ms, old, path)
+		did, err := replaceIfOutgrown(ms, old, path)
 		old.Close()
-		switch {
-		case errors.Is(err, errStillFits):
-		case err != nil:
+		if err != nil {
 			return replaced, err
-		default:
+		}
+		if did {
 			replaced = append(replaced, name)
 		}
 	}
 	return replaced, nil
 }
 
-var errStillFits = errors.New("the pinned map fits this build")
-
-func replaceIfOutgrown(ms *ebpf.MapSpec, old *ebpf.Map, path string) error {
+// replaceIfOutgrown replaces the pin at path with a map of this build's
+// shape when ms no longer accepts old; it reports whether it did.
+func replaceIfOutgrown(ms *ebpf.MapSpec, old *ebpf.Map, path string) (bool, error) {
 	if ms.Compatible(old) == nil {
-		return errStillFits
+		return false, nil
 	}
 	fresh := ms.Copy()
 	fresh.Pinning = ebpf.PinNone
 	nm, err := ebpf.NewMap(fresh)
 	if err != nil {
-		return fmt.Errorf("create %s in this build's shape: %w", ms.Name, err)
+		return false, fmt.Errorf("create %s in this build's shape: %w", ms.Name, err)
 	}
 	defer nm.Close()
 	if old.KeySize() == nm.KeySize() && old.ValueSize() == nm.ValueSize() && old.Type() == nm.Type() {
 		if err := copyEntries(old, nm); err != nil {
-			return fmt.Errorf("copy %s into this build's shape: %w", ms.Name, err)
+			return false, fmt.Errorf("copy %s into this build's shape: %w", ms.Name, err)
 		}
 	}
 	tmp := path + "_new"
 	_ = os.Remove(tmp)
 	if err := nm.Pin(tmp); err != nil {
-		return fmt.Errorf("pin %s: %w", tmp, err)
+		return false, fmt.Errorf("pin %s: %w", tmp, err)
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		_ = os.Remove(tmp)
-		return fmt.Errorf("replace the pin %s: %w", path, err)
+		return false, fmt.Errorf("replace the pin %s: %w", path, err)
 	}
-	return nil
+	return true, nil
 }
 
 // copyEntries copies what fits: a hash map that shrank keeps the entries

@@ -98,15 +98,9 @@ func NewMachineID() string {
 	return hex.EncodeToString(b[:])
 }
 
-// StartJournald starts a private journald with volatile storage in a temp
-// dir and stops it (by PID) when the test ends. It skips the test when
-// root or the programs are missing.
-func StartJournald(t testing.TB, opts ...JournaldOption) *Journald {
+// requireJournald checks for what StartJournald needs.
+func requireJournald(t testing.TB) {
 	t.Helper()
-	var setup journaldSetup
-	for _, o := range opts {
-		o(&setup)
-	}
 	RequireRoot(t)
 	RequireCommand(t, "unshare", "mount", "journalctl")
 	if _, err := os.Stat(journaldBinary); err != nil {
@@ -115,6 +109,19 @@ func StartJournald(t testing.TB, opts ...JournaldOption) *Journald {
 	if _, err := os.Stat("/etc/systemd/journald.conf"); err != nil {
 		Missing(t, "skipped: /etc/systemd/journald.conf is missing, nothing to bind the test config over")
 	}
+}
+
+// StartJournald starts a private journald with volatile storage in a temp
+// dir and stops it (by PID) when the test ends; should the test process
+// die first, the kernel kills it (startTiedToTest). It skips the test
+// when root or the programs are missing.
+func StartJournald(t testing.TB, opts ...JournaldOption) *Journald {
+	t.Helper()
+	var setup journaldSetup
+	for _, o := range opts {
+		o(&setup)
+	}
+	requireJournald(t)
 
 	tmp := t.TempDir()
 	logDir := filepath.Join(tmp, "log")
@@ -156,7 +163,13 @@ mount --bind %q /etc/systemd/journald.conf
 	cmd.Env = append(os.Environ(), "SYSTEMD_LOG_TARGET=console")
 	cmd.Stdout = output
 	cmd.Stderr = output
-	if err := cmd.Start(); err != nil {
+	// Killed with the test process, even one killed outright: it
+	// would otherwise hold the host lock it inherits.
+	start := startTiedToTest
+	if !tieToTest {
+		start = (*exec.Cmd).Start
+	}
+	if err := start(cmd); err != nil {
 		t.Fatalf("starting journald: %v", err)
 	}
 	j := &Journald{

@@ -23,11 +23,58 @@ blind_id() {
 # blind_progs: how many contid_fork programs are loaded, one per set.
 blind_progs() { bpftool prog show name contid_fork 2>/dev/null | grep -c '^[0-9]*:'; }
 
+# blind_stack [PID]: the mounts on /sys/fs/bpf in the mount namespace of
+# PID (default: the suite's), bottom first, as ID:fstype, each with its
+# propagation (shared:N, master:N) in brackets when it has any.
+blind_stack() {
+	awk '$5 == "/sys/fs/bpf" {
+		prop = ""
+		for (i = 7; $i != "-"; i++) prop = prop (prop == "" ? "" : ",") $i
+		printf "%s%s:%s%s", (n++ ? " " : ""), $1, $(i + 1), (prop == "" ? "" : "[" prop "]")
+	}' "/proc/${1:-self}/mountinfo"
+}
+
+# BLIND_DEPTH: how many mounts /sys/fs/bpf had before the test mounted
+# anything; blind_restore unmounts down to it.
+BLIND_DEPTH=
+
+# blind_restore: unmount whatever the test left on /sys/fs/bpf, down to
+# the stack it found (the tmpfs, and anything mounted above it since),
+# restart contidd, and wait for the count of contid_fork programs to come
+# back to the one given, if any. Says what it did in BLIND_RESTORED; fails when the stack
+# or the count did not come back. Not in a subshell: restart_contidd sets
+# CONTIDD_PID for the tests after this one.
+BLIND_RESTORED=
 blind_restore() {
+	local want=${1:-} i n top ok=0
+	BLIND_RESTORED=""
 	auditctl -d always,exit -F arch=b64 -S execve -k "$BLIND_KEY" >/dev/null 2>&1
 	systemctl stop contid-vm-blind.scope 2>/dev/null
-	mountpoint -q /sys/fs/bpf && [[ $(stat -f -c %T /sys/fs/bpf) == tmpfs ]] && umount /sys/fs/bpf
+	for ((i = 0; i < 10; i++)); do
+		n=$(blind_stack | wc -w)
+		[[ -n $BLIND_DEPTH ]] && ((n > BLIND_DEPTH)) || break
+		top=$(blind_stack | awk '{ print $NF }')
+		umount /sys/fs/bpf || break
+		BLIND_RESTORED+="unmounted ${top}; "
+	done
+	n=$(blind_stack | wc -w)
+	if [[ -n $BLIND_DEPTH ]] && ((n != BLIND_DEPTH)); then
+		BLIND_RESTORED+="/sys/fs/bpf still has ${n} mounts ($(blind_stack)), had ${BLIND_DEPTH}; "
+		ok=1
+	fi
 	restart_contidd
+	[[ -z $want ]] && return $ok
+	# Programs go away a moment after their last reference.
+	for ((i = 0; i < 20; i++)); do
+		[[ $(blind_progs) == "$want" ]] && break
+		sleep 0.5
+	done
+	n=$(blind_progs)
+	if [[ $n != "$want" ]]; then
+		BLIND_RESTORED+="${n} contid_fork programs loaded after the restore, were ${want}; "
+		ok=1
+	fi
+	return $ok
 }
 
 run_blind_restart() {
@@ -40,6 +87,9 @@ run_blind_restart() {
 		return
 	fi
 	say "blinding on restart: pins hidden under a tmpfs while contidd is stopped"
+	BLIND_DEPTH=$(blind_stack | wc -w)
+	local stack0 stack1 nsstack
+	stack0=$(blind_stack)
 	auditctl -a always,exit -F arch=b64 -S execve -k "$BLIND_KEY" >/dev/null
 	rm -f "$SCRATCH/blind.pid" "$SCRATCH/blind.go"
 	systemd-run --quiet --collect --scope --slice="$TAGGED_SLICE" --unit=contid-vm-blind.scope -- \
@@ -81,6 +131,11 @@ run_blind_restart() {
 	link1=$(blind_id "$PINDIR/link_contid_fork" "${CONTIDD_PID:-0}")
 	progs1=$(blind_progs)
 	cid2=$(container_of "$pid")
+	# Whether contidd's own bpffs (mounted in its namespace over the
+	# tmpfs) shows up on the host's stack: that would be propagation.
+	stack1=$(blind_stack)
+	nsstack=$(blind_stack "${CONTIDD_PID:-self}")
+	say "/sys/fs/bpf before: ${stack0}; while hidden, here: ${stack1}; in contidd's namespace: ${nsstack}"
 	local cursor
 	cursor=$(journal_cursor)
 	touch "$SCRATCH/blind.go"
@@ -95,7 +150,10 @@ run_blind_restart() {
 	if ! wait_journal "$cursor" "$cid" 'contid-vm-blind-after'; then
 		why+="the scope's exec after the start is not in the journal under container ${cid}; "
 	fi
+	(($(wc -w <<<"$stack1") == BLIND_DEPTH + 1)) || why+="contidd's bpffs reached this namespace: /sys/fs/bpf is ${stack1}, was ${stack0} and the tmpfs; "
+	# The set must not outlive the test: back to the mounts and the one
+	# set there were.
+	blind_restore "$progs0" || why+="restore: ${BLIND_RESTORED}"
 	[[ -n $why ]] && verdict=FAIL
-	result "$name" "$verdict" "${why:-map ${map0}, fork link ${link0}, ${progs0} set(s), container ${cid} kept; exec attributed; }contidd: ${note}"
-	blind_restore
+	result "$name" "$verdict" "${why:-map ${map0}, fork link ${link0}, ${progs0} set(s), container ${cid} kept; exec attributed; ${BLIND_RESTORED}back to ${progs0} set(s); }contidd: ${note}"
 }
