@@ -140,7 +140,7 @@ func (r *JournalRemote) Start() {
 	}
 	cmd := exec.Command(journalRemoteBinary, r.args...)
 	cmd.Stdout, cmd.Stderr = r.output, r.output
-	if err := cmd.Start(); err != nil {
+	if err := startTiedToTest(cmd); err != nil {
 		r.t.Fatalf("starting journal-remote: %v", err)
 	}
 	exited := make(chan struct{})
@@ -220,7 +220,7 @@ func StartJournalUpload(t testing.TB, r *JournalRemote, c *TLS, name, dir string
 				return
 			default:
 			}
-			err := cmd.Start()
+			err := startTiedToTest(cmd)
 			if err == nil {
 				u.cmd = cmd
 				u.starts++
