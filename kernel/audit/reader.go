@@ -40,7 +40,9 @@ type LossKind int
 
 const (
 	// LossKernel: the kernel's own lost counter rose (backlog overflow,
-	// rate limit, memory); the count is exact.
+	// rate limit, memory, kauditd's queues). It counts records; as the
+	// audit daemon only the part of its rise that no missing serial or
+	// headless event accounts for is reported (see kernellost.go).
 	LossKernel LossKind = iota + 1
 	// LossReader: the multicast socket overflowed (ENOBUFS) while we were
 	// behind; the count is the serials missing around the overflow.
@@ -204,7 +206,7 @@ type ReaderStats struct {
 	Events     uint64 // events reassembled
 	Tagged     uint64 // events attributed to a container
 	Ambiguous  uint64 // events whose PID was reused: never attributed, handed on with their candidates
-	KernelLost uint64 // rise of the kernel's lost counter since start
+	KernelLost uint64 // rise of the kernel's lost counter counted as lost since start
 	ReaderLost uint64 // events dropped at our socket (overflow)
 	Overruns   uint64 // ENOBUFS from the socket
 	Rejected   uint64 // datagrams not from the kernel, or unparsable
