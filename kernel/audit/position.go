@@ -20,7 +20,7 @@ func BootID() string {
 func (r *Reader) Position() (Position, bool) {
 	if p := r.last.Load(); p != nil {
 		q := *p
-		q.Lost = r.lostSeen.Load()
+		q.Lost = r.lostCounted.Load()
 		return q, true
 	}
 	if r.cfg.After != nil {
@@ -39,7 +39,7 @@ func (r *Reader) advance(serial uint32, at time.Time) {
 		// Records of events on other CPUs interleave: keep the highest.
 		return
 	}
-	r.last.Store(&Position{Boot: r.boot, Serial: serial, Time: at, Lost: r.lostSeen.Load()})
+	r.last.Store(&Position{Boot: r.boot, Serial: serial, Time: at, Lost: r.lostCounted.Load()})
 }
 
 func (r *Reader) reportGap(first uint32, at time.Time) {
@@ -61,24 +61,4 @@ func (r *Reader) reportGap(first uint32, at time.Time) {
 		return
 	}
 	r.handler.HandleLoss(LossStopped, g.Events)
-}
-
-// lostWhileAway counts what the kernel's lost counter rose by since the
-// previous reader saved its position, in this boot. A counter below the
-// saved one was reset (auditctl --reset-lost): all of it is new.
-func (r *Reader) lostWhileAway(now uint32) {
-	after := r.cfg.After
-	if after == nil || after.Boot == "" || after.Boot != r.boot {
-		return
-	}
-	// A predecessor that was killed may have counted a rise after its
-	// last save (contidd saves every second): that rise is counted
-	// twice, which overstates the loss rather than hiding any.
-	n := now
-	if now >= after.Lost {
-		n = now - after.Lost
-	}
-	if n > 0 {
-		r.kernelLost.Add(uint64(n))
-	}
 }

@@ -40,7 +40,9 @@ type LossKind int
 
 const (
 	// LossKernel: the kernel's own lost counter rose (backlog overflow,
-	// rate limit, memory); the count is exact.
+	// rate limit, memory, kauditd's queues). It counts records; as the
+	// audit daemon only the part of its rise that no missing serial or
+	// headless event accounts for is reported (see kernellost.go).
 	LossKernel LossKind = iota + 1
 	// LossReader: the multicast socket overflowed (ENOBUFS) while we were
 	// behind; the count is the serials missing around the overflow.
@@ -204,7 +206,7 @@ type ReaderStats struct {
 	Events     uint64 // events reassembled
 	Tagged     uint64 // events attributed to a container
 	Ambiguous  uint64 // events whose PID was reused: never attributed, handed on with their candidates
-	KernelLost uint64 // rise of the kernel's lost counter since start
+	KernelLost uint64 // rise of the kernel's lost counter counted as lost since start
 	ReaderLost uint64 // events dropped at our socket (overflow)
 	Overruns   uint64 // ENOBUFS from the socket
 	Rejected   uint64 // datagrams not from the kernel, or unparsable
@@ -237,10 +239,12 @@ type Reader struct {
 	parser  parser
 	event   Event
 
-	// kernelLost is fed by the status poller and drained by the read
-	// loop, so every Handler call happens on one goroutine.
-	kernelLost atomic.Uint64
-	stats      struct {
+	// kfeed is fed by the status poller and drained by the read loop,
+	// so every Handler call happens on one goroutine; kacct settles it
+	// (see kernellost.go).
+	kfeed kernelFeed
+	kacct kernelAccount
+	stats struct {
 		records, events, tagged, ambiguous, kernelLost, readerLost, overruns, rejected, gaps atomic.Uint64
 		replayed                                                                             atomic.Uint64
 		maxLag                                                                               atomic.Int64
@@ -277,8 +281,9 @@ type Reader struct {
 	last atomic.Pointer[Position]
 	// boot is this boot's ID, for Position.
 	boot string
-	// lostSeen is the kernel's lost counter as last read, for Position.
-	lostSeen atomic.Uint32
+	// lostCounted is the kernel's lost counter up to which its rise is
+	// counted, for Position.
+	lostCounted atomic.Uint32
 
 	// mu guards closing and exited: Close must not release the sockets
 	// while Run still reads them.
@@ -400,20 +405,22 @@ func (r *Reader) Run(ctx context.Context, h Handler) error {
 		return fmt.Errorf("audit reassembler: %w", err)
 	}
 	r.reasm = reasm
+	// On the way out, after the poller stopped: flush reassembly, count
+	// the gaps still held, then settle the last rise of the kernel's
+	// counter against them.
 	defer func() {
 		_ = reasm.Close()
 		r.claimSuspects(time.Time{}, true)
+		now := time.Now()
+		r.takeKernelLost(now)
+		r.settleKernelLost(now, true)
 	}()
 
 	baseline, err := r.lostCounter()
 	if err != nil {
 		return fmt.Errorf("audit status: %w", err)
 	}
-	r.lostSeen.Store(baseline)
 	r.lostWhileAway(baseline)
-	// On the way out, after the poller stopped: hand over the last rise
-	// of the kernel's counter, then flush reassembly (deferred above).
-	defer r.reportKernelLost()
 	pollCtx, stopPoll := context.WithCancel(ctx)
 	var polling sync.WaitGroup
 	polling.Add(1)
@@ -455,6 +462,7 @@ func (r *Reader) Run(ctx context.Context, h Handler) error {
 		case err == nil:
 			r.take(b, pos)
 		case errors.Is(err, os.ErrDeadlineExceeded):
+			r.readEmpty(time.Now())
 			if r.overflow.probe {
 				r.sendProbe()
 			}
@@ -471,20 +479,14 @@ func (r *Reader) Run(ctx context.Context, h Handler) error {
 }
 
 func (r *Reader) tick(now time.Time) {
-	r.reportKernelLost()
+	r.takeKernelLost(now)
 	_ = r.reasm.Maintain()
 	r.closeOverflow(now)
 	r.claimPendingGaps(now, false)
 	r.claimSuspects(now, false)
+	r.settleKernelLost(now, false)
 	r.pruneOpen(now)
 	r.handler.Tick(now)
-}
-
-func (r *Reader) reportKernelLost() {
-	if n := r.kernelLost.Swap(0); n > 0 {
-		r.stats.kernelLost.Add(n)
-		r.handler.HandleLoss(LossKernel, n)
-	}
 }
 
 // receive reads one datagram from the kernel: into the spool's next slot
@@ -619,13 +621,17 @@ func (s *stream) ReassemblyComplete(msgs []*auparse.AuditMessage) {
 		return
 	}
 	rest := isTailFragment(msgs) && r.recent.inherit(ev)
-	if !rest && (r.overflow.open || r.justResumed()) && isTailFragment(msgs) {
-		// The socket dropped this event's first records, or the
-		// contidd before us read them; the serial was seen, so no gap
-		// counts it, and without its SYSCALL record it names no process
-		// to attribute.
+	if !rest && (r.cfg.Source == Unicast || r.overflow.open) && isTailFragment(msgs) {
+		// The kernel dropped this event's SYSCALL record (before it
+		// took the serial, at the backlog, or after, in kauditd's
+		// queues), or the contidd before us read it; the serial was
+		// seen, so no gap counts it, and without its SYSCALL record it
+		// names no process to attribute. As the audit daemon the reader
+		// is sent every record, so a headless event is always such a
+		// loss; over multicast only while the socket overflowed.
 		r.stats.readerLost.Add(1)
 		r.handler.HandleLoss(LossReader, 1)
+		r.streamLost(1, time.Now())
 		return
 	}
 	r.stats.events.Add(1)
@@ -749,6 +755,7 @@ func (r *Reader) gapped(n uint64) {
 		// give up on a reader that does not keep up (after a tenth of
 		// a second) and do not always count what they drop.
 		r.lose(n)
+		r.streamLost(n, time.Now())
 	case r.overflow.open:
 		r.overflow.gaps += n
 		r.lose(n)
@@ -853,39 +860,4 @@ func (r *Reader) endOverflow() {
 		r.handler.HandleLoss(LossReader, r.overflow.overruns)
 	}
 	r.overflow = overflowWindow{}
-}
-
-// lostCounter reads the kernel's lost counter with AUDIT_GET.
-func (r *Reader) lostCounter() (uint32, error) {
-	st, err := r.ctl.Status()
-	if err != nil {
-		return 0, err
-	}
-	return st.Lost, nil
-}
-
-// pollLost feeds the rise of the kernel's lost counter to the read loop.
-// The counter is 32 bits and `auditctl --reset-lost` zeroes it, so a drop
-// is read as a reset and counted from zero.
-func (r *Reader) pollLost(ctx context.Context, last uint32) {
-	t := time.NewTicker(r.cfg.StatusInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		cur, err := r.lostCounter()
-		if err != nil {
-			continue
-		}
-		if cur >= last {
-			r.kernelLost.Add(uint64(cur - last))
-		} else {
-			r.kernelLost.Add(uint64(cur))
-		}
-		last = cur
-		r.lostSeen.Store(cur)
-	}
 }

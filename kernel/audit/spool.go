@@ -114,6 +114,12 @@ const (
 	offDoneLen = 120
 	offDoneSet = 128
 	doneSetMax = 256
+	// offLost is the kernel's lost counter up to which the reader
+	// counted its rise, if offHasLost is 1: a successor counts the rise
+	// since. An earlier contidd left both 0, and its saved position
+	// says instead.
+	offLost    = offDoneSet + 4*doneSetMax
+	offHasLost = offLost + 4
 )
 
 // slotMax is the most one received record can take: its length, then the
@@ -398,6 +404,18 @@ func (q *serialQueue) add(serial uint32) {
 // records up to (0: all of them).
 func (s *Spool) done() (uint32, bool, uint64) {
 	return atomic.LoadUint32(s.word(offDone)), atomic.LoadUint32(s.word(offHasDone)) == 1, atomic.LoadUint64(s.dword(offDoneEnd))
+}
+
+// setKernelLost records the kernel's lost counter up to which its rise
+// is counted.
+func (s *Spool) setKernelLost(v uint32) {
+	atomic.StoreUint32(s.word(offLost), v)
+	atomic.StoreUint32(s.word(offHasLost), 1)
+}
+
+// kernelLost returns what setKernelLost recorded, if anything.
+func (s *Spool) kernelLost() (uint32, bool) {
+	return atomic.LoadUint32(s.word(offLost)), atomic.LoadUint32(s.word(offHasLost)) == 1
 }
 
 func (s *Spool) word(off int) *uint32  { return (*uint32)(unsafe.Pointer(&s.mem[off])) }

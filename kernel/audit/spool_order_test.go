@@ -160,7 +160,8 @@ func (*lossCounter) Tick(time.Time)                    {}
 // serials that never came, however its events complete: late records of
 // an event (delivered after a later serial) and serials a successor skips
 // in the spool because the killed reader had written them are no gaps.
-// A serial that never came is one, so the count is not simply zero.
+// A serial that never came is one, so the count is not simply zero, and
+// so is an event that came without its SYSCALL record, once.
 func TestUnicastGapsCounted(t *testing.T) {
 	const (
 		syscall   = auparse.AUDIT_SYSCALL
@@ -192,6 +193,10 @@ func TestUnicastGapsCounted(t *testing.T) {
 			recs: []rec{{avc, 10}, {user, 11}, {syscall, 10}, {proctitle, 10}, {user, 12}}},
 		{name: "first record after a later event", inFlight: 100,
 			recs: []rec{{user, 9}, {user, 11}, {syscall, 10}, {proctitle, 10}, {user, 12}}},
+		{name: "headless event", inFlight: 100,
+			recs: []rec{{user, 1}, {proctitle, 2}, {user, 3}}, want: 1},
+		{name: "gap and headless event, each once", inFlight: 100,
+			recs: []rec{{user, 1}, {proctitle, 3}, {user, 4}}, want: 2},
 		{name: "successor skips what the killed reader wrote", inFlight: 100,
 			killed: []rec{{user, 9}, {user, 11}, {syscall, 10}, {proctitle, 10}}, hold: 10,
 			recs: []rec{{user, 12}, {user, 13}}},

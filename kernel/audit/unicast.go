@@ -224,13 +224,6 @@ func (r *Reader) pruneOpen(now time.Time) {
 	}
 }
 
-// justResumed: the reader read on from an earlier contidd's socket and
-// began moments ago, so the first records may end an event the earlier
-// one began.
-func (r *Reader) justResumed() bool {
-	return r.resumed && time.Since(r.started) < 2*r.cfg.ReassemblyTimeout
-}
-
 // Socket returns a duplicate of the unicast socket, for systemd's file
 // descriptor store.
 func (r *Reader) Socket() (*os.File, error) {

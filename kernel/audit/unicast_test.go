@@ -721,3 +721,127 @@ func TestEnsureExempt(t *testing.T) {
 		}
 	}
 }
+
+// TestUnicastStallCounted: as the audit daemon behind a 1 MiB socket,
+// the reader stops taking events for a while (its handler blocks, as
+// behind a journald that takes nothing) during a flood of openat events
+// from a tagged process. The kernel drops records in its queues, after
+// and before they took serials, and counts some of them. Every event
+// the producer made is then either written, attributed, or counted in
+// EventsLost and in a loss entry, exactly: the control without a stall
+// loses nothing, and the stall loses thousands.
+func TestUnicastStallCounted(t *testing.T) {
+	count := 20000
+	for _, tc := range []struct {
+		name  string
+		stall time.Duration
+	}{
+		{"no stall", 0},
+		{"stalled", 8 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newAuditSession(t)
+			s.resetLost = true
+			b := tracker(t)
+			// A short wait (4 s at HZ=250) keeps a producer the kernel
+			// forgets to wake from holding the test for minutes.
+			s.setBacklog(8192, 1000)
+			cg := newCgroup(t, b, nil, "stall", true)
+			reg := fakeContainers{cg.chain.ID(): {cg.chain, "stall", "stall.scope"}}
+			j := testenv.StartJournald(t)
+			w, err := journal.NewWriter(j.Socket)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer w.Close()
+			spool, err := audit.NewSpool(0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer spool.Close()
+			r, err := audit.NewReader(audit.Config{Source: audit.Unicast, UnicastReceiveBuffer: 1 << 20, Spool: spool}, b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f := journal.NewForwarder(w, reg, journal.Config{Queue: 1024, LossInterval: time.Second, Done: spool.Done})
+			stall := make(chan struct{})
+			ctx, stop := contextWithStop()
+			done := make(chan error, 1)
+			go func() { done <- r.Run(ctx, &stallingHandler{Forwarder: f, stall: stall}) }()
+			stopped := false
+			halt := func() {
+				if stopped {
+					return
+				}
+				stopped = true
+				stop()
+				if err := <-done; err != nil {
+					t.Errorf("reader: %v", err)
+				}
+				r.Close()
+				f.Close()
+			}
+			defer halt()
+
+			target := filepath.Join(t.TempDir(), "target")
+			if err := os.WriteFile(target, nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			key := "contid-test-" + randomSuffix(t)
+			before, err := s.ctl.Status()
+			if err != nil {
+				t.Fatal(err)
+			}
+			released := time.AfterFunc(tc.stall, func() { close(stall) })
+			defer released.Stop()
+			start := time.Now()
+			res := runOpenHelper(t, s, cg.fd, count, 1e9, target, key)
+			produced := time.Since(start)
+			// Let the reader catch up and the rise of the kernel's
+			// counter settle, then stop: stopping settles what is left.
+			waitRecords(t, r, 2*time.Second, 120*time.Second)
+			time.Sleep(6 * time.Second)
+			after, err := s.ctl.Status()
+			if err != nil {
+				t.Fatal(err)
+			}
+			halt()
+			rs, fs := r.Stats(), f.Stats()
+			// The producer may open a few other files as it starts,
+			// depending on how soon the rule for its PID takes effect:
+			// made before the flood, they are written, never lost.
+			written, other := 0, map[string]int{}
+			for _, e := range j.Select(t, []string{"AUDIT_FIELD_NAME"}, "AUDIT_CONTAINER_ID="+idStr(cg.chain.ID()), "AUDIT_FIELD_KEY="+key) {
+				written++
+				if name := e.Get("AUDIT_FIELD_NAME"); name != target && name != "" {
+					other[name]++
+				}
+			}
+			made := res.offered
+			for _, n := range other {
+				made += n
+			}
+			var entries uint64
+			for _, e := range j.Query(t, "MESSAGE_ID="+journal.MessageEventsLost) {
+				n, _ := strconv.ParseUint(e.Get("AUDIT_LOST_COUNT"), 10, 64)
+				entries += n
+			}
+			t.Logf("other opens: %v", other)
+			t.Logf("%s: %d opens in %v; written %d; loss entries %d; EventsLost %d (kernel %d, reader %d); kernel counter +%d; gaps %d; overruns %d",
+				tc.name, res.offered, produced.Round(time.Millisecond), written, entries, fs.Lost, fs.LostKernel, fs.LostReader,
+				after.Lost-before.Lost, rs.Gaps, rs.Overruns)
+			if entries != fs.Lost {
+				t.Errorf("loss entries report %d, EventsLost is %d", entries, fs.Lost)
+			}
+			if got := uint64(written) + fs.Lost; got != uint64(made) {
+				t.Errorf("written %d + lost %d = %d, the producer made %d", written, fs.Lost, got, made)
+			}
+			if tc.stall == 0 && fs.Lost != 0 {
+				t.Errorf("without a stall %d counted lost", fs.Lost)
+			}
+			if tc.stall > 0 && fs.Lost < 1000 {
+				t.Errorf("the stall lost only %d: it did not overflow the socket", fs.Lost)
+			}
+		})
+	}
+}
