@@ -11,7 +11,8 @@
 # every tag call that could mint it. The untagged control of each must
 # succeed.
 
-GRANT_VICTIM_PID="" GRANT_VICTIM_ID="" GRANT_VICTIM_CG="" GRANT_VICTIM_UNIT=""
+# GRANT_VICTIM_PID, _ID, _CG: set by grant_victim and exported to the
+# attack scopes, whose fresh copy of this file must not reset them.
 
 # grant_victim starts the granted victim and has the host tag it.
 grant_victim() {
@@ -185,10 +186,17 @@ atk_grant_mint() {
 		echo "tagcgroup-child: $(busctl $bus call "${MANAGER[@]}" TagCgroup 'sta{sv}' "$mycg/mint-$sub" 0 1 AllowBPF b true 2>&1 | head -n1)"
 		sub=b
 		echo "tagcgroup-own: $(busctl $bus call "${MANAGER[@]}" TagCgroup 'sta{sv}' "$mycg" 0 1 AllowBPF b true 2>&1 | head -n1)"
-		echo "tagpid-child: $(busctl $bus call "${MANAGER[@]}" TagPID 'uta{sv}' "$child" 0 1 AllowBPF b true 2>&1 | head -n1)"
-		echo "tagpid-self: $(busctl $bus call "${MANAGER[@]}" TagPID 'uta{sv}' $$ 0 1 AllowBPF b true 2>&1 | head -n1)"
+		# The caller must be the fresh child's parent: busctl execs in
+		# the subshell that forked it.
+		echo "tagpid-child: $( (
+			sleep 30 &
+			exec busctl $bus call "${MANAGER[@]}" TagPID 'uta{sv}' "$!" 0 1 AllowBPF b true
+		) 2>&1 | head -n1)"
+		echo "tagpid-self: $( (exec busctl $bus call "${MANAGER[@]}" TagPID 'uta{sv}' "$BASHPID" 0 1 AllowBPF b true) 2>&1 | head -n1)"
 		echo "tagcgroup-victim-id: $(busctl $bus call "${MANAGER[@]}" TagCgroup 'sta{sv}' "$mycg/mint-a" "${GRANT_VICTIM_ID:-0}" 0 2>&1 | head -n1)"
 	done
+	# The unprivileged local user, who needs polkit's org.contid1.tag.
+	echo "unpriv-tagcgroup: $(setpriv --reuid=65534 --regid=65534 --clear-groups busctl call "${MANAGER[@]}" TagCgroup 'sta{sv}' "$mycg/mint-b" 0 1 AllowBPF b true 2>&1 | head -n1)"
 	echo "load-after: $("$PROBE" bpf-prog-load 2>&1)"
 	"$PROBE" clone-into-cgroup "$CG$mycg/mint-a" "$PROBE" bpf-prog-load >/dev/null 2>&1
 	echo "load-in-child-a: $?"
@@ -227,7 +235,7 @@ run_grant_mint() {
 		load-in-child-a) [[ $line == *": 1" ]] || verdict=FAIL; a+=" [$line]" ;;
 		*) [[ $line == *"Call failed"* ]] || verdict=FAIL; a+=" [$line]" ;;
 		esac
-	done < <(grep -E '^(via|tag|load)' "$log")
+	done < <(grep -E '^(via|tag|unpriv|load)' "$log")
 	# The granted path is grants.sh's control: the host may give it.
 	result "$name" "$verdict" "without AllowBPF:${a} | control: grants (the host's TagUnit with AllowBPF)"
 }
@@ -254,9 +262,9 @@ run_grant_attacks() {
 	# The attack bodies run in scopes, from a fresh copy of suite.sh
 	# that does not set CG.
 	export CG
-	run_grant_mint
-	if selected grant_steal_ptrace || selected grant_join_procs || selected grant_join_clone3; then
+	if selected grant_mint || selected grant_steal_ptrace || selected grant_join_procs || selected grant_join_clone3; then
 		grant_victim || no_victim="the host could not tag the granted victim"
+		run_grant_mint
 		NEEDS=$no_victim run_denial grant_steal_ptrace
 		if selected grant_steal_ptrace; then
 			[[ ${GS_USES:-x} == 0 ]] && v=PASS || v=FAIL
