@@ -592,7 +592,7 @@ func injectBPFProgLoad(pid int) error {
 	attr.insnCnt = 2
 	attr.insns = insnsAt
 	attr.license = licAt
-	copy(attr.progName[:], "contid_vm_inject")
+	copy(attr.progName[:], "contid_vm_inj") // NUL-terminated within 16 bytes
 	blob := make([]byte, 128+unsafe.Sizeof(attr))
 	copy(blob[0:], []byte{0xb7, 0, 0, 0, 0, 0, 0, 0, 0x95, 0, 0, 0, 0, 0, 0, 0})
 	copy(blob[64:], "GPL\x00")
@@ -629,7 +629,20 @@ func injectBPFProgLoad(pid int) error {
 	if r := int64(after.Rax); r < 0 {
 		return fmt.Errorf("bpf(BPF_PROG_LOAD) in %d: %w", pid, unix.Errno(-r))
 	}
-	fmt.Printf("ok: attached to %d and had it load a socket filter (fd %d in %d)\n", pid, after.Rax, pid)
+	// The program is the tracee's; the same attach right copies it out,
+	// ready for an attach command of the tracer's own.
+	took := "not copied"
+	if pidfd, err := unix.PidfdOpen(pid, 0); err == nil {
+		if got, err := unix.PidfdGetfd(pidfd, int(after.Rax), 0); err == nil {
+			target, _ := os.Readlink("/proc/self/fd/" + strconv.Itoa(got))
+			took = fmt.Sprintf("copied to fd %d here (%s)", got, target)
+			unix.Close(got)
+		} else {
+			took = fmt.Sprintf("not copied: %v", err)
+		}
+		unix.Close(pidfd)
+	}
+	fmt.Printf("ok: attached to %d and had it load a socket filter (fd %d in %d), %s\n", pid, after.Rax, pid, took)
 	return nil
 }
 
