@@ -9,7 +9,8 @@
 // (bookworm's mount(8) knows only mount(2)), change a mount's propagation,
 // move a mount by mount(2) and back, remount with the flags in force, load
 // a BPF program without
-// an object file, and load a kernel module by each of the two system
+// an object file (or make another process load one, by ptrace), shut a
+// filesystem down, and load a kernel module by each of the two system
 // calls (modprobe picks one).
 //
 // Each subcommand tries one operation and reports the outcome on one line:
