@@ -51,6 +51,8 @@ source "$(dirname "$SELF")/ocibench.sh"
 source "$(dirname "$SELF")/blind.sh"
 # shellcheck source=grants.sh
 source "$(dirname "$SELF")/grants.sh"
+# shellcheck source=grantattacks.sh
+source "$(dirname "$SELF")/grantattacks.sh"
 PINDIR=/sys/fs/bpf/contid
 MANAGER=(org.contid1 /org/contid1 org.contid1.Manager)
 TAGGED_SLICE=machine.slice
@@ -904,6 +906,7 @@ main() {
 	else
 		run_nested
 		run_grants
+		run_grant_attacks
 	fi
 	NEEDS=$no_pid run_denial ptrace_contidd
 	NEEDS=$no_pid run_denial steal_fd_contidd

@@ -9,7 +9,8 @@
 // (bookworm's mount(8) knows only mount(2)), change a mount's propagation,
 // move a mount by mount(2) and back, remount with the flags in force, load
 // a BPF program without
-// an object file, and load a kernel module by each of the two system
+// an object file (or make another process load one, by ptrace), shut a
+// filesystem down, and load a kernel module by each of the two system
 // calls (modprobe picks one).
 //
 // Each subcommand tries one operation and reports the outcome on one line:
@@ -132,6 +133,13 @@ func main() {
 		err = cloneIntoCgroup(args[0], args[1:])
 	case "bpf-prog-load":
 		err = bpfProgLoad()
+	case "inject-bpf-prog-load":
+		err = withPID(args, injectBPFProgLoad)
+	case "fs-shutdown":
+		if len(args) != 1 {
+			usage()
+		}
+		err = fsShutdown(args[0])
 	case "init-module", "finit-module":
 		if len(args) != 1 {
 			usage()
@@ -163,6 +171,8 @@ func usage() {
        contid-vmprobe fs-shutdown-invalid PATH
        contid-vmprobe cgroup1-agent mount|fsconfig DIR NAME AGENT
        contid-vmprobe bpf-prog-load
+       contid-vmprobe inject-bpf-prog-load PID
+       contid-vmprobe fs-shutdown PATH
        contid-vmprobe init-module|finit-module MODULE.ko`)
 	os.Exit(2)
 }
@@ -543,5 +553,113 @@ func cgroup1Agent(how, dir, name, agent string) error {
 		return fmt.Errorf("move_mount to %s: %w", dir, err)
 	}
 	fmt.Printf("ok: mounted cgroup v1 %s at %s with release_agent=%s by fsconfig\n", name, dir, agent)
+	return nil
+}
+
+// injectBPFProgLoad makes another process load the socket filter of
+// bpf-prog-load: it attaches with ptrace, writes the program and its
+// bpf_attr below the tracee's stack pointer, points the tracee at the
+// syscall instruction it is stopped after (a sleeping process sits right
+// after one) and single-steps it through bpf(BPF_PROG_LOAD). The load is
+// then the tracee's, made under the tracee's tag: a container that may
+// attach to a process of a container granted AllowBPF loads programs as
+// that container. The new fd stays open in the tracee; its registers and
+// the stack bytes it wrote are put back before the detach.
+func injectBPFProgLoad(pid int) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if err := unix.PtraceAttach(pid); err != nil {
+		return fmt.Errorf("ptrace attach %d: %w", pid, err)
+	}
+	var ws unix.WaitStatus
+	if _, err := unix.Wait4(pid, &ws, unix.WALL, nil); err != nil {
+		return fmt.Errorf("wait for %d: %w", pid, err)
+	}
+	defer unix.PtraceDetach(pid)
+	var saved unix.PtraceRegs
+	if err := unix.PtraceGetRegs(pid, &saved); err != nil {
+		return fmt.Errorf("get registers of %d: %w", pid, err)
+	}
+	sc := saved.Rip - 2
+	op := make([]byte, 2)
+	if _, err := unix.PtracePeekText(pid, uintptr(sc), op); err != nil || op[0] != 0x0f || op[1] != 0x05 {
+		return fmt.Errorf("%d is not stopped after a syscall instruction (%x at %#x, %v)", pid, op, sc, err)
+	}
+	// Below the red zone and well clear of the frames in use.
+	base := (saved.Rsp - 4096) &^ 15
+	insnsAt, licAt, attrAt := base, base+64, base+128
+	var attr progLoadAttr
+	attr.progType = unix.BPF_PROG_TYPE_SOCKET_FILTER
+	attr.insnCnt = 2
+	attr.insns = insnsAt
+	attr.license = licAt
+	copy(attr.progName[:], "contid_vm_inj") // NUL-terminated within 16 bytes
+	blob := make([]byte, 128+unsafe.Sizeof(attr))
+	copy(blob[0:], []byte{0xb7, 0, 0, 0, 0, 0, 0, 0, 0x95, 0, 0, 0, 0, 0, 0, 0})
+	copy(blob[64:], "GPL\x00")
+	copy(blob[128:], unsafe.Slice((*byte)(unsafe.Pointer(&attr)), unsafe.Sizeof(attr)))
+	old := make([]byte, len(blob))
+	if _, err := unix.PtracePeekData(pid, uintptr(base), old); err != nil {
+		return fmt.Errorf("read stack of %d: %w", pid, err)
+	}
+	if _, err := unix.PtracePokeData(pid, uintptr(base), blob); err != nil {
+		return fmt.Errorf("write stack of %d: %w", pid, err)
+	}
+	defer unix.PtracePokeData(pid, uintptr(base), old)
+	regs := saved
+	regs.Rip = sc
+	regs.Rax = unix.SYS_BPF
+	regs.Orig_rax = ^uint64(0)
+	regs.Rdi = unix.BPF_PROG_LOAD
+	regs.Rsi = attrAt
+	regs.Rdx = uint64(unsafe.Sizeof(attr))
+	if err := unix.PtraceSetRegs(pid, &regs); err != nil {
+		return fmt.Errorf("set registers of %d: %w", pid, err)
+	}
+	defer unix.PtraceSetRegs(pid, &saved)
+	if err := unix.PtraceSingleStep(pid); err != nil {
+		return fmt.Errorf("single-step %d: %w", pid, err)
+	}
+	if _, err := unix.Wait4(pid, &ws, unix.WALL, nil); err != nil {
+		return fmt.Errorf("wait for %d: %w", pid, err)
+	}
+	var after unix.PtraceRegs
+	if err := unix.PtraceGetRegs(pid, &after); err != nil {
+		return fmt.Errorf("get registers of %d after the call: %w", pid, err)
+	}
+	if r := int64(after.Rax); r < 0 {
+		return fmt.Errorf("bpf(BPF_PROG_LOAD) in %d: %w", pid, unix.Errno(-r))
+	}
+	// The program is the tracee's; the same attach right copies it out,
+	// ready for an attach command of the tracer's own.
+	took := "not copied"
+	if pidfd, err := unix.PidfdOpen(pid, 0); err == nil {
+		if got, err := unix.PidfdGetfd(pidfd, int(after.Rax), 0); err == nil {
+			target, _ := os.Readlink("/proc/self/fd/" + strconv.Itoa(got))
+			took = fmt.Sprintf("copied to fd %d here (%s)", got, target)
+			unix.Close(got)
+		} else {
+			took = fmt.Sprintf("not copied: %v", err)
+		}
+		unix.Close(pidfd)
+	}
+	fmt.Printf("ok: attached to %d and had it load a socket filter (fd %d in %d), %s\n", pid, after.Rax, pid, took)
+	return nil
+}
+
+// fsShutdown shuts the filesystem at path down for real
+// (FS_IOC_SHUTDOWN with NOLOGFLUSH): use it on a scratch filesystem only.
+func fsShutdown(path string) error {
+	const shutdown = 0x8004587d
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", path, err)
+	}
+	defer unix.Close(fd)
+	flags := uint32(2) // EXT4_GOING_FLAGS_NOLOGFLUSH
+	if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), shutdown, uintptr(unsafe.Pointer(&flags))); e != 0 {
+		return fmt.Errorf("shutdown ioctl %s: %w", path, e)
+	}
+	fmt.Printf("ok: shut down the filesystem at %s\n", path)
 	return nil
 }
