@@ -342,7 +342,17 @@ int BPF_PROG(contid_guard_ptrace, struct task_struct *child, unsigned int mode)
 	if (!tt)
 		return 0;
 	if (!is_protected_task(child)) {
-		if ((mode & PTRACE_MODE_ATTACH) && BPF_CORE_READ(child, tgid) == 1)
+		if (!(mode & PTRACE_MODE_ATTACH))
+			return 0;
+		if (BPF_CORE_READ(child, tgid) == 1)
+			return deny(tt, DENIED_PTRACE);
+		/* A container's AllowBPF or AllowModules is its own: a tracer
+		 * that lacks a bit its target holds would make the target load
+		 * for it and take the program or module fd out with
+		 * pidfd_getfd. */
+		struct task_tag *target = task_tag_of(child);
+		__u32 grants = FLAG_ALLOW_BPF | FLAG_ALLOW_MODULES;
+		if (target && (target->flags & grants & ~tt->flags))
 			return deny(tt, DENIED_PTRACE);
 		return 0;
 	}
