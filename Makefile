@@ -11,7 +11,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 0.
 LDFLAGS   := -bindnow -X github.com/contid/contid/config.Version=$(VERSION)
 # Debian packages the build, the tests and every tier need.
 DEB_DEPS  := clang llvm libbpf-dev bpftool dbus systemd systemd-container \
-             systemd-journal-remote \
+             systemd-journal-remote jq \
              auditd polkitd qemu-system-x86 debootstrap e2fsprogs zstd \
              lintian dpkg-dev debhelper fakeroot util-linux procps iproute2 \
              stress-ng linux-perf libc6-dev \
@@ -85,7 +85,7 @@ test-unprivileged:
 	test/unprivileged.sh
 
 test-systemd: deb
-	test/systemd/run.sh
+	CONTID_TEST_REQUIRE_ALL=$(REQUIRE_ALL) test/systemd/run.sh
 
 test-vm: deb
 	test/vm/run.sh

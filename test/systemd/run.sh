@@ -70,6 +70,8 @@ cleanup() {
 		fi
 		wait "$nspawn_pid" 2>/dev/null
 	fi
+	# The fleet scenario's hosts, collector and audit rule, if it was cut short.
+	if declare -F fleet_cleanup >/dev/null; then fleet_cleanup; fi
 	# Anything left in our cgroups was started by this run: end it by PID.
 	if [ -d "$cg" ]; then
 		find "$cg" -name cgroup.procs -exec cat {} + 2>/dev/null | while read -r p; do
@@ -539,6 +541,9 @@ fi
 in_ct machinectl terminate "$nest" >/dev/null 2>&1
 
 . "$top/test/systemd/reload.sh"
+
+# --- two hosts, one collector ----------------------------------------------
+. "$top/test/systemd/fleet.sh"
 
 # --- removal -------------------------------------------------------------
 
