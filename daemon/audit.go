@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	libaudit "github.com/elastic/go-libaudit/v2"
@@ -115,13 +116,21 @@ func AuditPipeline(journalSocket string) func(ctx context.Context, d *Daemon) er
 		})
 		// The reader has joined the stream: events from here on queue in
 		// its socket until Run reads them.
+		if _, serr := ctl.Status(); errors.Is(serr, syscall.EPERM) {
+			d.Log.Logf(cdbus.PrioWarning, "The kernel refuses its audit status to contidd (outside the initial PID namespace): events it drops before they take a serial are not counted in EventsLost; missing serials still are.")
+		}
 		SetUp(ctx)
+		// The saver stops with the reader, whichever ends first: a reader
+		// that fails at once must not leave contidd waiting here, alive
+		// but reading nothing, until the watchdog kills it.
+		saveCtx, stopSaving := context.WithCancel(ctx)
 		saved := make(chan struct{})
 		go func() {
 			defer close(saved)
-			keepPosition(ctx, d, r)
+			keepPosition(saveCtx, d, r)
 		}()
 		err = r.Run(ctx, beatingForwarder{fwd, readBeat})
+		stopSaving()
 		<-saved
 		savePosition(d, r)
 		fwd.Flush()

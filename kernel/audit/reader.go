@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	libaudit "github.com/elastic/go-libaudit/v2"
@@ -224,6 +225,10 @@ type ReaderStats struct {
 	// gave up before they were written (lost only if contidd then dies).
 	Replayed     uint64
 	SpoolEvicted uint64
+	// NoKernelCounter: the kernel refused its audit status (EPERM
+	// outside the initial PID namespace), so events dropped before they
+	// took a serial are not counted; those the stream shows still are.
+	NoKernelCounter bool
 }
 
 // Reader follows the kernel audit stream, through the multicast group or
@@ -235,9 +240,11 @@ type Reader struct {
 	ctl  *Control
 
 	handler Handler
-	reasm   *libaudit.Reassembler
-	parser  parser
-	event   Event
+	// noCounter: the kernel's lost counter cannot be read (see Run).
+	noCounter atomic.Bool
+	reasm     *libaudit.Reassembler
+	parser    parser
+	event     Event
 
 	// kfeed is fed by the status poller and drained by the read loop,
 	// so every Handler call happens on one goroutine; kacct settles it
@@ -355,6 +362,8 @@ func (r *Reader) Stats() ReaderStats {
 		Source:       r.cfg.Source,
 		Resumed:      r.resumed,
 		Replayed:     r.stats.replayed.Load(),
+
+		NoKernelCounter: r.noCounter.Load(),
 	}
 	if r.cfg.Spool != nil {
 		st.SpoolEvicted = r.cfg.Spool.evicted.Load()
@@ -416,20 +425,30 @@ func (r *Reader) Run(ctx context.Context, h Handler) error {
 		r.settleKernelLost(now, true)
 	}()
 
+	// Outside the initial PID namespace (a contidd in a container booted
+	// with systemd-nspawn) the kernel answers AUDIT_GET with EPERM but
+	// still delivers the multicast stream. The reader then counts the
+	// losses the stream shows (missing serials, headless events) and not
+	// the drops only the counter knows, and says so in its Stats rather
+	// than attributing nothing.
 	baseline, err := r.lostCounter()
-	if err != nil {
+	switch {
+	case errors.Is(err, syscall.EPERM) && r.cfg.Source == Multicast:
+		r.noCounter.Store(true)
+	case err != nil:
 		return fmt.Errorf("audit status: %w", err)
+	default:
+		r.lostWhileAway(baseline)
+		pollCtx, stopPoll := context.WithCancel(ctx)
+		var polling sync.WaitGroup
+		polling.Add(1)
+		go func() {
+			defer polling.Done()
+			r.pollLost(pollCtx, baseline)
+		}()
+		defer polling.Wait()
+		defer stopPoll()
 	}
-	r.lostWhileAway(baseline)
-	pollCtx, stopPoll := context.WithCancel(ctx)
-	var polling sync.WaitGroup
-	polling.Add(1)
-	go func() {
-		defer polling.Done()
-		r.pollLost(pollCtx, baseline)
-	}()
-	defer polling.Wait()
-	defer stopPoll()
 
 	r.started = time.Now()
 	// A kept socket may have filled while no contidd ran, and the kernel
