@@ -99,6 +99,8 @@ func AuditPipeline(journalSocket string) func(ctx context.Context, d *Daemon) er
 			// Closed after the forwarder, which reports to it to the end.
 			defer spool.Close()
 			fcfg.Done = spool.Done
+			// A count batched for the loss interval outlives a kill.
+			fcfg.Unreported = spool
 		}
 		// Watched while the reader runs; not after, when its end is
 		// either shutdown or an error that stops contidd anyway.

@@ -47,6 +47,9 @@ func TestMain(m *testing.M) {
 	if spec := os.Getenv(killedReaderEnv); spec != "" {
 		os.Exit(killedReader(spec))
 	}
+	if spec := os.Getenv(stalledReaderEnv); spec != "" {
+		os.Exit(stalledReader(spec))
+	}
 	if spec := os.Getenv(openatHelperEnv); spec != "" {
 		os.Exit(openatHelper(spec))
 	}
