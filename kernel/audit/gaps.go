@@ -61,6 +61,7 @@ func (g *serialGaps) fromSpool(sp *Spool) {
 // seen notes the serial of each event the reassembler hands on, before
 // anything else is done with it.
 func (r *Reader) seen(serial uint32) {
+	r.stopSeen(serial)
 	g := &r.gaps
 	if g.hasFloor && int32(serial-g.floor) <= 0 {
 		return
@@ -121,6 +122,10 @@ func (g *serialGaps) cameLate(serial uint32) {
 // claimSuspects counts the gaps held longer than a reassembly timeout,
 // or all of them.
 func (r *Reader) claimSuspects(now time.Time, all bool) {
+	if st := &r.stop; st.pending && !st.returned && !all {
+		// They may lie inside the stop gap, which counts them.
+		return
+	}
 	g := &r.gaps
 	kept := g.suspects[:0]
 	for _, s := range g.suspects {
