@@ -89,7 +89,8 @@ func (h *firstStall) HandleEvent(ev *audit.Event) {
 // thousands are lost; the reader is SIGKILLed a few seconds after it has
 // caught up, when its forwarder has written the first loss and batches
 // the rest for its loss interval, and before the kernel's counter is
-// settled. A successor reads on. Every serial from the producer's first
+// settled; or sooner, while it holds the serial gaps uncounted for the
+// reassembly timeout. A successor reads on. Every serial from the producer's first
 // event to its last is written or counted in a loss entry, once. The
 // control, whose spool does not keep the batched losses, leaves
 // thousands of events neither written nor counted.
@@ -100,6 +101,8 @@ func TestKilledAfterLoss(t *testing.T) {
 		keep  bool
 	}{
 		{"kept", 3 * time.Second, true},
+		// Within the reassembly timeout: gaps still held uncounted.
+		{"kept-gaps-held", 500 * time.Millisecond, true},
 		{"control-not-kept", 3 * time.Second, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -112,6 +112,7 @@ func (r *Reader) stopProbeReturned(serial uint32, now time.Time) {
 	st.probe, st.returned, st.probeAt = serial, true, now
 	g := &r.gaps
 	g.suspects = g.suspects[:0]
+	r.keepSuspects()
 	g.floor, g.hasFloor, g.hasHigh = serial, true, false
 }
 

@@ -525,7 +525,13 @@ func (r *Reader) replaySpool() {
 		return
 	}
 	recs, evicted := sp.pending()
-	r.gaps.fromSpool(sp)
+	held := r.gaps.fromSpool(sp)
+	if held > 0 {
+		// Counted now, as the contidd before would have: a reader is
+		// sent every serial, and its successor reads on after them.
+		r.gapped(held)
+	}
+	sp.keepSuspects(nil, 0)
 	for _, rec := range recs {
 		r.take(rec.b, rec.pos)
 	}

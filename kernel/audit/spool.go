@@ -129,6 +129,14 @@ const (
 	// offCredit is the records the stream showed lost that no rise of
 	// the counter since offLost has met yet (see kernellost.go).
 	offCredit = offUnreported + 8*unreportedLen
+	// offSuspects holds the serial gaps the reader holds for a
+	// reassembly timeout before it counts them: how many ranges, the
+	// serials missing in them, and the ranges (lo, hi), at most
+	// suspectsMax of them.
+	offSuspects      = offCredit + 8
+	offSuspectsN     = offSuspects + 8
+	offSuspectRanges = offSuspectsN + 8
+	suspectsMax      = 256
 )
 
 // slotMax is the most one received record can take: its length, then the
@@ -424,6 +432,44 @@ func (s *Spool) setKernelLost(v uint32) {
 
 // setCredit records the reader's unmet stream losses.
 func (s *Spool) setCredit(n uint64) { atomic.StoreUint64(s.dword(offCredit), n) }
+
+// keepSuspects records the gaps not yet counted, merging neighbours
+// once there are more than fit (a merged range also covers serials that
+// came, which is harmless: it only keeps a successor from counting
+// them as a gap again).
+func (s *Spool) keepSuspects(ranges []serialRange, n uint64) {
+	for len(ranges) > suspectsMax {
+		merged := make([]serialRange, 0, (len(ranges)+1)/2)
+		for i := 0; i < len(ranges); i += 2 {
+			r := ranges[i]
+			if i+1 < len(ranges) {
+				r.hi = ranges[i+1].hi
+			}
+			merged = append(merged, r)
+		}
+		ranges = merged
+	}
+	atomic.StoreUint32(s.word(offSuspects), 0)
+	for i, r := range ranges {
+		atomic.StoreUint32(s.word(offSuspectRanges+8*i), r.lo)
+		atomic.StoreUint32(s.word(offSuspectRanges+8*i+4), r.hi)
+	}
+	atomic.StoreUint64(s.dword(offSuspectsN), n)
+	atomic.StoreUint32(s.word(offSuspects), uint32(len(ranges)))
+}
+
+// suspects returns what keepSuspects recorded.
+func (s *Spool) suspects() ([]serialRange, uint64) {
+	k := int(atomic.LoadUint32(s.word(offSuspects)))
+	if k > suspectsMax {
+		return nil, 0
+	}
+	ranges := make([]serialRange, k)
+	for i := range ranges {
+		ranges[i] = serialRange{atomic.LoadUint32(s.word(offSuspectRanges + 8*i)), atomic.LoadUint32(s.word(offSuspectRanges + 8*i + 4))}
+	}
+	return ranges, atomic.LoadUint64(s.dword(offSuspectsN))
+}
 
 // credit returns what setCredit recorded.
 func (s *Spool) credit() uint64 { return atomic.LoadUint64(s.dword(offCredit)) }
