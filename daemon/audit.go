@@ -12,6 +12,7 @@ import (
 	"time"
 
 	libaudit "github.com/elastic/go-libaudit/v2"
+	"golang.org/x/sys/unix"
 
 	"github.com/contid/contid"
 	"github.com/contid/contid/config"
@@ -100,6 +101,8 @@ func AuditPipeline(journalSocket string) func(ctx context.Context, d *Daemon) er
 			// Closed after the forwarder, which reports to it to the end.
 			defer spool.Close()
 			fcfg.Done = spool.Done
+			// A count batched for the loss interval outlives a kill.
+			fcfg.Unreported = spool
 		}
 		// Watched while the reader runs; not after, when its end is
 		// either shutdown or an error that stops contidd anyway.
@@ -392,12 +395,55 @@ func savePosition(d *Daemon, r *audit.Reader) {
 	if err != nil {
 		return
 	}
-	path := filepath.Join(d.Config.StateDirectory, positionFile)
-	tmp := path + ".tmp"
-	// A full disk costs only the gap count of a later start.
-	if os.WriteFile(tmp, b, 0o600) == nil {
-		_ = os.Rename(tmp, path)
+	if err := writePosition(d.Config.StateDirectory, b); err != nil && !d.positionWarned.Swap(true) {
+		d.Log.Logf(cdbus.PrioWarning, "Cannot save the audit position (%v): a later start counts the events since the last save as unread.", err)
 	}
+}
+
+// positionSlot is the size of the position file, padded: the file and
+// its spare keep their blocks, so a save on a full disk writes into
+// blocks it already has. A position that could not be saved would have
+// the next start count every event since the last save (read and
+// written) as unread while stopped, and count the kernel's lost counter
+// since then again.
+const positionSlot = 512
+
+// writePosition writes b into the spare file, allocated on its first
+// use, and exchanges it with the position file, so the old position
+// becomes the spare: after the first two saves, no save needs a free
+// block. A crash mid-write leaves the position file whole.
+func writePosition(dir string, b []byte) error {
+	if len(b) > positionSlot {
+		return fmt.Errorf("audit position of %d bytes", len(b))
+	}
+	path := filepath.Join(dir, positionFile)
+	spare := path + ".tmp"
+	f, err := os.OpenFile(spare, os.O_WRONLY|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	if err := unix.Fallocate(int(f.Fd()), 0, 0, positionSlot); err != nil {
+		f.Close()
+		return fmt.Errorf("allocate %s: %w", spare, err)
+	}
+	buf := make([]byte, positionSlot)
+	copy(buf, b)
+	for i := len(b); i < len(buf); i++ {
+		buf[i] = ' ' // JSON allows trailing white space
+	}
+	_, err = f.WriteAt(buf, 0)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	err = unix.Renameat2(unix.AT_FDCWD, spare, unix.AT_FDCWD, path, unix.RENAME_EXCHANGE)
+	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EINVAL) {
+		// No position yet, or a file system without the exchange.
+		err = os.Rename(spare, path)
+	}
+	return err
 }
 
 // registryContainers adapts the registry to journal.Containers.

@@ -12,6 +12,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/activation"
@@ -58,10 +59,12 @@ type Daemon struct {
 	AuditSpool *os.File
 
 	progress *progress
-	reloadMu sync.Mutex
-	reload   reloadState
-	wg       sync.WaitGroup
-	errCh    chan error
+	// positionWarned: a failed save of the audit position was logged.
+	positionWarned atomic.Bool
+	reloadMu       sync.Mutex
+	reload         reloadState
+	wg             sync.WaitGroup
+	errCh          chan error
 }
 
 // Go runs f until ctx ends; its failure stops the daemon.

@@ -665,3 +665,70 @@ func (benchHandler) Tick(time.Time)                    {}
 type discard struct{}
 
 func (discard) Send(*Entry) error { return nil }
+
+// TestForwarderLossKeptAcrossKill: a forwarder killed with losses
+// batched for its loss interval leaves them in its keeper (the audit
+// spool), and the next forwarder given the keeper writes them, with
+// their kinds and since when, and counts them. The control, without a
+// keeper, leaves the successor nothing to write.
+func TestForwarderLossKeptAcrossKill(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		keep bool
+	}{
+		{"kept", true},
+		{"control-not-kept", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sp, err := audit.NewSpool(0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sp.Close()
+			cfg := Config{LossInterval: 10 * time.Second}
+			if tc.keep {
+				cfg.Unreported = sp
+			}
+			out := &fakeSender{t: t}
+			killed := NewForwarder(out, nil, cfg)
+			t0 := time.Unix(1700000000, 0)
+			killed.addLoss(lossWindow{reader: 1}, t0)
+			// Batched behind the first entry, then the process dies.
+			killed.addLoss(lossWindow{reader: 7000}, t0.Add(time.Second))
+			killed.addLoss(lossWindow{kernel: 3}, t0.Add(2*time.Second))
+			if len(out.entries) != 1 {
+				t.Fatalf("%d entries before the kill, want 1", len(out.entries))
+			}
+			next := &fakeSender{t: t}
+			f := NewForwarder(next, nil, cfg)
+			f.Tick(t0.Add(3 * time.Second))
+			if !tc.keep {
+				if len(next.entries) != 0 || f.Stats().Lost != 0 {
+					t.Fatalf("control: the successor wrote %d entries, counted %d", len(next.entries), f.Stats().Lost)
+				}
+				return
+			}
+			if len(next.entries) != 1 {
+				t.Fatalf("the successor wrote %d entries, want 1", len(next.entries))
+			}
+			for name, want := range map[string]string{
+				"AUDIT_LOST_COUNT": "7003", "AUDIT_LOST_READER": "7000", "AUDIT_LOST_KERNEL": "3",
+				"AUDIT_LOST_SINCE": t0.Add(time.Second).UTC().Format(time.RFC3339Nano),
+			} {
+				if got := values(next.entries[0], name); len(got) != 1 || got[0] != want {
+					t.Errorf("%s = %q, want %q", name, got, want)
+				}
+			}
+			if s := f.Stats(); s.Lost != 7003 || s.LostReader != 7000 || s.LostKernel != 3 {
+				t.Errorf("successor stats %+v", s)
+			}
+			// Written: the keeper is empty, and a third forwarder has
+			// nothing to write.
+			third := &fakeSender{t: t}
+			NewForwarder(third, nil, cfg).Tick(t0.Add(4 * time.Second))
+			if len(third.entries) != 0 {
+				t.Errorf("written twice: %d entries", len(third.entries))
+			}
+		})
+	}
+}

@@ -69,9 +69,21 @@ type Config struct {
 	// journald and counted), in the order the events came: the audit
 	// reader's spool may then forget it.
 	Done func(serial uint32)
+	// Unreported, if set, keeps the losses counted and not yet in a loss
+	// entry where the next contidd finds them (the audit spool): a
+	// forwarder started with it reports what its killed predecessor
+	// had not, and counts it in its Stats.
+	Unreported LossKeeper
 	// Passwd is the file that names UIDs in MESSAGEs; default
 	// /etc/passwd.
 	Passwd string
+}
+
+// LossKeeper keeps the losses not yet reported across a kill;
+// *audit.Spool is one.
+type LossKeeper interface {
+	KeepLoss(audit.LossCounts)
+	KeptLoss() audit.LossCounts
 }
 
 // Stats are the forwarder's counters.
@@ -148,7 +160,28 @@ func NewForwarder(out Sender, c Containers, cfg Config) *Forwarder {
 		}
 		go f.writeQueued()
 	}
+	if k := cfg.Unreported; k != nil {
+		if c := k.KeptLoss(); c.Kernel+c.Reader+c.Stopped+c.Write > 0 {
+			f.lostKernel.Add(c.Kernel)
+			f.lostReader.Add(c.Reader)
+			f.lostStopped.Add(c.Stopped)
+			f.writeFailed.Add(c.Write)
+			f.pending = lossWindow{kernel: c.Kernel, reader: c.Reader, stopped: c.Stopped, write: c.Write, since: c.Since}
+			if f.pending.since.IsZero() {
+				f.pending.since = time.Now()
+			}
+		}
+	}
 	return f
+}
+
+// keepPending hands the unreported losses to Config.Unreported; f.mu is
+// held.
+func (f *Forwarder) keepPending() {
+	if k := f.cfg.Unreported; k != nil {
+		w := f.pending
+		k.KeepLoss(audit.LossCounts{Kernel: w.kernel, Reader: w.reader, Stopped: w.stopped, Write: w.write, Since: w.since})
+	}
 }
 
 // Stats returns the counters.
@@ -324,6 +357,7 @@ func (f *Forwarder) addLoss(w lossWindow, now time.Time) {
 	f.pending.reader += w.reader
 	f.pending.stopped += w.stopped
 	f.pending.write += w.write
+	f.keepPending()
 	f.mu.Unlock()
 	f.flushLoss(now, false)
 }
@@ -357,6 +391,7 @@ func (f *Forwarder) flushLoss(now time.Time, force bool) {
 		return
 	}
 	f.pending = lossWindow{}
+	f.keepPending()
 	f.lastReport = now
 	f.lossEntries.Add(1)
 	if f.cfg.OnLoss != nil {

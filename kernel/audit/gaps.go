@@ -44,10 +44,15 @@ type suspectGap struct {
 
 // fromSpool takes what a spool about to be replayed knows: the serials
 // done up to its watermark and above it, and those evicted unwritten.
-func (g *serialGaps) fromSpool(sp *Spool) {
+func (g *serialGaps) fromSpool(sp *Spool) (held uint64) {
+	// Gaps the contidd before held uncounted when it was killed: its
+	// successor counts them (the watermark may have passed them), and
+	// does not count them again should its replay show them.
+	ranges, held := sp.suspects()
+	g.known = append(g.known, ranges...)
 	done, ok, _ := sp.done()
 	if !ok {
-		return
+		return held
 	}
 	g.floor, g.hasFloor = done, true
 	for _, serial := range sp.doneAboveList() {
@@ -56,11 +61,31 @@ func (g *serialGaps) fromSpool(sp *Spool) {
 	if lo, hi, ok := sp.evictedRange(); ok {
 		g.known = append(g.known, serialRange{lo, hi})
 	}
+	return held
+}
+
+// keepSuspects records the gaps held uncounted in the spool, for a
+// successor should this contidd be killed before it counts them.
+func (r *Reader) keepSuspects() {
+	sp := r.cfg.Spool
+	if sp == nil {
+		return
+	}
+	var n uint64
+	ranges := make([]serialRange, 0, len(r.gaps.suspects))
+	for _, s := range r.gaps.suspects {
+		if s.n > 0 {
+			n += s.n
+			ranges = append(ranges, s.serialRange)
+		}
+	}
+	sp.keepSuspects(ranges, n)
 }
 
 // seen notes the serial of each event the reassembler hands on, before
 // anything else is done with it.
 func (r *Reader) seen(serial uint32) {
+	r.stopSeen(serial)
 	g := &r.gaps
 	if g.hasFloor && int32(serial-g.floor) <= 0 {
 		return
@@ -73,7 +98,9 @@ func (r *Reader) seen(serial uint32) {
 	}
 	d := int32(serial - g.high)
 	if d <= 0 {
-		g.cameLate(serial)
+		if g.cameLate(serial) {
+			r.keepSuspects()
+		}
 		return
 	}
 	if d > 1 {
@@ -81,6 +108,7 @@ func (r *Reader) seen(serial uint32) {
 		n := uint64(d-1) - covered(gap, g.known)
 		if r.cfg.Source == Unicast {
 			g.suspects = append(g.suspects, suspectGap{serialRange: gap, n: n, at: time.Now()})
+			r.keepSuspects()
 		} else {
 			r.gapped(n)
 		}
@@ -98,7 +126,7 @@ func (r *Reader) seen(serial uint32) {
 
 // cameLate: a serial at or below the highest came; if a gap held it, it
 // was not missing after all.
-func (g *serialGaps) cameLate(serial uint32) {
+func (g *serialGaps) cameLate(serial uint32) bool {
 	for i := range g.suspects {
 		s := &g.suspects[i]
 		if !s.has(serial) || s.found[serial] || s.n == 0 {
@@ -106,7 +134,7 @@ func (g *serialGaps) cameLate(serial uint32) {
 		}
 		for _, k := range g.known {
 			if k.has(serial) {
-				return // not counted in the gap
+				return false // not counted in the gap
 			}
 		}
 		if s.found == nil {
@@ -114,13 +142,18 @@ func (g *serialGaps) cameLate(serial uint32) {
 		}
 		s.found[serial] = true
 		s.n--
-		return
+		return true
 	}
+	return false
 }
 
 // claimSuspects counts the gaps held longer than a reassembly timeout,
 // or all of them.
 func (r *Reader) claimSuspects(now time.Time, all bool) {
+	if st := &r.stop; st.pending && !st.returned && !all {
+		// They may lie inside the stop gap, which counts them.
+		return
+	}
 	g := &r.gaps
 	kept := g.suspects[:0]
 	for _, s := range g.suspects {
@@ -130,7 +163,10 @@ func (r *Reader) claimSuspects(now time.Time, all bool) {
 		}
 		kept = append(kept, s)
 	}
-	g.suspects = kept
+	if len(kept) != len(g.suspects) {
+		g.suspects = kept
+		r.keepSuspects()
+	}
 }
 
 // covered is how many serials of gap lie in at least one of known. The

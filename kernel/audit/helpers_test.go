@@ -47,6 +47,9 @@ func TestMain(m *testing.M) {
 	if spec := os.Getenv(killedReaderEnv); spec != "" {
 		os.Exit(killedReader(spec))
 	}
+	if spec := os.Getenv(stalledReaderEnv); spec != "" {
+		os.Exit(stalledReader(spec))
+	}
 	if spec := os.Getenv(openatHelperEnv); spec != "" {
 		os.Exit(openatHelper(spec))
 	}
@@ -344,7 +347,21 @@ type pipeline struct {
 	reader   *audit.Reader
 	fwd      *journal.Forwarder
 	writer   *journal.Writer
-	stop     func()
+	// handed are the serials of the events the reader handed on.
+	handed *serialWitness
+	stop   func()
+}
+
+// recordingHandler notes each event's serial before the forwarder takes
+// it.
+type recordingHandler struct {
+	*journal.Forwarder
+	w *serialWitness
+}
+
+func (h recordingHandler) HandleEvent(ev *audit.Event) {
+	h.w.HandleEvent(ev)
+	h.Forwarder.HandleEvent(ev)
 }
 
 func startPipeline(t testing.TB, attr audit.Attributor, c journal.Containers, rcfg audit.Config, fcfg journal.Config) *pipeline {
@@ -369,9 +386,10 @@ func startPipelineOn(t testing.TB, j *testenv.Journald, attr audit.Attributor, c
 	f := journal.NewForwarder(w, c, fcfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx, f) }()
+	handed := &serialWitness{serials: map[uint32]bool{}}
+	go func() { done <- r.Run(ctx, recordingHandler{f, handed}) }()
 	var once sync.Once
-	p := &pipeline{journald: j, reader: r, fwd: f, writer: w}
+	p := &pipeline{journald: j, reader: r, fwd: f, writer: w, handed: handed}
 	p.stop = func() {
 		once.Do(func() {
 			cancel()

@@ -132,6 +132,17 @@ func (r *Reader) streamLost(n uint64, now time.Time) {
 	}
 	r.kacct.credit += n
 	r.kacct.at = now
+	r.keepCredit()
+}
+
+// keepCredit records the credit in the spool beside the counter value
+// counted up to: a successor of a killed contidd settles the rise since
+// that value against it, as this one would have, rather than counting
+// the rise whole on top of the losses the stream showed.
+func (r *Reader) keepCredit() {
+	if sp := r.cfg.Spool; sp != nil {
+		sp.setCredit(r.kacct.credit)
+	}
 }
 
 // settleKernelLost counts what of a caught-up rise the stream does not
@@ -150,6 +161,9 @@ func (r *Reader) settleKernelLost(now time.Time, force bool) {
 	}
 	used := min(k.pending, k.credit)
 	k.credit -= used
+	// Before the count and the counter value: a kill in between counts
+	// again, rather than misses.
+	r.keepCredit()
 	n := k.pending - used
 	k.pending, k.first, k.caughtUp = 0, time.Time{}, time.Time{}
 	r.countKernelLost(n)
@@ -160,6 +174,7 @@ func (r *Reader) settleKernelLost(now time.Time, force bool) {
 func (r *Reader) lapseCredit(now time.Time) {
 	if k := &r.kacct; k.credit > 0 && now.Sub(k.at) > r.settleDelay() {
 		k.credit = 0
+		r.keepCredit()
 	}
 }
 
@@ -189,6 +204,10 @@ func (r *Reader) lostWhileAway(now uint32) {
 	prev, ok := uint32(0), false
 	if sp := r.cfg.Spool; sp != nil {
 		prev, ok = sp.kernelLost()
+		if ok {
+			// What the stream showed lost since prev, before the kill.
+			r.kacct.credit, r.kacct.at = sp.credit(), time.Now()
+		}
 	}
 	if after := r.cfg.After; !ok && after != nil && after.Boot != "" && after.Boot == r.boot {
 		prev, ok = after.Lost, true

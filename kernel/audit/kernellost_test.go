@@ -134,3 +134,60 @@ func TestLostWhileAwayOnce(t *testing.T) {
 		})
 	}
 }
+
+// TestKilledMidSettlement: a reader killed after the stream showed
+// losses and the kernel's counter rose for them, but before it settled
+// the rise, leaves the losses it counted from the stream in the spool
+// beside the counter value it had settled up to. The successor settles
+// the rise since against them, as the killed reader would have, and
+// counts nothing more. The control, a spool that does not keep them,
+// counts the rise a second time.
+func TestKilledMidSettlement(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		keep bool
+		want uint64
+	}{
+		{"kept", true, 0},
+		{"control-not-kept", false, 5},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sp, err := NewSpool(8 * slotMax)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sp.Close()
+			t0 := time.Now()
+			killed := &Reader{cfg: Config{Source: Unicast, Spool: sp}, handler: &lossCounter{}}
+			killed.cfg.setDefaults()
+			killed.setCounted(100)
+			killed.streamLost(7000, t0)
+			killed.kfeed.add(5, 105)
+			killed.takeKernelLost(t0)
+			killed.readEmpty(t0)
+			killed.settleKernelLost(t0.Add(time.Second), false)
+			if killed.kacct.pending != 5 {
+				t.Fatalf("the killed reader settled already: pending %d", killed.kacct.pending)
+			}
+			if !tc.keep {
+				sp.setCredit(0)
+			}
+			next, err := OpenSpool(sp.File())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer next.Close()
+			h := &lossCounter{}
+			r := &Reader{cfg: Config{Source: Unicast, Spool: next}, handler: h}
+			r.cfg.setDefaults()
+			now := time.Now()
+			r.lostWhileAway(105)
+			r.takeKernelLost(now)
+			r.readEmpty(now)
+			r.settleKernelLost(now.Add(r.settleDelay()), false)
+			if r.kacct.pending != 0 || h.lost != tc.want {
+				t.Fatalf("successor: pending %d, counted %d, want %d", r.kacct.pending, h.lost, tc.want)
+			}
+		})
+	}
+}

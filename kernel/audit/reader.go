@@ -258,6 +258,8 @@ type Reader struct {
 	}
 	overflow  overflowWindow
 	probeMark []byte
+	// stop is the gap behind a new audit daemon until its probe is back.
+	stop stopGap
 	// recent lets the rest of an event reassembly gave up on find its
 	// process.
 	recent recentEvents
@@ -419,6 +421,7 @@ func (r *Reader) Run(ctx context.Context, h Handler) error {
 	// counter against them.
 	defer func() {
 		_ = reasm.Close()
+		r.settleStopGap(time.Now(), true)
 		r.claimSuspects(time.Time{}, true)
 		now := time.Now()
 		r.takeKernelLost(now)
@@ -502,6 +505,7 @@ func (r *Reader) tick(now time.Time) {
 	_ = r.reasm.Maintain()
 	r.closeOverflow(now)
 	r.claimPendingGaps(now, false)
+	r.settleStopGap(now, false)
 	r.claimSuspects(now, false)
 	r.settleKernelLost(now, false)
 	r.pruneOpen(now)
@@ -540,7 +544,13 @@ func (r *Reader) replaySpool() {
 		return
 	}
 	recs, evicted := sp.pending()
-	r.gaps.fromSpool(sp)
+	held := r.gaps.fromSpool(sp)
+	if held > 0 {
+		// Counted now, as the contidd before would have: a reader is
+		// sent every serial, and its successor reads on after them.
+		r.gapped(held)
+	}
+	sp.keepSuspects(nil, 0)
 	for _, rec := range recs {
 		r.take(rec.b, rec.pos)
 	}
@@ -576,6 +586,7 @@ func (r *Reader) push(b []byte, pos uint64) {
 	r.advance(serial, at)
 	if typ == auparse.AUDIT_TRUSTED_APP && r.isOwnProbe(payload[body:]) {
 		r.probeReturned(time.Now())
+		r.stopProbeReturned(serial, time.Now())
 	}
 	// Marked before the reassembler sees it, which may hand its event on
 	// (and the handler report it done) at once. The reassembler keeps

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	libaudit "github.com/elastic/go-libaudit/v2"
@@ -120,6 +121,22 @@ const (
 	// says instead.
 	offLost    = offDoneSet + 4*doneSetMax
 	offHasLost = offLost + 4
+	// offUnreported holds the losses counted and not yet in a loss
+	// entry (see KeepLoss): kernel, reader, stopped, write, and since
+	// when, in Unix microseconds. An earlier contidd left them 0.
+	offUnreported = offHasLost + 4
+	unreportedLen = 5
+	// offCredit is the records the stream showed lost that no rise of
+	// the counter since offLost has met yet (see kernellost.go).
+	offCredit = offUnreported + 8*unreportedLen
+	// offSuspects holds the serial gaps the reader holds for a
+	// reassembly timeout before it counts them: how many ranges, the
+	// serials missing in them, and the ranges (lo, hi), at most
+	// suspectsMax of them.
+	offSuspects      = offCredit + 8
+	offSuspectsN     = offSuspects + 8
+	offSuspectRanges = offSuspectsN + 8
+	suspectsMax      = 256
 )
 
 // slotMax is the most one received record can take: its length, then the
@@ -413,9 +430,88 @@ func (s *Spool) setKernelLost(v uint32) {
 	atomic.StoreUint32(s.word(offHasLost), 1)
 }
 
+// setCredit records the reader's unmet stream losses.
+func (s *Spool) setCredit(n uint64) { atomic.StoreUint64(s.dword(offCredit), n) }
+
+// keepSuspects records the gaps not yet counted, merging neighbours
+// once there are more than fit (a merged range also covers serials that
+// came, which is harmless: it only keeps a successor from counting
+// them as a gap again).
+func (s *Spool) keepSuspects(ranges []serialRange, n uint64) {
+	for len(ranges) > suspectsMax {
+		merged := make([]serialRange, 0, (len(ranges)+1)/2)
+		for i := 0; i < len(ranges); i += 2 {
+			r := ranges[i]
+			if i+1 < len(ranges) {
+				r.hi = ranges[i+1].hi
+			}
+			merged = append(merged, r)
+		}
+		ranges = merged
+	}
+	atomic.StoreUint32(s.word(offSuspects), 0)
+	for i, r := range ranges {
+		atomic.StoreUint32(s.word(offSuspectRanges+8*i), r.lo)
+		atomic.StoreUint32(s.word(offSuspectRanges+8*i+4), r.hi)
+	}
+	atomic.StoreUint64(s.dword(offSuspectsN), n)
+	atomic.StoreUint32(s.word(offSuspects), uint32(len(ranges)))
+}
+
+// suspects returns what keepSuspects recorded.
+func (s *Spool) suspects() ([]serialRange, uint64) {
+	k := int(atomic.LoadUint32(s.word(offSuspects)))
+	if k > suspectsMax {
+		return nil, 0
+	}
+	ranges := make([]serialRange, k)
+	for i := range ranges {
+		ranges[i] = serialRange{atomic.LoadUint32(s.word(offSuspectRanges + 8*i)), atomic.LoadUint32(s.word(offSuspectRanges + 8*i + 4))}
+	}
+	return ranges, atomic.LoadUint64(s.dword(offSuspectsN))
+}
+
+// credit returns what setCredit recorded.
+func (s *Spool) credit() uint64 { return atomic.LoadUint64(s.dword(offCredit)) }
+
 // kernelLost returns what setKernelLost recorded, if anything.
 func (s *Spool) kernelLost() (uint32, bool) {
 	return atomic.LoadUint32(s.word(offLost)), atomic.LoadUint32(s.word(offHasLost)) == 1
+}
+
+// LossCounts are losses counted and not yet reported in a loss entry, by
+// kind, and since when.
+type LossCounts struct {
+	Kernel, Reader, Stopped, Write uint64
+	Since                          time.Time
+}
+
+// KeepLoss records the losses counted and not yet in a loss entry, so a
+// successor of a killed contidd reports them: the journal forwarder
+// batches losses for its loss interval, and a count held only in its
+// memory died with it. Called by one goroutine at a time; a kill in the
+// middle of it can leave the last change half made.
+func (s *Spool) KeepLoss(c LossCounts) {
+	var since uint64
+	if c.Kernel+c.Reader+c.Stopped+c.Write > 0 {
+		since = uint64(c.Since.UnixMicro())
+	}
+	for i, v := range [unreportedLen]uint64{c.Kernel, c.Reader, c.Stopped, c.Write, since} {
+		atomic.StoreUint64(s.dword(offUnreported+8*i), v)
+	}
+}
+
+// KeptLoss returns what KeepLoss last recorded.
+func (s *Spool) KeptLoss() LossCounts {
+	var v [unreportedLen]uint64
+	for i := range v {
+		v[i] = atomic.LoadUint64(s.dword(offUnreported + 8*i))
+	}
+	c := LossCounts{Kernel: v[0], Reader: v[1], Stopped: v[2], Write: v[3]}
+	if v[4] != 0 {
+		c.Since = time.UnixMicro(int64(v[4]))
+	}
+	return c
 }
 
 func (s *Spool) word(off int) *uint32  { return (*uint32)(unsafe.Pointer(&s.mem[off])) }
