@@ -592,6 +592,45 @@ func (h *stallingHandler) HandleEvent(ev *audit.Event) {
 	h.Forwarder.HandleEvent(ev)
 }
 
+// runStalling runs r with f behind a stallingHandler until halt, which
+// stops the reader once, reports an error it returned, and closes r and
+// f; the caller defers it too.
+func runStalling(t *testing.T, r *audit.Reader, f *journal.Forwarder) (stall chan struct{}, halt func()) {
+	stall = make(chan struct{})
+	ctx, stop := contextWithStop()
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx, &stallingHandler{Forwarder: f, stall: stall}) }()
+	var once sync.Once
+	return stall, func() {
+		once.Do(func() {
+			stop()
+			if err := <-done; err != nil {
+				t.Errorf("reader: %v", err)
+			}
+			r.Close()
+			f.Close()
+		})
+	}
+}
+
+// keptUnicastSocket registers a unicast reader with cfg and keeps its
+// socket registered, as systemd's file descriptor store would, for a
+// reader that reads on from it; the caller closes it.
+func keptUnicastSocket(t *testing.T, cfg audit.Config) *os.File {
+	t.Helper()
+	first, err := audit.NewReader(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored, err := first.Socket()
+	if err != nil {
+		t.Fatal(err)
+	}
+	first.KeepRegistered()
+	first.Close()
+	return stored
+}
+
 // TestLoadRules loads units/contid.rules over netlink and removes exactly
 // those rules again.
 func TestLoadRules(t *testing.T) {

@@ -138,17 +138,8 @@ func killAfterLoss(t *testing.T, quiet time.Duration, keep bool, name string) (i
 	reg := fakeContainers{cg.chain.ID(): {cg.chain, "killloss", "killloss.scope"}}
 	j := testenv.StartJournald(t)
 
-	first, err := audit.NewReader(audit.Config{Source: audit.Unicast, UnicastReceiveBuffer: 1 << 20}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stored, err := first.Socket()
-	if err != nil {
-		t.Fatal(err)
-	}
+	stored := keptUnicastSocket(t, audit.Config{Source: audit.Unicast, UnicastReceiveBuffer: 1 << 20})
 	defer stored.Close()
-	first.KeepRegistered()
-	first.Close()
 	spool, err := audit.NewSpool(0)
 	if err != nil {
 		t.Fatal(err)

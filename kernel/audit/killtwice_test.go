@@ -26,17 +26,8 @@ func TestUnicastKilledTwice(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b, cg, reg, j := execScene(t, "killed2")
-			first, err := audit.NewReader(audit.Config{Source: audit.Unicast}, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			stored, err := first.Socket()
-			if err != nil {
-				t.Fatal(err)
-			}
+			stored := keptUnicastSocket(t, audit.Config{Source: audit.Unicast})
 			defer stored.Close()
-			first.KeepRegistered()
-			first.Close()
 			spool, err := audit.NewSpool(0)
 			if err != nil {
 				t.Fatal(err)

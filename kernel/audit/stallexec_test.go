@@ -49,23 +49,7 @@ func TestExecLoopStalled(t *testing.T) {
 				t.Fatal(err)
 			}
 			f := journal.NewForwarder(w, reg, journal.Config{Queue: 1024, WriteUntagged: true, Done: spool.Done, Unreported: spool})
-			stall := make(chan struct{})
-			ctx, stop := contextWithStop()
-			done := make(chan error, 1)
-			go func() { done <- r.Run(ctx, &stallingHandler{Forwarder: f, stall: stall}) }()
-			stopped := false
-			halt := func() {
-				if stopped {
-					return
-				}
-				stopped = true
-				stop()
-				if err := <-done; err != nil {
-					t.Errorf("reader: %v", err)
-				}
-				r.Close()
-				f.Close()
-			}
+			stall, halt := runStalling(t, r, f)
 			defer halt()
 			released := time.AfterFunc(tc.stall, func() { close(stall) })
 			defer released.Stop()

@@ -515,21 +515,13 @@ func TestUnicastKilled(t *testing.T) {
 			b, cg, reg, j := execScene(t, "killed")
 
 			// Register, and keep the socket as systemd's store would.
-			first, err := audit.NewReader(audit.Config{Source: audit.Unicast}, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			stored, err := first.Socket()
-			if err != nil {
-				t.Fatal(err)
-			}
+			stored := keptUnicastSocket(t, audit.Config{Source: audit.Unicast})
 			defer stored.Close()
-			first.KeepRegistered()
-			first.Close()
 			mode := "none"
 			files := []*os.File{stored}
 			var spool *audit.Spool
 			if tc.spool {
+				var err error
 				if spool, err = audit.NewSpool(0); err != nil {
 					t.Fatal(err)
 				}
@@ -782,23 +774,7 @@ func TestUnicastStallCounted(t *testing.T) {
 				t.Fatal(err)
 			}
 			f := journal.NewForwarder(w, reg, journal.Config{Queue: 1024, LossInterval: time.Second, Done: spool.Done})
-			stall := make(chan struct{})
-			ctx, stop := contextWithStop()
-			done := make(chan error, 1)
-			go func() { done <- r.Run(ctx, &stallingHandler{Forwarder: f, stall: stall}) }()
-			stopped := false
-			halt := func() {
-				if stopped {
-					return
-				}
-				stopped = true
-				stop()
-				if err := <-done; err != nil {
-					t.Errorf("reader: %v", err)
-				}
-				r.Close()
-				f.Close()
-			}
+			stall, halt := runStalling(t, r, f)
 			defer halt()
 
 			target := filepath.Join(t.TempDir(), "target")
