@@ -372,7 +372,17 @@ func bpfProgLoad() error {
 		license:  uint64(uintptr(unsafe.Pointer(&license[0]))),
 	}
 	copy(attr.progName[:], "contid_vm_probe")
-	fd, _, errno := unix.Syscall(unix.SYS_BPF, unix.BPF_PROG_LOAD, uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr))
+	// The verifier returns EAGAIN when a signal interrupts it, and the Go
+	// runtime's preemption signal can; that is no answer from the guard,
+	// which refuses with EPERM, so the load is tried again.
+	var fd uintptr
+	var errno syscall.Errno
+	for attempt := 0; attempt < 100; attempt++ {
+		fd, _, errno = unix.Syscall(unix.SYS_BPF, unix.BPF_PROG_LOAD, uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr))
+		if errno != unix.EAGAIN {
+			break
+		}
+	}
 	// attr holds the slices' addresses as integers, which keep nothing
 	// alive.
 	runtime.KeepAlive(insns)
