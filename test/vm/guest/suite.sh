@@ -113,13 +113,17 @@ atk_proc_fd_contidd() {
 
 # Re-tagging: a child inherits its parent's ID, so inside a container the
 # child is tagged already and must stay so; from an untagged scope the same
-# call tags a fresh child (the control).
+# call tags a fresh child (the control). The caller must be the child's
+# parent, or rule 3 refuses it first for another reason: the shell forks
+# the child and then becomes busctl.
 retag_child() {
-	sleep 30 &
-	local child=$! rc
-	busctl ${BUSADDR:-} call "${MANAGER[@]}" TagPID 'uta{sv}' "$child" 0 0
+	local pidfile rc
+	pidfile=$(mktemp)
+	sh -c 'sleep 30 & child=$!; echo "$child" >"$1"; shift; exec busctl "$@" TagPID "uta{sv}" "$child" 0 0' \
+		sh "$pidfile" ${BUSADDR:-} call "${MANAGER[@]}"
 	rc=$?
-	kill "$child"
+	kill "$(cat "$pidfile")" 2>/dev/null
+	rm -f "$pidfile"
 	return $rc
 }
 atk_dbus_retag_child() { retag_child; }
