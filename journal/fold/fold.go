@@ -63,6 +63,7 @@ type Reader struct {
 	r *bufio.Reader
 }
 
+// NewReader reads entries from r, journalctl -o export's output.
 func NewReader(r io.Reader) *Reader {
 	return &Reader{r: bufio.NewReaderSize(r, 64<<10)}
 }
@@ -146,6 +147,7 @@ type Seen struct {
 	keys map[[sha256.Size]byte]struct{}
 }
 
+// NewSeen remembers no entry yet.
 func NewSeen() *Seen {
 	return &Seen{keys: map[[sha256.Size]byte]struct{}{}}
 }
