@@ -44,6 +44,13 @@ func eventsCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("journalctl is not installed")
 			}
+			if o.source.directory != "" {
+				if o.follow {
+					return usageError("--follow cannot be given with --directory: contidctl folds the entries " +
+						"journal-upload sent twice by reading them all first (journalctl -D DIR -f follows them unfolded)")
+				}
+				return o.showFolded(cmd.Context(), path, id, g.noPager)
+			}
 			argv := append([]string{"journalctl"}, o.journalctlArgs(id, g.noPager)...)
 			if err := syscall.Exec(path, argv, os.Environ()); err != nil {
 				return fmt.Errorf("run journalctl: %w", err)
@@ -83,6 +90,19 @@ type eventsOptions struct {
 // contidd's own unit is always there: any process may log a field called
 // AUDIT_CONTAINER_ID, only contidd's entries are trustworthy.
 func (o eventsOptions) journalctlArgs(id contid.ID, noPager bool) []string {
+	args := o.matches(id)
+	if o.follow {
+		args = append(args, "-f")
+	}
+	args = append(args, o.which()...)
+	args = append(args, o.window()...)
+	args = append(args, o.outputArgs(noPager)...)
+	args = append(args, o.source.args()...)
+	return args
+}
+
+// matches are the container's match and the trusted one.
+func (o eventsOptions) matches(id contid.ID) []string {
 	field := "AUDIT_CONTAINER_ID"
 	if o.within {
 		field = "AUDIT_CONTAINER_WITHIN"
@@ -91,22 +111,36 @@ func (o eventsOptions) journalctlArgs(id contid.ID, noPager bool) []string {
 	if o.uuid != "" {
 		match = "AUDIT_CONTAINER_UUID=" + string(o.uuid)
 	}
-	args := []string{match, "_SYSTEMD_UNIT=contidd.service"}
-	if o.follow {
-		args = append(args, "-f")
-	}
+	return []string{match, "_SYSTEMD_UNIT=contidd.service"}
+}
+
+// which are the options that pick among the entries found and order
+// them: applied after folding, so that -n 3 gives three distinct ones.
+func (o eventsOptions) which() []string {
+	var args []string
 	if o.lines != "" {
 		args = append(args, "-n", o.lines)
 	}
 	if o.reverse {
 		args = append(args, "-r")
 	}
+	return args
+}
+
+func (o eventsOptions) window() []string {
+	var args []string
 	if o.since != "" {
 		args = append(args, "--since="+o.since)
 	}
 	if o.until != "" {
 		args = append(args, "--until="+o.until)
 	}
+	return args
+}
+
+// outputArgs say how journalctl prints what it found.
+func (o eventsOptions) outputArgs(noPager bool) []string {
+	var args []string
 	output := o.output
 	switch o.json {
 	case jsonShort:
@@ -120,7 +154,6 @@ func (o eventsOptions) journalctlArgs(id contid.ID, noPager bool) []string {
 	if noPager {
 		args = append(args, "--no-pager")
 	}
-	args = append(args, o.source.args()...)
 	return args
 }
 

@@ -14,14 +14,16 @@ import (
 // systemd-journal-remote files each sending host's entries, narrowed to
 // one host's by its machine ID. It adds to the trusted match on
 // contidd's unit; it never replaces it (docs/DESIGN.md, "Collecting
-// journals from many hosts", says what the match means there).
+// journals from many hosts", says what the match means there). A
+// directory's entries are folded, each shown or counted once
+// (events_fold.go).
 type eventsSource struct {
 	directory journalDirectory
 	machine   machineID
 }
 
 func (s *eventsSource) addFlags(f *pflag.FlagSet) {
-	f.Var(&s.directory, "directory", "read the journal files in `DIR` (as journalctl -D), e.g. a collector's")
+	f.Var(&s.directory, "directory", "read the journal files in `DIR` (as journalctl -D), e.g. a collector's, each entry once")
 	f.Var(&s.machine, "machine", "only the entries of the host whose machine ID is `MACHINE_ID` (_MACHINE_ID=)")
 	// Shells then complete directories only.
 	_ = cobra.MarkFlagDirname(f, "directory")

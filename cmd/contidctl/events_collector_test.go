@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -12,7 +13,10 @@ import (
 // error naming the problem, not a query that silently finds nothing.
 func TestEventsSource(t *testing.T) {
 	bin := t.TempDir()
-	script := "#!/bin/sh\nprintf '%s\\n' \"$@\"\n"
+	// The fake journalctl notes its arguments; asked for -o export (the
+	// entries to fold) it prints no entries.
+	argsFile := filepath.Join(bin, "args")
+	script := "#!/bin/sh\nprintf '%s\\n' \"$@\" >>" + argsFile + "\ncase \" $* \" in *\" export \"*) ;; *) echo shown;; esac\n"
 	if err := os.WriteFile(filepath.Join(bin, "journalctl"), []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -23,17 +27,23 @@ func TestEventsSource(t *testing.T) {
 	}
 	const mid = "0123456789abcdef0123456789abcdef"
 	trusted := "AUDIT_CONTAINER_ID=42\n_SYSTEMD_UNIT=contidd.service\n"
+	// With --directory, events reads the entries to fold (-o export),
+	// then shows the folded ones from a journal of its own, whatever
+	// the options, with -n, -r and -o.
+	folded := "-o\nexport\n--no-pager\n--directory=FOLDED\n"
 	tests := []struct {
 		name    string
 		args    []string
 		want    string
 		wantErr string
 	}{
-		{"directory", []string{"events", "42", "--directory=" + dir}, trusted + "--directory=" + dir + "\n", ""},
+		{"directory", []string{"events", "42", "--directory=" + dir}, trusted + "--directory=" + dir + "\n" + folded, ""},
 		{"machine", []string{"events", "--machine", mid, "42"}, trusted + "_MACHINE_ID=" + mid + "\n", ""},
 		{"upper-case machine ID", []string{"events", "42", "--machine=" + strings.ToUpper(mid)}, trusted + "_MACHINE_ID=" + mid + "\n", ""},
 		{"both, with options", []string{"events", "--within", "42", "--machine=" + mid, "--directory", dir, "-n", "3", "--json"},
-			"AUDIT_CONTAINER_WITHIN=42\n_SYSTEMD_UNIT=contidd.service\n-n\n3\n-o\njson\n_MACHINE_ID=" + mid + "\n--directory=" + dir + "\n", ""},
+			"AUDIT_CONTAINER_WITHIN=42\n_SYSTEMD_UNIT=contidd.service\n_MACHINE_ID=" + mid + "\n--directory=" + dir + "\n" + folded + "-n\n3\n-o\njson\n", ""},
+		{"without --directory, as given", []string{"events", "--within", "42", "--machine=" + mid, "-n", "3", "-r", "-S", "-1h", "--json"},
+			"AUDIT_CONTAINER_WITHIN=42\n_SYSTEMD_UNIT=contidd.service\n-n\n3\n-r\n--since=-1h\n-o\njson\n_MACHINE_ID=" + mid + "\n", ""},
 		{"short machine ID", []string{"events", "42", "--machine=" + mid[:31]}, "", "is not a machine ID"},
 		{"long machine ID", []string{"events", "42", "--machine=" + mid + "0"}, "", "is not a machine ID"},
 		{"non-hex machine ID", []string{"events", "42", "--machine=" + mid[:31] + "g"}, "", "is not a machine ID"},
@@ -43,6 +53,7 @@ func TestEventsSource(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			os.Remove(argsFile)
 			out, errOut, code := runBinary(t, []string{"PATH=" + bin + ":" + os.Getenv("PATH")}, tt.args...)
 			if tt.wantErr != "" {
 				if code != 2 || out != "" || !strings.Contains(errOut, tt.wantErr) {
@@ -50,9 +61,13 @@ func TestEventsSource(t *testing.T) {
 				}
 				return
 			}
-			if code != 0 || out != tt.want {
-				t.Fatalf("events ran journalctl with\n%s(exit %d, %s)\nwant\n%s", out, code, errOut, tt.want)
+			ran, _ := os.ReadFile(argsFile)
+			got := foldedDir.ReplaceAllString(string(ran), "--directory=FOLDED")
+			if code != 0 || out != "shown\n" || got != tt.want {
+				t.Fatalf("events ran journalctl with\n%s(exit %d, stdout %q, %s)\nwant\n%s", got, code, out, errOut, tt.want)
 			}
 		})
 	}
 }
+
+var foldedDir = regexp.MustCompile(`--directory=\S*/contidctl-events-\d+`)

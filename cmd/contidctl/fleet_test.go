@@ -140,8 +140,9 @@ func TestDecodeFleetEntries(t *testing.T) {
 	}
 }
 
-// fleet always asks journalctl for contidd's unit and only the fields it
-// sums, whatever else narrows the query, and prints journalctl's
+// fleet always asks journalctl for contidd's unit and, on the local
+// journal, only the fields it sums (a collector's entries whole, to fold),
+// whatever else narrows the query, and prints journalctl's
 // entries as one table or one JSON shape.
 func TestFleetCommand(t *testing.T) {
 	bin := t.TempDir()
@@ -155,7 +156,17 @@ func TestFleetCommand(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(bin, "entries"), []byte(entries), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	script := "#!/bin/sh\nprintf '%s\\n' \"$@\" > " + argsFile + "\ncat " + filepath.Join(bin, "entries") + "\n"
+	// A collector's entries are read whole, as the export format, to
+	// fold journal-upload's repeats (journal/fold).
+	export := "__CURSOR=c1\n__REALTIME_TIMESTAMP=1700000000000000\n_SYSTEMD_UNIT=contidd.service\n_MACHINE_ID=" + hostA +
+		"\n_HOSTNAME=host-a\nAUDIT_CONTAINER_ID=42\nAUDIT_CONTAINER_UUID=" + uuid1 + "\nAUDIT_CONTAINER_NAME=web\nAUDIT_CONTAINER_MANAGER=podman\nMESSAGE_ID=" + tagGranted +
+		"\n\n__CURSOR=c2\n__REALTIME_TIMESTAMP=1700000001000000\n_SYSTEMD_UNIT=contidd.service\n_MACHINE_ID=" + hostA +
+		"\nAUDIT_CONTAINER_ID=42\nAUDIT_CONTAINER_UUID=" + uuid1 + "\nAUDIT_CONTAINER_NAME=web\nAUDIT_CONTAINER_MANAGER=podman\n\n"
+	if err := os.WriteFile(filepath.Join(bin, "export"), []byte(export), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	script := "#!/bin/sh\nprintf '%s\\n' \"$@\" > " + argsFile + "\ncase \" $* \" in *\" export \"*) cat " + filepath.Join(bin, "export") +
+		";; *) cat " + filepath.Join(bin, "entries") + ";; esac\n"
 	if err := os.WriteFile(filepath.Join(bin, "journalctl"), []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -177,7 +188,7 @@ func TestFleetCommand(t *testing.T) {
 		{"no legend", []string{"fleet", "--no-legend"}, trusted + fields, hostA + " host-a 42 " + uuid1 + " web podman 1 1 Tue 2023-11-14 22:13:20 UTC Tue 2023-11-14 22:13:21 UTC\n", 0, ""},
 		{"json short", []string{"fleet", "--json=short"}, trusted + fields, jsonOut, 0, ""},
 		{"by ID, range, collector, host", []string{"fleet", "42", "-S", "-1h", "--until=now", "--directory=" + dir, "--machine=" + strings.ToUpper(hostA), "--json=short"},
-			"AUDIT_CONTAINER_ID=42\n" + trusted + "--since=-1h\n--until=now\n" + fields + "_MACHINE_ID=" + hostA + "\n--directory=" + dir + "\n", jsonOut, 0, ""},
+			"AUDIT_CONTAINER_ID=42\n" + trusted + "--since=-1h\n--until=now\n_MACHINE_ID=" + hostA + "\n--directory=" + dir + "\n-q\n-o\nexport\n--no-pager\n", jsonOut, 0, ""},
 		{"by name", []string{"fleet", "web", "--json=short"}, "AUDIT_CONTAINER_NAME=web\n" + trusted + fields, jsonOut, 0, ""},
 		{"by UUID", []string{"fleet", "--uuid=" + strings.ToUpper(uuid1), "--json=short"}, "AUDIT_CONTAINER_UUID=" + uuid1 + "\n" + trusted + fields, jsonOut, 0, ""},
 		{"a match cannot replace the trusted one", []string{"fleet", "42", "_SYSTEMD_UNIT=evil.service"}, "", "", 2, "at most 1 argument"},

@@ -28,7 +28,9 @@
 # hosts' (the control). Then the collector is stopped (SIGTERM) for 30 s
 # while host a's container runs 500 execs, and started again: host a's
 # journal-upload.service, with a drop-in RestartSec=3s, rides it out, and
-# each exec's record arrives exactly once. Host b keeps systemd's default
+# each exec's record arrives (how many the collector holds twice, from
+# journal-upload's resend, is shown), and contidctl events --directory
+# lists each of host a's contidd entries exactly once. Host b keeps systemd's default
 # RestartSec (100 ms): its upload unit hits the start limit and stays
 # failed (the control for the drop-in DESIGN recommends).
 
@@ -392,22 +394,23 @@ fleet_check() {
 	fi
 }
 
-# fleet_check_resent NAME WANT ARGS...: like fleet_check, after an
+# fleet_check_resent NAME WANT UUID: like fleet_check by UUID, after an
 # outage: journal-upload saves its cursor only when a request succeeded,
 # so it sends again what a collector stopped in the middle of a request
-# had already stored. Each wanted entry must be there; those stored twice
-# are counted and shown, not failed.
+# had already stored, and contidctl events --directory folds those
+# repeats. It must list exactly the wanted entries, each once; how many
+# of them the collector's files hold twice (journalctl -D, unfolded) is
+# shown, not failed.
 fleet_check_resent() {
-	local name=$1 want=$2 got uniq twice
-	shift 2
-	got=$(fleet_events "$@")
-	uniq=$(sort -u <<<"$got")
-	twice=$(($(grep -c . <<<"$got") - $(grep -c . <<<"$uniq")))
-	if [ -n "$want" ] && [ "$uniq" = "$(sort -u <<<"$want")" ]; then
-		pass "fleet: contidctl events $* on the collector ($name): each of the $(wc -l <<<"$uniq") entries wanted from the host's own journal, $twice of them stored twice by journal-upload's resend"
+	local name=$1 want=$2 uuid=$3 got raw twice
+	got=$(fleet_events --uuid="$uuid")
+	raw=$(journalctl -D "$fleet_rdir" --no-pager -o json _SYSTEMD_UNIT=contidd.service "AUDIT_CONTAINER_UUID=$uuid" 2>/dev/null | fleet_keys)
+	twice=$(($(grep -c . <<<"$raw") - $(sort -u <<<"$raw" | grep -c .)))
+	if [ -n "$want" ] && [ "$got" = "$(sort <<<"$want")" ]; then
+		pass "fleet: contidctl events --uuid=$uuid on the collector ($name): exactly the $(wc -l <<<"$got") entries wanted from the host's own journal, each once; the collector's files hold $twice of them twice (journal-upload's resend, folded)"
 	else
-		fail "fleet: contidctl events $* on the collector ($name): $(grep -c . <<<"$uniq") distinct entries, want $(grep -c . <<<"$want")"
-		diff <(sort -u <<<"$want") <(echo "$uniq") | head -10 | sed 's/^/      /'
+		fail "fleet: contidctl events --uuid=$uuid on the collector ($name): $(grep -c . <<<"$got") entries, $(sort -u <<<"$got" | grep -c .) distinct, want $(grep -c . <<<"$want") each once (the files hold $twice twice)"
+		diff <(sort <<<"$want") <(echo "$got") | head -10 | sed 's/^/      /'
 	fi
 }
 
@@ -442,7 +445,7 @@ fleet_outage() {
 		fail "fleet outage: $total exec records from host a on the collector, $distinct distinct execs, $serials distinct serials, want $fleet_load each (host a's journal: $local_n; journal-upload NRestarts=$restarts)"
 		fin a journalctl --no-pager -u systemd-journal-upload.service -n 5 | sed 's/^/      /'
 	fi
-	fleet_check_resent "host a by UUID, after the outage" "$(fleet_local a)" --uuid="${fleet_uuid[a]}"
+	fleet_check_resent "host a by UUID, after the outage" "$(fleet_local a)" "${fleet_uuid[a]}"
 	b_state=$(fin b systemctl is-active systemd-journal-upload.service)
 	if [ "$b_state" = failed ] && fin b journalctl --no-pager -o cat -u systemd-journal-upload.service | grep -q 'Start request repeated too quickly'; then
 		pass "control: host b's journal-upload.service with systemd's default RestartSec hit the start limit in the outage and is still $b_state"
