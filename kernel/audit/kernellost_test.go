@@ -191,3 +191,66 @@ func TestKilledMidSettlement(t *testing.T) {
 		})
 	}
 }
+
+// lossKinds counts losses by kind.
+type lossKinds map[LossKind]uint64
+
+func (lossKinds) HandleEvent(*Event)                {}
+func (h lossKinds) HandleLoss(k LossKind, n uint64) { h[k] += n }
+func (lossKinds) Tick(time.Time)                    {}
+
+// TestStopGapSettlesRise: the kernel's counter rose while no contidd
+// read, for records of events the stop gap counts; as the audit daemon
+// the new reader settles that rise against the gap when it reports it,
+// and counts as kernel losses only what the gap cannot account for. The
+// first case is the one measured in TestStopGapInFlood: the counter rose
+// by 2, the new reader read one headless event, and the gap held 128,026
+// events; before, one of the 2 was counted again as a kernel loss. The
+// controls: a rise the gap cannot cover, a rise after the gap was
+// settled, and a multicast reader, which counts the rise as it comes.
+func TestStopGapSettlesRise(t *testing.T) {
+	t0 := time.Unix(1700000000, 0)
+	for _, tc := range []struct {
+		name       string
+		source     Source
+		away       uint64 // the counter's rise while no contidd read
+		headless   uint64 // headless events read before the gap is reported
+		gap        uint64
+		later      uint64 // a rise polled after the gap was reported
+		wantKernel uint64
+	}{
+		{name: "rise within the gap", source: Unicast, away: 2, headless: 1, gap: 128026, wantKernel: 0},
+		{name: "rise beyond the gap counts", source: Unicast, away: 7, gap: 3, wantKernel: 4},
+		{name: "no credit kept for a later rise", source: Unicast, away: 2, gap: 128026, later: 3, wantKernel: 3},
+		{name: "multicast counts the rise", source: Multicast, away: 2, gap: 128026, wantKernel: 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := lossKinds{}
+			r := &Reader{cfg: Config{Source: tc.source}, handler: h}
+			r.cfg.setDefaults()
+			counter := uint32(100 + tc.away)
+			r.kfeed.add(tc.away, counter)
+			r.takeKernelLost(t0)
+			if tc.headless > 0 {
+				h.HandleLoss(LossReader, tc.headless)
+				r.streamLost(tc.headless, t0)
+			}
+			now := t0.Add(3 * time.Second)
+			r.handleGap(Gap{Events: tc.gap, After: 1, Before: uint32(tc.gap) + 2})
+			if tc.later > 0 {
+				now = now.Add(10 * time.Second)
+				counter += uint32(tc.later)
+				r.kfeed.add(tc.later, counter)
+				r.takeKernelLost(now)
+				r.readEmpty(now)
+			}
+			r.settleKernelLost(now.Add(time.Minute), false)
+			if h[LossKernel] != tc.wantKernel || h[LossStopped] != tc.gap || h[LossReader] != tc.headless {
+				t.Fatalf("counted kernel %d, stopped %d, reader %d; want %d, %d, %d", h[LossKernel], h[LossStopped], h[LossReader], tc.wantKernel, tc.gap, tc.headless)
+			}
+			if r.kacct.pending != 0 || r.lostCounted.Load() != counter {
+				t.Fatalf("pending %d, counted through %d with the counter at %d", r.kacct.pending, r.lostCounted.Load(), counter)
+			}
+		})
+	}
+}
