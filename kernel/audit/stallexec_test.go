@@ -63,7 +63,7 @@ func TestExecLoopStalled(t *testing.T) {
 			attributed, unattributed := 0, 0
 			var lo, hi uint64
 			seen := map[string]bool{}
-			for _, e := range j.Select(t, []string{"AUDIT_EVENT_ID", "AUDIT_CONTAINER_ID"}, "AUDIT_FIELD_A1="+marker) {
+			for _, e := range j.Select(t, []string{"AUDIT_EVENT_ID", "AUDIT_CONTAINER_ID", "AUDIT_CONTAINER_ATTRIBUTION", "AUDIT_CONTAINER_CANDIDATE", "AUDIT_FIELD_PID", "AUDIT_FIELD_PPID"}, "AUDIT_FIELD_A1="+marker) {
 				if seen[e.Get("AUDIT_EVENT_ID")] {
 					continue
 				}
@@ -72,6 +72,9 @@ func TestExecLoopStalled(t *testing.T) {
 					attributed++
 				} else {
 					unattributed++
+					t.Logf("not attributed to %s: event %s pid %s ppid %s: container %q, attribution %q, candidates %q", id,
+						e.Get("AUDIT_EVENT_ID"), e.Get("AUDIT_FIELD_PID"), e.Get("AUDIT_FIELD_PPID"),
+						e.Get("AUDIT_CONTAINER_ID"), e.Get("AUDIT_CONTAINER_ATTRIBUTION"), e.Get("AUDIT_CONTAINER_CANDIDATE"))
 				}
 				serial, _ := strconv.ParseUint(e.Get("AUDIT_EVENT_ID"), 10, 32)
 				if lo == 0 || serial < lo {
