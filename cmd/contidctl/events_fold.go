@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +13,8 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/contid/contid"
 	"github.com/contid/contid/journal/fold"
@@ -98,11 +101,75 @@ func (o eventsOptions) showFolded(ctx context.Context, journalctl string, id con
 	if err != nil {
 		return err
 	}
+	// Caught from before the directory exists to after it is removed: a
+	// signal that killed contidctl while it folds (which takes seconds on
+	// a large collector) would leave the user's entries in TMPDIR.
+	// Caught, not ignored: an ignored signal would stay ignored in
+	// journalctl.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sig)
 	tmp, err := os.MkdirTemp("", "contidctl-events-")
 	if err != nil {
 		return fmt.Errorf("folding the collector's entries: %w", err)
 	}
 	defer os.RemoveAll(tmp)
+
+	if err := o.fold(ctx, journalctl, remote, id, tmp, sig); err != nil {
+		return err
+	}
+
+	// -D, not --file: journal-remote starts a new file when one is full.
+	show := exec.Command(journalctl, append([]string{"--directory=" + tmp}, append(o.which(), o.outputArgs(noPager)...)...)...)
+	show.Stdin, show.Stdout, show.Stderr = os.Stdin, os.Stdout, os.Stderr
+	// A ^C reaches journalctl (and its pager) as the terminal's
+	// foreground group; contidctl waits for it to end and then removes
+	// the file. A SIGTERM or SIGHUP sent to contidctl alone is passed on.
+	if err := show.Start(); err != nil {
+		return fmt.Errorf("run journalctl: %w", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- show.Wait() }()
+	for {
+		select {
+		case s := <-sig:
+			if s != syscall.SIGINT {
+				_ = show.Process.Signal(s)
+			}
+		case err := <-done:
+			return journalctlExit(err)
+		}
+	}
+}
+
+// fold writes the entries the matches find, each once, into a journal
+// in tmp, and checks that journal holds every one of them:
+// systemd-journal-remote exits 0 after a write it could not make (a
+// full TMPDIR) or an entry it skipped, having stored the entries before
+// it, so its exit status alone would let a partial result through. A
+// signal stops it, and the caller removes tmp.
+func (o eventsOptions) fold(ctx context.Context, journalctl, remote string, id contid.ID, tmp string, sig <-chan os.Signal) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	caught := make(chan os.Signal, 1)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		select {
+		case s := <-sig:
+			caught <- s
+			cancel()
+		case <-stop:
+		}
+	}()
+	interrupted := func() error {
+		select {
+		case s := <-caught:
+			return signalExit(s.(syscall.Signal))
+		default:
+			return nil
+		}
+	}
 
 	// --split-mode and --seal on the command line override a collector's
 	// journal-remote.conf, which may set SplitMode=host (refused with a
@@ -120,45 +187,94 @@ func (o eventsOptions) showFolded(ctx context.Context, journalctl string, id con
 	}
 	args := append(o.matches(id), o.window()...)
 	args = append(args, o.source.args()...)
+	kept := uint64(0)
+	var werr error
 	_, rerr := readFolded(ctx, journalctl, args, func(e *fold.Entry) error {
-		_, err := e.WriteTo(w)
-		return err
+		if _, err := e.WriteTo(w); err != nil {
+			werr = err
+			return err
+		}
+		kept++
+		return nil
 	})
 	w.Close()
-	if err := jr.Wait(); err != nil {
-		return fmt.Errorf("systemd-journal-remote: %w: %s", err, strings.TrimSpace(jrOut.String()))
+	jerr := jr.Wait()
+	if err := interrupted(); err != nil {
+		return err
 	}
-	if rerr != nil {
+	jrMsg := strings.TrimSpace(jrOut.String())
+	switch {
+	case jerr != nil:
+		return fmt.Errorf("systemd-journal-remote: %w: %s", jerr, jrMsg)
+	case werr != nil:
+		return fmt.Errorf("systemd-journal-remote stopped reading the entries after %d of them: %s", kept, jrMsg)
+	case rerr != nil:
 		return rerr
 	}
+	stored, err := journalEntries(tmp)
+	if err != nil {
+		return fmt.Errorf("folding the collector's entries: %w", err)
+	}
+	if stored != kept {
+		return fmt.Errorf("systemd-journal-remote stored %d of the %d entries to show: %s", stored, kept, jrMsg)
+	}
+	return nil
+}
 
-	// -D, not --file: journal-remote starts a new file when one is full.
-	show := exec.Command(journalctl, append([]string{"--directory=" + tmp}, append(o.which(), o.outputArgs(noPager)...)...)...)
-	show.Stdin, show.Stdout, show.Stderr = os.Stdin, os.Stdout, os.Stderr
-	// A ^C reaches journalctl (and its pager) as the terminal's
-	// foreground group; contidctl waits for it to end and then removes
-	// the file. Caught, not ignored: an ignored signal would stay
-	// ignored in journalctl. A SIGTERM or SIGHUP sent to contidctl alone
-	// is passed on.
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	defer signal.Stop(sig)
-	if err := show.Start(); err != nil {
-		return fmt.Errorf("run journalctl: %w", err)
+// journalEntries sums the entry counts in the headers of the journal
+// files in dir (n_entries, at byte 152 of a journal file's header:
+// systemd's JOURNAL_FILE_FORMAT).
+func journalEntries(dir string) (uint64, error) {
+	names, err := filepath.Glob(filepath.Join(dir, "*.journal"))
+	if err != nil {
+		return 0, err
 	}
-	done := make(chan error, 1)
-	go func() { done <- show.Wait() }()
-	for {
-		select {
-		case s := <-sig:
-			if s != syscall.SIGINT {
-				_ = show.Process.Signal(s)
-			}
-		case err := <-done:
-			if err != nil {
-				return fmt.Errorf("journalctl: %w", err)
-			}
-			return nil
+	var n uint64
+	for _, name := range names {
+		f, err := os.Open(name)
+		if err != nil {
+			return 0, err
 		}
+		var h [160]byte
+		_, err = io.ReadFull(f, h[:])
+		f.Close()
+		if err != nil || string(h[:8]) != "LPKSHHRH" {
+			return 0, fmt.Errorf("%s: not a journal file (%v)", name, err)
+		}
+		n += binary.LittleEndian.Uint64(h[152:])
 	}
+	return n, nil
+}
+
+// exitStatus ends contidctl with a status of its own, the message (if
+// any) already said: journalctl's, or that of a signal.
+type exitStatus struct {
+	code int
+	msg  string
+}
+
+func (e *exitStatus) Error() string { return e.msg }
+
+// signalExit is how a shell reports a program a signal ended: 128 and
+// the signal's number.
+func signalExit(s syscall.Signal) error {
+	return &exitStatus{code: 128 + int(s), msg: "interrupted by " + unix.SignalName(s)}
+}
+
+// journalctlExit passes on how journalctl ended, as running it directly
+// would: killed by SIGPIPE when its reader (head, the pager) went away
+// is not an error to report again.
+func journalctlExit(err error) error {
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		if err != nil {
+			return fmt.Errorf("journalctl: %w", err)
+		}
+		return nil
+	}
+	if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return &exitStatus{code: 128 + int(ws.Signal())}
+	}
+	// journalctl said why.
+	return &exitStatus{code: ee.ExitCode()}
 }

@@ -110,6 +110,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err == nil {
 		return exitOK
 	}
+	var status *exitStatus
+	if errors.As(err, &status) {
+		if status.msg != "" {
+			fmt.Fprintf(stderr, "contidctl: %s\n", status.msg)
+		}
+		return status.code
+	}
 	if errors.Is(err, errUsage) {
 		fmt.Fprintf(stderr, "contidctl: %s\nUsage: %s\nSee '%s --help'.\n", err, cmd.UseLine(), cmd.CommandPath())
 		return exitUsage
