@@ -28,6 +28,11 @@ import (
 type Field struct {
 	Name  string
 	Value []byte
+	// binary: the field came in the binary form. journal-remote ignores
+	// a text field whose name starts with two underscores and stores a
+	// binary one, so the form tells a field the entry holds from one
+	// journalctl made up.
+	binary bool
 }
 
 // Entry is one entry as journalctl exported it.
@@ -126,7 +131,7 @@ func (r *Reader) Next() (*Entry, error) {
 		e.raw = append(e.raw, size[:]...)
 		e.raw = append(e.raw, value.Bytes()...)
 		e.raw = append(e.raw, '\n')
-		e.Fields = append(e.Fields, Field{Name: string(text), Value: value.Bytes()})
+		e.Fields = append(e.Fields, Field{Name: string(text), Value: value.Bytes(), binary: true})
 	}
 }
 
@@ -177,15 +182,21 @@ func (s *Seen) Repeat(e *Entry) bool {
 // entry.
 //
 // What is left out is the address of the copy, which the collector's
-// journal (or journalctl printing it) assigns: the fields whose name
-// starts with two underscores, __CURSOR, __SEQNUM and __SEQNUM_ID and
-// any added later, other than the two timestamps. journal-remote does
-// not store such fields from what it is sent, so they are never the
-// sender's.
+// journal (or journalctl printing it) assigns: __CURSOR, __SEQNUM and
+// __SEQNUM_ID and any such field added later, which journalctl prints
+// in the text form (NAME=VALUE) with a name that starts with two
+// underscores, other than the two timestamps. journal-remote ignores
+// such a text field in what it is sent, in the collector and when the
+// folded entries are written again, so no entry holds one. It does
+// store a field of that name sent in the binary form, which journalctl
+// prints in the binary form when its value is not printable: that is
+// the entry's, and in the key. Were it left out, an entry forged as a
+// genuine one plus such a field, sorted before it, would fold the
+// genuine one away and be shown in its place.
 func key(e *Entry) [sha256.Size]byte {
 	fields := make([]Field, 0, len(e.Fields))
 	for _, f := range e.Fields {
-		if strings.HasPrefix(f.Name, "__") && f.Name != "__REALTIME_TIMESTAMP" && f.Name != "__MONOTONIC_TIMESTAMP" {
+		if !f.binary && strings.HasPrefix(f.Name, "__") && f.Name != "__REALTIME_TIMESTAMP" && f.Name != "__MONOTONIC_TIMESTAMP" {
 			continue
 		}
 		fields = append(fields, f)

@@ -48,6 +48,14 @@ func TestCopy(t *testing.T) {
 			a + "\n" + strings.Replace(a, "_BOOT_ID=b1", "_BOOT_ID=b2", 1) + "\n", 0},
 		{"a field more", a + "\n" + a + "X=\n\n", a + "\n" + a + "X=\n\n", 0},
 		{"a field twice against once", a + "\n" + a + "MESSAGE=x\n\n", a + "\n" + a + "MESSAGE=x\n\n", 0},
+		// journal-remote stores a field named __... sent in the binary
+		// form (journalctl prints it so when its value is not
+		// printable): a forged entry that adds one to a genuine entry is
+		// another entry, not a copy that could take the genuine one's
+		// place. The same field in the text form is ignored on import.
+		{"a field named __ in the binary form", a + binaryField("__X", "y\nz") + "\n" + a + "\n",
+			a + binaryField("__X", "y\nz") + "\n" + a + "\n", 0},
+		{"a field named __ in the text form", a + "__X=y\n\n" + a + "\n", a + "__X=y\n\n", 1},
 		// Values are not split at '=': a name ends at the first.
 		{"where the name ends", "A=b=c\n\nA=b\nb=c\n\n", "A=b=c\n\nA=b\nb=c\n\n", 0},
 	}
