@@ -56,8 +56,14 @@ func (e *Entry) Value(name string) (string, bool) {
 
 // WriteTo writes the entry in the export format, as it was read.
 func (e *Entry) WriteTo(w io.Writer) (int64, error) {
-	n, err := w.Write(append(e.raw[:len(e.raw):len(e.raw)], '\n'))
-	return int64(n), err
+	// Two writes, not one of raw and the newline appended, which would
+	// copy the whole entry.
+	n, err := w.Write(e.raw)
+	if err != nil {
+		return int64(n), err
+	}
+	_, err = w.Write([]byte{'\n'})
+	return int64(n) + 1, err
 }
 
 // Reader reads entries in the export format: text fields NAME=VALUE\n,
@@ -76,8 +82,19 @@ func NewReader(r io.Reader) *Reader {
 // Next returns the next entry, or io.EOF after the last. A stream that
 // ends inside an entry is an error: journalctl ends every entry with a
 // blank line, so the entry was cut short.
+//
+// The entry's bytes are read into one buffer, and its fields' names
+// and values are slices of it, set once it is whole: a field as large
+// as the journal allows (a collector's file may hold one of some
+// hundred megabytes) is held once, not copied into a field as well.
 func (r *Reader) Next() (*Entry, error) {
 	var e Entry
+	type span struct {
+		name, nameEnd, start, end int
+		binary                    bool
+	}
+	var spans []span
+	raw := bytes.NewBuffer(nil)
 	for {
 		line, err := r.r.ReadSlice('\n')
 		if errors.Is(err, bufio.ErrBufferFull) {
@@ -90,35 +107,46 @@ func (r *Reader) Next() (*Entry, error) {
 			}
 			line = long
 		}
-		if err == io.EOF && len(line) == 0 && len(e.raw) == 0 {
+		if err == io.EOF && len(line) == 0 && raw.Len() == 0 {
 			return nil, io.EOF
 		}
 		if err != nil {
 			return nil, fmt.Errorf("export format: %w", unexpected(err))
 		}
 		if len(line) == 1 {
-			if len(e.raw) == 0 {
+			if raw.Len() == 0 {
 				// journalctl writes no empty entries; a stray blank
 				// line is not one.
 				continue
 			}
+			e.raw = raw.Bytes()
+			for _, s := range spans {
+				e.Fields = append(e.Fields, Field{Name: string(e.raw[s.name:s.nameEnd]),
+					Value: e.raw[s.start:s.end:s.end], binary: s.binary})
+			}
 			return &e, nil
 		}
-		e.raw = append(e.raw, line...)
+		at := raw.Len()
+		raw.Write(line)
 		text := line[:len(line)-1]
-		if name, value, ok := bytes.Cut(text, []byte{'='}); ok {
-			e.Fields = append(e.Fields, Field{Name: string(name), Value: slices.Clone(value)})
+		if i := bytes.IndexByte(text, '='); i >= 0 {
+			spans = append(spans, span{name: at, nameEnd: at + i, start: at + i + 1, end: at + len(text)})
 			continue
 		}
 		var size [8]byte
 		if _, err := io.ReadFull(r.r, size[:]); err != nil {
 			return nil, fmt.Errorf("export format: the size of field %q: %w", text, unexpected(err))
 		}
+		raw.Write(size[:])
 		n := binary.LittleEndian.Uint64(size[:])
-		// CopyN grows the buffer as data comes, so that a corrupt size
-		// cannot make it allocate more than the stream holds.
-		var value bytes.Buffer
-		if _, err := io.CopyN(&value, r.r, int64(min(n, 1<<62))); err != nil {
+		// Room for the value at once, up to 64 MiB (and ReadFrom's
+		// margin, without which it doubles a buffer it just filled);
+		// beyond that CopyN grows the buffer as data comes, so that a
+		// corrupt size cannot make it allocate more than that and what
+		// the stream holds.
+		raw.Grow(int(min(n, 64<<20)) + bytes.MinRead + 1)
+		start := raw.Len()
+		if _, err := io.CopyN(raw, r.r, int64(min(n, 1<<62))); err != nil {
 			return nil, fmt.Errorf("export format: the %d-byte value of field %q: %w", n, text, unexpected(err))
 		}
 		end, err := r.r.ReadByte()
@@ -128,10 +156,8 @@ func (r *Reader) Next() (*Entry, error) {
 		if end != '\n' {
 			return nil, fmt.Errorf("export format: field %q is not followed by a newline", text)
 		}
-		e.raw = append(e.raw, size[:]...)
-		e.raw = append(e.raw, value.Bytes()...)
-		e.raw = append(e.raw, '\n')
-		e.Fields = append(e.Fields, Field{Name: string(text), Value: value.Bytes(), binary: true})
+		spans = append(spans, span{name: at, nameEnd: at + len(text), start: start, end: raw.Len(), binary: true})
+		raw.WriteByte('\n')
 	}
 }
 
