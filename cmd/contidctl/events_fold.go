@@ -106,8 +106,15 @@ func (o eventsOptions) showFolded(ctx context.Context, journalctl string, id con
 	// a large collector) would leave the user's entries in TMPDIR.
 	// Caught, not ignored: an ignored signal would stay ignored in
 	// journalctl.
+	// A signal ignored when contidctl started (SIGHUP under nohup,
+	// SIGINT in a shell's background job) stays ignored, in contidctl
+	// and in journalctl: Notify would make it end both.
 	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	for _, s := range []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP} {
+		if !signal.Ignored(s) {
+			signal.Notify(sig, s)
+		}
+	}
 	defer signal.Stop(sig)
 	tmp, err := os.MkdirTemp("", "contidctl-events-")
 	if err != nil {

@@ -86,17 +86,40 @@ func TestEventsDirectorySignalWhileFolding(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(bin, "one.export"), []byte(one.export()), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	script := "#!/bin/sh\ncat " + filepath.Join(bin, "one.export") + "\nexec sleep 60\n"
+	// The journalctl that events folds from stalls; the one that shows
+	// the folded file is the real one.
+	real, err := exec.LookPath("journalctl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	script := "#!/bin/sh\ncase \" $* \" in *\" export \"*) cat " + filepath.Join(bin, "one.export") +
+		"; exec sleep \"$STALL\";; esac\nexec " + real + " \"$@\"\n"
 	if err := os.WriteFile(filepath.Join(bin, "journalctl"), []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP} {
-		t.Run(s.String(), func(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		s syscall.Signal
+		// ignored: contidctl starts with s ignored, as under nohup; it
+		// stays ignored, and contidctl shows the entry.
+		ignored bool
+	}{{syscall.SIGINT, false}, {syscall.SIGTERM, false}, {syscall.SIGHUP, false}, {syscall.SIGHUP, true}}
+	for _, tt := range tests {
+		s := tt.s
+		t.Run(fmt.Sprintf("%v ignored %v", s, tt.ignored), func(t *testing.T) {
 			tmp := t.TempDir()
-			cmd := exec.Command("/proc/self/exe", "events", "--uuid="+uuid1, "--directory="+collector, "--no-pager")
-			cmd.Env = append(os.Environ(), asContidctl+"=1", "TMPDIR="+tmp, "PATH="+bin+":"+os.Getenv("PATH"))
-			var stderr strings.Builder
-			cmd.Stderr = &stderr
+			args := []string{self, "events", "--uuid=" + uuid1, "--directory=" + collector, "--no-pager", "-o", "cat"}
+			stall := "60"
+			if tt.ignored {
+				args, stall = append([]string{"nohup"}, args...), "1"
+			}
+			cmd := exec.Command(args[0], args[1:]...)
+			cmd.Env = append(os.Environ(), asContidctl+"=1", "TMPDIR="+tmp, "PATH="+bin+":"+os.Getenv("PATH"), "STALL="+stall)
+			var stdout, stderr strings.Builder
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
 			}
@@ -115,6 +138,12 @@ func TestEventsDirectorySignalWhileFolding(t *testing.T) {
 			_ = cmd.Process.Signal(s)
 			err := cmd.Wait()
 			left, _ := os.ReadDir(tmp)
+			if tt.ignored {
+				if err != nil || stdout.String() != "exec /bin/true\n" || len(left) != 0 {
+					t.Fatalf("%v, ignored, while folding: %v, stdout %q, stderr %q, %d left in TMPDIR; want the entry shown", s, err, stdout.String(), stderr.String(), len(left))
+				}
+				return
+			}
 			var ee *exec.ExitError
 			if !errors.As(err, &ee) || ee.ExitCode() != 128+int(s) || len(left) != 0 {
 				t.Fatalf("%v while folding: %v, stderr %q, %d left in TMPDIR; want exit %d and nothing left", s, err, stderr.String(), len(left), 128+int(s))
