@@ -270,7 +270,8 @@ func signalExit(s syscall.Signal) error {
 
 // journalctlExit passes on how journalctl ended, as running it directly
 // would: killed by SIGPIPE when its reader (head, the pager) went away
-// is not an error to report again.
+// is not an error to report; an exit status journalctl gave, it
+// explained.
 func journalctlExit(err error) error {
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) {
@@ -280,7 +281,13 @@ func journalctlExit(err error) error {
 		return nil
 	}
 	if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-		return &exitStatus{code: 128 + int(ws.Signal())}
+		st := &exitStatus{code: 128 + int(ws.Signal())}
+		// Any other signal (the OOM killer's SIGKILL) may have cut
+		// the output short, which journalctl could not say.
+		if ws.Signal() != syscall.SIGPIPE {
+			st.msg = "journalctl: " + ee.Error()
+		}
+		return st
 	}
 	// journalctl said why.
 	return &exitStatus{code: ee.ExitCode()}
