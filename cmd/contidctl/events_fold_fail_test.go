@@ -54,10 +54,7 @@ func TestEventsDirectoryFailsWhenAnEntryIsNotStored(t *testing.T) {
 		t.Fatalf("control: journalctl on the collector: %v, %d bytes; want the 3 entries and the large one", err, len(out))
 	}
 
-	tmp, self := t.TempDir(), "/proc/self/exe"
-	if exe, err := os.Executable(); err == nil {
-		self = exe
-	}
+	tmp, self := t.TempDir(), fmt.Sprintf("/proc/%d/exe", os.Getpid())
 	cmd := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c",
 		`mount -t tmpfs -o size=16m tmpfs "$0" && exec "$@"`, tmp,
 		self, "events", "--uuid="+uuid1, "--directory="+collector, "--no-pager", "-o", "cat")
@@ -97,10 +94,9 @@ func TestEventsDirectorySignalWhileFolding(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(bin, "journalctl"), []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The test binary by its /proc link: the unprivileged tier runs it
+	// from a directory only its builder may search.
+	self := fmt.Sprintf("/proc/%d/exe", os.Getpid())
 	tests := []struct {
 		s syscall.Signal
 		// ignored: contidctl starts with s ignored, as under nohup; it
@@ -114,7 +110,7 @@ func TestEventsDirectorySignalWhileFolding(t *testing.T) {
 			args := []string{self, "events", "--uuid=" + uuid1, "--directory=" + collector, "--no-pager", "-o", "cat"}
 			stall := "60"
 			if tt.ignored {
-				args, stall = append([]string{"nohup"}, args...), "1"
+				args, stall = append([]string{"sh", "-c", `trap "" HUP; exec "$@"`, "sh"}, args...), "1"
 			}
 			cmd := exec.Command(args[0], args[1:]...)
 			cmd.Env = append(os.Environ(), asContidctl+"=1", "TMPDIR="+tmp, "PATH="+bin+":"+os.Getenv("PATH"), "STALL="+stall)
