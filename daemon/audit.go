@@ -12,6 +12,7 @@ import (
 	"time"
 
 	libaudit "github.com/elastic/go-libaudit/v2"
+	"github.com/elastic/go-libaudit/v2/auparse"
 	"golang.org/x/sys/unix"
 
 	"github.com/contid/contid"
@@ -52,6 +53,8 @@ func AuditPipeline(journalSocket string) func(ctx context.Context, d *Daemon) er
 		defer ctl.Close()
 		d.Manager.SetAuditor(journal.NewRecorder(ctl, w))
 		enableAuditing(d.Log, ctl, d.Config.EnableAuditing)
+		// Buffered: the reader only asks, never waits for the check.
+		exemptCheck := make(chan struct{}, 1)
 		if remove, err := ctl.ExemptSelf(); err != nil {
 			d.Log.Logf(cdbus.PrioWarning, "contidd's own system calls stay audited (%v): attributing an event then causes more.", err)
 		} else {
@@ -62,7 +65,7 @@ func AuditPipeline(journalSocket string) func(ctx context.Context, d *Daemon) er
 			watched := make(chan struct{})
 			go func() {
 				defer close(watched)
-				keepExempt(watchCtx, d.Log, ctl)
+				keepExempt(watchCtx, d.Log, ctl, exemptCheck)
 			}()
 			defer func() { stopWatch(); <-watched }()
 		}
@@ -132,7 +135,10 @@ func AuditPipeline(journalSocket string) func(ctx context.Context, d *Daemon) er
 			defer close(saved)
 			keepPosition(saveCtx, d, r)
 		}()
-		err = r.Run(ctx, beatingForwarder{fwd, readBeat})
+		// A reload between the exemption and the reader's start left no
+		// record the reader could see.
+		askCheck(exemptCheck)
+		err = r.Run(ctx, exemptionWatch{Handler: beatingForwarder{fwd, readBeat}, check: exemptCheck, self: uint32(os.Getpid())})
 		stopSaving()
 		<-saved
 		savePosition(d, r)
@@ -457,13 +463,37 @@ func (rc registryContainers) Lookup(id contid.ID) (contid.Chain, journal.Labels,
 	return c.Chain, journal.Labels{Name: c.Name, Unit: c.Unit, Manager: c.Manager, Image: c.Image, ManagerID: c.ManagerID, UUID: c.UUID}, true
 }
 
-// exemptionCheck is how often contidd looks for its audit exemption.
-const exemptionCheck = 2 * time.Second
+// exemptionFallback is how often contidd looks for its audit exemption
+// when the audit stream gave no reason to: a reader that dropped the
+// record of a reload still finds the exemption back within this.
+// Looking is not free, which is why it is not done every few seconds:
+// the kernel answers AUDIT_LIST_RULES from a thread it starts for the
+// purpose, and until that thread runs the request holds the kernel's
+// audit control lock, and contidd its lock of the audit socket. That took
+// 35-55 ms on a 2-core machine, and every tag call whose audit record
+// came meanwhile waited for it: when it ran every 2 s, those waits were
+// half of TagCgroup's slowest percent under a thousand hostile clients.
+const exemptionFallback = 30 * time.Second
+
+// exemptKeeper is what keepExempt needs of the audit control socket.
+type exemptKeeper interface {
+	EnsureExempt() (restored bool, err error)
+}
 
 // keepExempt puts contidd's audit exemption back whenever the audit rules
-// were reloaded without it (auditd's start, `auditctl -D`).
-func keepExempt(ctx context.Context, log *Logger, ctl *audit.Control) {
-	every(ctx, exemptionCheck, func() {
+// were reloaded without it (auditd's start, `auditctl -D`). It looks when
+// check says the audit stream showed a sign of that (exemptionMayBeGone),
+// and every exemptionFallback.
+func keepExempt(ctx context.Context, log *Logger, ctl exemptKeeper, check <-chan struct{}) {
+	t := time.NewTicker(exemptionFallback)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-check:
+		}
 		restored, err := ctl.EnsureExempt()
 		switch {
 		case err != nil && ctx.Err() == nil:
@@ -471,5 +501,62 @@ func keepExempt(ctx context.Context, log *Logger, ctl *audit.Control) {
 		case restored:
 			log.Logf(cdbus.PrioNotice, "The audit rules were reloaded without contidd's exemption of its own system calls; put it back.")
 		}
-	})
+		// However many events ask, at most one look a second: a stream
+		// that keeps showing signs must not bring back the stalls.
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(exemptionGap):
+		}
+	}
+}
+
+// exemptionGap is the least time between two looks for the exemption.
+const exemptionGap = time.Second
+
+// exemptionMayBeGone tells the events after which contidd's exemption may
+// be gone: a rule was removed (a reload starts with `auditctl -D`, which
+// the kernel logs as one CONFIG_CHANGE op=remove_rule per rule), or the
+// kernel audited a system call of contidd itself (self), which the
+// exemption exists to prevent.
+func exemptionMayBeGone(ev *audit.Event, self uint32) bool {
+	for i := range ev.Records {
+		r := &ev.Records[i]
+		switch r.Type {
+		case auparse.AUDIT_CONFIG_CHANGE:
+			if op, _ := r.Get("op"); op == "remove_rule" {
+				return true
+			}
+		case auparse.AUDIT_SYSCALL:
+			if ev.HasPID && ev.PID == self {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// exemptionWatch is the reader's handler with a look at each event on the
+// way: after one that may have taken the exemption away, keepExempt is
+// asked to check.
+type exemptionWatch struct {
+	audit.Handler
+	check chan<- struct{}
+	self  uint32
+}
+
+func (w exemptionWatch) HandleEvent(ev *audit.Event) {
+	if exemptionMayBeGone(ev, w.self) {
+		askCheck(w.check)
+	}
+	w.Handler.HandleEvent(ev)
+}
+
+// askCheck asks for a check without waiting: one already asked for
+// covers every event before it runs.
+func askCheck(check chan<- struct{}) {
+	select {
+	case check <- struct{}{}:
+	default:
+	}
 }
