@@ -140,7 +140,7 @@ func stallPhase(cfg *config, rep *report) error {
 	// Idle and attack windows alternate, so that whatever else the
 	// machine does during the phase (a build, a helper's tests) lands on
 	// both sides of the ratio instead of on one.
-	cycles, idleFor, attackFor := 3, 5*time.Second, 9*time.Second
+	cycles, idleFor, attackFor := 4, 5*time.Second, 9*time.Second
 	if cfg.quick {
 		cycles, idleFor, attackFor = 2, 3*time.Second, 6*time.Second
 	}
@@ -151,7 +151,7 @@ func stallPhase(cfg *config, rep *report) error {
 	peakFDs := 0
 	kinds := map[hostile.Kind]*hostile.Stats{}
 	var order []hostile.Kind
-	for cycle := 1; cycle <= cycles; cycle++ {
+	idle := func() error {
 		c0, _ := cpuSeconds(d.pid())
 		t0 := time.Now()
 		tags, lists, err := rounds(1<<20, idleFor)
@@ -163,7 +163,9 @@ func stallPhase(cfg *config, rep *report) error {
 			idleSecs += time.Since(t0).Seconds()
 		}
 		idleTags, idleLists = append(idleTags, tags...), append(idleLists, lists...)
-
+		return nil
+	}
+	attack := func() error {
 		cmd := exec.Command(attacker, "-hostile", d.socket, "-hostile-n", "250", "-hostile-for", (warmUp + attackFor + time.Second).String())
 		var out strings.Builder
 		cmd.Stdout, cmd.Stderr = &out, os.Stderr
@@ -193,9 +195,9 @@ func stallPhase(cfg *config, rep *report) error {
 			}
 		}()
 		time.Sleep(warmUp)
-		c0, _ = cpuSeconds(d.pid())
-		t0 = time.Now()
-		tags, lists, err = rounds(1<<20, attackFor)
+		c0, _ := cpuSeconds(d.pid())
+		t0 := time.Now()
+		tags, lists, err := rounds(1<<20, attackFor)
 		if c1, cerr := cpuSeconds(d.pid()); cerr == nil {
 			cpu += c1 - c0
 			atkSecs += time.Since(t0).Seconds()
@@ -224,6 +226,22 @@ func stallPhase(cfg *config, rep *report) error {
 			sum.Admitted += st.Admitted
 			sum.Cut += st.Cut
 			sum.MaxCutAfterMS = max(sum.MaxCutAfterMS, st.MaxCutAfterMS)
+		}
+		return nil
+	}
+	// Every other cycle the attack window comes first, so that what grows
+	// during the phase (the list holds one more container after each
+	// TagCgroup) lands on both sides of the ratio alike.
+	for cycle := 1; cycle <= cycles; cycle++ {
+		first, second := idle, attack
+		if cycle%2 == 0 {
+			first, second = attack, idle
+		}
+		if err := first(); err != nil {
+			return err
+		}
+		if err := second(); err != nil {
+			return err
 		}
 		progress("stall: after cycle %d/%d: TagCgroup p99 so far %.2f ms idle, %.2f ms under attack", cycle, cycles, summarize(idleTags).P99, summarize(atkTags).P99)
 	}
@@ -256,7 +274,7 @@ func stallPhase(cfg *config, rep *report) error {
 	rep.set("stall_contidd_cpu_attack", cpu)
 	rep.detail("stall_tag_ms", map[string]summary{"idle": it, "attack": at})
 	rep.detail("stall_list_ms", map[string]summary{"idle": il, "attack": al})
-	rep.detail("stall_setup", "private dbus-daemon and contidd (at its unit's niceness); a godbus client as root on the peer-to-peer socket alternates TagCgroup (a new cgroup each) and ListContainers (200+ containers) with 10 ms pauses, in idle windows alternating with attack windows (3 of each); 1,000 hostile clients as nobody, 250 of each kind (internal/hostile), reconnecting 1 s after each cut or refusal")
+	rep.detail("stall_setup", "private dbus-daemon and contidd (at its unit's niceness); a godbus client as root on the peer-to-peer socket alternates TagCgroup (a new cgroup each) and ListContainers (200+ containers) with 10 ms pauses, in idle and attack windows, 4 of each, the attack first in every other cycle (I A A I I A A I) so that the growing list lands on both sides; 1,000 hostile clients as nobody, 250 of each kind (internal/hostile), reconnecting 1 s after each cut or refusal")
 	progress("stall: contidd peak RSS %.1f MB, peak %d descriptors, %.2f CPUs idle, %.2f CPUs under attack", peakRSS/1024, peakFDs, idleCPU, cpu)
 	return d.stop()
 }
