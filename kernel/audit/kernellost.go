@@ -170,46 +170,6 @@ func (r *Reader) settleKernelLost(now time.Time, force bool) {
 	r.setCounted(k.through)
 }
 
-// settleStopRise settles the counter's rise taken so far against the
-// stop gap's events, as the audit daemon. The rise since the contidd
-// before last counted includes what the kernel counted dropping of the
-// events the gap counts, which the stream shows only as the gap: counted
-// as kernel losses on top of it, those events counted twice. Measured
-// (TestStopGapInFlood), the counter rose by 1 or 2 while no contidd read
-// exactly when the kernel handed the new reader a full backlog of held
-// records (8,192, 1,639 or 1,641 events), and the first event read then
-// came headless: records dropped at the edge of that queue, of the
-// gap's events and the headless one's.
-//
-// The gap is settled once, when it is reported: by then the kernel has
-// counted whatever it dropped below the probe (it delivers in order, and
-// the probe came back a reassembly timeout earlier, longer than the
-// status interval) and the poller fed it. What of the gap no rise met is
-// not kept as credit, so it cannot hide a later drop. The limit, as for
-// the running settlement: a record the kernel dropped before it took a
-// serial while no contidd read (the backlog over its limit for a caller
-// that may not sleep) is in no gap, yet meets the gap's events like the
-// rest; the counter cannot tell the two apart. So at most the rise from
-// the predecessor's last count to the gap's report can go uncounted this
-// way, and only while the gap holds more events than the kernel counted
-// records of (without audit=1 it drops most of them silently).
-func (r *Reader) settleStopRise(events uint64, now time.Time) {
-	if r.cfg.Source != Unicast || events == 0 {
-		return
-	}
-	r.takeKernelLost(now)
-	k := &r.kacct
-	if k.pending == 0 {
-		return
-	}
-	used := min(k.pending, events)
-	k.pending -= used
-	if k.pending == 0 {
-		k.first, k.caughtUp = time.Time{}, time.Time{}
-		r.setCounted(k.through)
-	}
-}
-
 // lapseCredit forgets credit no rise met within the settle delay.
 func (r *Reader) lapseCredit(now time.Time) {
 	if k := &r.kacct; k.credit > 0 && now.Sub(k.at) > r.settleDelay() {

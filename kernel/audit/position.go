@@ -73,7 +73,6 @@ func (r *Reader) reportGap(first uint32, at time.Time) {
 }
 
 func (r *Reader) handleGap(g Gap) {
-	r.settleStopRise(g.Events, time.Now())
 	if gh, ok := r.handler.(GapHandler); ok {
 		gh.HandleGap(g)
 		return
