@@ -61,9 +61,9 @@ func TestDenialLedger(t *testing.T) {
 				var got uint64
 				switch s.kind {
 				case "carry":
-					got = l.carry(id, s.total)
+					got, _ = l.carry(id, s.total)
 				case "sweep":
-					got = l.sweep(map[contid.ID]uint64{id: s.total})[id]
+					got = l.sweep(map[contid.ID]uint64{id: s.total})[id].n
 				case "forget":
 					got = l.forget(id, s.total)
 					said = 0 // a new count starts
@@ -88,15 +88,15 @@ func TestDenialLedger(t *testing.T) {
 // move another's.
 func TestDenialLedgerKeepsContainersApart(t *testing.T) {
 	var l denialLedger
-	if n := l.carry(1, 100); n != 100 {
+	if n, _ := l.carry(1, 100); n != 100 {
 		t.Fatalf("container 1 carried %d, want 100", n)
 	}
-	if n := l.carry(2, 3); n != 3 {
+	if n, _ := l.carry(2, 3); n != 3 {
 		t.Fatalf("container 2 carried %d, want 3", n)
 	}
 	l.sweep(map[contid.ID]uint64{1: 150, 2: 3})
 	due := l.sweep(map[contid.ID]uint64{1: 150, 2: 3})
-	if len(due) != 1 || due[1] != 50 {
+	if len(due) != 1 || due[1] != (denialDue{n: 50, said: 150}) {
 		t.Fatalf("second sweep due %v, want only container 1's 50", due)
 	}
 	if got := l.suppressed(1); got != 150 {
@@ -171,5 +171,49 @@ func TestDenialCountsJournaledOnce(t *testing.T) {
 	defer em.mu.Unlock()
 	if n := len(em.signals); n != 8 {
 		t.Errorf("%d TamperDenied signals, want one per recorded denial (8)", n)
+	}
+}
+
+// TestDenialCountsSurviveRestart: a contidd that restarts goes on from
+// what the one before journaled (kept with the kernel's pins), so a
+// count is neither said twice nor skipped. The control is a Manager
+// that starts without the mark: it says the whole count again.
+func TestDenialCountsSurviveRestart(t *testing.T) {
+	const id = contid.ID(40)
+	tests := []struct {
+		name     string
+		keepMark bool
+		want     uint64 // journaled by the second contidd
+	}{
+		{"with the mark", true, 30},
+		{"without the mark (control)", false, 130},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m, a, _, _ := newTestManager(t)
+			tr := m.cfg.Tracker.(*fakeTracker)
+			tr.mu.Lock()
+			tr.suppressed = map[contid.ID]uint64{id: 100}
+			tr.mu.Unlock()
+			m.HandleKernelEvent(kernel.Event{Kind: kernel.EventDenied, Tag: contid.Tag{Chain: contid.Chain{id}}, PID: 9, Op: "kill", Suppressed: 100})
+			if got := a.suppressed["40"]; got != 100 {
+				t.Fatalf("first contidd journaled %d, want 100", got)
+			}
+			tr.mu.Lock()
+			tr.suppressed[id] = 130
+			if !tt.keepMark {
+				tr.said = nil
+			}
+			tr.mu.Unlock()
+			// The restart: a new Manager on the same kernel state.
+			next := NewManager(Config{Registry: m.cfg.Registry, Tracker: tr, Cgroups: m.cfg.Cgroups, Version: "test"})
+			a2 := &fakeAuditor{}
+			next.SetAuditor(a2)
+			next.sweepDenials()
+			next.sweepDenials()
+			if got := a2.suppressed["40"]; got != tt.want {
+				t.Fatalf("second contidd journaled %d, want %d", got, tt.want)
+			}
+		})
 	}
 }

@@ -104,6 +104,10 @@ type Tracker interface {
 	// and returns its final count (see denials.go).
 	DenialsSuppressed() (map[contid.ID]uint64, error)
 	ForgetDenials(id contid.ID) (uint64, error)
+	// DenialsSaid and NoteDenialsSaid keep, with the kernel's pins, how
+	// much of each count the journal has said, across restarts.
+	DenialsSaid() (map[contid.ID]uint64, error)
+	NoteDenialsSaid(id contid.ID, said uint64) error
 }
 
 // Manager implements org.contid1.Manager and the container objects.
@@ -185,6 +189,7 @@ func NewManager(cfg Config) *Manager {
 	}
 	m := &Manager{cfg: cfg, log: cfg.Logf, populated: map[contid.ID]bool{}, groups: newSubUIDs("/etc/subuid")}
 	m.lastContainers = uint32(cfg.Registry.Active())
+	m.seedDenials()
 	return m
 }
 
@@ -538,8 +543,11 @@ func (m *Manager) HandleKernelEvent(ev kernel.Event) {
 		if c, err := m.cfg.Registry.Get(ev.Tag.ID()); err == nil {
 			l = labelsOf(c)
 		}
-		n := m.denials.carry(ev.Tag.ID(), ev.Suppressed)
+		n, said := m.denials.carry(ev.Tag.ID(), ev.Suppressed)
 		m.audit(func(a Auditor) error { return a.RecordDenial(ev.Tag.Chain, l, ev.PID, ev.Op, n) })
+		if n > 0 {
+			m.noteSaid(ev.Tag.ID(), said)
+		}
 		// Only recorded denials are signalled; the journal entry, with
 		// its count of the unrecorded ones, is the record.
 		m.EmitTamperDenied(ev.Tag.ID(), ev.PID, ev.Op)

@@ -34,6 +34,8 @@ type fakeTracker struct {
 	// suppressed is what denial_budget would hold: each container's
 	// count of refusals not recorded one by one.
 	suppressed map[contid.ID]uint64
+	// said is what denial_said would hold.
+	said map[contid.ID]uint64
 }
 
 func newFakeTracker() *fakeTracker {
@@ -70,7 +72,22 @@ func (f *fakeTracker) ForgetDenials(id contid.ID) (uint64, error) {
 	defer f.mu.Unlock()
 	n := f.suppressed[id]
 	delete(f.suppressed, id)
+	delete(f.said, id)
 	return n, nil
+}
+func (f *fakeTracker) DenialsSaid() (map[contid.ID]uint64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return maps.Clone(f.said), nil
+}
+func (f *fakeTracker) NoteDenialsSaid(id contid.ID, said uint64) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.said == nil {
+		f.said = map[contid.ID]uint64{}
+	}
+	f.said[id] = said
+	return nil
 }
 func (f *fakeTracker) TagCgroup(id uint64, t contid.Tag) (int, error) {
 	f.mu.Lock()

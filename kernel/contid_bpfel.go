@@ -208,6 +208,7 @@ const (
 	contidMapCgroupTags                      = "cgroup_tags"
 	contidMapContidConfig                    = "contid_config"
 	contidMapDenialBudget                    = "denial_budget"
+	contidMapDenialSaid                      = "denial_said"
 	contidMapEvents                          = "events"
 	contidMapEventsLost                      = "events_lost"
 	contidMapGrantNoted                      = "grant_noted"
@@ -340,6 +341,7 @@ type contidMapSpecs struct {
 	CgroupTags      *ebpf.MapSpec `ebpf:"cgroup_tags"`
 	ContidConfig    *ebpf.MapSpec `ebpf:"contid_config"`
 	DenialBudget    *ebpf.MapSpec `ebpf:"denial_budget"`
+	DenialSaid      *ebpf.MapSpec `ebpf:"denial_said"`
 	Events          *ebpf.MapSpec `ebpf:"events"`
 	EventsLost      *ebpf.MapSpec `ebpf:"events_lost"`
 	GrantNoted      *ebpf.MapSpec `ebpf:"grant_noted"`
@@ -384,6 +386,7 @@ type contidMaps struct {
 	CgroupTags      *ebpf.Map `ebpf:"cgroup_tags"`
 	ContidConfig    *ebpf.Map `ebpf:"contid_config"`
 	DenialBudget    *ebpf.Map `ebpf:"denial_budget"`
+	DenialSaid      *ebpf.Map `ebpf:"denial_said"`
 	Events          *ebpf.Map `ebpf:"events"`
 	EventsLost      *ebpf.Map `ebpf:"events_lost"`
 	GrantNoted      *ebpf.Map `ebpf:"grant_noted"`
@@ -404,6 +407,7 @@ func (m *contidMaps) Close() error {
 		m.CgroupTags,
 		m.ContidConfig,
 		m.DenialBudget,
+		m.DenialSaid,
 		m.Events,
 		m.EventsLost,
 		m.GrantNoted,

@@ -26,6 +26,12 @@ func TestDenialBudgetReadAndForget(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	if err := b.NoteDenialsSaid(11, 640); err != nil {
+		t.Fatal(err)
+	}
+	if said, err := b.DenialsSaid(); err != nil || !maps.Equal(said, map[contid.ID]uint64{11: 640}) {
+		t.Fatalf("DenialsSaid = %v, %v; want 11: 640", said, err)
+	}
 	tests := []struct {
 		name       string
 		forget     contid.ID
@@ -55,6 +61,15 @@ func TestDenialBudgetReadAndForget(t *testing.T) {
 			}
 			if !maps.Equal(got, tt.wantTotals) {
 				t.Fatalf("DenialsSuppressed = %v, want %v", got, tt.wantTotals)
+			}
+			// The journaled marks follow the budgets: one is gone with
+			// its container's.
+			said, err := b.DenialsSaid()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, ok := said[11]; ok && tt.forget == 11 {
+				t.Fatalf("DenialsSaid still holds container 11 after ForgetDenials: %v", said)
 			}
 		})
 	}

@@ -368,6 +368,21 @@ struct {
 	__type(value, struct denial_budget);
 } denial_budget SEC(".maps");
 
+/*
+ * How much of each container's suppressed total contidd has journaled.
+ * No program reads or writes it: user space alone does, and the kernel
+ * only keeps it, pinned beside denial_budget, so that a contidd that
+ * restarts neither says a count again nor skips one. A value of its own
+ * rather than a field of denial_budget's: a write from user space
+ * replaces the whole value, and would undo the guards' atomic updates.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, __u64);
+} denial_said SEC(".maps");
+
 /* contid's own daemon, by thread-group ID; the value is its start time in
  * clock ticks (as /proc/PID/stat gives it), so a reused PID is not
  * mistaken for it. */
