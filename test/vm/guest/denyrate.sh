@@ -36,21 +36,33 @@ atk_deny_victim() {
 	done
 }
 
-# deny_count CURSOR CID FIELD=VALUE: journal entries of container CID
-# since CURSOR that match. One JSON line an entry, of the fields asked
-# for: the export format would bring binary fields (_SELINUX_CONTEXT),
-# across which grep miscounts lines.
-deny_count() {
-	journalctl -q --no-pager --after-cursor="$1" SYSLOG_IDENTIFIER=contidd "AUDIT_CONTAINER_ID=$2" "$3" \
-		-o json --output-fields=MESSAGE_ID 2>/dev/null | grep -ac '"MESSAGE_ID"'
+# deny_read CURSOR: contidd's entries since CURSOR into DENY_JSON, one
+# JSON line each, of the fields counted here. No match is given to
+# journalctl: with one, bookworm's journalctl (252) skips the first
+# matching entry after the cursor (it steps twice from the cursor, once
+# past the entry it expects to land on), which miscounts by one.
+DENY_FIELDS=SYSLOG_IDENTIFIER,MESSAGE_ID,AUDIT_CONTAINER_ID,AUDIT_DENIALS_SUPPRESSED,MESSAGE
+deny_read() {
+	journalctl -q --no-pager --after-cursor="$1" -o json --output-fields="$DENY_FIELDS" 2>/dev/null |
+		grep -aF '"SYSLOG_IDENTIFIER":"contidd"' >"$DENY_JSON"
 }
 
-# deny_suppressed CURSOR CID: the sum of AUDIT_DENIALS_SUPPRESSED over
-# container CID's entries since CURSOR.
+# deny_count CID MESSAGE_ID: container CID's entries of that kind.
+deny_count() {
+	grep -aF "\"AUDIT_CONTAINER_ID\":\"$1\"" "$DENY_JSON" | grep -acF "\"MESSAGE_ID\":\"$2\""
+}
+
+# deny_suppressed CID: the sum of AUDIT_DENIALS_SUPPRESSED over container
+# CID's entries.
 deny_suppressed() {
-	journalctl -q --no-pager --after-cursor="$1" SYSLOG_IDENTIFIER=contidd "AUDIT_CONTAINER_ID=$2" \
-		-o json --output-fields=AUDIT_DENIALS_SUPPRESSED 2>/dev/null |
+	grep -aF "\"AUDIT_CONTAINER_ID\":\"$1\"" "$DENY_JSON" |
 		sed -n 's/.*"AUDIT_DENIALS_SUPPRESSED":"\([0-9]*\)".*/\1/p' | awk '{ s += $1 } END { print s + 0 }'
+}
+
+# deny_lost: the kernel's failed reservations contidd reported (its
+# "event buffer overflowed: N" warnings).
+deny_lost() {
+	sed -n 's/.*event buffer overflowed: \([0-9]*\) .*/\1/p' "$DENY_JSON" | awk '{ s += $1 } END { print s + 0 }'
 }
 
 # deny_property CID: the container's DenialsSuppressed as contidd says.
@@ -59,18 +71,12 @@ deny_property() {
 		DenialsSuppressed 2>/dev/null | awk '{ print $2 }'
 }
 
-# deny_lost CURSOR: the kernel's failed reservations contidd reported
-# since CURSOR (its "event buffer overflowed: N" warnings).
-deny_lost() {
-	journalctl -q --no-pager --after-cursor="$1" SYSLOG_IDENTIFIER=contidd -o cat 2>/dev/null |
-		sed -n 's/.*event buffer overflowed: \([0-9]*\) .*/\1/p' | awk '{ s += $1 } END { print s + 0 }'
-}
-
 # deny_round LABEL: one flood beside one victim; sets DENY_* results.
 deny_round() {
 	local label=$1 cur fpid vpid flog vlog i settled=0 last=-1 now p
 	CONTIDD_PID=$(contidd_pid)
 	export CONTIDD_PID DENY_GO=$SCRATCH/deny-go-$label
+	DENY_JSON=$LOGS/deny_journal.$label.json
 	# The two scopes start in subshells, which each add one to SCOPE_N:
 	# a step of two keeps their unit names apart from the next round's.
 	SCOPE_N=$((SCOPE_N + 2))
@@ -98,8 +104,9 @@ deny_round() {
 	for ((i = 0; i < 180; i++)); do
 		p=$(deny_property "$DENY_FCID")
 		((${p:-0} > DENY_PROP)) && DENY_PROP=$p
-		DENY_REC=$(deny_count "$cur" "$DENY_FCID" "MESSAGE_ID=$DENY_TAMPER_ID")
-		DENY_SUP=$(deny_suppressed "$cur" "$DENY_FCID")
+		deny_read "$cur"
+		DENY_REC=$(deny_count "$DENY_FCID" "$DENY_TAMPER_ID")
+		DENY_SUP=$(deny_suppressed "$DENY_FCID")
 		now=$((DENY_REC + DENY_SUP))
 		[[ $now == "${DENY_EPERM:-x}" ]] && { settled=1; break; }
 		if [[ $now == "$last" ]]; then
@@ -112,18 +119,12 @@ deny_round() {
 		sleep 1
 	done
 	DENY_WAITED=$i
-	# What to look at when the figures disagree: the kernel's budgets,
-	# the two containers' entries, contidd's own warnings.
+	DENY_SUMMARIES=$(deny_count "$DENY_FCID" "$DENY_SUMMARY_ID")
+	DENY_VREC=$(deny_count "$DENY_VCID" "$DENY_TAMPER_ID")
+	DENY_LOST=$(deny_lost)
+	# What to look at when the figures disagree: the kernel's budgets
+	# (DENY_JSON keeps contidd's entries).
 	bpftool -j map dump pinned "$PINDIR/denial_budget" >"$LOGS/deny_budget_map.$label.json" 2>&1
-	journalctl -q --no-pager --after-cursor="$cur" SYSLOG_IDENTIFIER=contidd "AUDIT_CONTAINER_ID=$DENY_VCID" -o verbose \
-		>"$LOGS/deny_victim_journal.$label.txt" 2>&1
-	journalctl -q --no-pager --after-cursor="$cur" SYSLOG_IDENTIFIER=contidd "AUDIT_CONTAINER_ID=$DENY_FCID" -o short-precise \
-		>"$LOGS/deny_flood_journal.$label.txt" 2>&1
-	journalctl -q --no-pager --after-cursor="$cur" -u contidd -p warning -o short-precise \
-		>"$LOGS/deny_contidd_warnings.$label.txt" 2>&1
-	DENY_SUMMARIES=$(deny_count "$cur" "$DENY_FCID" "MESSAGE_ID=$DENY_SUMMARY_ID")
-	DENY_VREC=$(deny_count "$cur" "$DENY_VCID" "MESSAGE_ID=$DENY_TAMPER_ID")
-	DENY_LOST=$(deny_lost "$cur")
 	say "$label: flooder $DENY_FCID EPERM=$DENY_EPERM leak=$DENY_LEAK recorded=$DENY_REC suppressed=$DENY_SUP summaries=$DENY_SUMMARIES property=${DENY_PROP:-?} (settled after ${DENY_WAITED}s); victim $DENY_VCID EPERM=$DENY_VEPERM recorded=$DENY_VREC; ring-buffer losses $DENY_LOST"
 }
 
