@@ -46,6 +46,9 @@ var keyNames = map[string]string{
 
 	"AllowBPF":     "[Enforce] AllowBPF",
 	"AllowModules": "[Enforce] AllowModules",
+
+	"DenialRecordBurst": "[Enforce] DenialRecordBurst",
+	"DenialRecordRate":  "[Enforce] DenialRecordRate",
 }
 
 // Changes lists the settings in which next differs from prev, in the

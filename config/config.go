@@ -82,6 +82,12 @@ type Config struct {
 	// [Enforce]
 	AllowBPF     bool
 	AllowModules bool
+	// DenialRecordBurst and DenialRecordRate are each container's budget
+	// of denials recorded one by one: this many at once, this many more
+	// per second; past it they are counted (kernel/bpf/denial.c). Either
+	// 0 records every denial.
+	DenialRecordBurst uint32
+	DenialRecordRate  uint32
 }
 
 // DockerScopes is where Docker's systemd cgroup driver puts each
@@ -111,6 +117,14 @@ func Default() Config {
 		KeepExited:      10000,
 		AllowBPF:        false,
 		AllowModules:    false,
+		// A burst shows what a container tried, a few dozen entries;
+		// 64 at about 210 bytes each is 13 KiB of the 1 MiB ring buffer,
+		// so thousands of flooding containers fit before other events
+		// are lost. 64 a second keeps a busy container's refusals one by
+		// one (no legitimate workload is refused that often) while a
+		// loop's cost in journal entries stays a few dozen a second.
+		DenialRecordBurst: 64,
+		DenialRecordRate:  64,
 	}
 }
 
@@ -294,6 +308,10 @@ func (c *Config) set(section, key, value string) error {
 		c.AllowBPF, err = parseBool(value)
 	case "Enforce.AllowModules":
 		c.AllowModules, err = parseBool(value)
+	case "Enforce.DenialRecordBurst":
+		c.DenialRecordBurst, err = parseCount(value)
+	case "Enforce.DenialRecordRate":
+		c.DenialRecordRate, err = parseCount(value)
 	default:
 		return errors.New("unknown key")
 	}
@@ -318,6 +336,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: BacklogWaitTime=%d must be at most %d (the kernel's limit)", ErrSyntax, c.BacklogWaitTime, maxBacklogWaitTime)
 	case c.KeepExited < 1:
 		return fmt.Errorf("%w: [Registry] KeepExited=%d must be positive", ErrSyntax, c.KeepExited)
+	case c.DenialRecordBurst > MaxDenialRecordBurst:
+		return fmt.Errorf("%w: [Enforce] DenialRecordBurst=%d must be at most %d (0 records every denial)", ErrSyntax, c.DenialRecordBurst, MaxDenialRecordBurst)
+	case c.DenialRecordRate > MaxDenialRecordRate:
+		return fmt.Errorf("%w: [Enforce] DenialRecordRate=%d must be at most %d a second (0 records every denial)", ErrSyntax, c.DenialRecordRate, MaxDenialRecordRate)
 	case c.Socket != "" && !path.IsAbs(c.Socket):
 		return fmt.Errorf("%w: Socket=%q must be an absolute path (or empty to disable)", ErrSyntax, c.Socket)
 	}
@@ -325,6 +347,23 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: LogLevel=%q is not a syslog level name (err, warning, notice, info, debug, ...)", ErrSyntax, c.LogLevel)
 	}
 	return nil
+}
+
+// The largest denial budget: past these the ring buffer (about 5,000
+// denials) is no longer shielded from a single container, and the
+// budget would only hide a typo.
+const (
+	MaxDenialRecordBurst = 4096
+	MaxDenialRecordRate  = 4096
+)
+
+// parseCount reads a non-negative 32-bit count.
+func parseCount(s string) (uint32, error) {
+	v, err := strconv.ParseUint(s, 10, 32)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a count (0 or more): %w", s, err)
+	}
+	return uint32(v), nil
 }
 
 // maxBacklogWaitTime is the largest backlog wait the kernel accepts:

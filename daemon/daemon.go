@@ -110,6 +110,11 @@ func logEnforceExceptions(log *Logger, cfg config.Config) {
 	if cfg.AllowModules {
 		log.Logf(cdbus.PrioNotice, "Tagged processes may load kernel modules ([Enforce] AllowModules=yes).")
 	}
+	if cfg.DenialRecordBurst == 0 || cfg.DenialRecordRate == 0 {
+		// Not an exception to a guard, but the shield of every other
+		// container's events against one container's flood.
+		log.Logf(cdbus.PrioNotice, "Every denial is recorded, with no budget per container ([Enforce] DenialRecordBurst=%d, DenialRecordRate=%d): one container looping a refused call can fill the kernel's event buffer.", cfg.DenialRecordBurst, cfg.DenialRecordRate)
+	}
 }
 
 // Run runs contidd until ctx is cancelled (SIGTERM) or a core part fails.
@@ -131,6 +136,8 @@ func Run(ctx context.Context, opts Options) error {
 		MaxDepth:     cfg.MaxDepth,
 		AllowBPF:     cfg.AllowBPF,
 		AllowModules: cfg.AllowModules,
+		DenialBurst:  cfg.DenialRecordBurst,
+		DenialRate:   cfg.DenialRecordRate,
 	})
 	if err != nil {
 		return fmt.Errorf("load the kernel layer: %w", err)

@@ -12,7 +12,8 @@ type Auditor interface {
 	RecordTag(callerPID uint32, callerChain, chain, old contid.Chain, l contid.Labels, tagErr error) error
 	RecordCreate(ownerPID uint32, chain contid.Chain, l contid.Labels) error
 	RecordDrop(chain contid.Chain, l contid.Labels) error
-	RecordDenial(chain contid.Chain, l contid.Labels, pid uint32, operation string) error
+	RecordDenial(chain contid.Chain, l contid.Labels, pid uint32, operation string, suppressed uint64) error
+	RecordDenialsSuppressed(chain contid.Chain, l contid.Labels, n uint64) error
 	RecordGrantUse(chain contid.Chain, l contid.Labels, pid uint32, operation string) error
 }
 

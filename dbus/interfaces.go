@@ -238,6 +238,7 @@ var containerInterface = &iface{
 		{"Flags", "as", emitsConst},
 		{"AllowBPF", "b", emitsConst},
 		{"AllowModules", "b", emitsConst},
+		{"DenialsSuppressed", "t", emitsFalse},
 	},
 }
 

@@ -110,7 +110,7 @@ func TestPropertiesMatchTable(t *testing.T) {
 	m, _, _, _ := newTestManager(t)
 	checkProperties(t, managerInterface, m.managerProperties())
 	c := &registry.Container{ID: 5, Chain: contid.Chain{3, 5}, Cgroups: []registry.Cgroup{{Path: "/x", ID: 77}}}
-	checkProperties(t, containerInterface, containerProperties(c))
+	checkProperties(t, containerInterface, containerProperties(c, 0))
 }
 
 // signalChecker is an emitter that holds every signal on a table

@@ -99,6 +99,15 @@ type Tracker interface {
 	// ID claim (see release.go).
 	UntagCgroup(cgroupID uint64) error
 	ReleaseID(id contid.ID) error
+	// DenialsSuppressed reads each container's count of refusals not
+	// recorded one by one; ForgetDenials removes a released container's
+	// and returns its final count (see denials.go).
+	DenialsSuppressed() (map[contid.ID]uint64, error)
+	ForgetDenials(id contid.ID) (uint64, error)
+	// DenialsSaid and NoteDenialsSaid keep, with the kernel's pins, how
+	// much of each count the journal has said, across restarts.
+	DenialsSaid() (map[contid.ID]uint64, error)
+	NoteDenialsSaid(id contid.ID, said uint64) error
 }
 
 // Manager implements org.contid1.Manager and the container objects.
@@ -139,6 +148,9 @@ type Manager struct {
 	releases []pendingRelease
 	// resync: kernel events were lost, read the kernel's tags again.
 	resync atomic.Bool
+	// denials is what the journal has said of each container's
+	// unrecorded refusals (denials.go).
+	denials denialLedger
 
 	// groups says whose allowance a UID draws on (subUIDs), for both
 	// transports; tagCalls counts the tag requests waiting on polkit.
@@ -177,6 +189,7 @@ func NewManager(cfg Config) *Manager {
 	}
 	m := &Manager{cfg: cfg, log: cfg.Logf, populated: map[contid.ID]bool{}, groups: newSubUIDs("/etc/subuid")}
 	m.lastContainers = uint32(cfg.Registry.Active())
+	m.seedDenials()
 	return m
 }
 
@@ -345,6 +358,7 @@ func (m *Manager) Run(ctx context.Context) {
 			m.flushCounters()
 			m.checkExits()
 			m.releaseDue(now)
+			m.sweepDenials()
 			if m.resync.Swap(false) {
 				m.resyncKernelTags()
 			}
@@ -529,7 +543,13 @@ func (m *Manager) HandleKernelEvent(ev kernel.Event) {
 		if c, err := m.cfg.Registry.Get(ev.Tag.ID()); err == nil {
 			l = labelsOf(c)
 		}
-		m.audit(func(a Auditor) error { return a.RecordDenial(ev.Tag.Chain, l, ev.PID, ev.Op) })
+		n, said := m.denials.carry(ev.Tag.ID(), ev.Suppressed)
+		m.audit(func(a Auditor) error { return a.RecordDenial(ev.Tag.Chain, l, ev.PID, ev.Op, n) })
+		if n > 0 {
+			m.noteSaid(ev.Tag.ID(), said)
+		}
+		// Only recorded denials are signalled; the journal entry, with
+		// its count of the unrecorded ones, is the record.
 		m.EmitTamperDenied(ev.Tag.ID(), ev.PID, ev.Op)
 	case kernel.EventGrantUsed:
 		var l contid.Labels
@@ -588,7 +608,9 @@ func (m *Manager) managerProperties() map[string]godbus.Variant {
 	}
 }
 
-func containerProperties(c *registry.Container) map[string]godbus.Variant {
+// containerProperties gives c's properties; suppressed is its
+// DenialsSuppressed, which the kernel, not the registry, counts.
+func containerProperties(c *registry.Container, suppressed uint64) map[string]godbus.Variant {
 	chain := make([]uint64, len(c.Chain))
 	for i, id := range c.Chain {
 		chain[i] = uint64(id)
@@ -598,25 +620,26 @@ func containerProperties(c *registry.Container) map[string]godbus.Variant {
 		created = uint64(c.Created.UnixMicro())
 	}
 	return map[string]godbus.Variant{
-		"Id":           godbus.MakeVariant(uint64(c.ID)),
-		"Name":         godbus.MakeVariant(c.Name),
-		"Unit":         godbus.MakeVariant(c.Unit),
-		"Manager":      godbus.MakeVariant(c.Manager),
-		"Image":        godbus.MakeVariant(c.Image),
-		"ManagerID":    godbus.MakeVariant(c.ManagerID),
-		"UUID":         godbus.MakeVariant(c.UUID),
-		"ControlGroup": godbus.MakeVariant(firstCgroup(c)),
-		"CgroupId":     godbus.MakeVariant(firstCgroupID(c)),
-		"ParentId":     godbus.MakeVariant(uint64(c.Parent())),
-		"Chain":        godbus.MakeVariant(chain),
-		"Depth":        godbus.MakeVariant(uint32(c.Depth())),
-		"State":        godbus.MakeVariant(string(c.State)),
-		"CreatedUSec":  godbus.MakeVariant(created),
-		"OwnerUID":     godbus.MakeVariant(c.OwnerUID),
-		"OwnerPID":     godbus.MakeVariant(c.OwnerPID),
-		"Flags":        godbus.MakeVariant(c.Flags.Strings()),
-		"AllowBPF":     godbus.MakeVariant(c.Flags&contid.FlagAllowBPF != 0),
-		"AllowModules": godbus.MakeVariant(c.Flags&contid.FlagAllowModules != 0),
+		"Id":                godbus.MakeVariant(uint64(c.ID)),
+		"Name":              godbus.MakeVariant(c.Name),
+		"Unit":              godbus.MakeVariant(c.Unit),
+		"Manager":           godbus.MakeVariant(c.Manager),
+		"Image":             godbus.MakeVariant(c.Image),
+		"ManagerID":         godbus.MakeVariant(c.ManagerID),
+		"UUID":              godbus.MakeVariant(c.UUID),
+		"ControlGroup":      godbus.MakeVariant(firstCgroup(c)),
+		"CgroupId":          godbus.MakeVariant(firstCgroupID(c)),
+		"ParentId":          godbus.MakeVariant(uint64(c.Parent())),
+		"Chain":             godbus.MakeVariant(chain),
+		"Depth":             godbus.MakeVariant(uint32(c.Depth())),
+		"State":             godbus.MakeVariant(string(c.State)),
+		"CreatedUSec":       godbus.MakeVariant(created),
+		"OwnerUID":          godbus.MakeVariant(c.OwnerUID),
+		"OwnerPID":          godbus.MakeVariant(c.OwnerPID),
+		"Flags":             godbus.MakeVariant(c.Flags.Strings()),
+		"AllowBPF":          godbus.MakeVariant(c.Flags&contid.FlagAllowBPF != 0),
+		"AllowModules":      godbus.MakeVariant(c.Flags&contid.FlagAllowModules != 0),
+		"DenialsSuppressed": godbus.MakeVariant(suppressed),
 	}
 }
 

@@ -31,6 +31,11 @@ type fakeTracker struct {
 	claimed map[contid.ID]bool
 	tags    map[uint64]contid.Tag
 	pids    map[uint32]contid.ID // what task storage says of a PID
+	// suppressed is what denial_budget would hold: each container's
+	// count of refusals not recorded one by one.
+	suppressed map[contid.ID]uint64
+	// said is what denial_said would hold.
+	said map[contid.ID]uint64
 }
 
 func newFakeTracker() *fakeTracker {
@@ -57,6 +62,33 @@ func (f *fakeTracker) ClaimID(id contid.ID) error {
 	return nil
 }
 func (f *fakeTracker) SetFloor(contid.ID) error { return nil }
+func (f *fakeTracker) DenialsSuppressed() (map[contid.ID]uint64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return maps.Clone(f.suppressed), nil
+}
+func (f *fakeTracker) ForgetDenials(id contid.ID) (uint64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := f.suppressed[id]
+	delete(f.suppressed, id)
+	delete(f.said, id)
+	return n, nil
+}
+func (f *fakeTracker) DenialsSaid() (map[contid.ID]uint64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return maps.Clone(f.said), nil
+}
+func (f *fakeTracker) NoteDenialsSaid(id contid.ID, said uint64) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.said == nil {
+		f.said = map[contid.ID]uint64{}
+	}
+	f.said[id] = said
+	return nil
+}
 func (f *fakeTracker) TagCgroup(id uint64, t contid.Tag) (int, error) {
 	f.mu.Lock()
 	f.tags[id] = t
@@ -156,6 +188,9 @@ type recordedOp struct {
 type fakeAuditor struct {
 	mu  sync.Mutex
 	ops []recordedOp
+	// suppressed sums, per chain, the counts of unrecorded denials the
+	// denial and summary records said.
+	suppressed map[string]uint64
 }
 
 func (a *fakeAuditor) add(op string, chain contid.Chain, err error) error {
@@ -176,8 +211,21 @@ func (a *fakeAuditor) RecordCreate(_ uint32, chain contid.Chain, _ contid.Labels
 func (a *fakeAuditor) RecordDrop(chain contid.Chain, _ contid.Labels) error {
 	return a.add("drop", chain, nil)
 }
-func (a *fakeAuditor) RecordDenial(chain contid.Chain, _ contid.Labels, _ uint32, _ string) error {
+func (a *fakeAuditor) RecordDenial(chain contid.Chain, _ contid.Labels, _ uint32, _ string, n uint64) error {
+	a.count(chain, n)
 	return a.add("deny", chain, nil)
+}
+func (a *fakeAuditor) RecordDenialsSuppressed(chain contid.Chain, _ contid.Labels, n uint64) error {
+	a.count(chain, n)
+	return a.add("suppressed", chain, nil)
+}
+func (a *fakeAuditor) count(chain contid.Chain, n uint64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.suppressed == nil {
+		a.suppressed = map[string]uint64{}
+	}
+	a.suppressed[chain.String()] += n
 }
 func (a *fakeAuditor) RecordGrantUse(chain contid.Chain, _ contid.Labels, _ uint32, _ string) error {
 	return a.add("allow", chain, nil)

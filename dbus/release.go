@@ -105,6 +105,9 @@ func (m *Manager) releaseDue(now time.Time) {
 		if err := m.cfg.Tracker.ReleaseID(pr.id); err != nil {
 			m.log(PrioWarning, "Failed to release the kernel claim of container %d: %v", pr.id, err)
 		}
+		// Its processes are gone, so its count is final: journaled now,
+		// or never, for the entry goes with the container.
+		m.forgetDenials(pr.id)
 	}
 	if len(again) > 0 {
 		m.relMu.Lock()

@@ -177,7 +177,7 @@ func (m *Manager) properties(path godbus.ObjectPath, kind objKind, member string
 		if err != nil {
 			return nil, newError(client.NameUnknownObject, fmt.Sprintf("no object at %s: %v", path, err))
 		}
-		ifname, props = client.ContainerInterface, containerProperties(c)
+		ifname, props = client.ContainerInterface, containerProperties(c, m.deniedSuppressed(c))
 	}
 	switch member {
 	case "Get":

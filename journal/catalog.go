@@ -16,6 +16,11 @@ const (
 	// MessageTamperDenied: enforcing mode refused a tagged process an
 	// operation against contid or the audit configuration.
 	MessageTamperDenied = "ccff256590f446b5b51e93fa502b92f3"
+	// MessageDenialsSuppressed: refusals of one container that its
+	// budget ([Enforce] DenialRecordBurst=, DenialRecordRate=) kept from
+	// being recorded one by one, counted (AUDIT_DENIALS_SUPPRESSED) where
+	// no recorded denial counted them.
+	MessageDenialsSuppressed = "b4e76fe19bdf4f28bebb1b687f0836cd"
 	// MessageGrantUsed: enforcing mode let a tagged process load a BPF
 	// program or a kernel module because its container was tagged with
 	// AllowBPF or AllowModules (first use per container).

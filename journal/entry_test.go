@@ -509,14 +509,24 @@ func TestRecorder(t *testing.T) {
 		}, auparse.AUDIT_VIRT_DESTROY,
 			`virt=contid op=drop contid=8 old-contid=-1 opid=0 vm="db" res=success`, MessageContainerExited, nil},
 		{"deny", func(r *Recorder) error {
-			return r.RecordDenial(contid.Chain{8}, contid.Labels{}, 4321, "bpf_map")
+			return r.RecordDenial(contid.Chain{8}, contid.Labels{}, 4321, "bpf_map", 0)
 		}, auparse.AUDIT_VIRT_MACHINE_ID,
 			`virt=contid op=deny contid=8 old-contid=-1 opid=4321 vm=? operation="bpf_map" res=failed`, MessageTamperDenied, nil},
 		{"deny, labelled", func(r *Recorder) error {
-			return r.RecordDenial(contid.Chain{8}, contid.Labels{Name: "db", Manager: "api", UUID: testUUID}, 4321, "kill")
+			return r.RecordDenial(contid.Chain{8}, contid.Labels{Name: "db", Manager: "api", UUID: testUUID}, 4321, "kill", 0)
 		}, auparse.AUDIT_VIRT_MACHINE_ID,
 			`virt=contid op=deny contid=8 old-contid=-1 opid=4321 vm="db" operation="kill" res=failed`, MessageTamperDenied,
 			map[string]string{"AUDIT_CONTAINER_ID": "8", "AUDIT_CONTAINER_NAME": "db", "AUDIT_CONTAINER_MANAGER": "api", "AUDIT_CONTAINER_UUID": testUUID}},
+		{"deny, with suppressed", func(r *Recorder) error {
+			return r.RecordDenial(contid.Chain{8, 2}, contid.Labels{}, 4321, "kill", 17)
+		}, auparse.AUDIT_VIRT_MACHINE_ID,
+			`virt=contid op=deny contid=8,^2 old-contid=-1 opid=4321 vm=? operation="kill" suppressed=17 res=failed`, MessageTamperDenied,
+			map[string]string{"AUDIT_CONTAINER_ID": "8", "AUDIT_DENIALS_SUPPRESSED": "17", "AUDIT_OPERATION": "kill"}},
+		{"denials suppressed", func(r *Recorder) error {
+			return r.RecordDenialsSuppressed(contid.Chain{8}, contid.Labels{Name: "db"}, 940)
+		}, auparse.AUDIT_VIRT_MACHINE_ID,
+			`virt=contid op=deny contid=8 old-contid=-1 opid=0 vm="db" suppressed=940 res=failed`, MessageDenialsSuppressed,
+			map[string]string{"AUDIT_CONTAINER_ID": "8", "AUDIT_DENIALS_SUPPRESSED": "940", "AUDIT_OP": "deny", "PRIORITY": "4"}},
 		{"grant used", func(r *Recorder) error {
 			return r.RecordGrantUse(contid.Chain{9, 8}, contid.Labels{Name: "agent"}, 4321, "bpf_prog_load")
 		}, auparse.AUDIT_VIRT_MACHINE_ID,
@@ -577,9 +587,9 @@ func TestCatalog(t *testing.T) {
 	ids := map[string]bool{
 		MessageTagGranted: true, MessageTagRefused: true, MessageContainerCreated: true,
 		MessageContainerExited: true, MessageTamperDenied: true, MessageEventsLost: true,
-		MessageAuditGap: true, MessageGrantUsed: true,
+		MessageAuditGap: true, MessageGrantUsed: true, MessageDenialsSuppressed: true,
 	}
-	if len(ids) != 8 {
+	if len(ids) != 9 {
 		t.Fatal("duplicate MESSAGE_ID constants")
 	}
 	found := map[string]bool{}
@@ -597,7 +607,8 @@ func TestCatalog(t *testing.T) {
 	written := map[string]bool{
 		"AUDIT_CONTAINER_ID": true, "AUDIT_CONTAINER_CHAIN": true, "AUDIT_CONTAINER_NAME": true,
 		"AUDIT_CONTAINER_UNIT": true, "AUDIT_CONTAINER_UUID": true, "AUDIT_OPID": true, "AUDIT_ERROR": true, "AUDIT_OPERATION": true,
-		"AUDIT_LOST_COUNT": true, "AUDIT_LOST_SINCE": true, "AUDIT_LOST_KERNEL": true,
+		"AUDIT_DENIALS_SUPPRESSED": true,
+		"AUDIT_LOST_COUNT":         true, "AUDIT_LOST_SINCE": true, "AUDIT_LOST_KERNEL": true,
 		"AUDIT_LOST_READER": true, "AUDIT_LOST_WRITE": true, "AUDIT_LOST_STOPPED": true,
 		"AUDIT_GAP_COUNT": true, "AUDIT_GAP_AFTER": true, "AUDIT_GAP_BEFORE": true,
 		"AUDIT_GAP_STOPPED": true, "AUDIT_GAP_RESUMED": true,

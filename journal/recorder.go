@@ -58,6 +58,9 @@ type record struct {
 	labels    contid.Labels
 	err       error
 	operation string // what a denial refused, or an exception let through
+	// suppressed: denials of the container not recorded one by one
+	// (over its budget) since the last entry that said so.
+	suppressed uint64
 
 	messageID string
 	message   string
@@ -112,12 +115,30 @@ func (r *Recorder) RecordDrop(chain contid.Chain, l contid.Labels) error {
 
 // RecordDenial logs an enforcing-mode refusal: pid, of the container
 // chain (labelled l, as far as the registry knows it), attempted
-// operation (e.g. "bpf_map", "audit_set", "kill").
-func (r *Recorder) RecordDenial(chain contid.Chain, l contid.Labels, pid uint32, operation string) error {
+// operation (e.g. "bpf_map", "audit_set", "kill"). suppressed is how many
+// more of the container's refusals went unrecorded one by one since the
+// last entry that counted them (AUDIT_DENIALS_SUPPRESSED, written when
+// not 0).
+func (r *Recorder) RecordDenial(chain contid.Chain, l contid.Labels, pid uint32, operation string, suppressed uint64) error {
 	rec := record{typ: audit.TypeVirtMachineID, op: opDeny, chain: chain, labels: l, opid: pid, operation: operation,
-		err:       errors.New("denied " + operation),
+		err: errors.New("denied " + operation), suppressed: suppressed,
 		messageID: MessageTamperDenied, priority: 4,
 		message: "tamper denied: pid " + u32(pid) + " of " + describe(chain, l.Name) + " attempted " + operation}
+	if suppressed > 0 {
+		rec.message += " (and " + strconv.FormatUint(suppressed, 10) + " more denials not recorded one by one)"
+	}
+	return r.write(&rec)
+}
+
+// RecordDenialsSuppressed logs n refusals of the container chain that its
+// budget kept from being recorded one by one, and that no recorded
+// denial has counted yet: the summary that keeps a flood's tail from
+// going unsaid.
+func (r *Recorder) RecordDenialsSuppressed(chain contid.Chain, l contid.Labels, n uint64) error {
+	rec := record{typ: audit.TypeVirtMachineID, op: opDeny, chain: chain, labels: l, suppressed: n,
+		err:       errors.New("denials not recorded one by one"),
+		messageID: MessageDenialsSuppressed, priority: 4,
+		message: describe(chain, l.Name) + ": " + strconv.FormatUint(n, 10) + " more denials not recorded one by one"}
 	return r.write(&rec)
 }
 
@@ -178,6 +199,10 @@ func (rec *record) kernelText() string {
 		b.WriteString(" operation=")
 		b.WriteString(encodeValue(rec.operation))
 	}
+	if rec.suppressed > 0 {
+		b.WriteString(" suppressed=")
+		b.WriteString(strconv.FormatUint(rec.suppressed, 10))
+	}
 	if rec.err == nil {
 		b.WriteString(" res=success")
 	} else {
@@ -212,6 +237,9 @@ func (rec *record) journalEntry(e *Entry) {
 	}
 	if rec.operation != "" {
 		e.Add("AUDIT_OPERATION", rec.operation)
+	}
+	if rec.suppressed > 0 {
+		e.AddUint("AUDIT_DENIALS_SUPPRESSED", rec.suppressed)
 	}
 	if rec.err == nil {
 		e.Add("AUDIT_RESULT", "success")

@@ -41,11 +41,13 @@ type contidCgroupTag struct {
 }
 
 type contidConfigValue struct {
-	_         structs.HostLayout
-	MaxDepth  uint32
-	Allow     uint32
-	HostMntNs uint32
-	Pad       uint32
+	_           structs.HostLayout
+	MaxDepth    uint32
+	Allow       uint32
+	HostMntNs   uint32
+	DenialBurst uint32
+	DenialRate  uint32
+	Pad         uint32
 }
 
 type contidContidFlag uint32
@@ -57,6 +59,12 @@ const (
 	contidContidFlagFLAG_ALLOW_BPF     contidContidFlag = 8
 	contidContidFlagFLAG_ALLOW_MODULES contidContidFlag = 16
 )
+
+type contidDenialBudget struct {
+	_          structs.HostLayout
+	Tat        uint64
+	Suppressed uint64
+}
 
 type contidDeniedOp uint32
 
@@ -199,6 +207,8 @@ const (
 	contidMapAutotagScopes                   = "autotag_scopes"
 	contidMapCgroupTags                      = "cgroup_tags"
 	contidMapContidConfig                    = "contid_config"
+	contidMapDenialBudget                    = "denial_budget"
+	contidMapDenialSaid                      = "denial_said"
 	contidMapEvents                          = "events"
 	contidMapEventsLost                      = "events_lost"
 	contidMapGrantNoted                      = "grant_noted"
@@ -330,6 +340,8 @@ type contidMapSpecs struct {
 	AutotagScopes   *ebpf.MapSpec `ebpf:"autotag_scopes"`
 	CgroupTags      *ebpf.MapSpec `ebpf:"cgroup_tags"`
 	ContidConfig    *ebpf.MapSpec `ebpf:"contid_config"`
+	DenialBudget    *ebpf.MapSpec `ebpf:"denial_budget"`
+	DenialSaid      *ebpf.MapSpec `ebpf:"denial_said"`
 	Events          *ebpf.MapSpec `ebpf:"events"`
 	EventsLost      *ebpf.MapSpec `ebpf:"events_lost"`
 	GrantNoted      *ebpf.MapSpec `ebpf:"grant_noted"`
@@ -373,6 +385,8 @@ type contidMaps struct {
 	AutotagScopes   *ebpf.Map `ebpf:"autotag_scopes"`
 	CgroupTags      *ebpf.Map `ebpf:"cgroup_tags"`
 	ContidConfig    *ebpf.Map `ebpf:"contid_config"`
+	DenialBudget    *ebpf.Map `ebpf:"denial_budget"`
+	DenialSaid      *ebpf.Map `ebpf:"denial_said"`
 	Events          *ebpf.Map `ebpf:"events"`
 	EventsLost      *ebpf.Map `ebpf:"events_lost"`
 	GrantNoted      *ebpf.Map `ebpf:"grant_noted"`
@@ -392,6 +406,8 @@ func (m *contidMaps) Close() error {
 		m.AutotagScopes,
 		m.CgroupTags,
 		m.ContidConfig,
+		m.DenialBudget,
+		m.DenialSaid,
 		m.Events,
 		m.EventsLost,
 		m.GrantNoted,

@@ -104,6 +104,9 @@ func decodeEvent(raw []byte) (Event, error) {
 		Boottime:       time.Duration(re.BoottimeNs),
 		ParentCgroupID: re.ParentCgroupId,
 	}
+	if ev.Kind == EventDenied {
+		ev.Suppressed, ev.Count = re.Count, 0
+	}
 	ev.Tag.Chain = chainOf(re.Id, re.Depth, &re.Chain)
 	ev.Tag.Flags = contidFlags(re.Flags)
 	if i := bytes.IndexByte(re.Name[:], 0); i >= 0 {

@@ -61,7 +61,10 @@ type Event struct {
 	TID      uint32
 	Op       string // EventDenied: the refused operation, e.g. "bpf_map"; EventGrantUsed: the one let through
 	Count    uint64 // EventLost
-	Boottime time.Duration
+	// Suppressed: EventDenied, the container's denials not recorded
+	// one by one (over its budget) up to this one, a monotonic total.
+	Suppressed uint64
+	Boottime   time.Duration
 	// ParentCgroupID and Name: EventAutotag, the autotag parent and the
 	// new cgroup's directory name, so user space can name it without a
 	// walk of the cgroup tree.

@@ -85,6 +85,7 @@ func TestLoadWritesExceptions(t *testing.T) {
 		{"bpf allowed", Options{AllowBPF: true}, uint32(contidAllowBitALLOW_BPF)},
 		{"both allowed", Options{AllowBPF: true, AllowModules: true}, uint32(contidAllowBitALLOW_BPF | contidAllowBitALLOW_MODULES)},
 		{"modules allowed", Options{AllowModules: true}, uint32(contidAllowBitALLOW_MODULES)},
+		{"denial budget", Options{DenialBurst: 64, DenialRate: 16}, 0},
 		{"none after a restart without them", Options{}, 0},
 	}
 	// The mount guards' host namespace, as the kernel names PID 1's. A
@@ -114,8 +115,9 @@ func TestLoadWritesExceptions(t *testing.T) {
 			if err := b.maps.ContidConfig.Lookup(uint32(0), &got); err != nil {
 				t.Fatal(err)
 			}
-			if got != (configValue{MaxDepth: 5, Allow: tc.want, HostMntNs: hostNS}) {
-				t.Fatalf("contid_config after Load = %+v, want MaxDepth 5, Allow %d, HostMntNs %d", got, tc.want, hostNS)
+			want := configValue{MaxDepth: 5, Allow: tc.want, HostMntNs: hostNS, DenialBurst: tc.opts.DenialBurst, DenialRate: tc.opts.DenialRate}
+			if got != want {
+				t.Fatalf("contid_config after Load = %+v, want %+v", got, want)
 			}
 			if err := b.SetMaxDepth(2); err != nil {
 				t.Fatal(err)
@@ -123,8 +125,9 @@ func TestLoadWritesExceptions(t *testing.T) {
 			if err := b.maps.ContidConfig.Lookup(uint32(0), &got); err != nil {
 				t.Fatal(err)
 			}
-			if got != (configValue{MaxDepth: 2, Allow: tc.want, HostMntNs: hostNS}) {
-				t.Fatalf("contid_config after SetMaxDepth(2) = %+v, want MaxDepth 2, Allow %d, HostMntNs %d", got, tc.want, hostNS)
+			want.MaxDepth = 2
+			if got != want {
+				t.Fatalf("contid_config after SetMaxDepth(2) = %+v, want %+v", got, want)
 			}
 		})
 	}

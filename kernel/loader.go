@@ -50,6 +50,13 @@ type Options struct {
 	// Written on every Load, as MaxDepth is.
 	AllowBPF     bool
 	AllowModules bool
+	// DenialBurst and DenialRate ration each container's recorded
+	// denials (kernel/bpf/denial.c): DenialBurst at once, DenialRate more
+	// per second; past them a denial only adds to the container's
+	// suppressed total. Either 0 records every denial. Written on every
+	// Load, as MaxDepth is.
+	DenialBurst uint32
+	DenialRate  uint32
 }
 
 // BPF is the loaded kernel layer.
@@ -199,6 +206,7 @@ func Load(opts Options) (*BPF, error) {
 	if opts.AllowModules {
 		b.cfg.Allow |= uint32(contidAllowBitALLOW_MODULES)
 	}
+	b.cfg.DenialBurst, b.cfg.DenialRate = opts.DenialBurst, opts.DenialRate
 	ns, err := hostMountNamespace()
 	if err != nil && b.mode == contid.ModeEnforcing {
 		b.Close()

@@ -17,6 +17,7 @@ type (
 	protectedKey   = contidProtectedKey
 	protectedInode = contidProtectedInode // a pin directory (Ino != 0) or the bpffs superblock that holds it (Ino == 0)
 	autotagScope   = contidAutotagScope
+	denialBudget   = contidDenialBudget
 )
 
 // maxDepth is the length of a chain as the kernel stores it

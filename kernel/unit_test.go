@@ -223,6 +223,19 @@ func TestDecodeEvent(t *testing.T) {
 	if _, err := decodeEvent(buf.Bytes()[:10]); err == nil {
 		t.Error("short record decoded without error")
 	}
+
+	// A denial's count field is its container's suppressed total.
+	re = rawEvent{Kind: contidEventKindEV_DENIED, Pid: 10, Id: 5, Op: contidDeniedOpDENIED_KILL, Count: 913}
+	buf.Reset()
+	if err := binary.Write(&buf, binary.NativeEndian, re); err != nil {
+		t.Fatal(err)
+	}
+	if ev, err = decodeEvent(buf.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	if ev.Kind != EventDenied || ev.Suppressed != 913 || ev.Count != 0 || ev.Op != "kill" || ev.Tag.ID() != 5 {
+		t.Errorf("decoded denial %+v, want Suppressed 913, Count 0", ev)
+	}
 }
 
 // The records Go decodes with encoding/binary (the ring buffer's and the

@@ -268,6 +268,11 @@ func cmdStatus(ctx context.Context, g *globals, args []string) error {
 	if ci.AllowBPF || ci.AllowModules {
 		row("Enforcing", exceptions(ci))
 	}
+	if ci.DenialsSuppressed > 0 {
+		// The journal has them as counts, not entries: say so where a
+		// reader of the status would look for what the container tried.
+		row("Denials", fmt.Sprintf("%d not recorded one by one (counted in the journal)", ci.DenialsSuppressed))
+	}
 	row("Processes", strconv.Itoa(len(pids)))
 	for _, pid := range pids {
 		fmt.Fprintf(g.out, "%12s%d %s\n", "", pid, comm(pid))

@@ -110,6 +110,7 @@ func containerProperties(ci client.ContainerInfo) []property {
 		{"Flags", "flags", flags},
 		{"AllowBPF", "allow_bpf", ci.AllowBPF},
 		{"AllowModules", "allow_modules", ci.AllowModules},
+		{"DenialsSuppressed", "denials_suppressed", ci.DenialsSuppressed},
 		{"Object", "object", string(client.ContainerPath(ci.ID))},
 	}
 }

@@ -339,6 +339,9 @@ type ContainerInfo struct {
 	Flags        []string     `json:"flags"`
 	AllowBPF     bool         `json:"allow_bpf"`
 	AllowModules bool         `json:"allow_modules"`
+	// DenialsSuppressed: the container's refusals in enforcing mode that
+	// were counted rather than recorded one by one.
+	DenialsSuppressed uint64 `json:"denials_suppressed"`
 }
 
 // Container reads container id's properties.
@@ -362,7 +365,8 @@ func (c *Client) Container(ctx context.Context, id contid.ID) (ContainerInfo, er
 		store(props, "ParentId", &parent), store(props, "Chain", &chain), store(props, "Depth", &ci.Depth),
 		store(props, "State", &ci.State), store(props, "CreatedUSec", &ci.CreatedUSec),
 		store(props, "OwnerUID", &ci.OwnerUID), store(props, "OwnerPID", &ci.OwnerPID), store(props, "Flags", &ci.Flags),
-		store(props, "AllowBPF", &ci.AllowBPF), store(props, "AllowModules", &ci.AllowModules))
+		store(props, "AllowBPF", &ci.AllowBPF), store(props, "AllowModules", &ci.AllowModules),
+		store(props, "DenialsSuppressed", &ci.DenialsSuppressed))
 	ci.ID, ci.ParentID = contid.ID(id64), contid.ID(parent)
 	for _, x := range chain {
 		ci.Chain = append(ci.Chain, contid.ID(x))

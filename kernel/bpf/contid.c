@@ -10,6 +10,7 @@
 #include "join.c"
 #include "autotag.c"
 #include "tagiter.c"
+#include "denial.c"
 #include "forklsm.c"
 #include "umhelper.c"
 #include "guard.c"

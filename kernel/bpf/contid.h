@@ -141,6 +141,8 @@ struct event {
 	__u64 id;
 	__u64 cgroup_id;
 	__u64 parent_cgroup_id;
+	/* EV_DENIED: the container's suppressed total (denial_budget) as
+	 * the guard read it; user space journals its growth. */
 	__u64 count;
 	__u64 boottime_ns;
 	__u32 depth;
@@ -182,6 +184,11 @@ struct config_value {
 	/* The inode number of the host's mount namespace (PID 1's), which
 	 * the mount guards (statefs.c) tell from a container's own. */
 	__u32 host_mnt_ns;
+	/* How many denials a container may have recorded at once, and how
+	 * many more per second ([Enforce] DenialRecordBurst=,
+	 * DenialRecordRate=); either 0 records every denial (denial.c). */
+	__u32 denial_burst;
+	__u32 denial_rate;
 	__u32 pad;
 };
 
@@ -337,6 +344,44 @@ struct {
 	__type(key, struct grant_key);
 	__type(value, __u8);
 } grant_noted SEC(".maps");
+
+/* A container's denial budget (denial.c): the GCRA schedule of its
+ * recorded denials and the monotonic total of those it did not record. */
+struct denial_budget {
+	__u64 tat; /* boottime at which the budget is full again */
+	__u64 suppressed;
+};
+
+/*
+ * One entry per container that was refused something, by its innermost
+ * ID (the refused task's own tag). A plain HASH, not an LRU: an evicted
+ * entry would take its suppressed total with it, unsaid. Sized like
+ * cgroup_tags, so every tagged container fits; contidd removes an entry
+ * when it releases the ID, after journaling what it held. Preallocated,
+ * so a guard never waits for memory; when it is full after all, the
+ * denial is recorded as before the budget (denial.c).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct denial_budget);
+} denial_budget SEC(".maps");
+
+/*
+ * How much of each container's suppressed total contidd has journaled.
+ * No program reads or writes it: user space alone does, and the kernel
+ * only keeps it, pinned beside denial_budget, so that a contidd that
+ * restarts neither says a count again nor skips one. A value of its own
+ * rather than a field of denial_budget's: a write from user space
+ * replaces the whole value, and would undo the guards' atomic updates.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, __u64);
+} denial_said SEC(".maps");
 
 /* contid's own daemon, by thread-group ID; the value is its start time in
  * clock ticks (as /proc/PID/stat gives it), so a reused PID is not

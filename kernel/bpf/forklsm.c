@@ -17,12 +17,7 @@ int BPF_PROG(contid_task_alloc, struct task_struct *task, unsigned long clone_fl
 	if (!pt || !pt->id)
 		return 0;
 	if (set_task_tag(task, pt->id, pt->flags) < 0) {
-		struct event *e = event_reserve(EV_DENIED, me);
-		if (e) {
-			e->id = pt->id;
-			e->op = DENIED_TASK_ALLOC;
-			bpf_ringbuf_submit(e, 0);
-		}
+		record_denial(me, pt->id, pt->flags, DENIED_TASK_ALLOC);
 		return -ENOMEM;
 	}
 	return 0;

@@ -28,7 +28,9 @@ static __always_inline struct task_tag *current_tag(void)
 }
 
 /* Returns whether the event went into the ring buffer; a full buffer is
- * counted in events_lost by event_reserve. */
+ * counted in events_lost by event_reserve. Denials go through deny, which
+ * rations them per container (denial.c); a grant's first use is one
+ * event per container already. */
 static __always_inline int report(struct task_tag *tt, enum event_kind kind, enum denied_op op)
 {
 	struct event *e = event_reserve(kind, bpf_get_current_task_btf());
@@ -41,9 +43,10 @@ static __always_inline int report(struct task_tag *tt, enum event_kind kind, enu
 	return 1;
 }
 
+/* The refusal does not depend on whether it is recorded. */
 static __always_inline int deny(struct task_tag *tt, enum denied_op op)
 {
-	report(tt, EV_DENIED, op);
+	record_denial(bpf_get_current_task_btf(), tt->id, tt->flags, op);
 	return -EPERM;
 }
 

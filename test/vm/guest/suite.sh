@@ -53,6 +53,8 @@ source "$(dirname "$SELF")/blind.sh"
 source "$(dirname "$SELF")/grants.sh"
 # shellcheck source=grantattacks.sh
 source "$(dirname "$SELF")/grantattacks.sh"
+# shellcheck source=denyrate.sh
+source "$(dirname "$SELF")/denyrate.sh"
 PINDIR=/sys/fs/bpf/contid
 MANAGER=(org.contid1 /org/contid1 org.contid1.Manager)
 TAGGED_SLICE=machine.slice
@@ -921,6 +923,7 @@ main() {
 	NEEDS=$no_pid run_denial proc_fd_contidd eacces
 	run_limits "$no_pid"
 	run_loads "$no_pid"
+	run_denial_budget "$no_pid"
 	run_blind_restart
 	# Controls from here on disturb contid itself; they run last.
 	NEEDS=$no_map run_denial map_unpin

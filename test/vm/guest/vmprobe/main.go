@@ -11,7 +11,9 @@
 // a BPF program without
 // an object file (or make another process load one, by ptrace), shut a
 // filesystem down, and load a kernel module by each of the two system
-// calls (modprobe picks one).
+// calls (modprobe picks one); and refused signals to a process in a loop,
+// counted by errno (a shell's kill builtin is too slow to flood with, and
+// its failures cannot be counted by errno).
 //
 // Each subcommand tries one operation and reports the outcome on one line:
 // "ok ..." with exit status 0, or "denied: <errno text>" with exit status
@@ -140,6 +142,11 @@ func main() {
 			usage()
 		}
 		err = fsShutdown(args[0])
+	case "kill-loop":
+		if len(args) != 2 {
+			usage()
+		}
+		err = killLoop(args[0], args[1])
 	case "init-module", "finit-module":
 		if len(args) != 1 {
 			usage()
@@ -173,6 +180,7 @@ func usage() {
        contid-vmprobe bpf-prog-load
        contid-vmprobe inject-bpf-prog-load PID
        contid-vmprobe fs-shutdown PATH
+       contid-vmprobe kill-loop PID N|SECONDSs
        contid-vmprobe init-module|finit-module MODULE.ko`)
 	os.Exit(2)
 }
@@ -672,4 +680,46 @@ func fsShutdown(path string) error {
 	}
 	fmt.Printf("ok: shut down the filesystem at %s\n", path)
 	return nil
+}
+
+// killLoop sends SIGURG to pid N times, or for a duration ("8s"), and
+// prints how many sends each errno ended: the VM tier's count of refusals
+// to hold the journal's against. SIGURG, because a Go program (contidd)
+// takes a stray one for a preemption request and carries on, should one
+// get through. It fails unless every send was refused with EPERM.
+func killLoop(pidArg, howMany string) error {
+	pid, err := strconv.Atoi(pidArg)
+	if err != nil {
+		return fmt.Errorf("bad pid %q: %w", pidArg, err)
+	}
+	var n int
+	var until time.Time
+	if d, derr := time.ParseDuration(howMany); derr == nil {
+		until = time.Now().Add(d)
+	} else if n, err = strconv.Atoi(howMany); err != nil || n < 1 {
+		return fmt.Errorf("bad count %q: want N or a duration", howMany)
+	}
+	var eperm, sent, other int
+	for i := 0; ; i++ {
+		if until.IsZero() {
+			if i == n {
+				break
+			}
+		} else if i%256 == 0 && time.Now().After(until) {
+			break
+		}
+		switch err := unix.Kill(pid, unix.SIGURG); {
+		case err == nil:
+			sent++
+		case errors.Is(err, unix.EPERM):
+			eperm++
+		default:
+			other++
+		}
+	}
+	fmt.Printf("eperm: %d\nsent: %d\nother: %d\n", eperm, sent, other)
+	if sent > 0 || other > 0 {
+		return fmt.Errorf("%d of %d signals not refused with EPERM", sent+other, eperm+sent+other)
+	}
+	return unix.EPERM
 }
