@@ -27,7 +27,7 @@ type Registry interface {
 	TagCgroup(c registry.Caller, id contid.ID, t registry.CgroupTarget, o registry.Options) (*registry.Container, error)
 	TagProcess(c registry.Caller, id contid.ID, t registry.ProcessTarget, o registry.Options) (*registry.Container, error)
 	Adopt(tag contid.Tag, cg registry.Cgroup) (*registry.Container, bool, error)
-	SetMetadata(id contid.ID, name, unit string) error
+	SetUnitIfUnset(id contid.ID, unit string) (bool, error)
 	Name(c registry.Caller, id contid.ID, o registry.Options, unit string) (*registry.Container, error)
 	CheckTaggable(cgroup string) error
 	MarkExited(id contid.ID) (*registry.Container, error)
@@ -514,7 +514,7 @@ func (m *Manager) adoptAutotag(tag contid.Tag, cg registry.Cgroup) (*registry.Co
 		// systemd names a unit's cgroup after the unit, so a plain
 		// `systemd-run --scope --slice=machine.slice` is findable
 		// by GetContainerByUnit before (or without) machined.
-		if err := m.cfg.Registry.SetMetadata(c.ID, c.Name, u); err == nil {
+		if set, err := m.cfg.Registry.SetUnitIfUnset(c.ID, u); err == nil && set {
 			c.Unit = u
 		}
 	}

@@ -294,6 +294,35 @@ func (r *Registry) SetMetadata(id contid.ID, name, unit string) error {
 	return err
 }
 
+// SetUnitIfUnset records unit as the container's unit when it has none,
+// and leaves every other field as it is: whether it did is the bool. The
+// adoption of an autotagged cgroup and a manager's hook naming the same
+// container can run at once, and the adoption must not write back a name
+// it read before the hook gave one.
+func (r *Registry) SetUnitIfUnset(id contid.ID, unit string) (bool, error) {
+	if err := ValidateName(unit); err != nil {
+		return false, fmt.Errorf("unit: %w", err)
+	}
+	r.change.Lock()
+	defer r.change.Unlock()
+	if r.closed {
+		return false, ErrClosed
+	}
+	old := r.byID[id]
+	if old == nil {
+		return false, fmt.Errorf("%w: no container has ID %d", contid.ErrNoSuchContainer, id)
+	}
+	if old.c.Unit != "" || unit == "" {
+		return false, nil
+	}
+	ne := old.dup()
+	ne.c.Unit = unit
+	if _, err := r.commit(old, ne); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
 // Name gives a container the kernel tagged on its own (autotag: it has no
 // owner) its name, unit and what started it (o's Name, Manager, Image and
 // ManagerID; its flags do not apply), for a caller that may manage it
