@@ -1,13 +1,10 @@
 package audit_test
 
 import (
-	"os"
-	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
 
-	"github.com/contid/contid/internal/testenv"
 	"github.com/contid/contid/journal"
 	"github.com/contid/contid/kernel/audit"
 )
@@ -38,27 +35,8 @@ func TestStopGapDrops(t *testing.T) {
 }
 
 func stopGapDrops(t *testing.T, whileStopped bool) {
-	s := newAuditSession(t)
-	s.resetLost = true
-	b := tracker(t)
-	s.setBacklog(8192, 60000)
-	cg := newCgroup(t, b, nil, "stopdrop", true)
-	reg := fakeContainers{cg.chain.ID(): {cg.chain, "stopdrop", "stopdrop.scope"}}
-	j := testenv.StartJournald(t)
-	target := filepath.Join(t.TempDir(), "target")
-	if err := os.WriteFile(target, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	key := "contid-test-" + randomSuffix(t)
-	first := startPipelineOn(t, j, b, reg, audit.Config{Source: audit.Unicast}, journal.Config{WriteUntagged: true})
-	flood := make(chan helperResult, 1)
-	go func() { flood <- runOpenHelper(t, s, cg.fd, 1000000, 100000, target, key) }()
-	time.Sleep(2 * time.Second)
-	first.stop()
-	pos, ok := first.reader.Position()
-	if !ok {
-		t.Fatal("the first reader read nothing")
-	}
+	f := startStopFlood(t, "stopdrop", 1000000, 100000)
+	s, b, reg, j, key, first, flood, pos := f.s, f.b, f.reg, f.j, f.key, f.first, f.flood, f.pos
 	if whileStopped {
 		s.setBacklog(64, 0)
 	}

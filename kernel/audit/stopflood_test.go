@@ -9,6 +9,7 @@ import (
 
 	"github.com/contid/contid/internal/testenv"
 	"github.com/contid/contid/journal"
+	"github.com/contid/contid/kernel"
 	"github.com/contid/contid/kernel/audit"
 )
 
@@ -23,27 +24,8 @@ import (
 // the first serial read: of 118,559 events unread while stopped it
 // announced 29,126 and counted 89,433 as reader losses.
 func TestStopGapInFlood(t *testing.T) {
-	s := newAuditSession(t)
-	s.resetLost = true
-	b := tracker(t)
-	s.setBacklog(8192, 60000)
-	cg := newCgroup(t, b, nil, "stopflood", true)
-	reg := fakeContainers{cg.chain.ID(): {cg.chain, "stopflood", "stopflood.scope"}}
-	j := testenv.StartJournald(t)
-	target := filepath.Join(t.TempDir(), "target")
-	if err := os.WriteFile(target, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	key := "contid-test-" + randomSuffix(t)
-	first := startPipelineOn(t, j, b, reg, audit.Config{Source: audit.Unicast}, journal.Config{WriteUntagged: true})
-	flood := make(chan helperResult, 1)
-	go func() { flood <- runOpenHelper(t, s, cg.fd, 150000, 1e9, target, key) }()
-	time.Sleep(2 * time.Second)
-	first.stop()
-	pos, ok := first.reader.Position()
-	if !ok {
-		t.Fatal("the first reader read nothing")
-	}
+	f := startStopFlood(t, "stopflood", 150000, 1e9)
+	b, reg, j, key, first, flood, pos := f.b, f.reg, f.j, f.key, f.first, f.flood, f.pos
 	time.Sleep(10 * time.Second)
 	second := startPipelineOn(t, j, b, reg, audit.Config{Source: audit.Unicast, After: &pos}, journal.Config{WriteUntagged: true})
 	res := <-flood
@@ -100,4 +82,44 @@ func TestStopGapInFlood(t *testing.T) {
 	if got < uint64(res.offered) || got > uint64(res.offered)+32 {
 		t.Errorf("%d written + %d in the gap + %d counted lost = %d, the flood made %d", mine, gapSum, lossSum, got, res.offered)
 	}
+}
+
+// stopFlood is what the stop tests share: a tagged process opening a
+// file under an audit rule, read by a unicast pipeline that is stopped
+// 2 s into the flood, and where that reader stopped.
+type stopFlood struct {
+	s     *auditSession
+	b     *kernel.BPF
+	reg   fakeContainers
+	j     *testenv.Journald
+	key   string
+	first *pipeline
+	flood chan helperResult
+	pos   audit.Position
+}
+
+// startStopFlood starts n opens at rate a second in a container named
+// name, and stops the first reader 2 s in.
+func startStopFlood(t *testing.T, name string, n, rate int) stopFlood {
+	f := stopFlood{s: newAuditSession(t), b: tracker(t), flood: make(chan helperResult, 1)}
+	f.s.resetLost = true
+	f.s.setBacklog(8192, 60000)
+	cg := newCgroup(t, f.b, nil, name, true)
+	f.reg = fakeContainers{cg.chain.ID(): {cg.chain, name, name + ".scope"}}
+	f.j = testenv.StartJournald(t)
+	target := filepath.Join(t.TempDir(), "target")
+	if err := os.WriteFile(target, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f.key = "contid-test-" + randomSuffix(t)
+	f.first = startPipelineOn(t, f.j, f.b, f.reg, audit.Config{Source: audit.Unicast}, journal.Config{WriteUntagged: true})
+	go func() { f.flood <- runOpenHelper(t, f.s, cg.fd, n, rate, target, f.key) }()
+	time.Sleep(2 * time.Second)
+	f.first.stop()
+	pos, ok := f.first.reader.Position()
+	if !ok {
+		t.Fatal("the first reader read nothing")
+	}
+	f.pos = pos
+	return f
 }
