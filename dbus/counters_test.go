@@ -13,6 +13,7 @@ func TestEventCountersFollowSource(t *testing.T) {
 	m.SetEventSource(func() EventCounts { return now })
 
 	changes := func() int {
+		m.flushSignals()
 		em.mu.Lock()
 		defer em.mu.Unlock()
 		n := 0

@@ -167,6 +167,7 @@ func TestDenialCountsJournaledOnce(t *testing.T) {
 	if summaries != 3 {
 		t.Errorf("%d summaries of the flooder, want 3", summaries)
 	}
+	m.flushSignals()
 	em.mu.Lock()
 	defer em.mu.Unlock()
 	if n := len(em.signals); n != 8 {

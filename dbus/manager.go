@@ -117,7 +117,9 @@ type Manager struct {
 
 	mu       sync.Mutex
 	emitters []emitter
-	sysbus   *godbus.Conn // for systemd1, machine1 and polkit; nil without a bus
+	// signals is what emit queued and the announcer has not yet sent.
+	signals signalQueue
+	sysbus  *godbus.Conn // for systemd1, machine1 and polkit; nil without a bus
 
 	// populated remembers containers whose cgroup has held processes, so
 	// a freshly tagged, still empty cgroup is not taken for an exited one.
@@ -199,14 +201,37 @@ func (m *Manager) addEmitter(e emitter) {
 	m.mu.Unlock()
 }
 
+// emit queues a signal for every transport and returns at once. The
+// method call that caused it is answered without waiting for the signal to
+// reach every listener: on the peer-to-peer socket those may be a thousand
+// connections, some of which have to be cut for not reading. One announcer
+// at a time runs the queue in order, so listeners see signals in the order
+// they were emitted, as before.
 func (m *Manager) emit(path godbus.ObjectPath, iface, member string, body ...any) {
+	m.announce(func(es []emitter) { emitTo(es, path, iface, member, body...) })
+}
+
+// announce queues work that ends in signals (see emit).
+func (m *Manager) announce(a announcement) { m.signals.push(a, m.runAnnouncements) }
+
+func (m *Manager) runAnnouncements(batch []announcement) {
 	m.mu.Lock()
 	es := append([]emitter(nil), m.emitters...)
 	m.mu.Unlock()
+	for _, a := range batch {
+		a(es)
+	}
+}
+
+func emitTo(es []emitter, path godbus.ObjectPath, iface, member string, body ...any) {
 	for _, e := range es {
 		e.emit(path, iface, member, body...)
 	}
 }
+
+// flushSignals waits until everything announced so far has been handed to
+// the transports.
+func (m *Manager) flushSignals() { m.signals.flush() }
 
 func (m *Manager) busPeers(conn *godbus.Conn) *busPeers {
 	m.mu.Lock()
@@ -222,11 +247,16 @@ func (m *Manager) systemBus() *godbus.Conn {
 
 // containerNew announces a new container and the changed count.
 func (m *Manager) containerNew(c *registry.Container) {
-	// Remember now whether its cgroup holds processes, so a container
-	// that empties before the next exit check is still seen to exit.
-	m.stillActive(c)
-	m.emit(client.ManagerPath, client.ManagerInterface, "ContainerNew", uint64(c.ID), client.ContainerPath(c.ID))
-	m.containersChanged()
+	m.announce(func(es []emitter) {
+		// Remember, before the container is announced, whether its
+		// cgroup holds processes, so a container that empties before the
+		// next exit check is still seen to exit. Done here rather than
+		// before the tag call's reply: reading a cgroup file took
+		// milliseconds on a host under load.
+		m.stillActive(c)
+		emitTo(es, client.ManagerPath, client.ManagerInterface, "ContainerNew", uint64(c.ID), client.ContainerPath(c.ID))
+		m.announceCount(es)
+	})
 }
 
 func (m *Manager) containerRemoved(c *registry.Container) {
@@ -237,15 +267,32 @@ func (m *Manager) containerRemoved(c *registry.Container) {
 }
 
 func (m *Manager) containersChanged() {
+	m.announce(m.announceCount)
+}
+
+// announceCount announces the number of active containers if it changed.
+// The announcer counts, not the caller: a count taken before an
+// announcement queued later could otherwise be the last one sent.
+func (m *Manager) announceCount(es []emitter) {
+	if n, ok := m.containerCount(); ok {
+		emitContainerCount(es, n)
+	}
+}
+
+// containerCount is the number of active containers, and whether it
+// differs from the one last announced.
+func (m *Manager) containerCount() (uint32, bool) {
 	n := uint32(m.cfg.Registry.Active())
 	m.mu.Lock()
+	defer m.mu.Unlock()
 	changed := n != m.lastContainers
 	m.lastContainers = n
-	m.mu.Unlock()
-	if changed {
-		m.emit(client.ManagerPath, ifaceProperties, "PropertiesChanged", client.ManagerInterface,
-			map[string]godbus.Variant{"Containers": godbus.MakeVariant(n)}, []string{})
-	}
+	return n, changed
+}
+
+func emitContainerCount(es []emitter, n uint32) {
+	emitTo(es, client.ManagerPath, ifaceProperties, "PropertiesChanged", client.ManagerInterface,
+		map[string]godbus.Variant{"Containers": godbus.MakeVariant(n)}, []string{})
 }
 
 // EventCounts are the audit pipeline's counters, behind the Events*

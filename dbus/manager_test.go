@@ -363,6 +363,7 @@ func TestTagAuditedAndAnnounced(t *testing.T) {
 	if id != 1 || len(a.ops) != 2 || a.ops[0] != want[0] || a.ops[1] != want[1] {
 		t.Fatalf("id %d, audit trail %+v, want %+v", id, a.ops, want)
 	}
+	m.flushSignals()
 	if strings.Join(em.signals, " ") != "org.contid1.Manager.ContainerNew org.freedesktop.DBus.Properties.PropertiesChanged" {
 		t.Fatalf("signals %v", em.signals)
 	}

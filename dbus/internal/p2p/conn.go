@@ -131,6 +131,25 @@ func (c *peerConn) serve() {
 	}
 }
 
+// sendNow writes b to the socket without waiting and returns how much of
+// it the socket took; the queue calls it only while its writer is idle, so
+// the two never write at once. Control, not Write: the writer's last
+// deadline, long past on a connection that was idle, would fail a Write
+// before it tried.
+func (c *peerConn) sendNow(b []byte) int {
+	raw, err := c.conn.SyscallConn()
+	if err != nil {
+		return 0
+	}
+	n := 0
+	_ = raw.Control(func(fd uintptr) {
+		if sent, err := unix.SendmsgN(int(fd), b, nil, nil, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL); err == nil {
+			n = sent
+		}
+	})
+	return n
+}
+
 // writeLoop writes what the queue holds, each write bounded by a
 // deadline. A peer that takes longer than that to read a message has
 // fallen behind and is disconnected.

@@ -221,3 +221,71 @@ func TestOutQueueReserve(t *testing.T) {
 		t.Fatalf("closing a queue that held only its reserve changed the budget: %d -> %d", total, b.total)
 	}
 }
+
+// What the socket takes at once is neither queued nor charged; the rest
+// is queued in order and charged, to the connection's reserve first; and
+// nothing is sent past a message that waits or a write in progress.
+func TestOutQueueSendsAtOnce(t *testing.T) {
+	const size = replyReserve + 4096
+	for _, tt := range []struct {
+		name       string
+		takes      int  // what the socket takes of each send
+		busy       bool // a message already waits
+		wantQueued int  // bytes queued after the reply
+		wantSends  int
+	}{
+		{"socket takes all", size, false, 0, 1},
+		{"socket takes nothing", 0, false, size, 1},
+		{"socket takes part", 1000, false, size - 1000, 1},
+		{"behind a waiting message", size, true, size + 64, 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var b byteBudget
+			q := newOutQueue(&b, Group{UID: 1000})
+			if tt.busy {
+				if err := q.push(make([]byte, 64), false); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var sent [][]byte
+			q.send = func(p []byte) int {
+				n := min(tt.takes, len(p))
+				sent = append(sent, p[:n])
+				return n
+			}
+			if err := q.push(make([]byte, size), false); err != nil {
+				t.Fatal(err)
+			}
+			if len(sent) != tt.wantSends {
+				t.Fatalf("%d sends, want %d", len(sent), tt.wantSends)
+			}
+			if q.bytes != tt.wantQueued {
+				t.Fatalf("%d bytes queued, want %d", q.bytes, tt.wantQueued)
+			}
+			// Only what exceeds the reserve is charged to the budget.
+			if want := int64(max(tt.wantQueued-replyReserve, 0)); b.total != want {
+				t.Fatalf("budget holds %d bytes, want %d", b.total, want)
+			}
+			if len(sent) > 0 && len(sent[0]) > 0 && sent[0][8] != 1 {
+				t.Fatalf("sent with serial %d, want 1", sent[0][8])
+			}
+			// While the writer holds a batch, nothing is sent past it.
+			if tt.wantQueued > 0 {
+				if _, ok := q.next(); !ok {
+					t.Fatal("queue closed")
+				}
+				before := len(sent)
+				if err := q.push(make([]byte, 64), true); err != nil {
+					t.Fatal(err)
+				}
+				if len(sent) != before {
+					t.Fatal("sent at once while the writer was writing")
+				}
+			}
+			q.close()
+			if b.total != 0 {
+				t.Fatalf("the budget holds %d bytes after close", b.total)
+			}
+		})
+	}
+}

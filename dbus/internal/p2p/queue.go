@@ -40,6 +40,9 @@ type outQueue struct {
 	// while it waits for messages.
 	writeSince time.Time
 	now        func() time.Time
+	// send, when set, writes to the socket without waiting; it returns
+	// how much of b the socket took.
+	send func(b []byte) int
 }
 
 type outMessage struct {
@@ -91,19 +94,45 @@ func (q *outQueue) push(b []byte, signal bool) error {
 	if charged > 0 && !q.budget.take(q.group, charged) {
 		return errNoBudget
 	}
-	q.own += own
 	q.serial++
 	if q.serial == 0 {
 		q.serial = 1
 	}
 	binary.LittleEndian.PutUint32(b[8:12], q.serial)
-	q.msgs = append(q.msgs, outMessage{b: b, signal: signal, charged: charged})
-	q.bytes += len(b)
 	if !signal {
 		q.answered = true
 	}
+	if n := q.sendNow(b); n > 0 {
+		// What the socket took is no longer held: only the rest stays
+		// charged, to the reserve first.
+		b = b[n:]
+		keptOwn := min(own, len(b))
+		keptCharged := len(b) - keptOwn
+		q.budget.give(q.group, charged-keptCharged)
+		own, charged = keptOwn, keptCharged
+		if len(b) == 0 {
+			return nil
+		}
+	}
+	q.own += own
+	q.msgs = append(q.msgs, outMessage{b: b, signal: signal, charged: charged})
+	q.bytes += len(b)
 	q.cond.Signal()
 	return nil
+}
+
+// sendNow hands b to the socket at once when nothing is queued or being
+// written, and returns how much of it the socket took. A reply then
+// reaches a peer that reads without waiting for the connection's writer
+// to be scheduled, which on a busy host (a thousand connections being
+// refused) took milliseconds. The send never waits for the peer, so
+// holding the queue's lock over it keeps the order without letting a peer
+// that does not read hold anyone up.
+func (q *outQueue) sendNow(b []byte) int {
+	if q.send == nil || len(q.msgs) > 0 || !q.writeSince.IsZero() {
+		return 0
+	}
+	return q.send(b)
 }
 
 // next waits for messages to write and takes all that are queued, so a

@@ -190,6 +190,7 @@ func (s *Server) accept(uc *net.UnixConn) (*peerConn, error) {
 	// The queue exists before the connection is listed: emit may reach
 	// it at once.
 	c := &peerConn{srv: s, conn: uc, uid: cred.Uid, pid: uint32(cred.Pid), group: g, out: newOutQueue(&s.budget, g)}
+	c.out.send = c.sendNow
 	if !s.admit(c) {
 		return nil, fmt.Errorf("UID %d holds too many connections or opens them too fast", cred.Uid)
 	}
@@ -344,7 +345,10 @@ func (s *Server) fellBehind(c *peerConn, dropped int) {
 	}
 	s.slowPeers.Add(1)
 	s.countDropped(dropped)
-	c.shutdown()
+	// Closed aside: closing a socket frees what its peer still has queued
+	// there, descriptors too, which takes milliseconds, and the emitter
+	// that found the peer behind has every other peer to serve.
+	go c.shutdown()
 }
 
 func (s *Server) countDropped(n int) {
