@@ -177,6 +177,7 @@ func TestSignalsMatchTable(t *testing.T) {
 	m.SetEventSource(func() EventCounts { return EventCounts{Written: 1, Lost: 2, Ambiguous: 3} })
 	m.signalsDropped.Add(1)
 	m.flushCounters()
+	m.flushSignals()
 
 	e.mu.Lock()
 	defer e.mu.Unlock()
