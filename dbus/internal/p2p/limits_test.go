@@ -222,22 +222,25 @@ func TestOutQueueReserve(t *testing.T) {
 	}
 }
 
-// What the socket takes at once is neither queued nor charged; the rest
-// is queued in order and charged, to the connection's reserve first; and
-// nothing is sent past a message that waits or a write in progress.
+// What the socket takes of a reply at once is neither queued nor charged;
+// the rest is queued in order and charged, to the connection's reserve
+// first; nothing is sent past a message that waits or a write in
+// progress; and signals are left to the writer.
 func TestOutQueueSendsAtOnce(t *testing.T) {
 	const size = replyReserve + 4096
 	for _, tt := range []struct {
 		name       string
 		takes      int  // what the socket takes of each send
 		busy       bool // a message already waits
-		wantQueued int  // bytes queued after the reply
+		signal     bool // a signal, not a reply, is pushed
+		wantQueued int  // bytes queued after the push
 		wantSends  int
 	}{
-		{"socket takes all", size, false, 0, 1},
-		{"socket takes nothing", 0, false, size, 1},
-		{"socket takes part", 1000, false, size - 1000, 1},
-		{"behind a waiting message", size, true, size + 64, 0},
+		{"socket takes all", size, false, false, 0, 1},
+		{"socket takes nothing", 0, false, false, size, 1},
+		{"socket takes part", 1000, false, false, size - 1000, 1},
+		{"behind a waiting message", size, true, false, size + 64, 0},
+		{"a signal waits for the writer", size, false, true, size, 0},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			var b byteBudget
@@ -253,7 +256,8 @@ func TestOutQueueSendsAtOnce(t *testing.T) {
 				sent = append(sent, p[:n])
 				return n
 			}
-			if err := q.push(make([]byte, size), false); err != nil {
+			q.answered = true // signals are skipped before the first reply
+			if err := q.push(make([]byte, size), tt.signal); err != nil {
 				t.Fatal(err)
 			}
 			if len(sent) != tt.wantSends {

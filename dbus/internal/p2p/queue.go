@@ -102,7 +102,7 @@ func (q *outQueue) push(b []byte, signal bool) error {
 	if !signal {
 		q.answered = true
 	}
-	if n := q.sendNow(b); n > 0 {
+	if n := q.sendNow(b, signal); n > 0 {
 		// What the socket took is no longer held: only the rest stays
 		// charged, to the reserve first.
 		b = b[n:]
@@ -121,15 +121,17 @@ func (q *outQueue) push(b []byte, signal bool) error {
 	return nil
 }
 
-// sendNow hands b to the socket at once when nothing is queued or being
-// written, and returns how much of it the socket took. A reply then
-// reaches a peer that reads without waiting for the connection's writer
-// to be scheduled, which on a busy host (a thousand connections being
-// refused) took milliseconds. The send never waits for the peer, so
+// sendNow hands a reply to the socket at once when nothing is queued or
+// being written, and returns how much of it the socket took. The reply
+// then reaches a peer that reads without waiting for the connection's
+// writer to be scheduled, which on a busy host (a thousand connections
+// being refused) took milliseconds. The send never waits for the peer, so
 // holding the queue's lock over it keeps the order without letting a peer
-// that does not read hold anyone up.
-func (q *outQueue) sendNow(b []byte) int {
-	if q.send == nil || len(q.msgs) > 0 || !q.writeSince.IsZero() {
+// that does not read hold anyone up. Signals are left to the writer: one
+// signal goes to every connection, and a writer that wakes for several
+// writes them with one system call.
+func (q *outQueue) sendNow(b []byte, signal bool) int {
+	if signal || q.send == nil || len(q.msgs) > 0 || !q.writeSince.IsZero() {
 		return 0
 	}
 	return q.send(b)
