@@ -1,0 +1,82 @@
+package dbus
+
+import (
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	godbus "github.com/godbus/dbus/v5"
+
+	"github.com/contid/contid"
+	"github.com/contid/contid/kernel"
+	"github.com/contid/contid/registry"
+)
+
+// gateEmitter holds up every TamperDenied until released, as a transport
+// that is slow to take a signal (a system bus that does not read, a
+// thousand peers to copy to) holds up whoever emits.
+type gateEmitter struct {
+	once    sync.Once
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (g *gateEmitter) emit(_ godbus.ObjectPath, _, member string, _ ...any) {
+	if member != "TamperDenied" {
+		return
+	}
+	g.once.Do(func() { close(g.entered) })
+	<-g.release
+}
+
+// A container whose processes exit right after it was tagged is still
+// seen to exit while its cgroup stays, however slow the transports are.
+func TestExitSeenWhileTransportsAreSlow(t *testing.T) {
+	m, _, _, root := newTestManager(t)
+	gate := &gateEmitter{entered: make(chan struct{}), release: make(chan struct{})}
+	m.addEmitter(gate)
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			close(gate.release)
+		}
+	}
+	defer release()
+	go m.EmitTamperDenied(1, 1, "test")
+	<-gate.entered
+
+	tr := m.cfg.Tracker.(*fakeTracker)
+	dir := filepath.Join(root, "target", "c.scope")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	events := filepath.Join(dir, "cgroup.events")
+	if err := os.WriteFile(events, []byte("populated 1\nfrozen 0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cgid, err := fakeCgroups{root}.ID("/target/c.scope")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const id = contid.ID(100)
+	tag := contid.Tag{Chain: contid.Chain{id}, Flags: contid.FlagAutotag}
+	tr.mu.Lock()
+	tr.tags[cgid] = tag
+	tr.claimed[id] = true
+	tr.mu.Unlock()
+	m.HandleKernelEvent(kernel.Event{Kind: kernel.EventAutotag, Tag: tag, CgroupID: cgid})
+
+	// Its processes exit; the cgroup stays (a runtime removes it later).
+	if err := os.WriteFile(events, []byte("populated 0\nfrozen 0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m.checkExits()
+	release()
+	m.checkExits()
+	c, err := m.cfg.Registry.Get(id)
+	if err != nil || c.State != registry.StateExited {
+		t.Fatalf("container %d after its processes exited and two exit checks: state %v, %v; want exited", id, c.State, err)
+	}
+}
