@@ -1,0 +1,176 @@
+package p2p
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/hex"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	godbus "github.com/godbus/dbus/v5"
+
+	"github.com/contid/contid/dbus/client"
+)
+
+// echoer answers every call with its first argument, and puts every
+// caller in one non-root group so the byte budgets are charged.
+type echoer struct{}
+
+func (echoer) Dispatch(o Origin, msg *godbus.Message) ([]any, *godbus.Error) {
+	if n, ok := msg.Body[0].(uint32); ok && len(msg.Body) == 1 {
+		return []any{strings.Repeat("z", int(n))}, nil
+	}
+	if len(msg.Body) > 0 {
+		return []any{msg.Body[0]}, nil
+	}
+	return nil, nil
+}
+func (echoer) Allowance(uid, pid uint32) Group { return Group{UID: 1000} }
+func (echoer) SignalsDropped(uint64)           {}
+
+// A peer that stops reading until its socket is full: a large signal is
+// then taken in part at once and the rest written by the writer; the peer
+// still reads every signal whole and in order when it resumes.
+func TestPartialSendThenWriter(t *testing.T) {
+	s, err := New(echoer{}, func(int, string, ...any) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(t.TempDir(), "bus")
+	ln, err := Listen(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(ctx, ln) }()
+	defer func() {
+		cancel()
+		<-served
+	}()
+	raw, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = raw.SetDeadline(time.Now().Add(60 * time.Second))
+	rd := bufio.NewReader(raw)
+	uid := hex.EncodeToString([]byte(strconv.Itoa(os.Geteuid())))
+	_, _ = raw.Write([]byte("\x00AUTH EXTERNAL " + uid + "\r\n"))
+	if line, err := rd.ReadString('\n'); err != nil || !strings.HasPrefix(line, "OK ") {
+		t.Fatalf("AUTH: %q %v", line, err)
+	}
+	_, _ = raw.Write([]byte("BEGIN\r\n"))
+	hello := &godbus.Message{Type: godbus.TypeMethodCall, Headers: map[godbus.HeaderField]godbus.Variant{
+		godbus.FieldPath:        godbus.MakeVariant(godbus.ObjectPath("/org/freedesktop/DBus")),
+		godbus.FieldInterface:   godbus.MakeVariant("org.freedesktop.DBus"),
+		godbus.FieldMember:      godbus.MakeVariant("Hello"),
+		godbus.FieldDestination: godbus.MakeVariant("org.freedesktop.DBus"),
+	}}
+	var buf bytes.Buffer
+	_ = hello.EncodeTo(&buf, binary.LittleEndian)
+	b := buf.Bytes()
+	binary.LittleEndian.PutUint32(b[8:12], 1)
+	_, _ = raw.Write(b)
+	if m, err := godbus.DecodeMessage(rd); err != nil || m.Type != godbus.TypeMethodReply {
+		t.Fatalf("Hello reply: %v %v", m, err)
+	}
+	var whole, part, none int
+	s.mu.Lock()
+	for c := range s.conns {
+		c.out.mu.Lock()
+		inner := c.out.send
+		c.out.send = func(b []byte) int {
+			n := inner(b)
+			switch {
+			case n == len(b):
+				whole++
+			case n > 0:
+				part++
+			default:
+				none++
+			}
+			return n
+		}
+		c.out.mu.Unlock()
+	}
+	s.mu.Unlock()
+	counts := func() (int, int, int) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for c := range s.conns {
+			c.out.mu.Lock()
+			defer c.out.mu.Unlock()
+		}
+		return whole, part, none
+	}
+	sig := func(i int) {
+		s.Emit(client.ManagerPath, client.ManagerInterface, "ContainerNew", uint64(i), client.ContainerPath(1), strings.Repeat("x", 20000+i*37))
+	}
+	for i := 0; i < 5; i++ {
+		sig(i)
+	}
+	call := &godbus.Message{Type: godbus.TypeMethodCall, Headers: map[godbus.HeaderField]godbus.Variant{
+		godbus.FieldPath:      godbus.MakeVariant(godbus.ObjectPath("/org/contid1")),
+		godbus.FieldMember:    godbus.MakeVariant("Big"),
+		godbus.FieldSignature: godbus.MakeVariant(godbus.SignatureOf(uint32(0))),
+	}, Body: []any{uint32(300000)}}
+	buf.Reset()
+	_ = call.EncodeTo(&buf, binary.LittleEndian)
+	b = buf.Bytes()
+	binary.LittleEndian.PutUint32(b[8:12], 2)
+	_, _ = raw.Write(b)
+	time.Sleep(300 * time.Millisecond)
+	for i := 5; i < 8; i++ {
+		sig(i)
+	}
+	w, p, n := counts()
+	t.Logf("sent at once: %d whole, %d in part, %d not at all", w, p, n)
+	time.Sleep(300 * time.Millisecond)
+	last := uint32(1)
+	for i := 0; i < 9; i++ {
+		msg, err := godbus.DecodeMessage(rd)
+		if err != nil {
+			t.Fatalf("message %d: %v (slow peers %d)", i, err, s.slowPeers.Load())
+		}
+		if msg.Serial() != last+1 {
+			t.Fatalf("message %d: serial %d after %d", i, msg.Serial(), last)
+		}
+		last = msg.Serial()
+		k := i
+		if i == 5 {
+			if msg.Type != godbus.TypeMethodReply || len(msg.Body[0].(string)) != 300000 {
+				t.Fatalf("message 5 is %v, want the 300000-byte reply", msg.Type)
+			}
+			continue
+		} else if i > 5 {
+			k = i - 1
+		}
+		if msg.Type != godbus.TypeSignal || msg.Body[0].(uint64) != uint64(k) || len(msg.Body[2].(string)) != 20000+k*37 {
+			t.Fatalf("message %d: %v %v, want signal %d", i, msg.Type, msg.Body[0], k)
+		}
+	}
+	if p == 0 {
+		t.Errorf("no send was cut short: the test did not exercise partial sends")
+	}
+	raw.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		s.budget.mu.Lock()
+		total, groups := s.budget.total, len(s.budget.byGroup)
+		s.budget.mu.Unlock()
+		if total == 0 && groups == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("budget holds %d bytes in %d groups after the peer left", total, groups)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
