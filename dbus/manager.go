@@ -247,13 +247,12 @@ func (m *Manager) systemBus() *godbus.Conn {
 
 // containerNew announces a new container and the changed count.
 func (m *Manager) containerNew(c *registry.Container) {
+	// Remember now whether its cgroup holds processes, so a container
+	// that empties before the next exit check is still seen to exit. Not
+	// in the announcer, which may run after the processes are gone: the
+	// container would then stay active for as long as its cgroup stays.
+	m.stillActive(c)
 	m.announce(func(es []emitter) {
-		// Remember, before the container is announced, whether its
-		// cgroup holds processes, so a container that empties before the
-		// next exit check is still seen to exit. Done here rather than
-		// before the tag call's reply: reading a cgroup file took
-		// milliseconds on a host under load.
-		m.stillActive(c)
 		emitTo(es, client.ManagerPath, client.ManagerInterface, "ContainerNew", uint64(c.ID), client.ContainerPath(c.ID))
 		m.announceCount(es)
 	})
