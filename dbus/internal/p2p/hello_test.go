@@ -28,43 +28,7 @@ import (
 // fire, send Hello, and require the Hello reply first; then a later signal
 // must come through, or the check above could not fail.
 func TestSignalsWaitForHelloReply(t *testing.T) {
-	s, err := New(&recorder{}, func(int, string, ...any) {})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sock := filepath.Join(t.TempDir(), "bus")
-	ln, err := Listen(sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- s.Serve(ctx, ln) }()
-	defer func() {
-		cancel()
-		if err := <-served; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	}()
-
-	raw, err := net.Dial("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer raw.Close()
-	_ = raw.SetDeadline(time.Now().Add(30 * time.Second))
-	rd := bufio.NewReader(raw)
-	uid := hex.EncodeToString([]byte(strconv.Itoa(os.Geteuid())))
-	if _, err := raw.Write([]byte("\x00AUTH EXTERNAL " + uid + "\r\n")); err != nil {
-		t.Fatal(err)
-	}
-	line, err := rd.ReadString('\n')
-	if err != nil || !strings.HasPrefix(line, "OK ") {
-		t.Fatalf("AUTH EXTERNAL: %q, %v", line, err)
-	}
-	if _, err := raw.Write([]byte("BEGIN\r\n")); err != nil {
-		t.Fatal(err)
-	}
+	s, raw, rd := authenticatedPeer(t, &recorder{})
 
 	// The connection was accepted before the server answered AUTH, so
 	// it is among those signals go to; it has not said Hello yet. What
@@ -75,19 +39,8 @@ func TestSignalsWaitForHelloReply(t *testing.T) {
 	}
 	signal("before-hello")
 
-	hello := &godbus.Message{Type: godbus.TypeMethodCall, Headers: map[godbus.HeaderField]godbus.Variant{
-		godbus.FieldPath:        godbus.MakeVariant(godbus.ObjectPath("/org/freedesktop/DBus")),
-		godbus.FieldInterface:   godbus.MakeVariant("org.freedesktop.DBus"),
-		godbus.FieldMember:      godbus.MakeVariant("Hello"),
-		godbus.FieldDestination: godbus.MakeVariant("org.freedesktop.DBus"),
-	}}
-	var buf bytes.Buffer
-	if err := hello.EncodeTo(&buf, binary.LittleEndian); err != nil {
-		t.Fatal(err)
-	}
-	b := buf.Bytes()
-	binary.LittleEndian.PutUint32(b[8:12], 1) // sd-bus's Hello is serial 1
-	if _, err := raw.Write(b); err != nil {
+	// sd-bus's Hello is serial 1.
+	if _, err := raw.Write(helloMessage(t)); err != nil {
 		t.Fatal(err)
 	}
 
@@ -112,4 +65,71 @@ func TestSignalsWaitForHelloReply(t *testing.T) {
 			return
 		}
 	}
+}
+
+// authenticatedPeer serves d on a socket of its own and connects to it as
+// a raw client that has authenticated (EXTERNAL, as the test's UID) and
+// sent BEGIN, so that the test writes and reads every byte from then on.
+// The server stops when the test ends.
+func authenticatedPeer(t *testing.T, d Dispatcher) (*Server, net.Conn, *bufio.Reader) {
+	t.Helper()
+	s, err := New(d, func(int, string, ...any) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(t.TempDir(), "bus")
+	ln, err := Listen(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-served; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	raw, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { raw.Close() })
+	_ = raw.SetDeadline(time.Now().Add(60 * time.Second))
+	rd := bufio.NewReader(raw)
+	uid := hex.EncodeToString([]byte(strconv.Itoa(os.Geteuid())))
+	if _, err := raw.Write([]byte("\x00AUTH EXTERNAL " + uid + "\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	line, err := rd.ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "OK ") {
+		t.Fatalf("AUTH EXTERNAL: %q, %v", line, err)
+	}
+	if _, err := raw.Write([]byte("BEGIN\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	return s, raw, rd
+}
+
+// helloMessage is a client's Hello, serial 1.
+func helloMessage(t *testing.T) []byte {
+	return clientMessage(t, &godbus.Message{Type: godbus.TypeMethodCall, Headers: map[godbus.HeaderField]godbus.Variant{
+		godbus.FieldPath:        godbus.MakeVariant(godbus.ObjectPath("/org/freedesktop/DBus")),
+		godbus.FieldInterface:   godbus.MakeVariant("org.freedesktop.DBus"),
+		godbus.FieldMember:      godbus.MakeVariant("Hello"),
+		godbus.FieldDestination: godbus.MakeVariant("org.freedesktop.DBus"),
+	}}, 1)
+}
+
+// clientMessage encodes m as a client sends it, with the given serial.
+func clientMessage(t *testing.T, m *godbus.Message, serial uint32) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	if err := m.EncodeTo(&buf, binary.LittleEndian); err != nil {
+		t.Fatal(err)
+	}
+	b := buf.Bytes()
+	binary.LittleEndian.PutUint32(b[8:12], serial)
+	return b
 }

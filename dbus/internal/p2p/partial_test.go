@@ -1,15 +1,6 @@
 package p2p
 
 import (
-	"bufio"
-	"bytes"
-	"context"
-	"encoding/binary"
-	"encoding/hex"
-	"net"
-	"os"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -41,45 +32,10 @@ func (echoer) SignalsDropped(uint64)           {}
 // reads, every message is whole, in order, with consecutive serials, and
 // the byte budget is back at 0 once the peer leaves.
 func TestPartialSendThenWriter(t *testing.T) {
-	s, err := New(echoer{}, func(int, string, ...any) {})
-	if err != nil {
+	s, raw, rd := authenticatedPeer(t, echoer{})
+	if _, err := raw.Write(helloMessage(t)); err != nil {
 		t.Fatal(err)
 	}
-	sock := filepath.Join(t.TempDir(), "bus")
-	ln, err := Listen(sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- s.Serve(ctx, ln) }()
-	defer func() {
-		cancel()
-		<-served
-	}()
-	raw, err := net.Dial("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = raw.SetDeadline(time.Now().Add(60 * time.Second))
-	rd := bufio.NewReader(raw)
-	uid := hex.EncodeToString([]byte(strconv.Itoa(os.Geteuid())))
-	_, _ = raw.Write([]byte("\x00AUTH EXTERNAL " + uid + "\r\n"))
-	if line, err := rd.ReadString('\n'); err != nil || !strings.HasPrefix(line, "OK ") {
-		t.Fatalf("AUTH: %q %v", line, err)
-	}
-	_, _ = raw.Write([]byte("BEGIN\r\n"))
-	hello := &godbus.Message{Type: godbus.TypeMethodCall, Headers: map[godbus.HeaderField]godbus.Variant{
-		godbus.FieldPath:        godbus.MakeVariant(godbus.ObjectPath("/org/freedesktop/DBus")),
-		godbus.FieldInterface:   godbus.MakeVariant("org.freedesktop.DBus"),
-		godbus.FieldMember:      godbus.MakeVariant("Hello"),
-		godbus.FieldDestination: godbus.MakeVariant("org.freedesktop.DBus"),
-	}}
-	var buf bytes.Buffer
-	_ = hello.EncodeTo(&buf, binary.LittleEndian)
-	b := buf.Bytes()
-	binary.LittleEndian.PutUint32(b[8:12], 1)
-	_, _ = raw.Write(b)
 	if m, err := godbus.DecodeMessage(rd); err != nil || m.Type != godbus.TypeMethodReply {
 		t.Fatalf("Hello reply: %v %v", m, err)
 	}
@@ -125,11 +81,9 @@ func TestPartialSendThenWriter(t *testing.T) {
 		godbus.FieldMember:    godbus.MakeVariant("Big"),
 		godbus.FieldSignature: godbus.MakeVariant(godbus.SignatureOf(uint32(0))),
 	}, Body: []any{uint32(300000)}}
-	buf.Reset()
-	_ = call.EncodeTo(&buf, binary.LittleEndian)
-	b = buf.Bytes()
-	binary.LittleEndian.PutUint32(b[8:12], 2)
-	_, _ = raw.Write(b)
+	if _, err := raw.Write(clientMessage(t, call, 2)); err != nil {
+		t.Fatal(err)
+	}
 	// The signals must come after the reply: wait until it was sent.
 	for end := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		if w, p, n := counts(); w+p+n > 0 {
