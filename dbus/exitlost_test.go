@@ -80,3 +80,68 @@ func TestExitSeenWhileTransportsAreSlow(t *testing.T) {
 		t.Fatalf("container %d after its processes exited and two exit checks: state %v, %v; want exited", id, c.State, err)
 	}
 }
+
+// A container tagged through TagCgroup whose processes exit before the
+// next exit check is seen to exit. When the kernel's walk tagged tasks,
+// that alone says the cgroup held processes: whatever cgroup.events says
+// at the reply, or if it cannot be read, the exit is seen. When the walk
+// tagged none, cgroup.events at the reply decides, as for any other new
+// container: processes there (forks the kernel tagged before its walk)
+// make a later emptying an exit, and an empty cgroup stays active.
+func TestExitSeenAfterTagByWalkCount(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		tasks int // what the kernel's walk tagged
+		// atReply is cgroup.events when the tag call returns; "" for
+		// no file that could be read.
+		atReply    string
+		wantExited bool
+	}{
+		{"walk tagged tasks, still there at the reply", 2, "populated 1\nfrozen 0\n", true},
+		{"walk tagged tasks, gone by the reply", 1, "populated 0\nfrozen 0\n", true},
+		{"walk tagged tasks, nothing read at the reply", 1, "", true},
+		{"walk tagged none, processes there at the reply", 0, "populated 1\nfrozen 0\n", true},
+		{"walk tagged none, empty cgroup", 0, "populated 0\nfrozen 0\n", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m, _, _, root := newTestManager(t)
+			const rel = "/target/c.scope"
+			dir := filepath.Join(root, rel)
+			if err := os.Mkdir(dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			events := filepath.Join(dir, "cgroup.events")
+			if tc.atReply != "" {
+				if err := os.WriteFile(events, []byte(tc.atReply), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			target, err := m.resolveCgroup(rel, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			tr := m.cfg.Tracker.(*fakeTracker)
+			tr.mu.Lock()
+			tr.tasks[target.ID] = tc.tasks
+			tr.mu.Unlock()
+			c, err := m.cfg.Registry.TagCgroup(m.internalCaller(), contid.Unset, target, registry.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			m.containerNew(c)
+
+			// Every process is gone by the exit check; the cgroup stays.
+			if err := os.WriteFile(events, []byte("populated 0\nfrozen 0\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			m.checkExits()
+			got, err := m.cfg.Registry.Get(c.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if exited := got.State == registry.StateExited; exited != tc.wantExited {
+				t.Fatalf("container %d (walk tagged %d) after its cgroup emptied and an exit check: state %v; want exited %v", c.ID, tc.tasks, got.State, tc.wantExited)
+			}
+		})
+	}
+}

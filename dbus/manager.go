@@ -251,7 +251,18 @@ func (m *Manager) containerNew(c *registry.Container) {
 	// that empties before the next exit check is still seen to exit. Not
 	// in the announcer, which may run after the processes are gone: the
 	// container would then stay active for as long as its cgroup stays.
-	m.stillActive(c)
+	// When the kernel's walk tagged tasks, the cgroup held them: no read
+	// of cgroup.events (milliseconds on a host under load) is needed, and
+	// tasks that exited between the walk and now still count. A walk that
+	// tagged none (an empty cgroup, or forks the kernel tagged before the
+	// walk reached them), and containers not made by TagCgroup, are read.
+	if c.TaggedTasks > 0 {
+		m.mu.Lock()
+		m.populated[c.ID] = true
+		m.mu.Unlock()
+	} else {
+		m.stillActive(c)
+	}
 	m.announce(func(es []emitter) {
 		emitTo(es, client.ManagerPath, client.ManagerInterface, "ContainerNew", uint64(c.ID), client.ContainerPath(c.ID))
 		m.announceCount(es)

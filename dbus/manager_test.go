@@ -36,10 +36,13 @@ type fakeTracker struct {
 	suppressed map[contid.ID]uint64
 	// said is what denial_said would hold.
 	said map[contid.ID]uint64
+	// tasks is how many tasks the tag walk finds in each cgroup: none
+	// unless a test says, as the fake's directories hold no processes.
+	tasks map[uint64]int
 }
 
 func newFakeTracker() *fakeTracker {
-	return &fakeTracker{next: 1, claimed: map[contid.ID]bool{}, tags: map[uint64]contid.Tag{}, pids: map[uint32]contid.ID{}}
+	return &fakeTracker{next: 1, claimed: map[contid.ID]bool{}, tags: map[uint64]contid.Tag{}, pids: map[uint32]contid.ID{}, tasks: map[uint64]int{}}
 }
 
 func (f *fakeTracker) Enforcement() (contid.Mode, string) { return contid.ModeTracking, "fake" }
@@ -91,9 +94,9 @@ func (f *fakeTracker) NoteDenialsSaid(id contid.ID, said uint64) error {
 }
 func (f *fakeTracker) TagCgroup(id uint64, t contid.Tag) (int, error) {
 	f.mu.Lock()
+	defer f.mu.Unlock()
 	f.tags[id] = t
-	f.mu.Unlock()
-	return 0, nil
+	return f.tasks[id], nil
 }
 func (f *fakeTracker) UntagCgroup(id uint64) error {
 	f.mu.Lock()

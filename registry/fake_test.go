@@ -19,6 +19,9 @@ type fakeKernel struct {
 	floors  []contid.ID
 	cgroups map[uint64]contid.Tag
 	procs   map[int]contid.Tag
+	// tasks is how many tasks the tag walk finds in each cgroup; none
+	// unless a test puts some there, as in a cgroup just made.
+	tasks   map[uint64]int
 	failTag error // returned by TagCgroup and TagProcess when set
 	tagged  int   // successful TagCgroup and TagProcess calls
 }
@@ -28,6 +31,7 @@ func newFakeKernel() *fakeKernel {
 		claimed: make(map[contid.ID]bool),
 		cgroups: make(map[uint64]contid.Tag),
 		procs:   make(map[int]contid.Tag),
+		tasks:   make(map[uint64]int),
 	}
 }
 
@@ -71,7 +75,14 @@ func (k *fakeKernel) TagCgroup(cgroupID uint64, tag contid.Tag) (int, error) {
 	}
 	k.cgroups[cgroupID] = tag
 	k.tagged++
-	return 1, nil
+	return k.tasks[cgroupID], nil
+}
+
+// putTasks places n tasks in the cgroup at path, for the tag walk to find.
+func (k *fakeKernel) putTasks(path string, n int) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.tasks[cgid(path)] = n
 }
 
 func (k *fakeKernel) TagProcess(pidfd int, tag contid.Tag) error {

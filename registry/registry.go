@@ -77,6 +77,14 @@ type Container struct {
 	OwnerUID   uint32
 	OwnerPID   uint32
 	OwnerStart uint64
+
+	// TaggedTasks is how many tasks the kernel's walk gave the ID in the
+	// TagCgroup call that returned this value. More than zero means the
+	// cgroup held processes when it was tagged, which the API layer then
+	// need not read from the cgroup before its reply. Only meaningful on
+	// the value TagCgroup returns: it is never stored, persisted or
+	// copied, so it is zero on every other Container.
+	TaggedTasks int
 }
 
 // Parent is the ID this container is nested in, or contid.Unset.
@@ -87,6 +95,7 @@ func (c *Container) Depth() int { return len(c.Chain) }
 
 func (c *Container) clone() *Container {
 	cp := *c
+	cp.TaggedTasks = 0
 	cp.Chain = slices.Clone(c.Chain)
 	cp.Cgroups = slices.Clone(c.Cgroups)
 	cp.PIDs = slices.Clone(c.PIDs)

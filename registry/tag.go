@@ -81,12 +81,14 @@ func (r *Registry) TagCgroup(c Caller, id contid.ID, t CgroupTarget, o Options) 
 		if err != nil {
 			return nil, err
 		}
-		if _, err := r.k.TagCgroup(t.ID, contid.Tag{Chain: pod.c.Chain, Flags: pod.c.Flags}); err != nil {
+		n, err := r.k.TagCgroup(t.ID, contid.Tag{Chain: pod.c.Chain, Flags: pod.c.Flags})
+		if err != nil {
 			return nil, fmt.Errorf("tag cgroup %s as container %d in the kernel: %w", t.Path, pod.c.ID, err)
 		}
 		ne := pod.dup()
 		ne.c.Cgroups = append(ne.c.Cgroups, cg)
-		return r.commit(pod, ne)
+		nc, err := r.commit(pod, ne)
+		return withTaggedTasks(nc, n), err
 	}
 
 	if err := r.checkLimits(parent); err != nil {
@@ -102,10 +104,22 @@ func (r *Registry) TagCgroup(c Caller, id contid.ID, t CgroupTarget, o Options) 
 	ne := r.newEntry(c, id, parent, o)
 	ne.c.Unit = t.Unit
 	ne.c.Cgroups = []Cgroup{cg}
-	if _, err := r.k.TagCgroup(t.ID, contid.Tag{Chain: ne.c.Chain, Flags: ne.c.Flags}); err != nil {
+	n, err := r.k.TagCgroup(t.ID, contid.Tag{Chain: ne.c.Chain, Flags: ne.c.Flags})
+	if err != nil {
 		return nil, r.burn(id, fmt.Errorf("tag cgroup %s as container %d in the kernel: %w", t.Path, id, err))
 	}
-	return r.commit(nil, ne)
+	nc, err := r.commit(nil, ne)
+	return withTaggedTasks(nc, n), err
+}
+
+// withTaggedTasks sets the kernel walk's count on the copy commit
+// returned, never on the registry's own entry (see
+// Container.TaggedTasks).
+func withTaggedTasks(c *Container, n int) *Container {
+	if c != nil {
+		c.TaggedTasks = n
+	}
+	return c
 }
 
 // TagProcess gives one fresh process an audit container ID, with the same

@@ -52,3 +52,73 @@ func TestSetUnitIfUnset(t *testing.T) {
 		t.Fatal("a unit for no container: no error")
 	}
 }
+
+// TestTaggedTasks: the count of tasks the kernel's walk tagged reaches the
+// caller of TagCgroup on the value it returns, and nowhere else: not the
+// registry's own record, not Get or List, not the state directory.
+func TestTaggedTasks(t *testing.T) {
+	const path = "/machine.slice/tt.scope"
+	for _, tc := range []struct {
+		name  string
+		tasks int
+		// tag makes the call under test, after any setup it needs.
+		tag  func(h *harness) (*Container, error)
+		want int
+	}{
+		{
+			name: "new container, tasks in its cgroup", tasks: 3, want: 3,
+			tag: func(h *harness) (*Container, error) { return h.r.TagCgroup(orchestrator, 0, target(path), Options{}) },
+		},
+		{
+			name: "new container, empty cgroup", tasks: 0, want: 0,
+			tag: func(h *harness) (*Container, error) { return h.r.TagCgroup(orchestrator, 0, target(path), Options{}) },
+		},
+		{
+			name: "further cgroup of a pod", tasks: 2, want: 2,
+			tag: func(h *harness) (*Container, error) {
+				a := h.mustTag(orchestrator, 0, "/machine.slice/tt-a.scope", Options{})
+				return h.r.TagCgroup(orchestrator, a.ID, target(path), Options{})
+			},
+		},
+		{
+			// A repeat runs no walk: the caller must look at the cgroup.
+			name: "repeated call", tasks: 4, want: 0,
+			tag: func(h *harness) (*Container, error) {
+				h.mustTag(orchestrator, 0, path, Options{})
+				return h.r.TagCgroup(orchestrator, 0, target(path), Options{})
+			},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, Config{})
+			h.k.putTasks(path, tc.tasks)
+			c, err := tc.tag(h)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.TaggedTasks != tc.want {
+				t.Fatalf("TagCgroup returned TaggedTasks %d, want %d", c.TaggedTasks, tc.want)
+			}
+			stored := func(when string) {
+				t.Helper()
+				h.r.mu.RLock()
+				e := h.r.byID[c.ID]
+				h.r.mu.RUnlock()
+				if e == nil || e.c.TaggedTasks != 0 {
+					t.Fatalf("%s: registry record %+v; want one with TaggedTasks 0", when, e)
+				}
+				if g, err := h.r.Get(c.ID); err != nil || g.TaggedTasks != 0 {
+					t.Fatalf("%s: Get: %+v, %v; want TaggedTasks 0", when, g, err)
+				}
+				for _, l := range h.r.List() {
+					if l.TaggedTasks != 0 {
+						t.Fatalf("%s: List holds container %d with TaggedTasks %d", when, l.ID, l.TaggedTasks)
+					}
+				}
+			}
+			stored("after the tag")
+			h.reopen()
+			stored("after a reopen")
+		})
+	}
+}
