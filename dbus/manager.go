@@ -247,22 +247,7 @@ func (m *Manager) systemBus() *godbus.Conn {
 
 // containerNew announces a new container and the changed count.
 func (m *Manager) containerNew(c *registry.Container) {
-	// Remember now whether its cgroup holds processes, so a container
-	// that empties before the next exit check is still seen to exit. Not
-	// in the announcer, which may run after the processes are gone: the
-	// container would then stay active for as long as its cgroup stays.
-	// When the kernel's walk tagged tasks, the cgroup held them: no read
-	// of cgroup.events (milliseconds on a host under load) is needed, and
-	// tasks that exited between the walk and now still count. A walk that
-	// tagged none (an empty cgroup, or forks the kernel tagged before the
-	// walk reached them), and containers not made by TagCgroup, are read.
-	if c.TaggedTasks > 0 {
-		m.mu.Lock()
-		m.populated[c.ID] = true
-		m.mu.Unlock()
-	} else {
-		m.stillActive(c)
-	}
+	m.notePopulated(c)
 	m.announce(func(es []emitter) {
 		emitTo(es, client.ManagerPath, client.ManagerInterface, "ContainerNew", uint64(c.ID), client.ContainerPath(c.ID))
 		m.announceCount(es)
@@ -468,6 +453,33 @@ func (m *Manager) checkExits() {
 	}
 }
 
+// notePopulated remembers, before a tag call's reply, whether the
+// container's cgroups held processes, so a container that empties before
+// the next exit check is still seen to exit. Not in the announcer, which
+// may run after the processes are gone: the container would then stay
+// active for as long as its cgroup stays. When the kernel's walk found
+// processes (HeldProcesses) no read of cgroup.events, milliseconds on a
+// host under load, is needed, and processes that exited since the walk
+// still count. Otherwise (an empty cgroup, or forks the kernel tagged
+// before the walk reached them; containers of processes) it is read.
+func (m *Manager) notePopulated(c *registry.Container) {
+	if !c.HeldProcesses {
+		m.stillActive(c)
+		return
+	}
+	m.mu.Lock()
+	m.populated[c.ID] = true
+	m.mu.Unlock()
+	// An exit check may have marked the container exited (its cgroup
+	// removed at once) between the tag and now, and forgotten it before
+	// it was remembered here; nothing would forget it again.
+	if cur, err := m.cfg.Registry.Get(c.ID); err != nil || cur.State != registry.StateActive {
+		m.mu.Lock()
+		delete(m.populated, c.ID)
+		m.mu.Unlock()
+	}
+}
+
 func (m *Manager) stillActive(c *registry.Container) bool {
 	if len(c.Cgroups) == 0 {
 		for _, pid := range c.PIDs {
@@ -532,12 +544,14 @@ func (m *Manager) adoptKernelTags(tags map[uint64]contid.Tag) int {
 	return adopted
 }
 
-// markPopulated seeds the populated memory after a restart from the
-// cgroups as they are now.
+// markPopulated seeds the populated memory after a restart from what the
+// registry saved and the cgroups as they are now: processes that ended
+// while contidd was down leave an empty cgroup, which a container that
+// held processes must read as its exit.
 func (m *Manager) markPopulated() {
 	for _, c := range m.cfg.Registry.List() {
 		if c.State == registry.StateActive {
-			m.stillActive(c)
+			m.notePopulated(c)
 		}
 	}
 }

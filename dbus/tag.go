@@ -205,6 +205,9 @@ func (m *Manager) granted(ci *callerInfo, c *registry.Container, isNew bool, tar
 	m.auditGranted(ci.Caller, c, isNew)
 	if isNew {
 		m.containerNew(c)
+	} else {
+		// A further cgroup of a pod may bring its first processes.
+		m.notePopulated(c)
 	}
 	return uint64(c.ID), client.ContainerPath(c.ID), nil
 }

@@ -78,13 +78,12 @@ type Container struct {
 	OwnerPID   uint32
 	OwnerStart uint64
 
-	// TaggedTasks is how many tasks the kernel's walk gave the ID in the
-	// TagCgroup call that returned this value. More than zero means the
-	// cgroup held processes when it was tagged, which the API layer then
-	// need not read from the cgroup before its reply. Only meaningful on
-	// the value TagCgroup returns: it is never stored, persisted or
-	// copied, so it is zero on every other Container.
-	TaggedTasks int
+	// HeldProcesses: the kernel's walk found processes in a cgroup of
+	// the container when it tagged it. An empty cgroup then means its
+	// processes are gone, not that none came yet. Saved with the record,
+	// so the API layer need not read the cgroup before its reply, and a
+	// contidd restarted after the processes ended still sees the exit.
+	HeldProcesses bool
 }
 
 // Parent is the ID this container is nested in, or contid.Unset.
@@ -95,7 +94,6 @@ func (c *Container) Depth() int { return len(c.Chain) }
 
 func (c *Container) clone() *Container {
 	cp := *c
-	cp.TaggedTasks = 0
 	cp.Chain = slices.Clone(c.Chain)
 	cp.Cgroups = slices.Clone(c.Cgroups)
 	cp.PIDs = slices.Clone(c.PIDs)

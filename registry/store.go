@@ -105,6 +105,10 @@ type diskRecord struct {
 	OwnerUID   uint32       `json:"owner_uid,omitempty"`
 	OwnerPID   uint32       `json:"owner_pid,omitempty"`
 	OwnerStart uint64       `json:"owner_start,omitempty"`
+	// HeldProcesses came after formatVersion 2 without a new version,
+	// as UUID did: a record without it reads as false, which costs only
+	// the read of the cgroup it saves.
+	HeldProcesses bool `json:"held_processes,omitempty"`
 }
 
 type diskCgroup struct {
@@ -734,6 +738,8 @@ func toDisk(e *entry) *diskRecord {
 		OwnerUID:   e.c.OwnerUID,
 		OwnerPID:   e.c.OwnerPID,
 		OwnerStart: e.c.OwnerStart,
+
+		HeldProcesses: e.c.HeldProcesses,
 	}
 	if !e.c.Exited.IsZero() {
 		d.Exited = e.c.Exited.UnixNano()
@@ -789,6 +795,8 @@ func fromDisk(d *diskRecord) (*entry, error) {
 		OwnerUID:   d.OwnerUID,
 		OwnerPID:   d.OwnerPID,
 		OwnerStart: d.OwnerStart,
+
+		HeldProcesses: d.HeldProcesses,
 	}}
 	if d.Exited != 0 {
 		e.c.Exited = time.Unix(0, d.Exited).UTC()

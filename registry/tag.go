@@ -87,8 +87,8 @@ func (r *Registry) TagCgroup(c Caller, id contid.ID, t CgroupTarget, o Options) 
 		}
 		ne := pod.dup()
 		ne.c.Cgroups = append(ne.c.Cgroups, cg)
-		nc, err := r.commit(pod, ne)
-		return withTaggedTasks(nc, n), err
+		ne.c.HeldProcesses = ne.c.HeldProcesses || n > 0
+		return r.commit(pod, ne)
 	}
 
 	if err := r.checkLimits(parent); err != nil {
@@ -108,18 +108,8 @@ func (r *Registry) TagCgroup(c Caller, id contid.ID, t CgroupTarget, o Options) 
 	if err != nil {
 		return nil, r.burn(id, fmt.Errorf("tag cgroup %s as container %d in the kernel: %w", t.Path, id, err))
 	}
-	nc, err := r.commit(nil, ne)
-	return withTaggedTasks(nc, n), err
-}
-
-// withTaggedTasks sets the kernel walk's count on the copy commit
-// returned, never on the registry's own entry (see
-// Container.TaggedTasks).
-func withTaggedTasks(c *Container, n int) *Container {
-	if c != nil {
-		c.TaggedTasks = n
-	}
-	return c
+	ne.c.HeldProcesses = n > 0
+	return r.commit(nil, ne)
 }
 
 // TagProcess gives one fresh process an audit container ID, with the same

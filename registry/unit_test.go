@@ -53,36 +53,45 @@ func TestSetUnitIfUnset(t *testing.T) {
 	}
 }
 
-// TestTaggedTasks: the count of tasks the kernel's walk tagged reaches the
-// caller of TagCgroup on the value it returns, and nowhere else: not the
-// registry's own record, not Get or List, not the state directory.
-func TestTaggedTasks(t *testing.T) {
+// TestHeldProcesses: whether the kernel's walk found processes in a
+// cgroup of the container is on the value TagCgroup returns, on the
+// registry's record, Get and List, and survives a reopen; a later empty
+// cgroup of a pod does not take it back.
+func TestHeldProcesses(t *testing.T) {
 	const path = "/machine.slice/tt.scope"
 	for _, tc := range []struct {
 		name  string
 		tasks int
 		// tag makes the call under test, after any setup it needs.
 		tag  func(h *harness) (*Container, error)
-		want int
+		want bool
 	}{
 		{
-			name: "new container, tasks in its cgroup", tasks: 3, want: 3,
+			name: "new container, tasks in its cgroup", tasks: 3, want: true,
 			tag: func(h *harness) (*Container, error) { return h.r.TagCgroup(orchestrator, 0, target(path), Options{}) },
 		},
 		{
-			name: "new container, empty cgroup", tasks: 0, want: 0,
+			name: "new container, empty cgroup", tasks: 0, want: false,
 			tag: func(h *harness) (*Container, error) { return h.r.TagCgroup(orchestrator, 0, target(path), Options{}) },
 		},
 		{
-			name: "further cgroup of a pod", tasks: 2, want: 2,
+			name: "further cgroup of an empty pod brings tasks", tasks: 2, want: true,
 			tag: func(h *harness) (*Container, error) {
 				a := h.mustTag(orchestrator, 0, "/machine.slice/tt-a.scope", Options{})
 				return h.r.TagCgroup(orchestrator, a.ID, target(path), Options{})
 			},
 		},
 		{
-			// A repeat runs no walk: the caller must look at the cgroup.
-			name: "repeated call", tasks: 4, want: 0,
+			name: "empty further cgroup of a pod that held tasks", tasks: 0, want: true,
+			tag: func(h *harness) (*Container, error) {
+				h.k.putTasks("/machine.slice/tt-a.scope", 1)
+				a := h.mustTag(orchestrator, 0, "/machine.slice/tt-a.scope", Options{})
+				return h.r.TagCgroup(orchestrator, a.ID, target(path), Options{})
+			},
+		},
+		{
+			// A repeat runs no walk; the record keeps the first call's.
+			name: "repeated call", tasks: 4, want: true,
 			tag: func(h *harness) (*Container, error) {
 				h.mustTag(orchestrator, 0, path, Options{})
 				return h.r.TagCgroup(orchestrator, 0, target(path), Options{})
@@ -96,23 +105,23 @@ func TestTaggedTasks(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if c.TaggedTasks != tc.want {
-				t.Fatalf("TagCgroup returned TaggedTasks %d, want %d", c.TaggedTasks, tc.want)
+			if c.HeldProcesses != tc.want {
+				t.Fatalf("TagCgroup returned HeldProcesses %v, want %v", c.HeldProcesses, tc.want)
 			}
 			stored := func(when string) {
 				t.Helper()
 				h.r.mu.RLock()
 				e := h.r.byID[c.ID]
 				h.r.mu.RUnlock()
-				if e == nil || e.c.TaggedTasks != 0 {
-					t.Fatalf("%s: registry record %+v; want one with TaggedTasks 0", when, e)
+				if e == nil || e.c.HeldProcesses != tc.want {
+					t.Fatalf("%s: registry record %+v; want HeldProcesses %v", when, e, tc.want)
 				}
-				if g, err := h.r.Get(c.ID); err != nil || g.TaggedTasks != 0 {
-					t.Fatalf("%s: Get: %+v, %v; want TaggedTasks 0", when, g, err)
+				if g, err := h.r.Get(c.ID); err != nil || g.HeldProcesses != tc.want {
+					t.Fatalf("%s: Get: %+v, %v; want HeldProcesses %v", when, g, err, tc.want)
 				}
 				for _, l := range h.r.List() {
-					if l.TaggedTasks != 0 {
-						t.Fatalf("%s: List holds container %d with TaggedTasks %d", when, l.ID, l.TaggedTasks)
+					if l.ID == c.ID && l.HeldProcesses != tc.want {
+						t.Fatalf("%s: List holds container %d with HeldProcesses %v", when, l.ID, l.HeldProcesses)
 					}
 				}
 			}

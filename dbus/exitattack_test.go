@@ -1,0 +1,152 @@
+package dbus
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	godbus "github.com/godbus/dbus/v5"
+
+	"github.com/contid/contid"
+	"github.com/contid/contid/dbus/client"
+	"github.com/contid/contid/registry"
+)
+
+// TestExitSeenAfterShortLivedTag: a container whose processes all exit
+// before the first exit check, its cgroup left in place, is seen to exit
+// whichever way its processes came to it: a new container tagged over
+// D-Bus, a further cgroup of a pod whose first cgroup was empty, and a
+// contidd restarted between the tag and the exit.
+func TestExitSeenAfterShortLivedTag(t *testing.T) {
+	const (
+		empty = "populated 0\nfrozen 0\n"
+		full  = "populated 1\nfrozen 0\n"
+	)
+	for _, tc := range []struct {
+		name string
+		// pod: the first cgroup, empty and tagged first; the processes
+		// then come in a second cgroup tagged into the same ID.
+		pod bool
+		// restart: contidd restarts after the reply, once the
+		// processes are gone.
+		restart bool
+	}{
+		{name: "new container"},
+		{name: "further cgroup of a pod whose first was empty", pod: true},
+		{name: "contidd restarted between tag and exit", restart: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m, _, _, root := newTestManager(t)
+			tr := m.cfg.Tracker.(*fakeTracker)
+			mk := func(rel, events string, tasks int) string {
+				t.Helper()
+				dir := filepath.Join(root, rel)
+				if err := os.Mkdir(dir, 0o755); err != nil {
+					t.Fatal(err)
+				}
+				ev := filepath.Join(dir, "cgroup.events")
+				if err := os.WriteFile(ev, []byte(events), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				cgid, err := fakeCgroups{root}.ID(rel)
+				if err != nil {
+					t.Fatal(err)
+				}
+				tr.mu.Lock()
+				tr.tasks[cgid] = tasks
+				tr.mu.Unlock()
+				return ev
+			}
+			tag := func(rel string, id uint64) uint64 {
+				t.Helper()
+				body, derr := m.dispatch(selfPeer(t), call(client.ManagerPath, client.ManagerInterface, "TagCgroup", rel, id, map[string]godbus.Variant{}))
+				if derr != nil {
+					t.Fatalf("TagCgroup %s as %d: %v", rel, id, derr)
+				}
+				return body[0].(uint64)
+			}
+			var id uint64
+			if tc.pod {
+				mk("/target/pod", empty, 0)
+				id = tag("/target/pod", 0)
+			}
+			ev := mk("/target/c.scope", full, 2)
+			got := tag("/target/c.scope", id)
+			if id != 0 && got != id {
+				t.Fatalf("pod cgroup tagged as %d, want %d", got, id)
+			}
+			id = got
+
+			// Every process exits before the exit check; the cgroups stay.
+			if err := os.WriteFile(ev, []byte(empty), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if tc.restart {
+				m = NewManager(Config{Registry: m.cfg.Registry, Tracker: tr, Cgroups: fakeCgroups{root}, Version: "test"})
+				if err := m.Reconcile(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			m.checkExits()
+			c, err := m.cfg.Registry.Get(contid.ID(id))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.State != registry.StateExited {
+				t.Fatalf("container %d, its processes gone, after an exit check: state %v; want exited", id, c.State)
+			}
+		})
+	}
+}
+
+// TestPopulatedForgottenForExitedContainer: the memory of containers whose
+// cgroup held processes keeps no entry for one that already exited, even
+// when the exit check ran between the registry's tag and containerNew (its
+// cgroup removed at once): nothing would ever delete that entry.
+func TestPopulatedForgottenForExitedContainer(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		tasks int // what the kernel's walk tagged
+	}{
+		{"walk tagged none", 0},
+		{"walk tagged tasks", 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m, _, _, root := newTestManager(t)
+			const rel = "/target/gone.scope"
+			dir := filepath.Join(root, rel)
+			if err := os.Mkdir(dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, "cgroup.events"), []byte("populated 1\nfrozen 0\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			target, err := m.resolveCgroup(rel, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			tr := m.cfg.Tracker.(*fakeTracker)
+			tr.mu.Lock()
+			tr.tasks[target.ID] = tc.tasks
+			tr.mu.Unlock()
+			c, err := m.cfg.Registry.TagCgroup(m.internalCaller(), contid.Unset, target, registry.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The runtime removes the cgroup, and the exit check runs,
+			// before the tag call reaches containerNew.
+			if err := os.RemoveAll(dir); err != nil {
+				t.Fatal(err)
+			}
+			m.checkExits()
+			m.containerNew(c)
+			m.mu.Lock()
+			kept := m.populated[c.ID]
+			m.mu.Unlock()
+			got, _ := m.cfg.Registry.Get(c.ID)
+			if kept {
+				t.Errorf("container %d, state %v: still remembered as populated, an entry nothing deletes", c.ID, got.State)
+			}
+		})
+	}
+}
