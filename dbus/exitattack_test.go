@@ -5,10 +5,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	godbus "github.com/godbus/dbus/v5"
-
 	"github.com/contid/contid"
-	"github.com/contid/contid/dbus/client"
 	"github.com/contid/contid/registry"
 )
 
@@ -57,13 +54,24 @@ func TestExitSeenAfterShortLivedTag(t *testing.T) {
 				tr.mu.Unlock()
 				return ev
 			}
+			// What TagCgroup does once the caller is authorized (which
+			// needs root): the registry's tag, then granted.
 			tag := func(rel string, id uint64) uint64 {
 				t.Helper()
-				body, derr := m.dispatch(selfPeer(t), call(client.ManagerPath, client.ManagerInterface, "TagCgroup", rel, id, map[string]godbus.Variant{}))
-				if derr != nil {
-					t.Fatalf("TagCgroup %s as %d: %v", rel, id, derr)
+				target, err := m.resolveCgroup(rel, "")
+				if err != nil {
+					t.Fatal(err)
 				}
-				return body[0].(uint64)
+				had := m.existed(id)
+				c, err := m.cfg.Registry.TagCgroup(m.internalCaller(), contid.ID(id), target, registry.Options{})
+				if err != nil {
+					t.Fatalf("TagCgroup %s as %d: %v", rel, id, err)
+				}
+				got, _, err := m.granted(&callerInfo{Caller: m.internalCaller()}, c, !had, "cgroup "+rel)
+				if err != nil {
+					t.Fatalf("TagCgroup %s as %d: %v", rel, id, err)
+				}
+				return got
 			}
 			var id uint64
 			if tc.pod {
