@@ -35,33 +35,11 @@ func TestExitSeenAfterShortLivedTag(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			m, _, _, root := newTestManager(t)
 			tr := m.cfg.Tracker.(*fakeTracker)
-			mk := func(rel, events string, tasks int) string {
-				t.Helper()
-				dir := filepath.Join(root, rel)
-				if err := os.Mkdir(dir, 0o755); err != nil {
-					t.Fatal(err)
-				}
-				ev := filepath.Join(dir, "cgroup.events")
-				if err := os.WriteFile(ev, []byte(events), 0o644); err != nil {
-					t.Fatal(err)
-				}
-				cgid, err := fakeCgroups{root}.ID(rel)
-				if err != nil {
-					t.Fatal(err)
-				}
-				tr.mu.Lock()
-				tr.tasks[cgid] = tasks
-				tr.mu.Unlock()
-				return ev
-			}
 			// What TagCgroup does once the caller is authorized (which
 			// needs root): the registry's tag, then granted.
-			tag := func(rel string, id uint64) uint64 {
+			tag := func(target registry.CgroupTarget, id uint64) uint64 {
 				t.Helper()
-				target, err := m.resolveCgroup(rel, "")
-				if err != nil {
-					t.Fatal(err)
-				}
+				rel := target.Path
 				had := m.existed(id)
 				c, err := m.cfg.Registry.TagCgroup(m.internalCaller(), contid.ID(id), target, registry.Options{})
 				if err != nil {
@@ -75,11 +53,11 @@ func TestExitSeenAfterShortLivedTag(t *testing.T) {
 			}
 			var id uint64
 			if tc.pod {
-				mk("/target/pod", empty, 0)
-				id = tag("/target/pod", 0)
+				pod, _ := fakeTaskCgroup(t, m, root, "/target/pod", empty, 0)
+				id = tag(pod, 0)
 			}
-			ev := mk("/target/c.scope", full, 2)
-			got := tag("/target/c.scope", id)
+			target, ev := fakeTaskCgroup(t, m, root, "/target/c.scope", full, 2)
+			got := tag(target, id)
 			if id != 0 && got != id {
 				t.Fatalf("pod cgroup tagged as %d, want %d", got, id)
 			}
@@ -121,29 +99,14 @@ func TestPopulatedForgottenForExitedContainer(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m, _, _, root := newTestManager(t)
-			const rel = "/target/gone.scope"
-			dir := filepath.Join(root, rel)
-			if err := os.Mkdir(dir, 0o755); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(filepath.Join(dir, "cgroup.events"), []byte("populated 1\nfrozen 0\n"), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			target, err := m.resolveCgroup(rel, "")
-			if err != nil {
-				t.Fatal(err)
-			}
-			tr := m.cfg.Tracker.(*fakeTracker)
-			tr.mu.Lock()
-			tr.tasks[target.ID] = tc.tasks
-			tr.mu.Unlock()
+			target, events := fakeTaskCgroup(t, m, root, "/target/gone.scope", "populated 1\nfrozen 0\n", tc.tasks)
 			c, err := m.cfg.Registry.TagCgroup(m.internalCaller(), contid.Unset, target, registry.Options{})
 			if err != nil {
 				t.Fatal(err)
 			}
 			// The runtime removes the cgroup, and the exit check runs,
 			// before the tag call reaches containerNew.
-			if err := os.RemoveAll(dir); err != nil {
+			if err := os.RemoveAll(filepath.Dir(events)); err != nil {
 				t.Fatal(err)
 			}
 			m.checkExits()

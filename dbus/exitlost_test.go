@@ -105,25 +105,7 @@ func TestExitSeenAfterTagByWalkCount(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m, _, _, root := newTestManager(t)
-			const rel = "/target/c.scope"
-			dir := filepath.Join(root, rel)
-			if err := os.Mkdir(dir, 0o755); err != nil {
-				t.Fatal(err)
-			}
-			events := filepath.Join(dir, "cgroup.events")
-			if tc.atReply != "" {
-				if err := os.WriteFile(events, []byte(tc.atReply), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			target, err := m.resolveCgroup(rel, "")
-			if err != nil {
-				t.Fatal(err)
-			}
-			tr := m.cfg.Tracker.(*fakeTracker)
-			tr.mu.Lock()
-			tr.tasks[target.ID] = tc.tasks
-			tr.mu.Unlock()
+			target, events := fakeTaskCgroup(t, m, root, "/target/c.scope", tc.atReply, tc.tasks)
 			c, err := m.cfg.Registry.TagCgroup(m.internalCaller(), contid.Unset, target, registry.Options{})
 			if err != nil {
 				t.Fatal(err)
@@ -144,4 +126,31 @@ func TestExitSeenAfterTagByWalkCount(t *testing.T) {
 			}
 		})
 	}
+}
+
+// fakeTaskCgroup makes cgroup rel under the fake cgroup root with
+// cgroup.events holding events ("" for no such file), and has the fake
+// kernel's tag walk find tasks in it. It returns the tag target and the
+// path of cgroup.events.
+func fakeTaskCgroup(t *testing.T, m *Manager, root, rel, events string, tasks int) (registry.CgroupTarget, string) {
+	t.Helper()
+	dir := filepath.Join(root, rel)
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ev := filepath.Join(dir, "cgroup.events")
+	if events != "" {
+		if err := os.WriteFile(ev, []byte(events), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	target, err := m.resolveCgroup(rel, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := m.cfg.Tracker.(*fakeTracker)
+	tr.mu.Lock()
+	tr.tasks[target.ID] = tasks
+	tr.mu.Unlock()
+	return target, ev
 }
