@@ -196,6 +196,10 @@ func main() {
 		runHostile()
 		return
 	}
+	if *refuseSocket != "" {
+		runRefuser()
+		return
+	}
 	if *floodOpen != "" {
 		os.Exit(runFloodProducer())
 	}

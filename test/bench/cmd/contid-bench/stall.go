@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,6 +24,7 @@ import (
 // 1,000 hostile clients, and what contidd held meanwhile.
 var stallKeys = []string{"stall_tag_p99_idle_ms", "stall_tag_p99_attack_ms", "stall_tag_p99_ratio",
 	"stall_list_p99_idle_ms", "stall_list_p99_attack_ms", "stall_list_p99_ratio",
+	"stall_tag_p99_control_ms", "stall_tag_p99_control_ratio", "stall_list_p99_control_ms", "stall_list_p99_control_ratio",
 	"stall_rss_peak_mb", "stall_fds_peak", "stall_contidd_cpu_idle", "stall_contidd_cpu_attack"}
 
 // Hostile clients, when contid-bench runs as one of them (the phase starts
@@ -32,6 +34,35 @@ var (
 	hostileN      = flag.Int("hostile-n", 250, "internal: connections of each kind")
 	hostileFor    = flag.Duration("hostile-for", 10*time.Second, "internal: how long to attack")
 )
+
+// refuseSocket makes contid-bench the stall phase's control server.
+var refuseSocket = flag.String("refuse", "", "internal: listen on this path and close every connection at once (the stall phase's control)")
+
+// runRefuser is a server that refuses every connection at once and does
+// nothing else. The same attackers sent at it instead of contidd load the
+// machine as they do in an attack window (connecting, being turned away,
+// connecting again a second later), minus all contidd does for them: the
+// well-behaved client's latency then is what the attack costs any
+// process on the host, which no server design can take back.
+func runRefuser() {
+	_ = os.Remove(*refuseSocket)
+	ln, err := net.Listen("unix", *refuseSocket)
+	if err == nil {
+		err = os.Chmod(*refuseSocket, 0o666)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "control server:", err)
+		os.Exit(1)
+	}
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		c.Close()
+	}
+}
 
 // runHostile is contid-bench as an attacker: it prints what each kind of
 // connection saw, as JSON.
@@ -49,6 +80,10 @@ func runHostile() {
 // socket: the p99 of TagCgroup and of ListContainers (with 200 containers
 // listed) under attack against the same calls with no attack, in
 // alternating windows of the same run. The goal is a ratio of at most 2.
+// Control windows send the same attackers at a server that refuses them
+// all: their ratio is the attack's cost to the client through the machine
+// alone (2 cores shared with 1,000 clients), the part contidd cannot
+// remove.
 func stallPhase(cfg *config, rep *report) error {
 	fail := func(err error) error {
 		for _, k := range stallKeys {
@@ -145,7 +180,7 @@ func stallPhase(cfg *config, rep *report) error {
 		cycles, idleFor, attackFor = 2, 3*time.Second, 6*time.Second
 	}
 	const warmUp = 3 * time.Second // the attackers connect and start
-	var idleTags, idleLists, atkTags, atkLists []float64
+	var idleTags, idleLists, atkTags, atkLists, ctlTags, ctlLists []float64
 	var idleCPU, idleSecs, cpu, atkSecs float64
 	var peakRSS float64
 	peakFDs := 0
@@ -165,12 +200,38 @@ func stallPhase(cfg *config, rep *report) error {
 		idleTags, idleLists = append(idleTags, tags...), append(idleLists, lists...)
 		return nil
 	}
-	attack := func() error {
-		cmd := exec.Command(attacker, "-hostile", d.socket, "-hostile-n", "250", "-hostile-for", (warmUp + attackFor + time.Second).String())
-		var out strings.Builder
-		cmd.Stdout, cmd.Stderr = &out, os.Stderr
+	hostileClients := func(socket string) (*proc, *strings.Builder, error) {
+		cmd := exec.Command(attacker, "-hostile", socket, "-hostile-n", "250", "-hostile-for", (warmUp + attackFor + time.Second).String())
+		out := &strings.Builder{}
+		cmd.Stdout, cmd.Stderr = out, os.Stderr
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 		atk, err := startProc("hostile clients (nobody)", cmd)
+		return atk, out, err
+	}
+	refuser, err := startProc("control server", exec.Command(attacker, "-refuse", filepath.Join(dir, "refuse.sock")))
+	if err != nil {
+		return fail(err)
+	}
+	defer refuser.undo()
+	// control is an attack window with the attackers sent at a server
+	// that refuses them all (runRefuser) instead of contidd.
+	control := func() error {
+		atk, _, err := hostileClients(filepath.Join(dir, "refuse.sock"))
+		if err != nil {
+			return fail(err)
+		}
+		time.Sleep(warmUp)
+		tags, lists, err := rounds(1<<20, attackFor)
+		<-atk.done
+		atk.undo()
+		if err != nil {
+			return fail(fmt.Errorf("in a control window: %w", err))
+		}
+		ctlTags, ctlLists = append(ctlTags, tags...), append(ctlLists, lists...)
+		return nil
+	}
+	attack := func() error {
+		atk, out, err := hostileClients(d.socket)
 		if err != nil {
 			return fail(err)
 		}
@@ -229,21 +290,20 @@ func stallPhase(cfg *config, rep *report) error {
 		}
 		return nil
 	}
-	// Every other cycle the attack window comes first, so that what grows
-	// during the phase (the list holds one more container after each
-	// TagCgroup) lands on both sides of the ratio alike.
+	// Every other cycle the order turns round, so that what grows during
+	// the phase (the list holds one more container after each TagCgroup)
+	// lands on every side of the ratios alike.
 	for cycle := 1; cycle <= cycles; cycle++ {
-		first, second := idle, attack
+		windows := []func() error{idle, attack, control}
 		if cycle%2 == 0 {
-			first, second = attack, idle
+			windows = []func() error{control, attack, idle}
 		}
-		if err := first(); err != nil {
-			return err
+		for _, w := range windows {
+			if err := w(); err != nil {
+				return err
+			}
 		}
-		if err := second(); err != nil {
-			return err
-		}
-		progress("stall: after cycle %d/%d: TagCgroup p99 so far %.2f ms idle, %.2f ms under attack", cycle, cycles, summarize(idleTags).P99, summarize(atkTags).P99)
+		progress("stall: after cycle %d/%d: TagCgroup p99 so far %.2f ms idle, %.2f ms under attack, %.2f ms in control windows", cycle, cycles, summarize(idleTags).P99, summarize(atkTags).P99, summarize(ctlTags).P99)
 	}
 	var stats []hostile.Stats
 	for _, k := range order {
@@ -262,19 +322,24 @@ func stallPhase(cfg *config, rep *report) error {
 		return fail(errors.New("fewer than 20 calls under attack: too few for a p99"))
 	}
 	it, at, il, al := summarize(idleTags), summarize(atkTags), summarize(idleLists), summarize(atkLists)
+	ct, cl := summarize(ctlTags), summarize(ctlLists)
 	rep.set("stall_tag_p99_idle_ms", it.P99)
 	rep.set("stall_tag_p99_attack_ms", at.P99)
 	rep.set("stall_tag_p99_ratio", at.P99/it.P99)
 	rep.set("stall_list_p99_idle_ms", il.P99)
 	rep.set("stall_list_p99_attack_ms", al.P99)
 	rep.set("stall_list_p99_ratio", al.P99/il.P99)
+	rep.set("stall_tag_p99_control_ms", ct.P99)
+	rep.set("stall_tag_p99_control_ratio", ct.P99/it.P99)
+	rep.set("stall_list_p99_control_ms", cl.P99)
+	rep.set("stall_list_p99_control_ratio", cl.P99/il.P99)
 	rep.set("stall_rss_peak_mb", peakRSS/1024)
 	rep.set("stall_fds_peak", float64(peakFDs))
 	rep.set("stall_contidd_cpu_idle", idleCPU)
 	rep.set("stall_contidd_cpu_attack", cpu)
-	rep.detail("stall_tag_ms", map[string]summary{"idle": it, "attack": at})
-	rep.detail("stall_list_ms", map[string]summary{"idle": il, "attack": al})
-	rep.detail("stall_setup", "private dbus-daemon and contidd (at its unit's niceness); a godbus client as root on the peer-to-peer socket alternates TagCgroup (a new cgroup each) and ListContainers (200+ containers) with 10 ms pauses, in idle and attack windows, 4 of each, the attack first in every other cycle (I A A I I A A I) so that the growing list lands on both sides; 1,000 hostile clients as nobody, 250 of each kind (internal/hostile), reconnecting 1 s after each cut or refusal")
+	rep.detail("stall_tag_ms", map[string]summary{"idle": it, "attack": at, "control": ct})
+	rep.detail("stall_list_ms", map[string]summary{"idle": il, "attack": al, "control": cl})
+	rep.detail("stall_setup", "private dbus-daemon and contidd (at its unit's niceness); a godbus client as root on the peer-to-peer socket alternates TagCgroup (a new cgroup each) and ListContainers (200+ containers) with 10 ms pauses, in idle, attack and control windows, 4 of each, the order turned round in every other cycle (I A C C A I I A C C A I) so that the growing list lands on every side; 1,000 hostile clients as nobody, 250 of each kind (internal/hostile), reconnecting 1 s after each cut or refusal; in control windows the same clients are sent at a server that closes every connection at once (contid-bench -refuse), so the control ratio is what the attack costs the client without contidd in it")
 	progress("stall: contidd peak RSS %.1f MB, peak %d descriptors, %.2f CPUs idle, %.2f CPUs under attack", peakRSS/1024, peakFDs, idleCPU, cpu)
 	return d.stop()
 }
