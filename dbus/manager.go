@@ -31,6 +31,7 @@ type Registry interface {
 	Name(c registry.Caller, id contid.ID, o registry.Options, unit string) (*registry.Container, error)
 	CheckTaggable(cgroup string) error
 	MarkExited(id contid.ID) (*registry.Container, error)
+	NoteHeldProcesses(id contid.ID) error
 	Get(id contid.ID) (*registry.Container, error)
 	ByCgroupPath(p string) (*registry.Container, error)
 	ByUnit(unit string) (*registry.Container, error)
@@ -463,16 +464,18 @@ func (m *Manager) checkExits() {
 // still count. Otherwise (an empty cgroup, or forks the kernel tagged
 // before the walk reached them; containers of processes) it is read.
 func (m *Manager) notePopulated(c *registry.Container) {
-	if !c.HeldProcesses {
+	if c.HeldProcesses {
+		m.mu.Lock()
+		m.populated[c.ID] = true
+		m.mu.Unlock()
+	} else {
 		m.stillActive(c)
-		return
 	}
-	m.mu.Lock()
-	m.populated[c.ID] = true
-	m.mu.Unlock()
 	// An exit check may have marked the container exited (its cgroup
 	// removed at once) between the tag and now, and forgotten it before
-	// it was remembered here; nothing would forget it again.
+	// it was remembered here; nothing would forget it again. Read from
+	// the cgroup's path too: a new cgroup with processes may have taken
+	// it meanwhile.
 	if cur, err := m.cfg.Registry.Get(c.ID); err != nil || cur.State != registry.StateActive {
 		m.mu.Lock()
 		delete(m.populated, c.ID)
@@ -500,6 +503,14 @@ func (m *Manager) stillActive(c *registry.Container) bool {
 	}
 	if !anyExists {
 		return false
+	}
+	if anyPopulated && !c.HeldProcesses {
+		// Saved for a restart: the walk may not have counted these
+		// processes, or they came after the tag. Written once; not
+		// under m.mu, as it waits for the disk.
+		if err := m.cfg.Registry.NoteHeldProcesses(c.ID); err != nil {
+			m.log(PrioWarning, "Failed to record that container %d held processes: %v", c.ID, err)
+		}
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -466,6 +466,11 @@ func (s *store) apply(raw []byte, r *Registry, entries map[contid.ID]*entry, ls 
 			// container keeps the one it had.
 			e.c.UUID = prev.c.UUID
 		}
+		if prev := entries[e.c.ID]; prev != nil && prev.c.HeldProcesses {
+			// Never taken back once set; a record without it was
+			// rewritten by an older contidd, which drops the field.
+			e.c.HeldProcesses = true
+		}
 		entries[e.c.ID] = e
 	default:
 		return fmt.Errorf("unknown op %q", l.Op)

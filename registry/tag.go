@@ -327,6 +327,33 @@ func (r *Registry) SetUnitIfUnset(id contid.ID, unit string) (bool, error) {
 	return true, nil
 }
 
+// NoteHeldProcesses records that a cgroup of active container id was
+// seen holding processes where the kernel's walk did not count them
+// (tasks the fork hook tagged first, processes moved in from a cgroup of
+// the same pod, processes that came after the tag): saved, so a contidd
+// restarted after they ended still reads the empty cgroup as the exit.
+// It writes once per container; later calls find it set.
+func (r *Registry) NoteHeldProcesses(id contid.ID) error {
+	r.change.Lock()
+	defer r.change.Unlock()
+	if r.closed {
+		return ErrClosed
+	}
+	old := r.byID[id]
+	if old == nil {
+		return fmt.Errorf("%w: no container has ID %d", contid.ErrNoSuchContainer, id)
+	}
+	if old.c.HeldProcesses || old.c.State != StateActive {
+		return nil
+	}
+	ne := old.dup()
+	ne.c.HeldProcesses = true
+	if _, err := r.commit(old, ne); err != nil {
+		return fmt.Errorf("note that container %d held processes: %w", id, err)
+	}
+	return nil
+}
+
 // Name gives a container the kernel tagged on its own (autotag: it has no
 // owner) its name, unit and what started it (o's Name, Manager, Image and
 // ManagerID; its flags do not apply), for a caller that may manage it
