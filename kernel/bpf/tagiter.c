@@ -3,6 +3,9 @@
  * process (TagProcess), run by user space after it wrote cgroup_tags. */
 #include "contid.h"
 
+/* include/linux/sched.h */
+#define PF_EXITING 0x00000004
+
 /*
  * A task iterator visits every thread, so processes that were already
  * multi-threaded get all threads tagged, and it runs in the kernel with
@@ -55,6 +58,14 @@ int contid_tag_iter(struct bpf_iter__task *ctx)
 
 	enum join_outcome d = apply_join(task, ct, cgid);
 	if (d == JOIN_SAME)
+		return 0;
+	/* A task on its way out (past exit_signals, or a zombie not yet
+	 * reaped) is tagged but not counted: its cgroup no longer shows it
+	 * as populated, and a count would have user space take the cgroup
+	 * for one that held processes, so its container would end at the
+	 * first exit check, before the runtime puts its processes in. */
+	if (target->mode == ITER_CGROUP && d == JOIN_TAKE &&
+	    (BPF_CORE_READ(task, flags) & PF_EXITING))
 		return 0;
 	struct iter_record rec = {
 		.tid = BPF_CORE_READ(task, pid),
