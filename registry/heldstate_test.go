@@ -13,7 +13,8 @@ import (
 // from state written by this contidd and by an older one: absent in a
 // file from before the field, kept when an older contidd rewrote the
 // record without the field it does not know (as a UUID is), so a restart
-// after the processes ended still ends the container.
+// after the processes ended still ends the container; and not carried to
+// a new instance the ID is given to.
 func TestHeldProcessesState(t *testing.T) {
 	const active = `"state":"active","created":1764300000000000000`
 	tests := []struct {
@@ -37,6 +38,13 @@ func TestHeldProcessesState(t *testing.T) {
 			`{"op":"put","rec":{"id":7,"chain":[7],"name":"renamed","cgroups":[{"path":"/machine.slice/h.scope","id":77}],` + active + `}}`,
 			`{"op":"close"}`,
 		}, true},
+		{"an ID given again to a new instance", []string{
+			`{"op":"snapshot","version":2,"hwm":7}`,
+			`{"op":"put","rec":{"id":7,"chain":[7],"uuid":"6f1c1d2e-0b7a-4c3e-9d2f-1a2b3c4d5e6f","cgroups":[{"path":"/machine.slice/h.scope","id":77}],` + active + `,"held_processes":true}}`,
+		}, []string{
+			`{"op":"put","rec":{"id":7,"chain":[7],"uuid":"0a9b8c7d-6e5f-4a3b-8c2d-1e0f9a8b7c6d","cgroups":[{"path":"/machine.slice/h2.scope","id":78}],` + active + `}}`,
+			`{"op":"close"}`,
+		}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -466,9 +466,11 @@ func (s *store) apply(raw []byte, r *Registry, entries map[contid.ID]*entry, ls 
 			// container keeps the one it had.
 			e.c.UUID = prev.c.UUID
 		}
-		if prev := entries[e.c.ID]; prev != nil && prev.c.HeldProcesses {
-			// Never taken back once set; a record without it was
-			// rewritten by an older contidd, which drops the field.
+		if prev := entries[e.c.ID]; prev != nil && prev.c.HeldProcesses && prev.c.UUID == e.c.UUID {
+			// Never taken back once set; a record of the same instance
+			// without it was rewritten by an older contidd, which drops
+			// the field. An ID given again is a new instance, with a
+			// UUID of its own, that has held nothing yet.
 			e.c.HeldProcesses = true
 		}
 		entries[e.c.ID] = e
