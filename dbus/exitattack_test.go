@@ -35,29 +35,13 @@ func TestExitSeenAfterShortLivedTag(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			m, _, _, root := newTestManager(t)
 			tr := m.cfg.Tracker.(*fakeTracker)
-			// What TagCgroup does once the caller is authorized (which
-			// needs root): the registry's tag, then granted.
-			tag := func(target registry.CgroupTarget, id uint64) uint64 {
-				t.Helper()
-				rel := target.Path
-				had := m.existed(id)
-				c, err := m.cfg.Registry.TagCgroup(m.internalCaller(), contid.ID(id), target, registry.Options{})
-				if err != nil {
-					t.Fatalf("TagCgroup %s as %d: %v", rel, id, err)
-				}
-				got, _, err := m.granted(&callerInfo{Caller: m.internalCaller()}, c, !had, "cgroup "+rel)
-				if err != nil {
-					t.Fatalf("TagCgroup %s as %d: %v", rel, id, err)
-				}
-				return got
-			}
 			var id uint64
 			if tc.pod {
 				pod, _ := fakeTaskCgroup(t, m, root, "/target/pod", empty, 0)
-				id = tag(pod, 0)
+				id = tagGranted(t, m, pod, 0)
 			}
 			target, ev := fakeTaskCgroup(t, m, root, "/target/c.scope", full, 2)
-			got := tag(target, id)
+			got := tagGranted(t, m, target, id)
 			if id != 0 && got != id {
 				t.Fatalf("pod cgroup tagged as %d, want %d", got, id)
 			}

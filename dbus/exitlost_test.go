@@ -154,3 +154,20 @@ func fakeTaskCgroup(t *testing.T, m *Manager, root, rel, events string, tasks in
 	tr.mu.Unlock()
 	return target, ev
 }
+
+// tagGranted is what TagCgroup does once the caller is authorized (which
+// needs root, so the call itself cannot be made by a test run as any
+// user): the registry's tag, then granted.
+func tagGranted(t *testing.T, m *Manager, target registry.CgroupTarget, id uint64) uint64 {
+	t.Helper()
+	had := m.existed(id)
+	c, err := m.cfg.Registry.TagCgroup(m.internalCaller(), contid.ID(id), target, registry.Options{})
+	if err != nil {
+		t.Fatalf("TagCgroup %s as %d: %v", target.Path, id, err)
+	}
+	got, _, err := m.granted(&callerInfo{Caller: m.internalCaller()}, c, !had, true, "cgroup "+target.Path)
+	if err != nil {
+		t.Fatalf("TagCgroup %s as %d: %v", target.Path, id, err)
+	}
+	return got
+}

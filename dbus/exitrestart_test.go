@@ -2,24 +2,20 @@ package dbus
 
 import (
 	"os"
-	"path/filepath"
 	"testing"
 
-	godbus "github.com/godbus/dbus/v5"
-
 	"github.com/contid/contid"
-	"github.com/contid/contid/dbus/client"
 	"github.com/contid/contid/registry"
 )
 
-// TestExitSeenAfterRestartWhenWalkTaggedNone: a container whose cgroup
-// held processes at the tag is seen to exit after a contidd restarted
-// once they are gone, also when the kernel's walk tagged none of them:
-// tasks the fork hook tagged before the walk reached them (a parent that
-// forked and exited), or tasks moved in from a cgroup of the same pod,
-// are not counted, and the tag call then learnt from cgroup.events that
-// the cgroup held processes. That must outlive contidd as the walk's
-// count does, or the container stays active for as long as its cgroup.
+// TestExitSeenAfterRestartWhenWalkTaggedNone: a container whose cgroups
+// held processes is seen to exit after a contidd restarted once they are
+// gone, however contidd learnt that they held processes: from the
+// kernel's walk, from the cgroup.events a pod's further cgroup is read
+// for (a pod's walk finds nothing new when the process came from another
+// of its cgroups), or from an exit check that saw processes that came
+// after the tag. That must outlive contidd, or the container stays active
+// for as long as its cgroup.
 func TestExitSeenAfterRestartWhenWalkTaggedNone(t *testing.T) {
 	const (
 		empty = "populated 0\nfrozen 0\n"
@@ -28,58 +24,30 @@ func TestExitSeenAfterRestartWhenWalkTaggedNone(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
 		pod   bool
-		tasks int // what the kernel's walk tagged in the cgroup with processes
+		tasks int // what the kernel's walk found in the cgroup with processes
 		// later: the cgroup is empty at the tag; its processes come
 		// after, and an exit check sees them before contidd is killed.
 		later bool
 	}{
-		{name: "new container, walk tagged tasks", tasks: 2},
-		{name: "new container, walk tagged none", tasks: 0},
-		{name: "further cgroup of an empty pod, walk tagged tasks", pod: true, tasks: 1},
-		{name: "further cgroup of an empty pod, walk tagged none", pod: true, tasks: 0},
+		{name: "new container, walk found tasks", tasks: 2},
+		{name: "further cgroup of an empty pod, walk found tasks", pod: true, tasks: 1},
+		{name: "further cgroup of an empty pod, walk found none", pod: true, tasks: 0},
 		{name: "new container, processes came after the tag", later: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m, _, _, root := newTestManager(t)
 			tr := m.cfg.Tracker.(*fakeTracker)
-			mk := func(rel, events string, tasks int) string {
-				t.Helper()
-				dir := filepath.Join(root, rel)
-				if err := os.Mkdir(dir, 0o755); err != nil {
-					t.Fatal(err)
-				}
-				ev := filepath.Join(dir, "cgroup.events")
-				if err := os.WriteFile(ev, []byte(events), 0o644); err != nil {
-					t.Fatal(err)
-				}
-				cgid, err := fakeCgroups{root}.ID(rel)
-				if err != nil {
-					t.Fatal(err)
-				}
-				tr.mu.Lock()
-				tr.tasks[cgid] = tasks
-				tr.mu.Unlock()
-				return ev
-			}
-			tag := func(rel string, id uint64) uint64 {
-				t.Helper()
-				body, derr := m.dispatch(selfPeer(t), call(client.ManagerPath, client.ManagerInterface, "TagCgroup", rel, id, map[string]godbus.Variant{}))
-				if derr != nil {
-					t.Fatalf("TagCgroup %s as %d: %v", rel, id, derr)
-				}
-				return body[0].(uint64)
-			}
 			var id uint64
 			if tc.pod {
-				mk("/target/pod", empty, 0)
-				id = tag("/target/pod", 0)
+				pod, _ := fakeTaskCgroup(t, m, root, "/target/pod", empty, 0)
+				id = tagGranted(t, m, pod, 0)
 			}
 			at := full
 			if tc.later {
 				at = empty
 			}
-			ev := mk("/target/c.scope", at, tc.tasks)
-			id = tag("/target/c.scope", id)
+			target, ev := fakeTaskCgroup(t, m, root, "/target/c.scope", at, tc.tasks)
+			id = tagGranted(t, m, target, id)
 			if tc.later {
 				if err := os.WriteFile(ev, []byte(full), 0o644); err != nil {
 					t.Fatal(err)

@@ -246,9 +246,14 @@ func (m *Manager) systemBus() *godbus.Conn {
 	return m.sysbus
 }
 
-// containerNew announces a new container and the changed count.
+// containerNew announces a new container and the changed count, once it
+// has remembered whether the container held processes.
 func (m *Manager) containerNew(c *registry.Container) {
 	m.notePopulated(c)
+	m.announceNew(c)
+}
+
+func (m *Manager) announceNew(c *registry.Container) {
 	m.announce(func(es []emitter) {
 		emitTo(es, client.ManagerPath, client.ManagerInterface, "ContainerNew", uint64(c.ID), client.ContainerPath(c.ID))
 		m.announceCount(es)
@@ -461,8 +466,8 @@ func (m *Manager) checkExits() {
 // active for as long as its cgroup stays. When the kernel's walk found
 // processes (HeldProcesses) no read of cgroup.events, milliseconds on a
 // host under load, is needed, and processes that exited since the walk
-// still count. Otherwise (an empty cgroup, or forks the kernel tagged
-// before the walk reached them; containers of processes) it is read.
+// still count. Otherwise (containers of processes, a pod's further
+// cgroup, containers adopted or found at a restart) it is read.
 func (m *Manager) notePopulated(c *registry.Container) {
 	if c.HeldProcesses {
 		m.mu.Lock()

@@ -148,6 +148,7 @@ type contidIterResult uint32
 const (
 	contidIterResultITER_TAGGED  contidIterResult = 1
 	contidIterResultITER_REFUSED contidIterResult = 2
+	contidIterResultITER_PRESENT contidIterResult = 3
 )
 
 type contidIterTarget struct {

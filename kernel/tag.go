@@ -43,7 +43,9 @@ func validateTag(tag contid.Tag) error {
 // TagCgroup writes cgroup_tags first and then tags the tasks already in
 // the subtree: from the moment of the write every fork into the subtree
 // is tagged by the fork program, and the walk catches everything that
-// existed before.
+// existed before. It returns how many live tasks the walk found in the
+// subtree: those it tagged, those that already had the ID and those that
+// keep another; zero means the cgroup held no process when it was tagged.
 func (b *BPF) TagCgroup(cgroupID uint64, tag contid.Tag) (int, error) {
 	if err := validateTag(tag); err != nil {
 		return 0, err
@@ -68,47 +70,56 @@ func (b *BPF) TagCgroup(cgroupID uint64, tag contid.Tag) (int, error) {
 		return 0, fmt.Errorf("tag cgroup %d: %w", cgroupID, err)
 	}
 
-	tagged, _, err := b.runIter(iterTarget{CgroupId: cgroupID, Mode: contidIterModeITER_CGROUP})
+	w, err := b.runIter(iterTarget{CgroupId: cgroupID, Mode: contidIterModeITER_CGROUP})
+	found := w.tagged + w.refused + w.present
 	if err != nil {
-		return tagged, fmt.Errorf("tag tasks of cgroup %d: %w", cgroupID, err)
+		return found, fmt.Errorf("tag tasks of cgroup %d: %w", cgroupID, err)
 	}
-	return tagged, nil
+	return found, nil
 }
 
+// walkCounts is what one run of the tag iterator did: tasks it tagged,
+// tasks that keep another ID, and (walking a cgroup) live tasks that
+// already had the ID.
+type walkCounts struct{ tagged, refused, present int }
+
 // runIter runs the tag iterator once for target and counts what it did.
-func (b *BPF) runIter(target iterTarget) (tagged, refused int, err error) {
+func (b *BPF) runIter(target iterTarget) (walkCounts, error) {
+	var w walkCounts
 	if err := b.maps.IterTarget.Update(uint32(0), target, ebpf.UpdateAny); err != nil {
-		return 0, 0, fmt.Errorf("write iter_target: %w", err)
+		return w, fmt.Errorf("write iter_target: %w", err)
 	}
 	it, err := link.AttachIter(link.IterOptions{Program: b.iter})
 	if err != nil {
-		return 0, 0, fmt.Errorf("attach task iterator: %w", err)
+		return w, fmt.Errorf("attach task iterator: %w", err)
 	}
 	defer it.Close()
 	rd, err := it.Open()
 	if err != nil {
-		return 0, 0, fmt.Errorf("open task iterator: %w", err)
+		return w, fmt.Errorf("open task iterator: %w", err)
 	}
 	defer rd.Close()
 	out, err := io.ReadAll(rd)
 	if err != nil {
-		return 0, 0, fmt.Errorf("run task iterator: %w", err)
+		return w, fmt.Errorf("run task iterator: %w", err)
 	}
 
 	var rec iterRecord
 	r := bytes.NewReader(out)
 	for r.Len() > 0 {
 		if err := binary.Read(r, binary.NativeEndian, &rec); err != nil {
-			return tagged, refused, fmt.Errorf("decode task iterator output: %w", err)
+			return w, fmt.Errorf("decode task iterator output: %w", err)
 		}
 		switch rec.Result {
 		case contidIterResultITER_TAGGED:
-			tagged++
+			w.tagged++
 		case contidIterResultITER_REFUSED:
-			refused++
+			w.refused++
+		case contidIterResultITER_PRESENT:
+			w.present++
 		}
 	}
-	return tagged, refused, nil
+	return w, nil
 }
 
 // UntagCgroup forgets a cgroup's entry; a missing entry is not an error.
@@ -231,7 +242,7 @@ func (b *BPF) TagProcess(pidfd int, tag contid.Tag) error {
 
 	b.tagMu.Lock()
 	defer b.tagMu.Unlock()
-	tagged, refused, err := b.runIter(iterTarget{Tgid: uint32(pid), Mode: contidIterModeITER_PROCESS, Tag: toCgroupTag(tag)})
+	w, err := b.runIter(iterTarget{Tgid: uint32(pid), Mode: contidIterModeITER_PROCESS, Tag: toCgroupTag(tag)})
 	if err != nil {
 		return fmt.Errorf("tag process %d: %w", pid, err)
 	}
@@ -240,7 +251,7 @@ func (b *BPF) TagProcess(pidfd int, tag contid.Tag) error {
 	if err := unix.PidfdSendSignal(pidfd, 0, nil, 0); err != nil {
 		return fmt.Errorf("tag process %d: %w", pid, ErrNoProcess)
 	}
-	if refused > 0 && tagged == 0 {
+	if w.refused > 0 && w.tagged == 0 {
 		return fmt.Errorf("tag process %d with %s: %w", pid, tag.Chain, ErrTagRefused)
 	}
 	return nil

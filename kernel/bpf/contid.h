@@ -103,6 +103,10 @@ enum iter_mode {
 enum iter_result {
 	ITER_TAGGED = 1,
 	ITER_REFUSED = 2,
+	/* A live task of the cgroup's subtree that already had the ID (the
+	 * fork program tagged it first, or it came from another cgroup of
+	 * the same pod): only so user space knows the cgroup holds it. */
+	ITER_PRESENT = 3,
 };
 
 #define EPERM 1

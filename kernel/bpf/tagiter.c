@@ -57,19 +57,27 @@ int contid_tag_iter(struct bpf_iter__task *ctx)
 	}
 
 	enum join_outcome d = apply_join(task, ct, cgid);
-	if (d == JOIN_SAME)
+	enum iter_result result = d == JOIN_TAKE ? ITER_TAGGED : ITER_REFUSED;
+	if (target->mode == ITER_CGROUP) {
+		/* The records of a cgroup's walk are every live task in its
+		 * subtree, so user space knows from them alone whether the
+		 * cgroup held processes when it was tagged, without reading
+		 * cgroup.events before its reply. A task on its way out (past
+		 * exit_signals, or a zombie not yet reaped) is tagged but not
+		 * reported: its cgroup no longer shows it as populated, and a
+		 * record would have user space take the cgroup for one that
+		 * held processes, so its container would end at the first
+		 * exit check, before the runtime puts its processes in. */
+		if (BPF_CORE_READ(task, flags) & PF_EXITING)
+			return 0;
+		if (d == JOIN_SAME)
+			result = ITER_PRESENT;
+	} else if (d == JOIN_SAME) {
 		return 0;
-	/* A task on its way out (past exit_signals, or a zombie not yet
-	 * reaped) is tagged but not counted: its cgroup no longer shows it
-	 * as populated, and a count would have user space take the cgroup
-	 * for one that held processes, so its container would end at the
-	 * first exit check, before the runtime puts its processes in. */
-	if (target->mode == ITER_CGROUP && d == JOIN_TAKE &&
-	    (BPF_CORE_READ(task, flags) & PF_EXITING))
-		return 0;
+	}
 	struct iter_record rec = {
 		.tid = BPF_CORE_READ(task, pid),
-		.result = d == JOIN_TAKE ? ITER_TAGGED : ITER_REFUSED,
+		.result = result,
 	};
 	bpf_seq_write(ctx->meta->seq, &rec, sizeof(rec));
 	return 0;
