@@ -165,7 +165,7 @@ func tagGranted(t *testing.T, m *Manager, target registry.CgroupTarget, id uint6
 	if err != nil {
 		t.Fatalf("TagCgroup %s as %d: %v", target.Path, id, err)
 	}
-	got, _, err := m.granted(&callerInfo{Caller: m.internalCaller()}, c, !had, true, "cgroup "+target.Path)
+	got, _, err := m.granted(&callerInfo{Caller: m.internalCaller()}, c, !had, "cgroup "+target.Path)
 	if err != nil {
 		t.Fatalf("TagCgroup %s as %d: %v", target.Path, id, err)
 	}

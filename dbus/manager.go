@@ -250,10 +250,6 @@ func (m *Manager) systemBus() *godbus.Conn {
 // has remembered whether the container held processes.
 func (m *Manager) containerNew(c *registry.Container) {
 	m.notePopulated(c)
-	m.announceNew(c)
-}
-
-func (m *Manager) announceNew(c *registry.Container) {
 	m.announce(func(es []emitter) {
 		emitTo(es, client.ManagerPath, client.ManagerInterface, "ContainerNew", uint64(c.ID), client.ContainerPath(c.ID))
 		m.announceCount(es)
@@ -466,8 +462,10 @@ func (m *Manager) checkExits() {
 // active for as long as its cgroup stays. When the kernel's walk found
 // processes (HeldProcesses) no read of cgroup.events, milliseconds on a
 // host under load, is needed, and processes that exited since the walk
-// still count. Otherwise (containers of processes, a pod's further
-// cgroup, containers adopted or found at a restart) it is read.
+// still count. Otherwise it is read: a walk that found nothing may have
+// missed a process (one deeper below the cgroup than the walk looks, or
+// one moved in while it ran), and containers of processes, adopted ones
+// and those a restart finds had no walk in this contidd.
 func (m *Manager) notePopulated(c *registry.Container) {
 	if c.HeldProcesses {
 		m.mu.Lock()

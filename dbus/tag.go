@@ -118,7 +118,7 @@ func (m *Manager) tagCgroupAs(ctx context.Context, p *peer, msg *godbus.Message,
 	if err != nil {
 		return 0, "", m.refused(ci, *req, "", err)
 	}
-	return m.granted(ci, c, !had, true, "cgroup "+target.Path)
+	return m.granted(ci, c, !had, "cgroup "+target.Path)
 }
 
 // nameAutotagged handles tagging a cgroup the kernel already tagged at
@@ -195,25 +195,17 @@ func (m *Manager) metadataChanged(old, c *registry.Container, who string) {
 		}, []string{})
 }
 
-// granted logs, audits and announces a tag the registry accepted. walked:
-// c is a new container whose cgroup the kernel walked in this call, so
-// its HeldProcesses is the whole answer to whether it held processes.
-func (m *Manager) granted(ci *callerInfo, c *registry.Container, isNew, walked bool, target string) (uint64, godbus.ObjectPath, error) {
+// granted logs, audits and announces a tag the registry accepted.
+func (m *Manager) granted(ci *callerInfo, c *registry.Container, isNew bool, target string) (uint64, godbus.ObjectPath, error) {
 	m.log(PrioInfo, "Process %d (uid %d) tagged %s as %s.", ci.PID, ci.UID, target, c.Chain)
 	if g := grantNames(c.Flags); isNew && g != "" {
 		m.log(PrioNotice, "Container %d (%s) was granted %s by process %d (uid %d): in enforcing mode its processes may do what the option allows although contid.conf refuses it to tagged processes.",
 			c.ID, c.Chain, g, ci.PID, ci.UID)
 	}
 	m.auditGranted(ci.Caller, c, isNew)
-	switch {
-	case isNew && walked && !c.HeldProcesses:
-		// The walk found no live process in the cgroup's subtree: there
-		// is nothing to remember, and no cgroup.events to read before
-		// the reply. Processes that come later are the exit check's.
-		m.announceNew(c)
-	case isNew:
+	if isNew {
 		m.containerNew(c)
-	default:
+	} else {
 		// A further cgroup of a pod may bring its first processes.
 		m.notePopulated(c)
 	}
@@ -325,7 +317,7 @@ func (m *Manager) tagProcess(ctx context.Context, p *peer, msg *godbus.Message, 
 	if err != nil {
 		return 0, "", m.refused(ci, req, "", err)
 	}
-	return m.granted(ci, c, !had, false, fmt.Sprintf("process %d", target.PID))
+	return m.granted(ci, c, !had, fmt.Sprintf("process %d", target.PID))
 }
 
 // getProperty is godbus's GetProperty bound to ctx, which that method
