@@ -328,9 +328,9 @@ func (r *Registry) SetUnitIfUnset(id contid.ID, unit string) (bool, error) {
 }
 
 // NoteHeldProcesses records that a cgroup of active container id was
-// seen holding processes where the kernel's walk did not count them
-// (tasks the fork hook tagged first, processes moved in from a cgroup of
-// the same pod, processes that came after the tag): saved, so a contidd
+// seen holding processes where the kernel's walk found none (processes
+// that came after the tag or were moved in while it ran, or that sit
+// deeper below the cgroup than the walk looks): saved, so a contidd
 // restarted after they ended still reads the empty cgroup as the exit.
 // It writes once per container; later calls find it set.
 func (r *Registry) NoteHeldProcesses(id contid.ID) error {
