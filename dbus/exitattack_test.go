@@ -72,14 +72,21 @@ func TestExitSeenAfterShortLivedTag(t *testing.T) {
 // TestPopulatedForgottenForExitedContainer: the memory of containers whose
 // cgroup held processes keeps no entry for one that already exited, even
 // when the exit check ran between the registry's tag and containerNew (its
-// cgroup removed at once): nothing would ever delete that entry.
+// cgroup removed at once), and even when a new cgroup with processes took
+// the same path meanwhile: nothing would ever delete that entry. Whether
+// the kernel's walk found tasks must not matter.
 func TestPopulatedForgottenForExitedContainer(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
-		tasks int // what the kernel's walk tagged
+		tasks int // what the kernel's walk found
+		// reused: a cgroup with processes is made at the same path
+		// after the exit check.
+		reused bool
 	}{
-		{"walk tagged none", 0},
-		{"walk tagged tasks", 1},
+		{"walk found none", 0, false},
+		{"walk found tasks", 1, false},
+		{"walk found none, path taken again", 0, true},
+		{"walk found tasks, path taken again", 1, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m, _, _, root := newTestManager(t)
@@ -94,13 +101,18 @@ func TestPopulatedForgottenForExitedContainer(t *testing.T) {
 				t.Fatal(err)
 			}
 			m.checkExits()
+			if got, _ := m.cfg.Registry.Get(c.ID); got == nil || got.State != registry.StateExited {
+				t.Fatalf("container %d not exited after its cgroup was removed", c.ID)
+			}
+			if tc.reused {
+				fakeTaskCgroup(t, m, root, "/target/gone.scope", "populated 1\nfrozen 0\n", 0)
+			}
 			m.containerNew(c)
 			m.mu.Lock()
 			kept := m.populated[c.ID]
 			m.mu.Unlock()
-			got, _ := m.cfg.Registry.Get(c.ID)
 			if kept {
-				t.Errorf("container %d, state %v: still remembered as populated, an entry nothing deletes", c.ID, got.State)
+				t.Errorf("exited container %d still remembered as populated, an entry nothing deletes", c.ID)
 			}
 		})
 	}
