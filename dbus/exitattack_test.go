@@ -12,13 +12,9 @@ import (
 // TestExitSeenAfterShortLivedTag: a container whose processes all exit
 // before the first exit check, its cgroup left in place, is seen to exit
 // whichever way its processes came to it: a new container tagged over
-// D-Bus, a further cgroup of a pod whose first cgroup was empty, and a
+// D-Bus, a further cgroup of a pod whose first cgroup was eventsEmpty, and a
 // contidd restarted between the tag and the exit.
 func TestExitSeenAfterShortLivedTag(t *testing.T) {
-	const (
-		empty = "populated 0\nfrozen 0\n"
-		full  = "populated 1\nfrozen 0\n"
-	)
 	for _, tc := range []struct {
 		name string
 		// pod: the first cgroup, empty and tagged first; the processes
@@ -37,10 +33,10 @@ func TestExitSeenAfterShortLivedTag(t *testing.T) {
 			tr := m.cfg.Tracker.(*fakeTracker)
 			var id uint64
 			if tc.pod {
-				pod, _ := fakeTaskCgroup(t, m, root, "/target/pod", empty, 0)
+				pod, _ := fakeTaskCgroup(t, m, root, "/target/pod", eventsEmpty, 0)
 				id = tagGranted(t, m, pod, 0)
 			}
-			target, ev := fakeTaskCgroup(t, m, root, "/target/c.scope", full, 2)
+			target, ev := fakeTaskCgroup(t, m, root, "/target/c.scope", eventsPopulated, 2)
 			got := tagGranted(t, m, target, id)
 			if id != 0 && got != id {
 				t.Fatalf("pod cgroup tagged as %d, want %d", got, id)
@@ -48,7 +44,7 @@ func TestExitSeenAfterShortLivedTag(t *testing.T) {
 			id = got
 
 			// Every process exits before the exit check; the cgroups stay.
-			if err := os.WriteFile(ev, []byte(empty), 0o644); err != nil {
+			if err := os.WriteFile(ev, []byte(eventsEmpty), 0o644); err != nil {
 				t.Fatal(err)
 			}
 			if tc.restart {
@@ -90,7 +86,7 @@ func TestPopulatedForgottenForExitedContainer(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m, _, _, root := newTestManager(t)
-			target, events := fakeTaskCgroup(t, m, root, "/target/gone.scope", "populated 1\nfrozen 0\n", tc.tasks)
+			target, events := fakeTaskCgroup(t, m, root, "/target/gone.scope", eventsPopulated, tc.tasks)
 			c, err := m.cfg.Registry.TagCgroup(m.internalCaller(), contid.Unset, target, registry.Options{})
 			if err != nil {
 				t.Fatal(err)
@@ -105,7 +101,7 @@ func TestPopulatedForgottenForExitedContainer(t *testing.T) {
 				t.Fatalf("container %d not exited after its cgroup was removed", c.ID)
 			}
 			if tc.reused {
-				fakeTaskCgroup(t, m, root, "/target/gone.scope", "populated 1\nfrozen 0\n", 0)
+				fakeTaskCgroup(t, m, root, "/target/gone.scope", eventsPopulated, 0)
 			}
 			m.containerNew(c)
 			m.mu.Lock()

@@ -53,7 +53,7 @@ func TestExitSeenWhileTransportsAreSlow(t *testing.T) {
 		t.Fatal(err)
 	}
 	events := filepath.Join(dir, "cgroup.events")
-	if err := os.WriteFile(events, []byte("populated 1\nfrozen 0\n"), 0o644); err != nil {
+	if err := os.WriteFile(events, []byte(eventsPopulated), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	cgid, err := fakeCgroups{root}.ID("/target/c.scope")
@@ -69,7 +69,7 @@ func TestExitSeenWhileTransportsAreSlow(t *testing.T) {
 	m.HandleKernelEvent(kernel.Event{Kind: kernel.EventAutotag, Tag: tag, CgroupID: cgid})
 
 	// Its processes exit; the cgroup stays (a runtime removes it later).
-	if err := os.WriteFile(events, []byte("populated 0\nfrozen 0\n"), 0o644); err != nil {
+	if err := os.WriteFile(events, []byte(eventsEmpty), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	m.checkExits()
@@ -97,11 +97,11 @@ func TestExitSeenAfterTagByWalkCount(t *testing.T) {
 		atReply    string
 		wantExited bool
 	}{
-		{"walk tagged tasks, still there at the reply", 2, "populated 1\nfrozen 0\n", true},
-		{"walk tagged tasks, gone by the reply", 1, "populated 0\nfrozen 0\n", true},
+		{"walk tagged tasks, still there at the reply", 2, eventsPopulated, true},
+		{"walk tagged tasks, gone by the reply", 1, eventsEmpty, true},
 		{"walk tagged tasks, nothing read at the reply", 1, "", true},
-		{"walk tagged none, processes there at the reply", 0, "populated 1\nfrozen 0\n", true},
-		{"walk tagged none, empty cgroup", 0, "populated 0\nfrozen 0\n", false},
+		{"walk tagged none, processes there at the reply", 0, eventsPopulated, true},
+		{"walk tagged none, empty cgroup", 0, eventsEmpty, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m, _, _, root := newTestManager(t)
@@ -113,7 +113,7 @@ func TestExitSeenAfterTagByWalkCount(t *testing.T) {
 			m.containerNew(c)
 
 			// Every process is gone by the exit check; the cgroup stays.
-			if err := os.WriteFile(events, []byte("populated 0\nfrozen 0\n"), 0o644); err != nil {
+			if err := os.WriteFile(events, []byte(eventsEmpty), 0o644); err != nil {
 				t.Fatal(err)
 			}
 			m.checkExits()
@@ -127,6 +127,12 @@ func TestExitSeenAfterTagByWalkCount(t *testing.T) {
 		})
 	}
 }
+
+// What cgroup.events says of a cgroup without and with processes.
+const (
+	eventsEmpty     = "populated 0\nfrozen 0\n"
+	eventsPopulated = "populated 1\nfrozen 0\n"
+)
 
 // fakeTaskCgroup makes cgroup rel under the fake cgroup root with
 // cgroup.events holding events ("" for no such file), and has the fake

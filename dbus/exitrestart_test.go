@@ -17,10 +17,6 @@ import (
 // after the tag. That must outlive contidd, or the container stays active
 // for as long as its cgroup.
 func TestExitSeenAfterRestartWhenWalkTaggedNone(t *testing.T) {
-	const (
-		empty = "populated 0\nfrozen 0\n"
-		full  = "populated 1\nfrozen 0\n"
-	)
 	for _, tc := range []struct {
 		name  string
 		pod   bool
@@ -39,24 +35,24 @@ func TestExitSeenAfterRestartWhenWalkTaggedNone(t *testing.T) {
 			tr := m.cfg.Tracker.(*fakeTracker)
 			var id uint64
 			if tc.pod {
-				pod, _ := fakeTaskCgroup(t, m, root, "/target/pod", empty, 0)
+				pod, _ := fakeTaskCgroup(t, m, root, "/target/pod", eventsEmpty, 0)
 				id = tagGranted(t, m, pod, 0)
 			}
-			at := full
+			at := eventsPopulated
 			if tc.later {
-				at = empty
+				at = eventsEmpty
 			}
 			target, ev := fakeTaskCgroup(t, m, root, "/target/c.scope", at, tc.tasks)
 			id = tagGranted(t, m, target, id)
 			if tc.later {
-				if err := os.WriteFile(ev, []byte(full), 0o644); err != nil {
+				if err := os.WriteFile(ev, []byte(eventsPopulated), 0o644); err != nil {
 					t.Fatal(err)
 				}
 				m.checkExits()
 			}
 
 			// contidd is killed; the processes exit; contidd starts again.
-			if err := os.WriteFile(ev, []byte(empty), 0o644); err != nil {
+			if err := os.WriteFile(ev, []byte(eventsEmpty), 0o644); err != nil {
 				t.Fatal(err)
 			}
 			m = NewManager(Config{Registry: m.cfg.Registry, Tracker: tr, Cgroups: fakeCgroups{root}, Version: "test"})
