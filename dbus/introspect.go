@@ -3,7 +3,6 @@ package dbus
 import (
 	"encoding/xml"
 	"fmt"
-	"sort"
 	"strings"
 
 	godbus "github.com/godbus/dbus/v5"
@@ -121,10 +120,8 @@ func (m *Manager) introspect(p godbus.ObjectPath, k objKind) string {
 	case p == "/org":
 		b.WriteString("\n <node name=\"contid1\"/>")
 	case p == "/org/contid1/container":
-		cs := m.cfg.Registry.List()
-		sort.Slice(cs, func(i, j int) bool { return cs[i].ID < cs[j].ID })
-		for _, c := range cs {
-			fmt.Fprintf(&b, "\n <node name=\"%d\"/>", c.ID)
+		for _, r := range m.cfg.Registry.Rows() {
+			fmt.Fprintf(&b, "\n <node name=\"%d\"/>", r.ID)
 		}
 	}
 	b.WriteString("\n</node>\n")

@@ -37,6 +37,7 @@ type Registry interface {
 	ByUnit(unit string) (*registry.Container, error)
 	ByName(name string) (*registry.Container, error)
 	List() []*registry.Container
+	Rows() []registry.Row
 	ActiveIDs() []contid.ID
 	Active() int
 }
@@ -651,11 +652,10 @@ func (m *Manager) HandleKernelEvent(ev kernel.Event) {
 }
 
 func (m *Manager) listContainers() []client.ContainerRow {
-	cs := m.cfg.Registry.List()
-	sort.Slice(cs, func(i, j int) bool { return cs[i].ID < cs[j].ID })
-	out := make([]client.ContainerRow, 0, len(cs))
-	for _, c := range cs {
-		out = append(out, client.ContainerRow{ID: uint64(c.ID), Name: c.Name, Unit: c.Unit, Cgroup: firstCgroup(c), Parent: uint64(c.Parent()), Path: client.ContainerPath(c.ID)})
+	rows := m.cfg.Registry.Rows()
+	out := make([]client.ContainerRow, 0, len(rows))
+	for _, r := range rows {
+		out = append(out, client.ContainerRow{ID: uint64(r.ID), Name: r.Name, Unit: r.Unit, Cgroup: r.Cgroup, Parent: uint64(r.Parent), Path: client.ContainerPath(r.ID)})
 	}
 	return out
 }

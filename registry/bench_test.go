@@ -141,3 +141,27 @@ func BenchmarkByCgroupPathMiss(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkListing is what a ListContainers of 10,000 containers costs the
+// registry: whole copies of every record (List) against the rows a
+// listing shows (Rows). The bytes and allocations per op are garbage the
+// collector must then chase while every other call waits on it.
+func BenchmarkListing(b *testing.B) {
+	h := benchRegistry(b)
+	for _, bc := range []struct {
+		name string
+		list func() int
+	}{
+		{"List", func() int { return len(h.r.List()) }},
+		{"Rows", func() int { return len(h.r.Rows()) }},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if n := bc.list(); n != benchContainers {
+					b.Fatalf("%d listed, want %d", n, benchContainers)
+				}
+			}
+		})
+	}
+}

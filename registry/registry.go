@@ -20,6 +20,7 @@
 package registry
 
 import (
+	"cmp"
 	"fmt"
 	"os"
 	"slices"
@@ -449,6 +450,32 @@ func (r *Registry) ByName(name string) (*Container, error) {
 		return e.c.clone(), nil
 	}
 	return nil, fmt.Errorf("%w: no container named %q", contid.ErrNoSuchContainer, name)
+}
+
+// Row is what a listing shows of one container.
+type Row struct {
+	ID, Parent contid.ID
+	Name, Unit string
+	Cgroup     string // the primary cgroup's path; empty if none
+}
+
+// Rows lists every container, sorted by ID. It copies only what a row
+// shows: clients list often, and a copy of every whole record each time
+// (List) is garbage that makes the collector run for every other call
+// too.
+func (r *Registry) Rows() []Row {
+	r.mu.RLock()
+	out := make([]Row, 0, len(r.byID))
+	for _, e := range r.byID {
+		row := Row{ID: e.c.ID, Parent: e.c.Parent(), Name: e.c.Name, Unit: e.c.Unit}
+		if len(e.c.Cgroups) > 0 {
+			row.Cgroup = e.c.Cgroups[0].Path
+		}
+		out = append(out, row)
+	}
+	r.mu.RUnlock()
+	slices.SortFunc(out, func(a, b Row) int { return cmp.Compare(a.ID, b.ID) })
+	return out
 }
 
 // List returns copies of every record, sorted by ID.

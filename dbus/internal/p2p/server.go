@@ -386,6 +386,11 @@ func (s *Server) summarize(ctx context.Context) {
 // on a message it did not send itself, so it is patched into the encoded
 // header (bytes 8 to 11).
 func encodeMessage(msg *godbus.Message) ([]byte, error) {
+	if len(msg.Body) == 1 {
+		if rows, ok := msg.Body[0].([]client.ContainerRow); ok {
+			return encodeRowsMessage(msg, rows)
+		}
+	}
 	var buf bytes.Buffer
 	fds, err := msg.EncodeToWithFDs(&buf, binary.LittleEndian)
 	if err != nil {
