@@ -25,7 +25,8 @@ import (
 var stallKeys = []string{"stall_tag_p99_idle_ms", "stall_tag_p99_attack_ms", "stall_tag_p99_ratio",
 	"stall_list_p99_idle_ms", "stall_list_p99_attack_ms", "stall_list_p99_ratio",
 	"stall_tag_p99_control_ms", "stall_tag_p99_control_ratio", "stall_list_p99_control_ms", "stall_list_p99_control_ratio",
-	"stall_rss_peak_mb", "stall_fds_peak", "stall_contidd_cpu_idle", "stall_contidd_cpu_attack"}
+	"stall_rss_peak_mb", "stall_fds_peak", "stall_contidd_cpu_idle", "stall_contidd_cpu_attack",
+	"stall_attackers_cpu_attack", "stall_attackers_cpu_control"}
 
 // Hostile clients, when contid-bench runs as one of them (the phase starts
 // itself again as nobody).
@@ -184,6 +185,16 @@ func stallPhase(cfg *config, rep *report) error {
 	var idleCPU, idleSecs, cpu, atkSecs float64
 	var peakRSS float64
 	peakFDs := 0
+	// The attackers' own CPU, per second of their life, in each kind of
+	// window: what they load the machine with when contidd admits some of
+	// them, and when every connection is refused at once.
+	var atkCPU, atkLife, ctlCPU, ctlLife float64
+	attackerCPU := func(p *proc, started time.Time, cpu, life *float64) {
+		if st := p.cmd.ProcessState; st != nil {
+			*cpu += (st.UserTime() + st.SystemTime()).Seconds()
+			*life += time.Since(started).Seconds()
+		}
+	}
 	kinds := map[hostile.Kind]*hostile.Stats{}
 	var order []hostile.Kind
 	idle := func() error {
@@ -216,6 +227,7 @@ func stallPhase(cfg *config, rep *report) error {
 	// control is an attack window with the attackers sent at a server
 	// that refuses them all (runRefuser) instead of contidd.
 	control := func() error {
+		started := time.Now()
 		atk, _, err := hostileClients(filepath.Join(dir, "refuse.sock"))
 		if err != nil {
 			return fail(err)
@@ -223,6 +235,7 @@ func stallPhase(cfg *config, rep *report) error {
 		time.Sleep(warmUp)
 		tags, lists, err := rounds(1<<20, attackFor)
 		<-atk.done
+		attackerCPU(atk, started, &ctlCPU, &ctlLife)
 		atk.undo()
 		if err != nil {
 			return fail(fmt.Errorf("in a control window: %w", err))
@@ -231,6 +244,7 @@ func stallPhase(cfg *config, rep *report) error {
 		return nil
 	}
 	attack := func() error {
+		started := time.Now()
 		atk, out, err := hostileClients(d.socket)
 		if err != nil {
 			return fail(err)
@@ -266,6 +280,7 @@ func stallPhase(cfg *config, rep *report) error {
 		close(stopSampling)
 		<-sampled
 		<-atk.done
+		attackerCPU(atk, started, &atkCPU, &atkLife)
 		atk.undo()
 		if err != nil {
 			return fail(fmt.Errorf("under attack: %w", err))
@@ -337,9 +352,19 @@ func stallPhase(cfg *config, rep *report) error {
 	rep.set("stall_fds_peak", float64(peakFDs))
 	rep.set("stall_contidd_cpu_idle", idleCPU)
 	rep.set("stall_contidd_cpu_attack", cpu)
+	if atkLife > 0 && ctlLife > 0 {
+		rep.set("stall_attackers_cpu_attack", atkCPU/atkLife)
+		rep.set("stall_attackers_cpu_control", ctlCPU/ctlLife)
+	} else {
+		rep.unmeasured("stall_attackers_cpu_attack", "the attackers' CPU time was not recorded")
+		rep.unmeasured("stall_attackers_cpu_control", "the attackers' CPU time was not recorded")
+	}
 	rep.detail("stall_tag_ms", map[string]summary{"idle": it, "attack": at, "control": ct})
 	rep.detail("stall_list_ms", map[string]summary{"idle": il, "attack": al, "control": cl})
 	rep.detail("stall_setup", "private dbus-daemon and contidd (at its unit's niceness); a godbus client as root on the peer-to-peer socket alternates TagCgroup (a new cgroup each) and ListContainers (200+ containers) with 10 ms pauses, in idle, attack and control windows, 4 of each, the order turned round in every other cycle (I A C C A I I A C C A I) so that the growing list lands on every side; 1,000 hostile clients as nobody, 250 of each kind (internal/hostile), reconnecting 1 s after each cut or refusal; in control windows the same clients are sent at a server that closes every connection at once (contid-bench -refuse), so the control ratio is what the attack costs the client without contidd in it")
 	progress("stall: contidd peak RSS %.1f MB, peak %d descriptors, %.2f CPUs idle, %.2f CPUs under attack", peakRSS/1024, peakFDs, idleCPU, cpu)
+	if atkLife > 0 && ctlLife > 0 {
+		progress("stall: the attackers used %.2f CPUs against contidd, %.2f against the refusing server", atkCPU/atkLife, ctlCPU/ctlLife)
+	}
 	return d.stop()
 }
