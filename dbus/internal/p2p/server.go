@@ -172,8 +172,10 @@ func (s *Server) Serve(ctx context.Context, ln *net.UnixListener) error {
 
 // accept reads the credentials the kernel recorded at connect, admits
 // the connection within its user's allowance and pins the connecting
-// process. A refused connection costs two system calls before it is
-// closed.
+// process. A refused connection costs ten system calls in all (as traced
+// under 1,000 hostile clients): three for the accept with Go's
+// registration of the socket, SO_PEERCRED, four to learn whose allowance
+// it draws on (Dispatcher.Allowance), and two for the close.
 func (s *Server) accept(uc *net.UnixConn) (*peerConn, error) {
 	raw, err := uc.SyscallConn()
 	if err != nil {
