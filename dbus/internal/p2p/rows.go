@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"slices"
+	"strings"
+	"unicode/utf8"
 
 	godbus "github.com/godbus/dbus/v5"
 
@@ -25,6 +27,15 @@ var rowsSignature = godbus.SignatureOf([]client.ContainerRow(nil))
 // little-endian: godbus writes the header (which says the signature), and
 // the body is appended to it.
 func encodeRowsMessage(msg *godbus.Message, rows []client.ContainerRow) ([]byte, error) {
+	// godbus refused what a client would refuse to read; so must this.
+	for _, r := range rows {
+		if !validString(r.Name) || !validString(r.Unit) || !validString(r.Cgroup) {
+			return nil, errors.New("dbus: a container row holds a string that is not valid UTF-8 or holds a NUL")
+		}
+		if !validObjectPath(string(r.Path)) {
+			return nil, errors.New("dbus: a container row holds an invalid object path")
+		}
+	}
 	head := *msg
 	head.Body = nil
 	head.Headers = make(map[godbus.HeaderField]godbus.Variant, len(msg.Headers)+1)
@@ -39,6 +50,11 @@ func encodeRowsMessage(msg *godbus.Message, rows []client.ContainerRow) ([]byte,
 	// godbus pads the header to 8 bytes, where a body starts.
 	start := len(b)
 	b = appendRows(slices.Grow(b, rowsSize(rows)), rows)
+	// The array's length: the body less its own length field and the
+	// padding to the first element.
+	if len(b)-start-8 > maxArrayLen {
+		return nil, errors.New("dbus: the container rows exceed the D-Bus array limit of 64 MiB")
+	}
 	if len(b) > wire.ProtocolMaxMessage {
 		return nil, errors.New("dbus: message is too long")
 	}
@@ -96,4 +112,37 @@ func pad(b []byte, align int) []byte {
 		b = append(b, 0)
 	}
 	return b
+}
+
+// maxArrayLen is the specification's bound on an array's bytes; godbus
+// and sd-bus refuse a message with a longer one.
+const maxArrayLen = 1 << 26
+
+// validString: what a D-Bus string may hold, valid UTF-8 and no NUL.
+func validString(s string) bool {
+	return utf8.ValidString(s) && strings.IndexByte(s, 0) < 0
+}
+
+// validObjectPath is godbus's ObjectPath.IsValid without its allocations:
+// "/", or "/"-separated non-empty elements of [A-Za-z0-9_].
+func validObjectPath(s string) bool {
+	if s == "/" {
+		return true
+	}
+	if len(s) < 2 || s[0] != '/' || s[len(s)-1] == '/' {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '/':
+			if s[i-1] == '/' {
+				return false
+			}
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '_':
+		default:
+			return false
+		}
+	}
+	return true
 }
