@@ -3,6 +3,8 @@ package dbus_test
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -75,4 +77,88 @@ func TestListContainersBothTransports(t *testing.T) {
 		tag(fmt.Sprintf("many/c%03d%s", i, strings.Repeat("x", i%8)), fmt.Sprintf("m%d", i))
 	}
 	compare("300 more")
+}
+
+// Listings on the socket while containers are being tagged and exit are
+// whole and sorted, each row as tagged, and the last one lists them all.
+func TestListContainersWhileTagging(t *testing.T) {
+	e := newEnv(t, "")
+	e.start()
+	ctx := context.Background()
+	const n = 400
+	paths := make([]string, n)
+	for i := range paths {
+		paths[i] = e.cgroup(fmt.Sprintf("w%03d-%s", i, strings.Repeat("é", i%9)))
+	}
+	done := make(chan struct{})
+	errs := make(chan error, 16)
+	var listings [4]int
+	for r := range listings {
+		c := e.p2pClient()
+		go func() {
+			defer func() { errs <- nil }()
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				l, err := c.ListContainers(ctx)
+				if err != nil {
+					errs <- err
+					return
+				}
+				listings[r]++
+				for i, x := range l {
+					if i > 0 && l[i-1].ID >= x.ID {
+						errs <- fmt.Errorf("not sorted: %d then %d", l[i-1].ID, x.ID)
+						return
+					}
+					if !strings.HasPrefix(x.Cgroup, e.cgBase+"/"+x.Name+"-") {
+						errs <- fmt.Errorf("row %d named %q has cgroup %q", x.ID, x.Name, x.Cgroup)
+						return
+					}
+					if x.Object != client.ContainerPath(x.ID) || !strings.HasPrefix(x.Cgroup, e.cgBase+"/w") {
+						errs <- fmt.Errorf("row %+v", x)
+						return
+					}
+				}
+			}
+		}()
+	}
+	tagger := e.p2pClient()
+	for i, p := range paths {
+		if _, err := tagger.TagCgroup(ctx, p, 0, client.TagOptions{Name: fmt.Sprintf("w%03d", i)}); err != nil {
+			t.Fatal(err)
+		}
+		// Every fourth container exits: its cgroup is removed.
+		if i%4 == 0 {
+			if err := os.Remove(filepath.Join(e.cgRoot, p)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	close(done)
+	for finished := 0; finished < len(listings); {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		} else {
+			finished++
+		}
+	}
+	l, err := tagger.ListContainers(ctx)
+	if err != nil || len(l) != n {
+		t.Fatalf("final listing: %d rows, %v", len(l), err)
+	}
+	exited := 0
+	for _, x := range l {
+		info, err := tagger.Container(ctx, x.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.State == "exited" {
+			exited++
+		}
+	}
+	t.Logf("listings during the tags: %v; %d of %d listed exited", listings, exited, n)
 }
