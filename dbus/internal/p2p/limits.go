@@ -68,8 +68,8 @@ const (
 	// one call), and bound what one user's pipelined calls cost: at 500,
 	// 1,000 hostile clients of one user added 0.12 to 0.16 CPUs to
 	// contidd and raised a root client's TagCgroup p99 up to 2.1 times
-	// its idle figure; at 100, 0.07 CPUs and 1.5 times (make bench,
-	// phase stall).
+	// its idle figure; at 100, 0.08 CPUs and 1.63 times at most (make
+	// bench, phase stall).
 	connectRate, connectBurst       = 16, 32     // per user, per second
 	allConnectRate, allConnectBurst = 200, 400   // all users
 	messageRate, messageBurst       = 100, 100   // per user
