@@ -63,16 +63,17 @@ const (
 	// together. Connections beyond them are turned away at accept;
 	// messages beyond them wait (the peer's writes block). So however
 	// many connections users cycle through, contidd spends a bounded
-	// share of its time on them, and root's calls find it free. A user's
-	// 100 messages a second are far more than its tools need (a read is
-	// one call), and bound what one user's pipelined calls cost: at 500,
-	// 1,000 hostile clients of one user added 0.12 to 0.16 CPUs to
-	// contidd and raised a root client's TagCgroup p99 up to 2.1 times
+	// share of its time on them, and root's calls find it free. A
+	// user's 100 messages a second bound what its pipelined calls cost:
+	// at 500, 1,000 hostile clients of one user added 0.12 to 0.16 CPUs
+	// to contidd and raised a root client's TagCgroup p99 up to 2.1 times
 	// its idle figure; at 100, 0.08 CPUs and 1.63 times at most (make
-	// bench, phase stall).
+	// bench, phase stall). The burst of 1,000 lets a tool make its calls
+	// at once (contidctl list asks once per container), and a user who
+	// keeps calling gets 100 a second.
 	connectRate, connectBurst       = 16, 32     // per user, per second
 	allConnectRate, allConnectBurst = 200, 400   // all users
-	messageRate, messageBurst       = 100, 100   // per user
+	messageRate, messageBurst       = 100, 1000  // per user
 	allMessageRate, allMessageBurst = 2000, 2000 // all users
 )
 
