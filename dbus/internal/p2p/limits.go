@@ -67,10 +67,10 @@ const (
 	// user's 100 messages a second bound what its pipelined calls cost:
 	// at 500, 1,000 hostile clients of one user added 0.12 to 0.16 CPUs
 	// to contidd and raised a root client's TagCgroup p99 up to 2.1 times
-	// its idle figure; at 100, 0.08 CPUs and 1.63 times at most (make
-	// bench, phase stall). The burst of 1,000 lets a tool make its calls
-	// at once (contidctl list asks once per container), and a user who
-	// keeps calling gets 100 a second.
+	// its idle figure; at 100, 0.07 to 0.09 CPUs and 1.36 to 1.73 times
+	// (make bench, phase stall; docs/DESIGN.md has the runs). The burst
+	// of 1,000 lets a tool make its calls at once (contidctl list asks
+	// once per record), and a user who keeps calling gets 100 a second.
 	connectRate, connectBurst       = 16, 32     // per user, per second
 	allConnectRate, allConnectBurst = 200, 400   // all users
 	messageRate, messageBurst       = 100, 1000  // per user
