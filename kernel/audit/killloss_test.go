@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -21,9 +24,10 @@ import (
 // stalledReaderEnv makes the test binary a reader on an inherited
 // unicast socket (fd 3) and spool (fd 4) behind a 1 MiB socket, whose
 // handler takes nothing for the given time after its first event, and
-// which reports how many records it read every 100 ms until it is
-// killed: "journal-socket,stall,keep" (keep: its spool keeps the losses
-// not yet in a loss entry).
+// again after the first event that follows each SIGUSR1, and which
+// reports how many records it read every 100 ms until it is killed:
+// "journal-socket,stall,keep" (keep: its spool keeps the losses not yet
+// in a loss entry).
 const stalledReaderEnv = "CONTID_AUDIT_STALLED_READER"
 
 func stalledReader(spec string) int {
@@ -44,8 +48,11 @@ func stalledReader(spec string) int {
 		return 1
 	}
 	cfg := audit.Config{Source: audit.Unicast, Inherited: os.NewFile(3, "audit-unicast"), Spool: sp, UnicastReceiveBuffer: 1 << 20}
-	// As contidd runs it: the default loss interval.
-	fcfg := journal.Config{WriteUntagged: true, Queue: 1024, Done: sp.Done}
+	// The first loss is written at once and later ones wait for the loss
+	// interval. Ten seconds, the default, can run out between the two
+	// floods on a slow machine; the test needs the second flood's losses
+	// still waiting when it kills the reader.
+	fcfg := journal.Config{WriteUntagged: true, Queue: 1024, Done: sp.Done, LossInterval: time.Hour}
 	if parts[2] == "keep" {
 		fcfg.Unreported = sp
 	}
@@ -55,7 +62,15 @@ func stalledReader(spec string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	h := &firstStall{Forwarder: f, d: stallFor}
+	h := &armedStall{Forwarder: f, d: stallFor}
+	h.armed.Store(true)
+	rearm := make(chan os.Signal, 1)
+	signal.Notify(rearm, syscall.SIGUSR1)
+	go func() {
+		for range rearm {
+			h.armed.Store(true)
+		}
+	}()
 	var mu sync.Mutex
 	go func() {
 		for {
@@ -72,63 +87,103 @@ func stalledReader(spec string) int {
 	return 1
 }
 
-// firstStall blocks the first event for d, so the socket overflows.
-type firstStall struct {
+// armedStall blocks the first event after it is armed for d, so the
+// socket overflows.
+type armedStall struct {
 	*journal.Forwarder
-	d    time.Duration
-	once sync.Once
+	d     time.Duration
+	armed atomic.Bool
 }
 
-func (h *firstStall) HandleEvent(ev *audit.Event) {
-	h.once.Do(func() { time.Sleep(h.d) })
+func (h *armedStall) HandleEvent(ev *audit.Event) {
+	if h.armed.Swap(false) {
+		time.Sleep(h.d)
+	}
 	h.Forwarder.HandleEvent(ev)
 }
 
 // TestKilledAfterLoss: a tagged process floods openat events while the
 // reader (the audit daemon, on a kept socket and spool) is stalled, so
-// thousands are lost; the reader is SIGKILLed a few seconds after it has
-// caught up, when its forwarder has written the first loss and batches
-// the rest for its loss interval, and before the kernel's counter is
-// settled; or sooner, while it holds the serial gaps uncounted for the
-// reassembly timeout. A successor reads on. Every serial from the producer's first
+// thousands are lost and the first loss entry is written once it has
+// caught up. It floods again behind a second stall: these losses wait
+// for the loss interval. The reader is SIGKILLed a few seconds after it
+// has caught up again, before the kernel's counter is settled; or
+// sooner, while it holds the serial gaps uncounted for the reassembly
+// timeout. A successor reads on. Every serial from the producer's first
 // event to its last is written or counted in a loss entry, once. The
-// control, whose spool does not keep the batched losses, leaves
+// control, whose spool does not keep the waiting losses, leaves
 // thousands of events neither written nor counted.
 func TestKilledAfterLoss(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
 		quiet time.Duration // how long the reader read nothing when killed
 		keep  bool
+		held  bool // the second flood's gaps are still uncounted at the kill
 	}{
-		{"kept", 3 * time.Second, true},
-		// Within the reassembly timeout: gaps still held uncounted.
-		{"kept-gaps-held", 500 * time.Millisecond, true},
-		{"control-not-kept", 3 * time.Second, false},
+		{"kept", 3 * time.Second, true, false},
+		// Within the reassembly timeout.
+		{"kept-gaps-held", 500 * time.Millisecond, true, true},
+		{"control-not-kept", 3 * time.Second, false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			// The control needs the kill to land while the forwarder
-			// still holds losses; when every loss made it into the first
-			// entry before the kill, it shows nothing and is run again.
-			// Each attempt is a subtest of its own, so that its journald,
-			// cgroup and audit settings are gone before the next.
-			for attempt := 1; attempt <= 3; attempt++ {
-				inconclusive := false
-				t.Run(fmt.Sprint("attempt-", attempt), func(t *testing.T) {
-					inconclusive = killAfterLoss(t, tc.quiet, tc.keep, tc.name)
-				})
-				if !inconclusive {
-					return
-				}
-				t.Logf("attempt %d: the kill lost too little for the control to show anything", attempt)
-			}
-			t.Error("control: in 3 attempts the kill never lost enough for the check to fail")
+			killAfterLoss(t, tc.quiet, tc.keep, tc.held, tc.name)
 		})
 	}
 }
 
-// killAfterLoss runs one flood, stall and kill. inconclusive: the
-// control's kill lost nothing it could show.
-func killAfterLoss(t *testing.T, quiet time.Duration, keep bool, name string) (inconclusive bool) {
+// readerProgress is one of the stalled reader's reports.
+type readerProgress struct {
+	line                   string
+	records, lost, entries int64
+	kernel, reader, gaps   int64
+	changed                time.Time // when records last changed
+}
+
+// watchReader follows the stalled reader's reports.
+type watchReader struct {
+	mu   sync.Mutex
+	last readerProgress
+}
+
+func (w *watchReader) follow(sc *bufio.Scanner) {
+	w.last.records, w.last.changed = -1, time.Now()
+	for sc.Scan() {
+		var p readerProgress
+		if _, err := fmt.Sscanf(sc.Text(), "records %d lost %d kernel %d reader %d entries %d gaps %d",
+			&p.records, &p.lost, &p.kernel, &p.reader, &p.entries, &p.gaps); err != nil {
+			continue
+		}
+		p.line = sc.Text()
+		w.mu.Lock()
+		p.changed = w.last.changed
+		if p.records != w.last.records {
+			p.changed = time.Now()
+		}
+		w.last = p
+		w.mu.Unlock()
+	}
+}
+
+func (w *watchReader) now() readerProgress {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.last
+}
+
+// waitQuiet waits until the reader has read nothing for quiet.
+func (w *watchReader) waitQuiet(t *testing.T, quiet time.Duration) readerProgress {
+	t.Helper()
+	for deadline := time.Now().Add(120 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if p := w.now(); time.Since(p.changed) >= quiet {
+			return p
+		}
+	}
+	t.Fatalf("the reader kept reading for 120s: %s", w.now().line)
+	return readerProgress{}
+}
+
+// killAfterLoss runs the two floods, the stalls and the kill.
+func killAfterLoss(t *testing.T, quiet time.Duration, keep, held bool, name string) {
 	t.Helper()
 	s := newAuditSession(t)
 	s.resetLost = true
@@ -166,21 +221,8 @@ func killAfterLoss(t *testing.T, quiet time.Duration, keep bool, name string) (i
 	if !sc.Scan() || sc.Text() != "ready" {
 		t.Fatalf("stalled reader did not start: %q", sc.Text())
 	}
-	var mu sync.Mutex
-	var lastLine string
-	lastRecs, lastChange := int64(-1), time.Now()
-	go func() {
-		for sc.Scan() {
-			var n int64
-			fmt.Sscanf(sc.Text(), "records %d", &n)
-			mu.Lock()
-			lastLine = sc.Text()
-			if n != lastRecs {
-				lastRecs, lastChange = n, time.Now()
-			}
-			mu.Unlock()
-		}
-	}()
+	watch := &watchReader{}
+	go watch.follow(sc)
 
 	target := filepath.Join(t.TempDir(), "target")
 	if err := os.WriteFile(target, nil, 0o644); err != nil {
@@ -188,23 +230,39 @@ func killAfterLoss(t *testing.T, quiet time.Duration, keep bool, name string) (i
 	}
 	key := "contid-test-" + randomSuffix(t)
 	before, _ := s.ctl.Status()
-	res := runOpenHelper(t, s, cg.fd, 20000, 1e9, target, key)
-	for deadline := time.Now().Add(120 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		mu.Lock()
-		idle := time.Since(lastChange)
-		mu.Unlock()
-		if idle >= quiet {
+	first := runOpenHelper(t, s, cg.fd, 20000, 1e9, target, key)
+	// Its first loss entry is written as soon as the gaps are counted.
+	var afterFirst readerProgress
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		afterFirst = watch.waitQuiet(t, 3*time.Second)
+		if afterFirst.entries > 0 {
 			break
 		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the first flood lost nothing, or no loss entry was written: %s", afterFirst.line)
+		}
 	}
+	t.Logf("after the first flood: %s", afterFirst.line)
+	if err := cmd.Process.Signal(syscall.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	second := runOpenHelper(t, s, cg.fd, 20000, 1e9, target, key)
+	atKill := watch.waitQuiet(t, quiet)
 	mid, _ := s.ctl.Status()
-	mu.Lock()
-	t.Logf("killed: %s", lastLine)
-	mu.Unlock()
+	t.Logf("killed: %s", atKill.line)
 	if err := cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
 	_ = cmd.Wait()
+	// The losses counted since the first entry wait for the loss
+	// interval: the kill finds them in no entry.
+	waiting := atKill.lost - afterFirst.lost
+	if atKill.entries != afterFirst.entries {
+		t.Fatalf("a loss entry was written after the first flood's, so nothing waits: %s", atKill.line)
+	}
+	if !held && waiting < 1000 {
+		t.Fatalf("the second flood lost %d events; the kill needs thousands waiting", waiting)
+	}
 
 	kept, err := audit.OpenSpool(spool.File())
 	if err != nil {
@@ -239,7 +297,7 @@ func killAfterLoss(t *testing.T, quiet time.Duration, keep bool, name string) (i
 			other[name]++
 		}
 	}
-	made := res.offered
+	made := first.offered + second.offered
 	for _, n := range other {
 		made += n
 	}
@@ -265,14 +323,16 @@ func killAfterLoss(t *testing.T, quiet time.Duration, keep bool, name string) (i
 	}
 	t.Logf("serials %d..%d (%d): %d written, %d of other processes; written + loss entries = %d",
 		lo, hi, hi-lo+1, len(all), len(all)-len(ids), uint64(len(all))+entries)
-	t.Logf("%s: made %d; written %d; loss entries %d summing %d; successor EventsLost %d (kernel %d, reader %d, stopped %d); kernel counter +%d before the kill, +%d after",
-		name, made, len(ids), nEntries, entries, fs.Lost, fs.LostKernel, fs.LostReader, fs.LostStopped, mid.Lost-before.Lost, after.Lost-mid.Lost)
+	t.Logf("%s: made %d; written %d; %d losses waiting at the kill; loss entries %d summing %d; successor EventsLost %d (kernel %d, reader %d, stopped %d); kernel counter +%d before the kill, +%d after",
+		name, made, len(ids), waiting, nEntries, entries, fs.Lost, fs.LostKernel, fs.LostReader, fs.LostStopped, mid.Lost-before.Lost, after.Lost-mid.Lost)
 	got := uint64(len(all)) + entries
 	if !keep {
-		return got+1000 > hi-lo+1
+		if got+uint64(waiting) > hi-lo+1 {
+			t.Errorf("control: serials %d..%d: %d written + loss entries %d = %d; the %d losses waiting at the kill should be missing", lo, hi, len(all), entries, got, waiting)
+		}
+		return
 	}
 	if got != hi-lo+1 {
 		t.Errorf("serials %d..%d: %d written + loss entries %d = %d, want %d", lo, hi, len(all), entries, got, hi-lo+1)
 	}
-	return false
 }
