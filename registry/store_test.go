@@ -2,6 +2,7 @@ package registry
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -368,5 +369,48 @@ func TestConcurrentChangesFlushAndClose(t *testing.T) {
 		if c, err := h.r.Get(id); err != nil || c.Name != name {
 			t.Fatalf("container %d after reopen: %+v, %v; want name %q", id, c, err, name)
 		}
+	}
+}
+
+// A record whose cgroup path holds a Unicode noncharacter, left by a
+// contidd from before such paths were refused, is skipped at load with a
+// warning and its line kept aside; the other records load.
+func TestNoncharacterRecordSkippedAtLoad(t *testing.T) {
+	var logged []string
+	h := newHarness(t, Config{Logf: func(f string, a ...any) { logged = append(logged, fmt.Sprintf(f, a...)) }})
+	kept := h.mustTag(orchestrator, 0, "/machine.slice/a.scope", Options{})
+	h.mustTag(orchestrator, 0, "/machine.slice/b.scope", Options{})
+	if err := h.r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	edited := 0
+	for _, name := range []string{snapshotFile, journalFile} {
+		p := filepath.Join(h.dir, name)
+		b, err := os.ReadFile(p)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		edited += bytes.Count(b, []byte("/machine.slice/b.scope"))
+		b = bytes.ReplaceAll(b, []byte("/machine.slice/b.scope"), []byte("/machine.slice/b\uFFFE.scope"))
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if edited == 0 {
+		t.Fatal("no state file holds the path to edit")
+	}
+	h.open()
+	got := h.r.List()
+	if len(got) != 1 || got[0].ID != kept.ID {
+		t.Fatalf("after load: %d records (%v), want only container %d", len(got), got, kept.ID)
+	}
+	if w := h.r.Warnings(); len(w) != edited || !strings.Contains(w[0], "noncharacter") || len(logged) != edited {
+		t.Fatalf("warnings %q, logged %q", w, logged)
+	}
+	if b, _ := os.ReadFile(filepath.Join(h.dir, corruptFile)); !bytes.Contains(b, []byte("b.scope")) && !bytes.Contains(b, []byte(`b\ufffe.scope`)) {
+		t.Fatalf("skipped line not kept: %q", b)
 	}
 }

@@ -28,10 +28,15 @@ const (
 // ValidateCgroupPath checks a cgroup path relative to the cgroup2 root,
 // such as "/machine.slice/x.scope": absolute, in canonical form (no "."
 // or ".." components, no doubled or trailing slashes), valid UTF-8 with no
-// control characters, within PATH_MAX and NAME_MAX. Paths are compared by
-// string later, so only one spelling of each cgroup may get in, and
-// contidd will not guess what "a/../b" was meant to be. The errors explain
-// the common mistakes.
+// control characters and no Unicode noncharacters, within PATH_MAX and
+// NAME_MAX. Paths are compared by string later, so only one spelling of
+// each cgroup may get in, and contidd will not guess what "a/../b" was
+// meant to be. The errors explain the common mistakes.
+//
+// Paths go out in D-Bus strings, to every user who lists containers.
+// sd-bus (busctl, systemd's own tools) refuses a whole message with a
+// noncharacter in any string, so one such path would break every listing
+// for everyone.
 func ValidateCgroupPath(p string) error {
 	switch {
 	case p == "":
@@ -46,6 +51,9 @@ func ValidateCgroupPath(p string) error {
 	for _, r := range p {
 		if unicode.IsControl(r) {
 			return fmt.Errorf("%w: cgroup path %q contains a control character", contid.ErrInvalidArgs, Truncate(p))
+		}
+		if isNoncharacter(r) {
+			return fmt.Errorf("%w: cgroup path %q contains the Unicode noncharacter %U, which D-Bus clients refuse", contid.ErrInvalidArgs, Truncate(p), r)
 		}
 	}
 	if p == "/" {
@@ -63,6 +71,13 @@ func ValidateCgroupPath(p string) error {
 		return fmt.Errorf("%w: cgroup path %q is not canonical (did you mean %q?)", contid.ErrInvalidArgs, Truncate(p), Truncate(c))
 	}
 	return nil
+}
+
+// isNoncharacter reports the code points Unicode keeps out of interchange:
+// U+FDD0..U+FDEF and the last two of each plane. Surrogates and values
+// past U+10FFFF are not valid UTF-8 and are refused before.
+func isNoncharacter(r rune) bool {
+	return r >= 0xFDD0 && r <= 0xFDEF || r&0xFFFE == 0xFFFE
 }
 
 // Truncate shortens s for an error message, at a rune boundary: what a
