@@ -90,8 +90,10 @@ func TestKernelLostSettled(t *testing.T) {
 // TestLostWhileAwayOnce: a contidd killed after it counted a rise of the
 // kernel's lost counter but before it saved its position left the value
 // it counted up to in the spool; the successor counts only the rise
-// since. The control is the successor without that value (a spool from
-// an older contidd), which counts from the saved position.
+// since, settling it as the killed one would have. The control is the
+// successor without that value (a spool from an older contidd), which
+// counts the rise from the saved position at once: no stream loss of its
+// own may meet it (see TestLostWhileAwayCountedAtOnce).
 func TestLostWhileAwayOnce(t *testing.T) {
 	boot := BootID()
 	if boot == "" {
@@ -102,12 +104,13 @@ func TestLostWhileAwayOnce(t *testing.T) {
 		counted  uint32 // what the killed reader counted up to (0: not in its spool)
 		saved    uint32 // the kernel's counter in its last saved position
 		now      uint32 // the kernel's counter when the successor starts
-		wantRise uint64
+		wantRise uint64 // left to settle
+		wantLost uint64 // counted at once
 	}{
 		{name: "rise counted before the kill", counted: 15, saved: 10, now: 15, wantRise: 0},
 		{name: "and more since", counted: 15, saved: 10, now: 17, wantRise: 2},
 		{name: "counter reset since", counted: 15, saved: 10, now: 3, wantRise: 3},
-		{name: "spool without the value: the saved position", saved: 10, now: 15, wantRise: 5},
+		{name: "spool without the value: the saved position", saved: 10, now: 15, wantLost: 5},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			sp, err := NewSpool(8 * slotMax)
@@ -126,10 +129,14 @@ func TestLostWhileAwayOnce(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer next.Close()
-			r := &Reader{cfg: Config{Source: Unicast, Spool: next, After: &Position{Boot: boot, Serial: 1, Lost: tc.saved}}, boot: boot}
+			h := &lossCounter{}
+			r := &Reader{cfg: Config{Source: Unicast, Spool: next, After: &Position{Boot: boot, Serial: 1, Lost: tc.saved}}, boot: boot, handler: h}
 			r.lostWhileAway(tc.now)
-			if rise, at, _ := r.kfeed.take(); rise != tc.wantRise || at != tc.now {
-				t.Fatalf("successor counts a rise of %d to %d, want %d to %d", rise, at, tc.wantRise, tc.now)
+			if rise, at, _ := r.kfeed.take(); rise != tc.wantRise || h.lost != tc.wantLost || tc.wantLost == 0 && at != tc.now {
+				t.Fatalf("successor settles a rise of %d and counts %d at once, want %d and %d", rise, h.lost, tc.wantRise, tc.wantLost)
+			}
+			if got, _ := next.kernelLost(); got != tc.now && tc.wantLost > 0 {
+				t.Fatalf("counted at once up to %d, want %d", got, tc.now)
 			}
 		})
 	}
@@ -187,6 +194,56 @@ func TestKilledMidSettlement(t *testing.T) {
 			r.settleKernelLost(now.Add(r.settleDelay()), false)
 			if r.kacct.pending != 0 || h.lost != tc.want {
 				t.Fatalf("successor: pending %d, counted %d, want %d", r.kacct.pending, h.lost, tc.want)
+			}
+		})
+	}
+}
+
+// TestLostWhileAwayCountedAtOnce: the kernel's counter rose by 100 while
+// no contidd read (records dropped before they took a serial), and the
+// new reader's stream then shows 100 serials lost that the kernel did not
+// count (without audit=1, kauditd drops a record it cannot deliver
+// silently). The stream's losses are counted as reader losses; the rise
+// must be counted too, not settled against them. A killed predecessor's
+// spool is the other case: its stream losses (credit) met the rise in its
+// own life, and the successor settles the rise against them.
+func TestLostWhileAwayCountedAtOnce(t *testing.T) {
+	boot := BootID()
+	if boot == "" {
+		t.Fatal("no boot ID")
+	}
+	for _, tc := range []struct {
+		name        string
+		spoolCredit uint64 // the killed predecessor's stream losses not yet settled; 0: a stop
+		want        uint64
+	}{
+		{"after a stop", 0, 100},
+		{"after a kill", 100, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := &lossCounter{}
+			r := &Reader{cfg: Config{Source: Unicast, After: &Position{Boot: boot, Serial: 1, Lost: 10}}, boot: boot, handler: h}
+			if tc.spoolCredit > 0 {
+				sp, err := NewSpool(8 * slotMax)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer sp.Close()
+				sp.setKernelLost(10)
+				sp.setCredit(tc.spoolCredit)
+				r.cfg.Spool = sp
+			}
+			r.cfg.setDefaults()
+			t0 := time.Now()
+			r.lostWhileAway(110)
+			if tc.spoolCredit == 0 {
+				r.streamLost(100, t0)
+			}
+			r.takeKernelLost(t0)
+			r.readEmpty(t0)
+			r.settleKernelLost(t0.Add(time.Minute), false)
+			if h.lost != tc.want {
+				t.Fatalf("counted %d of the kernel's rise of 100, want %d", h.lost, tc.want)
 			}
 		})
 	}
