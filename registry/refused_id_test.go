@@ -42,6 +42,17 @@ func TestRefusedAdoptIDNotReusedAfterReboot(t *testing.T) {
 			if (err != nil) != tc.refused {
 				t.Fatalf("Adopt(%q) = %v, want refused %v", tc.path, err, tc.refused)
 			}
+			if tc.refused {
+				// Each start adopts the kernel's tags again: the ID is
+				// written down once.
+				for range 3 {
+					h.r.Adopt(contid.Tag{Chain: contid.Chain{id}, Flags: contid.FlagAutotag}, Cgroup{Path: tc.path, ID: 987654})
+				}
+				b, _ := os.ReadFile(filepath.Join(h.dir, journalFile))
+				if n := bytes.Count(b, []byte(`"op":"prune"`)); n > 1 {
+					t.Errorf("%d prune lines after 4 refused adoptions of one cgroup, want at most 1", n)
+				}
+			}
 			// Clean shutdown, reboot: the kernel's maps are gone.
 			if err := h.r.Close(); err != nil {
 				t.Fatal(err)
