@@ -5,7 +5,9 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/contid/contid"
 )
@@ -117,5 +119,39 @@ func editStateFiles(t *testing.T, dir, from, to string) {
 	}
 	if edited == 0 {
 		t.Fatal("no state file holds the path to edit")
+	}
+}
+
+// The refusal's text goes back in the D-Bus error's message, a string
+// sd-bus checks as it checks any other: the path is quoted with %q, which
+// escapes what is not printable, so the message holds no noncharacter
+// and stays valid UTF-8 whatever the path held. The control is the raw
+// path, which sd-bus would refuse.
+func TestRefusalTextValidForSdBus(t *testing.T) {
+	sdbusValid := func(s string) bool {
+		if !utf8.ValidString(s) {
+			return false
+		}
+		for _, r := range s {
+			if isNoncharacter(r) {
+				return false
+			}
+		}
+		return true
+	}
+	for _, p := range []string{
+		"/a/p-\uFFFE", "/a/\uFDD0", "/a/\U0010FFFF", "p-\uFFFF", "/a/\uFFFE/../b", "/a/\xff\uFFFE",
+		"/" + strings.Repeat("\uFFFE", 100), "/a/" + strings.Repeat("x", 77) + "\uFFFE\uFFFE",
+	} {
+		err := ValidateCgroupPath(p)
+		if err == nil {
+			t.Fatalf("%q accepted", p)
+		}
+		if !sdbusValid(err.Error()) {
+			t.Errorf("ValidateCgroupPath(%q) = %q, which sd-bus refuses", p, err)
+		}
+	}
+	if sdbusValid("/a/p-\uFFFE") {
+		t.Fatal("control: the raw path passes the check")
 	}
 }
