@@ -1,6 +1,7 @@
 package dbus_test
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -73,6 +74,31 @@ func TestNoncharacterStormLeaksKernelEntries(t *testing.T) {
 				}
 			}
 			t.Logf("%d cycles in %s: %s", cycles, time.Since(start).Round(time.Millisecond), formatOccupancy(occupancy(t, maps), maps))
+			// Another user's container, made under the autotag parent
+			// right after the storm, is tagged.
+			victim := parent + "/victim"
+			if err := os.Mkdir(filepath.Join(e.cgRoot, victim), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			defer syscall.Rmdir(filepath.Join(e.cgRoot, victim))
+			c := e.p2pClient()
+			listed := false
+			for w := 0; w < 50 && !listed; w++ {
+				rows, err := c.ListContainers(context.Background())
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, r := range rows {
+					listed = listed || r.Cgroup == victim
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			if !listed {
+				t.Errorf("a cgroup made under the autotag parent after the storm was not tagged within 5 s (cgroup_tags %d/%d)", count(t, maps["cgroup_tags"]), maps["cgroup_tags"].MaxEntries())
+			}
+			if err := syscall.Rmdir(filepath.Join(e.cgRoot, victim)); err != nil {
+				t.Fatal(err)
+			}
 			// The exit check visits 1,000 containers a second, then the
 			// grace runs.
 			deadline := time.Now().Add(cdbus.ReleaseGrace + time.Duration(cycles/1000*2)*time.Second + 15*time.Second)
