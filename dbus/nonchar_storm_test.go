@@ -52,7 +52,8 @@ func TestNoncharacterStormLeaksKernelEntries(t *testing.T) {
 			before := occupancy(t, maps)
 			dir := filepath.Join(e.cgRoot, parent)
 			start := time.Now()
-			for done := 0; done < cycles; done += batch {
+			full := false
+			for done := 0; done < cycles && !full; done += batch {
 				n := min(batch, cycles-done)
 				for i := done; i < done+n; i++ {
 					if err := syscall.Mkdir(filepath.Join(dir, fmt.Sprintf(tc.format, i)), 0o755); err != nil {
@@ -60,10 +61,13 @@ func TestNoncharacterStormLeaksKernelEntries(t *testing.T) {
 					}
 				}
 				// Until contidd has read them all: removed before,
-				// a cgroup is released as one that vanished.
+				// a cgroup is released as one that vanished. No event
+				// comes for a cgroup the kernel could not tag.
 				for w := 0; strings.Count(d.logText(), tc.marker) < done+n; w++ {
-					if w > 600 {
-						t.Fatalf("contidd handled %d of %d autotags within 30 s", strings.Count(d.logText(), tc.marker), done+n)
+					if w > 100 {
+						t.Logf("the kernel tagged only %d of the %d cgroups made (cgroup_tags %d/%d)", strings.Count(d.logText(), tc.marker), done+n, count(t, maps["cgroup_tags"]), maps["cgroup_tags"].MaxEntries())
+						full = true
+						break
 					}
 					time.Sleep(50 * time.Millisecond)
 				}
