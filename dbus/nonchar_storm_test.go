@@ -91,7 +91,7 @@ func TestNoncharacterStormLeaksKernelEntries(t *testing.T) {
 			for w := 0; w < 50 && !listed; w++ {
 				rows, err := c.ListContainers(context.Background())
 				if err != nil {
-					t.Fatal(err)
+					t.Fatalf("ListContainers after the storm: %v (contidd alive: %v)\ncontidd log (tail):\n%s", err, d.alive(), tail(d.logText(), 15))
 				}
 				for _, r := range rows {
 					listed = listed || r.Cgroup == victim
