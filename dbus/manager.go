@@ -155,6 +155,9 @@ type Manager struct {
 	// denials is what the journal has said of each container's
 	// unrecorded refusals (denials.go).
 	denials denialLedger
+	// unrecorded are the cgroups the kernel tagged whose paths the
+	// registry refuses, kept until their removal (unrecorded.go).
+	unrecorded unrecordedCgroups
 
 	// groups says whose allowance a UID draws on (subUIDs), for both
 	// transports; tagCalls counts the tag requests waiting on polkit.
@@ -402,6 +405,7 @@ func (m *Manager) Run(ctx context.Context) {
 		case now := <-t.C:
 			m.flushCounters()
 			m.checkExits()
+			m.releaseUnrecorded()
 			m.releaseDue(now)
 			m.sweepDenials()
 			if m.resync.Swap(false) {
@@ -551,7 +555,9 @@ func (m *Manager) adoptKernelTags(tags map[uint64]contid.Tag) int {
 			continue
 		}
 		if _, isNew, err := m.cfg.Registry.Adopt(tag, registry.Cgroup{Path: p, ID: cgid}); err != nil {
-			m.log(PrioWarning, "Failed to adopt cgroup %s (ID %s): %v", p, tag.Chain, err)
+			if refused, warn := m.refusedAdoption(tag, cgid, p); !refused || warn {
+				m.log(PrioWarning, "Failed to adopt cgroup %s (ID %s): %v", p, tag.Chain, err)
+			}
 		} else if isNew {
 			adopted++
 		}
@@ -622,7 +628,9 @@ func (m *Manager) HandleKernelEvent(ev kernel.Event) {
 			return
 		}
 		if _, err := m.adoptAutotag(ev.Tag, registry.Cgroup{Path: p, ID: ev.CgroupID}); err != nil {
-			m.log(PrioWarning, "Failed to adopt autotagged cgroup %s: %v", p, err)
+			if refused, warn := m.refusedAdoption(ev.Tag, ev.CgroupID, p); !refused || warn {
+				m.log(PrioWarning, "Failed to adopt autotagged cgroup %s: %v", p, err)
+			}
 		}
 	case kernel.EventDenied:
 		var l contid.Labels
@@ -816,6 +824,7 @@ func (m *Manager) adoptKernelID(id contid.ID) bool {
 		}
 		c, isNew, err := m.cfg.Registry.Adopt(tag, registry.Cgroup{Path: p, ID: cgid})
 		if err != nil {
+			m.refusedAdoption(tag, cgid, p)
 			continue
 		}
 		adopted = true

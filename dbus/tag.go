@@ -167,7 +167,9 @@ func (m *Manager) adoptPending(t registry.CgroupTarget) *registry.Container {
 	}
 	c, err := m.adoptAutotag(tag, registry.Cgroup{Path: t.Path, ID: t.ID})
 	if err != nil {
-		m.log(PrioWarning, "Failed to adopt autotagged cgroup %s: %v", t.Path, err)
+		if refused, warn := m.refusedAdoption(tag, t.ID, t.Path); !refused || warn {
+			m.log(PrioWarning, "Failed to adopt autotagged cgroup %s: %v", t.Path, err)
+		}
 		return nil
 	}
 	return c

@@ -458,6 +458,13 @@ func (s *store) apply(raw []byte, r *Registry, entries map[contid.ID]*entry, ls 
 		}
 		e, err := fromDisk(l.Rec)
 		if err != nil {
+			// The record is skipped, its ID is not: it was handed out
+			// (by a contidd that recorded a path this one refuses), so
+			// it is sealed as a pruned one is.
+			if id := l.Rec.ID; id != contid.Unset && id != contid.Invalid {
+				r.raise(id)
+				r.sealed = max(r.sealed, id)
+			}
 			return err
 		}
 		if prev := entries[e.c.ID]; prev != nil && l.Rec.UUID == "" {

@@ -214,6 +214,7 @@ func (r *Registry) Adopt(tag contid.Tag, cg Cgroup) (*Container, bool, error) {
 	// was resolved, and the ID must still raise the high-water mark.
 	if cg.Path != "" {
 		if err := ValidateCgroupPath(cg.Path); err != nil {
+			r.sealUnrecorded(id)
 			return nil, false, err
 		}
 	}
@@ -269,6 +270,34 @@ func (r *Registry) Adopt(tag contid.Tag, cg Cgroup) (*Container, bool, error) {
 		return nil, false, fmt.Errorf("container %d is in effect but its ID could not be reserved across a reboot: %w", id, lerr)
 	}
 	return c, err == nil, err
+}
+
+// sealUnrecorded keeps an ID the kernel handed out to a cgroup the
+// registry refuses to record (its path holds a noncharacter, or is not
+// UTF-8) from being handed out again: the cgroup's processes carry it and
+// their events are journaled under it. Like a pruned ID, it is raised
+// into the high-water mark and sealed, and the journal's prune line
+// carries that to the next Open, also after a reboot, when the kernel's
+// allocator starts again from the high-water mark. One line per ID: a
+// sealed ID is not written again, so each start's adoption of the
+// kernel's tags adds nothing.
+func (r *Registry) sealUnrecorded(id contid.ID) {
+	r.change.Lock()
+	defer r.change.Unlock()
+	if r.closed || id <= r.sealed || r.byID[id] != nil || r.retired[id] {
+		return
+	}
+	if err := r.lease(id); err != nil {
+		r.warn("ID %d of a cgroup that is not recorded could not be reserved across a reboot: %v", id, err)
+	}
+	if err := r.st.prune(&entry{c: Container{ID: id}}); err != nil {
+		r.warn("ID %d of a cgroup that is not recorded could not be sealed: %v", id, err)
+		return
+	}
+	r.mu.Lock()
+	r.raise(id)
+	r.sealed = max(r.sealed, id)
+	r.mu.Unlock()
 }
 
 // SetMetadata names a container, typically when machined announces the

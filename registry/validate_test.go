@@ -104,7 +104,7 @@ func TestWithin(t *testing.T) {
 // FuzzValidateCgroupPath checks that whatever the validator lets through is
 // a single canonical spelling that the component-wise helpers agree on.
 func FuzzValidateCgroupPath(f *testing.F) {
-	for _, s := range []string{"/", "/machine.slice/a.scope", "a", "/a/../b", "//", "/a/", "/a\x00", strings.Repeat("/x", 3000)} {
+	for _, s := range []string{"/", "/machine.slice/a.scope", "a", "/a/../b", "//", "/a/", "/a\x00", strings.Repeat("/x", 3000), "/p-\uFFFE", "/p-\uFDD0", "/p-\U0010FFFF"} {
 		f.Add(s, "/machine.slice")
 	}
 	f.Fuzz(func(t *testing.T, p, anc string) {
@@ -117,6 +117,12 @@ func FuzzValidateCgroupPath(f *testing.F) {
 		}
 		if p[0] != '/' || len(p) > maxPathLen || path.Clean(p) != p || !utf8.ValidString(p) {
 			t.Fatalf("accepted %q", p)
+		}
+		// What sd-bus refuses in a string never gets in (unichar_is_valid).
+		for _, r := range p {
+			if r >= 0xFDD0 && r <= 0xFDEF || r&0xFFFE == 0xFFFE {
+				t.Fatalf("accepted %q with the noncharacter %U", p, r)
+			}
 		}
 		for _, c := range strings.Split(p, "/") {
 			if c == ".." || c == "." {
