@@ -89,7 +89,7 @@ func TestNoncharacterRestartAndReboot(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(500 * time.Millisecond)
-	d = e.start("--autotag-parents", pods)
+	e.start("--autotag-parents", pods)
 	c = e.p2pClient()
 	fresh := e.cgroup("fresh")
 	id, err := c.TagCgroup(ctx, fresh, 0, client.TagOptions{Name: "fresh"})
