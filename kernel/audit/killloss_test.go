@@ -25,7 +25,9 @@ import (
 // unicast socket (fd 3) and spool (fd 4) behind a 1 MiB socket, whose
 // handler takes nothing for the given time after its first event, and
 // again after the first event that follows each SIGUSR1, and which
-// reports how many records it read every 100 ms until it is killed:
+// reports how many records it read, how many times it was armed and has
+// finished stalling, and how many serials its spool says it holds in
+// gaps not yet counted, every 100 ms until it is killed:
 // "journal-socket,stall,keep" (keep: its spool keeps the losses not yet
 // in a loss entry).
 const stalledReaderEnv = "CONTID_AUDIT_STALLED_READER"
@@ -63,12 +65,12 @@ func stalledReader(spec string) int {
 		return 1
 	}
 	h := &armedStall{Forwarder: f, d: stallFor}
-	h.armed.Store(true)
+	h.arm()
 	rearm := make(chan os.Signal, 1)
 	signal.Notify(rearm, syscall.SIGUSR1)
 	go func() {
 		for range rearm {
-			h.armed.Store(true)
+			h.arm()
 		}
 	}()
 	var mu sync.Mutex
@@ -77,7 +79,7 @@ func stalledReader(spec string) int {
 			time.Sleep(100 * time.Millisecond)
 			mu.Lock()
 			fs, rs := f.Stats(), r.Stats()
-			fmt.Printf("records %d lost %d kernel %d reader %d entries %d gaps %d\n", rs.Records, fs.Lost, fs.LostKernel, fs.LostReader, fs.LossEntries, rs.Gaps)
+			fmt.Printf("records %d lost %d kernel %d reader %d entries %d gaps %d arms %d stalls %d held %d\n", rs.Records, fs.Lost, fs.LostKernel, fs.LostReader, fs.LossEntries, rs.Gaps, h.arms.Load(), h.stalls.Load(), audit.HeldGaps(sp))
 			mu.Unlock()
 		}
 	}()
@@ -88,16 +90,25 @@ func stalledReader(spec string) int {
 }
 
 // armedStall blocks the first event after it is armed for d, so the
-// socket overflows.
+// socket overflows. arms counts the armings, stalls the stalls that
+// ended: while the reader stalls it reads nothing, which is not the
+// quiet of a reader that has caught up.
 type armedStall struct {
 	*journal.Forwarder
-	d     time.Duration
-	armed atomic.Bool
+	d            time.Duration
+	armed        atomic.Bool
+	arms, stalls atomic.Int64
+}
+
+func (h *armedStall) arm() {
+	h.armed.Store(true)
+	h.arms.Add(1)
 }
 
 func (h *armedStall) HandleEvent(ev *audit.Event) {
 	if h.armed.Swap(false) {
 		time.Sleep(h.d)
+		h.stalls.Add(1)
 	}
 	h.Forwarder.HandleEvent(ev)
 }
@@ -121,8 +132,11 @@ func TestKilledAfterLoss(t *testing.T) {
 		held  bool // the second flood's gaps are still uncounted at the kill
 	}{
 		{"kept", 3 * time.Second, true, false},
-		// Within the reassembly timeout.
-		{"kept-gaps-held", 500 * time.Millisecond, true, true},
+		// As soon as it holds thousands of serials in gaps, within the
+		// reassembly timeout, caught up or not: a fixed quiet time
+		// does not do, since under load the flood outlasts the stall
+		// by more than that timeout and its gaps are counted first.
+		{"kept-gaps-held", 0, true, true},
 		{"control-not-kept", 3 * time.Second, false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -136,7 +150,8 @@ type readerProgress struct {
 	line                   string
 	records, lost, entries int64
 	kernel, reader, gaps   int64
-	changed                time.Time // when records last changed
+	arms, stalls, held     int64
+	changed                time.Time // when records or stalls last changed
 }
 
 // watchReader follows the stalled reader's reports.
@@ -149,14 +164,14 @@ func (w *watchReader) follow(sc *bufio.Scanner) {
 	w.last.records, w.last.changed = -1, time.Now()
 	for sc.Scan() {
 		var p readerProgress
-		if _, err := fmt.Sscanf(sc.Text(), "records %d lost %d kernel %d reader %d entries %d gaps %d",
-			&p.records, &p.lost, &p.kernel, &p.reader, &p.entries, &p.gaps); err != nil {
+		if _, err := fmt.Sscanf(sc.Text(), "records %d lost %d kernel %d reader %d entries %d gaps %d arms %d stalls %d held %d",
+			&p.records, &p.lost, &p.kernel, &p.reader, &p.entries, &p.gaps, &p.arms, &p.stalls, &p.held); err != nil {
 			continue
 		}
 		p.line = sc.Text()
 		w.mu.Lock()
 		p.changed = w.last.changed
-		if p.records != w.last.records {
+		if p.records != w.last.records || p.stalls != w.last.stalls {
 			p.changed = time.Now()
 		}
 		w.last = p
@@ -170,16 +185,43 @@ func (w *watchReader) now() readerProgress {
 	return w.last
 }
 
-// waitQuiet waits until the reader has read nothing for quiet.
-func (w *watchReader) waitQuiet(t *testing.T, quiet time.Duration) readerProgress {
+// waitQuiet waits until the reader has ended its stalls-th stall and
+// read nothing for quiet since (a stalled reader reads nothing either).
+func (w *watchReader) waitQuiet(t *testing.T, stalls int64, quiet time.Duration) readerProgress {
 	t.Helper()
 	for deadline := time.Now().Add(120 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if p := w.now(); time.Since(p.changed) >= quiet {
+		if p := w.now(); p.stalls >= stalls && time.Since(p.changed) >= quiet {
 			return p
 		}
 	}
-	t.Fatalf("the reader kept reading for 120s: %s", w.now().line)
+	t.Fatalf("the reader kept reading (or stalling) for 120s: %s", w.now().line)
 	return readerProgress{}
+}
+
+// waitHeld waits until the reader has ended its stalls-th stall and
+// holds at least n serials in gaps it has not counted yet. They are
+// counted a reassembly timeout (2 s) after the serial that shows them;
+// a report is at most 100 ms old.
+func (w *watchReader) waitHeld(t *testing.T, stalls, n int64) readerProgress {
+	t.Helper()
+	for deadline := time.Now().Add(120 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if p := w.now(); p.stalls >= stalls && p.held >= n {
+			return p
+		}
+	}
+	t.Fatalf("the reader held no %d serials in gaps after its stall: %s", n, w.now().line)
+	return readerProgress{}
+}
+
+// waitArmed waits until the reader has been armed arms times.
+func (w *watchReader) waitArmed(t *testing.T, arms int64) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if w.now().arms >= arms {
+			return
+		}
+	}
+	t.Fatalf("the reader was not re-armed: %s", w.now().line)
 }
 
 // killAfterLoss runs the two floods, the stalls and the kill.
@@ -234,7 +276,7 @@ func killAfterLoss(t *testing.T, quiet time.Duration, keep, held bool, name stri
 	// Its first loss entry is written as soon as the gaps are counted.
 	var afterFirst readerProgress
 	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		afterFirst = watch.waitQuiet(t, 3*time.Second)
+		afterFirst = watch.waitQuiet(t, 1, 3*time.Second)
 		if afterFirst.entries > 0 {
 			break
 		}
@@ -243,13 +285,24 @@ func killAfterLoss(t *testing.T, quiet time.Duration, keep, held bool, name stri
 		}
 	}
 	t.Logf("after the first flood: %s", afterFirst.line)
+	if afterFirst.stalls != 1 {
+		t.Fatalf("the first stall did not end alone: %s", afterFirst.line)
+	}
 	if err := cmd.Process.Signal(syscall.SIGUSR1); err != nil {
 		t.Fatal(err)
 	}
+	// Armed before the flood starts, so its first event (or a host
+	// event just before it) stalls the reader.
+	watch.waitArmed(t, 2)
 	second := runOpenHelper(t, s, cg.fd, 20000, 1e9, target, key)
-	atKill := watch.waitQuiet(t, quiet)
+	var atKill readerProgress
+	if held {
+		atKill = watch.waitHeld(t, 2, 1000)
+	} else {
+		atKill = watch.waitQuiet(t, 2, quiet)
+	}
 	mid, _ := s.ctl.Status()
-	t.Logf("killed: %s", atKill.line)
+	t.Logf("killed: %s (the floods took %.1fs and %.1fs)", atKill.line, first.seconds, second.seconds)
 	if err := cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
@@ -269,6 +322,12 @@ func killAfterLoss(t *testing.T, quiet time.Duration, keep, held bool, name stri
 		t.Fatal(err)
 	}
 	defer kept.Close()
+	// What the killed reader held uncounted, for its successor to count.
+	heldGaps := audit.HeldGaps(kept)
+	t.Logf("at the kill: %d losses waiting, %d serials held in gaps", waiting, heldGaps)
+	if held && heldGaps < 1000 {
+		t.Fatalf("%d serials were held in gaps at the kill; the case needs thousands", heldGaps)
+	}
 	fcfg := journal.Config{WriteUntagged: true, Done: kept.Done}
 	if keep {
 		fcfg.Unreported = kept
