@@ -434,7 +434,11 @@ run_denial() {
 		return
 	fi
 	say "attack $name"
-	# An earlier test may have restarted contidd.
+	# An earlier test may have restarted contidd, or killed it: the
+	# untagged controls of the kill attacks succeed by design, and systemd
+	# then restarts it, which takes 20 s under TCG. The attack needs it on
+	# the bus to name the scope's container.
+	wait_bus 90 || say "contidd is not on the bus after 90 s"
 	[[ -n ${CONTIDD_PID:-} ]] && CONTIDD_PID=$(contidd_pid) && export CONTIDD_PID
 	declare -F "pre_$name" >/dev/null && "pre_$name"
 	cur=$(journal_cursor)
