@@ -6,7 +6,14 @@
 #
 # Environment:
 #   CONTID_VM_CACHE    where the rootfs tarball is kept (/var/cache/contid-vm)
-#   CONTID_VM_TIMEOUT  seconds qemu may run before it is killed (3000)
+#   CONTID_VM_TIMEOUT  seconds one boot may run before qemu is killed (3000)
+#   CONTID_VM_BUDGET   seconds the whole run may take, boots again included (3600)
+#   CONTID_VM_STALL    seconds with neither a heartbeat nor console output
+#                      after which the guest counts as hung (240)
+#   CONTID_VM_QUIET    seconds without console output after which the guest
+#                      counts as hung even if it beats (600)
+#   CONTID_VM_HANG     a stage of the suite at which the first boot stops,
+#                      to test the runner's handling of a hung guest
 #   CONTID_VM_ACCEL    kvm | tcg | auto (auto: KVM only where it can work)
 #   CONTID_VM_MIRROR   Debian mirror URL; default: the one apt already uses
 #   CONTID_VM_KEEP     1 keeps the work directory for debugging
@@ -25,12 +32,19 @@ ROOT=$(cd "$HERE/../.." && pwd)
 OUT=$HERE/out
 CACHE=${CONTID_VM_CACHE:-/var/cache/contid-vm}
 TIMEOUT=${CONTID_VM_TIMEOUT:-3000}
+BUDGET=${CONTID_VM_BUDGET:-3600}
+STALL=${CONTID_VM_STALL:-240}
+QUIET=${CONTID_VM_QUIET:-600}
 T0=$(date +%s)
 STEP="start"
 STEP_T0=$T0
 WORK=""
 QEMU_PID=""
 LOCKUPS=()
+# HUNG says why the watchdog ended the last boot; empty when it did not.
+HUNG=""
+# RETRIES has one line per boot that hung and was resumed on the next.
+RETRIES=()
 
 log() { printf '[vm %s +%4ds] %s\n' "$(date +%H:%M:%S)" "$(($(date +%s) - T0))" "$*"; }
 
@@ -241,6 +255,9 @@ disk() {
 	cp "$r/boot/vmlinuz-$kver" "$WORK/vmlinuz"
 	cp "$r/boot/initrd.img-$kver" "$WORK/initrd.img" || die "no initrd for $kver in the rootfs"
 	log "guest kernel $kver"
+	# With nokaslr these addresses are the running kernel's: a hung
+	# guest's instruction pointers are named from them.
+	cp "$r/boot/System.map-$kver" "$WORK/System.map" 2>/dev/null || log "no System.map-$kver: a hang's addresses stay unnamed"
 	size=$(($(du -sm --apparent-size "$r" | cut -f1) + 1024))
 	mkfs.ext4 -q -F -E root_owner=0:0 -d "$r" "$WORK/disk.img" "${size}M" >/dev/null || die "mkfs.ext4 -d failed"
 	# The rootfs tree is in the image now; free the space early.
@@ -264,27 +281,50 @@ pick_accel() {
 
 # A guest kernel that locks up (a CPU spinning in the kernel for a minute)
 # panics at once instead of idling until the timeout, and the panic prints
-# every CPU's stack. The run then boots once more from the same image: the
-# lockup is the guest kernel's, and it is reported with its stacks either
-# way, in the log and in test/vm/out/lockup-N.txt.
+# every CPU's stack. A guest that stops without spinning (no heartbeat and
+# no console output for STALL seconds, or no console output for QUIET) is
+# ended by the runner: it names where each vCPU is, from qemu's monitor,
+# then sends the guest an NMI, on which it panics and prints its CPUs'
+# stacks and its tasks. Either way the run boots once more from the same
+# image and resumes the suite at the stage that hung, which runs again;
+# a second hang fails the run. Everything is kept in test/vm/out/.
 readonly LOCKUP_ARGS="softlockup_panic=1 softlockup_all_cpu_backtrace=1 watchdog_thresh=30"
+readonly HANG_ARGS="nokaslr unknown_nmi_panic=1 panic_print=0x41"
 readonly BOOT_ATTEMPTS=2
 
 boot() {
 	step "boot guest and run suite"
-	local attempt
+	local attempt from="" left stage why
 	LOCKUPS=()
 	for ((attempt = 1; attempt <= BOOT_ATTEMPTS; attempt++)); do
-		boot_once
-		lockup_report "$attempt" || return 0
+		left=$((BUDGET - ($(date +%s) - T0)))
+		((left < TIMEOUT)) || left=$TIMEOUT
+		((left >= 300)) || die "boot $attempt: only ${left}s of the ${BUDGET}s budget left (CONTID_VM_BUDGET)"
+		boot_once "$from" "$left"
+		why=$HUNG
+		if [[ -z $why ]]; then
+			lockup_report "$attempt" || return 0
+			why="soft lockup: $(lockup_summary)"
+		fi
+		stage=$(last_stage)
+		cp "$WORK/console.log" "$WORK/console-$attempt.log"
+		[[ -f $WORK/hang.txt ]] && mv "$WORK/hang.txt" "$WORK/hang-$attempt.txt"
+		cp "$WORK/share/progress.txt" "$WORK/progress-$attempt.txt" 2>/dev/null || : >"$WORK/progress-$attempt.txt"
+		[[ -n $stage ]] || die "the guest hung before the suite's first stage ($why)"
+		RETRIES+=("boot $attempt hung in stage $stage: $why")
 		if ((attempt < BOOT_ATTEMPTS)); then
-			log "the guest kernel locked up (stacks above and in ${LOCKUPS[-1]}); booting again, attempt $((attempt + 1)) of $BOOT_ATTEMPTS"
+			log "booting again, attempt $((attempt + 1)) of $BOOT_ATTEMPTS, resuming the suite at stage $stage"
 			rm -rf "$WORK/share/out" && mkdir -p "$WORK/share/out"
+			rm -f "$WORK/share/progress.txt" "$WORK/share/heartbeat"
 			truncate -s 0 "$WORK/results.img" && truncate -s 64M "$WORK/results.img"
+			from=$stage
 		fi
 	done
-	die "the guest kernel locked up on each of $BOOT_ATTEMPTS boots: $(lockup_summary)"
+	die "the guest hung on each of $BOOT_ATTEMPTS boots: $(printf '%s; ' "${RETRIES[@]}")"
 }
+
+# last_stage prints the stage the suite of the current boot was in.
+last_stage() { sed -n 's/^stage //p' "$WORK/share/progress.txt" 2>/dev/null | tail -n1; }
 
 # lockup_report saves the console's lockup report of boot $1, if there was
 # one, and returns 1 when there was none.
@@ -307,38 +347,160 @@ lockup_summary() {
 	} | tr '\n' ' '
 }
 
+# monitor sends one command to qemu's human monitor and prints what came
+# back within two seconds. A qemu whose main loop is stuck answers nothing.
+monitor() {
+	local off
+	off=$(stat -c %s "$WORK/monitor.log")
+	kill -0 "$QEMU_PID" 2>/dev/null || return 1
+	# The FIFO's only reader is qemu: without the timeout, a qemu that
+	# just exited would leave this open() waiting for ever.
+	timeout 5 bash -c 'printf "%s\n" "$1" >"$2"' _ "$1" "$WORK/mon.in" || return 1
+	sleep 2
+	tail -c +"$((off + 1))" "$WORK/monitor.log" | tr -d '\r'
+}
+
+# symbolize names each kernel address of its input lines (16 hex digits)
+# from the guest's System.map, as symbol+offset; user-space addresses are
+# said to be so.
+symbolize() {
+	if [[ ! -s $WORK/System.map ]]; then
+		cat
+		return
+	fi
+	awk '
+		function hex(s,   i, v) { v = 0; for (i = 1; i <= length(s); i++) v = v * 16 + index("0123456789abcdef", substr(s, i, 1)) - 1; return v }
+		NR == FNR { if ($2 ~ /^[tT]$/) { n++; addr[n] = $1; name[n] = $3 } next }
+		{
+			line = $0
+			if (match(line, /[0-9a-f]{16}/)) {
+				a = substr(line, RSTART, 16)
+				if (a < "ffff800000000000") { print line " (user space)"; next }
+				lo = 1; hi = n; best = 0
+				while (lo <= hi) { mid = int((lo + hi) / 2); if (addr[mid] <= a) { best = mid; lo = mid + 1 } else hi = mid - 1 }
+				if (best) printf "%s = %s+0x%x\n", line, name[best], hex(substr(a, 9)) - hex(substr(addr[best], 9))
+				else print line
+				next
+			}
+			print line
+		}' <(sort "$WORK/System.map") -
+}
+
+# hang ends a guest that stopped: it records where the vCPUs are, then
+# makes the guest panic with its stacks and waits for qemu to exit.
+hang() {
+	HUNG=$1
+	local f=$WORK/hang.txt i
+	log "the guest looks hung: $1 (stage: $(last_stage), heartbeat: $(cat "$WORK/share/heartbeat" 2>/dev/null || echo none))"
+	{
+		echo "why: $1"
+		echo "stage: $(last_stage)"
+		echo "qemu: $(monitor 'info status' | grep -a -m1 'VM status' || echo 'no answer from the monitor')"
+		for i in 1 2 3; do
+			echo "sample $i:"
+			monitor 'info registers -a' | grep -a -oE '^CPU#[0-9]+|RIP=[0-9a-f]{16}' | paste -d' ' - - | symbolize
+		done
+	} >"$f" 2>&1
+	sed 's/^/    /' "$f"
+	log "sending the guest an NMI: it panics and prints its CPUs' stacks and its tasks"
+	local mark lines
+	mark=$(stat -c %s "$WORK/console.log")
+	lines=$(wc -l <"$f")
+	monitor nmi >/dev/null || true
+	for ((i = 0; i < 90; i++)); do
+		kill -0 "$QEMU_PID" 2>/dev/null || break
+		sleep 1
+	done
+	if kill -0 "$QEMU_PID" 2>/dev/null; then
+		log "the guest did not panic within 90 s of the NMI; stopping qemu"
+		monitor quit >/dev/null || kill "$QEMU_PID" 2>/dev/null || true
+	fi
+	# What the panic printed: the NMI's CPU, the other CPUs, and every
+	# task that was blocked (state D), which is where a hang waits.
+	tail -c +"$((mark + 1))" "$WORK/console.log" | tr -d '\r' >"$WORK/panic.txt"
+	{
+		grep -a -m1 -B2 -A40 'Kernel panic' "$WORK/panic.txt"
+		grep -a -A25 -E 'NMI backtrace for cpu' "$WORK/panic.txt"
+		awk '/ state:D /{ p = 25 } p > 0 { print; p-- }' "$WORK/panic.txt"
+	} >>"$f" 2>&1
+	log "what the guest printed on the NMI (first 150 lines; all of it in test/vm/out/):"
+	tail -n +"$((lines + 1))" "$f" | head -n 150 | sed 's/^/    /'
+}
+
+# watch waits for qemu to exit; it ends a guest that stopped (see hang).
+watch() {
+	local boot_t0=$1 size last_size=-1 last_out now beat
+	last_out=$(date +%s)
+	while kill -0 "$QEMU_PID" 2>/dev/null; do
+		sleep 5
+		now=$(date +%s)
+		size=$(stat -c %s "$WORK/console.log" 2>/dev/null || echo 0)
+		if [[ $size != "$last_size" ]]; then
+			last_size=$size
+			last_out=$now
+		fi
+		# Until the runner starts, the boot itself is the heartbeat.
+		beat=$(stat -c %Y "$WORK/share/heartbeat" 2>/dev/null || echo "$boot_t0")
+		if ((now - beat > STALL && now - last_out > STALL)); then
+			hang "no heartbeat for $((now - beat)) s and no console output for $((now - last_out)) s"
+			return
+		fi
+		if ((now - last_out > QUIET)); then
+			hang "no console output for $((now - last_out)) s (the heartbeat is $((now - beat)) s old)"
+			return
+		fi
+	done
+}
+
+# boot_once boots the guest once: $1 is the stage to resume at (empty for
+# the whole suite), $2 how long qemu may run.
 boot_once() {
-	local accel cpu
+	local from=$1 limit=$2 accel cpu hang=""
+	# Only the first boot is made to hang: the second must resume.
+	[[ -n $from ]] || hang=${CONTID_VM_HANG:-}
 	accel=$(pick_accel)
 	case $accel in
 	kvm) cpu=host ;;
 	tcg) cpu=max ;;
 	*) die "CONTID_VM_ACCEL must be kvm, tcg or auto" ;;
 	esac
-	log "accel=$accel, timeout ${TIMEOUT}s; guest console follows"
+	log "accel=$accel, timeout ${limit}s${from:+, resuming at stage $from}; guest console follows"
 	: >"$WORK/console.log"
-	timeout -k 10 "$TIMEOUT" qemu-system-x86_64 \
+	: >"$WORK/monitor.log"
+	rm -f "$WORK/mon.in" "$WORK/mon.out"
+	mkfifo "$WORK/mon.in" "$WORK/mon.out"
+	HUNG=""
+	timeout -k 10 "$limit" qemu-system-x86_64 \
 		-machine "q35,accel=$accel" -cpu "$cpu" -smp 2 -m 2G \
 		-kernel "$WORK/vmlinuz" -initrd "$WORK/initrd.img" \
-		-append "root=/dev/vda rw console=ttyS0 panic=-1 $LOCKUP_ARGS audit=1 audit_backlog_limit=8192 lsm=lockdown,capability,landlock,yama,apparmor,bpf quiet systemd.show_status=false contid.suite=${CONTID_VM_SUITE:-all}" \
+		-append "root=/dev/vda rw console=ttyS0 panic=-1 $LOCKUP_ARGS $HANG_ARGS audit=1 audit_backlog_limit=8192 lsm=lockdown,capability,landlock,yama,apparmor,bpf quiet systemd.show_status=false contid.suite=${CONTID_VM_SUITE:-all}${from:+ contid.from=$from}${hang:+ contid.hang=$hang}" \
 		-drive "file=$WORK/disk.img,format=raw,if=virtio,snapshot=on" \
 		-drive "file=$WORK/results.img,format=raw,if=virtio" \
 		-virtfs "local,path=$WORK/share,mount_tag=host0,security_model=none,id=host0" \
-		-display none -monitor none -serial "file:$WORK/console.log" \
+		-display none -monitor "pipe:$WORK/mon" -serial "file:$WORK/console.log" \
 		-no-reboot -nic none </dev/null >"$WORK/qemu.log" 2>&1 &
 	QEMU_PID=$!
+	# The monitor's replies are drained as they come, or a full pipe
+	# would stall qemu.
+	cat "$WORK/mon.out" >>"$WORK/monitor.log" &
+	local mon_pid=$!
 	# Stream the console until qemu exits; the guest prints the suite's
 	# progress there.
 	tail -n +1 --pid="$QEMU_PID" -f "$WORK/console.log" | sed -u 's/\r//; s/^/  guest| /' &
 	local tail_pid=$!
+	watch "$(date +%s)"
 	local qrc=0
 	wait "$QEMU_PID" || qrc=$?
 	QEMU_PID=""
 	wait "$tail_pid" 2>/dev/null || true
-	if grep -q 'terminating on signal' "$WORK/qemu.log"; then
+	kill "$mon_pid" 2>/dev/null || true
+	wait "$mon_pid" 2>/dev/null || true
+	[[ -z $HUNG ]] || return 0
+	# qemu says "terminating on signal" to timeout's SIGTERM too.
+	if ((qrc == 124 || qrc == 137)); then
+		die "guest did not finish within ${limit}s (console: test/vm/out/console.log)"
+	elif grep -q 'terminating on signal' "$WORK/qemu.log"; then
 		die "qemu was killed from outside: $(cat "$WORK/qemu.log")"
-	elif ((qrc == 124 || qrc == 137)); then
-		die "guest did not finish within ${TIMEOUT}s (console: test/vm/out/console.log)"
 	elif ((qrc != 0)); then
 		sed 's/^/    /' "$WORK/qemu.log" >&2
 		die "qemu exited with $qrc"
@@ -352,6 +514,9 @@ collect() {
 	cp "$WORK/console.log" "$OUT/console.log"
 	local f
 	for f in "${LOCKUPS[@]}"; do cp "$f" "$OUT/"; done
+	for f in "$WORK"/console-*.log "$WORK"/hang-*.txt "$WORK"/progress-*.txt; do
+		[[ -f $f ]] && cp "$f" "$OUT/"
+	done
 	if [[ -f $WORK/share/out/exit-code ]]; then
 		cp -a "$WORK/share/out/." "$OUT/"
 	elif tar -tf "$WORK/results.img" >/dev/null 2>&1; then
@@ -365,10 +530,42 @@ collect() {
 	log "results in ${OUT#"$ROOT"/}/: $(cd "$OUT" && ls | tr '\n' ' ')"
 }
 
+# merge_resumed folds the results of the boots that hung into the last
+# boot's summary.txt and results.txt: each keeps what it had before the
+# stage it hung in, which the next boot ran again; of the set-up the next
+# boot repeated, only a failure is added. It prints the merged exit code.
+merge_resumed() {
+	local i kept=$WORK/kept.txt merged=$WORK/merged.txt summary=$WORK/summary.txt
+	: >"$kept"
+	for ((i = 1; i <= ${#RETRIES[@]}; i++)); do
+		awk '{ line[NR] = $0 } /^stage /{ last = NR } END { for (i = 1; i < last; i++) if (line[i] !~ /^stage /) print line[i] }' \
+			"$WORK/progress-$i.txt" >>"$kept"
+	done
+	awk 'NR == FNR { seen[$2] = 1; print; next } !($2 in seen) || $1 == "FAIL"' "$kept" "$OUT/results.txt" >"$merged"
+	local passed failed skipped
+	passed=$(grep -c '^PASS' "$merged")
+	failed=$(grep -c '^FAIL' "$merged")
+	skipped=$(grep -c '^SKIP' "$merged")
+	{
+		head -n1 "$OUT/summary.txt"
+		cat "$merged"
+		printf 'RETRY %s\n' "${RETRIES[@]}"
+		echo "$skipped skipped (not applicable on this kernel; not counted)"
+		echo "$passed passed, $failed failed"
+	} >"$summary"
+	cp "$merged" "$OUT/results.txt"
+	cp "$summary" "$OUT/summary.txt"
+	((failed == 0 && passed > 0)) && echo 0 || echo 1
+}
+
 report() {
 	step "report"
 	local rc
 	rc=$(cat "$OUT/exit-code")
+	if ((${#RETRIES[@]})); then
+		log "the suite ran over $((${#RETRIES[@]} + 1)) boots: $(printf '%s; ' "${RETRIES[@]}")"
+		rc=$(merge_resumed)
+	fi
 	if [[ -f $OUT/summary.txt ]]; then
 		sed 's/^/  /' "$OUT/summary.txt"
 	fi

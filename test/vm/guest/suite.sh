@@ -2,11 +2,14 @@
 # The in-guest suite of the VM tier. contid-vm-runner.service starts it as
 # an untagged root service (system.slice) under systemd as PID 1:
 #
-#   suite.sh SHARE OUT [FILTER]
+#   suite.sh SHARE OUT [FILTER [FROM [HANG]]]
 #
 # SHARE is the host's 9p share (contid to install, this script, the
 # contid-vmprobe helper); OUT collects results. FILTER is an extended regex
-# on test names ("all" runs everything).
+# on test names ("all" runs everything). FROM names a stage (see stage):
+# the set-up runs, then every test before that stage is left out. The host
+# passes it when it boots the guest again after a hang. HANG names a stage
+# at which the guest stops, to test the host's side of that.
 #
 # It installs contid, starts contidd, checks Enforcement=enforcing, then
 # runs the tamper suite of issue 7: every attack runs as root with all
@@ -32,6 +35,8 @@ else
 	SHARE=$1
 	OUT=$2
 	FILTER=${3:-all}
+	FROM=${4:-}
+	HANG_AT=${5:-}
 fi
 
 SELF=$(readlink -f "${BASH_SOURCE[0]}")
@@ -220,6 +225,9 @@ FAILED=0
 SKIPPED=0
 CONTIDD_PID=""
 MONITOR_PID=""
+# PROGRESS is on the share, written as the suite goes: if the guest hangs,
+# the host still knows which stage it was in and what had passed.
+PROGRESS=$SHARE/progress.txt
 mkdir -p "$LOGS" "$SCRATCH"
 : >"$RESULTS"
 
@@ -232,10 +240,33 @@ result() {
 	FAIL) FAILED=$((FAILED + 1)) ;;
 	SKIP) SKIPPED=$((SKIPPED + 1)) ;;
 	esac
-	printf '%-4s %-22s %s\n' "$2" "$1" "$3" | tee -a "$RESULTS"
+	local line
+	line=$(printf '%-4s %-22s %s' "$2" "$1" "$3")
+	echo "$line"
+	echo "$line" >>"$RESULTS"
+	echo "$line" >>"$PROGRESS"
 }
 
-selected() { [[ $FILTER == all ]] || [[ $1 =~ $FILTER ]]; }
+# stage NAME marks where the host may resume the suite after a hang. It is
+# called only from main, between tests that need nothing of each other but
+# the set-up; with FROM set, every test before that stage is left out.
+stage() {
+	[[ -n $FROM && $1 == "$FROM" ]] && FROM=""
+	[[ -z $FROM ]] || return 0
+	echo "stage $1" >>"$PROGRESS"
+	# The runner's own test (CONTID_VM_HANG on the host): the guest stops
+	# at this stage, its heartbeat with it, as a hung guest would.
+	if [[ $1 == "${HANG_AT:-}" ]]; then
+		say "stage $1: freezing system.slice and this runner (contid.hang)"
+		echo 1 >"$CG/system.slice/cgroup.freeze"
+	fi
+	return 0
+}
+
+selected() {
+	[[ -z $FROM ]] || return 1
+	[[ $FILTER == all ]] || [[ $1 =~ $FILTER ]]
+}
 
 journal_cursor() { journalctl -n1 -q --show-cursor -o cat 2>/dev/null | sed -n 's/^-- cursor: //p'; }
 
@@ -637,9 +668,12 @@ run_kernel_tests() {
 		result enforcing-kernel FAIL "no test binary at $bin"
 		return
 	fi
-	(cd "$SCRATCH" && CONTID_TEST_MODE=enforcing timeout 900 "$bin" -test.v -test.count=1 \
-		-test.timeout=850s -test.run "$KERNEL_TESTS" >"$log" 2>&1)
-	rc=$?
+	# Each test's end is shown as it comes: the host takes a console quiet
+	# for long for a hung guest.
+	(cd "$SCRATCH" && CONTID_TEST_MODE=enforcing exec timeout 900 "$bin" -test.v -test.count=1 \
+		-test.timeout=850s -test.run "$KERNEL_TESTS") 2>&1 | tee "$log" |
+		sed -un 's/^--- \([A-Z]*\): \(Test[A-Za-z0-9_]*\) .*/  kernel test \2 ended: \1/p'
+	rc=${PIPESTATUS[0]}
 	while read -r verdict name took; do
 		n=$((n + 1))
 		case $verdict in
@@ -802,6 +836,7 @@ start_monitor() {
 }
 
 finish() {
+	[[ -n $FROM ]] && result resume FAIL "no stage named '$FROM' in this suite: nothing after the set-up ran"
 	[[ -n $MONITOR_PID ]] && kill "$MONITOR_PID" 2>/dev/null
 	end_victim
 	rmdir "$ESCAPE_CG" 2>/dev/null
@@ -847,8 +882,10 @@ main() {
 	start_monitor
 	discover
 	# Before anything changes state: contid as the package installed it.
+	stage ootb
 	run_ootb
 
+	stage scope-tagging
 	# The setup itself: machine.slice scopes are tagged, control ones are not.
 	# On a fresh host machine.slice appears only with the first machine,
 	# after contidd started: its scopes must be autotagged all the same.
@@ -880,9 +917,11 @@ main() {
 
 	# Container managers: podman's containers named by the OCI hook. One
 	# check stops contidd and starts it again.
+	stage managers
 	run_managers
 	discover
 	# What the OCI hook adds to a container's start (make bench).
+	stage bench-oci
 	run_oci_bench
 
 	local no_map="" no_link="" no_pid=""
@@ -890,6 +929,7 @@ main() {
 	[[ -z ${LINK_ID:-} ]] && no_link="no contid link pinned under $PINDIR"
 	[[ -z ${CONTIDD_PID:-} ]] && no_pid="contidd is not running"
 
+	stage attacks
 	NEEDS=$no_map run_denial map_open_id
 	NEEDS=$no_map run_denial map_open_pin
 	NEEDS=$no_map run_denial map_update_id
@@ -911,6 +951,7 @@ main() {
 	NEEDS=$no_pid run_denial dbus_tag_self bus
 	NEEDS=$no_pid run_denial socket_retag_child bus
 	NEEDS=$no_pid run_denial socket_tag_self bus
+	stage nested
 	if [[ -n $no_pid ]]; then
 		selected nested && result nested FAIL "$no_pid"
 	else
@@ -918,6 +959,7 @@ main() {
 		run_grants
 		run_grant_attacks
 	fi
+	stage contidd-attacks
 	NEEDS=$no_pid run_denial ptrace_contidd
 	NEEDS=$no_pid run_denial steal_fd_contidd
 	CONTIDD_FILE_FD=$(find "/proc/${CONTIDD_PID:-0}/fd" -lname '/*' -printf '%f\n' 2>/dev/null | head -n1)
@@ -925,25 +967,36 @@ main() {
 	# The kernel turns the guard's refusal into EACCES on this path; the
 	# TamperDenied signal shows it was the guard's.
 	NEEDS=$no_pid run_denial proc_fd_contidd eacces
+	stage limits
 	run_limits "$no_pid"
+	stage loads
 	run_loads "$no_pid"
+	stage denial-budget
 	run_denial_budget "$no_pid"
+	stage blind-restart
 	run_blind_restart
 	# Controls from here on disturb contid itself; they run last.
+	stage disturbing-controls
 	NEEDS=$no_map run_denial map_unpin
 	NEEDS=$no_pid run_denial kill_contidd
 	NEEDS=$no_pid run_denial cgroup_kill_contidd
 	NEEDS=$no_link run_denial link_unpin
 	NEEDS=$no_link run_denial link_detach
 	run_denial pin_dir_rename
+	stage continuity
 	run_continuity
+	stage enforcing-kernel
 	run_kernel_tests
+	stage bench-enforcing
 	run_bench
 	# These restart contidd under a stopped journald; nothing that
 	# measures follows them.
+	stage watchdog
 	run_watchdog
+	stage facilities
 	run_facilities
 	# The control unmounts every pin on the guest: nothing may follow it.
+	stage bpffs-umount
 	run_denial bpffs_umount
 	finish
 }
