@@ -359,17 +359,20 @@ monitor() {
 
 # symbolize names the kernel address of each input line (RIP= and 16 hex
 # digits) as symbol+offset, from the guest's /proc/kallsyms, which the
-# runner copies to the share at boot (Debian's System.map is a stub);
-# user-space addresses are said to be so.
+# runner copies to the share at boot and the suite at each stage (Debian's
+# System.map is a stub); user-space addresses are said to be so. A module
+# or BPF program loaded after the last copy is not in it: an offset past
+# any function's size says so rather than naming its neighbour. C
+# collation for sort, as awk compares bytes.
 symbolize() {
 	local map=$WORK/share/kallsyms
 	if [[ ! -s $map ]]; then
 		cat
 		return
 	fi
-	awk '
+	LC_ALL=C awk '
 		function hex(s,   i, v) { v = 0; for (i = 1; i <= length(s); i++) v = v * 16 + index("0123456789abcdef", substr(s, i, 1)) - 1; return v }
-		NR == FNR { if ($2 ~ /^[tT]$/) { n++; addr[n] = $1; name[n] = $3 } next }
+		NR == FNR { if ($2 ~ /^[tT]$/) { n++; addr[n] = $1; name[n] = $3; mod[n] = $4 } next }
 		{
 			line = $0
 			# mawk, Debian'"'"'s awk, has no {16}: the address follows RIP=.
@@ -378,19 +381,22 @@ symbolize() {
 				if (a < "ffff800000000000") { print line " (user space)"; next }
 				lo = 1; hi = n; best = 0
 				while (lo <= hi) { mid = int((lo + hi) / 2); if (addr[mid] <= a) { best = mid; lo = mid + 1 } else hi = mid - 1 }
-				if (best) printf "%s = %s+0x%x\n", line, name[best], hex(substr(a, 9)) - hex(substr(addr[best], 9))
-				else print line
+				off = best ? hex(substr(a, 9)) - hex(substr(addr[best], 9)) : -1
+				if (best && substr(a, 1, 8) == substr(addr[best], 1, 8) && off < 1048576) printf "%s = %s+0x%x%s\n", line, name[best], off, (mod[best] != "" ? " " mod[best] : "")
+				else print line " (no symbol: code loaded after the last copy of kallsyms?)"
 				next
 			}
 			print line
-		}' <(sort "$map") -
+		}' <(LC_ALL=C sort "$map") -
 }
 
 # hang ends a guest that stopped: it records where the vCPUs are, then
-# makes the guest panic with its stacks and waits for qemu to exit.
+# makes the guest panic with its stacks and waits for qemu to exit. Nothing
+# in it may fail the run: a qemu that answers nothing, or a guest that
+# does not panic, is what it is there to report.
 hang() {
 	HUNG=$1
-	local f=$WORK/hang.txt i
+	local f=$WORK/hang.txt i regs
 	log "the guest looks hung: $1 (stage: $(last_stage), heartbeat: $(cat "$WORK/share/heartbeat" 2>/dev/null || echo none))"
 	{
 		echo "why: $1"
@@ -398,7 +404,12 @@ hang() {
 		echo "qemu: $(monitor 'info status' | grep -a -m1 'VM status' || echo 'no answer from the monitor')"
 		for i in 1 2 3; do
 			echo "sample $i:"
-			monitor 'info registers -a' | grep -a -oE '^CPU#[0-9]+|RIP=[0-9a-f]{16}' | paste -d' ' - - | symbolize
+			regs=$(monitor 'info registers -a' | grep -a -oE '^CPU#[0-9]+|RIP=[0-9a-f]{16}' || true)
+			if [[ -n $regs ]]; then
+				paste -d' ' - - <<<"$regs" | symbolize || true
+			else
+				echo "  no answer from the monitor"
+			fi
 		done
 	} >"$f" 2>&1
 	sed 's/^/    /' "$f"
@@ -413,18 +424,26 @@ hang() {
 	done
 	if kill -0 "$QEMU_PID" 2>/dev/null; then
 		log "the guest did not panic within 90 s of the NMI; stopping qemu"
-		monitor quit >/dev/null || kill "$QEMU_PID" 2>/dev/null || true
+		echo "the guest did not panic within 90 s of the NMI" >>"$f"
+		monitor quit >/dev/null || true
+		# A qemu whose main loop is stuck takes no command: timeout
+		# sends it SIGTERM, and SIGKILL 10 s later.
+		for ((i = 0; i < 5; i++)); do
+			kill -0 "$QEMU_PID" 2>/dev/null || break
+			sleep 1
+		done
+		kill "$QEMU_PID" 2>/dev/null || true
 	fi
 	# What the panic printed: the NMI's CPU, the other CPUs, and every
 	# task that was blocked (state D), which is where a hang waits.
-	tail -c +"$((mark + 1))" "$WORK/console.log" | tr -d '\r' >"$WORK/panic.txt"
+	tail -c +"$((mark + 1))" "$WORK/console.log" | tr -d '\r' >"$WORK/panic.txt" || true
 	{
-		grep -a -m1 -B2 -A40 'Kernel panic' "$WORK/panic.txt"
-		grep -a -A25 -E 'NMI backtrace for cpu' "$WORK/panic.txt"
-		awk '/ state:D /{ p = 25 } p > 0 { print; p-- }' "$WORK/panic.txt"
+		grep -a -m1 -B2 -A40 'Kernel panic' "$WORK/panic.txt" || echo "no 'Kernel panic' on the console after the NMI"
+		grep -a -A25 -E 'NMI backtrace for cpu' "$WORK/panic.txt" || true
+		awk '/ state:D /{ p = 25 } p > 0 { print; p-- }' "$WORK/panic.txt" || true
 	} >>"$f" 2>&1
 	log "what the guest printed on the NMI (first 150 lines; all of it in test/vm/out/):"
-	tail -n +"$((lines + 1))" "$f" | head -n 150 | sed 's/^/    /'
+	sed -n "$((lines + 1)),$((lines + 150))p" "$f" | sed 's/^/    /'
 }
 
 # watch waits for qemu to exit; it ends a guest that stopped (see hang).
