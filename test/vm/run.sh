@@ -551,31 +551,43 @@ collect() {
 
 # merge_resumed folds the results of the boots that hung into the last
 # boot's summary.txt and results.txt: each keeps what it had before the
-# stage it hung in, which the next boot ran again; of the set-up the next
-# boot repeated, only a failure is added. It prints the merged exit code.
+# stage it hung in, which the next boot ran again, and a failure in that
+# stage before the hang too; of the set-up the next boot repeated, only a
+# failure is added, once. It prints the merged exit code, which is 1 too
+# when the last boot's suite exited non-zero (it may have died before any
+# result of the stage it resumed at).
 merge_resumed() {
-	local i kept=$WORK/kept.txt merged=$WORK/merged.txt summary=$WORK/summary.txt
+	local i kept=$WORK/kept.txt merged=$WORK/merged.txt summary=$WORK/summary.txt last_rc
 	: >"$kept"
 	for ((i = 1; i <= ${#RETRIES[@]}; i++)); do
-		awk '{ line[NR] = $0 } /^stage /{ last = NR } END { for (i = 1; i < last; i++) if (line[i] !~ /^stage /) print line[i] }' \
-			"$WORK/progress-$i.txt" >>"$kept"
+		awk -v boot="$i" '{ line[NR] = $0 } /^stage /{ last = NR }
+			END {
+				for (i = 1; i <= NR; i++) {
+					if (line[i] ~ /^stage /) continue
+					if (i < last) print line[i]
+					else if (line[i] ~ /^FAIL /) print line[i] " (boot " boot ", in the stage that hung)"
+				}
+			}' "$WORK/progress-$i.txt" >>"$kept"
 	done
-	awk 'NR == FNR { seen[$2] = 1; print; next } !($2 in seen) || $1 == "FAIL"' "$kept" "$OUT/results.txt" >"$merged"
+	awk 'NR == FNR { if (!(($1 " " $2) in seen)) { seen[$1 " " $2] = 1; name[$2] = 1; print } next }
+		!($2 in name) || ($1 == "FAIL" && !(("FAIL " $2) in seen))' "$kept" "$OUT/results.txt" >"$merged"
 	local passed failed skipped
 	# grep -c counts 0 with status 1.
 	passed=$(grep -c '^PASS' "$merged" || true)
 	failed=$(grep -c '^FAIL' "$merged" || true)
 	skipped=$(grep -c '^SKIP' "$merged" || true)
+	last_rc=$(cat "$OUT/exit-code" 2>/dev/null || echo missing)
 	{
-		head -n1 "$OUT/summary.txt"
+		head -n1 "$OUT/summary.txt" 2>/dev/null || echo "VM tier (the last boot's suite wrote no summary)"
 		cat "$merged"
 		printf 'RETRY %s\n' "${RETRIES[@]}"
+		[[ $last_rc == 0 ]] || echo "RESUMED-SUITE-EXIT $last_rc (see suite.log)"
 		echo "$skipped skipped (not applicable on this kernel; not counted)"
 		echo "$passed passed, $failed failed"
 	} >"$summary"
 	cp "$merged" "$OUT/results.txt"
 	cp "$summary" "$OUT/summary.txt"
-	((failed == 0 && passed > 0)) && echo 0 || echo 1
+	if ((failed == 0 && passed > 0)) && [[ $last_rc == 0 ]]; then echo 0; else echo 1; fi
 }
 
 report() {
