@@ -359,8 +359,8 @@ monitor() {
 
 # symbolize names the kernel address of each input line (RIP= and 16 hex
 # digits) as symbol+offset, from the guest's /proc/kallsyms, which the
-# runner copies to the share at boot and the suite at each stage (Debian's
-# System.map is a stub); user-space addresses are said to be so. A module
+# runner copies to the share at boot, and the modules' and BPF programs'
+# symbols the suite adds at each stage (Debian's System.map is a stub); user-space addresses are said to be so. A module
 # or BPF program loaded after the last copy is not in it: an offset past
 # any function's size says so rather than naming its neighbour. C
 # collation for sort, as awk compares bytes.
@@ -387,7 +387,7 @@ symbolize() {
 				next
 			}
 			print line
-		}' <(LC_ALL=C sort "$map") -
+		}' <(cat "$map" "$WORK/share/kallsyms-late" 2>/dev/null | LC_ALL=C sort -u) -
 }
 
 # hang ends a guest that stopped: it records where the vCPUs are, then
@@ -486,7 +486,7 @@ boot_once() {
 	log "accel=$accel, timeout ${limit}s${from:+, resuming at stage $from}; guest console follows"
 	: >"$WORK/console.log"
 	: >"$WORK/monitor.log"
-	rm -f "$WORK/mon.in" "$WORK/mon.out" "$WORK/share/kallsyms"
+	rm -f "$WORK/mon.in" "$WORK/mon.out" "$WORK/share/kallsyms" "$WORK/share/kallsyms-late"
 	mkfifo "$WORK/mon.in" "$WORK/mon.out"
 	HUNG=""
 	timeout -k 10 "$limit" qemu-system-x86_64 \

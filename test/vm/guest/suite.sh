@@ -254,6 +254,11 @@ stage() {
 	[[ -n $FROM && $1 == "$FROM" ]] && FROM=""
 	[[ -z $FROM ]] || return 0
 	echo "stage $1" >>"$PROGRESS"
+	# The host names a hung guest's instruction pointers from kallsyms,
+	# which the runner copied at boot: add the symbols of the modules and
+	# BPF programs (contidd's among them) loaded since.
+	awk 'NF > 3' /proc/kallsyms >"$SHARE/kallsyms-late.tmp" 2>/dev/null &&
+		mv -f "$SHARE/kallsyms-late.tmp" "$SHARE/kallsyms-late"
 	# The runner's own test (CONTID_VM_HANG on the host): the guest stops
 	# at this stage, its heartbeat with it, as a hung guest would.
 	if [[ $1 == "${HANG_AT:-}" ]]; then
