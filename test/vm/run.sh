@@ -291,13 +291,13 @@ readonly BOOT_ATTEMPTS=2
 
 boot() {
 	step "boot guest and run suite"
-	local attempt from="" left stage why
+	local attempt from="" left stage why where next
 	LOCKUPS=()
 	for ((attempt = 1; attempt <= BOOT_ATTEMPTS; attempt++)); do
 		left=$((BUDGET - ($(date +%s) - T0)))
 		((left < TIMEOUT)) || left=$TIMEOUT
-		((left >= 300)) || die "boot $attempt: only ${left}s of the ${BUDGET}s budget left (CONTID_VM_BUDGET)"
-		boot_once "$from" "$left"
+		((left >= 300)) || boot_failed "boot $attempt: only ${left}s of the ${BUDGET}s budget left (CONTID_VM_BUDGET)"
+		boot_once "$from" "$left" "$attempt"
 		why=$HUNG
 		if [[ -z $why ]]; then
 			lockup_report "$attempt" || return 0
@@ -305,19 +305,41 @@ boot() {
 		fi
 		stage=$(last_stage)
 		cp "$WORK/console.log" "$WORK/console-$attempt.log"
-		[[ -f $WORK/hang.txt ]] && mv "$WORK/hang.txt" "$WORK/hang-$attempt.txt"
+		if [[ -f $WORK/hang.txt ]]; then mv "$WORK/hang.txt" "$WORK/hang-$attempt.txt"; fi
+		# A guest that put its results out and then stopped (in its
+		# poweroff) hung after the suite: nothing is to run again.
+		if grep -aq "$DONE_MARKER rc=" "$WORK/console.log" && [[ -f $WORK/share/out/exit-code ]]; then
+			log "the guest stopped after its suite had finished and its results were out ($why); not booting again"
+			return 0
+		fi
 		cp "$WORK/share/progress.txt" "$WORK/progress-$attempt.txt" 2>/dev/null || : >"$WORK/progress-$attempt.txt"
-		[[ -n $stage ]] || die "the guest hung before the suite's first stage ($why)"
-		RETRIES+=("boot $attempt hung in stage $stage: $why")
+		# Before the first stage (boot, install, set-up) there is nothing
+		# to keep: the next boot runs the whole suite again.
+		where="before the first stage of the suite" next="running the whole suite"
+		[[ -z $stage ]] || where="in stage $stage" next="resuming the suite at stage $stage"
+		RETRIES+=("boot $attempt hung $where: $why")
 		if ((attempt < BOOT_ATTEMPTS)); then
-			log "booting again, attempt $((attempt + 1)) of $BOOT_ATTEMPTS, resuming the suite at stage $stage"
+			log "booting again, attempt $((attempt + 1)) of $BOOT_ATTEMPTS, $next"
 			rm -rf "$WORK/share/out" && mkdir -p "$WORK/share/out"
 			rm -f "$WORK/share/progress.txt" "$WORK/share/heartbeat"
 			truncate -s 0 "$WORK/results.img" && truncate -s 64M "$WORK/results.img"
 			from=$stage
 		fi
 	done
-	die "the guest hung on each of $BOOT_ATTEMPTS boots: $(printf '%s; ' "${RETRIES[@]}")"
+	boot_failed "the guest hung on each of $BOOT_ATTEMPTS boots: $(printf '%s; ' "${RETRIES[@]}")"
+}
+
+# boot_failed keeps each boot's console, progress and diagnosis in
+# test/vm/out/ (the work directory goes with the exit), then fails the run.
+boot_failed() {
+	rm -rf "$OUT"
+	mkdir -p "$OUT"
+	local f
+	for f in "${LOCKUPS[@]}" "$WORK"/console-*.log "$WORK"/hang-*.txt "$WORK"/progress-*.txt "$WORK/console.log" "$WORK/hang.txt"; do
+		if [[ -f $f ]]; then cp "$f" "$OUT/"; fi
+	done
+	log "the hung boots' consoles, progress and diagnoses: ${OUT#"$ROOT"/}/"
+	die "$1"
 }
 
 # last_stage prints the stage the suite of the current boot was in.
@@ -472,11 +494,11 @@ watch() {
 }
 
 # boot_once boots the guest once: $1 is the stage to resume at (empty for
-# the whole suite), $2 how long qemu may run.
+# the whole suite), $2 how long qemu may run, $3 the attempt.
 boot_once() {
 	local from=$1 limit=$2 accel cpu hang=""
 	# Only the first boot is made to hang: the second must resume.
-	[[ -n $from ]] || hang=${CONTID_VM_HANG:-}
+	(($3 > 1)) || hang=${CONTID_VM_HANG:-}
 	accel=$(pick_accel)
 	case $accel in
 	kvm) cpu=host ;;
