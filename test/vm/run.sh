@@ -470,7 +470,7 @@ hang() {
 
 # watch waits for qemu to exit; it ends a guest that stopped (see hang).
 watch() {
-	local boot_t0=$1 size last_size=-1 last_out now beat
+	local boot_t0=$1 size last_size=-1 last_out now beat stall
 	last_out=$(date +%s)
 	while kill -0 "$QEMU_PID" 2>/dev/null; do
 		sleep 5
@@ -480,9 +480,17 @@ watch() {
 			last_size=$size
 			last_out=$now
 		fi
-		# Until the runner starts, the boot itself is the heartbeat.
-		beat=$(stat -c %Y "$WORK/share/heartbeat" 2>/dev/null || echo "$boot_t0")
-		if ((now - beat > STALL && now - last_out > STALL)); then
+		# Until the runner starts, the boot itself is the heartbeat, and
+		# the console is quiet (quiet, systemd.show_status=false) while
+		# systemd brings up multi-user.target, dockerd and apparmor
+		# included, which under TCG on a loaded host can take minutes:
+		# only QUIET bounds it.
+		stall=$STALL
+		if ! beat=$(stat -c %Y "$WORK/share/heartbeat" 2>/dev/null); then
+			beat=$boot_t0
+			stall=$QUIET
+		fi
+		if ((now - beat > stall && now - last_out > stall)); then
 			hang "no heartbeat for $((now - beat)) s and no console output for $((now - last_out)) s"
 			return
 		fi
