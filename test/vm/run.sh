@@ -334,12 +334,18 @@ boot() {
 boot_failed() {
 	rm -rf "$OUT"
 	mkdir -p "$OUT"
-	local f
-	for f in "${LOCKUPS[@]}" "$WORK"/console-*.log "$WORK"/hang-*.txt "$WORK"/progress-*.txt "$WORK/console.log" "$WORK/hang.txt"; do
-		if [[ -f $f ]]; then cp "$f" "$OUT/"; fi
-	done
+	keep_boot_files "$WORK/console.log" "$WORK/hang.txt"
 	log "the hung boots' consoles, progress and diagnoses: ${OUT#"$ROOT"/}/"
 	die "$1"
+}
+
+# keep_boot_files copies into $OUT each earlier boot's lockup report,
+# console, progress and diagnosis, and the files it is given.
+keep_boot_files() {
+	local f
+	for f in "${LOCKUPS[@]}" "$WORK"/console-*.log "$WORK"/hang-*.txt "$WORK"/progress-*.txt "$@"; do
+		if [[ -f $f ]]; then cp "$f" "$OUT/"; fi
+	done
 }
 
 # last_stage prints the stage the suite of the current boot was in.
@@ -382,10 +388,11 @@ monitor() {
 # symbolize names the kernel address of each input line (RIP= and 16 hex
 # digits) as symbol+offset, from the guest's /proc/kallsyms, which the
 # runner copies to the share at boot, and the modules' and BPF programs'
-# symbols the suite adds at each stage (Debian's System.map is a stub); user-space addresses are said to be so. A module
-# or BPF program loaded after the last copy is not in it: an offset past
-# any function's size says so rather than naming its neighbour. C
-# collation for sort, as awk compares bytes.
+# symbols the suite adds at each stage (Debian's System.map is a stub);
+# user-space addresses are said to be so. A module or BPF program loaded
+# after the last copy is not in it: an offset past any function's size
+# says so rather than naming its neighbour. C collation for sort, as awk
+# compares bytes.
 symbolize() {
 	local map=$WORK/share/kallsyms
 	if [[ ! -s $map ]]; then
@@ -560,12 +567,7 @@ collect() {
 	step "collect results"
 	rm -rf "$OUT"
 	mkdir -p "$OUT"
-	cp "$WORK/console.log" "$OUT/console.log"
-	local f
-	for f in "${LOCKUPS[@]}"; do cp "$f" "$OUT/"; done
-	for f in "$WORK"/console-*.log "$WORK"/hang-*.txt "$WORK"/progress-*.txt; do
-		[[ -f $f ]] && cp "$f" "$OUT/"
-	done
+	keep_boot_files "$WORK/console.log"
 	if [[ -f $WORK/share/out/exit-code ]]; then
 		cp -a "$WORK/share/out/." "$OUT/"
 	elif tar -tf "$WORK/results.img" >/dev/null 2>&1; then
